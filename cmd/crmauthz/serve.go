@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server"
+	"github.com/crmauthz/crmauthz/policies"
+)
+
+type serveOptions struct {
+	addr, adminAddr  string
+	dataDir          string
+	policiesDir      string
+	tokenFile        string
+	loadSnapshot     string
+	consistencyWait  time.Duration
+	maxBatchBytes    int64
+	readyMinSeq      uint64
+	shutdownTimeout  time.Duration
+	logLevel         string
+	indexLockTimeout time.Duration
+	snapshotTimeout  time.Duration
+	maxSnapshotBytes int64
+	maxDecisionBytes int64
+	maxBatchEvents   int
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve decisions (--addr) and the replication and admin API (--admin-addr)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.addr, "addr", "127.0.0.1:8181", "listen address of the decision API")
+	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8282", "listen address of the replication API, /metrics, health and status")
+	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the bbolt index file (index.db)")
+	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies to serve instead of the built-in ones")
+	f.StringVar(&o.tokenFile, "replication-token-file", "", "file holding the replication bearer token (or set CRMAUTHZ_REPLICATION_TOKEN); without a token only loopback clients may replicate")
+	f.StringVar(&o.loadSnapshot, "load-snapshot", "", "NDJSON snapshot file loaded at start when the index is empty (applied_seq 0)")
+	f.DurationVar(&o.consistencyWait, "consistency-wait", 200*time.Millisecond, "how long a decision with min_seq waits for the index before 503 index_behind")
+	f.Int64Var(&o.maxBatchBytes, "max-batch-bytes", 16<<20, "largest replication batch body in bytes (413 above)")
+	f.IntVar(&o.maxBatchEvents, "max-batch-events", 10_000, "most events in one replication batch (413 above)")
+	f.Int64Var(&o.maxSnapshotBytes, "max-snapshot-bytes", 8<<30, "largest snapshot body in bytes (413 above)")
+	f.Int64Var(&o.maxDecisionBytes, "max-decision-bytes", 1<<20, "largest decision request body in bytes (413 above)")
+	f.DurationVar(&o.snapshotTimeout, "snapshot-timeout", 15*time.Minute, "time allowed to upload or download one snapshot")
+	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", 0, "/health/ready answers 503 until the index has applied this seq")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests to finish on SIGTERM")
+	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the index file's lock at start")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// readToken returns the replication token from the file or the environment.
+func readToken(file string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--replication-token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return nil, fmt.Errorf("--replication-token-file %s is empty", file)
+		}
+		return []byte(tok), nil
+	}
+	if tok := strings.TrimSpace(os.Getenv("CRMAUTHZ_REPLICATION_TOKEN")); tok != "" {
+		return []byte(tok), nil
+	}
+	return nil, nil
+}
+
+func serve(ctx context.Context, o serveOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	token, err := readToken(o.tokenFile)
+	if err != nil {
+		return err
+	}
+
+	m := metrics.New(metrics.Config{})
+	pcfg := policy.Config{FS: policies.FS}
+	if o.policiesDir != "" {
+		pcfg = policy.Config{Dir: o.policiesDir}
+	}
+	eng, err := policy.New(pcfg)
+	if err != nil {
+		m.PolicyReload(false, "")
+		return fmt.Errorf("policy: %w", err)
+	}
+	m.PolicyReload(true, eng.Revision())
+
+	ix, err := index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout})
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	defer func() {
+		if err := ix.Close(); err != nil {
+			log.Error("closing the index", "err", err)
+		}
+	}()
+
+	repl, err := replication.New(replication.Config{Index: ix, MaxEvents: o.maxBatchEvents})
+	if err != nil {
+		return err
+	}
+	if o.loadSnapshot != "" {
+		if err := loadSnapshotFile(repl, ix, o.loadSnapshot, log); err != nil {
+			return err
+		}
+	}
+
+	srv, err := server.New(server.Config{
+		Index: ix, Engine: eng, Replicator: repl, Metrics: m, Logger: log, Version: version,
+		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
+		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
+		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq,
+	})
+	if err != nil {
+		return err
+	}
+	if len(token) == 0 && !isLoopbackAddr(o.adminAddr) {
+		log.Warn("no replication token is configured: the replication API accepts loopback clients only", "admin_addr", o.adminAddr)
+	}
+
+	servers := []*http.Server{
+		server.HTTPServer(o.addr, srv.DecisionHandler()),
+		server.HTTPServer(o.adminAddr, srv.AdminHandler()),
+	}
+	// Bind every listener before serving any, so a port in use fails the start.
+	listeners := make([]net.Listener, len(servers))
+	for i, hs := range servers {
+		ln, err := net.Listen("tcp", hs.Addr)
+		if err != nil {
+			for _, l := range listeners[:i] {
+				l.Close()
+			}
+			return fmt.Errorf("listen %s: %w", hs.Addr, err)
+		}
+		listeners[i] = ln
+	}
+	errc := make(chan error, len(servers))
+	for i, hs := range servers {
+		go func() {
+			if err := hs.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s: %w", hs.Addr, err)
+			}
+		}()
+	}
+	log.Info("crmauthz serving", "version", version, "addr", listeners[0].Addr().String(),
+		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
+		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining in-flight requests", "timeout", o.shutdownTimeout)
+	case serveErr = <-errc:
+		log.Error("listener failed, shutting down", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	for _, hs := range servers {
+		if err := hs.Shutdown(sctx); err != nil {
+			log.Error("shutdown", "addr", hs.Addr, "err", err)
+		}
+	}
+	log.Info("stopped", "applied_seq", ix.AppliedSeq())
+	return serveErr
+}
+
+func loadSnapshotFile(repl *replication.Replicator, ix *index.Index, file string, log *slog.Logger) error {
+	if ix.AppliedSeq() != 0 {
+		log.Info("--load-snapshot skipped: the index is not empty", "applied_seq", ix.AppliedSeq())
+		return nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("--load-snapshot: %w", err)
+	}
+	defer f.Close()
+	res, err := repl.LoadSnapshot(f)
+	if err != nil {
+		return fmt.Errorf("--load-snapshot %s: %w", file, err)
+	}
+	log.Info("snapshot loaded", "file", file, "applied_seq", res.AppliedSeq, "users", res.Users, "records", res.Records)
+	return nil
+}
+
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+// requireReplicationAuth guards the replication API: a bearer token when one
+// is configured (compared in constant time), else loopback clients only.
+func (s *Server) requireReplicationAuth(c *gin.Context) {
+	if len(s.cfg.Token) == 0 {
+		if !isLoopback(c.Request.RemoteAddr) {
+			s.writeError(c, newError(http.StatusUnauthorized, "unauthorized",
+				"no replication token is configured, so only loopback clients may replicate"))
+		}
+		return
+	}
+	const prefix = "bearer "
+	h := c.GetHeader("Authorization")
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		s.writeError(c, newError(http.StatusUnauthorized, "unauthorized", "missing bearer token"))
+		return
+	}
+	// Hash both sides so the comparison takes the same time whatever the lengths.
+	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(prefix):])))
+	want := sha256.Sum256(s.cfg.Token)
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		s.writeError(c, newError(http.StatusUnauthorized, "unauthorized", "wrong bearer token"))
+		return
+	}
+}
+
+func opLabel(op string) string {
+	for _, o := range replication.Ops {
+		if o == op {
+			return op
+		}
+	}
+	return "unknown"
+}
+
+func (s *Server) postEvents(c *gin.Context) {
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBatchBytes)
+	events, err := s.repl.DecodeBatch(body)
+	if err == nil {
+		var res replication.Result
+		res, err = s.repl.Apply(events)
+		if err == nil {
+			for op, n := range res.PerOp {
+				s.m.Events(op, "applied", n.Applied)
+				s.m.Events(op, "skipped", n.Skipped)
+			}
+			s.updateIndexMetrics()
+			c.JSON(http.StatusOK, res)
+			return
+		}
+	}
+	// Nothing was applied: count the events of a decoded batch as rejected.
+	for i := range events {
+		s.m.Events(opLabel(events[i].Op), "rejected", 1)
+	}
+	s.writeError(c, err)
+}
+
+func (s *Server) putSnapshot(c *gin.Context) {
+	rc := http.NewResponseController(c.Writer)
+	deadline := time.Now().Add(s.cfg.SnapshotTimeout)
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline.Add(time.Minute))
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxSnapshotBytes)
+	res, err := s.repl.LoadSnapshot(body)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	s.updateIndexMetrics()
+	s.log.Info("snapshot loaded", "applied_seq", res.AppliedSeq, "users", res.Users, "records", res.Records)
+	c.JSON(http.StatusOK, res)
+}
+
+func (s *Server) getSnapshot(c *gin.Context) {
+	rc := http.NewResponseController(c.Writer)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
+	c.Header("Content-Type", "application/x-ndjson")
+	c.Status(http.StatusOK)
+	if err := s.repl.WriteSnapshot(c.Writer); err != nil {
+		// The status is sent already: cut the stream short so the client sees
+		// an incomplete body rather than a silently truncated snapshot.
+		s.log.Error("snapshot export failed", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+type replicationStatus struct {
+	AppliedSeq uint64            `json:"applied_seq"`
+	Users      uint64            `json:"users"`
+	Records    map[string]uint64 `json:"records"`
+}
+
+func (s *Server) currentReplicationStatus() replicationStatus {
+	counts := s.ix.Counts()
+	return replicationStatus{AppliedSeq: s.ix.AppliedSeq(), Users: counts.Users, Records: counts.Records}
+}
+
+func (s *Server) replicationStatus(c *gin.Context) {
+	c.JSON(http.StatusOK, s.currentReplicationStatus())
+}
+
+func (s *Server) live(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// readiness returns "" when ready, else the reason.
+func (s *Server) readiness() string {
+	if s.eng.Revision() == "" {
+		return "no policy is compiled"
+	}
+	if err := s.ix.View(func(*index.ReadTx) error { return nil }); err != nil {
+		return "the index is not open: " + err.Error()
+	}
+	if seq := s.ix.AppliedSeq(); seq < s.cfg.ReadyMinSeq {
+		return "the index has applied seq " + strconv.FormatUint(seq, 10) + ", waiting for " + strconv.FormatUint(s.cfg.ReadyMinSeq, 10)
+	}
+	return ""
+}
+
+func (s *Server) ready(c *gin.Context) {
+	if reason := s.readiness(); reason != "" {
+		s.writeError(c, newError(http.StatusServiceUnavailable, "not_ready", "%s", reason))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+type policyStatus struct {
+	Revision   string     `json:"revision"`
+	LastReload *time.Time `json:"last_reload"`
+	LastError  *string    `json:"last_error"`
+}
+
+type statusResponse struct {
+	Version    string            `json:"version"`
+	Ready      bool              `json:"ready"`
+	Policy     policyStatus      `json:"policy"`
+	AppliedSeq uint64            `json:"applied_seq"`
+	Index      replicationStatus `json:"index"`
+}
+
+func (s *Server) status(c *gin.Context) {
+	ps := s.eng.Status()
+	resp := statusResponse{
+		Version:    s.cfg.Version,
+		Ready:      s.readiness() == "",
+		Policy:     policyStatus{Revision: ps.Revision},
+		AppliedSeq: s.ix.AppliedSeq(),
+		Index:      s.currentReplicationStatus(),
+	}
+	if !ps.LastReload.IsZero() {
+		t := ps.LastReload.UTC()
+		resp.Policy.LastReload = &t
+	}
+	if ps.LastError != nil {
+		msg := ps.LastError.Error()
+		resp.Policy.LastError = &msg
+	}
+	c.JSON(http.StatusOK, resp)
+}

@@ -1,0 +1,325 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+// knownActions bounds the action label of crmauthz_decisions_total.
+var knownActions = map[string]bool{
+	"view": true, "edit": true, "delete": true, "change_owner": true, "add_follower": true, "remove_follower": true,
+}
+
+func actionLabel(a string) string {
+	if knownActions[a] {
+		return a
+	}
+	return "other"
+}
+
+// maxChecks is the most checks one /v1/decisions request may hold.
+const maxChecks = 1000
+
+type resourceRef struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+type decisionRequest struct {
+	Subject  string       `json:"subject"`
+	Action   string       `json:"action"`
+	Resource *resourceRef `json:"resource"`
+	Target   *string      `json:"target"`
+	MinSeq   uint64       `json:"min_seq"`
+}
+
+type checkRequest struct {
+	Action   string       `json:"action"`
+	Resource *resourceRef `json:"resource"`
+	Target   *string      `json:"target"`
+}
+
+type batchRequest struct {
+	Subject string         `json:"subject"`
+	Checks  []checkRequest `json:"checks"`
+	MinSeq  uint64         `json:"min_seq"`
+}
+
+type decisionResponse struct {
+	Allow          bool   `json:"allow"`
+	Reason         string `json:"reason"`
+	DecisionID     string `json:"decision_id"`
+	PolicyRevision string `json:"policy_revision"`
+	AppliedSeq     uint64 `json:"applied_seq"`
+}
+
+type checkResult struct {
+	Allow  bool   `json:"allow"`
+	Reason string `json:"reason"`
+}
+
+type batchResponse struct {
+	Results        []checkResult `json:"results"`
+	DecisionID     string        `json:"decision_id"`
+	PolicyRevision string        `json:"policy_revision"`
+	AppliedSeq     uint64        `json:"applied_seq"`
+}
+
+func invalid(format string, args ...any) *apiError {
+	return newError(http.StatusBadRequest, "invalid_request", format, args...)
+}
+
+// toInput checks one check's fields and returns the policy's input.
+func toInput(subject, action string, res *resourceRef, target *string, where string) (policy.Input, error) {
+	switch {
+	case subject == "":
+		return policy.Input{}, invalid("subject is missing or empty")
+	case action == "":
+		return policy.Input{}, invalid("%saction is missing or empty", where)
+	case res == nil:
+		return policy.Input{}, invalid("%sresource is missing", where)
+	case res.Type == "":
+		return policy.Input{}, invalid("%sresource.type is missing or empty", where)
+	case res.ID == "":
+		return policy.Input{}, invalid("%sresource.id is missing or empty", where)
+	case target != nil && *target == "":
+		return policy.Input{}, invalid("%starget is empty (leave it out when there is none)", where)
+	}
+	in := policy.Input{Subject: subject, Action: action, ResourceType: res.Type, ResourceID: res.ID}
+	if target != nil {
+		in.Target, in.HasTarget = *target, true
+	}
+	return in, nil
+}
+
+// decode reads a decision request body: at most MaxDecisionBytes, strict JSON.
+func (s *Server) decode(c *gin.Context, v any) error {
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxDecisionBytes)
+	return replication.DecodeStrict(body, v)
+}
+
+// waitForSeq implements min_seq: wait up to ConsistencyWait for the index to
+// apply seq, then 503 index_behind (never a stale answer).
+func (s *Server) waitForSeq(ctx context.Context, seq uint64) error {
+	if seq == 0 || s.ix.AppliedSeq() >= seq {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConsistencyWait)
+	defer cancel()
+	if err := s.ix.WaitForSeq(ctx, seq); err != nil {
+		applied := s.ix.AppliedSeq()
+		e := newError(http.StatusServiceUnavailable, "index_behind",
+			"the index has applied seq %d, not yet %d (waited %s)", applied, seq, s.cfg.ConsistencyWait)
+		e.Extra = map[string]any{"applied_seq": applied}
+		return e
+	}
+	return nil
+}
+
+// evalError wraps an evaluation failure: the request is denied with a 500.
+func evalError(err error) error {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return err
+	}
+	return newError(http.StatusInternalServerError, "evaluation_error", "the decision could not be evaluated (denied): %v", err)
+}
+
+func (s *Server) postDecision(c *gin.Context) {
+	start := time.Now()
+	defer func() { s.m.DecisionDuration("decision", time.Since(start)) }()
+
+	var req decisionRequest
+	if err := s.decode(c, &req); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	in, err := toInput(req.Subject, req.Action, req.Resource, req.Target, "")
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	if err := s.waitForSeq(c.Request.Context(), req.MinSeq); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	var (
+		d   policy.Decision
+		rev string
+		seq uint64
+	)
+	err = s.ix.View(func(tx *index.ReadTx) error {
+		seq = tx.AppliedSeq()
+		var err error
+		d, rev, err = s.eng.Decide(c.Request.Context(), tx, in)
+		return err
+	})
+	if err != nil {
+		s.m.Decision("decision", actionLabel(in.Action), false, "error")
+		s.writeError(c, evalError(err))
+		return
+	}
+	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
+	c.JSON(http.StatusOK, decisionResponse{
+		Allow: d.Allow, Reason: d.Reason, DecisionID: s.ids.next(), PolicyRevision: rev, AppliedSeq: seq,
+	})
+}
+
+func (s *Server) postDecisions(c *gin.Context) {
+	start := time.Now()
+	defer func() { s.m.DecisionDuration("decisions", time.Since(start)) }()
+
+	var req batchRequest
+	if err := s.decode(c, &req); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	if req.Checks == nil {
+		s.writeError(c, invalid("checks is missing"))
+		return
+	}
+	if len(req.Checks) > maxChecks {
+		s.writeError(c, newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%d checks, at most %d", len(req.Checks), maxChecks))
+		return
+	}
+	inputs := make([]policy.Input, len(req.Checks))
+	for i, ch := range req.Checks {
+		in, err := toInput(req.Subject, ch.Action, ch.Resource, ch.Target, "checks["+strconv.Itoa(i)+"].")
+		if err != nil {
+			s.writeError(c, err)
+			return
+		}
+		inputs[i] = in
+	}
+	if err := s.waitForSeq(c.Request.Context(), req.MinSeq); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	resp := batchResponse{Results: make([]checkResult, len(inputs))}
+	err := s.ix.View(func(tx *index.ReadTx) error {
+		resp.AppliedSeq = tx.AppliedSeq()
+		for i, in := range inputs {
+			d, rev, err := s.eng.Decide(c.Request.Context(), tx, in)
+			if err != nil {
+				return err
+			}
+			resp.Results[i] = checkResult{Allow: d.Allow, Reason: d.Reason}
+			resp.PolicyRevision = rev
+		}
+		return nil
+	})
+	if err != nil {
+		s.m.Decision("decisions", "other", false, "error")
+		s.writeError(c, evalError(err))
+		return
+	}
+	for i, r := range resp.Results {
+		s.m.Decision("decisions", actionLabel(inputs[i].Action), r.Allow, r.Reason)
+	}
+	if resp.PolicyRevision == "" {
+		resp.PolicyRevision = s.eng.Revision()
+	}
+	resp.DecisionID = s.ids.next()
+	c.JSON(http.StatusOK, resp)
+}
+
+type dataResponse struct {
+	Result     any    `json:"result,omitempty"`
+	DecisionID string `json:"decision_id"`
+	AppliedSeq uint64 `json:"applied_seq"`
+}
+
+// postData serves OPA's Data API: POST /v1/data/{path} with {"input": …}.
+func (s *Server) postData(c *gin.Context) {
+	start := time.Now()
+	defer func() { s.m.DecisionDuration("data", time.Since(start)) }()
+
+	path := strings.Trim(c.Param("path"), "/")
+	if path == "" {
+		s.writeError(c, invalid("a data path is required, e.g. /v1/data/crmauthz/decision"))
+		return
+	}
+	segs := strings.Split(path, "/")
+	for _, seg := range segs {
+		if seg == "" {
+			s.writeError(c, invalid("the data path %q has an empty segment", path))
+			return
+		}
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxDecisionBytes))
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	var input ast.Value
+	if len(bytes.TrimSpace(raw)) > 0 {
+		var body struct {
+			Input *json.RawMessage `json:"input"`
+		}
+		if err := replication.DecodeStrict(bytes.NewReader(raw), &body); err != nil {
+			s.writeError(c, err)
+			return
+		}
+		if body.Input != nil {
+			input, err = ast.ValueFromReader(bytes.NewReader(*body.Input))
+			if err != nil {
+				s.writeError(c, invalid("input: %v", err))
+				return
+			}
+		}
+	}
+	var (
+		result  any
+		defined bool
+		seq     uint64
+	)
+	err = s.ix.View(func(tx *index.ReadTx) error {
+		seq = tx.AppliedSeq()
+		var err error
+		result, defined, _, err = s.eng.Query(c.Request.Context(), tx, segs, input)
+		return err
+	})
+	isDecision := path == "crmauthz/decision"
+	if err != nil {
+		if isDecision {
+			s.m.Decision("data", "other", false, "error")
+		}
+		s.writeError(c, evalError(err))
+		return
+	}
+	if isDecision {
+		action := "other"
+		if obj, ok := input.(ast.Object); ok {
+			if t := obj.Get(ast.StringTerm("action")); t != nil {
+				if a, ok := t.Value.(ast.String); ok {
+					action = actionLabel(string(a))
+				}
+			}
+		}
+		allow, reason := false, "undefined"
+		if m, ok := result.(map[string]any); ok {
+			allow, _ = m["allow"].(bool)
+			reason, _ = m["reason"].(string)
+		}
+		s.m.Decision("data", action, allow, reason)
+	}
+	resp := dataResponse{DecisionID: s.ids.next(), AppliedSeq: seq}
+	if defined {
+		resp.Result = result
+	}
+	c.JSON(http.StatusOK, resp)
+}

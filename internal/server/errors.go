@@ -1,0 +1,100 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"syscall"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+// apiError is an error the server itself raises, with its status and code.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+	Extra   map[string]any // fields added inside "error" (applied_seq, index, line)
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func newError(status int, code, format string, args ...any) *apiError {
+	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// toAPIError is the one table that maps every error to an HTTP status and a
+// code of SPEC §2 "Errors". Anything it does not know is a 500: on the
+// decision listener that is a deny, never an allow.
+func toAPIError(err error) *apiError {
+	var (
+		ae   *apiError
+		mbe  *http.MaxBytesError
+		mal  *replication.MalformedError
+		fe   *replication.FieldError
+		gap  *replication.GapError
+		inv  *replication.InvalidEventError
+		line *replication.SnapshotLineError
+	)
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &mbe):
+		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &mal):
+		return newError(http.StatusBadRequest, "malformed_json", "%s", mal.Msg)
+	case errors.As(err, &fe):
+		return newError(http.StatusBadRequest, "invalid_request", "%s", fe.Msg)
+	case errors.As(err, &gap):
+		e := newError(http.StatusConflict, "sequence_gap", "%s", gap.Error())
+		e.Extra = map[string]any{"applied_seq": gap.AppliedSeq}
+		return e
+	case errors.As(err, &inv):
+		e := newError(http.StatusUnprocessableEntity, "invalid_event", "%s", inv.Error())
+		e.Extra = map[string]any{"index": inv.Index}
+		return e
+	case errors.As(err, &line):
+		e := newError(http.StatusUnprocessableEntity, "invalid_snapshot", "%s", line.Error())
+		e.Extra = map[string]any{"line": line.Line}
+		return e
+	case errors.Is(err, replication.ErrTooManyEvents):
+		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%v", err)
+	case errors.Is(err, replication.ErrSnapshotInProgress):
+		return newError(http.StatusServiceUnavailable, "snapshot_in_progress", "%v", err)
+	case errors.Is(err, index.ErrReadOnly):
+		return newError(http.StatusServiceUnavailable, "index_read_only", "the index is open read-only")
+	case errors.Is(err, index.ErrClosed):
+		return newError(http.StatusServiceUnavailable, "index_closed", "the index is closed (shutting down)")
+	case errors.Is(err, syscall.ENOSPC):
+		return newError(http.StatusInsufficientStorage, "insufficient_storage", "the data directory is full: %v", err)
+	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return newError(http.StatusServiceUnavailable, "index_unwritable", "the data directory cannot be written: %v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return newError(http.StatusServiceUnavailable, "timeout", "%v", err)
+	}
+	return newError(http.StatusInternalServerError, "internal_error", "%v", err)
+}
+
+type errorBody struct {
+	Error map[string]any `json:"error"`
+}
+
+// writeError writes SPEC's error body once and stops the handler chain.
+func (s *Server) writeError(c *gin.Context, err error) {
+	ae := toAPIError(err)
+	if ae.Status >= 500 {
+		s.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "status", ae.Status, "err", err)
+	}
+	body := map[string]any{"code": ae.Code, "message": ae.Message}
+	for k, v := range ae.Extra {
+		body[k] = v
+	}
+	if ae.Status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer realm="crmauthz"`)
+	}
+	c.AbortWithStatusJSON(ae.Status, errorBody{Error: body})
+}

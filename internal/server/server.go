@@ -1,0 +1,212 @@
+// Package server holds the Gin handlers and middleware of crmauthz's two HTTP
+// listeners: the decision listener (--addr) and the admin listener
+// (--admin-addr). Every handler times the request, parses it (4xx on failure),
+// evaluates or applies, writes its reply once and returns; every error goes
+// through one writer and one table of statuses and codes (errors.go).
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+// Config configures New. Index, Engine, Replicator and Metrics are required.
+type Config struct {
+	Index      *index.Index
+	Engine     *policy.Engine
+	Replicator *replication.Replicator
+	Metrics    *metrics.Metrics
+	Logger     *slog.Logger // default: slog.Default()
+	Version    string
+
+	// Token is the replication bearer token. Empty: only loopback clients may replicate.
+	Token []byte
+	// MaxDecisionBytes limits decision request bodies; default 1 MiB.
+	MaxDecisionBytes int64
+	// MaxBatchBytes limits replication batch bodies; default 16 MiB.
+	MaxBatchBytes int64
+	// MaxSnapshotBytes limits snapshot bodies; default 8 GiB.
+	MaxSnapshotBytes int64
+	// SnapshotTimeout bounds reading or writing one snapshot; default 15 minutes.
+	SnapshotTimeout time.Duration
+	// ConsistencyWait is how long a decision with min_seq waits for the index; default 200ms.
+	ConsistencyWait time.Duration
+	// ReadyMinSeq: /health/ready answers 503 until the index has applied this seq.
+	ReadyMinSeq uint64
+}
+
+// Server serves the decision and admin listeners.
+type Server struct {
+	cfg  Config
+	ix   *index.Index
+	eng  *policy.Engine
+	repl *replication.Replicator
+	m    *metrics.Metrics
+	log  *slog.Logger
+	ids  *idGen
+}
+
+// New checks cfg, fills its defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Index == nil || cfg.Engine == nil || cfg.Replicator == nil || cfg.Metrics == nil {
+		return nil, errors.New("server: Index, Engine, Replicator and Metrics are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxDecisionBytes <= 0 {
+		cfg.MaxDecisionBytes = 1 << 20
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 16 << 20
+	}
+	if cfg.MaxSnapshotBytes <= 0 {
+		cfg.MaxSnapshotBytes = 8 << 30
+	}
+	if cfg.SnapshotTimeout <= 0 {
+		cfg.SnapshotTimeout = 15 * time.Minute
+	}
+	if cfg.ConsistencyWait <= 0 {
+		cfg.ConsistencyWait = 200 * time.Millisecond
+	}
+	ids, err := newIDGen()
+	if err != nil {
+		return nil, err
+	}
+	gin.SetMode(gin.ReleaseMode)
+	s := &Server{cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids}
+	s.updateIndexMetrics()
+	return s, nil
+}
+
+// HTTPServer returns an http.Server for h with crmauthz's timeouts and header
+// limit. Handlers that stream (snapshots) extend their own deadlines.
+func HTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+func (s *Server) newEngine(listener string) *gin.Engine {
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	r.Use(s.recovery(), s.countRequests(listener))
+	r.NoRoute(func(c *gin.Context) {
+		s.writeError(c, newError(http.StatusNotFound, "not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	r.NoMethod(func(c *gin.Context) {
+		s.writeError(c, newError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+	})
+	return r
+}
+
+// DecisionHandler serves the decision listener (--addr).
+func (s *Server) DecisionHandler() http.Handler {
+	r := s.newEngine("decision")
+	r.POST("/v1/decision", s.postDecision)
+	r.POST("/v1/decisions", s.postDecisions)
+	r.POST("/v1/data/*path", s.postData)
+	return r
+}
+
+// AdminHandler serves the admin listener (--admin-addr).
+func (s *Server) AdminHandler() http.Handler {
+	r := s.newEngine("admin")
+	r.GET("/health/live", s.live)
+	r.GET("/health/ready", s.ready)
+	r.GET("/v1/status", s.status)
+	mh := s.m.Handler()
+	r.GET("/metrics", func(c *gin.Context) { mh.ServeHTTP(c.Writer, c.Request) })
+	g := r.Group("/v1/replication", s.requireReplicationAuth)
+	g.POST("/events", s.postEvents)
+	g.PUT("/snapshot", s.putSnapshot)
+	g.GET("/snapshot", s.getSnapshot)
+	g.GET("/status", s.replicationStatus)
+	return r
+}
+
+// recovery turns a panic into SPEC's 500 body: on the decision listener a deny.
+func (s *Server) recovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				s.writeError(c, newError(http.StatusInternalServerError, "internal_error", "internal error"))
+			}
+		}()
+		c.Next()
+	}
+}
+
+// countRequests counts every request by route template (never the raw path,
+// whose cardinality the client controls).
+func (s *Server) countRequests(listener string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		s.m.HTTPRequest(listener, route, c.Writer.Status())
+	}
+}
+
+// isLoopback tells whether the TCP peer is on this host. It reads the
+// connection's own address, never X-Forwarded-For (which a client can set).
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) updateIndexMetrics() {
+	c := s.ix.Counts()
+	s.m.IndexState(s.ix.AppliedSeq(), c.Users, c.Records)
+}
+
+// idGen makes decision ids: a random per-process prefix and a counter, unique
+// without a system call per decision.
+type idGen struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newIDGen() (*idGen, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	return &idGen{prefix: hex.EncodeToString(b[:]) + "-"}, nil
+}
+
+func (g *idGen) next() string {
+	return g.prefix + strconv.FormatUint(g.n.Add(1), 16)
+}
