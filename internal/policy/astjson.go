@@ -1,0 +1,330 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// The facts arrive as JSON bytes that are only valid inside the index's read
+// transaction. They are converted straight to ast.Value by a small JSON parser
+// instead of json.Unmarshal into a map followed by ast.InterfaceToValue, which
+// would build every value twice:
+//
+//   - the input is copied once into a string, and every string of the result
+//     that has no escape sequence is a substring of that copy (no allocation);
+//   - the terms of one document come from one slice (one allocation per 16
+//     terms instead of one per term);
+//   - object keys and frequent values (field names, roles, record types,
+//     booleans) are shared, immutable terms (see internTable);
+//   - objects are built with one ast.NewObject call from a stack buffer.
+//
+// The parser accepts exactly JSON (RFC 8259); duplicate object keys keep the
+// last value, as encoding/json does.
+
+// maxJSONDepth bounds the nesting of the documents the parser accepts.
+const maxJSONDepth = 64
+
+// termChunk is how many terms the parser allocates at once.
+const termChunk = 16
+
+// internTable holds shared terms for strings that occur in most facts. It is
+// built once per engine and only read afterwards.
+type internTable map[string]*ast.Term
+
+func newInternTable() internTable {
+	t := internTable{}
+	for _, s := range []string{
+		// user fields and values
+		"id", "role", "location_ids", "assigned_data_only", "contacts_enabled", "opportunities_enabled",
+		"admin", "user",
+		// record fields and values
+		"type", "location_id", "owner", "followers", "contact_id",
+		"contact", "opportunity", "",
+	} {
+		t[s] = ast.StringTerm(s)
+	}
+	return t
+}
+
+type jsonParser struct {
+	s      string
+	i      int
+	intern internTable
+	pool   []ast.Term
+}
+
+// jsonToValue converts one JSON document to an ast.Value. The result does not
+// refer to b, so b may be reused or become invalid afterwards.
+func jsonToValue(b []byte, intern internTable) (ast.Value, error) {
+	p := jsonParser{s: string(b), intern: intern}
+	p.skipSpace()
+	t, err := p.value(0)
+	if err != nil {
+		return nil, err
+	}
+	p.skipSpace()
+	if p.i != len(p.s) {
+		return nil, p.errorf("unexpected data after the JSON value")
+	}
+	return t.Value, nil
+}
+
+func (p *jsonParser) errorf(format string, args ...any) error {
+	return fmt.Errorf("invalid JSON at offset %d: %s", p.i, fmt.Sprintf(format, args...))
+}
+
+func (p *jsonParser) term(v ast.Value) *ast.Term {
+	if len(p.pool) == 0 {
+		p.pool = make([]ast.Term, termChunk)
+	}
+	t := &p.pool[0]
+	p.pool = p.pool[1:]
+	t.Value = v
+	return t
+}
+
+func (p *jsonParser) skipSpace() {
+	for p.i < len(p.s) {
+		switch p.s[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *jsonParser) value(depth int) (*ast.Term, error) {
+	if p.i >= len(p.s) {
+		return nil, p.errorf("unexpected end of input")
+	}
+	switch c := p.s[p.i]; {
+	case c == '{':
+		return p.object(depth + 1)
+	case c == '[':
+		return p.array(depth + 1)
+	case c == '"':
+		s, err := p.string()
+		if err != nil {
+			return nil, err
+		}
+		if t, ok := p.intern[s]; ok {
+			return t, nil
+		}
+		return p.term(ast.String(s)), nil
+	case c == 't':
+		if err := p.literal("true"); err != nil {
+			return nil, err
+		}
+		return ast.InternedTerm(true), nil
+	case c == 'f':
+		if err := p.literal("false"); err != nil {
+			return nil, err
+		}
+		return ast.InternedTerm(false), nil
+	case c == 'n':
+		if err := p.literal("null"); err != nil {
+			return nil, err
+		}
+		return ast.InternedNullTerm, nil
+	case c == '-' || (c >= '0' && c <= '9'):
+		return p.number()
+	default:
+		return nil, p.errorf("unexpected character %q", c)
+	}
+}
+
+func (p *jsonParser) literal(lit string) error {
+	if len(p.s)-p.i < len(lit) || p.s[p.i:p.i+len(lit)] != lit {
+		return p.errorf("invalid literal")
+	}
+	p.i += len(lit)
+	return nil
+}
+
+func (p *jsonParser) object(depth int) (*ast.Term, error) {
+	if depth > maxJSONDepth {
+		return nil, p.errorf("nested too deeply")
+	}
+	p.i++ // {
+	var buf [12][2]*ast.Term
+	pairs := buf[:0]
+	p.skipSpace()
+	if p.i < len(p.s) && p.s[p.i] == '}' {
+		p.i++
+		return p.term(ast.NewObject()), nil
+	}
+	for {
+		p.skipSpace()
+		if p.i >= len(p.s) || p.s[p.i] != '"' {
+			return nil, p.errorf("expected an object key")
+		}
+		k, err := p.string()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := p.intern[k]
+		if !ok {
+			key = p.term(ast.String(k))
+		}
+		p.skipSpace()
+		if p.i >= len(p.s) || p.s[p.i] != ':' {
+			return nil, p.errorf("expected ':'")
+		}
+		p.i++
+		p.skipSpace()
+		val, err := p.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		dup := false
+		for j := range pairs {
+			if pairs[j][0].Value.(ast.String) == ast.String(k) {
+				pairs[j][1] = val // the last value wins, as in encoding/json
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			pairs = append(pairs, [2]*ast.Term{key, val})
+		}
+		p.skipSpace()
+		if p.i >= len(p.s) {
+			return nil, p.errorf("unexpected end of input in an object")
+		}
+		switch p.s[p.i] {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			return p.term(ast.NewObject(pairs...)), nil
+		default:
+			return nil, p.errorf("expected ',' or '}'")
+		}
+	}
+}
+
+func (p *jsonParser) array(depth int) (*ast.Term, error) {
+	if depth > maxJSONDepth {
+		return nil, p.errorf("nested too deeply")
+	}
+	p.i++ // [
+	var buf [16]*ast.Term
+	elems := buf[:0]
+	p.skipSpace()
+	if p.i < len(p.s) && p.s[p.i] == ']' {
+		p.i++
+		return p.term(ast.NewArray()), nil
+	}
+	for {
+		p.skipSpace()
+		val, err := p.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, val)
+		p.skipSpace()
+		if p.i >= len(p.s) {
+			return nil, p.errorf("unexpected end of input in an array")
+		}
+		switch p.s[p.i] {
+		case ',':
+			p.i++
+		case ']':
+			p.i++
+			// ast.NewArray keeps the slice it is given: hand it its own.
+			own := make([]*ast.Term, len(elems))
+			copy(own, elems)
+			return p.term(ast.NewArray(own...)), nil
+		default:
+			return nil, p.errorf("expected ',' or ']'")
+		}
+	}
+}
+
+// string parses a JSON string at p.i (which is '"'). Without escape sequences
+// the result is a substring of the input copy.
+func (p *jsonParser) string() (string, error) {
+	start := p.i
+	p.i++
+	for p.i < len(p.s) {
+		c := p.s[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return p.s[start+1 : p.i-1], nil
+		case c == '\\':
+			return p.escapedString(start)
+		case c < 0x20:
+			return "", p.errorf("control character in a string")
+		}
+		p.i++
+	}
+	return "", p.errorf("unterminated string")
+}
+
+// escapedString finishes a string with escape sequences (rare in ids) with
+// encoding/json, which knows every escape and surrogate pair.
+func (p *jsonParser) escapedString(start int) (string, error) {
+	for p.i < len(p.s) {
+		switch p.s[p.i] {
+		case '\\':
+			p.i += 2
+			continue
+		case '"':
+			p.i++
+			var s string
+			if err := json.Unmarshal([]byte(p.s[start:p.i]), &s); err != nil {
+				p.i = start
+				return "", p.errorf("bad string: %v", err)
+			}
+			return s, nil
+		}
+		p.i++
+	}
+	return "", p.errorf("unterminated string")
+}
+
+// number parses a JSON number and keeps its text, as ast.Number does.
+func (p *jsonParser) number() (*ast.Term, error) {
+	start := p.i
+	if p.s[p.i] == '-' {
+		p.i++
+	}
+	switch {
+	case p.i < len(p.s) && p.s[p.i] == '0':
+		p.i++ // no leading zeros: 0, 0.5, but not 01
+	case !p.digits():
+		return nil, p.errorf("bad number")
+	}
+	if p.i < len(p.s) && p.s[p.i] == '.' {
+		p.i++
+		if !p.digits() {
+			return nil, p.errorf("bad number")
+		}
+	}
+	if p.i < len(p.s) && (p.s[p.i] == 'e' || p.s[p.i] == 'E') {
+		p.i++
+		if p.i < len(p.s) && (p.s[p.i] == '+' || p.s[p.i] == '-') {
+			p.i++
+		}
+		if !p.digits() {
+			return nil, p.errorf("bad number")
+		}
+	}
+	text := p.s[start:p.i]
+	if t := ast.InternedIntNumberTermFromString(text); t != nil {
+		return t, nil
+	}
+	return p.term(ast.Number(text)), nil
+}
+
+func (p *jsonParser) digits() bool {
+	start := p.i
+	for p.i < len(p.s) && p.s[p.i] >= '0' && p.s[p.i] <= '9' {
+		p.i++
+	}
+	return p.i > start
+}

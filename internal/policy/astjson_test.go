@@ -1,0 +1,110 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+const (
+	benchUserJSON   = `{"id":"u-2","role":"user","location_ids":["loc-1","loc-2"],"assigned_data_only":true,"contacts_enabled":true,"opportunities_enabled":false}`
+	benchRecordJSON = `{"type":"contact","id":"c-42","location_id":"loc-1","owner":"u-1","followers":["u-2","u-3","u-4"]}`
+)
+
+func TestJSONToValue(t *testing.T) {
+	docs := []string{
+		benchUserJSON,
+		benchRecordJSON,
+		`{"type":"opportunity","id":"o-1","location_id":"loc-1","owner":"","followers":[],"contact_id":"c-1"}`,
+		`{}`, `[]`, `""`, `"x"`, `true`, `false`, `null`, `0`, `-0`, `12`, `-12.5e3`, `1E-2`, `3.25`, `123456789012345678901234567890`,
+		` { "a" : [ 1 , 2 , { "b" : null } ] , "c" : "d" } `,
+		`{"esc":"a\"b\\c\/d\n\t\u00e9\ud83d\ude00","unicode":"é😀","empty":""}`,
+		`{"nested":{"deeper":{"deepest":[[[]]]}}}`,
+		`{"many":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20],"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13}`,
+		`{"dup":1,"dup":2}`,
+	}
+	intern := newInternTable()
+	for _, doc := range docs {
+		t.Run(doc, func(t *testing.T) {
+			want, err := ast.ValueFromReader(bytes.NewReader([]byte(doc)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := []byte(doc)
+			got, err := jsonToValue(b, intern)
+			if err != nil {
+				t.Fatalf("jsonToValue: %v", err)
+			}
+			for i := range b { // the result must not refer to the input
+				b[i] = 'X'
+			}
+			if got.Compare(want) != 0 {
+				t.Errorf("jsonToValue = %v, want %v", got, want)
+			}
+			if got.Hash() != want.Hash() {
+				t.Errorf("hash differs")
+			}
+		})
+	}
+}
+
+func TestJSONToValueErrors(t *testing.T) {
+	for _, doc := range []string{
+		``, ` `, `{`, `}`, `[`, `[1,]`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{a:1}`, `"abc`, `"a\`, `"a\x"`,
+		"\"a\nb\"", `tru`, `nul`, `falsy`, `01`, `-`, `1.`, `1e`, `.5`, `+1`, `{} {}`, `[1 2]`, `{"a":1 "b":2}`,
+		string(bytes.Repeat([]byte("["), 100)) + string(bytes.Repeat([]byte("]"), 100)),
+	} {
+		t.Run(doc, func(t *testing.T) {
+			if v, err := jsonToValue([]byte(doc), nil); err == nil {
+				t.Errorf("jsonToValue(%q) = %v, want an error", doc, v)
+			}
+			if json.Valid([]byte(doc)) && len(doc) < 100 {
+				t.Errorf("test case %q is valid JSON", doc)
+			}
+		})
+	}
+}
+
+// BenchmarkConvertUser compares ways of turning a user's JSON into an ast.Value.
+func BenchmarkConvertUser(b *testing.B) {
+	benchConvert(b, []byte(benchUserJSON))
+}
+
+// BenchmarkConvertRecord is BenchmarkConvertUser for a record.
+func BenchmarkConvertRecord(b *testing.B) {
+	benchConvert(b, []byte(benchRecordJSON))
+}
+
+func benchConvert(b *testing.B, doc []byte) {
+	b.Run("handparser", func(b *testing.B) {
+		intern := newInternTable()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := jsonToValue(doc, intern); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("unmarshal+InterfaceToValue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var m map[string]any
+			if err := json.Unmarshal(doc, &m); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := ast.InterfaceToValue(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ValueFromReader", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ast.ValueFromReader(bytes.NewReader(doc)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,379 @@
+// Package policy evaluates the crmauthz Rego policy.
+//
+// An Engine loads the policy sources (an fs.FS, by default the embedded
+// policies, or a directory), compiles them with the built-in functions
+// crm.user and crm.record, and prepares the query data.crmauthz.decision once
+// per policy revision. The built-ins read the facts of a decision from a
+// Facts (an index read transaction) carried by the evaluation's context, and
+// convert the JSON they get straight to ast values.
+//
+// Every failure is an error, never a silent allow: an index read error aborts
+// the evaluation (rego.StrictBuiltinErrors), and an undefined decision, more
+// than one result or a result that is not {"allow": bool, "reason": string}
+// is an error the server answers with a deny.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// maxCachedQueries bounds the prepared Data API queries kept per revision.
+const maxCachedQueries = 64
+
+// Input is one decision request.
+type Input struct {
+	Subject      string
+	Action       string
+	ResourceType string
+	ResourceID   string
+	Target       string
+	HasTarget    bool // the target key is only in the input when true
+}
+
+// Decision is the policy's answer.
+type Decision struct {
+	Allow  bool
+	Reason string
+}
+
+// ReloadStatus describes the policy in service.
+type ReloadStatus struct {
+	Revision   string    // revision in service
+	LastReload time.Time // time of the last good load (New or Reload)
+	LastError  error     // error of the last Reload; nil after a good one
+}
+
+// Engine evaluates the policy. It is safe for concurrent use.
+type Engine struct {
+	cfg Config
+	cur atomic.Pointer[prepared]
+
+	reloadMu sync.Mutex // one Reload at a time
+
+	statusMu   sync.Mutex
+	lastReload time.Time
+	lastErr    error
+}
+
+// New loads, compiles and prepares the policy. The error of a policy that does
+// not compile has one "file:line:col: code: message" line per problem.
+func New(cfg Config) (*Engine, error) {
+	p, err := build(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, lastReload: time.Now()}
+	e.cur.Store(p)
+	return e, nil
+}
+
+// Revision returns the revision in service: the first 16 hex digits of a
+// SHA-256 over the sorted names and contents of the served sources.
+func (e *Engine) Revision() string {
+	return e.cur.Load().revision
+}
+
+// Reload re-reads the sources (Config.Dir or Config.FS) and compiles them. On
+// success the new policy replaces the old one atomically (evaluations in
+// flight finish on the old one); on failure the old one stays in service and
+// the error is returned and kept for Status.
+func (e *Engine) Reload() error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	p, err := build(e.cfg, e.cur.Load())
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	if err != nil {
+		e.lastErr = err
+		return err
+	}
+	e.cur.Store(p)
+	e.lastReload = time.Now()
+	e.lastErr = nil
+	return nil
+}
+
+// Status returns the revision in service and the outcome of the last reload.
+func (e *Engine) Status() ReloadStatus {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	return ReloadStatus{Revision: e.cur.Load().revision, LastReload: e.lastReload, LastError: e.lastErr}
+}
+
+// Decide evaluates data.crmauthz.decision for in with the facts. It returns
+// the revision that decided. Any error means no decision: deny.
+func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, string, error) {
+	p := e.cur.Load()
+	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
+	if err != nil {
+		return Decision{}, p.revision, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
+	}
+	d, err := p.decisionOf(rs)
+	return d, p.revision, err
+}
+
+// Query evaluates data.<path...> (the Data API) with input; a nil input means
+// no input. defined is false when the document is undefined. The result is a
+// JSON-compatible Go value. Prepared queries are cached per revision.
+func (e *Engine) Query(ctx context.Context, facts Facts, path []string, input ast.Value) (result any, defined bool, revision string, err error) {
+	p := e.cur.Load()
+	pq, err := p.query(ctx, path)
+	if err != nil {
+		return nil, false, p.revision, err
+	}
+	rs, err := p.eval(ctx, pq, p.queryOpts, facts, input)
+	if err != nil {
+		return nil, false, p.revision, fmt.Errorf("evaluating %v: %w", refOf(path), err)
+	}
+	switch {
+	case len(rs) == 0:
+		return nil, false, p.revision, nil
+	case len(rs) > 1 || len(rs[0].Expressions) != 1:
+		return nil, false, p.revision, fmt.Errorf("evaluating %v: %d results", refOf(path), len(rs))
+	}
+	return rs[0].Expressions[0].Value, true, p.revision, nil
+}
+
+// prepared is one compiled revision of the policy with its prepared queries.
+type prepared struct {
+	revision string
+	compiler *ast.Compiler
+	store    storage.Store
+	builtins []func(*rego.Rego)
+
+	decision rego.PreparedEvalQuery
+	// decisionOpts are the evaluation options of every decision that do not
+	// depend on the request (no metrics, result as ast.Value).
+	decisionOpts []rego.EvalOption
+	queryOpts    []rego.EvalOption
+	neverCancel  topdown.Cancel
+
+	// terms of the input and the result, shared and never modified
+	keys   inputKeys
+	intern internTable
+
+	mu      sync.Mutex
+	queries map[string]rego.PreparedEvalQuery
+}
+
+type inputKeys struct {
+	subject, action, resource, typ, id, target, allow, reason *ast.Term
+}
+
+// build loads the sources and prepares them; when the revision equals old's,
+// old is returned unchanged.
+func build(cfg Config, old *prepared) (*prepared, error) {
+	lp, err := loadIfChanged(cfg, old)
+	if err != nil || lp == nil {
+		return old, err
+	}
+	if err := checkEntryPoint(lp.compiler); err != nil {
+		return nil, err
+	}
+	p := &prepared{
+		revision:    lp.revision,
+		compiler:    lp.compiler,
+		store:       inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)),
+		builtins:    Builtins(),
+		neverCancel: topdown.NewCancel(),
+		intern:      newInternTable(),
+		queries:     map[string]rego.PreparedEvalQuery{},
+		keys: inputKeys{
+			subject: ast.StringTerm("subject"), action: ast.StringTerm("action"),
+			resource: ast.StringTerm("resource"), typ: ast.StringTerm("type"),
+			id: ast.StringTerm("id"), target: ast.StringTerm("target"),
+			allow: ast.StringTerm("allow"), reason: ast.StringTerm("reason"),
+		},
+	}
+	noMetrics := rego.EvalMetrics(metrics.NoOp())
+	p.decisionOpts = []rego.EvalOption{noMetrics, rego.EvalGenerateJSON(resultAsValue)}
+	p.queryOpts = []rego.EvalOption{noMetrics}
+	for _, a := range []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"} {
+		p.intern[a] = ast.StringTerm(a)
+	}
+	p.decision, err = p.prepare(context.Background(), decisionRef())
+	if err != nil {
+		return nil, fmt.Errorf("preparing data.crmauthz.decision: %w", err)
+	}
+	return p, nil
+}
+
+// loadIfChanged loads the served sources; nil, nil when they are old's.
+func loadIfChanged(cfg Config, old *prepared) (*loadedPolicy, error) {
+	if old != nil {
+		files, err := readSources(cfg)
+		if err != nil {
+			return nil, err
+		}
+		var served []sourceFile
+		for _, f := range files {
+			if !f.isTest() {
+				served = append(served, f)
+			}
+		}
+		if len(served) > 0 && revisionOf(served) == old.revision {
+			return nil, nil
+		}
+	}
+	return load(cfg, false, false)
+}
+
+// resultAsValue keeps a result as ast.Value (no conversion to Go values).
+func resultAsValue(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	return t.Value, nil
+}
+
+func (p *prepared) prepare(ctx context.Context, ref ast.Ref) (rego.PreparedEvalQuery, error) {
+	opts := append([]func(*rego.Rego){
+		rego.Compiler(p.compiler),
+		rego.Store(p.store),
+		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+		rego.StrictBuiltinErrors(true),
+		rego.SetRegoVersion(ast.RegoV1),
+	}, p.builtins...)
+	return rego.New(opts...).PrepareForEval(ctx)
+}
+
+// query returns the prepared query of data.<path...>, from the cache if it
+// is there.
+func (p *prepared) query(ctx context.Context, path []string) (rego.PreparedEvalQuery, error) {
+	key := joinPath(path)
+	p.mu.Lock()
+	pq, ok := p.queries[key]
+	p.mu.Unlock()
+	if ok {
+		return pq, nil
+	}
+	pq, err := p.prepare(ctx, refOf(path))
+	if err != nil {
+		return pq, fmt.Errorf("preparing %v: %w", refOf(path), err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queries) >= maxCachedQueries {
+		for k := range p.queries { // evict one entry at random
+			delete(p.queries, k)
+			break
+		}
+	}
+	p.queries[key] = pq
+	return pq, nil
+}
+
+// eval runs pq with the facts in the context and the given input (nil: none).
+func (p *prepared) eval(ctx context.Context, pq rego.PreparedEvalQuery, base []rego.EvalOption, facts Facts, input ast.Value) (rego.ResultSet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx = WithFacts(ctx, facts)
+	// Cancel the evaluation with ctx without the goroutine rego starts per
+	// evaluation otherwise.
+	cancel := p.neverCancel
+	if ctx.Done() != nil {
+		c := topdown.NewCancel()
+		stop := context.AfterFunc(ctx, c.Cancel)
+		defer stop()
+		cancel = c
+	}
+	opts := make([]rego.EvalOption, 0, len(base)+2)
+	opts = append(opts, base...)
+	opts = append(opts, rego.EvalExternalCancel(cancel))
+	if input != nil {
+		opts = append(opts, rego.EvalParsedInput(input))
+	}
+	return pq.Eval(ctx, opts...)
+}
+
+// input builds the decision input by hand:
+// {"subject", "action", "resource": {"type", "id"}, "target"?}.
+func (p *prepared) input(in Input) ast.Value {
+	k := &p.keys
+	ts := new([6]ast.Term) // one allocation for the terms
+	ts[0].Value = ast.String(in.Subject)
+	action := p.str(in.Action, &ts[1])
+	typ := p.str(in.ResourceType, &ts[2])
+	ts[3].Value = ast.String(in.ResourceID)
+	ts[4].Value = ast.NewObject([2]*ast.Term{k.typ, typ}, [2]*ast.Term{k.id, &ts[3]})
+	if in.HasTarget {
+		ts[5].Value = ast.String(in.Target)
+		return ast.NewObject(
+			[2]*ast.Term{k.subject, &ts[0]},
+			[2]*ast.Term{k.action, action},
+			[2]*ast.Term{k.resource, &ts[4]},
+			[2]*ast.Term{k.target, &ts[5]},
+		)
+	}
+	return ast.NewObject(
+		[2]*ast.Term{k.subject, &ts[0]},
+		[2]*ast.Term{k.action, action},
+		[2]*ast.Term{k.resource, &ts[4]},
+	)
+}
+
+// str returns the shared term of a frequent string (an action, a record
+// type), else t set to s.
+func (p *prepared) str(s string, t *ast.Term) *ast.Term {
+	if shared, ok := p.intern[s]; ok {
+		return shared
+	}
+	t.Value = ast.String(s)
+	return t
+}
+
+// ErrUndefinedDecision is the error of Decide when the policy defines no
+// decision for the input.
+var ErrUndefinedDecision = errors.New("data.crmauthz.decision is undefined")
+
+// decisionOf checks the shape of the result: exactly one object with a
+// boolean "allow" and a string "reason".
+func (p *prepared) decisionOf(rs rego.ResultSet) (Decision, error) {
+	switch {
+	case len(rs) == 0:
+		return Decision{}, ErrUndefinedDecision
+	case len(rs) > 1:
+		return Decision{}, fmt.Errorf("data.crmauthz.decision: %d results, want one", len(rs))
+	case len(rs[0].Expressions) != 1:
+		return Decision{}, fmt.Errorf("data.crmauthz.decision: %d expressions, want one", len(rs[0].Expressions))
+	}
+	v, _ := rs[0].Expressions[0].Value.(ast.Value)
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return Decision{}, fmt.Errorf("data.crmauthz.decision is %s, want an object", typeName(v))
+	}
+	allow := obj.Get(p.keys.allow)
+	if allow == nil {
+		return Decision{}, errors.New(`data.crmauthz.decision has no "allow"`)
+	}
+	b, ok := allow.Value.(ast.Boolean)
+	if !ok {
+		return Decision{}, fmt.Errorf(`data.crmauthz.decision: "allow" is %s, want a boolean`, typeName(allow.Value))
+	}
+	reason := obj.Get(p.keys.reason)
+	if reason == nil {
+		return Decision{}, errors.New(`data.crmauthz.decision has no "reason"`)
+	}
+	s, ok := reason.Value.(ast.String)
+	if !ok {
+		return Decision{}, fmt.Errorf(`data.crmauthz.decision: "reason" is %s, want a string`, typeName(reason.Value))
+	}
+	return Decision{Allow: bool(b), Reason: string(s)}, nil
+}
+
+func typeName(v ast.Value) string {
+	if v == nil {
+		return "nothing"
+	}
+	return ast.ValueName(v)
+}

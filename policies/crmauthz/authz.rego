@@ -1,0 +1,115 @@
+# The default access model of crmauthz: owners and followers of CRM contacts
+# and opportunities (SPEC §1).
+#
+# Entry point: data.crmauthz.decision -> {"allow": bool, "reason": string}.
+# Input:
+#   {"subject": "u-2", "action": "edit",
+#    "resource": {"type": "contact", "id": "c-42"},
+#    "target": "u-7"}                # optional: the follower to add/remove, or the new owner
+#
+# Facts come only from the index, through two built-in functions:
+#   crm.user(id)         -> {"id", "role", "location_ids", "assigned_data_only",
+#                            "contacts_enabled", "opportunities_enabled"}, undefined if absent
+#   crm.record(type, id) -> {"type", "id", "location_id", "owner", "followers", "contact_id"?},
+#                            undefined if absent
+#
+# The rules are one else chain: the first that applies decides, so the result
+# is always exactly one object. Following a record grants nothing on related
+# records (an opportunity's contact, a contact's opportunities): only the facts
+# of the requested record are used.
+#
+# The chain is written for speed as well as for reading: every rule that is not
+# needed on the way to a decision costs evaluation time, so conditions are
+# inline where they can be. A negated membership test is always a rule of its
+# own (known_action, subject_in_location, ...): `not x in xs` written inline
+# fails, instead of succeeding, when x or xs is undefined, which would skip a
+# deny.
+package crmauthz
+
+import data.crmauthz.config
+
+decision := {"allow": false, "reason": "unknown_action"} if {
+	# 1. the action is not one of the known actions
+	not known_action
+} else := {"allow": false, "reason": "unknown_subject"} if {
+	# 2. the subject is not in the index
+	not subject
+} else := {"allow": false, "reason": "record_not_found"} if {
+	# 3. the record is not in the index
+	not record
+} else := {"allow": false, "reason": "cross_location"} if {
+	# 4. the record lives in a location the subject does not belong to
+	not subject_in_location
+} else := {"allow": false, "reason": "module_disabled"} if {
+	# 5. the subject's module for this record type is switched off
+	# (a switch that is absent counts as enabled, the default)
+	subject[module_switch[record.type]] == false
+} else := {"allow": false, "reason": "unknown_target"} if {
+	# 6a. a target is given (null counts as not given) and it is not in the index
+	input.target != null
+	not target
+} else := {"allow": false, "reason": "target_cross_location"} if {
+	# 6b. a target is given and it does not belong to the record's location
+	input.target != null
+	not target_in_location
+} else := {"allow": false, "reason": "follower_limit_reached"} if {
+	# 7. adding a new follower (not a follower yet, not the owner) to a record
+	# that already has the maximum: denied for everyone, admins too
+	input.action == "add_follower"
+	input.target != null
+	not target_is_follower
+	input.target != object.get(record, "owner", "")
+	count(record.followers) >= config.max_followers
+} else := {"allow": true, "reason": "admin"} if {
+	# 8. admins may do everything in their locations
+	subject.role == "admin"
+} else := {"allow": true, "reason": "unrestricted"} if {
+	# 9. users without the "Only Assigned Data" restriction (absent: unrestricted)
+	not subject.assigned_data_only
+} else := {"allow": true, "reason": "owner"} if {
+	# 10. the owner (assigned user) may do everything with its record;
+	# owner "" is an unassigned record
+	record.owner == input.subject
+	input.subject != ""
+} else := follower_decision if {
+	# 11. followers: see follower_decision
+	input.subject in record.followers
+} else := {"allow": false, "reason": "not_assigned"}
+
+# allow is the boolean of the decision, for clients that only want a yes or no.
+allow := decision.allow
+
+# The subject, the record and the target from the index; undefined when absent.
+subject := crm.user(input.subject)
+
+record := crm.record(input.resource.type, input.resource.id)
+
+target := crm.user(input.target)
+
+# The user switch that enables the module of each record type.
+module_switch := {"contact": "contacts_enabled", "opportunity": "opportunities_enabled"}
+
+known_action if input.action in {"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"}
+
+subject_in_location if record.location_id in subject.location_ids
+
+target_in_location if record.location_id in target.location_ids
+
+target_is_follower if input.target in record.followers
+
+# What a follower of the record may do.
+follower_decision := {"allow": true, "reason": "follower"} if {
+	input.action in {"view", "edit"}
+} else := {"allow": true, "reason": "follower_unfollow"} if {
+	# a follower may always unfollow
+	input.action == "remove_follower"
+	input.target == input.subject
+} else := {"allow": false, "reason": "followers_cannot_change_owner"} if {
+	input.action == "change_owner"
+} else := {"allow": true, "reason": "follower"} if {
+	input.action == "delete"
+	config.followers_can_delete
+} else := {"allow": true, "reason": "follower"} if {
+	input.action in {"add_follower", "remove_follower"}
+	config.followers_can_manage_followers
+} else := {"allow": false, "reason": "follower_not_permitted"}

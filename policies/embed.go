@@ -1,0 +1,11 @@
+// Package policies holds the default Rego policy of crmauthz, built into the binary.
+package policies
+
+import "embed"
+
+// FS holds the default policy sources. The files are under crmauthz/:
+// authz.rego (package crmauthz, entry point data.crmauthz.decision), config.rego
+// (package crmauthz.config, the policy switches) and the policy tests (*_test.rego).
+//
+//go:embed crmauthz
+var FS embed.FS
