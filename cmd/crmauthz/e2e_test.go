@@ -263,6 +263,8 @@ func TestE2EDecisionBadInput(t *testing.T) {
 		{"batch check without action", "/v1/decisions", `{"subject": "u-1", "checks": [{"resource": {"type": "contact", "id": "c-1"}}]}`, 400, "invalid_request"},
 		{"data API unknown field", "/v1/data/crmauthz/decision", `{"input": {}, "inptu": {}}`, 400, "invalid_request"},
 		{"data API malformed", "/v1/data/crmauthz/decision", `{"input": `, 400, "malformed_json"},
+		{"data API path not allowed", "/v1/data/crmauthz/subject", `{"input": {"subject": "admin-1"}}`, 403, "path_not_allowed"},
+		{"data API no path", "/v1/data/", `{}`, 400, "invalid_request"},
 		{"wrong method", "/v1/decision?x", ``, 405, "method_not_allowed"},
 		{"no route", "/v2/decision", `{}`, 404, "not_found"},
 	}

@@ -37,6 +37,7 @@ type serveOptions struct {
 	maxSnapshotBytes int64
 	maxDecisionBytes int64
 	maxBatchEvents   int
+	dataAPIPaths     []string
 }
 
 func newServeCmd() *cobra.Command {
@@ -65,6 +66,7 @@ func newServeCmd() *cobra.Command {
 	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", 0, "/health/ready answers 503 until the index has applied this seq")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests to finish on SIGTERM")
 	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the index file's lock at start")
+	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
@@ -142,7 +144,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Index: ix, Engine: eng, Replicator: repl, Metrics: m, Logger: log, Version: version,
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
-		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq,
+		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
 	})
 	if err != nil {
 		return err

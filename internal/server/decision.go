@@ -253,6 +253,11 @@ func (s *Server) postData(c *gin.Context) {
 		s.writeError(c, invalid("a data path is required, e.g. /v1/data/crmauthz/decision"))
 		return
 	}
+	if s.dataPaths != nil && !s.dataPaths[path] {
+		s.writeError(c, newError(http.StatusForbidden, "path_not_allowed",
+			"the Data API does not serve %q here (allowed: see --data-api-paths)", path))
+		return
+	}
 	segs := strings.Split(path, "/")
 	for _, seg := range segs {
 		if seg == "" {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,11 @@ type Config struct {
 	ConsistencyWait time.Duration
 	// ReadyMinSeq: /health/ready answers 503 until the index has applied this seq.
 	ReadyMinSeq uint64
+	// DataPaths lists the paths (e.g. "crmauthz/decision") the Data API may
+	// evaluate; "*" allows every path. Default: crmauthz/decision and
+	// crmauthz/allow, so the Data API cannot be used to read facts
+	// (data.crmauthz.subject) or other rules of the policy.
+	DataPaths []string
 }
 
 // Server serves the decision and admin listeners.
@@ -59,6 +65,8 @@ type Server struct {
 	m    *metrics.Metrics
 	log  *slog.Logger
 	ids  *idGen
+	// dataPaths is the Data API's allowlist; nil allows every path.
+	dataPaths map[string]bool
 }
 
 // New checks cfg, fills its defaults and returns a Server.
@@ -84,12 +92,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ConsistencyWait <= 0 {
 		cfg.ConsistencyWait = 200 * time.Millisecond
 	}
+	if cfg.DataPaths == nil {
+		cfg.DataPaths = []string{"crmauthz/decision", "crmauthz/allow"}
+	}
 	ids, err := newIDGen()
 	if err != nil {
 		return nil, err
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids}
+	for _, p := range cfg.DataPaths {
+		p = strings.Trim(strings.TrimSpace(p), "/")
+		if p == "*" {
+			s.dataPaths = nil
+			break
+		}
+		if s.dataPaths == nil {
+			s.dataPaths = map[string]bool{}
+		}
+		s.dataPaths[p] = true
+	}
 	s.updateIndexMetrics()
 	return s, nil
 }
