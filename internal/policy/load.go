@@ -29,6 +29,10 @@ type Config struct {
 	// links into ..data/ are all read through one resolution of ..data, so a
 	// load sees one ConfigMap version even while the kubelet swaps it.
 	Dir string
+	// RequireTests refuses a policy whose Rego tests (*_test.rego) fail, or
+	// that has none: New fails, and Reload keeps the policy in service and
+	// reports the failing tests (file:line:col of each) as its error.
+	RequireTests bool
 }
 
 // sourceFile is one policy file.
@@ -183,6 +187,12 @@ func revisionOf(files []sourceFile) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// fingerprintOf identifies a set of sources, tests included (unlike the
+// revision, which covers the served files only).
+func fingerprintOf(files []sourceFile) string {
+	return revisionOf(files)
+}
+
 // parseModules parses files as Rego v1.
 func parseModules(files []sourceFile) (map[string]*ast.Module, error) {
 	mods := make(map[string]*ast.Module, len(files))
@@ -294,15 +304,17 @@ func load(cfg Config, withTests bool, printStatements bool) (*loadedPolicy, erro
 	if err != nil {
 		return nil, err
 	}
+	return loadFiles(cfg, files, withTests, printStatements)
+}
+
+// loadFiles parses and compiles files (read from cfg's source); tests are
+// left out unless withTests.
+func loadFiles(cfg Config, files []sourceFile, withTests bool, printStatements bool) (*loadedPolicy, error) {
 	if !withTests {
-		files = slices.DeleteFunc(files, sourceFile.isTest)
+		files = slices.DeleteFunc(slices.Clone(files), sourceFile.isTest)
 	}
 	if len(files) == 0 {
-		where := "Config.FS"
-		if cfg.Dir != "" {
-			where = cfg.Dir
-		}
-		return nil, fmt.Errorf("policy: no .rego files in %s", where)
+		return nil, fmt.Errorf("policy: no .rego files in %s", sourceName(cfg))
 	}
 	mods, err := parseModules(files)
 	if err != nil {
@@ -313,6 +325,14 @@ func load(cfg Config, withTests bool, printStatements bool) (*loadedPolicy, erro
 		return nil, err
 	}
 	return &loadedPolicy{revision: revisionOf(files), compiler: c, modules: mods}, nil
+}
+
+// sourceName names cfg's source in messages.
+func sourceName(cfg Config) string {
+	if cfg.Dir != "" {
+		return cfg.Dir
+	}
+	return "Config.FS"
 }
 
 // refOf returns data.<path...>.

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,10 @@ type Engine struct {
 	cur atomic.Pointer[prepared]
 
 	reloadMu sync.Mutex // one Reload at a time
+	// lastSeen fingerprints the sources (tests included) of the last load
+	// attempt; a reload of the same sources repeats its outcome without
+	// compiling again. Guarded by reloadMu.
+	lastSeen string
 
 	statusMu   sync.Mutex
 	lastReload time.Time
@@ -68,16 +73,24 @@ type Engine struct {
 }
 
 // New loads, compiles and prepares the policy. The error of a policy that does
-// not compile has one "file:line:col: code: message" line per problem.
+// not compile has one "file:line:col: code: message" line per problem. With
+// Config.RequireTests, the policy's tests must pass too.
 func New(cfg Config) (*Engine, error) {
-	p, err := build(cfg, nil)
+	files, err := readSources(cfg)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, lastReload: time.Now()}
+	p, err := build(context.Background(), cfg, files, nil)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, lastReload: time.Now(), lastSeen: fingerprintOf(files)}
 	e.cur.Store(p)
 	return e, nil
 }
+
+// Dir is the policy directory the engine loads from; "" for an fs.FS.
+func (e *Engine) Dir() string { return e.cfg.Dir }
 
 // Revision returns the revision in service: the first 16 hex digits of a
 // SHA-256 over the sorted names and contents of the served sources.
@@ -89,20 +102,65 @@ func (e *Engine) Revision() string {
 // success the new policy replaces the old one atomically (evaluations in
 // flight finish on the old one); on failure the old one stays in service and
 // the error is returned and kept for Status.
+//
+// With Config.RequireTests the tests run first, and a failure is an error
+// like a compile error. Sources identical to those of the previous attempt
+// are not compiled (nor tested) again: the outcome of that attempt stands.
 func (e *Engine) Reload() error {
+	_, err := e.reload(context.Background())
+	return err
+}
+
+// reloadOutcome is what one reload attempt did.
+type reloadOutcome int
+
+const (
+	// reloadSame: the sources are those of the previous attempt; its outcome
+	// (the error returned with it) stands and nothing was done.
+	reloadSame reloadOutcome = iota
+	// reloadUnchanged: the sources changed, but not the served ones (a test
+	// file, say); the policy in service stays.
+	reloadUnchanged
+	// reloadApplied: a new revision is in service.
+	reloadApplied
+	// reloadFailed: the new sources were refused; the old policy stays.
+	reloadFailed
+)
+
+func (e *Engine) reload(ctx context.Context) (reloadOutcome, error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	p, err := build(e.cfg, e.cur.Load())
+	old := e.cur.Load()
+	files, err := readSources(e.cfg)
+	var fp string
+	if err == nil {
+		fp = fingerprintOf(files)
+	} else {
+		fp = "error: " + err.Error()
+	}
+	if fp == e.lastSeen {
+		e.statusMu.Lock()
+		defer e.statusMu.Unlock()
+		return reloadSame, e.lastErr
+	}
+	e.lastSeen = fp
+	p := old
+	if err == nil {
+		p, err = build(ctx, e.cfg, files, old)
+	}
 	e.statusMu.Lock()
 	defer e.statusMu.Unlock()
 	if err != nil {
 		e.lastErr = err
-		return err
+		return reloadFailed, err
+	}
+	e.lastErr = nil
+	if p == old {
+		return reloadUnchanged, nil
 	}
 	e.cur.Store(p)
 	e.lastReload = time.Now()
-	e.lastErr = nil
-	return nil
+	return reloadApplied, nil
 }
 
 // Status returns the revision in service and the outcome of the last reload.
@@ -172,12 +230,22 @@ type inputKeys struct {
 	subject, action, resource, typ, id, target, allow, reason *ast.Term
 }
 
-// build loads the sources and prepares them; when the revision equals old's,
-// old is returned unchanged.
-func build(cfg Config, old *prepared) (*prepared, error) {
-	lp, err := loadIfChanged(cfg, old)
-	if err != nil || lp == nil {
-		return old, err
+// build compiles and prepares files (read from cfg's source); when the
+// revision of the served files equals old's, old is returned unchanged. With
+// cfg.RequireTests the tests run first and must pass.
+func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (*prepared, error) {
+	if cfg.RequireTests {
+		if err := requireTests(ctx, files); err != nil {
+			return nil, err
+		}
+	}
+	served := slices.DeleteFunc(slices.Clone(files), sourceFile.isTest)
+	if old != nil && len(served) > 0 && revisionOf(served) == old.revision {
+		return old, nil
+	}
+	lp, err := loadFiles(cfg, served, false, false)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkEntryPoint(lp.compiler); err != nil {
 		return nil, err
@@ -208,26 +276,6 @@ func build(cfg Config, old *prepared) (*prepared, error) {
 		return nil, fmt.Errorf("preparing data.crmauthz.decision: %w", err)
 	}
 	return p, nil
-}
-
-// loadIfChanged loads the served sources; nil, nil when they are old's.
-func loadIfChanged(cfg Config, old *prepared) (*loadedPolicy, error) {
-	if old != nil {
-		files, err := readSources(cfg)
-		if err != nil {
-			return nil, err
-		}
-		var served []sourceFile
-		for _, f := range files {
-			if !f.isTest() {
-				served = append(served, f)
-			}
-		}
-		if len(served) > 0 && revisionOf(served) == old.revision {
-			return nil, nil
-		}
-	}
-	return load(cfg, false, false)
 }
 
 // resultAsValue keeps a result as ast.Value (no conversion to Go values).

@@ -56,13 +56,7 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 		return false, err
 	}
 
-	runner := tester.NewRunner().
-		SetDefaultRegoVersion(ast.RegoV1).
-		AddCustomBuiltins(testerBuiltins()).
-		SetModules(mods).
-		CapturePrintOutput(true).
-		StackTraces(true).
-		Filter(opts.Run)
+	runner := newTestRunner(mods, opts.Run)
 	var cov *cover.Cover
 	if opts.Coverage {
 		cov = cover.New()
@@ -73,11 +67,7 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 
 	ch, err := runner.RunTests(ctx, nil)
 	if err != nil {
-		var aerrs ast.Errors
-		if errors.As(err, &aerrs) {
-			return false, &CompileError{Errors: aerrs}
-		}
-		return false, err
+		return false, asCompileError(err)
 	}
 
 	// Count the results on their way to the reporter.
@@ -103,6 +93,84 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 		writeCoverage(out, cov.Report(mods))
 	}
 	return bad == 0, nil
+}
+
+// newTestRunner returns a runner of the tests of mods whose names match run
+// ("" for all), with the crm.* built-ins registered.
+func newTestRunner(mods map[string]*ast.Module, run string) *tester.Runner {
+	return tester.NewRunner().
+		SetDefaultRegoVersion(ast.RegoV1).
+		AddCustomBuiltins(testerBuiltins()).
+		SetModules(mods).
+		CapturePrintOutput(true).
+		StackTraces(true).
+		Filter(run)
+}
+
+// asCompileError turns the ast.Errors of a runner into a *CompileError.
+func asCompileError(err error) error {
+	var aerrs ast.Errors
+	if errors.As(err, &aerrs) {
+		return &CompileError{Errors: aerrs}
+	}
+	return err
+}
+
+// TestsFailedError is the error of a load with Config.RequireTests whose
+// tests fail, or that has none.
+type TestsFailedError struct {
+	Total  int              // tests run
+	Failed []*tester.Result // the tests that failed or errored
+}
+
+func (e *TestsFailedError) Error() string {
+	if e.Total == 0 {
+		return "policy tests are required, but there are none (no test_* rules in *_test.rego files)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "policy tests are required: %d of %d failed", len(e.Failed), e.Total)
+	for _, r := range e.Failed {
+		b.WriteString("\n")
+		if loc := r.Location; loc != nil {
+			fmt.Fprintf(&b, "%s:%d:%d: ", loc.File, loc.Row, loc.Col)
+		}
+		b.WriteString(r.Package + "." + r.Name)
+		if r.Error != nil {
+			b.WriteString(": ERROR: ")
+			b.WriteString(strings.ReplaceAll(r.Error.Error(), "\n", "\n\t"))
+		} else {
+			b.WriteString(": FAIL")
+		}
+	}
+	return b.String()
+}
+
+// requireTests runs every test of files; nil when at least one ran and all
+// passed, else a *TestsFailedError (or the error that kept them from running).
+func requireTests(ctx context.Context, files []sourceFile) error {
+	mods, err := parseModules(files)
+	if err != nil {
+		return err
+	}
+	ch, err := newTestRunner(mods, "").RunTests(ctx, nil)
+	if err != nil {
+		return asCompileError(err)
+	}
+	tf := &TestsFailedError{}
+	for r := range ch {
+		tf.Total++
+		if r.Fail || r.Error != nil {
+			r.Trace = nil // not kept in the error
+			tf.Failed = append(tf.Failed, r)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("running the policy tests: %w", err)
+	}
+	if tf.Total == 0 || len(tf.Failed) > 0 {
+		return tf
+	}
+	return nil
 }
 
 // writeCoverage prints the coverage per file, the coverage of the policy
