@@ -1,0 +1,361 @@
+// Package index is crmauthz's follower index: the users and records (owner, followers, location)
+// the policy decides on, kept in one bbolt file, <data-dir>/index.db, and fed by the replication
+// API. It is the only package of the module that imports bbolt.
+//
+// # Layout
+//
+//	bucket   key                                      value
+//	meta     applied_seq, count:users,                8-byte big-endian uint64
+//	         count:record:<type>
+//	users    <user id>                                JSON of User, every field explicit
+//	records  <type> 0x00 <id>                         JSON of Record, followers always an array
+//	byuser   <user> 0x00 <type> 0x00 <loc> 0x00 <id>  'o' (owner) or 'f' (follower)
+//
+// byuser is the reverse index behind ReadTx.SubjectRecords and WriteTx.DeleteUser; every write
+// keeps it exact. Ids never contain NUL, so the keys are unambiguous and sort by id within a prefix.
+//
+// # Concurrency
+//
+// Update and ReplaceAll are serialised. View runs concurrently with them and with other Views; a
+// View sees one committed state: before or after an Update, the old or the new index of a
+// ReplaceAll, never a mix. Do not call View, Update, ReplaceAll or Close from inside an Update or
+// ReplaceAll callback (bbolt may need to re-map the file, which waits for every read transaction,
+// and the writer lock is not re-entrant).
+//
+// # Read-only opens
+//
+// bbolt takes an advisory flock on the file: exclusive for a read-write open, shared for
+// Options.ReadOnly. The two conflict, also within one process (flock locks belong to the open file
+// description), so a ReadOnly open beside a running server does NOT work: it waits Config.Timeout
+// and fails with bbolt's timeout error. A ReadOnly open works on a file no read-write opener holds
+// (a stopped server), and any number of ReadOnly opens can share it. Tools that need the live
+// index must ask the server (GET /v1/replication/snapshot, the decision API).
+package index
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the index file inside Config.Dir.
+const FileName = "index.db"
+
+// loadingSuffix is appended to the live file's path for the file ReplaceAll builds; spillPattern
+// (after the live file's path) matches its spill files.
+const (
+	loadingSuffix = ".loading"
+	spillPattern  = ".spill-*"
+)
+
+// Config configures Open.
+type Config struct {
+	// Dir is the data directory; the index is Dir/index.db. Both are created if missing (not in
+	// ReadOnly mode, where a missing file is an error).
+	Dir string
+	// Timeout bounds the wait for bbolt's file lock at Open; default 2s.
+	Timeout time.Duration
+	// ReadOnly opens the file read-only: Update and ReplaceAll return ErrReadOnly. See the package
+	// documentation: this does not work beside a running read-write opener.
+	ReadOnly bool
+	// MaxFollowers is the maximum number of followers of a record besides its owner; default 10.
+	MaxFollowers int
+}
+
+// User is a user of the CRM, as stored. Defaults (contacts_enabled, opportunities_enabled true)
+// are the caller's business: the index stores the struct as given, every field explicit.
+type User struct {
+	ID                   string   `json:"id"`
+	Role                 string   `json:"role"`
+	LocationIDs          []string `json:"location_ids"`
+	AssignedDataOnly     bool     `json:"assigned_data_only"`
+	ContactsEnabled      bool     `json:"contacts_enabled"`
+	OpportunitiesEnabled bool     `json:"opportunities_enabled"`
+}
+
+// Record is a CRM record (contact, opportunity, …), as stored.
+type Record struct {
+	Type       string `json:"type"`
+	ID         string `json:"id"`
+	LocationID string `json:"location_id"`
+	Owner      string `json:"owner"`
+	// Followers is a set: no duplicates, never the owner, at most Config.MaxFollowers. Always
+	// non-nil when stored or returned.
+	Followers []string `json:"followers"`
+	ContactID string   `json:"contact_id,omitempty"`
+}
+
+// Counts are the number of users and of records per type.
+type Counts struct {
+	Users uint64 `json:"users"`
+	// Records always has the keys "contact" and "opportunity", and one per other type stored.
+	Records map[string]uint64 `json:"records"`
+}
+
+func newCounts() Counts {
+	return Counts{Records: map[string]uint64{TypeContact: 0, TypeOpportunity: 0}}
+}
+
+func (c Counts) clone() Counts {
+	out := Counts{Users: c.Users, Records: make(map[string]uint64, len(c.Records))}
+	for k, v := range c.Records {
+		out.Records[k] = v
+	}
+	return out
+}
+
+// Index is an open follower index. Its methods are safe for concurrent use.
+type Index struct {
+	path         string
+	dir          string
+	timeout      time.Duration
+	readOnly     bool
+	maxFollowers int
+
+	// wmu serialises Update, ReplaceAll and Close.
+	wmu sync.Mutex
+	// rw guards db: View holds the read lock only while it begins its bbolt transaction;
+	// ReplaceAll and Close hold the write lock while they swap or clear the pointer.
+	rw sync.RWMutex
+	db *bolt.DB
+
+	closed atomic.Bool
+	seq    atomic.Uint64
+	counts atomic.Pointer[Counts]
+	// notify is closed and replaced after every commit (and closed at Close); WaitForSeq waits on it.
+	notify atomic.Pointer[chan struct{}]
+
+	readTxs sync.Pool // *ReadTx, reused by View
+
+	// Snapshot build sizes (runBufferBytes, bulkCommitPuts); tests make them small.
+	runBuffer, bulkCommit int
+}
+
+// Open opens (creating if needed, unless cfg.ReadOnly) the index in cfg.Dir. In read-write mode it
+// creates the buckets and removes a leftover Dir/index.db.loading from an interrupted ReplaceAll.
+func Open(cfg Config) (*Index, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("index: Config.Dir is empty")
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("index: Config.Timeout is negative (%s)", cfg.Timeout)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.MaxFollowers < 0 {
+		return nil, fmt.Errorf("index: Config.MaxFollowers is negative (%d)", cfg.MaxFollowers)
+	}
+	if cfg.MaxFollowers == 0 {
+		cfg.MaxFollowers = 10
+	}
+	ix := &Index{
+		path:         filepath.Join(cfg.Dir, FileName),
+		dir:          cfg.Dir,
+		timeout:      cfg.Timeout,
+		readOnly:     cfg.ReadOnly,
+		maxFollowers: cfg.MaxFollowers,
+		runBuffer:    runBufferBytes,
+		bulkCommit:   bulkCommitPuts,
+	}
+	ix.readTxs.New = func() any { return new(ReadTx) }
+	ch := make(chan struct{})
+	ix.notify.Store(&ch)
+
+	if !cfg.ReadOnly {
+		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+			return nil, fmt.Errorf("index: create data directory: %w", err)
+		}
+	}
+	db, err := bolt.Open(ix.path, 0o600, ix.liveOptions())
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("index: open %s: %w after %s: another process holds its lock "+
+			"(a running server? read-only opens conflict with it too)", ix.path, err, cfg.Timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("index: open %s: %w", ix.path, err)
+	}
+	if !cfg.ReadOnly {
+		// Only now that we hold the exclusive lock: a leftover temp file is from a crashed
+		// ReplaceAll, not from a live server building one.
+		if err := removeLeftovers(ix.path); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		if err := db.Update(createBuckets); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("index: create buckets: %w", err)
+		}
+	}
+	ix.db = db
+	if err := ix.View(func(t *ReadTx) error {
+		c := t.Counts()
+		ix.seq.Store(t.AppliedSeq())
+		ix.counts.Store(&c)
+		return nil
+	}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("index: read %s: %w", ix.path, err)
+	}
+	return ix, nil
+}
+
+// removeLeftovers removes the files of a ReplaceAll that a crash interrupted: the half-built
+// index.db.loading and (in the unlikely case that the crash came between creating and unlinking
+// it) a spill file.
+func removeLeftovers(path string) error {
+	spills, err := filepath.Glob(path + spillPattern)
+	if err != nil {
+		return err
+	}
+	for _, f := range append(spills, path+loadingSuffix) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("index: remove leftover snapshot file: %w", err)
+		}
+	}
+	return nil
+}
+
+func (ix *Index) liveOptions() *bolt.Options {
+	return &bolt.Options{
+		Timeout:      ix.timeout,
+		ReadOnly:     ix.readOnly,
+		FreelistType: bolt.FreelistMapType,
+		// bbolt's statistics take a DB-wide lock at every Begin and Rollback: contention between
+		// concurrent decisions, for numbers nobody reads.
+		NoStatistics: true,
+	}
+}
+
+func createBuckets(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketUsers, bucketRecords, bucketByUser} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Path is the index file's path (Dir/index.db).
+func (ix *Index) Path() string { return ix.path }
+
+// Close closes the index. It waits for a running Update or ReplaceAll and for open Views.
+// It is idempotent: later calls return nil.
+func (ix *Index) Close() error {
+	ix.wmu.Lock()
+	defer ix.wmu.Unlock()
+	if ix.closed.Load() {
+		return nil
+	}
+	ix.rw.Lock()
+	db := ix.db
+	ix.db = nil
+	ix.closed.Store(true)
+	ix.rw.Unlock()
+	close(*ix.notify.Load()) // wake WaitForSeq callers; they see closed
+	return db.Close()        // waits for read transactions still open
+}
+
+// View runs fn in one bbolt read transaction. The *ReadTx, and the byte slices UserJSON and
+// RecordJSON return, are valid only until fn returns: the ReadTx is reused by later Views.
+// fn's error is returned as is.
+func (ix *Index) View(fn func(*ReadTx) error) (err error) {
+	ix.rw.RLock()
+	db := ix.db
+	if db == nil {
+		ix.rw.RUnlock()
+		return ErrClosed
+	}
+	tx, err := db.Begin(false)
+	ix.rw.RUnlock()
+	if err != nil {
+		return fmt.Errorf("index: begin read transaction: %w", err)
+	}
+	t := ix.readTxs.Get().(*ReadTx)
+	t.tx = tx
+	defer func() {
+		t.reset()
+		ix.readTxs.Put(t)
+		_ = tx.Rollback()
+	}()
+	return fn(t)
+}
+
+// Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
+// an error or panics, everything fn did is rolled back and the error is returned as is; otherwise
+// the transaction commits (and fsyncs) before Update returns.
+func (ix *Index) Update(fn func(*WriteTx) error) error {
+	if ix.readOnly {
+		return ErrReadOnly
+	}
+	ix.wmu.Lock()
+	defer ix.wmu.Unlock()
+	if ix.closed.Load() {
+		return ErrClosed
+	}
+	var (
+		seq    uint64
+		counts Counts
+	)
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx, ix.maxFollowers)
+		defer w.reset()
+		if err := fn(w); err != nil {
+			return err
+		}
+		if err := w.flushCounts(); err != nil {
+			return err
+		}
+		seq = w.AppliedSeq()
+		counts = w.Counts()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ix.publish(seq, counts)
+	return nil
+}
+
+// publish updates the cached applied_seq and counts after a commit and wakes WaitForSeq callers.
+// Callers hold wmu.
+func (ix *Index) publish(seq uint64, counts Counts) {
+	ix.counts.Store(&counts)
+	ix.seq.Store(seq)
+	ch := make(chan struct{})
+	old := ix.notify.Swap(&ch)
+	close(*old)
+}
+
+// AppliedSeq is the applied_seq of the last commit (cached; no transaction).
+func (ix *Index) AppliedSeq() uint64 { return ix.seq.Load() }
+
+// Counts are the counts of the last commit (cached; no transaction). The map is the caller's.
+func (ix *Index) Counts() Counts { return ix.counts.Load().clone() }
+
+// WaitForSeq returns nil as soon as AppliedSeq() >= seq, ctx.Err() if ctx ends first, or
+// ErrClosed if the index is closed first. It does not poll: it waits for the next commit.
+func (ix *Index) WaitForSeq(ctx context.Context, seq uint64) error {
+	for {
+		ch := *ix.notify.Load() // load before checking, so a commit in between closes it
+		if ix.seq.Load() >= seq {
+			return nil
+		}
+		if ix.closed.Load() {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,657 @@
+package index
+
+import (
+	"bufio"
+	"bytes"
+	"container/heap"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// How ReplaceAll builds a snapshot, keeping memory flat whatever the size:
+//
+//  1. During the load callback, each row is validated and normalised (as WriteTx.PutUser and
+//     WriteTx.PutRecord do), encoded and appended to an in-memory buffer. When the buffer holds
+//     runBufferBytes it is sorted by (bucket, key), stable, and written as one sorted run to a
+//     spill file in the data directory (unlinked at once, so a crash leaves nothing behind).
+//  2. The runs are merged; of the rows sharing a key the last one loaded wins. Users and records
+//     go into the new bbolt file in key order, so bbolt only ever appends to the right edge of its
+//     B+trees (pages filled to bulkFillPercent, committed every bulkCommitPuts puts). Each record's
+//     reverse index entries go into a second set of sorted runs in the spill file.
+//  3. Those runs are merged into the byuser bucket, in key order as well.
+//
+// Measured on 2 cores: 1,000,000 records (1–10 followers each, 10,000 users) load in ~10 s with a
+// peak RSS under 50 MB; the spill file peaks at a few hundred MB of disk. The merge reads all runs
+// of a phase at once (runReadBuffer each): ~75 runs for 1,000,000 records, so memory grows by
+// ~2 MB per million records; beyond tens of millions a multi-pass merge would be needed.
+// Inserting rows into bbolt in arrival order instead costs O(pages) per commit once the byuser
+// keys (user first) scatter over the whole tree: ~55 µs per record and 1 GB RSS at 400,000 records.
+const (
+	runBufferBytes  = 4 << 20
+	runReadBuffer   = 32 << 10
+	bulkCommitPuts  = 20_000
+	bulkFillPercent = 0.9
+
+	runUser   = 'u'
+	runRecord = 'r'
+	runByUser = 'b'
+)
+
+var errLoaderDone = errors.New("index: Loader used outside its ReplaceAll callback")
+
+// Loader receives the rows of a snapshot in ReplaceAll. It is not safe for concurrent use.
+type Loader struct {
+	maxFollowers int
+	runs         *runWriter
+	done         bool
+	err          error // sticky: a failed spill ends the load
+	scratch      []byte
+}
+
+// PutUser adds user u to the new index, with the validation of WriteTx.PutUser (ErrInvalidID); of
+// several rows for the same id the last one wins. A validation error writes nothing and does not
+// end the load: whether it should is the callback's decision.
+func (l *Loader) PutUser(u User) error {
+	if err := l.ready(); err != nil {
+		return err
+	}
+	if err := checkUser(&u); err != nil {
+		return err
+	}
+	if u.LocationIDs == nil {
+		u.LocationIDs = []string{}
+	}
+	v, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	return l.add(runUser, []byte(u.ID), v)
+}
+
+// PutRecord adds record r to the new index, with the normalisation and validation of
+// WriteTx.PutRecord (ErrInvalidID, ErrTooManyFollowers); of several rows for the same (type, id)
+// the last one wins.
+func (l *Loader) PutRecord(r Record) error {
+	if err := l.ready(); err != nil {
+		return err
+	}
+	r, err := normaliseRecord(r, l.maxFollowers)
+	if err != nil {
+		return err
+	}
+	l.scratch = recordKey(l.scratch[:0], r.Type, r.ID)
+	return l.add(runRecord, l.scratch, appendRecordBinary(nil, &r))
+}
+
+func (l *Loader) ready() error {
+	if l.err != nil {
+		return l.err
+	}
+	if l.done {
+		return errLoaderDone
+	}
+	return nil
+}
+
+func (l *Loader) add(kind byte, key, val []byte) error {
+	if err := l.runs.add(kind, key, val); err != nil {
+		l.err = err
+		return err
+	}
+	return nil
+}
+
+// ReplaceAll replaces the whole index by the users and records load puts into the Loader, with
+// applied_seq = seq. It builds a new bbolt file beside the live one (Dir/index.db.loading) with
+// memory that stays flat whatever the size (see the comment at the top of snapshot.go), fsyncs
+// it, renames it over Dir/index.db, fsyncs the directory and swaps it in. Views see the old index
+// or the new one, never a mix, and are not blocked during the load; Updates wait for it.
+//
+// If load returns an error (returned as is) or the build fails, the temporary files are removed
+// and the live index is untouched.
+func (ix *Index) ReplaceAll(seq uint64, load func(*Loader) error) error {
+	if ix.readOnly {
+		return ErrReadOnly
+	}
+	ix.wmu.Lock()
+	defer ix.wmu.Unlock()
+	if ix.closed.Load() {
+		return ErrClosed
+	}
+	tmp := ix.path + loadingSuffix
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("index: snapshot: remove old temporary file: %w", err)
+	}
+
+	// The spill file for the sorted runs: unlinked at once, so nothing is left behind.
+	spillFile, err := os.CreateTemp(ix.dir, FileName+spillPattern)
+	if err != nil {
+		return fmt.Errorf("index: snapshot: create spill file: %w", err)
+	}
+	_ = os.Remove(spillFile.Name())
+	defer spillFile.Close()
+	sp := &spill{f: spillFile}
+
+	l := &Loader{maxFollowers: ix.maxFollowers, runs: newRunWriter(sp, ix.runBuffer)}
+	defer func() { l.done = true }()
+	if load != nil {
+		err := load(l)
+		l.done = true
+		if err != nil {
+			return err
+		}
+	}
+	if l.err != nil {
+		return l.err
+	}
+	if err := l.runs.flush(); err != nil {
+		return err
+	}
+	l.runs.arena, l.runs.ents = nil, nil
+
+	// NoSync while building (one fsync at the end makes the file durable before it goes live);
+	// the handle stays open across the rename, so the file lock is never let go.
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{
+		Timeout:      ix.timeout,
+		NoSync:       true,
+		NoGrowSync:   true,
+		FreelistType: bolt.FreelistMapType,
+		NoStatistics: true, // as the live file (see liveOptions)
+	})
+	if err != nil {
+		return fmt.Errorf("index: snapshot: create %s: %w", tmp, err)
+	}
+	live := false
+	bw := &bulkWriter{db: db, commitEvery: ix.bulkCommit}
+	defer func() {
+		if live {
+			return
+		}
+		bw.rollback() // also on a panic: bbolt's Close waits for the write transaction
+		_ = db.Close()
+		_ = os.Remove(tmp)
+	}()
+
+	counts, err := buildSnapshot(bw, sp, l.runs.runs, ix.runBuffer)
+	if err != nil {
+		return err
+	}
+	if err := bw.finish(seq, counts); err != nil {
+		return err
+	}
+	db.NoSync, db.NoGrowSync = false, false // from now on it is the live file
+	if err := db.Sync(); err != nil {
+		return fmt.Errorf("index: snapshot: fsync %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, ix.path); err != nil {
+		return fmt.Errorf("index: snapshot: rename %s: %w", tmp, err)
+	}
+	live = true
+
+	ix.rw.Lock()
+	old := ix.db
+	ix.db = db
+	ix.rw.Unlock()
+	ix.publish(seq, counts)
+
+	// The old file is unlinked; closing it waits for the Views still reading it.
+	errClose := old.Close()
+	if err := syncDir(ix.dir); err != nil {
+		return fmt.Errorf("index: snapshot is live, but fsync of directory %s failed: %w", ix.dir, err)
+	}
+	if errClose != nil {
+		return fmt.Errorf("index: snapshot is live, but closing the old file failed: %w", errClose)
+	}
+	return nil
+}
+
+// buildSnapshot runs phases 2 and 3: users and records from the load runs, then the reverse index.
+func buildSnapshot(bw *bulkWriter, sp *spill, loadRuns []section, runBuffer int) (Counts, error) {
+	counts := newCounts()
+	if err := bw.begin(); err != nil {
+		return counts, err
+	}
+	if err := createBuckets(bw.tx); err != nil {
+		return counts, fmt.Errorf("index: snapshot: create buckets: %w", err)
+	}
+	refs := newRunWriter(sp, runBuffer)
+	var (
+		rec    Record
+		curKey []byte
+		curVal []byte
+		curK   byte
+		have   bool
+		refKey []byte
+	)
+	emit := func() error {
+		switch curK {
+		case runUser:
+			counts.Users++
+			return bw.put(bUsers, curKey, bytes.Clone(curVal))
+		case runRecord:
+			if err := decodeRecordBinary(curVal, &rec); err != nil {
+				return err
+			}
+			counts.Records[rec.Type]++
+			v, err := json.Marshal(&rec)
+			if err != nil {
+				return err
+			}
+			if err := bw.put(bRecords, curKey, v); err != nil {
+				return err
+			}
+			if rec.Owner != "" {
+				refKey = byUserKey(refKey[:0], rec.Owner, rec.Type, rec.LocationID, rec.ID)
+				if err := refs.add(runByUser, refKey, valueOwner); err != nil {
+					return err
+				}
+			}
+			for _, f := range rec.Followers {
+				refKey = byUserKey(refKey[:0], f, rec.Type, rec.LocationID, rec.ID)
+				if err := refs.add(runByUser, refKey, valueFollower); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("index: snapshot: corrupt spill entry kind %q", curK)
+	}
+	m, err := newMerger(sp, loadRuns)
+	if err != nil {
+		return counts, err
+	}
+	for {
+		kind, k, v, ok, err := m.next()
+		if err != nil {
+			return counts, err
+		}
+		if !ok {
+			break
+		}
+		if have && kind == curK && bytes.Equal(k, curKey) {
+			curVal = append(curVal[:0], v...) // a later row for the same key wins
+			continue
+		}
+		if have {
+			if err := emit(); err != nil {
+				return counts, err
+			}
+		}
+		curK, curKey, curVal, have = kind, append(curKey[:0], k...), append(curVal[:0], v...), true
+	}
+	if have {
+		if err := emit(); err != nil {
+			return counts, err
+		}
+	}
+	if err := refs.flush(); err != nil {
+		return counts, err
+	}
+	refs.arena, refs.ents = nil, nil
+
+	m, err = newMerger(sp, refs.runs)
+	if err != nil {
+		return counts, err
+	}
+	for {
+		_, k, v, ok, err := m.next()
+		if err != nil {
+			return counts, err
+		}
+		if !ok {
+			break
+		}
+		val := valueFollower
+		if len(v) == 1 && v[0] == roleOwner {
+			val = valueOwner
+		}
+		if err := bw.put(bByUser, k, val); err != nil {
+			return counts, err
+		}
+	}
+	return counts, nil
+}
+
+// bulkWriter puts keys in ascending order into the snapshot file, committing every bulkCommitPuts.
+type bulkWriter struct {
+	db          *bolt.DB
+	tx          *bolt.Tx
+	buckets     [4]*bolt.Bucket
+	puts        int
+	commitEvery int
+}
+
+func (bw *bulkWriter) begin() error {
+	tx, err := bw.db.Begin(true)
+	if err != nil {
+		return fmt.Errorf("index: snapshot: begin transaction: %w", err)
+	}
+	bw.tx = tx
+	bw.buckets = [4]*bolt.Bucket{}
+	return nil
+}
+
+func (bw *bulkWriter) bucket(i int) *bolt.Bucket {
+	if bw.buckets[i] == nil {
+		b := bw.tx.Bucket(bucketNames[i])
+		b.FillPercent = bulkFillPercent // keys arrive in order: pack the pages
+		bw.buckets[i] = b
+	}
+	return bw.buckets[i]
+}
+
+// put stores key (copied by bbolt) and val (which must stay untouched until the commit).
+func (bw *bulkWriter) put(i int, key, val []byte) error {
+	if err := bw.bucket(i).Put(key, val); err != nil {
+		return fmt.Errorf("index: snapshot: put %q: %w", key, err)
+	}
+	bw.puts++
+	if bw.puts%bw.commitEvery != 0 {
+		return nil
+	}
+	if err := bw.commit(); err != nil {
+		return err
+	}
+	return bw.begin()
+}
+
+func (bw *bulkWriter) commit() error {
+	tx := bw.tx
+	bw.tx = nil
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("index: snapshot: commit: %w", err)
+	}
+	return nil
+}
+
+func (bw *bulkWriter) rollback() {
+	if bw.tx != nil {
+		_ = bw.tx.Rollback()
+		bw.tx = nil
+	}
+}
+
+// finish writes applied_seq and the counts and commits.
+func (bw *bulkWriter) finish(seq uint64, c Counts) error {
+	meta := bw.bucket(bMeta)
+	if err := meta.Put(keyAppliedSeq, encodeUint64(seq)); err != nil {
+		return err
+	}
+	if err := meta.Put([]byte(countUsersKey), encodeUint64(c.Users)); err != nil {
+		return err
+	}
+	for typ, n := range c.Records {
+		if n == 0 {
+			continue
+		}
+		if err := meta.Put([]byte(countRecordKeyPrefix+typ), encodeUint64(n)); err != nil {
+			return err
+		}
+	}
+	return bw.commit()
+}
+
+// spill is the append-only file holding the sorted runs; runs are read back with ReadAt.
+type spill struct {
+	f    *os.File
+	size int64
+}
+
+func (s *spill) Write(p []byte) (int, error) {
+	n, err := s.f.WriteAt(p, s.size)
+	s.size += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("index: snapshot: write spill file: %w", err)
+	}
+	return n, nil
+}
+
+type section struct{ off, n int64 }
+
+type runEntry struct {
+	pfx        uint64 // kind and the first 7 key bytes, big-endian, zero-padded: a cheap first compare
+	off        uint32 // of the key in arena; the value follows it
+	klen, vlen uint32
+}
+
+func entryPrefix(kind byte, key []byte) uint64 {
+	var b [8]byte
+	b[0] = kind
+	copy(b[1:], key)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// runWriter buffers entries and writes them as sorted runs to the spill file.
+type runWriter struct {
+	sp    *spill
+	limit int // bytes of keys and values buffered before a run is written
+	arena []byte
+	ents  []runEntry
+	runs  []section
+	bw    *bufio.Writer
+}
+
+func newRunWriter(sp *spill, limit int) *runWriter {
+	return &runWriter{sp: sp, limit: limit, bw: bufio.NewWriterSize(sp, runReadBuffer)}
+}
+
+func (rw *runWriter) add(kind byte, key, val []byte) error {
+	if rw.arena == nil {
+		rw.arena = make([]byte, 0, rw.limit+4<<10)
+	}
+	rw.ents = append(rw.ents, runEntry{pfx: entryPrefix(kind, key), off: uint32(len(rw.arena)),
+		klen: uint32(len(key)), vlen: uint32(len(val))})
+	rw.arena = append(rw.arena, key...)
+	rw.arena = append(rw.arena, val...)
+	if len(rw.arena) >= rw.limit {
+		return rw.flush()
+	}
+	return nil
+}
+
+// flush sorts the buffered entries by (kind, key), keeping the order of equal keys (off grows
+// with arrival), and writes them as one run: kind, uvarint key length, key, uvarint value length,
+// value.
+func (rw *runWriter) flush() error {
+	if len(rw.ents) == 0 {
+		return nil
+	}
+	a := rw.arena
+	slices.SortFunc(rw.ents, func(x, y runEntry) int {
+		if x.pfx != y.pfx {
+			if x.pfx < y.pfx {
+				return -1
+			}
+			return 1
+		}
+		if c := bytes.Compare(a[x.off:x.off+x.klen], a[y.off:y.off+y.klen]); c != 0 {
+			return c
+		}
+		return int(x.off) - int(y.off)
+	})
+	start := rw.sp.size
+	var hdr [binary.MaxVarintLen64 + 1]byte
+	for _, e := range rw.ents {
+		hdr[0] = byte(e.pfx >> 56)
+		n := binary.PutUvarint(hdr[1:], uint64(e.klen))
+		_, _ = rw.bw.Write(hdr[:1+n])
+		_, _ = rw.bw.Write(a[e.off : e.off+e.klen])
+		n = binary.PutUvarint(hdr[:], uint64(e.vlen))
+		_, _ = rw.bw.Write(hdr[:n])
+		_, _ = rw.bw.Write(a[e.off+e.klen : e.off+e.klen+e.vlen])
+	}
+	if err := rw.bw.Flush(); err != nil {
+		return err
+	}
+	rw.runs = append(rw.runs, section{off: start, n: rw.sp.size - start})
+	rw.arena = rw.arena[:0]
+	rw.ents = rw.ents[:0]
+	return nil
+}
+
+// runReader reads one run's entries in order.
+type runReader struct {
+	r    *bufio.Reader
+	idx  int // run number: among equal keys, the later run was loaded later
+	kind byte
+	key  []byte
+	val  []byte
+}
+
+func (rr *runReader) next() (bool, error) {
+	kind, err := rr.r.ReadByte()
+	if err == io.EOF {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	rr.kind = kind
+	if rr.key, err = readChunk(rr.r, rr.key); err != nil {
+		return false, err
+	}
+	if rr.val, err = readChunk(rr.r, rr.val); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func readChunk(r *bufio.Reader, buf []byte) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("index: snapshot: corrupt spill file: %w", err)
+	}
+	buf = slices.Grow(buf[:0], int(n))[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("index: snapshot: corrupt spill file: %w", err)
+	}
+	return buf, nil
+}
+
+// merger merges sorted runs into one sorted stream (ties: earlier run first).
+type merger struct {
+	h    mergeHeap
+	last *runReader // popped by the previous next(); advanced at the start of the next one
+}
+
+type mergeHeap []*runReader
+
+func (h mergeHeap) Len() int { return len(h) }
+func (h mergeHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	if a.kind != b.kind {
+		return a.kind < b.kind
+	}
+	if c := bytes.Compare(a.key, b.key); c != 0 {
+		return c < 0
+	}
+	return a.idx < b.idx
+}
+func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(*runReader)) }
+func (h *mergeHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func newMerger(sp *spill, runs []section) (*merger, error) {
+	m := &merger{}
+	for i, s := range runs {
+		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(sp.f, s.off, s.n), runReadBuffer), idx: i}
+		ok, err := rr.next()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			m.h = append(m.h, rr)
+		}
+	}
+	heap.Init(&m.h)
+	return m, nil
+}
+
+// next returns the smallest entry; key and val are valid until the following call.
+func (m *merger) next() (kind byte, key, val []byte, ok bool, err error) {
+	if rr := m.last; rr != nil {
+		m.last = nil
+		more, err := rr.next()
+		if err != nil {
+			return 0, nil, nil, false, err
+		}
+		if more {
+			heap.Push(&m.h, rr)
+		}
+	}
+	if len(m.h) == 0 {
+		return 0, nil, nil, false, nil
+	}
+	rr := heap.Pop(&m.h).(*runReader)
+	m.last = rr
+	return rr.kind, rr.key, rr.val, true, nil
+}
+
+// appendRecordBinary encodes a normalised record compactly for the spill file.
+func appendRecordBinary(dst []byte, r *Record) []byte {
+	for _, s := range [...]string{r.Type, r.ID, r.LocationID, r.Owner, r.ContactID} {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.Followers)))
+	for _, f := range r.Followers {
+		dst = binary.AppendUvarint(dst, uint64(len(f)))
+		dst = append(dst, f...)
+	}
+	return dst
+}
+
+func decodeRecordBinary(b []byte, r *Record) error {
+	bad := errors.New("index: snapshot: corrupt record in spill file")
+	str := func() (string, bool) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return "", false
+		}
+		s := string(b[w : w+int(n)])
+		b = b[w+int(n):]
+		return s, true
+	}
+	var ok bool
+	for _, p := range [...]*string{&r.Type, &r.ID, &r.LocationID, &r.Owner, &r.ContactID} {
+		if *p, ok = str(); !ok {
+			return bad
+		}
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return bad
+	}
+	b = b[w:]
+	r.Followers = make([]string, n)
+	for i := range r.Followers {
+		if r.Followers[i], ok = str(); !ok {
+			return bad
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
