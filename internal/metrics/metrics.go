@@ -34,6 +34,7 @@ type Metrics struct {
 	indexUsers       prometheus.Gauge
 	policyReloads    *prometheus.CounterVec
 	policyInfo       *prometheus.GaugeVec
+	decisionLogDrops *prometheus.CounterVec
 }
 
 // New creates the registry and registers every collector on it.
@@ -82,16 +83,21 @@ func New(cfg Config) *Metrics {
 			Namespace: ns, Name: "policy_info",
 			Help: "1 for the policy revision being served.",
 		}, []string{"revision"}),
+		decisionLogDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "decision_log_dropped_total",
+			Help: "Decision log lines dropped, by reason (buffer_full, write_error, closed).",
+		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(
 		m.decisions, m.decisionDuration, m.httpRequests, m.appliedSeq, m.events,
-		m.indexRecords, m.indexUsers, m.policyReloads, m.policyInfo,
+		m.indexRecords, m.indexUsers, m.policyReloads, m.policyInfo, m.decisionLogDrops,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	// Both outcomes of a reload exist from the start, so rate() works at once.
 	m.policyReloads.WithLabelValues("ok")
 	m.policyReloads.WithLabelValues("error")
+	m.decisionLogDrops.WithLabelValues("buffer_full")
 	return m
 }
 
@@ -143,4 +149,12 @@ func (m *Metrics) PolicyReload(ok bool, revision string) {
 	m.policyReloads.WithLabelValues("ok").Inc()
 	m.policyInfo.Reset()
 	m.policyInfo.WithLabelValues(revision).Set(1)
+}
+
+// DecisionLogDropped counts n decision log lines dropped for reason
+// (buffer_full, write_error, closed). Cheap enough for the request path.
+func (m *Metrics) DecisionLogDropped(reason string, n int) {
+	if n > 0 {
+		m.decisionLogDrops.WithLabelValues(reason).Add(float64(n))
+	}
 }

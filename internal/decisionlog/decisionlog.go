@@ -1,0 +1,559 @@
+// Package decisionlog writes one JSON line per decision, in the shape of
+// OPA's decision logs (the events of OPA's decision log plugin), so that the
+// tools that read OPA's decision logs read crmauthz's:
+//
+//	{"labels": {"id": "…", "version": "…", "policy_revision": "…", "applied_seq": "42"},
+//	 "decision_id": "…", "path": "crmauthz/decision",
+//	 "input": {"subject": "u-2", "action": "edit", "resource": {"type": "contact", "id": "c-42"}},
+//	 "result": {"allow": true, "reason": "follower"},
+//	 "timestamp": "2026-11-27T08:00:00.123456789Z",
+//	 "metrics": {"timer_server_handler_ns": 41250}}
+//
+// Logging never blocks a decision: a Logger queues entries on a bounded
+// channel that one goroutine drains into the output; when the channel is
+// full the entry is dropped and counted (Config.OnDrop). Masking, JSON
+// encoding and writing happen in that goroutine, off the request path.
+//
+// A nil *Logger is a valid Logger that logs nothing: Sample returns false,
+// so callers build no entry at all when logging is off.
+package decisionlog
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Redacted is the value a masked field is replaced with.
+const Redacted = "**REDACTED**"
+
+// Reasons an entry is dropped, the label of OnDrop.
+const (
+	DropBufferFull = "buffer_full" // the queue was full: the writer is behind or blocked
+	DropWriteError = "write_error" // the output failed
+	DropClosed     = "closed"      // logged after Close
+)
+
+// Config configures New.
+type Config struct {
+	// Output receives the lines; required. It is written from one goroutine,
+	// through a buffer flushed whenever the queue runs empty.
+	Output io.Writer
+	// SampleRate is the fraction of decisions logged, in [0, 1]: 1 logs all,
+	// 0.1 about one in ten (chosen at random per request). The zero value
+	// logs all, like 1: to log none, do not create a Logger.
+	SampleRate float64
+	// Mask lists fields replaced by "**REDACTED**", and Erase fields
+	// removed, each "input.…" or "result.…" with "." between keys (or a JSON
+	// pointer, "/input/target"). A line lists the fields it masked or erased
+	// as JSON pointers in "masked" and "erased", as OPA does.
+	Mask, Erase []string
+	// BufferSize is the number of entries the queue holds; default 4096.
+	// A /v1/decisions request is one entry however many checks it has.
+	BufferSize int
+	// InstanceID and Version are the labels "id" and "version".
+	InstanceID, Version string
+	// OnDrop, if set, is called with the reason (DropBufferFull,
+	// DropWriteError, DropClosed) and the number of lines dropped. It must
+	// be cheap and must not block: it is called on the request path.
+	OnDrop func(reason string, lines int)
+	// Logger gets the output's write errors (one line per failure, then one
+	// when writing works again); default slog.Default().
+	Logger *slog.Logger
+	// CloseTimeout bounds how long Close waits for the queue to be written;
+	// default 5s.
+	CloseTimeout time.Duration
+}
+
+// Logger queues decisions and writes them as JSON lines.
+type Logger struct {
+	cfg    Config
+	rate   float64
+	masks  []fieldPath
+	ch     chan entry
+	stop   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+	once   sync.Once
+
+	// used by the writer goroutine only
+	bw       *bufio.Writer
+	buffered int // lines in bw not yet flushed
+	failing  bool
+}
+
+// fieldPath is one masked or erased field.
+type fieldPath struct {
+	segs    []string // first "input" or "result"
+	pointer string   // "/input/target"
+	erase   bool
+}
+
+// New checks cfg and starts the writer goroutine. Stop it with Close.
+func New(cfg Config) (*Logger, error) {
+	if cfg.Output == nil {
+		return nil, errors.New("decisionlog: Config.Output is required")
+	}
+	if math.IsNaN(cfg.SampleRate) || cfg.SampleRate < 0 || cfg.SampleRate > 1 {
+		return nil, fmt.Errorf("decisionlog: sample rate %v is not in [0, 1]", cfg.SampleRate)
+	}
+	if cfg.SampleRate == 0 {
+		cfg.SampleRate = 1
+	}
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = 4096
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = 5 * time.Second
+	}
+	l := &Logger{
+		cfg:  cfg,
+		rate: cfg.SampleRate,
+		ch:   make(chan entry, cfg.BufferSize),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+		bw:   bufio.NewWriterSize(cfg.Output, 64<<10),
+	}
+	for i, fields := range [][]string{cfg.Mask, cfg.Erase} {
+		for _, f := range fields {
+			p, err := parseField(f)
+			if err != nil {
+				return nil, err
+			}
+			p.erase = i == 1
+			l.masks = append(l.masks, p)
+		}
+	}
+	go l.run()
+	return l, nil
+}
+
+// ParseFields splits a comma-separated list of fields (a flag's value) and
+// checks each; empty items are left out.
+func ParseFields(list string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if _, err := parseField(f); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// parseField parses "input.target" or "/input/target".
+func parseField(f string) (fieldPath, error) {
+	var segs []string
+	if strings.HasPrefix(f, "/") {
+		segs = strings.Split(f[1:], "/")
+	} else {
+		segs = strings.Split(f, ".")
+	}
+	for _, s := range segs {
+		if s == "" {
+			return fieldPath{}, fmt.Errorf("decisionlog: field %q has an empty key", f)
+		}
+	}
+	if segs[0] != "input" && segs[0] != "result" {
+		return fieldPath{}, fmt.Errorf("decisionlog: field %q: only fields of input and result can be masked (e.g. input.target)", f)
+	}
+	return fieldPath{segs: segs, pointer: "/" + strings.Join(segs, "/")}, nil
+}
+
+// Sample tells whether to log the decision at hand: false on a nil Logger
+// (logging off), else true with probability Config.SampleRate. Call it
+// before building an entry, so that a decision not logged costs nothing.
+func (l *Logger) Sample() bool {
+	if l == nil {
+		return false
+	}
+	return l.rate >= 1 || rand.Float64() < l.rate
+}
+
+// Decision is one decision of POST /v1/decision.
+type Decision struct {
+	ID         string
+	Subject    string
+	Action     string
+	Type       string // resource.type
+	ResourceID string // resource.id
+	Target     string
+	HasTarget  bool // the input has a target
+	Allow      bool
+	Reason     string
+	// Err, when not empty, is why there is no decision (the request was
+	// denied with this error); Allow and Reason are then not logged.
+	Err        string
+	Revision   string
+	AppliedSeq uint64
+	Duration   time.Duration // the server's handling time so far
+}
+
+// Check is one check of a Batch and its result.
+type Check struct {
+	Action     string
+	Type       string
+	ResourceID string
+	Target     string
+	HasTarget  bool
+	Allow      bool
+	Reason     string
+}
+
+// Batch is one POST /v1/decisions request: one line per check, with the
+// decision_id "<ID>-<index>" and the batch_decision_id ID.
+type Batch struct {
+	ID         string
+	Subject    string
+	Checks     []Check // not modified after the call
+	Err        string  // the whole batch failed: one line with this error
+	Revision   string
+	AppliedSeq uint64
+	Duration   time.Duration
+}
+
+// Query is one evaluation of the Data API (POST /v1/data/{path}).
+type Query struct {
+	ID         string
+	Path       string          // e.g. "crmauthz/decision"
+	Input      json.RawMessage // the request's input; nil when none; not modified after the call
+	Result     any             // a JSON-compatible value, nil when undefined; not modified after the call
+	Err        string
+	Revision   string
+	AppliedSeq uint64
+	Duration   time.Duration
+}
+
+type entryKind uint8
+
+const (
+	kindDecision entryKind = iota
+	kindBatch
+	kindQuery
+)
+
+// entry is what the queue holds, by value.
+type entry struct {
+	kind entryKind
+	ts   time.Time
+	d    Decision
+	b    Batch
+	q    Query
+}
+
+// Decision queues one decision; it never blocks.
+func (l *Logger) Decision(d Decision) {
+	l.enqueue(entry{kind: kindDecision, ts: time.Now(), d: d}, 1)
+}
+
+// Batch queues the lines of one batch; it never blocks.
+func (l *Logger) Batch(b Batch) {
+	n := len(b.Checks)
+	if b.Err != "" || n == 0 {
+		n = 1
+	}
+	l.enqueue(entry{kind: kindBatch, ts: time.Now(), b: b}, n)
+}
+
+// Query queues one Data API evaluation; it never blocks.
+func (l *Logger) Query(q Query) {
+	l.enqueue(entry{kind: kindQuery, ts: time.Now(), q: q}, 1)
+}
+
+func (l *Logger) enqueue(e entry, lines int) {
+	if l == nil {
+		return
+	}
+	if l.closed.Load() {
+		l.drop(DropClosed, lines)
+		return
+	}
+	select {
+	case l.ch <- e:
+	default:
+		l.drop(DropBufferFull, lines)
+	}
+}
+
+func (l *Logger) drop(reason string, lines int) {
+	if l.cfg.OnDrop != nil && lines > 0 {
+		l.cfg.OnDrop(reason, lines)
+	}
+}
+
+// Close writes what is queued and stops the writer. It waits at most
+// Config.CloseTimeout (the output may be blocked), then gives up with an
+// error; entries logged after Close are dropped. It does not close Output.
+func (l *Logger) Close() error {
+	if l == nil {
+		return nil
+	}
+	var err error
+	l.once.Do(func() {
+		l.closed.Store(true)
+		close(l.stop)
+		select {
+		case <-l.done:
+		case <-time.After(l.cfg.CloseTimeout):
+			err = fmt.Errorf("decisionlog: the output is blocked: %d queued entries not written after %s", len(l.ch), l.cfg.CloseTimeout)
+		}
+	})
+	return err
+}
+
+func (l *Logger) run() {
+	defer close(l.done)
+	for {
+		select {
+		case e := <-l.ch:
+			l.write(e)
+			if len(l.ch) == 0 {
+				l.flush()
+			}
+		case <-l.stop:
+			for {
+				select {
+				case e := <-l.ch:
+					l.write(e)
+				default:
+					l.flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+// labels are OPA's "id" and "version" and crmauthz's own.
+type labels struct {
+	ID             string `json:"id"`
+	Version        string `json:"version"`
+	PolicyRevision string `json:"policy_revision"`
+	AppliedSeq     string `json:"applied_seq"`
+}
+
+type eventMetrics struct {
+	TimerServerHandlerNS int64 `json:"timer_server_handler_ns"`
+}
+
+type eventError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// event is one line, in the shape of OPA's decision log event.
+type event struct {
+	Labels          labels       `json:"labels"`
+	DecisionID      string       `json:"decision_id"`
+	BatchDecisionID string       `json:"batch_decision_id,omitempty"`
+	Path            string       `json:"path"`
+	Input           any          `json:"input,omitempty"`
+	Result          any          `json:"result,omitempty"`
+	Erased          []string     `json:"erased,omitempty"`
+	Masked          []string     `json:"masked,omitempty"`
+	Error           *eventError  `json:"error,omitempty"`
+	Timestamp       time.Time    `json:"timestamp"`
+	Metrics         eventMetrics `json:"metrics"`
+}
+
+// decisionPath is the path of /v1/decision and /v1/decisions lines.
+const decisionPath = "crmauthz/decision"
+
+func (l *Logger) newEvent(id, revision string, seq uint64, ts time.Time, dur time.Duration) event {
+	return event{
+		Labels: labels{ID: l.cfg.InstanceID, Version: l.cfg.Version, PolicyRevision: revision,
+			AppliedSeq: strconv.FormatUint(seq, 10)},
+		DecisionID: id,
+		Path:       decisionPath,
+		Timestamp:  ts.UTC(),
+		Metrics:    eventMetrics{TimerServerHandlerNS: dur.Nanoseconds()},
+	}
+}
+
+func decisionInput(subject, action, typ, id, target string, hasTarget bool) map[string]any {
+	in := map[string]any{
+		"subject":  subject,
+		"action":   action,
+		"resource": map[string]any{"type": typ, "id": id},
+	}
+	if hasTarget {
+		in["target"] = target
+	}
+	return in
+}
+
+func evalError(msg string) *eventError {
+	return &eventError{Code: "evaluation_error", Message: msg}
+}
+
+func (l *Logger) write(e entry) {
+	switch e.kind {
+	case kindDecision:
+		d := &e.d
+		ev := l.newEvent(d.ID, d.Revision, d.AppliedSeq, e.ts, d.Duration)
+		ev.Input = decisionInput(d.Subject, d.Action, d.Type, d.ResourceID, d.Target, d.HasTarget)
+		if d.Err != "" {
+			ev.Error = evalError(d.Err)
+		} else {
+			ev.Result = map[string]any{"allow": d.Allow, "reason": d.Reason}
+		}
+		l.writeEvent(&ev)
+	case kindBatch:
+		b := &e.b
+		if b.Err != "" || len(b.Checks) == 0 {
+			ev := l.newEvent(b.ID, b.Revision, b.AppliedSeq, e.ts, b.Duration)
+			ev.BatchDecisionID = b.ID
+			ev.Input = map[string]any{"subject": b.Subject}
+			if b.Err != "" {
+				ev.Error = evalError(b.Err)
+			}
+			l.writeEvent(&ev)
+			return
+		}
+		for i, c := range b.Checks {
+			ev := l.newEvent(b.ID+"-"+strconv.Itoa(i), b.Revision, b.AppliedSeq, e.ts, b.Duration)
+			ev.BatchDecisionID = b.ID
+			ev.Input = decisionInput(b.Subject, c.Action, c.Type, c.ResourceID, c.Target, c.HasTarget)
+			ev.Result = map[string]any{"allow": c.Allow, "reason": c.Reason}
+			l.writeEvent(&ev)
+		}
+	case kindQuery:
+		q := &e.q
+		ev := l.newEvent(q.ID, q.Revision, q.AppliedSeq, e.ts, q.Duration)
+		ev.Path = q.Path
+		if len(q.Input) > 0 {
+			var in any
+			dec := json.NewDecoder(bytes.NewReader(q.Input))
+			dec.UseNumber()
+			if err := dec.Decode(&in); err != nil {
+				in = string(q.Input) // cannot happen: the server parsed it
+			}
+			ev.Input = in
+		}
+		ev.Result = q.Result
+		if q.Err != "" {
+			ev.Error = evalError(q.Err)
+		}
+		l.writeEvent(&ev)
+	}
+}
+
+// writeEvent masks ev and writes it as one line.
+func (l *Logger) writeEvent(ev *event) {
+	for _, m := range l.masks {
+		var root *any
+		switch m.segs[0] {
+		case "input":
+			root = &ev.Input
+		default:
+			root = &ev.Result
+		}
+		if *root == nil {
+			continue
+		}
+		v, ok := maskValue(*root, m.segs[1:], m.erase)
+		if !ok {
+			continue
+		}
+		*root = v
+		if m.erase {
+			ev.Erased = append(ev.Erased, m.pointer)
+		} else {
+			ev.Masked = append(ev.Masked, m.pointer)
+		}
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		l.cfg.Logger.Error("decision log: encoding a line", "decision_id", ev.DecisionID, "err", err)
+		l.drop(DropWriteError, 1)
+		return
+	}
+	b = append(b, '\n')
+	if _, err := l.bw.Write(b); err != nil {
+		l.writeFailed(err, l.buffered+1)
+		return
+	}
+	l.buffered++
+}
+
+// maskValue returns v with the field at segs replaced by Redacted (or
+// removed), copying the maps on the way so that v itself is not modified (a
+// Data API result is shared with the reply); false when the field is absent.
+// Empty segs is v itself.
+func maskValue(v any, segs []string, erase bool) (any, bool) {
+	if len(segs) == 0 {
+		if erase {
+			return nil, true
+		}
+		return Redacted, true
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v, false
+	}
+	child, ok := m[segs[0]]
+	if !ok {
+		return v, false
+	}
+	cp := maps.Clone(m)
+	if len(segs) == 1 {
+		if erase {
+			delete(cp, segs[0])
+		} else {
+			cp[segs[0]] = Redacted
+		}
+		return cp, true
+	}
+	nv, ok := maskValue(child, segs[1:], erase)
+	if !ok {
+		return v, false
+	}
+	cp[segs[0]] = nv
+	return cp, true
+}
+
+func (l *Logger) flush() {
+	if l.buffered == 0 {
+		return
+	}
+	if err := l.bw.Flush(); err != nil {
+		l.writeFailed(err, l.buffered)
+		return
+	}
+	l.buffered = 0
+	if l.failing {
+		l.failing = false
+		l.cfg.Logger.Info("decision log: writing works again")
+	}
+}
+
+// writeFailed counts the lost lines, drops what the buffer holds (a
+// bufio.Writer's error sticks) and reports the error once until writing
+// works again.
+func (l *Logger) writeFailed(err error, lost int) {
+	l.drop(DropWriteError, lost)
+	l.buffered = 0
+	l.bw.Reset(l.cfg.Output)
+	if !l.failing {
+		l.failing = true
+		l.cfg.Logger.Error("decision log: writing failed, lines are dropped", "err", err)
+	}
+}
