@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
@@ -170,12 +171,28 @@ func (s *Server) postDecision(c *gin.Context) {
 	})
 	if err != nil {
 		s.m.Decision("decision", actionLabel(in.Action), false, "error")
+		if s.dlog.Sample() {
+			s.logDecision(s.ids.next(), in, d, err.Error(), rev, seq, start)
+		}
 		s.writeError(c, evalError(err))
 		return
 	}
 	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
+	id := s.ids.next()
+	if s.dlog.Sample() {
+		s.logDecision(id, in, d, "", rev, seq, start)
+	}
 	c.JSON(http.StatusOK, decisionResponse{
-		Allow: d.Allow, Reason: d.Reason, DecisionID: s.ids.next(), PolicyRevision: rev, AppliedSeq: seq,
+		Allow: d.Allow, Reason: d.Reason, DecisionID: id, PolicyRevision: rev, AppliedSeq: seq,
+	})
+}
+
+// logDecision queues the decision log line of one /v1/decision.
+func (s *Server) logDecision(id string, in policy.Input, d policy.Decision, errMsg, rev string, seq uint64, start time.Time) {
+	s.dlog.Decision(decisionlog.Decision{
+		ID: id, Subject: in.Subject, Action: in.Action, Type: in.ResourceType, ResourceID: in.ResourceID,
+		Target: in.Target, HasTarget: in.HasTarget, Allow: d.Allow, Reason: d.Reason, Err: errMsg,
+		Revision: rev, AppliedSeq: seq, Duration: time.Since(start),
 	})
 }
 
@@ -224,6 +241,10 @@ func (s *Server) postDecisions(c *gin.Context) {
 	})
 	if err != nil {
 		s.m.Decision("decisions", "other", false, "error")
+		if s.dlog.Sample() {
+			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.Subject, Err: err.Error(),
+				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
+		}
 		s.writeError(c, evalError(err))
 		return
 	}
@@ -234,6 +255,15 @@ func (s *Server) postDecisions(c *gin.Context) {
 		resp.PolicyRevision = s.eng.Revision()
 	}
 	resp.DecisionID = s.ids.next()
+	if s.dlog.Sample() {
+		checks := make([]decisionlog.Check, len(inputs))
+		for i, in := range inputs {
+			checks[i] = decisionlog.Check{Action: in.Action, Type: in.ResourceType, ResourceID: in.ResourceID,
+				Target: in.Target, HasTarget: in.HasTarget, Allow: resp.Results[i].Allow, Reason: resp.Results[i].Reason}
+		}
+		s.dlog.Batch(decisionlog.Batch{ID: resp.DecisionID, Subject: req.Subject, Checks: checks,
+			Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
+	}
 	c.JSON(http.StatusOK, resp)
 }
 
@@ -270,7 +300,10 @@ func (s *Server) postData(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	var input ast.Value
+	var (
+		input    ast.Value
+		rawInput json.RawMessage // for the decision log
+	)
 	if len(bytes.TrimSpace(raw)) > 0 {
 		var body struct {
 			Input *json.RawMessage `json:"input"`
@@ -280,6 +313,7 @@ func (s *Server) postData(c *gin.Context) {
 			return
 		}
 		if body.Input != nil {
+			rawInput = *body.Input
 			input, err = ast.ValueFromReader(bytes.NewReader(*body.Input))
 			if err != nil {
 				s.writeError(c, invalid("input: %v", err))
@@ -291,17 +325,22 @@ func (s *Server) postData(c *gin.Context) {
 		result  any
 		defined bool
 		seq     uint64
+		rev     string
 	)
 	err = s.ix.View(func(tx *index.ReadTx) error {
 		seq = tx.AppliedSeq()
 		var err error
-		result, defined, _, err = s.eng.Query(c.Request.Context(), tx, segs, input)
+		result, defined, rev, err = s.eng.Query(c.Request.Context(), tx, segs, input)
 		return err
 	})
 	isDecision := path == "crmauthz/decision"
 	if err != nil {
 		if isDecision {
 			s.m.Decision("data", "other", false, "error")
+		}
+		if s.dlog.Sample() {
+			s.dlog.Query(decisionlog.Query{ID: s.ids.next(), Path: path, Input: rawInput, Err: err.Error(),
+				Revision: rev, AppliedSeq: seq, Duration: time.Since(start)})
 		}
 		s.writeError(c, evalError(err))
 		return
@@ -325,6 +364,10 @@ func (s *Server) postData(c *gin.Context) {
 	resp := dataResponse{DecisionID: s.ids.next(), AppliedSeq: seq}
 	if defined {
 		resp.Result = result
+	}
+	if s.dlog.Sample() {
+		s.dlog.Query(decisionlog.Query{ID: resp.DecisionID, Path: path, Input: rawInput, Result: resp.Result,
+			Revision: rev, AppliedSeq: seq, Duration: time.Since(start)})
 	}
 	c.JSON(http.StatusOK, resp)
 }

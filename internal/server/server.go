@@ -20,6 +20,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
@@ -54,6 +55,10 @@ type Config struct {
 	// crmauthz/allow, so the Data API cannot be used to read facts
 	// (data.crmauthz.subject) or other rules of the policy.
 	DataPaths []string
+	// DecisionLog, if set, gets every decision of /v1/decision, each check of
+	// /v1/decisions and every Data API evaluation (a sample of them, as it
+	// is configured). nil: no decision log, and no cost per decision.
+	DecisionLog *decisionlog.Logger
 }
 
 // Server serves the decision and admin listeners.
@@ -63,6 +68,7 @@ type Server struct {
 	eng  *policy.Engine
 	repl *replication.Replicator
 	m    *metrics.Metrics
+	dlog *decisionlog.Logger // nil when off
 	log  *slog.Logger
 	ids  *idGen
 	// dataPaths is the Data API's allowlist; nil allows every path.
@@ -100,7 +106,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids}
+	s := &Server{cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
+		dlog: cfg.DecisionLog}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
 		if p == "*" {
