@@ -32,6 +32,14 @@ type TestOptions struct {
 	Verbose  bool      // list every test (PASS/FAIL with its duration) and show failure traces
 	Coverage bool      // report the coverage of each file and the total
 	Out      io.Writer // where the report goes (nil: discarded)
+	// Format is "pretty" (the default: OPA's pretty test report, then the
+	// coverage per file) or "json" (OPA's JSON: the test results, or with
+	// Coverage the coverage report, as `opa test --format json` prints).
+	Format string
+	// Threshold, when above 0, fails the run when the coverage of the policy
+	// without its tests (*_test.rego) is below it, in percent; it implies
+	// Coverage.
+	Threshold float64
 }
 
 // Test runs the policy tests (rules named test_* in any file of cfg) with the
@@ -56,9 +64,17 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 		return false, err
 	}
 
+	switch opts.Format {
+	case "", "pretty", "json":
+	default:
+		return false, fmt.Errorf("test report format %q: want pretty or json", opts.Format)
+	}
+	if opts.Threshold < 0 || opts.Threshold > 100 {
+		return false, fmt.Errorf("coverage threshold %v: want a percentage from 0 to 100", opts.Threshold)
+	}
 	runner := newTestRunner(mods, opts.Run)
 	var cov *cover.Cover
-	if opts.Coverage {
+	if opts.Coverage || opts.Threshold > 0 {
 		cov = cover.New()
 		runner.SetCoverageQueryTracer(cov)
 	} else if opts.Verbose {
@@ -83,16 +99,50 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 			counted <- r
 		}
 	}()
-	if err := (tester.PrettyReporter{Output: out, Verbose: opts.Verbose}).Report(counted); err != nil {
-		return false, err
+	var reporter tester.Reporter = tester.PrettyReporter{Output: out, Verbose: opts.Verbose}
+	if opts.Format == "json" {
+		reporter = tester.JSONReporter{Output: out}
+		if cov != nil {
+			// as `opa test --coverage`: the failures, else the coverage report
+			reporter = tester.JSONCoverageReporter{Cover: cov, Modules: mods, Output: out, Verbose: opts.Verbose}
+		}
+	}
+	rerr := reporter.Report(counted)
+	for range counted { // a reporter may stop at the first error
+	}
+	if rerr != nil && bad == 0 {
+		return false, rerr
 	}
 	if total == 0 {
 		return false, errors.New("no test cases found")
 	}
 	if cov != nil {
-		writeCoverage(out, cov.Report(mods))
+		rep := cov.Report(mods)
+		if opts.Format != "json" {
+			writeCoverage(out, rep)
+		}
+		if pc := policyCoverage(rep); pc < opts.Threshold {
+			fmt.Fprintf(out, "Coverage threshold not met: policy coverage %.2f%% < %.2f%%\n", pc, opts.Threshold)
+			return false, nil
+		}
 	}
 	return bad == 0, nil
+}
+
+// policyCoverage is the coverage of the files that are not tests, in percent
+// (100 when they have no lines to cover).
+func policyCoverage(rep cover.Report) float64 {
+	var covered, not int
+	for name, fr := range rep.Files {
+		if !strings.HasSuffix(name, "_test.rego") {
+			covered += fr.CoveredLines
+			not += fr.NotCoveredLines
+		}
+	}
+	if covered+not == 0 {
+		return 100
+	}
+	return 100 * float64(covered) / float64(covered+not)
 }
 
 // newTestRunner returns a runner of the tests of mods whose names match run
@@ -184,7 +234,6 @@ func writeCoverage(w io.Writer, rep cover.Report) {
 	}
 	slices.Sort(names)
 	fmt.Fprintln(w, "Coverage:")
-	var pc, pn int
 	for _, name := range names {
 		fr := rep.Files[name]
 		fmt.Fprintf(w, "  %-*s %7.2f%%  (%d/%d lines)", width, name, fileCoverage(fr),
@@ -193,16 +242,8 @@ func writeCoverage(w io.Writer, rep cover.Report) {
 			fmt.Fprintf(w, "  not covered: %s", rangesString(fr.NotCovered))
 		}
 		fmt.Fprintln(w)
-		if !strings.HasSuffix(name, "_test.rego") {
-			pc += fr.CoveredLines
-			pn += fr.NotCoveredLines
-		}
 	}
-	policy := 100.0
-	if pc+pn > 0 {
-		policy = 100 * float64(pc) / float64(pc+pn)
-	}
-	fmt.Fprintf(w, "Policy coverage (without *_test.rego): %.2f%%\n", policy)
+	fmt.Fprintf(w, "Policy coverage (without *_test.rego): %.2f%%\n", policyCoverage(rep))
 	fmt.Fprintf(w, "Total coverage: %.2f%%\n", rep.Coverage)
 }
 
@@ -222,7 +263,9 @@ func rangesString(rs []cover.Range) string {
 		if r.End.Row != r.Start.Row {
 			s += "-" + strconv.Itoa(r.End.Row)
 		}
-		parts = append(parts, s)
+		if !slices.Contains(parts, s) { // ranges of several kinds may cover the same lines
+			parts = append(parts, s)
+		}
 	}
 	return strings.Join(parts, ", ")
 }
