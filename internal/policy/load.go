@@ -33,6 +33,10 @@ type Config struct {
 	// that has none: New fails, and Reload keeps the policy in service and
 	// reports the failing tests (file:line:col of each) as its error.
 	RequireTests bool
+	// DecisionCacheSlots sizes the exact decision cache (rounded up to a power
+	// of two); 0 is the default, 65,536; negative turns it off. A policy that
+	// calls a non-deterministic built-in is never cached.
+	DecisionCacheSlots int
 }
 
 // sourceFile is one policy file.

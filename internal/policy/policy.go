@@ -70,6 +70,8 @@ type Engine struct {
 	statusMu   sync.Mutex
 	lastReload time.Time
 	lastErr    error
+
+	cacheHits, cacheMisses atomic.Uint64
 }
 
 // New loads, compiles and prepares the policy. The error of a policy that does
@@ -172,14 +174,42 @@ func (e *Engine) Status() ReloadStatus {
 
 // Decide evaluates data.crmauthz.decision for in with the facts. It returns
 // the revision that decided. Any error means no decision: deny.
+//
+// Decisions are cached exactly (see cache.go): an input decided before with
+// the same facts is answered without evaluating again.
 func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, string, error) {
 	p := e.cur.Load()
+	if p.cache == nil || facts == nil {
+		d, err := p.decide(ctx, facts, in)
+		return d, p.revision, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{}, p.revision, err
+	}
+	if d, ok := p.cache.lookup(facts, &in); ok {
+		e.cacheHits.Add(1)
+		return d, p.revision, nil
+	}
+	e.cacheMisses.Add(1)
+	rec := &depRecorder{Facts: facts, seed: p.cache.seed, deps: make([]factDep, 0, 4)}
+	d, err := p.decide(ctx, rec, in)
+	if err == nil && !rec.err {
+		p.cache.store(&in, rec.deps, d)
+	}
+	return d, p.revision, err
+}
+
+func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision, error) {
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil {
-		return Decision{}, p.revision, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
+		return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 	}
-	d, err := p.decisionOf(rs)
-	return d, p.revision, err
+	return p.decisionOf(rs)
+}
+
+// CacheStats returns the decision cache's hits and misses since New.
+func (e *Engine) CacheStats() (hits, misses uint64) {
+	return e.cacheHits.Load(), e.cacheMisses.Load()
 }
 
 // Query evaluates data.<path...> (the Data API) with input; a nil input means
@@ -212,6 +242,9 @@ type prepared struct {
 	builtins []func(*rego.Rego)
 
 	decision rego.PreparedEvalQuery
+	// cache holds decisions with the facts they read; nil when off or when
+	// the policy is not deterministic.
+	cache *decisionCache
 	// decisionOpts are the evaluation options of every decision that do not
 	// depend on the request (no metrics, result as ast.Value).
 	decisionOpts []rego.EvalOption
@@ -274,6 +307,13 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 	p.decision, err = p.prepare(context.Background(), decisionRef())
 	if err != nil {
 		return nil, fmt.Errorf("preparing data.crmauthz.decision: %w", err)
+	}
+	if cfg.DecisionCacheSlots >= 0 && deterministic(p.compiler) {
+		slots := cfg.DecisionCacheSlots
+		if slots == 0 {
+			slots = defaultCacheSlots
+		}
+		p.cache = newDecisionCache(slots)
 	}
 	return p, nil
 }

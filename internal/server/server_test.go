@@ -236,20 +236,32 @@ func BenchmarkDecision(b *testing.B) {
 		reqs[i] = w.RequestAt(i)
 		bodies[i] = string(reqs[i].AppendJSON(nil))
 	}
-	b.Run("engine+index", func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			r := reqs[i%len(reqs)]
-			in := policy.Input{Subject: r.Subject, Action: r.Action, ResourceType: r.Type, ResourceID: r.ID, Target: r.Target, HasTarget: r.Target != ""}
-			err := ts.ix.View(func(tx *index.ReadTx) error {
-				_, _, err := ts.eng.Decide(b.Context(), tx, in)
-				return err
-			})
-			if err != nil {
-				b.Fatal(err)
+	uncached, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// "cached" cycles through 4096 requests, so after the first round every
+	// decision is a cache hit (facts re-read and compared, no evaluation);
+	// "uncached" evaluates the policy every time.
+	for _, eng := range []struct {
+		name string
+		e    *policy.Engine
+	}{{"engine+index/cached", ts.eng}, {"engine+index/uncached", uncached}} {
+		b.Run(eng.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				r := reqs[i%len(reqs)]
+				in := policy.Input{Subject: r.Subject, Action: r.Action, ResourceType: r.Type, ResourceID: r.ID, Target: r.Target, HasTarget: r.Target != ""}
+				err := ts.ix.View(func(tx *index.ReadTx) error {
+					_, _, err := eng.e.Decide(b.Context(), tx, in)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("handler", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {

@@ -1,0 +1,138 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/crmauthz/crmauthz/policies"
+)
+
+// TestDecisionCacheIsExact changes facts at random between decisions and
+// checks that a cached engine always answers as an engine without a cache,
+// with caches of several sizes (one slot: every input collides).
+func TestDecisionCacheIsExact(t *testing.T) {
+	for _, slots := range []int{1, 64, 0} {
+		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
+			cached, err := New(Config{FS: policies.FS, DecisionCacheSlots: slots})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := loadGolden(t)
+			facts := newMemFacts(t, g)
+			userIDs := []string{}
+			for id := range facts.users {
+				userIDs = append(userIDs, id)
+			}
+			rng := rand.New(rand.NewPCG(1, uint64(slots)))
+			ctx := context.Background()
+			for step := 0; step < 3000; step++ {
+				if rng.IntN(4) == 0 { // change one fact: a user's role/restriction or a record's followers/owner
+					mutate(facts, rng, userIDs)
+				}
+				c := g.Cases[rng.IntN(len(g.Cases))]
+				in := c.input()
+				want, _, errWant := plain.Decide(ctx, facts, in)
+				got, _, errGot := cached.Decide(ctx, facts, in)
+				if (errWant == nil) != (errGot == nil) || got != want {
+					t.Fatalf("step %d, %s: cached %+v (%v), uncached %+v (%v)", step, c.Name, got, errGot, want, errWant)
+				}
+			}
+			hits, misses := cached.CacheStats()
+			if hits == 0 || misses == 0 {
+				t.Fatalf("hits %d, misses %d: the test did not exercise both paths", hits, misses)
+			}
+			if h, m := plain.CacheStats(); h != 0 || m != 0 {
+				t.Fatalf("a disabled cache counted %d hits, %d misses", h, m)
+			}
+		})
+	}
+}
+
+// mutate rewrites one user or one record of facts.
+func mutate(f *memFacts, rng *rand.Rand, userIDs []string) {
+	if rng.IntN(2) == 0 {
+		id := userIDs[rng.IntN(len(userIDs))]
+		role := []string{"admin", "user"}[rng.IntN(2)]
+		locs := []string{`["loc-1"]`, `["loc-2"]`, `["loc-1","loc-2"]`}[rng.IntN(3)]
+		f.users[id] = fmt.Appendf(nil, `{"id":%q,"role":%q,"location_ids":%s,"assigned_data_only":%v,"contacts_enabled":%v,"opportunities_enabled":true}`,
+			id, role, locs, rng.IntN(3) > 0, rng.IntN(5) > 0)
+		if rng.IntN(10) == 0 {
+			delete(f.users, id)
+		}
+		return
+	}
+	keys := make([]string, 0, len(f.records))
+	for k := range f.records {
+		keys = append(keys, k)
+	}
+	k := keys[rng.IntN(len(keys))]
+	var typ, id string
+	for i := range k {
+		if k[i] == 0 {
+			typ, id = k[:i], k[i+1:]
+		}
+	}
+	owner := userIDs[rng.IntN(len(userIDs))]
+	followers := `[]`
+	if rng.IntN(2) == 0 {
+		followers = fmt.Sprintf(`[%q]`, userIDs[rng.IntN(len(userIDs))])
+	}
+	f.records[k] = fmt.Appendf(nil, `{"type":%q,"id":%q,"location_id":"loc-1","owner":%q,"followers":%s}`, typ, id, owner, followers)
+}
+
+func TestDecisionCacheOffForNondeterministicPolicy(t *testing.T) {
+	dir := t.TempDir()
+	files := defaultPolicyFiles(t, false)
+	files["clock.rego"] = "package crmauthz\n\nnow := time.now_ns()\n"
+	writeFiles(t, dir, files)
+	e, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := loadGolden(t)
+	facts := newMemFacts(t, g)
+	for i := 0; i < 3; i++ {
+		if _, _, err := e.Decide(context.Background(), facts, g.Cases[0].input()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, m := e.CacheStats(); h != 0 || m != 0 {
+		t.Fatalf("a policy calling time.now_ns was cached: %d hits, %d misses", h, m)
+	}
+	// The default policy is deterministic and cached.
+	d := newDefaultEngine(t)
+	for i := 0; i < 3; i++ {
+		if _, _, err := d.Decide(context.Background(), facts, g.Cases[0].input()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, m := d.CacheStats(); h != 2 || m != 1 {
+		t.Fatalf("default policy: %d hits, %d misses, want 2 and 1", h, m)
+	}
+}
+
+func TestDecisionCacheNeverHidesAReadError(t *testing.T) {
+	e := newDefaultEngine(t)
+	g := loadGolden(t)
+	facts := newMemFacts(t, g)
+	var in Input
+	for _, c := range g.Cases {
+		if c.Reason == "owner" { // a decision that reads facts
+			in = c.input()
+			break
+		}
+	}
+	if _, _, err := e.Decide(context.Background(), facts, in); err != nil {
+		t.Fatal(err)
+	}
+	facts.err = fmt.Errorf("disk on fire")
+	if d, _, err := e.Decide(context.Background(), facts, in); err == nil {
+		t.Fatalf("a read error was answered from the cache: %+v", d)
+	}
+}
