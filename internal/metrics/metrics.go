@@ -24,6 +24,7 @@ type Config struct {
 // Metrics is the set of crmauthz's collectors.
 type Metrics struct {
 	reg *prometheus.Registry
+	ns  string
 
 	decisions        *prometheus.CounterVec
 	decisionDuration *prometheus.HistogramVec
@@ -45,6 +46,7 @@ func New(cfg Config) *Metrics {
 	}
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
+		ns:  ns,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "decisions_total",
 			Help: "Decisions made, by endpoint, action, outcome and reason.",
@@ -157,4 +159,30 @@ func (m *Metrics) DecisionLogDropped(reason string, n int) {
 	if n > 0 {
 		m.decisionLogDrops.WithLabelValues(reason).Add(float64(n))
 	}
+}
+
+// cacheCollector reports the decision cache's hits and misses, read from the
+// engine at scrape time (no work on the decision path).
+type cacheCollector struct {
+	desc  *prometheus.Desc
+	stats func() (hits, misses uint64)
+}
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	hits, misses := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(hits), "hit")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(misses), "miss")
+}
+
+// DecisionCache registers crmauthz_decision_cache_lookups_total{result="hit"|"miss"},
+// read from stats at every scrape. Call it once.
+func (m *Metrics) DecisionCache(stats func() (hits, misses uint64)) {
+	m.reg.MustRegister(&cacheCollector{
+		desc: prometheus.NewDesc(m.ns+"_decision_cache_lookups_total",
+			"Decision cache lookups, by result (hit: answered without evaluating; miss: evaluated).",
+			[]string{"result"}, nil),
+		stats: stats,
+	})
 }

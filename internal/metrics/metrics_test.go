@@ -20,6 +20,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.PolicyReload(true, "rev-a")
 	m.PolicyReload(false, "")
 	m.PolicyReload(true, "rev-b")
+	m.DecisionCache(func() (uint64, uint64) { return 9, 4 })
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -36,6 +37,8 @@ func TestMetricsExposition(t *testing.T) {
 		`crmauthz_policy_reloads_total{result="ok"} 2`,
 		`crmauthz_policy_reloads_total{result="error"} 1`,
 		`crmauthz_policy_info{revision="rev-b"} 1`,
+		`crmauthz_decision_cache_lookups_total{result="hit"} 9`,
+		`crmauthz_decision_cache_lookups_total{result="miss"} 4`,
 		`go_goroutines`,
 		`process_start_time_seconds`,
 	} {

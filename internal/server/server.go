@@ -120,6 +120,7 @@ func New(cfg Config) (*Server, error) {
 		s.dataPaths[p] = true
 	}
 	s.updateIndexMetrics()
+	cfg.Metrics.DecisionCache(cfg.Engine.CacheStats)
 	return s, nil
 }
 
