@@ -53,7 +53,7 @@ func newRootCmd() *cobra.Command {
 			return applyEnv(cmd.Flags())
 		},
 	}
-	root.AddCommand(newServeCmd(), newPolicyCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newPolicyCmd(), newEvalCmd(), newVersionCmd())
 	return root
 }
 

@@ -12,9 +12,9 @@ import (
 func newPolicyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Work on Rego policies: test, check",
+		Short: "Work on Rego policies: test, check, fmt",
 	}
-	cmd.AddCommand(newPolicyTestCmd(), newPolicyCheckCmd())
+	cmd.AddCommand(newPolicyTestCmd(), newPolicyCheckCmd(), newPolicyFmtCmd())
 	return cmd
 }
 
@@ -48,7 +48,47 @@ func newPolicyTestCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opts.Run, "run", "", "run only the tests whose names match this regular expression")
 	cmd.Flags().BoolVarP(&opts.Verbose, "verbose", "v", false, "print every test's result")
-	cmd.Flags().BoolVar(&opts.Coverage, "coverage", false, "report coverage per file")
+	cmd.Flags().BoolVarP(&opts.Coverage, "coverage", "c", false, "report coverage per file")
+	cmd.Flags().StringVar(&opts.Format, "format", "pretty", "report format: pretty, or json (OPA's JSON test results, or with --coverage its coverage report)")
+	cmd.Flags().Float64Var(&opts.Threshold, "threshold", 0, "fail when the coverage of the policy without its tests is below this percentage (implies --coverage)")
+	return cmd
+}
+
+func newPolicyFmtCmd() *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "fmt [PATH...]",
+		Short: "Format Rego files as `opa fmt` does; --check lists the unformatted ones and exits 1",
+		Long: "Format every .rego file under each PATH (a directory or a file; default \".\"), tests included,\n" +
+			"with OPA's formatter for Rego v1, rewriting them in place and printing their names. With --check,\n" +
+			"print the names of the files that are not formatted, change nothing, and exit 1 if there are any\n" +
+			"(for CI). A file that does not parse is reported as file:line:col and makes the exit status 1.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = []string{"."}
+			}
+			var unformatted, failed int
+			for _, path := range args {
+				names, err := policy.Format(path, policy.FormatOptions{Write: !check})
+				for _, n := range names {
+					fmt.Fprintln(cmd.OutOrStdout(), n)
+				}
+				unformatted += len(names)
+				if err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), err)
+					failed++
+				}
+			}
+			switch {
+			case failed > 0:
+				return &exitError{code: 1, msg: "policy fmt: some files could not be formatted"}
+			case check && unformatted > 0:
+				return &exitError{code: 1, msg: fmt.Sprintf("policy fmt: %d file(s) not formatted (run crmauthz policy fmt)", unformatted)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "only list the files that are not formatted, and exit 1 if there are any")
 	return cmd
 }
 

@@ -38,6 +38,13 @@ type serveOptions struct {
 	maxDecisionBytes int64
 	maxBatchEvents   int
 	dataAPIPaths     []string
+
+	policiesRequireTests bool
+	decisionLog          string
+	decisionLogSample    float64
+	decisionLogMask      []string
+	decisionLogErase     []string
+	decisionLogBuffer    int
 }
 
 func newServeCmd() *cobra.Command {
@@ -54,7 +61,13 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.addr, "addr", "127.0.0.1:8181", "listen address of the decision API")
 	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8282", "listen address of the replication API, /metrics, health and status")
 	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the bbolt index file (index.db)")
-	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies to serve instead of the built-in ones")
+	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies to serve instead of the built-in ones; watched, and reloaded when it changes")
+	f.BoolVar(&o.policiesRequireTests, "policies-require-tests", false, "refuse a policy (at start and on reload) whose Rego tests fail, or that has none")
+	f.StringVar(&o.decisionLog, "decision-log", "off", "decision log: off, stdout, or a file to append JSON lines to")
+	f.Float64Var(&o.decisionLogSample, "decision-log-sample", 1, "fraction of decisions logged, from 0 (none) to 1 (all)")
+	f.StringSliceVar(&o.decisionLogMask, "decision-log-mask", nil, "fields replaced by \"**REDACTED**\" in the decision log, e.g. input.target,input.subject")
+	f.StringSliceVar(&o.decisionLogErase, "decision-log-erase", nil, "fields removed from the decision log, e.g. input.subject")
+	f.IntVar(&o.decisionLogBuffer, "decision-log-buffer", 4096, "decision log entries queued for the writer; when full, entries are dropped and counted")
 	f.StringVar(&o.tokenFile, "replication-token-file", "", "file holding the replication bearer token (or set CRMAUTHZ_REPLICATION_TOKEN); without a token only loopback clients may replicate")
 	f.StringVar(&o.loadSnapshot, "load-snapshot", "", "NDJSON snapshot file loaded at start when the index is empty (applied_seq 0)")
 	f.DurationVar(&o.consistencyWait, "consistency-wait", 200*time.Millisecond, "how long a decision with min_seq waits for the index before 503 index_behind")
@@ -109,9 +122,9 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 
 	m := metrics.New(metrics.Config{})
-	pcfg := policy.Config{FS: policies.FS}
+	pcfg := policy.Config{FS: policies.FS, RequireTests: o.policiesRequireTests}
 	if o.policiesDir != "" {
-		pcfg = policy.Config{Dir: o.policiesDir}
+		pcfg = policy.Config{Dir: o.policiesDir, RequireTests: o.policiesRequireTests}
 	}
 	eng, err := policy.New(pcfg)
 	if err != nil {
@@ -119,6 +132,22 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	m.PolicyReload(true, eng.Revision())
+	if o.policiesDir != "" {
+		w, err := policy.NewWatcher(policy.WatchConfig{
+			Engine: eng, Logger: log,
+			OnReload: func(ev policy.ReloadEvent) { m.PolicyReload(ev.Err == nil, ev.Revision) },
+		})
+		if err != nil {
+			return fmt.Errorf("watching --policies %s: %w", o.policiesDir, err)
+		}
+		defer w.Close()
+	}
+
+	dlog, err := openDecisionLog(o, m, log)
+	if err != nil {
+		return err
+	}
+	defer dlog.close()
 
 	ix, err := index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout})
 	if err != nil {
@@ -145,6 +174,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
+		DecisionLog: dlog.Logger,
 	})
 	if err != nil {
 		return err
