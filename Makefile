@@ -27,9 +27,10 @@ test: build ## run every test (Go with -race, and the Rego policy tests)
 policy-test: build ## run the Rego policy tests with coverage
 	$(BIN) policy test --coverage -v policies/
 
-lint: ## gofmt check and go vet
+lint: ## gofmt check, go vet, and opa fmt check of the Rego policies
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run ./cmd/crmauthz policy fmt --check policies/
 
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
