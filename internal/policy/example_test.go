@@ -1,0 +1,68 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestWorkedExampleFollowersCanDelete keeps the worked example of
+// docs/policies.md ("let followers delete") true: the switch flipped alone
+// fails the default tests (so --policies-require-tests refuses it), and with
+// the test changes shown there the tests pass and followers may delete.
+// When this test fails, update the example in docs/policies.md.
+func TestWorkedExampleFollowersCanDelete(t *testing.T) {
+	files := defaultPolicyFiles(t, true)
+	replace := func(tb testing.TB, s, old, new string) string {
+		tb.Helper()
+		if !strings.Contains(s, old) {
+			tb.Fatalf("the default policy changed: %q not found; update docs/policies.md", old)
+		}
+		return strings.Replace(s, old, new, 1)
+	}
+	files["config.rego"] = replace(t, files["config.rego"],
+		"default followers_can_delete := false", "default followers_can_delete := true")
+
+	dir := t.TempDir()
+	writeFiles(t, dir, files)
+	var out bytes.Buffer
+	passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{Out: &out})
+	if err != nil || passed {
+		t.Fatalf("the switch alone: Test = %v, %v; want failing tests\n%s", passed, err, out.String())
+	}
+	if _, err := New(Config{Dir: dir, RequireTests: true}); err == nil {
+		t.Fatal("the switch alone passed require-tests")
+	}
+
+	tests := files["authz_test.rego"]
+	for _, r := range [][2]string{
+		{"test_follower_not_permitted if {\n\tdecide(\"u-fol\", \"delete\", \"contact\", \"c-1\") == denied(\"follower_not_permitted\")\n",
+			"test_follower_not_permitted if {\n"},
+		{"\t\t\"delete\": denied(\"follower_not_permitted\"),\n", "\t\t\"delete\": allowed(\"follower\"),\n"},
+		{"\tdecide(\"u-fol\", \"delete\", \"contact\", \"c-1\") == denied(\"follower_not_permitted\") with data.crmauthz.config.followers_can_manage_followers as true\n",
+			"\tdecide(\"u-fol\", \"delete\", \"contact\", \"c-1\") == allowed(\"follower\") with data.crmauthz.config.followers_can_manage_followers as true\n"},
+		{"test_switches_off_by_default if {\n\tnot data.crmauthz.config.followers_can_delete\n",
+			"test_switches if {\n\tdata.crmauthz.config.followers_can_delete\n"},
+		{"test_followers_can_delete if {",
+			"test_followers_may_delete if {\n\tdecide(\"u-fol\", \"delete\", \"contact\", \"c-1\") == allowed(\"follower\")\n\tdecide(\"u-oppfol\", \"delete\", \"opportunity\", \"o-1\") == allowed(\"follower\")\n}\n\ntest_followers_can_delete if {"},
+	} {
+		tests = replace(t, tests, r[0], r[1])
+	}
+	writeFiles(t, dir, map[string]string{"authz_test.rego": tests})
+	out.Reset()
+	passed, err = Test(context.Background(), Config{Dir: dir}, TestOptions{Out: &out, Threshold: 95})
+	if err != nil || !passed {
+		t.Fatalf("with the test changes: Test = %v, %v\n%s", passed, err, out.String())
+	}
+	if got, err := Format(dir, FormatOptions{}); err != nil || len(got) != 0 {
+		t.Errorf("the example is not formatted: %v %v", got, err)
+	}
+	e, err := New(Config{Dir: dir, RequireTests: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decideReason(t, e, newMemFacts(t, loadGolden(t)), followerDelete); got != "allow:follower" {
+		t.Errorf("u-fol delete c-1 = %s, want allow:follower", got)
+	}
+}
