@@ -17,3 +17,8 @@ default followers_can_manage_followers := false
 # follower on a record that already has this many is denied
 # (follower_limit_reached), for admins too. Keep it in step with the index.
 max_followers := 10
+
+# The path prefix of the CRM API's routes as the gateway endpoints see them
+# (routes.rego), e.g. "/api/v2": then GET /api/v2/contacts/c-1 is a view, and
+# GET /contacts/c-1 is not a route. "" for none.
+path_prefix := ""

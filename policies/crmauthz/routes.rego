@@ -1,0 +1,212 @@
+# Route mapping of the gateway endpoints (forward auth for nginx, Caddy and
+# Traefik; Envoy's ext_authz over HTTP and gRPC): which action on which record
+# an HTTP request of the CRM's API is, and the decision of that request.
+#
+# Entry point: data.crmauthz.http_decision (http.rego), which is `decision` here.
+# Input, built by crmauthz from the original request:
+#   {"subject": "u-2",                            # from the trusted header or the JWT
+#    "method": "PUT",
+#    "path": "/api/v2/contacts/c-1",               # as sent (percent-encoded), no query
+#    "segments": ["api", "v2", "contacts", "c-1"], # its segments, percent-decoded
+#    "body": {"assignedTo": "u-7"}}                # only when Envoy sends a JSON body
+#
+# Routes, below config.path_prefix (default none; e.g. "/api/v2"):
+#   GET, HEAD       /{collection}/{id}            view
+#   PUT, PATCH      /{collection}/{id}            edit; change_owner when the body sets
+#                                                  assignedTo (or owner) to someone else
+#   DELETE          /{collection}/{id}            delete
+#   POST            /{collection}/{id}/followers  add_follower, a check per user of the
+#   DELETE          /{collection}/{id}/followers  remove_follower  body's "followers" list
+#   PUT, PATCH, POST /{collection}/{id}/owner     change_owner (for gateways that cannot
+#                                                  see bodies; target from the body if any)
+# with collection "contacts" (type contact) or "opportunities" (type opportunity).
+# Anything else is not a route: denied as unmapped_route.
+#
+# Body keys are matched without regard to case ("AssignedTo" is assignedTo),
+# because some JSON decoders (Go's encoding/json among them) match struct
+# fields that way: a key the upstream reads must never be missed here. A body
+# that is not a JSON object, names the new owner twice with different values,
+# or holds a "followers" that is not a list of user ids is never guessed at:
+# denied as invalid_body.
+package crmauthz.routes
+
+import data.crmauthz
+import data.crmauthz.config
+
+# ---------------------------------------------------------------------------
+# The table
+
+# The path segment of each record type's collection.
+collections := {"contacts": "contact", "opportunities": "opportunity"}
+
+# Methods on /{collection}/{id}. PUT and PATCH are edits unless the body
+# changes the owner (see record_route).
+record_methods := {"GET": "view", "HEAD": "view", "PUT": "edit", "PATCH": "edit", "DELETE": "delete"}
+
+# Methods on /{collection}/{id}/followers.
+follower_methods := {"POST": "add_follower", "DELETE": "remove_follower"}
+
+# Methods on /{collection}/{id}/owner.
+owner_methods := {"PUT", "PATCH", "POST"}
+
+# The most users one "followers" list may name.
+max_targets := 100
+
+# ---------------------------------------------------------------------------
+# Mapping
+
+# The segments of config.path_prefix.
+prefix := [s | some s in split(config.path_prefix, "/"); s != ""]
+
+# The segments after the prefix; undefined when the path is not under it.
+rest := array.slice(input.segments, count(prefix), count(input.segments)) if {
+	array.slice(input.segments, 0, count(prefix)) == prefix
+}
+
+# route is {"action", "resource": {"type", "id"}, "targets": [...]} or
+# {"invalid": message}; undefined when the request is not a route.
+route := r if {
+	[coll, id] := rest
+	resource := {"type": collections[coll], "id": id}
+	r := record_route(record_methods[input.method], resource)
+}
+
+route := r if {
+	some coll, id
+	[coll, id, "followers"] = rest
+	resource := {"type": collections[coll], "id": id}
+	r := followers_route(follower_methods[input.method], resource)
+}
+
+route := r if {
+	some coll, id
+	[coll, id, "owner"] = rest
+	input.method in owner_methods
+	resource := {"type": collections[coll], "id": id}
+	r := owner_route(resource)
+}
+
+record_route(action, resource) := {"invalid": problem} if {
+	action == "edit"
+	problem := owner_problem
+} else := {"action": "change_owner", "resource": resource, "targets": owner_targets} if {
+	action == "edit"
+	new_owner != current_owner(resource)
+} else := {"action": action, "resource": resource, "targets": []}
+
+followers_route(action, resource) := {"invalid": followers_problem} if {
+	followers_problem
+} else := {"action": action, "resource": resource, "targets": follower_targets}
+
+owner_route(resource) := {"invalid": owner_problem} if {
+	owner_problem
+} else := {"action": "change_owner", "resource": resource, "targets": owner_targets}
+
+# The record's owner now ("" when unassigned); undefined when the record is
+# not in the index (the decision then denies record_not_found).
+current_owner(resource) := object.get(crm.record(resource.type, resource.id), "owner", "")
+
+# ---------------------------------------------------------------------------
+# The body
+
+has_body if "body" in object.keys(input)
+
+# The values of the body's owner keys (assignedTo, owner; any case).
+owner_values contains v if {
+	is_object(input.body)
+	some k, v in input.body
+	lower(k) in {"assignedto", "owner"}
+}
+
+# The owner the body sets; "" (or null) unassigns. Undefined when it sets none.
+new_owner := v if {
+	count(owner_values) == 1
+	some v in owner_values
+	is_string(v)
+} else := "" if {
+	owner_values == {null}
+}
+
+# change_owner names the new owner as its target; unassigning has no target.
+owner_targets := [new_owner] if {
+	new_owner != ""
+} else := []
+
+owner_problem := "the body is not a JSON object" if {
+	has_body
+	not is_object(input.body)
+} else := "the body sets the owner (assignedTo, owner) more than once, to different values" if {
+	count(owner_values) > 1
+} else := "the new owner (assignedTo, owner) is neither a string nor null" if {
+	some v in owner_values
+	not is_string(v)
+	v != null
+}
+
+# The body's "followers" lists (one, unless the key is given in several cases).
+follower_lists := [l | is_object(input.body); some k, l in input.body; lower(k) == "followers"]
+
+# The users of the body's "followers" list, sorted, without duplicates.
+follower_targets := sort({t | some l in follower_lists; some t in l})
+
+followers_problem := "the body is not a JSON object" if {
+	has_body
+	not is_object(input.body)
+} else := "the body gives followers more than once" if {
+	count(follower_lists) > 1
+} else := "followers is not a list" if {
+	some l in follower_lists
+	not is_array(l)
+} else := sprintf("followers names more than %d users", [max_targets]) if {
+	some l in follower_lists
+	count(l) > max_targets
+} else := "followers holds something other than user ids (non-empty strings)" if {
+	some l in follower_lists
+	some t in l
+	not user_id(t)
+}
+
+user_id(t) if {
+	is_string(t)
+	t != ""
+}
+
+# ---------------------------------------------------------------------------
+# The decision of a request
+
+# One decision input per target; one without a target when there is none.
+checks := [c |
+	some t in route.targets
+	c := {"subject": input.subject, "action": route.action, "resource": route.resource, "target": t}
+] if {
+	count(route.targets) > 0
+} else := [{"subject": input.subject, "action": route.action, "resource": route.resource}]
+
+results := [d | some c in checks; d := crmauthz.decision with input as c]
+
+denials := [d | some d in results; not d.allow]
+
+# What the request is, added to its decision (for logs and metrics).
+about := {"action": route.action, "resource": route.resource, "targets": route.targets}
+
+# decision: {"allow", "reason", "action"?, "resource"?, "targets"?, "message"?}.
+# Every target must be allowed: the first denial decides. A list that would
+# take the record over the follower maximum is denied like a single 11th
+# follower (follower_limit_reached), once every target is allowed on its own.
+decision := {"allow": false, "reason": "unmapped_route"} if {
+	not route
+} else := {"allow": false, "reason": "invalid_body", "message": route.invalid} if {
+	route.invalid
+} else := object.union(denials[0], about) if {
+	count(denials) > 0
+} else := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
+	too_many_new_followers
+} else := object.union(results[0], about)
+
+too_many_new_followers if {
+	route.action == "add_follower"
+	rec := crm.record(route.resource.type, route.resource.id)
+	followers := object.get(rec, "followers", [])
+	added := {t | some t in route.targets; not t in followers; t != object.get(rec, "owner", "")}
+	count(followers) + count(added) > config.max_followers
+}
