@@ -52,7 +52,7 @@ type Decision struct {
 // ReloadStatus describes the policy in service.
 type ReloadStatus struct {
 	Revision   string    // revision in service
-	LastReload time.Time // time of the last good load (New or Reload)
+	LastReload time.Time // when the revision in service was loaded (New, or the Reload that applied it)
 	LastError  error     // error of the last Reload; nil after a good one
 }
 
