@@ -25,13 +25,17 @@ const demoSnapshot = "../../examples/demo.ndjson"
 // defaultPolicies returns the files of policies/crmauthz by name.
 func defaultPolicies(t testing.TB) map[string]string {
 	t.Helper()
+	names, err := filepath.Glob("../../policies/crmauthz/*.rego")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no default policy files: %v", err)
+	}
 	files := map[string]string{}
-	for _, name := range []string{"authz.rego", "authz_test.rego", "config.rego"} {
-		b, err := os.ReadFile(filepath.Join("../../policies/crmauthz", name))
+	for _, name := range names {
+		b, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		files[name] = string(b)
+		files[filepath.Base(name)] = string(b)
 	}
 	return files
 }
@@ -191,7 +195,11 @@ func TestE2EPolicyReloadConfigMap(t *testing.T) {
 	}
 	p := startServer(t, t.TempDir(), "--load-snapshot", demoSnapshot, "--policies", dir)
 	checkReloadCycle(t, p, filepath.Join(dir, "config.rego"), func(config string) {
-		next := map[string]string{"authz.rego": files["authz.rego"], "authz_test.rego": files["authz_test.rego"], "config.rego": config}
+		next := map[string]string{}
+		for name, content := range files {
+			next[name] = content
+		}
+		next["config.rego"] = config
 		version++
 		writePolicyFiles(t, filepath.Join(dir, tsDir(version)), next)
 		tmp := filepath.Join(dir, "..data_tmp")

@@ -419,7 +419,7 @@ func TestNewRequireTests(t *testing.T) {
 // reload of changed sources does, with and without running its tests.
 func BenchmarkLoad(b *testing.B) {
 	dir := b.TempDir()
-	writeFiles(b, dir, defaultPolicyFiles(b, true))
+	writeFiles(b, dir, allDefaultFiles(b))
 	for _, requireTests := range []bool{false, true} {
 		name := "compile"
 		if requireTests {
