@@ -434,3 +434,32 @@ func BenchmarkLoad(b *testing.B) {
 		})
 	}
 }
+
+// TestWatcherRecheck loses the directory's watch (as when the directory is
+// replaced as a whole): the periodic recheck watches it again and applies
+// the change that no event announced.
+func TestWatcherRecheck(t *testing.T) {
+	dir := t.TempDir()
+	files := defaultPolicyFiles(t, false)
+	writeFiles(t, dir, files)
+	e, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(WatchConfig{Engine: e, Recheck: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.fw.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, dir, map[string]string{"config.rego": flipDelete(t, files["config.rego"], true)})
+	facts := newMemFacts(t, loadGolden(t))
+	waitFor(t, 5*time.Second, "the recheck to apply the change", func() bool {
+		return decideReason(t, e, facts, followerDelete) == "allow:follower"
+	})
+	waitFor(t, 5*time.Second, "the directory to be watched again", func() bool {
+		return slices.Contains(w.fw.WatchList(), dir)
+	})
+}
