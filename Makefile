@@ -8,7 +8,7 @@ PKGS     := ./...
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench clean
+.PHONY: help build run test policy-test lint fmt bench fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,16 @@ lint: ## gofmt check, go vet, and opa fmt check of the Rego policies
 
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
+
+FUZZTIME ?= 30s
+fuzz: ## run every Go fuzz target for FUZZTIME each (seed corpora run in make test)
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	  pkg=$$(dirname $$f); \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+	    echo "== $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 bench: ## in-process benchmarks (decision, index, replication)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
