@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -150,6 +152,13 @@ func serve(ctx context.Context, o serveOptions) error {
 	defer dlog.close()
 
 	ix, err := index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout})
+	if err != nil && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
+		// A read-only data directory: keep deciding from the last committed
+		// index; replication answers 503 index_read_only until a restart on a
+		// writable directory.
+		log.Warn("the data directory is not writable: serving the last committed index read-only", "data_dir", o.dataDir, "err", err)
+		ix, err = index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout, ReadOnly: true})
+	}
 	if err != nil {
 		return fmt.Errorf("index: %w", err)
 	}

@@ -247,6 +247,9 @@ func createBuckets(tx *bolt.Tx) error {
 // Path is the index file's path (Dir/index.db).
 func (ix *Index) Path() string { return ix.path }
 
+// ReadOnly tells whether the index was opened read-only (writes return ErrReadOnly).
+func (ix *Index) ReadOnly() bool { return ix.readOnly }
+
 // Close closes the index. It waits for a running Update or ReplaceAll and for open Views.
 // It is idempotent: later calls return nil.
 func (ix *Index) Close() error {

@@ -150,6 +150,7 @@ type policyStatus struct {
 type statusResponse struct {
 	Version    string            `json:"version"`
 	Ready      bool              `json:"ready"`
+	ReadOnly   bool              `json:"read_only"`
 	Policy     policyStatus      `json:"policy"`
 	AppliedSeq uint64            `json:"applied_seq"`
 	Index      replicationStatus `json:"index"`
@@ -160,6 +161,7 @@ func (s *Server) status(c *gin.Context) {
 	resp := statusResponse{
 		Version:    s.cfg.Version,
 		Ready:      s.readiness() == "",
+		ReadOnly:   s.ix.ReadOnly(),
 		Policy:     policyStatus{Revision: ps.Revision},
 		AppliedSeq: s.ix.AppliedSeq(),
 		Index:      s.currentReplicationStatus(),
