@@ -40,6 +40,10 @@ type serveOptions struct {
 	maxDecisionBytes int64
 	maxBatchEvents   int
 	dataAPIPaths     []string
+	maxInFlight      int
+	readHeaderTO     time.Duration
+	readTO           time.Duration
+	adminMaxInFlight int
 
 	policiesRequireTests bool
 	decisionLog          string
@@ -81,6 +85,10 @@ func newServeCmd() *cobra.Command {
 	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", 0, "/health/ready answers 503 until the index has applied this seq")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests to finish on SIGTERM")
 	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the index file's lock at start")
+	f.DurationVar(&o.readHeaderTO, "read-header-timeout", 5*time.Second, "time a client has to send the request headers (slowloris guard)")
+	f.DurationVar(&o.readTO, "read-timeout", 30*time.Second, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once; beyond, 503 overloaded (0: no limit)")
+	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", 64, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
@@ -193,8 +201,13 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 
 	servers := []*http.Server{
-		server.HTTPServer(o.addr, srv.DecisionHandler()),
-		server.HTTPServer(o.adminAddr, srv.AdminHandler()),
+		server.HTTPServer(o.addr, server.LimitInFlight(srv.DecisionHandler(), o.maxInFlight,
+			func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) })),
+		server.HTTPServer(o.adminAddr, server.LimitInFlight(srv.AdminHandler(), o.adminMaxInFlight,
+			func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) })),
+	}
+	for _, hs := range servers {
+		hs.ReadHeaderTimeout, hs.ReadTimeout = o.readHeaderTO, o.readTO
 	}
 	// Bind every listener before serving any, so a port in use fails the start.
 	listeners := make([]net.Listener, len(servers))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"syscall"
 
@@ -73,10 +74,19 @@ func toAPIError(err error) *apiError {
 		return newError(http.StatusInsufficientStorage, "insufficient_storage", "the data directory is full: %v", err)
 	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return newError(http.StatusServiceUnavailable, "index_unwritable", "the data directory cannot be written: %v", err)
+	case isTimeout(err):
+		return newError(http.StatusRequestTimeout, "request_timeout", "the request was not received in time: %v", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, "timeout", "%v", err)
 	}
 	return newError(http.StatusInternalServerError, "internal_error", "%v", err)
+}
+
+// isTimeout tells a read deadline of the connection (a client too slow to
+// send its body) from other errors.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 type errorBody struct {
