@@ -1,0 +1,323 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/policies"
+)
+
+// The world of the concurrency test is a pure function of the seq: event s
+// rewrites record c-(s mod K) to recordAt(r, s). A snapshot at seq S holds
+// exactly stateAt(S). So whatever mix of batches and snapshot swaps happened,
+// a decision that reports applied_seq S must equal the reference policy's
+// answer over stateAt(S).
+const (
+	concRecords = 8
+	concUsers   = 5
+)
+
+func touches(r, s int) int { // how many events in 1..s rewrote record r
+	if r == 0 {
+		return s / concRecords
+	}
+	if s < r {
+		return 0
+	}
+	return (s-r)/concRecords + 1
+}
+
+func recordJSON(r, s int) string {
+	n := touches(r, s)
+	followers := fmt.Sprintf(`["u-%d"]`, (n+1)%concUsers)
+	if n%4 == 3 {
+		followers = `[]`
+	}
+	return fmt.Sprintf(`{"type":"contact","id":"c-%d","location_id":"loc-1","owner":"u-%d","followers":%s}`, r, n%concUsers, followers)
+}
+
+func userJSON(u int) string {
+	return fmt.Sprintf(`{"id":"u-%d","role":"user","location_ids":["loc-1"],"assigned_data_only":true,"contacts_enabled":true,"opportunities_enabled":true}`, u)
+}
+
+func snapshotAt(s int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{\"seq\":%d}\n", s)
+	for u := 0; u < concUsers; u++ {
+		fmt.Fprintf(&b, "{\"user\":%s}\n", userJSON(u))
+	}
+	for r := 0; r < concRecords; r++ {
+		fmt.Fprintf(&b, "{\"record\":%s}\n", recordJSON(r, s))
+	}
+	return b.String()
+}
+
+// stateFacts is stateAt(s) as policy.Facts.
+type stateFacts int
+
+func (s stateFacts) UserJSON(id string) ([]byte, error) {
+	var u int
+	if _, err := fmt.Sscanf(id, "u-%d", &u); err != nil || u < 0 || u >= concUsers {
+		return nil, nil
+	}
+	return []byte(userJSON(u)), nil
+}
+
+func (s stateFacts) RecordJSON(typ, id string) ([]byte, error) {
+	var r int
+	if _, err := fmt.Sscanf(id, "c-%d", &r); err != nil || typ != "contact" || r < 0 || r >= concRecords {
+		return nil, nil
+	}
+	return []byte(recordJSON(r, int(s))), nil
+}
+
+func countFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count file descriptors here: %v", err)
+	}
+	return len(ents)
+}
+
+// TestConcurrentDecisionsBatchesSnapshotsReloads runs, at once, decision
+// clients, a replication feeder, snapshot swaps and policy reloads (two
+// policy versions that differ on followers_can_delete), under -race. Every
+// decision must equal the reference answer for its applied_seq and its
+// policy revision: no torn reads. Afterwards no goroutine or descriptor is left.
+func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
+	goroutinesBefore := runtime.NumGoroutine()
+	fdsBefore := countFDs(t)
+
+	polDir := t.TempDir()
+	config := map[bool]string{}
+	for _, v := range []bool{false, true} {
+		b, err := policies.FS.ReadFile("crmauthz/config.rego")
+		if err != nil {
+			t.Fatal(err)
+		}
+		config[v] = strings.Replace(string(b), "followers_can_delete := false", fmt.Sprintf("followers_can_delete := %v", v), 1)
+		if config[v] == string(b) && v {
+			t.Fatal("config.rego has no followers_can_delete := false to flip")
+		}
+	}
+	authz, err := policies.FS.ReadFile("crmauthz/authz.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePolicy := func(canDelete bool) {
+		for name, content := range map[string]string{"authz.rego": string(authz), "config.rego": config[canDelete]} {
+			tmp := filepath.Join(polDir, "."+name+".tmp")
+			if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(polDir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The reference engines, one per policy version, by revision; no cache.
+	refs := map[string]*policy.Engine{}
+	for _, v := range []bool{false, true} {
+		writePolicy(v)
+		e, err := policy.New(policy.Config{Dir: polDir, DecisionCacheSlots: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[e.Revision()] = e
+	}
+	if len(refs) != 2 {
+		t.Fatal("the two policy versions have one revision")
+	}
+
+	ix, err := index.Open(index.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repl, err := replication.New(replication.Config{Index: ix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repl.LoadSnapshot(strings.NewReader(snapshotAt(0))); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := policy.New(policy.Config{Dir: polDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Index: ix, Engine: eng, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Token: []byte("tok")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, adm := s.DecisionHandler(), s.AdminHandler()
+	auth := map[string]string{"Authorization": "Bearer tok"}
+
+	var (
+		wg                         sync.WaitGroup
+		stop                       = make(chan struct{})
+		checked, swaps, reloads    atomic.Int64
+		batches, refusedWhileSwaps atomic.Int64
+		failures                   = make(chan string, 10)
+	)
+	fail := func(msg string) {
+		select {
+		case failures <- msg:
+		default:
+		}
+	}
+	running := func() bool {
+		select {
+		case <-stop:
+			return false
+		default:
+			return true
+		}
+	}
+
+	for g := 0; g < 3; g++ { // decision clients
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 5))
+			for running() {
+				subject := fmt.Sprintf("u-%d", rng.IntN(concUsers))
+				action := []string{"view", "edit", "delete"}[rng.IntN(3)]
+				id := fmt.Sprintf("c-%d", rng.IntN(concRecords))
+				rec := serve(dec, http.MethodPost, "/v1/decision",
+					fmt.Sprintf(`{"subject":%q,"action":%q,"resource":{"type":"contact","id":%q}}`, subject, action, id), nil)
+				var got struct {
+					Allow      bool
+					Reason     string
+					AppliedSeq int    `json:"applied_seq"`
+					Revision   string `json:"policy_revision"`
+				}
+				if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &got) != nil {
+					fail(fmt.Sprintf("decision: %d %s", rec.Code, rec.Body))
+					return
+				}
+				ref, ok := refs[got.Revision]
+				if !ok {
+					fail("unknown revision " + got.Revision)
+					return
+				}
+				want, _, err := ref.Decide(context.Background(), stateFacts(got.AppliedSeq),
+					policy.Input{Subject: subject, Action: action, ResourceType: "contact", ResourceID: id})
+				if err != nil || want.Allow != got.Allow || want.Reason != got.Reason {
+					fail(fmt.Sprintf("%s %s %s at seq %d, revision %s: got %v %s, reference %v %s (%v)",
+						subject, action, id, got.AppliedSeq, got.Revision, got.Allow, got.Reason, want.Allow, want.Reason, err))
+					return
+				}
+				checked.Add(1)
+			}
+		}()
+	}
+
+	wg.Add(1)
+	go func() { // replication feeder
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(9, 9))
+		for running() {
+			next := int(ix.AppliedSeq()) + 1
+			n := 1 + rng.IntN(20)
+			var b strings.Builder
+			b.WriteString(`{"events":[`)
+			for s := next; s < next+n; s++ {
+				if s > next {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `{"seq":%d,"op":"record.upsert","record":%s}`, s, recordJSON(s%concRecords, s))
+			}
+			b.WriteString(`]}`)
+			rec := serve(adm, http.MethodPost, "/v1/replication/events", b.String(), auth)
+			switch {
+			case rec.Code == 200:
+				batches.Add(1)
+			case rec.Code == 503 && strings.Contains(rec.Body.String(), "snapshot_in_progress"),
+				rec.Code == 409 && strings.Contains(rec.Body.String(), "sequence_gap"): // a swap moved applied_seq
+				refusedWhileSwaps.Add(1)
+			default:
+				fail(fmt.Sprintf("batch: %d %s", rec.Code, rec.Body))
+				return
+			}
+		}
+	}()
+
+	wg.Add(1)
+	go func() { // snapshot swaps: back to an earlier state, sometimes
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(3, 3))
+		for running() {
+			time.Sleep(time.Duration(20+rng.IntN(40)) * time.Millisecond)
+			target := max(0, int(ix.AppliedSeq())-rng.IntN(30))
+			rec := serve(adm, http.MethodPut, "/v1/replication/snapshot", snapshotAt(target), auth)
+			if rec.Code != 200 {
+				fail(fmt.Sprintf("snapshot: %d %s", rec.Code, rec.Body))
+				return
+			}
+			swaps.Add(1)
+		}
+	}()
+
+	wg.Add(1)
+	go func() { // policy reloads between the two versions
+		defer wg.Done()
+		v := true
+		for running() {
+			time.Sleep(15 * time.Millisecond)
+			writePolicy(v)
+			if err := eng.Reload(); err != nil {
+				fail("reload: " + err.Error())
+				return
+			}
+			reloads.Add(1)
+			v = !v
+		}
+	}()
+
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Error(f)
+	}
+	t.Logf("%d decisions checked, %d batches applied (%d refused by a concurrent swap), %d snapshot swaps, %d reloads",
+		checked.Load(), batches.Load(), refusedWhileSwaps.Load(), swaps.Load(), reloads.Load())
+	if checked.Load() < 50 || batches.Load() < 5 || swaps.Load() < 5 || reloads.Load() < 5 {
+		t.Fatalf("too little happened to mean anything")
+	}
+
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// No goroutine or descriptor outlives the index (give the runtime a moment).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g, fds := runtime.NumGoroutine(), countFDs(t)
+		if g <= goroutinesBefore+2 && fds <= fdsBefore {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leak: goroutines %d -> %d, file descriptors %d -> %d", goroutinesBefore, g, fdsBefore, fds)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
