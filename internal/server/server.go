@@ -21,6 +21,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
+	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
@@ -59,6 +60,9 @@ type Config struct {
 	// /v1/decisions and every Data API evaluation (a sample of them, as it
 	// is configured). nil: no decision log, and no cost per decision.
 	DecisionLog *decisionlog.Logger
+	// Identity finds the subject of the gateway endpoints' requests (forward
+	// auth, Envoy ext_authz); default: the X-User-Id header.
+	Identity *identity.Identifier
 }
 
 // Server serves the decision and admin listeners.
@@ -100,6 +104,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.DataPaths == nil {
 		cfg.DataPaths = []string{"crmauthz/decision", "crmauthz/allow"}
+	}
+	if cfg.Identity == nil {
+		id, err := identity.New(identity.Config{})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Identity = id
 	}
 	ids, err := newIDGen()
 	if err != nil {
@@ -158,6 +169,8 @@ func (s *Server) DecisionHandler() http.Handler {
 	r.POST("/v1/decision", s.postDecision)
 	r.POST("/v1/decisions", s.postDecisions)
 	r.POST("/v1/data/*path", s.postData)
+	r.Any("/v1/forward-auth", s.forwardAuth)
+	r.Any(extAuthzPrefix+"/*path", s.extAuthzHTTP)
 	return r
 }
 

@@ -1,0 +1,193 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/crmauthz/crmauthz/internal/identity"
+)
+
+// authzServiceName is the gRPC service Envoy's ext_authz calls.
+const authzServiceName = "envoy.service.auth.v3.Authorization"
+
+// GRPC serves Envoy's ext_authz v3 (envoy.service.auth.v3.Authorization/Check)
+// and the standard gRPC health service.
+//
+// Check always answers with a CheckResponse, never with a gRPC error: Envoy
+// treats an RPC error as a failure of the authorization service, which
+// failure_mode_allow turns into an allow. A panic is recovered into a deny
+// for the same reason. Allow is OK with ok_response headers x-authz-reason
+// and x-authz-decision-id (overwriting any a client sent); deny is
+// PERMISSION_DENIED with denied_response status 403 (413 for a body over
+// --max-decision-bytes); no or a bad identity is UNAUTHENTICATED with 401.
+type GRPC struct {
+	*grpc.Server
+	health *health.Server
+}
+
+// NewGRPC returns the gRPC server of the ext_authz listener (--grpc-addr),
+// with keepalive and message size limits.
+func (s *Server) NewGRPC() *GRPC {
+	gs := grpc.NewServer(
+		// The body may be up to MaxDecisionBytes (a larger one is answered
+		// 413); the headers and attributes get room beside it. A message over
+		// this limit fails the RPC, which Envoy counts as an error.
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxDecisionBytes)+4<<20),
+		grpc.MaxSendMsgSize(1<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: 15 * time.Minute,
+			Time:              2 * time.Minute,
+			Timeout:           20 * time.Second,
+		}),
+		// Envoy's HTTP/2 keepalive may ping often; allow it down to 10s.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(1024),
+		grpc.ChainUnaryInterceptor(s.grpcRecovery),
+	)
+	authv3.RegisterAuthorizationServer(gs, &extAuthz{s: s})
+	hs := health.NewServer()
+	hs.SetServingStatus(authzServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	return &GRPC{Server: gs, health: hs}
+}
+
+// Serve serves ln until Stop.
+func (g *GRPC) Serve(ln net.Listener) error { return g.Server.Serve(ln) }
+
+// Stop reports NOT_SERVING to health checks, lets the calls in flight
+// finish until ctx is done, then closes every connection.
+func (g *GRPC) Stop(ctx context.Context) {
+	g.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		g.Server.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.Server.Stop()
+		<-done
+	}
+}
+
+// grpcRecovery turns a panic in Check into a deny (never an RPC error).
+func (s *Server) grpcRecovery(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", v, "stack", string(debug.Stack()))
+			if _, ok := req.(*authv3.CheckRequest); ok {
+				a := gatewayAnswer{status: http.StatusForbidden, code: "internal_error", reason: "internal_error",
+					message: "internal error (denied)", id: s.ids.next()}
+				s.m.Decision(endpointExtAuthzGRPC, "other", false, "internal_error")
+				resp, err = checkResponse(&a), nil
+				return
+			}
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return handler(ctx, req)
+}
+
+type extAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	s *Server
+}
+
+// Check decides one request Envoy holds.
+func (a *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	r := gatewayRequest{endpoint: endpointExtAuthzGRPC}
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if h == nil {
+		r.headers = identity.MapHeaders(nil)
+		r.invalid = errors.New("the CheckRequest has no attributes.request.http")
+	} else {
+		r.method, r.uri = h.GetMethod(), h.GetPath()
+		if len(h.GetHeaders()) > 0 || h.GetHeaderMap() == nil {
+			r.headers = identity.MapHeaders(h.GetHeaders())
+		} else {
+			r.headers = headerList(h.GetHeaderMap().GetHeaders()) // encode_raw_headers
+		}
+		for _, v := range r.headers.Values(hdrPartialBody) {
+			if strings.EqualFold(strings.TrimSpace(v), "true") {
+				r.partial = true
+			}
+		}
+		if b := h.GetRawBody(); len(b) > 0 { // with_request_body.pack_as_bytes
+			r.body = b
+		} else if h.GetBody() != "" {
+			r.body = []byte(h.GetBody())
+		}
+	}
+	ans := a.s.gatewayDecide(ctx, r)
+	return checkResponse(&ans), nil
+}
+
+// headerList is Envoy's header_map (encode_raw_headers): repeated headers
+// stay separate, so a header given twice is seen twice.
+type headerList []*corev3.HeaderValue
+
+func (l headerList) Values(name string) []string {
+	var out []string
+	for _, hv := range l {
+		if strings.EqualFold(hv.GetKey(), name) {
+			if raw := hv.GetRawValue(); len(raw) > 0 {
+				out = append(out, string(raw))
+			} else {
+				out = append(out, hv.GetValue())
+			}
+		}
+	}
+	return out
+}
+
+// checkResponse converts an answer to Envoy's CheckResponse.
+func checkResponse(a *gatewayAnswer) *authv3.CheckResponse {
+	hdrs := []*corev3.HeaderValueOption{
+		setHeader("x-authz-reason", a.reason),
+		setHeader("x-authz-decision-id", a.id),
+	}
+	if a.allow {
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hdrs}},
+		}
+	}
+	code := codes.PermissionDenied
+	hdrs = append(hdrs, setHeader("content-type", "application/json"), setHeader("cache-control", "no-store"))
+	if a.status == http.StatusUnauthorized {
+		code = codes.Unauthenticated
+		hdrs = append(hdrs, setHeader("www-authenticate", `Bearer realm="crmauthz"`))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: a.reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(a.status)},
+			Headers: hdrs,
+			Body:    string(a.errorBody()),
+		}},
+	}
+}
+
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
