@@ -5,10 +5,12 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 GO       ?= go
 RUN_DATA ?= ./data/demo
 PKGS     := ./...
+IMAGE    ?= crmauthz
+IMAGE_TAG ?= $(VERSION)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench fuzz clean
+.PHONY: help build run test policy-test lint fmt bench fuzz clean image helm-lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +33,12 @@ lint: ## gofmt check, go vet, and opa fmt check of the Rego policies
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run ./cmd/crmauthz policy fmt --check policies/
+
+helm-lint: ## helm lint --strict the charts with every ci/*-values.yaml scenario (Helm SDK, no helm CLI needed)
+	$(GO) run ./tools/helmlint charts/crmauthz charts/examples/app-with-sidecar
+
+image: ## docker build the image IMAGE:IMAGE_TAG (default crmauthz:VERSION); needs a Docker engine
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(IMAGE_TAG) .
 
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
