@@ -100,6 +100,30 @@ func (s *Server) getSnapshot(c *gin.Context) {
 	}
 }
 
+// getBackup streams a hot copy of the bbolt file (index.Backup): restore it
+// by placing it at <data-dir>/index.db of a stopped server.
+func (s *Server) getBackup(c *gin.Context) {
+	rc := http.NewResponseController(c.Writer)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
+	started := false
+	_, err := s.ix.Backup(c.Writer, func(seq uint64, size int64) error {
+		started = true
+		c.Header("Content-Type", "application/octet-stream")
+		c.Header("Content-Disposition", `attachment; filename="index.db"`)
+		c.Header("Content-Length", strconv.FormatInt(size, 10))
+		c.Header("X-Crmauthz-Applied-Seq", strconv.FormatUint(seq, 10))
+		c.Status(http.StatusOK)
+		return nil
+	})
+	switch {
+	case err != nil && !started:
+		s.writeError(c, err)
+	case err != nil:
+		s.log.Error("backup failed", "err", err)
+		panic(http.ErrAbortHandler) // the client sees a cut body, never a short file taken for whole
+	}
+}
+
 type replicationStatus struct {
 	AppliedSeq uint64            `json:"applied_seq"`
 	Users      uint64            `json:"users"`

@@ -187,6 +187,7 @@ func (s *Server) AdminHandler() http.Handler {
 	g.PUT("/snapshot", s.putSnapshot)
 	g.GET("/snapshot", s.getSnapshot)
 	g.GET("/status", s.replicationStatus)
+	g.GET("/backup", s.getBackup)
 	return r
 }
 
