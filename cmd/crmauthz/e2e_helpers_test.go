@@ -47,6 +47,7 @@ type proc struct {
 	dataDir  string
 	base     string // http://addr of the decision listener
 	admin    string // http://addr of the admin listener
+	grpc     string // host:port of the ext_authz gRPC listener; "" when off
 	stderr   *syncBuffer
 	done     chan struct{}
 	exitErr  error
@@ -101,7 +102,7 @@ func startWith(t testing.TB, dataDir string, args, env []string) *proc {
 	}()
 	t.Cleanup(func() { p.kill() })
 
-	addrs := make(chan [2]string, 1)
+	addrs := make(chan [3]string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sent := false
@@ -110,9 +111,10 @@ func startWith(t testing.TB, dataDir string, args, env []string) *proc {
 				Msg       string `json:"msg"`
 				Addr      string `json:"addr"`
 				AdminAddr string `json:"admin_addr"`
+				GRPCAddr  string `json:"grpc_addr"`
 			}
 			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "crmauthz serving" {
-				addrs <- [2]string{line.Addr, line.AdminAddr}
+				addrs <- [3]string{line.Addr, line.AdminAddr, line.GRPCAddr}
 				sent = true
 			}
 		}
@@ -120,7 +122,7 @@ func startWith(t testing.TB, dataDir string, args, env []string) *proc {
 	}()
 	select {
 	case a := <-addrs:
-		p.base, p.admin = "http://"+a[0], "http://"+a[1]
+		p.base, p.admin, p.grpc = "http://"+a[0], "http://"+a[1], a[2]
 	case <-p.done:
 		t.Fatalf("crmauthz exited before serving: %v\n%s", p.exitErr, p.stderr.String())
 	case <-time.After(30 * time.Second):

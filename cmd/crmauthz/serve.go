@@ -51,6 +51,8 @@ type serveOptions struct {
 	decisionLogMask      []string
 	decisionLogErase     []string
 	decisionLogBuffer    int
+
+	gw gatewayOptions // --grpc-addr, --subject-header, --jwt-* (gateway.go)
 }
 
 func newServeCmd() *cobra.Command {
@@ -91,6 +93,7 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", 64, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	o.gw.addFlags(f)
 	return cmd
 }
 
@@ -127,6 +130,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	token, err := readToken(o.tokenFile)
+	if err != nil {
+		return err
+	}
+	idn, err := o.gw.identity()
 	if err != nil {
 		return err
 	}
@@ -191,7 +198,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		DecisionLog: dlog.Logger,
+		DecisionLog: dlog.Logger, Identity: idn,
 	})
 	if err != nil {
 		return err
@@ -221,7 +228,15 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 		listeners[i] = ln
 	}
-	errc := make(chan error, len(servers))
+	grpcL, err := listenGRPC(srv, o.gw.grpcAddr)
+	if err != nil {
+		for _, l := range listeners {
+			l.Close()
+		}
+		return err
+	}
+	errc := make(chan error, len(servers)+1)
+	grpcL.serve(errc)
 	for i, hs := range servers {
 		go func() {
 			if err := hs.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
@@ -231,7 +246,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	log.Info("crmauthz serving", "version", version, "addr", listeners[0].Addr().String(),
 		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
-		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir)
+		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode())
 
 	var serveErr error
 	select {
@@ -247,6 +262,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			log.Error("shutdown", "addr", hs.Addr, "err", err)
 		}
 	}
+	grpcL.stop(sctx)
 	log.Info("stopped", "applied_seq", ix.AppliedSeq())
 	return serveErr
 }
