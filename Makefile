@@ -10,7 +10,7 @@ IMAGE_TAG ?= $(VERSION)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench fuzz clean image helm-lint
+.PHONY: help build run test policy-test lint fmt bench bench-go fuzz clean image helm-lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,10 @@ fuzz: ## run every Go fuzz target for FUZZTIME each (seed corpora run in make te
 	  done; \
 	done
 
-bench: ## in-process benchmarks (decision, index, replication)
+bench: build ## crmauthz vs opa run --server over HTTP on 1,000,000 records, one table (BENCH_FLAGS="--records 100000 --duration 5s"; see BENCHMARKS.md)
+	$(GO) run ./cmd/crmauthz-bench run --crmauthz $(BIN) $(BENCH_FLAGS)
+
+bench-go: ## in-process benchmarks (decision, batch, index, replication, 1,000,000-record snapshot load)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 clean: ## remove bin/ and data/

@@ -1,48 +1,153 @@
-// Command crmauthz-bench generates the synthetic datasets and request mixes
-// used to measure crmauthz (see internal/dataset).
+// Command crmauthz-bench measures crmauthz side by side with `opa run
+// --server` holding the same rules and facts (see BENCHMARKS.md), and
+// generates the synthetic datasets and request mixes it uses (see
+// internal/dataset).
 //
+//	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] …
 //	crmauthz-bench gen --records 1000000 --users 10000 > snapshot.ndjson
 //	crmauthz-bench requests --n 100000 > requests.ndjson   (one POST /v1/decision body per line)
+//	crmauthz-bench opa-data --records 1000000 > data.json   (the same world as OPA's data document)
+//
+// `run` generates the world, starts the real crmauthz binary (loading the
+// world through PUT /v1/replication/snapshot, then restarting it on the
+// index) and a real opa built from the version in go.mod (the world as its
+// data.json, the rules of bench/opa/authz.rego), checks that both decide a
+// sample of the mix identically, drives both with the same requests at fixed
+// rates and at saturation with vegeta, and prints one table.
 package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: crmauthz-bench gen|requests [flags]")
-		os.Exit(2)
+	if err := mainErr(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "crmauthz-bench:", err)
+		os.Exit(1)
 	}
-	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+}
+
+const usage = "usage: crmauthz-bench run|gen|requests|opa-data [flags] (-h for the flags of each)"
+
+func mainErr(args []string, stdout, stderr io.Writer) error {
+	if len(args) < 1 {
+		return fmt.Errorf("%s", usage)
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	records := fs.Int("records", 1_000_000, "records in the world")
 	users := fs.Int("users", 10_000, "users in the world")
 	locations := fs.Int("locations", 5, "locations in the world")
-	seq := fs.Uint64("seq", 1, "applied_seq of the snapshot")
-	n := fs.Int("n", 100_000, "requests to write")
-	_ = fs.Parse(os.Args[2:])
-	w := dataset.New(dataset.Config{Records: *records, Users: *users, Locations: *locations})
-	out := bufio.NewWriterSize(os.Stdout, 256<<10)
-	defer out.Flush()
-	switch os.Args[1] {
-	case "gen":
-		if err := w.WriteSnapshot(out, *seq); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	case "requests":
-		var b []byte
-		for i := 0; i < *n; i++ {
-			b = append(w.RequestAt(i).AppendJSON(b[:0]), '\n')
-			out.Write(b)
-		}
-	default:
-		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
-		os.Exit(2)
+	world := func() dataset.World {
+		return dataset.New(dataset.Config{Records: *records, Users: *users, Locations: *locations})
 	}
+	switch args[0] {
+	case "gen", "requests", "opa-data":
+		seq := fs.Uint64("seq", 1, "gen: applied_seq of the snapshot")
+		n := fs.Int("n", 100_000, "requests: how many to write")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		out := bufio.NewWriterSize(stdout, 256<<10)
+		var err error
+		switch args[0] {
+		case "gen":
+			err = world().WriteSnapshot(out, *seq)
+		case "opa-data":
+			err = writeOPAData(out, world())
+		case "requests":
+			w := world()
+			var b []byte
+			for i := 0; i < *n && err == nil; i++ {
+				b = append(w.RequestAt(i).AppendJSON(b[:0]), '\n')
+				_, err = out.Write(b)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return out.Flush()
+	case "run":
+		var cfg runConfig
+		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")
+		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up of each side before the first step (0: none)")
+		fs.IntVar(&cfg.WarmupRate, "warmup-rate", 1000, "requests per second of the warm-up")
+		fs.DurationVar(&cfg.Pause, "pause", time.Second, "pause before each step")
+		rates := fs.String("rates", "1000,5000,10000", "fixed-rate steps, requests per second, comma-separated (\"\": none)")
+		sat := fs.String("saturation", "1,32", "saturation steps: concurrent requests of each, comma-separated (\"\": none)")
+		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
+		fs.IntVar(&cfg.Check, "check", 2000, "requests of the mix both servers must decide identically before the load")
+		fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one request")
+		fs.StringVar(&cfg.Crmauthz, "crmauthz", "", "crmauthz binary (default: build ./cmd/crmauthz into the work directory)")
+		env := fs.String("crmauthz-env", "", "extra environment of crmauthz, comma-separated (e.g. GOGC=200,GOMEMLIMIT=256MiB)")
+		fs.StringVar(&cfg.OPA, "opa", "", "opa binary (default: build the version go.mod requires into --opa-cache)")
+		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
+		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
+		fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for the index and OPA's data file (default: a temporary one, removed afterwards)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		var err error
+		if cfg.Rates, err = intList(*rates); err != nil {
+			return fmt.Errorf("--rates: %w", err)
+		}
+		if cfg.SatWorkers, err = intList(*sat); err != nil {
+			return fmt.Errorf("--saturation: %w", err)
+		}
+		cfg.Records, cfg.Users, cfg.Locations = *records, *users, *locations
+		cfg.OPAPolicy = strings.Split(*policy, ",")
+		if *env != "" {
+			cfg.CrmauthzEnv = strings.Split(*env, ",")
+		}
+		if cfg.OPACache == "" {
+			root, err := repoRoot()
+			if err != nil {
+				return err
+			}
+			cfg.OPACache = root + "/.cache/opa"
+		}
+		cfg.Log = stderr
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		rep, err := run(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if err := printReport(stdout, rep); err != nil {
+			return err
+		}
+		if rep.disagree > 0 {
+			return fmt.Errorf("crmauthz and opa disagree on %d of %d decisions", rep.disagree, rep.checked)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown command %q; %s", args[0], usage)
+}
+
+// intList parses "1,2,3"; "" is an empty list.
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

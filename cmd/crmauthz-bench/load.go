@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
+)
+
+// side is one server under test.
+type side struct {
+	name string // "crmauthz" or "opa"
+	url  string // where a decision is asked
+	pid  int
+	// opa wraps the decision request as OPA's Data API input: {"input": …}.
+	opa bool
+	// metricsURL is crmauthz's /metrics (cache hits); "" for OPA.
+	metricsURL string
+}
+
+// body returns the request body of r for this side.
+func (s *side) body(r dataset.Request) []byte {
+	if !s.opa {
+		return r.AppendJSON(make([]byte, 0, 160))
+	}
+	b := append(make([]byte, 0, 170), `{"input":`...)
+	return append(r.AppendJSON(b), '}')
+}
+
+// verdict is one decision as a side answered it.
+type verdict struct {
+	Allow  bool
+	Reason string
+}
+
+// decode reads a 200 reply of this side; ok is false when it holds no decision.
+func (s *side) decode(body []byte) (verdict, bool) {
+	if !s.opa {
+		var v struct {
+			Allow  *bool   `json:"allow"`
+			Reason *string `json:"reason"`
+		}
+		if json.Unmarshal(body, &v) != nil || v.Allow == nil || v.Reason == nil {
+			return verdict{}, false
+		}
+		return verdict{*v.Allow, *v.Reason}, true
+	}
+	var v struct {
+		Result *struct {
+			Allow  *bool   `json:"allow"`
+			Reason *string `json:"reason"`
+		} `json:"result"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Result == nil || v.Result.Allow == nil || v.Result.Reason == nil {
+		return verdict{}, false
+	}
+	return verdict{*v.Result.Allow, *v.Result.Reason}, true
+}
+
+// answered tells cheaply (on the load path) whether a 200 body holds a decision.
+func (s *side) answered(body []byte) bool {
+	if s.opa {
+		return bytes.Contains(body, []byte(`"allow":`)) && bytes.HasPrefix(body, []byte(`{"result":`))
+	}
+	return bytes.Contains(body, []byte(`"allow":`)) && bytes.Contains(body, []byte(`"reason":`))
+}
+
+// ask sends one decision request and decodes the answer.
+func (s *side) ask(ctx context.Context, c *http.Client, r dataset.Request) (verdict, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.body(r)))
+	if err != nil {
+		return verdict{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return verdict{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return verdict{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return verdict{}, fmt.Errorf("%s answered %d: %s", s.name, resp.StatusCode, body)
+	}
+	v, ok := s.decode(body)
+	if !ok {
+		return verdict{}, fmt.Errorf("%s answered no decision: %s", s.name, body)
+	}
+	return v, nil
+}
+
+// cacheStats reads crmauthz_decision_cache_lookups_total from /metrics.
+func (s *side) cacheStats(ctx context.Context) (hits, misses float64, ok bool) {
+	if s.metricsURL == "" {
+		return 0, 0, false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.metricsURL, nil)
+	if err != nil {
+		return 0, 0, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var seen int
+	for sc.Scan() {
+		line := sc.Text()
+		var dst *float64
+		switch {
+		case strings.HasPrefix(line, `crmauthz_decision_cache_lookups_total{result="hit"} `):
+			dst = &hits
+		case strings.HasPrefix(line, `crmauthz_decision_cache_lookups_total{result="miss"} `):
+			dst = &misses
+		default:
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		*dst = v
+		seen++
+	}
+	return hits, misses, seen == 2
+}
+
+// stepSpec is one load step.
+type stepSpec struct {
+	name    string
+	rate    int    // requests per second; 0: saturation
+	workers int    // saturation: that many concurrent requests (closed loop)
+	base    uint64 // index of the step's first request in the mix
+	hot     int    // > 0: only requests base … base+hot-1, over and over
+}
+
+// stepResult is what one side did in one step.
+type stepResult struct {
+	spec     stepSpec
+	side     string
+	sent     int // requests sent
+	ok       int // 200 with a decision
+	errs     int // anything else: transport error, other status, no decision
+	firstErr string
+	achieved float64 // decisions per second
+	p50      time.Duration
+	p90      time.Duration
+	p99      time.Duration
+	p999     time.Duration
+	max      time.Duration
+	rss      memStatus // peak during the step
+	cacheHit float64   // crmauthz: share of decisions answered by the decision cache; -1 unknown
+}
+
+// fixedRateMaxWorkers bounds the concurrency vegeta may grow to at a fixed
+// rate when the server falls behind (it then sends late, and says so in the
+// achieved rate).
+const fixedRateMaxWorkers = 1000
+
+// runStep drives one side with vegeta for dur and measures it.
+func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration) stepResult {
+	var n atomic.Uint64
+	hdr := http.Header{"Content-Type": []string{"application/json"}}
+	tr := func(t *vegeta.Target) error {
+		i := n.Add(1) - 1
+		if spec.hot > 0 {
+			i %= uint64(spec.hot)
+		}
+		t.Method, t.URL, t.Header = http.MethodPost, s.url, hdr
+		t.Body = s.body(w.RequestAt(int(spec.base + i)))
+		return nil
+	}
+	opts := []func(*vegeta.Attacker){
+		vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
+	}
+	var pacer vegeta.Pacer
+	if spec.rate > 0 {
+		pacer = vegeta.ConstantPacer{Freq: spec.rate, Per: time.Second}
+		opts = append(opts, vegeta.MaxWorkers(fixedRateMaxWorkers))
+	} else {
+		pacer = vegeta.ConstantPacer{} // no pacing: as fast as the workers go
+		opts = append(opts, vegeta.Workers(uint64(spec.workers)), vegeta.MaxWorkers(uint64(spec.workers)))
+	}
+	hits0, miss0, cacheOK := s.cacheStats(ctx)
+	atk := vegeta.NewAttacker(opts...)
+	stopWatch := context.AfterFunc(ctx, func() { atk.Stop() })
+	defer stopWatch()
+
+	res := stepResult{spec: spec, side: s.name, cacheHit: -1}
+	capHint := spec.rate * int(dur/time.Second+1)
+	if capHint <= 0 || capHint > 4<<20 {
+		capHint = 1 << 16
+	}
+	lat := make([]time.Duration, 0, capHint)
+	var begin, end time.Time
+	rss := sampleRSS(s.pid, 50*time.Millisecond)
+	for r := range atk.Attack(tr, pacer, dur, spec.name) {
+		res.sent++
+		if begin.IsZero() || r.Timestamp.Before(begin) {
+			begin = r.Timestamp
+		}
+		if e := r.End(); e.After(end) {
+			end = e
+		}
+		if r.Error == "" && r.Code == http.StatusOK && s.answered(r.Body) {
+			res.ok++
+			lat = append(lat, r.Latency)
+			continue
+		}
+		res.errs++
+		if res.firstErr == "" {
+			res.firstErr = fmt.Sprintf("%d %s %.200s", r.Code, r.Error, r.Body)
+		}
+	}
+	res.rss = rss.finish()
+	if span := end.Sub(begin); span > 0 {
+		res.achieved = float64(res.ok) / span.Seconds()
+	}
+	slices.Sort(lat)
+	res.p50, res.p90, res.p99, res.p999 = quantile(lat, 0.50), quantile(lat, 0.90), quantile(lat, 0.99), quantile(lat, 0.999)
+	if len(lat) > 0 {
+		res.max = lat[len(lat)-1]
+	}
+	if cacheOK {
+		if hits1, miss1, ok := s.cacheStats(ctx); ok && hits1+miss1 > hits0+miss0 {
+			res.cacheHit = (hits1 - hits0) / (hits1 + miss1 - hits0 - miss0)
+		}
+	}
+	return res
+}
+
+// quantile is the q-quantile of sorted latencies (nearest rank).
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}

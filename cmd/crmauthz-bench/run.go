@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
+)
+
+// runConfig configures one benchmark run (the flags of `crmauthz-bench run`).
+type runConfig struct {
+	Records, Users, Locations int
+
+	Duration   time.Duration // per step and side
+	Warmup     time.Duration // per side, at WarmupRate, before the first step
+	WarmupRate int
+	Pause      time.Duration // between two attacks (lets the previous one's connections and garbage go)
+	Rates      []int         // fixed-rate steps
+	SatWorkers []int         // one saturation step per entry: that many concurrent requests
+	HotSet     int           // > 0: a saturation step over that many distinct requests (decision cache hits)
+	Check      int           // requests of the mix both sides must agree on
+	Timeout    time.Duration // per request
+
+	Crmauthz    string   // crmauthz binary; "" builds ./cmd/crmauthz
+	CrmauthzEnv []string // extra environment of crmauthz (GOGC=…, GOMEMLIMIT=…)
+	OPA         string   // opa binary; "" builds the version of go.mod into OPACache
+	OPACache    string
+	OPAPolicy   []string // Rego files OPA serves
+	WorkDir     string   // "" = a new temporary directory, removed at the end
+	Log         io.Writer
+}
+
+// report is everything a run measured.
+type report struct {
+	cfg        runConfig
+	loadStart  string
+	loadEnd    string
+	opaVersion string
+
+	// crmauthz
+	readyEmpty    time.Duration // start on an empty index → /health/ready 200
+	snapshotLoad  time.Duration // PUT /v1/replication/snapshot of the world
+	snapshotPeak  memStatus     // VmHWM after the load
+	readyRestart  time.Duration // restart on the loaded index → ready
+	crmauthzIdle  memStatus
+	crmauthzFinal memStatus
+	// opa
+	opaDataWrite time.Duration // writing data.json (not OPA's time)
+	opaReady     time.Duration // start with data.json → /health 200 (includes loading the data)
+	opaIdle      memStatus
+	opaFinal     memStatus
+
+	checked    int
+	disagree   int
+	mismatches []string // the first disagreements
+	reasons    map[string]int
+
+	steps [][2]stepResult // [crmauthz, opa] per step
+}
+
+const (
+	sideCrmauthz = 0
+	sideOPA      = 1
+)
+
+func (c *runConfig) defaults() {
+	if c.Log == nil {
+		c.Log = os.Stderr
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.WarmupRate <= 0 {
+		c.WarmupRate = 1000
+	}
+}
+
+func (c *runConfig) logf(format string, args ...any) {
+	fmt.Fprintf(c.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// run performs a whole benchmark: dataset, both servers, agreement check, load steps.
+func run(ctx context.Context, cfg runConfig) (*report, error) {
+	cfg.defaults()
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	work := cfg.WorkDir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "crmauthz-bench-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(work)
+	}
+	rep := &report{cfg: cfg, loadStart: loadAvg(), reasons: map[string]int{}, opaVersion: "OPA"}
+	if cfg.OPA == "" {
+		if cfg.OPA, err = opaBinary(ctx, root, cfg.OPACache, cfg.Log); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Crmauthz == "" {
+		cfg.logf("building crmauthz")
+		if cfg.Crmauthz, err = buildCrmauthz(ctx, root, work); err != nil {
+			return nil, err
+		}
+	}
+	if out, err := exec.CommandContext(ctx, cfg.OPA, "version").Output(); err == nil {
+		v, _, _ := strings.Cut(string(out), "\n")
+		rep.opaVersion = "OPA " + strings.TrimSpace(strings.TrimPrefix(v, "Version:"))
+	}
+	w := dataset.New(dataset.Config{Records: cfg.Records, Users: cfg.Users, Locations: cfg.Locations})
+	wc := w.Config()
+	rep.cfg.Records, rep.cfg.Users, rep.cfg.Locations = wc.Records, wc.Users, wc.Locations
+	cfg.logf("world: %d records, %d users, %d locations; load average %s", wc.Records, wc.Users, wc.Locations, rep.loadStart)
+
+	// OPA's data file.
+	opaData := filepath.Join(work, "opa", "data.json")
+	if err := os.MkdirAll(filepath.Dir(opaData), 0o755); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if err := writeFile(opaData, func(out io.Writer) error { return writeOPAData(out, w) }); err != nil {
+		return nil, err
+	}
+	rep.opaDataWrite = time.Since(t0)
+
+	// crmauthz: start empty, load the snapshot through the API, restart on it.
+	dataDir := filepath.Join(work, "crmauthz")
+	crm, crmSide, err := startCrmauthz(ctx, cfg, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	rep.readyEmpty = crmSide.ready
+	cfg.logf("crmauthz ready on an empty index in %s; loading the snapshot", rep.readyEmpty)
+	t0 = time.Now()
+	if err := putSnapshot(ctx, crmSide.admin+"/v1/replication/snapshot", w); err != nil {
+		crm.stop(10 * time.Second)
+		return nil, err
+	}
+	rep.snapshotLoad = time.Since(t0)
+	rep.snapshotPeak, _ = readMem(crm.pid())
+	if err := crm.stop(30 * time.Second); err != nil {
+		return nil, err
+	}
+	crm, crmSide, err = startCrmauthz(ctx, cfg, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer crm.stop(10 * time.Second)
+	rep.readyRestart = crmSide.ready
+	cfg.logf("snapshot loaded in %s; crmauthz restarted and ready in %s", rep.snapshotLoad.Round(time.Millisecond), rep.readyRestart)
+
+	// OPA with the same facts in its store.
+	opa, opaSide, err := startOPA(ctx, cfg, root, opaData)
+	if err != nil {
+		return nil, err
+	}
+	defer opa.stop(10 * time.Second)
+	rep.opaReady = opaSide.ready
+	cfg.logf("opa ready with the data in %s", rep.opaReady)
+
+	time.Sleep(time.Second)
+	rep.crmauthzIdle, _ = readMem(crm.pid())
+	rep.opaIdle, _ = readMem(opa.pid())
+	sides := [2]*side{&crmSide.side, &opaSide.side}
+
+	// Agreement on the first Check requests of the mix.
+	client := &http.Client{Timeout: cfg.Timeout}
+	for i := 0; i < cfg.Check; i++ {
+		r := w.RequestAt(i)
+		a, err := sides[sideCrmauthz].ask(ctx, client, r)
+		if err != nil {
+			return nil, fmt.Errorf("agreement check, request %d: %w", i, err)
+		}
+		b, err := sides[sideOPA].ask(ctx, client, r)
+		if err != nil {
+			return nil, fmt.Errorf("agreement check, request %d: %w", i, err)
+		}
+		rep.checked++
+		rep.reasons[a.Reason]++
+		if a != b {
+			rep.disagree++
+		}
+		if a != b && len(rep.mismatches) < 10 {
+			rep.mismatches = append(rep.mismatches, fmt.Sprintf("%s: crmauthz %v %s, opa %v %s",
+				r.AppendJSON(nil), a.Allow, a.Reason, b.Allow, b.Reason))
+		}
+	}
+	cfg.logf("agreement: %d requests, %d disagreements; reasons %v", rep.checked, rep.disagree, rep.reasons)
+
+	// Load steps. Every step asks fresh requests of the mix (its own range
+	// of indexes), the same ones of both sides; the side that goes first
+	// alternates.
+	var specs []stepSpec
+	base := func() uint64 { return uint64(len(specs)+1) * 100_000_000 }
+	for _, r := range cfg.Rates {
+		specs = append(specs, stepSpec{name: fmt.Sprintf("%d/s", r), rate: r, base: base()})
+	}
+	for _, n := range cfg.SatWorkers {
+		specs = append(specs, stepSpec{name: fmt.Sprintf("max, %d conn", n), workers: n, base: base()})
+	}
+	if cfg.HotSet > 0 && len(cfg.SatWorkers) > 0 {
+		n := slices.Max(cfg.SatWorkers)
+		specs = append(specs, stepSpec{name: fmt.Sprintf("max, %d conn, hot %d", n, cfg.HotSet), workers: n, base: base(), hot: cfg.HotSet})
+	}
+	if cfg.Warmup > 0 {
+		for _, s := range sides {
+			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout)
+		}
+	}
+	for i, spec := range specs {
+		order := []int{sideCrmauthz, sideOPA}
+		if i%2 == 1 {
+			order = []int{sideOPA, sideCrmauthz}
+		}
+		var pair [2]stepResult
+		for _, k := range order {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			time.Sleep(cfg.Pause)
+			pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
+			r := pair[k]
+			cfg.logf("%-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
+		}
+		rep.steps = append(rep.steps, pair)
+	}
+	rep.crmauthzFinal, _ = readMem(crm.pid())
+	rep.opaFinal, _ = readMem(opa.pid())
+	rep.loadEnd = loadAvg()
+	return rep, nil
+}
+
+// serverSide is a started server: its side, admin URL and readiness time.
+type serverSide struct {
+	side
+	admin string
+	ready time.Duration
+}
+
+func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, serverSide, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken before the server binds it
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		admin, err := freeAddr()
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		p, err := startProc("crmauthz", cfg.Crmauthz, []string{"serve",
+			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
+		}, cfg.CrmauthzEnv)
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		ready, err := p.waitReady(ctx, "http://"+admin+"/health/ready", 60*time.Second)
+		if err != nil {
+			p.stop(5 * time.Second)
+			lastErr = err
+			if strings.Contains(err.Error(), "address already in use") {
+				continue
+			}
+			return nil, serverSide{}, err
+		}
+		return p, serverSide{
+			side:  side{name: "crmauthz", url: "http://" + addr + "/v1/decision", pid: p.pid(), metricsURL: "http://" + admin + "/metrics"},
+			admin: "http://" + admin, ready: ready,
+		}, nil
+	}
+	return nil, serverSide{}, lastErr
+}
+
+func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc, serverSide, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		args := []string{"run", "--server", "--log-level", "error", "--skip-version-check", "--addr", addr, dataFile}
+		for _, f := range cfg.OPAPolicy {
+			if !filepath.IsAbs(f) {
+				f = filepath.Join(root, f)
+			}
+			args = append(args, f)
+		}
+		p, err := startProc("opa", cfg.OPA, args, nil)
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		ready, err := p.waitReady(ctx, "http://"+addr+"/health", 5*time.Minute)
+		if err != nil {
+			p.stop(5 * time.Second)
+			lastErr = err
+			if strings.Contains(err.Error(), "address already in use") {
+				continue
+			}
+			return nil, serverSide{}, err
+		}
+		return p, serverSide{
+			side:  side{name: "opa", url: "http://" + addr + "/v1/data/crmauthz/decision", pid: p.pid(), opa: true},
+			admin: "http://" + addr, ready: ready,
+		}, nil
+	}
+	return nil, serverSide{}, lastErr
+}
+
+// putSnapshot streams the world to crmauthz's snapshot API.
+func putSnapshot(ctx context.Context, url string, w dataset.World) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(w.WriteSnapshot(pw, 1)) }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, pr)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("loading the snapshot: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("loading the snapshot: %d %s", resp.StatusCode, body)
+	}
+	var got struct {
+		Users   uint64 `json:"users"`
+		Records uint64 `json:"records"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		return fmt.Errorf("loading the snapshot: %w: %s", err, body)
+	}
+	c := w.Config()
+	if got.Users != uint64(c.Users) || got.Records != uint64(c.Records) {
+		return fmt.Errorf("loading the snapshot: the index holds %s, want %d users and %d records", body, c.Users, c.Records)
+	}
+	return nil
+}
+
+func writeFile(path string, fn func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
