@@ -124,14 +124,39 @@ func (r *Replicator) DecodeBatch(body io.Reader) ([]Event, error) {
 	}
 	events := make([]Event, len(raw))
 	for i, m := range raw {
-		if err := DecodeStrict(bytes.NewReader(m), &events[i]); err != nil {
+		e, err := DecodeEvent(m, 0)
+		if err != nil {
 			return nil, &InvalidEventError{Index: i, Msg: err.Error()}
 		}
-		if err := events[i].Validate(); err != nil {
-			return nil, &InvalidEventError{Index: i, Msg: err.Error()}
-		}
+		events[i] = e
 	}
 	return events, nil
+}
+
+// DecodeEvent decodes and validates one event, strictly (unknown fields,
+// trailing data and mistyped fields are errors). pos is the event's position
+// in a log that numbers its entries itself (a JetStream stream sequence), or
+// 0: when pos is not 0 the event takes it as its seq, and a "seq" the event
+// carries must equal it. DecodeBatch uses it for every element of "events",
+// with pos 0, so the HTTP API and a stream accept exactly the same events.
+func DecodeEvent(raw []byte, pos uint64) (Event, error) {
+	var e Event
+	if err := DecodeStrict(bytes.NewReader(raw), &e); err != nil {
+		return Event{}, err
+	}
+	if pos != 0 {
+		switch e.Seq {
+		case 0:
+			e.Seq = pos
+		case pos:
+		default:
+			return Event{}, fmt.Errorf("seq %d does not match the position %d the event was read from", e.Seq, pos)
+		}
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
 }
 
 // Apply applies the new events of a validated batch in one write transaction.
