@@ -52,6 +52,7 @@ func makeBuild(t testing.TB) string {
 		}
 		builtBin = filepath.Join(buildDir, "crmauthz")
 		cmd := exec.Command("make", "--no-print-directory", "-C", "../..", "build", "BIN="+builtBin, "VERSION=chart-test")
+		cmd.Env = plainMakeEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("make build: %v\n%s", err, out)
 		}
@@ -60,6 +61,19 @@ func makeBuild(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return builtBin
+}
+
+// plainMakeEnv is the environment without what an outer make (`make test`) passes to its
+// recipes: this make is not part of that one.
+func plainMakeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" && k != "MAKEOVERRIDES" {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // image is the final stage of the Dockerfile: its user, environment and entrypoint.
@@ -173,7 +187,9 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("no COPY --chown=65532:65532 … /data in the final stage: %v", img.copies)
 	}
 	// The flags of `make build`, as make would run them.
-	out, err := exec.Command("make", "--no-print-directory", "-n", "-C", "../..", "build", "BIN=/x/crmauthz", "VERSION=v").CombinedOutput()
+	mkn := exec.Command("make", "--no-print-directory", "-n", "-C", "../..", "build", "BIN=/x/crmauthz", "VERSION=v")
+	mkn.Env = plainMakeEnv()
+	out, err := mkn.CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n build: %v\n%s", err, out)
 	}
