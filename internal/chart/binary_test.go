@@ -24,6 +24,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/crmauthz/crmauthz/internal/chart"
 )
 
 var (
@@ -721,5 +723,44 @@ func TestSidecarRunsTheBinary(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(r.stderr.String())
+	}
+}
+
+// TestScenarioPoliciesPassTheirTests runs `crmauthz policy test` and `policy check` on the
+// policies ConfigMap of every scenario, laid out as the kubelet mounts it: a scenario that adds
+// or replaces files (and may turn on policies.requireTests, which refuses a failing policy at
+// start) must serve a policy whose tests pass.
+func TestScenarioPoliciesPassTheirTests(t *testing.T) {
+	bin := makeBuild(t)
+	files, err := chart.Scenarios(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			m := render(t, chartDir, f, nil)
+			var cm *corev1.ConfigMap
+			for _, k := range m.keys() {
+				if strings.HasPrefix(k, "ConfigMap/") {
+					cm = m.objs[k].(*corev1.ConfigMap)
+				}
+			}
+			if cm == nil {
+				t.Fatalf("no policies ConfigMap among %v", m.keys())
+			}
+			dir := t.TempDir()
+			data := map[string][]byte{}
+			for k, v := range cm.Data {
+				data[k] = []byte(v)
+			}
+			writeVolume(t, dir, data, 0o644)
+			for _, args := range [][]string{{"policy", "check", dir}, {"policy", "test", dir}} {
+				cmd := exec.Command(bin, args...)
+				cmd.Env = []string{}
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("crmauthz %s: %v\n%s", strings.Join(args[:2], " "), err, out)
+				}
+			}
+		})
 	}
 }

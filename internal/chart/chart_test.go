@@ -500,10 +500,20 @@ func TestStandaloneFullDetails(t *testing.T) {
 		t.Errorf("ServiceMonitor %+v", sm)
 	}
 
-	// policies.files replaces config.rego and keeps the other files.
+	// policies.files adds a file beside the default ones.
 	cm := get[*corev1.ConfigMap](t, m, "ConfigMap", full+"-policies")
-	if !strings.Contains(cm.Data["config.rego"], "followers_can_manage_followers := true") || cm.Data["authz.rego"] == "" {
-		t.Errorf("policies ConfigMap keys %v, config.rego:\n%s", keysOf(cm.Data), cm.Data["config.rego"])
+	if !strings.Contains(cm.Data["site_test.rego"], "package crmauthz_site_test") || cm.Data["authz.rego"] == "" || cm.Data["config.rego"] == "" {
+		t.Errorf("policies ConfigMap keys %v", keysOf(cm.Data))
+	}
+}
+
+// TestPolicyFilesReplaceDefaults: a file of policies.files named like a default one replaces it.
+func TestPolicyFilesReplaceDefaults(t *testing.T) {
+	const mine = "package crmauthz.config\n\nmax_followers := 5\n"
+	m := render(t, chartDir, scenario("standalone-default"), vals("policies.files", map[string]any{"config.rego": mine}))
+	cm := get[*corev1.ConfigMap](t, m, "ConfigMap", releaseName+"-crmauthz-policies")
+	if cm.Data["config.rego"] != mine || cm.Data["authz.rego"] == "" {
+		t.Errorf("keys %v, config.rego %q", keysOf(cm.Data), cm.Data["config.rego"])
 	}
 }
 
