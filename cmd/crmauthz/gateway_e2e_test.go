@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// The gateway configurations of docs/gateways.md, run as they are: only the
+// three addresses they name are replaced by the test's.
+const (
+	docGatewayAddr  = "127.0.0.1:8000" // where the gateway listens
+	docUpstreamAddr = "127.0.0.1:8080" // the CRM API
+	docAuthzAddr    = "127.0.0.1:8181" // crmauthz's decision listener
+)
+
+// requireBinary finds a gateway binary. It fails (never skips) when it is
+// missing: .ci/run installs nginx and caddy.
+func requireBinary(t *testing.T, name string, fallback string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if _, err := os.Stat(fallback); err == nil {
+		return fallback
+	}
+	t.Fatalf("%s is not installed: the gateway tests run the real %s (apt-get install nginx-light caddy; .ci/run does)", name, name)
+	return ""
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// upstream is the tiny CRM API behind the gateways: it echoes what it got
+// and remembers the X-Test-Id of every request that reached it.
+type upstream struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func startUpstream(t *testing.T) *upstream {
+	t.Helper()
+	u := &upstream{seen: map[string]bool{}}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.seen[r.Header.Get("X-Test-Id")] = true
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"upstream": "crm", "method": r.Method, "uri": r.RequestURI, "body": string(body),
+			"reason": r.Header.Get("X-Authz-Reason"), "decision_id": r.Header.Get("X-Authz-Decision-Id"),
+		})
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) reached(id string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seen[id]
+}
+
+// gatewayConfig reads a configuration of examples/gateways and points it
+// at the test's addresses.
+func gatewayConfig(t *testing.T, name, listen, upstreamAddr, authzAddr string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "gateways", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{docGatewayAddr, docUpstreamAddr, docAuthzAddr} {
+		if !bytes.Contains(b, []byte(a)) {
+			t.Fatalf("%s does not name %s", name, a)
+		}
+	}
+	return strings.NewReplacer(docGatewayAddr, listen, docUpstreamAddr, upstreamAddr, docAuthzAddr, authzAddr).Replace(string(b))
+}
+
+// gatewayProc is a running gateway.
+type gatewayProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	logs func() string // its logs, for failure messages
+}
+
+func runGateway(t *testing.T, cmd *exec.Cmd, base string, logs func() string) {
+	t.Helper()
+	g := &gatewayProc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = g.out, g.out
+	g.logs = func() string { return g.out.String() + logs() }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(g.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-g.done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-g.done
+		}
+	})
+	// Ready when it answers anything (crmauthz answers 401 without identity).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		select {
+		case <-g.done:
+			t.Fatalf("%s exited: %v\n%s", filepath.Base(cmd.Path), cmd.ProcessState, g.logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer on %s within 20s: %v\n%s", filepath.Base(cmd.Path), base, err, g.logs())
+		}
+	}
+}
+
+// startNginx runs nginx with examples/gateways/nginx.conf included in a
+// minimal main configuration in a temporary prefix.
+func startNginx(t *testing.T, bin, upstreamAddr, authzAddr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	listen := freePort(t)
+	site := gatewayConfig(t, "nginx.conf", listen, upstreamAddr, authzAddr)
+	if err := os.WriteFile(filepath.Join(dir, "crmauthz.conf"), []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	main := fmt.Sprintf(`daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 128; }
+http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/crmauthz.conf;
+}
+`, dir)
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+	base := "http://" + listen
+	runGateway(t, cmd, base, func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return string(b)
+	})
+	return base
+}
+
+// startCaddy runs caddy with examples/gateways/Caddyfile behind global
+// options that keep it to the test's directory (no admin endpoint, no
+// automatic HTTPS; its autosave in the test directory).
+func startCaddy(t *testing.T, bin, upstreamAddr, authzAddr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	listen := freePort(t)
+	site := gatewayConfig(t, "Caddyfile", listen, upstreamAddr, authzAddr)
+	conf := filepath.Join(dir, "Caddyfile")
+	global := "{\n\tadmin off\n\tauto_https off\n}\n\n"
+	if err := os.WriteFile(conf, []byte(global+site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", conf, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
+	base := "http://" + listen
+	runGateway(t, cmd, base, func() string { return "" })
+	return base
+}
+
+// identities: who the client is, in the two modes.
+type identityMode struct {
+	name string
+	as   func(user string) map[string]string // the client's identity headers
+}
+
+func headerIdentity() identityMode {
+	return identityMode{name: "header", as: func(user string) map[string]string {
+		return map[string]string{"X-User-Id": user}
+	}}
+}
+
+func jwtIdentity(t *testing.T, key *ecdsa.PrivateKey) identityMode {
+	return identityMode{name: "jwt", as: func(user string) map[string]string {
+		return map[string]string{"Authorization": "Bearer " + es256(t, key, user, time.Hour)}
+	}}
+}
+
+func es256(t *testing.T, key *ecdsa.PrivateKey, sub string, ttl time.Duration) string {
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"sub": sub, "iss": "https://idp.test", "exp": time.Now().Add(ttl).Unix()})
+	tok.Header["kid"] = "test-1"
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func writeJWKS(t *testing.T, key *ecdsa.PrivateKey) string {
+	t.Helper()
+	b, err := key.PublicKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "EC", "crv": "P-256", "kid": "test-1", "use": "sig", "alg": "ES256",
+		"x": base64.RawURLEncoding.EncodeToString(b[1:33]), "y": base64.RawURLEncoding.EncodeToString(b[33:]),
+	}}})
+	p := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(p, jwks, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// gatewayCase is one request a client sends through a gateway.
+type gatewayCase struct {
+	name   string
+	method string
+	path   string
+	user   string            // "" sends no identity
+	hdr    map[string]string // extra headers, after the identity's
+	body   string
+	code   int    // what the client gets
+	reason string // X-Authz-Reason: seen by the API on an allow, by the client on a deny
+	only   string // run in this identity mode only
+}
+
+func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
+	return []gatewayCase{
+		{name: "owner views", method: "GET", path: "/contacts/c-1", user: "u-bob", code: 200, reason: "owner"},
+		{name: "owner deletes", method: "DELETE", path: "/contacts/c-1", user: "u-bob", code: 200, reason: "owner"},
+		{name: "follower views (a client's X-Authz-Reason is replaced)", method: "GET", path: "/contacts/c-1", user: "u-carol",
+			hdr: map[string]string{"X-Authz-Reason": "admin"}, code: 200, reason: "follower"},
+		{name: "follower edits", method: "PUT", path: "/contacts/c-1", user: "u-carol", body: `{"firstName":"Carol"}`, code: 200, reason: "follower"},
+		{name: "follower's query is ignored", method: "GET", path: "/contacts/c-1?fields=name,email", user: "u-carol", code: 200, reason: "follower"},
+		{name: "follower may not delete", method: "DELETE", path: "/contacts/c-1", user: "u-carol", code: 403, reason: "follower_not_permitted"},
+		{name: "follower may not change the owner", method: "PUT", path: "/contacts/c-1/owner", user: "u-carol",
+			body: `{"assignedTo":"u-carol"}`, code: 403, reason: "followers_cannot_change_owner"},
+		{name: "owner changes the owner", method: "PUT", path: "/contacts/c-1/owner", user: "u-bob", body: `{"assignedTo":"u-carol"}`, code: 200, reason: "owner"},
+		{name: "follower of the opportunity only", method: "GET", path: "/contacts/c-1", user: "u-dave", code: 403, reason: "not_assigned"},
+		{name: "restricted non-follower", method: "GET", path: "/contacts/c-1", user: "u-gina", code: 403, reason: "not_assigned"},
+		{name: "admin", method: "DELETE", path: "/contacts/c-3", user: "u-admin", code: 200, reason: "admin"},
+		{name: "unmapped route", method: "GET", path: "/reports/weekly", user: "u-admin", code: 403, reason: "unmapped_route"},
+		{name: "missing identity", method: "GET", path: "/contacts/c-1", code: 401, reason: "unauthenticated"},
+		{name: "spoofed original request", method: "DELETE", path: "/contacts/c-1", user: "u-carol", hdr: map[string]string{
+			"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/contacts/c-1", "X-Original-Method": "GET", "X-Original-URI": "/contacts/c-1"},
+			code: 403, reason: "follower_not_permitted"},
+		{name: "method override", method: "GET", path: "/contacts/c-1", user: "u-carol", hdr: map[string]string{"X-HTTP-Method-Override": "DELETE"},
+			code: 403, reason: "method_override"},
+		{name: "dot segments", method: "GET", path: "/contacts/c-2/../c-1", user: "u-carol", code: 403, reason: "invalid_path"},
+		{name: "expired token", method: "GET", path: "/contacts/c-1", hdr: map[string]string{"Authorization": "Bearer " + es256(t, key, "u-bob", -time.Hour)},
+			code: 401, reason: "unauthenticated", only: "jwt"},
+		{name: "subject header without a token", method: "GET", path: "/contacts/c-1", hdr: map[string]string{"X-User-Id": "u-bob"},
+			code: 401, reason: "unauthenticated", only: "jwt"},
+	}
+}
+
+// TestE2EGateways puts real nginx and real Caddy, configured with
+// examples/gateways (the configurations of docs/gateways.md), between a
+// client and a tiny API, asking the real crmauthz binary (demo data) in both
+// identity modes: a trusted X-User-Id header, and ES256 JWTs checked
+// against a JWKS file.
+func TestE2EGateways(t *testing.T) {
+	nginxBin := requireBinary(t, "nginx", "/usr/sbin/nginx")
+	caddyBin := requireBinary(t, "caddy", "/usr/bin/caddy")
+	up := startUpstream(t)
+	upAddr := strings.TrimPrefix(up.srv.URL, "http://")
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo := filepath.Join("..", "..", "examples", "demo.ndjson")
+	modes := []struct {
+		id    identityMode
+		authz *proc
+	}{
+		{headerIdentity(), startServer(t, t.TempDir(), "--load-snapshot", demo)},
+		{jwtIdentity(t, key), startServer(t, t.TempDir(), "--load-snapshot", demo,
+			"--jwt-jwks-file", writeJWKS(t, key), "--jwt-issuer", "https://idp.test")},
+	}
+	cases := gatewayCases(key, t)
+	httpc := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	for _, gw := range []struct {
+		name  string
+		start func(t *testing.T, upstreamAddr, authzAddr string) string
+	}{
+		{"nginx", func(t *testing.T, u, a string) string { return startNginx(t, nginxBin, u, a) }},
+		{"caddy", func(t *testing.T, u, a string) string { return startCaddy(t, caddyBin, u, a) }},
+	} {
+		for _, mode := range modes {
+			t.Run(gw.name+"/"+mode.id.name, func(t *testing.T) {
+				t.Parallel()
+				base := gw.start(t, upAddr, strings.TrimPrefix(mode.authz.base, "http://"))
+				for i, tc := range cases {
+					if tc.only != "" && tc.only != mode.id.name {
+						continue
+					}
+					t.Run(tc.name, func(t *testing.T) {
+						testID := fmt.Sprintf("%s-%s-%d", gw.name, mode.id.name, i)
+						var body io.Reader
+						if tc.body != "" {
+							body = strings.NewReader(tc.body)
+						}
+						req, err := http.NewRequest(tc.method, base+tc.path, body)
+						if err != nil {
+							t.Fatal(err)
+						}
+						req.Header.Set("X-Test-Id", testID)
+						if tc.user != "" {
+							for k, v := range mode.id.as(tc.user) {
+								req.Header.Set(k, v)
+							}
+						}
+						for k, v := range tc.hdr {
+							req.Header.Set(k, v)
+						}
+						resp, err := httpc.Do(req)
+						if err != nil {
+							t.Fatal(err)
+						}
+						raw, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != tc.code {
+							t.Fatalf("%s %s: %d %s, want %d", tc.method, tc.path, resp.StatusCode, raw, tc.code)
+						}
+						if tc.code != http.StatusOK {
+							if up.reached(testID) {
+								t.Fatalf("a denied request reached the API")
+							}
+							if got := resp.Header.Get("X-Authz-Reason"); got != tc.reason {
+								t.Fatalf("X-Authz-Reason %q, want %q (%s)", got, tc.reason, raw)
+							}
+							if tc.code == http.StatusUnauthorized && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+								t.Errorf("401 without WWW-Authenticate: %v", resp.Header)
+							}
+							return
+						}
+						var echo map[string]string
+						if err := json.Unmarshal(raw, &echo); err != nil || echo["upstream"] != "crm" {
+							t.Fatalf("not the API's answer: %s", raw)
+						}
+						if echo["method"] != tc.method || echo["uri"] != tc.path || echo["body"] != tc.body {
+							t.Errorf("the API got %s %s %q, want %s %s %q", echo["method"], echo["uri"], echo["body"], tc.method, tc.path, tc.body)
+						}
+						if echo["reason"] != tc.reason || echo["decision_id"] == "" {
+							t.Errorf("the API got X-Authz-Reason %q and X-Authz-Decision-Id %q, want %q and an id", echo["reason"], echo["decision_id"], tc.reason)
+						}
+					})
+				}
+			})
+		}
+	}
+}
