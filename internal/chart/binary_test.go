@@ -415,7 +415,8 @@ type running struct {
 	stderr *lockedBuffer
 	done   chan struct{}
 	err    error
-	bound  map[string]string // listener flag -> 127.0.0.1:port
+	bound  map[string]string // listener flag -> 127.0.0.1:port, to connect to
+	logged map[string]string // listener flag -> the address the serving log line names
 }
 
 type lockedBuffer struct {
@@ -439,7 +440,7 @@ func (l *lockedBuffer) String() string {
 // environment, and waits for the "crmauthz serving" log line with the bound addresses.
 func (p *pod) start(t testing.TB, bin string) *running {
 	t.Helper()
-	r := &running{stderr: &lockedBuffer{}, done: make(chan struct{}), bound: map[string]string{}}
+	r := &running{stderr: &lockedBuffer{}, done: make(chan struct{}), bound: map[string]string{}, logged: map[string]string{}}
 	r.cmd = exec.Command(bin, p.args...)
 	r.cmd.Env = p.env
 	r.cmd.Dir = t.TempDir()
@@ -485,6 +486,7 @@ func (p *pod) start(t testing.TB, bin string) *running {
 				t.Fatalf("log: %s=%q", flag, a)
 			}
 			r.bound[flag] = "127.0.0.1:" + port
+			r.logged[flag] = a
 		}
 	case <-r.done:
 		t.Fatalf("crmauthz exited before serving: %v\n%s", r.err, r.stderr.String())
@@ -552,20 +554,56 @@ func waitFor(t testing.TB, what string, timeout time.Duration, ok func() bool) {
 	}
 }
 
-// TestStandaloneDefaultRunsTheBinary starts the real binary as the standalone-default pod would
-// run it: the image's entrypoint and environment, the container's arguments and environment as
-// rendered, the ConfigMap and Secret laid out as the kubelet does, the emptyDir a new directory.
-// Only container paths (to those directories) and listener ports (to free ones) are translated.
-// Then the probes, the token, a decision through the Service's port, and a policy update by a
-// ConfigMap swap.
-func TestStandaloneDefaultRunsTheBinary(t *testing.T) {
+// TestStandaloneScenariosRunTheBinary starts the real binary as a pod of each standalone
+// scenario would run it: the image's entrypoint and environment, the container's arguments and
+// environment as rendered, the ConfigMap and Secret laid out as the kubelet does, an emptyDir or
+// a claim a new directory. Only container paths (to those directories) and listener ports (to
+// free ones) are translated. Then the probes, the token, a decision through the Service's port,
+// the gRPC port when it is on, and a policy update by a ConfigMap swap.
+func TestStandaloneScenariosRunTheBinary(t *testing.T) {
+	full := releaseName + "-crmauthz"
+	tests := []struct {
+		scenario string
+		// Secrets the user creates before installing (replication.existingSecret).
+		userSecrets map[string]map[string][]byte
+		secret, key string
+		// Whether the policy switch flipped by the ConfigMap swap applies: with
+		// policies.requireTests the default tests, which check the default switches, refuse it.
+		reloadApplies bool
+	}{
+		{scenario: "standalone-default", secret: full + "-replication", key: "token", reloadApplies: true},
+		{
+			scenario:    "standalone-full",
+			userSecrets: map[string]map[string][]byte{"crm-replication": {"bearer-token": []byte("a-token-from-the-secret-store\n")}},
+			secret:      "crm-replication", key: "bearer-token",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.scenario, func(t *testing.T) {
+			runStandalone(t, tc.scenario, tc.userSecrets, tc.secret, tc.key, tc.reloadApplies)
+		})
+	}
+}
+
+func runStandalone(t *testing.T, scenarioName string, userSecrets map[string]map[string][]byte, secretName, key string, reloadApplies bool) {
 	bin := makeBuild(t)
 	img := readDockerfile(t)
-	m := render(t, chartDir, scenario("standalone-default"), nil)
+	m := render(t, chartDir, scenario(scenarioName), nil)
 	full := releaseName + "-crmauthz"
-	d := get[*appsv1.Deployment](t, m, "Deployment", full)
-	p := podFromManifests(t, m, d.Spec.Template, "crmauthz", img)
-	c := d.Spec.Template.Spec.Containers[0]
+	for name, data := range userSecrets {
+		m.objs["Secret/"+name] = &corev1.Secret{Data: data}
+	}
+	_, tmpl := podOf(t, m)
+	tmpl = *tmpl.DeepCopy()
+	grace := *tmpl.Spec.TerminationGracePeriodSeconds
+	if ss, ok := m.objs["StatefulSet/"+full].(*appsv1.StatefulSet); ok {
+		// Each claim of the volumeClaimTemplates is a new, empty volume.
+		for _, claim := range ss.Spec.VolumeClaimTemplates {
+			tmpl.Spec.Volumes = append(tmpl.Spec.Volumes, corev1.Volume{Name: claim.Name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		}
+	}
+	p := podFromManifests(t, m, tmpl, "crmauthz", img)
+	c := tmpl.Spec.Containers[0]
 	r := p.start(t, bin)
 
 	probe := func(pr *corev1.Probe) (int, map[string]any) {
@@ -586,7 +624,7 @@ func TestStandaloneDefaultRunsTheBinary(t *testing.T) {
 	// The feeder reaches the admin port through the headless Service, with the Secret's token.
 	adminSvc := get[*corev1.Service](t, m, "Service", full+"-admin")
 	admin := r.addrOfPort(t, p, c, adminSvc.Spec.Ports[0].TargetPort.StrVal)
-	token := string(get[*corev1.Secret](t, m, "Secret", full+"-replication").Data["token"])
+	token := strings.TrimSpace(string(get[*corev1.Secret](t, m, "Secret", secretName).Data[key]))
 	events := `{"events":[
 	 {"seq":1,"op":"user.upsert","user":{"id":"u-1","role":"user","location_ids":["loc-1"],"assigned_data_only":true}},
 	 {"seq":2,"op":"user.upsert","user":{"id":"u-2","role":"user","location_ids":["loc-1"],"assigned_data_only":true}},
@@ -606,9 +644,25 @@ func TestStandaloneDefaultRunsTheBinary(t *testing.T) {
 		return code == http.StatusOK
 	})
 
-	// Decisions through the Service's port.
+	// Decisions through the Service's port; the gRPC port, when the Service has one, listens.
 	svc := get[*corev1.Service](t, m, "Service", full)
-	decision := "http://" + r.addrOfPort(t, p, c, svc.Spec.Ports[0].TargetPort.StrVal) + "/v1/decision"
+	var decision string
+	for _, sp := range svc.Spec.Ports {
+		addr := r.addrOfPort(t, p, c, sp.TargetPort.StrVal)
+		switch sp.Name {
+		case "http":
+			decision = "http://" + addr + "/v1/decision"
+		case "grpc":
+			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Errorf("Service port grpc: %v", err)
+			} else {
+				conn.Close()
+			}
+		default:
+			t.Errorf("Service port %s: not checked here", sp.Name)
+		}
+	}
 	decide := func(subject, action string) (bool, string) {
 		t.Helper()
 		code, body := do(t, http.MethodPost, decision, "",
@@ -639,10 +693,21 @@ func TestStandaloneDefaultRunsTheBinary(t *testing.T) {
 	}
 	files["config.rego"] = []byte(strings.Replace(cm.Data["config.rego"], off, on, 1))
 	writeVolume(t, p.vols["crmauthz-policies"], files, 0o644)
-	waitFor(t, "the switched policy after the ConfigMap swap", 15*time.Second, func() bool {
-		allow, reason := decide("u-2", "delete")
-		return allow && reason == "follower"
-	})
+	if reloadApplies {
+		waitFor(t, "the switched policy after the ConfigMap swap", 15*time.Second, func() bool {
+			allow, reason := decide("u-2", "delete")
+			return allow && reason == "follower"
+		})
+	} else {
+		waitFor(t, "the refused reload in /v1/status", 15*time.Second, func() bool {
+			code, body := do(t, http.MethodGet, "http://"+admin+"/v1/status", "", "")
+			pol, _ := body["policy"].(map[string]any)
+			return code == http.StatusOK && pol["last_error"] != nil
+		})
+		if allow, reason := decide("u-2", "delete"); allow || reason != "follower_not_permitted" {
+			t.Errorf("after a refused reload: %v %s, want the last good policy", allow, reason)
+		}
+	}
 
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -652,7 +717,7 @@ func TestStandaloneDefaultRunsTheBinary(t *testing.T) {
 		if r.err != nil {
 			t.Errorf("exit after SIGTERM: %v\n%s", r.err, r.stderr.String())
 		}
-	case <-time.After(time.Duration(*d.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second):
+	case <-time.After(time.Duration(grace) * time.Second):
 		t.Error("no exit within terminationGracePeriodSeconds of SIGTERM")
 	}
 	if t.Failed() {
@@ -661,19 +726,11 @@ func TestStandaloneDefaultRunsTheBinary(t *testing.T) {
 }
 
 // TestSidecarRunsTheBinary runs the crmauthz container of the example app's pod (sidecar mode)
-// the same way: the decision listener is on loopback only, the admin listener on every
-// interface for the probes and the feeder, and both work.
+// the same way: the decision and gRPC listeners are on loopback only, the admin listener on
+// every interface for the probes and the feeder, and all work.
 func TestSidecarRunsTheBinary(t *testing.T) {
 	bin := makeBuild(t)
-	help, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
-	grpc := strings.Contains(string(help), "--grpc-addr")
-	values := map[string]any(nil)
-	if !grpc {
-		// The gRPC listener (issue 4) is not in this binary yet: run without it.
-		t.Log("crmauthz serve has no --grpc-addr yet: running the sidecar without the gRPC listener")
-		values = vals("crmauthz.listen.grpc.enabled", false)
-	}
-	m := render(t, exampleDir, "", values)
+	m := render(t, exampleDir, "", nil)
 	d := get[*appsv1.Deployment](t, m, "Deployment", app)
 	p := podFromManifests(t, m, d.Spec.Template, "crmauthz", readDockerfile(t))
 	c := containerNamed(t, d.Spec.Template.Spec.Containers, "crmauthz")
@@ -711,15 +768,22 @@ func TestSidecarRunsTheBinary(t *testing.T) {
 	if code != http.StatusOK || body["allow"] != true || body["reason"] != "admin" {
 		t.Errorf("decision over loopback: %d %v", code, body)
 	}
-	if grpc {
-		ga, ok := r.bound["grpc-addr"]
-		if !ok {
-			t.Logf("the serving log line does not name the gRPC address: %v", r.bound)
-		} else if conn, err := net.DialTimeout("tcp", ga, 5*time.Second); err != nil {
-			t.Errorf("gRPC listener %s: %v", ga, err)
-		} else {
-			conn.Close()
+	// Envoy's ext_authz reaches the gRPC listener on loopback.
+	ga := r.bound["grpc-addr"]
+	for _, l := range []string{"addr", "grpc-addr"} {
+		if !strings.HasPrefix(r.logged[l], "127.0.0.1:") {
+			t.Errorf("--%s bound %q (log: %v), want loopback", l, r.logged[l], r.logged)
 		}
+	}
+	if ga == "" {
+		t.Error("no gRPC listener in the serving log line")
+	} else if conn, err := net.DialTimeout("tcp", ga, 5*time.Second); err != nil {
+		t.Errorf("gRPC listener %s: %v", ga, err)
+	} else {
+		conn.Close()
+	}
+	if a, _ := flagValue(p.args, "grpc-addr"); !strings.HasPrefix(a, "127.0.0.1:") {
+		t.Errorf("--grpc-addr=%s in sidecar mode, want loopback", a)
 	}
 	if t.Failed() {
 		t.Log(r.stderr.String())
