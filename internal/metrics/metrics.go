@@ -36,6 +36,21 @@ type Metrics struct {
 	policyReloads    *prometheus.CounterVec
 	policyInfo       *prometheus.GaugeVec
 	decisionLogDrops *prometheus.CounterVec
+
+	// children of the vectors used on every request
+	decisionChildren children[decisionLabels, prometheus.Counter]
+	durationChildren children[string, prometheus.Observer]
+	requestChildren  children[requestLabels, prometheus.Counter]
+}
+
+type decisionLabels struct {
+	endpoint, action, reason string
+	allow                    bool
+}
+
+type requestLabels struct {
+	listener, route string
+	code            int
 }
 
 // New creates the registry and registers every collector on it.
@@ -113,17 +128,23 @@ func (m *Metrics) Handler() http.Handler {
 
 // Decision counts one decision. The caller keeps action bounded (known actions or "other").
 func (m *Metrics) Decision(endpoint, action string, allow bool, reason string) {
-	m.decisions.WithLabelValues(endpoint, action, strconv.FormatBool(allow), reason).Inc()
+	m.decisionChildren.get(decisionLabels{endpoint, action, reason, allow}, func() prometheus.Counter {
+		return m.decisions.WithLabelValues(endpoint, action, strconv.FormatBool(allow), reason)
+	}).Inc()
 }
 
 // DecisionDuration observes the handling time of one decision request.
 func (m *Metrics) DecisionDuration(endpoint string, d time.Duration) {
-	m.decisionDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+	m.durationChildren.get(endpoint, func() prometheus.Observer {
+		return m.decisionDuration.WithLabelValues(endpoint)
+	}).Observe(d.Seconds())
 }
 
 // HTTPRequest counts one HTTP request.
 func (m *Metrics) HTTPRequest(listener, route string, code int) {
-	m.httpRequests.WithLabelValues(listener, route, strconv.Itoa(code)).Inc()
+	m.requestChildren.get(requestLabels{listener, route, code}, func() prometheus.Counter {
+		return m.httpRequests.WithLabelValues(listener, route, strconv.Itoa(code))
+	}).Inc()
 }
 
 // Events counts n replication events of one op with one result.

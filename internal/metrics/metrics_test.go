@@ -52,3 +52,60 @@ func TestMetricsExposition(t *testing.T) {
 		}
 	}
 }
+
+// TestCachedChildren checks that the request-path methods, which reuse the
+// child of each label tuple, count into the right series from many goroutines.
+func TestCachedChildren(t *testing.T) {
+	m := New(Config{})
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 1000; i++ {
+				m.Decision("decision", "view", i%2 == 0, "owner")
+				m.HTTPRequest("decision", "/v1/decision", 200+i%2)
+				m.DecisionDuration("decision", time.Microsecond)
+			}
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	text := rec.Body.String()
+	for _, want := range []string{
+		`crmauthz_decisions_total{action="view",allow="true",endpoint="decision",reason="owner"} 2000`,
+		`crmauthz_decisions_total{action="view",allow="false",endpoint="decision",reason="owner"} 2000`,
+		`crmauthz_http_requests_total{code="200",listener="decision",route="/v1/decision"} 2000`,
+		`crmauthz_http_requests_total{code="201",listener="decision",route="/v1/decision"} 2000`,
+		`crmauthz_decision_duration_seconds_count{endpoint="decision"} 4000`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+}
+
+func TestCachedChildrenBounded(t *testing.T) {
+	var c children[int, *int]
+	for i := 0; i < maxCachedChildren+10; i++ {
+		v := i
+		if got := c.get(i, func() *int { return &v }); *got != i {
+			t.Fatalf("child %d is %d", i, *got)
+		}
+	}
+	if n := len(*c.m.Load()); n != maxCachedChildren {
+		t.Fatalf("%d children cached, want the bound %d", n, maxCachedChildren)
+	}
+}
+
+func BenchmarkDecisionCounter(b *testing.B) {
+	m := New(Config{})
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Decision("decision", "view", true, "owner")
+		m.HTTPRequest("decision", "/v1/decision", 200)
+		m.DecisionDuration("decision", time.Microsecond)
+	}
+}
