@@ -154,6 +154,9 @@ func (s *Server) readiness() string {
 	if seq := s.ix.AppliedSeq(); seq < s.cfg.ReadyMinSeq {
 		return "the index has applied seq " + strconv.FormatUint(seq, 10) + ", waiting for " + strconv.FormatUint(s.cfg.ReadyMinSeq, 10)
 	}
+	if s.cfg.Source != nil {
+		return s.cfg.Source.NotReady()
+	}
 	return ""
 }
 
@@ -178,13 +181,19 @@ type statusResponse struct {
 	Policy     policyStatus      `json:"policy"`
 	AppliedSeq uint64            `json:"applied_seq"`
 	Index      replicationStatus `json:"index"`
+	// NotReady is why /health/ready answers 503; absent when ready.
+	NotReady string `json:"not_ready,omitempty"`
+	// ReplicationSource is the source feeding the index (NATS), if any.
+	ReplicationSource any `json:"replication_source,omitempty"`
 }
 
 func (s *Server) status(c *gin.Context) {
 	ps := s.eng.Status()
+	notReady := s.readiness()
 	resp := statusResponse{
 		Version:    s.cfg.Version,
-		Ready:      s.readiness() == "",
+		Ready:      notReady == "",
+		NotReady:   notReady,
 		ReadOnly:   s.ix.ReadOnly(),
 		Policy:     policyStatus{Revision: ps.Revision},
 		AppliedSeq: s.ix.AppliedSeq(),
@@ -197,6 +206,9 @@ func (s *Server) status(c *gin.Context) {
 	if ps.LastError != nil {
 		msg := ps.LastError.Error()
 		resp.Policy.LastError = &msg
+	}
+	if s.cfg.Source != nil {
+		resp.ReplicationSource = s.cfg.Source.Report()
 	}
 	c.JSON(http.StatusOK, resp)
 }

@@ -63,6 +63,9 @@ type Config struct {
 	// Identity finds the subject of the gateway endpoints' requests (forward
 	// auth, Envoy ext_authz); default: the X-User-Id header.
 	Identity *identity.Identifier
+	// Source, if set, is the replication source that feeds the index (NATS):
+	// readiness and /v1/status include it.
+	Source Source
 }
 
 // Server serves the decision and admin listeners.
@@ -169,6 +172,7 @@ func (s *Server) DecisionHandler() http.Handler {
 	r.POST("/v1/decision", s.postDecision)
 	r.POST("/v1/decisions", s.postDecisions)
 	r.POST("/v1/data/*path", s.postData)
+	r.GET("/v1/subjects/:id/records", s.getSubjectRecords)
 	r.Any("/v1/forward-auth", s.forwardAuth)
 	r.Any(extAuthzPrefix+"/*path", s.extAuthzHTTP)
 	return r

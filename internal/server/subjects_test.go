@@ -1,0 +1,364 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// listModel is the reference model of the list endpoint: SPEC's rules over
+// plain maps, independent of the policy and of the reverse index.
+type listModel struct {
+	users   map[string]listUser
+	records map[string]listRecord // key type/id
+}
+
+type listUser struct {
+	ID          string   `json:"id"`
+	Role        string   `json:"role"`
+	LocationIDs []string `json:"location_ids"`
+	ADO         bool     `json:"assigned_data_only"`
+	Contacts    bool     `json:"contacts_enabled"`
+	Opps        bool     `json:"opportunities_enabled"`
+}
+
+type listRecord struct {
+	Type       string   `json:"type"`
+	ID         string   `json:"id"`
+	LocationID string   `json:"location_id"`
+	Owner      string   `json:"owner"`
+	Followers  []string `json:"followers"`
+}
+
+var listLocations = []string{"loc-1", "loc-2", "loc-3"}
+
+// newListModel makes a random world: users in one or two locations, some
+// admins, some unrestricted, some with a module off; records with owners
+// (sometimes unassigned or a user not in the index) and up to 10 followers.
+func newListModel(seed uint64) *listModel {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	m := &listModel{users: map[string]listUser{}, records: map[string]listRecord{}}
+	for i := 0; i < 40; i++ {
+		u := listUser{ID: fmt.Sprintf("u-%02d", i), Role: "user", ADO: rng.IntN(4) > 0, Contacts: rng.IntN(8) > 0, Opps: rng.IntN(8) > 0}
+		if rng.IntN(10) == 0 {
+			u.Role = "admin"
+		}
+		u.LocationIDs = []string{listLocations[rng.IntN(3)]}
+		if rng.IntN(4) == 0 {
+			if l := listLocations[rng.IntN(3)]; l != u.LocationIDs[0] {
+				u.LocationIDs = append(u.LocationIDs, l)
+			}
+		}
+		m.users[u.ID] = u
+	}
+	person := func() string {
+		if rng.IntN(15) == 0 {
+			return "u-gone" // named but not in the index
+		}
+		return fmt.Sprintf("u-%02d", rng.IntN(40))
+	}
+	for i := 0; i < 400; i++ {
+		typ := []string{"contact", "opportunity"}[rng.IntN(2)]
+		r := listRecord{Type: typ, ID: fmt.Sprintf("%s-%03d", typ[:1], rng.IntN(300)), LocationID: listLocations[rng.IntN(3)], Followers: []string{}}
+		if rng.IntN(6) > 0 {
+			r.Owner = person()
+		}
+		for n := rng.IntN(11); len(r.Followers) < n; {
+			if f := person(); f != r.Owner && !slices.Contains(r.Followers, f) {
+				r.Followers = append(r.Followers, f)
+			} else if rng.IntN(3) == 0 {
+				break
+			}
+		}
+		m.records[typ+"/"+r.ID] = r
+	}
+	return m
+}
+
+func (m *listModel) snapshot(seq int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{\"seq\": %d}\n", seq)
+	for _, u := range m.users {
+		j, _ := json.Marshal(map[string]any{"user": u})
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	for _, r := range m.records {
+		j, _ := json.Marshal(map[string]any{"record": r})
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// want is the model's answer: unknown, all, or the sorted ids (nil for none).
+func (m *listModel) want(subject, typ, loc string) (unknown, all bool, ids []string) {
+	u, ok := m.users[subject]
+	if !ok {
+		return true, false, nil
+	}
+	if !slices.Contains(u.LocationIDs, loc) || typ == "contact" && !u.Contacts || typ == "opportunity" && !u.Opps {
+		return false, false, []string{}
+	}
+	if u.Role == "admin" || !u.ADO {
+		return false, true, nil
+	}
+	ids = []string{}
+	for _, r := range m.records {
+		if r.Type == typ && r.LocationID == loc && (r.Owner == subject || slices.Contains(r.Followers, subject)) {
+			ids = append(ids, r.ID)
+		}
+	}
+	slices.Sort(ids)
+	return false, false, ids
+}
+
+type listReply struct {
+	All        *bool     `json:"all"`
+	IDs        *[]string `json:"ids"`
+	NextCursor *string   `json:"next_cursor"`
+	AppliedSeq *uint64   `json:"applied_seq"`
+	Error      *struct {
+		Code string `json:"code"`
+	} `json:"error"`
+}
+
+func listPage(tb testing.TB, ts *testServer, subject, query string) (int, listReply) {
+	tb.Helper()
+	rec := serve(ts.decision, http.MethodGet, "/v1/subjects/"+url.PathEscape(subject)+"/records?"+query, "", nil)
+	var r listReply
+	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+		tb.Fatalf("GET %s?%s: %d, not JSON: %s", subject, query, rec.Code, rec.Body)
+	}
+	return rec.Code, r
+}
+
+// TestSubjectRecordsAgainstModel pages through every subject's list for
+// every type and location with several page sizes and compares it with the
+// reference model; then changes owners and followers and does it again. The
+// "assigned" lists must also agree with the view decision on every record.
+func TestSubjectRecordsAgainstModel(t *testing.T) {
+	m := newListModel(5)
+	ts := newTestServer(t, nil)
+	if _, err := ts.repl.LoadSnapshot(strings.NewReader(m.snapshot(1))); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, limits []int) {
+		subjects := append(slices.Sorted(func(yield func(string) bool) {
+			for id := range m.users {
+				if !yield(id) {
+					return
+				}
+			}
+		}), "u-gone", "nobody")
+		n, paged := 0, 0
+		for _, subject := range subjects {
+			for _, typ := range []string{"contact", "opportunity"} {
+				for _, loc := range append(listLocations, "loc-9") {
+					unknown, all, want := m.want(subject, typ, loc)
+					limit := limits[n%len(limits)]
+					n++
+					got, code, reply := pageAll(t, ts, subject, typ, loc, limit)
+					switch {
+					case unknown:
+						if code != 404 || reply.Error == nil || reply.Error.Code != "unknown_subject" {
+							t.Fatalf("%s %s %s: %d %+v, want 404 unknown_subject", subject, typ, loc, code, reply)
+						}
+					case all:
+						if code != 200 || reply.All == nil || !*reply.All || reply.IDs != nil {
+							t.Fatalf("%s %s %s: %d %+v, want {\"all\": true}", subject, typ, loc, code, reply)
+						}
+					default:
+						if code != 200 || !slices.Equal(got, want) {
+							t.Fatalf("%s %s %s (limit %d): %d %q, want %q", subject, typ, loc, limit, code, got, want)
+						}
+						if len(want) > 0 {
+							checkAgainstDecisions(t, ts, m, subject, typ, loc, got)
+						}
+						if len(want) > limit {
+							paged++
+						}
+					}
+				}
+			}
+		}
+		if paged < 10 {
+			t.Fatalf("only %d lists needed more than one page: the test does not exercise paging", paged)
+		}
+	}
+	t.Run("after the snapshot", func(t *testing.T) { check(t, []int{1, 3, 7, 100, 1000}) })
+
+	// Owners and followers change; the reverse index and the lists follow.
+	rng := rand.New(rand.NewPCG(9, 9))
+	var events []string
+	seq := 1
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range m.records {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	for i := 0; i < 300; i++ {
+		seq++
+		k := keys[rng.IntN(len(keys))]
+		r := m.records[k]
+		u := fmt.Sprintf("u-%02d", rng.IntN(40))
+		switch rng.IntN(3) {
+		case 0:
+			if u == r.Owner || slices.Contains(r.Followers, u) || len(r.Followers) >= 10 {
+				seq--
+				continue
+			}
+			r.Followers = append(slices.Clone(r.Followers), u)
+			events = append(events, fmt.Sprintf(`{"seq":%d,"op":"follower.add","type":%q,"id":%q,"user_id":%q}`, seq, r.Type, r.ID, u))
+		case 1:
+			if len(r.Followers) == 0 {
+				seq--
+				continue
+			}
+			f := r.Followers[rng.IntN(len(r.Followers))]
+			r.Followers = slices.DeleteFunc(slices.Clone(r.Followers), func(x string) bool { return x == f })
+			events = append(events, fmt.Sprintf(`{"seq":%d,"op":"follower.remove","type":%q,"id":%q,"user_id":%q}`, seq, r.Type, r.ID, f))
+		default:
+			r.Owner = u
+			r.Followers = slices.DeleteFunc(slices.Clone(r.Followers), func(x string) bool { return x == u })
+			events = append(events, fmt.Sprintf(`{"seq":%d,"op":"owner.set","type":%q,"id":%q,"user_id":%q}`, seq, r.Type, r.ID, u))
+		}
+		m.records[k] = r
+	}
+	evs, err := ts.repl.DecodeBatch(strings.NewReader(`{"events":[` + strings.Join(events, ",") + `]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.repl.Apply(evs); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("after owner and follower changes", func(t *testing.T) { check(t, []int{2, 5, 1000}) })
+}
+
+// pageAll follows next_cursor to the end, checking every page: at most
+// limit ids, no empty page but a first one, the same applied_seq.
+func pageAll(tb testing.TB, ts *testServer, subject, typ, loc string, limit int) ([]string, int, listReply) {
+	tb.Helper()
+	q := url.Values{"type": {typ}, "location_id": {loc}, "limit": {fmt.Sprint(limit)}}
+	var all []string
+	for page := 0; ; page++ {
+		code, r := listPage(tb, ts, subject, q.Encode())
+		if code != 200 || r.IDs == nil {
+			return all, code, r
+		}
+		if r.All == nil || *r.All || r.AppliedSeq == nil {
+			tb.Fatalf("page %d: %+v: want all false and applied_seq", page, r)
+		}
+		if len(*r.IDs) > limit || page > 0 && len(*r.IDs) == 0 {
+			tb.Fatalf("page %d: %d ids with limit %d", page, len(*r.IDs), limit)
+		}
+		all = append(all, *r.IDs...)
+		if r.NextCursor == nil {
+			if all == nil {
+				all = []string{}
+			}
+			return all, code, r
+		}
+		if len(*r.IDs) != limit {
+			tb.Fatalf("page %d: %d ids with limit %d, and a next_cursor", page, len(*r.IDs), limit)
+		}
+		q.Set("cursor", *r.NextCursor)
+		if page > 1000 {
+			tb.Fatal("paging does not end")
+		}
+	}
+}
+
+// checkAgainstDecisions: every listed record may be viewed, every other
+// record of the type in the location may not.
+func checkAgainstDecisions(tb testing.TB, ts *testServer, m *listModel, subject, typ, loc string, listed []string) {
+	tb.Helper()
+	for _, r := range m.records {
+		if r.Type != typ || r.LocationID != loc {
+			continue
+		}
+		body := fmt.Sprintf(`{"subject":%q,"action":"view","resource":{"type":%q,"id":%q}}`, subject, typ, r.ID)
+		rec := serve(ts.decision, http.MethodPost, "/v1/decision", body, nil)
+		var d struct{ Allow bool }
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &d) != nil {
+			tb.Fatalf("decision %s: %d %s", body, rec.Code, rec.Body)
+		}
+		if d.Allow != slices.Contains(listed, r.ID) {
+			tb.Fatalf("%s view %s %s: allow %v, but listed %v", subject, typ, r.ID, d.Allow, slices.Contains(listed, r.ID))
+		}
+	}
+}
+
+// TestSubjectRecordsBadInput: every malformed list request is SPEC's error
+// body, never a list.
+func TestSubjectRecordsBadInput(t *testing.T) {
+	m := newListModel(3)
+	ts := newTestServer(t, nil)
+	ts.cfg.ConsistencyWait = 20 * time.Millisecond
+	if _, err := ts.repl.LoadSnapshot(strings.NewReader(m.snapshot(1))); err != nil {
+		t.Fatal(err)
+	}
+	cur := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	cases := []struct {
+		name, subject, query string
+		code                 int
+		errc                 string
+	}{
+		{"no type", "u-01", "location_id=loc-1", 400, "invalid_request"},
+		{"empty type", "u-01", "type=&location_id=loc-1", 400, "invalid_request"},
+		{"unknown type", "u-01", "type=lead&location_id=loc-1", 400, "invalid_request"},
+		{"no location", "u-01", "type=contact", 400, "invalid_request"},
+		{"empty location", "u-01", "type=contact&location_id=", 400, "invalid_request"},
+		{"location with NUL", "u-01", "type=contact&location_id=a%00b", 400, "invalid_request"},
+		{"limit 0", "u-01", "type=contact&location_id=loc-1&limit=0", 400, "invalid_request"},
+		{"limit negative", "u-01", "type=contact&location_id=loc-1&limit=-5", 400, "invalid_request"},
+		{"limit over 1000", "u-01", "type=contact&location_id=loc-1&limit=1001", 400, "invalid_request"},
+		{"limit not a number", "u-01", "type=contact&location_id=loc-1&limit=ten", 400, "invalid_request"},
+		{"cursor not base64", "u-01", "type=contact&location_id=loc-1&cursor=%21%21", 400, "invalid_request"},
+		{"cursor of nothing", "u-01", "type=contact&location_id=loc-1&cursor=", 400, "invalid_request"},
+		{"cursor with NUL", "u-01", "type=contact&location_id=loc-1&cursor=" + cur("a\x00"), 400, "invalid_request"},
+		{"unknown parameter", "u-01", "type=contact&location_id=loc-1&page=2", 400, "invalid_request"},
+		{"repeated parameter", "u-01", "type=contact&type=opportunity&location_id=loc-1", 400, "invalid_request"},
+		{"malformed query", "u-01", "type=contact&location_id=loc-1&limit=%zz", 400, "invalid_request"},
+		{"min_seq not a number", "u-01", "type=contact&location_id=loc-1&min_seq=x", 400, "invalid_request"},
+		{"min_seq not applied", "u-01", "type=contact&location_id=loc-1&min_seq=2", 503, "index_behind"},
+		{"unknown subject", "nobody", "type=contact&location_id=loc-1", 404, "unknown_subject"},
+		{"subject too long", strings.Repeat("x", 600), "type=contact&location_id=loc-1", 404, "unknown_subject"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, r := listPage(t, ts, tc.subject, tc.query)
+			if code != tc.code || r.Error == nil || r.Error.Code != tc.errc || r.IDs != nil || r.All != nil {
+				t.Fatalf("%d %+v, want %d %s and no list", code, r, tc.code, tc.errc)
+			}
+		})
+	}
+	t.Run("POST is 405", func(t *testing.T) {
+		rec := serve(ts.decision, http.MethodPost, "/v1/subjects/u-01/records?type=contact&location_id=loc-1", "", nil)
+		if rec.Code != 405 {
+			t.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	})
+	t.Run("a cursor past the end is an empty last page", func(t *testing.T) {
+		for id, u := range m.users {
+			if u.Role == "admin" || !u.ADO {
+				continue
+			}
+			code, r := listPage(t, ts, id, "type=contact&location_id="+u.LocationIDs[0]+"&cursor="+cur("\U0010FFFF"))
+			if code != 200 || r.IDs == nil || len(*r.IDs) != 0 || r.NextCursor != nil {
+				t.Fatalf("%d %+v", code, r)
+			}
+			return
+		}
+		t.Fatal("no restricted user in the model")
+	})
+}
