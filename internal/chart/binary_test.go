@@ -3,8 +3,13 @@ package chart_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"debug/buildinfo"
 	"debug/elf"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -562,37 +567,80 @@ func waitFor(t testing.TB, what string, timeout time.Duration, ok func() bool) {
 // the gRPC port when it is on, and a policy update by a ConfigMap swap.
 func TestStandaloneScenariosRunTheBinary(t *testing.T) {
 	full := releaseName + "-crmauthz"
-	tests := []struct {
-		scenario string
-		// Secrets the user creates before installing (replication.existingSecret).
-		userSecrets map[string]map[string][]byte
-		secret, key string
-		// Whether the policy switch flipped by the ConfigMap swap applies: with
-		// policies.requireTests the default tests, which check the default switches, refuse it.
-		reloadApplies bool
-	}{
+	jwtKey, jwks := newJWTKey(t)
+	tests := []standaloneRun{
 		{scenario: "standalone-default", secret: full + "-replication", key: "token", reloadApplies: true},
 		{
-			scenario:    "standalone-full",
-			userSecrets: map[string]map[string][]byte{"crm-replication": {"bearer-token": []byte("a-token-from-the-secret-store\n")}},
-			secret:      "crm-replication", key: "bearer-token",
+			scenario: "standalone-full",
+			// What the user creates before installing: the token Secret and the JWKS ConfigMap.
+			userObjects: map[string]any{
+				"Secret/crm-replication": &corev1.Secret{Data: map[string][]byte{"bearer-token": []byte("a-token-from-the-secret-store\n")}},
+				"ConfigMap/crm-jwks":     &corev1.ConfigMap{Data: map[string]string{"jwks.json": jwks}},
+			},
+			secret: "crm-replication", key: "bearer-token",
+			jwt: func() string { return signJWT(t, jwtKey, "https://idp.crm.example", "u-1") },
 		},
 	}
 	for _, tc := range tests {
-		t.Run(tc.scenario, func(t *testing.T) {
-			runStandalone(t, tc.scenario, tc.userSecrets, tc.secret, tc.key, tc.reloadApplies)
-		})
+		t.Run(tc.scenario, func(t *testing.T) { runStandalone(t, tc) })
 	}
 }
 
-func runStandalone(t *testing.T, scenarioName string, userSecrets map[string]map[string][]byte, secretName, key string, reloadApplies bool) {
+type standaloneRun struct {
+	scenario    string
+	userObjects map[string]any // by Kind/name
+	secret, key string         // the token's Secret and key
+	// Whether the policy switch flipped by the ConfigMap swap applies: with
+	// policies.requireTests the default tests, which check the default switches, refuse it.
+	reloadApplies bool
+	// jwt, when set, makes a bearer JWT the scenario's identity settings accept.
+	jwt func() string
+}
+
+// newJWTKey returns an ES256 key and a JWKS of its public key.
+func newJWTKey(t testing.TB) (*ecdsa.PrivateKey, string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := k.PublicKey.Bytes() // 0x04 || X || Y
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+		"x": b64(pt[1:33]), "y": b64(pt[33:]),
+	}}})
+	return k, string(jwks)
+}
+
+// signJWT makes an ES256 JWT for subject, valid for five minutes.
+func signJWT(t testing.TB, k *ecdsa.PrivateKey, issuer, subject string) string {
+	t.Helper()
+	b64 := base64.RawURLEncoding.EncodeToString
+	h, _ := json.Marshal(map[string]string{"alg": "ES256", "typ": "JWT", "kid": "k1"})
+	c, _ := json.Marshal(map[string]any{"iss": issuer, "sub": subject, "exp": time.Now().Add(5 * time.Minute).Unix()})
+	in := b64(h) + "." + b64(c)
+	sum := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, k, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+	return in + "." + b64(sig)
+}
+
+func runStandalone(t *testing.T, tc standaloneRun) {
 	bin := makeBuild(t)
 	img := readDockerfile(t)
-	m := render(t, chartDir, scenario(scenarioName), nil)
+	m := render(t, chartDir, scenario(tc.scenario), nil)
 	full := releaseName + "-crmauthz"
-	for name, data := range userSecrets {
-		m.objs["Secret/"+name] = &corev1.Secret{Data: data}
+	for k, o := range tc.userObjects {
+		m.objs[k] = o
 	}
+	secretName, key, reloadApplies := tc.secret, tc.key, tc.reloadApplies
 	_, tmpl := podOf(t, m)
 	tmpl = *tmpl.DeepCopy()
 	grace := *tmpl.Spec.TerminationGracePeriodSeconds
@@ -679,6 +727,34 @@ func runStandalone(t *testing.T, scenarioName string, userSecrets map[string]map
 	}
 	if allow, reason := decide("u-2", "delete"); allow || reason != "follower_not_permitted" {
 		t.Fatalf("follower delete: %v %s, want follower_not_permitted", allow, reason)
+	}
+
+	// Forward auth: with a JWT key configured, the subject is the verified token's, and a request
+	// without one is 401.
+	if tc.jwt != nil {
+		fa := strings.TrimSuffix(decision, "/v1/decision") + "/v1/forward-auth"
+		forward := func(bearer string) int {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, fa, nil)
+			req.Header.Set("X-Forwarded-Method", "GET")
+			req.Header.Set("X-Forwarded-Uri", "/contacts/c-1")
+			req.Header.Set("X-User-Id", "u-1") // ignored once a JWT key is set
+			if bearer != "" {
+				req.Header.Set("Authorization", "Bearer "+bearer)
+			}
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if code := forward(tc.jwt()); code != http.StatusOK {
+			t.Errorf("forward auth with the JWT of the owner: %d, want 200", code)
+		}
+		if code := forward(""); code != http.StatusUnauthorized {
+			t.Errorf("forward auth without a JWT: %d, want 401 (the subject header must not count)", code)
+		}
 	}
 
 	// A policy change is a ConfigMap update: the kubelet swaps ..data, crmauthz reloads in place.

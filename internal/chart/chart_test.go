@@ -443,6 +443,25 @@ func TestStandaloneFullDetails(t *testing.T) {
 			t.Errorf("args %v lack %s", c.Args, want)
 		}
 	}
+	for _, want := range []string{"--jwt-jwks-file=/etc/crmauthz/jwt/jwks.json", "--jwt-issuer=https://idp.crm.example"} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args %v lack %s", c.Args, want)
+		}
+	}
+	jv := volumeNamed(t, ss.Spec.Template.Spec.Volumes, "crmauthz-jwt")
+	if jv.ConfigMap == nil || jv.ConfigMap.Name != "crm-jwks" || len(jv.ConfigMap.Items) != 1 ||
+		jv.ConfigMap.Items[0].Key != "jwks.json" || jv.ConfigMap.Items[0].Path != "jwks.json" {
+		t.Errorf("JWKS volume %+v", jv.VolumeSource)
+	}
+	jwtMounted := false
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == "crmauthz-jwt" && vm.ReadOnly && vm.MountPath == "/etc/crmauthz/jwt" {
+			jwtMounted = true
+		}
+	}
+	if !jwtMounted {
+		t.Errorf("no read-only JWKS mount among %+v", c.VolumeMounts)
+	}
 	if len(c.Env) != 1 || c.Env[0].Name != "GOMEMLIMIT" {
 		t.Errorf("env %+v", c.Env)
 	}
@@ -591,6 +610,8 @@ func TestBadValuesAreRejected(t *testing.T) {
 		{"ServiceMonitor in sidecar mode", vals("mode", "sidecar", "metrics.serviceMonitor.enabled", true), "serviceMonitor"},
 		{"decision on loopback in standalone mode", vals("listen.decision.host", "127.0.0.1"), "listen.decision.host is loopback"},
 		{"admin on loopback", vals("mode", "sidecar", "listen.admin.host", "127.0.0.1"), "listen.admin.host must not be loopback"},
+		{"two JWT keys", vals("identity.jwt.hs256Secret.name", "a", "identity.jwt.jwksConfigMap.name", "b"), "not both"},
+		{"subject header that is no header name", vals("identity.subjectHeader", "X User"), "subjectHeader"},
 		{"two listeners on one port", vals("listen.grpc.enabled", true, "listen.grpc.port", 8282), "must differ"},
 	}
 	for _, tc := range tests {

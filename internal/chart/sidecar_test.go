@@ -2,6 +2,7 @@ package chart_test
 
 import (
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,6 +154,17 @@ func TestSidecarVariants(t *testing.T) {
 		{"gRPC off", vals("crmauthz.listen.grpc.enabled", false), func(t testing.TB, _ corev1.PodSpec, c corev1.Container) {
 			if _, ok := flagValue(c.Args, "grpc-addr"); ok {
 				t.Errorf("args %v", c.Args)
+			}
+		}},
+		{"HS256 JWT secret", vals("crmauthz.identity.jwt.hs256Secret.name", "jwt-key", "crmauthz.identity.subjectHeader", "X-Subject"), func(t testing.TB, pod corev1.PodSpec, c corev1.Container) {
+			v := volumeNamed(t, pod.Volumes, "crmauthz-jwt")
+			if v.Secret == nil || v.Secret.SecretName != "jwt-key" || v.Secret.Items[0].Key != "secret" || *v.Secret.DefaultMode != 0o444 {
+				t.Errorf("JWT volume %+v", v.VolumeSource)
+			}
+			for _, want := range []string{"--jwt-hs256-secret-file=/etc/crmauthz/jwt/hs256-secret", "--subject-header=X-Subject"} {
+				if !slices.Contains(c.Args, want) {
+					t.Errorf("args %v lack %s", c.Args, want)
+				}
 			}
 		}},
 		{"existing token Secret", vals("crmauthz.replication.existingSecret", "feeder-token", "crmauthz.replication.existingSecretKey", "t"), func(t testing.TB, pod corev1.PodSpec, _ corev1.Container) {

@@ -69,6 +69,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Where the token Secret is mounted, and the file --replication-token-file names. */}}
 {{- define "crmauthz.tokenDir" -}}/etc/crmauthz/replication{{- end }}
 {{- define "crmauthz.tokenFile" -}}{{ include "crmauthz.tokenDir" . }}/token{{- end }}
+{{- define "crmauthz.jwtDir" -}}/etc/crmauthz/jwt{{- end }}
 
 {{/*
 The address a listener binds: its host value, else 127.0.0.1 in sidecar mode (loopback, only the
@@ -115,6 +116,28 @@ with the app's own ports (names are unique in a pod, 15 characters at most).
 {{- end }}
 {{- end }}
 - --replication-token-file={{ include "crmauthz.tokenFile" . }}
+{{- with .Values.identity.subjectHeader }}
+- --subject-header={{ . }}
+{{- end }}
+{{- $jwt := .Values.identity.jwt }}
+{{- if $jwt.hs256Secret.name }}
+- --jwt-hs256-secret-file={{ include "crmauthz.jwtDir" . }}/hs256-secret
+{{- end }}
+{{- if $jwt.jwksConfigMap.name }}
+- --jwt-jwks-file={{ include "crmauthz.jwtDir" . }}/jwks.json
+{{- end }}
+{{- with $jwt.issuer }}
+- --jwt-issuer={{ . }}
+{{- end }}
+{{- with $jwt.audience }}
+- --jwt-audience={{ . }}
+{{- end }}
+{{- with $jwt.subjectClaim }}
+- --subject-claim={{ . }}
+{{- end }}
+{{- with $jwt.leeway }}
+- --jwt-leeway={{ . }}
+{{- end }}
 {{- if .Values.replication.readyMinSeq }}
 - --ready-min-seq={{ .Values.replication.readyMinSeq | int64 }}
 {{- end }}
@@ -147,6 +170,9 @@ that names the values to change.
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and .Values.identity.jwt.hs256Secret.name .Values.identity.jwt.jwksConfigMap.name }}
+{{- fail "identity.jwt: set hs256Secret.name or jwksConfigMap.name, not both" }}
 {{- end }}
 {{- $ports := list (int .Values.listen.decision.port) (int .Values.listen.admin.port) }}
 {{- if .Values.listen.grpc.enabled }}{{ $ports = append $ports (int .Values.listen.grpc.port) }}{{ end }}
@@ -222,6 +248,11 @@ volumeMounts:
   - name: crmauthz-token
     mountPath: {{ include "crmauthz.tokenDir" . }}
     readOnly: true
+  {{- if or .Values.identity.jwt.hs256Secret.name .Values.identity.jwt.jwksConfigMap.name }}
+  - name: crmauthz-jwt
+    mountPath: {{ include "crmauthz.jwtDir" . }}
+    readOnly: true
+  {{- end }}
   - name: crmauthz-data
     mountPath: {{ .Values.index.mountPath }}
 {{- if and (eq .Values.mode "sidecar") .Values.sidecar.native }}
@@ -252,6 +283,27 @@ out when a StatefulSet's volumeClaimTemplates provide it.
     # 0440, readable through the pod's fsGroup.
     defaultMode: 288
     {{- end }}
+{{- with .Values.identity.jwt.hs256Secret }}
+{{- if .name }}
+- name: crmauthz-jwt
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: hs256-secret
+    defaultMode: {{ ternary 292 288 (eq $.Values.mode "sidecar") }}
+{{- end }}
+{{- end }}
+{{- with .Values.identity.jwt.jwksConfigMap }}
+{{- if .name }}
+- name: crmauthz-jwt
+  configMap:
+    name: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: jwks.json
+{{- end }}
+{{- end }}
 {{- if not (and (eq .Values.mode "standalone") .Values.persistence.enabled) }}
 - name: crmauthz-data
   emptyDir:
