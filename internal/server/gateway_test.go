@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
@@ -415,4 +417,82 @@ func histogramCount(tb testing.TB, m *metrics.Metrics, name string, labels map[s
 		}
 	}
 	return 0
+}
+
+// TestGatewayDecisionLog: a gateway decision is one decision log line for
+// the path crmauthz/http_decision, with the request (never its body) as
+// input and the mapped decision as result, under the answer's decision id.
+func TestGatewayDecisionLog(t *testing.T) {
+	var out bytes.Buffer
+	var dl *decisionlog.Logger
+	ls := newLoggedServer(t, func(*metrics.Metrics) *decisionlog.Logger {
+		var err error
+		dl, err = decisionlog.New(decisionlog.Config{Output: &out, InstanceID: "i-1", Version: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dl
+	})
+	req, _ := http.NewRequest(http.MethodPut, ls.url+extAuthzPrefix+"/contacts/c-1", strings.NewReader(`{"assignedTo":"u-2","secret":"s3"}`))
+	req.Header.Set("X-User-Id", "u-2")
+	resp, err := loopbackClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("X-Authz-Decision-Id")
+	if resp.StatusCode != 403 || id == "" {
+		t.Fatalf("%d %q", resp.StatusCode, id)
+	}
+	if err := dl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &m); err != nil {
+		t.Fatalf("one JSON line expected: %q", out.String())
+	}
+	if m["decision_id"] != id || m["path"] != "crmauthz/http_decision" {
+		t.Errorf("decision_id %v path %v, want %s crmauthz/http_decision", m["decision_id"], m["path"], id)
+	}
+	sameJSON(t, "input", m["input"], `{"endpoint":"ext_authz_http","subject":"u-2","method":"PUT","path":"/contacts/c-1","body_bytes":34}`)
+	sameJSON(t, "result", m["result"], `{"allow":false,"reason":"followers_cannot_change_owner","action":"change_owner","resource":{"type":"contact","id":"c-1"},"targets":["u-2"]}`)
+	if strings.Contains(out.String(), "s3") {
+		t.Errorf("the body is in the decision log: %s", out.String())
+	}
+}
+
+// BenchmarkGateway measures one gateway decision in process (handler,
+// identity, route mapping and decision in one evaluation, metrics),
+// beside /v1/decision for the same check.
+// The engine's decision cache is off, so that every request is evaluated.
+func BenchmarkGateway(b *testing.B) {
+	eng, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := newGW(b, func(c *Config) { c.Engine = eng })
+	for _, bc := range []struct {
+		name, method, target, body string
+		hdr                        map[string]string
+	}{
+		{"decision", "POST", "/v1/decision", `{"subject":"u-fol","action":"edit","resource":{"type":"contact","id":"c-1"}}`, nil},
+		{"forward_auth", "GET", "/v1/forward-auth", "", caddy("PUT", "/contacts/c-1", "u-fol")},
+		{"ext_authz_http/body", "PUT", extAuthzPrefix + "/contacts/c-1", `{"firstName":"Ann","assignedTo":"u-owner"}`, map[string]string{"X-User-Id": "u-fol"}},
+		{"ext_authz_http/followers", "POST", extAuthzPrefix + "/contacts/c-1/followers", `{"followers":["u-none","u-admin","u-fol2"]}`, map[string]string{"X-User-Id": "u-owner"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(bc.method, bc.target, strings.NewReader(bc.body))
+				for k, v := range bc.hdr {
+					req.Header.Set(k, v)
+				}
+				rec := httptest.NewRecorder()
+				g.h.ServeHTTP(rec, req)
+				if rec.Code != 200 {
+					b.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+		})
+	}
 }

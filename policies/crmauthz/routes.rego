@@ -59,40 +59,40 @@ max_targets := 100
 prefix := [s | some s in split(config.path_prefix, "/"); s != ""]
 
 # The segments after the prefix; undefined when the path is not under it.
-rest := array.slice(input.segments, count(prefix), count(input.segments)) if {
+rest := input.segments if {
+	trim(config.path_prefix, "/") == ""
+} else := array.slice(input.segments, count(prefix), count(input.segments)) if {
 	array.slice(input.segments, 0, count(prefix)) == prefix
 }
 
 # route is {"action", "resource": {"type", "id"}, "targets": [...]} or
-# {"invalid": message}; undefined when the request is not a route.
-route := r if {
-	[coll, id] := rest
-	resource := {"type": collections[coll], "id": id}
-	r := record_route(record_methods[input.method], resource)
-}
-
-route := r if {
-	some coll, id
-	[coll, id, "followers"] = rest
-	resource := {"type": collections[coll], "id": id}
-	r := followers_route(follower_methods[input.method], resource)
-}
-
-route := r if {
-	some coll, id
-	[coll, id, "owner"] = rest
+# {"invalid": message}; undefined when the request is not a route. One else
+# chain, so that the shapes are tried in turn and the first that fits decides.
+route := record_route(record_methods[input.method], {"type": collections[rest[0]], "id": rest[1]}) if {
+	count(rest) == 2
+} else := followers_route(follower_methods[input.method], {"type": collections[rest[0]], "id": rest[1]}) if {
+	count(rest) == 3
+	rest[2] == "followers"
+} else := owner_route({"type": collections[rest[0]], "id": rest[1]}) if {
+	count(rest) == 3
+	rest[2] == "owner"
 	input.method in owner_methods
-	resource := {"type": collections[coll], "id": id}
-	r := owner_route(resource)
 }
 
-record_route(action, resource) := {"invalid": problem} if {
-	action == "edit"
+# Without a body, or for other actions than edit, the route is what the
+# table says; the body only matters to an edit.
+record_route(action, resource) := {"action": action, "resource": resource, "targets": []} if {
+	not body_matters(action)
+} else := {"invalid": problem} if {
 	problem := owner_problem
 } else := {"action": "change_owner", "resource": resource, "targets": owner_targets} if {
-	action == "edit"
 	new_owner != current_owner(resource)
 } else := {"action": action, "resource": resource, "targets": []}
+
+body_matters(action) if {
+	action == "edit"
+	has_body
+}
 
 followers_route(action, resource) := {"invalid": followers_problem} if {
 	followers_problem
@@ -109,7 +109,7 @@ current_owner(resource) := object.get(crm.record(resource.type, resource.id), "o
 # ---------------------------------------------------------------------------
 # The body
 
-has_body if "body" in object.keys(input)
+has_body if _ = input.body
 
 # The values of the body's owner keys (assignedTo, owner; any case).
 owner_values contains v if {
@@ -174,21 +174,6 @@ user_id(t) if {
 # ---------------------------------------------------------------------------
 # The decision of a request
 
-# One decision input per target; one without a target when there is none.
-checks := [c |
-	some t in route.targets
-	c := {"subject": input.subject, "action": route.action, "resource": route.resource, "target": t}
-] if {
-	count(route.targets) > 0
-} else := [{"subject": input.subject, "action": route.action, "resource": route.resource}]
-
-results := [d | some c in checks; d := crmauthz.decision with input as c]
-
-denials := [d | some d in results; not d.allow]
-
-# What the request is, added to its decision (for logs and metrics).
-about := {"action": route.action, "resource": route.resource, "targets": route.targets}
-
 # decision: {"allow", "reason", "action"?, "resource"?, "targets"?, "message"?}.
 # Every target must be allowed: the first denial decides. A list that would
 # take the record over the follower maximum is denied like a single 11th
@@ -197,11 +182,27 @@ decision := {"allow": false, "reason": "unmapped_route"} if {
 	not route
 } else := {"allow": false, "reason": "invalid_body", "message": route.invalid} if {
 	route.invalid
+} else := {"allow": d.allow, "reason": d.reason, "action": r.action, "resource": r.resource, "targets": []} if {
+	# the common case: one check without a target
+	r := route
+	r.targets == []
+	d := crmauthz.decision with input as {"subject": input.subject, "action": r.action, "resource": r.resource}
 } else := object.union(denials[0], about) if {
 	count(denials) > 0
 } else := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
 	too_many_new_followers
 } else := object.union(results[0], about)
+
+# What the request is, added to its decision (for logs and metrics).
+about := {"action": route.action, "resource": route.resource, "targets": route.targets}
+
+# The decisions of the targets, in order, and those that deny.
+results := [d |
+	some t in route.targets
+	d := crmauthz.decision with input as {"subject": input.subject, "action": route.action, "resource": route.resource, "target": t}
+]
+
+denials := [d | some d in results; not d.allow]
 
 too_many_new_followers if {
 	route.action == "add_follower"
