@@ -5,7 +5,9 @@ import "embed"
 
 // FS holds the default policy sources. The files are under crmauthz/:
 // authz.rego (package crmauthz, entry point data.crmauthz.decision), config.rego
-// (package crmauthz.config, the policy switches) and the policy tests (*_test.rego).
+// (package crmauthz.config, the policy switches), routes.rego (package
+// crmauthz.routes, the gateway endpoints' route table) with http.rego (entry
+// point data.crmauthz.http_decision), and the policy tests (*_test.rego).
 //
 //go:embed crmauthz
 var FS embed.FS
