@@ -130,6 +130,9 @@ func Lint(dir, valuesFile string) ([]support.Message, []error, error) {
 	l.KubeVersion = kv
 	var res *action.LintResult
 	fails := captureLog(func() { res = l.Run([]string{lintDir}, vals) })
+	if res.TotalChartsLinted != 1 && len(res.Errors) == 0 {
+		return res.Messages, nil, fmt.Errorf("%s: linted %d charts, want 1", dir, res.TotalChartsLinted)
+	}
 	errs := res.Errors
 	for _, f := range fails {
 		errs = append(errs, errors.New("template: "+f))

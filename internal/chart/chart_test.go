@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -59,8 +60,10 @@ func TestLint(t *testing.T) {
 			if len(errs) > 0 {
 				t.Fatalf("lint: %v\nmessages: %v", errs, msgs)
 			}
-			if len(msgs) == 0 {
-				t.Fatal("lint reported nothing at all; expected at least the icon INFO (did it lint?)")
+			for _, m := range msgs {
+				if m.Severity > support.InfoSev {
+					t.Errorf("lint: %v", m)
+				}
 			}
 		})
 	}
