@@ -107,10 +107,17 @@ func toInput(subject, action string, res *resourceRef, target *string, where str
 	return in, nil
 }
 
-// decode reads a decision request body: at most MaxDecisionBytes, strict JSON.
-func (s *Server) decode(c *gin.Context, v any) error {
-	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxDecisionBytes)
-	return replication.DecodeStrict(body, v)
+// decodeDecision reads a /v1/decision body: at most MaxDecisionBytes, strict
+// JSON (see decisionjson.go).
+func (s *Server) decodeDecision(c *gin.Context, req *decisionRequest) error {
+	body, err := readBody(c, s.cfg.MaxDecisionBytes)
+	return decodeDecisionBody(body, err, req)
+}
+
+// decodeBatch reads a /v1/decisions body, like decodeDecision.
+func (s *Server) decodeBatch(c *gin.Context, req *batchRequest) error {
+	body, err := readBody(c, s.cfg.MaxDecisionBytes)
+	return decodeBatchBody(body, err, req)
 }
 
 // waitForSeq implements min_seq: wait up to ConsistencyWait for the index to
@@ -145,7 +152,7 @@ func (s *Server) postDecision(c *gin.Context) {
 	defer func() { s.m.DecisionDuration("decision", time.Since(start)) }()
 
 	var req decisionRequest
-	if err := s.decode(c, &req); err != nil {
+	if err := s.decodeDecision(c, &req); err != nil {
 		s.writeError(c, err)
 		return
 	}
@@ -178,13 +185,25 @@ func (s *Server) postDecision(c *gin.Context) {
 		return
 	}
 	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
-	id := s.ids.next()
+	// The reply is decisionResponse, written by hand (see decisionjson.go).
+	b := make([]byte, 0, 160+len(d.Reason))
+	b = append(b, `{"allow":`...)
+	b = strconv.AppendBool(b, d.Allow)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, d.Reason)
+	b = append(b, `,"decision_id":"`...)
+	idStart := len(b)
+	b = s.ids.appendNext(b)
+	idEnd := len(b)
+	b = append(b, `","policy_revision":`...)
+	b = appendString(b, rev)
+	b = append(b, `,"applied_seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, '}')
 	if s.dlog.Sample() {
-		s.logDecision(id, in, d, "", rev, seq, start)
+		s.logDecision(string(b[idStart:idEnd]), in, d, "", rev, seq, start)
 	}
-	c.JSON(http.StatusOK, decisionResponse{
-		Allow: d.Allow, Reason: d.Reason, DecisionID: id, PolicyRevision: rev, AppliedSeq: seq,
-	})
+	writeJSON(c, b)
 }
 
 // logDecision queues the decision log line of one /v1/decision.
@@ -201,7 +220,7 @@ func (s *Server) postDecisions(c *gin.Context) {
 	defer func() { s.m.DecisionDuration("decisions", time.Since(start)) }()
 
 	var req batchRequest
-	if err := s.decode(c, &req); err != nil {
+	if err := s.decodeBatch(c, &req); err != nil {
 		s.writeError(c, err)
 		return
 	}
@@ -264,7 +283,27 @@ func (s *Server) postDecisions(c *gin.Context) {
 		s.dlog.Batch(decisionlog.Batch{ID: resp.DecisionID, Subject: req.Subject, Checks: checks,
 			Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
 	}
-	c.JSON(http.StatusOK, resp)
+	// The reply is resp (batchResponse), written by hand (see decisionjson.go).
+	b := make([]byte, 0, 128+40*len(resp.Results))
+	b = append(b, `{"results":[`...)
+	for i, r := range resp.Results {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"allow":`...)
+		b = strconv.AppendBool(b, r.Allow)
+		b = append(b, `,"reason":`...)
+		b = appendString(b, r.Reason)
+		b = append(b, '}')
+	}
+	b = append(b, `],"decision_id":`...)
+	b = appendString(b, resp.DecisionID)
+	b = append(b, `,"policy_revision":`...)
+	b = appendString(b, resp.PolicyRevision)
+	b = append(b, `,"applied_seq":`...)
+	b = strconv.AppendUint(b, resp.AppliedSeq, 10)
+	b = append(b, '}')
+	writeJSON(c, b)
 }
 
 type dataResponse struct {

@@ -1,0 +1,341 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+// The decision endpoints read and write their JSON by hand on the common path
+// and fall back to encoding/json for everything else, so that every body gets
+// exactly the answer it got from the strict decoder alone.
+//
+// Reading: the body is read whole (through http.MaxBytesReader, as before) and
+// parsed by a small parser that accepts only the plain shape of a request:
+// the known keys spelt exactly, each at most once; strings without escape
+// sequences or control characters (valid UTF-8); min_seq a plain unsigned
+// integer; nothing but whitespace after the object. For such a body
+// encoding/json would produce the very same struct. Anything else — a null, an
+// escape sequence, a key in another case, an unknown or duplicate key, a wrong
+// type, malformed JSON, trailing data, a body over the limit — is handed to
+// replication.DecodeStrict (encoding/json with DisallowUnknownFields), whose
+// result and error stand. The parser never decides that a body is invalid.
+//
+// Writing: the reply is appended to one buffer with strconv; a string that
+// encoding/json would escape (quotes, backslashes, control characters, <, >,
+// &, non-ASCII) is written by encoding/json itself, so the bytes are those
+// json.Marshal of the reply struct would produce.
+
+// readBody reads the whole body through http.MaxBytesReader. On an error the
+// bytes read so far come back with it.
+func readBody(c *gin.Context, limit int64) ([]byte, error) {
+	r := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	size := 512
+	if n := c.Request.ContentLength; n > 0 && n < limit {
+		size = int(n) + 1 // +1: the read that sees EOF needs room
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// errAfter is a reader that fails with err (after what comes before it in an
+// io.MultiReader).
+type errAfter struct{ err error }
+
+func (e errAfter) Read([]byte) (int, error) { return 0, e.err }
+
+// decodeStrict decodes v with replication.DecodeStrict from the bytes read and
+// the read error, as if it had read the body itself: a syntax error before
+// the point where the read failed wins over the read error (a body over the
+// limit is 413 only when it is well-formed up to the limit).
+func decodeStrict(body []byte, readErr error, v any) error {
+	var r io.Reader = bytes.NewReader(body)
+	if readErr != nil {
+		r = io.MultiReader(r, errAfter{readErr})
+	}
+	return replication.DecodeStrict(r, v)
+}
+
+// decodeDecisionBody decodes a /v1/decision body into req.
+func decodeDecisionBody(body []byte, readErr error, req *decisionRequest) error {
+	if readErr == nil {
+		p := jsonScanner{s: string(body)}
+		if p.decision(req) {
+			return nil
+		}
+		*req = decisionRequest{}
+	}
+	return decodeStrict(body, readErr, req)
+}
+
+// decodeBatchBody decodes a /v1/decisions body into req.
+func decodeBatchBody(body []byte, readErr error, req *batchRequest) error {
+	if readErr == nil {
+		p := jsonScanner{s: string(body)}
+		if p.batch(req) {
+			return nil
+		}
+		*req = batchRequest{}
+	}
+	return decodeStrict(body, readErr, req)
+}
+
+// jsonScanner parses the plain shape of the decision requests; every method
+// returns false for anything else (see above).
+type jsonScanner struct {
+	s string
+	i int
+}
+
+func (p *jsonScanner) ws() {
+	for p.i < len(p.s) {
+		switch p.s[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// next skips whitespace and consumes c.
+func (p *jsonScanner) next(c byte) bool {
+	p.ws()
+	if p.i < len(p.s) && p.s[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// peek skips whitespace and tells whether the next byte is c.
+func (p *jsonScanner) peek(c byte) bool {
+	p.ws()
+	return p.i < len(p.s) && p.s[p.i] == c
+}
+
+// end: only whitespace is left.
+func (p *jsonScanner) end() bool {
+	p.ws()
+	return p.i == len(p.s)
+}
+
+// str reads a string without escape sequences or control characters.
+func (p *jsonScanner) str() (string, bool) {
+	if !p.next('"') {
+		return "", false
+	}
+	start := p.i
+	ascii := true
+	for p.i < len(p.s) {
+		c := p.s[p.i]
+		switch {
+		case c == '"':
+			s := p.s[start:p.i]
+			p.i++
+			if !ascii && !utf8.ValidString(s) {
+				return "", false // encoding/json would replace the bad bytes
+			}
+			return s, true
+		case c == '\\' || c < 0x20:
+			return "", false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+		p.i++
+	}
+	return "", false
+}
+
+// uint reads an unsigned integer without sign, fraction, exponent or leading
+// zeros, small enough for a uint64.
+func (p *jsonScanner) uint() (uint64, bool) {
+	p.ws()
+	start := p.i
+	for p.i < len(p.s) && p.s[p.i] >= '0' && p.s[p.i] <= '9' {
+		p.i++
+	}
+	digits := p.s[start:p.i]
+	if len(digits) == 0 || len(digits) > 19 || (len(digits) > 1 && digits[0] == '0') {
+		return 0, false
+	}
+	if p.i < len(p.s) && (p.s[p.i] == '.' || p.s[p.i] == 'e' || p.s[p.i] == 'E') {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, err == nil
+}
+
+// object parses {"key": value, ...}, calling field for each key with the
+// scanner at its value; field returns false to refuse.
+func (p *jsonScanner) object(field func(key string) bool) bool {
+	if !p.next('{') {
+		return false
+	}
+	if p.next('}') {
+		return true
+	}
+	for {
+		k, ok := p.str()
+		if !ok || !p.next(':') || !field(k) {
+			return false
+		}
+		if p.next(',') {
+			continue
+		}
+		return p.next('}')
+	}
+}
+
+// once marks bit in *seen and refuses a key seen before.
+func once(seen *uint8, bit uint8) bool {
+	if *seen&bit != 0 {
+		return false
+	}
+	*seen |= bit
+	return true
+}
+
+func (p *jsonScanner) resource(res *resourceRef) bool {
+	var seen uint8
+	return p.object(func(k string) bool {
+		var ok bool
+		switch k {
+		case "type":
+			res.Type, ok = p.str()
+			return ok && once(&seen, 1)
+		case "id":
+			res.ID, ok = p.str()
+			return ok && once(&seen, 2)
+		}
+		return false
+	})
+}
+
+// check parses the fields a decision and a batch check share; other keys are
+// left to more.
+func (p *jsonScanner) check(k string, seen *uint8, action *string, res **resourceRef, target **string, more func(string) bool) bool {
+	var ok bool
+	switch k {
+	case "action":
+		*action, ok = p.str()
+		return ok && once(seen, 1)
+	case "resource":
+		*res = new(resourceRef)
+		return p.resource(*res) && once(seen, 2)
+	case "target":
+		t, ok := p.str()
+		*target = &t
+		return ok && once(seen, 4)
+	}
+	return more != nil && more(k)
+}
+
+func (p *jsonScanner) decision(req *decisionRequest) bool {
+	var seen uint8
+	ok := p.object(func(k string) bool {
+		return p.check(k, &seen, &req.Action, &req.Resource, &req.Target, func(k string) bool {
+			var ok bool
+			switch k {
+			case "subject":
+				req.Subject, ok = p.str()
+				return ok && once(&seen, 8)
+			case "min_seq":
+				req.MinSeq, ok = p.uint()
+				return ok && once(&seen, 16)
+			}
+			return false
+		})
+	})
+	return ok && p.end()
+}
+
+func (p *jsonScanner) batch(req *batchRequest) bool {
+	var seen uint8
+	ok := p.object(func(k string) bool {
+		var ok bool
+		switch k {
+		case "subject":
+			req.Subject, ok = p.str()
+			return ok && once(&seen, 1)
+		case "min_seq":
+			req.MinSeq, ok = p.uint()
+			return ok && once(&seen, 2)
+		case "checks":
+			return p.checks(req) && once(&seen, 4)
+		}
+		return false
+	})
+	return ok && p.end()
+}
+
+func (p *jsonScanner) checks(req *batchRequest) bool {
+	if !p.next('[') {
+		return false
+	}
+	req.Checks = make([]checkRequest, 0, 16)
+	if p.next(']') {
+		return true
+	}
+	for {
+		var ch checkRequest
+		var seen uint8
+		if !p.peek('{') || !p.object(func(k string) bool {
+			return p.check(k, &seen, &ch.Action, &ch.Resource, &ch.Target, nil)
+		}) {
+			return false
+		}
+		req.Checks = append(req.Checks, ch)
+		if p.next(',') {
+			continue
+		}
+		return p.next(']')
+	}
+}
+
+// appendString appends s as a JSON string, as encoding/json writes it.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			if err != nil { // cannot happen for a string
+				q = []byte(`""`)
+			}
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendNext appends the next decision id (see next).
+func (g *idGen) appendNext(b []byte) []byte {
+	b = append(b, g.prefix...)
+	return strconv.AppendUint(b, g.n.Add(1), 16)
+}
+
+// writeJSON writes a 200 with a JSON body built by hand, with the headers
+// gin's c.JSON would set.
+func writeJSON(c *gin.Context, body []byte) {
+	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+}
