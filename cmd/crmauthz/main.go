@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.AddCommand(newServeCmd(), newPolicyCmd(), newEvalCmd(), newVersionCmd())
+	root.AddCommand(newPublishCmd(), newSnapshotCmd())
 	return root
 }
 

@@ -53,6 +53,8 @@ type serveOptions struct {
 	decisionLogBuffer    int
 
 	gw gatewayOptions // --grpc-addr, --subject-header, --jwt-* (gateway.go)
+
+	nats natsServeOptions // --replication-source, --nats-* (natsflags.go)
 }
 
 func newServeCmd() *cobra.Command {
@@ -94,6 +96,7 @@ func newServeCmd() *cobra.Command {
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
+	addNATSServeFlags(f, &o.nats)
 	return cmd
 }
 
@@ -193,12 +196,17 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 
+	natsSrc, source, err := o.nats.newSource(ix, repl, m, log)
+	if err != nil {
+		return err
+	}
+
 	srv, err := server.New(server.Config{
 		Index: ix, Engine: eng, Replicator: repl, Metrics: m, Logger: log, Version: version,
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		DecisionLog: dlog.Logger, Identity: idn,
+		DecisionLog: dlog.Logger, Identity: idn, Source: source,
 	})
 	if err != nil {
 		return err
@@ -247,6 +255,10 @@ func serve(ctx context.Context, o serveOptions) error {
 	log.Info("crmauthz serving", "version", version, "addr", listeners[0].Addr().String(),
 		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
 		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode())
+	if natsSrc != nil { // stopped before the index is closed (defers run last first)
+		go natsSrc.Run(ctx)
+		defer natsSrc.Close()
+	}
 
 	var serveErr error
 	select {

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natssource"
+	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server"
+)
+
+// Defaults shared by serve and publish, so that a sidecar and a publisher
+// started without them meet on the same stream.
+const (
+	defaultNATSStream  = "CRMAUTHZ"
+	defaultNATSSubject = "crmauthz.events"
+)
+
+// natsAuthOptions are the credentials and TLS flags of every command that
+// talks to NATS.
+type natsAuthOptions struct {
+	creds, user, passwordFile, tokenFile string
+	tlsCA, tlsCert, tlsKey               string
+}
+
+func addNATSAuthFlags(f *pflag.FlagSet, o *natsAuthOptions) {
+	f.StringVar(&o.creds, "nats-creds", "", "NATS credentials file (user JWT and NKey seed)")
+	f.StringVar(&o.user, "nats-user", "", "NATS user name (with --nats-password-file)")
+	f.StringVar(&o.passwordFile, "nats-password-file", "", "file holding the NATS user's password")
+	f.StringVar(&o.tokenFile, "nats-token-file", "", "file holding a NATS authorization token")
+	f.StringVar(&o.tlsCA, "nats-tls-ca", "", "PEM file of the CAs that sign the NATS servers' certificates (default: the system's)")
+	f.StringVar(&o.tlsCert, "nats-tls-cert", "", "PEM client certificate for NATS servers that verify clients")
+	f.StringVar(&o.tlsKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
+}
+
+func (o natsAuthOptions) auth() natssource.Auth {
+	return natssource.Auth{
+		CredsFile: o.creds, User: o.user, PasswordFile: o.passwordFile, TokenFile: o.tokenFile,
+		TLSCA: o.tlsCA, TLSCert: o.tlsCert, TLSKey: o.tlsKey,
+	}
+}
+
+// natsServeOptions are serve's flags for reading the replication log from
+// NATS JetStream.
+type natsServeOptions struct {
+	natsAuthOptions
+	source, stream, subject, bucket string
+	batchMax                        int
+	batchWait                       time.Duration
+}
+
+func addNATSServeFlags(f *pflag.FlagSet, o *natsServeOptions) {
+	f.StringVar(&o.source, "replication-source", "", "read the replication log from NATS JetStream: nats://HOST:PORT (or tls://, comma-separated for a cluster); \"\" to be fed over the replication API only")
+	f.StringVar(&o.stream, "nats-stream", defaultNATSStream, "JetStream stream holding the replication log (its sequence numbers are the seqs)")
+	f.StringVar(&o.subject, "nats-subject", defaultNATSSubject, "subject of the replication events in the stream")
+	f.StringVar(&o.bucket, "nats-snapshot-bucket", "", "JetStream object store bucket of snapshots (crmauthz snapshot publish), loaded when the stream no longer holds applied_seq+1; without it such a sidecar waits for a PUT /v1/replication/snapshot")
+	f.IntVar(&o.batchMax, "nats-batch-max", 1000, "most events from NATS applied in one index transaction")
+	f.DurationVar(&o.batchWait, "nats-batch-wait", 2*time.Millisecond, "how long to wait for more events once one has arrived, before applying a batch")
+	addNATSAuthFlags(f, &o.natsAuthOptions)
+}
+
+// newSource returns the NATS source, or nil when --replication-source is
+// not set. The interface is nil then, never a typed nil.
+func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicator, m *metrics.Metrics, log *slog.Logger) (*natssource.Source, server.Source, error) {
+	if o.source == "" {
+		return nil, nil, nil
+	}
+	if o.batchMax < 1 || o.batchMax > 10_000 {
+		return nil, nil, fmt.Errorf("--nats-batch-max must be from 1 to 10000, not %d", o.batchMax)
+	}
+	src, err := natssource.New(natssource.Config{
+		URL: o.source, Stream: o.stream, Subject: o.subject, Auth: o.auth(), SnapshotBucket: o.bucket,
+		Name: "crmauthz " + version, Index: ix, Replicator: repl, Metrics: m, Logger: log,
+		MaxBatch: o.batchMax, BatchWait: o.batchWait,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--replication-source: %w", err)
+	}
+	return src, src, nil
+}
