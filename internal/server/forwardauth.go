@@ -68,7 +68,7 @@ func (s *Server) extAuthzHTTP(c *gin.Context) {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
-			r.body = make([]byte, s.cfg.MaxDecisionBytes+1) // over the limit: gatewayDecide answers 413
+			r.tooLarge = true // gatewayDecide answers 413
 		case err != nil:
 			r.invalid = fmt.Errorf("reading the body: %v", err)
 		default:

@@ -55,6 +55,7 @@ type gatewayRequest struct {
 	headers  identity.Headers
 	body     []byte
 	partial  bool // Envoy's x-envoy-auth-partial-body: true
+	tooLarge bool // the body is over MaxDecisionBytes (and was not read whole)
 	// invalid, when set, is why the gateway's request does not say which
 	// request it asks about: denied as invalid_request.
 	invalid error
@@ -125,12 +126,12 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		return deny(http.StatusUnauthorized, reasonUnauthenticated, "%v", err)
 	}
 	in = policy.HTTPInput{Subject: subject, Method: orig.method, Path: orig.path, Segments: orig.segments}
-	if len(r.body) > 0 || r.partial {
+	if len(r.body) > 0 || r.partial || r.tooLarge {
 		switch {
 		case r.partial:
 			return deny(http.StatusForbidden, reasonBodyTruncated,
 				"the gateway sent a truncated body (x-envoy-auth-partial-body: true), which is never guessed at")
-		case int64(len(r.body)) > s.cfg.MaxDecisionBytes:
+		case r.tooLarge || int64(len(r.body)) > s.cfg.MaxDecisionBytes:
 			return deny(http.StatusRequestEntityTooLarge, reasonBodyTooLarge, "the body is larger than %d bytes", s.cfg.MaxDecisionBytes)
 		case orig.method == http.MethodGet || orig.method == http.MethodHead:
 			// the body of a GET or HEAD is not used
