@@ -1,10 +1,15 @@
 package natssource
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
 	"github.com/crmauthz/crmauthz/internal/natstest"
 )
 
@@ -62,4 +67,44 @@ func BenchmarkCatchUp(b *testing.B) {
 			b.ReportMetric(float64(batches)/float64(b.N), "batches")
 		})
 	}
+}
+
+// BenchmarkBootstrapFromBucket measures how long a new sidecar takes to join
+// a stream that was purged: download the snapshot object (200,000 records,
+// 10,000 users, from internal/dataset) from the bucket and load it.
+//
+//	go test -run '^$' -bench Bootstrap -benchtime 3x ./internal/natssource
+func BenchmarkBootstrapFromBucket(b *testing.B) {
+	const records, seq = 200_000, 1000
+	srv := natstest.Start(b, natstest.Options{})
+	js := jsClient(b, srv.URL())
+	stream := createStream(b, js, "BOOT", "boot.events")
+	publish(b, js, "BOOT", "boot.events", userEvents(1, seq)...)
+	ctx := context.Background()
+	if err := stream.Purge(ctx); err != nil {
+		b.Fatal(err)
+	}
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "bootsnap"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	world := dataset.New(dataset.Config{Records: records, Users: 10_000})
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(world.WriteSnapshot(pw, seq)) }()
+	info, err := PutSnapshot(ctx, obs, "snap", seq, pr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		sc := newSidecar(b)
+		start := time.Now()
+		src := sc.start(b, Config{URL: srv.URL(), Stream: "BOOT", Subject: "boot.events", SnapshotBucket: "bootsnap"})
+		waitFor(b, 5*time.Minute, "bootstrap", func() bool { return sc.ix.AppliedSeq() >= seq })
+		total += time.Since(start)
+		src.Close()
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/bootstrap")
+	b.ReportMetric(float64(info.Size)/(1<<20), "MiB")
 }

@@ -119,7 +119,13 @@ const (
 	StateAheadOfStream State = "ahead_of_stream"
 	// StateReconnecting: the connection or the stream was lost; retrying.
 	StateReconnecting State = "reconnecting"
+	// StateNoStream: the server says the stream does not exist (deleted, or
+	// never created); retrying. Not ready: the index may miss anything.
+	StateNoStream State = "stream_not_found"
 )
+
+// errNoStream is the error of a session that found no stream.
+var errNoStream = errors.New("stream not found")
 
 // Status is the source's state as /v1/status shows it.
 type Status struct {
@@ -184,6 +190,8 @@ type Source struct {
 	// ahead remembers the applied_seq found beyond the stream's end: the
 	// source stays stopped until applied_seq changes.
 	ahead uint64
+	// readable: the last read of the stream's state succeeded.
+	readable bool
 }
 
 // New checks cfg and returns a Source. It registers the lag gauges on
@@ -283,10 +291,14 @@ func (s *Source) Run(ctx context.Context) error {
 		s.log.Warn("NATS replication interrupted; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		s.mu.Lock()
 		s.st.LastError = err.Error()
-		if s.st.State != StateConnecting {
+		switch {
+		case errors.Is(err, errNoStream):
+			s.st.State = StateNoStream
+		case s.st.State != StateConnecting:
 			s.st.State = StateReconnecting
 		}
 		s.st.Connected = false
+		s.readable = false
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -333,6 +345,8 @@ func (s *Source) NotReady() string {
 	switch st.State {
 	case StateStopped, StateWaitingForSnapshot, StateAheadOfStream:
 		return "replication from NATS: " + st.Reason
+	case StateNoStream:
+		return "replication from NATS: " + st.LastError
 	case StateLoadingSnapshot:
 		return "replication from NATS: loading a snapshot from the bucket " + s.cfg.SnapshotBucket
 	}
@@ -372,12 +386,12 @@ func (s *Source) setState(st State, reason string) {
 func (s *Source) lag() metrics.Lag {
 	applied := s.ix.AppliedSeq()
 	s.mu.Lock()
-	head, pseq, pt, lt := s.head, s.pendingSeq, s.pendingTime, s.lastTime
+	head, pseq, pt, lt, up := s.head, s.pendingSeq, s.pendingTime, s.lastTime, s.readable && s.st.Connected
 	s.mu.Unlock()
 	if head <= applied {
-		return metrics.Lag{}
+		return metrics.Lag{Up: up}
 	}
-	l := metrics.Lag{Events: head - applied}
+	l := metrics.Lag{Events: head - applied, Up: up}
 	var since time.Time
 	switch {
 	case pseq == applied+1:
@@ -460,7 +474,7 @@ func (s *Source) stream(ctx context.Context, js jetstream.JetStream) (jetstream.
 	defer cancel()
 	stream, err := js.Stream(tctx, s.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("the stream %q does not exist (create it: crmauthz publish --create)", s.cfg.Stream)
+		return nil, fmt.Errorf("%w: the stream %q does not exist on %s (create it: crmauthz publish --create)", errNoStream, s.cfg.Stream, s.url)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("looking up the stream %q: %w", s.cfg.Stream, err)
@@ -489,6 +503,7 @@ func (s *Source) noteStream(info *jetstream.StreamInfo) {
 	s.st.StreamFirstSeq, s.st.StreamLastSeq = info.State.FirstSeq, info.State.LastSeq
 	s.head = info.State.LastSeq
 	s.st.Connected = true
+	s.readable = true
 }
 
 // watch reads the stream's state every PollInterval while a session runs:
@@ -506,7 +521,12 @@ func (s *Source) watch(ctx context.Context, stream jetstream.Stream) {
 		applied := s.ix.AppliedSeq() // before the stream's state, see session
 		info, err := streamInfo(ctx, stream)
 		if err != nil {
-			s.setConnected(false)
+			s.mu.Lock()
+			s.st.Connected, s.readable = false, false
+			s.mu.Unlock()
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				s.restartConsumer() // the session looks the stream up again
+			}
 			continue
 		}
 		s.noteStream(info)
@@ -614,6 +634,9 @@ func (s *Source) consume(ctx context.Context, stream jetstream.Stream, start uin
 		return outcome{}, fmt.Errorf("reading the stream: %w", err)
 	}
 	defer it.Stop()
+	// Next waits out the ordered consumer's own recreation attempts (seconds
+	// of backoff) whatever its context; stopping the iterator ends them.
+	defer context.AfterFunc(cctx, it.Stop)()
 	s.log.Debug("consuming", "from_seq", start)
 
 	batch := make([]jetstream.Msg, 0, s.cfg.MaxBatch)

@@ -62,6 +62,39 @@ func TestStreamsIntoIndex(t *testing.T) {
 	if v, ok := gauge(t, sc.m, "crmauthz_replication_lag_events", nil); !ok || v != 0 {
 		t.Errorf("crmauthz_replication_lag_events = %v (%v), want 0", v, ok)
 	}
+	if v, ok := gauge(t, sc.m, "crmauthz_replication_source_up", nil); !ok || v != 1 {
+		t.Errorf("crmauthz_replication_source_up = %v (%v), want 1", v, ok)
+	}
+}
+
+// TestStreamDeleted: a sidecar whose stream disappears is not ready any
+// more (it may miss anything), says why, and shows the source down; when a
+// new, empty stream of that name appears, its index is ahead of it.
+func TestStreamDeleted(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	js := jsClient(t, srv.URL())
+	createStream(t, js, "DEL", "del.events")
+	publish(t, js, "DEL", "del.events", userEvents(1, 5)...)
+	sc := newSidecar(t)
+	src := sc.start(t, Config{URL: srv.URL(), Stream: "DEL", Subject: "del.events"})
+	waitApplied(t, sc, 5)
+	waitFor(t, 10*time.Second, "ready", func() bool { return src.NotReady() == "" })
+	if err := js.DeleteStream(context.Background(), "DEL"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, sc, StateNoStream)
+	if r := src.NotReady(); !strings.Contains(r, `the stream "DEL" does not exist`) {
+		t.Fatalf("NotReady = %q", r)
+	}
+	if v, _ := gauge(t, sc.m, "crmauthz_replication_source_up", nil); v != 0 {
+		t.Errorf("crmauthz_replication_source_up = %v, want 0", v)
+	}
+	createStream(t, js, "DEL", "del.events")
+	publish(t, js, "DEL", "del.events", userEvents(100, 2)...)
+	waitState(t, sc, StateAheadOfStream)
+	if sc.ix.AppliedSeq() != 5 || hasUser(t, sc.ix, "u-100") {
+		t.Fatal("events of the new stream were applied over the old index")
+	}
 }
 
 // TestInvalidEventStops: an invalid event in the stream is never skipped:
@@ -320,6 +353,9 @@ func TestReconnects(t *testing.T) {
 	waitFor(t, 10*time.Second, "a connection error", func() bool { return src.Status().LastError != "" })
 	if r := src.NotReady(); !strings.Contains(r, "not connected") {
 		t.Fatalf("NotReady while the server is down = %q", r)
+	}
+	if v, ok := gauge(t, sc.m, "crmauthz_replication_source_up", nil); !ok || v != 0 {
+		t.Errorf("crmauthz_replication_source_up = %v (%v) while the server is down, want 0", v, ok)
 	}
 
 	srv.Restart()
