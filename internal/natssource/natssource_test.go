@@ -385,6 +385,9 @@ func TestAuthAndTLS(t *testing.T) {
 		return p
 	}
 	tlsFiles := natstest.NewTLSFiles(t)
+	trust := natstest.NewTrust(t)
+	publisherCreds, sidecarCreds := trust.CredsFile(t, "publisher"), trust.CredsFile(t, "sidecar")
+	strangerCreds := natstest.NewTrust(t).CredsFile(t, "stranger") // of another operator
 	mtls := *tlsFiles
 	mtls.Verify = true
 	cases := []struct {
@@ -402,6 +405,10 @@ func TestAuthAndTLS(t *testing.T) {
 			auth: Auth{TokenFile: file("badtoken", "nope")}, err: "authorization"},
 		{name: "user and password", server: natstest.Options{User: "crm", Password: "pw"}, client: []nats.Option{nats.UserInfo("crm", "pw")},
 			auth: Auth{User: "crm", PasswordFile: file("pw", "pw")}, ok: true},
+		{name: "credentials file", server: natstest.Options{Trust: trust}, client: []nats.Option{nats.UserCredentials(publisherCreds)},
+			auth: Auth{CredsFile: sidecarCreds}, ok: true},
+		{name: "credentials of another operator", server: natstest.Options{Trust: trust}, client: []nats.Option{nats.UserCredentials(publisherCreds)},
+			auth: Auth{CredsFile: strangerCreds}, err: "authorization"},
 		{name: "TLS with a private CA", server: natstest.Options{TLS: tlsFiles}, client: []nats.Option{nats.RootCAs(tlsFiles.CA)},
 			auth: Auth{TLSCA: tlsFiles.CA}, scheme: "tls", ok: true},
 		{name: "TLS without the CA", server: natstest.Options{TLS: tlsFiles}, client: []nats.Option{nats.RootCAs(tlsFiles.CA)},

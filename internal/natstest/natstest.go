@@ -1,7 +1,8 @@
 // Package natstest runs a real NATS server with JetStream inside a test
 // process (the nats-server module, listening on loopback), for the tests of
 // the NATS replication source and of the crmauthz binary. Only tests import
-// it, so the server is never linked into crmauthz itself.
+// it, so the server is never linked into crmauthz itself. NATSTEST_LOG=1
+// in the environment shows the server's log (on stderr), for debugging.
 package natstest
 
 import (
@@ -19,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 )
 
 // Options configure Start. The zero value is a JetStream server without
@@ -35,6 +38,92 @@ type Options struct {
 	// TLS, when set, makes the server require TLS with these files; with
 	// TLS.Verify the clients must present a certificate signed by TLS.CA.
 	TLS *TLSFiles
+	// Trust, when set, runs the server in operator (JWT) mode: only users
+	// of Trust's account, with a credentials file, may connect.
+	Trust *Trust
+}
+
+// Trust is an operator and one account with JetStream, for credentials
+// files (decentralized JWT authentication).
+type Trust struct {
+	operator          *jwt.OperatorClaims
+	accountPub        string
+	accountJWT        string
+	accountKP         nkeys.KeyPair
+	systemPub, sysJWT string // the system account JetStream needs
+}
+
+// NewTrust makes an operator and an account signed by it.
+func NewTrust(tb testing.TB) *Trust {
+	tb.Helper()
+	okp, err := nkeys.CreateOperator()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = "test-operator"
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	operator, err := jwt.DecodeOperatorClaims(ojwt)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	akp, err := nkeys.CreateAccount()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	apub, _ := akp.PublicKey()
+	ac := jwt.NewAccountClaims(apub)
+	ac.Name = "crm"
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	ajwt, err := ac.Encode(okp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	skp, err := nkeys.CreateAccount()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	spub, _ := skp.PublicKey()
+	sc := jwt.NewAccountClaims(spub)
+	sc.Name = "SYS"
+	sjwt, err := sc.Encode(okp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Trust{operator: operator, accountPub: apub, accountJWT: ajwt, accountKP: akp, systemPub: spub, sysJWT: sjwt}
+}
+
+// CredsFile writes a credentials file of a new user of the account.
+func (tr *Trust) CredsFile(tb testing.TB, name string) string {
+	tb.Helper()
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	upub, _ := ukp.PublicKey()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	ujwt, err := uc.Encode(tr.accountKP)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	seed, err := ukp.Seed()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	creds, err := jwt.FormatUserConfig(ujwt, seed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	file := filepath.Join(tb.TempDir(), name+".creds")
+	if err := os.WriteFile(file, creds, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return file
 }
 
 // Server is one running nats-server.
@@ -69,11 +158,22 @@ func (s *Server) start() {
 		StoreDir:           s.opts.StoreDir,
 		JetStreamMaxMemory: 256 << 20,
 		JetStreamMaxStore:  2 << 30,
-		NoLog:              true,
+		NoLog:              os.Getenv("NATSTEST_LOG") == "",
 		NoSigs:             true,
 		Authorization:      s.opts.Token,
 		Username:           s.opts.User,
 		Password:           s.opts.Password,
+	}
+	if tr := s.opts.Trust; tr != nil {
+		res := &server.MemAccResolver{}
+		for pub, j := range map[string]string{tr.accountPub: tr.accountJWT, tr.systemPub: tr.sysJWT} {
+			if err := res.Store(pub, j); err != nil {
+				s.tb.Fatal(err)
+			}
+		}
+		so.TrustedOperators = []*jwt.OperatorClaims{tr.operator}
+		so.AccountResolver = res
+		so.SystemAccount = tr.systemPub
 	}
 	if f := s.opts.TLS; f != nil {
 		cfg, err := server.GenTLSConfig(&server.TLSConfigOpts{
@@ -90,6 +190,9 @@ func (s *Server) start() {
 	ns, err := server.NewServer(so)
 	if err != nil {
 		s.tb.Fatalf("natstest: %v", err)
+	}
+	if !so.NoLog {
+		ns.ConfigureLogger()
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(20 * time.Second) {
