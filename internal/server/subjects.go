@@ -97,6 +97,22 @@ func parseListQuery(raw string) (listQuery, error) {
 	return q, nil
 }
 
+// subjectOfPath finds {id} in /v1/subjects/{id}/records from the path as
+// sent, so an id may hold any character, "/" included (percent-encoded).
+// ok is false when the path is not of that form (a 404).
+func subjectOfPath(escaped string) (id string, ok bool, err error) {
+	rest, ok1 := strings.CutPrefix(escaped, "/v1/subjects/")
+	enc, ok2 := strings.CutSuffix(rest, "/records")
+	if !ok1 || !ok2 || enc == "" || strings.Contains(enc, "/") {
+		return "", false, nil
+	}
+	id, err = url.PathUnescape(enc)
+	if err != nil {
+		return "", true, invalid("the subject id in the path is not properly percent-encoded: %v", err)
+	}
+	return id, true, nil
+}
+
 // idProblem says what is wrong with an id the index could never hold, or "".
 func idProblem(id string) string {
 	switch {
@@ -117,7 +133,15 @@ func idProblem(id string) string {
 // views themselves. One read transaction: the subject, the policy's scope
 // (data.crmauthz.list_scope) and one page of the reverse index.
 func (s *Server) getSubjectRecords(c *gin.Context) {
-	subject := c.Param("id")
+	subject, ok, err := subjectOfPath(c.Request.URL.EscapedPath())
+	if !ok {
+		s.writeError(c, newError(http.StatusNotFound, "not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
+		return
+	}
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
 	q, err := parseListQuery(c.Request.URL.RawQuery)
 	if err != nil {
 		s.writeError(c, err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
 // listModel is the reference model of the list endpoint: SPEC's rules over
@@ -128,6 +130,15 @@ type listReply struct {
 	Error      *struct {
 		Code string `json:"code"`
 	} `json:"error"`
+}
+
+func mustDecode(tb testing.TB, ts *testServer, events ...string) []replication.Event {
+	tb.Helper()
+	evs, err := ts.repl.DecodeBatch(strings.NewReader(`{"events":[` + strings.Join(events, ",") + `]}`))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return evs
 }
 
 func listPage(tb testing.TB, ts *testServer, subject, query string) (int, listReply) {
@@ -342,6 +353,27 @@ func TestSubjectRecordsBadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("paths", func(t *testing.T) {
+		if _, err := ts.repl.Apply(mustDecode(t, ts, `{"seq":2,"op":"user.upsert","user":{"id":"a/b c%","role":"admin","location_ids":["loc-1"]}}`)); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			path string
+			code int
+			want string
+		}{
+			{"/v1/subjects/a%2Fb%20c%25/records?type=contact&location_id=loc-1", 200, `"all":true`},
+			{"/v1/subjects/a/b%20c%25/records?type=contact&location_id=loc-1", 404, `"not_found"`},
+			{"/v1/subjects//records?type=contact&location_id=loc-1", 404, `"not_found"`},
+			{"/v1/subjects/u-01/other?type=contact&location_id=loc-1", 404, `"not_found"`},
+			{"/v1/subjects/u-01?type=contact&location_id=loc-1", 404, `"not_found"`},
+		} {
+			rec := serve(ts.decision, http.MethodGet, tc.path, "", nil)
+			if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.want) {
+				t.Errorf("GET %s: %d %s, want %d %s", tc.path, rec.Code, rec.Body, tc.code, tc.want)
+			}
+		}
+	})
 	t.Run("POST is 405", func(t *testing.T) {
 		rec := serve(ts.decision, http.MethodPost, "/v1/subjects/u-01/records?type=contact&location_id=loc-1", "", nil)
 		if rec.Code != 405 {
