@@ -18,7 +18,11 @@ func BenchmarkDecide(b *testing.B) {
 	g := loadGolden(b)
 	facts := newMemFacts(b, g)
 	e := newDefaultEngine(b)
-	uncached, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1})
+	uncached, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorIR})
+	if err != nil {
+		b.Fatal(err)
+	}
+	topdownUncached, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorTopdown})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -29,11 +33,12 @@ func BenchmarkDecide(b *testing.B) {
 	ctx := context.Background()
 	// golden: after the first round every case is a cache hit (the facts it
 	// read are re-read and compared, the policy is not evaluated);
-	// golden-uncached evaluates the policy every time.
+	// golden-uncached evaluates the policy every time with the IR
+	// interpreter, golden-uncached-topdown with topdown.
 	for _, bc := range []struct {
 		name string
 		e    *Engine
-	}{{"golden", e}, {"golden-uncached", uncached}} {
+	}{{"golden", e}, {"golden-uncached", uncached}, {"golden-uncached-topdown", topdownUncached}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			i := 0

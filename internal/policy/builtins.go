@@ -159,10 +159,15 @@ func (b *builtinImpl) record(bctx rego.BuiltinContext, typ, id *ast.Term) (*ast.
 }
 
 func (b *builtinImpl) convert(js []byte, what, id string) (*ast.Term, error) {
+	return convertFact(js, b.intern, what, id)
+}
+
+// convertFact converts the JSON of a fact to an object term; nil for absent.
+func convertFact(js []byte, intern internTable, what, id string) (*ast.Term, error) {
 	if js == nil {
 		return nil, nil // absent: undefined
 	}
-	v, err := jsonToValue(js, b.intern)
+	v, err := jsonToValue(js, intern)
 	if err != nil {
 		return nil, fmt.Errorf("decoding %s %q: %w", what, id, err)
 	}

@@ -37,7 +37,23 @@ type Config struct {
 	// of two); 0 is the default, 65,536; negative turns it off. A policy that
 	// calls a non-deterministic built-in is never cached.
 	DecisionCacheSlots int
+	// Evaluator chooses how Decide evaluates data.crmauthz.decision (see
+	// vm.go): EvaluatorAuto (the default) runs OPA's plan of the policy with
+	// the IR interpreter when the policy can be planned and uses nothing the
+	// interpreter lacks, else topdown; EvaluatorTopdown always uses topdown;
+	// EvaluatorIR refuses a policy the interpreter cannot run.
+	Evaluator Evaluator
 }
+
+// Evaluator names an evaluator of the decision (Config.Evaluator).
+type Evaluator string
+
+// The evaluators.
+const (
+	EvaluatorAuto    Evaluator = ""
+	EvaluatorTopdown Evaluator = "topdown"
+	EvaluatorIR      Evaluator = "ir"
+)
 
 // sourceFile is one policy file.
 type sourceFile struct {

@@ -200,11 +200,40 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 }
 
 func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision, error) {
+	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
+		if err := ctx.Err(); err != nil {
+			return Decision{}, err
+		}
+		v, err := pl.prog.eval(ctx, facts, p.intern, p.input(in))
+		if err != nil {
+			return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
+		}
+		if v == nil {
+			return Decision{}, ErrUndefinedDecision
+		}
+		return p.decisionFromValue(v)
+	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil {
 		return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 	}
 	return p.decisionOf(rs)
+}
+
+// Evaluator tells how the revision in service evaluates decisions:
+// EvaluatorIR or EvaluatorTopdown (see Config.Evaluator), and why not the
+// IR interpreter when it is topdown by default.
+func (e *Engine) Evaluator() (Evaluator, error) {
+	if pl := e.cur.Load().vm.Load(); pl.prog == nil {
+		return EvaluatorTopdown, pl.err
+	}
+	return EvaluatorIR, nil
+}
+
+// vmPlan is the outcome of planning a revision for the IR interpreter.
+type vmPlan struct {
+	prog *vmProgram // nil: topdown, for the reason in err
+	err  error
 }
 
 // CacheStats returns the decision cache's hits and misses since New.
@@ -242,6 +271,9 @@ type prepared struct {
 	builtins []func(*rego.Rego)
 
 	decision rego.PreparedEvalQuery
+	// vm runs the plan of data.crmauthz.decision (vm.go), or says why
+	// topdown decides. Set before the revision is in service.
+	vm atomic.Pointer[vmPlan]
 	// cache holds decisions with the facts they read; nil when off or when
 	// the policy is not deterministic.
 	cache *decisionCache
@@ -307,6 +339,21 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 	p.decision, err = p.prepare(context.Background(), decisionRef())
 	if err != nil {
 		return nil, fmt.Errorf("preparing data.crmauthz.decision: %w", err)
+	}
+	switch cfg.Evaluator {
+	case EvaluatorIR:
+		prog, err := newDecisionVM(ctx, served, lp.modules)
+		if err != nil {
+			return nil, fmt.Errorf("the IR evaluator cannot run this policy: %w", err)
+		}
+		p.vm.Store(&vmPlan{prog: prog})
+	case EvaluatorAuto:
+		prog, err := newDecisionVM(ctx, served, lp.modules)
+		p.vm.Store(&vmPlan{prog: prog, err: err})
+	case EvaluatorTopdown:
+		p.vm.Store(&vmPlan{err: errors.New("topdown chosen (Config.Evaluator)")})
+	default:
+		return nil, fmt.Errorf("policy: unknown evaluator %q", cfg.Evaluator)
 	}
 	if cfg.DecisionCacheSlots >= 0 && deterministic(p.compiler) {
 		slots := cfg.DecisionCacheSlots
@@ -436,6 +483,12 @@ func (p *prepared) decisionOf(rs rego.ResultSet) (Decision, error) {
 		return Decision{}, fmt.Errorf("data.crmauthz.decision: %d expressions, want one", len(rs[0].Expressions))
 	}
 	v, _ := rs[0].Expressions[0].Value.(ast.Value)
+	return p.decisionFromValue(v)
+}
+
+// decisionFromValue checks the shape of the decision: an object with a
+// boolean "allow" and a string "reason".
+func (p *prepared) decisionFromValue(v ast.Value) (Decision, error) {
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return Decision{}, fmt.Errorf("data.crmauthz.decision is %s, want an object", typeName(v))

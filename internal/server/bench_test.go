@@ -77,17 +77,22 @@ func newGoldenServer(tb testing.TB) (*testServer, []goldenCase) {
 // (one read transaction, the policy evaluated or answered from the decision
 // cache), no HTTP, over the golden decision cases in turn. "cached": after the
 // first round every case hits the exact decision cache; "uncached": the policy
-// is evaluated every time.
+// is evaluated every time, by the IR interpreter ("uncached-topdown": by
+// topdown).
 func BenchmarkDecideGolden(b *testing.B) {
 	ts, cases := newGoldenServer(b)
-	uncached, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1})
+	uncached, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: policy.EvaluatorIR})
+	if err != nil {
+		b.Fatal(err)
+	}
+	topdown, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: policy.EvaluatorTopdown})
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, eng := range []struct {
 		name string
 		e    *policy.Engine
-	}{{"cached", ts.eng}, {"uncached", uncached}} {
+	}{{"cached", ts.eng}, {"uncached", uncached}, {"uncached-topdown", topdown}} {
 		// Every case decides as the golden file says, through this path.
 		for _, c := range cases {
 			var d policy.Decision

@@ -1,0 +1,671 @@
+package policy
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// The decision is evaluated by a small interpreter of OPA's intermediate
+// representation (package ir): the plan OPA's own planner makes of the
+// policy, the one OPA compiles to WebAssembly. The policy stays the Rego
+// files; the planner turns the rules into functions of straight-line
+// statements (look up a key, compare, call a built-in, break out of a block),
+// and this file runs them over ast values. It does what topdown does without
+// its general machinery (unification, bindings, a virtual-document cache, an
+// evaluation tree per rule), and so allocates and branches far less.
+//
+// Semantics follow OPA's Wasm compiler (internal/compiler/wasm), the
+// reference for the IR:
+//
+//   - A statement that is undefined leaves the innermost enclosing block (a
+//     "br 0"); BreakStmt{Index: n} leaves n+1 blocks.
+//   - The blocks of a BlockStmt, of a NotStmt, of a plan and all but the last
+//     block of a function are blocks in that sense; a ScanStmt is two: its
+//     body (leaving it goes on with the next element) inside the scan itself
+//     (leaving that goes on after the scan).
+//   - A function whose only parameters are input and data is evaluated once
+//     per evaluation and remembered (as Wasm memoizes it).
+//   - Built-ins are topdown's own implementations (topdown.GetBuiltin), called
+//     as topdown calls them; the few on every decision's path are copied
+//     here to skip the call's setup. crm.user and crm.record read the Facts.
+//   - An error of a built-in aborts the evaluation (StrictBuiltinErrors, as
+//     for topdown), so does a conflict (two values for one complete rule,
+//     two values for one object key).
+//
+// What the planner or this interpreter does not support — `with` (WithStmt),
+// dynamic calls into data (CallDynamicStmt), non-deterministic built-ins,
+// print, relations (walk) — makes the policy fall back to topdown whole
+// (see newVMProgram); the Engine then works as before.
+
+// control results of executing a block: >= 0 is a break out of that many
+// enclosing blocks (0: the innermost; an undefined statement is a break 0).
+const (
+	ctlNext   = -1 // the block ran to its end
+	ctlReturn = -2 // a ReturnLocalStmt ran
+)
+
+type vmOp uint8
+
+const (
+	opNop vmOp = iota
+	opReturnLocal
+	opCall
+	opBuiltin
+	opBlock
+	opBreak
+	opDot
+	opLen
+	opScan
+	opNot
+	opAssignVar
+	opAssignVarOnce
+	opResetLocal
+	opConst
+	opMakeArray
+	opMakeObject
+	opMakeSet
+	opEqual
+	opNotEqual
+	opIsArray
+	opIsObject
+	opIsSet
+	opIsDefined
+	opIsUndefined
+	opArrayAppend
+	opObjectInsert
+	opObjectInsertOnce
+	opObjectMerge
+	opSetAdd
+	opResultSetAdd
+)
+
+// vmOperand is a local (local >= 0) or a constant.
+type vmOperand struct {
+	local int32
+	c     *ast.Term
+}
+
+type vmStmt struct {
+	op     vmOp
+	a, b   vmOperand // source/a/key/value, b/value
+	target int32     // target local, or the array/object/set of an insert
+	key    int32     // ScanStmt key local
+	value  int32     // ScanStmt value local
+	n      int32     // BreakStmt index
+	fn     *vmFunc
+	bi     *vmBuiltin
+	args   []vmOperand
+	blocks []*vmBlock
+	loc    *ast.Location
+}
+
+type vmBlock struct {
+	stmts []vmStmt
+}
+
+type vmFunc struct {
+	name    string
+	params  []int32
+	ret     int32
+	blocks  []*vmBlock
+	nlocals int
+	memo    int // index in the memo table; -1: not memoized
+}
+
+// vmBuiltin is a built-in function a plan calls.
+type vmBuiltin struct {
+	name   string
+	native func(st *vmState, args []*ast.Term) (*ast.Term, error) // nil: fn
+	fn     topdown.BuiltinFunc
+}
+
+// vmProgram is one plan (entry point) ready to run.
+type vmProgram struct {
+	plan    []*vmBlock
+	nlocals int
+	nmemo   int
+	data    *ast.Term // the data document: empty (crmauthz has no base documents)
+	states  sync.Pool // *vmState
+}
+
+// errVMUnsupported marks a plan the interpreter does not run.
+var errVMUnsupported = errors.New("not supported by the IR evaluator")
+
+// vmState is the mutable state of one evaluation; states are pooled.
+type vmState struct {
+	prog    *vmProgram
+	ctx     context.Context
+	facts   Facts
+	intern  internTable
+	stack   []*ast.Term // locals of the active frames
+	sp      int
+	memo    []*ast.Term
+	memoSet []uint32 // == gen when memo[i] is set for this evaluation
+	gen     uint32
+	results []*ast.Term
+	args    []*ast.Term // built-in operands
+	steps   int
+	// generic built-ins
+	out    *ast.Term
+	nout   int
+	iter   func(*ast.Term) error
+	cancel topdown.Cancel
+	cache  builtins.Cache
+}
+
+func (p *vmProgram) state() *vmState {
+	if st, ok := p.states.Get().(*vmState); ok {
+		return st
+	}
+	st := &vmState{prog: p, stack: make([]*ast.Term, 256), memo: make([]*ast.Term, p.nmemo),
+		memoSet: make([]uint32, p.nmemo), cancel: topdown.NewCancel()}
+	st.iter = func(t *ast.Term) error {
+		st.out = t
+		st.nout++
+		return nil
+	}
+	return st
+}
+
+// eval runs the plan with input and returns the value of the plan's single
+// result ({"result": x} → x); nil when the plan yields no result.
+func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, input ast.Value) (ast.Value, error) {
+	st := p.state()
+	st.ctx, st.facts, st.intern = ctx, facts, intern
+	st.gen++
+	if st.gen == 0 { // wrapped: forget every memo
+		clear(st.memoSet)
+		st.gen = 1
+	}
+	st.results = st.results[:0]
+	st.steps = 0
+	st.cache = nil
+	frame := st.push(p.nlocals)
+	frame[ir.Input] = ast.NewTerm(input)
+	frame[ir.Data] = p.data
+	var err error
+	for _, b := range p.plan {
+		var ctl int
+		if ctl, err = st.block(frame, b); err != nil {
+			break
+		}
+		if ctl > 0 || ctl == ctlReturn {
+			err = fmt.Errorf("IR evaluation: illegal control flow out of a plan block (%d)", ctl)
+			break
+		}
+	}
+	st.pop(p.nlocals)
+	var result ast.Value
+	if err == nil {
+		switch len(st.results) {
+		case 0:
+		case 1:
+			obj, ok := st.results[0].Value.(ast.Object)
+			if !ok || obj.Len() != 1 {
+				err = errors.New("IR evaluation: malformed result")
+				break
+			}
+			if t := obj.Get(ast.InternedTerm("result")); t != nil {
+				result = t.Value
+			}
+		default:
+			err = fmt.Errorf("%d results, want one", len(st.results))
+		}
+	}
+	// Drop references before pooling the state.
+	clear(st.results)
+	clear(st.args)
+	st.ctx, st.facts, st.out, st.cache = nil, nil, nil, nil
+	p.states.Put(st)
+	return result, err
+}
+
+// push returns a cleared frame of n locals on the stack.
+func (st *vmState) push(n int) []*ast.Term {
+	if st.sp+n > len(st.stack) {
+		// Frames below keep the old array; new ones go to a bigger one.
+		st.stack = make([]*ast.Term, max(2*len(st.stack), n+256))
+		st.sp = 0
+	}
+	f := st.stack[st.sp : st.sp+n : st.sp+n]
+	st.sp += n
+	return f
+}
+
+func (st *vmState) pop(n int) {
+	if st.sp >= n {
+		clear(st.stack[st.sp-n : st.sp])
+		st.sp -= n
+	} else {
+		st.sp = 0 // a frame on an older array
+	}
+}
+
+func (st *vmState) get(fr []*ast.Term, o vmOperand) *ast.Term {
+	if o.c != nil {
+		return o.c
+	}
+	return fr[o.local]
+}
+
+// tick counts work, and every so often checks for cancellation.
+func (st *vmState) tick() error {
+	st.steps++
+	if st.steps&1023 == 0 {
+		return st.ctx.Err()
+	}
+	return nil
+}
+
+// block runs the statements of b in the frame fr.
+func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
+	for i := range b.stmts {
+		s := &b.stmts[i]
+		switch s.op {
+		case opNop:
+		case opReturnLocal:
+			return ctlReturn, nil
+		case opCall:
+			t, err := st.call(fr, s)
+			if err != nil {
+				return 0, err
+			}
+			if t == nil {
+				return 0, nil
+			}
+			fr[s.target] = t
+		case opBuiltin:
+			t, err := st.builtin(fr, s)
+			if err != nil {
+				return 0, err
+			}
+			if t == nil {
+				return 0, nil
+			}
+			fr[s.target] = t
+		case opBlock:
+			for _, inner := range s.blocks {
+				ctl, err := st.block(fr, inner)
+				if err != nil {
+					return 0, err
+				}
+				switch {
+				case ctl == ctlReturn:
+					return ctlReturn, nil
+				case ctl > 0:
+					return ctl - 1, nil
+				}
+			}
+		case opBreak:
+			return int(s.n), nil
+		case opDot:
+			src, key := st.get(fr, s.a), st.get(fr, s.b)
+			if src == nil || key == nil {
+				return 0, nil
+			}
+			t := dot(src, key)
+			if t == nil {
+				return 0, nil
+			}
+			fr[s.target] = t
+		case opLen:
+			src := st.get(fr, s.a)
+			if src == nil {
+				return 0, nil
+			}
+			fr[s.target] = ast.InternedTerm(length(src.Value))
+		case opScan:
+			ctl, err := st.scan(fr, s)
+			if err != nil || ctl != ctlNext {
+				return ctl, err
+			}
+		case opNot:
+			ctl, err := st.block(fr, s.blocks[0])
+			if err != nil {
+				return 0, err
+			}
+			switch {
+			case ctl == ctlNext: // the negated block held: not fails
+				return 0, nil
+			case ctl == ctlReturn:
+				return ctlReturn, nil
+			case ctl > 0:
+				return ctl - 1, nil
+			}
+		case opAssignVar:
+			fr[s.target] = st.get(fr, s.a)
+		case opAssignVarOnce:
+			src := st.get(fr, s.a)
+			if src == nil {
+				return 0, nil
+			}
+			if cur := fr[s.target]; cur != nil && !cur.Equal(src) {
+				return 0, conflictError(s.loc, "complete rules must not produce multiple outputs")
+			}
+			fr[s.target] = src
+		case opResetLocal:
+			fr[s.target] = nil
+		case opConst:
+			fr[s.target] = s.a.c
+		case opMakeArray:
+			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.n)))
+		case opMakeObject:
+			fr[s.target] = ast.NewTerm(ast.NewObject())
+		case opMakeSet:
+			fr[s.target] = ast.NewTerm(ast.NewSet())
+		case opEqual, opNotEqual:
+			a, b := st.get(fr, s.a), st.get(fr, s.b)
+			if a == nil || b == nil || a.Equal(b) != (s.op == opEqual) {
+				return 0, nil
+			}
+		case opIsArray, opIsObject, opIsSet:
+			src := st.get(fr, s.a)
+			if src == nil {
+				return 0, nil
+			}
+			var ok bool
+			switch src.Value.(type) {
+			case *ast.Array:
+				ok = s.op == opIsArray
+			case ast.Object:
+				ok = s.op == opIsObject
+			case ast.Set:
+				ok = s.op == opIsSet
+			}
+			if !ok {
+				return 0, nil
+			}
+		case opIsDefined:
+			if fr[s.target] == nil {
+				return 0, nil
+			}
+		case opIsUndefined:
+			if fr[s.target] != nil {
+				return 0, nil
+			}
+		case opArrayAppend:
+			arr, ok := fr[s.target].Value.(*ast.Array)
+			v := st.get(fr, s.a)
+			if !ok || v == nil {
+				return 0, errors.New("IR evaluation: ArrayAppendStmt on a non-array")
+			}
+			fr[s.target] = ast.NewTerm(arr.Append(v))
+		case opObjectInsert, opObjectInsertOnce:
+			obj, ok := fr[s.target].Value.(ast.Object)
+			k, v := st.get(fr, s.a), st.get(fr, s.b)
+			if !ok || k == nil || v == nil {
+				return 0, errors.New("IR evaluation: ObjectInsertStmt on a non-object")
+			}
+			if s.op == opObjectInsertOnce {
+				if cur := obj.Get(k); cur != nil && !cur.Equal(v) {
+					return 0, conflictError(s.loc, "object keys must be unique")
+				}
+			}
+			obj.Insert(k, v)
+		case opObjectMerge:
+			a, b := st.get(fr, s.a), st.get(fr, s.b)
+			ao, aok := valueOf(a).(ast.Object)
+			bo, bok := valueOf(b).(ast.Object)
+			if !aok || !bok {
+				return 0, conflictError(s.loc, "object merge of a non-object")
+			}
+			m, ok := ao.Merge(bo)
+			if !ok {
+				return 0, conflictError(s.loc, "object keys must be unique")
+			}
+			fr[s.target] = ast.NewTerm(m)
+		case opSetAdd:
+			set, ok := fr[s.target].Value.(ast.Set)
+			v := st.get(fr, s.a)
+			if !ok || v == nil {
+				return 0, errors.New("IR evaluation: SetAddStmt on a non-set")
+			}
+			set.Add(v)
+		case opResultSetAdd:
+			if t := fr[s.target]; t != nil {
+				dup := false
+				for _, r := range st.results {
+					if r.Equal(t) {
+						dup = true
+					}
+				}
+				if !dup {
+					st.results = append(st.results, t)
+				}
+			}
+		default:
+			return 0, fmt.Errorf("IR evaluation: unknown operation %d", s.op)
+		}
+	}
+	return ctlNext, nil
+}
+
+func valueOf(t *ast.Term) ast.Value {
+	if t == nil {
+		return nil
+	}
+	return t.Value
+}
+
+func conflictError(loc *ast.Location, msg string) error {
+	return &topdown.Error{Code: topdown.ConflictErr, Location: loc, Message: msg}
+}
+
+// dot is src[key]: an object's value, an array's element at an integer
+// index, a set's element; nil (undefined) otherwise.
+func dot(src, key *ast.Term) *ast.Term {
+	switch v := src.Value.(type) {
+	case ast.Object:
+		return v.Get(key)
+	case *ast.Array:
+		n, ok := key.Value.(ast.Number)
+		if !ok {
+			return nil
+		}
+		i, ok := n.Int()
+		if !ok || i < 0 || i >= v.Len() {
+			return nil
+		}
+		return v.Elem(i)
+	case ast.Set:
+		if v.Contains(key) {
+			return key
+		}
+	}
+	return nil
+}
+
+// length is the number of elements of a collection (characters of a string).
+func length(v ast.Value) int {
+	switch v := v.(type) {
+	case *ast.Array:
+		return v.Len()
+	case ast.Object:
+		return v.Len()
+	case ast.Set:
+		return v.Len()
+	case ast.String:
+		return len([]rune(v))
+	}
+	return 0
+}
+
+// scan runs the body of a ScanStmt for every element of its source.
+func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
+	src := fr[s.a.local]
+	if src == nil {
+		return ctlNext, nil
+	}
+	body := s.blocks[0]
+	// one element: 0 or next: go on; 1: leave the scan; more: leave blocks around it
+	run := func(k, v *ast.Term) (int, error) {
+		if err := st.tick(); err != nil {
+			return 0, err
+		}
+		fr[s.key], fr[s.value] = k, v
+		ctl, err := st.block(fr, body)
+		switch {
+		case err != nil:
+			return 0, err
+		case ctl == ctlNext, ctl == 0:
+			return ctlNext, nil
+		case ctl == ctlReturn:
+			return ctlReturn, nil
+		case ctl == 1:
+			return 1, nil
+		}
+		return ctl, nil
+	}
+	done := func(ctl int) (int, bool) {
+		switch {
+		case ctl == ctlNext:
+			return 0, false
+		case ctl == 1:
+			return ctlNext, true // left the scan: go on after it
+		case ctl == ctlReturn:
+			return ctlReturn, true
+		}
+		return ctl - 2, true
+	}
+	switch v := src.Value.(type) {
+	case *ast.Array:
+		for i := 0; i < v.Len(); i++ {
+			ctl, err := run(ast.InternedTerm(i), v.Elem(i))
+			if err != nil {
+				return 0, err
+			}
+			if r, stop := done(ctl); stop {
+				return r, nil
+			}
+		}
+	case ast.Object:
+		for _, k := range v.Keys() {
+			ctl, err := run(k, v.Get(k))
+			if err != nil {
+				return 0, err
+			}
+			if r, stop := done(ctl); stop {
+				return r, nil
+			}
+		}
+	case ast.Set:
+		for _, e := range v.Slice() {
+			ctl, err := run(e, e)
+			if err != nil {
+				return 0, err
+			}
+			if r, stop := done(ctl); stop {
+				return r, nil
+			}
+		}
+	}
+	return ctlNext, nil
+}
+
+// call runs a planned function; nil is undefined.
+func (st *vmState) call(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
+	fn := s.fn
+	if fn.memo >= 0 && st.memoSet[fn.memo] == st.gen {
+		return st.memo[fn.memo], nil
+	}
+	if err := st.tick(); err != nil {
+		return nil, err
+	}
+	callee := st.push(fn.nlocals)
+	for i, p := range fn.params {
+		a := st.get(fr, s.args[i])
+		if a == nil {
+			st.pop(fn.nlocals)
+			return nil, nil
+		}
+		callee[p] = a
+	}
+	var result *ast.Term
+	var err error
+	for i, b := range fn.blocks {
+		var ctl int
+		ctl, err = st.block(callee, b)
+		if err != nil {
+			break
+		}
+		if ctl == ctlReturn {
+			result = callee[fn.ret]
+			break
+		}
+		if ctl > 0 {
+			err = fmt.Errorf("IR evaluation: illegal control flow out of function %s", fn.name)
+			break
+		}
+		if ctl == 0 && i == len(fn.blocks)-1 {
+			break // the last block is the function body itself: leaving it returns undefined
+		}
+	}
+	st.pop(fn.nlocals)
+	if err != nil {
+		return nil, err
+	}
+	if fn.memo >= 0 {
+		st.memo[fn.memo], st.memoSet[fn.memo] = result, st.gen
+	}
+	return result, nil
+}
+
+// builtin calls a built-in function; nil is undefined.
+func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
+	base := len(st.args)
+	for _, a := range s.args {
+		t := st.get(fr, a)
+		if t == nil {
+			st.args = st.args[:base]
+			return nil, nil
+		}
+		st.args = append(st.args, t)
+	}
+	args := st.args[base:]
+	defer func() { st.args = st.args[:base] }()
+	if s.bi.native != nil {
+		t, err := s.bi.native(st, args)
+		if err != nil {
+			return nil, builtinError(s, err)
+		}
+		return t, nil
+	}
+	if st.cache == nil {
+		st.cache = builtins.Cache{}
+	}
+	st.out, st.nout = nil, 0
+	bctx := topdown.BuiltinContext{
+		Context:  st.ctx,
+		Seed:     rand.Reader,
+		Cancel:   st.cancel,
+		Cache:    st.cache,
+		Location: s.loc,
+	}
+	if err := s.bi.fn(bctx, args, st.iter); err != nil {
+		return nil, err // topdown's wrapper has made it a *topdown.Error
+	}
+	if st.nout > 1 {
+		return nil, fmt.Errorf("IR evaluation: built-in %s returned %d values", s.bi.name, st.nout)
+	}
+	return st.out, nil
+}
+
+// builtinError is topdown's error for a failed built-in (handleBuiltinErr).
+func builtinError(s *vmStmt, err error) error {
+	code := topdown.BuiltinErr
+	switch err.(type) {
+	case *topdown.Error:
+		return err
+	case builtins.ErrOperand:
+		code = topdown.TypeErr
+	}
+	return (&topdown.Error{Code: code, Location: s.loc, Message: s.bi.name + ": " + err.Error()}).Wrap(err)
+}
