@@ -81,6 +81,20 @@ func natsWaitSeq(tb testing.TB, timeout time.Duration, seq int, ps ...*proc) {
 	}
 }
 
+// natsWaitReady polls /health/ready of each sidecar until it is 200.
+func natsWaitReady(tb testing.TB, ps ...*proc) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i, p := range ps {
+		for code, msg := natsReady(tb, p); code != 200; code, msg = natsReady(tb, p) {
+			if time.Now().After(deadline) {
+				tb.Fatalf("sidecar %d not ready: %d %s", i, code, msg)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 func natsReady(tb testing.TB, p *proc) (int, string) {
 	tb.Helper()
 	code, body := call(tb, http.MethodGet, p.admin+"/health/ready", nil, nil)
@@ -120,11 +134,7 @@ func TestE2ENATSFleet(t *testing.T) {
 		fleet[i] = startServer(t, dataDirs[i], natsArgs...)
 	}
 	natsWaitSeq(t, 30*time.Second, 1000, fleet...)
-	for i, p := range fleet {
-		if code, msg := natsReady(t, p); code != 200 {
-			t.Fatalf("sidecar %d not ready at the head of the stream: %d %s", i, code, msg)
-		}
-	}
+	natsWaitReady(t, fleet...) // ready follows the commit that natsWaitSeq saw
 
 	// The other 99,000, published while the sidecars read.
 	rest := natsWriteNDJSON(t, dir, "rest.ndjson", events[1000:total])
@@ -249,15 +259,7 @@ func TestE2ENATSFleet(t *testing.T) {
 	putSnapshot(t, fifth, string(raw))
 	natsWaitSeq(t, 20*time.Second, final, fifth)
 	fleet = append(fleet, fifth)
-	for i, p := range fleet {
-		deadline := time.Now().Add(10 * time.Second)
-		for code, msg := natsReady(t, p); code != 200; code, msg = natsReady(t, p) {
-			if time.Now().After(deadline) {
-				t.Fatalf("sidecar %d not ready: %s", i, msg)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	natsWaitReady(t, fleet...)
 
 	// Read-your-writes through NATS: remove a follower, ask with min_seq.
 	subject, record := natsRestrictedFollower(t, model)
