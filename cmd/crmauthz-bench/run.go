@@ -50,11 +50,13 @@ type report struct {
 	readyEmpty    time.Duration // start on an empty index → /health/ready 200
 	snapshotLoad  time.Duration // PUT /v1/replication/snapshot of the world
 	snapshotPeak  memStatus     // VmHWM after the load
+	indexBytes    int64         // size of index.db
 	readyRestart  time.Duration // restart on the loaded index → ready
 	crmauthzIdle  memStatus
 	crmauthzFinal memStatus
 	// opa
 	opaDataWrite time.Duration // writing data.json (not OPA's time)
+	opaDataBytes int64
 	opaReady     time.Duration // start with data.json → /health 200 (includes loading the data)
 	opaIdle      memStatus
 	opaFinal     memStatus
@@ -133,6 +135,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		return nil, err
 	}
 	rep.opaDataWrite = time.Since(t0)
+	if fi, err := os.Stat(opaData); err == nil {
+		rep.opaDataBytes = fi.Size()
+	}
 
 	// crmauthz: start empty, load the snapshot through the API, restart on it.
 	dataDir := filepath.Join(work, "crmauthz")
@@ -151,6 +156,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	rep.snapshotPeak, _ = readMem(crm.pid())
 	if err := crm.stop(30 * time.Second); err != nil {
 		return nil, err
+	}
+	if fi, err := os.Stat(filepath.Join(dataDir, "index.db")); err == nil {
+		rep.indexBytes = fi.Size()
 	}
 	crm, crmSide, err = startCrmauthz(ctx, cfg, dataDir)
 	if err != nil {

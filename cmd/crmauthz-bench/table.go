@@ -5,8 +5,8 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // printReport writes the run's one table: every load step for both sides
@@ -31,35 +31,36 @@ func printReport(out io.Writer, rep *report) error {
 	}
 	fmt.Fprintln(out)
 
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "step\tside\tachieved/s\tp50\tp90\tp99\tp99.9\terrors\tRSS MiB\tcache hits\t")
+	var t table
+	t.row("step", "side", "achieved/s", "p50", "p90", "p99", "p99.9", "errors", "RSS MiB", "cache hits")
 	for _, pair := range rep.steps {
 		for _, r := range pair {
 			hits := ""
 			if r.cacheHit >= 0 {
 				hits = fmt.Sprintf("%.1f%%", 100*r.cacheHit)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.spec.name, r.side, r.achieved,
-				fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.p999), r.errs, fmtMiB(r.rss.RSS), hits)
+			t.row(r.spec.name, r.side, fmt.Sprintf("%.0f", r.achieved), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99),
+				fmtDur(r.p999), fmt.Sprint(r.errs), fmtMiB(r.rss.RSS), hits)
 		}
 		a, o := pair[sideCrmauthz], pair[sideOPA]
-		fmt.Fprintf(tw, "%s\tcrmauthz/opa\t%s\t%s\t%s\t%s\t%s\t\t%s\t\t\n", a.spec.name,
-			ratio(a.achieved, o.achieved), ratioDur(a.p50, o.p50), ratioDur(a.p90, o.p90), ratioDur(a.p99, o.p99),
-			ratioDur(a.p999, o.p999), ratio(float64(a.rss.RSS), float64(o.rss.RSS)))
+		t.row(a.spec.name, "crmauthz/opa", ratio(a.achieved, o.achieved), ratioDur(a.p50, o.p50), ratioDur(a.p90, o.p90),
+			ratioDur(a.p99, o.p99), ratioDur(a.p999, o.p999), "", ratio(float64(a.rss.RSS), float64(o.rss.RSS)), "")
 	}
-	fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t")
-	fmt.Fprintln(tw, "start and memory\tside\tready\t\t\t\t\t\tRSS MiB\t\t")
-	fmt.Fprintf(tw, "start, empty index\tcrmauthz\t%s\t\t\t\t\t\t\t\t\n", fmtDur(rep.readyEmpty))
-	fmt.Fprintf(tw, "snapshot load via API\tcrmauthz\t%s\t\t\t\t\t\t%s\tpeak (VmHWM)\t\n", fmtDur(rep.snapshotLoad), fmtMiB(rep.snapshotPeak.HWM))
-	fmt.Fprintf(tw, "restart on the index\tcrmauthz\t%s\t\t\t\t\t\t%s\tidle\t\n", fmtDur(rep.readyRestart), fmtMiB(rep.crmauthzIdle.RSS))
-	fmt.Fprintf(tw, "start with data.json\topa\t%s\t\t\t\t\t\t%s\tidle\t\n", fmtDur(rep.opaReady), fmtMiB(rep.opaIdle.RSS))
-	fmt.Fprintf(tw, "ready / idle RSS\tcrmauthz/opa\t%s\t\t\t\t\t\t%s\t\t\n", ratioDur(rep.readyRestart, rep.opaReady),
-		ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)))
-	fmt.Fprintf(tw, "after the run\tcrmauthz\t\t\t\t\t\t\t%s\tanon %s, file %s\t\n", fmtMiB(rep.crmauthzFinal.RSS), fmtMiB(rep.crmauthzFinal.Anon), fmtMiB(rep.crmauthzFinal.File))
-	fmt.Fprintf(tw, "after the run\topa\t\t\t\t\t\t\t%s\tanon %s, file %s\t\n", fmtMiB(rep.opaFinal.RSS), fmtMiB(rep.opaFinal.Anon), fmtMiB(rep.opaFinal.File))
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	t.row()
+	t.row("start and memory", "side", "ready", "", "", "", "", "", "RSS MiB", "")
+	t.row("start, empty index", "crmauthz", fmtDur(rep.readyEmpty), "", "", "", "", "", "", "")
+	t.row("snapshot load via API", "crmauthz", fmtDur(rep.snapshotLoad), "", "", "", "", "", fmtMiB(rep.snapshotPeak.HWM),
+		"peak (VmHWM); index.db "+fmtMiB(rep.indexBytes>>10)+" MiB")
+	t.row("restart on the index", "crmauthz", fmtDur(rep.readyRestart), "", "", "", "", "", fmtMiB(rep.crmauthzIdle.RSS), "idle")
+	t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
+		"idle; data.json "+fmtMiB(rep.opaDataBytes>>10)+" MiB")
+	t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "",
+		ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)), "")
+	t.row("after the run", "crmauthz", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
+		"anon "+fmtMiB(rep.crmauthzFinal.Anon)+", file "+fmtMiB(rep.crmauthzFinal.File))
+	t.row("after the run", "opa", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
+		"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
+	t.write(out)
 	fmt.Fprintln(out, "\nachieved/s: decisions answered (200 with a decision) per second; latencies from vegeta (request written → body read), of answered requests;")
 	fmt.Fprintln(out, "RSS: VmRSS of /proc/PID/status, peak sampled every 50 ms during the step; ratios: crmauthz/opa (below 1: crmauthz is faster or smaller,")
 	fmt.Fprintln(out, "above 1 for achieved/s: crmauthz answers more). The load generator runs on the same cores as the server under test.")
@@ -100,3 +101,37 @@ func ratio(a, b float64) string {
 }
 
 func ratioDur(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
+
+// table aligns rows of cells: the first two columns and the last to the
+// left, the others (numbers) to the right.
+type table struct{ rows [][]string }
+
+func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(out io.Writer) {
+	var w []int
+	for _, r := range t.rows {
+		for i, c := range r {
+			if i >= len(w) {
+				w = append(w, 0)
+			}
+			w[i] = max(w[i], utf8.RuneCountInString(c))
+		}
+	}
+	for _, r := range t.rows {
+		var b strings.Builder
+		for i, c := range r {
+			pad := strings.Repeat(" ", w[i]-utf8.RuneCountInString(c))
+			switch {
+			case i < 2 || i == len(w)-1:
+				b.WriteString(c + pad)
+			default:
+				b.WriteString(pad + c)
+			}
+			if i < len(r)-1 {
+				b.WriteString("  ")
+			}
+		}
+		fmt.Fprintln(out, strings.TrimRight(b.String(), " "))
+	}
+}
