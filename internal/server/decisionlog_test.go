@@ -15,11 +15,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
-	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
-	"github.com/crmauthz/crmauthz/internal/policy"
-	"github.com/crmauthz/crmauthz/internal/replication"
-	"github.com/crmauthz/crmauthz/policies"
 )
 
 // loggedServer is a Server with a decision log, its decision listener on a
@@ -35,25 +31,9 @@ type loggedServer struct {
 // u-1 owns c-1, which u-2 follows.
 func newLoggedServer(tb testing.TB, newLog func(*metrics.Metrics) *decisionlog.Logger) *loggedServer {
 	tb.Helper()
-	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ix.Close() })
-	repl, err := replication.New(replication.Config{Index: ix})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m := metrics.New(metrics.Config{})
-	s, err := New(Config{Index: ix, Engine: eng, Replicator: repl, Metrics: m,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), DecisionLog: newLog(m)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cfg := newConfig(tb, nil)
+	cfg.DecisionLog = newLog(cfg.Metrics)
+	s, m := mustNew(tb, cfg), cfg.Metrics
 	events := `{"events": [
 	  {"seq": 1, "op": "user.upsert", "user": {"id": "u-1", "role": "user", "location_ids": ["l"], "assigned_data_only": true}},
 	  {"seq": 2, "op": "user.upsert", "user": {"id": "u-2", "role": "user", "location_ids": ["l"], "assigned_data_only": true}},

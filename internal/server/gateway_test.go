@@ -3,8 +3,6 @@ package server
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,7 +19,6 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
-	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -52,33 +49,12 @@ type gwServer struct {
 // edit changes its Config before New.
 func newGW(tb testing.TB, edit func(*Config)) *gwServer {
 	tb.Helper()
-	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ix.Close() })
-	repl, err := replication.New(replication.Config{Index: ix})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := repl.LoadSnapshot(strings.NewReader(gwFacts)); err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m := metrics.New(metrics.Config{})
-	cfg := Config{Index: ix, Engine: eng, Replicator: repl, Metrics: m,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := newConfig(tb, strings.NewReader(gwFacts))
 	if edit != nil {
 		edit(&cfg)
 	}
-	s, err := New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &gwServer{Server: s, ix: ix, m: m, h: s.DecisionHandler()}
+	s := mustNew(tb, cfg)
+	return &gwServer{Server: s, ix: cfg.Index, m: cfg.Metrics, h: s.DecisionHandler()}
 }
 
 // gwReply is a gateway endpoint's answer.

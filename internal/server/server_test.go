@@ -28,36 +28,54 @@ type testServer struct {
 	admin    http.Handler
 }
 
-func newTestServer(t testing.TB, world *dataset.World) *testServer {
-	t.Helper()
-	ix, err := index.Open(index.Config{Dir: t.TempDir()})
+// newConfig is what every server test builds: a fresh bbolt index holding
+// snapshot (NDJSON; nil for an empty index), its replicator, the default
+// policy and fresh metrics, as a Config ready for New.
+func newConfig(tb testing.TB, snapshot io.Reader) Config {
+	tb.Helper()
+	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { ix.Close() })
+	tb.Cleanup(func() { ix.Close() })
 	repl, err := replication.New(replication.Config{Index: ix})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if world != nil {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(world.WriteSnapshot(pw, 1)) }()
-		if _, err := repl.LoadSnapshot(pr); err != nil {
-			t.Fatal(err)
+	if snapshot != nil {
+		if _, err := repl.LoadSnapshot(snapshot); err != nil {
+			tb.Fatal(err)
 		}
 	}
 	eng, err := policy.New(policy.Config{FS: policies.FS})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	s, err := New(Config{
-		Index: ix, Engine: eng, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Token: []byte("tok"),
-	})
+	return Config{Index: ix, Engine: eng, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func mustNew(tb testing.TB, cfg Config) *Server {
+	tb.Helper()
+	s, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return &testServer{Server: s, ix: ix, decision: s.DecisionHandler(), admin: s.AdminHandler()}
+	return s
+}
+
+func newTestServer(t testing.TB, world *dataset.World) *testServer {
+	t.Helper()
+	var snapshot io.Reader
+	if world != nil {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(world.WriteSnapshot(pw, 1)) }()
+		snapshot = pr
+	}
+	cfg := newConfig(t, snapshot)
+	cfg.Token = []byte("tok")
+	s := mustNew(t, cfg)
+	return &testServer{Server: s, ix: cfg.Index, decision: s.DecisionHandler(), admin: s.AdminHandler()}
 }
 
 func serve(h http.Handler, method, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
