@@ -165,8 +165,9 @@ type stepResult struct {
 	p99      time.Duration
 	p999     time.Duration
 	max      time.Duration
-	rss      memStatus // peak during the step
-	cacheHit float64   // crmauthz: share of decisions answered by the decision cache; -1 unknown
+	rss      memStatus     // peak during the step
+	cpu      time.Duration // CPU time of the server during the step
+	cacheHit float64       // crmauthz: share of decisions answered by the decision cache; -1 unknown
 }
 
 // fixedRateMaxWorkers bounds the concurrency vegeta may grow to at a fixed
@@ -211,6 +212,7 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	lat := make([]time.Duration, 0, capHint)
 	var begin, end time.Time
 	rss := sampleRSS(s.pid, 50*time.Millisecond)
+	cpu0, _ := cpuTime(s.pid)
 	for r := range atk.Attack(tr, pacer, dur, spec.name) {
 		res.sent++
 		if begin.IsZero() || r.Timestamp.Before(begin) {
@@ -230,6 +232,9 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		}
 	}
 	res.rss = rss.finish()
+	if cpu1, err := cpuTime(s.pid); err == nil {
+		res.cpu = cpu1 - cpu0
+	}
 	if span := end.Sub(begin); span > 0 {
 		res.achieved = float64(res.ok) / span.Seconds()
 	}
@@ -244,6 +249,14 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		}
 	}
 	return res
+}
+
+// cpuPerDecision is the server's CPU time per answered decision.
+func (r stepResult) cpuPerDecision() time.Duration {
+	if r.ok == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.ok)
 }
 
 // quantile is the q-quantile of sorted latencies (nearest rank).

@@ -34,7 +34,14 @@ type proc struct {
 // error messages.
 func startProc(name, bin string, args, env []string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	// The servers run with the Go runtime's defaults: the tool's own GC
+	// settings (see mainErr) are not theirs; env sets them explicitly.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	p := &proc{name: name, cmd: cmd, stderr: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
 	p.started = time.Now()
@@ -305,4 +312,28 @@ func buildCrmauthz(ctx context.Context, root, dir string) (string, error) {
 		return "", err
 	}
 	return bin, nil
+}
+
+// cpuTime is the user+system CPU time a process has used, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }

@@ -32,7 +32,7 @@ func printReport(out io.Writer, rep *report) error {
 	fmt.Fprintln(out)
 
 	var t table
-	t.row("step", "side", "achieved/s", "p50", "p90", "p99", "p99.9", "errors", "RSS MiB", "cache hits")
+	t.row("step", "side", "achieved/s", "p50", "p90", "p99", "p99.9", "errors", "CPU/decision", "RSS MiB", "cache hits")
 	for _, pair := range rep.steps {
 		for _, r := range pair {
 			hits := ""
@@ -40,28 +40,30 @@ func printReport(out io.Writer, rep *report) error {
 				hits = fmt.Sprintf("%.1f%%", 100*r.cacheHit)
 			}
 			t.row(r.spec.name, r.side, fmt.Sprintf("%.0f", r.achieved), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99),
-				fmtDur(r.p999), fmt.Sprint(r.errs), fmtMiB(r.rss.RSS), hits)
+				fmtDur(r.p999), fmt.Sprint(r.errs), fmtDur(r.cpuPerDecision()), fmtMiB(r.rss.RSS), hits)
 		}
 		a, o := pair[sideCrmauthz], pair[sideOPA]
 		t.row(a.spec.name, "crmauthz/opa", ratio(a.achieved, o.achieved), ratioDur(a.p50, o.p50), ratioDur(a.p90, o.p90),
-			ratioDur(a.p99, o.p99), ratioDur(a.p999, o.p999), "", ratio(float64(a.rss.RSS), float64(o.rss.RSS)), "")
+			ratioDur(a.p99, o.p99), ratioDur(a.p999, o.p999), "", ratioDur(a.cpuPerDecision(), o.cpuPerDecision()),
+			ratio(float64(a.rss.RSS), float64(o.rss.RSS)), "")
 	}
 	t.row()
-	t.row("start and memory", "side", "ready", "", "", "", "", "", "RSS MiB", "")
-	t.row("start, empty index", "crmauthz", fmtDur(rep.readyEmpty), "", "", "", "", "", "", "")
-	t.row("snapshot load via API", "crmauthz", fmtDur(rep.snapshotLoad), "", "", "", "", "", fmtMiB(rep.snapshotPeak.HWM),
+	t.row("start and memory", "side", "ready", "", "", "", "", "", "", "RSS MiB", "")
+	t.row("start, empty index", "crmauthz", fmtDur(rep.readyEmpty), "", "", "", "", "", "", "", "")
+	t.row("snapshot load via API", "crmauthz", fmtDur(rep.snapshotLoad), "", "", "", "", "", "", fmtMiB(rep.snapshotPeak.HWM),
 		"peak (VmHWM); index.db "+fmtMiB(rep.indexBytes>>10)+" MiB")
-	t.row("restart on the index", "crmauthz", fmtDur(rep.readyRestart), "", "", "", "", "", fmtMiB(rep.crmauthzIdle.RSS), "idle")
-	t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
+	t.row("restart on the index", "crmauthz", fmtDur(rep.readyRestart), "", "", "", "", "", "", fmtMiB(rep.crmauthzIdle.RSS), "idle")
+	t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
 		"idle; data.json "+fmtMiB(rep.opaDataBytes>>10)+" MiB")
-	t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "",
+	t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "", "",
 		ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)), "")
-	t.row("after the run", "crmauthz", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
+	t.row("after the run", "crmauthz", "", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
 		"anon "+fmtMiB(rep.crmauthzFinal.Anon)+", file "+fmtMiB(rep.crmauthzFinal.File))
-	t.row("after the run", "opa", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
+	t.row("after the run", "opa", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
 		"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
 	t.write(out)
 	fmt.Fprintln(out, "\nachieved/s: decisions answered (200 with a decision) per second; latencies from vegeta (request written → body read), of answered requests;")
+	fmt.Fprintln(out, "CPU/decision: the server's user+system CPU time (/proc/PID/stat) during the step over the decisions answered;")
 	fmt.Fprintln(out, "RSS: VmRSS of /proc/PID/status, peak sampled every 50 ms during the step; ratios: crmauthz/opa (below 1: crmauthz is faster or smaller,")
 	fmt.Fprintln(out, "above 1 for achieved/s: crmauthz answers more). The load generator runs on the same cores as the server under test.")
 	return nil
