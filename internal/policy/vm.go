@@ -129,11 +129,14 @@ type vmBuiltin struct {
 
 // vmProgram is one plan (entry point) ready to run.
 type vmProgram struct {
-	plan    []*vmBlock
-	nlocals int
-	nmemo   int
-	data    *ast.Term // the data document: empty (crmauthz has no base documents)
-	states  sync.Pool // *vmState
+	plan   []*vmBlock
+	direct *vmFunc // the plan only returns this function's result (see directCall)
+	// directArgs are input and data, the arguments of direct
+	directArgs []vmOperand
+	nlocals    int
+	nmemo      int
+	data       *ast.Term // the data document: empty (crmauthz has no base documents)
+	states     sync.Pool // *vmState
 }
 
 // errVMUnsupported marks a plan the interpreter does not run.
@@ -192,6 +195,17 @@ func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, i
 	frame[ir.Input] = ast.NewTerm(input)
 	frame[ir.Data] = p.data
 	var err error
+	if p.direct != nil {
+		var t *ast.Term
+		t, err = st.callFunc(p.direct, frame, p.directArgs)
+		st.pop(p.nlocals)
+		var result ast.Value
+		if t != nil {
+			result = t.Value
+		}
+		st.release()
+		return result, err
+	}
 	for _, b := range p.plan {
 		var ctl int
 		if ctl, err = st.block(frame, b); err != nil {
@@ -220,12 +234,16 @@ func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, i
 			err = fmt.Errorf("%d results, want one", len(st.results))
 		}
 	}
-	// Drop references before pooling the state.
+	st.release()
+	return result, err
+}
+
+// release drops the evaluation's references and pools the state.
+func (st *vmState) release() {
 	clear(st.results)
 	clear(st.args)
 	st.ctx, st.facts, st.out, st.cache = nil, nil, nil, nil
-	p.states.Put(st)
-	return result, err
+	st.prog.states.Put(st)
 }
 
 // push returns a cleared frame of n locals on the stack.
@@ -570,9 +588,13 @@ func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
-// call runs a planned function; nil is undefined.
+// call runs the function of a CallStmt; nil is undefined.
 func (st *vmState) call(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
-	fn := s.fn
+	return st.callFunc(s.fn, fr, s.args)
+}
+
+// callFunc runs a planned function with args (operands in fr).
+func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.Term, error) {
 	if fn.memo >= 0 && st.memoSet[fn.memo] == st.gen {
 		return st.memo[fn.memo], nil
 	}
@@ -581,7 +603,7 @@ func (st *vmState) call(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	}
 	callee := st.push(fn.nlocals)
 	for i, p := range fn.params {
-		a := st.get(fr, s.args[i])
+		a := st.get(fr, args[i])
 		if a == nil {
 			st.pop(fn.nlocals)
 			return nil, nil

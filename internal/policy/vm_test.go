@@ -95,11 +95,23 @@ func TestVMGolden(t *testing.T) {
 	g := loadGolden(t)
 	facts := newMemFacts(t, g)
 	ep := newEnginePair(t, Config{FS: policies.FS})
+	p := ep.ir.cur.Load()
+	prog := p.vm.Load().prog
+	if prog.direct == nil {
+		t.Fatal("the plan of data.crmauthz.decision is not run as a direct call")
+	}
+	// the same program run through its plan, not the direct call
+	viaPlan := &vmProgram{plan: prog.plan, nlocals: prog.nlocals, nmemo: prog.nmemo, data: prog.data}
 	for _, c := range g.Cases {
 		ep.same(t, facts, c.input())
 		d, _, err := ep.ir.Decide(context.Background(), facts, c.input())
 		if err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
 			t.Errorf("%s: %+v %v, want %v %s", c.Name, d, err, c.Allow, c.Reason)
+		}
+		a, aerr := prog.eval(context.Background(), facts, p.intern, p.input(c.input()))
+		b, berr := viaPlan.eval(context.Background(), facts, p.intern, p.input(c.input()))
+		if aerr != nil || berr != nil || a.Compare(b) != 0 {
+			t.Errorf("%s: direct %v %v, plan %v %v", c.Name, a, aerr, b, berr)
 		}
 	}
 }

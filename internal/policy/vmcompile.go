@@ -70,6 +70,8 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
 		}
 		prog.plan, prog.nlocals = blocks, c.maxLocal+1
+		prog.direct = c.directCall(p)
+		prog.directArgs = []vmOperand{{local: int32(ir.Input)}, {local: int32(ir.Data)}}
 		return prog, nil
 	}
 	return nil, fmt.Errorf("no plan %q", entry)
@@ -450,4 +452,42 @@ func constKey(o ir.Operand) any {
 		return *v
 	}
 	return o.Value
+}
+
+// directCall recognises the plan of an entry point that is one rule,
+//
+//	CallStmt f(input, data) -> r; AssignVarStmt r -> t; MakeObjectStmt o;
+//	ObjectInsertStmt o["result"] = t; ResultSetAddStmt o
+//
+// and returns f: the value of the entry point is then f's result, without
+// building the result set. nil for any other plan.
+func (c *vmCompiler) directCall(p *ir.Plan) *vmFunc {
+	if len(p.Blocks) != 1 || len(p.Blocks[0].Stmts) != 5 {
+		return nil
+	}
+	st := p.Blocks[0].Stmts
+	call, ok1 := st[0].(*ir.CallStmt)
+	assign, ok2 := st[1].(*ir.AssignVarStmt)
+	mk, ok3 := st[2].(*ir.MakeObjectStmt)
+	ins, ok4 := st[3].(*ir.ObjectInsertStmt)
+	add, ok5 := st[4].(*ir.ResultSetAddStmt)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || len(call.Args) != 2 {
+		return nil
+	}
+	local := func(o ir.Operand) (ir.Local, bool) {
+		v, err := c.operand(o)
+		return ir.Local(v.local), err == nil && v.c == nil
+	}
+	in, ok := local(call.Args[0])
+	data, okd := local(call.Args[1])
+	src, oks := local(assign.Source)
+	val, okv := local(ins.Value)
+	key, err := c.operand(ins.Key)
+	fn := c.funcs[call.Func]
+	if !ok || !okd || !oks || !okv || err != nil || fn == nil || in != ir.Input || data != ir.Data ||
+		src != call.Result || val != assign.Target || ins.Object != mk.Target || add.Value != mk.Target ||
+		key.c == nil || key.c.Value.Compare(ast.String("result")) != 0 {
+		return nil
+	}
+	return fn
 }
