@@ -46,6 +46,8 @@ type serveOptions struct {
 	adminMaxInFlight int
 
 	policiesRequireTests bool
+	decisionCacheSlots   int
+	policyEvaluator      string
 	decisionLog          string
 	decisionLogSample    float64
 	decisionLogMask      []string
@@ -73,6 +75,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the bbolt index file (index.db)")
 	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies to serve instead of the built-in ones; watched, and reloaded when it changes")
 	f.BoolVar(&o.policiesRequireTests, "policies-require-tests", false, "refuse a policy (at start and on reload) whose Rego tests fail, or that has none")
+	f.IntVar(&o.decisionCacheSlots, "decision-cache-slots", 0, "slots of the exact decision cache (0: 65536; negative: no cache)")
+	f.StringVar(&o.policyEvaluator, "policy-evaluator", "auto", "how decisions are evaluated: auto (OPA's plan of the policy by the IR interpreter, topdown for what it cannot run), ir (refuse such a policy), topdown")
 	f.StringVar(&o.decisionLog, "decision-log", "off", "decision log: off, stdout, or a file to append JSON lines to")
 	f.Float64Var(&o.decisionLogSample, "decision-log-sample", 1, "fraction of decisions logged, from 0 (none) to 1 (all)")
 	f.StringSliceVar(&o.decisionLogMask, "decision-log-mask", nil, "fields replaced by \"**REDACTED**\" in the decision log, e.g. input.target,input.subject")
@@ -145,6 +149,15 @@ func serve(ctx context.Context, o serveOptions) error {
 	pcfg := policy.Config{FS: policies.FS, RequireTests: o.policiesRequireTests}
 	if o.policiesDir != "" {
 		pcfg = policy.Config{Dir: o.policiesDir, RequireTests: o.policiesRequireTests}
+	}
+	pcfg.DecisionCacheSlots = o.decisionCacheSlots
+	switch o.policyEvaluator {
+	case "auto":
+		pcfg.Evaluator = policy.EvaluatorAuto
+	case "ir", "topdown":
+		pcfg.Evaluator = policy.Evaluator(o.policyEvaluator)
+	default:
+		return fmt.Errorf("--policy-evaluator %q: want auto, ir or topdown", o.policyEvaluator)
 	}
 	eng, err := policy.New(pcfg)
 	if err != nil {
@@ -252,9 +265,14 @@ func serve(ctx context.Context, o serveOptions) error {
 			}
 		}()
 	}
+	evaluator, whyNot := eng.Evaluator()
 	log.Info("crmauthz serving", "version", version, "addr", listeners[0].Addr().String(),
 		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
-		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode())
+		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode(),
+		"policy_evaluator", string(evaluator))
+	if whyNot != nil && o.policyEvaluator == "auto" {
+		log.Warn("the policy is evaluated by topdown, not the IR interpreter", "reason", whyNot.Error())
+	}
 	if natsSrc != nil { // stopped before the index is closed (defers run last first)
 		go natsSrc.Run(ctx)
 		defer natsSrc.Close()
