@@ -93,6 +93,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one request")
 		fs.StringVar(&cfg.Crmauthz, "crmauthz", "", "crmauthz binary (default: build ./cmd/crmauthz into the work directory)")
 		env := fs.String("crmauthz-env", "", "extra environment of crmauthz, comma-separated (e.g. GOGC=200,GOMEMLIMIT=256MiB)")
+		extra := fs.String("crmauthz-args", "", "extra flags of crmauthz serve, space-separated (e.g. \"--decision-cache-slots -1\")")
 		fs.StringVar(&cfg.OPA, "opa", "", "opa binary (default: build the version go.mod requires into --opa-cache)")
 		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
 		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
@@ -112,6 +113,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		if *env != "" {
 			cfg.CrmauthzEnv = strings.Split(*env, ",")
 		}
+		cfg.CrmauthzArgs = strings.Fields(*extra)
 		if cfg.OPACache == "" {
 			root, err := repoRoot()
 			if err != nil {

@@ -30,13 +30,14 @@ type runConfig struct {
 	Check      int           // requests of the mix both sides must agree on
 	Timeout    time.Duration // per request
 
-	Crmauthz    string   // crmauthz binary; "" builds ./cmd/crmauthz
-	CrmauthzEnv []string // extra environment of crmauthz (GOGC=…, GOMEMLIMIT=…)
-	OPA         string   // opa binary; "" builds the version of go.mod into OPACache
-	OPACache    string
-	OPAPolicy   []string // Rego files OPA serves
-	WorkDir     string   // "" = a new temporary directory, removed at the end
-	Log         io.Writer
+	Crmauthz     string   // crmauthz binary; "" builds ./cmd/crmauthz
+	CrmauthzEnv  []string // extra environment of crmauthz (GOGC=…, GOMEMLIMIT=…)
+	CrmauthzArgs []string // extra flags of crmauthz serve
+	OPA          string   // opa binary; "" builds the version of go.mod into OPACache
+	OPACache     string
+	OPAPolicy    []string // Rego files OPA serves
+	WorkDir      string   // "" = a new temporary directory, removed at the end
+	Log          io.Writer
 }
 
 // report is everything a run measured.
@@ -267,9 +268,10 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		if err != nil {
 			return nil, serverSide{}, err
 		}
-		p, err := startProc("crmauthz", cfg.Crmauthz, []string{"serve",
+		args := append([]string{"serve",
 			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
-		}, cfg.CrmauthzEnv)
+		}, cfg.CrmauthzArgs...)
+		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv)
 		if err != nil {
 			return nil, serverSide{}, err
 		}
