@@ -2,6 +2,7 @@ package policy
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -99,7 +100,43 @@ func (c *decisionCache) lookup(facts Facts, in *Input) (Decision, bool) {
 }
 
 func (c *decisionCache) store(in *Input, deps []factDep, d Decision) {
-	c.slot(in).Store(&cacheEntry{in: *in, deps: deps, d: d})
+	c.slot(in).Store(newCacheEntry(in, deps, d))
+}
+
+// newCacheEntry makes a compact entry: the strings of the input and of the
+// facts read are copied into one string, so that the entry does not keep the
+// request body or the facts' documents they were cut from alive, and deps is
+// copied to its exact length. (The reason is the policy's constant, or a
+// string of its own.) With 65,536 slots full, this is the bulk of
+// the engine's live heap.
+func newCacheEntry(in *Input, deps []factDep, d Decision) *cacheEntry {
+	n := len(in.Subject) + len(in.Action) + len(in.ResourceType) + len(in.ResourceID) + len(in.Target)
+	for i := range deps {
+		n += len(deps[i].typ) + len(deps[i].id)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range []string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+		b.WriteString(s)
+	}
+	for i := range deps {
+		b.WriteString(deps[i].typ)
+		b.WriteString(deps[i].id)
+	}
+	all := b.String()
+	cut := func(s string) string {
+		r := all[:len(s)]
+		all = all[len(s):]
+		return r
+	}
+	e := &cacheEntry{deps: make([]factDep, len(deps)), d: d}
+	e.in = Input{Subject: cut(in.Subject), Action: cut(in.Action), ResourceType: cut(in.ResourceType),
+		ResourceID: cut(in.ResourceID), Target: cut(in.Target), HasTarget: in.HasTarget}
+	for i, dep := range deps {
+		dep.typ, dep.id = cut(dep.typ), cut(dep.id)
+		e.deps[i] = dep
+	}
+	return e
 }
 
 // depRecorder passes reads through to Facts and notes what was read.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/crmauthz/crmauthz/policies"
@@ -134,5 +135,30 @@ func TestDecisionCacheNeverHidesAReadError(t *testing.T) {
 	facts.err = fmt.Errorf("disk on fire")
 	if d, _, err := e.Decide(context.Background(), facts, in); err == nil {
 		t.Fatalf("a read error was answered from the cache: %+v", d)
+	}
+}
+
+func TestNewCacheEntryCopies(t *testing.T) {
+	body := `{"subject":"u-1","action":"edit","resource":{"type":"contact","id":"c-9"},"target":"u-2"}`
+	cut := func(s string) string { // a substring of body, as the request parser makes
+		i := strings.Index(body, `"`+s+`"`) + 1
+		return body[i : i+len(s)]
+	}
+	in := Input{Subject: cut("u-1"), Action: cut("edit"), ResourceType: cut("contact"), ResourceID: cut("c-9"), Target: cut("u-2"), HasTarget: true}
+	deps := make([]factDep, 0, 4)
+	deps = append(deps, factDep{id: in.Subject, present: true, n: 10, sum: 1},
+		factDep{record: true, typ: in.ResourceType, id: in.ResourceID, present: true, n: 20, sum: 2},
+		factDep{id: "u-elsewhere", n: 0})
+	e := newCacheEntry(&in, deps, Decision{Allow: true, Reason: "owner"})
+	if e.in != in || len(e.deps) != 3 || cap(e.deps) != 3 || e.d != (Decision{Allow: true, Reason: "owner"}) {
+		t.Fatalf("%+v", e)
+	}
+	for i := range deps {
+		if e.deps[i] != deps[i] {
+			t.Fatalf("dep %d: %+v, want %+v", i, e.deps[i], deps[i])
+		}
+	}
+	if in.Subject != "u-1" || in.ResourceID != "c-9" || in.Target != "u-2" {
+		t.Fatalf("test input cut wrong: %+v", in)
 	}
 }
