@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +16,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/natstest"
+	"github.com/crmauthz/crmauthz/internal/refmodel"
 )
 
 // natsWriteNDJSON writes events, one per line, to a file in dir.
-func natsWriteNDJSON(tb testing.TB, dir, name string, events []refEvent) string {
+func natsWriteNDJSON(tb testing.TB, dir, name string, events []refmodel.Event) string {
 	tb.Helper()
 	var b strings.Builder
 	for _, e := range events {
@@ -116,7 +116,7 @@ func natsReady(tb testing.TB, p *proc) (int, string) {
 func TestE2ENATSFleet(t *testing.T) {
 	const total = 100_000
 	start := time.Now()
-	events := genEvents(total+500, 11)
+	events := refmodel.Events(t, refmodel.GenConfig{Seed: 11}, total+500)
 	srv := natstest.Start(t, natstest.Options{})
 	dir := t.TempDir()
 	url := srv.URL()
@@ -172,14 +172,11 @@ func TestE2ENATSFleet(t *testing.T) {
 	converged := time.Since(pubStart)
 
 	// The same index everywhere, equal to the reference model.
-	model := newRefModel()
-	for _, e := range events[:total] {
-		model.apply(e)
-	}
-	want := model.canonical()
+	model := modelAt(t, events, total)
+	want := model.Canonical()
 	for i, p := range fleet {
 		seq, got := exported(t, p)
-		if seq != total || got.canonical() != want {
+		if seq != total || got.Canonical() != want {
 			t.Fatalf("sidecar %d: export at seq %d differs from the reference model", i, seq)
 		}
 	}
@@ -223,12 +220,14 @@ func TestE2ENATSFleet(t *testing.T) {
 	natsWaitSeq(t, 30*time.Second, final, fleet...)
 	bootTime := time.Since(bootStart)
 	for _, e := range events[total:] {
-		model.apply(e)
+		if err := model.Apply(e); err != nil {
+			t.Fatalf("reference model: event %d: %v", e.Seq, err)
+		}
 	}
-	want = model.canonical()
+	want = model.Canonical()
 	for i, p := range fleet {
 		seq, got := exported(t, p)
-		if seq != final || got.canonical() != want {
+		if seq != uint64(final) || got.Canonical() != want {
 			t.Fatalf("sidecar %d: export at seq %d differs from the reference model", i, seq)
 		}
 	}
@@ -286,41 +285,28 @@ func TestE2ENATSFleet(t *testing.T) {
 
 // natsRestrictedFollower finds a restricted user of the model that follows a
 // record (and does not own it): a decision that changes with a follower.remove.
-func natsRestrictedFollower(tb testing.TB, m *refModel) (string, refRecord) {
+func natsRestrictedFollower(tb testing.TB, m *refmodel.Model) (string, refmodel.Record) {
 	tb.Helper()
-	keys := slices.Sorted(func(yield func(string) bool) {
-		for k := range m.records {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	for _, k := range keys {
-		r := m.records[k]
+	for _, k := range m.Keys() {
+		r := m.Records[k]
 		for _, f := range r.Followers {
-			u, ok := m.users[f]
-			if ok && u.Role == "user" && u.ADO && (r.Type == "contact" && u.Contacts || r.Type == "opportunity" && u.Opps) {
+			u, ok := m.Users[f]
+			if ok && u.Role == "user" && u.AssignedDataOnly && (r.Type == "contact" && u.ContactsEnabled || r.Type == "opportunity" && u.OpportunitiesEnabled) {
 				return f, r
 			}
 		}
 	}
 	tb.Fatal("no restricted follower in the model")
-	return "", refRecord{}
+	return "", refmodel.Record{}
 }
 
 // natsSameAnswers asks every sidecar the same decisions (each user, every record,
 // view and edit) and lists, and checks that they answer alike.
-func natsSameAnswers(tb testing.TB, m *refModel, ps ...*proc) {
+func natsSameAnswers(tb testing.TB, m *refmodel.Model, ps ...*proc) {
 	tb.Helper()
-	users := slices.Sorted(func(yield func(string) bool) {
-		for k := range m.users {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	users := m.UserIDs()
 	var checks []map[string]any
-	for _, r := range m.records {
+	for _, r := range m.Records {
 		for _, a := range []string{"view", "edit", "delete"} {
 			checks = append(checks, map[string]any{"action": a, "resource": map[string]string{"type": r.Type, "id": r.ID}})
 		}

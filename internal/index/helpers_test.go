@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"testing"
 )
 
@@ -65,8 +64,8 @@ func contact(id, loc, owner string, followers ...string) Record {
 	return Record{Type: TypeContact, ID: id, LocationID: loc, Owner: owner, Followers: followers}
 }
 
-// state is everything the index holds, as plain maps: what the model predicts and what the index
-// is compared against.
+// state is everything the index holds, as plain maps with the index's types: what the tests
+// expect (the reference model's state, or a table) and what the index is compared against.
 type state struct {
 	Seq     uint64
 	Users   map[string]User
@@ -77,15 +76,6 @@ func newState() *state {
 	return &state{Users: map[string]User{}, Records: map[string]Record{}}
 }
 
-func (s *state) clone() *state {
-	c := &state{Seq: s.Seq, Users: maps.Clone(s.Users), Records: make(map[string]Record, len(s.Records))}
-	for k, r := range s.Records {
-		r.Followers = slices.Clone(r.Followers)
-		c.Records[k] = r
-	}
-	return c
-}
-
 func (s *state) counts() Counts {
 	c := newCounts()
 	c.Users = uint64(len(s.Users))
@@ -93,18 +83,6 @@ func (s *state) counts() Counts {
 		c.Records[r.Type]++
 	}
 	return c
-}
-
-// subjectRecords is the model's answer to SubjectRecords without paging.
-func (s *state) subjectRecords(userID, typ, loc string) []string {
-	ids := []string{}
-	for _, r := range s.Records {
-		if r.Type == typ && r.LocationID == loc && (r.Owner == userID || slices.Contains(r.Followers, userID)) {
-			ids = append(ids, r.ID)
-		}
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // readState reads the whole index in one transaction.

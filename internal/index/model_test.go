@@ -6,140 +6,75 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/crmauthz/crmauthz/internal/refmodel"
 )
 
-// model is a reference implementation of the index's write semantics over plain maps, written
-// from SPEC §2 independently of the index code.
+// model is the shared reference model (internal/refmodel, SPEC §2 over plain maps, written
+// independently of the index code) at an applied_seq, under the index's own rules: the ids the
+// index refuses and its sentinel errors.
 type model struct {
-	s   *state
-	max int
+	ref *refmodel.Model
+	seq uint64
 }
 
-func modelIDErr(required bool, ids ...string) error {
-	for _, id := range ids {
-		if (required || id != "") && idProblem(id) != "" {
+func newModel() *model {
+	return &model{ref: refmodel.New()}
+}
+
+func (m *model) clone() *model { return &model{ref: m.ref.Clone(), seq: m.seq} }
+
+// apply applies the event of one WriteTx or Loader call, with the error the index must return:
+// ErrInvalidID for an id the index refuses (required ones, and the optional ones when not ""),
+// checked before anything else, then refmodel's errors as the index's.
+func (m *model) apply(e refmodel.Event) error {
+	var required, optional []string
+	switch e.Op {
+	case refmodel.OpUserUpsert:
+		required = append([]string{e.User.ID}, e.User.LocationIDs...)
+	case refmodel.OpUserDelete:
+		required = []string{*e.UserID}
+	case refmodel.OpRecordUpsert:
+		required = append([]string{e.Record.Type, e.Record.ID, e.Record.LocationID}, e.Record.Followers...)
+		optional = []string{e.Record.Owner, e.Record.ContactID}
+	case refmodel.OpRecordDelete:
+		required = []string{e.Type, e.ID}
+	case refmodel.OpFollowerAdd, refmodel.OpFollowerRemove:
+		required = []string{*e.UserID, e.Type, e.ID}
+	case refmodel.OpOwnerSet:
+		required, optional = []string{e.Type, e.ID}, []string{*e.UserID}
+	}
+	for _, id := range required {
+		if idProblem(id) != "" {
 			return ErrInvalidID
 		}
 	}
-	return nil
-}
-
-func (m *model) key(typ, id string) string { return typ + "\x00" + id }
-
-func (m *model) putUser(u User) error {
-	if err := modelIDErr(true, append([]string{u.ID}, u.LocationIDs...)...); err != nil {
-		return err
-	}
-	u.LocationIDs = append([]string{}, u.LocationIDs...)
-	m.s.Users[u.ID] = u
-	return nil
-}
-
-func (m *model) deleteUser(id string) error {
-	if err := modelIDErr(true, id); err != nil {
-		return err
-	}
-	delete(m.s.Users, id)
-	for k, r := range m.s.Records {
-		if r.Owner == id {
-			r.Owner = ""
-		}
-		r.Followers = slices.DeleteFunc(slices.Clone(r.Followers), func(f string) bool { return f == id })
-		m.s.Records[k] = r
-	}
-	return nil
-}
-
-func (m *model) normalise(r Record) (Record, error) {
-	if err := modelIDErr(true, append([]string{r.Type, r.ID, r.LocationID}, r.Followers...)...); err != nil {
-		return r, err
-	}
-	if err := modelIDErr(false, r.Owner, r.ContactID); err != nil {
-		return r, err
-	}
-	seen := map[string]bool{r.Owner: true}
-	fs := []string{}
-	for _, f := range r.Followers {
-		if !seen[f] {
-			seen[f] = true
-			fs = append(fs, f)
+	for _, id := range optional {
+		if id != "" && idProblem(id) != "" {
+			return ErrInvalidID
 		}
 	}
-	if len(fs) > m.max {
-		return r, ErrTooManyFollowers
-	}
-	r.Followers = fs
-	return r, nil
-}
-
-func (m *model) putRecord(r Record) error {
-	r, err := m.normalise(r)
-	if err != nil {
-		return err
-	}
-	m.s.Records[m.key(r.Type, r.ID)] = r
-	return nil
-}
-
-func (m *model) deleteRecord(typ, id string) error {
-	if err := modelIDErr(true, typ, id); err != nil {
-		return err
-	}
-	delete(m.s.Records, m.key(typ, id))
-	return nil
-}
-
-// existing validates the ids and finds the record.
-func (m *model) existing(typ, id string, userRequired bool, userID string) (Record, error) {
-	if err := modelIDErr(userRequired, userID); err != nil {
-		return Record{}, err
-	}
-	if err := modelIDErr(true, typ, id); err != nil {
-		return Record{}, err
-	}
-	r, ok := m.s.Records[m.key(typ, id)]
-	if !ok {
-		return r, ErrRecordNotFound
-	}
-	r.Followers = slices.Clone(r.Followers)
-	return r, nil
-}
-
-func (m *model) addFollower(typ, id, u string) error {
-	r, err := m.existing(typ, id, true, u)
-	if err != nil {
-		return err
-	}
-	if r.Owner == u || slices.Contains(r.Followers, u) {
-		return nil
-	}
-	if len(r.Followers) >= m.max {
+	err := m.ref.Apply(e)
+	switch {
+	case errors.Is(err, refmodel.ErrRecordNotFound):
+		return ErrRecordNotFound
+	case errors.Is(err, refmodel.ErrTooManyFollowers):
 		return ErrTooManyFollowers
 	}
-	r.Followers = append(r.Followers, u)
-	m.s.Records[m.key(typ, id)] = r
-	return nil
+	return err // any other error is a difference between the index and the model
 }
 
-func (m *model) removeFollower(typ, id, u string) error {
-	r, err := m.existing(typ, id, true, u)
-	if err != nil {
-		return err
+// state is the model as the index's types, for compareState.
+func (m *model) state() *state {
+	s := newState()
+	s.Seq = m.seq
+	for id, u := range m.ref.Users {
+		s.Users[id] = User(u)
 	}
-	r.Followers = slices.DeleteFunc(r.Followers, func(f string) bool { return f == u })
-	m.s.Records[m.key(typ, id)] = r
-	return nil
-}
-
-func (m *model) setOwner(typ, id, u string) error {
-	r, err := m.existing(typ, id, false, u)
-	if err != nil {
-		return err
+	for k, r := range m.ref.Records {
+		s.Records[string(recordKey(nil, k.Type, k.ID))] = Record(r)
 	}
-	r.Owner = u
-	r.Followers = slices.DeleteFunc(r.Followers, func(f string) bool { return f == u })
-	m.s.Records[m.key(typ, id)] = r
-	return nil
+	return s
 }
 
 // op is one random operation, applied to both the model and a WriteTx.
@@ -212,34 +147,44 @@ func (g *gen) op() op {
 	case n < 12:
 		u := g.randUser()
 		return op{fmt.Sprintf("PutUser(%+v)", u),
-			func(m *model) error { return m.putUser(u) },
+			func(m *model) error {
+				ru := refmodel.User(u)
+				return m.apply(refmodel.Event{Op: refmodel.OpUserUpsert, User: &ru})
+			},
 			func(w *WriteTx) error { return w.PutUser(u) },
 			func(l *Loader) error { return l.PutUser(u) }}
 	case n < 16:
 		id := g.userID()
 		return op{fmt.Sprintf("DeleteUser(%q)", id),
-			func(m *model) error { return m.deleteUser(id) },
+			func(m *model) error { return m.apply(refmodel.Event{Op: refmodel.OpUserDelete, UserID: &id}) },
 			func(w *WriteTx) error { return w.DeleteUser(id) }, nil}
 	case n < 40:
 		r := g.randRecord()
 		return op{fmt.Sprintf("PutRecord(%+v)", r),
-			func(m *model) error { return m.putRecord(r) },
+			func(m *model) error {
+				rr := refmodel.Record(r)
+				return m.apply(refmodel.Event{Op: refmodel.OpRecordUpsert, Record: &rr})
+			},
 			func(w *WriteTx) error { return w.PutRecord(r) },
 			func(l *Loader) error { return l.PutRecord(r) }}
 	case n < 46:
 		typ, id := g.pick(g.types), g.pick(g.recs)
 		return op{fmt.Sprintf("DeleteRecord(%q, %q)", typ, id),
-			func(m *model) error { return m.deleteRecord(typ, id) },
+			func(m *model) error { return m.apply(refmodel.Event{Op: refmodel.OpRecordDelete, Type: typ, ID: id}) },
 			func(w *WriteTx) error { return w.DeleteRecord(typ, id) }, nil}
 	case n < 70:
 		typ, id, u := g.pick(g.types), g.pick(g.recs), g.userID()
 		return op{fmt.Sprintf("AddFollower(%q, %q, %q)", typ, id, u),
-			func(m *model) error { return m.addFollower(typ, id, u) },
+			func(m *model) error {
+				return m.apply(refmodel.Event{Op: refmodel.OpFollowerAdd, Type: typ, ID: id, UserID: &u})
+			},
 			func(w *WriteTx) error { return w.AddFollower(typ, id, u) }, nil}
 	case n < 82:
 		typ, id, u := g.pick(g.types), g.pick(g.recs), g.userID()
 		return op{fmt.Sprintf("RemoveFollower(%q, %q, %q)", typ, id, u),
-			func(m *model) error { return m.removeFollower(typ, id, u) },
+			func(m *model) error {
+				return m.apply(refmodel.Event{Op: refmodel.OpFollowerRemove, Type: typ, ID: id, UserID: &u})
+			},
 			func(w *WriteTx) error { return w.RemoveFollower(typ, id, u) }, nil}
 	default:
 		typ, id, u := g.pick(g.types), g.pick(g.recs), g.pick(g.users)
@@ -247,7 +192,9 @@ func (g *gen) op() op {
 			u = ""
 		}
 		return op{fmt.Sprintf("SetOwner(%q, %q, %q)", typ, id, u),
-			func(m *model) error { return m.setOwner(typ, id, u) },
+			func(m *model) error {
+				return m.apply(refmodel.Event{Op: refmodel.OpOwnerSet, Type: typ, ID: id, UserID: &u})
+			},
 			func(w *WriteTx) error { return w.SetOwner(typ, id, u) }, nil}
 	}
 }
@@ -262,17 +209,18 @@ func sameErr(got, want error) bool {
 // checkAgainstModel compares the whole index, in one read transaction, with the model.
 func checkAgainstModel(tb testing.TB, ix *Index, m *model, g *gen, step string) {
 	tb.Helper()
-	if ix.AppliedSeq() != m.s.Seq {
-		tb.Fatalf("%s: cached AppliedSeq %d, want %d", step, ix.AppliedSeq(), m.s.Seq)
+	want := m.state()
+	if ix.AppliedSeq() != want.Seq {
+		tb.Fatalf("%s: cached AppliedSeq %d, want %d", step, ix.AppliedSeq(), want.Seq)
 	}
-	if c, want := ix.Counts(), m.s.counts(); !equalCounts(c, want) {
+	if c, want := ix.Counts(), want.counts(); !equalCounts(c, want) {
 		tb.Fatalf("%s: cached Counts %+v, want %+v", step, c, want)
 	}
 	mustView(tb, ix, func(rt *ReadTx) error {
 		got := readState(tb, rt)
-		compareState(tb, got, m.s)
+		compareState(tb, got, want)
 		checkReverseIndex(tb, rt)
-		if c, want := rt.Counts(), m.s.counts(); !equalCounts(c, want) {
+		if c, want := rt.Counts(), want.counts(); !equalCounts(c, want) {
 			tb.Errorf("Counts %+v, want %+v", c, want)
 		}
 		for _, u := range g.users {
@@ -280,7 +228,7 @@ func checkAgainstModel(tb testing.TB, ix *Index, m *model, g *gen, step string) 
 				for _, loc := range g.locs {
 					limit := 1 + g.rng.IntN(4)
 					got := allSubjectRecords(tb, rt, u, typ, loc, limit)
-					if want := m.s.subjectRecords(u, typ, loc); !slices.Equal(got, want) {
+					if want := m.ref.SubjectRecords(u, typ, loc); !slices.Equal(got, want) {
 						tb.Errorf("SubjectRecords(%s, %s, %s, limit %d) = %q, want %q", u, typ, loc, limit, got, want)
 					}
 				}
@@ -300,15 +248,14 @@ func TestRandomAgainstModel(t *testing.T) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			g := newGen(seed)
 			ix := openTest(t, Config{})
-			m := &model{s: newState(), max: 10}
+			m := newModel()
 			ops := 0
 			for batch := 0; batch < 1000; batch++ {
 				if g.rng.IntN(40) == 0 {
 					replaceRandom(t, ix, m, g, batch)
 					continue
 				}
-				next := m.s.clone()
-				nm := &model{s: next, max: m.max}
+				next := m.clone()
 				// Mostly the replication way: the first failing op aborts the batch. Sometimes
 				// the errors are ignored and the batch commits: a failed op must have written nothing.
 				abortOnError := g.rng.IntN(4) != 0
@@ -319,7 +266,7 @@ func TestRandomAgainstModel(t *testing.T) {
 					for range n {
 						o := g.op()
 						ops++
-						wantErr := o.model(nm)
+						wantErr := o.model(next)
 						gotErr := o.index(w)
 						log = append(log, fmt.Sprintf("%s = %v", o.desc, gotErr))
 						if !sameErr(gotErr, wantErr) {
@@ -330,18 +277,18 @@ func TestRandomAgainstModel(t *testing.T) {
 							return gotErr
 						}
 					}
-					next.Seq = m.s.Seq + uint64(n)
-					return w.SetAppliedSeq(next.Seq)
+					next.seq = m.seq + uint64(n)
+					return w.SetAppliedSeq(next.seq)
 				})
 				if err != failed {
 					t.Fatalf("batch %d: Update = %v, want %v", batch, err, failed)
 				}
 				if err == nil {
-					m.s = next
+					m = next
 				}
 				checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d %q", batch, log))
 			}
-			t.Logf("%d ops; final counts %+v", ops, m.s.counts())
+			t.Logf("%d ops; final counts %+v", ops, m.state().counts())
 		})
 	}
 }
@@ -351,8 +298,8 @@ func TestRandomAgainstModel(t *testing.T) {
 func replaceRandom(tb testing.TB, ix *Index, m *model, g *gen, batch int) {
 	tb.Helper()
 	fail := g.rng.IntN(3) == 0
-	next := &model{s: newState(), max: m.max}
-	next.s.Seq = uint64(g.rng.IntN(1000))
+	next := newModel()
+	next.seq = uint64(g.rng.IntN(1000))
 	rows := 1 + g.rng.IntN(60)
 	boom := errors.New("load failed")
 	// Now and then tiny spill runs and commits, so that rows for one key land in different runs.
@@ -360,7 +307,7 @@ func replaceRandom(tb testing.TB, ix *Index, m *model, g *gen, batch int) {
 	if g.rng.IntN(2) == 0 {
 		ix.runBuffer, ix.bulkCommit = 1+g.rng.IntN(300), 1+g.rng.IntN(20)
 	}
-	err := ix.ReplaceAll(next.s.Seq, func(l *Loader) error {
+	err := ix.ReplaceAll(next.seq, func(l *Loader) error {
 		for i := 0; i < rows; i++ {
 			var o op
 			for o.snapRow == nil {
@@ -384,7 +331,7 @@ func replaceRandom(tb testing.TB, ix *Index, m *model, g *gen, batch int) {
 		if err != nil {
 			tb.Fatalf("ReplaceAll: %v", err)
 		}
-		m.s = next.s
+		*m = *next
 	}
 	checkAgainstModel(tb, ix, m, g, fmt.Sprintf("batch %d: ReplaceAll (fail %v)", batch, fail))
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -12,53 +13,40 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/refmodel"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
-// listModel is the reference model of the list endpoint: SPEC's rules over
-// plain maps, independent of the policy and of the reverse index.
-type listModel struct {
-	users   map[string]listUser
-	records map[string]listRecord // key type/id
-}
+// listLocations are the locations of the list tests' world.
+func listLocations() []string { return []string{"loc-1", "loc-2", "loc-3"} }
 
-type listUser struct {
-	ID          string   `json:"id"`
-	Role        string   `json:"role"`
-	LocationIDs []string `json:"location_ids"`
-	ADO         bool     `json:"assigned_data_only"`
-	Contacts    bool     `json:"contacts_enabled"`
-	Opps        bool     `json:"opportunities_enabled"`
-}
-
-type listRecord struct {
-	Type       string   `json:"type"`
-	ID         string   `json:"id"`
-	LocationID string   `json:"location_id"`
-	Owner      string   `json:"owner"`
-	Followers  []string `json:"followers"`
-}
-
-var listLocations = []string{"loc-1", "loc-2", "loc-3"}
-
-// newListModel makes a random world: users in one or two locations, some
-// admins, some unrestricted, some with a module off; records with owners
-// (sometimes unassigned or a user not in the index) and up to 10 followers.
-func newListModel(seed uint64) *listModel {
+// newListWorld makes a random world in the shared reference model: users in
+// one or two locations, some admins, some unrestricted, some with a module
+// off; records with owners (sometimes unassigned or a user not in the index)
+// and up to 10 followers.
+func newListWorld(tb testing.TB, seed uint64) *refmodel.Model {
+	tb.Helper()
 	rng := rand.New(rand.NewPCG(seed, 17))
-	m := &listModel{users: map[string]listUser{}, records: map[string]listRecord{}}
+	locs := listLocations()
+	m := refmodel.New()
+	apply := func(e refmodel.Event) {
+		if err := m.Apply(e); err != nil {
+			tb.Fatalf("reference model: %v", err)
+		}
+	}
 	for i := 0; i < 40; i++ {
-		u := listUser{ID: fmt.Sprintf("u-%02d", i), Role: "user", ADO: rng.IntN(4) > 0, Contacts: rng.IntN(8) > 0, Opps: rng.IntN(8) > 0}
+		u := refmodel.User{ID: fmt.Sprintf("u-%02d", i), Role: "user", AssignedDataOnly: rng.IntN(4) > 0,
+			ContactsEnabled: rng.IntN(8) > 0, OpportunitiesEnabled: rng.IntN(8) > 0}
 		if rng.IntN(10) == 0 {
 			u.Role = "admin"
 		}
-		u.LocationIDs = []string{listLocations[rng.IntN(3)]}
+		u.LocationIDs = []string{locs[rng.IntN(3)]}
 		if rng.IntN(4) == 0 {
-			if l := listLocations[rng.IntN(3)]; l != u.LocationIDs[0] {
+			if l := locs[rng.IntN(3)]; l != u.LocationIDs[0] {
 				u.LocationIDs = append(u.LocationIDs, l)
 			}
 		}
-		m.users[u.ID] = u
+		apply(refmodel.Event{Op: refmodel.OpUserUpsert, User: &u})
 	}
 	person := func() string {
 		if rng.IntN(15) == 0 {
@@ -68,7 +56,7 @@ func newListModel(seed uint64) *listModel {
 	}
 	for i := 0; i < 400; i++ {
 		typ := []string{"contact", "opportunity"}[rng.IntN(2)]
-		r := listRecord{Type: typ, ID: fmt.Sprintf("%s-%03d", typ[:1], rng.IntN(300)), LocationID: listLocations[rng.IntN(3)], Followers: []string{}}
+		r := refmodel.Record{Type: typ, ID: fmt.Sprintf("%s-%03d", typ[:1], rng.IntN(300)), LocationID: locs[rng.IntN(3)], Followers: []string{}}
 		if rng.IntN(6) > 0 {
 			r.Owner = person()
 		}
@@ -79,47 +67,28 @@ func newListModel(seed uint64) *listModel {
 				break
 			}
 		}
-		m.records[typ+"/"+r.ID] = r
+		apply(refmodel.Event{Op: refmodel.OpRecordUpsert, Record: &r})
 	}
 	return m
 }
 
-func (m *listModel) snapshot(seq int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "{\"seq\": %d}\n", seq)
-	for _, u := range m.users {
-		j, _ := json.Marshal(map[string]any{"user": u})
-		b.Write(j)
-		b.WriteByte('\n')
-	}
-	for _, r := range m.records {
-		j, _ := json.Marshal(map[string]any{"record": r})
-		b.Write(j)
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
-// want is the model's answer: unknown, all, or the sorted ids (nil for none).
-func (m *listModel) want(subject, typ, loc string) (unknown, all bool, ids []string) {
-	u, ok := m.users[subject]
+// listWant is the list endpoint's answer in the reference model: unknown,
+// all, or the sorted ids (nil for none). The list scope of the default
+// policy (list.rego) on top of the model's SubjectRecords: an unknown subject,
+// a subject outside the location or with the type's module off, an admin or
+// unrestricted subject (all), or the records it owns or follows.
+func listWant(m *refmodel.Model, subject, typ, loc string) (unknown, all bool, ids []string) {
+	u, ok := m.Users[subject]
 	if !ok {
 		return true, false, nil
 	}
-	if !slices.Contains(u.LocationIDs, loc) || typ == "contact" && !u.Contacts || typ == "opportunity" && !u.Opps {
+	if !slices.Contains(u.LocationIDs, loc) || typ == "contact" && !u.ContactsEnabled || typ == "opportunity" && !u.OpportunitiesEnabled {
 		return false, false, []string{}
 	}
-	if u.Role == "admin" || !u.ADO {
+	if u.Role == "admin" || !u.AssignedDataOnly {
 		return false, true, nil
 	}
-	ids = []string{}
-	for _, r := range m.records {
-		if r.Type == typ && r.LocationID == loc && (r.Owner == subject || slices.Contains(r.Followers, subject)) {
-			ids = append(ids, r.ID)
-		}
-	}
-	slices.Sort(ids)
-	return false, false, ids
+	return false, false, m.SubjectRecords(subject, typ, loc)
 }
 
 type listReply struct {
@@ -156,24 +125,18 @@ func listPage(tb testing.TB, ts *testServer, subject, query string) (int, listRe
 // reference model; then changes owners and followers and does it again. The
 // "assigned" lists must also agree with the view decision on every record.
 func TestSubjectRecordsAgainstModel(t *testing.T) {
-	m := newListModel(5)
+	m := newListWorld(t, 5)
 	ts := newTestServer(t, nil)
-	if _, err := ts.repl.LoadSnapshot(strings.NewReader(m.snapshot(1))); err != nil {
+	if _, err := ts.repl.LoadSnapshot(strings.NewReader(m.Snapshot(1))); err != nil {
 		t.Fatal(err)
 	}
 	check := func(t *testing.T, limits []int) {
-		subjects := append(slices.Sorted(func(yield func(string) bool) {
-			for id := range m.users {
-				if !yield(id) {
-					return
-				}
-			}
-		}), "u-gone", "nobody")
+		subjects := append(m.UserIDs(), "u-gone", "nobody")
 		n, paged := 0, 0
 		for _, subject := range subjects {
 			for _, typ := range []string{"contact", "opportunity"} {
-				for _, loc := range append(listLocations, "loc-9") {
-					unknown, all, want := m.want(subject, typ, loc)
+				for _, loc := range append(listLocations(), "loc-9") {
+					unknown, all, want := listWant(m, subject, typ, loc)
 					limit := limits[n%len(limits)]
 					n++
 					got, code, reply := pageAll(t, ts, subject, typ, loc, limit)
@@ -206,46 +169,41 @@ func TestSubjectRecordsAgainstModel(t *testing.T) {
 	}
 	t.Run("after the snapshot", func(t *testing.T) { check(t, []int{1, 3, 7, 100, 1000}) })
 
-	// Owners and followers change; the reverse index and the lists follow.
+	// Owners and followers change, in the model and in the index; the
+	// reverse index and the lists follow: a new follower (never an 11th), a
+	// present one removed, an owner set.
 	rng := rand.New(rand.NewPCG(9, 9))
-	var events []string
-	seq := 1
-	keys := slices.Sorted(func(yield func(string) bool) {
-		for k := range m.records {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	var events []refmodel.Event
+	keys := m.Keys()
 	for i := 0; i < 300; i++ {
-		seq++
-		k := keys[rng.IntN(len(keys))]
-		r := m.records[k]
+		r := m.Records[keys[rng.IntN(len(keys))]]
 		u := fmt.Sprintf("u-%02d", rng.IntN(40))
+		e := refmodel.Event{Seq: uint64(len(events) + 2), Type: r.Type, ID: r.ID, UserID: &u}
 		switch rng.IntN(3) {
 		case 0:
 			if u == r.Owner || slices.Contains(r.Followers, u) || len(r.Followers) >= 10 {
-				seq--
 				continue
 			}
-			r.Followers = append(slices.Clone(r.Followers), u)
-			events = append(events, fmt.Sprintf(`{"seq":%d,"op":"follower.add","type":%q,"id":%q,"user_id":%q}`, seq, r.Type, r.ID, u))
+			e.Op = refmodel.OpFollowerAdd
 		case 1:
 			if len(r.Followers) == 0 {
-				seq--
 				continue
 			}
 			f := r.Followers[rng.IntN(len(r.Followers))]
-			r.Followers = slices.DeleteFunc(slices.Clone(r.Followers), func(x string) bool { return x == f })
-			events = append(events, fmt.Sprintf(`{"seq":%d,"op":"follower.remove","type":%q,"id":%q,"user_id":%q}`, seq, r.Type, r.ID, f))
+			e.Op, e.UserID = refmodel.OpFollowerRemove, &f
 		default:
-			r.Owner = u
-			r.Followers = slices.DeleteFunc(slices.Clone(r.Followers), func(x string) bool { return x == u })
-			events = append(events, fmt.Sprintf(`{"seq":%d,"op":"owner.set","type":%q,"id":%q,"user_id":%q}`, seq, r.Type, r.ID, u))
+			e.Op = refmodel.OpOwnerSet
 		}
-		m.records[k] = r
+		if err := m.Apply(e); err != nil {
+			t.Fatalf("reference model: %v", err)
+		}
+		events = append(events, e)
 	}
-	evs, err := ts.repl.DecodeBatch(strings.NewReader(`{"events":[` + strings.Join(events, ",") + `]}`))
+	batch, err := json.Marshal(map[string]any{"events": events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := ts.repl.DecodeBatch(bytes.NewReader(batch))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,9 +249,9 @@ func pageAll(tb testing.TB, ts *testServer, subject, typ, loc string, limit int)
 
 // checkAgainstDecisions: every listed record may be viewed, every other
 // record of the type in the location may not.
-func checkAgainstDecisions(tb testing.TB, ts *testServer, m *listModel, subject, typ, loc string, listed []string) {
+func checkAgainstDecisions(tb testing.TB, ts *testServer, m *refmodel.Model, subject, typ, loc string, listed []string) {
 	tb.Helper()
-	for _, r := range m.records {
+	for _, r := range m.Records {
 		if r.Type != typ || r.LocationID != loc {
 			continue
 		}
@@ -312,10 +270,10 @@ func checkAgainstDecisions(tb testing.TB, ts *testServer, m *listModel, subject,
 // TestSubjectRecordsBadInput: every malformed list request is SPEC's error
 // body, never a list.
 func TestSubjectRecordsBadInput(t *testing.T) {
-	m := newListModel(3)
+	m := newListWorld(t, 3)
 	ts := newTestServer(t, nil)
 	ts.cfg.ConsistencyWait = 20 * time.Millisecond
-	if _, err := ts.repl.LoadSnapshot(strings.NewReader(m.snapshot(1))); err != nil {
+	if _, err := ts.repl.LoadSnapshot(strings.NewReader(m.Snapshot(1))); err != nil {
 		t.Fatal(err)
 	}
 	cur := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
@@ -381,8 +339,8 @@ func TestSubjectRecordsBadInput(t *testing.T) {
 		}
 	})
 	t.Run("a cursor past the end is an empty last page", func(t *testing.T) {
-		for id, u := range m.users {
-			if u.Role == "admin" || !u.ADO {
+		for id, u := range m.Users {
+			if u.Role == "admin" || !u.AssignedDataOnly {
 				continue
 			}
 			code, r := listPage(t, ts, id, "type=contact&location_id="+u.LocationIDs[0]+"&cursor="+cur("\U0010FFFF"))
