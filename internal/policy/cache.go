@@ -2,6 +2,7 @@ package policy
 
 import (
 	"hash/maphash"
+	"math"
 	"strings"
 	"sync/atomic"
 
@@ -37,10 +38,29 @@ type factDep struct {
 	sum     uint64 // keyed hash of the bytes
 }
 
+// cacheEntry is one cached decision. It is built to cost the garbage
+// collector little, since 65,536 of them stay alive: every string of the input
+// and of the facts read is in key (one allocation, no pointers inside), the
+// facts read are pointer-free entryDeps, inline when there are at most four.
 type cacheEntry struct {
-	in   Input
-	deps []factDep
-	d    Decision
+	key       string    // subject, action, type, id, target, then each dep's typ and id
+	lens      [5]uint16 // lengths of subject, action, type, id and target in key
+	hasTarget bool
+	ndeps     uint8
+	d         Decision
+	deps      [inlineDeps]entryDep
+	more      []entryDep // the deps past inlineDeps
+}
+
+const inlineDeps = 4
+
+// entryDep is a factDep whose type and id are in the entry's key.
+type entryDep struct {
+	sum           uint64
+	n             uint32
+	typLen, idLen uint16
+	record        bool
+	present       bool
 }
 
 type decisionCache struct {
@@ -80,19 +100,36 @@ func (c *decisionCache) slot(in *Input) *atomic.Pointer[cacheEntry] {
 // again and fail closed).
 func (c *decisionCache) lookup(facts Facts, in *Input) (Decision, bool) {
 	e := c.slot(in).Load()
-	if e == nil || e.in != *in {
+	if e == nil || e.hasTarget != in.HasTarget {
 		return Decision{}, false
 	}
-	for i := range e.deps {
-		dep := &e.deps[i]
+	off := 0
+	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+		l := int(e.lens[i])
+		if len(s) != l || e.key[off:off+l] != s {
+			return Decision{}, false
+		}
+		off += l
+	}
+	for i := range int(e.ndeps) {
+		var dep *entryDep
+		if i < inlineDeps {
+			dep = &e.deps[i]
+		} else {
+			dep = &e.more[i-inlineDeps]
+		}
+		typ := e.key[off : off+int(dep.typLen)]
+		off += int(dep.typLen)
+		id := e.key[off : off+int(dep.idLen)]
+		off += int(dep.idLen)
 		var js []byte
 		var err error
 		if dep.record {
-			js, err = facts.RecordJSON(dep.typ, dep.id)
+			js, err = facts.RecordJSON(typ, id)
 		} else {
-			js, err = facts.UserJSON(dep.id)
+			js, err = facts.UserJSON(id)
 		}
-		if err != nil || (js != nil) != dep.present || len(js) != dep.n || (js != nil && maphash.Bytes(c.seed, js) != dep.sum) {
+		if err != nil || (js != nil) != dep.present || len(js) != int(dep.n) || (js != nil && maphash.Bytes(c.seed, js) != dep.sum) {
 			return Decision{}, false
 		}
 	}
@@ -100,42 +137,58 @@ func (c *decisionCache) lookup(facts Facts, in *Input) (Decision, bool) {
 }
 
 func (c *decisionCache) store(in *Input, deps []factDep, d Decision) {
-	c.slot(in).Store(newCacheEntry(in, deps, d))
+	if e := newCacheEntry(in, deps, d); e != nil {
+		c.slot(in).Store(e)
+	}
 }
 
-// newCacheEntry makes a compact entry: the strings of the input and of the
-// facts read are copied into one string, so that the entry does not keep the
-// request body or the facts' documents they were cut from alive, and deps is
-// copied to its exact length. (The reason is the policy's constant, or a
-// string of its own.) With 65,536 slots full, this is the bulk of
-// the engine's live heap.
+// newCacheEntry makes the entry of a decision; nil when a string or a fact is
+// too long for it (such a decision is simply not cached). The strings are
+// copied, so the entry keeps neither the request body nor the facts'
+// documents they were cut from alive. (The reason is the policy's constant,
+// or a string of its own.)
 func newCacheEntry(in *Input, deps []factDep, d Decision) *cacheEntry {
-	n := len(in.Subject) + len(in.Action) + len(in.ResourceType) + len(in.ResourceID) + len(in.Target)
+	e := &cacheEntry{hasTarget: in.HasTarget, d: d}
+	strs := [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target}
+	n := 0
+	for i, s := range strs {
+		if len(s) > math.MaxUint16 {
+			return nil
+		}
+		e.lens[i] = uint16(len(s))
+		n += len(s)
+	}
+	if len(deps) > math.MaxUint8 {
+		return nil
+	}
+	e.ndeps = uint8(len(deps))
+	if len(deps) > inlineDeps {
+		e.more = make([]entryDep, len(deps)-inlineDeps)
+	}
 	for i := range deps {
-		n += len(deps[i].typ) + len(deps[i].id)
+		dep := &deps[i]
+		if len(dep.typ) > math.MaxUint16 || len(dep.id) > math.MaxUint16 || dep.n < 0 || dep.n > math.MaxUint32 {
+			return nil
+		}
+		ed := entryDep{sum: dep.sum, n: uint32(dep.n), typLen: uint16(len(dep.typ)), idLen: uint16(len(dep.id)),
+			record: dep.record, present: dep.present}
+		if i < inlineDeps {
+			e.deps[i] = ed
+		} else {
+			e.more[i-inlineDeps] = ed
+		}
+		n += len(dep.typ) + len(dep.id)
 	}
 	var b strings.Builder
 	b.Grow(n)
-	for _, s := range []string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+	for _, s := range strs {
 		b.WriteString(s)
 	}
 	for i := range deps {
 		b.WriteString(deps[i].typ)
 		b.WriteString(deps[i].id)
 	}
-	all := b.String()
-	cut := func(s string) string {
-		r := all[:len(s)]
-		all = all[len(s):]
-		return r
-	}
-	e := &cacheEntry{deps: make([]factDep, len(deps)), d: d}
-	e.in = Input{Subject: cut(in.Subject), Action: cut(in.Action), ResourceType: cut(in.ResourceType),
-		ResourceID: cut(in.ResourceID), Target: cut(in.Target), HasTarget: in.HasTarget}
-	for i, dep := range deps {
-		dep.typ, dep.id = cut(dep.typ), cut(dep.id)
-		e.deps[i] = dep
-	}
+	e.key = b.String()
 	return e
 }
 

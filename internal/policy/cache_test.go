@@ -138,27 +138,46 @@ func TestDecisionCacheNeverHidesAReadError(t *testing.T) {
 	}
 }
 
-func TestNewCacheEntryCopies(t *testing.T) {
+func TestCacheEntryRoundTrip(t *testing.T) {
 	body := `{"subject":"u-1","action":"edit","resource":{"type":"contact","id":"c-9"},"target":"u-2"}`
 	cut := func(s string) string { // a substring of body, as the request parser makes
 		i := strings.Index(body, `"`+s+`"`) + 1
 		return body[i : i+len(s)]
 	}
 	in := Input{Subject: cut("u-1"), Action: cut("edit"), ResourceType: cut("contact"), ResourceID: cut("c-9"), Target: cut("u-2"), HasTarget: true}
-	deps := make([]factDep, 0, 4)
-	deps = append(deps, factDep{id: in.Subject, present: true, n: 10, sum: 1},
-		factDep{record: true, typ: in.ResourceType, id: in.ResourceID, present: true, n: 20, sum: 2},
-		factDep{id: "u-elsewhere", n: 0})
-	e := newCacheEntry(&in, deps, Decision{Allow: true, Reason: "owner"})
-	if e.in != in || len(e.deps) != 3 || cap(e.deps) != 3 || e.d != (Decision{Allow: true, Reason: "owner"}) {
-		t.Fatalf("%+v", e)
-	}
-	for i := range deps {
-		if e.deps[i] != deps[i] {
-			t.Fatalf("dep %d: %+v, want %+v", i, e.deps[i], deps[i])
+	facts := &memFacts{users: map[string][]byte{}, records: map[string][]byte{"contact\x00c-9": []byte(`{"id":"c-9"}`)}}
+	c := newDecisionCache(16)
+	// six facts read, more than the entry holds inline
+	rec := &depRecorder{Facts: facts, seed: c.seed}
+	for _, id := range []string{"u-1", "u-2", "u-3", "u-4", "u-5"} {
+		facts.users[id] = []byte(`{"id":"` + id + `"}`)
+		if _, err := rec.UserJSON(id); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if in.Subject != "u-1" || in.ResourceID != "c-9" || in.Target != "u-2" {
-		t.Fatalf("test input cut wrong: %+v", in)
+	if _, err := rec.RecordJSON("contact", "c-9"); err != nil {
+		t.Fatal(err)
+	}
+	want := Decision{Allow: true, Reason: "owner"}
+	c.store(&in, rec.deps, want)
+	if d, ok := c.lookup(facts, &in); !ok || d != want {
+		t.Fatalf("lookup after store: %+v %v", d, ok)
+	}
+	other := in
+	other.Target = "u-3"
+	if _, ok := c.lookup(facts, &other); ok {
+		t.Fatal("a hit for another input")
+	}
+	noTarget := in
+	noTarget.Target, noTarget.HasTarget = "", false
+	if _, ok := c.lookup(facts, &noTarget); ok {
+		t.Fatal("a hit for the input without its target")
+	}
+	facts.users["u-5"] = []byte(`{"id":"u-5","role":"admin"}`) // the sixth fact read changes
+	if _, ok := c.lookup(facts, &in); ok {
+		t.Fatal("a hit after a fact it read changed")
+	}
+	if e := newCacheEntry(&Input{Subject: strings.Repeat("u", 70000)}, nil, want); e != nil {
+		t.Fatal("an entry for a subject longer than the entry holds")
 	}
 }
