@@ -204,7 +204,7 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		if err := ctx.Err(); err != nil {
 			return Decision{}, err
 		}
-		v, err := pl.prog.eval(ctx, facts, p.intern, p.input(in))
+		v, err := pl.prog.eval(ctx, facts, p.intern, in, p.input)
 		if err != nil {
 			return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 		}

@@ -162,6 +162,9 @@ type vmState struct {
 	iter   func(*ast.Term) error
 	cancel topdown.Cancel
 	cache  builtins.Cache
+	// the input of this evaluation (see vmInput)
+	inTerm, resTerm *ast.Term
+	lazy            *vmInput
 }
 
 func (p *vmProgram) state() *vmState {
@@ -180,7 +183,11 @@ func (p *vmProgram) state() *vmState {
 
 // eval runs the plan with input and returns the value of the plan's single
 // result ({"result": x} → x); nil when the plan yields no result.
-func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, input ast.Value) (ast.Value, error) {
+//
+// The input is given as the Input and its builder: the interpreter reads its
+// fields directly (see vmInput) and builds the ast object only when the
+// policy uses the input otherwise than by its fields.
+func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, in Input, build func(Input) ast.Value) (ast.Value, error) {
 	st := p.state()
 	st.ctx, st.facts, st.intern = ctx, facts, intern
 	st.gen++
@@ -191,8 +198,10 @@ func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, i
 	st.results = st.results[:0]
 	st.steps = 0
 	st.cache = nil
+	lazy := newVMInput(in, build)
+	st.inTerm, st.resTerm, st.lazy = &lazy.top, &lazy.res, lazy
 	frame := st.push(p.nlocals)
-	frame[ir.Input] = ast.NewTerm(input)
+	frame[ir.Input] = st.inTerm
 	frame[ir.Data] = p.data
 	var err error
 	if p.direct != nil {
@@ -201,7 +210,7 @@ func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, i
 		st.pop(p.nlocals)
 		var result ast.Value
 		if t != nil {
-			result = t.Value
+			result = st.materialize(t).Value
 		}
 		st.release()
 		return result, err
@@ -243,6 +252,7 @@ func (st *vmState) release() {
 	clear(st.results)
 	clear(st.args)
 	st.ctx, st.facts, st.out, st.cache = nil, nil, nil, nil
+	st.inTerm, st.resTerm, st.lazy = nil, nil, nil
 	st.prog.states.Put(st)
 }
 
@@ -267,11 +277,34 @@ func (st *vmState) pop(n int) {
 	}
 }
 
+// get reads an operand for any use but a lookup (Dot), a call's argument
+// or a copy: the input is its ast value there.
 func (st *vmState) get(fr []*ast.Term, o vmOperand) *ast.Term {
 	if o.c != nil {
 		return o.c
 	}
+	return st.materialize(fr[o.local])
+}
+
+// raw reads an operand as it is, the input possibly unbuilt.
+func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
+	if o.c != nil {
+		return o.c
+	}
 	return fr[o.local]
+}
+
+// materialize returns t, or the ast value of the input when t stands for it.
+func (st *vmState) materialize(t *ast.Term) *ast.Term {
+	switch {
+	case t == nil:
+		return nil
+	case t == st.inTerm:
+		return st.lazy.object()
+	case t == st.resTerm:
+		return st.lazy.resource()
+	}
+	return t
 }
 
 // tick counts work, and every so often checks for cancellation.
@@ -325,11 +358,19 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 		case opBreak:
 			return int(s.n), nil
 		case opDot:
-			src, key := st.get(fr, s.a), st.get(fr, s.b)
+			src, key := st.raw(fr, s.a), st.get(fr, s.b)
 			if src == nil || key == nil {
 				return 0, nil
 			}
-			t := dot(src, key)
+			var t *ast.Term
+			switch src {
+			case st.inTerm:
+				t = st.lazy.field(key, st.resTerm)
+			case st.resTerm:
+				t = st.lazy.resourceField(key)
+			default:
+				t = dot(src, key)
+			}
 			if t == nil {
 				return 0, nil
 			}
@@ -359,13 +400,13 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 				return ctl - 1, nil
 			}
 		case opAssignVar:
-			fr[s.target] = st.get(fr, s.a)
+			fr[s.target] = st.raw(fr, s.a)
 		case opAssignVarOnce:
 			src := st.get(fr, s.a)
 			if src == nil {
 				return 0, nil
 			}
-			if cur := fr[s.target]; cur != nil && !cur.Equal(src) {
+			if cur := st.materialize(fr[s.target]); cur != nil && !cur.Equal(src) {
 				return 0, conflictError(s.loc, "complete rules must not produce multiple outputs")
 			}
 			fr[s.target] = src
@@ -448,7 +489,7 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 			}
 			set.Add(v)
 		case opResultSetAdd:
-			if t := fr[s.target]; t != nil {
+			if t := st.materialize(fr[s.target]); t != nil {
 				dup := false
 				for _, r := range st.results {
 					if r.Equal(t) {
@@ -518,7 +559,7 @@ func length(v ast.Value) int {
 
 // scan runs the body of a ScanStmt for every element of its source.
 func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
-	src := fr[s.a.local]
+	src := st.materialize(fr[s.a.local])
 	if src == nil {
 		return ctlNext, nil
 	}
@@ -603,7 +644,7 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 	}
 	callee := st.push(fn.nlocals)
 	for i, p := range fn.params {
-		a := st.get(fr, args[i])
+		a := st.raw(fr, args[i])
 		if a == nil {
 			st.pop(fn.nlocals)
 			return nil, nil
@@ -691,3 +732,106 @@ func builtinError(s *vmStmt, err error) error {
 	}
 	return (&topdown.Error{Code: code, Location: s.loc, Message: s.bi.name + ": " + err.Error()}).Wrap(err)
 }
+
+// vmInput is the decision input as the interpreter sees it: the policy reads
+// input.subject, input.resource.type and so on by lookups, which vmInput
+// answers from the Input's fields without building an ast object. Any other
+// use of input or input.resource (a comparison, a built-in's argument, an
+// iteration, the result) goes through vmState.materialize, which builds the
+// object once (as the topdown path builds it) and uses that instead.
+type vmInput struct {
+	in    Input
+	build func(Input) ast.Value
+	terms [5]ast.Term // subject, action, type, id, target
+	top   ast.Term    // stands for input (Value: a lazyValue)
+	res   ast.Term    // stands for input.resource
+	obj   *ast.Term   // the built input, once asked for
+}
+
+func newVMInput(in Input, build func(Input) ast.Value) *vmInput {
+	v := &vmInput{in: in, build: build}
+	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+		v.terms[i].Value = ast.String(s)
+	}
+	v.top.Value = lazyValue{v: v}
+	v.res.Value = lazyValue{v: v, resource: true}
+	return v
+}
+
+// field is input[key]; res stands for input.resource.
+func (v *vmInput) field(key, res *ast.Term) *ast.Term {
+	k, ok := key.Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	switch k {
+	case "subject":
+		return &v.terms[0]
+	case "action":
+		return &v.terms[1]
+	case "resource":
+		return res
+	case "target":
+		if v.in.HasTarget {
+			return &v.terms[4]
+		}
+	}
+	return nil
+}
+
+// resourceField is input.resource[key].
+func (v *vmInput) resourceField(key *ast.Term) *ast.Term {
+	k, ok := key.Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	switch k {
+	case "type":
+		return &v.terms[2]
+	case "id":
+		return &v.terms[3]
+	}
+	return nil
+}
+
+func (v *vmInput) object() *ast.Term {
+	if v.obj == nil {
+		v.obj = ast.NewTerm(v.build(v.in))
+	}
+	return v.obj
+}
+
+func (v *vmInput) resource() *ast.Term {
+	obj, ok := v.object().Value.(ast.Object)
+	if !ok {
+		return nil
+	}
+	return obj.Get(ast.StringTerm("resource"))
+}
+
+// lazyValue is the Value of the terms standing for input and
+// input.resource. The interpreter never hands them to OPA's code (it
+// materializes them first); should one escape, it behaves as the value it
+// stands for.
+type lazyValue struct {
+	v        *vmInput
+	resource bool
+}
+
+func (l lazyValue) real() ast.Value {
+	t := l.v.object()
+	if l.resource {
+		t = l.v.resource()
+	}
+	if t == nil {
+		return ast.Null{}
+	}
+	return t.Value
+}
+
+func (l lazyValue) Compare(other ast.Value) int          { return l.real().Compare(other) }
+func (l lazyValue) Find(path ast.Ref) (ast.Value, error) { return l.real().Find(path) }
+func (l lazyValue) Hash() int                            { return l.real().Hash() }
+func (l lazyValue) IsGround() bool                       { return true }
+func (l lazyValue) String() string                       { return l.real().String() }
+func (l lazyValue) StringLength() int                    { return l.real().StringLength() }

@@ -51,7 +51,7 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	p := e.cur.Load()
 	ctx := context.Background()
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
-		return pl.prog.eval(ctx, facts, p.intern, p.input(in))
+		return pl.prog.eval(ctx, facts, p.intern, in, p.input)
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {
@@ -108,8 +108,8 @@ func TestVMGolden(t *testing.T) {
 		if err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
 			t.Errorf("%s: %+v %v, want %v %s", c.Name, d, err, c.Allow, c.Reason)
 		}
-		a, aerr := prog.eval(context.Background(), facts, p.intern, p.input(c.input()))
-		b, berr := viaPlan.eval(context.Background(), facts, p.intern, p.input(c.input()))
+		a, aerr := prog.eval(context.Background(), facts, p.intern, c.input(), p.input)
+		b, berr := viaPlan.eval(context.Background(), facts, p.intern, c.input(), p.input)
 		if aerr != nil || berr != nil || a.Compare(b) != 0 {
 			t.Errorf("%s: direct %v %v, plan %v %v", c.Name, a, aerr, b, berr)
 		}
@@ -253,7 +253,16 @@ summary := {
 	"neg": no_contact,
 	"owner_idx": [i | some i, f in record.followers; f == record.owner],
 	"cfg": config.max_followers,
+	"input_json": json.marshal(input),
+	"input_keys": [k | some k, _ in input],
+	"res_n": count(input.resource),
+	"copy_subject": copy_subject,
+	"res_eq": input.resource == {"type": input.resource.type, "id": input.resource.id},
+	"has_target": object.get(input, "target", "none"),
+	"res_obj": input.resource,
 }
+
+copy_subject := x.subject if x := input
 
 decision := {"allow": count(followers) > 0, "reason": json.marshal(summary)} if subject
 else := {"allow": false, "reason": sprintf("no subject %v", [input.subject])}
