@@ -62,13 +62,7 @@ func (l *Loader) PutUser(u User) error {
 	if err := l.ready(); err != nil {
 		return err
 	}
-	if err := checkUser(&u); err != nil {
-		return err
-	}
-	if u.LocationIDs == nil {
-		u.LocationIDs = []string{}
-	}
-	v, err := json.Marshal(u)
+	v, err := encodeUser(u)
 	if err != nil {
 		return err
 	}

@@ -348,19 +348,24 @@ func checkUser(u *User) error {
 	return nil
 }
 
+// encodeUser checks u's ids and returns the stored JSON (location_ids an array, never null).
+func encodeUser(u User) ([]byte, error) {
+	if err := checkUser(&u); err != nil {
+		return nil, err
+	}
+	if u.LocationIDs == nil {
+		u.LocationIDs = []string{}
+	}
+	return json.Marshal(u)
+}
+
 // PutUser inserts or replaces user u (stored with location_ids an array, never null). The role and
 // the defaults of the booleans are the caller's business; the ids are checked (ErrInvalidID).
 func (w *WriteTx) PutUser(u User) error {
 	if err := w.check(); err != nil {
 		return err
 	}
-	if err := checkUser(&u); err != nil {
-		return err
-	}
-	if u.LocationIDs == nil {
-		u.LocationIDs = []string{}
-	}
-	v, err := json.Marshal(u)
+	v, err := encodeUser(u)
 	if err != nil {
 		return err
 	}
