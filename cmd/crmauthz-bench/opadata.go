@@ -66,22 +66,8 @@ func writeOPAData(out io.Writer, w dataset.World) error {
 			}
 			first = false
 			b = strconv.AppendQuote(b, r.ID)
-			b = append(b, `:{"type":`...)
-			b = strconv.AppendQuote(b, r.Type)
-			b = append(b, `,"id":`...)
-			b = strconv.AppendQuote(b, r.ID)
-			b = append(b, `,"location_id":`...)
-			b = strconv.AppendQuote(b, r.Location)
-			b = append(b, `,"owner":`...)
-			b = strconv.AppendQuote(b, r.Owner)
-			b = append(b, `,"followers":[`...)
-			for j, f := range r.Followers {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = strconv.AppendQuote(b, f)
-			}
-			b = append(b, "]}"...)
+			b = append(b, ':')
+			b = r.AppendJSON(b)
 			if err := flush(false); err != nil {
 				return err
 			}

@@ -111,6 +111,26 @@ func (w World) RecordAt(i int) Record {
 	return r
 }
 
+// AppendJSON appends the record as the JSON object of SPEC's record.
+func (r Record) AppendJSON(b []byte) []byte {
+	b = append(b, `{"type":`...)
+	b = strconv.AppendQuote(b, r.Type)
+	b = append(b, `,"id":`...)
+	b = strconv.AppendQuote(b, r.ID)
+	b = append(b, `,"location_id":`...)
+	b = strconv.AppendQuote(b, r.Location)
+	b = append(b, `,"owner":`...)
+	b = strconv.AppendQuote(b, r.Owner)
+	b = append(b, `,"followers":[`...)
+	for j, f := range r.Followers {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, f)
+	}
+	return append(b, "]}"...)
+}
+
 // WriteSnapshot writes the world as snapshot NDJSON with the given seq.
 func (w World) WriteSnapshot(out io.Writer, seq uint64) error {
 	bw := bufio.NewWriterSize(out, 256<<10)
@@ -137,23 +157,9 @@ func (w World) WriteSnapshot(out io.Writer, seq uint64) error {
 		}
 	}
 	for i := 0; i < w.c.Records; i++ {
-		r := w.RecordAt(i)
-		b = append(b, `{"record":{"type":`...)
-		b = strconv.AppendQuote(b, r.Type)
-		b = append(b, `,"id":`...)
-		b = strconv.AppendQuote(b, r.ID)
-		b = append(b, `,"location_id":`...)
-		b = strconv.AppendQuote(b, r.Location)
-		b = append(b, `,"owner":`...)
-		b = strconv.AppendQuote(b, r.Owner)
-		b = append(b, `,"followers":[`...)
-		for j, f := range r.Followers {
-			if j > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendQuote(b, f)
-		}
-		b = append(b, "]}}\n"...)
+		b = append(b, `{"record":`...)
+		b = w.RecordAt(i).AppendJSON(b)
+		b = append(b, "}\n"...)
 		if len(b) > 128<<10 {
 			if _, err := bw.Write(b); err != nil {
 				return err
