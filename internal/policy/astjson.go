@@ -23,6 +23,23 @@ import (
 // The parser accepts exactly JSON (RFC 8259); duplicate object keys keep the
 // last value, as encoding/json does.
 
+// jsonToFact is jsonToValue for the IR interpreter: a top-level object is
+// a *factObject, whose fields the interpreter reads without building the ast
+// object (see factObject).
+func jsonToFact(b []byte, intern internTable) (ast.Value, error) {
+	p := jsonParser{s: string(b), intern: intern, fact: true}
+	p.skipSpace()
+	t, err := p.value(0)
+	if err != nil {
+		return nil, err
+	}
+	p.skipSpace()
+	if p.i != len(p.s) {
+		return nil, p.errorf("unexpected data after the JSON value")
+	}
+	return t.Value, nil
+}
+
 // maxJSONDepth bounds the nesting of the documents the parser accepts.
 const maxJSONDepth = 64
 
@@ -53,6 +70,7 @@ type jsonParser struct {
 	i      int
 	intern internTable
 	pool   []ast.Term
+	fact   bool // the top-level object becomes a *factObject (jsonToFact)
 }
 
 // jsonToValue converts one JSON document to an ast.Value. The result does not
@@ -154,6 +172,9 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 	p.skipSpace()
 	if p.i < len(p.s) && p.s[p.i] == '}' {
 		p.i++
+		if p.fact && depth == 1 {
+			return p.term(newFactObject(nil)), nil
+		}
 		return p.term(ast.NewObject()), nil
 	}
 	for {
@@ -199,6 +220,9 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 			p.i++
 		case '}':
 			p.i++
+			if p.fact && depth == 1 {
+				return p.term(newFactObject(pairs)), nil
+			}
 			return p.term(ast.NewObject(pairs...)), nil
 		default:
 			return nil, p.errorf("expected ',' or '}'")

@@ -294,15 +294,45 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 	return fr[o.local]
 }
 
-// materialize returns t, or the ast value of the input when t stands for it.
+// equal is a.Equal(b) for terms that may stand for the input or a fact
+// (objects): one of those never equals a value that is not an object, which
+// is told without building it (the policy's "not subject" compares the
+// user's object with false); otherwise both are materialized.
+func (st *vmState) equal(a, b *ast.Term) bool {
+	la, lb := isLazy(a.Value), isLazy(b.Value)
+	if la || lb {
+		_, oa := a.Value.(ast.Object)
+		_, ob := b.Value.(ast.Object)
+		if (la && !lb && !ob) || (lb && !la && !oa) {
+			return false
+		}
+		a, b = st.materialize(a), st.materialize(b)
+	}
+	return a.Equal(b)
+}
+
+func isLazy(v ast.Value) bool {
+	switch v.(type) {
+	case lazyValue, *factObject:
+		return true
+	}
+	return false
+}
+
+// materialize returns t, or the ast value t stands for: the input, or a
+// fact (see vmInput, factObject).
 func (st *vmState) materialize(t *ast.Term) *ast.Term {
-	switch {
-	case t == nil:
+	if t == nil {
 		return nil
-	case t == st.inTerm:
-		return st.lazy.object()
-	case t == st.resTerm:
-		return st.lazy.resource()
+	}
+	switch v := t.Value.(type) {
+	case lazyValue:
+		if v.resource {
+			return v.v.resource()
+		}
+		return v.v.object()
+	case *factObject:
+		return v.object()
 	}
 	return t
 }
@@ -363,11 +393,15 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 				return 0, nil
 			}
 			var t *ast.Term
-			switch src {
-			case st.inTerm:
-				t = st.lazy.field(key, st.resTerm)
-			case st.resTerm:
-				t = st.lazy.resourceField(key)
+			switch v := src.Value.(type) {
+			case *factObject:
+				t = v.get(key)
+			case lazyValue:
+				if v.resource {
+					t = v.v.resourceField(key)
+				} else {
+					t = v.v.field(key, &v.v.res)
+				}
 			default:
 				t = dot(src, key)
 			}
@@ -402,11 +436,11 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 		case opAssignVar:
 			fr[s.target] = st.raw(fr, s.a)
 		case opAssignVarOnce:
-			src := st.get(fr, s.a)
+			src := st.raw(fr, s.a)
 			if src == nil {
 				return 0, nil
 			}
-			if cur := st.materialize(fr[s.target]); cur != nil && !cur.Equal(src) {
+			if cur := fr[s.target]; cur != nil && !st.equal(cur, src) {
 				return 0, conflictError(s.loc, "complete rules must not produce multiple outputs")
 			}
 			fr[s.target] = src
@@ -421,8 +455,8 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 		case opMakeSet:
 			fr[s.target] = ast.NewTerm(ast.NewSet())
 		case opEqual, opNotEqual:
-			a, b := st.get(fr, s.a), st.get(fr, s.b)
-			if a == nil || b == nil || a.Equal(b) != (s.op == opEqual) {
+			a, b := st.raw(fr, s.a), st.raw(fr, s.b)
+			if a == nil || b == nil || st.equal(a, b) != (s.op == opEqual) {
 				return 0, nil
 			}
 		case opIsArray, opIsObject, opIsSet:

@@ -104,7 +104,7 @@ func vmUser(st *vmState, a []*ast.Term) (*ast.Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading user %q: %w", string(s), err)
 	}
-	return convertFact(js, st.intern, "user", string(s))
+	return vmFact(js, st.intern, "user", string(s))
 }
 
 // vmRecord is crm.record(type, id) (see builtinImpl.record).
@@ -124,5 +124,64 @@ func vmRecord(st *vmState, a []*ast.Term) (*ast.Term, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading record %s/%s: %w", string(t), string(s), err)
 	}
-	return convertFact(js, st.intern, "record", string(s))
+	return vmFact(js, st.intern, "record", string(s))
 }
+
+// vmFact converts the JSON of a fact for the interpreter (convertFact with a
+// *factObject at the top); nil for absent.
+func vmFact(js []byte, intern internTable, what, id string) (*ast.Term, error) {
+	if js == nil {
+		return nil, nil
+	}
+	v, err := jsonToFact(js, intern)
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s %q: %w", what, id, err)
+	}
+	if _, ok := v.(*factObject); !ok {
+		return nil, fmt.Errorf("decoding %s %q: not a JSON object", what, id)
+	}
+	return ast.NewTerm(v), nil
+}
+
+// factObject is a fact's top-level object as the interpreter holds it: its
+// pairs, in a slice. A lookup (record.owner) reads them directly; any other
+// use goes through vmState.materialize, which builds the ast object once
+// (ast.NewObject: the same value convertFact makes) and uses that.
+type factObject struct {
+	pairs [][2]*ast.Term
+	obj   *ast.Term
+}
+
+func newFactObject(pairs [][2]*ast.Term) *factObject {
+	return &factObject{pairs: append([][2]*ast.Term(nil), pairs...)}
+}
+
+// get is obj[key] (keys are strings, each once).
+func (f *factObject) get(key *ast.Term) *ast.Term {
+	k, ok := key.Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	for i := range f.pairs {
+		if f.pairs[i][0].Value.(ast.String) == k {
+			return f.pairs[i][1]
+		}
+	}
+	return nil
+}
+
+func (f *factObject) object() *ast.Term {
+	if f.obj == nil {
+		f.obj = ast.NewTerm(ast.NewObject(f.pairs...))
+	}
+	return f.obj
+}
+
+// The Value methods: the interpreter never hands a factObject to OPA's code
+// (it materializes it first); should one escape, it behaves as its object.
+func (f *factObject) Compare(other ast.Value) int          { return f.object().Value.Compare(other) }
+func (f *factObject) Find(path ast.Ref) (ast.Value, error) { return f.object().Value.Find(path) }
+func (f *factObject) Hash() int                            { return f.object().Value.Hash() }
+func (f *factObject) IsGround() bool                       { return true }
+func (f *factObject) String() string                       { return f.object().Value.String() }
+func (f *factObject) StringLength() int                    { return f.object().Value.StringLength() }
