@@ -164,7 +164,12 @@ func (w *Watcher) reload() {
 		w.log.Error("policy reload failed: the last good policy keeps serving",
 			"dir", w.dir, "revision", ev.Revision, "err", err.Error())
 	case reloadApplied:
-		w.log.Info("policy reloaded", "dir", w.dir, "revision", ev.Revision, "previous_revision", old)
+		evaluator, whyNot := w.eng.Evaluator()
+		attrs := []any{"dir", w.dir, "revision", ev.Revision, "previous_revision", old, "policy_evaluator", string(evaluator)}
+		if whyNot != nil {
+			attrs = append(attrs, "why_not_ir", whyNot.Error())
+		}
+		w.log.Info("policy reloaded", attrs...)
 	default:
 		w.log.Info("policy sources changed; the served policy is the same", "dir", w.dir, "revision", ev.Revision)
 	}
