@@ -37,9 +37,12 @@ import (
 // bytes read so far come back with it.
 func readBody(c *gin.Context, limit int64) ([]byte, error) {
 	r := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	// Sized by Content-Length (+1: the read that sees EOF needs room), but
+	// never more than 64 KiB up front: a client announcing a large body
+	// without sending it gets no large buffer; a real one grows as it comes.
 	size := 512
 	if n := c.Request.ContentLength; n > 0 && n < limit {
-		size = int(n) + 1 // +1: the read that sees EOF needs room
+		size = int(min(n, 64<<10)) + 1
 	}
 	buf := make([]byte, 0, size)
 	for {
