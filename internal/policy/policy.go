@@ -205,13 +205,19 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 			return Decision{}, err
 		}
 		v, err := pl.prog.eval(ctx, facts, p.intern, in, p.input)
-		if err != nil {
+		var bug *vmError
+		switch {
+		case errors.As(err, &bug):
+			// The interpreter failed, not the policy: topdown decides
+			// (the reference), and the fault is counted.
+			p.vmFaults.Add(1)
+		case err != nil:
 			return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
-		}
-		if v == nil {
+		case v == nil:
 			return Decision{}, ErrUndefinedDecision
+		default:
+			return p.decisionFromValue(v)
 		}
-		return p.decisionFromValue(v)
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil {
@@ -274,6 +280,9 @@ type prepared struct {
 	// vm runs the plan of data.crmauthz.decision (vm.go), or says why
 	// topdown decides. Set before the revision is in service.
 	vm atomic.Pointer[vmPlan]
+	// vmFaults counts decisions the interpreter failed on (its own error,
+	// never the policy's), which topdown then made.
+	vmFaults atomic.Uint64
 	// cache holds decisions with the facts they read; nil when off or when
 	// the policy is not deterministic.
 	cache *decisionCache

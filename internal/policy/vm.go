@@ -187,7 +187,12 @@ func (p *vmProgram) state() *vmState {
 // The input is given as the Input and its builder: the interpreter reads its
 // fields directly (see vmInput) and builds the ast object only when the
 // policy uses the input otherwise than by its fields.
-func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, in Input, build func(Input) ast.Value) (ast.Value, error) {
+func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, in Input, build func(Input) ast.Value) (result ast.Value, err error) {
+	defer func() {
+		if r := recover(); r != nil { // a bug of the interpreter: never an answer
+			result, err = nil, vmBug("panic: %v", r)
+		}
+	}()
 	st := p.state()
 	st.ctx, st.facts, st.intern = ctx, facts, intern
 	st.gen++
@@ -203,12 +208,10 @@ func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, i
 	frame := st.push(p.nlocals)
 	frame[ir.Input] = st.inTerm
 	frame[ir.Data] = p.data
-	var err error
 	if p.direct != nil {
 		var t *ast.Term
 		t, err = st.callFunc(p.direct, frame, p.directArgs)
 		st.pop(p.nlocals)
-		var result ast.Value
 		if t != nil {
 			result = st.materialize(t).Value
 		}
@@ -221,19 +224,18 @@ func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, i
 			break
 		}
 		if ctl > 0 || ctl == ctlReturn {
-			err = fmt.Errorf("IR evaluation: illegal control flow out of a plan block (%d)", ctl)
+			err = vmBug("illegal control flow out of a plan block (%d)", ctl)
 			break
 		}
 	}
 	st.pop(p.nlocals)
-	var result ast.Value
 	if err == nil {
 		switch len(st.results) {
 		case 0:
 		case 1:
 			obj, ok := st.results[0].Value.(ast.Object)
 			if !ok || obj.Len() != 1 {
-				err = errors.New("IR evaluation: malformed result")
+				err = vmBug("malformed result")
 				break
 			}
 			if t := obj.Get(ast.InternedTerm("result")); t != nil {
@@ -488,14 +490,14 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 			arr, ok := fr[s.target].Value.(*ast.Array)
 			v := st.get(fr, s.a)
 			if !ok || v == nil {
-				return 0, errors.New("IR evaluation: ArrayAppendStmt on a non-array")
+				return 0, vmBug("ArrayAppendStmt on a non-array")
 			}
 			fr[s.target] = ast.NewTerm(arr.Append(v))
 		case opObjectInsert, opObjectInsertOnce:
 			obj, ok := fr[s.target].Value.(ast.Object)
 			k, v := st.get(fr, s.a), st.get(fr, s.b)
 			if !ok || k == nil || v == nil {
-				return 0, errors.New("IR evaluation: ObjectInsertStmt on a non-object")
+				return 0, vmBug("ObjectInsertStmt on a non-object")
 			}
 			if s.op == opObjectInsertOnce {
 				if cur := obj.Get(k); cur != nil && !cur.Equal(v) {
@@ -519,7 +521,7 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 			set, ok := fr[s.target].Value.(ast.Set)
 			v := st.get(fr, s.a)
 			if !ok || v == nil {
-				return 0, errors.New("IR evaluation: SetAddStmt on a non-set")
+				return 0, vmBug("SetAddStmt on a non-set")
 			}
 			set.Add(v)
 		case opResultSetAdd:
@@ -535,7 +537,7 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 				}
 			}
 		default:
-			return 0, fmt.Errorf("IR evaluation: unknown operation %d", s.op)
+			return 0, vmBug("unknown operation %d", s.op)
 		}
 	}
 	return ctlNext, nil
@@ -698,7 +700,7 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 			break
 		}
 		if ctl > 0 {
-			err = fmt.Errorf("IR evaluation: illegal control flow out of function %s", fn.name)
+			err = vmBug("illegal control flow out of function %s", fn.name)
 			break
 		}
 		if ctl == 0 && i == len(fn.blocks)-1 {
@@ -750,7 +752,7 @@ func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 		return nil, err // topdown's wrapper has made it a *topdown.Error
 	}
 	if st.nout > 1 {
-		return nil, fmt.Errorf("IR evaluation: built-in %s returned %d values", s.bi.name, st.nout)
+		return nil, vmBug("built-in %s returned %d values", s.bi.name, st.nout)
 	}
 	return st.out, nil
 }
@@ -869,3 +871,13 @@ func (l lazyValue) Hash() int                            { return l.real().Hash(
 func (l lazyValue) IsGround() bool                       { return true }
 func (l lazyValue) String() string                       { return l.real().String() }
 func (l lazyValue) StringLength() int                    { return l.real().StringLength() }
+
+// vmError is an error of the interpreter itself (a plan it cannot have been
+// given, a panic): not the policy's. Decide then asks topdown instead.
+type vmError struct{ msg string }
+
+func (e *vmError) Error() string { return "IR evaluation: " + e.msg }
+
+func vmBug(format string, args ...any) error {
+	return &vmError{msg: fmt.Sprintf(format, args...)}
+}

@@ -440,3 +440,31 @@ func TestAutoEvaluatorPlans(t *testing.T) {
 		t.Fatalf("after the change: %s", got)
 	}
 }
+
+// TestVMFaultFallsBackToTopdown: when the interpreter itself fails (here a
+// program it cannot run), topdown makes the decision and the fault counts.
+func TestVMFaultFallsBackToTopdown(t *testing.T) {
+	g := loadGolden(t)
+	facts := newMemFacts(t, g)
+	e, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorIR})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.cur.Load()
+	broken := &vmProgram{plan: []*vmBlock{{stmts: []vmStmt{{op: 255}}}}, nlocals: 2, data: ast.NewTerm(ast.NewObject())}
+	p.vm.Store(&vmPlan{prog: broken})
+	for _, c := range g.Cases {
+		d, _, err := e.Decide(context.Background(), facts, c.input())
+		if err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
+			t.Fatalf("%s: %+v %v, want %v %s", c.Name, d, err, c.Allow, c.Reason)
+		}
+	}
+	if n := p.vmFaults.Load(); n != uint64(len(g.Cases)) {
+		t.Fatalf("%d faults counted, want %d", n, len(g.Cases))
+	}
+	// a panic is a fault too
+	p.vm.Store(&vmPlan{prog: &vmProgram{plan: []*vmBlock{{stmts: []vmStmt{{op: opDot, a: vmOperand{local: 7}}}}}, nlocals: 2}})
+	if d, _, err := e.Decide(context.Background(), facts, g.Cases[0].input()); err != nil || d.Reason != g.Cases[0].Reason {
+		t.Fatalf("after a panic: %+v %v", d, err)
+	}
+}
