@@ -118,8 +118,8 @@ func (c *Connector) reconcileLocation(ctx context.Context, loc string, startGen 
 	}
 	for _, kind := range []string{kindContact, kindOpportunity} {
 		seen := map[string]change{}
+		var changes []change // committed 1,000 at a time: one bbolt write (and fsync) for 10 pages
 		page := func(rs []hlRecord) error {
-			var changes []change
 			for _, r := range rs {
 				if ch, ok := c.recordChange(kind, loc, r); ok {
 					ch.guard, ch.guardGen = true, startGen
@@ -127,7 +127,12 @@ func (c *Connector) reconcileLocation(ctx context.Context, loc string, startGen 
 					changes = append(changes, ch)
 				}
 			}
-			return c.commit(ctx, changes, nil, firstCopy)
+			if len(changes) < 1000 {
+				return nil
+			}
+			err := c.commit(ctx, changes, nil, firstCopy)
+			changes = nil
+			return err
 		}
 		var err error
 		if kind == kindContact {
@@ -136,6 +141,9 @@ func (c *Connector) reconcileLocation(ctx context.Context, loc string, startGen 
 			err = c.api.listOpportunities(ctx, loc, page)
 		}
 		if err != nil {
+			return err
+		}
+		if err := c.commit(ctx, changes, nil, firstCopy); err != nil {
 			return err
 		}
 		gone, err := c.absent(kind, loc, seen, startGen)
