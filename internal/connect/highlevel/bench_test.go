@@ -66,8 +66,8 @@ func BenchmarkReconcile(b *testing.B) {
 	for _, mode := range []string{"first_copy", "no_change"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newEnv(b, locs)
-			e.fake.genWorld(9, locs, users, records)
-			e.fake.limit = 1 << 30
+			e.fake.GenWorld(9, locs, users, records)
+			e.fake.Limit = 1 << 30
 			e.cfg.RateLimit = 1 << 30
 			var c *Connector
 			open := func() {

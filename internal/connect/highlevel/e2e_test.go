@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/connect/highlevel/hlfake"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 )
 
@@ -106,8 +107,8 @@ func restrictedUser(tb testing.TB, m *refmodel.Model) (string, refmodel.Record) 
 // added with no webhook, and a contact deleted with none, reach the index after a reconcile.
 func TestConnectorEndToEnd(t *testing.T) {
 	e := newEnv(t, 3)
-	e.fake.genWorld(1, 3, 20, 90)
-	e.fake.fail500, e.fake.fail429 = 7, 11
+	e.fake.GenWorld(1, 3, 20, 90)
+	e.fake.Fail500, e.fake.Fail429 = 7, 11
 	e.cfg.PageSize = 25
 	e.cfg.ReconcileInterval = 1500 * time.Millisecond
 	r := start(t, e.cfg)
@@ -139,7 +140,7 @@ func TestConnectorEndToEnd(t *testing.T) {
 		if allow, reason := e.side.decide(t, u, "edit", kindContact, rec.ID); allow || reason != "not_assigned" {
 			t.Fatalf("before: %v %s", allow, reason)
 		}
-		e.fake.set(func(f *fakeHL) { f.records[kindContact][rec.ID].AssignedTo = u })
+		e.fake.Set(func(f *hlfake.Fake) { f.Records[kindContact][rec.ID].AssignedTo = u })
 		body := hook("ContactUpdate", rec.LocationID, rec.ID)
 		if code, out := post(t, r.webhook.URL, body, sign(body)); code != 200 || out["accepted"] != true {
 			t.Fatalf("webhook: %d %v", code, out)
@@ -159,9 +160,9 @@ func TestConnectorEndToEnd(t *testing.T) {
 				break
 			}
 		}
-		e.fake.set(func(f *fakeHL) {
-			f.records[kindContact][rec.ID].Followers = append(f.records[kindContact][rec.ID].Followers, u)
-			delete(f.records[kindOpportunity], gone.ID)
+		e.fake.Set(func(f *hlfake.Fake) {
+			f.Records[kindContact][rec.ID].Followers = append(f.Records[kindContact][rec.ID].Followers, u)
+			delete(f.Records[kindOpportunity], gone.ID)
 		})
 		eventually(t, "the follower added in the fake", func() bool {
 			allow, reason := e.side.decide(t, u, "view", kindContact, rec.ID)
@@ -177,8 +178,8 @@ func TestConnectorEndToEnd(t *testing.T) {
 			return sameModel(t, got, want)
 		})
 	})
-	if len(e.fake.badHeader) > 0 {
-		t.Fatalf("requests without the right token or Version: %v", e.fake.badHeader[:1])
+	if len(e.fake.BadHeader) > 0 {
+		t.Fatalf("requests without the right token or Version: %v", e.fake.BadHeader[:1])
 	}
 }
 
@@ -186,13 +187,13 @@ func TestConnectorEndToEnd(t *testing.T) {
 // reads nothing again, before and after a restart on the same state dir.
 func TestWebhookReplayNotAppliedTwice(t *testing.T) {
 	e := newEnv(t, 1)
-	e.fake.genWorld(2, 1, 10, 30)
+	e.fake.GenWorld(2, 1, 10, 30)
 	e.cfg.ReconcileInterval = time.Hour
 	r := start(t, e.cfg)
 	r.waitReady(t)
 	m := e.fake.model(e.cfg.LocationIDs)
 	u, rec := restrictedUser(t, m)
-	e.fake.set(func(f *fakeHL) { f.records[kindContact][rec.ID].AssignedTo = u })
+	e.fake.Set(func(f *hlfake.Fake) { f.Records[kindContact][rec.ID].AssignedTo = u })
 	body := hook("ContactUpdate", rec.LocationID, rec.ID)
 	if code, out := post(t, r.webhook.URL, body, sign(body)); code != 200 || out["accepted"] != true {
 		t.Fatalf("webhook: %d %v", code, out)
@@ -200,8 +201,8 @@ func TestWebhookReplayNotAppliedTwice(t *testing.T) {
 	eventually(t, "the webhook's change", func() bool { ok, _ := e.side.decide(t, u, "edit", kindContact, rec.ID); return ok })
 	eventually(t, "no pending work", func() bool { return r.c.st.pending() == 0 })
 	// The fake changes again; a replay must not read it.
-	e.fake.set(func(f *fakeHL) { f.records[kindContact][rec.ID].AssignedTo = "" })
-	requests := e.fake.total()
+	e.fake.Set(func(f *hlfake.Fake) { f.Records[kindContact][rec.ID].AssignedTo = "" })
+	requests := e.fake.Total()
 	seq, _ := e.side.model(t)
 	for i := range 2 {
 		if i == 1 { // and across a restart
@@ -216,7 +217,7 @@ func TestWebhookReplayNotAppliedTwice(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	if n := e.fake.total(); n != requests {
+	if n := e.fake.Total(); n != requests {
 		t.Fatalf("a replayed webhook read the API again (%d requests, was %d)", n, requests)
 	}
 	if s, _ := e.side.model(t); s != seq {
@@ -233,7 +234,7 @@ func TestWebhookReplayNotAppliedTwice(t *testing.T) {
 // have carried it).
 func TestKillLosesNoAcceptedWebhook(t *testing.T) {
 	e := newEnv(t, 2)
-	e.fake.genWorld(3, 2, 10, 60)
+	e.fake.GenWorld(3, 2, 10, 60)
 	e.cfg.ReconcileInterval = time.Hour
 	e.cfg.SkipReconcileAtStart = true
 	r := start(t, e.cfg)
@@ -265,7 +266,7 @@ func TestKillLosesNoAcceptedWebhook(t *testing.T) {
 		}
 		c := contacts[rng.IntN(len(contacts))]
 		owner := fmt.Sprintf("u-%s-%02d", strings.TrimPrefix(c.LocationID, "loc-"), rng.IntN(10))
-		e.fake.set(func(f *fakeHL) { f.records[kindContact][c.ID].AssignedTo = owner })
+		e.fake.Set(func(f *hlfake.Fake) { f.Records[kindContact][c.ID].AssignedTo = owner })
 		body := hook("ContactUpdate", c.LocationID, c.ID)
 		code := 0
 		req, _ := http.NewRequest(http.MethodPost, url+WebhookPath, strings.NewReader(string(body)))
@@ -300,7 +301,7 @@ func TestRequestWindow(t *testing.T) {
 		t.Skip("takes over 10 s")
 	}
 	e := newEnv(t, 1)
-	e.fake.genWorld(5, 1, 10, 240)
+	e.fake.GenWorld(5, 1, 10, 240)
 	e.cfg.PageSize = 2
 	c, err := New(e.cfg)
 	if err != nil {
@@ -310,8 +311,8 @@ func TestRequestWindow(t *testing.T) {
 	if err := c.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	n, res := e.fake.maxInWindow(10 * time.Second)
-	if total := e.fake.total(); total <= 100 || n > 100 {
+	n, res := e.fake.MaxInWindow(10 * time.Second)
+	if total := e.fake.Total(); total <= 100 || n > 100 {
 		t.Fatalf("%d requests in all, at most %d in 10 s (%s): want > 100 in all and ≤ 100 per window", total, n, res)
 	}
 	_, got := e.side.model(t)
@@ -324,14 +325,14 @@ func TestRequestWindow(t *testing.T) {
 // snapshot of the connector's copy when the connector restarts.
 func TestSinkBehindGetsSnapshot(t *testing.T) {
 	e := newEnv(t, 1)
-	e.fake.genWorld(6, 1, 8, 30)
+	e.fake.GenWorld(6, 1, 8, 30)
 	e.cfg.ReconcileInterval = time.Hour
 	r := start(t, e.cfg)
 	r.waitReady(t)
 	// some events after the snapshot
 	m := e.fake.model(e.cfg.LocationIDs)
 	u, rec := restrictedUser(t, m)
-	e.fake.set(func(f *fakeHL) { f.records[kindContact][rec.ID].AssignedTo = u })
+	e.fake.Set(func(f *hlfake.Fake) { f.Records[kindContact][rec.ID].AssignedTo = u })
 	body := hook("ContactUpdate", rec.LocationID, rec.ID)
 	post(t, r.webhook.URL, body, sign(body))
 	eventually(t, "the change", func() bool { ok, _ := e.side.decide(t, u, "edit", kindContact, rec.ID); return ok })
@@ -352,7 +353,7 @@ func TestSinkBehindGetsSnapshot(t *testing.T) {
 // TestSyncFails: a sync that cannot read the API returns the error (the command exits 1).
 func TestSyncFails(t *testing.T) {
 	e := newEnv(t, 1)
-	e.fake.fail500 = 1
+	e.fake.Fail500 = 1
 	e.cfg.MaxAttempts = 2
 	c, err := New(e.cfg)
 	if err != nil {

@@ -200,7 +200,7 @@ func newEnv(tb testing.TB, locs int) *env {
 		loc := fmt.Sprintf("loc-%d", l)
 		locations = append(locations, loc)
 		tok := "tok-" + loc
-		e.fake.tokens[tok] = loc
+		e.fake.Tokens[tok] = loc
 		if err := os.WriteFile(filepath.Join(dir, loc), []byte(tok+"\n"), 0o600); err != nil {
 			tb.Fatal(err)
 		}
