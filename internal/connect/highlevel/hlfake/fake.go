@@ -20,17 +20,20 @@ import (
 
 // Fake is a HighLevel API v2 server. Lock Mu (or use Set) to read or change its fields.
 type Fake struct {
-	Mu        sync.Mutex
-	Users     map[string]*User
-	Records   map[string]map[string]*Record // kind → id → record
-	Tokens    map[string]string             // token → location ("*" for every location)
-	arrivals  map[string][]time.Time        // resource → arrival times
-	n         int                           // requests so far
-	Fail500   int                           // every fail500-th request answers 500 (0: never)
-	Fail429   int                           // every fail429-th request answers 429 with Retry-After: 1
-	Limit     int                           // requests per window per resource before a 429
-	Window    time.Duration
-	BadHeader []string // requests without the right Version or token
+	Mu       sync.Mutex
+	Users    map[string]*User
+	Records  map[string]map[string]*Record // kind → id → record
+	Tokens   map[string]string             // token → location ("*" for every location)
+	arrivals map[string][]time.Time        // resource → arrival times
+	n        int                           // requests so far
+	Fail500  int                           // every fail500-th request answers 500 (0: never)
+	Fail429  int                           // every fail429-th request answers 429 with Retry-After: 1
+	// FailListings answers 500 to every listing (users search, contacts search without filters,
+	// opportunities search without id), so that only reads of one object work.
+	FailListings bool
+	Limit        int // requests per window per resource before a 429
+	Window       time.Duration
+	BadHeader    []string // requests without the right Version or token
 }
 
 type User struct {
@@ -200,6 +203,10 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case f.Fail429 > 0 && f.n%f.Fail429 == 0:
 		w.Header().Set("Retry-After", "1")
 		fakeErr(w, 429, "injected")
+		return
+	case f.FailListings && (r.URL.Path == "/users/search" || r.URL.Path == "/contacts/search" && len(body.Filters) == 0 ||
+		r.URL.Path == "/opportunities/search" && r.URL.Query().Get("id") == ""):
+		fakeErr(w, 500, "injected: listings fail")
 		return
 	case f.Fail500 > 0 && f.n%f.Fail500 == 0:
 		fakeErr(w, 500, "injected")

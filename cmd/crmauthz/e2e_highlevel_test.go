@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/crmauthz/crmauthz/internal/connect/highlevel/hlfake"
+	"github.com/crmauthz/crmauthz/internal/refmodel"
+)
+
+// connector is one running `crmauthz connect highlevel`.
+type connector struct {
+	*proc
+	webhook string // http://addr of the webhook listener
+}
+
+func startConnector(t testing.TB, args []string) *connector {
+	t.Helper()
+	p := &proc{t: t, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binPath, args...)
+	pr, pw := io.Pipe()
+	p.cmd.Stderr = io.MultiWriter(pw, p.stderr)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.kill() })
+	addrs := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			var line struct {
+				Msg         string `json:"msg"`
+				WebhookAddr string `json:"webhook_addr"`
+				AdminAddr   string `json:"admin_addr"`
+			}
+			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "connect highlevel" {
+				addrs <- [2]string{line.WebhookAddr, line.AdminAddr}
+				sent = true
+			}
+		}
+	}()
+	select {
+	case a := <-addrs:
+		p.admin = "http://" + a[1]
+		return &connector{proc: p, webhook: "http://" + a[0]}
+	case <-p.done:
+		t.Fatalf("connector exited before serving: %v\n%s", p.exitErr, p.stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("connector did not start in 30s\n%s", p.stderr.String())
+	}
+	return nil
+}
+
+// TestHighLevelConnectorBinary runs the built binary: `connect highlevel` against a fake
+// HighLevel (internal/connect/highlevel/hlfake) and a real `crmauthz serve`. After the first
+// sync the index holds the fake's owners; then, with the fake's listings failing (so that no
+// reconcile can mend anything), webhooks change owners while the connector is SIGKILLed and
+// restarted three times: every change acknowledged with a 200 reaches the index. Last,
+// `connect highlevel sync` exits 0, and 1 without a token.
+func TestHighLevelConnectorBinary(t *testing.T) {
+	side := startServer(t, t.TempDir())
+	fake := hlfake.New()
+	fake.GenWorld(21, 2, 10, 60)
+	api := httptest.NewServer(fake)
+	defer api.Close()
+	dir := t.TempDir()
+	tokDir := filepath.Join(dir, "tokens")
+	os.Mkdir(tokDir, 0o700)
+	for _, loc := range []string{"loc-0", "loc-1"} {
+		fake.Set(func(f *hlfake.Fake) { f.Tokens["tok-"+loc] = loc })
+		os.WriteFile(filepath.Join(tokDir, loc), []byte("tok-"+loc+"\n"), 0o600)
+	}
+	pub, priv, _ := ed25519.GenerateKey(crand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	keyFile := filepath.Join(dir, "key.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+	sinkTok := filepath.Join(dir, "sink-token")
+	os.WriteFile(sinkTok, []byte(testToken), 0o600)
+	state := filepath.Join(dir, "state")
+	flags := []string{"--api-url", api.URL, "--token-dir", tokDir, "--location-ids", "loc-0,loc-1",
+		"--webhook-public-key-file", keyFile, "--sink", side.admin, "--sink-token-file", sinkTok,
+		"--state-dir", state, "--admin-addr", "127.0.0.1:0"}
+	run := append([]string{"connect", "highlevel", "--webhook-addr", "127.0.0.1:0", "--reconcile-interval", "1h"}, flags...)
+
+	owners := func(m *refmodel.Model) map[string]string {
+		out := map[string]string{}
+		for k, r := range m.Records {
+			if k.Type == "contact" {
+				out[k.ID] = r.Owner
+			}
+		}
+		return out
+	}
+	fakeOwners := func() map[string]string {
+		out := map[string]string{}
+		fake.Set(func(f *hlfake.Fake) {
+			for id, r := range f.Records["contact"] {
+				out[id] = r.AssignedTo
+			}
+		})
+		return out
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	c := startConnector(t, run)
+	waitFor("ready", func() bool {
+		resp, err := http.Get(c.admin + "/health/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	_, m := exported(t, side)
+	want := fakeOwners()
+	if got := owners(m); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the first sync: owners %v, want %v", got, want)
+	}
+
+	fake.Set(func(f *hlfake.Fake) { f.FailListings = true })
+	rng := rand.New(rand.NewPCG(21, 1))
+	ids := make([]string, 0, len(want))
+	for id := range want {
+		ids = append(ids, id)
+	}
+	acked := map[string]bool{}
+	for i := range 240 {
+		if i > 0 && i%60 == 0 {
+			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+			c.kill() // SIGKILL, refreshes in flight
+			c = startConnector(t, run)
+		}
+		id := ids[rng.IntN(len(ids))]
+		var loc string
+		owner := ""
+		fake.Set(func(f *hlfake.Fake) {
+			r := f.Records["contact"][id]
+			loc = r.Location
+			owner = fmt.Sprintf("u-%s-%02d", loc[len("loc-"):], rng.IntN(10))
+			r.AssignedTo = owner
+		})
+		body, _ := json.Marshal(map[string]any{"type": "ContactUpdate", "locationId": loc, "id": id,
+			"webhookId": fmt.Sprintf("bin-%d", i), "timestamp": time.Now().UTC().Format(time.RFC3339)})
+		req, _ := http.NewRequest(http.MethodPost, c.webhook+"/v1/highlevel/webhooks", bytes.NewReader(body))
+		req.Header.Set("X-GHL-Signature", base64.StdEncoding.EncodeToString(ed25519.Sign(priv, body)))
+		code := 0
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			code = resp.StatusCode
+			resp.Body.Close()
+		}
+		acked[id] = code == 200
+	}
+	final := fakeOwners()
+	waitFor("every acknowledged change in the index", func() bool {
+		_, m := exported(t, side)
+		got := owners(m)
+		for id, ok := range acked {
+			if ok && got[id] != final[id] {
+				return false
+			}
+		}
+		return true
+	})
+	c.kill()
+
+	fake.Set(func(f *hlfake.Fake) { f.FailListings = false })
+	sync := exec.Command(binPath, append([]string{"connect", "highlevel", "sync"}, flags...)...)
+	if out, err := sync.CombinedOutput(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	if _, m := exported(t, side); fmt.Sprint(owners(m)) != fmt.Sprint(final) {
+		t.Fatal("after sync the owners differ from the fake's")
+	}
+	os.Remove(filepath.Join(tokDir, "loc-1"))
+	bad := exec.Command(binPath, append([]string{"connect", "highlevel", "sync"}, flags...)...)
+	out, err := bad.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("token")) {
+		t.Fatalf("sync without a token: %v\n%s", err, out)
+	}
+}
