@@ -5,7 +5,7 @@
 # (IMAGE=crmauthz IMAGE_TAG=<version>), then tag and push it to the repository you deploy from
 # and set the chart's image.repository to it.
 #
-# The test internal/chart TestStandaloneDefaultRunsTheBinary reads this file: it runs the binary
+# The test tools/chart TestStandaloneDefaultRunsTheBinary reads this file: it runs the binary
 # with the ENV below, the ENTRYPOINT and the chart's arguments; TestStaticBinary checks that
 # `make build` gives a static executable.
 

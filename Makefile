@@ -22,20 +22,27 @@ run: build ## serve on 127.0.0.1:8181 (admin 127.0.0.1:8282) with examples/demo.
 	rm -rf $(RUN_DATA)
 	$(BIN) serve --data-dir $(RUN_DATA) --load-snapshot examples/demo.ndjson
 
-test: build ## run every test (Go with -race, and the Rego policy tests)
+test: build ## run every test (Go with -race in both modules, and the Rego policy tests)
 	$(GO) test -race -count=1 $(PKGS)
+	cd tools && $(GO) test -race -count=1 ./...
 	$(BIN) policy test policies/
 
 policy-test: build ## run the Rego policy tests with coverage
 	$(BIN) policy test --coverage -v policies/
 
-lint: ## gofmt check, go vet, and opa fmt check of the Rego policies
+lint: bin/staticcheck ## gofmt check, go vet and staticcheck (both modules), and opa fmt check of the Rego policies
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd tools && $(GO) vet ./...
+	bin/staticcheck $(PKGS)
+	cd tools && ../bin/staticcheck ./...
 	$(GO) run ./cmd/crmauthz policy fmt --check policies/
 
 helm-lint: ## helm lint --strict the charts with every ci/*-values.yaml scenario (Helm SDK, no helm CLI needed)
-	$(GO) run ./tools/helmlint charts/crmauthz charts/examples/app-with-sidecar
+	cd tools && $(GO) run ./helmlint ../charts/crmauthz ../charts/examples/app-with-sidecar
+
+bin/staticcheck: tools/go.mod ## staticcheck, at the version tools/go.mod pins
+	cd tools && $(GO) build -o ../bin/staticcheck honnef.co/go/tools/cmd/staticcheck
 
 image: ## docker build the image IMAGE:IMAGE_TAG (default crmauthz:VERSION); needs a Docker engine
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(IMAGE_TAG) .
@@ -54,7 +61,7 @@ fuzz: ## run every Go fuzz target for FUZZTIME each (seed corpora run in make te
 	done
 
 bench: build ## crmauthz vs opa run --server over HTTP on 1,000,000 records, one table (BENCH_FLAGS="--records 100000 --duration 5s"; see BENCHMARKS.md)
-	$(GO) run ./cmd/crmauthz-bench run --crmauthz $(BIN) $(BENCH_FLAGS)
+	cd tools && $(GO) run ./crmauthz-bench run --crmauthz ../$(BIN) $(BENCH_FLAGS)
 
 bench-go: ## in-process benchmarks (decision, batch, index, replication, 1,000,000-record snapshot load)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -92,15 +92,21 @@ func rulesHeld(trace []*topdown.Event) (decided RuleRef, held []RuleRef) {
 		seen[rule] = true
 		ref := ruleRef(rule)
 		held = append(held, ref)
-		if rule.Path().Equal(want) {
+		if rulePath(rule).Equal(want) {
 			decided = ref
 		}
 	}
 	return decided, held
 }
 
+// rulePath is the path of the document a rule contributes to, up to its first variable
+// (what the deprecated ast.Rule.Path returned).
+func rulePath(rule *ast.Rule) ast.Ref {
+	return rule.Ref().GroundPrefix()
+}
+
 func ruleRef(rule *ast.Rule) RuleRef {
-	r := RuleRef{Path: rule.Path().String()}
+	r := RuleRef{Path: rulePath(rule).String()}
 	if loc := rule.Location; loc != nil {
 		r.File, r.Row, r.Col = loc.File, loc.Row, loc.Col
 		text, _, _ := strings.Cut(string(loc.Text), "\n")

@@ -214,7 +214,7 @@ func TestDecisionsDuringReplication(t *testing.T) {
 				// Odd seqs from 4 on add u-2 as a follower, even ones remove it.
 				follows := d.AppliedSeq >= 4 && d.AppliedSeq%2 == 0
 				if follows && (!d.Allow || d.Reason != "follower") || !follows && (d.Allow || d.Reason != "not_assigned") {
-					errs <- string(rec.Body.Bytes())
+					errs <- rec.Body.String()
 					return
 				}
 			}

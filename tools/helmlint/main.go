@@ -3,8 +3,8 @@
 // chart's defaults when it has none), and exits 1 if any lint reports a warning or an error.
 // With -template it prints the manifests instead, as `helm template` (lookup finds nothing).
 //
-//	go run ./tools/helmlint charts/crmauthz charts/examples/app-with-sidecar
-//	go run ./tools/helmlint -template -f charts/crmauthz/ci/standalone-full-values.yaml charts/crmauthz
+//	cd tools && go run ./helmlint ../charts/crmauthz ../charts/examples/app-with-sidecar
+//	cd tools && go run ./helmlint -template -f ../charts/crmauthz/ci/standalone-full-values.yaml ../charts/crmauthz
 package main
 
 import (
@@ -13,7 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/crmauthz/crmauthz/internal/chart"
+	"github.com/crmauthz/crmauthz/tools/chart"
 )
 
 func main() {

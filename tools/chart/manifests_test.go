@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/crmauthz/crmauthz/internal/chart"
+	"github.com/crmauthz/crmauthz/tools/chart"
 )
 
 const (

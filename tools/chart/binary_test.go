@@ -30,7 +30,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/crmauthz/crmauthz/internal/chart"
+	"github.com/crmauthz/crmauthz/tools/chart"
 )
 
 var (

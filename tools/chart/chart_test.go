@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/crmauthz/crmauthz/internal/chart"
+	"github.com/crmauthz/crmauthz/tools/chart"
 )
 
 // TestScenarioFilesAreTested makes sure every ci/*-values.yaml has a case below.
