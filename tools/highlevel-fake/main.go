@@ -8,7 +8,7 @@
 //	POST /demo/follow?type=contact&id=c-2&user=u-gina   a new follower, no webhook (as HighLevel)
 //	POST /demo/delete?type=contact&id=c-2               gone, and a signed ContactDelete webhook
 //
-//	go run ./tools/highlevel-fake -dir ./data/highlevel-fake
+//	cd tools && go run ./highlevel-fake -dir ../data/highlevel-fake
 package main
 
 import (
