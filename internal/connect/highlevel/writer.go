@@ -91,6 +91,9 @@ func (c *Connector) commit(ctx context.Context, changes []change, done []queued,
 			if ch.guard && ok && e.Gen > ch.guardGen {
 				continue
 			}
+			if !firstCopy {
+				c.log.Debug("write", "kind", ch.kind, "id", ch.id, "delete", ch.fact == nil)
+			}
 			if ch.fact == nil {
 				switch {
 				case !ok || e.Deleted:
