@@ -117,8 +117,11 @@ func (c *Connector) webhook(w http.ResponseWriter, r *http.Request) (string, int
 	if loc == "" && company == "" {
 		missing = append(missing, "locationId (or companyId)")
 	}
+	if b.WebhookID != nil && len(*b.WebhookID) > 512 {
+		missing = append(missing, "webhookId (over 512 bytes)")
+	}
 	if len(missing) > 0 {
-		writeError(w, http.StatusBadRequest, "invalid_webhook", "missing or empty: "+strings.Join(missing, ", "))
+		writeError(w, http.StatusBadRequest, "invalid_webhook", "missing, empty or invalid: "+strings.Join(missing, ", "))
 		return "invalid_webhook", http.StatusBadRequest
 	}
 	ts, err := time.Parse(time.RFC3339, *b.Timestamp)

@@ -65,6 +65,7 @@ func TestBadWebhooks(t *testing.T) {
 		{"not JSON", []byte("not json"), sign([]byte("not json")), 400, "invalid_webhook", "", false},
 		{"a JSON array", []byte("[1]"), sign([]byte("[1]")), 400, "invalid_webhook", "", false},
 		{"no webhookId", body(without(fields("ContactUpdate", 0), "webhookId")), nil, 400, "invalid_webhook", "", false},
+		{"webhookId over 512 bytes", body(with(fields("ContactUpdate", 0), "webhookId", strings.Repeat("w", 513))), nil, 400, "invalid_webhook", "", false},
 		{"no type", body(without(fields("ContactUpdate", 0), "type")), nil, 400, "invalid_webhook", "", false},
 		{"no timestamp", body(without(fields("ContactUpdate", 0), "timestamp")), nil, 400, "invalid_webhook", "", false},
 		{"timestamp not RFC 3339", body(with(fields("ContactUpdate", 0), "timestamp", "yesterday")), nil, 400, "invalid_webhook", "", false},
