@@ -31,9 +31,11 @@ type Fake struct {
 	// FailListings answers 500 to every listing (users search, contacts search without filters,
 	// opportunities search without id), so that only reads of one object work.
 	FailListings bool
-	Limit        int // requests per window per resource before a 429
-	Window       time.Duration
-	BadHeader    []string // requests without the right Version or token
+	// OverLimit counts the requests answered 429 because they were over Limit per Window.
+	OverLimit int
+	Limit     int // requests per window per resource before a 429
+	Window    time.Duration
+	BadHeader []string // requests without the right Version or token
 }
 
 type User struct {
@@ -197,6 +199,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-RateLimit-Daily-Remaining", "190000")
 	switch {
 	case inWindow > f.Limit:
+		f.OverLimit++
 		w.Header().Set("Retry-After", "1")
 		fakeErr(w, 429, "too many requests")
 		return
