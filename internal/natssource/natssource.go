@@ -445,7 +445,7 @@ func (s *Source) session(ctx context.Context) (progressed bool, err error) {
 		s.noteStream(info)
 		first, last := info.State.FirstSeq, info.State.LastSeq
 		switch {
-		case applied > last || s.isAhead(applied):
+		case applied > last || s.isAhead(applied, first):
 			if err := s.waitAhead(ctx, applied, last); err != nil {
 				return true, err
 			}
@@ -537,6 +537,10 @@ func (s *Source) watch(ctx context.Context, stream jetstream.Stream) {
 		switch {
 		case applied > last && state != StateAheadOfStream:
 			s.restartConsumer() // the session finds the index ahead and reports it
+		case info.State.FirstSeq > applied+1 && (state == StateCatchingUp || state == StateStreaming):
+			// Purged past applied_seq (a connector wrote a snapshot, docs/connectors.md):
+			// the session bootstraps from the bucket without waiting for the next event.
+			s.restartConsumer()
 		case applied == last && (state == StateCatchingUp || state == StateStreaming):
 			s.markSynced(applied)
 		case applied < last && pseq != applied+1 && applied+1 >= info.State.FirstSeq:
@@ -640,17 +644,23 @@ func (s *Source) consume(ctx context.Context, stream jetstream.Stream, start uin
 	s.log.Debug("consuming", "from_seq", start)
 
 	batch := make([]jetstream.Msg, 0, s.cfg.MaxBatch)
-	next := start // the seq the next message must have
+	next := start           // the seq the next message must have
+	var carry jetstream.Msg // read past the end of the last batch: the next one's first
 	for {
-		msg, err := it.Next(jetstream.NextContext(cctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return outcome{}, ctx.Err()
+		msg := carry
+		carry = nil
+		if msg == nil {
+			var err error
+			msg, err = it.Next(jetstream.NextContext(cctx))
+			if err != nil {
+				if ctx.Err() != nil {
+					return outcome{}, ctx.Err()
+				}
+				if cctx.Err() != nil {
+					return outcome{}, nil // restart asked for
+				}
+				return outcome{}, fmt.Errorf("reading the stream: %w", err)
 			}
-			if cctx.Err() != nil {
-				return outcome{}, nil // restart asked for
-			}
-			return outcome{}, fmt.Errorf("reading the stream: %w", err)
 		}
 		batch = append(batch[:0], msg)
 		var readErr error
@@ -669,6 +679,9 @@ func (s *Source) consume(ctx context.Context, stream jetstream.Stream, start uin
 			}
 			batch = append(batch, msg)
 		}
+		if readErr == nil {
+			batch, carry, readErr = s.completeTx(it, batch)
+		}
 		out, done, n, err := s.applyBatch(ctx, stream, batch, &next, start)
 		if err != nil || done {
 			return out, err
@@ -685,10 +698,73 @@ func (s *Source) consume(ctx context.Context, stream jetstream.Stream, start uin
 	}
 }
 
+// MaxTxEvents bounds the events of one source transaction applied together
+// (completeTx); a longer transaction is applied in parts.
+const MaxTxEvents = 100_000
+
+// completeTx never lets a batch end inside a source transaction (events
+// sharing a "tx", docs/connectors.md): while the last message belongs to a
+// tx and the stream holds more after it, it reads on, adding the messages of
+// that tx; the first message of another tx comes back as carry, the start of
+// the next batch. A tx at the stream's very end is complete as far as the
+// stream knows (its writer publishes a tx's events back to back).
+func (s *Source) completeTx(it jetstream.MessagesContext, batch []jetstream.Msg) ([]jetstream.Msg, jetstream.Msg, error) {
+	for len(batch) < MaxTxEvents {
+		last := batch[len(batch)-1]
+		tx := txOf(last.Data())
+		if tx == "" {
+			return batch, nil, nil
+		}
+		md, err := last.Metadata()
+		if err != nil || md.NumPending == 0 {
+			return batch, nil, nil
+		}
+		msg, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
+		if err != nil {
+			if errors.Is(err, nats.ErrTimeout) {
+				return batch, nil, nil
+			}
+			return batch, nil, err
+		}
+		if txOf(msg.Data()) != tx {
+			return batch, msg, nil
+		}
+		batch = append(batch, msg)
+	}
+	return batch, nil, nil
+}
+
+// txOf reads an event's "tx" ("" when absent or unreadable) without
+// decoding the rest.
+func txOf(data []byte) string {
+	if !bytes.Contains(data, []byte(`"tx"`)) {
+		return ""
+	}
+	var e struct {
+		Tx string `json:"tx"`
+	}
+	_ = json.Unmarshal(data, &e)
+	return e.Tx
+}
+
+// txStart returns the position of the first event of the run of events
+// sharing events[i]'s tx that ends at i (i itself when it has none).
+func txStart(events []replication.Event, i int) int {
+	tx := events[i].Tx
+	if tx == "" {
+		return i
+	}
+	for i > 0 && events[i-1].Tx == tx {
+		i--
+	}
+	return i
+}
+
 type decoded struct {
 	seq  uint64
 	time time.Time
 	op   string
+	tx   string // of an event that did not decode
 	ev   replication.Event
 	err  error
 }
@@ -723,7 +799,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 		if d.err == nil {
 			d.op = d.ev.Op
 		} else {
-			d.op = opOf(msg.Data())
+			d.op, d.tx = opOf(msg.Data()), txOf(msg.Data())
 		}
 		items = append(items, d)
 		if d.err != nil {
@@ -745,18 +821,25 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 		}
 		events = append(events, it.ev)
 	}
+	if last := items[len(items)-1]; last.err != nil && last.tx != "" {
+		// Not the first part of the bad event's transaction alone.
+		for len(events) > 0 && string(events[len(events)-1].Tx) == last.tx {
+			events = events[:len(events)-1]
+		}
+	}
 	if len(events) > 0 {
 		res, err := s.apply(ctx, events)
 		var inv *replication.InvalidEventError
 		var gap *replication.GapError
 		switch {
 		case errors.As(err, &inv):
-			// Apply what precedes the invalid event, then stop at it.
-			if inv.Index > 0 {
-				if res, err = s.apply(ctx, events[:inv.Index]); err != nil {
+			// Apply what precedes the invalid event's transaction, then
+			// stop at it.
+			if keep := txStart(events, inv.Index); keep > 0 {
+				if res, err = s.apply(ctx, events[:keep]); err != nil {
 					return outcome{}, true, n, s.applyErr(err)
 				}
-				s.applied(res, items[inv.Index-1].time)
+				s.applied(res, items[keep-1].time)
 			}
 			bad := events[inv.Index]
 			s.m.Events(bad.Op, "rejected", 1)
@@ -916,11 +999,13 @@ func (s *Source) noteErr(err error) {
 	}
 }
 
-func (s *Source) isAhead(applied uint64) bool {
+func (s *Source) isAhead(applied, first uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ahead != 0 && s.ahead != applied {
-		s.ahead = 0 // applied_seq changed (a snapshot): look again
+	if s.ahead != 0 && (s.ahead != applied || first > applied+1) {
+		// applied_seq changed (a snapshot), or the stream starts past it (purged after a
+		// connector's snapshot): a snapshot of the bucket can be loaded. Look again.
+		s.ahead = 0
 	}
 	return s.ahead != 0
 }

@@ -138,39 +138,15 @@ func Publish(ctx context.Context, js jetstream.JetStream, er *EventReader, o Pub
 	}
 	last := info.State.LastSeq
 	res := PublishResult{LastSeq: last}
-	type sent struct {
-		seq uint64
-		pos int
-		f   jetstream.PubAckFuture
-	}
-	var inflight []sent
-	// settle waits for the acks of the events sent so far.
-	settle := func() error {
-		timeout := time.NewTimer(30 * time.Second)
-		defer timeout.Stop()
-		for _, s := range inflight {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-timeout.C:
-				return fmt.Errorf("no acknowledgement for event %d (seq %d) in 30s; the stream may hold it or not: "+
-					"run again with seqs in the file to resume safely", s.pos, s.seq)
-			case ack := <-s.f.Ok():
-				if ack.Sequence != s.seq {
-					return fmt.Errorf("event %d was stored at seq %d, not %d", s.pos, ack.Sequence, s.seq)
-				}
-				res.Published++
-				res.LastSeq = s.seq
-				if res.FirstSeq == 0 {
-					res.FirstSeq = s.seq
-				}
-			case err := <-s.f.Err():
-				return fmt.Errorf("event %d (seq %d) was refused: %w; the stream holds the events before it", s.pos, s.seq, err)
-			}
+	app := NewAppender(js, o.Stream, o.Subject)
+	app.OnAck = func(seq uint64) {
+		res.Published++
+		res.LastSeq = seq
+		if res.FirstSeq == 0 {
+			res.FirstSeq = seq
 		}
-		inflight = inflight[:0]
-		return nil
 	}
+	settle := func() error { return app.Settle(ctx) }
 	next := last + 1
 	for {
 		raw, err := er.Next()
@@ -204,22 +180,85 @@ func Publish(ctx context.Context, js jetstream.JetStream, er *EventReader, o Pub
 			return res, errors.Join(settle(), fmt.Errorf("%s is invalid: %w", where, err))
 		}
 		if !o.DryRun {
-			msg := nats.NewMsg(o.Subject)
-			msg.Data = raw
-			f, err := js.PublishMsgAsync(msg, jetstream.WithExpectStream(o.Stream), jetstream.WithExpectLastSequence(next-1))
-			if err != nil {
-				return res, errors.Join(settle(), fmt.Errorf("%s: publishing: %w", where, err))
-			}
-			inflight = append(inflight, sent{seq: next, pos: er.Pos, f: f})
-			if len(inflight) >= 4096 {
-				if err := settle(); err != nil {
-					return res, err
-				}
+			if err := app.Send(ctx, raw, next, where); err != nil {
+				return res, errors.Join(settle(), err)
 			}
 		}
 		next++
 	}
 	return res, settle()
+}
+
+// Appender publishes events to a stream, each at the stream sequence it is
+// meant to have: every message carries an expected-last-sequence check
+// (stream seq = event seq), so another writer in between makes a publish
+// fail rather than shift the seqs. Publishes are asynchronous; Settle waits
+// for their acknowledgements. It is what Publish and the NATS sink of the
+// connectors (internal/connect/sink) write with.
+type Appender struct {
+	js              jetstream.JetStream
+	stream, subject string
+	inflight        []inflightMsg
+	// OnAck, when set, is called with the seq of each acknowledged event,
+	// in order.
+	OnAck func(seq uint64)
+	// AckTimeout bounds the wait for one acknowledgement; default 30s.
+	AckTimeout time.Duration
+}
+
+type inflightMsg struct {
+	seq   uint64
+	where string
+	f     jetstream.PubAckFuture
+}
+
+// NewAppender returns an Appender to stream, publishing on subject.
+func NewAppender(js jetstream.JetStream, stream, subject string) *Appender {
+	return &Appender{js: js, stream: stream, subject: subject, AckTimeout: 30 * time.Second}
+}
+
+// Send publishes data as the event at seq (the stream's last seq must be
+// seq-1 when it arrives); where names it in errors. It settles on its own
+// every 4096 messages in flight.
+func (a *Appender) Send(ctx context.Context, data []byte, seq uint64, where string) error {
+	msg := nats.NewMsg(a.subject)
+	msg.Data = data
+	f, err := a.js.PublishMsgAsync(msg, jetstream.WithExpectStream(a.stream), jetstream.WithExpectLastSequence(seq-1))
+	if err != nil {
+		return fmt.Errorf("%s: publishing: %w", where, err)
+	}
+	a.inflight = append(a.inflight, inflightMsg{seq: seq, where: where, f: f})
+	if len(a.inflight) >= 4096 {
+		return a.Settle(ctx)
+	}
+	return nil
+}
+
+// Settle waits for the acknowledgements of the events sent so far. After an
+// error the stream holds a prefix of them (those acknowledged before it).
+func (a *Appender) Settle(ctx context.Context) error {
+	defer func() { a.inflight = a.inflight[:0] }()
+	timeout := time.NewTimer(a.AckTimeout)
+	defer timeout.Stop()
+	for _, s := range a.inflight {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout.C:
+			return fmt.Errorf("no acknowledgement for %s (seq %d) in %s; the stream may hold it or not "+
+				"(its last seq says)", s.where, s.seq, a.AckTimeout)
+		case ack := <-s.f.Ok():
+			if ack.Sequence != s.seq {
+				return fmt.Errorf("%s was stored at seq %d, not %d", s.where, ack.Sequence, s.seq)
+			}
+			if a.OnAck != nil {
+				a.OnAck(s.seq)
+			}
+		case err := <-s.f.Err():
+			return fmt.Errorf("%s (seq %d) was refused: %w; the stream holds the events before it", s.where, s.seq, err)
+		}
+	}
+	return nil
 }
 
 // SnapshotSeq reads the {"seq": N} first line of a snapshot, returning it

@@ -23,6 +23,10 @@ func TestDecodeEvent(t *testing.T) {
 		{"no position, no seq", `{"op":"user.delete","user_id":"u-1"}`, 0, 0, "seq is missing"},
 		{"still validated", `{"op":"user.delete"}`, 7, 0, "user_id is missing"},
 		{"still strict", `{"op":"user.delete","user_id":"u-1","x":1}`, 7, 0, "unknown field"},
+		{"a tx", `{"seq":3,"op":"user.delete","user_id":"u-1","tx":"0/16B3748"}`, 0, 3, ""},
+		{"an empty tx", `{"seq":3,"op":"user.delete","user_id":"u-1","tx":""}`, 0, 0, "tx is empty"},
+		{"a tx not a string", `{"seq":3,"op":"user.delete","user_id":"u-1","tx":7}`, 0, 0, "tx must be a string"},
+		{"an overlong tx", `{"seq":3,"op":"user.delete","user_id":"u-1","tx":"` + strings.Repeat("x", MaxTxLen+1) + `"}`, 0, 0, "tx is longer"},
 		{"trailing data", `{"op":"user.delete","user_id":"u-1"} {}`, 7, 0, "after the JSON value"},
 	}
 	for _, tc := range cases {

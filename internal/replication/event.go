@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -35,6 +36,37 @@ type Event struct {
 	Type   string     `json:"type,omitempty"`
 	ID     string     `json:"id,omitempty"`
 	UserID *string    `json:"user_id,omitempty"`
+	// Tx names the source transaction the event belongs to (optional): the
+	// events of one tx are applied together by a reader of a stream
+	// (docs/connectors.md). Any op may carry it.
+	Tx TxID `json:"tx,omitempty"`
+}
+
+// MaxTxLen is the longest tx id accepted.
+const MaxTxLen = 256
+
+// TxID is an event's "tx": absent (""), or a non-empty string of at most
+// MaxTxLen bytes; "tx": "" on the wire is an error, not an absent tx.
+type TxID string
+
+// UnmarshalJSON rejects an empty or overlong tx id.
+func (t *TxID) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("tx must be a string")
+	}
+	if s == "" {
+		return fmt.Errorf("tx is empty (leave it out for an event outside a transaction)")
+	}
+	*t = TxID(s)
+	return TxID(s).check()
+}
+
+func (t TxID) check() error {
+	if len(t) > MaxTxLen {
+		return fmt.Errorf("tx is longer than %d bytes", MaxTxLen)
+	}
+	return nil
 }
 
 // UserDoc is a user as it arrives in an event or a snapshot line.
@@ -152,6 +184,9 @@ func checkType(t string) error {
 func (e *Event) Validate() error {
 	if e.Seq == 0 {
 		return fmt.Errorf("seq is missing or 0 (sequence numbers start at 1)")
+	}
+	if err := e.Tx.check(); err != nil {
+		return err
 	}
 	var allowed []string
 	switch e.Op {
