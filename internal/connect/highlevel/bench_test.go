@@ -88,7 +88,7 @@ func BenchmarkReconcile(b *testing.B) {
 				if mode == "first_copy" {
 					b.StopTimer()
 					e.side = newSidecar(b)
-					e.sink.base = e.side.admin.URL
+					e.sink.point(b, e.side.admin.URL)
 					open()
 					b.StartTimer()
 				}

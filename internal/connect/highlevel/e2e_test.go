@@ -252,9 +252,7 @@ func TestKillLosesNoAcceptedWebhook(t *testing.T) {
 	restarts := 0
 	for i := range 400 {
 		if i%100 == 50 {
-			e.sink.mu.Lock()
-			e.sink.fail = 2 // sink writes fail after the outbox commit
-			e.sink.mu.Unlock()
+			e.sink.failNext(2) // sink writes fail after the outbox commit
 		}
 		if i > 0 && i%90 == 0 {
 			// a stop at an arbitrary point of the work loop: refreshes in flight, commits pending
@@ -338,7 +336,7 @@ func TestSinkBehindGetsSnapshot(t *testing.T) {
 	eventually(t, "the change", func() bool { ok, _ := e.side.decide(t, u, "edit", kindContact, rec.ID); return ok })
 	r.stop()
 	fresh := newSidecar(t)
-	e.sink.base = fresh.admin.URL
+	e.sink.point(t, fresh.admin.URL)
 	cfg := e.cfg
 	cfg.SkipReconcileAtStart = true
 	r = start(t, cfg)

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/index"
 	crmmetrics "github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
@@ -95,32 +96,48 @@ func (s *sidecar) decide(tb testing.TB, subject, action, typ, id string) (bool, 
 	return d.Allow, d.Reason
 }
 
-// httpSink is a minimal sink over a crmauthz's replication API, for these tests until the
-// shared internal/connect/sink implementation is merged.
-type httpSink struct {
-	base string
-	mu   sync.Mutex
-	fail int // the next fail writes fail (before reaching the server)
+// testSink is the shared sink (internal/connect/sink) with injected write failures, and a
+// destination the test can change.
+type testSink struct {
+	mu    sync.Mutex
+	inner sink.Sink
+	fail  int // the next fail writes fail (before reaching the sink)
 }
 
-func (s *httpSink) Head(ctx context.Context) (uint64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/v1/replication/status", nil)
-	resp, err := http.DefaultClient.Do(req)
+func newTestSink(tb testing.TB, url string) *testSink {
+	s := &testSink{}
+	s.point(tb, url)
+	return s
+}
+
+// point makes the sink write to url from now on.
+func (s *testSink) point(tb testing.TB, url string) {
+	tb.Helper()
+	inner, err := sink.New(sink.Config{URL: url, Logger: slog.New(slog.DiscardHandler), RetryFor: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
 	if err != nil {
-		return 0, err
+		tb.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var st struct {
-		AppliedSeq uint64 `json:"applied_seq"`
-	}
-	if resp.StatusCode != 200 {
-		return 0, fmt.Errorf("status: HTTP %d", resp.StatusCode)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st.AppliedSeq, err
+	tb.Cleanup(func() { inner.Close() })
+	s.mu.Lock()
+	s.inner = inner
+	s.mu.Unlock()
 }
 
-func (s *httpSink) Write(ctx context.Context, evs []replication.Event) error {
+func (s *testSink) get() sink.Sink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inner
+}
+
+func (s *testSink) failNext(n int) {
+	s.mu.Lock()
+	s.fail = n
+	s.mu.Unlock()
+}
+
+func (s *testSink) Head(ctx context.Context) (uint64, error) { return s.get().Head(ctx) }
+
+func (s *testSink) Write(ctx context.Context, evs []replication.Event) error {
 	s.mu.Lock()
 	if s.fail > 0 {
 		s.fail--
@@ -128,41 +145,14 @@ func (s *httpSink) Write(ctx context.Context, evs []replication.Event) error {
 		return fmt.Errorf("injected sink failure")
 	}
 	s.mu.Unlock()
-	raw, err := json.Marshal(map[string]any{"events": evs})
-	if err != nil {
-		return err
-	}
-	return s.send(ctx, http.MethodPost, "/v1/replication/events", bytes.NewReader(raw))
+	return s.get().Write(ctx, evs)
 }
 
-func (s *httpSink) Snapshot(ctx context.Context, seq uint64, write func(io.Writer) error) error {
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := fmt.Fprintf(pw, "{\"seq\":%d}\n", seq)
-		if err == nil {
-			err = write(pw)
-		}
-		pw.CloseWithError(err)
-	}()
-	return s.send(ctx, http.MethodPut, "/v1/replication/snapshot", pr)
+func (s *testSink) Snapshot(ctx context.Context, seq uint64, write func(io.Writer) error) error {
+	return s.get().Snapshot(ctx, seq, write)
 }
 
-func (s *httpSink) send(ctx context.Context, method, path string, body io.Reader) error {
-	req, _ := http.NewRequestWithContext(ctx, method, s.base+path, body)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
-	}
-	return nil
-}
-
-func (s *httpSink) Close() error { return nil }
+func (s *testSink) Close() error { return nil }
 
 // keys are the test's webhook signing keys.
 type keys struct {
@@ -186,14 +176,14 @@ var testKeys = sync.OnceValue(func() keys {
 type env struct {
 	fake *fakeHL
 	side *sidecar
-	sink *httpSink
+	sink *testSink
 	cfg  Config
 }
 
 func newEnv(tb testing.TB, locs int) *env {
 	tb.Helper()
 	e := &env{fake: newFake(tb), side: newSidecar(tb)}
-	e.sink = &httpSink{base: e.side.admin.URL}
+	e.sink = newTestSink(tb, e.side.admin.URL)
 	dir := tb.TempDir()
 	var locations []string
 	for l := range locs {

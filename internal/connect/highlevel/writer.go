@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -150,6 +151,7 @@ func (c *Connector) resume(ctx context.Context) error {
 
 // flush writes the outbox to the sink, oldest first. c.mu is held.
 func (c *Connector) flush(ctx context.Context) error {
+	resynced := false
 	for {
 		if !c.headKnown {
 			if err := c.syncHead(ctx); err != nil {
@@ -173,6 +175,14 @@ func (c *Connector) flush(ctx context.Context) error {
 		}
 		if err := c.retrySink(ctx, "write", func() error { return c.cfg.Sink.Write(ctx, evs) }); err != nil {
 			c.headKnown = false
+			var gap *sink.GapError
+			if errors.As(err, &gap) && !resynced {
+				// the sink is not where the outbox continues: compare heads again (the sink may
+				// have the events already, or need a snapshot), once per flush
+				resynced = true
+				c.log.Warn("sink: not where the outbox continues", "sink_head", gap.Head, "first", evs[0].Seq)
+				continue
+			}
 			return err
 		}
 		last := evs[len(evs)-1].Seq
@@ -247,6 +257,9 @@ func (c *Connector) retrySink(ctx context.Context, what string, f func() error) 
 		c.m.sinkErrors.Inc()
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if gap := (*sink.GapError)(nil); errors.As(err, &gap) {
+			return err // retrying the same write cannot help
 		}
 		if c.cfg.MaxAttempts > 0 && attempt >= c.cfg.MaxAttempts {
 			return fmt.Errorf("sink %s: %w", what, err)
