@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/connect/highlevel/hlfake"
+	"github.com/crmauthz/crmauthz/internal/natstest"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 )
 
@@ -363,5 +364,40 @@ func TestSyncFails(t *testing.T) {
 	}
 	if c.Ready() {
 		t.Fatal("ready after a failed sync")
+	}
+}
+
+// TestConnectorNATS: with a NATS sink the first copy reaches sidecars that read the stream
+// (one started before, one after) as a snapshot object; a signed webhook then changes a
+// decision on both.
+func TestConnectorNATS(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	e := newEnv(t, 2)
+	e.fake.GenWorld(12, 2, 10, 40)
+	e.sink.point(t, srv.URL())
+	e.cfg.ReconcileInterval = time.Hour
+	early := newSidecarFrom(t, srv.URL())
+	r := start(t, e.cfg)
+	r.waitReady(t)
+	late := newSidecarFrom(t, srv.URL())
+	want := e.fake.model(e.cfg.LocationIDs)
+	for name, s := range map[string]*sidecar{"early": early, "late": late} {
+		eventually(t, name+" sidecar to hold the fake's world", func() bool {
+			_, got := s.model(t)
+			return sameModel(t, got, want)
+		})
+	}
+	sameDecisions(t, late, want, 100, 3)
+	u, rec := restrictedUser(t, want)
+	e.fake.Set(func(f *hlfake.Fake) { f.Records[kindContact][rec.ID].AssignedTo = u })
+	body := hook("ContactUpdate", rec.LocationID, rec.ID)
+	if code, out := post(t, r.webhook.URL, body, sign(body)); code != 200 || out["accepted"] != true {
+		t.Fatalf("webhook: %d %v", code, out)
+	}
+	for name, s := range map[string]*sidecar{"early": early, "late": late} {
+		eventually(t, "the webhook's change on the "+name+" sidecar", func() bool {
+			allow, reason := s.decide(t, u, "edit", kindContact, rec.ID)
+			return allow && reason == "owner"
+		})
 	}
 }

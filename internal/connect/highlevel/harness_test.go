@@ -25,6 +25,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/index"
 	crmmetrics "github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 	"github.com/crmauthz/crmauthz/internal/replication"
@@ -37,7 +38,11 @@ type sidecar struct {
 	decision, admin *httptest.Server
 }
 
-func newSidecar(tb testing.TB) *sidecar {
+func newSidecar(tb testing.TB) *sidecar { return newSidecarFrom(tb, "") }
+
+// newSidecarFrom is a sidecar that reads the NATS stream at natsURL (as crmauthz serve
+// --replication-source does), or is fed over its replication API when natsURL is "".
+func newSidecarFrom(tb testing.TB, natsURL string) *sidecar {
 	tb.Helper()
 	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
 	if err != nil {
@@ -52,10 +57,22 @@ func newSidecar(tb testing.TB) *sidecar {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := server.New(server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: crmmetrics.New(crmmetrics.Config{}),
+	m := crmmetrics.New(crmmetrics.Config{})
+	s, err := server.New(server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: m,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if natsURL != "" {
+		src, err := natssource.New(natssource.Config{URL: natsURL, Stream: sink.DefaultStream, Subject: sink.DefaultSubject,
+			SnapshotBucket: sink.DefaultSnapshotBucket, Index: ix, Replicator: repl, Metrics: m, Logger: slog.New(slog.DiscardHandler),
+			PollInterval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- src.Run(context.Background()) }()
+		tb.Cleanup(func() { src.Close(); <-done })
 	}
 	sc := &sidecar{decision: httptest.NewServer(s.DecisionHandler()), admin: httptest.NewServer(s.AdminHandler())}
 	tb.Cleanup(sc.decision.Close)
