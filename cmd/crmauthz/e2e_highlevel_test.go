@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,37 +155,71 @@ func TestHighLevelConnectorBinary(t *testing.T) {
 	for id := range want {
 		ids = append(ids, id)
 	}
+	// One sender posts webhooks back to back while the connector is SIGKILLed and restarted
+	// three times at random moments, so some webhooks are in flight at each kill.
+	var mu sync.Mutex
+	url := c.webhook
 	acked := map[string]bool{}
-	for i := range 240 {
-		if i > 0 && i%60 == 0 {
-			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
-			c.kill() // SIGKILL, refreshes in flight
-			c = startConnector(t, run)
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := ids[rng.IntN(len(ids))]
+			var loc string
+			fake.Set(func(f *hlfake.Fake) {
+				r := f.Records["contact"][id]
+				loc = r.Location
+				r.AssignedTo = fmt.Sprintf("u-%s-%02d", loc[len("loc-"):], rng.IntN(10))
+			})
+			body, _ := json.Marshal(map[string]any{"type": "ContactUpdate", "locationId": loc, "id": id,
+				"webhookId": fmt.Sprintf("bin-%d", i), "timestamp": time.Now().UTC().Format(time.RFC3339)})
+			mu.Lock()
+			u := url
+			mu.Unlock()
+			req, _ := http.NewRequest(http.MethodPost, u+"/v1/highlevel/webhooks", bytes.NewReader(body))
+			req.Header.Set("X-GHL-Signature", base64.StdEncoding.EncodeToString(ed25519.Sign(priv, body)))
+			code := 0
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				code = resp.StatusCode
+				resp.Body.Close()
+			}
+			mu.Lock()
+			acked[id] = code == 200
+			mu.Unlock()
+			if code == 200 {
+				n++
+			}
 		}
-		id := ids[rng.IntN(len(ids))]
-		var loc string
-		owner := ""
-		fake.Set(func(f *hlfake.Fake) {
-			r := f.Records["contact"][id]
-			loc = r.Location
-			owner = fmt.Sprintf("u-%s-%02d", loc[len("loc-"):], rng.IntN(10))
-			r.AssignedTo = owner
-		})
-		body, _ := json.Marshal(map[string]any{"type": "ContactUpdate", "locationId": loc, "id": id,
-			"webhookId": fmt.Sprintf("bin-%d", i), "timestamp": time.Now().UTC().Format(time.RFC3339)})
-		req, _ := http.NewRequest(http.MethodPost, c.webhook+"/v1/highlevel/webhooks", bytes.NewReader(body))
-		req.Header.Set("X-GHL-Signature", base64.StdEncoding.EncodeToString(ed25519.Sign(priv, body)))
-		code := 0
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			code = resp.StatusCode
-			resp.Body.Close()
-		}
-		acked[id] = code == 200
+	}()
+	killRng := rand.New(rand.NewPCG(22, 2))
+	for range 3 {
+		time.Sleep(time.Duration(100+killRng.IntN(300)) * time.Millisecond)
+		c.kill() // SIGKILL: webhooks and refreshes in flight
+		c = startConnector(t, run)
+		mu.Lock()
+		url = c.webhook
+		mu.Unlock()
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	n := <-sent
+	t.Logf("%d webhooks accepted across 3 SIGKILLs", n)
+	if n < 20 {
+		t.Fatalf("only %d webhooks accepted", n)
 	}
 	final := fakeOwners()
 	waitFor("every acknowledged change in the index", func() bool {
 		_, m := exported(t, side)
 		got := owners(m)
+		mu.Lock()
+		defer mu.Unlock()
 		for id, ok := range acked {
 			if ok && got[id] != final[id] {
 				return false
@@ -195,8 +230,8 @@ func TestHighLevelConnectorBinary(t *testing.T) {
 	c.kill()
 
 	fake.Set(func(f *hlfake.Fake) { f.FailListings = false })
-	sync := exec.Command(binPath, append([]string{"connect", "highlevel", "sync"}, flags...)...)
-	if out, err := sync.CombinedOutput(); err != nil {
+	syncCmd := exec.Command(binPath, append([]string{"connect", "highlevel", "sync"}, flags...)...)
+	if out, err := syncCmd.CombinedOutput(); err != nil {
 		t.Fatalf("sync: %v\n%s", err, out)
 	}
 	if _, m := exported(t, side); fmt.Sprint(owners(m)) != fmt.Sprint(final) {
