@@ -112,6 +112,9 @@ func (o *highLevelOptions) config() (highlevel.Config, error) {
 		return cfg, err
 	}
 	cfg.Logger = log
+	if cfg.CompanyID == "" {
+		log.Warn("--company-id is empty: HighLevel's user search asks for it")
+	}
 	for name, addr := range map[string]string{"--admin-addr": o.adminAddr, "--webhook-addr": o.webhookAddr} {
 		if addr == "" && name == "--webhook-addr" {
 			continue

@@ -89,7 +89,8 @@ type client struct {
 	lim         *limiter
 	companyID   string
 	pageSize    int
-	maxAttempts int // 0: retry forever
+	maxAttempts int  // 0: retry forever
+	shared      bool // one token for several locations (an agency token): one budget, the company's
 	m           *metrics
 	now         func() time.Time
 }
@@ -109,7 +110,7 @@ func (c *client) call(ctx context.Context, location, resource, method, path stri
 		}
 	}
 	res := location
-	if res == "" {
+	if res == "" || c.shared {
 		res = "company:" + c.companyID
 	}
 	backoff := 250 * time.Millisecond

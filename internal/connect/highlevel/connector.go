@@ -170,7 +170,8 @@ func New(cfg Config) (*Connector, error) {
 	c := &Connector{cfg: cfg, st: st, m: m, log: cfg.Logger.With("connector", "highlevel"), wake: make(chan struct{}, 1)}
 	c.api = &client{base: base, http: cfg.HTTP, tokens: &tokens{file: cfg.TokenFile, dir: cfg.TokenDir},
 		lim: newLimiter(cfg.RateLimit, cfg.RateWindow, cfg.DailyRequestBudget, cfg.Now), companyID: cfg.CompanyID,
-		pageSize: cfg.PageSize, maxAttempts: cfg.MaxAttempts, m: m, now: cfg.Now}
+		pageSize: cfg.PageSize, maxAttempts: cfg.MaxAttempts, m: m, now: cfg.Now,
+		shared: cfg.TokenFile != "" && len(cfg.LocationIDs) > 1}
 	m.pending.Set(float64(st.pending()))
 	return c, nil
 }

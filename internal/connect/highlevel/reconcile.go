@@ -11,14 +11,18 @@ import (
 )
 
 func (c *Connector) anomaly(kind, objKind, id, detail string) {
+	c.anomalyAt("", kind, objKind, id, detail)
+}
+
+func (c *Connector) anomalyAt(location, kind, objKind, id, detail string) {
 	c.m.anomalies.WithLabelValues(kind).Inc()
-	c.log.Warn("source anomaly", "kind", kind, "object", objKind, "id", id, "detail", detail)
+	c.log.Warn("source anomaly", "kind", kind, "location", location, "object", objKind, "id", id, "detail", detail)
 }
 
 // recordChange maps one listed or read record to its change (ok false: skip it).
 func (c *Connector) recordChange(kind, location string, r hlRecord) (change, bool) {
 	if !validID(r.ID) {
-		c.anomaly(anomalyInvalidObject, kind, r.ID, "an invalid id: skipped")
+		c.anomalyAt(location, anomalyInvalidObject, kind, r.ID, "an invalid id: skipped")
 		return change{}, false
 	}
 	if r.LocationID == "" {
@@ -28,7 +32,8 @@ func (c *Connector) recordChange(kind, location string, r hlRecord) (change, boo
 		// not one of ours (it moved, or the API answered for another location): absent here
 		return change{kind: kind, id: r.ID}, true
 	}
-	fact, _ := json.Marshal(recordFromAPI(kind, r, c.anomaly))
+	report := func(kind, objKind, id, detail string) { c.anomalyAt(r.LocationID, kind, objKind, id, detail) }
+	fact, _ := json.Marshal(recordFromAPI(kind, r, report))
 	return change{kind: kind, id: r.ID, fact: fact}, true
 }
 

@@ -233,3 +233,34 @@ func TestPruneDedupe(t *testing.T) {
 }
 
 func keyOf(id string) refmodel.Key { return refmodel.Key{Type: kindContact, ID: id} }
+
+// TestSharedTokenBudget: one token file for several locations (an agency token) shares the
+// company's request budget; a token per location, or one location, keeps the location's.
+func TestSharedTokenBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		file   bool
+		locs   []string
+		shared bool
+	}{
+		{"token dir", false, []string{"loc-0", "loc-1"}, false},
+		{"one file, one location", true, []string{"loc-0"}, false},
+		{"one file, two locations", true, []string{"loc-0", "loc-1"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 2)
+			e.cfg.LocationIDs = tc.locs
+			if tc.file {
+				e.cfg.TokenFile, e.cfg.TokenDir = e.cfg.TokenDir+"/loc-0", ""
+			}
+			c, err := New(e.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.api.shared != tc.shared {
+				t.Fatalf("shared %v, want %v", c.api.shared, tc.shared)
+			}
+		})
+	}
+}
