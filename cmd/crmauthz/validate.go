@@ -299,6 +299,12 @@ func listenAddr(v string, optional bool) string {
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return want
 	}
+	if ip, zone, ok := strings.Cut(host, "%"); ok { // fe80::1%eth0
+		if net.ParseIP(ip).To16() == nil || net.ParseIP(ip).To4() != nil || zone == "" {
+			return want
+		}
+		return ""
+	}
 	if host != "" && net.ParseIP(host) == nil && !hostName.MatchString(host) {
 		return want
 	}

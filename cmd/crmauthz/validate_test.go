@@ -35,6 +35,7 @@ var badServeFlags = []struct {
 	{"addr", "bad host:1", "want HOST:PORT"},
 	{"admin-addr", "", "want HOST:PORT"},
 	{"admin-addr", "[::1:8282", "want HOST:PORT"},
+	{"admin-addr", "[10.0.0.1%eth0]:8282", "want HOST:PORT"},
 	{"grpc-addr", "9191", "want HOST:PORT"},
 	{"data-dir", "", "want a directory"},
 	{"data-dir", " ", "want a directory"},
@@ -171,6 +172,7 @@ func TestServeFlagsAcceptGoodValues(t *testing.T) {
 	for _, args := range [][]string{
 		nil, // the defaults
 		{"--addr=:8181", "--admin-addr=[::1]:0", "--grpc-addr=localhost:9191"},
+		{"--addr=0.0.0.0:8181", "--admin-addr=[fe80::1%eth0]:8282", "--grpc-addr=crmauthz.ns.svc:9191"},
 		{"--max-in-flight=0", "--admin-max-in-flight=1", "--decision-cache-slots=-1", "--shutdown-timeout=0", "--jwt-leeway=0"},
 		{"--read-header-timeout=30s", "--read-timeout=30s", "--consistency-wait=1m", "--snapshot-timeout=24h"},
 		{"--max-decision-bytes=1024", "--max-batch-bytes=1073741824", "--max-snapshot-bytes=1099511627776"},
