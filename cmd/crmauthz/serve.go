@@ -142,7 +142,8 @@ func readToken(file string) ([]byte, error) {
 		return nil, nil
 	}
 	// Set but blank is refused like a blank token file: it is a token that
-	// went missing (an empty Secret), not a wish for no token (issue 15).
+	// went missing (an empty Secret), not a wish for no token
+	// (docs/operations.md, "What it trusts").
 	tok := strings.TrimSpace(env)
 	if tok == "" {
 		return nil, fmt.Errorf("%s is set but blank: give the token, or unset it (without a token only loopback clients may replicate)", replicationTokenEnv)
