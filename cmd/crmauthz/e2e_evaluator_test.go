@@ -38,7 +38,7 @@ func TestE2EPolicyEvaluator(t *testing.T) {
 	t.Run("bad evaluator", func(t *testing.T) {
 		code, _, stderr := runCLI(t, "", "serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 			"--data-dir", t.TempDir(), "--policy-evaluator", "fast")
-		if code == 0 || !strings.Contains(stderr, "want auto, ir or topdown") {
+		if code != exitUsage || !strings.Contains(stderr, "--policy-evaluator") || !strings.Contains(stderr, "want one of auto, ir, topdown") {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
 	})

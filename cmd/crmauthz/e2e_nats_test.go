@@ -391,8 +391,8 @@ func TestE2ENATSCommands(t *testing.T) {
 		{"an invalid snapshot is refused with its line", []string{"snapshot", "publish", "--nats", url, "--bucket", "B", "--create", badSnap}, 1, "", "line 3"},
 		{"a missing bucket", []string{"snapshot", "publish", "--nats", url, "--bucket", "NOBUCKET", goodSnap}, 1, "", "create it with --create"},
 		{"snapshot publish", []string{"snapshot", "publish", "--nats", url, "--bucket", "B", "--create", goodSnap}, 0, `"seq":5`, ""},
-		{"serve with an http source", []string{"serve", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--replication-source", "http://x:1"}, 1, "", "nats:// or tls://"},
-		{"serve with two kinds of credentials", []string{"serve", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--replication-source", url, "--nats-user", "u", "--nats-token-file", good}, 1, "", "only one"},
+		{"serve with an http source", []string{"serve", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--replication-source", "http://x:1"}, 2, "", "want nats://HOST:PORT or tls://HOST:PORT"},
+		{"serve with two kinds of credentials", []string{"serve", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--replication-source", url, "--nats-user", "u", "--nats-password-file", good, "--nats-token-file", good}, 1, "", "only one"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlymutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
@@ -47,7 +48,7 @@ func TestGatewayDocsShowTheTestedConfigs(t *testing.T) {
 // as docs/gateways.md says. It cannot show that Envoy runs them.
 func TestEnvoyConfigsMatchTheAPI(t *testing.T) {
 	// the typed_config types must be linked in for protojson to resolve them
-	_ = []any{&extauthzv3.ExtAuthz{}, &routerv3.Router{}, &hcmv3.HttpConnectionManager{}, &upstreamhttpv3.HttpProtocolOptions{}}
+	_ = []any{&extauthzv3.ExtAuthz{}, &routerv3.Router{}, &hcmv3.HttpConnectionManager{}, &upstreamhttpv3.HttpProtocolOptions{}, &earlymutationv3.HeaderMutation{}}
 	for _, tc := range []struct {
 		file string
 		grpc bool
@@ -86,6 +87,27 @@ func TestEnvoyConfigsMatchTheAPI(t *testing.T) {
 				t.Error("with_request_body must stay within --max-decision-bytes and never partial")
 			case !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes():
 				t.Error("paths must be normalized before ext_authz")
+			}
+			// A client's identity header never reaches crmauthz or the API
+			// (issue 15): removed before any filter runs, and never asked for.
+			removed := false
+			for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
+				em := &earlymutationv3.HeaderMutation{}
+				if err := ext.GetTypedConfig().UnmarshalTo(em); err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range em.GetMutations() {
+					removed = removed || strings.EqualFold(m.GetRemove(), "x-user-id")
+				}
+			}
+			if !removed {
+				t.Error("early_header_mutation_extensions must remove a client's x-user-id")
+			}
+			allowed := append(ea.GetAllowedHeaders().GetPatterns(), ea.GetHttpService().GetAuthorizationRequest().GetAllowedHeaders().GetPatterns()...)
+			for _, p := range allowed {
+				if strings.EqualFold(p.GetExact(), "x-user-id") {
+					t.Error("allowed_headers must not pass a client's x-user-id to crmauthz")
+				}
 			}
 			if tc.grpc {
 				if ea.GetGrpcService().GetEnvoyGrpc().GetClusterName() != "crmauthz" || !ea.GetWithRequestBody().GetPackAsBytes() {

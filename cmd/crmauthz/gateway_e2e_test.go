@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The gateway configurations of docs/gateways.md, run as they are: only the
@@ -77,6 +79,7 @@ func startUpstream(t *testing.T) *upstream {
 		json.NewEncoder(w).Encode(map[string]string{
 			"upstream": "crm", "method": r.Method, "uri": r.RequestURI, "body": string(body),
 			"reason": r.Header.Get("X-Authz-Reason"), "decision_id": r.Header.Get("X-Authz-Decision-Id"),
+			"user_id": strings.Join(r.Header.Values("X-User-Id"), ","), "authorization": strings.Join(r.Header.Values("Authorization"), ","),
 		})
 	}))
 	t.Cleanup(u.srv.Close)
@@ -90,19 +93,78 @@ func (u *upstream) reached(id string) bool {
 }
 
 // gatewayConfig reads a configuration of examples/gateways and points it
-// at the test's addresses.
-func gatewayConfig(t *testing.T, name, listen, upstreamAddr, authzAddr string) string {
+// at the test's addresses and files: each key of repl (an address or a file
+// the configuration names) is replaced by its value.
+func gatewayConfig(t *testing.T, name string, repl map[string]string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "gateways", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{docGatewayAddr, docUpstreamAddr, docAuthzAddr} {
-		if !bytes.Contains(b, []byte(a)) {
-			t.Fatalf("%s does not name %s", name, a)
+	var pairs []string
+	for from, to := range repl {
+		if !bytes.Contains(b, []byte(from)) {
+			t.Fatalf("%s does not name %s", name, from)
 		}
+		pairs = append(pairs, from, to)
 	}
-	return strings.NewReplacer(docGatewayAddr, listen, docUpstreamAddr, upstreamAddr, docAuthzAddr, authzAddr).Replace(string(b))
+	return strings.NewReplacer(pairs...).Replace(string(b))
+}
+
+// The files of the gateways' own logins in the example configurations,
+// replaced by the test's.
+const (
+	docNginxPasswords = "/etc/nginx/crmauthz.htpasswd"
+	docCaddyPasswords = "/etc/caddy/crmauthz-users"
+)
+
+// gatewayUsers are the users who may log in to the gateways (header mode).
+var gatewayUsers = []string{"u-admin", "u-bob", "u-carol", "u-dave", "u-gina"}
+
+func gatewayPassword(user string) string { return "pw-" + user + "-7Gq2" }
+
+// writeNginxPasswords writes an auth_basic_user_file ({SHA} scheme) where
+// nginx's workers can read it (they run as nobody when the test runs as
+// root, and t.TempDir is private to the test's user).
+func writeNginxPasswords(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "crmauthz-nginx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, u := range gatewayUsers {
+		sum := sha1.Sum([]byte(gatewayPassword(u)))
+		fmt.Fprintf(&b, "%s:{SHA}%s\n", u, base64.StdEncoding.EncodeToString(sum[:]))
+	}
+	p := filepath.Join(dir, "crmauthz.htpasswd")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writeCaddyPasswords writes the accounts of Caddy's basicauth (bcrypt,
+// base64 as Caddy 2.6 wants them; the lowest cost, to keep the test cheap).
+func writeCaddyPasswords(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, u := range gatewayUsers {
+		h, err := bcrypt.GenerateFromPassword([]byte(gatewayPassword(u)), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %s\n", u, base64.StdEncoding.EncodeToString(h))
+	}
+	p := filepath.Join(dir, "crmauthz-users")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // gatewayProc is a running gateway.
@@ -156,7 +218,8 @@ func startNginx(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	listen := freePort(t)
-	site := gatewayConfig(t, "nginx.conf", listen, upstreamAddr, authzAddr)
+	site := gatewayConfig(t, "nginx.conf", map[string]string{docGatewayAddr: listen, docUpstreamAddr: upstreamAddr,
+		docAuthzAddr: authzAddr, docNginxPasswords: writeNginxPasswords(t)})
 	if err := os.WriteFile(filepath.Join(dir, "crmauthz.conf"), []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +258,8 @@ func startCaddy(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	listen := freePort(t)
-	site := gatewayConfig(t, "Caddyfile", listen, upstreamAddr, authzAddr)
+	site := gatewayConfig(t, "Caddyfile", map[string]string{docGatewayAddr: listen, docUpstreamAddr: upstreamAddr,
+		docAuthzAddr: authzAddr, docCaddyPasswords: writeCaddyPasswords(t, dir)})
 	conf := filepath.Join(dir, "Caddyfile")
 	global := "{\n\tadmin off\n\tauto_https off\n}\n\n"
 	if err := os.WriteFile(conf, []byte(global+site), 0o644); err != nil {
@@ -214,10 +278,16 @@ type identityMode struct {
 	as   func(user string) map[string]string // the client's identity headers
 }
 
+// headerIdentity: the client logs in to the gateway (basic auth), which
+// sets X-User-Id for crmauthz in header mode.
 func headerIdentity() identityMode {
 	return identityMode{name: "header", as: func(user string) map[string]string {
-		return map[string]string{"X-User-Id": user}
+		return map[string]string{"Authorization": basicAuth(user, gatewayPassword(user))}
 	}}
+}
+
+func basicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
 func jwtIdentity(t *testing.T, key *ecdsa.PrivateKey) identityMode {
@@ -264,6 +334,9 @@ type gatewayCase struct {
 	code   int    // what the client gets
 	reason string // X-Authz-Reason: seen by the API on an allow, by the client on a deny
 	only   string // run in this identity mode only
+	// login: the gateway itself answers 401 (its basic-auth login), and
+	// crmauthz is not asked.
+	login bool
 }
 
 func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
@@ -284,7 +357,7 @@ func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
 		{name: "restricted non-follower", method: "GET", path: "/contacts/c-1", user: "u-gina", code: 403, reason: "not_assigned"},
 		{name: "admin", method: "DELETE", path: "/contacts/c-3", user: "u-admin", code: 200, reason: "admin"},
 		{name: "unmapped route", method: "GET", path: "/reports/weekly", user: "u-admin", code: 403, reason: "unmapped_route"},
-		{name: "missing identity", method: "GET", path: "/contacts/c-1", code: 401, reason: "unauthenticated"},
+		{name: "missing identity", method: "GET", path: "/contacts/c-1", code: 401, login: true},
 		{name: "spoofed original request", method: "DELETE", path: "/contacts/c-1", user: "u-carol", hdr: map[string]string{
 			"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/contacts/c-1", "X-Original-Method": "GET", "X-Original-URI": "/contacts/c-1"},
 			code: 403, reason: "follower_not_permitted"},
@@ -292,17 +365,32 @@ func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
 			code: 403, reason: "method_override"},
 		{name: "dot segments", method: "GET", path: "/contacts/c-2/../c-1", user: "u-carol", code: 403, reason: "invalid_path"},
 		{name: "expired token", method: "GET", path: "/contacts/c-1", hdr: map[string]string{"Authorization": "Bearer " + es256(t, key, "u-bob", -time.Hour)},
-			code: 401, reason: "unauthenticated", only: "jwt"},
-		{name: "subject header without a token", method: "GET", path: "/contacts/c-1", hdr: map[string]string{"X-User-Id": "u-bob"},
-			code: 401, reason: "unauthenticated", only: "jwt"},
+			code: 401, reason: "unauthenticated"},
+		// A client names its own identity (issue 15): the gateway never
+		// passes a client's X-User-Id on.
+		{name: "spoofed identity, anonymous", method: "DELETE", path: "/contacts/c-3", hdr: map[string]string{"X-User-Id": "u-admin"},
+			code: 401, login: true},
+		{name: "spoofed identity, wrong password", method: "DELETE", path: "/contacts/c-3",
+			hdr: map[string]string{"X-User-Id": "u-admin", "Authorization": basicAuth("u-admin", "guess")}, code: 401, login: true},
+		{name: "spoofed identity, user name only", method: "DELETE", path: "/contacts/c-3",
+			hdr: map[string]string{"X-User-Id": "u-admin", "Authorization": basicAuth("u-admin", "")}, code: 401, login: true},
+		{name: "spoofed identity, bad bearer token", method: "DELETE", path: "/contacts/c-3",
+			hdr: map[string]string{"X-User-Id": "u-admin", "Authorization": "Bearer not-a-jwt"}, code: 401, reason: "unauthenticated"},
+		{name: "spoofed identity, lower-case bearer", method: "DELETE", path: "/contacts/c-3",
+			hdr: map[string]string{"X-User-Id": "u-admin", "Authorization": "bearer not-a-jwt"}, code: 401, reason: "unauthenticated"},
+		{name: "spoofed identity beside a follower's", method: "DELETE", path: "/contacts/c-1", user: "u-carol",
+			hdr: map[string]string{"X-User-Id": "u-admin"}, code: 403, reason: "follower_not_permitted"},
+		{name: "spoofed identity beside an outsider's", method: "DELETE", path: "/contacts/c-3", user: "u-gina",
+			hdr: map[string]string{"x-user-id": "u-admin"}, code: 403, reason: "cross_location"},
 	}
 }
 
 // TestE2EGateways puts real nginx and real Caddy, configured with
 // examples/gateways (the configurations of docs/gateways.md), between a
 // client and a tiny API, asking the real crmauthz binary (demo data) in both
-// identity modes: a trusted X-User-Id header, and ES256 JWTs checked
-// against a JWKS file.
+// identity modes: X-User-Id set by the gateway from its own login (basic
+// auth), and ES256 JWTs checked against a JWKS file. Clients that name
+// their own X-User-Id are never believed (issue 15, "spoofed identity").
 func TestE2EGateways(t *testing.T) {
 	nginxBin := requireBinary(t, "nginx", "/usr/sbin/nginx")
 	caddyBin := requireBinary(t, "caddy", "/usr/bin/caddy")
@@ -372,6 +460,13 @@ func TestE2EGateways(t *testing.T) {
 							if up.reached(testID) {
 								t.Fatalf("a denied request reached the API")
 							}
+							if tc.login {
+								// the gateway's own login challenge, not crmauthz's
+								if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Basic") {
+									t.Fatalf("WWW-Authenticate %q, want the gateway's Basic challenge (%s)", got, raw)
+								}
+								return
+							}
 							if got := resp.Header.Get("X-Authz-Reason"); got != tc.reason {
 								t.Fatalf("X-Authz-Reason %q, want %q (%s)", got, tc.reason, raw)
 							}
@@ -389,6 +484,16 @@ func TestE2EGateways(t *testing.T) {
 						}
 						if echo["reason"] != tc.reason || echo["decision_id"] == "" {
 							t.Errorf("the API got X-Authz-Reason %q and X-Authz-Decision-Id %q, want %q and an id", echo["reason"], echo["decision_id"], tc.reason)
+						}
+						// The API sees the identity the gateway established:
+						// the logged-in user (never the password), or the token.
+						wantUser, bearer := tc.user, false
+						if mode.id.name == "jwt" {
+							wantUser, bearer = "", true
+						}
+						if echo["user_id"] != wantUser || strings.HasPrefix(echo["authorization"], "Bearer ") != bearer ||
+							(!bearer && echo["authorization"] != "") {
+							t.Errorf("the API got X-User-Id %q and Authorization %q", echo["user_id"], echo["authorization"])
 						}
 					})
 				}

@@ -53,6 +53,7 @@ func newRootCmd() *cobra.Command {
 			return applyEnv(cmd.Flags())
 		},
 	}
+	root.SetFlagErrorFunc(flagUsageError)
 	root.AddCommand(newServeCmd(), newPolicyCmd(), newEvalCmd(), newVersionCmd())
 	root.AddCommand(newPublishCmd(), newSnapshotCmd())
 	root.AddCommand(newConnectCmd())
@@ -74,7 +75,7 @@ func applyEnv(fs *pflag.FlagSet) error {
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+				err = usageError(fmt.Errorf("%s=%q: %w", envName(f.Name), v, e))
 			}
 		}
 	})

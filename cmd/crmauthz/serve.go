@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
@@ -66,10 +67,19 @@ func newServeCmd() *cobra.Command {
 		Short: "Serve decisions (--addr) and the replication and admin API (--admin-addr)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validateServe(cmd.Flags(), &o); err != nil {
+				return err
+			}
 			return serve(cmd.Context(), o)
 		},
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+// addFlags registers serve's flags; validateServe checks them
+// (validate.go).
+func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.addr, "addr", "127.0.0.1:8181", "listen address of the decision API")
 	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8282", "listen address of the replication API, /metrics, health and status")
 	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the bbolt index file (index.db)")
@@ -88,20 +98,19 @@ func newServeCmd() *cobra.Command {
 	f.Int64Var(&o.maxBatchBytes, "max-batch-bytes", 16<<20, "largest replication batch body in bytes (413 above)")
 	f.IntVar(&o.maxBatchEvents, "max-batch-events", 10_000, "most events in one replication batch (413 above)")
 	f.Int64Var(&o.maxSnapshotBytes, "max-snapshot-bytes", 8<<30, "largest snapshot body in bytes (413 above)")
-	f.Int64Var(&o.maxDecisionBytes, "max-decision-bytes", 1<<20, "largest decision request body in bytes (413 above)")
+	f.Int64Var(&o.maxDecisionBytes, "max-decision-bytes", 1<<20, "largest decision request body in bytes (413 above); 1 KiB to 64 MiB")
 	f.DurationVar(&o.snapshotTimeout, "snapshot-timeout", 15*time.Minute, "time allowed to upload or download one snapshot")
 	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", 0, "/health/ready answers 503 until the index has applied this seq")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests to finish on SIGTERM")
 	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the index file's lock at start")
 	f.DurationVar(&o.readHeaderTO, "read-header-timeout", 5*time.Second, "time a client has to send the request headers (slowloris guard)")
 	f.DurationVar(&o.readTO, "read-timeout", 30*time.Second, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
-	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once; beyond, 503 overloaded (0: no limit)")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
 	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", 64, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
-	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
+	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy); empty: none")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
 	addNATSServeFlags(f, &o.nats)
-	return cmd
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -123,13 +132,27 @@ func readToken(file string) ([]byte, error) {
 		if tok == "" {
 			return nil, fmt.Errorf("--replication-token-file %s is empty", file)
 		}
+		if _, set := os.LookupEnv(replicationTokenEnv); set {
+			return nil, fmt.Errorf("both --replication-token-file and %s are set: give the token one way", replicationTokenEnv)
+		}
 		return []byte(tok), nil
 	}
-	if tok := strings.TrimSpace(os.Getenv("CRMAUTHZ_REPLICATION_TOKEN")); tok != "" {
-		return []byte(tok), nil
+	env, set := os.LookupEnv(replicationTokenEnv)
+	if !set {
+		return nil, nil
 	}
-	return nil, nil
+	// Set but blank is refused like a blank token file: it is a token that
+	// went missing (an empty Secret), not a wish for no token
+	// (docs/operations.md, "What it trusts").
+	tok := strings.TrimSpace(env)
+	if tok == "" {
+		return nil, fmt.Errorf("%s is set but blank: give the token, or unset it (without a token only loopback clients may replicate)", replicationTokenEnv)
+	}
+	return []byte(tok), nil
 }
+
+// replicationTokenEnv holds the replication token itself (not a file).
+const replicationTokenEnv = "CRMAUTHZ_REPLICATION_TOKEN"
 
 func serve(ctx context.Context, o serveOptions) error {
 	log, err := newLogger(o.logLevel)

@@ -322,7 +322,7 @@ func (s *Server) postData(c *gin.Context) {
 		s.writeError(c, invalid("a data path is required, e.g. /v1/data/crmauthz/decision"))
 		return
 	}
-	if s.dataPaths != nil && !s.dataPaths[path] {
+	if !s.dataAll && !s.dataPaths[path] {
 		s.writeError(c, newError(http.StatusForbidden, "path_not_allowed",
 			"the Data API does not serve %q here (allowed: see --data-api-paths)", path))
 		return

@@ -52,9 +52,10 @@ type Config struct {
 	// ReadyMinSeq: /health/ready answers 503 until the index has applied this seq.
 	ReadyMinSeq uint64
 	// DataPaths lists the paths (e.g. "crmauthz/decision") the Data API may
-	// evaluate; "*" allows every path. Default: crmauthz/decision and
-	// crmauthz/allow, so the Data API cannot be used to read facts
-	// (data.crmauthz.subject) or other rules of the policy.
+	// evaluate; only an explicit "*" allows every path, and an empty,
+	// non-nil list allows none. nil: crmauthz/decision and crmauthz/allow,
+	// so the Data API cannot be used to read facts (data.crmauthz.subject)
+	// or other rules of the policy.
 	DataPaths []string
 	// DecisionLog, if set, gets every decision of /v1/decision, each check of
 	// /v1/decisions and every Data API evaluation (a sample of them, as it
@@ -78,8 +79,10 @@ type Server struct {
 	dlog *decisionlog.Logger // nil when off
 	log  *slog.Logger
 	ids  *idGen
-	// dataPaths is the Data API's allowlist; nil allows every path.
+	// dataPaths is the Data API's allowlist; dataAll (an explicit "*")
+	// allows every path. Never "nil means all": an empty list is none.
 	dataPaths map[string]bool
+	dataAll   bool
 }
 
 // New checks cfg, fills its defaults and returns a Server.
@@ -121,17 +124,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
-		dlog: cfg.DecisionLog}
+		dlog: cfg.DecisionLog, dataPaths: map[string]bool{}}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
-		if p == "*" {
-			s.dataPaths = nil
-			break
+		switch p {
+		case "*":
+			s.dataAll = true
+		case "": // no path: allows nothing
+		default:
+			s.dataPaths[p] = true
 		}
-		if s.dataPaths == nil {
-			s.dataPaths = map[string]bool{}
-		}
-		s.dataPaths[p] = true
 	}
 	s.updateIndexMetrics()
 	cfg.Metrics.DecisionCache(cfg.Engine.CacheStats)

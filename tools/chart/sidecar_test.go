@@ -11,6 +11,7 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlymutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
@@ -251,5 +252,53 @@ func TestEnvoyConfig(t *testing.T) {
 	}
 	if lis.GetAddress().GetSocketAddress().GetPortValue() != uint32(containerNamed(t, appPod(t, m).Containers, "envoy").Ports[0].ContainerPort) {
 		t.Error("Envoy listens on another port than its container declares")
+	}
+}
+
+// TestEnvoyConfigSubjectHeader: with a JWT key, the example's Envoy removes a client's subject
+// header before anything sees the request (the app included); in header mode it must pass the
+// header its ingress set (issue 15: no client chooses its identity).
+func TestEnvoyConfigSubjectHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		values  map[string]any
+		removed []string
+	}{
+		{"header mode", nil, nil},
+		{"JWKS", vals("crmauthz.identity.jwt.jwksConfigMap.name", "idp-jwks"), []string{"x-user-id"}},
+		{"HS256, another header", vals("crmauthz.identity.jwt.hs256Secret.name", "jwt-key", "crmauthz.identity.subjectHeader", "X-Subject"), []string{"x-subject"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := render(t, exampleDir, "", tc.values)
+			cm := get[*corev1.ConfigMap](t, m, "ConfigMap", app+"-envoy")
+			j, err := yaml.YAMLToJSONStrict([]byte(cm.Data["envoy.yaml"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var bs bootstrapv3.Bootstrap
+			if err := protojson.Unmarshal(j, &bs); err != nil {
+				t.Fatalf("envoy.yaml is not an Envoy v3 bootstrap: %v", err)
+			}
+			if err := bs.ValidateAll(); err != nil {
+				t.Fatalf("envoy.yaml: %v", err)
+			}
+			var hcm hcmv3.HttpConnectionManager
+			if err := bs.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+				t.Fatal(err)
+			}
+			var removed []string
+			for _, ext := range hcm.GetEarlyHeaderMutationExtensions() {
+				var hm earlymutationv3.HeaderMutation
+				if err := ext.GetTypedConfig().UnmarshalTo(&hm); err != nil {
+					t.Fatal(err)
+				}
+				for _, mu := range hm.GetMutations() {
+					removed = append(removed, mu.GetRemove())
+				}
+			}
+			if !reflect.DeepEqual(removed, tc.removed) {
+				t.Fatalf("Envoy removes %q from clients' requests, want %q", removed, tc.removed)
+			}
+		})
 	}
 }
