@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/connect/highlevel/hlfake"
+	"github.com/crmauthz/crmauthz/internal/natstest"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 )
 
@@ -82,47 +83,11 @@ func startConnector(t testing.TB, args []string) *connector {
 // `connect highlevel sync` exits 0, and 1 without a token.
 func TestHighLevelConnectorBinary(t *testing.T) {
 	side := startServer(t, t.TempDir())
-	fake := hlfake.New()
-	fake.GenWorld(21, 2, 10, 60)
-	api := httptest.NewServer(fake)
-	defer api.Close()
-	dir := t.TempDir()
-	tokDir := filepath.Join(dir, "tokens")
-	os.Mkdir(tokDir, 0o700)
-	for _, loc := range []string{"loc-0", "loc-1"} {
-		fake.Set(func(f *hlfake.Fake) { f.Tokens["tok-"+loc] = loc })
-		os.WriteFile(filepath.Join(tokDir, loc), []byte("tok-"+loc+"\n"), 0o600)
-	}
-	pub, priv, _ := ed25519.GenerateKey(crand.Reader)
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	keyFile := filepath.Join(dir, "key.pem")
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
-	sinkTok := filepath.Join(dir, "sink-token")
-	os.WriteFile(sinkTok, []byte(testToken), 0o600)
-	state := filepath.Join(dir, "state")
-	flags := []string{"--api-url", api.URL, "--token-dir", tokDir, "--location-ids", "loc-0,loc-1",
-		"--webhook-public-key-file", keyFile, "--sink", side.admin, "--sink-token-file", sinkTok,
-		"--state-dir", state, "--admin-addr", "127.0.0.1:0"}
+	fake, priv, flags := hlSetup(t, side.admin)
 	run := append([]string{"connect", "highlevel", "--webhook-addr", "127.0.0.1:0", "--reconcile-interval", "1h"}, flags...)
+	tokDir := flags[3]
 
-	owners := func(m *refmodel.Model) map[string]string {
-		out := map[string]string{}
-		for k, r := range m.Records {
-			if k.Type == "contact" {
-				out[k.ID] = r.Owner
-			}
-		}
-		return out
-	}
-	fakeOwners := func() map[string]string {
-		out := map[string]string{}
-		fake.Set(func(f *hlfake.Fake) {
-			for id, r := range f.Records["contact"] {
-				out[id] = r.AssignedTo
-			}
-		})
-		return out
-	}
+	fakeOwners := func() map[string]string { return hlFakeOwners(fake) }
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
@@ -242,5 +207,110 @@ func TestHighLevelConnectorBinary(t *testing.T) {
 	out, err := bad.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("token")) {
 		t.Fatalf("sync without a token: %v\n%s", err, out)
+	}
+}
+
+// hlSetup starts a fake HighLevel with a generated world of 2 locations, writes its tokens and
+// a webhook key, and returns the connector's flags for sinkURL (with the replication token).
+func hlSetup(t *testing.T, sinkURL string) (*hlfake.Fake, ed25519.PrivateKey, []string) {
+	t.Helper()
+	fake := hlfake.New()
+	fake.GenWorld(21, 2, 10, 60)
+	api := httptest.NewServer(fake)
+	t.Cleanup(api.Close)
+	dir := t.TempDir()
+	tokDir := filepath.Join(dir, "tokens")
+	os.Mkdir(tokDir, 0o700)
+	for _, loc := range []string{"loc-0", "loc-1"} {
+		fake.Set(func(f *hlfake.Fake) { f.Tokens["tok-"+loc] = loc })
+		os.WriteFile(filepath.Join(tokDir, loc), []byte("tok-"+loc+"\n"), 0o600)
+	}
+	pub, priv, _ := ed25519.GenerateKey(crand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	keyFile := filepath.Join(dir, "key.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+	sinkTok := filepath.Join(dir, "sink-token")
+	os.WriteFile(sinkTok, []byte(testToken), 0o600)
+	return fake, priv, []string{"--api-url", api.URL, "--token-dir", tokDir, "--location-ids", "loc-0,loc-1",
+		"--webhook-public-key-file", keyFile, "--sink", sinkURL, "--sink-token-file", sinkTok,
+		"--state-dir", filepath.Join(dir, "state"), "--admin-addr", "127.0.0.1:0"}
+}
+
+// owners are the contacts' owners of a model.
+func owners(m *refmodel.Model) map[string]string {
+	out := map[string]string{}
+	for k, r := range m.Records {
+		if k.Type == "contact" {
+			out[k.ID] = r.Owner
+		}
+	}
+	return out
+}
+
+func hlFakeOwners(fake *hlfake.Fake) map[string]string {
+	out := map[string]string{}
+	fake.Set(func(f *hlfake.Fake) {
+		for id, r := range f.Records["contact"] {
+			out[id] = r.AssignedTo
+		}
+	})
+	return out
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func signedWebhook(priv ed25519.PrivateKey, url, typ, loc, id, webhookID string) int {
+	body, _ := json.Marshal(map[string]any{"type": typ, "locationId": loc, "id": id,
+		"webhookId": webhookID, "timestamp": time.Now().UTC().Format(time.RFC3339)})
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/highlevel/webhooks", bytes.NewReader(body))
+	req.Header.Set("X-GHL-Signature", base64.StdEncoding.EncodeToString(ed25519.Sign(priv, body)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestHighLevelConnectorBinaryNATS: the binary with a NATS sink (a real nats-server); two
+// `crmauthz serve` reading the stream, one started before the connector and one after, hold the
+// fake's owners after the first copy, and both see a signed webhook's change.
+func TestHighLevelConnectorBinaryNATS(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	natsArgs := []string{"--replication-source", srv.URL(), "--nats-snapshot-bucket", "CRMAUTHZ_SNAPSHOTS"}
+	early := startServer(t, t.TempDir(), natsArgs...)
+	fake, priv, flags := hlSetup(t, srv.URL())
+	c := startConnector(t, append([]string{"connect", "highlevel", "--webhook-addr", "127.0.0.1:0", "--reconcile-interval", "1h"}, flags...))
+	late := startServer(t, t.TempDir(), natsArgs...)
+	want := hlFakeOwners(fake)
+	for name, p := range map[string]*proc{"early": early, "late": late} {
+		waitUntil(t, name+" sidecar to hold the fake's owners", func() bool {
+			_, m := exported(t, p)
+			return fmt.Sprint(owners(m)) == fmt.Sprint(want)
+		})
+	}
+	var id, loc string
+	fake.Set(func(f *hlfake.Fake) {
+		r := f.Records["contact"]["c-0-000"]
+		id, loc = r.ID, r.Location
+		r.AssignedTo = "u-0-09"
+	})
+	if code := signedWebhook(priv, c.webhook, "ContactUpdate", loc, id, "nats-1"); code != 200 {
+		t.Fatalf("webhook: %d", code)
+	}
+	for name, p := range map[string]*proc{"early": early, "late": late} {
+		waitUntil(t, "the webhook's change on the "+name+" sidecar", func() bool {
+			_, m := exported(t, p)
+			return owners(m)[id] == "u-0-09"
+		})
 	}
 }
