@@ -142,6 +142,9 @@ func newConnectHighLevelCmd() *cobra.Command {
 		Short: "Keep the index in step with a HighLevel account: webhooks, API reads and a periodic reconcile",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validateHighLevel(cmd.Flags(), &o); err != nil {
+				return err
+			}
 			cfg, err := o.config()
 			if err != nil {
 				return err
@@ -167,6 +170,9 @@ func newConnectHighLevelSyncCmd() *cobra.Command {
 		Short: "One full reconcile of every location to the sink, then exit (0: done, 1: failed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validateHighLevel(cmd.Flags(), &o); err != nil {
+				return err
+			}
 			cfg, err := o.config()
 			if err != nil {
 				return err
