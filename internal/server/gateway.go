@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -105,6 +106,21 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		ans.status, ans.code, ans.reason, ans.message = status, reason, reason, fmt.Sprintf(format, args...)
 		return ans
 	}
+	// A panic on the way (bbolt panics on a corrupted page of the index) is
+	// a deny like any evaluation error, never the 500 of the recovery
+	// middleware: this runs before the deferred metrics and decision log.
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			evalErr = fmt.Errorf("panic: %v", v)
+			s.log.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "err", evalErr, "stack", string(debug.Stack()))
+			d = policy.HTTPDecision{}
+			ans.allow = false
+			ans = deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
+		}
+	}()
 
 	if r.invalid != nil {
 		return deny(http.StatusForbidden, reasonInvalidRequest, "%v", r.invalid)
