@@ -78,6 +78,12 @@ type Engine struct {
 // not compile has one "file:line:col: code: message" line per problem. With
 // Config.RequireTests, the policy's tests must pass too.
 func New(cfg Config) (*Engine, error) {
+	switch {
+	case cfg.EvalTimeout < 0:
+		return nil, fmt.Errorf("policy: Config.EvalTimeout is negative (%s)", cfg.EvalTimeout)
+	case cfg.EvalTimeout == 0:
+		cfg.EvalTimeout = DefaultEvalTimeout
+	}
 	files, err := readSources(cfg)
 	if err != nil {
 		return nil, err
@@ -204,7 +210,8 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		if err := ctx.Err(); err != nil {
 			return Decision{}, err
 		}
-		v, err := pl.prog.eval(ctx, facts, p.intern, in, p.input)
+		v, err := pl.prog.eval(ctx, time.Now().Add(p.evalTimeout), facts, p.intern, in, p.input)
+		p.limits.count(err)
 		var bug *vmError
 		switch {
 		case errors.As(err, &bug):
@@ -290,7 +297,10 @@ type prepared struct {
 	// depend on the request (no metrics, result as ast.Value).
 	decisionOpts []rego.EvalOption
 	queryOpts    []rego.EvalOption
-	neverCancel  topdown.Cancel
+	// evalTimeout bounds each evaluation; limits counts the stopped ones
+	// (shared by the revisions of one Engine). See limits.go.
+	evalTimeout time.Duration
+	limits      *limitCounters
 
 	// terms of the input and the result, shared and never modified
 	keys   inputKeys
@@ -329,7 +339,8 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 		compiler:    lp.compiler,
 		store:       inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)),
 		builtins:    Builtins(),
-		neverCancel: topdown.NewCancel(),
+		evalTimeout: cfg.EvalTimeout,
+		limits:      new(limitCounters),
 		intern:      newInternTable(),
 		queries:     map[string]rego.PreparedEvalQuery{},
 		keys: inputKeys{
@@ -338,6 +349,9 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 			id: ast.StringTerm("id"), target: ast.StringTerm("target"),
 			allow: ast.StringTerm("allow"), reason: ast.StringTerm("reason"),
 		},
+	}
+	if old != nil {
+		p.limits = old.limits
 	}
 	noMetrics := rego.EvalMetrics(metrics.NoOp())
 	p.decisionOpts = []rego.EvalOption{noMetrics, rego.EvalGenerateJSON(resultAsValue)}
@@ -421,23 +435,24 @@ func (p *prepared) eval(ctx context.Context, pq rego.PreparedEvalQuery, base []r
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	ctx, stopTimer := withEvalTimeout(ctx, p.evalTimeout) // limits.go
+	defer stopTimer()
 	ctx = WithFacts(ctx, facts)
 	// Cancel the evaluation with ctx without the goroutine rego starts per
 	// evaluation otherwise.
-	cancel := p.neverCancel
-	if ctx.Done() != nil {
-		c := topdown.NewCancel()
-		stop := context.AfterFunc(ctx, c.Cancel)
-		defer stop()
-		cancel = c
-	}
+	c := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, c.Cancel)
+	defer stop()
 	opts := make([]rego.EvalOption, 0, len(base)+2)
 	opts = append(opts, base...)
-	opts = append(opts, rego.EvalExternalCancel(cancel))
+	opts = append(opts, rego.EvalExternalCancel(c))
 	if input != nil {
 		opts = append(opts, rego.EvalParsedInput(input))
 	}
-	return pq.Eval(ctx, opts...)
+	rs, err := pq.Eval(ctx, opts...)
+	err = timeoutError(ctx, err)
+	p.limits.count(err)
+	return rs, err
 }
 
 // input builds the decision input by hand:

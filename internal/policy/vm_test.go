@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -51,7 +52,7 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	p := e.cur.Load()
 	ctx := context.Background()
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
-		return pl.prog.eval(ctx, facts, p.intern, in, p.input)
+		return pl.prog.eval(ctx, time.Time{}, facts, p.intern, in, p.input)
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {
@@ -108,8 +109,8 @@ func TestVMGolden(t *testing.T) {
 		if err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
 			t.Errorf("%s: %+v %v, want %v %s", c.Name, d, err, c.Allow, c.Reason)
 		}
-		a, aerr := prog.eval(context.Background(), facts, p.intern, c.input(), p.input)
-		b, berr := viaPlan.eval(context.Background(), facts, p.intern, c.input(), p.input)
+		a, aerr := prog.eval(context.Background(), time.Time{}, facts, p.intern, c.input(), p.input)
+		b, berr := viaPlan.eval(context.Background(), time.Time{}, facts, p.intern, c.input(), p.input)
 		if aerr != nil || berr != nil || a.Compare(b) != 0 {
 			t.Errorf("%s: direct %v %v, plan %v %v", c.Name, a, aerr, b, berr)
 		}
