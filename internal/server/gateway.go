@@ -43,6 +43,8 @@ const (
 	reasonBodyTooLarge    = "payload_too_large" // the body is over --max-decision-bytes
 	reasonInvalidBody     = "invalid_body"      // not JSON, or not one reading
 	reasonEvaluationError = "evaluation_error"  // the policy could not decide
+	// the policy did not decide within --eval-timeout
+	reasonEvaluationTimeout = "evaluation_timeout"
 )
 
 // maxURIBytes is the longest original URI accepted.
@@ -169,6 +171,9 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	if evalErr != nil {
 		s.log.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "method", orig.method, "path", orig.path, "err", evalErr)
 		d = policy.HTTPDecision{}
+		if errors.Is(evalErr, policy.ErrEvalTimeout) {
+			return deny(http.StatusForbidden, reasonEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", evalErr)
+		}
 		return deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
 	}
 	if !d.Allow {
