@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/big"
@@ -66,21 +65,25 @@ func (e *Engine) LimitStats() LimitStats {
 	return LimitStats{Timeouts: c.timeouts.Load(), Builtins: c.builtins.Load()}
 }
 
-// withEvalTimeout bounds ctx by d; the cause of the deadline is ErrEvalTimeout.
-func withEvalTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, d, fmt.Errorf("%w (%s)", ErrEvalTimeout, d))
+// evalDeadline cancels one topdown evaluation when its time is up.
+type evalDeadline struct {
+	cancel  topdown.Cancel
+	expired atomic.Bool
+	timer   *time.Timer
 }
 
-// timeoutError returns the evaluation's error as ErrEvalTimeout when ctx ran
-// out of its evaluation time (topdown reports a cancellation), else err.
-func timeoutError(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrEvalTimeout) {
-			return cause
-		}
-	}
-	return err
+func newEvalDeadline(d time.Duration) *evalDeadline {
+	dl := &evalDeadline{cancel: topdown.NewCancel()}
+	dl.timer = time.AfterFunc(d, dl.fire)
+	return dl
 }
+
+func (dl *evalDeadline) fire() {
+	dl.expired.Store(true)
+	dl.cancel.Cancel()
+}
+
+func (dl *evalDeadline) stop() { dl.timer.Stop() }
 
 // guardedBuiltin is a built-in of OPA that can build a huge value from
 // small operands, and the check run before it. OPA's built-ins cannot be

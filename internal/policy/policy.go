@@ -27,7 +27,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // maxCachedQueries bounds the prepared Data API queries kept per revision.
@@ -435,22 +434,25 @@ func (p *prepared) eval(ctx context.Context, pq rego.PreparedEvalQuery, base []r
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ctx, stopTimer := withEvalTimeout(ctx, p.evalTimeout) // limits.go
-	defer stopTimer()
 	ctx = WithFacts(ctx, facts)
-	// Cancel the evaluation with ctx without the goroutine rego starts per
-	// evaluation otherwise.
-	c := topdown.NewCancel()
-	stop := context.AfterFunc(ctx, c.Cancel)
-	defer stop()
+	// Cancel the evaluation at its deadline (limits.go) or with ctx, without
+	// the goroutine rego starts per evaluation otherwise.
+	dl := newEvalDeadline(p.evalTimeout)
+	defer dl.stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, dl.cancel.Cancel)
+		defer stop()
+	}
 	opts := make([]rego.EvalOption, 0, len(base)+2)
 	opts = append(opts, base...)
-	opts = append(opts, rego.EvalExternalCancel(c))
+	opts = append(opts, rego.EvalExternalCancel(dl.cancel))
 	if input != nil {
 		opts = append(opts, rego.EvalParsedInput(input))
 	}
 	rs, err := pq.Eval(ctx, opts...)
-	err = timeoutError(ctx, err)
+	if err != nil && dl.expired.Load() {
+		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
+	}
 	p.limits.count(err)
 	return rs, err
 }
