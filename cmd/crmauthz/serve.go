@@ -45,7 +45,7 @@ type serveOptions struct {
 	readTO           time.Duration
 	adminMaxInFlight int
 	evalTimeout      time.Duration // --eval-timeout (docs/policies.md "What is bounded")
-	bodyTimeout      time.Duration // --body-timeout (docs/operations.md "Threat model")
+	bodyTimeout      time.Duration // --body-timeout (docs/operations.md "Bounds")
 
 	policiesRequireTests bool
 	decisionCacheSlots   int

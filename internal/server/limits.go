@@ -34,7 +34,7 @@ type Limits struct {
 	OnReject func()
 	// BodyBytes: up to this many bytes of a request's body are read before
 	// the request takes an in-flight slot, so a client trickling its body
-	// holds a connection, not a slot (docs/operations.md "Threat model").
+	// holds a connection, not a slot (docs/operations.md "Bounds").
 	// 0: the body is read by the handler, inside its slot.
 	BodyBytes int64
 	// BodyTimeout is the time a client has, from the end of its headers, to
