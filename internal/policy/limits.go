@@ -20,7 +20,7 @@ import (
 // denial, not the process its memory or every client its latency.
 
 // DefaultEvalTimeout is Config.EvalTimeout's default.
-const DefaultEvalTimeout = 500 * time.Millisecond
+const DefaultEvalTimeout = time.Second
 
 // MaxRangeElements is the most elements numbers.range, numbers.range_step
 // and net.cidr_expand may produce in one call. OPA builds the whole array at once, without

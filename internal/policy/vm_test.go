@@ -355,7 +355,7 @@ decision := {"allow": false, "reason": "w"} if walk(input, [["action"], "view"])
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			writeFiles(t, dir, map[string]string{"p.rego": src})
-			e, err := New(Config{Dir: dir})
+			e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -366,7 +366,7 @@ decision := {"allow": false, "reason": "w"} if walk(input, [["action"], "view"])
 			if _, _, err := e.Decide(context.Background(), &memFacts{}, Input{Subject: "u", Action: "view", ResourceType: "contact", ResourceID: "c"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := New(Config{Dir: dir, Evaluator: EvaluatorIR}); err == nil || !strings.Contains(err.Error(), "IR evaluator") {
+			if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, Evaluator: EvaluatorIR}); err == nil || !strings.Contains(err.Error(), "IR evaluator") {
 				t.Fatalf("Evaluator IR took a policy it cannot run: %v", err)
 			}
 		})
@@ -419,7 +419,7 @@ func TestAutoEvaluatorPlans(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, false)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,7 @@ func TestAutoEvaluatorPlans(t *testing.T) {
 func TestVMFaultFallsBackToTopdown(t *testing.T) {
 	g := loadGolden(t)
 	facts := newMemFacts(t, g)
-	e, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorIR})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorIR})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,7 @@ func TestWatcherPlainDirectory(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestWatcherConfigMap(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	configMapDir(t, dir, "..2026_11_27_07_00_00.000000001", files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ test_closed_by_default if {
 func TestWatcherRequireTests(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, switchPolicy)
-	e, err := New(Config{Dir: dir, RequireTests: true})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestReloadOutcomes(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestNewWatcherErrors(t *testing.T) {
 	}
 	dir := t.TempDir()
 	writeFiles(t, dir, defaultPolicyFiles(t, false))
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,18 +399,18 @@ func TestNewRequireTests(t *testing.T) {
 				files[k] = v
 			}
 			writeFiles(t, dir, files)
-			_, err := New(Config{Dir: dir, RequireTests: true})
+			_, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New = %v, want an error containing %q", err, tt.want)
 			}
 		})
 	}
-	if _, err := New(Config{Dir: t.TempDir() + "/missing", RequireTests: true}); err == nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: t.TempDir() + "/missing", RequireTests: true}); err == nil {
 		t.Error("missing directory: no error")
 	}
 	dir := t.TempDir()
 	writeFiles(t, dir, defaultPolicyFiles(t, true))
-	if _, err := New(Config{Dir: dir, RequireTests: true}); err != nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true}); err != nil {
 		t.Errorf("default policy with its tests: %v", err)
 	}
 }
@@ -427,7 +427,7 @@ func BenchmarkLoad(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				if _, err := New(Config{Dir: dir, RequireTests: requireTests}); err != nil {
+				if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: requireTests}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -442,7 +442,7 @@ func TestWatcherRecheck(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, false)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

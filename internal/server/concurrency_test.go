@@ -137,7 +137,7 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	refs := map[string]*policy.Engine{}
 	for _, v := range []bool{false, true} {
 		writePolicy(v)
-		e, err := policy.New(policy.Config{Dir: polDir, DecisionCacheSlots: -1})
+		e, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: polDir, DecisionCacheSlots: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	if _, err := repl.LoadSnapshot(strings.NewReader(snapshotAt(0))); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := policy.New(policy.Config{Dir: polDir})
+	eng, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: polDir})
 	if err != nil {
 		t.Fatal(err)
 	}

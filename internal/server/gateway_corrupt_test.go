@@ -74,7 +74,7 @@ func TestGatewayDeniesOnCorruptIndex(t *testing.T) {
 	if _, err := repl.LoadSnapshot(strings.NewReader(gwFacts)); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
+	eng, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, FS: policies.FS})
 	if err != nil {
 		t.Fatal(err)
 	}
