@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/big"
@@ -63,6 +64,30 @@ func (c *limitCounters) count(err error) {
 func (e *Engine) LimitStats() LimitStats {
 	c := e.cur.Load().limits
 	return LimitStats{Timeouts: c.timeouts.Load(), Builtins: c.builtins.Load()}
+}
+
+// EvalTimeout is Config.EvalTimeout (with its default): a caller that
+// evaluates several times for one request (a batch) bounds the request by
+// it too, with WithEvalDeadline.
+func (e *Engine) EvalTimeout() time.Duration { return e.cfg.EvalTimeout }
+
+// WithEvalDeadline bounds ctx by d for evaluations made with it: past d, an
+// evaluation stops with ErrEvalTimeout (and is counted) like one that ran
+// past Config.EvalTimeout itself.
+func WithEvalDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("%w (%s for the request)", ErrEvalTimeout, d))
+}
+
+// stopped returns an evaluation's error, as ErrEvalTimeout (the cause) for
+// one stopped by a WithEvalDeadline context, and counts it.
+func (p *prepared) stopped(ctx context.Context, err error) error {
+	if err != nil && !errors.Is(err, ErrEvalTimeout) && ctx.Err() != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrEvalTimeout) {
+			err = cause
+		}
+	}
+	p.limits.count(err)
+	return err
 }
 
 // evalDeadline cancels one topdown evaluation when its time is up.

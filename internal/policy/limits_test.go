@@ -200,3 +200,38 @@ test_forever if {
 		t.Fatal("a negative test timeout was accepted")
 	}
 }
+
+// TestWithEvalDeadline: a caller's deadline (a batch's, for the request as
+// a whole) stops an evaluation as Config.EvalTimeout does: ErrEvalTimeout,
+// counted, on both evaluators and on a call made after it passed.
+func TestWithEvalDeadline(t *testing.T) {
+	facts := &memFacts{}
+	slow := Input{Subject: "u-1", Action: "slow", ResourceType: "contact", ResourceID: "c-1"}
+	for _, ev := range []Evaluator{EvaluatorIR, EvaluatorTopdown} {
+		t.Run(string(ev), func(t *testing.T) {
+			e := newBoundedEngine(t, ev, time.Hour)
+			if e.EvalTimeout() != time.Hour {
+				t.Fatalf("EvalTimeout() = %s", e.EvalTimeout())
+			}
+			ctx, cancel := WithEvalDeadline(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			if _, _, err := e.Decide(ctx, facts, slow); !errors.Is(err, ErrEvalTimeout) {
+				t.Fatalf("Decide past the caller's deadline: %v, want ErrEvalTimeout", err)
+			}
+			// The deadline has passed: the next call stops at once.
+			small := Input{Subject: "u-1", Action: "small", ResourceType: "contact", ResourceID: "c-1"}
+			if _, _, err := e.Decide(ctx, facts, small); !errors.Is(err, ErrEvalTimeout) {
+				t.Fatalf("Decide after the caller's deadline: %v, want ErrEvalTimeout", err)
+			}
+			if got := e.LimitStats(); got.Timeouts != 2 {
+				t.Errorf("LimitStats %+v, want 2 timeouts", got)
+			}
+			// A context cancelled otherwise is not a timeout.
+			cctx, ccancel := context.WithCancel(context.Background())
+			ccancel()
+			if _, _, err := e.Decide(cctx, facts, small); !errors.Is(err, context.Canceled) || errors.Is(err, ErrEvalTimeout) {
+				t.Fatalf("Decide with a cancelled context: %v", err)
+			}
+		})
+	}
+}

@@ -189,7 +189,7 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 		return d, p.revision, err
 	}
 	if err := ctx.Err(); err != nil {
-		return Decision{}, p.revision, err
+		return Decision{}, p.revision, p.stopped(ctx, err)
 	}
 	if d, ok := p.cache.lookup(facts, &in); ok {
 		e.cacheHits.Add(1)
@@ -207,10 +207,10 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision, error) {
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
 		if err := ctx.Err(); err != nil {
-			return Decision{}, err
+			return Decision{}, p.stopped(ctx, err)
 		}
 		v, err := pl.prog.eval(ctx, time.Now().Add(p.evalTimeout), facts, p.intern, in, p.input)
-		p.limits.count(err)
+		err = p.stopped(ctx, err)
 		var bug *vmError
 		switch {
 		case errors.As(err, &bug):
@@ -432,7 +432,7 @@ func (p *prepared) query(ctx context.Context, path []string) (rego.PreparedEvalQ
 // eval runs pq with the facts in the context and the given input (nil: none).
 func (p *prepared) eval(ctx context.Context, pq rego.PreparedEvalQuery, base []rego.EvalOption, facts Facts, input ast.Value) (rego.ResultSet, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, p.stopped(ctx, err)
 	}
 	ctx = WithFacts(ctx, facts)
 	// Cancel the evaluation at its deadline (limits.go) or with ctx, without
@@ -453,8 +453,7 @@ func (p *prepared) eval(ctx context.Context, pq rego.PreparedEvalQuery, base []r
 	if err != nil && dl.expired.Load() {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
 	}
-	p.limits.count(err)
-	return rs, err
+	return rs, p.stopped(ctx, err)
 }
 
 // input builds the decision input by hand:

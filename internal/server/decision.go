@@ -259,10 +259,13 @@ func (s *Server) postDecisions(c *gin.Context) {
 		return
 	}
 	resp := batchResponse{Results: make([]checkResult, len(inputs))}
+	// The batch as a whole is bounded by --eval-timeout, as each check is.
+	ctx, cancel := policy.WithEvalDeadline(c.Request.Context(), s.eng.EvalTimeout())
+	defer cancel()
 	err := s.ix.View(func(tx *index.ReadTx) error {
 		resp.AppliedSeq = tx.AppliedSeq()
 		for i, in := range inputs {
-			d, rev, err := s.eng.Decide(c.Request.Context(), tx, in)
+			d, rev, err := s.eng.Decide(ctx, tx, in)
 			if err != nil {
 				return err
 			}
