@@ -46,6 +46,7 @@ type serveOptions struct {
 	adminMaxInFlight int
 	evalTimeout      time.Duration // --eval-timeout (docs/policies.md "What is bounded")
 	bodyTimeout      time.Duration // --body-timeout (docs/operations.md "Bounds")
+	mem              memoryOptions // --memory-limit (memlimit.go)
 
 	policiesRequireTests bool
 	decisionCacheSlots   int
@@ -104,6 +105,7 @@ func newServeCmd() *cobra.Command {
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
+	addMemoryFlags(f, &o.mem)
 	addNATSServeFlags(f, &o.nats)
 	return cmd
 }
@@ -138,6 +140,9 @@ func readToken(file string) ([]byte, error) {
 func serve(ctx context.Context, o serveOptions) error {
 	log, err := newLogger(o.logLevel)
 	if err != nil {
+		return err
+	}
+	if err := applyMemoryLimit(o.mem, log); err != nil {
 		return err
 	}
 	token, err := readToken(o.tokenFile)
