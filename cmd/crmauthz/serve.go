@@ -248,11 +248,13 @@ func serve(ctx context.Context, o serveOptions) error {
 		// A body's first --max-decision-bytes are read before a slot is taken
 		// (server.Limit): a client trickling its body holds no slot.
 		server.HTTPServer(o.addr, server.Limit(srv.DecisionHandler(), server.Limits{MaxInFlight: o.maxInFlight,
-			OnReject:  func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) },
-			BodyBytes: o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
+			OnReject:    func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) },
+			OnBodyError: func(code int) { m.HTTPRequest("decision", "body_not_received", code) },
+			BodyBytes:   o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
 		server.HTTPServer(o.adminAddr, server.Limit(srv.AdminHandler(), server.Limits{MaxInFlight: o.adminMaxInFlight,
-			OnReject:  func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) },
-			BodyBytes: o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
+			OnReject:    func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) },
+			OnBodyError: func(code int) { m.HTTPRequest("admin", "body_not_received", code) },
+			BodyBytes:   o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
 	}
 	for _, hs := range servers {
 		hs.ReadHeaderTimeout, hs.ReadTimeout = o.readHeaderTO, o.readTO

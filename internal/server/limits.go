@@ -32,6 +32,9 @@ type Limits struct {
 	MaxInFlight int
 	// OnReject, if set, is called for each request refused as overloaded.
 	OnReject func()
+	// OnBodyError, if set, is called with the status (408, 400) of each
+	// request whose body did not arrive before it took a slot.
+	OnBodyError func(status int)
 	// BodyBytes: up to this many bytes of a request's body are read before
 	// the request takes an in-flight slot, so a client trickling its body
 	// holds a connection, not a slot (docs/operations.md "Bounds").
@@ -95,11 +98,14 @@ func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
 	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit))
 	if err != nil {
 		w.Header().Set("Connection", "close")
+		status, body := http.StatusBadRequest, bodyReadBody
 		if isTimeout(err) {
-			writeRaw(w, http.StatusRequestTimeout, bodyTimeoutBody)
-			return false
+			status, body = http.StatusRequestTimeout, bodyTimeoutBody
 		}
-		writeRaw(w, http.StatusBadRequest, bodyReadBody)
+		if l.OnBodyError != nil {
+			l.OnBodyError(status)
+		}
+		writeRaw(w, status, body)
 		return false
 	}
 	if int64(buf.Len()) < limit || r.ContentLength == int64(buf.Len()) {

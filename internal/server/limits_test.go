@@ -85,10 +85,14 @@ func TestSlowBodiesDoNotHoldSlots(t *testing.T) {
 		fast  = 40 // decisions sent while they trickle
 	)
 	ts := newTestServer(t, nil)
-	var active atomic.Int32
+	var active, timeouts atomic.Int32
 	newServer := func(bodyTimeout time.Duration) *httptest.Server {
 		srv := httptest.NewUnstartedServer(Limit(ts.decision, Limits{MaxInFlight: slots, BodyBytes: 1 << 20,
-			BodyTimeout: bodyTimeout, ReadTimeout: time.Minute}))
+			BodyTimeout: bodyTimeout, ReadTimeout: time.Minute, OnBodyError: func(code int) {
+				if code == http.StatusRequestTimeout {
+					timeouts.Add(1)
+				}
+			}}))
 		srv.Config.ReadTimeout = time.Minute // the slow clients stay within it
 		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 			if s == http.StateActive {
@@ -150,6 +154,9 @@ func TestSlowBodiesDoNotHoldSlots(t *testing.T) {
 		}
 		if resp.StatusCode != http.StatusRequestTimeout || json.Unmarshal(body, &e) != nil || e.Error.Code != "request_timeout" {
 			t.Fatalf("slow body: %d %s", resp.StatusCode, body)
+		}
+		if timeouts.Load() != 1 {
+			t.Fatalf("OnBodyError called %d times with 408, want 1", timeouts.Load())
 		}
 	})
 }
