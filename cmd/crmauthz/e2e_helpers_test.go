@@ -125,8 +125,8 @@ func startWith(t testing.TB, dataDir string, args, env []string) *proc {
 		p.base, p.admin, p.grpc = "http://"+a[0], "http://"+a[1], a[2]
 	case <-p.done:
 		t.Fatalf("crmauthz exited before serving: %v\n%s", p.exitErr, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("crmauthz did not start in 30s\n%s", p.stderr.String())
+	case <-time.After(2 * time.Minute): // a hang, not a speed limit (--policies-require-tests runs the Rego tests first)
+		t.Fatalf("crmauthz did not start in 2m\n%s", p.stderr.String())
 	}
 	return p
 }
@@ -141,8 +141,8 @@ func (p *proc) stop() {
 			if p.exitErr != nil {
 				p.t.Errorf("crmauthz exited with %v after SIGTERM\n%s", p.exitErr, p.stderr.String())
 			}
-		case <-time.After(20 * time.Second):
-			p.t.Errorf("crmauthz did not stop within 20s of SIGTERM")
+		case <-time.After(time.Minute): // a hang, not a speed limit
+			p.t.Errorf("crmauthz did not stop within a minute of SIGTERM")
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}

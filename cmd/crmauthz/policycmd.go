@@ -51,6 +51,7 @@ func newPolicyTestCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&opts.Coverage, "coverage", "c", false, "report coverage per file")
 	cmd.Flags().StringVar(&opts.Format, "format", "pretty", "report format: pretty, or json (OPA's JSON test results, or with --coverage its coverage report)")
 	cmd.Flags().Float64Var(&opts.Threshold, "threshold", 0, "fail when the coverage of the policy without its tests is below this percentage (implies --coverage)")
+	cmd.Flags().DurationVar(&opts.Timeout, "timeout", policy.DefaultTestTimeout, "deadline of each test (a guard against a test that never ends)")
 	return cmd
 }
 

@@ -45,6 +45,9 @@ type serveOptions struct {
 	readHeaderTO     time.Duration
 	readTO           time.Duration
 	adminMaxInFlight int
+	evalTimeout      time.Duration // --eval-timeout (docs/policies.md "What is bounded")
+	bodyTimeout      time.Duration // --body-timeout (docs/operations.md "Bounds")
+	mem              memoryOptions // --memory-limit (memlimit.go)
 
 	policiesRequireTests bool
 	decisionCacheSlots   int
@@ -107,9 +110,12 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.readTO, "read-timeout", 30*time.Second, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
 	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
 	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", 64, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
+	f.DurationVar(&o.evalTimeout, "eval-timeout", policy.DefaultEvalTimeout, "time one policy evaluation may take; past it the request is denied (evaluation_timeout)")
+	f.DurationVar(&o.bodyTimeout, "body-timeout", 5*time.Second, "time a client has to send the first --max-decision-bytes of a request body, before the request takes an in-flight slot (408 after)")
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy); empty: none")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
+	addMemoryFlags(f, &o.mem)
 	addNATSServeFlags(f, &o.nats)
 }
 
@@ -159,6 +165,9 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := applyMemoryLimit(o.mem, log); err != nil {
+		return err
+	}
 	token, err := readToken(o.tokenFile)
 	if err != nil {
 		return err
@@ -174,6 +183,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		pcfg = policy.Config{Dir: o.policiesDir, RequireTests: o.policiesRequireTests}
 	}
 	pcfg.DecisionCacheSlots = o.decisionCacheSlots
+	pcfg.EvalTimeout = o.evalTimeout
 	switch o.policyEvaluator {
 	case "auto":
 		pcfg.Evaluator = policy.EvaluatorAuto
@@ -252,10 +262,16 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 
 	servers := []*http.Server{
-		server.HTTPServer(o.addr, server.LimitInFlight(srv.DecisionHandler(), o.maxInFlight,
-			func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) })),
-		server.HTTPServer(o.adminAddr, server.LimitInFlight(srv.AdminHandler(), o.adminMaxInFlight,
-			func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) })),
+		// A body's first --max-decision-bytes are read before a slot is taken
+		// (server.Limit): a client trickling its body holds no slot.
+		server.HTTPServer(o.addr, server.Limit(srv.DecisionHandler(), server.Limits{MaxInFlight: o.maxInFlight,
+			OnReject:    func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) },
+			OnBodyError: func(code int) { m.HTTPRequest("decision", "body_not_received", code) },
+			BodyBytes:   o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
+		server.HTTPServer(o.adminAddr, server.Limit(srv.AdminHandler(), server.Limits{MaxInFlight: o.adminMaxInFlight,
+			OnReject:    func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) },
+			OnBodyError: func(code int) { m.HTTPRequest("admin", "body_not_received", code) },
+			BodyBytes:   o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
 	}
 	for _, hs := range servers {
 		hs.ReadHeaderTimeout, hs.ReadTimeout = o.readHeaderTO, o.readTO

@@ -110,6 +110,8 @@ func serveRules(o *serveOptions) map[string]flagRule {
 		"snapshot-timeout":   func() string { return durationIn(o.snapshotTimeout, time.Second, 24*time.Hour) },
 		"consistency-wait":   func() string { return durationIn(o.consistencyWait, time.Millisecond, time.Minute) },
 		"index-lock-timeout": func() string { return durationIn(o.indexLockTimeout, time.Millisecond, time.Hour) },
+		"eval-timeout":       func() string { return durationIn(o.evalTimeout, time.Millisecond, 5*time.Minute) },
+		"body-timeout":       func() string { return durationIn(o.bodyTimeout, time.Millisecond, time.Hour) },
 		"shutdown-timeout":   func() string { return durationIn(o.shutdownTimeout, 0, time.Hour) },
 		"jwt-leeway":         func() string { return durationIn(o.gw.leeway, 0, 10*time.Minute) },
 		"nats-batch-wait":    func() string { return durationIn(o.nats.batchWait, time.Microsecond, time.Second) },
@@ -130,6 +132,12 @@ func serveRules(o *serveOptions) map[string]flagRule {
 		"decision-log-buffer": func() string { return intIn(int64(o.decisionLogBuffer), 1, 1_000_000) },
 		"nats-batch-max":      func() string { return intIn(int64(o.nats.batchMax), 1, 10_000) },
 		"ready-min-seq":       none,
+		"memory-limit": func() string {
+			if o.mem.limit < 0 || (o.mem.limit > 0 && o.mem.limit < 64*mib) {
+				return "want 0 (GOMEMLIMIT, else 90% of the cgroup's limit) or at least 67108864 bytes"
+			}
+			return ""
+		},
 
 		// enumerations and lists
 		"log-level":        func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },

@@ -322,14 +322,18 @@ func TestReplaceAllViewsNeverSeeAMix(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var (
-		wg    sync.WaitGroup
-		views atomic.Int64
-		seen  [2]atomic.Int64
+		wg      sync.WaitGroup
+		views   atomic.Int64
+		seen    [2]atomic.Int64
+		lastSeq atomic.Uint64 // the highest seq a reader has seen whole
+		running atomic.Int32  // readers still reading
 	)
 	for range 4 {
 		wg.Add(1)
+		running.Add(1)
 		go func() {
 			defer wg.Done()
+			defer running.Add(-1)
 			for {
 				select {
 				case <-stop:
@@ -369,6 +373,8 @@ func TestReplaceAllViewsNeverSeeAMix(t *testing.T) {
 						return fmt.Errorf("seq %d: counts %+v", seq, c)
 					}
 					seen[seq%2].Add(1)
+					for cur := lastSeq.Load(); seq > cur && !lastSeq.CompareAndSwap(cur, seq); cur = lastSeq.Load() {
+					}
 					return nil
 				})
 				if err != nil {
@@ -383,7 +389,11 @@ func TestReplaceAllViewsNeverSeeAMix(t *testing.T) {
 		if err := ix.ReplaceAll(seq, snapshotRows(seq, users)); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond) // let the readers in on each version
+		// Each version is read whole at least once before the next: a fixed
+		// amount of work, however slowly the readers are scheduled.
+		for lastSeq.Load() < seq && running.Load() > 0 {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	close(stop)
 	wg.Wait()
@@ -425,7 +435,7 @@ func TestReplaceAllConcurrency(t *testing.T) {
 		if !ok {
 			t.Error("a View during the load does not see the old index")
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute): // a hang, not a speed limit
 		t.Fatal("View blocked by a running ReplaceAll")
 	}
 	updateDone := make(chan error, 1)

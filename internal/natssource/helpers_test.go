@@ -161,7 +161,7 @@ func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 
 func waitApplied(tb testing.TB, sc *sidecar, seq uint64) {
 	tb.Helper()
-	waitFor(tb, 20*time.Second, fmt.Sprintf("applied_seq %d (have %d, status %+v)", seq, sc.ix.AppliedSeq(), sc.src.Status()), func() bool {
+	waitFor(tb, time.Minute, fmt.Sprintf("applied_seq %d (have %d, status %+v)", seq, sc.ix.AppliedSeq(), sc.src.Status()), func() bool {
 		return sc.ix.AppliedSeq() >= seq
 	})
 	if got := sc.ix.AppliedSeq(); got != seq {
@@ -172,7 +172,7 @@ func waitApplied(tb testing.TB, sc *sidecar, seq uint64) {
 func waitState(tb testing.TB, sc *sidecar, st State) Status {
 	tb.Helper()
 	var last Status
-	waitFor(tb, 20*time.Second, fmt.Sprintf("state %s", st), func() bool {
+	waitFor(tb, time.Minute, fmt.Sprintf("state %s", st), func() bool {
 		last = sc.src.Status()
 		return last.State == st
 	})

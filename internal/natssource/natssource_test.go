@@ -31,7 +31,7 @@ func TestStreamsIntoIndex(t *testing.T) {
 	src := sc.start(t, Config{URL: srv.URL(), Stream: "CRM", Subject: "crm.events", MaxBatch: 500})
 	waitApplied(t, sc, 2500)
 	// The counters and the synced flag follow the commit that waitApplied saw.
-	waitFor(t, 10*time.Second, "synced and counted", func() bool {
+	waitFor(t, time.Minute, "synced and counted", func() bool {
 		st := src.Status()
 		return st.Synced && st.EventsApplied == 2500
 	})
@@ -57,7 +57,7 @@ func TestStreamsIntoIndex(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "crmauthz_replication_applied_seq 2502", func() bool {
+	waitFor(t, time.Minute, "crmauthz_replication_applied_seq 2502", func() bool {
 		v, _ := gauge(t, sc.m, "crmauthz_replication_applied_seq", nil)
 		return v == 2502
 	})
@@ -83,7 +83,7 @@ func TestStreamDeleted(t *testing.T) {
 	sc := newSidecar(t)
 	src := sc.start(t, Config{URL: srv.URL(), Stream: "DEL", Subject: "del.events"})
 	waitApplied(t, sc, 5)
-	waitFor(t, 10*time.Second, "ready", func() bool { return src.NotReady() == "" })
+	waitFor(t, time.Minute, "ready", func() bool { return src.NotReady() == "" })
 	if err := js.DeleteStream(context.Background(), "DEL"); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestInvalidEventStops(t *testing.T) {
 			if v, _ := gauge(t, sc.m, "crmauthz_replication_events_total", map[string]string{"op": tc.op, "result": "rejected"}); v < 1 {
 				t.Errorf("events_total{op=%s, rejected} = %v, want >= 1", tc.op, v)
 			}
-			waitFor(t, 10*time.Second, "lag gauges", func() bool {
+			waitFor(t, time.Minute, "lag gauges", func() bool {
 				ev, _ := gauge(t, sc.m, "crmauthz_replication_lag_events", nil)
 				secs, _ := gauge(t, sc.m, "crmauthz_replication_lag_seconds", nil)
 				return ev == 3 && secs > 0
@@ -169,7 +169,7 @@ func TestInvalidEventStops(t *testing.T) {
 			if !hasUser(t, sc.ix, "u-fixed") || !hasUser(t, sc.ix, "u-11") {
 				t.Fatal("after the snapshot, the snapshot's state and the later events must be in the index")
 			}
-			waitFor(t, 10*time.Second, "ready after the fix", func() bool { return src.NotReady() == "" })
+			waitFor(t, time.Minute, "ready after the fix", func() bool { return src.NotReady() == "" })
 		})
 	}
 }
@@ -292,7 +292,7 @@ func TestBootstrap(t *testing.T) {
 		}
 		sc := newSidecar(t)
 		src := sc.start(t, Config{URL: srv.URL(), Stream: "B4", Subject: "b4.events", SnapshotBucket: "snaps4"})
-		waitFor(t, 10*time.Second, "the error", func() bool {
+		waitFor(t, time.Minute, "the error", func() bool {
 			return strings.Contains(src.Status().LastError, "first line has seq 2")
 		})
 		if sc.ix.AppliedSeq() != 0 || src.NotReady() == "" {
@@ -322,7 +322,7 @@ func TestAheadOfStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitApplied(t, sc, 10)
-	waitFor(t, 5*time.Second, "ready", func() bool { return src.NotReady() == "" })
+	waitFor(t, time.Minute, "ready", func() bool { return src.NotReady() == "" })
 }
 
 // TestIndexFedOverHTTPToo: events applied over the HTTP API (same seqs) are
@@ -353,7 +353,7 @@ func TestReconnects(t *testing.T) {
 
 	sc := newSidecar(t)
 	src := sc.start(t, Config{URL: url, Stream: "RC", Subject: "rc.events"})
-	waitFor(t, 10*time.Second, "a connection error", func() bool { return src.Status().LastError != "" })
+	waitFor(t, time.Minute, "a connection error", func() bool { return src.Status().LastError != "" })
 	if r := src.NotReady(); !strings.Contains(r, "not connected") {
 		t.Fatalf("NotReady while the server is down = %q", r)
 	}
@@ -436,7 +436,7 @@ func TestAuthAndTLS(t *testing.T) {
 				waitApplied(t, sc, 3)
 				return
 			}
-			waitFor(t, 10*time.Second, "a connection error", func() bool {
+			waitFor(t, time.Minute, "a connection error", func() bool {
 				return strings.Contains(strings.ToLower(src.Status().LastError), tc.err)
 			})
 			if r := src.NotReady(); !strings.Contains(r, "not connected") || sc.ix.AppliedSeq() != 0 {

@@ -90,27 +90,27 @@ func BuiltinDecls() []*ast.Builtin {
 	for i, f := range fns {
 		decls[i] = &ast.Builtin{Name: f.Name, Description: f.Description, Decl: f.Decl}
 	}
-	return decls
+	return append(decls, guardedDecls()...) // limits.go
 }
 
 // Builtins returns the rego options that register crm.user and crm.record.
 // They read the Facts from the evaluation's context (WithFacts).
 func Builtins() []func(*rego.Rego) {
 	impl := newBuiltinImpl()
-	return []func(*rego.Rego){
+	return append([]func(*rego.Rego){
 		rego.Function1(userFunction(), impl.user),
 		rego.Function2(recordFunction(), impl.record),
-	}
+	}, guardedRegoFuncs()...) // limits.go
 }
 
 // testerBuiltins returns the built-ins for v1/tester runners.
 func testerBuiltins() []*tester.Builtin {
 	impl := newBuiltinImpl()
 	u, r := userFunction(), recordFunction()
-	return []*tester.Builtin{
+	return append([]*tester.Builtin{
 		{Decl: &ast.Builtin{Name: u.Name, Description: u.Description, Decl: u.Decl}, Func: rego.Function1(u, impl.user)},
 		{Decl: &ast.Builtin{Name: r.Name, Description: r.Description, Decl: r.Decl}, Func: rego.Function2(r, impl.record)},
-	}
+	}, guardedTesterBuiltins()...) // limits.go
 }
 
 // builtinImpl implements the built-ins; its intern table is read-only.

@@ -16,11 +16,11 @@ import (
 func TestDecisionCacheIsExact(t *testing.T) {
 	for _, slots := range []int{1, 64, 0} {
 		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
-			cached, err := New(Config{FS: policies.FS, DecisionCacheSlots: slots})
+			cached, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: slots})
 			if err != nil {
 				t.Fatal(err)
 			}
-			plain, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1})
+			plain, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +92,7 @@ func TestDecisionCacheOffForNondeterministicPolicy(t *testing.T) {
 	files := defaultPolicyFiles(t, false)
 	files["clock.rego"] = "package crmauthz\n\nnow := time.now_ns()\n"
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func TestWorkedExampleFollowersCanDelete(t *testing.T) {
 	if err != nil || passed {
 		t.Fatalf("the switch alone: Test = %v, %v; want failing tests\n%s", passed, err, out.String())
 	}
-	if _, err := New(Config{Dir: dir, RequireTests: true}); err == nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true}); err == nil {
 		t.Fatal("the switch alone passed require-tests")
 	}
 
@@ -67,7 +67,7 @@ func TestWorkedExampleFollowersCanDelete(t *testing.T) {
 	if got, err := Format(dir, FormatOptions{}); err != nil || len(got) != 0 {
 		t.Errorf("the example is not formatted: %v %v", got, err)
 	}
-	e, err := New(Config{Dir: dir, RequireTests: true})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
 	if err != nil {
 		t.Fatal(err)
 	}

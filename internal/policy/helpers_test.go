@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/crmauthz/crmauthz/policies"
 )
@@ -104,7 +105,7 @@ func newMemFacts(tb testing.TB, g golden) *memFacts {
 
 func newDefaultEngine(tb testing.TB) *Engine {
 	tb.Helper()
-	e, err := New(Config{FS: policies.FS})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
@@ -141,3 +142,8 @@ func defaultPolicyFiles(tb testing.TB, withTests bool) map[string]string {
 	}
 	return files
 }
+
+// testEvalTimeout is the EvalTimeout of the engines of tests that do not
+// test it: generous, for a loaded machine under the race detector (the
+// bound has its own tests, limits_test.go).
+const testEvalTimeout = time.Minute

@@ -19,7 +19,7 @@ func TestListScope(t *testing.T) {
 		"free": []byte(`{"id":"free","role":"user","location_ids":["l1"],"assigned_data_only":false,"contacts_enabled":true,"opportunities_enabled":true}`),
 		"ado":  []byte(`{"id":"ado","role":"user","location_ids":["l1"],"assigned_data_only":true,"contacts_enabled":true,"opportunities_enabled":false}`),
 	}}
-	eng, err := New(Config{FS: policies.FS})
+	eng, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ list_scope := "everything"`, `"everything"`},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			e, err := New(Config{FS: fstest.MapFS{"p.rego": {Data: []byte(tc.rego)}}})
+			e, err := New(Config{EvalTimeout: testEvalTimeout, FS: fstest.MapFS{"p.rego": {Data: []byte(tc.rego)}}})
 			if err != nil {
 				t.Fatal(err)
 			}

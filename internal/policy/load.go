@@ -43,6 +43,11 @@ type Config struct {
 	// interpreter lacks, else topdown; EvaluatorTopdown always uses topdown;
 	// EvaluatorIR refuses a policy the interpreter cannot run.
 	Evaluator Evaluator
+	// EvalTimeout bounds every evaluation (a decision, a batch's check, a
+	// gateway decision, a Data API query, a list scope): past it the
+	// evaluation stops with ErrEvalTimeout, a deny. 0 is DefaultEvalTimeout;
+	// negative is an error (limits.go, docs/policies.md).
+	EvalTimeout time.Duration
 }
 
 // Evaluator names an evaluator of the decision (Config.Evaluator).
@@ -233,6 +238,9 @@ func parseModules(files []sourceFile) (map[string]*ast.Module, error) {
 		if m == nil {
 			errs = append(errs, ast.NewError(ast.ParseErr, &ast.Location{File: f.name, Row: 1, Col: 1}, "empty module"))
 			continue
+		}
+		if err := guardModule(m); err != nil { // limits.go
+			return nil, fmt.Errorf("%s: %w", f.name, err)
 		}
 		mods[f.name] = m
 	}

@@ -27,7 +27,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // maxCachedQueries bounds the prepared Data API queries kept per revision.
@@ -78,6 +77,12 @@ type Engine struct {
 // not compile has one "file:line:col: code: message" line per problem. With
 // Config.RequireTests, the policy's tests must pass too.
 func New(cfg Config) (*Engine, error) {
+	switch {
+	case cfg.EvalTimeout < 0:
+		return nil, fmt.Errorf("policy: Config.EvalTimeout is negative (%s)", cfg.EvalTimeout)
+	case cfg.EvalTimeout == 0:
+		cfg.EvalTimeout = DefaultEvalTimeout
+	}
 	files, err := readSources(cfg)
 	if err != nil {
 		return nil, err
@@ -184,7 +189,7 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 		return d, p.revision, err
 	}
 	if err := ctx.Err(); err != nil {
-		return Decision{}, p.revision, err
+		return Decision{}, p.revision, p.stopped(ctx, err)
 	}
 	if d, ok := p.cache.lookup(facts, &in); ok {
 		e.cacheHits.Add(1)
@@ -202,9 +207,10 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision, error) {
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
 		if err := ctx.Err(); err != nil {
-			return Decision{}, err
+			return Decision{}, p.stopped(ctx, err)
 		}
-		v, err := pl.prog.eval(ctx, facts, p.intern, in, p.input)
+		v, err := pl.prog.eval(ctx, time.Now().Add(p.evalTimeout), facts, p.intern, in, p.input)
+		err = p.stopped(ctx, err)
 		var bug *vmError
 		switch {
 		case errors.As(err, &bug):
@@ -290,7 +296,10 @@ type prepared struct {
 	// depend on the request (no metrics, result as ast.Value).
 	decisionOpts []rego.EvalOption
 	queryOpts    []rego.EvalOption
-	neverCancel  topdown.Cancel
+	// evalTimeout bounds each evaluation; limits counts the stopped ones
+	// (shared by the revisions of one Engine). See limits.go.
+	evalTimeout time.Duration
+	limits      *limitCounters
 
 	// terms of the input and the result, shared and never modified
 	keys   inputKeys
@@ -329,7 +338,8 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 		compiler:    lp.compiler,
 		store:       inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)),
 		builtins:    Builtins(),
-		neverCancel: topdown.NewCancel(),
+		evalTimeout: cfg.EvalTimeout,
+		limits:      new(limitCounters),
 		intern:      newInternTable(),
 		queries:     map[string]rego.PreparedEvalQuery{},
 		keys: inputKeys{
@@ -338,6 +348,9 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 			id: ast.StringTerm("id"), target: ast.StringTerm("target"),
 			allow: ast.StringTerm("allow"), reason: ast.StringTerm("reason"),
 		},
+	}
+	if old != nil {
+		p.limits = old.limits
 	}
 	noMetrics := rego.EvalMetrics(metrics.NoOp())
 	p.decisionOpts = []rego.EvalOption{noMetrics, rego.EvalGenerateJSON(resultAsValue)}
@@ -419,25 +432,28 @@ func (p *prepared) query(ctx context.Context, path []string) (rego.PreparedEvalQ
 // eval runs pq with the facts in the context and the given input (nil: none).
 func (p *prepared) eval(ctx context.Context, pq rego.PreparedEvalQuery, base []rego.EvalOption, facts Facts, input ast.Value) (rego.ResultSet, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, p.stopped(ctx, err)
 	}
 	ctx = WithFacts(ctx, facts)
-	// Cancel the evaluation with ctx without the goroutine rego starts per
-	// evaluation otherwise.
-	cancel := p.neverCancel
+	// Cancel the evaluation at its deadline (limits.go) or with ctx, without
+	// the goroutine rego starts per evaluation otherwise.
+	dl := newEvalDeadline(p.evalTimeout)
+	defer dl.stop()
 	if ctx.Done() != nil {
-		c := topdown.NewCancel()
-		stop := context.AfterFunc(ctx, c.Cancel)
+		stop := context.AfterFunc(ctx, dl.cancel.Cancel)
 		defer stop()
-		cancel = c
 	}
 	opts := make([]rego.EvalOption, 0, len(base)+2)
 	opts = append(opts, base...)
-	opts = append(opts, rego.EvalExternalCancel(cancel))
+	opts = append(opts, rego.EvalExternalCancel(dl.cancel))
 	if input != nil {
 		opts = append(opts, rego.EvalParsedInput(input))
 	}
-	return pq.Eval(ctx, opts...)
+	rs, err := pq.Eval(ctx, opts...)
+	if err != nil && dl.expired.Load() {
+		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
+	}
+	return rs, p.stopped(ctx, err)
 }
 
 // input builds the decision input by hand:

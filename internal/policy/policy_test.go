@@ -238,7 +238,7 @@ decision := {"allow": false, "reason": x} if x := sprintf("%d", [1 / 0])`, "divi
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			writeFiles(t, dir, map[string]string{"p.rego": tt.policy})
-			e, err := New(Config{Dir: dir})
+			e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
@@ -257,7 +257,7 @@ decision := {"allow": false, "reason": x} if x := sprintf("%d", [1 / 0])`, "divi
 		writeFiles(t, dir, map[string]string{"p.rego": `package crmauthz
 decision := {"allow": false, "reason": "a"} if input.subject
 decision := {"allow": true, "reason": "b"} if input.action`})
-		e, err := New(Config{Dir: dir})
+		e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +290,7 @@ func TestNewErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			writeFiles(t, dir, tt.files)
-			_, err := New(Config{Dir: dir})
+			_, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 			if err == nil {
 				t.Fatal("New: no error")
 			}
@@ -299,10 +299,10 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{}); err == nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout}); err == nil {
 		t.Error("New without a source: no error")
 	}
-	if _, err := New(Config{Dir: filepath.Join(t.TempDir(), "missing")}); err == nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: filepath.Join(t.TempDir(), "missing")}); err == nil {
 		t.Error("New with a missing directory: no error")
 	}
 }
@@ -311,7 +311,7 @@ func TestReload(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +391,7 @@ func TestReloadConcurrentWithDecide(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, false)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func TestConfigMapLayout(t *testing.T) {
 		t.Errorf("loaded %v, want %v (each file once)", names, want)
 	}
 
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

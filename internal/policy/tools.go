@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
@@ -40,7 +41,17 @@ type TestOptions struct {
 	// without its tests (*_test.rego) is below it, in percent; it implies
 	// Coverage.
 	Threshold float64
+	// Timeout is the deadline of each test; 0 is DefaultTestTimeout,
+	// negative is an error.
+	Timeout time.Duration
 }
+
+// DefaultTestTimeout is the deadline of each Rego test (Test, and
+// Config.RequireTests). OPA's default, 5 seconds, is too tight for the
+// exhaustive tests of the default policy on a loaded machine, with coverage
+// or under the race detector: a deadline is a guard against a test that
+// never ends, not a speed limit.
+const DefaultTestTimeout = 2 * time.Minute
 
 // Test runs the policy tests (rules named test_* in any file of cfg) with the
 // crm.* built-ins registered, and writes a report like `opa test` to
@@ -69,10 +80,16 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 	default:
 		return false, fmt.Errorf("test report format %q: want pretty or json", opts.Format)
 	}
+	switch {
+	case opts.Timeout < 0:
+		return false, fmt.Errorf("test timeout %s: must not be negative", opts.Timeout)
+	case opts.Timeout == 0:
+		opts.Timeout = DefaultTestTimeout
+	}
 	if opts.Threshold < 0 || opts.Threshold > 100 {
 		return false, fmt.Errorf("coverage threshold %v: want a percentage from 0 to 100", opts.Threshold)
 	}
-	runner := newTestRunner(mods, opts.Run)
+	runner := newTestRunner(mods, opts.Run, opts.Timeout)
 	var cov *cover.Cover
 	if opts.Coverage || opts.Threshold > 0 {
 		cov = cover.New()
@@ -146,9 +163,11 @@ func policyCoverage(rep cover.Report) float64 {
 }
 
 // newTestRunner returns a runner of the tests of mods whose names match run
-// ("" for all), with the crm.* built-ins registered.
-func newTestRunner(mods map[string]*ast.Module, run string) *tester.Runner {
+// ("" for all), with the crm.* built-ins registered and timeout as each
+// test's deadline.
+func newTestRunner(mods map[string]*ast.Module, run string, timeout time.Duration) *tester.Runner {
 	return tester.NewRunner().
+		SetTimeout(timeout).
 		SetDefaultRegoVersion(ast.RegoV1).
 		AddCustomBuiltins(testerBuiltins()).
 		SetModules(mods).
@@ -202,7 +221,7 @@ func requireTests(ctx context.Context, files []sourceFile) error {
 	if err != nil {
 		return err
 	}
-	ch, err := newTestRunner(mods, "").RunTests(ctx, nil)
+	ch, err := newTestRunner(mods, "", DefaultTestTimeout).RunTests(ctx, nil)
 	if err != nil {
 		return asCompileError(err)
 	}

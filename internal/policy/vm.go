@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
@@ -156,6 +157,8 @@ type vmState struct {
 	results []*ast.Term
 	args    []*ast.Term // built-in operands
 	steps   int
+	// deadline ends the evaluation with ErrEvalTimeout (Config.EvalTimeout)
+	deadline time.Time
 	// generic built-ins
 	out    *ast.Term
 	nout   int
@@ -187,14 +190,14 @@ func (p *vmProgram) state() *vmState {
 // The input is given as the Input and its builder: the interpreter reads its
 // fields directly (see vmInput) and builds the ast object only when the
 // policy uses the input otherwise than by its fields.
-func (p *vmProgram) eval(ctx context.Context, facts Facts, intern internTable, in Input, build func(Input) ast.Value) (result ast.Value, err error) {
+func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, intern internTable, in Input, build func(Input) ast.Value) (result ast.Value, err error) {
 	defer func() {
 		if r := recover(); r != nil { // a bug of the interpreter: never an answer
 			result, err = nil, vmBug("panic: %v", r)
 		}
 	}()
 	st := p.state()
-	st.ctx, st.facts, st.intern = ctx, facts, intern
+	st.ctx, st.facts, st.intern, st.deadline = ctx, facts, intern, deadline
 	st.gen++
 	if st.gen == 0 { // wrapped: forget every memo
 		clear(st.memoSet)
@@ -343,7 +346,12 @@ func (st *vmState) materialize(t *ast.Term) *ast.Term {
 func (st *vmState) tick() error {
 	st.steps++
 	if st.steps&1023 == 0 {
-		return st.ctx.Err()
+		if err := st.ctx.Err(); err != nil {
+			return err
+		}
+		if !st.deadline.IsZero() && time.Now().After(st.deadline) {
+			return ErrEvalTimeout
+		}
 	}
 	return nil
 }

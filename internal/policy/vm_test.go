@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -51,7 +52,7 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	p := e.cur.Load()
 	ctx := context.Background()
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
-		return pl.prog.eval(ctx, facts, p.intern, in, p.input)
+		return pl.prog.eval(ctx, time.Time{}, facts, p.intern, in, p.input)
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {
@@ -108,8 +109,8 @@ func TestVMGolden(t *testing.T) {
 		if err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
 			t.Errorf("%s: %+v %v, want %v %s", c.Name, d, err, c.Allow, c.Reason)
 		}
-		a, aerr := prog.eval(context.Background(), facts, p.intern, c.input(), p.input)
-		b, berr := viaPlan.eval(context.Background(), facts, p.intern, c.input(), p.input)
+		a, aerr := prog.eval(context.Background(), time.Time{}, facts, p.intern, c.input(), p.input)
+		b, berr := viaPlan.eval(context.Background(), time.Time{}, facts, p.intern, c.input(), p.input)
 		if aerr != nil || berr != nil || a.Compare(b) != 0 {
 			t.Errorf("%s: direct %v %v, plan %v %v", c.Name, a, aerr, b, berr)
 		}
@@ -354,7 +355,7 @@ decision := {"allow": false, "reason": "w"} if walk(input, [["action"], "view"])
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			writeFiles(t, dir, map[string]string{"p.rego": src})
-			e, err := New(Config{Dir: dir})
+			e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -365,7 +366,7 @@ decision := {"allow": false, "reason": "w"} if walk(input, [["action"], "view"])
 			if _, _, err := e.Decide(context.Background(), &memFacts{}, Input{Subject: "u", Action: "view", ResourceType: "contact", ResourceID: "c"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := New(Config{Dir: dir, Evaluator: EvaluatorIR}); err == nil || !strings.Contains(err.Error(), "IR evaluator") {
+			if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, Evaluator: EvaluatorIR}); err == nil || !strings.Contains(err.Error(), "IR evaluator") {
 				t.Fatalf("Evaluator IR took a policy it cannot run: %v", err)
 			}
 		})
@@ -418,7 +419,7 @@ func TestAutoEvaluatorPlans(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, false)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +447,7 @@ func TestAutoEvaluatorPlans(t *testing.T) {
 func TestVMFaultFallsBackToTopdown(t *testing.T) {
 	g := loadGolden(t)
 	facts := newMemFacts(t, g)
-	e, err := New(Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorIR})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1, Evaluator: EvaluatorIR})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -420,6 +420,9 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 // arguments, that need the evaluator (print, trace) or yield several values
 // (relations) are not supported.
 func vmBuiltinFor(name string) (*vmBuiltin, error) {
+	if g := vmGuarded(name); g != nil { // limits.go
+		return &vmBuiltin{name: name, native: g}, nil
+	}
 	if native := nativeBuiltin(name); native != nil {
 		return &vmBuiltin{name: name, native: native}, nil
 	}

@@ -105,7 +105,7 @@ func TestWatcherPlainDirectory(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,21 +118,21 @@ func TestWatcherPlainDirectory(t *testing.T) {
 
 	// an edit in place
 	writeFiles(t, dir, map[string]string{"config.rego": flipDelete(t, files["config.rego"], true)})
-	waitFor(t, 5*time.Second, "the edit to apply", func() bool {
+	waitFor(t, time.Minute, "the edit to apply", func() bool {
 		return decideReason(t, e, facts, followerDelete) == "allow:follower"
 	})
 	rev1 := e.Revision()
 	if rev1 == rev0 {
 		t.Fatal("revision unchanged")
 	}
-	waitFor(t, 5*time.Second, "the reload event", func() bool { return len(log.snapshot()) > 0 })
+	waitFor(t, time.Minute, "the reload event", func() bool { return len(log.snapshot()) > 0 })
 	if ev := log.snapshot()[0]; !ev.Changed || ev.Err != nil || ev.Revision != rev1 {
 		t.Errorf("first event = %+v, want a change to %s", ev, rev1)
 	}
 
 	// a broken file: the last good policy keeps serving, the error is reported
 	writeFiles(t, dir, map[string]string{"config.rego": brokenConfig})
-	waitFor(t, 5*time.Second, "the failed reload", func() bool { return len(log.failures()) > 0 })
+	waitFor(t, time.Minute, "the failed reload", func() bool { return len(log.failures()) > 0 })
 	want := regexp.MustCompile(regexp.QuoteMeta(filepath.Join(dir, "config.rego")) + `:5:18: rego_unsafe_var_error`)
 	if f := log.failures()[0]; !want.MatchString(f.Err.Error()) || f.Revision != rev1 || f.Changed {
 		t.Errorf("failure event = %+v, want %v on revision %s", f, want, rev1)
@@ -152,7 +152,7 @@ func TestWatcherPlainDirectory(t *testing.T) {
 	if err := os.Rename(tmp, filepath.Join(dir, "config.rego")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the fix to apply", func() bool {
+	waitFor(t, time.Minute, "the fix to apply", func() bool {
 		return decideReason(t, e, facts, followerDelete) == "deny:follower_not_permitted"
 	})
 	if st := e.Status(); st.LastError != nil || st.Revision != rev0 {
@@ -163,11 +163,11 @@ func TestWatcherPlainDirectory(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "extra"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the subdirectory to be watched", func() bool {
+	waitFor(t, time.Minute, "the subdirectory to be watched", func() bool {
 		return slices.Contains(w.fw.WatchList(), filepath.Join(dir, "extra"))
 	})
 	writeFiles(t, dir, map[string]string{"extra/more.rego": "package crmauthz.extra\n\nanswer := 42\n"})
-	waitFor(t, 5*time.Second, "the file in the subdirectory to load", func() bool {
+	waitFor(t, time.Minute, "the file in the subdirectory to load", func() bool {
 		v, ok, _, err := e.Query(context.Background(), facts, []string{"crmauthz", "extra", "answer"}, nil)
 		return err == nil && ok && v != nil
 	})
@@ -215,7 +215,7 @@ func TestWatcherConfigMap(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	configMapDir(t, dir, "..2026_11_27_07_00_00.000000001", files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestWatcherConfigMap(t *testing.T) {
 	v2 := map[string]string{"authz.rego": files["authz.rego"], "authz_test.rego": files["authz_test.rego"],
 		"config.rego": flipDelete(t, files["config.rego"], true)}
 	configMapUpdate(t, dir, "..2026_11_27_07_00_00.000000001", "..2026_11_27_07_05_00.000000002", v2)
-	waitFor(t, 5*time.Second, "the ConfigMap update to apply", func() bool {
+	waitFor(t, time.Minute, "the ConfigMap update to apply", func() bool {
 		return decideReason(t, e, facts, followerDelete) == "allow:follower"
 	})
 	rev1 := e.Revision()
@@ -238,7 +238,7 @@ func TestWatcherConfigMap(t *testing.T) {
 	v3 := map[string]string{"authz.rego": files["authz.rego"], "authz_test.rego": files["authz_test.rego"],
 		"config.rego": brokenConfig}
 	configMapUpdate(t, dir, "..2026_11_27_07_05_00.000000002", "..2026_11_27_07_10_00.000000003", v3)
-	waitFor(t, 5*time.Second, "the failed reload", func() bool { return len(log.failures()) > 0 })
+	waitFor(t, time.Minute, "the failed reload", func() bool { return len(log.failures()) > 0 })
 	// the file name in the error is the one the author knows (the top-level link)
 	want := regexp.MustCompile(regexp.QuoteMeta(filepath.Join(dir, "config.rego")) + `:5:18: rego_unsafe_var_error`)
 	if err := log.failures()[0].Err; !want.MatchString(err.Error()) {
@@ -281,7 +281,7 @@ test_closed_by_default if {
 func TestWatcherRequireTests(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, switchPolicy)
-	e, err := New(Config{Dir: dir, RequireTests: true})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestWatcherRequireTests(t *testing.T) {
 
 	// The switch flipped without its test: the test fails, nothing applies.
 	writeFiles(t, dir, map[string]string{"config.rego": "package crmauthz.config\n\ndefault open := true\n"})
-	waitFor(t, 5*time.Second, "the refused reload", func() bool { return len(log.failures()) > 0 })
+	waitFor(t, time.Minute, "the refused reload", func() bool { return len(log.failures()) > 0 })
 	err = log.failures()[0].Err
 	var tf *TestsFailedError
 	if !errors.As(err, &tf) || len(tf.Failed) != 1 || tf.Total != 1 {
@@ -311,7 +311,7 @@ func TestWatcherRequireTests(t *testing.T) {
 	// The test updated with the switch: applied.
 	writeFiles(t, dir, map[string]string{"authz_test.rego": strings.ReplaceAll(
 		strings.ReplaceAll(switchPolicy["authz_test.rego"], "closed", "open"), "_by_default", "")})
-	waitFor(t, 5*time.Second, "the tested change to apply", func() bool {
+	waitFor(t, time.Minute, "the tested change to apply", func() bool {
 		return decideReason(t, e, &memFacts{}, in) == "allow:open"
 	})
 	if st := e.Status(); st.LastError != nil || st.Revision == rev0 {
@@ -323,7 +323,7 @@ func TestReloadOutcomes(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, true)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestNewWatcherErrors(t *testing.T) {
 	}
 	dir := t.TempDir()
 	writeFiles(t, dir, defaultPolicyFiles(t, false))
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,18 +399,18 @@ func TestNewRequireTests(t *testing.T) {
 				files[k] = v
 			}
 			writeFiles(t, dir, files)
-			_, err := New(Config{Dir: dir, RequireTests: true})
+			_, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New = %v, want an error containing %q", err, tt.want)
 			}
 		})
 	}
-	if _, err := New(Config{Dir: t.TempDir() + "/missing", RequireTests: true}); err == nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: t.TempDir() + "/missing", RequireTests: true}); err == nil {
 		t.Error("missing directory: no error")
 	}
 	dir := t.TempDir()
 	writeFiles(t, dir, defaultPolicyFiles(t, true))
-	if _, err := New(Config{Dir: dir, RequireTests: true}); err != nil {
+	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true}); err != nil {
 		t.Errorf("default policy with its tests: %v", err)
 	}
 }
@@ -427,7 +427,7 @@ func BenchmarkLoad(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				if _, err := New(Config{Dir: dir, RequireTests: requireTests}); err != nil {
+				if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: requireTests}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -442,7 +442,7 @@ func TestWatcherRecheck(t *testing.T) {
 	dir := t.TempDir()
 	files := defaultPolicyFiles(t, false)
 	writeFiles(t, dir, files)
-	e, err := New(Config{Dir: dir})
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,10 +456,10 @@ func TestWatcherRecheck(t *testing.T) {
 	}
 	writeFiles(t, dir, map[string]string{"config.rego": flipDelete(t, files["config.rego"], true)})
 	facts := newMemFacts(t, loadGolden(t))
-	waitFor(t, 5*time.Second, "the recheck to apply the change", func() bool {
+	waitFor(t, time.Minute, "the recheck to apply the change", func() bool {
 		return decideReason(t, e, facts, followerDelete) == "allow:follower"
 	})
-	waitFor(t, 5*time.Second, "the directory to be watched again", func() bool {
+	waitFor(t, time.Minute, "the directory to be watched again", func() bool {
 		return slices.Contains(w.fw.WatchList(), dir)
 	})
 }

@@ -137,7 +137,7 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	refs := map[string]*policy.Engine{}
 	for _, v := range []bool{false, true} {
 		writePolicy(v)
-		e, err := policy.New(policy.Config{Dir: polDir, DecisionCacheSlots: -1})
+		e, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: polDir, DecisionCacheSlots: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	if _, err := repl.LoadSnapshot(strings.NewReader(snapshotAt(0))); err != nil {
 		t.Fatal(err)
 	}
-	eng, err := policy.New(policy.Config{Dir: polDir})
+	eng, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: polDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,34 +170,59 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	dec, adm := s.DecisionHandler(), s.AdminHandler()
 	auth := map[string]string{"Authorization": "Bearer tok"}
 
+	// Each worker does a fixed amount of work, however long it takes: the
+	// swaps wait for batches and the reloads for decisions, so they happen
+	// amid the others, and the decision clients go on until every other
+	// worker is done. Nothing is counted in a fixed time.
+	const (
+		wantBatches   = 30
+		wantSwaps     = 8
+		wantReloads   = 8
+		minPerClient  = 100
+		decisionUsers = 3
+	)
 	var (
 		wg                         sync.WaitGroup
-		stop                       = make(chan struct{})
+		abort                      = make(chan struct{})
+		abortOnce                  sync.Once
 		checked, swaps, reloads    atomic.Int64
 		batches, refusedWhileSwaps atomic.Int64
+		othersLeft                 atomic.Int32 // feeder, swapper, reloader
 		failures                   = make(chan string, 10)
 	)
+	othersLeft.Store(3)
 	fail := func(msg string) {
 		select {
 		case failures <- msg:
 		default:
 		}
+		abortOnce.Do(func() { close(abort) })
 	}
-	running := func() bool {
+	aborted := func() bool {
 		select {
-		case <-stop:
-			return false
-		default:
+		case <-abort:
 			return true
+		default:
+			return false
 		}
 	}
+	// waitFor polls cond until it holds (true) or a worker failed (false).
+	waitFor := func(cond func() bool) bool {
+		for !cond() {
+			if aborted() {
+				return false
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return true
+	}
 
-	for g := 0; g < 3; g++ { // decision clients
+	for g := 0; g < decisionUsers; g++ { // decision clients
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(g), 5))
-			for running() {
+			for n := 0; !aborted() && (n < minPerClient || othersLeft.Load() > 0); n++ {
 				subject := fmt.Sprintf("u-%d", rng.IntN(concUsers))
 				action := []string{"view", "edit", "delete"}[rng.IntN(3)]
 				id := fmt.Sprintf("c-%d", rng.IntN(concRecords))
@@ -231,10 +256,11 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	}
 
 	wg.Add(1)
-	go func() { // replication feeder
+	go func() { // replication feeder: wantBatches applied batches
 		defer wg.Done()
+		defer othersLeft.Add(-1)
 		rng := rand.New(rand.NewPCG(9, 9))
-		for running() {
+		for batches.Load() < wantBatches && !aborted() {
 			next := int(ix.AppliedSeq()) + 1
 			n := 1 + rng.IntN(20)
 			var b strings.Builder
@@ -253,6 +279,7 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 			case rec.Code == 503 && strings.Contains(rec.Body.String(), "snapshot_in_progress"),
 				rec.Code == 409 && strings.Contains(rec.Body.String(), "sequence_gap"): // a swap moved applied_seq
 				refusedWhileSwaps.Add(1)
+				runtime.Gosched()
 			default:
 				fail(fmt.Sprintf("batch: %d %s", rec.Code, rec.Body))
 				return
@@ -261,11 +288,14 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	}()
 
 	wg.Add(1)
-	go func() { // snapshot swaps: back to an earlier state, sometimes
+	go func() { // snapshot swaps, back to an earlier state, among the batches
 		defer wg.Done()
+		defer othersLeft.Add(-1)
 		rng := rand.New(rand.NewPCG(3, 3))
-		for running() {
-			time.Sleep(time.Duration(20+rng.IntN(40)) * time.Millisecond)
+		for i := int64(1); i <= wantSwaps; i++ {
+			if !waitFor(func() bool { return batches.Load() >= i*wantBatches/(wantSwaps+1) }) {
+				return
+			}
 			target := max(0, int(ix.AppliedSeq())-rng.IntN(30))
 			rec := serve(adm, http.MethodPut, "/v1/replication/snapshot", snapshotAt(target), auth)
 			if rec.Code != 200 {
@@ -277,11 +307,14 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	}()
 
 	wg.Add(1)
-	go func() { // policy reloads between the two versions
+	go func() { // policy reloads between the two versions, among the decisions
 		defer wg.Done()
+		defer othersLeft.Add(-1)
 		v := true
-		for running() {
-			time.Sleep(15 * time.Millisecond)
+		for i := int64(1); i <= wantReloads; i++ {
+			if !waitFor(func() bool { return checked.Load() >= i*decisionUsers*minPerClient/(wantReloads+1) }) {
+				return
+			}
 			writePolicy(v)
 			if err := eng.Reload(); err != nil {
 				fail("reload: " + err.Error())
@@ -292,8 +325,6 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 		}
 	}()
 
-	time.Sleep(2 * time.Second)
-	close(stop)
 	wg.Wait()
 	close(failures)
 	for f := range failures {
@@ -301,15 +332,19 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	}
 	t.Logf("%d decisions checked, %d batches applied (%d refused by a concurrent swap), %d snapshot swaps, %d reloads",
 		checked.Load(), batches.Load(), refusedWhileSwaps.Load(), swaps.Load(), reloads.Load())
-	if checked.Load() < 50 || batches.Load() < 5 || swaps.Load() < 5 || reloads.Load() < 5 {
-		t.Fatalf("too little happened to mean anything")
+	if t.Failed() {
+		t.FailNow()
+	}
+	if checked.Load() < decisionUsers*minPerClient || batches.Load() != wantBatches || swaps.Load() != wantSwaps || reloads.Load() != wantReloads {
+		t.Fatalf("the workers did not do their work")
 	}
 
 	if err := ix.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// No goroutine or descriptor outlives the index (give the runtime a moment).
-	deadline := time.Now().Add(5 * time.Second)
+	// No goroutine or descriptor outlives the index (give the runtime a
+	// moment; generous, for a loaded machine: a leak never ends).
+	deadline := time.Now().Add(time.Minute)
 	for {
 		g, fds := runtime.NumGoroutine(), countFDs(t)
 		if g <= goroutinesBefore+2 && fds <= fdsBefore {

@@ -138,13 +138,26 @@ func (s *Server) waitForSeq(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// evalError wraps an evaluation failure: the request is denied with a 500.
+// evalError wraps an evaluation failure: the request is denied with a 500,
+// evaluation_timeout for one that ran past --eval-timeout.
 func evalError(err error) error {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return err
 	}
+	if errors.Is(err, policy.ErrEvalTimeout) {
+		return newError(http.StatusInternalServerError, reasonEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
+	}
 	return newError(http.StatusInternalServerError, "evaluation_error", "the decision could not be evaluated (denied): %v", err)
+}
+
+// errorReason is the reason label of crmauthz_decisions_total for a
+// decision that failed with err.
+func errorReason(err error) string {
+	if errors.Is(err, policy.ErrEvalTimeout) {
+		return reasonEvaluationTimeout
+	}
+	return "error"
 }
 
 func (s *Server) postDecision(c *gin.Context) {
@@ -177,7 +190,7 @@ func (s *Server) postDecision(c *gin.Context) {
 		return err
 	})
 	if err != nil {
-		s.m.Decision("decision", actionLabel(in.Action), false, "error")
+		s.m.Decision("decision", actionLabel(in.Action), false, errorReason(err))
 		if s.dlog.Sample() {
 			s.logDecision(s.ids.next(), in, d, err.Error(), rev, seq, start)
 		}
@@ -246,10 +259,13 @@ func (s *Server) postDecisions(c *gin.Context) {
 		return
 	}
 	resp := batchResponse{Results: make([]checkResult, len(inputs))}
+	// The batch as a whole is bounded by --eval-timeout, as each check is.
+	ctx, cancel := policy.WithEvalDeadline(c.Request.Context(), s.eng.EvalTimeout())
+	defer cancel()
 	err := s.ix.View(func(tx *index.ReadTx) error {
 		resp.AppliedSeq = tx.AppliedSeq()
 		for i, in := range inputs {
-			d, rev, err := s.eng.Decide(c.Request.Context(), tx, in)
+			d, rev, err := s.eng.Decide(ctx, tx, in)
 			if err != nil {
 				return err
 			}
@@ -259,7 +275,7 @@ func (s *Server) postDecisions(c *gin.Context) {
 		return nil
 	})
 	if err != nil {
-		s.m.Decision("decisions", "other", false, "error")
+		s.m.Decision("decisions", "other", false, errorReason(err))
 		if s.dlog.Sample() {
 			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.Subject, Err: err.Error(),
 				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
@@ -375,7 +391,7 @@ func (s *Server) postData(c *gin.Context) {
 	isDecision := path == "crmauthz/decision"
 	if err != nil {
 		if isDecision {
-			s.m.Decision("data", "other", false, "error")
+			s.m.Decision("data", "other", false, errorReason(err))
 		}
 		if s.dlog.Sample() {
 			s.dlog.Query(decisionlog.Query{ID: s.ids.next(), Path: path, Input: rawInput, Err: err.Error(),

@@ -16,7 +16,7 @@ func TestIREvaluatorMatchesTopdownOnTheMix(t *testing.T) {
 	ts := newTestServer(t, &w)
 	engines := map[policy.Evaluator]*policy.Engine{}
 	for _, ev := range []policy.Evaluator{policy.EvaluatorIR, policy.EvaluatorTopdown} {
-		e, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1, Evaluator: ev})
+		e, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1, Evaluator: ev})
 		if err != nil {
 			t.Fatal(err)
 		}

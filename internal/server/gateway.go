@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -42,6 +43,8 @@ const (
 	reasonBodyTooLarge    = "payload_too_large" // the body is over --max-decision-bytes
 	reasonInvalidBody     = "invalid_body"      // not JSON, or not one reading
 	reasonEvaluationError = "evaluation_error"  // the policy could not decide
+	// the policy did not decide within --eval-timeout
+	reasonEvaluationTimeout = "evaluation_timeout"
 )
 
 // maxURIBytes is the longest original URI accepted.
@@ -105,6 +108,21 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		ans.status, ans.code, ans.reason, ans.message = status, reason, reason, fmt.Sprintf(format, args...)
 		return ans
 	}
+	// A panic on the way (bbolt panics on a corrupted page of the index) is
+	// a deny like any evaluation error, never the 500 of the recovery
+	// middleware: this runs before the deferred metrics and decision log.
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			evalErr = fmt.Errorf("panic: %v", v)
+			s.log.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "err", evalErr, "stack", string(debug.Stack()))
+			d = policy.HTTPDecision{}
+			ans.allow = false
+			ans = deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
+		}
+	}()
 
 	if r.invalid != nil {
 		return deny(http.StatusForbidden, reasonInvalidRequest, "%v", r.invalid)
@@ -153,6 +171,9 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	if evalErr != nil {
 		s.log.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "method", orig.method, "path", orig.path, "err", evalErr)
 		d = policy.HTTPDecision{}
+		if errors.Is(evalErr, policy.ErrEvalTimeout) {
+			return deny(http.StatusForbidden, reasonEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", evalErr)
+		}
 		return deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
 	}
 	if !d.Allow {

@@ -315,7 +315,7 @@ func TestGatewayFailsClosed(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eng, err := policy.New(policy.Config{Dir: dir})
+		eng, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -442,7 +442,7 @@ func TestGatewayDecisionLog(t *testing.T) {
 // beside /v1/decision for the same check.
 // The engine's decision cache is off, so that every request is evaluated.
 func BenchmarkGateway(b *testing.B) {
-	eng, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1})
+	eng, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

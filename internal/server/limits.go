@@ -1,12 +1,21 @@
 package server
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // overloadedBody is SPEC's error body for a request refused by LimitInFlight.
 const overloadedBody = `{"error":{"code":"overloaded","message":"too many requests in flight; retry shortly"}}`
+
+// Error bodies of a body that did not arrive (Limit).
+const (
+	bodyTimeoutBody = `{"error":{"code":"request_timeout","message":"the request body was not received in time (see --body-timeout)"}}`
+	bodyReadBody    = `{"error":{"code":"invalid_request","message":"the request body could not be read"}}`
+)
 
 // LimitInFlight caps the requests h serves at once. Beyond max, a request is
 // answered at once with 503 "overloaded" and Retry-After: 1, instead of
@@ -14,24 +23,116 @@ const overloadedBody = `{"error":{"code":"overloaded","message":"too many reques
 // retry or fail over, and a denial is never mistaken for an allow.
 // max <= 0 means no limit.
 func LimitInFlight(h http.Handler, max int, onReject func()) http.Handler {
-	if max <= 0 {
-		return h
+	return Limit(h, Limits{MaxInFlight: max, OnReject: onReject})
+}
+
+// Limits configures Limit.
+type Limits struct {
+	// MaxInFlight caps the requests served at once (LimitInFlight); <= 0: no limit.
+	MaxInFlight int
+	// OnReject, if set, is called for each request refused as overloaded.
+	OnReject func()
+	// OnBodyError, if set, is called with the status (408, 400) of each
+	// request whose body did not arrive before it took a slot.
+	OnBodyError func(status int)
+	// BodyBytes: up to this many bytes of a request's body are read before
+	// the request takes an in-flight slot, so a client trickling its body
+	// holds a connection, not a slot (docs/operations.md "Bounds").
+	// 0: the body is read by the handler, inside its slot.
+	BodyBytes int64
+	// BodyTimeout is the time a client has, from the end of its headers, to
+	// send those bytes; past it the request is answered 408 request_timeout
+	// and the connection closed. 0: the server's read timeout alone.
+	BodyTimeout time.Duration
+	// ReadTimeout is the deadline given to the rest of a body longer than
+	// BodyBytes, counted from the end of the first BodyBytes (the handler
+	// may set its own, as snapshot uploads do). 0: none.
+	ReadTimeout time.Duration
+}
+
+// Limit serves h within l: it reads the start of the body (l.BodyBytes)
+// under its own deadline, then takes an in-flight slot for the handler.
+func Limit(h http.Handler, l Limits) http.Handler {
+	var sem chan struct{}
+	if l.MaxInFlight > 0 {
+		sem = make(chan struct{}, l.MaxInFlight)
 	}
-	sem := make(chan struct{}, max)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l.BodyBytes > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			if !preread(w, r, l) {
+				return
+			}
+		}
+		if sem == nil {
+			h.ServeHTTP(w, r)
+			return
+		}
 		select {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()
 			h.ServeHTTP(w, r)
 		default:
-			if onReject != nil {
-				onReject()
+			if l.OnReject != nil {
+				l.OnReject()
 			}
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
 			w.Header().Set("Retry-After", "1")
-			w.Header().Set("Content-Length", strconv.Itoa(len(overloadedBody)))
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(overloadedBody))
+			writeRaw(w, http.StatusServiceUnavailable, overloadedBody)
 		}
 	})
+}
+
+// preread reads up to l.BodyBytes+1 bytes of r's body within l.BodyTimeout
+// and puts them back in front of the rest. It answers the request itself
+// and returns false when the body does not arrive.
+func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
+	rc := http.NewResponseController(w)
+	if l.BodyTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
+	}
+	limit := l.BodyBytes + 1 // one more tells a body over BodyBytes
+	if r.ContentLength > 0 && r.ContentLength < limit {
+		limit = r.ContentLength
+	}
+	// The buffer grows as bytes come, never by what Content-Length announces.
+	buf := bytes.NewBuffer(make([]byte, 0, min(limit, 512)+1))
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit))
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		status, body := http.StatusBadRequest, bodyReadBody
+		if isTimeout(err) {
+			status, body = http.StatusRequestTimeout, bodyTimeoutBody
+		}
+		if l.OnBodyError != nil {
+			l.OnBodyError(status)
+		}
+		writeRaw(w, status, body)
+		return false
+	}
+	if int64(buf.Len()) < limit || r.ContentLength == int64(buf.Len()) {
+		// The whole body: nothing more is read from the connection by this
+		// request, so no deadline applies to it (the server sets the next
+		// request's own).
+		_ = rc.SetReadDeadline(time.Time{})
+		r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+		return true
+	}
+	// A body longer than BodyBytes: the rest is read by the handler.
+	var deadline time.Time
+	if l.ReadTimeout > 0 {
+		deadline = time.Now().Add(l.ReadTimeout)
+	}
+	_ = rc.SetReadDeadline(deadline)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
+	return true
+}
+
+// writeRaw writes a JSON body that is already encoded.
+func writeRaw(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
 }

@@ -1,12 +1,17 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestLimitInFlight(t *testing.T) {
@@ -67,4 +72,91 @@ func TestLimitInFlight(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after release: %d", resp.StatusCode)
 	}
+}
+
+// TestSlowBodiesDoNotHoldSlots: connections that trickle their bodies wait
+// outside the in-flight limit, so decisions of other clients still get
+// their 200 while twice as many slow clients as slots are connected. A
+// slow body is answered 408 request_timeout after its BodyTimeout.
+func TestSlowBodiesDoNotHoldSlots(t *testing.T) {
+	const (
+		slots = 8
+		slow  = 16 // trickling connections
+		fast  = 40 // decisions sent while they trickle
+	)
+	ts := newTestServer(t, nil)
+	var active, timeouts atomic.Int32
+	newServer := func(bodyTimeout time.Duration) *httptest.Server {
+		srv := httptest.NewUnstartedServer(Limit(ts.decision, Limits{MaxInFlight: slots, BodyBytes: 1 << 20,
+			BodyTimeout: bodyTimeout, ReadTimeout: time.Minute, OnBodyError: func(code int) {
+				if code == http.StatusRequestTimeout {
+					timeouts.Add(1)
+				}
+			}}))
+		srv.Config.ReadTimeout = time.Minute // the slow clients stay within it
+		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateActive {
+				active.Add(1)
+			}
+		}
+		srv.Start()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	// trickle opens a connection that sends its headers and one byte of a
+	// 100-byte body.
+	trickle := func(tb testing.TB, srv *httptest.Server) net.Conn {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, "POST /v1/decision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+			tb.Fatal(err)
+		}
+		return c
+	}
+	const decision = `{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"}}`
+
+	t.Run("decisions pass slow bodies", func(t *testing.T) {
+		active.Store(0)
+		srv := newServer(time.Minute)
+		for i := 0; i < slow; i++ {
+			trickle(t, srv)
+		}
+		for active.Load() < slow { // every slow request has started
+			runtime.Gosched()
+		}
+		for i := 0; i < fast; i++ {
+			resp, err := http.Post(srv.URL+"/v1/decision", "application/json", strings.NewReader(decision))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("decision %d beside %d slow bodies and %d slots: %d %s", i, slow, slots, resp.StatusCode, body)
+			}
+		}
+	})
+
+	t.Run("a slow body times out", func(t *testing.T) {
+		srv := newServer(100 * time.Millisecond)
+		c := trickle(t, srv)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e struct {
+			Error struct{ Code string }
+		}
+		if resp.StatusCode != http.StatusRequestTimeout || json.Unmarshal(body, &e) != nil || e.Error.Code != "request_timeout" {
+			t.Fatalf("slow body: %d %s", resp.StatusCode, body)
+		}
+		if timeouts.Load() != 1 {
+			t.Fatalf("OnBodyError called %d times with 408, want 1", timeouts.Load())
+		}
+	})
 }

@@ -137,6 +137,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.updateIndexMetrics()
 	cfg.Metrics.DecisionCache(cfg.Engine.CacheStats)
+	cfg.Metrics.PolicyLimits(func() (timeouts, builtins uint64) {
+		st := cfg.Engine.LimitStats()
+		return st.Timeouts, st.Builtins
+	})
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
 	"github.com/crmauthz/crmauthz/internal/index"
@@ -47,7 +48,7 @@ func newConfig(tb testing.TB, snapshot io.Reader) Config {
 			tb.Fatal(err)
 		}
 	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
+	eng, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, FS: policies.FS})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func BenchmarkDecision(b *testing.B) {
 		reqs[i] = w.RequestAt(i)
 		bodies[i] = string(reqs[i].AppendJSON(nil))
 	}
-	uncached, err := policy.New(policy.Config{FS: policies.FS, DecisionCacheSlots: -1})
+	uncached, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -312,3 +313,8 @@ func BenchmarkDecision(b *testing.B) {
 		}
 	})
 }
+
+// testEvalTimeout is the EvalTimeout of the engines of tests that do not
+// test it: generous, for a loaded machine under the race detector (the
+// bound has its own test, evaltimeout_test.go).
+const testEvalTimeout = time.Minute
