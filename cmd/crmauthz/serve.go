@@ -15,7 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/mapping"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
@@ -40,6 +42,7 @@ type serveOptions struct {
 	maxDecisionBytes int64
 	maxBatchEvents   int
 	dataAPIPaths     []string
+	filterMapping    string
 	maxInFlight      int
 	readHeaderTO     time.Duration
 	readTO           time.Duration
@@ -98,6 +101,7 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once; beyond, 503 overloaded (0: no limit)")
 	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", 64, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy)")
+	f.StringVar(&o.filterMapping, "filter-mapping", "", "YAML table mapping of the app's database for GET /v1/subjects/{id}/filter (docs/filtering.md); default: the default schema")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
 	addNATSServeFlags(f, &o.nats)
@@ -143,6 +147,14 @@ func serve(ctx context.Context, o serveOptions) error {
 	idn, err := o.gw.identity()
 	if err != nil {
 		return err
+	}
+	fmap, err := mapping.Load(o.filterMapping)
+	if err != nil {
+		return fmt.Errorf("--filter-mapping: %w", err)
+	}
+	ftr, err := filter.New(filter.Config{Mapping: &fmap})
+	if err != nil {
+		return fmt.Errorf("--filter-mapping: %w", err)
 	}
 
 	m := metrics.New(metrics.Config{})
@@ -219,7 +231,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		DecisionLog: dlog.Logger, Identity: idn, Source: source,
+		DecisionLog: dlog.Logger, Identity: idn, Source: source, Filter: ftr,
 	})
 	if err != nil {
 		return err

@@ -77,8 +77,15 @@ func (e *UntranslatableError) Error() string {
 	return fmt.Sprintf("the view rules cannot be translated to a filter: %s: %s", e.Construct, e.Reason)
 }
 
+// maxConstruct bounds the construct quoted in an error.
+const maxConstruct = 400
+
 func untranslatable(construct fmt.Stringer, format string, args ...any) error {
-	return &UntranslatableError{Construct: construct.String(), Reason: fmt.Sprintf(format, args...)}
+	s := construct.String()
+	if len(s) > maxConstruct {
+		s = s[:maxConstruct] + "…"
+	}
+	return &UntranslatableError{Construct: s, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Config configures New.
@@ -163,7 +170,7 @@ func (t *Translator) condition(in Input, recs mapping.Records) (node, error) {
 	if len(in.Support) > 0 {
 		for _, m := range in.Support {
 			for _, r := range m.Rules {
-				return nil, untranslatable(r.Head, "partial evaluation left a support rule (a default, an else or a rule it could not inline): the filter can only use conditions on the record's fields")
+				return nil, untranslatable(r, "partial evaluation left a support rule (a default, an else, or a negation or rule it could not inline): the filter can only use conditions on the record's fields")
 			}
 		}
 	}
