@@ -184,7 +184,7 @@ func (s *Server) DecisionHandler() http.Handler {
 	r.POST("/v1/decision", s.postDecision)
 	r.POST("/v1/decisions", s.postDecisions)
 	r.POST("/v1/data/*path", s.postData)
-	r.POST("/v1/compile/*path", s.postCompile) // OPA's Compile API (compile.go)
+	r.POST("/v1/compile/*path", s.postCompile)       // OPA's Compile API (compile.go)
 	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go) and /filter (filter.go)
 	r.Any("/v1/forward-auth", s.forwardAuth)
 	r.Any(extAuthzPrefix+"/*path", s.extAuthzHTTP)
