@@ -45,6 +45,11 @@ func (tr *exprTranslator) expr(e *ast.Expr) (node, error) {
 	if len(ops) != 2 {
 		return nil, untranslatable(e, "the built-in %s cannot be translated", op)
 	}
+	for _, o := range ops {
+		if call, ok := o.Value.(ast.Call); ok {
+			return nil, untranslatable(e, "the built-in %v cannot be translated (only ==, !=, = and in on the record's fields)", call[0])
+		}
+	}
 	var n node
 	var err error
 	switch op {

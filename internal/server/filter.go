@@ -86,10 +86,6 @@ func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
 		s.writeError(c, err)
 		return
 	}
-	if p := idProblem(subject); p != "" {
-		s.writeError(c, invalid("the subject id %s", p))
-		return
-	}
 	if err := s.waitForSeq(c.Request.Context(), q.minSeq); err != nil {
 		s.writeError(c, err)
 		return
