@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -47,11 +48,16 @@ type partialPlan struct {
 	unknowns []*ast.Term
 	refs     []ast.Ref
 	err      error
+	cache    *partialCache
 }
 
 // PartialView partially evaluates data.crmauthz.view_filter for in: the
 // subject's facts are read from facts (crm.user, crm.record are bound as for
 // decisions), the record is unknown. It returns the revision that evaluated.
+//
+// Results are cached per revision like decisions (when the decision cache is
+// on): an entry holds the facts the evaluation read, and is used only when
+// re-reading them in facts gives the same bytes.
 func (e *Engine) PartialView(ctx context.Context, facts Facts, in FilterInput) (*Partial, string, error) {
 	p := e.cur.Load()
 	pl := p.partialPlan(ctx)
@@ -61,6 +67,23 @@ func (e *Engine) PartialView(ctx context.Context, facts Facts, in FilterInput) (
 	if err := ctx.Err(); err != nil {
 		return nil, p.revision, err
 	}
+	if p.cache == nil || facts == nil {
+		r, err := p.partialView(ctx, pl, facts, in)
+		return r, p.revision, err
+	}
+	key := in.Subject + "\x00" + in.Type + "\x00" + in.LocationID
+	if r := pl.cache.lookup(key, facts); r != nil {
+		return r, p.revision, nil
+	}
+	rec := &depRecorder{Facts: facts, seed: pl.cache.seed, deps: make([]factDep, 0, 2)}
+	r, err := p.partialView(ctx, pl, rec, in)
+	if err == nil && !rec.err {
+		pl.cache.store(key, rec.deps, r)
+	}
+	return r, p.revision, err
+}
+
+func (p *prepared) partialView(ctx context.Context, pl *partialPlan, facts Facts, in FilterInput) (*Partial, error) {
 	input := ast.NewObject(
 		[2]*ast.Term{p.keys.subject, ast.StringTerm(in.Subject)},
 		[2]*ast.Term{p.keys.action, ast.StringTerm("view")},
@@ -74,9 +97,59 @@ func (e *Engine) PartialView(ctx context.Context, facts Facts, in FilterInput) (
 		rego.EvalRuleIndexing(false),
 	)
 	if err != nil {
-		return nil, p.revision, fmt.Errorf("partially evaluating data.crmauthz.view_filter: %w", err)
+		return nil, fmt.Errorf("partially evaluating data.crmauthz.view_filter: %w", err)
 	}
-	return &Partial{Queries: pqs.Queries, Support: pqs.Support, Unknowns: pl.refs}, p.revision, nil
+	return &Partial{Queries: pqs.Queries, Support: pqs.Support, Unknowns: pl.refs}, nil
+}
+
+// maxPartialEntries bounds the partial evaluation cache of one revision.
+const maxPartialEntries = 4096
+
+// partialCache holds partial evaluation results with the facts they read.
+// The results are shared: callers only read them.
+type partialCache struct {
+	seed    maphash.Seed
+	mu      sync.Mutex
+	entries map[string]partialEntry
+}
+
+type partialEntry struct {
+	deps []factDep
+	r    *Partial
+}
+
+func (c *partialCache) lookup(key string, facts Facts) *Partial {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	for _, d := range e.deps {
+		var js []byte
+		var err error
+		if d.record {
+			js, err = facts.RecordJSON(d.typ, d.id)
+		} else {
+			js, err = facts.UserJSON(d.id)
+		}
+		if err != nil || (js != nil) != d.present || len(js) != d.n || (js != nil && maphash.Bytes(c.seed, js) != d.sum) {
+			return nil
+		}
+	}
+	return e.r
+}
+
+func (c *partialCache) store(key string, deps []factDep, r *Partial) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxPartialEntries {
+		for k := range c.entries { // evict one entry at random
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[key] = partialEntry{deps: deps, r: r}
 }
 
 // partialPlan prepares the partial evaluation once per revision.
@@ -103,6 +176,7 @@ func (p *prepared) partialPlan(ctx context.Context) *partialPlan {
 			rego.StrictBuiltinErrors(true),
 			rego.SetRegoVersion(ast.RegoV1),
 		}, p.builtins...)
+		pl.cache = &partialCache{seed: maphash.MakeSeed(), entries: map[string]partialEntry{}}
 		pl.pq, pl.err = rego.New(opts...).PrepareForPartial(ctx)
 		if pl.err != nil {
 			pl.err = fmt.Errorf("preparing data.crmauthz.view_filter: %w", pl.err)

@@ -84,3 +84,29 @@ func TestPartialViewErrors(t *testing.T) {
 		}
 	})
 }
+
+// A cached partial evaluation is used only while the facts it read are the
+// same: a user who becomes an admin gets "always" at once.
+func TestPartialViewCacheFollowsFacts(t *testing.T) {
+	e := newDefaultEngine(t)
+	f := &memFacts{users: map[string][]byte{
+		"u": []byte(`{"id":"u","role":"user","location_ids":["loc-1"],"assigned_data_only":true}`),
+	}}
+	in := FilterInput{Subject: "u", Type: "contact", LocationID: "loc-1"}
+	for i := 0; i < 2; i++ {
+		p, _, err := e.PartialView(context.Background(), f, in)
+		if err != nil || len(p.Queries) != 2 {
+			t.Fatalf("round %d: %v %v", i, p, err)
+		}
+	}
+	f.users["u"] = []byte(`{"id":"u","role":"admin","location_ids":["loc-1"],"assigned_data_only":true}`)
+	p, _, err := e.PartialView(context.Background(), f, in)
+	if err != nil || len(p.Queries) != 1 || len(p.Queries[0]) != 0 {
+		t.Fatalf("after the change: %v %v, want always", p, err)
+	}
+	delete(f.users, "u")
+	p, _, err = e.PartialView(context.Background(), f, in)
+	if err != nil || len(p.Queries) != 0 {
+		t.Fatalf("after the delete: %v %v, want never", p, err)
+	}
+}
