@@ -218,12 +218,17 @@ func checkExact(t *testing.T, eng *policy.Engine, ix *index.Index, tr *filter.Tr
 	t.Logf("filters checked: %v", kinds)
 }
 
-// renamed is a mapping with other names for every table and column.
-func renamed(schema string) mapping.Mapping {
-	m := mapping.Default()
-	m.Contacts = mapping.Records{Table: schema + "people", ID: "person_key", LocationID: "sub_account", Owner: "assigned_to"}
-	m.Opportunities = mapping.Records{Table: schema + "deals", ID: "deal_key", LocationID: "sub_account", Owner: "assigned_to", ContactID: "person"}
-	m.Followers = mapping.Followers{Table: schema + "watchers", RecordType: "kind", RecordID: "ref", UserID: "watcher"}
+// renamed is a mapping file with other names for every table and column.
+func renamed(tb testing.TB, schema string) mapping.Mapping {
+	tb.Helper()
+	m, err := mapping.Parse([]byte(fmt.Sprintf(`
+contacts: {table: %[1]speople, id: person_key, location_id: sub_account, owner: assigned_to}
+opportunities: {table: %[1]sdeals, id: deal_key, location_id: sub_account, owner: assigned_to, contact_id: person}
+followers: {table: %[1]swatchers, record_type: kind, record_id: ref, user_id: watcher}
+`, schema)))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return m
 }
 
@@ -261,7 +266,7 @@ func TestExactness(t *testing.T) {
 		if _, err := smallPG.Exec(`CREATE SCHEMA app`); err != nil {
 			t.Fatal(err)
 		}
-		pgMap, liteMap := renamed("app."), renamed("")
+		pgMap, liteMap := renamed(t, "app."), renamed(t, "")
 		loadDB(t, smallPG, pgMap, dollar, small)
 		loadDB(t, smallLite, liteMap, question, small)
 		trPG, err := filter.New(filter.Config{Mapping: &pgMap})
