@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -71,7 +72,8 @@ func (e *Engine) PartialView(ctx context.Context, facts Facts, in FilterInput) (
 		r, err := p.partialView(ctx, pl, facts, in)
 		return r, p.revision, err
 	}
-	key := in.Subject + "\x00" + in.Type + "\x00" + in.LocationID
+	// Lengths first: ids may hold any byte, and two inputs never share a key.
+	key := strconv.Itoa(len(in.Subject)) + ":" + strconv.Itoa(len(in.Type)) + ":" + in.Subject + in.Type + in.LocationID
 	if r := pl.cache.lookup(key, facts); r != nil {
 		return r, p.revision, nil
 	}
