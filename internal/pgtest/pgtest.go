@@ -1,5 +1,5 @@
 // Package pgtest runs a throwaway PostgreSQL server for tests: initdb and
-// pg_ctl of the installed PostgreSQL (PGBIN, default /usr/lib/postgresql/15/bin)
+// pg_ctl of the installed PostgreSQL (PGBIN, default the newest /usr/lib/postgresql/*/bin)
 // in a temporary directory, on a free loopback port, stopped and removed by
 // the test's cleanup. When the test runs as root, the server runs as the
 // unprivileged user postgres (initdb refuses root). A machine without
@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -33,6 +34,11 @@ func Start(tb testing.TB) *Server {
 	bin := os.Getenv("PGBIN")
 	if bin == "" {
 		bin = "/usr/lib/postgresql/15/bin"
+		// Debian's packages: the newest installed major version.
+		if dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(dirs) > 0 {
+			slices.SortFunc(dirs, func(a, b string) int { return majorOf(a) - majorOf(b) })
+			bin = filepath.Dir(dirs[len(dirs)-1])
+		}
 	}
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		tb.Skipf("pgtest: no PostgreSQL at %s (set PGBIN): %v", bin, err)
@@ -89,6 +95,12 @@ func Start(tb testing.TB) *Server {
 		}
 	})
 	return &Server{DSN: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), Port: port, Dir: dir}
+}
+
+// majorOf reads the major version of /usr/lib/postgresql/<major>/bin/initdb.
+func majorOf(initdb string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(initdb))))
+	return n
 }
 
 // freePort finds a free TCP port on 127.0.0.1. Another process may take it
