@@ -16,7 +16,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/mapping"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
@@ -41,6 +43,7 @@ type serveOptions struct {
 	maxDecisionBytes int64
 	maxBatchEvents   int
 	dataAPIPaths     []string
+	filterMapping    string
 	maxInFlight      int
 	readHeaderTO     time.Duration
 	readTO           time.Duration
@@ -113,6 +116,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.evalTimeout, "eval-timeout", policy.DefaultEvalTimeout, "time one policy evaluation may take; past it the request is denied (evaluation_timeout)")
 	f.DurationVar(&o.bodyTimeout, "body-timeout", 5*time.Second, "time a client has to send the first --max-decision-bytes of a request body, before the request takes an in-flight slot (408 after)")
 	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy); empty: none")
+	f.StringVar(&o.filterMapping, "filter-mapping", "", "YAML table mapping of the app's database for GET /v1/subjects/{id}/filter (docs/filtering.md); default: the default schema")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
 	addMemoryFlags(f, &o.mem)
@@ -175,6 +179,14 @@ func serve(ctx context.Context, o serveOptions) error {
 	idn, err := o.gw.identity()
 	if err != nil {
 		return err
+	}
+	fmap, err := mapping.Load(o.filterMapping)
+	if err != nil {
+		return fmt.Errorf("--filter-mapping: %w", err)
+	}
+	ftr, err := filter.New(filter.Config{Mapping: &fmap})
+	if err != nil {
+		return fmt.Errorf("--filter-mapping: %w", err)
 	}
 
 	m := metrics.New(metrics.Config{})
@@ -252,7 +264,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		DecisionLog: dlog.Logger, Identity: idn, Source: source,
+		DecisionLog: dlog.Logger, Identity: idn, Source: source, Filter: ftr,
 	})
 	if err != nil {
 		return err

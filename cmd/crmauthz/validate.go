@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/crmauthz/crmauthz/internal/mapping"
 	"math"
 	"net"
 	"net/url"
@@ -87,6 +88,7 @@ func serveRules(o *serveOptions) map[string]flagRule {
 		"policies-require-tests": none,
 		"replication-token-file": func() string { return blankOrPath(o.tokenFile) },
 		"load-snapshot":          func() string { return regularFile(o.loadSnapshot) },
+		"filter-mapping":         func() string { return mappingFile(o.filterMapping) },
 		"jwt-hs256-secret-file":  func() string { return blankOrPath(o.gw.hs256File) },
 		"jwt-jwks-file":          func() string { return blankOrPath(o.gw.jwksFile) },
 		"nats-creds":             func() string { return blankOrPath(o.nats.creds) },
@@ -285,6 +287,18 @@ func regularFile(v string) string {
 	}
 	if !st.Mode().IsRegular() {
 		return "want a file, not a " + st.Mode().Type().String()
+	}
+	return ""
+}
+
+// mappingFile: empty (the default schema) or a mapping file that parses
+// (docs/filtering.md), so a bad mapping stops serve before it listens.
+func mappingFile(v string) string {
+	if v == "" {
+		return ""
+	}
+	if _, err := mapping.Load(v); err != nil {
+		return "want a table mapping file (docs/filtering.md): " + err.Error()
 	}
 	return ""
 }

@@ -43,6 +43,7 @@ var badServeFlags = []struct {
 	{"replication-token-file", "  ", "want a path"},
 	{"load-snapshot", "/nonexistent/snap.ndjson", "want an existing snapshot file"},
 	{"load-snapshot", os.TempDir(), "want a file, not a d"},
+	{"filter-mapping", "/nonexistent/mapping.yaml", "want a table mapping file"},
 	{"jwt-hs256-secret-file", " ", "want a path"},
 	{"jwt-jwks-file", "\t", "want a path"},
 	{"nats-creds", " ", "want a path"},

@@ -307,6 +307,10 @@ type prepared struct {
 
 	mu      sync.Mutex
 	queries map[string]rego.PreparedEvalQuery
+
+	// partial is the data filter's partial evaluation (partial.go),
+	// prepared at its first use.
+	partial partialPlan
 }
 
 type inputKeys struct {

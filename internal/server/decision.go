@@ -338,7 +338,7 @@ func (s *Server) postData(c *gin.Context) {
 		s.writeError(c, invalid("a data path is required, e.g. /v1/data/crmauthz/decision"))
 		return
 	}
-	if !s.dataAll && !s.dataPaths[path] {
+	if !s.dataPathAllowed(path) {
 		s.writeError(c, newError(http.StatusForbidden, "path_not_allowed",
 			"the Data API does not serve %q here (allowed: see --data-api-paths)", path))
 		return
@@ -425,4 +425,10 @@ func (s *Server) postData(c *gin.Context) {
 			Revision: rev, AppliedSeq: seq, Duration: time.Since(start)})
 	}
 	c.JSON(http.StatusOK, resp)
+}
+
+// dataPathAllowed reports whether the Data and Compile APIs serve path: one of --data-api-paths,
+// or any path with an explicit "*" (docs/operations.md "Threat model"); an empty list serves none.
+func (s *Server) dataPathAllowed(path string) bool {
+	return s.dataAll || s.dataPaths[path]
 }

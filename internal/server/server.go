@@ -21,6 +21,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
+	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
@@ -67,6 +68,9 @@ type Config struct {
 	// Source, if set, is the replication source that feeds the index (NATS):
 	// readiness and /v1/status include it.
 	Source Source
+	// Filter translates the data filter (GET /v1/subjects/{id}/filter) to the
+	// mapped tables; default: the default schema.
+	Filter *filter.Translator
 }
 
 // Server serves the decision and admin listeners.
@@ -83,6 +87,7 @@ type Server struct {
 	// allows every path. Never "nil means all": an empty list is none.
 	dataPaths map[string]bool
 	dataAll   bool
+	filter    *filter.Translator
 }
 
 // New checks cfg, fills its defaults and returns a Server.
@@ -122,8 +127,15 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Filter == nil {
+		tr, err := filter.New(filter.DefaultConfig())
+		if err != nil {
+			return nil, err
+		}
+		cfg.Filter = tr
+	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
+	s := &Server{filter: cfg.Filter, cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
 		dlog: cfg.DecisionLog, dataPaths: map[string]bool{}}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
@@ -178,7 +190,8 @@ func (s *Server) DecisionHandler() http.Handler {
 	r.POST("/v1/decision", s.postDecision)
 	r.POST("/v1/decisions", s.postDecisions)
 	r.POST("/v1/data/*path", s.postData)
-	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go)
+	r.POST("/v1/compile/*path", s.postCompile)       // OPA's Compile API (compile.go)
+	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go) and /filter (filter.go)
 	r.Any("/v1/forward-auth", s.forwardAuth)
 	r.Any(extAuthzPrefix+"/*path", s.extAuthzHTTP)
 	return r

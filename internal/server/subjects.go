@@ -97,12 +97,12 @@ func parseListQuery(raw string) (listQuery, error) {
 	return q, nil
 }
 
-// subjectOfPath finds {id} in /v1/subjects/{id}/records from the path as
+// subjectOfPath finds {id} in /v1/subjects/{id}<suffix> from the path as
 // sent, so an id may hold any character, "/" included (percent-encoded).
 // ok is false when the path is not of that form (a 404).
-func subjectOfPath(escaped string) (id string, ok bool, err error) {
+func subjectOfPath(escaped, suffix string) (id string, ok bool, err error) {
 	rest, ok1 := strings.CutPrefix(escaped, "/v1/subjects/")
-	enc, ok2 := strings.CutSuffix(rest, "/records")
+	enc, ok2 := strings.CutSuffix(rest, suffix)
 	if !ok1 || !ok2 || enc == "" || strings.Contains(enc, "/") {
 		return "", false, nil
 	}
@@ -133,7 +133,15 @@ func idProblem(id string) string {
 // views themselves. One read transaction: the subject, the policy's scope
 // (data.crmauthz.list_scope) and one page of the reverse index.
 func (s *Server) getSubjectRecords(c *gin.Context) {
-	subject, ok, err := subjectOfPath(c.Request.URL.EscapedPath())
+	if subject, ok, err := subjectOfPath(c.Request.URL.EscapedPath(), "/filter"); ok {
+		if err != nil {
+			s.writeError(c, err)
+			return
+		}
+		s.getSubjectFilter(c, subject) // GET /v1/subjects/{id}/filter (filter.go)
+		return
+	}
+	subject, ok, err := subjectOfPath(c.Request.URL.EscapedPath(), "/records")
 	if !ok {
 		s.writeError(c, newError(http.StatusNotFound, "not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
 		return

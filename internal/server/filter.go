@@ -1,0 +1,131 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/crmauthz/crmauthz/internal/filter"
+	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/policy"
+)
+
+// filterResponse is the reply of GET /v1/subjects/{id}/filter
+// (docs/filtering.md): the kind, and for "conditional" the SQL or the UCAST.
+type filterResponse struct {
+	Kind           string         `json:"kind"`
+	SQL            *filter.SQL    `json:"sql,omitempty"`
+	UCAST          map[string]any `json:"ucast,omitempty"`
+	PolicyRevision string         `json:"policy_revision"`
+	AppliedSeq     uint64         `json:"applied_seq"`
+}
+
+// filterQuery is a checked query of GET /v1/subjects/{id}/filter.
+type filterQuery struct {
+	typ, loc string
+	dialect  filter.Dialect
+	minSeq   uint64
+}
+
+// parseFilterQuery checks the query string: type and location_id required,
+// dialect (default postgresql), min_seq; anything unknown, repeated or
+// malformed is a 400.
+func parseFilterQuery(raw string) (filterQuery, error) {
+	vals, err := url.ParseQuery(raw)
+	if err != nil {
+		return filterQuery{}, invalid("the query string is malformed: %v", err)
+	}
+	for k, v := range vals {
+		switch k {
+		case "type", "location_id", "dialect", "min_seq":
+		default:
+			return filterQuery{}, invalid("unknown query parameter %q (known: type, location_id, dialect, min_seq)", k)
+		}
+		if len(v) > 1 {
+			return filterQuery{}, invalid("the query parameter %q is given %d times", k, len(v))
+		}
+	}
+	q := filterQuery{typ: vals.Get("type"), loc: vals.Get("location_id")}
+	switch {
+	case q.typ == "":
+		return filterQuery{}, invalid("the query parameter type is missing or empty (contact or opportunity)")
+	case !listTypes[q.typ]:
+		return filterQuery{}, invalid("type must be \"contact\" or \"opportunity\", not %q", q.typ)
+	case q.loc == "":
+		return filterQuery{}, invalid("the query parameter location_id is missing or empty")
+	}
+	if p := idProblem(q.loc); p != "" {
+		return filterQuery{}, invalid("location_id %s", p)
+	}
+	d, err := filter.ParseDialect(vals.Get("dialect"))
+	if err != nil {
+		return filterQuery{}, invalid("%v", err)
+	}
+	q.dialect = d
+	if _, ok := vals["min_seq"]; ok {
+		n, err := strconv.ParseUint(vals.Get("min_seq"), 10, 64)
+		if err != nil {
+			return filterQuery{}, invalid("min_seq must be a whole number, not %q", vals.Get("min_seq"))
+		}
+		q.minSeq = n
+	}
+	return q, nil
+}
+
+// getSubjectFilter serves GET /v1/subjects/{id}/filter: the records of one
+// type in one location the subject may view, as a condition an app adds to
+// its own query. One read transaction: the policy's partial evaluation of
+// data.crmauthz.view_filter with the subject's facts, then its translation.
+// An unknown subject is whatever the policy says (the default: none).
+func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
+	q, err := parseFilterQuery(c.Request.URL.RawQuery)
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	if err := s.waitForSeq(c.Request.Context(), q.minSeq); err != nil {
+		s.writeError(c, err)
+		return
+	}
+	var resp filterResponse
+	err = s.ix.View(func(tx *index.ReadTx) error {
+		resp.AppliedSeq = tx.AppliedSeq()
+		p, rev, err := s.eng.PartialView(c.Request.Context(), tx, policy.FilterInput{Subject: subject, Type: q.typ, LocationID: q.loc})
+		resp.PolicyRevision = rev
+		if err != nil {
+			return err
+		}
+		if len(p.Unknowns) != 1 {
+			return newError(http.StatusInternalServerError, "filter_untranslatable",
+				"data.crmauthz.view_filter must declare exactly one unknown (the record), not %v", p.Unknowns)
+		}
+		res, err := s.filter.Translate(filter.Input{Queries: p.Queries, Support: p.Support, Unknown: p.Unknowns[0], RecordType: q.typ}, q.dialect)
+		if err != nil {
+			return err
+		}
+		resp.Kind, resp.SQL, resp.UCAST = res.Kind, res.SQL, res.UCAST
+		return nil
+	})
+	if err != nil {
+		s.writeError(c, filterError(err))
+		return
+	}
+	c.PureJSON(http.StatusOK, resp) // "<>" as it is, not \u003c\u003e
+}
+
+// filterError maps the errors of a filter: a policy the translator cannot
+// express and a policy without the entry point are the server's (5xx, never
+// a filter); the rest as for decisions.
+func filterError(err error) error {
+	var ue *filter.UntranslatableError
+	switch {
+	case errors.As(err, &ue):
+		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", ue)
+	case errors.Is(err, policy.ErrNoViewFilter):
+		return newError(http.StatusNotImplemented, "filter_not_defined", "%v", err)
+	}
+	return evalError(err)
+}
