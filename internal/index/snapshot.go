@@ -190,13 +190,15 @@ func (ix *Index) ReplaceAll(seq uint64, load func(*Loader) error) error {
 	live = true
 
 	ix.rw.Lock()
-	old := ix.db
-	ix.db = db
+	old := ix.cur
+	ix.cur = ix.newHandle(db)
 	ix.rw.Unlock()
 	ix.publish(seq, counts)
 
-	// The old file is unlinked; closing it waits for the Views still reading it.
-	errClose := old.Close()
+	// The old file is unlinked. It is closed now if no View reads it, else when the last one
+	// ends: the swap never waits for a reader (a stalled backup download must not hold up
+	// snapshots and batches).
+	errClose := ix.release(old)
 	if err := syncDir(ix.dir); err != nil {
 		return fmt.Errorf("index: snapshot is live, but fsync of directory %s failed: %w", ix.dir, err)
 	}
