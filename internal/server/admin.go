@@ -2,9 +2,9 @@ package server
 
 import (
 	"bytes"
-	"io"
 	"crypto/sha256"
 	"crypto/subtle"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
