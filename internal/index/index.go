@@ -334,7 +334,9 @@ func (ix *Index) WaitForSeq(ctx context.Context, seq uint64) error {
 
 // Backup writes a consistent copy of the whole bbolt file to w from one read
 // transaction (bbolt's hot backup: the server keeps deciding and applying
-// meanwhile, though a writer that must grow the file waits for it). The copy
+// meanwhile, though a writer that must grow the file waits for it; a ReplaceAll
+// does not wait, and the copy goes on from the replaced file). The caller
+// bounds how long w may block (the server cuts a stalled client). The copy
 // is a complete index file: put it at <data-dir>/index.db of a stopped server
 // to restore. before, if not nil, is called first with the copy's applied_seq
 // and size in bytes (to set response headers); its error aborts the backup.
