@@ -103,6 +103,9 @@ func TestOpenRefusesDamagedFile(t *testing.T) {
 		{"both meta pages overwritten", func(tb testing.TB, path string, _ int64) {
 			overwritePages(tb, path, func(typ string) bool { return typ == "meta" })
 		}, "", true},
+		{"page holding applied_seq overwritten", func(tb testing.TB, path string, _ int64) {
+			overwritePageHolding(tb, path, []byte("applied_seq"))
+		}, "reading it failed", true},
 		{"freelist page overwritten", func(tb testing.TB, path string, _ int64) {
 			overwritePages(tb, path, func(typ string) bool { return typ == "freelist" })
 		}, "freelist", false},
@@ -149,6 +152,24 @@ func TestOpenRefusesDamagedFile(t *testing.T) {
 				t.Errorf("new index at seq %d", ix.AppliedSeq())
 			}
 		})
+	}
+}
+
+// overwritePageHolding fills the page of the file at path that holds needle with 0xff.
+func overwritePageHolding(tb testing.TB, path string, needle []byte) {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	at := bytes.Index(data, needle)
+	if at < 0 {
+		tb.Fatalf("%q is not in %s", needle, path)
+	}
+	page := os.Getpagesize()
+	if err := os.WriteFile(path, append(append(data[:at/page*page:at/page*page], bytes.Repeat([]byte{0xff}, page)...),
+		data[at/page*page+page:]...), 0o600); err != nil {
+		tb.Fatal(err)
 	}
 }
 

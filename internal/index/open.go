@@ -200,15 +200,17 @@ func (ix *Index) openChecked() (db *bolt.DB, err error) {
 			return fail(fmt.Errorf("index: create buckets in %s: %w", ix.path, err))
 		}
 	}
-	tx, err := db.Begin(false)
-	if err != nil {
+	// In a View-like closure: if reading panics, the transaction must end before the recover
+	// above closes db (bbolt's Close waits for open transactions).
+	if err := db.View(func(tx *bolt.Tx) error {
+		t := &ReadTx{tx: tx}
+		c := t.Counts()
+		ix.seq.Store(t.AppliedSeq())
+		ix.counts.Store(&c)
+		return nil
+	}); err != nil {
 		return fail(fmt.Errorf("index: read %s: %w", ix.path, err))
 	}
-	t := &ReadTx{tx: tx}
-	c := t.Counts()
-	ix.seq.Store(t.AppliedSeq())
-	ix.counts.Store(&c)
-	_ = tx.Rollback()
 	return db, nil
 }
 
