@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
@@ -165,4 +166,45 @@ func TestLockConflicts(t *testing.T) {
 	_ = r1.Close()
 	_ = r2.Close()
 	openTest(t, Config{Dir: dir, Timeout: 100 * time.Millisecond})
+}
+
+// TestCheckFileNoticesAReplacedFile: Open's second line of defence, against a writer that does
+// not take the lock file (an older crmauthz): the file bbolt opened must still be the one at the
+// path.
+func TestCheckFileNoticesAReplacedFile(t *testing.T) {
+	dir := t.TempDir()
+	ix := openTest(t, Config{Dir: dir})
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var file *os.File
+	opts := ix.liveOptions()
+	opts.ReadOnly = true
+	opts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
+	db, err := bolt.Open(ix.Path(), 0o600, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := ix.checkFile(db, file); err != nil {
+		t.Fatalf("the file at the path: %v", err)
+	}
+	b, err := os.ReadFile(ix.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "copy")
+	if err := os.WriteFile(other, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, ix.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.checkFile(db, file); err == nil || !strings.Contains(err.Error(), "was replaced") {
+		t.Fatalf("checkFile after a rename over the path: %v", err)
+	}
 }
