@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -147,7 +149,7 @@ func TestOpenRefusesDamagedFile(t *testing.T) {
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
 			}
-			ix := openTest(t, Config{Dir: filepath.Dir(path), Timeout: 100e6})
+			ix := openTest(t, Config{Dir: filepath.Dir(path), Timeout: 100 * time.Millisecond})
 			if ix.AppliedSeq() != 0 {
 				t.Errorf("new index at seq %d", ix.AppliedSeq())
 			}
@@ -189,7 +191,7 @@ func TestOpenNewIndexIsWholeAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ix := openTest(t, Config{Dir: dir})
-	if names := dirEntries(t, dir); !slicesEqual(names, liveFiles) {
+	if names := dirEntries(t, dir); !slices.Equal(names, liveFiles) {
 		t.Errorf("data directory holds %q", names)
 	}
 	mustView(t, ix, func(rt *ReadTx) error {
@@ -201,5 +203,3 @@ func TestOpenNewIndexIsWholeAtOnce(t *testing.T) {
 		return nil
 	})
 }
-
-func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
