@@ -51,7 +51,7 @@ func newEvalCmd() *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the index file (index.db), opened read-only")
 	f.StringVar(&o.snapshot, "snapshot", "", "NDJSON snapshot (GET /v1/replication/snapshot) to take the facts from instead of --data-dir; \"-\" for stdin")
 	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies (default: the built-in ones)")
-	f.DurationVar(&o.lockTimeout, "index-lock-timeout", time.Second, "how long to wait for the index file's lock")
+	f.DurationVar(&o.lockTimeout, "index-lock-timeout", time.Second, "how long to wait for the data directory's lock (<data-dir>/LOCK)")
 	f.StringVar(&o.in.Subject, "subject", "", "the user asking (required)")
 	f.StringVar(&o.in.Action, "action", "", "view, edit, delete, change_owner, add_follower or remove_follower (required)")
 	f.StringVar(&o.in.ResourceType, "type", "", "record type: contact or opportunity (required)")

@@ -108,7 +108,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.snapshotTimeout, "snapshot-timeout", 15*time.Minute, "time allowed to upload or download one snapshot")
 	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", 0, "/health/ready answers 503 until the index has applied this seq")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests to finish on SIGTERM")
-	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the index file's lock at start")
+	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the data directory's lock (<data-dir>/LOCK) at start")
 	f.DurationVar(&o.readHeaderTO, "read-header-timeout", 5*time.Second, "time a client has to send the request headers (slowloris guard)")
 	f.DurationVar(&o.readTO, "read-timeout", 30*time.Second, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
 	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
@@ -236,7 +236,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		ix, err = index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout, ReadOnly: true})
 	}
 	if err != nil {
-		return fmt.Errorf("index: %w", err)
+		return err // index's errors say "index: …" already
 	}
 	defer func() {
 		if err := ix.Close(); err != nil {

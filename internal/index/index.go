@@ -22,14 +22,16 @@
 // ReplaceAll callback (bbolt may need to re-map the file, which waits for every read transaction,
 // and the writer lock is not re-entrant).
 //
-// # Read-only opens
+// # Locking and read-only opens
 //
-// bbolt takes an advisory flock on the file: exclusive for a read-write open, shared for
-// Options.ReadOnly. The two conflict, also within one process (flock locks belong to the open file
-// description), so a ReadOnly open beside a running server does NOT work: it waits Config.Timeout
-// and fails with bbolt's timeout error. A ReadOnly open works on a file no read-write opener holds
-// (a stopped server), and any number of ReadOnly opens can share it. Tools that need the live
-// index must ask the server (GET /v1/replication/snapshot, the decision API).
+// Open takes Dir/LOCK (see LockFileName) before it opens index.db, and holds it until Close:
+// exclusive for a read-write open, shared for Options.ReadOnly. bbolt also takes its own flock on
+// index.db, but that one does not survive ReplaceAll's rename. The two modes conflict, also within
+// one process (flock locks belong to the open file description), so a ReadOnly open beside a
+// running server does NOT work: it waits Config.Timeout and fails with an error wrapping bbolt's
+// ErrTimeout. A ReadOnly open works on a data directory no read-write opener holds (a stopped
+// server), and any number of ReadOnly opens can share it. Tools that need the live index must ask
+// the server (GET /v1/replication/snapshot, the decision API).
 package index
 
 import (
@@ -37,14 +39,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // FileName is the name of the index file inside Config.Dir.
@@ -121,12 +120,20 @@ type Index struct {
 	readOnly     bool
 	maxFollowers int
 
+	// lock is Dir/LOCK, held from Open to Close (lock.go).
+	lock dirLock
+
 	// wmu serialises Update, ReplaceAll and Close.
 	wmu sync.Mutex
-	// rw guards db: View holds the read lock only while it begins its bbolt transaction;
+	// rw guards cur: View holds the read lock only while it takes a reference to cur;
 	// ReplaceAll and Close hold the write lock while they swap or clear the pointer.
-	rw sync.RWMutex
-	db *bolt.DB
+	rw  sync.RWMutex
+	cur *handle
+	// handles counts the handles not yet closed; Close waits for it. lateErr is the first error
+	// of closing a replaced file after its last View (there is nobody else to return it to).
+	handles sync.WaitGroup
+	lateMu  sync.Mutex
+	lateErr error
 
 	closed atomic.Bool
 	seq    atomic.Uint64
@@ -138,91 +145,6 @@ type Index struct {
 
 	// Snapshot build sizes (runBufferBytes, bulkCommitPuts); tests make them small.
 	runBuffer, bulkCommit int
-}
-
-// Open opens (creating if needed, unless cfg.ReadOnly) the index in cfg.Dir. In read-write mode it
-// creates the buckets and removes a leftover Dir/index.db.loading from an interrupted ReplaceAll.
-func Open(cfg Config) (*Index, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("index: Config.Dir is empty")
-	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("index: Config.Timeout is negative (%s)", cfg.Timeout)
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 2 * time.Second
-	}
-	if cfg.MaxFollowers < 0 {
-		return nil, fmt.Errorf("index: Config.MaxFollowers is negative (%d)", cfg.MaxFollowers)
-	}
-	if cfg.MaxFollowers == 0 {
-		cfg.MaxFollowers = 10
-	}
-	ix := &Index{
-		path:         filepath.Join(cfg.Dir, FileName),
-		dir:          cfg.Dir,
-		timeout:      cfg.Timeout,
-		readOnly:     cfg.ReadOnly,
-		maxFollowers: cfg.MaxFollowers,
-		runBuffer:    runBufferBytes,
-		bulkCommit:   bulkCommitPuts,
-	}
-	ix.readTxs.New = func() any { return new(ReadTx) }
-	ch := make(chan struct{})
-	ix.notify.Store(&ch)
-
-	if !cfg.ReadOnly {
-		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
-			return nil, fmt.Errorf("index: create data directory: %w", err)
-		}
-	}
-	db, err := bolt.Open(ix.path, 0o600, ix.liveOptions())
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("index: open %s: %w after %s: another process holds its lock "+
-			"(a running server? read-only opens conflict with it too)", ix.path, err, cfg.Timeout)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("index: open %s: %w", ix.path, err)
-	}
-	if !cfg.ReadOnly {
-		// Only now that we hold the exclusive lock: a leftover temp file is from a crashed
-		// ReplaceAll, not from a live server building one.
-		if err := removeLeftovers(ix.path); err != nil {
-			_ = db.Close()
-			return nil, err
-		}
-		if err := db.Update(createBuckets); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("index: create buckets: %w", err)
-		}
-	}
-	ix.db = db
-	if err := ix.View(func(t *ReadTx) error {
-		c := t.Counts()
-		ix.seq.Store(t.AppliedSeq())
-		ix.counts.Store(&c)
-		return nil
-	}); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("index: read %s: %w", ix.path, err)
-	}
-	return ix, nil
-}
-
-// removeLeftovers removes the files of a ReplaceAll that a crash interrupted: the half-built
-// index.db.loading and (in the unlikely case that the crash came between creating and unlinking
-// it) a spill file.
-func removeLeftovers(path string) error {
-	spills, err := filepath.Glob(path + spillPattern)
-	if err != nil {
-		return err
-	}
-	for _, f := range append(spills, path+loadingSuffix) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("index: remove leftover snapshot file: %w", err)
-		}
-	}
-	return nil
 }
 
 func (ix *Index) liveOptions() *bolt.Options {
@@ -251,8 +173,9 @@ func (ix *Index) Path() string { return ix.path }
 // ReadOnly tells whether the index was opened read-only (writes return ErrReadOnly).
 func (ix *Index) ReadOnly() bool { return ix.readOnly }
 
-// Close closes the index. It waits for a running Update or ReplaceAll and for open Views.
-// It is idempotent: later calls return nil.
+// Close closes the index. It waits for a running Update or ReplaceAll and for open Views (also
+// those still reading a file a ReplaceAll replaced), then lets the lock file go. It is
+// idempotent: later calls return nil.
 func (ix *Index) Close() error {
 	ix.wmu.Lock()
 	defer ix.wmu.Unlock()
@@ -260,12 +183,54 @@ func (ix *Index) Close() error {
 		return nil
 	}
 	ix.rw.Lock()
-	db := ix.db
-	ix.db = nil
+	h := ix.cur
+	ix.cur = nil
 	ix.closed.Store(true)
 	ix.rw.Unlock()
 	close(*ix.notify.Load()) // wake WaitForSeq callers; they see closed
-	return db.Close()        // waits for read transactions still open
+	err := ix.release(h)     // closes the file now, or when its last View ends
+	ix.handles.Wait()
+	ix.lateMu.Lock()
+	err = errors.Join(err, ix.lateErr)
+	ix.lateMu.Unlock()
+	return errors.Join(err, ix.lock.release())
+}
+
+// handle is one open bbolt file. refs counts the Views using it, plus one while it is the live
+// file (ix.cur); whoever drops the last reference closes it. So ReplaceAll swaps in the new file
+// and never waits for a View still reading the old one (a stalled backup download, say): the old
+// file, already unlinked, is closed when that View ends, and writes go to the new file at once.
+type handle struct {
+	db   *bolt.DB
+	refs atomic.Int64
+}
+
+// newHandle wraps db as the live file (one reference).
+func (ix *Index) newHandle(db *bolt.DB) *handle {
+	h := &handle{db: db}
+	h.refs.Store(1)
+	ix.handles.Add(1)
+	return h
+}
+
+// release drops one reference to h and closes its file if that was the last one.
+func (ix *Index) release(h *handle) error {
+	if h.refs.Add(-1) != 0 {
+		return nil
+	}
+	defer ix.handles.Done()
+	return h.db.Close()
+}
+
+// releaseLate is release for a View: a close error is kept for Close to return.
+func (ix *Index) releaseLate(h *handle) {
+	if err := ix.release(h); err != nil {
+		ix.lateMu.Lock()
+		if ix.lateErr == nil {
+			ix.lateErr = fmt.Errorf("index: closing a replaced index file: %w", err)
+		}
+		ix.lateMu.Unlock()
+	}
 }
 
 // View runs fn in one bbolt read transaction. The *ReadTx, and the byte slices UserJSON and
@@ -273,14 +238,16 @@ func (ix *Index) Close() error {
 // fn's error is returned as is.
 func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	ix.rw.RLock()
-	db := ix.db
-	if db == nil {
+	h := ix.cur
+	if h == nil {
 		ix.rw.RUnlock()
 		return ErrClosed
 	}
-	tx, err := db.Begin(false)
+	h.refs.Add(1)
 	ix.rw.RUnlock()
+	tx, err := h.db.Begin(false)
 	if err != nil {
+		ix.releaseLate(h)
 		return fmt.Errorf("index: begin read transaction: %w", err)
 	}
 	t := ix.readTxs.Get().(*ReadTx)
@@ -289,6 +256,7 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 		t.reset()
 		ix.readTxs.Put(t)
 		_ = tx.Rollback()
+		ix.releaseLate(h)
 	}()
 	return fn(t)
 }
@@ -309,7 +277,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		seq    uint64
 		counts Counts
 	)
-	err := ix.db.Update(func(tx *bolt.Tx) error {
+	err := ix.cur.db.Update(func(tx *bolt.Tx) error { // cur changes only under wmu
 		w := newWriteTx(tx, ix.maxFollowers)
 		defer w.reset()
 		if err := fn(w); err != nil {
@@ -366,7 +334,9 @@ func (ix *Index) WaitForSeq(ctx context.Context, seq uint64) error {
 
 // Backup writes a consistent copy of the whole bbolt file to w from one read
 // transaction (bbolt's hot backup: the server keeps deciding and applying
-// meanwhile, though a writer that must grow the file waits for it). The copy
+// meanwhile, though a writer that must grow the file waits for it; a ReplaceAll
+// does not wait, and the copy goes on from the replaced file). The caller
+// bounds how long w may block (the server cuts a stalled client). The copy
 // is a complete index file: put it at <data-dir>/index.db of a stopped server
 // to restore. before, if not nil, is called first with the copy's applied_seq
 // and size in bytes (to set response headers); its error aborts the backup.

@@ -106,7 +106,9 @@ func (l *Loader) add(kind byte, key, val []byte) error {
 // applied_seq = seq. It builds a new bbolt file beside the live one (Dir/index.db.loading) with
 // memory that stays flat whatever the size (see the comment at the top of snapshot.go), fsyncs
 // it, renames it over Dir/index.db, fsyncs the directory and swaps it in. Views see the old index
-// or the new one, never a mix, and are not blocked during the load; Updates wait for it.
+// or the new one, never a mix, and are not blocked during the load; Updates wait for it. The
+// swap does not wait for Views still reading the old file: they go on reading it whole, and it
+// is closed when the last of them ends.
 //
 // If load returns an error (returned as is) or the build fails, the temporary files are removed
 // and the live index is untouched.
@@ -190,13 +192,15 @@ func (ix *Index) ReplaceAll(seq uint64, load func(*Loader) error) error {
 	live = true
 
 	ix.rw.Lock()
-	old := ix.db
-	ix.db = db
+	old := ix.cur
+	ix.cur = ix.newHandle(db)
 	ix.rw.Unlock()
 	ix.publish(seq, counts)
 
-	// The old file is unlinked; closing it waits for the Views still reading it.
-	errClose := old.Close()
+	// The old file is unlinked. It is closed now if no View reads it, else when the last one
+	// ends: the swap never waits for a reader (a stalled backup download must not hold up
+	// snapshots and batches).
+	errClose := ix.release(old)
 	if err := syncDir(ix.dir); err != nil {
 		return fmt.Errorf("index: snapshot is live, but fsync of directory %s failed: %w", ix.dir, err)
 	}

@@ -13,6 +13,9 @@ import (
 	"time"
 )
 
+// liveFiles are the names in the data directory of an open index, sorted.
+var liveFiles = []string{LockFileName, FileName}
+
 // dirEntries lists the names in dir.
 func dirEntries(tb testing.TB, dir string) []string {
 	tb.Helper()
@@ -107,8 +110,8 @@ func TestReplaceAll(t *testing.T) {
 				})
 			}
 			check(ix)
-			if names := dirEntries(t, dir); !slices.Equal(names, []string{FileName}) {
-				t.Errorf("data directory holds %q, want only %s", names, FileName)
+			if names := dirEntries(t, dir); !slices.Equal(names, liveFiles) {
+				t.Errorf("data directory holds %q, want only %q", names, liveFiles)
 			}
 			// The new file is the live one: it takes updates, durably.
 			mustUpdate(t, ix, func(w *WriteTx) error { return w.PutUser(user("u-5")) })
@@ -204,7 +207,7 @@ func TestReplaceAllFailureKeepsOldIndex(t *testing.T) {
 			if ix.AppliedSeq() != 11 {
 				t.Errorf("AppliedSeq %d", ix.AppliedSeq())
 			}
-			if names := dirEntries(t, dir); !slices.Equal(names, []string{FileName}) {
+			if names := dirEntries(t, dir); !slices.Equal(names, liveFiles) {
 				t.Errorf("data directory holds %q after a failed load", names)
 			}
 			// Still fully usable.
@@ -287,7 +290,7 @@ func TestOpenRemovesLeftoverSnapshotFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	openTest(t, Config{Dir: dir})
-	if names := dirEntries(t, dir); !slices.Equal(names, []string{FileName}) {
+	if names := dirEntries(t, dir); !slices.Equal(names, liveFiles) {
 		t.Errorf("data directory holds %q after Open", names)
 	}
 }
@@ -505,7 +508,7 @@ func TestReplaceAllNoFDLeak(t *testing.T) {
 	if after := countFDs(t); after != before {
 		t.Errorf("open file descriptors: %d before 40 ReplaceAlls, %d after", before, after)
 	}
-	if names := dirEntries(t, filepath.Dir(ix.Path())); !slices.Equal(names, []string{FileName}) {
+	if names := dirEntries(t, filepath.Dir(ix.Path())); !slices.Equal(names, liveFiles) {
 		t.Errorf("data directory holds %q", names)
 	}
 }

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -87,26 +89,32 @@ func (s *Server) putSnapshot(c *gin.Context) {
 	c.JSON(http.StatusOK, res)
 }
 
+// SnapshotLinesTrailer is the HTTP trailer that ends a complete snapshot export: the number of
+// NDJSON lines sent, the {"seq":N} line included. An export that fails part-way is cut off
+// instead (no terminating chunk, no trailer), never a short body that looks whole
+// (docs/operations.md, "Backup").
+const SnapshotLinesTrailer = "X-Crmauthz-Snapshot-Lines"
+
 func (s *Server) getSnapshot(c *gin.Context) {
-	rc := http.NewResponseController(c.Writer)
-	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
+	w := s.newProgressWriter(c, true)
 	c.Header("Content-Type", "application/x-ndjson")
+	c.Header("Trailer", SnapshotLinesTrailer)
 	c.Status(http.StatusOK)
-	if err := s.repl.WriteSnapshot(c.Writer); err != nil {
+	if err := s.repl.WriteSnapshot(w); err != nil {
 		// The status is sent already: cut the stream short so the client sees
 		// an incomplete body rather than a silently truncated snapshot.
-		s.log.Error("snapshot export failed", "err", err)
+		s.log.Error("snapshot export failed", "err", err, "lines_sent", w.lines)
 		panic(http.ErrAbortHandler)
 	}
+	c.Writer.Header().Set(SnapshotLinesTrailer, strconv.FormatInt(w.lines, 10))
 }
 
 // getBackup streams a hot copy of the bbolt file (index.Backup): restore it
 // by placing it at <data-dir>/index.db of a stopped server.
 func (s *Server) getBackup(c *gin.Context) {
-	rc := http.NewResponseController(c.Writer)
-	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
+	w := s.newProgressWriter(c, false)
 	started := false
-	_, err := s.ix.Backup(c.Writer, func(seq uint64, size int64) error {
+	_, err := s.ix.Backup(w, func(seq uint64, size int64) error {
 		started = true
 		c.Header("Content-Type", "application/octet-stream")
 		c.Header("Content-Disposition", `attachment; filename="index.db"`)
@@ -123,6 +131,58 @@ func (s *Server) getBackup(c *gin.Context) {
 		panic(http.ErrAbortHandler) // the client sees a cut body, never a short file taken for whole
 	}
 }
+
+// progressWriter is the body writer of an export (snapshot or backup), which holds one read
+// transaction of the index for as long as it runs. The whole transfer may take
+// Config.SnapshotTimeout, and the client must keep reading: a write that makes no progress for
+// Server.stallTimeout (a minute, or SnapshotTimeout if shorter) cuts the connection, so a
+// stalled client cannot hold the read transaction (which keeps a replaced index file open, and
+// blocks a writer that must grow the file) for long. It also counts the lines written.
+type progressWriter struct {
+	w     io.Writer
+	rc    *http.ResponseController
+	stall time.Duration
+	end   time.Time
+	next  time.Time // when the deadline is pushed on again
+	lines int64     // counted when count is set
+	count bool
+}
+
+const (
+	// defaultStallTimeout is Server.stallTimeout unless SnapshotTimeout is shorter.
+	defaultStallTimeout = time.Minute
+	// deadlinePush: the write deadline is moved on at most this often (it is not free).
+	deadlinePush = time.Second
+)
+
+func (s *Server) newProgressWriter(c *gin.Context, countLines bool) *progressWriter {
+	p := &progressWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), count: countLines,
+		stall: s.stallTimeout, end: time.Now().Add(s.cfg.SnapshotTimeout)}
+	p.push(time.Now())
+	return p
+}
+
+func (p *progressWriter) push(now time.Time) {
+	d := now.Add(p.stall)
+	if d.After(p.end) {
+		d = p.end
+	}
+	_ = p.rc.SetWriteDeadline(d)
+	p.next = now.Add(min(deadlinePush, p.stall/4))
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	if now := time.Now(); now.After(p.next) {
+		p.push(now)
+	}
+	n, err := p.w.Write(b)
+	if p.count {
+		p.lines += int64(bytes.Count(b[:n], newline))
+	}
+	return n, err
+}
+
+var newline = []byte{'\n'}
 
 type replicationStatus struct {
 	AppliedSeq uint64            `json:"applied_seq"`

@@ -88,6 +88,8 @@ type Server struct {
 	dataPaths map[string]bool
 	dataAll   bool
 	filter    *filter.Translator
+	// stallTimeout cuts an export whose client stops reading (admin.go, progressWriter).
+	stallTimeout time.Duration
 }
 
 // New checks cfg, fills its defaults and returns a Server.
@@ -136,7 +138,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{filter: cfg.Filter, cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
-		dlog: cfg.DecisionLog, dataPaths: map[string]bool{}}
+		dlog: cfg.DecisionLog, dataPaths: map[string]bool{},
+		stallTimeout: min(defaultStallTimeout, cfg.SnapshotTimeout)}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
 		switch p {
@@ -214,7 +217,8 @@ func (s *Server) AdminHandler() http.Handler {
 	return r
 }
 
-// recovery turns a panic into SPEC's 500 body: on the decision listener a deny.
+// recovery turns a panic into the 500 error body (on the decision listener a deny), or, once
+// part of the reply is sent, into a cut connection.
 func (s *Server) recovery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
@@ -223,6 +227,12 @@ func (s *Server) recovery() gin.HandlerFunc {
 					panic(v)
 				}
 				s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				if c.Writer.Written() {
+					// Part of the body is sent (a streamed export that met a damaged page):
+					// an error body now would be pasted onto it. Cut the connection so the
+					// client sees a broken transfer, never a short body taken for whole.
+					panic(http.ErrAbortHandler)
+				}
 				s.writeError(c, newError(http.StatusInternalServerError, "internal_error", "internal error"))
 			}
 		}()
