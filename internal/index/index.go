@@ -281,7 +281,7 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	tx, err := db.Begin(false)
 	ix.rw.RUnlock()
 	if err != nil {
-		return fmt.Errorf("index: begin read transaction: %w", err)
+		return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
@@ -323,7 +323,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
 	}
 	ix.publish(seq, counts)
 	return nil
@@ -382,5 +382,5 @@ func (ix *Index) Backup(w io.Writer, before func(seq uint64, size int64) error) 
 		n, err = t.tx.WriteTo(w)
 		return err
 	})
-	return n, err
+	return n, ix.liveName(err)
 }
