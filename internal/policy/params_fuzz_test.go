@@ -83,6 +83,7 @@ func FuzzParseBodyFolding(f *testing.F) {
 		`[{"assignedTo":"u-1"}]`,
 		`"assignedTo"`,
 		`{"\ud800":1,"\udc00":2}`,
+		`{"a":{},"b":[],"A":1}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -136,8 +137,7 @@ func hasFoldedDuplicate(tb testing.TB, body []byte) bool {
 			return false
 		}
 		top := len(stack) - 1
-		if top >= 0 && stack[top].object && stack[top].expect {
-			k := tok.(string)
+		if k, ok := tok.(string); ok && top >= 0 && stack[top].object && stack[top].expect {
 			for _, o := range stack[top].keys {
 				if strings.EqualFold(o, k) {
 					return true
