@@ -347,6 +347,7 @@ func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
 			hdr: map[string]string{"X-Authz-Reason": "admin"}, code: 200, reason: "follower"},
 		{name: "follower edits", method: "PUT", path: "/contacts/c-1", user: "u-carol", body: `{"firstName":"Carol"}`, code: 200, reason: "follower"},
 		{name: "follower's query is ignored", method: "GET", path: "/contacts/c-1?fields=name,email", user: "u-carol", code: 200, reason: "follower"},
+		{name: "follower's owner change in the query (Rails, Laravel)", method: "PUT", path: "/contacts/c-1?assignedTo=u-carol", user: "u-carol", code: 403, reason: "followers_cannot_change_owner"},
 		{name: "percent-encoded id", method: "GET", path: "/contacts/c%2D1", user: "u-carol", code: 200, reason: "follower"},
 		{name: "encoded slash", method: "GET", path: "/contacts/c-1%2Ffollowers", user: "u-bob", code: 403, reason: "invalid_path"},
 		{name: "follower may not delete", method: "DELETE", path: "/contacts/c-1", user: "u-carol", code: 403, reason: "follower_not_permitted"},

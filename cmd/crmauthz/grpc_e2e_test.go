@@ -56,6 +56,9 @@ func TestE2EGRPCExtAuthz(t *testing.T) {
 		{"follower changes the owner", "PUT", "/contacts/c-1", "u-carol", `{"assignedTo":"u-carol"}`, codes.PermissionDenied, 403, "followers_cannot_change_owner"},
 		{"owner changes the owner", "PUT", "/contacts/c-1", "u-bob", `{"assignedTo":"u-carol"}`, codes.OK, 0, "owner"},
 		{"the 11th follower", "POST", "/contacts/c-full/followers", "u-admin", `{"followers":["u-gina"]}`, codes.PermissionDenied, 403, "follower_limit_reached"},
+		{"follower changes the owner with a long s (U+017F)", "PUT", "/contacts/c-1", "u-carol", `{"aſſignedTo":"u-carol"}`, codes.PermissionDenied, 403, "followers_cannot_change_owner"},
+		{"the 11th follower with a long s", "POST", "/contacts/c-full/followers", "u-admin", `{"followerſ":["u-gina"]}`, codes.PermissionDenied, 403, "follower_limit_reached"},
+		{"one key in two cases", "PUT", "/contacts/c-1", "u-carol", `{"assignedTo":"u-bob","ASSIGNEDTO":"u-carol"}`, codes.PermissionDenied, 403, "ambiguous_body"},
 		{"default header is not read", "GET", "/contacts/c-1", "", "", codes.Unauthenticated, 401, "unauthenticated"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,7 +89,7 @@ func TestE2EGRPCExtAuthz(t *testing.T) {
 		})
 	}
 	code, body := callRaw(t, http.MethodGet, p.admin+"/metrics", nil, nil)
-	if code != 200 || !strings.Contains(string(body), `crmauthz_decisions_total{action="change_owner",allow="false",endpoint="ext_authz_grpc",reason="followers_cannot_change_owner"} 1`) {
+	if code != 200 || !strings.Contains(string(body), `crmauthz_decisions_total{action="change_owner",allow="false",endpoint="ext_authz_grpc",reason="followers_cannot_change_owner"} 2`) {
 		t.Errorf("metrics do not count the gRPC decision:\n%s", grepLines(string(body), "ext_authz_grpc"))
 	}
 	p.stop()

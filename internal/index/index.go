@@ -248,7 +248,7 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	tx, err := h.db.Begin(false)
 	if err != nil {
 		ix.releaseLate(h)
-		return fmt.Errorf("index: begin read transaction: %w", err)
+		return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
@@ -291,7 +291,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
 	}
 	ix.publish(seq, counts)
 	return nil
@@ -352,5 +352,5 @@ func (ix *Index) Backup(w io.Writer, before func(seq uint64, size int64) error) 
 		n, err = t.tx.WriteTo(w)
 		return err
 	})
-	return n, err
+	return n, ix.liveName(err)
 }

@@ -71,6 +71,18 @@ type jsonParser struct {
 	intern internTable
 	pool   []ast.Term
 	fact   bool // the top-level object becomes a *factObject (jsonToFact)
+	body   bool // a request body: keys folded, ambiguous keys refused (see ParseBody)
+}
+
+// checkDepth fails when a value nests deeper than the parser accepts.
+func (p *jsonParser) checkDepth(depth int) error {
+	switch {
+	case p.body && depth > MaxBodyDepth:
+		return &BodyError{Msg: fmt.Sprintf("the body is nested deeper than %d levels", MaxBodyDepth)}
+	case depth > maxJSONDepth:
+		return p.errorf("nested too deeply")
+	}
+	return nil
 }
 
 // jsonToValue converts one JSON document to an ast.Value. The result does not
@@ -163,8 +175,11 @@ func (p *jsonParser) literal(lit string) error {
 }
 
 func (p *jsonParser) object(depth int) (*ast.Term, error) {
-	if depth > maxJSONDepth {
-		return nil, p.errorf("nested too deeply")
+	if err := p.checkDepth(depth); err != nil {
+		return nil, err
+	}
+	if p.body {
+		return p.bodyObject(depth)
 	}
 	p.i++ // {
 	var buf [12][2]*ast.Term
@@ -231,8 +246,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 }
 
 func (p *jsonParser) array(depth int) (*ast.Term, error) {
-	if depth > maxJSONDepth {
-		return nil, p.errorf("nested too deeply")
+	if err := p.checkDepth(depth); err != nil {
+		return nil, err
 	}
 	p.i++ // [
 	var buf [16]*ast.Term

@@ -1,13 +1,9 @@
 package policy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -18,9 +14,11 @@ import (
 type HTTPInput struct {
 	Subject  string
 	Method   string
-	Path     string    // as sent (percent-encoded), without the query
-	Segments []string  // the path's segments, percent-decoded
-	Body     ast.Value // the JSON body (see ParseBody); nil when there is none
+	Path     string   // as sent (percent-encoded), without the query
+	Segments []string // the path's segments, percent-decoded
+	// Body is the request's parameters with folded keys (see ParseParams):
+	// the JSON body and the query's parameters; nil when there are none.
+	Body ast.Value
 }
 
 // HTTPDecision is the answer of data.crmauthz.http_decision.
@@ -154,81 +152,4 @@ func stringField(obj ast.Object, key string) (string, bool) {
 	}
 	s, ok := t.Value.(ast.String)
 	return string(s), ok
-}
-
-// MaxBodyDepth is the deepest nesting of a body ParseBody accepts.
-const MaxBodyDepth = 32
-
-// BodyError is a request body the policy must not see: not JSON, not UTF-8,
-// a key given twice in one object, nested too deep.
-type BodyError struct{ Msg string }
-
-func (e *BodyError) Error() string { return e.Msg }
-
-// ParseBody converts a JSON request body for HTTPInput.Body. It refuses
-// what two JSON parsers could read differently, so that the policy never
-// decides on another reading of the body than the upstream's: invalid UTF-8,
-// a key given twice in one object (parsers keep the first or the last), and
-// anything that is not exactly one JSON value.
-func ParseBody(b []byte) (ast.Value, error) {
-	if !utf8.Valid(b) {
-		return nil, &BodyError{Msg: "the body is not UTF-8"}
-	}
-	if err := checkUniqueKeys(b); err != nil {
-		return nil, err
-	}
-	v, err := jsonToValue(b, nil)
-	if err != nil {
-		return nil, &BodyError{Msg: "the body is not JSON: " + err.Error()}
-	}
-	return v, nil
-}
-
-// checkUniqueKeys walks the JSON tokens of b and fails on a key given twice
-// in one object, or on nesting deeper than MaxBodyDepth.
-func checkUniqueKeys(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	type frame struct {
-		keys   map[string]bool // nil for an array
-		expect bool            // in an object: the next token is a key
-	}
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return &BodyError{Msg: "the body is not JSON: " + err.Error()}
-		}
-		top := len(stack) - 1
-		if top >= 0 && stack[top].keys != nil && stack[top].expect {
-			if k, ok := tok.(string); ok {
-				if stack[top].keys[k] {
-					return &BodyError{Msg: fmt.Sprintf("the body gives the key %q twice in one object", k)}
-				}
-				stack[top].keys[k] = true
-				stack[top].expect = false
-				continue
-			}
-		}
-		if top >= 0 && stack[top].keys != nil {
-			stack[top].expect = true // after this value, a key (or the end)
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{keys: map[string]bool{}, expect: true})
-		case json.Delim('['):
-			stack = append(stack, frame{})
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			if n := len(stack) - 1; n >= 0 && stack[n].keys != nil {
-				stack[n].expect = true
-			}
-		}
-		if len(stack) > MaxBodyDepth {
-			return &BodyError{Msg: fmt.Sprintf("the body is nested deeper than %d levels", MaxBodyDepth)}
-		}
-	}
 }

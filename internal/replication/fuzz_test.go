@@ -19,6 +19,9 @@ func FuzzDecodeBatch(f *testing.F) {
 		`{"events": [{"seq": 1, "op": "user.delete", "user_id": "u-1"}, {"seq": 3, "op": "user.delete", "user_id": "u-1"}]}`,
 		`{"events": [{"seq": 1, "op": "record.delete", "type": "contact", "id": "c\u0000"}]}`,
 		`{"events": [{"seq": 1, "op": "nope"}]}`,
+		`{"events": [{"seq": 1, "op": "user.delete", "user_id": "u-1", "user_id": "u-2"}]}`,
+		`{"events": [{"seq": 1, "op": "user.delete", "USER_ID": "u-1"}]}`,
+		`{"EVENTS": [], "events": []}`,
 		`{"events": [`,
 		`[]`,
 		``,
@@ -62,6 +65,8 @@ func FuzzSnapshot(f *testing.F) {
 		"{\"seq\": 1}\n{\"user\": {}}\n",
 		"{\"seq\": 1}\n{\"user\": {\"id\": \"u\", \"role\": \"user\", \"location_ids\": []}, \"record\": {}}\n",
 		"{\"seq\": -1}\n",
+		"{\"seq\": 1, \"seq\": 2}\n",
+		"{\"seq\": 1}\n{\"user\": {\"id\": \"u\", \"ID\": \"v\", \"role\": \"user\", \"location_ids\": []}}\n",
 		"not json\n",
 	} {
 		f.Add([]byte(s))

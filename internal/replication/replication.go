@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"sync/atomic"
 
@@ -141,7 +142,7 @@ func (r *Replicator) DecodeBatch(body io.Reader) ([]Event, error) {
 // with pos 0, so the HTTP API and a stream accept exactly the same events.
 func DecodeEvent(raw []byte, pos uint64) (Event, error) {
 	var e Event
-	if err := DecodeStrict(bytes.NewReader(raw), &e); err != nil {
+	if err := DecodeStrictBytes(raw, &e); err != nil {
 		return Event{}, err
 	}
 	if pos != 0 {
@@ -276,7 +277,7 @@ func (r *Replicator) LoadSnapshot(body io.Reader) (SnapshotResult, error) {
 		return SnapshotResult{}, lineErr(lr.n, err)
 	}
 	var hdr snapshotHeader
-	if err := DecodeStrict(bytes.NewReader(line), &hdr); err != nil || hdr.Seq == nil {
+	if err := DecodeStrictBytes(line, &hdr); err != nil || hdr.Seq == nil {
 		msg := `the first line must be {"seq": N}`
 		if err != nil {
 			msg += ": " + err.Error()
@@ -294,7 +295,7 @@ func (r *Replicator) LoadSnapshot(body io.Reader) (SnapshotResult, error) {
 				return lineErr(lr.n, err)
 			}
 			var sl snapshotLine
-			if err := DecodeStrict(bytes.NewReader(line), &sl); err != nil {
+			if err := DecodeStrictBytes(line, &sl); err != nil {
 				return &SnapshotLineError{Line: lr.n, Msg: err.Error()}
 			}
 			switch {
@@ -409,7 +410,27 @@ func (r *Replicator) WriteSnapshot(w io.Writer) error {
 // DecodeStrict decodes exactly one JSON value into v: unknown fields and
 // trailing data are errors. Syntax errors come back as *MalformedError; a
 // body-size limit's *http.MaxBytesError is passed through unchanged.
+//
+// It is strict about keys too (see checkKeys): a key given twice in one
+// object, or spelt in another case than its field, is a *FieldError naming
+// it (encoding/json alone would take the last, and match any case).
 func DecodeStrict(r io.Reader, v any) error {
+	var read bytes.Buffer
+	if err := decodeStrict(io.TeeReader(r, &read), v); err != nil {
+		return err
+	}
+	return checkKeys(read.Bytes(), reflect.TypeOf(v))
+}
+
+// DecodeStrictBytes is DecodeStrict of one JSON value held in data.
+func DecodeStrictBytes(data []byte, v any) error {
+	if err := decodeStrict(bytes.NewReader(data), v); err != nil {
+		return err
+	}
+	return checkKeys(data, reflect.TypeOf(v))
+}
+
+func decodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -445,7 +466,7 @@ func jsonError(err error) error {
 		if field == "" {
 			field = "the body"
 		}
-		return &FieldError{Msg: fmt.Sprintf("%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), typ.Value)}
+		return &FieldError{Msg: fmt.Sprintf("%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), jsonValue(typ.Value))}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return &FieldError{Msg: "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")}
 	}
@@ -462,8 +483,31 @@ func jsonKind(k string) string {
 		return "an array"
 	case "struct", "map", "ptr":
 		return "an object"
-	case "uint64", "int", "int64", "uint", "float64":
+	case "uint64", "uint32", "uint16", "uint8", "uint":
+		return "a non-negative integer"
+	case "int64", "int32", "int16", "int8", "int":
+		return "an integer"
+	case "float64", "float32":
 		return "a number"
 	}
 	return k
+}
+
+// jsonValue names what encoding/json found (UnmarshalTypeError.Value):
+// a number as it was written, anything else by its kind.
+func jsonValue(v string) string {
+	if n, ok := strings.CutPrefix(v, "number "); ok {
+		return n
+	}
+	switch v {
+	case "string":
+		return "a string"
+	case "object":
+		return "an object"
+	case "array":
+		return "an array"
+	case "bool":
+		return "a boolean"
+	}
+	return v
 }

@@ -51,8 +51,11 @@ func opLabel(op string) string {
 }
 
 func (s *Server) postEvents(c *gin.Context) {
-	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBatchBytes)
+	body := &cutReader{r: http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBatchBytes)}
 	events, err := s.repl.DecodeBatch(body)
+	if err != nil && body.cut {
+		err = errTruncated
+	}
 	if err == nil {
 		var res replication.Result
 		res, err = s.repl.Apply(events)

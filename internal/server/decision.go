@@ -363,7 +363,12 @@ func (s *Server) postData(c *gin.Context) {
 		var body struct {
 			Input *json.RawMessage `json:"input"`
 		}
-		if err := replication.DecodeStrict(bytes.NewReader(raw), &body); err != nil {
+		if err := replication.DecodeStrictBytes(raw, &body); err != nil {
+			s.writeError(c, err)
+			return
+		}
+		// the input is free-form, but a key given twice is refused too
+		if err := replication.CheckDuplicateKeys(raw); err != nil {
 			s.writeError(c, err)
 			return
 		}

@@ -25,8 +25,10 @@ import (
 // encoding/json would produce the very same struct. Anything else — a null, an
 // escape sequence, a key in another case, an unknown or duplicate key, a wrong
 // type, malformed JSON, trailing data, a body over the limit — is handed to
-// replication.DecodeStrict (encoding/json with DisallowUnknownFields), whose
-// result and error stand. The parser never decides that a body is invalid.
+// replication.DecodeStrict (encoding/json with DisallowUnknownFields, then a
+// pass that refuses a key given twice or spelt in another case), whose result
+// and error stand. The parser never decides that a body is invalid, and it
+// accepts no body the strict decoder refuses (FuzzDecisionRequest).
 //
 // Writing: the reply is appended to one buffer with strconv; a string that
 // encoding/json would escape (quotes, backslashes, control characters, <, >,
@@ -71,11 +73,10 @@ func (e errAfter) Read([]byte) (int, error) { return 0, e.err }
 // the point where the read failed wins over the read error (a body over the
 // limit is 413 only when it is well-formed up to the limit).
 func decodeStrict(body []byte, readErr error, v any) error {
-	var r io.Reader = bytes.NewReader(body)
-	if readErr != nil {
-		r = io.MultiReader(r, errAfter{readErr})
+	if readErr == nil {
+		return replication.DecodeStrictBytes(body, v)
 	}
-	return replication.DecodeStrict(r, v)
+	return replication.DecodeStrict(io.MultiReader(bytes.NewReader(body), errAfter{readErr}), v)
 }
 
 // decodeDecisionBody decodes a /v1/decision body into req.

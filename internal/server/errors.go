@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"syscall"
@@ -62,6 +63,11 @@ func toAPIError(err error) *apiError {
 		e := newError(http.StatusUnprocessableEntity, "invalid_snapshot", "%s", line.Error())
 		e.Extra = map[string]any{"line": line.Line}
 		return e
+	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF):
+		// a body read that ended before Content-Length (the decoders turn
+		// their own unexpected ends into *replication.MalformedError first)
+		return newError(http.StatusBadRequest, "truncated",
+			"the body ended before the length it announced (Content-Length): it was cut off on the way; nothing was changed")
 	case errors.Is(err, replication.ErrTooManyEvents):
 		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%v", err)
 	case errors.Is(err, replication.ErrSnapshotInProgress):
@@ -80,6 +86,25 @@ func toAPIError(err error) *apiError {
 		return newError(http.StatusServiceUnavailable, "timeout", "%v", err)
 	}
 	return newError(http.StatusInternalServerError, "internal_error", "%v", err)
+}
+
+// errTruncated is a body that ended before its Content-Length.
+var errTruncated = errors.New("the body was cut off")
+
+// cutReader notes a body that ends before its Content-Length (the client
+// went away mid-upload), whatever a decoder then makes of the short input:
+// such a request is 400 truncated, like a snapshot cut off.
+type cutReader struct {
+	r   io.Reader
+	cut bool
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		c.cut = true
+	}
+	return n, err
 }
 
 // isTimeout tells a read deadline of the connection (a client too slow to

@@ -141,8 +141,13 @@ func TestGRPCCheck(t *testing.T) {
 		{"partial body, complete JSON", checkReq("PUT", "/contacts/c-1", with(owner, "x-envoy-auth-partial-body", "true"), `{}`), deny("body_truncated")},
 		{"body over the limit", checkReq("PUT", "/contacts/c-1", fol, `{"x":"`+strings.Repeat("a", 5<<10)+`"}`), grpcWant{codes.PermissionDenied, 413, "payload_too_large"}},
 		{"body not JSON", checkReq("PUT", "/contacts/c-1", fol, `assignedTo=u-fol`), deny("invalid_body")},
-		{"duplicate key", checkReq("PUT", "/contacts/c-1", fol, `{"assignedTo":"u-owner","assignedTo":"u-fol"}`), deny("invalid_body")},
+		{"duplicate key", checkReq("PUT", "/contacts/c-1", fol, `{"assignedTo":"u-owner","assignedTo":"u-fol"}`), deny("ambiguous_body")},
 		{"key in another case", checkReq("PUT", "/contacts/c-1", fol, `{"AssignedTo":"u-fol"}`), deny("followers_cannot_change_owner")},
+		{"key with a long s", checkReq("PUT", "/contacts/c-1", fol, `{"aſſignedTo":"u-none"}`), deny("followers_cannot_change_owner")},
+		{"followers with a long s over the maximum", checkReq("POST", "/contacts/c-nine/followers", owner, `{"followerſ":["u-none","u-fol2"]}`), deny("follower_limit_reached")},
+		{"one key in two cases", checkReq("PUT", "/contacts/c-1", fol, `{"assignedTo":"a","ASSIGNEDTO":"b"}`), deny("ambiguous_body")},
+		{"owner in the query", checkReq("PUT", "/contacts/c-1?assignedTo=u-none", fol, ""), deny("followers_cannot_change_owner")},
+		{"owner in the query and the body", checkReq("PUT", "/contacts/c-1?assignedTo=u-owner", fol, `{"assignedTo":"u-owner"}`), deny("ambiguous_body")},
 
 		// malformed requests
 		{"no http attributes", &authv3.CheckRequest{}, deny("invalid_request")},

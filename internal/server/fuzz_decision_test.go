@@ -26,6 +26,9 @@ func FuzzDecisionRequest(f *testing.F) {
 		`{"subject":7}`,
 		`{"subject":"\u0000","action":"view","resource":{"type":"contact","id":"c-1"}}`,
 		`[`, ``, `null`,
+		`{"subject":"u-3","action":"view","resource":{"type":"contact","id":"c-1"},"subject":"u-0"}`,
+		`{"SUBJECT":"u-3","action":"view","resource":{"type":"contact","id":"c-1"}}`,
+		`{"subject":"u-3","action":"view","resource":{"type":"contact","id":"c-1","ID":"c-2"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -83,7 +86,54 @@ func wellFormed(body []byte) bool {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return false
 	}
+	if !exactUniqueKeys(body, map[string]bool{"subject": true, "action": true, "resource": true, "target": true, "min_seq": true, "type": true, "id": true}) {
+		return false
+	}
 	nonEmpty := func(s *string) bool { return s != nil && *s != "" }
 	return nonEmpty(req.Subject) && nonEmpty(req.Action) && req.Resource != nil &&
 		nonEmpty(req.Resource.Type) && nonEmpty(req.Resource.ID) && (req.Target == nil || *req.Target != "")
+}
+
+// exactUniqueKeys walks body with encoding/json's tokenizer: every key of
+// every object is one of names, spelt exactly, and given once in its object
+// (encoding/json alone keeps the last of two and matches any case).
+func exactUniqueKeys(body []byte, names map[string]bool) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		keys   map[string]bool // nil for an array
+		expect bool            // the next token is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		top := len(stack) - 1
+		if k, ok := tok.(string); ok && top >= 0 && stack[top].keys != nil && stack[top].expect {
+			if !names[k] || stack[top].keys[k] {
+				return false
+			}
+			stack[top].keys[k] = true
+			stack[top].expect = false
+			continue
+		}
+		if top >= 0 && stack[top].keys != nil {
+			stack[top].expect = true
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]bool{}, expect: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if n := len(stack) - 1; n >= 0 && stack[n].keys != nil {
+				stack[n].expect = true
+			}
+		}
+	}
 }

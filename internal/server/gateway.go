@@ -42,6 +42,7 @@ const (
 	reasonBodyTruncated   = "body_truncated"    // Envoy sent part of the body
 	reasonBodyTooLarge    = "payload_too_large" // the body is over --max-decision-bytes
 	reasonInvalidBody     = "invalid_body"      // not JSON, or not one reading
+	reasonAmbiguousBody   = "ambiguous_body"    // one field given twice (policy.BodyError.Ambiguous)
 	reasonEvaluationError = "evaluation_error"  // the policy could not decide
 	// the policy did not decide within --eval-timeout
 	reasonEvaluationTimeout = "evaluation_timeout"
@@ -144,22 +145,26 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		return deny(http.StatusUnauthorized, reasonUnauthenticated, "%v", err)
 	}
 	in = policy.HTTPInput{Subject: subject, Method: orig.method, Path: orig.path, Segments: orig.segments}
-	if len(r.body) > 0 || r.partial || r.tooLarge {
-		switch {
-		case r.partial:
-			return deny(http.StatusForbidden, reasonBodyTruncated,
-				"the gateway sent a truncated body (x-envoy-auth-partial-body: true), which is never guessed at")
-		case r.tooLarge || int64(len(r.body)) > s.cfg.MaxDecisionBytes:
-			return deny(http.StatusRequestEntityTooLarge, reasonBodyTooLarge, "the body is larger than %d bytes", s.cfg.MaxDecisionBytes)
-		case orig.method == http.MethodGet || orig.method == http.MethodHead:
-			// the body of a GET or HEAD is not used
-		default:
-			v, err := policy.ParseBody(r.body)
-			if err != nil {
-				return deny(http.StatusForbidden, reasonInvalidBody, "%v", err)
+	switch {
+	case r.partial:
+		return deny(http.StatusForbidden, reasonBodyTruncated,
+			"the gateway sent a truncated body (x-envoy-auth-partial-body: true), which is never guessed at")
+	case r.tooLarge || int64(len(r.body)) > s.cfg.MaxDecisionBytes:
+		return deny(http.StatusRequestEntityTooLarge, reasonBodyTooLarge, "the body is larger than %d bytes", s.cfg.MaxDecisionBytes)
+	case orig.method == http.MethodGet || orig.method == http.MethodHead:
+		// the parameters of a GET or HEAD are not used
+	default:
+		// the body's keys folded, with the query's parameters merged in, as
+		// the upstream's decoder and framework read them (docs/policies.md)
+		v, err := policy.ParseParams(r.body, orig.query)
+		if err != nil {
+			var be *policy.BodyError
+			if errors.As(err, &be) && be.Ambiguous {
+				return deny(http.StatusForbidden, reasonAmbiguousBody, "%v", err)
 			}
-			in.Body = v
+			return deny(http.StatusForbidden, reasonInvalidBody, "%v", err)
 		}
+		in.Body = v
 	}
 
 	evalErr = s.ix.View(func(tx *index.ReadTx) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -151,10 +152,10 @@ func FuzzRouteMapping(f *testing.F) {
 			return // answered as invalid_request or invalid_path (FuzzForwardAuthHeaders)
 		}
 		in := policy.HTTPInput{Subject: subjects[int(who)%len(subjects)], Method: o.method, Path: o.path, Segments: o.segments}
-		if len(body) > 0 {
-			v, err := policy.ParseBody(body)
+		if o.method != "GET" && o.method != "HEAD" {
+			v, err := policy.ParseParams(body, o.query)
 			if err != nil {
-				return // answered as invalid_body
+				return // answered as invalid_body or ambiguous_body
 			}
 			in.Body = v
 		}
@@ -190,8 +191,9 @@ func FuzzRouteMapping(f *testing.F) {
 			t.Fatalf("%s %q (body %q): action %q, want %q", method, uri, body, d.Action, action)
 		}
 		for _, tg := range d.Targets {
-			if !strings.Contains(string(body), tg) {
-				t.Fatalf("target %q is not in the body %q", tg, body)
+			q, _ := url.QueryUnescape(o.query)
+			if !strings.Contains(string(body), tg) && !strings.Contains(o.query, tg) && !strings.Contains(q, tg) {
+				t.Fatalf("target %q is not in the body %q or the query %q", tg, body, o.query)
 			}
 		}
 		if in.Body == nil {

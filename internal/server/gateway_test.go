@@ -164,6 +164,13 @@ func TestForwardAuth(t *testing.T) {
 		{"unknown subject", "GET", caddy("GET", "/contacts/c-1", "u-ghost"), "", 403, "unknown_subject", "denied"},
 		{"unknown record", "GET", caddy("GET", "/contacts/c-404", "u-owner"), "", 403, "record_not_found", "denied"},
 		{"query ignored", "GET", caddy("GET", "/contacts/c-1?fields=name&x=%2F", "u-owner"), "", 200, "owner", ""},
+		{"query of an edit without owner fields", "GET", caddy("PUT", "/contacts/c-1?fields=name", "u-fol"), "", 200, "follower", ""},
+		// the query's parameters are read as the body's (Rails and Laravel merge them)
+		{"follower changes the owner in the query", "GET", nginx("PUT", "/contacts/c-1?assignedTo=u-none", "u-fol"), "", 403, "followers_cannot_change_owner", "denied"},
+		{"follower changes the owner in the query, long s", "GET", caddy("PATCH", "/contacts/c-1?a%C5%BF%C5%BFignedTo=u-fol", "u-fol"), "", 403, "followers_cannot_change_owner", "denied"},
+		{"owner changes the owner in the query", "GET", caddy("PUT", "/contacts/c-1?owner=u-fol", "u-owner"), "", 200, "owner", ""},
+		{"query followers over the maximum", "GET", caddy("POST", "/contacts/c-nine/followers?followers[]=u-none&followers[]=u-fol2", "u-owner"), "", 403, "follower_limit_reached", "denied"},
+		{"query gives the owner twice", "GET", caddy("PUT", "/contacts/c-1?assignedTo=u-owner&ASSIGNEDTO=u-fol", "u-fol"), "", 403, "ambiguous_body", "ambiguous_body"},
 		{"fragment ignored", "GET", caddy("GET", "/contacts/c-1#top", "u-owner"), "", 200, "owner", ""},
 		{"percent-encoded id", "GET", caddy("GET", "/contacts/c%202", "u-owner"), "", 200, "owner", ""},
 		{"HEAD is a view", "GET", caddy("HEAD", "/contacts/c-1", "u-fol"), "", 200, "follower", ""},
@@ -233,7 +240,25 @@ func TestExtAuthzHTTP(t *testing.T) {
 		{"complete body flagged", "PUT", "/contacts/c-1", with(fol, "x-envoy-auth-partial-body", "false"), `{"firstName":"A"}`, 200, "follower"},
 		{"body over the limit", "PUT", "/contacts/c-1", fol, `{"x":"` + strings.Repeat("a", 5<<10) + `"}`, 413, "payload_too_large"},
 		{"body not JSON", "PUT", "/contacts/c-1", fol, `assignedTo=u-fol`, 403, "invalid_body"},
-		{"duplicate key", "PUT", "/contacts/c-1", fol, `{"assignedTo":"u-owner","assignedTo":"u-fol"}`, 403, "invalid_body"},
+		{"duplicate key", "PUT", "/contacts/c-1", fol, `{"assignedTo":"u-owner","assignedTo":"u-fol"}`, 403, "ambiguous_body"},
+
+		// keys match as Go's encoding/json matches them (Unicode simple folding)
+		{"long s changes the owner", "PUT", "/contacts/c-1", fol, `{"aſſignedTo":"u-none"}`, 403, "followers_cannot_change_owner"},
+		{"escaped long s changes the owner", "PATCH", "/contacts/c-1", fol, `{"a\u017f\u017fignedTo":"u-fol"}`, 403, "followers_cannot_change_owner"},
+		{"upper case changes the owner", "PUT", "/contacts/c-1", fol, `{"ASSIGNEDTO":"u-fol"}`, 403, "followers_cannot_change_owner"},
+		{"upper case keeping the owner", "PUT", "/contacts/c-1", fol, `{"firstName":"Ann","OWNER":"u-owner"}`, 200, "follower"},
+		{"long s follower list over the maximum", "POST", "/contacts/c-nine/followers", owner, `{"followerſ":["u-none","u-fol2"]}`, 403, "follower_limit_reached"},
+		{"long s follower list, a denied target", "POST", "/contacts/c-1/followers", owner, `{"FOLLOWERſ":["u-far"]}`, 403, "target_cross_location"},
+		{"two cases of one key", "PUT", "/contacts/c-1", fol, `{"assignedTo":"a","ASSIGNEDTO":"b"}`, 403, "ambiguous_body"},
+		{"long s and s", "POST", "/contacts/c-1/followers", owner, `{"followers":[],"followerſ":["u-far"]}`, 403, "ambiguous_body"},
+		{"two cases, one value", "PUT", "/contacts/c-1", owner, `{"owner":"u-owner","Owner":"u-owner"}`, 403, "ambiguous_body"},
+
+		// the query is merged into the body (Rails, Laravel)
+		{"query changes the owner", "PUT", "/contacts/c-1?assignedTo=u-none", fol, "", 403, "followers_cannot_change_owner"},
+		{"query with a body changes the owner", "PUT", "/contacts/c-1?assignedTo=u-fol", fol, `{"firstName":"Ann"}`, 403, "followers_cannot_change_owner"},
+		{"query and body give the owner", "PUT", "/contacts/c-1?owner=u-owner", fol, `{"assignedTo":"u-owner","owner":"u-fol"}`, 403, "ambiguous_body"},
+		{"query list of followers", "POST", "/contacts/c-1/followers?followers[]=u-none&followers[]=u-far", owner, "", 403, "target_cross_location"},
+		{"query of a GET is not read", "GET", "/contacts/c-1?assignedTo=u-9&assignedTo=u-8", fol, "", 200, "follower"},
 		{"body not an object", "PUT", "/contacts/c-1", fol, `["u-fol"]`, 403, "invalid_body"},
 		{"encoded slash", "GET", "/contacts/c-1%2Ffollowers", fol, "", 403, "invalid_path"},
 	}

@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -166,7 +168,9 @@ func TestErrorTableCoversServerErrors(t *testing.T) {
 		{replication.ErrTooManyEvents, 413, "payload_too_large"},
 		{&http.MaxBytesError{Limit: 10}, 413, "payload_too_large"},
 		{index.ErrClosed, 503, "index_closed"},
-		{io.ErrUnexpectedEOF, 500, "internal_error"},
+		{io.ErrUnexpectedEOF, 400, "truncated"},
+		{fmt.Errorf("reading: %w", io.ErrUnexpectedEOF), 400, "truncated"},
+		{errors.New("something else"), 500, "internal_error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ae := toAPIError(tc.err)

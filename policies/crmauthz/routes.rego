@@ -8,7 +8,17 @@
 #    "method": "PUT",
 #    "path": "/api/v2/contacts/c-1",               # as sent (percent-encoded), no query
 #    "segments": ["api", "v2", "contacts", "c-1"], # its segments, percent-decoded
-#    "body": {"assignedTo": "u-7"}}                # only when Envoy sends a JSON body
+#    "body": {"assignedto": "u-7"}}                # the request's parameters, keys folded
+#
+# "body" holds the request's parameters (not for GET and HEAD): the JSON body
+# when the gateway sends one (Envoy), merged with the query's parameters, as
+# Rails and Laravel merge them ("?assignedTo=u-7" is the field assignedTo).
+# Every object key arrives folded to one form (lower case for ASCII letters):
+# "assignedTo", "ASSIGNEDTO" and "aſſignedTo" (U+017F) are all "assignedto",
+# because Go's encoding/json and other case-insensitive decoders fill the same
+# field from each of them. crmauthz denies a body that gives one field twice
+# (ambiguous_body) before this policy runs, so each folded key is there at most
+# once: compare keys with plain equality (see docs/policies.md).
 #
 # Routes, below config.path_prefix (default none; e.g. "/api/v2"):
 #   GET, HEAD       /{collection}/{id}            view
@@ -22,12 +32,9 @@
 # with collection "contacts" (type contact) or "opportunities" (type opportunity).
 # Anything else is not a route: denied as unmapped_route.
 #
-# Body keys are matched without regard to case ("AssignedTo" is assignedTo),
-# because some JSON decoders (Go's encoding/json among them) match struct
-# fields that way: a key the upstream reads must never be missed here. A body
-# that is not a JSON object, names the new owner twice with different values,
-# or holds a "followers" that is not a list of user ids is never guessed at:
-# denied as invalid_body.
+# A body that is not a JSON object, names the new owner twice with different
+# values (assignedTo and owner), or holds a "followers" that is not a list of
+# user ids is never guessed at: denied as invalid_body.
 package crmauthz.routes
 
 import data.crmauthz
@@ -111,11 +118,14 @@ current_owner(resource) := object.get(crm.record(resource.type, resource.id), "o
 
 has_body if _ = input.body
 
-# The values of the body's owner keys (assignedTo, owner; any case).
+# The body's keys that set the owner, folded (see above).
+owner_keys := {"assignedto", "owner"}
+
+# The values of the body's owner keys.
 owner_values contains v if {
 	is_object(input.body)
-	some k, v in input.body
-	lower(k) in {"assignedto", "owner"}
+	some k in owner_keys
+	v := input.body[k]
 }
 
 # The owner the body sets; "" (or null) unassigns. Undefined when it sets none.
@@ -143,8 +153,8 @@ owner_problem := "the body is not a JSON object" if {
 	v != null
 }
 
-# The body's "followers" lists (one, unless the key is given in several cases).
-follower_lists := [l | is_object(input.body); some k, l in input.body; lower(k) == "followers"]
+# The body's "followers" list, as a list of at most one.
+follower_lists := [l | is_object(input.body); l := input.body.followers]
 
 # The users of the body's "followers" list, sorted, without duplicates.
 follower_targets := sort({t | some l in follower_lists; some t in l})
@@ -152,8 +162,6 @@ follower_targets := sort({t | some l in follower_lists; some t in l})
 followers_problem := "the body is not a JSON object" if {
 	has_body
 	not is_object(input.body)
-} else := "the body gives followers more than once" if {
-	count(follower_lists) > 1
 } else := "followers is not a list" if {
 	some l in follower_lists
 	not is_array(l)

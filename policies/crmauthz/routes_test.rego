@@ -153,68 +153,68 @@ test_decisions_without_body if {
 }
 
 # ---------------------------------------------------------------------------
-# Bodies that change the owner (Envoy with_request_body)
+# Bodies that change the owner (Envoy with_request_body, or the query). Keys
+# arrive folded (crmauthz folds them, and denies a body that gives one field
+# twice, before the policy runs): "assignedTo" in a request is "assignedto" here.
 
 test_body_changes_the_owner if {
-	put := req_body("u-fol", "PUT", "/contacts/c-1", {"firstName": "Ann", "assignedTo": "u-fol"})
+	put := req_body("u-fol", "PUT", "/contacts/c-1", {"firstname": "Ann", "assignedto": "u-fol"})
 	route_of(put) == {"action": "change_owner", "resource": contact("c-1"), "targets": ["u-fol"]}
 	http(put) == {"allow": false, "reason": "followers_cannot_change_owner", "action": "change_owner", "resource": contact("c-1"), "targets": ["u-fol"]}
 
 	# the owner may hand the record over
-	http(req_body("u-owner", "PATCH", "/contacts/c-1", {"assignedTo": "u-fol"})).reason == "owner"
+	http(req_body("u-owner", "PATCH", "/contacts/c-1", {"assignedto": "u-fol"})).reason == "owner"
 
-	# "owner" is the same as assignedTo, and keys match in any case
+	# "owner" is the same as assignedTo, also both with one value
 	http(req_body("u-fol", "PATCH", "/contacts/c-1", {"owner": "u-none"})).reason == "followers_cannot_change_owner"
-	http(req_body("u-fol", "PATCH", "/contacts/c-1", {"AssignedTo": "u-none"})).reason == "followers_cannot_change_owner"
-	http(req_body("u-fol", "PATCH", "/contacts/c-1", {"ASSIGNEDTO": "u-none", "assignedTo": "u-none"})).reason == "followers_cannot_change_owner"
+	http(req_body("u-fol", "PATCH", "/contacts/c-1", {"owner": "u-none", "assignedto": "u-none"})).reason == "followers_cannot_change_owner"
 
 	# the new owner is a target: it must exist and be in the record's location
-	http(req_body("u-owner", "PUT", "/contacts/c-1", {"assignedTo": "u-far"})).reason == "target_cross_location"
-	http(req_body("u-owner", "PUT", "/contacts/c-1", {"assignedTo": "u-ghost"})).reason == "unknown_target"
+	http(req_body("u-owner", "PUT", "/contacts/c-1", {"assignedto": "u-far"})).reason == "target_cross_location"
+	http(req_body("u-owner", "PUT", "/contacts/c-1", {"assignedto": "u-ghost"})).reason == "unknown_target"
 }
 
 test_body_that_keeps_the_owner_is_an_edit if {
-	http(req_body("u-fol", "PUT", "/contacts/c-1", {"assignedTo": "u-owner", "firstName": "Ann"})).action == "edit"
-	http(req_body("u-fol", "PUT", "/contacts/c-1", {"assignedTo": "u-owner"})).reason == "follower"
-	http(req_body("u-fol", "PUT", "/contacts/c-1", {"firstName": "Ann"})).reason == "follower"
+	http(req_body("u-fol", "PUT", "/contacts/c-1", {"assignedto": "u-owner", "firstname": "Ann"})).action == "edit"
+	http(req_body("u-fol", "PUT", "/contacts/c-1", {"assignedto": "u-owner"})).reason == "follower"
+	http(req_body("u-fol", "PUT", "/contacts/c-1", {"firstname": "Ann"})).reason == "follower"
 	http(req_body("u-fol", "PUT", "/contacts/c-1", {})).reason == "follower"
 
 	# unassigned stays unassigned
-	http(req_body("u-fol", "PUT", "/contacts/c-free", {"assignedTo": ""})).reason == "follower"
-	http(req_body("u-fol", "PUT", "/contacts/c-free", {"assignedTo": null})).reason == "follower"
+	http(req_body("u-fol", "PUT", "/contacts/c-free", {"assignedto": ""})).reason == "follower"
+	http(req_body("u-fol", "PUT", "/contacts/c-free", {"assignedto": null})).reason == "follower"
 }
 
 test_unassigning_changes_the_owner if {
 	# "" or null unassigns: change_owner without a target
-	d := http(req_body("u-fol", "PUT", "/contacts/c-1", {"assignedTo": null}))
+	d := http(req_body("u-fol", "PUT", "/contacts/c-1", {"assignedto": null}))
 	d.reason == "followers_cannot_change_owner"
 	d.targets == []
-	http(req_body("u-owner", "PUT", "/contacts/c-1", {"assignedTo": ""})) == {"allow": true, "reason": "owner", "action": "change_owner", "resource": contact("c-1"), "targets": []}
+	http(req_body("u-owner", "PUT", "/contacts/c-1", {"assignedto": ""})) == {"allow": true, "reason": "owner", "action": "change_owner", "resource": contact("c-1"), "targets": []}
 }
 
 test_owner_route_with_body if {
-	http(req_body("u-owner", "PUT", "/contacts/c-1/owner", {"assignedTo": "u-fol"})).targets == ["u-fol"]
-	http(req_body("u-owner", "PUT", "/contacts/c-1/owner", {"assignedTo": "u-far"})).reason == "target_cross_location"
+	http(req_body("u-owner", "PUT", "/contacts/c-1/owner", {"assignedto": "u-fol"})).targets == ["u-fol"]
+	http(req_body("u-owner", "PUT", "/contacts/c-1/owner", {"assignedto": "u-far"})).reason == "target_cross_location"
 	http(req_body("u-owner", "PUT", "/contacts/c-1/owner", [1])).reason == "invalid_body"
 }
 
 test_bodies_never_guessed_at if {
 	cases := [
 		["PUT", "/contacts/c-1", "not an object"],
-		["PUT", "/contacts/c-1", ["assignedTo", "u-fol"]],
+		["PUT", "/contacts/c-1", ["assignedto", "u-fol"]],
 		["PUT", "/contacts/c-1", null],
-		["PUT", "/contacts/c-1", {"assignedTo": "u-fol", "owner": "u-none"}],
-		["PUT", "/contacts/c-1", {"assignedTo": "u-fol", "AssignedTo": "u-none"}],
-		["PUT", "/contacts/c-1", {"assignedTo": 7}],
-		["PUT", "/contacts/c-1", {"assignedTo": {"id": "u-fol"}}],
-		["PUT", "/contacts/c-1", {"assignedTo": ["u-fol"]}],
+		["PUT", "/contacts/c-1", {"assignedto": "u-fol", "owner": "u-none"}],
+		["PUT", "/contacts/c-1", {"assignedto": 7}],
+		["PUT", "/contacts/c-1", {"assignedto": {"id": "u-fol"}}],
+		["PUT", "/contacts/c-1", {"assignedto": ["u-fol"]}],
 		["PUT", "/contacts/c-1/owner", {"owner": false}],
 		["POST", "/contacts/c-1/followers", "u-fol"],
 		["POST", "/contacts/c-1/followers", {"followers": "u-fol"}],
 		["POST", "/contacts/c-1/followers", {"followers": ["u-fol", 3]}],
 		["POST", "/contacts/c-1/followers", {"followers": [""]}],
 		["POST", "/contacts/c-1/followers", {"followers": [null]}],
-		["DELETE", "/contacts/c-1/followers", {"followers": ["u-fol"], "Followers": ["u-owner"]}],
+		["DELETE", "/contacts/c-1/followers", {"followers": {"0": "u-fol"}}],
 		["POST", "/contacts/c-1/followers", {"followers": [x | some i in numbers.range(1, 101); x := sprintf("u-%d", [i])]}],
 	]
 	every c in cases {
@@ -228,7 +228,7 @@ test_bodies_never_guessed_at if {
 test_bodies_of_other_routes_are_ignored if {
 	# GET and DELETE of a record do not read the body
 	http(req_body("u-fol", "GET", "/contacts/c-1", "x")).reason == "follower"
-	http(req_body("u-fol", "GET", "/contacts/c-1", {"assignedTo": "u-fol"})).action == "view"
+	http(req_body("u-fol", "GET", "/contacts/c-1", {"assignedto": "u-fol"})).action == "view"
 	http(req_body("u-owner", "DELETE", "/contacts/c-1", [1])).reason == "owner"
 }
 
