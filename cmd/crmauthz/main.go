@@ -55,6 +55,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(), newPolicyCmd(), newEvalCmd(), newVersionCmd())
 	root.AddCommand(newPublishCmd(), newSnapshotCmd())
+	root.AddCommand(newConnectCmd())
 	return root
 }
 

@@ -1,0 +1,542 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/crmauthz/crmauthz/internal/connect/sink"
+	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+func parseDSN(dsn string) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: --dsn: %w", err)
+	}
+	return cfg, nil
+}
+
+func where(cfg *pgconn.Config) string {
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
+}
+
+// connect opens the SQL connection and the replication connection.
+func (c *Connector) connect(ctx context.Context) (*pgx.Conn, *pgconn.PgConn, error) {
+	pc, _ := parseDSN(c.cfg.DSN)
+	cc, err := pgx.ConnectConfig(ctx, mustConnConfig(c.cfg.DSN))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to PostgreSQL at %s: %w", where(pc), err)
+	}
+	pc.RuntimeParams["replication"] = "database"
+	rc, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		cc.Close(context.Background())
+		return nil, nil, fmt.Errorf("opening a replication connection to %s: %w", where(pc), err)
+	}
+	return cc, rc, nil
+}
+
+func mustConnConfig(dsn string) *pgx.ConnConfig {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		panic(err) // checked by New
+	}
+	return cfg
+}
+
+// session runs one connection: checks, the first copy when needed, then the stream. progressed
+// tells whether it got connected and checked.
+func (c *Connector) session(ctx context.Context) (bool, error) {
+	c.setState("connecting", nil)
+	cc, rc, err := c.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer cc.Close(context.Background())
+	defer rc.Close(context.Background())
+	tables, err := check(ctx, cc, c.cfg.Mapping)
+	if err != nil {
+		return false, err
+	}
+	if err := c.ensurePublication(ctx, cc, tables); err != nil {
+		return false, err
+	}
+	sys, err := pglogrepl.IdentifySystem(ctx, rc)
+	if err != nil {
+		return false, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
+	}
+	source := fmt.Sprintf("%s/%s/%s", sys.SystemID, sys.DBName, c.cfg.Slot)
+	var stored string
+	var synced bool
+	if err := c.db.View(func(tx *bolt.Tx) error {
+		s := stx{tx}
+		stored, synced = s.metaString(kSource), s.meta(kSynced) == 1
+		return nil
+	}); err != nil {
+		return false, &stateError{err}
+	}
+	if stored != "" && stored != source {
+		return false, configErr("%v: it follows %s, not %s (database system/name/slot); use an empty --state-dir for another source",
+			errStateMismatch, stored, source)
+	}
+	var exists bool
+	if err := cc.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", c.cfg.Slot).Scan(&exists); err != nil {
+		return false, err
+	}
+	if synced && !exists {
+		c.log.Warn("the replication slot is gone (dropped?): copying the tables again")
+		synced = false
+	}
+	if !synced {
+		if exists {
+			// An interrupted first copy: its slot's snapshot is gone with it.
+			c.log.Info("dropping the slot of an interrupted first copy")
+			if err := pglogrepl.DropReplicationSlot(ctx, rc, c.cfg.Slot, pglogrepl.DropReplicationSlotOptions{Wait: true}); err != nil {
+				return true, fmt.Errorf("dropping the slot %s: %w", c.cfg.Slot, err)
+			}
+		}
+		if err := c.firstCopy(ctx, cc, rc, tables, source); err != nil {
+			return true, err
+		}
+	}
+	if err := c.catchUpSink(ctx); err != nil {
+		return true, err
+	}
+	return true, c.stream(ctx, rc, tables)
+}
+
+// firstCopy creates the slot, reads the tables in its exported snapshot into a fresh copy and
+// writes it to the sink as one snapshot.
+func (c *Connector) firstCopy(ctx context.Context, cc *pgx.Conn, rc *pgconn.PgConn, tables []table, source string) error {
+	c.setState("copying", nil)
+	slot, err := pglogrepl.CreateReplicationSlot(ctx, rc, c.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		return fmt.Errorf("creating the replication slot %s: %w", c.cfg.Slot, err)
+	}
+	start, err := pglogrepl.ParseLSN(slot.ConsistentPoint)
+	if err != nil {
+		return err
+	}
+	c.log.Info("created the replication slot; copying the tables in its snapshot", "consistent_point", slot.ConsistentPoint)
+	tx, err := cc.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+slot.SnapshotName+"'"); err != nil {
+		return fmt.Errorf("SET TRANSACTION SNAPSHOT: %w", err)
+	}
+	return c.db.Update(func(btx *bolt.Tx) error {
+		s := stx{btx}
+		for _, b := range [][]byte{bUsers, bRecords, bFollowers, bWritten, bByUser} {
+			if err := s.clear(b, nil); err != nil {
+				return &stateError{err}
+			}
+		}
+		t := newTouched()
+		for _, tb := range tables {
+			if err := c.copyTable(ctx, tx, s, tb, t); err != nil {
+				return err
+			}
+		}
+		if _, err := s.events(t, c.anomaly); err != nil {
+			return &stateError{err}
+		}
+		head, err := c.cfg.Sink.Head(ctx)
+		if err != nil {
+			return &sinkError{err}
+		}
+		seq := max(head, s.meta(kSeq)) + 1
+		if err := c.cfg.Sink.Snapshot(ctx, seq, func(w io.Writer) error { return writeFacts(s, w) }); err != nil {
+			return &sinkError{err}
+		}
+		c.m.snapshots.Inc()
+		for k, v := range map[string]uint64{kLSN: uint64(start), kEndLSN: uint64(start), kSeq: seq, kSynced: 1} {
+			if err := s.setMeta(k, v); err != nil {
+				return err
+			}
+		}
+		if err := s.setMetaString(kSource, source); err != nil {
+			return err
+		}
+		c.log.Info("the first copy reached the sink", "seq", seq, "users", len(t.users), "records", len(t.records))
+		c.noteWritten(seq, true)
+		return nil
+	})
+}
+
+func (c *Connector) noteWritten(seq uint64, synced bool) {
+	c.m.writtenSeq.Set(float64(seq))
+	c.m.lastSync.SetToCurrentTime()
+	if synced {
+		c.mu.Lock()
+		c.synced = true
+		c.mu.Unlock()
+	}
+}
+
+// copyTable reads one mapped table into the copy.
+func (c *Connector) copyTable(ctx context.Context, tx pgx.Tx, s stx, tb table, t *touched) error {
+	col := func(f string) string { return pgx.Identifier{tb.cols[f]}.Sanitize() }
+	var sql string
+	switch tb.kind {
+	case kindUsers:
+		sql = fmt.Sprintf("SELECT %s::text, %s::text, %s::text[], %s, %s, %s FROM %s", col("id"), col("role"), col("location_ids"),
+			col("assigned_data_only"), col("contacts_enabled"), col("opportunities_enabled"), tb.ident())
+	case kindContacts:
+		sql = fmt.Sprintf("SELECT %s::text, %s::text, %s::text, NULL::text FROM %s", col("id"), col("location_id"), col("owner"), tb.ident())
+	case kindOpps:
+		sql = fmt.Sprintf("SELECT %s::text, %s::text, %s::text, %s::text FROM %s", col("id"), col("location_id"), col("owner"), col("contact_id"), tb.ident())
+	case kindFollowers:
+		sql = fmt.Sprintf("SELECT %s::text, %s::text, %s::text FROM %s", col("record_type"), col("record_id"), col("user_id"), tb.ident())
+	}
+	rows, err := tx.Query(ctx, sql)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", tb.ident(), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var err error
+		switch tb.kind {
+		case kindUsers:
+			var id *string
+			var r userRow
+			var locs []*string
+			if err := rows.Scan(&id, &r.Role, &locs, &r.ADO, &r.CE, &r.OE); err != nil {
+				return fmt.Errorf("reading %s: %w", tb.ident(), err)
+			}
+			if id == nil {
+				continue
+			}
+			r.Locs, r.NoLoc = flat(locs), locs == nil
+			t.users[*id] = true
+			err = s.putUser(*id, r)
+		case kindContacts, kindOpps:
+			var id *string
+			var r recRow
+			if err := rows.Scan(&id, &r.Loc, &r.Owner, &r.Contact); err != nil {
+				return fmt.Errorf("reading %s: %w", tb.ident(), err)
+			}
+			if id == nil {
+				continue
+			}
+			k := recKey{typeOf(tb.kind), *id}
+			t.records[k] = true
+			err = s.putRec(k, r)
+		case kindFollowers:
+			var typ, id, user *string
+			if err := rows.Scan(&typ, &id, &user); err != nil {
+				return fmt.Errorf("reading %s: %w", tb.ident(), err)
+			}
+			err = c.addFollowerRow(s, typ, id, user, t)
+		}
+		if err != nil {
+			return &stateError{err}
+		}
+	}
+	return rows.Err()
+}
+
+func flat(in []*string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if s != nil {
+			out = append(out, *s)
+		}
+	}
+	return out
+}
+
+func typeOf(kind string) string {
+	if kind == kindOpps {
+		return "opportunity"
+	}
+	return "contact"
+}
+
+// addFollowerRow adds one follower row to the copy.
+func (c *Connector) addFollowerRow(s stx, typ, id, user *string, t *touched) error {
+	if typ == nil || id == nil || user == nil || (*typ != "contact" && *typ != "opportunity") {
+		c.anomaly(AnomalyUnknownRecordType, fmt.Sprintf("%s/%s follower %s", deref(typ), deref(id), deref(user)),
+			"a follower row whose record type is not contact or opportunity (or NULL) is ignored")
+		return nil
+	}
+	k := recKey{*typ, *id}
+	dup, err := s.addFollower(k, *user)
+	if err != nil {
+		return err
+	}
+	if dup {
+		c.anomaly(AnomalyDuplicateFollower, k.String(), "the follower "+*user+" is there twice")
+	}
+	if _, ok, _ := s.rec(k); !ok {
+		c.anomaly(AnomalyFollowerOfNoRecord, k.String(), "a follower of a record not there (yet): it waits for the record")
+	}
+	t.records[k] = true
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "NULL"
+	}
+	return *s
+}
+
+func (c *Connector) anomaly(kind, key, detail string) {
+	c.m.anomalies.WithLabelValues(kind).Inc()
+	c.log.Warn("a bad fact in the source", "kind", kind, "key", key, "detail", detail)
+}
+
+// writeFacts writes the written facts as snapshot lines.
+func writeFacts(s stx, w io.Writer) error {
+	enc := json.NewEncoder(w)
+	return s.b(bWritten).ForEach(func(k, v []byte) error {
+		var err error
+		switch {
+		case bytes.HasPrefix(k, []byte("u\x00")):
+			err = enc.Encode(map[string]json.RawMessage{"user": v})
+		case bytes.HasPrefix(k, []byte("r\x00")):
+			err = enc.Encode(map[string]json.RawMessage{"record": v})
+		}
+		return err
+	})
+}
+
+// catchUpSink writes a full snapshot from the copy when the sink is behind what the connector
+// wrote (a replica that lost its data, a purged stream).
+func (c *Connector) catchUpSink(ctx context.Context) error {
+	head, err := c.cfg.Sink.Head(ctx)
+	if err != nil {
+		return &sinkError{err}
+	}
+	return c.db.Update(func(tx *bolt.Tx) error {
+		s := stx{tx}
+		written := s.meta(kSeq)
+		if head >= written {
+			return nil
+		}
+		seq := written + 1
+		c.log.Warn("the sink is behind what was written: writing a full snapshot from the copy", "sink_head", head, "written_seq", written, "snapshot_seq", seq)
+		if err := c.cfg.Sink.Snapshot(ctx, seq, func(w io.Writer) error { return writeFacts(s, w) }); err != nil {
+			return &sinkError{err}
+		}
+		c.m.snapshots.Inc()
+		c.noteWritten(seq, false)
+		return s.setMeta(kSeq, seq)
+	})
+}
+
+// positions reads the last commit LSN and end LSN written.
+func (c *Connector) positions() (lsn, end pglogrepl.LSN, err error) {
+	err = c.db.View(func(tx *bolt.Tx) error {
+		s := stx{tx}
+		lsn, end = pglogrepl.LSN(s.meta(kLSN)), pglogrepl.LSN(s.meta(kEndLSN))
+		return nil
+	})
+	return lsn, end, err
+}
+
+// txn is a source transaction being received.
+type txn struct {
+	final   pglogrepl.LSN
+	changes []pglogrepl.Message
+}
+
+// stream reads the slot from the last end LSN written, writing each transaction at its commit.
+func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []table) error {
+	lastLSN, end, err := c.positions()
+	if err != nil {
+		return &stateError{err}
+	}
+	err = pglogrepl.StartReplication(ctx, rc, c.cfg.Slot, end, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + c.cfg.Publication + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("START_REPLICATION: %w", err)
+	}
+	c.setState("streaming", nil)
+	c.log.Info("streaming", "from_lsn", end.String())
+	confirmed := end
+	rels := map[uint32]*relation{}
+	var cur *txn
+	send := func() error {
+		c.m.confirmedLSN.Set(float64(confirmed))
+		return pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{WALWritePosition: confirmed})
+	}
+	if err := send(); err != nil {
+		return err
+	}
+	next := time.Now().Add(c.cfg.StatusInterval)
+	for {
+		if time.Now().After(next) {
+			if err := send(); err != nil {
+				return fmt.Errorf("sending the standby status: %w", err)
+			}
+			next = time.Now().Add(c.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, next)
+		raw, err := rc.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receiving from the slot: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("the server: %s (%s)", msg.Message, msg.Code)
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return err
+				}
+				if cur == nil && pkm.ServerWALEnd > confirmed {
+					// Idle: everything sent before this point is written; release the WAL.
+					confirmed = pkm.ServerWALEnd
+				}
+				if pkm.ReplyRequested {
+					next = time.Time{}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return err
+				}
+				lm, err := pglogrepl.Parse(bytes.Clone(xld.WALData))
+				if err != nil {
+					return fmt.Errorf("decoding a pgoutput message: %w", err)
+				}
+				switch m := lm.(type) {
+				case *pglogrepl.RelationMessage:
+					rels[m.RelationID] = newRelation(m, tables)
+				case *pglogrepl.BeginMessage:
+					cur = &txn{final: m.FinalLSN}
+				case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage, *pglogrepl.TruncateMessage:
+					if cur != nil {
+						cur.changes = append(cur.changes, lm)
+					}
+				case *pglogrepl.CommitMessage:
+					if cur == nil {
+						continue
+					}
+					t := cur
+					cur = nil
+					if m.CommitLSN <= lastLSN {
+						c.m.txs.WithLabelValues("replayed").Inc()
+					} else {
+						if err := c.whileConfirming(ctx, rc, &confirmed, func() error { return c.commit(ctx, t, rels, m) }); err != nil {
+							return err
+						}
+						lastLSN = m.CommitLSN
+					}
+					confirmed = max(confirmed, m.TransactionEndLSN)
+					c.m.lastSync.SetToCurrentTime()
+				}
+			}
+		}
+	}
+}
+
+// whileConfirming runs f (the sink may be slow) while the standby status keeps being sent with
+// the position already confirmed, so that PostgreSQL does not end the connection.
+func (c *Connector) whileConfirming(ctx context.Context, rc *pgconn.PgConn, confirmed *pglogrepl.LSN, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	t := time.NewTicker(c.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+			if err := pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{WALWritePosition: *confirmed}); err != nil {
+				c.log.Warn("sending the standby status while the sink writes", "err", err)
+			}
+		}
+	}
+}
+
+// commit applies one source transaction to the copy, writes its events to the sink and commits
+// the copy with the positions, in one state transaction: the state never says a transaction was
+// written that the sink does not hold. A sink found behind gets a snapshot first.
+func (c *Connector) commit(ctx context.Context, t *txn, rels map[uint32]*relation, cm *pglogrepl.CommitMessage) error {
+	for attempt := 1; ; attempt++ {
+		var n int
+		err := c.db.Update(func(btx *bolt.Tx) error {
+			s := stx{btx}
+			touched := newTouched()
+			for _, ch := range t.changes {
+				if err := c.apply(s, ch, rels, touched); err != nil {
+					return err
+				}
+			}
+			events, err := s.events(touched, c.anomaly)
+			if err != nil {
+				return &stateError{err}
+			}
+			seq := s.meta(kSeq)
+			txid := replication.TxID(cm.CommitLSN.String())
+			for i := range events {
+				seq++
+				events[i].Seq, events[i].Tx = seq, txid
+			}
+			n = len(events)
+			if n > 0 {
+				c.m.pending.Set(float64(n))
+				if err := c.cfg.Sink.Write(ctx, events); err != nil {
+					return &sinkError{err}
+				}
+				for _, e := range events {
+					c.m.events.WithLabelValues(e.Op).Inc()
+				}
+			}
+			for k, v := range map[string]uint64{kLSN: uint64(cm.CommitLSN), kEndLSN: uint64(cm.TransactionEndLSN), kSeq: seq} {
+				if err := s.setMeta(k, v); err != nil {
+					return &stateError{err}
+				}
+			}
+			c.noteWritten(seq, false)
+			return nil
+		})
+		c.m.pending.Set(0)
+		if err == nil {
+			if n > 0 {
+				c.m.txs.WithLabelValues("written").Inc()
+			} else {
+				c.m.txs.WithLabelValues("unchanged").Inc()
+			}
+			return nil
+		}
+		var gap *sink.GapError
+		if !errors.As(err, &gap) || attempt > 3 {
+			return err
+		}
+		c.log.Warn("the sink is not where the connector left it", "err", err)
+		if err := c.catchUpSink(ctx); err != nil {
+			return err
+		}
+	}
+}
