@@ -263,3 +263,5 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func pgtestStart(tb testing.TB) *pgtest.Server { return pgtest.Start(tb, pgtest.Options{}) }

@@ -31,20 +31,25 @@ func where(cfg *pgconn.Config) string {
 	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
-// connect opens the SQL connection and the replication connection.
-func (c *Connector) connect(ctx context.Context) (*pgx.Conn, *pgconn.PgConn, error) {
+// connect opens the SQL connection.
+func (c *Connector) connect(ctx context.Context) (*pgx.Conn, error) {
 	pc, _ := parseDSN(c.cfg.DSN)
 	cc, err := pgx.ConnectConfig(ctx, mustConnConfig(c.cfg.DSN))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to PostgreSQL at %s: %w", where(pc), err)
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s: %w", where(pc), err)
 	}
+	return cc, nil
+}
+
+// connectReplication opens the replication connection (after check: its errors are clearer).
+func (c *Connector) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	pc, _ := parseDSN(c.cfg.DSN)
 	pc.RuntimeParams["replication"] = "database"
 	rc, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
-		cc.Close(context.Background())
-		return nil, nil, fmt.Errorf("opening a replication connection to %s: %w", where(pc), err)
+		return nil, fmt.Errorf("opening a replication connection to %s: %w", where(pc), err)
 	}
-	return cc, rc, nil
+	return rc, nil
 }
 
 func mustConnConfig(dsn string) *pgx.ConnConfig {
@@ -59,12 +64,11 @@ func mustConnConfig(dsn string) *pgx.ConnConfig {
 // tells whether it got connected and checked.
 func (c *Connector) session(ctx context.Context) (bool, error) {
 	c.setState("connecting", nil)
-	cc, rc, err := c.connect(ctx)
+	cc, err := c.connect(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer cc.Close(context.Background())
-	defer rc.Close(context.Background())
 	tables, err := check(ctx, cc, c.cfg.Mapping)
 	if err != nil {
 		return false, err
@@ -72,6 +76,11 @@ func (c *Connector) session(ctx context.Context) (bool, error) {
 	if err := c.ensurePublication(ctx, cc, tables); err != nil {
 		return false, err
 	}
+	rc, err := c.connectReplication(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close(context.Background())
 	sys, err := pglogrepl.IdentifySystem(ctx, rc)
 	if err != nil {
 		return false, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)

@@ -1,0 +1,52 @@
+package postgres
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// TestSinkBehind: a replica that lost its data (its index is new again) gets a full snapshot
+// from the connector's copy at the next change, then the changes; the admin listener says ready
+// once the first copy reached the sink and serves the connector's metrics.
+func TestSinkBehind(t *testing.T) {
+	pg := crmDB(t)
+	conn := pg.Conn(t, "crm")
+	pg.Exec(t, "crm",
+		`INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true)`,
+		`INSERT INTO crm_contacts VALUES ('c-1','loc-1','u-1')`)
+	rep := newReplica(t)
+	run := startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	admin := httptest.NewServer(run.c.Handler())
+	defer admin.Close()
+	waitEqual(t, rep, conn, "after the snapshot")
+	get := func(path string) (int, string) {
+		resp, err := http.Get(admin.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, "ready", func() bool { code, _ := get("/health/ready"); return code == 200 })
+	if code, _ := get("/health/live"); code != 200 {
+		t.Fatalf("/health/live %d", code)
+	}
+
+	// The replica loses everything.
+	if _, err := rep.repl.LoadSnapshot(strings.NewReader(`{"seq":0}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`)
+	waitEqual(t, rep, conn, "after the replica lost its data")
+	_, body := get("/metrics")
+	for _, w := range []string{"crmauthz_connector_snapshots_written_total 2", `crmauthz_connector_events_written_total{op="record.upsert"}`,
+		`crmauthz_connector_last_sync_timestamp_seconds{slot="crmauthz"}`, "crmauthz_connector_pending_events 0"} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %q", w)
+		}
+	}
+}
