@@ -147,7 +147,8 @@ func (c *Connector) firstCopy(ctx context.Context, cc *pgx.Conn, rc *pgconn.PgCo
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+slot.SnapshotName+"'"); err != nil {
 		return fmt.Errorf("SET TRANSACTION SNAPSHOT: %w", err)
 	}
-	return c.db.Update(func(btx *bolt.Tx) error {
+	var s0 uint64
+	err = c.db.Update(func(btx *bolt.Tx) error {
 		s := stx{btx}
 		for _, b := range [][]byte{bUsers, bRecords, bFollowers, bWritten, bByUser} {
 			if err := s.clear(b, nil); err != nil {
@@ -168,6 +169,7 @@ func (c *Connector) firstCopy(ctx context.Context, cc *pgx.Conn, rc *pgconn.PgCo
 			return &sinkError{err}
 		}
 		seq := max(head, s.meta(kSeq)) + 1
+		s0 = seq
 		if err := c.cfg.Sink.Snapshot(ctx, seq, func(w io.Writer) error { return writeFacts(s, w) }); err != nil {
 			return &sinkError{err}
 		}
@@ -181,9 +183,13 @@ func (c *Connector) firstCopy(ctx context.Context, cc *pgx.Conn, rc *pgconn.PgCo
 			return err
 		}
 		c.log.Info("the first copy reached the sink", "seq", seq, "users", len(t.users), "records", len(t.records))
-		c.noteWritten(seq, true)
+		c.noteWritten(seq, false)
 		return nil
 	})
+	if err == nil {
+		c.noteWritten(s0, true)
+	}
+	return err
 }
 
 func (c *Connector) noteWritten(seq uint64, synced bool) {
