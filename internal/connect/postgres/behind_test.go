@@ -50,3 +50,52 @@ func TestSinkBehind(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotDropped: a slot dropped while the connector was stopped (or invalidated by
+// max_slot_wal_keep_size) makes the next start copy the tables again; a stop and start with the
+// slot in place resumes where it was.
+func TestSlotDropped(t *testing.T) {
+	pg := crmDB(t)
+	conn := pg.Conn(t, "crm")
+	pg.Exec(t, "crm", `INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true)`)
+	rep := newReplica(t)
+	state := t.TempDir()
+	cfg := Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: state}
+	run := startConnector(t, cfg)
+	waitEqual(t, rep, conn, "first run")
+	if v := plain(t, run, "crmauthz_connector_snapshots_written_total"); v != 1 {
+		t.Fatalf("the first run wrote %v snapshots, want 1", v)
+	}
+	run.stop()
+	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-1','loc-1','u-1')`)
+	run = startConnector(t, cfg)
+	waitEqual(t, rep, conn, "resumed")
+	run.stop()
+	if v := plain(t, run, "crmauthz_connector_snapshots_written_total"); v != 0 {
+		t.Fatalf("a resume wrote %v snapshots", v)
+	}
+	pg.Exec(t, "crm", `SELECT pg_drop_replication_slot('crmauthz')`, `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`)
+	run = startConnector(t, cfg)
+	waitEqual(t, rep, conn, "after the slot was dropped")
+	waitFor(t, "ready", func() bool { ok, _ := run.c.Ready(); return ok })
+}
+
+// plain reads a metric without labels.
+func plain(tb testing.TB, r *running, name string) float64 {
+	tb.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	tb.Fatalf("no metric %s", name)
+	return 0
+}

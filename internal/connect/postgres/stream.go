@@ -100,11 +100,17 @@ func (c *Connector) session(ctx context.Context) (bool, error) {
 			errStateMismatch, stored, source)
 	}
 	var exists bool
-	if err := cc.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", c.cfg.Slot).Scan(&exists); err != nil {
+	var walStatus *string
+	err = cc.QueryRow(ctx, "SELECT true, wal_status FROM pg_replication_slots WHERE slot_name = $1", c.cfg.Slot).Scan(&exists, &walStatus)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, err
 	}
-	if synced && !exists {
+	switch {
+	case synced && !exists:
 		c.log.Warn("the replication slot is gone (dropped?): copying the tables again")
+		synced = false
+	case synced && walStatus != nil && *walStatus == "lost":
+		c.log.Warn("the replication slot lost WAL it needed (max_slot_wal_keep_size): dropping it and copying the tables again")
 		synced = false
 	}
 	if !synced {

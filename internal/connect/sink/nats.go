@@ -92,17 +92,22 @@ func (s *natsSink) stream(ctx context.Context) (jetstream.JetStream, jetstream.S
 }
 
 func (s *natsSink) head(ctx context.Context) (jetstream.JetStream, jetstream.Stream, uint64, error) {
+	js, st, state, err := s.state(ctx)
+	return js, st, state.LastSeq, err
+}
+
+func (s *natsSink) state(ctx context.Context) (jetstream.JetStream, jetstream.Stream, jetstream.StreamState, error) {
 	js, st, err := s.stream(ctx)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, jetstream.StreamState{}, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	info, err := st.Info(tctx)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("reading the stream %q: %w", s.cfg.Stream, err)
+		return nil, nil, jetstream.StreamState{}, fmt.Errorf("reading the stream %q: %w", s.cfg.Stream, err)
 	}
-	return js, st, info.State.LastSeq, nil
+	return js, st, info.State, nil
 }
 
 func (s *natsSink) Head(ctx context.Context) (uint64, error) {
@@ -153,23 +158,33 @@ func (s *natsSink) Write(ctx context.Context, events []replication.Event) error 
 	})
 }
 
-// Snapshot stores the snapshot as the object SnapshotName of SnapshotBucket (metadata
-// crmauthz-seq = seq, as crmauthz snapshot publish), then purges the stream so that its next
-// seq is seq+1: a sidecar at any earlier seq finds the stream past its applied_seq and loads
-// the object (internal/natssource bootstrap).
+// Snapshot purges the stream so that its next seq is seq+1, then stores the snapshot as the object
+// SnapshotName of SnapshotBucket (metadata crmauthz-seq = seq, as crmauthz snapshot publish): a
+// sidecar at any earlier seq finds the stream past its applied_seq and loads the object
+// (internal/natssource bootstrap); one that looks between the purge and the put waits for the
+// object (an older one is not recent enough).
 func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Writer) error) error {
 	return retry(ctx, &s.cfg, "storing a snapshot", func() (bool, error) {
-		js, st, head, err := s.head(ctx)
+		js, st, state, err := s.state(ctx)
 		if err != nil {
 			return false, err
 		}
-		if seq < head || (seq == head && !s.holdsSnapshot(ctx, js, seq)) {
+		purged := state.Msgs == 0 && state.FirstSeq == seq+1 // a retry after the purge
+		if state.LastSeq > seq || (state.LastSeq == seq && !purged) {
 			return true, fmt.Errorf("a snapshot at seq %d: the stream %s is at seq %d already (a snapshot's seq must be past the stream's last seq)",
-				seq, s.cfg.Stream, head)
+				seq, s.cfg.Stream, state.LastSeq)
 		}
 		obs, err := s.bucket(ctx, js)
 		if err != nil {
 			return false, err
+		}
+		if !purged {
+			tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := st.Purge(tctx, jetstream.WithPurgeSequence(seq+1))
+			cancel()
+			if err != nil {
+				return false, fmt.Errorf("purging the stream %s up to seq %d for the snapshot: %w", s.cfg.Stream, seq, err)
+			}
 		}
 		pr, pw := io.Pipe()
 		done := make(chan error, 1)
@@ -195,24 +210,8 @@ func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Wri
 		if err != nil {
 			return false, fmt.Errorf("storing the snapshot in the bucket %s: %w", s.cfg.SnapshotBucket, err)
 		}
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := st.Purge(tctx, jetstream.WithPurgeSequence(seq+1)); err != nil {
-			return false, fmt.Errorf("purging the stream %s up to seq %d after the snapshot: %w", s.cfg.Stream, seq, err)
-		}
 		return false, nil
 	})
-}
-
-// holdsSnapshot tells whether the bucket's object is the snapshot at seq (a retry of a snapshot
-// whose purge was done).
-func (s *natsSink) holdsSnapshot(ctx context.Context, js jetstream.JetStream, seq uint64) bool {
-	obs, err := s.bucket(ctx, js)
-	if err != nil {
-		return false
-	}
-	info, err := obs.GetInfo(ctx, s.cfg.SnapshotName)
-	return err == nil && info.Metadata[natssource.SeqMetadata] == fmt.Sprint(seq)
 }
 
 func (s *natsSink) bucket(ctx context.Context, js jetstream.JetStream) (jetstream.ObjectStore, error) {

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natssource"
@@ -311,4 +314,23 @@ func TestNATSSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "seq 11 on the late sidecar", func() bool { return late.AppliedSeq() == 11 && hasUser(t, late, "u-11") })
+
+	// A snapshot interrupted after its purge (the stream at 20, empty): the retry completes it.
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSequence(21)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(ctx, 20, snapshotOf("u-20")); err != nil {
+		t.Fatalf("the retry of a purged snapshot: %v", err)
+	}
+	waitFor(t, "the snapshot at 20", func() bool { return late.AppliedSeq() == 20 && hasUser(t, late, "u-20") })
 }
