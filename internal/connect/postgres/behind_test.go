@@ -99,3 +99,20 @@ func plain(tb testing.TB, r *running, name string) float64 {
 	tb.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestPostgresRestart: a PostgreSQL restart mid-stream interrupts the session; the connector
+// reconnects and resumes with nothing lost.
+func TestPostgresRestart(t *testing.T) {
+	pg := crmDB(t)
+	conn := pg.Conn(t, "crm")
+	pg.Exec(t, "crm", `INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true)`)
+	rep := newReplica(t)
+	startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	waitEqual(t, rep, conn, "before the restart")
+	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-1','loc-1','u-1')`)
+	pg.Stop()
+	pg.Start()
+	conn = pg.Conn(t, "crm")
+	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`, `INSERT INTO crm_record_followers VALUES ('contact','c-1','u-2')`)
+	waitEqual(t, rep, conn, "after the restart")
+}
