@@ -4,8 +4,10 @@ import (
 	"testing"
 )
 
-// TestSnapshotThenStream: rows present before the connector starts arrive as one snapshot; later
-// inserts, updates, deletes and a TRUNCATE of the followers follow.
+// TestSnapshotThenStream: rows present before the connector starts arrive as one snapshot (the
+// owner among the followers dropped, a guest role as no user, a follower of a record not there
+// waiting for it, each counted); later inserts, updates, deletes and a TRUNCATE of the followers
+// follow.
 func TestSnapshotThenStream(t *testing.T) {
 	pg := crmDB(t)
 	pg.Exec(t, "crm",
@@ -16,8 +18,13 @@ func TestSnapshotThenStream(t *testing.T) {
 	)
 	rep := newReplica(t)
 	conn := pg.Conn(t, "crm")
-	startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	run := startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
 	waitEqual(t, rep, conn, "after the snapshot")
+	for _, kind := range []string{AnomalyOwnerFollower, AnomalyFollowerOfNoRecord, AnomalyUnknownRole} {
+		if v := counter(t, run, "crmauthz_connector_source_anomalies_total", kind); v < 1 {
+			t.Errorf("anomaly %s not counted", kind)
+		}
+	}
 
 	pg.Exec(t, "crm",
 		`UPDATE crm_contacts SET owner_id = 'u-2' WHERE id = 'c-1'`,
