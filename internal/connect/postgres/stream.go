@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -370,11 +371,26 @@ func (c *Connector) positions() (lsn, end pglogrepl.LSN, err error) {
 	return lsn, end, err
 }
 
-// txn is a source transaction being received.
+// txn is a source transaction being received, then committed.
 type txn struct {
 	final   pglogrepl.LSN
-	changes []pglogrepl.Message
+	changes []change
+	cm      *pglogrepl.CommitMessage
 }
+
+// change is one row change with the relations as they were when it arrived.
+type change struct {
+	msg  pglogrepl.Message
+	rels map[uint32]*relation
+}
+
+// Group commit: committed source transactions that arrive back to back are written together
+// (one state transaction, one sink write, each with its own tx), up to these bounds.
+const (
+	groupWait       = 10 * time.Millisecond
+	groupMaxTxs     = 1000
+	groupMaxChanges = 5000
+)
 
 // stream reads the slot from the last end LSN written, writing each transaction at its commit.
 func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []table) error {
@@ -394,22 +410,51 @@ func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []tabl
 	confirmed := end
 	rels := map[uint32]*relation{}
 	var cur *txn
+	var pending []*txn // committed, not yet written
+	var flushAt time.Time
+	changes := 0
 	send := func() error {
 		c.m.confirmedLSN.Set(float64(confirmed))
 		return pglogrepl.SendStandbyStatusUpdate(ctx, rc, pglogrepl.StandbyStatusUpdate{WALWritePosition: confirmed})
+	}
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		group := pending
+		pending, changes = nil, 0
+		t0 := time.Now()
+		defer func() { c.log.Debug("flush", "txs", len(group), "took", time.Since(t0)) }()
+		if err := c.whileConfirming(ctx, rc, &confirmed, func() error { return c.commit(ctx, group) }); err != nil {
+			return err
+		}
+		last := group[len(group)-1].cm
+		lastLSN = last.CommitLSN
+		confirmed = max(confirmed, last.TransactionEndLSN)
+		c.m.lastSync.SetToCurrentTime()
+		return nil
 	}
 	if err := send(); err != nil {
 		return err
 	}
 	next := time.Now().Add(c.cfg.StatusInterval)
 	for {
+		if len(pending) > 0 && !time.Now().Before(flushAt) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		if time.Now().After(next) {
 			if err := send(); err != nil {
 				return fmt.Errorf("sending the standby status: %w", err)
 			}
 			next = time.Now().Add(c.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, next)
+		deadline := next
+		if len(pending) > 0 && flushAt.Before(deadline) {
+			deadline = flushAt
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
 		raw, err := rc.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -434,6 +479,9 @@ func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []tabl
 				if err != nil {
 					return err
 				}
+				if err := flush(); err != nil {
+					return err
+				}
 				if cur == nil && pkm.ServerWALEnd > confirmed {
 					// Idle: everything sent before this point is written; release the WAL.
 					confirmed = pkm.ServerWALEnd
@@ -452,12 +500,13 @@ func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []tabl
 				}
 				switch m := lm.(type) {
 				case *pglogrepl.RelationMessage:
+					rels = maps.Clone(rels) // the changes received so far keep theirs
 					rels[m.RelationID] = newRelation(m, tables)
 				case *pglogrepl.BeginMessage:
 					cur = &txn{final: m.FinalLSN}
 				case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage, *pglogrepl.TruncateMessage:
 					if cur != nil {
-						cur.changes = append(cur.changes, lm)
+						cur.changes = append(cur.changes, change{lm, rels})
 					}
 				case *pglogrepl.CommitMessage:
 					if cur == nil {
@@ -467,14 +516,22 @@ func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []tabl
 					cur = nil
 					if m.CommitLSN <= lastLSN {
 						c.m.txs.WithLabelValues("replayed").Inc()
-					} else {
-						if err := c.whileConfirming(ctx, rc, &confirmed, func() error { return c.commit(ctx, t, rels, m) }); err != nil {
+						if len(pending) == 0 {
+							confirmed = max(confirmed, m.TransactionEndLSN)
+						}
+						continue
+					}
+					t.cm = m
+					if len(pending) == 0 {
+						flushAt = time.Now().Add(groupWait)
+					}
+					pending = append(pending, t)
+					changes += len(t.changes)
+					if len(pending) >= groupMaxTxs || changes >= groupMaxChanges {
+						if err := flush(); err != nil {
 							return err
 						}
-						lastLSN = m.CommitLSN
 					}
-					confirmed = max(confirmed, m.TransactionEndLSN)
-					c.m.lastSync.SetToCurrentTime()
 				}
 			}
 		}
@@ -500,41 +557,45 @@ func (c *Connector) whileConfirming(ctx context.Context, rc *pgconn.PgConn, conf
 	}
 }
 
-// commit applies one source transaction to the copy, writes its events to the sink and commits
-// the copy with the positions, in one state transaction: the state never says a transaction was
-// written that the sink does not hold. A sink found behind gets a snapshot first.
-func (c *Connector) commit(ctx context.Context, t *txn, rels map[uint32]*relation, cm *pglogrepl.CommitMessage) error {
+// commit applies committed source transactions to the copy, writes their events to the sink
+// (each transaction's events with its own tx) and commits the copy with the positions, in one
+// state transaction: the state never says a transaction was written that the sink does not hold.
+// A sink found behind gets a snapshot first.
+func (c *Connector) commit(ctx context.Context, group []*txn) error {
 	for attempt := 1; ; attempt++ {
-		var n int
+		var events []replication.Event
+		var written []bool
 		err := c.db.Update(func(btx *bolt.Tx) error {
 			s := stx{btx}
-			touched := newTouched()
-			for _, ch := range t.changes {
-				if err := c.apply(s, ch, rels, touched); err != nil {
-					return err
-				}
-			}
-			events, err := s.events(touched, c.anomaly)
-			if err != nil {
-				return &stateError{err}
-			}
 			seq := s.meta(kSeq)
-			txid := replication.TxID(cm.CommitLSN.String())
-			for i := range events {
-				seq++
-				events[i].Seq, events[i].Tx = seq, txid
+			events, written = nil, nil
+			for _, t := range group {
+				touched := newTouched()
+				for _, ch := range t.changes {
+					if err := c.apply(s, ch.msg, ch.rels, touched); err != nil {
+						return err
+					}
+				}
+				evs, err := s.events(touched, c.anomaly)
+				if err != nil {
+					return &stateError{err}
+				}
+				txid := replication.TxID(t.cm.CommitLSN.String())
+				for i := range evs {
+					seq++
+					evs[i].Seq, evs[i].Tx = seq, txid
+				}
+				events = append(events, evs...)
+				written = append(written, len(evs) > 0)
 			}
-			n = len(events)
-			if n > 0 {
-				c.m.pending.Set(float64(n))
+			if len(events) > 0 {
+				c.m.pending.Set(float64(len(events)))
 				if err := c.cfg.Sink.Write(ctx, events); err != nil {
 					return &sinkError{err}
 				}
-				for _, e := range events {
-					c.m.events.WithLabelValues(e.Op).Inc()
-				}
 			}
-			for k, v := range map[string]uint64{kLSN: uint64(cm.CommitLSN), kEndLSN: uint64(cm.TransactionEndLSN), kSeq: seq} {
+			last := group[len(group)-1].cm
+			for k, v := range map[string]uint64{kLSN: uint64(last.CommitLSN), kEndLSN: uint64(last.TransactionEndLSN), kSeq: seq} {
 				if err := s.setMeta(k, v); err != nil {
 					return &stateError{err}
 				}
@@ -544,10 +605,15 @@ func (c *Connector) commit(ctx context.Context, t *txn, rels map[uint32]*relatio
 		})
 		c.m.pending.Set(0)
 		if err == nil {
-			if n > 0 {
-				c.m.txs.WithLabelValues("written").Inc()
-			} else {
-				c.m.txs.WithLabelValues("unchanged").Inc()
+			for _, e := range events {
+				c.m.events.WithLabelValues(e.Op).Inc()
+			}
+			for _, w := range written {
+				if w {
+					c.m.txs.WithLabelValues("written").Inc()
+				} else {
+					c.m.txs.WithLabelValues("unchanged").Inc()
+				}
 			}
 			return nil
 		}
