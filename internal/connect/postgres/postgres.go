@@ -69,12 +69,11 @@ type Connector struct {
 	m   *connMetrics
 	reg *prometheus.Registry
 
-	mu       sync.Mutex
-	synced   bool   // the first copy reached the sink
-	state    string // what it is doing, for /health/ready
-	lastErr  string
-	runOnce  sync.Once
-	sessions int
+	mu      sync.Mutex
+	synced  bool   // the first copy reached the sink
+	state   string // what it is doing, for /health/ready
+	lastErr string
+	runOnce sync.Once
 }
 
 // New checks cfg and opens the state file.
@@ -157,9 +156,6 @@ func (c *Connector) Run(ctx context.Context) error {
 			c.setState("stopped", err)
 			return err
 		}
-		c.mu.Lock()
-		c.sessions++
-		c.mu.Unlock()
 		if !progressed && attempt == 1 {
 			c.setState("stopped", err)
 			return err
