@@ -36,4 +36,9 @@ func TestSnapshotThenStream(t *testing.T) {
 	waitEqual(t, rep, conn, "after changes")
 	pg.Exec(t, "crm", `TRUNCATE crm_record_followers`)
 	waitEqual(t, rep, conn, "after TRUNCATE")
+	pg.Exec(t, "crm", `TRUNCATE crm_users, crm_opportunities`)
+	waitEqual(t, rep, conn, "after TRUNCATE of the users and opportunities")
+	if m := rep.model(t); len(m.Users) != 0 || len(m.Records) != 3 {
+		t.Fatalf("after TRUNCATE: %d users, %d records; want 0 and the 3 contacts", len(m.Users), len(m.Records))
+	}
 }
