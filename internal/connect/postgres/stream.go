@@ -156,7 +156,7 @@ type change struct {
 // Group commit: committed source transactions that arrive back to back are written together
 // (one state transaction, one sink write, each with its own tx), up to these bounds.
 const (
-	groupWait       = 10 * time.Millisecond
+	groupWait       = 3 * time.Millisecond
 	groupMaxTxs     = 1000
 	groupMaxChanges = 5000
 )
@@ -248,10 +248,10 @@ func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []tabl
 				if err != nil {
 					return err
 				}
-				if err := flush(); err != nil {
-					return err
-				}
-				if cur == nil && pkm.ServerWALEnd > confirmed {
+				// The server sends one whenever it caught up and our position is behind: it does
+				// not end a group (the group's window does), and it moves the position only when
+				// nothing received is unwritten.
+				if cur == nil && len(pending) == 0 && pkm.ServerWALEnd > confirmed {
 					// Idle: everything sent before this point is written; release the WAL.
 					confirmed = pkm.ServerWALEnd
 				}
