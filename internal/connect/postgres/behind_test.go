@@ -1,11 +1,14 @@
 package postgres
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pglogrepl"
 )
 
 // TestSinkBehind: a replica that lost its data (its index is new again) gets a full snapshot
@@ -115,4 +118,33 @@ func TestPostgresRestart(t *testing.T) {
 	conn = pg.Conn(t, "crm")
 	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`, `INSERT INTO crm_record_followers VALUES ('contact','c-1','u-2')`)
 	waitEqual(t, rep, conn, "after the restart")
+}
+
+// TestIdleConfirms: while nothing of the mapped tables changes, the connector confirms the
+// server's latest position, so writes to other tables do not pile up WAL behind the slot.
+func TestIdleConfirms(t *testing.T) {
+	ctx := context.Background()
+	pg := crmDB(t)
+	conn := pg.Conn(t, "crm")
+	pg.Exec(t, "crm", `CREATE TABLE unrelated(x int)`)
+	rep := newReplica(t)
+	run := startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	waitFor(t, "ready", func() bool { ok, _ := run.c.Ready(); return ok })
+	pg.Exec(t, "crm", `INSERT INTO unrelated SELECT generate_series(1, 1000)`)
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	target, _ := pglogrepl.ParseLSN(s)
+	waitFor(t, "the slot confirming past the unrelated writes", func() bool {
+		var c string
+		if err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'crmauthz'").Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		lsn, _ := pglogrepl.ParseLSN(c)
+		return lsn >= target
+	})
+	if rep.ix.AppliedSeq() != 1 {
+		t.Fatalf("applied_seq %d: something was written for an unrelated table", rep.ix.AppliedSeq())
+	}
 }
