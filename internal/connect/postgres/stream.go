@@ -116,7 +116,7 @@ func (c *Connector) session(ctx context.Context) (bool, error) {
 		if exists {
 			// An interrupted first copy: its slot's snapshot is gone with it.
 			c.log.Info("dropping the slot of an interrupted first copy")
-			if err := pglogrepl.DropReplicationSlot(ctx, rc, c.cfg.Slot, pglogrepl.DropReplicationSlotOptions{Wait: true}); err != nil {
+			if err := pglogrepl.DropReplicationSlot(ctx, rc, c.cfg.Slot, pglogrepl.DropReplicationSlotOptions{}); err != nil {
 				return true, fmt.Errorf("dropping the slot %s: %w", c.cfg.Slot, err)
 			}
 		}
