@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 )
@@ -147,4 +148,20 @@ func TestIdleConfirms(t *testing.T) {
 	if rep.ix.AppliedSeq() != 1 {
 		t.Fatalf("applied_seq %d: something was written for an unrelated table", rep.ix.AppliedSeq())
 	}
+}
+
+// TestSinkDown: while the replica does not answer, changes wait (retried, nothing confirmed past
+// them); when it is back, they arrive.
+func TestSinkDown(t *testing.T) {
+	pg := crmDB(t)
+	conn := pg.Conn(t, "crm")
+	pg.Exec(t, "crm", `INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true)`)
+	rep := newReplica(t)
+	startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	waitEqual(t, rep, conn, "before the replica goes down")
+	rep.down()
+	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-1','loc-1','u-1')`, `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`)
+	time.Sleep(300 * time.Millisecond) // some retries meanwhile
+	rep.up(t)
+	waitEqual(t, rep, conn, "after the replica is back")
 }

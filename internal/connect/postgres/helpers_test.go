@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -60,10 +62,12 @@ func crmDB(tb testing.TB) *pgtest.Server {
 
 // replica is one real crmauthz (index, replicator, admin handler) over loopback.
 type replica struct {
-	ix    *index.Index
-	repl  *replication.Replicator
-	url   string
-	token string
+	ix      *index.Index
+	repl    *replication.Replicator
+	url     string
+	token   string
+	hs      *httptest.Server
+	handler http.Handler
 }
 
 func newReplica(tb testing.TB) *replica {
@@ -87,12 +91,27 @@ func newReplica(tb testing.TB) *replica {
 		tb.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.AdminHandler())
-	tb.Cleanup(hs.Close)
+	r := &replica{}
+	tb.Cleanup(func() { r.hs.Close() })
 	p := filepath.Join(tb.TempDir(), "token")
 	if err := os.WriteFile(p, []byte("tok"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	return &replica{ix: ix, repl: repl, url: hs.URL, token: p}
+	*r = replica{ix: ix, repl: repl, url: hs.URL, token: p, hs: hs, handler: srv.AdminHandler()}
+	return r
+}
+
+// down stops the replica's listener (its index stays); up serves it again on the same address.
+func (r *replica) down() { r.hs.Close() }
+
+func (r *replica) up(tb testing.TB) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.hs = &httptest.Server{Listener: ln, Config: &http.Server{Handler: r.handler}}
+	r.hs.Start()
 }
 
 // model reads the replica's index as a reference model.
