@@ -20,8 +20,8 @@ const MaxTxEvents = 100_000
 // sharing a "tx", docs/connectors.md): while the last message belongs to a
 // tx and the stream holds more after it, it reads on, adding the messages of
 // that tx; the first message of another tx comes back as carry, the start of
-// the next batch. A tx at the stream's very end is complete as far as the
-// stream knows (its writer publishes a tx's events back to back).
+// the next batch. A tx at the stream's very end is complete: a connector
+// publishes a tx as one atomic batch (internal/connect/sink).
 func (s *Source) completeTx(it jetstream.MessagesContext, batch []jetstream.Msg) ([]jetstream.Msg, jetstream.Msg, error) {
 	for len(batch) < MaxTxEvents {
 		last := batch[len(batch)-1]
