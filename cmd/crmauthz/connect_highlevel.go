@@ -14,13 +14,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/crmauthz/crmauthz/internal/connect/highlevel"
-	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/server"
 )
 
 // highLevelOptions are the flags of `crmauthz connect highlevel` and its `sync` (docs/highlevel.md).
 type highLevelOptions struct {
-	natsAuthOptions
+	sink                                   sinkOptions
 	apiURL, tokenFile, tokenDir, companyID string
 	locationIDs                            []string
 	publicKeyFile, legacyKeyFile           string
@@ -28,8 +27,6 @@ type highLevelOptions struct {
 	reconcileInterval                      time.Duration
 	maxPending, dailyBudget                int
 	stateDir                               string
-	sinkURL, sinkTokenFile                 string
-	sinkStream, sinkSnapshotBucket         string
 	webhookAddr, adminAddr                 string
 	logLevel                               string
 }
@@ -48,11 +45,7 @@ func (o *highLevelOptions) flags(f *pflag.FlagSet, daemon bool) {
 	f.IntVar(&o.maxPending, "max-pending", d.MaxPending, "refreshes waiting before webhooks get 429")
 	f.IntVar(&o.dailyBudget, "daily-request-budget", d.DailyRequestBudget, "API requests per UTC day per resource (location or company); 0: no limit")
 	f.StringVar(&o.stateDir, "state-dir", "./highlevel-state", "directory of the connector's state (bbolt)")
-	f.StringVar(&o.sinkURL, "sink", "", "where to write: http://HOST:PORT (one crmauthz's replication API) or nats://HOST:PORT (required)")
-	f.StringVar(&o.sinkTokenFile, "sink-token-file", "", "bearer token file for an http sink's replication API")
-	f.StringVar(&o.sinkStream, "sink-stream", sink.DefaultStream, "JetStream stream of a nats sink (created when absent)")
-	f.StringVar(&o.sinkSnapshotBucket, "sink-snapshot-bucket", sink.DefaultSnapshotBucket, "object store bucket of a nats sink's snapshots (sidecars name it with --nats-snapshot-bucket)")
-	addNATSAuthFlags(f, &o.natsAuthOptions)
+	addSinkFlags(f, &o.sink)
 	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8383", "listener of /health/live, /health/ready and /metrics")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if daemon {
@@ -123,12 +116,9 @@ func (o *highLevelOptions) config() (highlevel.Config, error) {
 			return cfg, fmt.Errorf("%s %q: %w", name, addr, err)
 		}
 	}
-	sc := sink.DefaultConfig()
-	sc.URL, sc.TokenFile, sc.Stream, sc.SnapshotBucket = o.sinkURL, o.sinkTokenFile, o.sinkStream, o.sinkSnapshotBucket
-	sc.Auth, sc.Logger, sc.Name = o.auth(), log, "crmauthz "+version+" connect highlevel"
-	snk, err := sink.New(sc)
+	snk, err := o.sink.newSink(log)
 	if err != nil {
-		return cfg, fmt.Errorf("--sink: %w", err)
+		return cfg, err
 	}
 	cfg.Sink = snk
 	return cfg, nil

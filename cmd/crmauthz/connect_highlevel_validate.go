@@ -1,11 +1,8 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"net/url"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -24,7 +21,7 @@ func highLevelRules(o *highLevelOptions) map[string]flagRule {
 		}
 		return ""
 	}
-	return map[string]flagRule{
+	rules := map[string]flagRule{
 		"api-url": func() string {
 			u, err := url.Parse(o.apiURL)
 			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
@@ -71,53 +68,17 @@ func highLevelRules(o *highLevelOptions) map[string]flagRule {
 		"max-pending":             func() string { return intIn(int64(o.maxPending), 1, 10_000_000) },
 		"daily-request-budget":    func() string { return intIn(int64(o.dailyBudget), 0, 100_000_000) },
 		"state-dir":               func() string { return nonBlank(o.stateDir, "a directory") },
-		"sink": func() string {
-			const want = "want http://HOST:PORT (a crmauthz's admin listener) or nats://HOST:PORT (tls://, comma-separated for a cluster)"
-			if strings.HasPrefix(o.sinkURL, "http://") || strings.HasPrefix(o.sinkURL, "https://") {
-				if u, err := url.Parse(o.sinkURL); err != nil || u.Host == "" || u.RawQuery != "" {
-					return want
-				}
-				return ""
-			}
-			if o.sinkURL == "" || natsURLs(o.sinkURL) != "" {
-				return want
-			}
-			return ""
-		},
-		"sink-token-file": func() string { return blankOrPath(o.sinkTokenFile) },
-		"sink-stream":     func() string { return matches(o.sinkStream, natsName, "a stream name (letters, digits, - and _)") },
-		"sink-snapshot-bucket": func() string {
-			return matches(o.sinkSnapshotBucket, natsName, "a bucket name (letters, digits, - and _)")
-		},
-		"nats-creds":         func() string { return blankOrPath(o.creds) },
-		"nats-user":          none,
-		"nats-password-file": func() string { return pairedPath(o.passwordFile, o.user, "--nats-user") },
-		"nats-token-file":    func() string { return blankOrPath(o.natsAuthOptions.tokenFile) },
-		"nats-tls-ca":        func() string { return blankOrPath(o.tlsCA) },
-		"nats-tls-cert":      func() string { return pairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
-		"nats-tls-key":       func() string { return pairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
-		"webhook-addr":       func() string { return listenAddr(o.webhookAddr, false) },
-		"admin-addr":         func() string { return listenAddr(o.adminAddr, false) },
-		"log-level":          func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },
+		"webhook-addr":            func() string { return listenAddr(o.webhookAddr, false) },
+		"admin-addr":              func() string { return listenAddr(o.adminAddr, false) },
+		"log-level":               func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },
 	}
+	for name, rule := range sinkRules(&o.sink) {
+		rules[name] = rule
+	}
+	return rules
 }
 
-// validateHighLevel checks every flag before anything starts: exit 2, each problem naming the
-// flag, its environment twin and what is wanted.
+// validateHighLevel checks every flag before anything starts (validateFlags).
 func validateHighLevel(fs *pflag.FlagSet, o *highLevelOptions) error {
-	rules := highLevelRules(o)
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		rule, ok := rules[f.Name]
-		if !ok {
-			return // help; TestHighLevelFlagRulesCoverEveryFlag keeps this to help
-		}
-		if want := rule(); want != "" {
-			errs = append(errs, fmt.Errorf("--%s=%s (or %s): %s", f.Name, shownValue(f), envName(f.Name), want))
-		}
-	})
-	if len(errs) > 0 {
-		return usageError(errors.Join(errs...))
-	}
-	return nil
+	return validateFlags(fs, highLevelRules(o))
 }

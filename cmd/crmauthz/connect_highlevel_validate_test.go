@@ -42,6 +42,7 @@ var badHighLevelFlags = []struct{ flag, value, want string }{
 	{"sink", "http://", "want http://HOST:PORT"},
 	{"sink-token-file", " ", "want a path"},
 	{"sink-stream", "a.b", "a stream name"},
+	{"sink-subject", "a b", "subject"},
 	{"sink-snapshot-bucket", "", "a bucket name"},
 	{"nats-creds", " ", "want a path"},
 	{"nats-password-file", "pw", "want it with --nats-user"},

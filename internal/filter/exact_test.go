@@ -42,9 +42,9 @@ func openSQLite(tb testing.TB) *sql.DB {
 	return db
 }
 
-func openPostgres(tb testing.TB, srv *pgtest.Server) *sql.DB {
+func openPostgres(tb testing.TB, srv *pgtest.Server, dbName string) *sql.DB {
 	tb.Helper()
-	db, err := sql.Open("pgx", srv.DSN)
+	db, err := sql.Open("pgx", srv.DSN("postgres", dbName))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -242,8 +242,8 @@ func TestExactness(t *testing.T) {
 	}
 	lite := openSQLite(t)
 	loadDB(t, lite, def, question, m)
-	srv := pgtest.Start(t)
-	pg := openPostgres(t, srv)
+	srv := pgtest.Start(t, pgtest.Options{})
+	pg := openPostgres(t, srv, "postgres")
 	loadDB(t, pg, def, dollar, m)
 	dbs := []database{{"sqlite", filter.SQLite, lite, question}, {"postgresql", filter.PostgreSQL, pg, dollar}}
 
@@ -257,9 +257,7 @@ func TestExactness(t *testing.T) {
 	if _, err := pg.Exec(`CREATE DATABASE small`); err != nil {
 		t.Fatal(err)
 	}
-	srvSmall := *srv
-	srvSmall.DSN = strings.Replace(srv.DSN, "/postgres?", "/small?", 1)
-	smallPG := openPostgres(t, &srvSmall)
+	smallPG := openPostgres(t, srv, "small")
 	loadDB(t, smallPG, def, dollar, small)
 	smallDBs := []database{{"sqlite", filter.SQLite, smallLite, question}, {"postgresql", filter.PostgreSQL, smallPG, dollar}}
 	t.Run("renamed schema", func(t *testing.T) {

@@ -47,8 +47,8 @@ func TestPostgresQueryTime1M(t *testing.T) {
 	}
 	ctx := context.Background()
 	w := dataset.New(dataset.Config{})
-	srv := pgtest.Start(t)
-	conn, err := pgx.Connect(ctx, srv.DSN)
+	srv := pgtest.Start(t, pgtest.Options{})
+	conn, err := pgx.Connect(ctx, srv.DSN("postgres", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,58 +1,81 @@
-// Package pgtest runs a throwaway PostgreSQL server for tests: initdb and
-// pg_ctl of the installed PostgreSQL (PGBIN, default the newest /usr/lib/postgresql/*/bin)
-// in a temporary directory, on a free loopback port, stopped and removed by
-// the test's cleanup. When the test runs as root, the server runs as the
-// unprivileged user postgres (initdb refuses root). A machine without
-// PostgreSQL skips the test.
+// Package pgtest runs a real PostgreSQL 15 server for tests: initdb and pg_ctl in a temporary
+// directory, listening on a free loopback port, with wal_level=logical (the PostgreSQL connector's
+// tests, docs/postgres.md). initdb refuses to run as root, so as root the server runs as the
+// "postgres" user (runuser). Only tests import it. PGTEST_LOG=1 keeps the server's log on failure
+// in the test output.
 package pgtest
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
+
+// BinDir is where Debian's postgresql-15 package puts the server's programs.
+const BinDir = "/usr/lib/postgresql/15/bin"
+
+// Options configure Start.
+type Options struct {
+	// WALLevel is wal_level; default "logical".
+	WALLevel string
+}
 
 // Server is a running PostgreSQL.
 type Server struct {
-	// DSN connects as the superuser "postgres" to the database "postgres",
-	// without a password (trust on loopback).
-	DSN  string
 	Port int
-	Dir  string
+	dir  string // data directory (and socket directory) parent
+	opts Options
+	tb   testing.TB
 }
 
-// Start starts a server for tb and stops it in tb's cleanup.
-func Start(tb testing.TB) *Server {
+// Available reports whether PostgreSQL's programs are installed. Start fails the test without
+// them (.ci/run installs Debian's postgresql package): a test that needs PostgreSQL never passes
+// by skipping.
+func Available() bool {
+	_, err := os.Stat(filepath.Join(BinDir, "pg_ctl"))
+	return err == nil
+}
+
+// Start runs a fresh server; it stops with the test.
+func Start(tb testing.TB, o Options) *Server {
 	tb.Helper()
-	bin := os.Getenv("PGBIN")
-	if bin == "" {
-		bin = "/usr/lib/postgresql/15/bin"
-		// Debian's packages: the newest installed major version.
-		if dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb"); len(dirs) > 0 {
-			slices.SortFunc(dirs, func(a, b string) int { return majorOf(a) - majorOf(b) })
-			bin = filepath.Dir(dirs[len(dirs)-1])
-		}
+	if !Available() {
+		tb.Fatal("PostgreSQL 15 is not installed in " + BinDir + ": apt-get install postgresql (as .ci/run does)")
 	}
-	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
-		tb.Skipf("pgtest: no PostgreSQL at %s (set PGBIN): %v", bin, err)
+	if o.WALLevel == "" {
+		o.WALLevel = "logical"
 	}
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	asPostgres := os.Geteuid() == 0
-	if asPostgres {
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{dir: dir, opts: o, tb: tb}
+	tb.Cleanup(func() {
+		s.pgctl("stop", "-m", "immediate")
+		if tb.Failed() && os.Getenv("PGTEST_LOG") != "" {
+			if b, err := os.ReadFile(filepath.Join(dir, "log")); err == nil {
+				tb.Logf("PostgreSQL's log:\n%s", b)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			tb.Skipf("pgtest: running as root and there is no user postgres: %v", err)
+			tb.Fatalf("running as root needs a postgres user for initdb: %v", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
@@ -60,57 +83,88 @@ func Start(tb testing.TB) *Server {
 			tb.Fatal(err)
 		}
 	}
-	run := func(name string, args ...string) {
-		tb.Helper()
-		path := filepath.Join(bin, name)
-		var cmd *exec.Cmd
-		if asPostgres {
-			cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-		} else {
-			cmd = exec.Command(path, args...)
-		}
-		cmd.Dir = dir
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			tb.Fatalf("pgtest: %s %v: %v\n%s", name, args, err, out.String())
-		}
+	if out, err := s.run(filepath.Join(BinDir, "initdb"), "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
+		tb.Fatalf("initdb: %v\n%s", err, out)
 	}
-	data := filepath.Join(dir, "data")
-	run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale", "C", "--no-sync")
-	port := freePort(tb)
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB -c max_connections=20", port, dir)
-	run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start")
-	tb.Cleanup(func() {
-		path := filepath.Join(bin, "pg_ctl")
-		args := []string{"-D", data, "-m", "immediate", "-w", "stop"}
-		var cmd *exec.Cmd
-		if asPostgres {
-			cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-		} else {
-			cmd = exec.Command(path, args...)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			tb.Logf("pgtest: pg_ctl stop: %v\n%s", err, out)
-		}
-	})
-	return &Server{DSN: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), Port: port, Dir: dir}
+	s.Port = freePort(tb)
+	s.Start()
+	return s
 }
 
-// majorOf reads the major version of /usr/lib/postgresql/<major>/bin/initdb.
-func majorOf(initdb string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(initdb))))
-	return n
+func (s *Server) data() string { return filepath.Join(s.dir, "data") }
+
+// run runs a program, as the postgres user when this process is root.
+func (s *Server) run(prog string, args ...string) ([]byte, error) {
+	var cmd *exec.Cmd
+	if os.Geteuid() == 0 {
+		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", prog}, args...)...)
+	} else {
+		cmd = exec.Command(prog, args...)
+	}
+	return cmd.CombinedOutput()
 }
 
-// freePort finds a free TCP port on 127.0.0.1. Another process may take it
-// before the server binds; pg_ctl then fails and the test says so.
-func freePort(tb testing.TB) int {
+func (s *Server) pgctl(args ...string) ([]byte, error) {
+	return s.run(filepath.Join(BinDir, "pg_ctl"), append([]string{"-D", s.data(), "-w", "-t", "60"}, args...)...)
+}
+
+// Start starts the server (again, after Stop) on the same port and data.
+func (s *Server) Start() {
+	s.tb.Helper()
+	opts := strings.Join([]string{
+		"-c listen_addresses=127.0.0.1", "-c port=" + strconv.Itoa(s.Port), "-c unix_socket_directories=" + s.dir,
+		"-c wal_level=" + s.opts.WALLevel, "-c max_replication_slots=10", "-c max_wal_senders=10",
+		"-c fsync=off", "-c full_page_writes=off", "-c shared_buffers=16MB", "-c max_connections=40",
+	}, " ")
+	if out, err := s.pgctl("start", "-l", filepath.Join(s.dir, "log"), "-o", opts); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
+		s.tb.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
+	}
+}
+
+// Stop stops the server (fast shutdown).
+func (s *Server) Stop() {
+	s.tb.Helper()
+	if out, err := s.pgctl("stop", "-m", "fast"); err != nil {
+		s.tb.Fatalf("pg_ctl stop: %v\n%s", err, out)
+	}
+}
+
+// DSN is a connection string to database db as user.
+func (s *Server) DSN(user, db string) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, s.Port, db)
+}
+
+// Conn connects as the superuser to db; closed with the test.
+func (s *Server) Conn(tb testing.TB, db string) *pgx.Conn {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.DSN("postgres", db))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	tb.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// Exec runs SQL statements as the superuser on db.
+func (s *Server) Exec(tb testing.TB, db string, sql ...string) {
+	tb.Helper()
+	c := s.Conn(tb, db)
+	for _, q := range sql {
+		if _, err := c.Exec(context.Background(), q); err != nil {
+			tb.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

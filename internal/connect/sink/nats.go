@@ -3,10 +3,13 @@ package sink
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +31,8 @@ type natsSink struct {
 	mu sync.Mutex
 	nc *nats.Conn
 	js jetstream.JetStream
+	// noAtomic: the stream does not take atomic batches (an old server, or no right to update it).
+	noAtomic bool
 }
 
 func newNATS(cfg Config) (*natsSink, error) {
@@ -80,6 +85,8 @@ func (s *natsSink) stream(ctx context.Context) (jetstream.JetStream, jetstream.S
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
 			MaxMsgs:     -1,
+			// A source transaction's events are stored all together or not at all.
+			AllowAtomicPublish: true,
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			st, err = js.Stream(tctx, s.cfg.Stream)
@@ -88,21 +95,37 @@ func (s *natsSink) stream(ctx context.Context) (jetstream.JetStream, jetstream.S
 	if err != nil {
 		return nil, nil, fmt.Errorf("the stream %q on %s: %w", s.cfg.Stream, s.url, err)
 	}
+	if info := st.CachedInfo(); info != nil && !info.Config.AllowAtomicPublish && !s.noAtomic {
+		cfg := info.Config
+		cfg.AllowAtomicPublish = true
+		if up, err := js.UpdateStream(tctx, cfg); err != nil {
+			s.noAtomic = true
+			s.cfg.Logger.Warn("sink: the stream does not allow atomic batch publishing and could not be updated: "+
+				"a transaction's events are published one by one", "stream", s.cfg.Stream, "err", err)
+		} else {
+			st = up
+		}
+	}
 	return js, st, nil
 }
 
 func (s *natsSink) head(ctx context.Context) (jetstream.JetStream, jetstream.Stream, uint64, error) {
+	js, st, state, err := s.state(ctx)
+	return js, st, state.LastSeq, err
+}
+
+func (s *natsSink) state(ctx context.Context) (jetstream.JetStream, jetstream.Stream, jetstream.StreamState, error) {
 	js, st, err := s.stream(ctx)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, jetstream.StreamState{}, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	info, err := st.Info(tctx)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("reading the stream %q: %w", s.cfg.Stream, err)
+		return nil, nil, jetstream.StreamState{}, fmt.Errorf("reading the stream %q: %w", s.cfg.Stream, err)
 	}
-	return js, st, info.State.LastSeq, nil
+	return js, st, info.State, nil
 }
 
 func (s *natsSink) Head(ctx context.Context) (uint64, error) {
@@ -139,13 +162,24 @@ func (s *natsSink) Write(ctx context.Context, events []replication.Event) error 
 				"the stream %s ends at seq %d; the events start at %d", s.cfg.Stream, head, first)}
 		}
 		app := natssource.NewAppender(js, s.cfg.Stream, s.cfg.Subject)
-		for i := range events {
-			b, err := json.Marshal(&events[i])
-			if err != nil {
-				return true, err
+		for _, g := range txGroups(events) {
+			if len(g) > 1 && len(g) <= MaxAtomicBatch && !s.noAtomic {
+				if err := app.Settle(ctx); err != nil {
+					return false, err
+				}
+				if err := s.publishBatch(ctx, g); err != nil {
+					return false, err
+				}
+				continue
 			}
-			if err := app.Send(ctx, b, events[i].Seq, fmt.Sprintf("event seq %d", events[i].Seq)); err != nil {
-				return false, errors.Join(err, app.Settle(ctx))
+			for i := range g {
+				b, err := json.Marshal(&g[i])
+				if err != nil {
+					return true, err
+				}
+				if err := app.Send(ctx, b, g[i].Seq, fmt.Sprintf("event seq %d", g[i].Seq)); err != nil {
+					return false, errors.Join(err, app.Settle(ctx))
+				}
 			}
 		}
 		// On an error (a wrong last sequence included) the next attempt reads the head again.
@@ -153,23 +187,33 @@ func (s *natsSink) Write(ctx context.Context, events []replication.Event) error 
 	})
 }
 
-// Snapshot stores the snapshot as the object SnapshotName of SnapshotBucket (metadata
-// crmauthz-seq = seq, as crmauthz snapshot publish), then purges the stream so that its next
-// seq is seq+1: a sidecar at any earlier seq finds the stream past its applied_seq and loads
-// the object (internal/natssource bootstrap).
+// Snapshot purges the stream so that its next seq is seq+1, then stores the snapshot as the object
+// SnapshotName of SnapshotBucket (metadata crmauthz-seq = seq, as crmauthz snapshot publish): a
+// sidecar at any earlier seq finds the stream past its applied_seq and loads the object
+// (internal/natssource bootstrap); one that looks between the purge and the put waits for the
+// object (an older one is not recent enough).
 func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Writer) error) error {
 	return retry(ctx, &s.cfg, "storing a snapshot", func() (bool, error) {
-		js, st, head, err := s.head(ctx)
+		js, st, state, err := s.state(ctx)
 		if err != nil {
 			return false, err
 		}
-		if seq < head || (seq == head && !s.holdsSnapshot(ctx, js, seq)) {
+		purged := state.Msgs == 0 && state.FirstSeq == seq+1 // a retry after the purge
+		if state.LastSeq > seq || (state.LastSeq == seq && !purged) {
 			return true, fmt.Errorf("a snapshot at seq %d: the stream %s is at seq %d already (a snapshot's seq must be past the stream's last seq)",
-				seq, s.cfg.Stream, head)
+				seq, s.cfg.Stream, state.LastSeq)
 		}
 		obs, err := s.bucket(ctx, js)
 		if err != nil {
 			return false, err
+		}
+		if !purged {
+			tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := st.Purge(tctx, jetstream.WithPurgeSequence(seq+1))
+			cancel()
+			if err != nil {
+				return false, fmt.Errorf("purging the stream %s up to seq %d for the snapshot: %w", s.cfg.Stream, seq, err)
+			}
 		}
 		pr, pw := io.Pipe()
 		done := make(chan error, 1)
@@ -195,24 +239,70 @@ func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Wri
 		if err != nil {
 			return false, fmt.Errorf("storing the snapshot in the bucket %s: %w", s.cfg.SnapshotBucket, err)
 		}
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := st.Purge(tctx, jetstream.WithPurgeSequence(seq+1)); err != nil {
-			return false, fmt.Errorf("purging the stream %s up to seq %d after the snapshot: %w", s.cfg.Stream, seq, err)
-		}
 		return false, nil
 	})
 }
 
-// holdsSnapshot tells whether the bucket's object is the snapshot at seq (a retry of a snapshot
-// whose purge was done).
-func (s *natsSink) holdsSnapshot(ctx context.Context, js jetstream.JetStream, seq uint64) bool {
-	obs, err := s.bucket(ctx, js)
-	if err != nil {
-		return false
+// MaxAtomicBatch is the most events of one transaction published as one atomic batch (the NATS
+// server's default limit); a larger transaction is published message by message.
+const MaxAtomicBatch = 1000
+
+// publishBatch publishes the events of one transaction as a JetStream atomic batch: the stream
+// stores them all, at consecutive seqs from the first event's, or none.
+func (s *natsSink) publishBatch(ctx context.Context, g []replication.Event) error {
+	s.mu.Lock()
+	nc := s.nc
+	s.mu.Unlock()
+	id := make([]byte, 12)
+	if _, err := rand.Read(id); err != nil {
+		return err
 	}
-	info, err := obs.GetInfo(ctx, s.cfg.SnapshotName)
-	return err == nil && info.Metadata[natssource.SeqMetadata] == fmt.Sprint(seq)
+	batch := hex.EncodeToString(id)
+	for i := range g {
+		b, err := json.Marshal(&g[i])
+		if err != nil {
+			return err
+		}
+		msg := nats.NewMsg(s.cfg.Subject)
+		msg.Data = b
+		msg.Header.Set("Nats-Batch-Id", batch)
+		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		if i == 0 {
+			msg.Header.Set(jetstream.ExpectedStreamHeader, s.cfg.Stream)
+			msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(g[0].Seq-1, 10))
+		}
+		if i < len(g)-1 {
+			if err := nc.PublishMsg(msg); err != nil {
+				return fmt.Errorf("publishing event seq %d: %w", g[i].Seq, err)
+			}
+			continue
+		}
+		msg.Header.Set("Nats-Batch-Commit", "1")
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		reply, err := nc.RequestMsgWithContext(rctx, msg)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("committing the batch of events seq %d to %d: %w", g[0].Seq, g[i].Seq, err)
+		}
+		var ack struct {
+			Seq   uint64 `json:"seq"`
+			Count int    `json:"count"`
+			Error *struct {
+				Code    int    `json:"err_code"`
+				Message string `json:"description"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(reply.Data, &ack); err != nil {
+			return fmt.Errorf("committing the batch of events seq %d to %d: the reply: %w", g[0].Seq, g[i].Seq, err)
+		}
+		if ack.Error != nil {
+			return fmt.Errorf("the batch of events seq %d to %d was refused: %s (%d)", g[0].Seq, g[i].Seq, ack.Error.Message, ack.Error.Code)
+		}
+		if ack.Seq != g[i].Seq || ack.Count != len(g) {
+			return fmt.Errorf("the batch of events seq %d to %d was stored as %d events ending at seq %d", g[0].Seq, g[i].Seq, ack.Count, ack.Seq)
+		}
+	}
+	return nil
 }
 
 func (s *natsSink) bucket(ctx context.Context, js jetstream.JetStream) (jetstream.ObjectStore, error) {

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natssource"
@@ -311,4 +314,72 @@ func TestNATSSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "seq 11 on the late sidecar", func() bool { return late.AppliedSeq() == 11 && hasUser(t, late, "u-11") })
+
+	// A snapshot interrupted after its purge (the stream at 20, empty): the retry completes it.
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSequence(21)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(ctx, 20, snapshotOf("u-20")); err != nil {
+		t.Fatalf("the retry of a purged snapshot: %v", err)
+	}
+	waitFor(t, "the snapshot at 20", func() bool { return late.AppliedSeq() == 20 && hasUser(t, late, "u-20") })
+}
+
+// TestNATSSinkAtomicTx: a transaction's events are published as one atomic batch: a stream
+// created without atomic publishing is updated to allow it, and the messages land at their seqs.
+func TestNATSSinkAtomicTx(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t, natstest.Options{})
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OLD", Subjects: []string{"old.events"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{URL: srv.URL(), Stream: "OLD", Subject: "old.events", Logger: quiet, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	evs := []replication.Event{userEv(1, "u-1", ""), userEv(2, "u-2", "t"), userEv(3, "u-3", "t"), userEv(4, "u-4", "t"), userEv(5, "u-5", "")}
+	if err := s.Write(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "OLD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Config.AllowAtomicPublish || info.State.LastSeq != 5 {
+		t.Fatalf("stream: atomic %v, last seq %d; want true, 5", info.Config.AllowAtomicPublish, info.State.LastSeq)
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := replication.DecodeEvent(m.Data, seq)
+		if err != nil || *ev.User.ID != fmt.Sprintf("u-%d", seq) {
+			t.Fatalf("seq %d: %s (%v)", seq, m.Data, err)
+		}
+		if batched := m.Header.Get("Nats-Batch-Id") != ""; batched != (seq >= 2 && seq <= 4) {
+			t.Errorf("seq %d batched %v", seq, batched)
+		}
+	}
 }

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/connect/postgres"
+	"github.com/crmauthz/crmauthz/internal/connect/sink"
+	"github.com/crmauthz/crmauthz/internal/mapping"
+)
+
+// newConnectCmd is the parent of the connectors (docs/connectors.md); each registers here.
+func newConnectCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "connect",
+		Short: "Feed crmauthz from a system of record (a connector writes replication events to one sink)",
+	}
+	cmd.AddCommand(newConnectHighLevelCmd(), newConnectPostgresCmd())
+	return cmd
+}
+
+// sinkOptions are the flags every connector shares (docs/connectors.md "Sink").
+type sinkOptions struct {
+	natsAuthOptions
+	url, tokenFile, stream, subject, bucket string
+}
+
+func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
+	f.StringVar(&o.url, "sink", "", "where the events go: http://HOST:PORT (one crmauthz's --admin-addr) or nats://HOST:PORT (a JetStream stream the fleet reads; tls:// too)")
+	f.StringVar(&o.tokenFile, "sink-token-file", "", "HTTP sink: file holding the replica's replication token (sent as Authorization: Bearer)")
+	f.StringVar(&o.stream, "sink-stream", sink.DefaultStream, "NATS sink: the JetStream stream (created when absent)")
+	f.StringVar(&o.subject, "sink-subject", sink.DefaultSubject, "NATS sink: the subject of the events (sidecars' --nats-subject)")
+	f.StringVar(&o.bucket, "sink-snapshot-bucket", sink.DefaultSnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
+	addNATSAuthFlags(f, &o.natsAuthOptions)
+}
+
+func (o sinkOptions) newSink(log *slog.Logger) (sink.Sink, error) {
+	if o.url == "" {
+		return nil, errors.New("--sink is required: http://HOST:PORT or nats://HOST:PORT")
+	}
+	cfg := sink.DefaultConfig()
+	cfg.URL, cfg.TokenFile, cfg.Stream, cfg.Subject, cfg.SnapshotBucket = o.url, o.tokenFile, o.stream, o.subject, o.bucket
+	cfg.Auth, cfg.Logger, cfg.Name = o.auth(), log, "crmauthz "+version+" connector"
+	s, err := sink.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--sink: %w", err)
+	}
+	return s, nil
+}
+
+// serveConnectorAdmin serves h on addr (health and metrics) until ctx ends.
+func serveConnectorAdmin(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--admin-addr: %w", err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("the admin listener failed", "err", err)
+		}
+	}()
+	log.Info("admin listener", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}, nil
+}
+
+type connectPostgresOptions struct {
+	sink                                sinkOptions
+	dsn, mappingFile, slot, publication string
+	stateDir, adminAddr, logLevel       string
+}
+
+func newConnectPostgresCmd() *cobra.Command {
+	var o connectPostgresOptions
+	cmd := &cobra.Command{
+		Use:   "postgres --dsn postgres://… --sink URL --state-dir DIR",
+		Short: "Follow a CRM's own PostgreSQL database by logical replication (docs/postgres.md)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := validateFlags(cmd.Flags(), postgresRules(&o)); err != nil {
+				return err
+			}
+			return runConnectPostgres(cmd.Context(), o)
+		},
+	}
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func (o *connectPostgresOptions) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.dsn, "dsn", "", "the database: postgres://USER@HOST:PORT/DB (a role with REPLICATION and SELECT on the mapped tables; the password from PGPASSWORD or ~/.pgpass)")
+	f.StringVar(&o.mappingFile, "mapping", "", "YAML file mapping the tables and columns (default: the default schema)")
+	f.StringVar(&o.slot, "slot", "crmauthz", "the logical replication slot (per cluster)")
+	f.StringVar(&o.publication, "publication", "crmauthz", "the publication (created for the mapped tables when absent)")
+	f.StringVar(&o.stateDir, "state-dir", "", "directory of the connector's state file (its copy of the facts and positions)")
+	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8384", "listen address of /health/live, /health/ready and /metrics")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	addSinkFlags(f, &o.sink)
+}
+
+func runConnectPostgres(ctx context.Context, o connectPostgresOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	m, err := mapping.Load(o.mappingFile)
+	if err != nil {
+		return fmt.Errorf("--mapping: %w", err)
+	}
+	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	sk, err := o.sink.newSink(log)
+	if err != nil {
+		return err
+	}
+	defer sk.Close()
+	c, err := postgres.New(postgres.Config{DSN: o.dsn, Mapping: m, Slot: o.slot, Publication: o.publication,
+		Sink: sk, StateDir: o.stateDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop, err := serveConnectorAdmin(ctx, o.adminAddr, c.Handler(), log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return c.Run(ctx)
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/pflag"
+)
+
+// sinkRules are the rules of the sink flags every connector shares (docs/connectors.md "Sink"),
+// in the style of serve's (validate.go).
+func sinkRules(o *sinkOptions) map[string]flagRule {
+	none := func() string { return "" }
+	return map[string]flagRule{
+		"sink": func() string {
+			const want = "want http://HOST:PORT (a crmauthz's admin listener) or nats://HOST:PORT (tls://, comma-separated for a cluster)"
+			if strings.HasPrefix(o.url, "http://") || strings.HasPrefix(o.url, "https://") {
+				if u, err := url.Parse(o.url); err != nil || u.Host == "" || u.RawQuery != "" {
+					return want
+				}
+				return ""
+			}
+			if o.url == "" || natsURLs(o.url) != "" {
+				return want
+			}
+			return ""
+		},
+		"sink-token-file": func() string { return blankOrPath(o.tokenFile) },
+		"sink-stream":     func() string { return matches(o.stream, natsName, "a stream name (letters, digits, - and _)") },
+		"sink-subject":    func() string { return natsSubject(o.subject) },
+		"sink-snapshot-bucket": func() string {
+			return matches(o.bucket, natsName, "a bucket name (letters, digits, - and _)")
+		},
+		"nats-creds":         func() string { return blankOrPath(o.creds) },
+		"nats-user":          none,
+		"nats-password-file": func() string { return pairedPath(o.passwordFile, o.user, "--nats-user") },
+		"nats-token-file":    func() string { return blankOrPath(o.natsAuthOptions.tokenFile) },
+		"nats-tls-ca":        func() string { return blankOrPath(o.tlsCA) },
+		"nats-tls-cert":      func() string { return pairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
+		"nats-tls-key":       func() string { return pairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
+	}
+}
+
+// pgName is a slot or publication name as PostgreSQL accepts it unquoted (docs/postgres.md).
+var pgName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// postgresRules is the rule of every flag of `connect postgres` (docs/postgres.md).
+func postgresRules(o *connectPostgresOptions) map[string]flagRule {
+	rules := map[string]flagRule{
+		"dsn": func() string {
+			if _, err := pgx.ParseConfig(o.dsn); err != nil || !strings.HasPrefix(o.dsn, "postgres") {
+				return "want a PostgreSQL URL, postgres://USER@HOST:PORT/DB"
+			}
+			return ""
+		},
+		"mapping": func() string { return mappingFile(o.mappingFile) },
+		"slot": func() string {
+			return matches(o.slot, pgName, "a slot name (lower-case letters, digits and _, at most 63)")
+		},
+		"publication": func() string {
+			return matches(o.publication, pgName, "a publication name (lower-case letters, digits and _, at most 63)")
+		},
+		"state-dir":  func() string { return nonBlank(o.stateDir, "a directory") },
+		"admin-addr": func() string { return listenAddr(o.adminAddr, false) },
+		"log-level":  func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },
+	}
+	for name, rule := range sinkRules(&o.sink) {
+		rules[name] = rule
+	}
+	return rules
+}
+
+// validateFlags checks every flag of fs with its rule before anything starts: exit 2, each problem
+// naming the flag, its environment twin and what is wanted.
+func validateFlags(fs *pflag.FlagSet, rules map[string]flagRule) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		rule, ok := rules[f.Name]
+		if !ok {
+			return // help; the tests keep every other flag ruled
+		}
+		if want := rule(); want != "" {
+			errs = append(errs, fmt.Errorf("--%s=%s (or %s): %s", f.Name, shownValue(f), envName(f.Name), want))
+		}
+	})
+	if len(errs) > 0 {
+		return usageError(errors.Join(errs...))
+	}
+	return nil
+}
