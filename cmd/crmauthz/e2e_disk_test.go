@@ -68,7 +68,7 @@ func bigBatch(first, n int) string {
 }
 
 // TestDiskFull fills the data directory's file system: replication answers
-// 507 with SPEC's error body and applies nothing, a snapshot is refused and
+// 507 with the error body of docs/reference.md §2.6 and applies nothing, a snapshot is refused and
 // the old index stays, decisions go on from the last committed index, the
 // process lives on, and replication works again once space returns.
 func TestDiskFull(t *testing.T) {

@@ -102,7 +102,7 @@ func natsReady(tb testing.TB, p *proc) (int, string) {
 	return code, msg
 }
 
-// TestE2ENATSFleet is the fleet of SPEC's issue 8 on one machine: a real
+// TestE2ENATSFleet is the fleet of issue 8 on one machine: a real
 // NATS server with JetStream (in this process), three crmauthz binaries
 // reading one stream while 100,000 events are published with `crmauthz
 // publish`; one is SIGKILLed mid-stream and restarted. All converge on the

@@ -86,7 +86,7 @@ func TestE2EGoldenDecisions(t *testing.T) {
 		})
 	}
 
-	// Every reason of SPEC §1 appears among the golden cases.
+	// Every reason of docs/reference.md §1 appears among the golden cases.
 	seen := map[string]bool{}
 	for _, c := range f.Cases {
 		seen[c.Reason] = true

@@ -111,7 +111,7 @@ func (w World) RecordAt(i int) Record {
 	return r
 }
 
-// AppendJSON appends the record as the JSON object of SPEC's record.
+// AppendJSON appends the record as the JSON object of the record of docs/reference.md §1.1.
 func (r Record) AppendJSON(b []byte) []byte {
 	b = append(b, `{"type":`...)
 	b = strconv.AppendQuote(b, r.Type)

@@ -10,7 +10,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 )
 
-// model is the shared reference model (internal/refmodel, SPEC §2 over plain maps, written
+// model is the shared reference model (internal/refmodel, docs/reference.md §2.3 over plain maps, written
 // independently of the index code) at an applied_seq, under the index's own rules: the ids the
 // index refuses and its sentinel errors.
 type model struct {

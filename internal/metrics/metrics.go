@@ -1,6 +1,6 @@
 // Package metrics holds crmauthz's Prometheus registry and collectors.
 //
-// Every metric of SPEC §2 "Health and metrics" is created here, on a registry of
+// Every metric of docs/reference.md §2.7 is created here, on a registry of
 // its own (never the global default), together with the Go and process collectors.
 // The rest of the program sees only the methods of *Metrics.
 package metrics

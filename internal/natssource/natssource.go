@@ -4,7 +4,7 @@
 // Each sidecar reads the stream with its own ordered consumer (ephemeral,
 // in-memory on the server, no acks), starting at applied_seq+1. The stream
 // sequence of a message IS its replication seq: a message holds one event,
-// the JSON of one element of SPEC's "events" array, whose own "seq" may be
+// the JSON of one element of the "events" array, whose own "seq" may be
 // left out (the stream sequence is used) and, when present, must equal the
 // stream sequence. Events are decoded and applied by internal/replication
 // (DecodeEvent, Apply, LoadSnapshot): exactly what the HTTP API accepts, with

@@ -35,7 +35,7 @@ func TestDecideGolden(t *testing.T) {
 			}
 		})
 	}
-	// every reason of SPEC §1 is covered by the golden cases
+	// every reason of docs/reference.md §1 is covered by the golden cases
 	for _, r := range []string{"unknown_action", "unknown_subject", "record_not_found", "cross_location",
 		"module_disabled", "unknown_target", "target_cross_location", "follower_limit_reached", "admin",
 		"unrestricted", "owner", "follower", "follower_unfollow", "followers_cannot_change_owner",

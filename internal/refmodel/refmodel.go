@@ -1,4 +1,4 @@
-// Package refmodel is the reference model of the index that the project's tests share: SPEC §2's
+// Package refmodel is the reference model of the index that the project's tests share: docs/reference.md §2.3
 // replication semantics applied to plain maps, written independently of internal/index and
 // internal/replication, so that one model is the oracle for every layer that holds the facts (the
 // index's write API, the list endpoint, the real binary after a crash, a fleet fed over NATS), the
@@ -9,7 +9,7 @@
 //
 // A Model holds what the index holds: users by id and records by type and id, followers in the
 // order the index keeps them (a record.upsert's order, duplicates and the owner dropped; a
-// follower.add at the end). Apply takes one event of the replication log; an event that SPEC calls
+// follower.add at the end). Apply takes one event of the replication log; an event that docs/reference.md calls
 // invalid is an error and changes nothing.
 package refmodel
 
@@ -24,7 +24,7 @@ import (
 	"strings"
 )
 
-// The ops of the replication log (SPEC §2).
+// The ops of the replication log (docs/reference.md §2.3).
 const (
 	OpUserUpsert     = "user.upsert"
 	OpUserDelete     = "user.delete"
@@ -35,13 +35,13 @@ const (
 	OpOwnerSet       = "owner.set"
 )
 
-// The record types of SPEC §1.
+// The record types of docs/reference.md §1.
 const (
 	TypeContact     = "contact"
 	TypeOpportunity = "opportunity"
 )
 
-// DefaultMaxFollowers is SPEC's maximum number of followers of a record besides its owner.
+// DefaultMaxFollowers is the maximum number of followers of a record besides its owner (docs/reference.md §1.1).
 const DefaultMaxFollowers = 10
 
 // Error is the kind of an error of Apply; test it with errors.Is.
@@ -59,7 +59,7 @@ const (
 	ErrTooManyFollowers = Error("too many followers")
 )
 
-// User is a user as the index stores it: SPEC's fields and JSON names, defaults filled in. Its
+// User is a user as the index stores it: the fields of docs/reference.md §1.1 and JSON names, defaults filled in. Its
 // fields are those of index.User, in the same order, so that either converts to the other.
 type User struct {
 	ID                   string   `json:"id"`
@@ -93,7 +93,7 @@ func (k Key) compare(o Key) int {
 	return strings.Compare(k.ID, o.ID)
 }
 
-// Event is one entry of the replication log, in SPEC's wire shape: json.Marshal of an Event is what
+// Event is one entry of the replication log, in the wire shape of docs/reference.md §2.3: json.Marshal of an Event is what
 // POST /v1/replication/events and the NATS stream take.
 type Event struct {
 	Seq    uint64  `json:"seq"`
@@ -113,7 +113,7 @@ type Model struct {
 	MaxFollowers int
 }
 
-// New returns an empty model with SPEC's maximum of followers.
+// New returns an empty model with the default maximum of followers (docs/reference.md §1.1).
 func New() *Model {
 	return &Model{Users: map[string]User{}, Records: map[Key]Record{}}
 }
@@ -139,7 +139,7 @@ func (m *Model) Clone() *Model {
 	return c
 }
 
-// Apply applies one event with SPEC §2's semantics. An invalid event is an error (ErrInvalid,
+// Apply applies one event with docs/reference.md §2.3 semantics. An invalid event is an error (ErrInvalid,
 // ErrRecordNotFound, ErrTooManyFollowers) and changes nothing. The event's slices are copied.
 func (m *Model) Apply(e Event) error {
 	switch e.Op {
@@ -297,7 +297,7 @@ func (m *Model) SubjectRecords(user, typ, loc string) []string {
 	return ids
 }
 
-// Snapshot renders the model as SPEC's snapshot NDJSON at seq: the header line, then the users
+// Snapshot renders the model as snapshot NDJSON (docs/reference.md §2.3) at seq: the header line, then the users
 // and the records, sorted.
 func (m *Model) Snapshot(seq uint64) string {
 	var b strings.Builder
@@ -316,7 +316,7 @@ func (m *Model) Snapshot(seq uint64) string {
 }
 
 // Canonical renders the model as sorted lines, a record's followers sorted (their order is not
-// part of SPEC's contract): two models hold the same facts when their Canonical strings are equal.
+// part of the contract of docs/reference.md): two models hold the same facts when their Canonical strings are equal.
 func (m *Model) Canonical() string {
 	lines := make([]string, 0, len(m.Users)+len(m.Records))
 	for _, u := range m.Users {

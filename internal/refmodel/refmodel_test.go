@@ -31,7 +31,7 @@ func modelOf(tb testing.TB, users []User, records ...Record) *Model {
 	return m
 }
 
-// TestApply checks each statement of SPEC §2's replication semantics on the model, and that an
+// TestApply checks each statement of docs/reference.md §2.3 replication semantics on the model, and that an
 // invalid event is an error that changes nothing.
 func TestApply(t *testing.T) {
 	u1, u2 := user("u-1", "loc-1"), user("u-2", "loc-1")

@@ -8,7 +8,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 )
 
-// The ops of the replication log (SPEC §2).
+// The ops of the replication log (docs/reference.md §2.3).
 const (
 	OpUserUpsert     = "user.upsert"
 	OpUserDelete     = "user.delete"
@@ -90,7 +90,7 @@ type RecordDoc struct {
 	ContactID  *string  `json:"contact_id"`
 }
 
-// ToUser checks a UserDoc and returns the index's user with SPEC's defaults.
+// ToUser checks a UserDoc and returns the index's user with the defaults of docs/reference.md §1.1.
 func (d *UserDoc) ToUser() (index.User, error) {
 	if d == nil {
 		return index.User{}, fmt.Errorf("user is missing")

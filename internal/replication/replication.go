@@ -1,5 +1,5 @@
 // Package replication decodes, validates and applies replication event batches
-// and snapshots to the index (SPEC §2 "Replication API").
+// and snapshots to the index (docs/reference.md §2.3).
 //
 // A batch is applied in one index write transaction together with its
 // applied_seq, or not at all. A snapshot is streamed into a new index file and

@@ -30,7 +30,7 @@ func newError(status int, code, format string, args ...any) *apiError {
 }
 
 // toAPIError is the one table that maps every error to an HTTP status and a
-// code of SPEC §2 "Errors". Anything it does not know is a 500: on the
+// code of docs/reference.md §2.6. Anything it does not know is a 500: on the
 // decision listener that is a deny, never an allow.
 func toAPIError(err error) *apiError {
 	var (
@@ -118,7 +118,7 @@ type errorBody struct {
 	Error map[string]any `json:"error"`
 }
 
-// writeError writes SPEC's error body once and stops the handler chain.
+// writeError writes the error body of docs/reference.md §2.6 once and stops the handler chain.
 func (s *Server) writeError(c *gin.Context, err error) {
 	ae := toAPIError(err)
 	if ae.Status >= 500 {

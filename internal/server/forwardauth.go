@@ -97,7 +97,7 @@ func originalHeader(h http.Header, a, b string) (string, error) {
 	return "", fmt.Errorf("neither %s nor %s is set: configure the gateway to send the original request (see docs/gateways.md)", a, b)
 }
 
-// writeGateway writes a gateway answer: 200 with the decision, or SPEC's
+// writeGateway writes a gateway answer: 200 with the decision, or the
 // error body with the deny's status. Both carry X-Authz-Reason and
 // X-Authz-Decision-Id.
 func (s *Server) writeGateway(c *gin.Context, a gatewayAnswer) {

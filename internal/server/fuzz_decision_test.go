@@ -12,7 +12,7 @@ import (
 )
 
 // FuzzDecisionRequest sends arbitrary bodies to POST /v1/decision. Whatever
-// the input: no panic, no 5xx but 503 index_behind (min_seq); an error carries SPEC's error body and no allow;
+// the input: no panic, no 5xx but 503 index_behind (min_seq); an error carries the error body of docs/reference.md §2.6 and no allow;
 // a 200 comes only for a body that is one well-formed JSON object with the
 // required fields and no unknown ones (checked here by an independent strict
 // decode) and carries a boolean allow and a reason.

@@ -16,7 +16,7 @@ import (
 // The fuzz targets' seed corpora are in testdata/fuzz/<name>/ and run with
 // every `go test`; `go test -fuzz FuzzRouteMapping ./internal/server` explores.
 
-// refRoute is SPEC's route table (and the /owner extension) written in Go,
+// refRoute is docs/gateways.md's route table (and the /owner extension) written in Go,
 // independently of routes.rego: the action and record of a request without
 // a body, ok false when it is not a route.
 func refRoute(method string, segs []string) (action, typ, id string, ok bool) {
@@ -76,7 +76,7 @@ func decideRef(tb testing.TB, g *gwServer, in policy.Input) policy.Decision {
 // origURI), as user. Whatever the input: no panic, a 200, 401 or 403 with
 // the reason and decision id headers; never an allow for a missing or
 // ambiguous original request or a non-canonical path; and every allow is
-// the allow of /v1/decision for SPEC's route of that request.
+// the allow of /v1/decision for docs/gateways.md's route of that request.
 func FuzzForwardAuthHeaders(f *testing.F) {
 	f.Add("GET", "/contacts/c-1", "", "", "u-owner")
 	f.Add("DELETE", "/contacts/c-1", "DELETE", "/contacts/c-1", "u-fol")

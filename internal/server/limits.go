@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// overloadedBody is SPEC's error body for a request refused by LimitInFlight.
+// overloadedBody is the error body of docs/reference.md §2.6 for a request refused by LimitInFlight.
 const overloadedBody = `{"error":{"code":"overloaded","message":"too many requests in flight; retry shortly"}}`
 
 // Error bodies of a body that did not arrive (Limit).

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// errorReply is SPEC's error body.
+// errorReply is the error body of docs/reference.md §2.6.
 type errorReply struct {
 	Error struct {
 		Code    string `json:"code"`

@@ -267,7 +267,7 @@ func checkAgainstDecisions(tb testing.TB, ts *testServer, m *refmodel.Model, sub
 	}
 }
 
-// TestSubjectRecordsBadInput: every malformed list request is SPEC's error
+// TestSubjectRecordsBadInput: every malformed list request is the error body of docs/reference.md §2.6
 // body, never a list.
 func TestSubjectRecordsBadInput(t *testing.T) {
 	m := newListWorld(t, 3)

@@ -1,5 +1,5 @@
 # The default access model of crmauthz: owners and followers of CRM contacts
-# and opportunities (SPEC §1).
+# and opportunities (docs/reference.md §1).
 #
 # Entry point: data.crmauthz.decision -> {"allow": bool, "reason": string}.
 # Input:

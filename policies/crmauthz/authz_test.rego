@@ -1,4 +1,4 @@
-# Tests of the default policy: every rule and reason of SPEC §1, their order,
+# Tests of the default policy: every rule and reason of docs/reference.md §1, their order,
 # every action for owners and followers, the switches and the follower maximum.
 # The facts are mocked: with crm.user as mock_user with crm.record as mock_record.
 package crmauthz_test

@@ -1,5 +1,5 @@
 # List filters: which records of one type in one location a subject may see
-# in list and search views (GET /v1/subjects/{id}/records, SPEC §2). They
+# in list and search views (GET /v1/subjects/{id}/records, docs/reference.md §2.5). They
 # follow the rules of the decision for "view" (authz.rego), so a list never
 # shows what a decision would deny, nor hides what it would allow.
 #

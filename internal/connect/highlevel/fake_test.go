@@ -24,7 +24,7 @@ func newFake(tb testing.TB) *fakeHL {
 
 func (f *fakeHL) model(locations []string) *refmodel.Model { return fakeModel(f.Fake, locations) }
 
-// model is what the index must hold for the fake's world (SPEC §4's rules for bad facts).
+// model is what the index must hold for the fake's world (docs/connectors.md's rules for bad facts).
 func fakeModel(f *hlfake.Fake, locations []string) *refmodel.Model {
 	f.Mu.Lock()
 	defer f.Mu.Unlock()

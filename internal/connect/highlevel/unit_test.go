@@ -76,7 +76,7 @@ func TestLimiterWindow(t *testing.T) {
 	}
 }
 
-// TestFactsFromAPI: HighLevel's objects become facts with SPEC's defaults, and each bad fact is
+// TestFactsFromAPI: HighLevel's objects become facts with the defaults of docs/reference.md §1.1, and each bad fact is
 // normalised and reported with its kind.
 func TestFactsFromAPI(t *testing.T) {
 	var got []string
