@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/crmauthz/crmauthz/internal/replicatest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,14 +24,9 @@ import (
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
-	"github.com/crmauthz/crmauthz/internal/index"
-	crmmetrics "github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natssource"
-	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 	"github.com/crmauthz/crmauthz/internal/replication"
-	"github.com/crmauthz/crmauthz/internal/server"
-	"github.com/crmauthz/crmauthz/policies"
 )
 
 // sidecar is a real crmauthz (bbolt index, default policy) over loopback HTTP.
@@ -44,25 +40,8 @@ func newSidecar(tb testing.TB) *sidecar { return newSidecarFrom(tb, "") }
 // --replication-source does), or is fed over its replication API when natsURL is "".
 func newSidecarFrom(tb testing.TB, natsURL string) *sidecar {
 	tb.Helper()
-	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ix.Close() })
-	repl, err := replication.New(replication.Config{Index: ix})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m := crmmetrics.New(crmmetrics.Config{})
-	s, err := server.New(server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: m,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	rep := replicatest.New(tb, replicatest.Config{})
+	ix, repl, m, s := rep.Index, rep.Replicator, rep.Metrics, rep.Server
 	if natsURL != "" {
 		src, err := natssource.New(natssource.Config{URL: natsURL, Stream: sink.DefaultStream, Subject: sink.DefaultSubject,
 			SnapshotBucket: sink.DefaultSnapshotBucket, Index: ix, Replicator: repl, Metrics: m, Logger: slog.New(slog.DiscardHandler),

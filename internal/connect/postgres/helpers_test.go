@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/crmauthz/crmauthz/internal/replicatest"
 	"io"
 	"log/slog"
 	"net"
@@ -22,13 +23,9 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/index"
-	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/pgtest"
-	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
 	"github.com/crmauthz/crmauthz/internal/replication"
-	"github.com/crmauthz/crmauthz/internal/server"
-	"github.com/crmauthz/crmauthz/policies"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -72,24 +69,8 @@ type replica struct {
 
 func newReplica(tb testing.TB) *replica {
 	tb.Helper()
-	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ix.Close() })
-	repl, err := replication.New(replication.Config{Index: ix})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
-		Logger: quiet, Token: []byte("tok")})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	rep := replicatest.New(tb, replicatest.Config{Token: "tok", Logger: quiet})
+	ix, repl, srv := rep.Index, rep.Replicator, rep.Server
 	hs := httptest.NewServer(srv.AdminHandler())
 	r := &replica{}
 	tb.Cleanup(func() { r.hs.Close() })

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/crmauthz/crmauthz/internal/replicatest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,10 +24,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/natstest"
-	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
-	"github.com/crmauthz/crmauthz/internal/server"
-	"github.com/crmauthz/crmauthz/policies"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -42,24 +40,8 @@ type replica struct {
 
 func newReplica(tb testing.TB, token string) *replica {
 	tb.Helper()
-	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ix.Close() })
-	repl, err := replication.New(replication.Config{Index: ix})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := policy.New(policy.Config{FS: policies.FS})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
-		Logger: quiet, Token: []byte(token)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	rep := replicatest.New(tb, replicatest.Config{Token: token, Logger: quiet})
+	ix, repl, srv := rep.Index, rep.Replicator, rep.Server
 	r := &replica{ix: ix, repl: repl}
 	admin := srv.AdminHandler()
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
