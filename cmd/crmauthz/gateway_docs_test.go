@@ -103,6 +103,7 @@ func TestEnvoyConfigsMatchTheAPI(t *testing.T) {
 			if !removed {
 				t.Error("early_header_mutation_extensions must remove a client's x-user-id")
 			}
+			//lint:ignore SA1019 the deprecated http_service field must not pass the header either
 			allowed := append(ea.GetAllowedHeaders().GetPatterns(), ea.GetHttpService().GetAuthorizationRequest().GetAllowedHeaders().GetPatterns()...)
 			for _, p := range allowed {
 				if strings.EqualFold(p.GetExact(), "x-user-id") {

@@ -70,7 +70,7 @@ followers: {table: crm.watchers, record_type: kind, record_id: rid, user_id: uid
 	pg.Exec(t, "app",
 		fmt.Sprintf(`UPDATE crm.staff SET kind = 'admin' WHERE uid = '%s'`, u1), // locs unchanged: TOASTed
 		fmt.Sprintf(`INSERT INTO crm.deals VALUES ('%s','loc-1','%s','%s')`, o1, u2, c1),
-		fmt.Sprintf(`DELETE FROM crm.watchers WHERE ctid = (SELECT min(ctid) FROM crm.watchers)`), // one of the two duplicates
+		`DELETE FROM crm.watchers WHERE ctid = (SELECT min(ctid) FROM crm.watchers)`, // one of the two duplicates
 	)
 	check("the changes", func(m *refmodel.Model) bool {
 		u := m.Users[u1]

@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,15 +57,6 @@ func newReplica(tb testing.TB, token string) *replica {
 	tb.Cleanup(hs.Close)
 	r.url = hs.URL
 	return r
-}
-
-func (r *replica) export(tb testing.TB) string {
-	tb.Helper()
-	var b bytes.Buffer
-	if err := r.repl.WriteSnapshot(&b); err != nil {
-		tb.Fatal(err)
-	}
-	return b.String()
 }
 
 func tokenFile(tb testing.TB, tok string) string {
