@@ -331,7 +331,10 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 	}
 	rec := refOf(RecordPath)
 	pl.refs = []ast.Ref{rec}
-	pl.unknowns = []*ast.Term{ast.NewTerm(rec)}
+	// The record's id is unknown as well: a rule that reads it from the
+	// input rather than from the record is saved, and the translator
+	// refuses it, instead of reading an absent id (never a wrong filter).
+	pl.unknowns = []*ast.Term{ast.NewTerm(rec), ast.NewTerm(resourceIDRef)}
 	query := ast.NewBody(ast.NewExpr(ast.RefTerm(append(pkg.Copy(), ast.StringTerm(chainRule), ast.VarTerm(string(branchVar)))...)))
 	opts := append([]func(*rego.Rego){
 		rego.Compiler(c),
@@ -346,6 +349,9 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 	}
 	return nil
 }
+
+// resourceIDRef is the input's record id, unknown to the filter.
+var resourceIDRef = ast.MustParseRef("input.resource.id")
 
 // chainRuleOf is chainRule contains [i, allow] if { body }.
 func chainRuleOf(mod *ast.Module, i int, allow bool, body ast.Body) *ast.Rule {

@@ -193,6 +193,7 @@ func TestSubjectFilterUntranslatable(t *testing.T) {
 			"follows(user_id, rec) if {\n\tuser_id in rec.followers\n\tcount(rec.followers) < 5\n}"}, 500, "filter_untranslatable", "count"},
 		{"prefix of an id", []string{"owns(user_id, rec) if {", "owns(user_id, rec) if {\n\tstartswith(rec.id, \"c-\")"}, 500, "filter_untranslatable", "startswith"},
 		{"an unmapped field", []string{"owns(user_id, rec) if {", "owns(user_id, rec) if {\n\trec.stage == \"won\""}, 500, "filter_untranslatable", "stage"},
+		{"the record's id read from the input", []string{"owns(user_id, rec) if {", "owns(user_id, rec) if {\n\tinput.resource.id != \"c-secret\""}, 500, "filter_untranslatable", "input.resource.id"},
 		// An else chain of the value of a branch whose conditions depend on
 		// the record: partial evaluation saves it whole.
 		{"a nested else chain on the record", []string{"\tinput.action in {\"view\", \"edit\"}\n}", "\tinput.action in {\"view\", \"edit\"}\n\trecord.owner != \"\"\n}"}, 500, "filter_untranslatable", "follower_decision"},
