@@ -303,6 +303,11 @@ func TestExactness(t *testing.T) {
 		// follows it (it is derived from the chain, docs/filtering.md).
 		{"a new branch: users may view opportunities linked to a contact", []string{"} else := {\"allow\": false, \"reason\": \"not_assigned\"}",
 			"} else := {\"allow\": true, \"reason\": \"linked\"} if {\n\tinput.action == \"view\"\n\tsubject.role == \"user\"\n\trecord.contact_id != \"\"\n} else := {\"allow\": false, \"reason\": \"not_assigned\"}"}},
+		// A branch whose value is undefined for a view does not apply: the
+		// followers still view.
+		{"a new branch whose value is undefined for a view", []string{"} else := follower_decision if {",
+			"} else := edit_only_refusal if {\n\tfollows(input.subject, record)\n} else := follower_decision if {",
+			"# allow is the boolean", "edit_only_refusal := {\"allow\": false, \"reason\": \"x\"} if input.action == \"edit\"\n\n# allow is the boolean"}},
 		{"a new branch: followers of unassigned records may not view them", []string{"} else := follower_decision if {",
 			"} else := {\"allow\": false, \"reason\": \"unassigned\"} if {\n\trecord.owner == \"\"\n\tinput.action == \"view\"\n} else := follower_decision if {"}},
 	}

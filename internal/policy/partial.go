@@ -39,6 +39,39 @@ type Partial struct {
 	Branches []Branch
 	Support  []*ast.Module
 	Unknowns []ast.Ref
+
+	memoMu sync.Mutex
+	memo   map[string]any
+}
+
+// maxMemo bounds the values memoized per Partial.
+const maxMemo = 16
+
+// Memo returns the value memoized under key, computing it with f the first
+// time (errors are not kept; beyond maxMemo keys f runs every time). A cached
+// Partial is shared by the evaluations it answers, so what is derived from
+// it (its translation for one location and dialect) is computed once.
+// Callers only read the values.
+func (p *Partial) Memo(key string, f func() (any, error)) (any, error) {
+	p.memoMu.Lock()
+	v, ok := p.memo[key]
+	p.memoMu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := f()
+	if err != nil {
+		return nil, err
+	}
+	p.memoMu.Lock()
+	if p.memo == nil {
+		p.memo = map[string]any{}
+	}
+	if len(p.memo) < maxMemo {
+		p.memo[key] = v
+	}
+	p.memoMu.Unlock()
+	return v, nil
 }
 
 // DecisionPath is the path of the decision the data filter is derived from.
@@ -305,14 +338,19 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 		if r.Default {
 			body = ast.NewBody(ast.NewExpr(ast.BooleanTerm(true)))
 		}
-		mod.Rules = append(mod.Rules, chainRuleOf(mod, i, false, body))
 		if obj, ok := r.Head.Value.Value.(ast.Object); ok && ast.IsConstant(obj) {
+			mod.Rules = append(mod.Rules, chainRuleOf(mod, i, false, body))
 			allow := false
 			if v := obj.Get(ast.StringTerm("allow")); v != nil {
 				allow = v.Equal(ast.BooleanTerm(true))
 			}
 			b.allowConst = &allow
 		} else {
+			// A branch whose value is undefined does not apply: the value
+			// is part of its condition.
+			defined := ast.Equality.Expr(ast.VarTerm(valueVar), r.Head.Value.Copy())
+			defined.Location = r.Location
+			mod.Rules = append(mod.Rules, chainRuleOf(mod, i, false, append(body.Copy(), defined)))
 			allow, err := allowOf(r.Head.Value)
 			if err != nil {
 				return err
@@ -349,6 +387,9 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 	}
 	return nil
 }
+
+// valueVar holds a branch's value in its generated rule.
+const valueVar = "__crmauthz_value__"
 
 // resourceIDRef is the input's record id, unknown to the filter.
 var resourceIDRef = ast.MustParseRef("input.resource.id")

@@ -103,14 +103,20 @@ func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
 			return newError(http.StatusInternalServerError, "filter_untranslatable",
 				"the data filter needs exactly one unknown (the record), not %v", p.Unknowns)
 		}
-		in := filter.Input{Branches: make([]filter.Branch, 0, len(p.Branches)), Support: p.Support, Unknown: p.Unknowns[0], RecordType: q.typ, LocationID: q.loc}
-		for _, b := range p.Branches {
-			in.Branches = append(in.Branches, filter.Branch{When: b.When, Allow: b.Allow})
-		}
-		res, err := s.filter.Translate(in, q.dialect)
+		// The translation for this location and dialect is memoized with
+		// the (cached) partial evaluation: the reply is only read.
+		key := strconv.Itoa(len(q.typ)) + ":" + q.typ + string(q.dialect) + "\x00" + q.loc
+		v, err := p.Memo(key, func() (any, error) {
+			in := filter.Input{Branches: make([]filter.Branch, 0, len(p.Branches)), Support: p.Support, Unknown: p.Unknowns[0], RecordType: q.typ, LocationID: q.loc}
+			for _, b := range p.Branches {
+				in.Branches = append(in.Branches, filter.Branch{When: b.When, Allow: b.Allow})
+			}
+			return s.filter.Translate(in, q.dialect)
+		})
 		if err != nil {
 			return err
 		}
+		res := v.(filter.Result)
 		resp.Kind, resp.SQL, resp.UCAST = res.Kind, res.SQL, res.UCAST
 		return nil
 	})
