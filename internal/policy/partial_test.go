@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -129,5 +130,43 @@ func TestPartialViewCacheFollowsFacts(t *testing.T) {
 	p, _, err = e.PartialView(context.Background(), f, in)
 	if err != nil || shape(p) != "never" {
 		t.Fatalf("after the delete: %v %v, want never", p, err)
+	}
+}
+
+// Memo computes a value once per key, keeps no error, and stops keeping
+// values beyond maxMemo keys (it still computes them).
+func TestPartialMemo(t *testing.T) {
+	var p Partial
+	calls := 0
+	f := func(v string) func() (any, error) {
+		return func() (any, error) { calls++; return v, nil }
+	}
+	for i := 0; i < 2; i++ {
+		if v, err := p.Memo("a", f("A")); err != nil || v != "A" {
+			t.Fatalf("%v %v", v, err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("%d calls, want 1", calls)
+	}
+	boom := errors.New("boom")
+	for i := 0; i < 2; i++ {
+		if _, err := p.Memo("e", func() (any, error) { calls++; return nil, boom }); !errors.Is(err, boom) {
+			t.Fatalf("err %v", err)
+		}
+	}
+	if calls != 3 {
+		t.Fatalf("%d calls, want 3: an error is not kept", calls)
+	}
+	for i := 0; i < 2*maxMemo; i++ {
+		if v, _ := p.Memo(strconv.Itoa(i), f(strconv.Itoa(i))); v != strconv.Itoa(i) {
+			t.Fatalf("key %d: %v", i, v)
+		}
+	}
+	if len(p.memo) != maxMemo {
+		t.Fatalf("%d values kept, want %d", len(p.memo), maxMemo)
+	}
+	if v, _ := p.Memo("a", f("other")); v != "A" {
+		t.Fatalf("a: %v", v)
 	}
 }
