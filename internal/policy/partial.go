@@ -85,6 +85,10 @@ var RecordPath = []string{"crmauthz", "record"}
 // the data filter cannot be derived from.
 var ErrNoViewFilter = errors.New("the policy defines no data.crmauthz.decision and data.crmauthz.record to derive the data filter from (docs/filtering.md)")
 
+// ErrFilterUnderivable is the error of PartialView for a decision the data
+// filter cannot be derived from (several rules, a value without "allow").
+var ErrFilterUnderivable = errors.New("the data filter cannot be derived from the policy")
+
 // partialPlan is the prepared partial evaluation of one revision.
 type partialPlan struct {
 	once     sync.Once
@@ -311,7 +315,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 				continue
 			}
 			if file != "" && file != f {
-				return fmt.Errorf("data.crmauthz.decision is defined in two files (%s, %s): the data filter can be derived from one rule and its else chain (docs/filtering.md)", file, f)
+				return fmt.Errorf("%w: data.crmauthz.decision is defined in two files (%s, %s); it can be derived from one rule and its else chain (docs/filtering.md)", ErrFilterUnderivable, file, f)
 			}
 			file = f
 			if r.Default {
@@ -322,7 +326,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 		}
 	}
 	if len(chain) > 1 || len(dflt) > 1 || len(chain)+len(dflt) == 0 {
-		return fmt.Errorf("data.crmauthz.decision has %d rules: the data filter can be derived from one rule and its else chain (docs/filtering.md)", len(chain)+len(dflt))
+		return fmt.Errorf("%w: data.crmauthz.decision has %d rules; it can be derived from one rule and its else chain (docs/filtering.md)", ErrFilterUnderivable, len(chain)+len(dflt))
 	}
 	var rules []*ast.Rule
 	for _, r := range chain {
@@ -365,7 +369,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 	mods[file] = mod
 	c, err := compileModules(mods, false)
 	if err != nil {
-		return fmt.Errorf("deriving the data filter from data.crmauthz.decision: %w", err)
+		return fmt.Errorf("%w: compiling its branches: %w", ErrFilterUnderivable, err)
 	}
 	rec := refOf(RecordPath)
 	pl.refs = []ast.Ref{rec}
@@ -417,7 +421,7 @@ func allowOf(v *ast.Term) (*ast.Term, error) {
 			return a.Copy(), nil
 		}
 	}
-	return nil, fmt.Errorf("data.crmauthz.decision's value %v has no \"allow\" the data filter can read (docs/filtering.md)", v)
+	return nil, fmt.Errorf("%w: data.crmauthz.decision's value %v has no \"allow\" it can read (docs/filtering.md)", ErrFilterUnderivable, v)
 }
 
 // unknownsOf reads the unknowns a rule's METADATA declares (compile:

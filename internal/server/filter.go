@@ -135,6 +135,8 @@ func filterError(err error) error {
 	switch {
 	case errors.As(err, &ue):
 		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", ue)
+	case errors.Is(err, policy.ErrFilterUnderivable):
+		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", err)
 	case errors.Is(err, policy.ErrNoViewFilter):
 		return newError(http.StatusNotImplemented, "filter_not_defined", "%v", err)
 	}

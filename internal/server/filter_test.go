@@ -214,6 +214,14 @@ func TestSubjectFilterUntranslatable(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a decision of two rules", func(t *testing.T) {
+		cfg := newConfig(t, strings.NewReader(filterSnapshot))
+		cfg.Engine = policyWith(t, "# allow is the boolean", "decision := {\"allow\": true, \"reason\": \"root\"} if input.subject == \"root\"\n\n# allow is the boolean")
+		h := mustNew(t, cfg).DecisionHandler()
+		if code, r := getFilter(t, h, "admin", "type=contact&location_id=loc-1"); code != 500 || r.Error == nil || r.Error.Code != "filter_untranslatable" || !strings.Contains(r.Error.Message, "2 rules") {
+			t.Fatalf("%d %+v %+v", code, r, r.Error)
+		}
+	})
 	t.Run("no entry point", func(t *testing.T) {
 		cfg := newConfig(t, strings.NewReader(filterSnapshot))
 		dir := t.TempDir()
