@@ -108,9 +108,10 @@ type partialBranch struct {
 
 // PartialView partially evaluates data.crmauthz.decision for a view (input
 // {"subject", "action": "view", "resource": {"type"}}, no target) with
-// data.crmauthz.record unknown, one branch of its else chain at a time: the
-// subject's facts are read from facts (crm.user is bound as for decisions).
-// It returns the revision that evaluated.
+// data.crmauthz.record and input.resource.id unknown, every branch of its
+// else chain in one evaluation (preparePartial): the subject's facts are read
+// from facts (crm.user is bound as for decisions). It returns the revision
+// that evaluated.
 //
 // Results are cached per revision like decisions (when the decision cache is
 // on): an entry holds the facts the evaluation read, and is used only when
