@@ -108,10 +108,20 @@ func filterOf(tb testing.TB, eng *policy.Engine, ix *index.Index, tr *filter.Tra
 		if len(p.Unknowns) != 1 {
 			return fmt.Errorf("unknowns %v", p.Unknowns)
 		}
-		res, err = tr.Translate(filter.Input{Queries: p.Queries, Support: p.Support, Unknown: p.Unknowns[0], RecordType: typ}, d)
+		res, err = tr.Translate(inputOf(p, typ, loc), d)
 		return err
 	})
 	return res, err
+}
+
+// inputOf is the translation's input for a partial evaluation, as the server
+// builds it.
+func inputOf(p *policy.Partial, typ, loc string) filter.Input {
+	in := filter.Input{Branches: []filter.Branch{}, Support: p.Support, Unknown: p.Unknowns[0], RecordType: typ, LocationID: loc}
+	for _, b := range p.Branches {
+		in.Branches = append(in.Branches, filter.Branch{When: b.When, Allow: b.Allow})
+	}
+	return in
 }
 
 // selected runs SELECT id FROM <records> WHERE <location> = loc AND (<where>).
@@ -287,6 +297,17 @@ func TestExactness(t *testing.T) {
 		{"following counts only on assigned records", []string{"follows(user_id, rec) if user_id in rec.followers",
 			"follows(user_id, rec) if {\n\tuser_id in rec.followers\n\trec.owner != \"\"\n}"}},
 		{"admins are restricted", []string{`is_admin(user) if user.role == "admin"`, `is_admin(user) if user.role == "superadmin"`}},
+		// A new branch of the decision's chain, and nothing else: the filter
+		// follows it (it is derived from the chain, docs/filtering.md).
+		{"a new branch: users may view opportunities linked to a contact", []string{"} else := {\"allow\": false, \"reason\": \"not_assigned\"}",
+			"} else := {\"allow\": true, \"reason\": \"linked\"} if {\n\tinput.action == \"view\"\n\tsubject.role == \"user\"\n\trecord.contact_id != \"\"\n} else := {\"allow\": false, \"reason\": \"not_assigned\"}"}},
+		// A branch whose value is undefined for a view does not apply: the
+		// followers still view.
+		{"a new branch whose value is undefined for a view", []string{"} else := follower_decision if {",
+			"} else := edit_only_refusal if {\n\tfollows(input.subject, record)\n} else := follower_decision if {",
+			"# allow is the boolean", "edit_only_refusal := {\"allow\": false, \"reason\": \"x\"} if input.action == \"edit\"\n\n# allow is the boolean"}},
+		{"a new branch: followers of unassigned records may not view them", []string{"} else := follower_decision if {",
+			"} else := {\"allow\": false, \"reason\": \"unassigned\"} if {\n\trecord.owner == \"\"\n\tinput.action == \"view\"\n} else := follower_decision if {"}},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {

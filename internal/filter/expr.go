@@ -23,6 +23,8 @@ type exprTranslator struct {
 	unknown ast.Ref
 	recs    mapping.Records
 	typ     string
+	loc     string                // the filter's location; "" when not known
+	support map[string][]ast.Body // the support rules, by reference
 }
 
 // operand is one side of a comparison: a field of the record, a follower
@@ -36,6 +38,16 @@ type operand struct {
 func (tr *exprTranslator) expr(e *ast.Expr) (node, error) {
 	if len(e.With) > 0 {
 		return nil, untranslatable(e, "\"with\" cannot be translated")
+	}
+	if t, ok := e.Terms.(*ast.Term); ok {
+		n, err := tr.term(e, t)
+		if err != nil {
+			return nil, err
+		}
+		if e.Negated {
+			return not(n), nil
+		}
+		return n, nil
 	}
 	if !e.IsCall() {
 		return nil, untranslatable(e, "only comparisons (==, !=, =) and membership (in) of the record's fields can be translated")
@@ -71,6 +83,22 @@ func (tr *exprTranslator) expr(e *ast.Expr) (node, error) {
 	return n, nil
 }
 
+// term translates an expression that is one term: the record itself (it
+// exists: the row is there), or a support rule.
+func (tr *exprTranslator) term(e *ast.Expr, t *ast.Term) (node, error) {
+	r, ok := t.Value.(ast.Ref)
+	if !ok {
+		return nil, untranslatable(e, "only comparisons (==, !=, =) and membership (in) of the record's fields can be translated")
+	}
+	if r.Equal(tr.unknown) {
+		return constant(true), nil // every row the query scans is a record
+	}
+	if bodies, ok := tr.support[r.String()]; ok {
+		return tr.queries(bodies)
+	}
+	return nil, untranslatable(e, "%v is neither a condition on the record (%v) nor a rule partial evaluation saved", r, tr.unknown)
+}
+
 // operand classifies a term: a reference to a field of the unknown record, a
 // reference to one of its followers, or a ground scalar.
 func (tr *exprTranslator) operand(e *ast.Expr, t *ast.Term) (operand, error) {
@@ -102,7 +130,9 @@ func (tr *exprTranslator) operand(e *ast.Expr, t *ast.Term) (operand, error) {
 			return operand{field: f}, nil
 		case f == fieldID, f == fieldLocationID, f == fieldOwner:
 			return operand{field: f}, nil
-		case f == fieldContactID && tr.recs.ContactID != "":
+		case f == fieldContactID:
+			// No column: the records of the type have no contact_id
+			// (contacts), and a comparison with it is false (compare).
 			return operand{field: f}, nil
 		}
 		return operand{}, untranslatable(e, "%v: the record's field %q is not mapped to a column", v, f)
@@ -140,6 +170,12 @@ func (tr *exprTranslator) compare(e *ast.Expr, a, b *ast.Term, ne bool) (node, e
 	case x.field == fieldType:
 		// The record type is the filter's: the comparison is known.
 		return constant((tr.typ == v) != ne), nil
+	case x.field == fieldContactID && tr.recs.ContactID == "":
+		// An absent field: neither equal nor different, as in Rego.
+		return constant(false), nil
+	case x.field == fieldLocationID && tr.loc != "":
+		// So is the location: the query selects it.
+		return constant((tr.loc == v) != ne), nil
 	}
 	return cmp{field: x.field, value: v, ne: ne}, nil
 }

@@ -121,14 +121,26 @@ func New(cfg Config) (*Translator, error) {
 // Mapping returns the translator's table mapping.
 func (t *Translator) Mapping() mapping.Mapping { return t.m }
 
-// Input is one translation: the queries and support rules partial evaluation
-// left, the unknown reference that stands for the record, and the record type
-// the filter is for.
+// Input is one translation: what partial evaluation of the decision left
+// (the branches of its else chain, or plain queries, and the support rules
+// either refers to),
+// the unknown reference that stands for the record, and the record type and
+// location the filter is for (the app's query selects that location, so a
+// condition on the record's location is known).
 type Input struct {
+	Branches   []Branch
 	Queries    []ast.Body
 	Support    []*ast.Module
 	Unknown    ast.Ref
 	RecordType string
+	LocationID string
+}
+
+// Branch is one rule of an else chain, partially evaluated: it applies when
+// one of When holds and no earlier branch applies, and then allows when one of
+// Allow holds.
+type Branch struct {
+	When, Allow []ast.Body
 }
 
 // ErrUnknownType is returned for a record type the mapping has no table for.
@@ -164,22 +176,44 @@ func (t *Translator) Translate(in Input, d Dialect) (Result, error) {
 	return Result{Kind: KindConditional, SQL: &SQL{Where: where, Args: b.args}}, nil
 }
 
-// condition turns the queries into one condition: an OR of ANDs of atoms,
-// simplified (constant parts folded away).
+// condition turns the partial evaluation into one condition, simplified
+// (constant parts folded away). Queries: an OR of ANDs. Branches: the else
+// chain, OR_i (NOT when_1 AND … AND NOT when_(i-1) AND allow_i).
 func (t *Translator) condition(in Input, recs mapping.Records) (node, error) {
-	if len(in.Support) > 0 {
-		for _, m := range in.Support {
-			for _, r := range m.Rules {
-				return nil, untranslatable(r, "partial evaluation left a support rule (a default, an else, or a negation or rule it could not inline): the filter can only use conditions on the record's fields")
-			}
-		}
-	}
 	if len(in.Unknown) == 0 {
 		return nil, errors.New("filter: no unknown")
 	}
-	tr := &exprTranslator{unknown: in.Unknown, recs: recs, typ: in.RecordType}
+	tr := &exprTranslator{unknown: in.Unknown, recs: recs, typ: in.RecordType, loc: in.LocationID}
+	if err := tr.setSupport(in.Support); err != nil {
+		return nil, err
+	}
+	if in.Branches == nil {
+		return tr.queries(in.Queries)
+	}
 	var ors []node
-	for _, q := range in.Queries {
+	var earlier []node // NOT when of the branches before
+	for _, b := range in.Branches {
+		when, err := tr.queries(b.When)
+		if err != nil {
+			return nil, err
+		}
+		allow, err := tr.queries(b.Allow)
+		if err != nil {
+			return nil, err
+		}
+		ors = append(ors, and(append(append([]node{}, earlier...), allow)))
+		earlier = append(earlier, not(when))
+		if c, ok := and(earlier).(constant); ok && !bool(c) {
+			break // an earlier branch always applies
+		}
+	}
+	return or(ors), nil
+}
+
+// queries translates an OR of ANDs.
+func (tr *exprTranslator) queries(qs []ast.Body) (node, error) {
+	var ors []node
+	for _, q := range qs {
 		var ands []node
 		for _, e := range q {
 			n, err := tr.expr(e)
@@ -191,4 +225,22 @@ func (t *Translator) condition(in Input, recs mapping.Records) (node, error) {
 		ors = append(ors, and(ands))
 	}
 	return or(ors), nil
+}
+
+// setSupport indexes the support rules partial evaluation saved (a negation
+// it could not inline becomes "not data.partial.__notN__" and rules
+// "__notN__ = true if { … }"): each must be a rule without arguments or
+// else whose value is true, so that a reference to it is the OR of its bodies.
+func (tr *exprTranslator) setSupport(mods []*ast.Module) error {
+	tr.support = map[string][]ast.Body{}
+	for _, m := range mods {
+		for _, r := range m.Rules {
+			if len(r.Head.Args) > 0 || r.Else != nil || r.Default || r.Head.Value == nil || !r.Head.Value.Equal(ast.BooleanTerm(true)) {
+				return untranslatable(r, "partial evaluation left a support rule that is not a plain condition (a function, a default, an else or a value other than true)")
+			}
+			k := m.Package.Path.Extend(r.Head.Ref().GroundPrefix()).String()
+			tr.support[k] = append(tr.support[k], r.Body)
+		}
+	}
+	return nil
 }

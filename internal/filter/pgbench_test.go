@@ -164,7 +164,7 @@ func TestPostgresQueryTime1M(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err := tr.Translate(filter.Input{Queries: p.Queries, Support: p.Support, Unknown: p.Unknowns[0], RecordType: "contact"}, filter.PostgreSQL)
+		f, err := tr.Translate(inputOf(p, "contact", "loc-2"), filter.PostgreSQL)
 		if err != nil || f.Kind != filter.KindConditional {
 			t.Fatalf("%s: %+v %v", u, f, err)
 		}
@@ -179,7 +179,7 @@ func TestPostgresQueryTime1M(t *testing.T) {
 		d4, _ := measure(`SELECT id FROM crm_contacts WHERE id = ANY($1) ORDER BY id LIMIT 50`, lists[u])
 		fAll, aAll, fPage, aPage = append(fAll, d1), append(aAll, d2), append(fPage, d3), append(aPage, d4)
 		// The correlated EXISTS the other dialects get, numbered for PostgreSQL.
-		fe, err := tr.Translate(filter.Input{Queries: p.Queries, Support: p.Support, Unknown: p.Unknowns[0], RecordType: "contact"}, filter.SQLite)
+		fe, err := tr.Translate(inputOf(p, "contact", "loc-2"), filter.SQLite)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package filter_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -131,14 +132,14 @@ func TestTranslateRefuses(t *testing.T) {
 		{"a built-in", `startswith(input.record.id, "c")`, "startswith"},
 		{"a nested call", `count(input.record.followers) > 3`, "count"},
 		{"an unmapped field", `input.record.stage == "won"`, "stage"},
-		{"contact_id of a contact", `input.record.contact_id == "c"`, "contact_id"},
 		{"two fields", `input.record.owner == input.record.id`, "one field of the record and one constant"},
 		{"a number", `input.record.owner == 5`, "only strings"},
 		{"a follower by position", `input.record.followers[0] == "u"`, "position"},
 		{"the followers as a value", `input.record.followers == []`, "followers"},
 		{"a variable", `input.record.owner == x`, "variable"},
 		{"another unknown", `input.user.id == "u"`, "neither the record"},
-		{"a bare reference", `input.record.flag`, "only comparisons"},
+		{"a bare reference", `input.record.flag`, "neither a condition on the record"},
+		{"a reference to no support rule", `data.partial.__not0_0_1__`, "nor a rule partial evaluation saved"},
 		{"with", `input.record.owner == "u" with input.x as 1`, "with"},
 		{"a follower that is a field", `input.record.owner in input.record.followers`, "constant string"},
 		{"membership in a non-constant", `input.record.owner in input.record.id`, "only the followers"},
@@ -152,7 +153,7 @@ func TestTranslateRefuses(t *testing.T) {
 		})
 	}
 	t.Run("a support rule", func(t *testing.T) {
-		mod := ast.MustParseModule("package partial.x\n\np if input.record.owner == \"u\"\n")
+		mod := ast.MustParseModule("package partial.x\n\np := \"yes\" if input.record.owner == \"u\"\n")
 		_, err := tr.Translate(filter.Input{Queries: bodies(t, `data.partial.x.p`), Support: []*ast.Module{mod}, Unknown: record, RecordType: "contact"}, filter.SQLite)
 		var ue *filter.UntranslatableError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "support rule") {
@@ -194,6 +195,64 @@ func BenchmarkTranslate(b *testing.B) {
 				if _, err := tr.Translate(filter.Input{Queries: qs, Unknown: record, RecordType: "contact"}, d); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// An else chain: a branch applies when its condition holds and no earlier
+// one's does; the support rules of a negation are ORs of their bodies; the
+// record's existence, its type and its location are known.
+func TestTranslateChain(t *testing.T) {
+	tr := translator(t)
+	notIn := ast.MustParseModule("package partial\n\n__not0_0_1__ = true if { input.record.owner == \"x\" }\n__not0_0_1__ = true if { input.record.location_id == \"loc-9\" }\n")
+	chain := []filter.Branch{
+		// not record -> record_not_found: every row is a record
+		{When: bodies(t, `not input.record`)},
+		// a refusal under a negation partial evaluation saved
+		{When: bodies(t, `data.partial.__not0_0_1__`)},
+		// a refusal that never applies to this type or location
+		{When: bodies(t, `input.record.type == "opportunity"`, `input.record.location_id == "loc-2"`)},
+		// owner -> allow
+		{When: bodies(t, `input.record.owner == "u"`), Allow: bodies(t, `input.record.owner == "u"`)},
+		// unassigned -> deny, before the followers
+		{When: bodies(t, `input.record.owner == ""`)},
+		// follower -> allow
+		{When: bodies(t, `"u" in input.record.followers`), Allow: bodies(t, `"u" in input.record.followers`)},
+		// default deny
+		{When: bodies(t, ``)},
+		// never reached
+		{When: bodies(t, ``), Allow: bodies(t, ``)},
+	}
+	f, err := tr.Translate(filter.Input{Branches: chain, Support: []*ast.Module{notIn}, Unknown: record, RecordType: "contact", LocationID: "loc-1"}, filter.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Kind != filter.KindConditional || f.SQL == nil {
+		t.Fatalf("%+v", f)
+	}
+	// owner (not under the saved negation) or follower (not under it, not
+	// the owner, not unassigned).
+	notX := `("crm_contacts"."owner_id" IS NULL OR "crm_contacts"."owner_id" <> ?)`
+	want := `((` + notX + ` AND "crm_contacts"."owner_id" = ?) OR (` + notX + ` AND ` + notX + ` AND ("crm_contacts"."owner_id" IS NOT NULL AND "crm_contacts"."owner_id" <> ?) AND EXISTS (SELECT 1 FROM "crm_record_followers" crmauthz_f WHERE crmauthz_f."record_type" = ? AND crmauthz_f."record_id" = "crm_contacts"."id" AND crmauthz_f."user_id" = ?)))`
+	if f.SQL.Where != want || fmt.Sprint(f.SQL.Args) != "[x u x u  contact u]" {
+		t.Errorf("where %s %q\nwant  %s", f.SQL.Where, f.SQL.Args, want)
+	}
+	for _, tt := range []struct {
+		name  string
+		chain []filter.Branch
+		want  string
+	}{
+		{"the first branch always applies", []filter.Branch{{When: bodies(t, ``), Allow: bodies(t, ``)}, {When: bodies(t, ``)}}, filter.KindAll},
+		{"a deny always applies", []filter.Branch{{When: bodies(t, `input.record`)}, {When: bodies(t, ``), Allow: bodies(t, ``)}}, filter.KindNone},
+		{"no branch", []filter.Branch{}, filter.KindNone},
+		{"another location", []filter.Branch{{When: bodies(t, `input.record.location_id == "loc-2"`), Allow: bodies(t, `input.record.location_id == "loc-2"`)}}, filter.KindNone},
+		{"a contact has no contact_id", []filter.Branch{{When: bodies(t, `input.record.contact_id != ""`), Allow: bodies(t, `input.record.contact_id != ""`)}}, filter.KindNone},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := tr.Translate(filter.Input{Branches: tt.chain, Unknown: record, RecordType: "contact", LocationID: "loc-1"}, filter.PostgreSQL)
+			if err != nil || f.Kind != tt.want {
+				t.Fatalf("%+v %v, want %s", f, err, tt.want)
 			}
 		})
 	}

@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -14,20 +16,18 @@ func TestPartialView(t *testing.T) {
 		"rst":    []byte(`{"id":"rst","role":"user","location_ids":["loc-1"],"assigned_data_only":true,"contacts_enabled":true,"opportunities_enabled":true}`),
 		"nocont": []byte(`{"id":"nocont","role":"admin","location_ids":["loc-1"],"assigned_data_only":false,"contacts_enabled":false,"opportunities_enabled":true}`),
 	}}
-	const always, never, cond = "always", "never", "conditional"
+	// The location and the record type are the translator's to fold
+	// (internal/filter): here the branches stay conditional on them.
 	tests := []struct {
 		subject, typ, loc string
 		want              string
 	}{
-		{"admin", "contact", "loc-1", always},
-		{"admin", "contact", "loc-2", never},
-		{"free", "opportunity", "loc-1", always},
-		{"rst", "contact", "loc-1", cond},
-		{"rst", "contact", "loc-2", never},
-		{"nocont", "contact", "loc-1", never},
-		{"nocont", "opportunity", "loc-1", always},
-		{"ghost", "contact", "loc-1", never},
-		{"admin", "invoice", "loc-1", never},
+		{"admin", "contact", "loc-1", "always"},
+		{"free", "opportunity", "loc-1", "always"},
+		{"rst", "contact", "loc-1", "conditional conditional never"},
+		{"nocont", "contact", "loc-1", "always"},
+		{"ghost", "contact", "loc-1", "never"},
+		{"admin", "invoice", "loc-1", "always"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.subject+"/"+tt.typ+"/"+tt.loc, func(t *testing.T) {
@@ -35,30 +35,39 @@ func TestPartialView(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rev != e.Revision() || len(p.Support) != 0 || len(p.Unknowns) != 1 || p.Unknowns[0].String() != "input.record" {
-				t.Fatalf("revision %s, support %v, unknowns %v", rev, p.Support, p.Unknowns)
+			if rev != e.Revision() || len(p.Unknowns) != 1 || p.Unknowns[0].String() != "data.crmauthz.record" {
+				t.Fatalf("revision %s, unknowns %v", rev, p.Unknowns)
 			}
-			got := cond
-			switch {
-			case len(p.Queries) == 0:
-				got = never
-			case len(p.Queries[0]) == 0:
-				got = always
-			}
-			if got != tt.want {
-				t.Errorf("queries %v: %s, want %s", p.Queries, got, tt.want)
-			}
-			if got == cond && len(p.Queries) != 2 {
-				t.Errorf("queries %v, want owner or follower", p.Queries)
+			if got := shape(p); got != tt.want {
+				t.Errorf("branches %v: %s, want %s", p.Branches, got, tt.want)
 			}
 		})
 	}
+}
+
+// shape summarises a partial view: the branches that can allow, each as
+// "always" or "conditional" (never: none); branches that deny are left out,
+// except that a deny that always applies ends the list.
+func shape(p *Partial) string {
+	var out []string
+	for _, b := range p.Branches {
+		switch {
+		case len(b.Allow) > 0 && len(b.Allow[0]) == 0:
+			out = append(out, "always")
+		case len(b.Allow) > 0:
+			out = append(out, "conditional")
+		case len(b.When[0]) == 0:
+			out = append(out, "never")
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func TestPartialViewErrors(t *testing.T) {
 	t.Run("no entry point", func(t *testing.T) {
 		dir := t.TempDir()
 		files := defaultPolicyFiles(t, false)
+		files["authz.rego"] = strings.ReplaceAll(strings.ReplaceAll(files["authz.rego"], "record", "rec0rd"), "crm.rec0rd", "crm.record")
 		writeFiles(t, dir, files)
 		e, err := New(Config{Dir: dir})
 		if err != nil {
@@ -66,6 +75,19 @@ func TestPartialViewErrors(t *testing.T) {
 		}
 		if _, _, err := e.PartialView(context.Background(), &memFacts{}, FilterInput{Subject: "u", Type: "contact", LocationID: "l"}); !errors.Is(err, ErrNoViewFilter) {
 			t.Errorf("err %v, want ErrNoViewFilter", err)
+		}
+	})
+	t.Run("two decision rules", func(t *testing.T) {
+		dir := t.TempDir()
+		files := defaultPolicyFiles(t, false)
+		files["more.rego"] = "package crmauthz\n\ndecision := {\"allow\": true, \"reason\": \"x\"} if input.subject == \"root\"\n"
+		writeFiles(t, dir, files)
+		e, err := New(Config{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := e.PartialView(context.Background(), &memFacts{}, FilterInput{Subject: "u", Type: "contact", LocationID: "l"}); err == nil || !errors.Is(err, ErrFilterUnderivable) || !strings.Contains(err.Error(), "one rule and its else chain") {
+			t.Errorf("err %v", err)
 		}
 	})
 	t.Run("index error", func(t *testing.T) {
@@ -95,18 +117,56 @@ func TestPartialViewCacheFollowsFacts(t *testing.T) {
 	in := FilterInput{Subject: "u", Type: "contact", LocationID: "loc-1"}
 	for i := 0; i < 2; i++ {
 		p, _, err := e.PartialView(context.Background(), f, in)
-		if err != nil || len(p.Queries) != 2 {
+		if err != nil || shape(p) != "conditional conditional never" {
 			t.Fatalf("round %d: %v %v", i, p, err)
 		}
 	}
 	f.users["u"] = []byte(`{"id":"u","role":"admin","location_ids":["loc-1"],"assigned_data_only":true}`)
 	p, _, err := e.PartialView(context.Background(), f, in)
-	if err != nil || len(p.Queries) != 1 || len(p.Queries[0]) != 0 {
+	if err != nil || shape(p) != "always" {
 		t.Fatalf("after the change: %v %v, want always", p, err)
 	}
 	delete(f.users, "u")
 	p, _, err = e.PartialView(context.Background(), f, in)
-	if err != nil || len(p.Queries) != 0 {
+	if err != nil || shape(p) != "never" {
 		t.Fatalf("after the delete: %v %v, want never", p, err)
+	}
+}
+
+// Memo computes a value once per key, keeps no error, and stops keeping
+// values beyond maxMemo keys (it still computes them).
+func TestPartialMemo(t *testing.T) {
+	var p Partial
+	calls := 0
+	f := func(v string) func() (any, error) {
+		return func() (any, error) { calls++; return v, nil }
+	}
+	for i := 0; i < 2; i++ {
+		if v, err := p.Memo("a", f("A")); err != nil || v != "A" {
+			t.Fatalf("%v %v", v, err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("%d calls, want 1", calls)
+	}
+	boom := errors.New("boom")
+	for i := 0; i < 2; i++ {
+		if _, err := p.Memo("e", func() (any, error) { calls++; return nil, boom }); !errors.Is(err, boom) {
+			t.Fatalf("err %v", err)
+		}
+	}
+	if calls != 3 {
+		t.Fatalf("%d calls, want 3: an error is not kept", calls)
+	}
+	for i := 0; i < 2*maxMemo; i++ {
+		if v, _ := p.Memo(strconv.Itoa(i), f(strconv.Itoa(i))); v != strconv.Itoa(i) {
+			t.Fatalf("key %d: %v", i, v)
+		}
+	}
+	if len(p.memo) != maxMemo {
+		t.Fatalf("%d values kept, want %d", len(p.memo), maxMemo)
+	}
+	if v, _ := p.Memo("a", f("other")); v != "A" {
+		t.Fatalf("a: %v", v)
 	}
 }

@@ -279,6 +279,9 @@ func (e *Engine) Query(ctx context.Context, facts Facts, path []string, input as
 type prepared struct {
 	revision string
 	compiler *ast.Compiler
+	// modules are the parsed, uncompiled modules (the data filter derives
+	// its rules from them, partial.go)
+	modules  map[string]*ast.Module
 	store    storage.Store
 	builtins []func(*rego.Rego)
 
@@ -340,6 +343,7 @@ func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (
 	p := &prepared{
 		revision:    lp.revision,
 		compiler:    lp.compiler,
+		modules:     lp.modules,
 		store:       inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)),
 		builtins:    Builtins(),
 		evalTimeout: cfg.EvalTimeout,

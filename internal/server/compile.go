@@ -51,7 +51,7 @@ type compileRequest struct {
 func (s *Server) postCompile(c *gin.Context) {
 	path := strings.Trim(c.Param("path"), "/")
 	if path == "" {
-		s.writeError(c, invalid("a path is required, e.g. /v1/compile/crmauthz/view_filter"))
+		s.writeError(c, invalid("a path is required, e.g. /v1/compile/crmauthz/allow"))
 		return
 	}
 	if !s.dataPathAllowed(path) {

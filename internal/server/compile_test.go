@@ -24,11 +24,24 @@ owned if {
 	subject.role == "admin"
 	input.contacts.location_id in subject.location_ids
 }
+
+# METADATA
+# compile:
+#   unknowns: [input.contacts]
+viewable if {
+	is_admin(subject)
+	input.location_id in subject.location_ids
+}
+
+viewable if {
+	not is_admin(subject)
+	input.subject in input.contacts.followers
+}
 `
 
 func TestCompileAPI(t *testing.T) {
 	dir := t.TempDir()
-	for _, name := range []string{"authz.rego", "config.rego", "filter.rego"} {
+	for _, name := range []string{"authz.rego", "config.rego"} {
 		b, err := policies.FS.ReadFile("crmauthz/" + name)
 		if err != nil {
 			t.Fatal(err)
@@ -46,7 +59,7 @@ func TestCompileAPI(t *testing.T) {
 	}
 	cfg := newConfig(t, strings.NewReader(filterSnapshot))
 	cfg.Engine = eng
-	cfg.DataPaths = []string{"crmauthz/owned", "crmauthz/view_filter"}
+	cfg.DataPaths = []string{"crmauthz/owned", "crmauthz/viewable"}
 	h := mustNew(t, cfg).DecisionHandler()
 	const pg = "application/vnd.opa.sql.postgresql+json"
 	tests := []struct {
@@ -68,11 +81,11 @@ func TestCompileAPI(t *testing.T) {
 			`{"result":{"query":{"field":"contacts.owner_id","operator":"eq","type":"field","value":"u-1"}}}`},
 		{"multitarget", "crmauthz/owned", multiTarget, `{"input": {"subject": "u-1"}, "options": {"targetDialects": ["sql+sqlserver", "ucast+minimal"]}}`, 200,
 			`{"result":{"sqlserver":{"query":"WHERE contacts.owner_id = N'u-1'"},"ucast":{"query":{"field":"contacts.owner_id","operator":"eq","type":"field","value":"u-1"}}}}`},
-		{"always: the view filter of an admin", "crmauthz/view_filter", pg, `{"input": {"subject": "admin", "action": "view", "type": "contact", "location_id": "loc-1"}}`, 200,
+		{"always: an admin", "crmauthz/viewable", pg, `{"input": {"subject": "admin", "location_id": "loc-1"}}`, 200,
 			`{"result":{"query":""}}`},
-		{"never: another location", "crmauthz/view_filter", pg, `{"input": {"subject": "admin", "action": "view", "type": "contact", "location_id": "loc-2"}}`, 200,
+		{"never: another location", "crmauthz/viewable", pg, `{"input": {"subject": "admin", "location_id": "loc-2"}}`, 200,
 			`{}`},
-		{"following is beyond OPA's translation", "crmauthz/view_filter", pg, `{"input": {"subject": "u' OR 1=1 --", "action": "view", "type": "contact", "location_id": "loc-1"}}`, 400,
+		{"following is beyond OPA's translation", "crmauthz/viewable", pg, `{"input": {"subject": "u' OR 1=1 --", "location_id": "loc-1"}}`, 400,
 			"compile_error"},
 		{"path not allowed", "crmauthz/decision", pg, `{}`, 403, "path_not_allowed"},
 		{"no Accept", "crmauthz/owned", "", `{}`, 406, "invalid_request"},

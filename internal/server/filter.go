@@ -78,7 +78,8 @@ func parseFilterQuery(raw string) (filterQuery, error) {
 // getSubjectFilter serves GET /v1/subjects/{id}/filter: the records of one
 // type in one location the subject may view, as a condition an app adds to
 // its own query. One read transaction: the policy's partial evaluation of
-// data.crmauthz.view_filter with the subject's facts, then its translation.
+// data.crmauthz.decision for a view, with the subject's facts known and the
+// record unknown, then its translation.
 // An unknown subject is whatever the policy says (the default: none).
 func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
 	q, err := parseFilterQuery(c.Request.URL.RawQuery)
@@ -100,12 +101,22 @@ func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
 		}
 		if len(p.Unknowns) != 1 {
 			return newError(http.StatusInternalServerError, "filter_untranslatable",
-				"data.crmauthz.view_filter must declare exactly one unknown (the record), not %v", p.Unknowns)
+				"the data filter needs exactly one unknown (the record), not %v", p.Unknowns)
 		}
-		res, err := s.filter.Translate(filter.Input{Queries: p.Queries, Support: p.Support, Unknown: p.Unknowns[0], RecordType: q.typ}, q.dialect)
+		// The translation for this location and dialect is memoized with
+		// the (cached) partial evaluation: the reply is only read.
+		key := strconv.Itoa(len(q.typ)) + ":" + q.typ + string(q.dialect) + "\x00" + q.loc
+		v, err := p.Memo(key, func() (any, error) {
+			in := filter.Input{Branches: make([]filter.Branch, 0, len(p.Branches)), Support: p.Support, Unknown: p.Unknowns[0], RecordType: q.typ, LocationID: q.loc}
+			for _, b := range p.Branches {
+				in.Branches = append(in.Branches, filter.Branch{When: b.When, Allow: b.Allow})
+			}
+			return s.filter.Translate(in, q.dialect)
+		})
 		if err != nil {
 			return err
 		}
+		res := v.(filter.Result)
 		resp.Kind, resp.SQL, resp.UCAST = res.Kind, res.SQL, res.UCAST
 		return nil
 	})
@@ -124,6 +135,8 @@ func filterError(err error) error {
 	switch {
 	case errors.As(err, &ue):
 		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", ue)
+	case errors.Is(err, policy.ErrFilterUnderivable):
+		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", err)
 	case errors.Is(err, policy.ErrNoViewFilter):
 		return newError(http.StatusNotImplemented, "filter_not_defined", "%v", err)
 	}

@@ -153,7 +153,7 @@ func TestSubjectFilterRefusals(t *testing.T) {
 func policyWith(tb testing.TB, edit ...string) *policy.Engine {
 	tb.Helper()
 	dir := tb.TempDir()
-	for _, name := range []string{"authz.rego", "config.rego", "filter.rego"} {
+	for _, name := range []string{"authz.rego", "config.rego"} {
 		b, err := policies.FS.ReadFile("crmauthz/" + name)
 		if err != nil {
 			tb.Fatal(err)
@@ -193,6 +193,10 @@ func TestSubjectFilterUntranslatable(t *testing.T) {
 			"follows(user_id, rec) if {\n\tuser_id in rec.followers\n\tcount(rec.followers) < 5\n}"}, 500, "filter_untranslatable", "count"},
 		{"prefix of an id", []string{"owns(user_id, rec) if {", "owns(user_id, rec) if {\n\tstartswith(rec.id, \"c-\")"}, 500, "filter_untranslatable", "startswith"},
 		{"an unmapped field", []string{"owns(user_id, rec) if {", "owns(user_id, rec) if {\n\trec.stage == \"won\""}, 500, "filter_untranslatable", "stage"},
+		{"the record's id read from the input", []string{"owns(user_id, rec) if {", "owns(user_id, rec) if {\n\tinput.resource.id != \"c-secret\""}, 500, "filter_untranslatable", "input.resource.id"},
+		// An else chain of the value of a branch whose conditions depend on
+		// the record: partial evaluation saves it whole.
+		{"a nested else chain on the record", []string{"\tinput.action in {\"view\", \"edit\"}\n}", "\tinput.action in {\"view\", \"edit\"}\n\trecord.owner != \"\"\n}"}, 500, "filter_untranslatable", "follower_decision"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,11 +214,22 @@ func TestSubjectFilterUntranslatable(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a decision of two rules", func(t *testing.T) {
+		cfg := newConfig(t, strings.NewReader(filterSnapshot))
+		cfg.Engine = policyWith(t, "# allow is the boolean", "decision := {\"allow\": true, \"reason\": \"root\"} if input.subject == \"root\"\n\n# allow is the boolean")
+		h := mustNew(t, cfg).DecisionHandler()
+		if code, r := getFilter(t, h, "admin", "type=contact&location_id=loc-1"); code != 500 || r.Error == nil || r.Error.Code != "filter_untranslatable" || !strings.Contains(r.Error.Message, "2 rules") {
+			t.Fatalf("%d %+v %+v", code, r, r.Error)
+		}
+	})
 	t.Run("no entry point", func(t *testing.T) {
 		cfg := newConfig(t, strings.NewReader(filterSnapshot))
 		dir := t.TempDir()
 		for _, name := range []string{"authz.rego", "config.rego"} {
 			b, _ := policies.FS.ReadFile("crmauthz/" + name)
+			// The decision's record under another name: nothing to derive
+			// the filter from.
+			b = []byte(strings.ReplaceAll(strings.ReplaceAll(string(b), "record", "rec0rd"), "crm.rec0rd", "crm.record"))
 			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 				t.Fatal(err)
 			}

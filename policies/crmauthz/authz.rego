@@ -91,9 +91,11 @@ known_action if input.action in {"view", "edit", "delete", "change_owner", "add_
 
 subject_in_location if in_location(subject, record.location_id)
 
-# The conditions of the rules, as functions of the user and the record: the
-# decision above and the data filter (filter.rego, view_filter) share them, so
-# that a change of a condition changes both.
+# The conditions of the rules, as functions of the user and the record. The
+# data filter (GET /v1/subjects/{id}/filter, docs/filtering.md) is derived
+# from the chain above by partial evaluation, with the record unknown: keep
+# the record's conditions to what it can translate (==, !=, in on the
+# record's fields, a follower test).
 
 # Rule 4: the user belongs to the location.
 in_location(user, location_id) if location_id in user.location_ids
