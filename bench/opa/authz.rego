@@ -1,5 +1,5 @@
 # The default crmauthz policy (policies/crmauthz/authz.rego) for a stock
-# `opa run --server`, used by `make bench` (cmd/crmauthz-bench) to compare the
+# `opa run --server`, used by `make bench` (tools/crmauthz-bench) to compare the
 # two on the same facts. The rules, their order and their reasons are the
 # same; only the facts come from OPA's store instead of crmauthz's index:
 #
@@ -8,7 +8,7 @@
 #
 # data.users and data.records hold the same JSON documents as the index
 # (defaults filled in). The switches come from policies/crmauthz/config.rego,
-# loaded beside this file. A test in cmd/crmauthz-bench checks that the rules
+# loaded beside this file. A test in tools/crmauthz-bench checks that the rules
 # below stay those of policies/crmauthz/authz.rego.
 package crmauthz
 
@@ -29,7 +29,7 @@ decision := {"allow": false, "reason": "unknown_action"} if {
 } else := {"allow": false, "reason": "module_disabled"} if {
 	# 5. the subject's module for this record type is switched off
 	# (a switch that is absent counts as enabled, the default)
-	subject[module_switch[record.type]] == false
+	module_off(subject, record.type)
 } else := {"allow": false, "reason": "unknown_target"} if {
 	# 6a. a target is given (null counts as not given) and it is not in the index
 	input.target != null
@@ -48,18 +48,16 @@ decision := {"allow": false, "reason": "unknown_action"} if {
 	count(record.followers) >= config.max_followers
 } else := {"allow": true, "reason": "admin"} if {
 	# 8. admins may do everything in their locations
-	subject.role == "admin"
+	is_admin(subject)
 } else := {"allow": true, "reason": "unrestricted"} if {
 	# 9. users without the "Only Assigned Data" restriction (absent: unrestricted)
-	not subject.assigned_data_only
+	unrestricted(subject)
 } else := {"allow": true, "reason": "owner"} if {
-	# 10. the owner (assigned user) may do everything with its record;
-	# owner "" is an unassigned record
-	record.owner == input.subject
-	input.subject != ""
+	# 10. the owner (assigned user) may do everything with its record
+	owns(input.subject, record)
 } else := follower_decision if {
 	# 11. followers: see follower_decision
-	input.subject in record.followers
+	follows(input.subject, record)
 } else := {"allow": false, "reason": "not_assigned"}
 
 # allow is the boolean of the decision, for clients that only want a yes or no.
@@ -77,7 +75,34 @@ module_switch := {"contact": "contacts_enabled", "opportunity": "opportunities_e
 
 known_action if input.action in {"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"}
 
-subject_in_location if record.location_id in subject.location_ids
+subject_in_location if in_location(subject, record.location_id)
+
+# The conditions of the rules, as functions of the user and the record. The
+# data filter (GET /v1/subjects/{id}/filter, docs/filtering.md) is derived
+# from the chain above by partial evaluation, with the record unknown: keep
+# the record's conditions to what it can translate (==, !=, in on the
+# record's fields, a follower test).
+
+# Rule 4: the user belongs to the location.
+in_location(user, location_id) if location_id in user.location_ids
+
+# Rule 5: the user's module for the record type is switched off.
+module_off(user, record_type) if user[module_switch[record_type]] == false
+
+# Rule 8: the user is an admin.
+is_admin(user) if user.role == "admin"
+
+# Rule 9: the user has no "Only Assigned Data" restriction.
+unrestricted(user) if not user.assigned_data_only
+
+# Rule 10: the user owns the record; owner "" is an unassigned record.
+owns(user_id, rec) if {
+	rec.owner == user_id
+	user_id != ""
+}
+
+# Rule 11: the user follows the record.
+follows(user_id, rec) if user_id in rec.followers
 
 target_in_location if record.location_id in target.location_ids
 
