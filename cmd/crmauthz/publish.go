@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
@@ -107,8 +108,8 @@ func runPublish(ctx context.Context, out io.Writer, o publishOptions, file strin
 			return err
 		}
 	}
-	res, err := natssource.Publish(ctx, js, natssource.NewEventReader(in),
-		natssource.PublishOptions{Stream: o.stream, Subject: o.subject, DryRun: o.dryRun})
+	res, err := natspub.Publish(ctx, js, natspub.NewEventReader(in),
+		natspub.PublishOptions{Stream: o.stream, Subject: o.subject, DryRun: o.dryRun})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		err = fmt.Errorf("the stream %q does not exist: create it with --create", o.stream)
 	}
@@ -202,7 +203,7 @@ func runSnapshotPublish(ctx context.Context, out io.Writer, o snapshotPublishOpt
 		return err
 	}
 	defer f.Close()
-	seq, _, err := natssource.SnapshotSeq(bufio.NewReader(f))
+	seq, _, err := natspub.SnapshotSeq(bufio.NewReader(f))
 	if err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
@@ -230,7 +231,7 @@ func runSnapshotPublish(ctx context.Context, out io.Writer, o snapshotPublishOpt
 	if err != nil {
 		return fmt.Errorf("the bucket %q: %w", o.bucket, err)
 	}
-	info, err := natssource.PutSnapshot(ctx, obs, o.name, seq, f)
+	info, err := natspub.PutSnapshot(ctx, obs, o.name, seq, f)
 	if err != nil {
 		return fmt.Errorf("storing the snapshot: %w", err)
 	}

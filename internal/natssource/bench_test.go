@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/natstest"
 )
 
@@ -91,7 +92,7 @@ func BenchmarkBootstrapFromBucket(b *testing.B) {
 	world := dataset.New(dataset.Config{Records: records, Users: 10_000})
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(world.WriteSnapshot(pw, seq)) }()
-	info, err := PutSnapshot(ctx, obs, "snap", seq, pr)
+	info, err := natspub.PutSnapshot(ctx, obs, "snap", seq, pr)
 	if err != nil {
 		b.Fatal(err)
 	}

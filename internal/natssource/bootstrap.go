@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -132,9 +133,9 @@ func latestSnapshot(ctx context.Context, obs jetstream.ObjectStore) (snapshotObj
 }
 
 func objectSeq(o *jetstream.ObjectInfo) (uint64, bool) {
-	v := o.Metadata[SeqMetadata]
+	v := o.Metadata[natspub.SeqMetadata]
 	if v == "" && o.Headers != nil {
-		v = o.Headers.Get(SeqHeader)
+		v = o.Headers.Get(natspub.SeqHeader)
 	}
 	seq, err := strconv.ParseUint(v, 10, 64)
 	return seq, err == nil
@@ -181,7 +182,7 @@ func (s *Source) loadFromBucket(ctx context.Context, js jetstream.JetStream, nee
 		if hdr.Seq != nil {
 			got = "seq " + strconv.FormatUint(*hdr.Seq, 10)
 		}
-		return false, fmt.Errorf("the snapshot object %s has %s=%d but its first line has %s", best.name, SeqMetadata, best.seq, got)
+		return false, fmt.Errorf("the snapshot object %s has %s=%d but its first line has %s", best.name, natspub.SeqMetadata, best.seq, got)
 	}
 	res, err := s.repl.LoadSnapshot(io.MultiReader(bytes.NewReader(bytes.Clone(line)), br))
 	if errors.Is(err, replication.ErrSnapshotInProgress) {

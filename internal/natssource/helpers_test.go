@@ -16,6 +16,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -114,10 +115,10 @@ func createStream(tb testing.TB, js jetstream.JetStream, name, subject string) j
 
 // publish sends events (JSON objects, one per string) with Publish, the code
 // path of crmauthz publish.
-func publish(tb testing.TB, js jetstream.JetStream, stream, subject string, events ...string) PublishResult {
+func publish(tb testing.TB, js jetstream.JetStream, stream, subject string, events ...string) natspub.PublishResult {
 	tb.Helper()
-	res, err := Publish(context.Background(), js, NewEventReader(strings.NewReader(strings.Join(events, "\n"))),
-		PublishOptions{Stream: stream, Subject: subject})
+	res, err := natspub.Publish(context.Background(), js, natspub.NewEventReader(strings.NewReader(strings.Join(events, "\n"))),
+		natspub.PublishOptions{Stream: stream, Subject: subject})
 	if err != nil {
 		tb.Fatalf("publish: %v", err)
 	}

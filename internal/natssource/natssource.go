@@ -40,13 +40,6 @@ import (
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
-// SeqMetadata is the key of a snapshot object's metadata that holds its seq
-// (the seq of its first line); SeqHeader the same as an object header.
-const (
-	SeqMetadata = "crmauthz-seq"
-	SeqHeader   = "Crmauthz-Seq"
-)
-
 // Config configures New. URL, Stream, Subject, Index, Replicator and Metrics
 // are required.
 type Config struct {

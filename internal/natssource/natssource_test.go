@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/natstest"
 )
 
@@ -229,7 +229,7 @@ func TestBootstrap(t *testing.T) {
 		}
 		publish(t, js, "B2", "b2.events", events...)
 		put := func(name string, seq int) {
-			if _, err := PutSnapshot(ctx, obs, name, uint64(seq), strings.NewReader(snapshotAt(t, events[:seq]))); err != nil {
+			if _, err := natspub.PutSnapshot(ctx, obs, name, uint64(seq), strings.NewReader(snapshotAt(t, events[:seq]))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -269,7 +269,7 @@ func TestBootstrap(t *testing.T) {
 			t.Fatal(err)
 		}
 		publish(t, js, "B3", "b3.events", events[:16]...) // holds 12..16
-		if _, err := PutSnapshot(ctx, obs, "s", 14, strings.NewReader(snapshotAt(t, events[:14]))); err != nil {
+		if _, err := natspub.PutSnapshot(ctx, obs, "s", 14, strings.NewReader(snapshotAt(t, events[:14]))); err != nil {
 			t.Fatal(err)
 		}
 		sc := newSidecar(t)
@@ -287,7 +287,7 @@ func TestBootstrap(t *testing.T) {
 		if err := stream.Purge(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := PutSnapshot(ctx, obs, "liar", 6, strings.NewReader(snapshotAt(t, events[:2]))); err != nil {
+		if _, err := natspub.PutSnapshot(ctx, obs, "liar", 6, strings.NewReader(snapshotAt(t, events[:2]))); err != nil {
 			t.Fatal(err)
 		}
 		sc := newSidecar(t)
@@ -473,47 +473,6 @@ func TestConfigErrors(t *testing.T) {
 			_, err := New(cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "secret") {
 				t.Fatalf("New: %v, want an error mentioning %q (and no secret)", err, tc.want)
-			}
-		})
-	}
-}
-
-// TestPublish: the publisher's seq checks keep the stream's seqs equal to the
-// file's, and re-running a file resumes it.
-func TestPublish(t *testing.T) {
-	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
-	createStream(t, js, "P", "p.events")
-	ctx := context.Background()
-	run := func(body string) (PublishResult, error) {
-		return Publish(ctx, js, NewEventReader(strings.NewReader(body)), PublishOptions{Stream: "P", Subject: "p.events"})
-	}
-	withSeq := func(seq int, e string) string {
-		return `{"seq":` + strconv.Itoa(seq) + `,` + strings.TrimPrefix(e, "{")
-	}
-	u := userEvents(1, 6)
-	cases := []struct {
-		name     string
-		body     string
-		err      string
-		pub, skp int
-		last     uint64
-	}{
-		{name: "NDJSON without seqs", body: u[0] + "\n\n" + u[1] + "\n", pub: 2, last: 2},
-		{name: "a batch document with seqs", body: `{"events": [` + withSeq(3, u[2]) + `,` + withSeq(4, u[3]) + `]}`, pub: 2, last: 4},
-		{name: "re-running resumes", body: withSeq(3, u[2]) + "\n" + withSeq(4, u[3]) + "\n" + withSeq(5, u[4]), pub: 1, skp: 2, last: 5},
-		{name: "a gap is refused", body: withSeq(7, u[5]), err: "the stream's next seq is 6", last: 5},
-		{name: "an invalid event stops, after the valid ones", body: u[5] + "\n" + `{"op":"nope"}` + "\n" + u[0], err: "event 2 (line 2) is invalid", pub: 1, last: 6},
-		{name: "neither format", body: `[1, 2]`, err: "neither NDJSON", last: 6},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			res, err := run(tc.body)
-			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
-				t.Fatalf("err = %v, want %q", err, tc.err)
-			}
-			if res.Published != tc.pub || res.Skipped != tc.skp || res.LastSeq != tc.last {
-				t.Fatalf("result %+v, want published %d, skipped %d, last seq %d", res, tc.pub, tc.skp, tc.last)
 			}
 		})
 	}

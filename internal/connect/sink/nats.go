@@ -16,12 +16,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
 // natsSink publishes to a JetStream stream, one message per event, with stream seq = event seq
-// (natssource.Appender), and stores snapshots in an object store bucket as crmauthz snapshot
+// (natspub.Appender), and stores snapshots in an object store bucket as crmauthz snapshot
 // publish does (docs/connectors.md).
 type natsSink struct {
 	cfg  Config
@@ -161,7 +162,7 @@ func (s *natsSink) Write(ctx context.Context, events []replication.Event) error 
 			return true, &GapError{Head: head, Msg: fmt.Sprintf(
 				"the stream %s ends at seq %d; the events start at %d", s.cfg.Stream, head, first)}
 		}
-		app := natssource.NewAppender(js, s.cfg.Stream, s.cfg.Subject)
+		app := natspub.NewAppender(js, s.cfg.Stream, s.cfg.Subject)
 		for _, g := range txGroups(events) {
 			if len(g) > 1 && len(g) <= MaxAtomicBatch && !s.noAtomic {
 				if err := app.Settle(ctx); err != nil {
@@ -231,7 +232,7 @@ func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Wri
 			pw.CloseWithError(err)
 			done <- err
 		}()
-		_, err = natssource.PutSnapshot(ctx, obs, s.cfg.SnapshotName, seq, pr)
+		_, err = natspub.PutSnapshot(ctx, obs, s.cfg.SnapshotName, seq, pr)
 		pr.CloseWithError(errors.New("the put ended"))
 		if werr := <-done; werr != nil {
 			return true, fmt.Errorf("writing the snapshot: %w", werr)

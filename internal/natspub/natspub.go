@@ -1,4 +1,10 @@
-package natssource
+// Package natspub writes the replication log of a fleet of sidecars to NATS
+// JetStream (docs/scaling.md): events to a stream, each at the stream sequence
+// that is its seq (Appender, Publish), and snapshots as objects of an object
+// store bucket (PutSnapshot). crmauthz publish, crmauthz snapshot publish and
+// the NATS sink of the connectors (internal/connect/sink) write with it;
+// internal/natssource reads what it writes.
+package natspub
 
 import (
 	"bufio"
@@ -15,6 +21,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/replication"
+)
+
+// SeqMetadata is the key of a snapshot object's metadata that holds its seq
+// (the seq of its first line); SeqHeader the same as an object header.
+const (
+	SeqMetadata = "crmauthz-seq"
+	SeqHeader   = "Crmauthz-Seq"
 )
 
 // EventReader yields the events of a file: NDJSON, one event per line (blank
