@@ -13,7 +13,11 @@
 // index) and a real opa built from the version in go.mod (the world as its
 // data.json, the rules of bench/opa/authz.rego), checks that both decide a
 // sample of the mix identically, drives both with the same requests at fixed
-// rates and at saturation with vegeta, and prints one table.
+// rates and at saturation with vegeta, and prints one table. A third server,
+// the floor (the tool itself as `crmauthz-bench floor`: a bare net/http
+// server that reads the body and answers a constant decision), takes the same
+// load in the same run, so that crmauthz's figures read against the limit of
+// the machine as well as against OPA.
 package main
 
 import (
@@ -80,6 +84,15 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return out.Flush()
+	case "floor":
+		// Hidden: the floor server `run` starts as a process of its own.
+		addr := fs.String("addr", "127.0.0.1:8282", "loopback address to serve on")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serveFloor(ctx, *addr)
 	case "run":
 		var cfg runConfig
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")

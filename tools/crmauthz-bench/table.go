@@ -9,11 +9,12 @@ import (
 	"unicode/utf8"
 )
 
-// printReport writes the run's one table: every load step for both sides
-// with the ratio crmauthz/opa, then readiness and idle memory.
+// printReport writes the run's one table: every load step for the three
+// sides with the ratios crmauthz/opa and crmauthz/floor, then readiness and
+// idle memory, then the ratios to the floor in one line.
 func printReport(out io.Writer, rep *report) error {
 	c := rep.cfg
-	fmt.Fprintf(out, "crmauthz vs opa run --server (%s), %d records, %d users, %d locations; %s per step and side\n",
+	fmt.Fprintf(out, "crmauthz vs opa run --server (%s) vs the floor (bare net/http, constant answer), %d records, %d users, %d locations; %s per step and side\n",
 		rep.opaVersion, c.Records, c.Users, c.Locations, c.Duration)
 	fmt.Fprintf(out, "load average (1/5/15 min) at start %s, at end %s\n", rep.loadStart, rep.loadEnd)
 	agree := "identical"
@@ -42,10 +43,13 @@ func printReport(out io.Writer, rep *report) error {
 			t.row(r.spec.name, r.side, fmt.Sprintf("%.0f", r.achieved), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99),
 				fmtDur(r.p999), fmt.Sprint(r.errs), fmtDur(r.cpuPerDecision()), fmtMiB(r.rss.RSS), hits)
 		}
-		a, o := pair[sideCrmauthz], pair[sideOPA]
-		t.row(a.spec.name, "crmauthz/opa", ratio(a.achieved, o.achieved), ratioDur(a.p50, o.p50), ratioDur(a.p90, o.p90),
-			ratioDur(a.p99, o.p99), ratioDur(a.p999, o.p999), "", ratioDur(a.cpuPerDecision(), o.cpuPerDecision()),
-			ratio(float64(a.rss.RSS), float64(o.rss.RSS)), "")
+		a := pair[sideCrmauthz]
+		for _, k := range []int{sideOPA, sideFloor} {
+			o := pair[k]
+			t.row(a.spec.name, "crmauthz/"+o.side, ratio(a.achieved, o.achieved), ratioDur(a.p50, o.p50), ratioDur(a.p90, o.p90),
+				ratioDur(a.p99, o.p99), ratioDur(a.p999, o.p999), "", ratioDur(a.cpuPerDecision(), o.cpuPerDecision()),
+				ratio(float64(a.rss.RSS), float64(o.rss.RSS)), "")
+		}
 	}
 	t.row()
 	t.row("start and memory", "side", "ready", "", "", "", "", "", "", "RSS MiB", "")
@@ -55,6 +59,7 @@ func printReport(out io.Writer, rep *report) error {
 	t.row("restart on the index", "crmauthz", fmtDur(rep.readyRestart), "", "", "", "", "", "", fmtMiB(rep.crmauthzIdle.RSS), "idle")
 	t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
 		"idle; data.json "+fmtMiB(rep.opaDataBytes>>10)+" MiB")
+	t.row("start", "floor", fmtDur(rep.floorReady), "", "", "", "", "", "", fmtMiB(rep.floorIdle.RSS), "idle")
 	t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "", "",
 		ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)), "")
 	t.row("after the run", "crmauthz", "", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
@@ -62,10 +67,16 @@ func printReport(out io.Writer, rep *report) error {
 	t.row("after the run", "opa", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
 		"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
 	t.write(out)
+	if s := floorSummary(rep); s != "" {
+		fmt.Fprintf(out, "\ncrmauthz ÷ floor: %s\n", s)
+	}
 	fmt.Fprintln(out, "\nachieved/s: decisions answered (200 with a decision) per second; latencies from vegeta (request written → body read), of answered requests;")
 	fmt.Fprintln(out, "CPU/decision: the server's user+system CPU time (/proc/PID/stat) during the step over the decisions answered;")
 	fmt.Fprintln(out, "RSS: VmRSS of /proc/PID/status, peak sampled every 50 ms during the step; ratios: crmauthz/opa (below 1: crmauthz is faster or smaller,")
 	fmt.Fprintln(out, "above 1 for achieved/s: crmauthz answers more). The load generator runs on the same cores as the server under test.")
+	fmt.Fprintln(out, "floor: a bare net/http server (this tool, `crmauthz-bench floor`) that reads the body and answers a constant decision:")
+	fmt.Fprintln(out, "the limit of these cores for a decision over HTTP; crmauthz/floor is how far crmauthz is from it (max rps: 1 is the")
+	fmt.Fprintln(out, "limit; p99 at a fixed rate: 1 is the limit, above 1 is what crmauthz's work adds to the tail).")
 	return nil
 }
 
@@ -136,4 +147,19 @@ func (t *table) write(out io.Writer) {
 		}
 		fmt.Fprintln(out, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// floorSummary is the ratios crmauthz ÷ floor the issue's targets are
+// stated in: max rps at each saturation step, p99 at each fixed rate.
+func floorSummary(rep *report) string {
+	var parts []string
+	for _, pair := range rep.steps {
+		a, f := pair[sideCrmauthz], pair[sideFloor]
+		if a.spec.rate > 0 {
+			parts = append(parts, fmt.Sprintf("p99 at %s %s", a.spec.name, ratioDur(a.p99, f.p99)))
+		} else {
+			parts = append(parts, fmt.Sprintf("rps at %s %s", a.spec.name, ratio(a.achieved, f.achieved)))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
