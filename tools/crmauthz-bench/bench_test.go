@@ -124,14 +124,18 @@ func TestSmoke(t *testing.T) {
 	if len(rep.steps) != 2 {
 		t.Fatalf("%d steps, want 2", len(rep.steps))
 	}
-	for _, pair := range rep.steps {
-		for _, r := range pair {
+	for _, runs := range rep.steps {
+		if len(runs) != 1 {
+			t.Fatalf("%d runs of a step, want 1", len(runs))
+		}
+		for _, r := range runs[0] {
 			if r.ok == 0 || r.errs != 0 || r.sent != r.ok {
 				t.Errorf("%s %s: sent %d, answered %d, errors %d (%s)", r.spec.name, r.side, r.sent, r.ok, r.errs, r.firstErr)
 			}
 		}
 	}
-	for _, pair := range rep.steps {
+	for _, runs := range rep.steps {
+		pair := runs[0]
 		for k, name := range []string{"crmauthz", "opa", "floor"} {
 			if pair[k].side != name {
 				t.Errorf("%s: side %d is %q, want %q", pair[k].spec.name, k, pair[k].side, name)

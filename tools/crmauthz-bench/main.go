@@ -102,6 +102,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		rates := fs.String("rates", "1000,5000,10000", "fixed-rate steps, requests per second, comma-separated (\"\": none)")
 		sat := fs.String("saturation", "1,32", "saturation steps: concurrent requests of each, comma-separated (\"\": none)")
 		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
+		fs.IntVar(&cfg.Runs, "runs", 1, "run the load steps that many times over the same servers; the table gives medians and the spread (min–max)")
 		fs.IntVar(&cfg.Check, "check", 2000, "requests of the mix both servers must decide identically before the load")
 		fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one request")
 		fs.StringVar(&cfg.Crmauthz, "crmauthz", "", "crmauthz binary (default: build ./cmd/crmauthz into the work directory)")
@@ -120,6 +121,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.SatWorkers, err = intList(*sat); err != nil {
 			return fmt.Errorf("--saturation: %w", err)
+		}
+		if cfg.Runs < 1 || cfg.Runs > 100 {
+			return fmt.Errorf("--runs: %d is not between 1 and 100", cfg.Runs)
 		}
 		cfg.Records, cfg.Users, cfg.Locations = *records, *users, *locations
 		cfg.OPAPolicy = strings.Split(*policy, ",")

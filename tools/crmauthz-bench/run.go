@@ -27,6 +27,7 @@ type runConfig struct {
 	Rates      []int         // fixed-rate steps
 	SatWorkers []int         // one saturation step per entry: that many concurrent requests
 	HotSet     int           // > 0: a saturation step over that many distinct requests (decision cache hits)
+	Runs       int           // the steps are run that many times over the same servers (medians and spread)
 	Check      int           // requests of the mix both sides must agree on
 	Timeout    time.Duration // per request
 
@@ -72,7 +73,7 @@ type report struct {
 	mismatches []string // the first disagreements
 	reasons    map[string]int
 
-	steps [][nSides]stepResult // [crmauthz, opa, floor] per step
+	steps [][][nSides]stepResult // per step, per run: [crmauthz, opa, floor]
 }
 
 const (
@@ -91,6 +92,9 @@ func (c *runConfig) defaults() {
 	}
 	if c.WarmupRate <= 0 {
 		c.WarmupRate = 1000
+	}
+	if c.Runs <= 0 {
+		c.Runs = 1
 	}
 }
 
@@ -248,22 +252,29 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout)
 		}
 	}
-	for i, spec := range specs {
-		order := []int{sideCrmauthz, sideOPA, sideFloor}
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
-		var pair [nSides]stepResult
-		for _, k := range order {
-			if err := ctx.Err(); err != nil {
-				return nil, err
+	// With --runs N the whole sequence of steps is repeated N times over the
+	// same servers, each run with fresh requests, the order of the sides
+	// alternating from run to run as well.
+	rep.steps = make([][][nSides]stepResult, len(specs))
+	for run := 0; run < cfg.Runs; run++ {
+		for i, spec := range specs {
+			spec.base += uint64(run*len(specs)) * 100_000_000
+			order := []int{sideCrmauthz, sideOPA, sideFloor}
+			if (i+run)%2 == 1 {
+				slices.Reverse(order)
 			}
-			time.Sleep(cfg.Pause)
-			pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
-			r := pair[k]
-			cfg.logf("%-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
+			var pair [nSides]stepResult
+			for _, k := range order {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				time.Sleep(cfg.Pause)
+				pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
+				r := pair[k]
+				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
+			}
+			rep.steps[i] = append(rep.steps[i], pair)
 		}
-		rep.steps = append(rep.steps, pair)
 	}
 	rep.crmauthzFinal, _ = readMem(crm.pid())
 	rep.opaFinal, _ = readMem(opa.pid())
