@@ -3,7 +3,7 @@
 // generates the synthetic datasets and request mixes it uses (see
 // internal/dataset).
 //
-//	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] …
+//	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] [--runs 5] …
 //	crmauthz-bench gen --records 1000000 --users 10000 > snapshot.ndjson
 //	crmauthz-bench requests --n 100000 > requests.ndjson   (one POST /v1/decision body per line)
 //	crmauthz-bench opa-data --records 1000000 > data.json   (the same world as OPA's data document)
