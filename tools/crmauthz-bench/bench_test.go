@@ -77,8 +77,10 @@ func TestOPAData(t *testing.T) {
 // TestSmoke runs the whole benchmark on a tiny world with about a second of
 // load: the real crmauthz and a real opa (built once from the module cache
 // into .cache/opa/<version>; the first build takes minutes), the agreement
-// check, and one fixed-rate and one saturation step. It checks that both
-// answered every request and agreed, never how fast they were.
+// check, and one fixed-rate and one saturation step, for both and for the
+// floor server (this test binary as `floor`, see TestMain). It checks that
+// all three answered every request (200 with a decision) and crmauthz and opa
+// agreed, never how fast they were.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts opa and crmauthz")
@@ -122,12 +124,29 @@ func TestSmoke(t *testing.T) {
 	if len(rep.steps) != 2 {
 		t.Fatalf("%d steps, want 2", len(rep.steps))
 	}
-	for _, pair := range rep.steps {
-		for _, r := range pair {
+	for _, runs := range rep.steps {
+		if len(runs) != 1 {
+			t.Fatalf("%d runs of a step, want 1", len(runs))
+		}
+		for _, r := range runs[0] {
 			if r.ok == 0 || r.errs != 0 || r.sent != r.ok {
 				t.Errorf("%s %s: sent %d, answered %d, errors %d (%s)", r.spec.name, r.side, r.sent, r.ok, r.errs, r.firstErr)
 			}
 		}
+	}
+	for _, runs := range rep.steps {
+		pair := runs[0]
+		for k, name := range []string{"crmauthz", "opa", "floor"} {
+			if pair[k].side != name {
+				t.Errorf("%s: side %d is %q, want %q", pair[k].spec.name, k, pair[k].side, name)
+			}
+		}
+	}
+	if !strings.Contains(table.String(), "crmauthz/floor") || !strings.Contains(table.String(), "crmauthz ÷ floor: p99 at 300/s ") {
+		t.Errorf("the table has no ratios to the floor:\n%s", table.String())
+	}
+	if rep.floorReady <= 0 || rep.floorIdle.RSS <= 0 {
+		t.Errorf("the floor's readiness or memory not measured: %v %+v", rep.floorReady, rep.floorIdle)
 	}
 	if rep.readyRestart <= 0 || rep.opaReady <= 0 || rep.crmauthzIdle.RSS <= 0 || rep.opaIdle.RSS <= 0 {
 		t.Errorf("readiness or memory not measured: %+v", rep)

@@ -3,7 +3,7 @@
 // generates the synthetic datasets and request mixes it uses (see
 // internal/dataset).
 //
-//	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] …
+//	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] [--runs 5] …
 //	crmauthz-bench gen --records 1000000 --users 10000 > snapshot.ndjson
 //	crmauthz-bench requests --n 100000 > requests.ndjson   (one POST /v1/decision body per line)
 //	crmauthz-bench opa-data --records 1000000 > data.json   (the same world as OPA's data document)
@@ -13,7 +13,11 @@
 // index) and a real opa built from the version in go.mod (the world as its
 // data.json, the rules of bench/opa/authz.rego), checks that both decide a
 // sample of the mix identically, drives both with the same requests at fixed
-// rates and at saturation with vegeta, and prints one table.
+// rates and at saturation with vegeta, and prints one table. A third server,
+// the floor (the tool itself as `crmauthz-bench floor`: a bare net/http
+// server that reads the body and answers a constant decision), takes the same
+// load in the same run, so that crmauthz's figures read against the limit of
+// the machine as well as against OPA.
 package main
 
 import (
@@ -80,6 +84,15 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return out.Flush()
+	case "floor":
+		// Hidden: the floor server `run` starts as a process of its own.
+		addr := fs.String("addr", "127.0.0.1:8282", "loopback address to serve on")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serveFloor(ctx, *addr)
 	case "run":
 		var cfg runConfig
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")
@@ -89,6 +102,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		rates := fs.String("rates", "1000,5000,10000", "fixed-rate steps, requests per second, comma-separated (\"\": none)")
 		sat := fs.String("saturation", "1,32", "saturation steps: concurrent requests of each, comma-separated (\"\": none)")
 		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
+		fs.IntVar(&cfg.Runs, "runs", 1, "run the load steps that many times over the same servers; the table gives medians and the spread (min–max)")
 		fs.IntVar(&cfg.Check, "check", 2000, "requests of the mix both servers must decide identically before the load")
 		fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one request")
 		fs.StringVar(&cfg.Crmauthz, "crmauthz", "", "crmauthz binary (default: build ./cmd/crmauthz into the work directory)")
@@ -107,6 +121,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.SatWorkers, err = intList(*sat); err != nil {
 			return fmt.Errorf("--saturation: %w", err)
+		}
+		if cfg.Runs < 1 || cfg.Runs > 100 {
+			return fmt.Errorf("--runs: %d is not between 1 and 100", cfg.Runs)
 		}
 		cfg.Records, cfg.Users, cfg.Locations = *records, *users, *locations
 		cfg.OPAPolicy = strings.Split(*policy, ",")

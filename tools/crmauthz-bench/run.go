@@ -27,6 +27,7 @@ type runConfig struct {
 	Rates      []int         // fixed-rate steps
 	SatWorkers []int         // one saturation step per entry: that many concurrent requests
 	HotSet     int           // > 0: a saturation step over that many distinct requests (decision cache hits)
+	Runs       int           // the steps are run that many times over the same servers (medians and spread)
 	Check      int           // requests of the mix both sides must agree on
 	Timeout    time.Duration // per request
 
@@ -36,6 +37,7 @@ type runConfig struct {
 	OPA          string   // opa binary; "" builds the version of go.mod into OPACache
 	OPACache     string
 	OPAPolicy    []string // Rego files OPA serves
+	Floor        string   // executable of this tool, started as `floor`; "" = os.Executable()
 	WorkDir      string   // "" = a new temporary directory, removed at the end
 	Log          io.Writer
 }
@@ -61,18 +63,24 @@ type report struct {
 	opaReady     time.Duration // start with data.json → /health 200 (includes loading the data)
 	opaIdle      memStatus
 	opaFinal     memStatus
+	// floor
+	floorReady time.Duration
+	floorIdle  memStatus
+	floorFinal memStatus
 
 	checked    int
 	disagree   int
 	mismatches []string // the first disagreements
 	reasons    map[string]int
 
-	steps [][2]stepResult // [crmauthz, opa] per step
+	steps [][][nSides]stepResult // per step, per run: [crmauthz, opa, floor]
 }
 
 const (
 	sideCrmauthz = 0
 	sideOPA      = 1
+	sideFloor    = 2
+	nSides       = 3
 )
 
 func (c *runConfig) defaults() {
@@ -85,13 +93,17 @@ func (c *runConfig) defaults() {
 	if c.WarmupRate <= 0 {
 		c.WarmupRate = 1000
 	}
+	if c.Runs <= 0 {
+		c.Runs = 1
+	}
 }
 
 func (c *runConfig) logf(format string, args ...any) {
 	fmt.Fprintf(c.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-// run performs a whole benchmark: dataset, both servers, agreement check, load steps.
+// run performs a whole benchmark: dataset, the servers (crmauthz, OPA, the
+// floor), agreement check of crmauthz and OPA, load steps of all three.
 func run(ctx context.Context, cfg runConfig) (*report, error) {
 	cfg.defaults()
 	root, err := repoRoot()
@@ -178,10 +190,20 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	rep.opaReady = opaSide.ready
 	cfg.logf("opa ready with the data in %s", rep.opaReady)
 
+	// The floor: a bare net/http server answering a constant decision.
+	floor, floorSide, err := startFloor(ctx, cfg.Floor)
+	if err != nil {
+		return nil, err
+	}
+	defer floor.stop(10 * time.Second)
+	rep.floorReady = floorSide.ready
+	cfg.logf("floor server ready in %s", rep.floorReady)
+
 	time.Sleep(time.Second)
 	rep.crmauthzIdle, _ = readMem(crm.pid())
 	rep.opaIdle, _ = readMem(opa.pid())
-	sides := [2]*side{&crmSide.side, &opaSide.side}
+	rep.floorIdle, _ = readMem(floor.pid())
+	sides := [nSides]*side{&crmSide.side, &opaSide.side, &floorSide.side}
 
 	// Agreement on the first Check requests of the mix.
 	client := &http.Client{Timeout: cfg.Timeout}
@@ -206,10 +228,13 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 	}
 	cfg.logf("agreement: %d requests, %d disagreements; reasons %v", rep.checked, rep.disagree, rep.reasons)
+	if v, err := sides[sideFloor].ask(ctx, client, w.RequestAt(0)); err != nil || v != (verdict{true, "owner"}) {
+		return nil, fmt.Errorf("the floor server answered %+v (%v), want allow owner", v, err)
+	}
 
 	// Load steps. Every step asks fresh requests of the mix (its own range
-	// of indexes), the same ones of both sides; the side that goes first
-	// alternates.
+	// of indexes), the same ones of every side; the order of the sides
+	// alternates (crmauthz, opa, floor; then floor, opa, crmauthz).
 	var specs []stepSpec
 	base := func() uint64 { return uint64(len(specs)+1) * 100_000_000 }
 	for _, r := range cfg.Rates {
@@ -227,25 +252,33 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout)
 		}
 	}
-	for i, spec := range specs {
-		order := []int{sideCrmauthz, sideOPA}
-		if i%2 == 1 {
-			order = []int{sideOPA, sideCrmauthz}
-		}
-		var pair [2]stepResult
-		for _, k := range order {
-			if err := ctx.Err(); err != nil {
-				return nil, err
+	// With --runs N the whole sequence of steps is repeated N times over the
+	// same servers, each run with fresh requests, the order of the sides
+	// alternating from run to run as well.
+	rep.steps = make([][][nSides]stepResult, len(specs))
+	for run := 0; run < cfg.Runs; run++ {
+		for i, spec := range specs {
+			spec.base += uint64(run*len(specs)) * 100_000_000
+			order := []int{sideCrmauthz, sideOPA, sideFloor}
+			if (i+run)%2 == 1 {
+				slices.Reverse(order)
 			}
-			time.Sleep(cfg.Pause)
-			pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
-			r := pair[k]
-			cfg.logf("%-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
+			var pair [nSides]stepResult
+			for _, k := range order {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				time.Sleep(cfg.Pause)
+				pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
+				r := pair[k]
+				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
+			}
+			rep.steps[i] = append(rep.steps[i], pair)
 		}
-		rep.steps = append(rep.steps, pair)
 	}
 	rep.crmauthzFinal, _ = readMem(crm.pid())
 	rep.opaFinal, _ = readMem(opa.pid())
+	rep.floorFinal, _ = readMem(floor.pid())
 	rep.loadEnd = loadAvg()
 	return rep, nil
 }

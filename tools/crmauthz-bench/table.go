@@ -9,12 +9,16 @@ import (
 	"unicode/utf8"
 )
 
-// printReport writes the run's one table: every load step for both sides
-// with the ratio crmauthz/opa, then readiness and idle memory.
+// printReport writes the run's one table: every load step for the three
+// sides with the ratios crmauthz/opa and crmauthz/floor, then readiness and
+// idle memory, then the ratios to the floor in one line.
 func printReport(out io.Writer, rep *report) error {
 	c := rep.cfg
-	fmt.Fprintf(out, "crmauthz vs opa run --server (%s), %d records, %d users, %d locations; %s per step and side\n",
+	fmt.Fprintf(out, "crmauthz vs opa run --server (%s) vs the floor (bare net/http, constant answer), %d records, %d users, %d locations; %s per step and side\n",
 		rep.opaVersion, c.Records, c.Users, c.Locations, c.Duration)
+	if c.Runs > 1 {
+		fmt.Fprintf(out, "%d runs of the load steps over the same servers: medians over the runs (ratios: the median of each run's ratio; errors: the sum)\n", c.Runs)
+	}
 	fmt.Fprintf(out, "load average (1/5/15 min) at start %s, at end %s\n", rep.loadStart, rep.loadEnd)
 	agree := "identical"
 	if rep.disagree > 0 {
@@ -33,19 +37,45 @@ func printReport(out io.Writer, rep *report) error {
 
 	var t table
 	t.row("step", "side", "achieved/s", "p50", "p90", "p99", "p99.9", "errors", "CPU/decision", "RSS MiB", "cache hits")
-	for _, pair := range rep.steps {
-		for _, r := range pair {
-			hits := ""
-			if r.cacheHit >= 0 {
-				hits = fmt.Sprintf("%.1f%%", 100*r.cacheHit)
-			}
-			t.row(r.spec.name, r.side, fmt.Sprintf("%.0f", r.achieved), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99),
-				fmtDur(r.p999), fmt.Sprint(r.errs), fmtDur(r.cpuPerDecision()), fmtMiB(r.rss.RSS), hits)
+	var spread table
+	spread.row("step", "side", "achieved/s min–max", "p99 min–max")
+	for _, runs := range rep.steps {
+		if len(runs) == 0 {
+			continue
 		}
-		a, o := pair[sideCrmauthz], pair[sideOPA]
-		t.row(a.spec.name, "crmauthz/opa", ratio(a.achieved, o.achieved), ratioDur(a.p50, o.p50), ratioDur(a.p90, o.p90),
-			ratioDur(a.p99, o.p99), ratioDur(a.p999, o.p999), "", ratioDur(a.cpuPerDecision(), o.cpuPerDecision()),
-			ratio(float64(a.rss.RSS), float64(o.rss.RSS)), "")
+		name := runs[0][sideCrmauthz].spec.name
+		for k := range nSides {
+			med := func(f func(stepResult) float64) float64 {
+				return median(runs, func(p [nSides]stepResult) float64 { return f(p[k]) })
+			}
+			var errs int
+			for _, p := range runs {
+				errs += p[k].errs
+			}
+			hits := ""
+			if h := medianAll(runs, func(p [nSides]stepResult) float64 { return p[k].cacheHit }); h >= 0 {
+				hits = fmt.Sprintf("%.1f%%", 100*h)
+			}
+			t.row(name, runs[0][k].side, fmt.Sprintf("%.0f", med(achieved)), fmtDur(dur(med(p50))), fmtDur(dur(med(p90))),
+				fmtDur(dur(med(p99))), fmtDur(dur(med(p999))), fmt.Sprint(errs), fmtDur(dur(med(cpuPer))),
+				fmtMiB(int64(med(func(r stepResult) float64 { return float64(r.rss.RSS) }))), hits)
+			lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return achieved(p[k]) })
+			plo, phi := minMax(runs, func(p [nSides]stepResult) float64 { return p99(p[k]) })
+			spread.row(name, runs[0][k].side, fmt.Sprintf("%.0f–%.0f", lo, hi), fmtDur(dur(plo))+"–"+fmtDur(dur(phi)))
+		}
+		for _, k := range []int{sideOPA, sideFloor} {
+			// The median over the runs of each run's ratio (both sides of
+			// a ratio measured in the same run, one after the other).
+			r := func(f func(stepResult) float64) string {
+				return fmtRatio(median(runs, func(p [nSides]stepResult) float64 { return ratioOf(f(p[sideCrmauthz]), f(p[k])) }))
+			}
+			vs := "crmauthz/" + runs[0][k].side
+			t.row(name, vs, r(achieved), r(p50), r(p90), r(p99), r(p999), "", r(cpuPer),
+				r(func(r stepResult) float64 { return float64(r.rss.RSS) }), "")
+			lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(achieved(p[sideCrmauthz]), achieved(p[k])) })
+			plo, phi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(p99(p[sideCrmauthz]), p99(p[k])) })
+			spread.row(name, vs, fmtRatio(lo)+"–"+fmtRatio(hi), fmtRatio(plo)+"–"+fmtRatio(phi))
+		}
 	}
 	t.row()
 	t.row("start and memory", "side", "ready", "", "", "", "", "", "", "RSS MiB", "")
@@ -55,6 +85,7 @@ func printReport(out io.Writer, rep *report) error {
 	t.row("restart on the index", "crmauthz", fmtDur(rep.readyRestart), "", "", "", "", "", "", fmtMiB(rep.crmauthzIdle.RSS), "idle")
 	t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
 		"idle; data.json "+fmtMiB(rep.opaDataBytes>>10)+" MiB")
+	t.row("start", "floor", fmtDur(rep.floorReady), "", "", "", "", "", "", fmtMiB(rep.floorIdle.RSS), "idle")
 	t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "", "",
 		ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)), "")
 	t.row("after the run", "crmauthz", "", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
@@ -62,10 +93,20 @@ func printReport(out io.Writer, rep *report) error {
 	t.row("after the run", "opa", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
 		"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
 	t.write(out)
+	if c.Runs > 1 {
+		fmt.Fprintf(out, "\nspread over the %d runs (ratios: each run's own)\n", c.Runs)
+		spread.write(out)
+	}
+	if s := floorSummary(rep); s != "" {
+		fmt.Fprintf(out, "\ncrmauthz ÷ floor: %s\n", s)
+	}
 	fmt.Fprintln(out, "\nachieved/s: decisions answered (200 with a decision) per second; latencies from vegeta (request written → body read), of answered requests;")
 	fmt.Fprintln(out, "CPU/decision: the server's user+system CPU time (/proc/PID/stat) during the step over the decisions answered;")
 	fmt.Fprintln(out, "RSS: VmRSS of /proc/PID/status, peak sampled every 50 ms during the step; ratios: crmauthz/opa (below 1: crmauthz is faster or smaller,")
 	fmt.Fprintln(out, "above 1 for achieved/s: crmauthz answers more). The load generator runs on the same cores as the server under test.")
+	fmt.Fprintln(out, "floor: a bare net/http server (this tool, `crmauthz-bench floor`) that reads the body and answers a constant decision:")
+	fmt.Fprintln(out, "the limit of these cores for a decision over HTTP; crmauthz/floor is how far crmauthz is from it (max rps: 1 is the")
+	fmt.Fprintln(out, "limit; p99 at a fixed rate: 1 is the limit, above 1 is what crmauthz's work adds to the tail).")
 	return nil
 }
 
@@ -91,11 +132,20 @@ func fmtMiB(kib int64) string {
 	return fmt.Sprintf("%.0f", float64(kib)/1024)
 }
 
-func ratio(a, b float64) string {
+func ratio(a, b float64) string { return fmtRatio(ratioOf(a, b)) }
+
+// ratioOf is a/b, or 0 when either is not positive (not measured).
+func ratioOf(a, b float64) float64 {
 	if a <= 0 || b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
+func fmtRatio(r float64) string {
+	if r <= 0 {
 		return "-"
 	}
-	r := a / b
 	if r < 0.1 {
 		return fmt.Sprintf("%.3f", r)
 	}
@@ -136,4 +186,88 @@ func (t *table) write(out io.Writer) {
 		}
 		fmt.Fprintln(out, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// floorSummary is the ratios crmauthz ÷ floor the issue's targets are
+// stated in: max rps at each saturation step, p99 at each fixed rate; with
+// several runs, the median of each run's ratio and the spread (min–max).
+func floorSummary(rep *report) string {
+	var parts []string
+	for _, runs := range rep.steps {
+		if len(runs) == 0 {
+			continue
+		}
+		spec := runs[0][sideCrmauthz].spec
+		f, what := achieved, "rps at "+spec.name
+		if spec.rate > 0 {
+			f, what = p99, "p99 at "+spec.name
+		}
+		r := func(p [nSides]stepResult) float64 { return ratioOf(f(p[sideCrmauthz]), f(p[sideFloor])) }
+		part := what + " " + fmtRatio(median(runs, r))
+		if len(runs) > 1 {
+			lo, hi := minMax(runs, r)
+			part += " (" + fmtRatio(lo) + "–" + fmtRatio(hi) + ")"
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Figures of a step result, as numbers for median and minMax.
+func achieved(r stepResult) float64 { return r.achieved }
+func p50(r stepResult) float64      { return float64(r.p50) }
+func p90(r stepResult) float64      { return float64(r.p90) }
+func p99(r stepResult) float64      { return float64(r.p99) }
+func p999(r stepResult) float64     { return float64(r.p999) }
+func cpuPer(r stepResult) float64   { return float64(r.cpuPerDecision()) }
+func dur(f float64) time.Duration   { return time.Duration(f) }
+
+// median of f over the runs (the mean of the two middle values for an even
+// count); values ≤ 0 (not measured) are left out unless all are, then it is
+// the first of them (so -1, "unknown", stays -1).
+func median(runs [][nSides]stepResult, f func([nSides]stepResult) float64) float64 {
+	var v []float64
+	for _, p := range runs {
+		if x := f(p); x > 0 {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		if len(runs) == 0 {
+			return 0
+		}
+		return f(runs[0])
+	}
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+// medianAll is the median of f over all the runs (the lower middle value
+// for an even count).
+func medianAll(runs [][nSides]stepResult, f func([nSides]stepResult) float64) float64 {
+	if len(runs) == 0 {
+		return 0
+	}
+	v := make([]float64, 0, len(runs))
+	for _, p := range runs {
+		v = append(v, f(p))
+	}
+	slices.Sort(v)
+	return v[(len(v)-1)/2]
+}
+
+// minMax of f over the runs, values ≤ 0 (not measured) left out.
+func minMax(runs [][nSides]stepResult, f func([nSides]stepResult) float64) (lo, hi float64) {
+	for _, p := range runs {
+		if x := f(p); x > 0 {
+			if lo == 0 || x < lo {
+				lo = x
+			}
+			hi = max(hi, x)
+		}
+	}
+	return lo, hi
 }

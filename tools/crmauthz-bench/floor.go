@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// floorReply is the floor server's one answer: the shape of crmauthz's
+// decision reply (internal/server/decision.go) and about its size, constant.
+const floorReply = `{"allow":true,"reason":"owner","decision_id":"floor-00000000000000000000","policy_revision":"floor","applied_seq":0}`
+
+// floorMaxBody bounds a request body the floor reads (crmauthz's own limit
+// is of the same order).
+const floorMaxBody = 1 << 20
+
+// floorHandler is the physical floor of a decision over HTTP on these cores
+// (see BENCHMARKS.md, "Method"): it reads the whole request body and answers
+// floorReply. No parsing, no facts, no policy.
+func floorHandler() http.Handler {
+	reply := []byte(floorReply)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/decision":
+			if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, floorMaxBody)); err != nil {
+				writeFloorError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 1 MiB or unreadable")
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(reply)
+		case r.Method == http.MethodGet && r.URL.Path == "/health":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"status":"ok"}`)
+		default:
+			writeFloorError(w, http.StatusNotFound, "not_found", "only POST /v1/decision and GET /health")
+		}
+	})
+}
+
+func writeFloorError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`, code, msg)
+}
+
+// checkLoopback accepts host:port with a loopback IP or "localhost".
+func checkLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("--addr %q: no port", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--addr %q: the floor server binds loopback addresses only", addr)
+	}
+	return nil
+}
+
+// serveFloor serves floorHandler on addr (loopback only) until ctx ends.
+func serveFloor(ctx context.Context, addr string) error {
+	if err := checkLoopback(addr); err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           floorHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	defer stop()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// startFloor starts the floor server as its own process: bin (the tool
+// itself, "" = os.Executable()) with the hidden subcommand `floor`.
+func startFloor(ctx context.Context, bin string) (*proc, serverSide, error) {
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return nil, serverSide{}, fmt.Errorf("the floor server: %w", err)
+		}
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken before the server binds it
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		p, err := startProc("floor", bin, []string{"floor", "--addr", addr}, nil)
+		if err != nil {
+			return nil, serverSide{}, err
+		}
+		ready, err := p.waitReady(ctx, "http://"+addr+"/health", 30*time.Second)
+		if err != nil {
+			p.stop(5 * time.Second)
+			lastErr = err
+			if strings.Contains(err.Error(), "address already in use") {
+				continue
+			}
+			return nil, serverSide{}, err
+		}
+		return p, serverSide{
+			side:  side{name: "floor", url: "http://" + addr + "/v1/decision", pid: p.pid()},
+			admin: "http://" + addr, ready: ready,
+		}, nil
+	}
+	return nil, serverSide{}, lastErr
+}
