@@ -20,7 +20,7 @@ import (
 // is configured (compared in constant time), else loopback clients only.
 func (s *Server) requireReplicationAuth(c *gin.Context) {
 	if len(s.cfg.Token) == 0 {
-		if !isLoopback(c.Request.RemoteAddr) {
+		if !IsLoopbackAddr(c.Request.RemoteAddr) {
 			s.writeError(c, newError(http.StatusUnauthorized, "unauthorized",
 				"no replication token is configured, so only loopback clients may replicate"))
 		}
