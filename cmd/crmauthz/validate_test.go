@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,5 +217,27 @@ func TestServeEnvTwinsAreValidated(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q lacks %q", err, want)
 		}
+	}
+}
+
+// TestExitCode: the code of an exitError is found through wrapping (it was a
+// type assertion, which gave 1 for a wrapped usage error).
+func TestExitCode(t *testing.T) {
+	usage := usageError(errors.New("--addr: want HOST:PORT"))
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"usage", usage, exitUsage},
+		{"wrapped usage", fmt.Errorf("serve: %w", usage), exitUsage},
+		{"answer", &exitError{code: 1, msg: "policy tests failed"}, 1},
+		{"plain", errors.New("boom"), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := exitCode(tc.err); got != tc.want {
+				t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+			}
+		})
 	}
 }
