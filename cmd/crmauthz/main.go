@@ -33,9 +33,11 @@ func main() {
 type exitError struct {
 	code int
 	msg  string
+	err  error // the cause, or nil
 }
 
 func (e *exitError) Error() string { return e.msg }
+func (e *exitError) Unwrap() error { return e.err }
 
 func exitCode(err error) int {
 	var e *exitError

@@ -27,7 +27,7 @@ const exitUsage = 2
 
 // usageError is a refused command line: exit code 2.
 func usageError(err error) error {
-	return &exitError{code: exitUsage, msg: err.Error()}
+	return &exitError{code: exitUsage, msg: err.Error(), err: err}
 }
 
 // flagUsageError makes cobra's "flag does not parse" errors usage errors.

@@ -241,3 +241,11 @@ func TestExitCode(t *testing.T) {
 		})
 	}
 }
+
+// TestExitErrorUnwrap: a usage error keeps its cause for errors.Is/As.
+func TestExitErrorUnwrap(t *testing.T) {
+	cause := errors.New("--addr: want HOST:PORT")
+	if err := usageError(cause); !errors.Is(err, cause) {
+		t.Errorf("usageError(%v) does not unwrap to its cause", cause)
+	}
+}
