@@ -382,7 +382,7 @@ func natsURLs(v string) string {
 
 func logFields(fields []string) string {
 	for _, f := range fields {
-		if _, err := decisionlog.ParseFields(f); err != nil || strings.TrimSpace(f) == "" {
+		if decisionlog.CheckField(f) != nil {
 			return "want fields such as input.subject or /input/target, separated by commas"
 		}
 	}

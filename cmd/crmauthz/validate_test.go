@@ -101,6 +101,7 @@ var badServeFlags = []struct {
 	{"decision-log-mask", "input.", "want fields such as input.subject"},
 	{"decision-log-mask", "input.subject,,input.target", "want fields such as input.subject"},
 	{"decision-log-erase", "subject", "want fields such as input.subject"},
+	{"decision-log-mask", "input.subject, input.target", "want fields such as input.subject"}, // New refused " input.target" after the check let it through
 	{"data-api-paths", "crmauthz/decision,,crmauthz/allow", `"*" for all, or nothing (--data-api-paths=) for none`},
 	{"data-api-paths", "/", `"*" for all, or nothing`},
 	{"subject-header", "", "want a header name"},
