@@ -234,11 +234,8 @@ func TestStalledExportIsCut(t *testing.T) {
 			resp, _ := stalledGet(t, srv, path)
 			// Wait for the server to give up (its log says so). Not a bound on speed: without a
 			// stall timeout it never does, and this says so.
-			for give := time.Now().Add(2 * time.Minute); !strings.Contains(logs.String(), "failed"); {
-				if time.Now().After(give) {
-					t.Fatal("a download whose client reads nothing was not cut")
-				}
-				time.Sleep(20 * time.Millisecond)
+			if !poll(t, 2*time.Minute, func() bool { return strings.Contains(logs.String(), "failed") }) {
+				t.Fatal("a download whose client reads nothing was not cut")
 			}
 			body, err := io.ReadAll(resp.Body)
 			if err == nil {
