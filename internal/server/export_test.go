@@ -199,8 +199,8 @@ func TestStalledExportDoesNotBlockSwapsOrBatches(t *testing.T) {
 			if path == "/v1/replication/snapshot" {
 				lines := bytes.Count(body, []byte{'\n'})
 				if !bytes.HasPrefix(body, []byte(`{"seq":1}`)) || lines != 1+50+10000 ||
-					resp.Trailer.Get(SnapshotLinesTrailer) != strconv.Itoa(lines) {
-					t.Fatalf("export: %d lines, trailer %q, starts %.20q", lines, resp.Trailer.Get(SnapshotLinesTrailer), body)
+					resp.Trailer.Get(snapshotLinesTrailer) != strconv.Itoa(lines) {
+					t.Fatalf("export: %d lines, trailer %q, starts %.20q", lines, resp.Trailer.Get(snapshotLinesTrailer), body)
 				}
 				return
 			}
@@ -244,7 +244,7 @@ func TestStalledExportIsCut(t *testing.T) {
 			if resp.ContentLength > 0 && int64(len(body)) >= resp.ContentLength {
 				t.Fatalf("%d bytes of %d", len(body), resp.ContentLength)
 			}
-			if resp.Trailer.Get(SnapshotLinesTrailer) != "" {
+			if resp.Trailer.Get(snapshotLinesTrailer) != "" {
 				t.Fatalf("a cut export has the trailer %v", resp.Trailer)
 			}
 			t.Logf("cut after %d bytes: %v", len(body), err)
@@ -255,7 +255,7 @@ func TestStalledExportIsCut(t *testing.T) {
 // TestSnapshotExportCutOnDamagedPage is issue 15 item 7: an export that meets a damaged page of
 // the index after the first part of the body is sent must end as a broken transfer, not as a
 // 200 with the error body pasted onto its last line. A whole export ends with the line count in
-// the SnapshotLinesTrailer trailer.
+// the snapshotLinesTrailer trailer.
 func TestSnapshotExportCutOnDamagedPage(t *testing.T) {
 	srv, ix, logs := exportServer(t, 3000, 0)
 
@@ -266,7 +266,7 @@ func TestSnapshotExportCutOnDamagedPage(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	lines := bytes.Count(body, []byte{'\n'})
-	if err != nil || resp.StatusCode != 200 || lines != 1+50+3000 || resp.Trailer.Get(SnapshotLinesTrailer) != strconv.Itoa(lines) {
+	if err != nil || resp.StatusCode != 200 || lines != 1+50+3000 || resp.Trailer.Get(snapshotLinesTrailer) != strconv.Itoa(lines) {
 		t.Fatalf("whole export: %d, %d lines, trailer %v, err %v", resp.StatusCode, lines, resp.Trailer, err)
 	}
 
