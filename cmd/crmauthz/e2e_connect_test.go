@@ -55,17 +55,12 @@ func TestConnectPostgresE2E(t *testing.T) {
 		_ = cmd.Process.Kill()
 		<-done
 	}()
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s\n%s", what, stderr.String())
-			}
-			time.Sleep(50 * time.Millisecond)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the connector's log:\n%s", stderr.String())
 		}
-	}
-	waitUntil("the connector ready", func() bool {
+	})
+	eventually(t, "the connector ready", func() bool {
 		resp, err := http.Get("http://" + admin + "/health/ready")
 		if err != nil {
 			return false
@@ -78,7 +73,7 @@ func TestConnectPostgresE2E(t *testing.T) {
 	}
 	pg.Exec(t, "crm", "BEGIN", `UPDATE crm_contacts SET owner_id = 'u-2' WHERE id = 'c-1'`,
 		`DELETE FROM crm_record_followers WHERE record_id = 'c-1'`, "COMMIT")
-	waitUntil("the owner change", func() bool {
+	eventually(t, "the owner change", func() bool {
 		allow, reason := decide(t, side, "u-1", "view", "contact", "c-1", nil)
 		return !allow && reason == "not_assigned"
 	})

@@ -304,3 +304,18 @@ func decide(t testing.TB, p *proc, subject, action, typ, id string, target *stri
 }
 
 func strp(s string) *string { return &s }
+
+// eventually polls cond for up to a minute: a timeout, not a speed
+// requirement (a good change applies within a second; a loaded machine
+// running the policy's tests for --policies-require-tests, or a connector
+// catching up, takes longer). The shared poller of these tests.
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -88,19 +88,9 @@ func TestHighLevelConnectorBinary(t *testing.T) {
 	tokDir := flags[3]
 
 	fakeOwners := func() map[string]string { return hlFakeOwners(fake) }
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 
 	c := startConnector(t, run)
-	waitFor("ready", func() bool {
+	eventually(t, "ready", func() bool {
 		resp, err := http.Get(c.admin + "/health/ready")
 		if err != nil {
 			return false
@@ -180,7 +170,7 @@ func TestHighLevelConnectorBinary(t *testing.T) {
 		t.Fatalf("only %d webhooks accepted", n)
 	}
 	final := fakeOwners()
-	waitFor("every acknowledged change in the index", func() bool {
+	eventually(t, "every acknowledged change in the index", func() bool {
 		_, m := exported(t, side)
 		got := owners(m)
 		mu.Lock()
@@ -257,17 +247,6 @@ func hlFakeOwners(fake *hlfake.Fake) map[string]string {
 	return out
 }
 
-func waitUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func signedWebhook(priv ed25519.PrivateKey, url, typ, loc, id, webhookID string) int {
 	body, _ := json.Marshal(map[string]any{"type": typ, "locationId": loc, "id": id,
 		"webhookId": webhookID, "timestamp": time.Now().UTC().Format(time.RFC3339)})
@@ -293,7 +272,7 @@ func TestHighLevelConnectorBinaryNATS(t *testing.T) {
 	late := startServer(t, t.TempDir(), natsArgs...)
 	want := hlFakeOwners(fake)
 	for name, p := range map[string]*proc{"early": early, "late": late} {
-		waitUntil(t, name+" sidecar to hold the fake's owners", func() bool {
+		eventually(t, name+" sidecar to hold the fake's owners", func() bool {
 			_, m := exported(t, p)
 			return fmt.Sprint(owners(m)) == fmt.Sprint(want)
 		})
@@ -308,7 +287,7 @@ func TestHighLevelConnectorBinaryNATS(t *testing.T) {
 		t.Fatalf("webhook: %d", code)
 	}
 	for name, p := range map[string]*proc{"early": early, "late": late} {
-		waitUntil(t, "the webhook's change on the "+name+" sidecar", func() bool {
+		eventually(t, "the webhook's change on the "+name+" sidecar", func() bool {
 			_, m := exported(t, p)
 			return owners(m)[id] == "u-0-09"
 		})

@@ -66,20 +66,6 @@ func followersCanDelete(t testing.TB, config string) string {
 // brokenConfig does not compile: config.rego:5:18: rego_unsafe_var_error.
 const brokenConfig = "package crmauthz.config\n\ndefault followers_can_delete := true\n\nmax_followers := nope\n"
 
-// eventually polls cond for up to a minute: a timeout, not a speed
-// requirement (a good change applies within a second; a loaded machine
-// running the policy's tests for --policies-require-tests takes longer).
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func policyStatus(t testing.TB, p *proc) (revision string, lastError *string) {
 	t.Helper()
 	code, body := call(t, http.MethodGet, p.admin+"/v1/status", nil, nil)

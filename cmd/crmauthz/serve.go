@@ -269,7 +269,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	if len(token) == 0 && !isLoopbackAddr(o.adminAddr) {
+	if len(token) == 0 && !server.IsLoopbackAddr(o.adminAddr) {
 		log.Warn("no replication token is configured: the replication API accepts loopback clients only", "admin_addr", o.adminAddr)
 	}
 
@@ -364,16 +364,4 @@ func loadSnapshotFile(repl *replication.Replicator, ix *index.Index, file string
 	}
 	log.Info("snapshot loaded", "file", file, "applied_seq", res.AppliedSeq, "users", res.Users, "records", res.Records)
 	return nil
-}
-
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -27,7 +27,7 @@ const exitUsage = 2
 
 // usageError is a refused command line: exit code 2.
 func usageError(err error) error {
-	return &exitError{code: exitUsage, msg: err.Error()}
+	return &exitError{code: exitUsage, msg: err.Error(), err: err}
 }
 
 // flagUsageError makes cobra's "flag does not parse" errors usage errors.
@@ -382,7 +382,7 @@ func natsURLs(v string) string {
 
 func logFields(fields []string) string {
 	for _, f := range fields {
-		if _, err := decisionlog.ParseFields(f); err != nil || strings.TrimSpace(f) == "" {
+		if decisionlog.CheckField(f) != nil {
 			return "want fields such as input.subject or /input/target, separated by commas"
 		}
 	}

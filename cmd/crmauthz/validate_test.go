@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,6 +101,7 @@ var badServeFlags = []struct {
 	{"decision-log-mask", "input.", "want fields such as input.subject"},
 	{"decision-log-mask", "input.subject,,input.target", "want fields such as input.subject"},
 	{"decision-log-erase", "subject", "want fields such as input.subject"},
+	{"decision-log-mask", "input.subject, input.target", "want fields such as input.subject"}, // New refused " input.target" after the check let it through
 	{"data-api-paths", "crmauthz/decision,,crmauthz/allow", `"*" for all, or nothing (--data-api-paths=) for none`},
 	{"data-api-paths", "/", `"*" for all, or nothing`},
 	{"subject-header", "", "want a header name"},
@@ -215,5 +218,35 @@ func TestServeEnvTwinsAreValidated(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q lacks %q", err, want)
 		}
+	}
+}
+
+// TestExitCode: the code of an exitError is found through wrapping (it was a
+// type assertion, which gave 1 for a wrapped usage error).
+func TestExitCode(t *testing.T) {
+	usage := usageError(errors.New("--addr: want HOST:PORT"))
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"usage", usage, exitUsage},
+		{"wrapped usage", fmt.Errorf("serve: %w", usage), exitUsage},
+		{"answer", &exitError{code: 1, msg: "policy tests failed"}, 1},
+		{"plain", errors.New("boom"), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := exitCode(tc.err); got != tc.want {
+				t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestExitErrorUnwrap: a usage error keeps its cause for errors.Is/As.
+func TestExitErrorUnwrap(t *testing.T) {
+	cause := errors.New("--addr: want HOST:PORT")
+	if err := usageError(cause); !errors.Is(err, cause) {
+		t.Errorf("usageError(%v) does not unwrap to its cause", cause)
 	}
 }

@@ -178,8 +178,8 @@ type Request struct {
 	Subject, Action, Type, ID, Target string // Target "" = none
 }
 
-// Actions are the six actions of the access model.
-var Actions = []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"}
+// allActions are the six actions of the access model.
+var allActions = []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"}
 
 // RequestAt returns request i of a mix that reaches every rule: the subject is
 // the record's owner, one of its followers, another user of its location, a
@@ -188,7 +188,7 @@ func (w World) RequestAt(i int) Request {
 	h := mix(uint64(i) ^ 0xabcdef)
 	ri := int(h % uint64(w.c.Records))
 	rec := w.RecordAt(ri)
-	req := Request{Action: Actions[(h>>20)%6], Type: rec.Type, ID: rec.ID}
+	req := Request{Action: allActions[(h>>20)%6], Type: rec.Type, ID: rec.ID}
 	l := ri % w.c.Locations
 	switch (h >> 24) % 16 {
 	case 0, 1, 2, 3:

@@ -68,7 +68,7 @@ func TestSnapshotAndRequestsAreValidJSON(t *testing.T) {
 		}
 		actions[v.Action] = true
 	}
-	if len(actions) != len(Actions) {
+	if len(actions) != len(allActions) {
 		t.Fatalf("the mix has actions %v", actions)
 	}
 }

@@ -143,20 +143,11 @@ func New(cfg Config) (*Logger, error) {
 	return l, nil
 }
 
-// ParseFields splits a comma-separated list of fields (a flag's value) and
-// checks each; empty items are left out.
-func ParseFields(list string) ([]string, error) {
-	var out []string
-	for _, f := range strings.Split(list, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		if _, err := parseField(f); err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, nil
+// CheckField checks one field as Config.Mask and Config.Erase take it
+// ("input.target" or "/input/target"), for a flag's validation.
+func CheckField(f string) error {
+	_, err := parseField(f)
+	return err
 }
 
 // parseField parses "input.target" or "/input/target".

@@ -233,12 +233,15 @@ func TestConfigErrors(t *testing.T) {
 			}
 		})
 	}
-	got, err := ParseFields(" input.target, ,/input/subject")
-	if err != nil || !reflect.DeepEqual(got, []string{"input.target", "/input/subject"}) {
-		t.Errorf("ParseFields = %q, %v", got, err)
+	for _, f := range []string{"input.target", "/input/subject", "result.allow"} {
+		if err := CheckField(f); err != nil {
+			t.Errorf("CheckField(%q) = %v", f, err)
+		}
 	}
-	if _, err := ParseFields("input.target,path"); err == nil {
-		t.Error("ParseFields accepted path")
+	for _, f := range []string{"path", " input.target", "input..x", "", "labels.id"} {
+		if err := CheckField(f); err == nil {
+			t.Errorf("CheckField(%q) accepted it", f)
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http/httpguts"
 )
 
 // DefaultSubjectHeader is the subject header when Config.SubjectHeader is empty.
@@ -133,7 +134,7 @@ func New(cfg Config) (*Identifier, error) {
 	if cfg.Leeway < 0 {
 		return nil, fmt.Errorf("identity: the JWT leeway %s is negative", cfg.Leeway)
 	}
-	if !validHeaderName(cfg.SubjectHeader) {
+	if !httpguts.ValidHeaderFieldName(cfg.SubjectHeader) {
 		return nil, fmt.Errorf("identity: %q is not a valid header name", cfg.SubjectHeader)
 	}
 	id := &Identifier{header: textproto.CanonicalMIMEHeaderKey(cfg.SubjectHeader), claim: cfg.SubjectClaim}
@@ -324,21 +325,4 @@ func checkSubject(s string) error {
 		}
 	}
 	return nil
-}
-
-// validHeaderName reports whether s is an HTTP token (RFC 9110 §5.1).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -73,8 +73,8 @@ func Default() Mapping {
 	}
 }
 
-// MaxFileBytes bounds a mapping file.
-const MaxFileBytes = 64 << 10
+// maxFileBytes bounds a mapping file.
+const maxFileBytes = 64 << 10
 
 // Load reads and validates a mapping file; an empty path is the default schema.
 func Load(path string) (Mapping, error) {
@@ -85,8 +85,8 @@ func Load(path string) (Mapping, error) {
 	if err != nil {
 		return Mapping{}, fmt.Errorf("mapping: %w", err)
 	}
-	if st.Size() > MaxFileBytes {
-		return Mapping{}, fmt.Errorf("mapping: %s is %d bytes, over the limit of %d", path, st.Size(), MaxFileBytes)
+	if st.Size() > maxFileBytes {
+		return Mapping{}, fmt.Errorf("mapping: %s is %d bytes, over the limit of %d", path, st.Size(), maxFileBytes)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 // is configured (compared in constant time), else loopback clients only.
 func (s *Server) requireReplicationAuth(c *gin.Context) {
 	if len(s.cfg.Token) == 0 {
-		if !isLoopback(c.Request.RemoteAddr) {
+		if !IsLoopbackAddr(c.Request.RemoteAddr) {
 			s.writeError(c, newError(http.StatusUnauthorized, "unauthorized",
 				"no replication token is configured, so only loopback clients may replicate"))
 		}
@@ -92,16 +92,16 @@ func (s *Server) putSnapshot(c *gin.Context) {
 	c.JSON(http.StatusOK, res)
 }
 
-// SnapshotLinesTrailer is the HTTP trailer that ends a complete snapshot export: the number of
+// snapshotLinesTrailer is the HTTP trailer that ends a complete snapshot export: the number of
 // NDJSON lines sent, the {"seq":N} line included. An export that fails part-way is cut off
 // instead (no terminating chunk, no trailer), never a short body that looks whole
 // (docs/operations.md, "Backup").
-const SnapshotLinesTrailer = "X-Crmauthz-Snapshot-Lines"
+const snapshotLinesTrailer = "X-Crmauthz-Snapshot-Lines"
 
 func (s *Server) getSnapshot(c *gin.Context) {
 	w := s.newProgressWriter(c, true)
 	c.Header("Content-Type", "application/x-ndjson")
-	c.Header("Trailer", SnapshotLinesTrailer)
+	c.Header("Trailer", snapshotLinesTrailer)
 	c.Status(http.StatusOK)
 	if err := s.repl.WriteSnapshot(w); err != nil {
 		// The status is sent already: cut the stream short so the client sees
@@ -109,7 +109,7 @@ func (s *Server) getSnapshot(c *gin.Context) {
 		s.log.Error("snapshot export failed", "err", err, "lines_sent", w.lines)
 		panic(http.ErrAbortHandler)
 	}
-	c.Writer.Header().Set(SnapshotLinesTrailer, strconv.FormatInt(w.lines, 10))
+	c.Writer.Header().Set(snapshotLinesTrailer, strconv.FormatInt(w.lines, 10))
 }
 
 // getBackup streams a hot copy of the bbolt file (index.Backup): restore it

@@ -344,15 +344,25 @@ func TestConcurrentDecisionsBatchesSnapshotsReloads(t *testing.T) {
 	}
 	// No goroutine or descriptor outlives the index (give the runtime a
 	// moment; generous, for a loaded machine: a leak never ends).
-	deadline := time.Now().Add(time.Minute)
-	for {
-		g, fds := runtime.NumGoroutine(), countFDs(t)
-		if g <= goroutinesBefore+2 && fds <= fdsBefore {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("leak: goroutines %d -> %d, file descriptors %d -> %d", goroutinesBefore, g, fdsBefore, fds)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var g, fds int
+	if !poll(t, time.Minute, func() bool {
+		g, fds = runtime.NumGoroutine(), countFDs(t)
+		return g <= goroutinesBefore+2 && fds <= fdsBefore
+	}) {
+		t.Fatalf("leak: goroutines %d -> %d, file descriptors %d -> %d", goroutinesBefore, g, fdsBefore, fds)
 	}
+}
+
+// poll calls cond until it holds (true) or timeout has passed (false): a
+// bound on a hang, not on speed. The caller says what did not happen.
+func poll(tb testing.TB, timeout time.Duration, cond func() bool) bool {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }

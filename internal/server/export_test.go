@@ -199,8 +199,8 @@ func TestStalledExportDoesNotBlockSwapsOrBatches(t *testing.T) {
 			if path == "/v1/replication/snapshot" {
 				lines := bytes.Count(body, []byte{'\n'})
 				if !bytes.HasPrefix(body, []byte(`{"seq":1}`)) || lines != 1+50+10000 ||
-					resp.Trailer.Get(SnapshotLinesTrailer) != strconv.Itoa(lines) {
-					t.Fatalf("export: %d lines, trailer %q, starts %.20q", lines, resp.Trailer.Get(SnapshotLinesTrailer), body)
+					resp.Trailer.Get(snapshotLinesTrailer) != strconv.Itoa(lines) {
+					t.Fatalf("export: %d lines, trailer %q, starts %.20q", lines, resp.Trailer.Get(snapshotLinesTrailer), body)
 				}
 				return
 			}
@@ -234,11 +234,8 @@ func TestStalledExportIsCut(t *testing.T) {
 			resp, _ := stalledGet(t, srv, path)
 			// Wait for the server to give up (its log says so). Not a bound on speed: without a
 			// stall timeout it never does, and this says so.
-			for give := time.Now().Add(2 * time.Minute); !strings.Contains(logs.String(), "failed"); {
-				if time.Now().After(give) {
-					t.Fatal("a download whose client reads nothing was not cut")
-				}
-				time.Sleep(20 * time.Millisecond)
+			if !poll(t, 2*time.Minute, func() bool { return strings.Contains(logs.String(), "failed") }) {
+				t.Fatal("a download whose client reads nothing was not cut")
 			}
 			body, err := io.ReadAll(resp.Body)
 			if err == nil {
@@ -247,7 +244,7 @@ func TestStalledExportIsCut(t *testing.T) {
 			if resp.ContentLength > 0 && int64(len(body)) >= resp.ContentLength {
 				t.Fatalf("%d bytes of %d", len(body), resp.ContentLength)
 			}
-			if resp.Trailer.Get(SnapshotLinesTrailer) != "" {
+			if resp.Trailer.Get(snapshotLinesTrailer) != "" {
 				t.Fatalf("a cut export has the trailer %v", resp.Trailer)
 			}
 			t.Logf("cut after %d bytes: %v", len(body), err)
@@ -258,7 +255,7 @@ func TestStalledExportIsCut(t *testing.T) {
 // TestSnapshotExportCutOnDamagedPage is issue 15 item 7: an export that meets a damaged page of
 // the index after the first part of the body is sent must end as a broken transfer, not as a
 // 200 with the error body pasted onto its last line. A whole export ends with the line count in
-// the SnapshotLinesTrailer trailer.
+// the snapshotLinesTrailer trailer.
 func TestSnapshotExportCutOnDamagedPage(t *testing.T) {
 	srv, ix, logs := exportServer(t, 3000, 0)
 
@@ -269,7 +266,7 @@ func TestSnapshotExportCutOnDamagedPage(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	lines := bytes.Count(body, []byte{'\n'})
-	if err != nil || resp.StatusCode != 200 || lines != 1+50+3000 || resp.Trailer.Get(SnapshotLinesTrailer) != strconv.Itoa(lines) {
+	if err != nil || resp.StatusCode != 200 || lines != 1+50+3000 || resp.Trailer.Get(snapshotLinesTrailer) != strconv.Itoa(lines) {
 		t.Fatalf("whole export: %d, %d lines, trailer %v, err %v", resp.StatusCode, lines, resp.Trailer, err)
 	}
 

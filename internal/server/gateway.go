@@ -16,6 +16,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The gateway endpoints (/v1/forward-auth, /v1/ext-authz/…, Envoy's gRPC
@@ -238,7 +239,7 @@ func parseOriginal(method, uri string) (original, error) {
 	if method == "" {
 		return o, errors.New("the original method is missing")
 	}
-	if len(method) > 32 || !isToken(method) {
+	if len(method) > 32 || !httpguts.ValidHeaderFieldName(method) {
 		return o, fmt.Errorf("the original method %q is not an HTTP method", truncate(method, 40))
 	}
 	o.method = method
@@ -323,20 +324,6 @@ func methodOverride(h identity.Headers, query string) string {
 		}
 	}
 	return ""
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110 §5.6.2).
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
 }
 
 // isPathChar reports whether c may appear in a path as sent: RFC 3986's

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// overloadedBody is the error body of docs/reference.md §2.6 for a request refused by LimitInFlight.
+// overloadedBody is the error body of docs/reference.md §2.6 for a request refused by Limit (Limits.MaxInFlight).
 const overloadedBody = `{"error":{"code":"overloaded","message":"too many requests in flight; retry shortly"}}`
 
 // Error bodies of a body that did not arrive (Limit).
@@ -17,18 +17,13 @@ const (
 	bodyReadBody    = `{"error":{"code":"invalid_request","message":"the request body could not be read"}}`
 )
 
-// LimitInFlight caps the requests h serves at once. Beyond max, a request is
-// answered at once with 503 "overloaded" and Retry-After: 1, instead of
-// queueing without bound (memory) or timing out (latency): the gateway can
-// retry or fail over, and a denial is never mistaken for an allow.
-// max <= 0 means no limit.
-func LimitInFlight(h http.Handler, max int, onReject func()) http.Handler {
-	return Limit(h, Limits{MaxInFlight: max, OnReject: onReject})
-}
-
 // Limits configures Limit.
 type Limits struct {
-	// MaxInFlight caps the requests served at once (LimitInFlight); <= 0: no limit.
+	// MaxInFlight caps the requests served at once. Beyond it, a request is
+	// answered at once with 503 "overloaded" and Retry-After: 1, instead of
+	// queueing without bound (memory) or timing out (latency): the gateway
+	// can retry or fail over, and a denial is never mistaken for an allow.
+	// <= 0: no limit.
 	MaxInFlight int
 	// OnReject, if set, is called for each request refused as overloaded.
 	OnReject func()

@@ -24,7 +24,7 @@ func TestLimitInFlight(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	})
 	var rejected atomic.Int32
-	srv := httptest.NewServer(LimitInFlight(h, max, func() { rejected.Add(1) }))
+	srv := httptest.NewServer(Limit(h, Limits{MaxInFlight: max, OnReject: func() { rejected.Add(1) }}))
 	defer srv.Close()
 
 	codes := make(chan int, max)

@@ -253,12 +253,17 @@ func (s *Server) countRequests(listener string) gin.HandlerFunc {
 	}
 }
 
-// isLoopback tells whether the TCP peer is on this host. It reads the
-// connection's own address, never X-Forwarded-For (which a client can set).
-func isLoopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
+// IsLoopbackAddr tells whether addr ("host:port") is on this host: a loopback
+// IP or "localhost". For a request it is given the connection's own address
+// (RemoteAddr), never X-Forwarded-For (which a client can set); cmd also asks
+// it about a listen address.
+func IsLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
+	}
+	if host == "localhost" {
+		return true
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()

@@ -322,3 +322,27 @@ func BenchmarkDecision(b *testing.B) {
 // test it: generous, for a loaded machine under the race detector (the
 // bound has its own test, evaltimeout_test.go).
 const testEvalTimeout = time.Minute
+
+func TestIsLoopbackAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:80", true},
+		{"127.0.0.2:80", true},
+		{"[::1]:80", true},
+		{"localhost:8181", true},
+		{"10.0.0.1:80", false},
+		{"[::]:80", false},
+		{":8181", false},
+		{"example.test:80", false},
+		{"127.0.0.1", false},
+		{"", false},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			if got := IsLoopbackAddr(tc.addr); got != tc.want {
+				t.Errorf("IsLoopbackAddr(%q) = %v, want %v", tc.addr, got, tc.want)
+			}
+		})
+	}
+}

@@ -65,11 +65,11 @@ type Config struct {
 
 // DefaultConfig returns the defaults of docs/highlevel.md, with HighLevel's published keys.
 func DefaultConfig() Config {
-	ek, err := ParseEd25519PublicKey([]byte(DefaultWebhookPublicKeyPEM))
+	ek, err := ParseEd25519PublicKey([]byte(defaultWebhookPublicKeyPEM))
 	if err != nil {
 		panic("built-in Ed25519 key: " + err.Error())
 	}
-	rk, err := ParseRSAPublicKey([]byte(DefaultWebhookLegacyKeyPEM))
+	rk, err := ParseRSAPublicKey([]byte(defaultWebhookLegacyKeyPEM))
 	if err != nil {
 		panic("built-in RSA key: " + err.Error())
 	}

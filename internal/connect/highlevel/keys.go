@@ -9,18 +9,18 @@ import (
 	"fmt"
 )
 
-// DefaultWebhookPublicKeyPEM is HighLevel's published Ed25519 key for X-GHL-Signature, from
+// defaultWebhookPublicKeyPEM is HighLevel's published Ed25519 key for X-GHL-Signature, from
 // HighLevel's "Webhook Integration Guide" (marketplace developer docs, webhook section); see
 // docs/highlevel.md, "Where the built-in keys come from".
-const DefaultWebhookPublicKeyPEM = `-----BEGIN PUBLIC KEY-----
+const defaultWebhookPublicKeyPEM = `-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=
 -----END PUBLIC KEY-----
 `
 
-// DefaultWebhookLegacyKeyPEM is HighLevel's published RSA key for the deprecated X-WH-Signature,
+// defaultWebhookLegacyKeyPEM is HighLevel's published RSA key for the deprecated X-WH-Signature,
 // from HighLevel's "Webhook Authentication Guide" (docs/oauth/WebhookAuthentication.md of
 // HighLevel's API documentation repository); see docs/highlevel.md.
-const DefaultWebhookLegacyKeyPEM = `-----BEGIN PUBLIC KEY-----
+const defaultWebhookLegacyKeyPEM = `-----BEGIN PUBLIC KEY-----
 MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAokvo/r9tVgcfZ5DysOSC
 Frm602qYV0MaAiNnX9O8KxMbiyRKWeL9JpCpVpt4XHIcBOK4u3cLSqJGOLaPuXw6
 dO0t6Q/ZVdAV5Phz+ZtzPL16iCGeK9po6D6JHBpbi989mmzMryUnQJezlYJ3DVfB

@@ -13,8 +13,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// StateFile is the connector's bbolt file under --state-dir (docs/highlevel.md, "State").
-const StateFile = "highlevel.db"
+// stateFile is the connector's bbolt file under --state-dir (docs/highlevel.md, "State").
+const stateFile = "highlevel.db"
 
 // Buckets of the state file.
 var (
@@ -65,9 +65,9 @@ func openState(dir string) (*state, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, StateFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(filepath.Join(dir, stateFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w (is another connector running on this state dir?)", filepath.Join(dir, StateFile), err)
+		return nil, fmt.Errorf("opening %s: %w (is another connector running on this state dir?)", filepath.Join(dir, stateFile), err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMeta, bDedupe, bWork, bWorkIdx, bUsers, bRecords, bOutbox} {

@@ -44,11 +44,11 @@ const (
 	kSource = "source"
 )
 
-// StateFile is the name of the state file in --state-dir.
-const StateFile = "postgres-connector.db"
+// stateFile is the name of the state file in --state-dir.
+const stateFile = "postgres-connector.db"
 
 func openState(dir string) (*bolt.DB, error) {
-	db, err := bolt.Open(filepath.Join(dir, StateFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(filepath.Join(dir, stateFile), 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("opening the state file in %s: %w (is another connector running on it?)", dir, err)
 	}

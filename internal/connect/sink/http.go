@@ -202,7 +202,7 @@ func (s *httpSink) post(ctx context.Context, batch []json.RawMessage) error {
 	})
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.AppliedSeq != nil {
-		return &GapError{Head: *ae.AppliedSeq, Msg: err.Error()}
+		return &GapError{Head: *ae.AppliedSeq, Msg: err.Error(), Err: err}
 	}
 	return err
 }

@@ -164,7 +164,7 @@ func (s *natsSink) Write(ctx context.Context, events []replication.Event) error 
 		}
 		app := natspub.NewAppender(js, s.cfg.Stream, s.cfg.Subject)
 		for _, g := range txGroups(events) {
-			if len(g) > 1 && len(g) <= MaxAtomicBatch && !s.noAtomic {
+			if len(g) > 1 && len(g) <= maxAtomicBatch && !s.noAtomic {
 				if err := app.Settle(ctx); err != nil {
 					return false, err
 				}
@@ -244,9 +244,9 @@ func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Wri
 	})
 }
 
-// MaxAtomicBatch is the most events of one transaction published as one atomic batch (the NATS
+// maxAtomicBatch is the most events of one transaction published as one atomic batch (the NATS
 // server's default limit); a larger transaction is published message by message.
-const MaxAtomicBatch = 1000
+const maxAtomicBatch = 1000
 
 // publishBatch publishes the events of one transaction as a JetStream atomic batch: the stream
 // stores them all, at consecutive seqs from the first event's, or none.

@@ -40,9 +40,11 @@ type Sink interface {
 type GapError struct {
 	Head uint64
 	Msg  string
+	Err  error // the replica's answer it was read from, or nil
 }
 
 func (e *GapError) Error() string { return e.Msg }
+func (e *GapError) Unwrap() error { return e.Err }
 
 // Defaults of Config, the flags' defaults (docs/connectors.md).
 const (

@@ -173,6 +173,9 @@ func TestHTTPSink(t *testing.T) {
 	if !errors.As(err, &gap) || gap.Head != 10 {
 		t.Fatalf("a gap: %v, want a *GapError with Head 10", err)
 	}
+	if ae := (*apiError)(nil); !errors.As(err, &ae) || ae.Code != "sequence_gap" {
+		t.Fatalf("a gap: %v does not unwrap to the replica's sequence_gap answer", err)
+	}
 
 	bad, err := New(Config{URL: r.url, TokenFile: tokenFile(t, "wrong"), Logger: quiet, RetryFor: time.Minute})
 	if err != nil {
