@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/crmauthz/crmauthz/internal/mapping"
 	"math"
 	"net"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
+	"github.com/crmauthz/crmauthz/internal/mapping"
 )
 
 // exitUsage is the exit code of a command line (or environment) that is
