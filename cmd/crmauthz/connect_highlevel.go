@@ -124,6 +124,28 @@ func (o *highLevelOptions) config() (highlevel.Config, error) {
 	return cfg, nil
 }
 
+// open checks the flags and builds the connector and its sink (both the caller's to close);
+// maxAttempts > 0 bounds the attempts of one API request or sink write (the one-shot sync); 0 keeps
+// the default, retrying forever.
+func (o *highLevelOptions) open(fs *pflag.FlagSet, maxAttempts int) (highlevel.Config, *highlevel.Connector, error) {
+	if err := validateHighLevel(fs, o); err != nil {
+		return highlevel.Config{}, nil, err
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return highlevel.Config{}, nil, err
+	}
+	if maxAttempts > 0 {
+		cfg.MaxAttempts = maxAttempts
+	}
+	c, err := highlevel.New(cfg)
+	if err != nil {
+		cfg.Sink.Close()
+		return highlevel.Config{}, nil, err
+	}
+	return cfg, c, nil
+}
+
 // newConnectHighLevelCmd is `crmauthz connect highlevel` (docs/highlevel.md).
 func newConnectHighLevelCmd() *cobra.Command {
 	var o highLevelOptions
@@ -132,18 +154,11 @@ func newConnectHighLevelCmd() *cobra.Command {
 		Short: "Keep the index in step with a HighLevel account: webhooks, API reads and a periodic reconcile",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := validateHighLevel(cmd.Flags(), &o); err != nil {
-				return err
-			}
-			cfg, err := o.config()
+			cfg, c, err := o.open(cmd.Flags(), 0)
 			if err != nil {
 				return err
 			}
 			defer cfg.Sink.Close()
-			c, err := highlevel.New(cfg)
-			if err != nil {
-				return err
-			}
 			defer c.Close()
 			return serveConnector(cmd.Context(), cfg, c, o.webhookAddr, o.adminAddr)
 		},
@@ -160,19 +175,11 @@ func newConnectHighLevelSyncCmd() *cobra.Command {
 		Short: "One full reconcile of every location to the sink, then exit (0: done, 1: failed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := validateHighLevel(cmd.Flags(), &o); err != nil {
-				return err
-			}
-			cfg, err := o.config()
+			cfg, c, err := o.open(cmd.Flags(), 8)
 			if err != nil {
 				return err
 			}
 			defer cfg.Sink.Close()
-			cfg.MaxAttempts = 8
-			c, err := highlevel.New(cfg)
-			if err != nil {
-				return err
-			}
 			defer c.Close()
 			if err := c.Sync(cmd.Context()); err != nil {
 				return fmt.Errorf("sync: %w", err)

@@ -87,6 +87,26 @@ func startServer(t testing.TB, dataDir string, extraArgs ...string) *proc {
 
 func startWith(t testing.TB, dataDir string, args, env []string) *proc {
 	t.Helper()
+	// a hang, not a speed limit (--policies-require-tests runs the Rego tests first)
+	p, raw := spawn(t, dataDir, args, env, "crmauthz serving", 2*time.Minute)
+	var line struct {
+		Addr      string `json:"addr"`
+		AdminAddr string `json:"admin_addr"`
+		GRPCAddr  string `json:"grpc_addr"`
+	}
+	if err := json.Unmarshal(raw, &line); err != nil {
+		t.Fatal(err)
+	}
+	p.base, p.admin, p.grpc = "http://"+line.Addr, "http://"+line.AdminAddr, line.GRPCAddr
+	return p
+}
+
+// spawn starts the binary with args (env added to this process's) and returns once its JSON log
+// on stderr has the line whose msg is startMsg, which it returns; the test fails if the process
+// exits first or the line does not come within wait (a hang guard). The process is killed at the
+// test's end; its stderr is kept in p.stderr.
+func spawn(t testing.TB, dataDir string, args, env []string, startMsg string, wait time.Duration) (*proc, []byte) {
+	t.Helper()
 	p := &proc{t: t, dataDir: dataDir, stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binPath, args...)
 	p.cmd.Env = append(os.Environ(), env...)
@@ -102,33 +122,29 @@ func startWith(t testing.TB, dataDir string, args, env []string) *proc {
 	}()
 	t.Cleanup(func() { p.kill() })
 
-	addrs := make(chan [3]string, 1)
+	lines := make(chan []byte, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
-		sent := false
 		for sc.Scan() {
 			var line struct {
-				Msg       string `json:"msg"`
-				Addr      string `json:"addr"`
-				AdminAddr string `json:"admin_addr"`
-				GRPCAddr  string `json:"grpc_addr"`
+				Msg string `json:"msg"`
 			}
-			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "crmauthz serving" {
-				addrs <- [3]string{line.Addr, line.AdminAddr, line.GRPCAddr}
-				sent = true
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == startMsg {
+				lines <- bytes.Clone(sc.Bytes())
+				break
 			}
 		}
-		io.Copy(io.Discard, pr)
+		_, _ = io.Copy(io.Discard, pr)
 	}()
 	select {
-	case a := <-addrs:
-		p.base, p.admin, p.grpc = "http://"+a[0], "http://"+a[1], a[2]
+	case line := <-lines:
+		return p, line
 	case <-p.done:
-		t.Fatalf("crmauthz exited before serving: %v\n%s", p.exitErr, p.stderr.String())
-	case <-time.After(2 * time.Minute): // a hang, not a speed limit (--policies-require-tests runs the Rego tests first)
-		t.Fatalf("crmauthz did not start in 2m\n%s", p.stderr.String())
+		t.Fatalf("%v exited before serving: %v\n%s", args, p.exitErr, p.stderr.String())
+	case <-time.After(wait):
+		t.Fatalf("%v did not start in %s\n%s", args, wait, p.stderr.String())
 	}
-	return p
+	return nil, nil
 }
 
 // stop sends SIGTERM and waits for a clean exit.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	crand "crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -34,45 +32,16 @@ type connector struct {
 
 func startConnector(t testing.TB, args []string) *connector {
 	t.Helper()
-	p := &proc{t: t, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, args...)
-	pr, pw := io.Pipe()
-	p.cmd.Stderr = io.MultiWriter(pw, p.stderr)
-	if err := p.cmd.Start(); err != nil {
+	p, raw := spawn(t, "", args, nil, "connect highlevel", 30*time.Second)
+	var line struct {
+		WebhookAddr string `json:"webhook_addr"`
+		AdminAddr   string `json:"admin_addr"`
+	}
+	if err := json.Unmarshal(raw, &line); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		p.exitErr = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.kill() })
-	addrs := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sent := false
-		for sc.Scan() {
-			var line struct {
-				Msg         string `json:"msg"`
-				WebhookAddr string `json:"webhook_addr"`
-				AdminAddr   string `json:"admin_addr"`
-			}
-			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "connect highlevel" {
-				addrs <- [2]string{line.WebhookAddr, line.AdminAddr}
-				sent = true
-			}
-		}
-	}()
-	select {
-	case a := <-addrs:
-		p.admin = "http://" + a[1]
-		return &connector{proc: p, webhook: "http://" + a[0]}
-	case <-p.done:
-		t.Fatalf("connector exited before serving: %v\n%s", p.exitErr, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("connector did not start in 30s\n%s", p.stderr.String())
-	}
-	return nil
+	p.admin = "http://" + line.AdminAddr
+	return &connector{proc: p, webhook: "http://" + line.WebhookAddr}
 }
 
 // TestHighLevelConnectorBinary runs the built binary: `connect highlevel` against a fake
