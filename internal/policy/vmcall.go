@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"crypto/rand"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+func valueOf(t *ast.Term) ast.Value {
+	if t == nil {
+		return nil
+	}
+	return t.Value
+}
+
+func conflictError(loc *ast.Location, msg string) error {
+	return &topdown.Error{Code: topdown.ConflictErr, Location: loc, Message: msg}
+}
+
+// dot is src[key]: an object's value, an array's element at an integer
+// index, a set's element; nil (undefined) otherwise.
+func dot(src, key *ast.Term) *ast.Term {
+	switch v := src.Value.(type) {
+	case ast.Object:
+		return v.Get(key)
+	case *ast.Array:
+		n, ok := key.Value.(ast.Number)
+		if !ok {
+			return nil
+		}
+		i, ok := n.Int()
+		if !ok || i < 0 || i >= v.Len() {
+			return nil
+		}
+		return v.Elem(i)
+	case ast.Set:
+		if v.Contains(key) {
+			return key
+		}
+	}
+	return nil
+}
+
+// length is the number of elements of a collection (characters of a string).
+func length(v ast.Value) int {
+	switch v := v.(type) {
+	case *ast.Array:
+		return v.Len()
+	case ast.Object:
+		return v.Len()
+	case ast.Set:
+		return v.Len()
+	case ast.String:
+		return len([]rune(v))
+	}
+	return 0
+}
+
+// scan runs the body of a ScanStmt for every element of its source.
+func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
+	src := st.materialize(fr[s.a.local])
+	if src == nil {
+		return ctlNext, nil
+	}
+	body := s.blocks[0]
+	// one element: 0 or next: go on; 1: leave the scan; more: leave blocks around it
+	run := func(k, v *ast.Term) (int, error) {
+		if err := st.tick(); err != nil {
+			return 0, err
+		}
+		fr[s.key], fr[s.value] = k, v
+		ctl, err := st.block(fr, body)
+		switch {
+		case err != nil:
+			return 0, err
+		case ctl == ctlNext, ctl == 0:
+			return ctlNext, nil
+		case ctl == ctlReturn:
+			return ctlReturn, nil
+		case ctl == 1:
+			return 1, nil
+		}
+		return ctl, nil
+	}
+	done := func(ctl int) (int, bool) {
+		switch {
+		case ctl == ctlNext:
+			return 0, false
+		case ctl == 1:
+			return ctlNext, true // left the scan: go on after it
+		case ctl == ctlReturn:
+			return ctlReturn, true
+		}
+		return ctl - 2, true
+	}
+	switch v := src.Value.(type) {
+	case *ast.Array:
+		for i := 0; i < v.Len(); i++ {
+			ctl, err := run(ast.InternedTerm(i), v.Elem(i))
+			if err != nil {
+				return 0, err
+			}
+			if r, stop := done(ctl); stop {
+				return r, nil
+			}
+		}
+	case ast.Object:
+		for _, k := range v.Keys() {
+			ctl, err := run(k, v.Get(k))
+			if err != nil {
+				return 0, err
+			}
+			if r, stop := done(ctl); stop {
+				return r, nil
+			}
+		}
+	case ast.Set:
+		for _, e := range v.Slice() {
+			ctl, err := run(e, e)
+			if err != nil {
+				return 0, err
+			}
+			if r, stop := done(ctl); stop {
+				return r, nil
+			}
+		}
+	}
+	return ctlNext, nil
+}
+
+// call runs the function of a CallStmt; nil is undefined.
+func (st *vmState) call(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
+	return st.callFunc(s.fn, fr, s.args)
+}
+
+// callFunc runs a planned function with args (operands in fr).
+func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.Term, error) {
+	if fn.memo >= 0 && st.memoSet[fn.memo] == st.gen {
+		return st.memo[fn.memo], nil
+	}
+	if err := st.tick(); err != nil {
+		return nil, err
+	}
+	callee := st.push(fn.nlocals)
+	for i, p := range fn.params {
+		a := st.raw(fr, args[i])
+		if a == nil {
+			st.pop(fn.nlocals)
+			return nil, nil
+		}
+		callee[p] = a
+	}
+	var result *ast.Term
+	var err error
+	for i, b := range fn.blocks {
+		var ctl int
+		ctl, err = st.block(callee, b)
+		if err != nil {
+			break
+		}
+		if ctl == ctlReturn {
+			result = callee[fn.ret]
+			break
+		}
+		if ctl > 0 {
+			err = vmBug("illegal control flow out of function %s", fn.name)
+			break
+		}
+		if ctl == 0 && i == len(fn.blocks)-1 {
+			break // the last block is the function body itself: leaving it returns undefined
+		}
+	}
+	st.pop(fn.nlocals)
+	if err != nil {
+		return nil, err
+	}
+	if fn.memo >= 0 {
+		st.memo[fn.memo], st.memoSet[fn.memo] = result, st.gen
+	}
+	return result, nil
+}
+
+// builtin calls a built-in function; nil is undefined.
+func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
+	base := len(st.args)
+	for _, a := range s.args {
+		t := st.get(fr, a)
+		if t == nil {
+			st.args = st.args[:base]
+			return nil, nil
+		}
+		st.args = append(st.args, t)
+	}
+	args := st.args[base:]
+	defer func() { st.args = st.args[:base] }()
+	if s.bi.native != nil {
+		t, err := s.bi.native(st, args)
+		if err != nil {
+			return nil, builtinError(s, err)
+		}
+		return t, nil
+	}
+	if st.cache == nil {
+		st.cache = builtins.Cache{}
+	}
+	st.out, st.nout = nil, 0
+	bctx := topdown.BuiltinContext{
+		Context:  st.ctx,
+		Seed:     rand.Reader,
+		Cancel:   st.cancel,
+		Cache:    st.cache,
+		Location: s.loc,
+	}
+	if err := s.bi.fn(bctx, args, st.iter); err != nil {
+		return nil, err // topdown's wrapper has made it a *topdown.Error
+	}
+	if st.nout > 1 {
+		return nil, vmBug("built-in %s returned %d values", s.bi.name, st.nout)
+	}
+	return st.out, nil
+}
+
+// builtinError is topdown's error for a failed built-in (handleBuiltinErr).
+func builtinError(s *vmStmt, err error) error {
+	code := topdown.BuiltinErr
+	switch err.(type) {
+	case *topdown.Error:
+		return err
+	case builtins.ErrOperand:
+		code = topdown.TypeErr
+	}
+	return (&topdown.Error{Code: code, Location: s.loc, Message: s.bi.name + ": " + err.Error()}).Wrap(err)
+}

@@ -1,0 +1,108 @@
+package policy
+
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// vmInput is the decision input as the interpreter sees it: the policy reads
+// input.subject, input.resource.type and so on by lookups, which vmInput
+// answers from the Input's fields without building an ast object. Any other
+// use of input or input.resource (a comparison, a built-in's argument, an
+// iteration, the result) goes through vmState.materialize, which builds the
+// object once (as the topdown path builds it) and uses that instead.
+type vmInput struct {
+	in    Input
+	build func(Input) ast.Value
+	terms [5]ast.Term // subject, action, type, id, target
+	top   ast.Term    // stands for input (Value: a lazyValue)
+	res   ast.Term    // stands for input.resource
+	obj   *ast.Term   // the built input, once asked for
+}
+
+func newVMInput(in Input, build func(Input) ast.Value) *vmInput {
+	v := &vmInput{in: in, build: build}
+	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+		v.terms[i].Value = ast.String(s)
+	}
+	v.top.Value = lazyValue{v: v}
+	v.res.Value = lazyValue{v: v, resource: true}
+	return v
+}
+
+// field is input[key]; res stands for input.resource.
+func (v *vmInput) field(key, res *ast.Term) *ast.Term {
+	k, ok := key.Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	switch k {
+	case "subject":
+		return &v.terms[0]
+	case "action":
+		return &v.terms[1]
+	case "resource":
+		return res
+	case "target":
+		if v.in.HasTarget {
+			return &v.terms[4]
+		}
+	}
+	return nil
+}
+
+// resourceField is input.resource[key].
+func (v *vmInput) resourceField(key *ast.Term) *ast.Term {
+	k, ok := key.Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	switch k {
+	case "type":
+		return &v.terms[2]
+	case "id":
+		return &v.terms[3]
+	}
+	return nil
+}
+
+func (v *vmInput) object() *ast.Term {
+	if v.obj == nil {
+		v.obj = ast.NewTerm(v.build(v.in))
+	}
+	return v.obj
+}
+
+func (v *vmInput) resource() *ast.Term {
+	obj, ok := v.object().Value.(ast.Object)
+	if !ok {
+		return nil
+	}
+	return obj.Get(ast.StringTerm("resource"))
+}
+
+// lazyValue is the Value of the terms standing for input and
+// input.resource. The interpreter never hands them to OPA's code (it
+// materializes them first); should one escape, it behaves as the value it
+// stands for.
+type lazyValue struct {
+	v        *vmInput
+	resource bool
+}
+
+func (l lazyValue) real() ast.Value {
+	t := l.v.object()
+	if l.resource {
+		t = l.v.resource()
+	}
+	if t == nil {
+		return ast.Null{}
+	}
+	return t.Value
+}
+
+func (l lazyValue) Compare(other ast.Value) int          { return l.real().Compare(other) }
+func (l lazyValue) Find(path ast.Ref) (ast.Value, error) { return l.real().Find(path) }
+func (l lazyValue) Hash() int                            { return l.real().Hash() }
+func (l lazyValue) IsGround() bool                       { return true }
+func (l lazyValue) String() string                       { return l.real().String() }
+func (l lazyValue) StringLength() int                    { return l.real().StringLength() }
