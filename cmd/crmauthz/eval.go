@@ -14,6 +14,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/authoring"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/policies"
 )
@@ -90,13 +91,13 @@ func runEval(cmd *cobra.Command, o evalOptions) error {
 
 	var (
 		res evalResult
-		x   *policy.Explanation
+		x   *authoring.Explanation
 	)
 	err = ix.View(func(tx *index.ReadTx) error {
 		res.AppliedSeq = tx.AppliedSeq()
 		if o.explain || o.trace {
 			var err error
-			x, err = eng.Explain(cmd.Context(), tx, o.in)
+			x, err = authoring.Explain(cmd.Context(), eng, tx, o.in)
 			if x != nil {
 				res.Allow, res.Reason, res.PolicyRevision = x.Decision.Allow, x.Decision.Reason, x.Revision
 			}
@@ -168,7 +169,7 @@ func openEvalIndex(cmd *cobra.Command, o evalOptions) (*index.Index, func(), err
 	return ix, cleanup, nil
 }
 
-func printExplanation(w io.Writer, x *policy.Explanation, trace bool) {
+func printExplanation(w io.Writer, x *authoring.Explanation, trace bool) {
 	fmt.Fprintln(w)
 	if x.Rule.Path != "" {
 		fmt.Fprintf(w, "decided by %s at %s:%d:%d:\n\t%s\n", x.Rule.Path, x.Rule.File, x.Rule.Row, x.Rule.Col, x.Rule.Text)

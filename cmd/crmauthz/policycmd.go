@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/authoring"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -27,7 +28,7 @@ func policyConfig(args []string) policy.Config {
 }
 
 func newPolicyTestCmd() *cobra.Command {
-	var opts policy.TestOptions
+	var opts authoring.TestOptions
 	cmd := &cobra.Command{
 		Use:   "test [DIR]",
 		Short: "Run the policy's Rego tests (*_test.rego) with the crm.* built-ins registered",
@@ -36,7 +37,7 @@ func newPolicyTestCmd() *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Out = cmd.OutOrStdout()
-			ok, err := policy.Test(cmd.Context(), policyConfig(args), opts)
+			ok, err := authoring.Test(cmd.Context(), policyConfig(args), opts)
 			if err != nil {
 				return err
 			}
@@ -51,7 +52,7 @@ func newPolicyTestCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&opts.Coverage, "coverage", "c", false, "report coverage per file")
 	cmd.Flags().StringVar(&opts.Format, "format", "pretty", "report format: pretty, or json (OPA's JSON test results, or with --coverage its coverage report)")
 	cmd.Flags().Float64Var(&opts.Threshold, "threshold", 0, "fail when the coverage of the policy without its tests is below this percentage (implies --coverage)")
-	cmd.Flags().DurationVar(&opts.Timeout, "timeout", policy.DefaultTestTimeout, "deadline of each test (a guard against a test that never ends)")
+	cmd.Flags().DurationVar(&opts.Timeout, "timeout", authoring.DefaultTestTimeout, "deadline of each test (a guard against a test that never ends)")
 	return cmd
 }
 
@@ -70,7 +71,7 @@ func newPolicyFmtCmd() *cobra.Command {
 			}
 			var unformatted, failed int
 			for _, path := range args {
-				names, err := policy.Format(path, policy.FormatOptions{Write: !check})
+				names, err := authoring.Format(path, authoring.FormatOptions{Write: !check})
 				for _, n := range names {
 					fmt.Fprintln(cmd.OutOrStdout(), n)
 				}
@@ -99,7 +100,7 @@ func newPolicyCheckCmd() *cobra.Command {
 		Short: "Compile the policy against the crm.* built-ins' signatures; errors as file:line:col",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := policy.Check(policyConfig(args)); err != nil {
+			if err := authoring.Check(policyConfig(args)); err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				return &exitError{code: 1, msg: "policy check failed"}
 			}

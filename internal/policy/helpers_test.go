@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -147,3 +148,21 @@ func defaultPolicyFiles(tb testing.TB, withTests bool) map[string]string {
 // test it: generous, for a loaded machine under the race detector (the
 // bound has its own tests, limits_test.go).
 const testEvalTimeout = time.Minute
+
+// allDefaultFiles returns every file of the embedded default policy by base name.
+func allDefaultFiles(tb testing.TB) map[string]string {
+	tb.Helper()
+	entries, err := fs.ReadDir(policies.FS, "crmauthz")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, e := range entries {
+		b, err := fs.ReadFile(policies.FS, "crmauthz/"+e.Name())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		files[e.Name()] = string(b)
+	}
+	return files
+}

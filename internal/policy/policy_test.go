@@ -463,12 +463,11 @@ func TestConfigMapLayout(t *testing.T) {
 	if err != nil || !d.Allow || d.Reason != "follower" {
 		t.Errorf("Decide = %+v, %v", d, err)
 	}
-	if err := Check(Config{Dir: dir}); err != nil {
-		t.Errorf("Check: %v", err)
+	if err := Compile(Config{Dir: dir}); err != nil {
+		t.Errorf("Compile: %v", err)
 	}
-	passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{})
-	if err != nil || !passed {
-		t.Errorf("Test = %v, %v", passed, err)
+	if err := requireTests(context.Background(), got); err != nil {
+		t.Errorf("requireTests: %v", err)
 	}
 
 	// the kubelet swaps ..data to a new directory

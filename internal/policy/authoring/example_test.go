@@ -1,4 +1,4 @@
-package policy
+package authoring
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -30,11 +31,11 @@ func TestWorkedExampleFollowersCanDelete(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, files)
 	var out bytes.Buffer
-	passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{Out: &out})
+	passed, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Out: &out})
 	if err != nil || passed {
 		t.Fatalf("the switch alone: Test = %v, %v; want failing tests\n%s", passed, err, out.String())
 	}
-	if _, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true}); err == nil {
+	if _, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true}); err == nil {
 		t.Fatal("the switch alone passed require-tests")
 	}
 
@@ -60,19 +61,20 @@ func TestWorkedExampleFollowersCanDelete(t *testing.T) {
 	}
 	writeFiles(t, dir, files)
 	out.Reset()
-	passed, err = Test(context.Background(), Config{Dir: dir}, TestOptions{Out: &out, Threshold: 95})
+	passed, err = Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Out: &out, Threshold: 95})
 	if err != nil || !passed {
 		t.Fatalf("with the test changes: Test = %v, %v\n%s", passed, err, out.String())
 	}
 	if got, err := Format(dir, FormatOptions{}); err != nil || len(got) != 0 {
 		t.Errorf("the example is not formatted: %v %v", got, err)
 	}
-	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
+	e, err := policy.New(policy.Config{EvalTimeout: testEvalTimeout, Dir: dir, RequireTests: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := decideReason(t, e, newMemFacts(t, loadGolden(t)), followerDelete); got != "allow:follower" {
-		t.Errorf("u-fol delete c-1 = %s, want allow:follower", got)
+	followerDelete := policy.Input{Subject: "u-fol", Action: "delete", ResourceType: "contact", ResourceID: "c-1"}
+	if d, _, err := e.Decide(context.Background(), newMemFacts(t, loadGolden(t)), followerDelete); err != nil || !d.Allow || d.Reason != "follower" {
+		t.Errorf("u-fol delete c-1 = %+v, %v; want allow:follower", d, err)
 	}
 }
 

@@ -1,13 +1,13 @@
-package policy
+package authoring
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/format"
 )
@@ -20,20 +20,20 @@ type FormatOptions struct {
 }
 
 // Format formats the Rego files at path as `opa fmt` does (OPA's v1/format,
-// Rego v1). path is a .rego file or a directory, read like Config.Dir (every
+// Rego v1). path is a .rego file or a directory, read like policy.Config.Dir (every
 // *.rego file below it, tests included; names starting with "." skipped). It
 // returns the files whose formatting differs (rewritten in place with
 // opts.Write). A file that does not parse is left alone and reported in the
-// error, a *CompileError with file:line:col; the other files are still
+// error, a *policy.CompileError with file:line:col; the other files are still
 // formatted.
 func Format(path string, opts FormatOptions) (unformatted []string, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	var files []sourceFile
+	var files []policy.SourceFile
 	if fi.IsDir() {
-		files, err = readSources(Config{Dir: path})
+		files, err = policy.ReadSources(policy.Config{Dir: path})
 		if err != nil {
 			return nil, err
 		}
@@ -45,33 +45,33 @@ func Format(path string, opts FormatOptions) (unformatted []string, err error) {
 		if err != nil {
 			return nil, err
 		}
-		files = []sourceFile{{rel: filepath.Base(path), name: path, src: src}}
+		files = []policy.SourceFile{{Name: path, Src: src}}
 	}
 	var errs ast.Errors
 	for _, f := range files {
-		out, err := formatSource(f.name, f.src)
+		out, err := formatSource(f.Name, f.Src)
 		if err != nil {
 			var aerrs ast.Errors
 			if errors.As(err, &aerrs) {
 				errs = append(errs, aerrs...)
 				continue
 			}
-			return unformatted, fmt.Errorf("%s: %w", f.name, err)
+			return unformatted, fmt.Errorf("%s: %w", f.Name, err)
 		}
-		if bytes.Equal(out, f.src) {
+		if bytes.Equal(out, f.Src) {
 			continue
 		}
-		unformatted = append(unformatted, f.name)
+		unformatted = append(unformatted, f.Name)
 		if opts.Write {
 			// WriteFile truncates and keeps the file's mode (and follows a
 			// symbolic link to the file it names).
-			if err := os.WriteFile(f.name, out, 0o644); err != nil {
+			if err := os.WriteFile(f.Name, out, 0o644); err != nil {
 				return unformatted, err
 			}
 		}
 	}
 	if len(errs) > 0 {
-		return unformatted, &CompileError{Errors: errs}
+		return unformatted, &policy.CompileError{Errors: errs}
 	}
 	return unformatted, nil
 }

@@ -1,4 +1,4 @@
-package policy
+package authoring
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"regexp"
 	"testing"
+
+	"github.com/crmauthz/crmauthz/internal/policy"
 )
 
 func TestFormat(t *testing.T) {
@@ -70,9 +72,9 @@ func TestFormat(t *testing.T) {
 		d := t.TempDir()
 		writeFiles(t, d, map[string]string{"bad.rego": "package x\n\nallow if {\n", "ugly.rego": ugly})
 		got, err := Format(d, FormatOptions{Write: true})
-		var ce *CompileError
+		var ce *policy.CompileError
 		if !errors.As(err, &ce) || !regexp.MustCompile(`bad\.rego:\d+:\d+: rego_parse_error`).MatchString(err.Error()) {
-			t.Fatalf("error %v, want a *CompileError with bad.rego:line:col", err)
+			t.Fatalf("error %v, want a *policy.CompileError with bad.rego:line:col", err)
 		}
 		if !reflect.DeepEqual(got, []string{filepath.Join(d, "ugly.rego")}) {
 			t.Errorf("Format = %q: the good file should still be formatted", got)

@@ -1,4 +1,4 @@
-package policy
+package authoring
 
 import (
 	"bytes"
@@ -8,14 +8,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/policies"
 	"github.com/open-policy-agent/opa/v1/format"
 )
 
 func TestDefaultPolicyTests(t *testing.T) {
 	var out bytes.Buffer
-	passed, err := Test(context.Background(), Config{FS: policies.FS}, TestOptions{Coverage: true, Out: &out})
+	passed, err := Test(context.Background(), policy.Config{FS: policies.FS}, TestOptions{Coverage: true, Out: &out})
 	t.Logf("opa test output:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("Test: %v", err)
@@ -37,7 +39,7 @@ func TestDefaultPolicyTests(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	if err := Check(Config{FS: policies.FS}); err != nil {
+	if err := Check(policy.Config{FS: policies.FS}); err != nil {
 		t.Fatalf("Check(default policy): %v", err)
 	}
 	tests := []struct {
@@ -60,16 +62,16 @@ func TestCheck(t *testing.T) {
 				files[k] = v
 			}
 			writeFiles(t, dir, files)
-			err := Check(Config{Dir: dir})
+			err := Check(policy.Config{Dir: dir})
 			if err == nil {
 				t.Fatal("Check: no error")
 			}
 			if !tt.want.MatchString(err.Error()) {
 				t.Errorf("error %q does not match %v", err, tt.want)
 			}
-			var ce *CompileError
+			var ce *policy.CompileError
 			if !errors.As(err, &ce) || len(ce.Errors) == 0 {
-				t.Errorf("error %T is not a *CompileError", err)
+				t.Errorf("error %T is not a *policy.CompileError", err)
 			}
 		})
 	}
@@ -95,7 +97,7 @@ test_fails if {
 
 	t.Run("failing test", func(t *testing.T) {
 		var out bytes.Buffer
-		passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{Out: &out})
+		passed, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Out: &out})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +112,7 @@ test_fails if {
 	})
 	t.Run("verbose", func(t *testing.T) {
 		var out bytes.Buffer
-		passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{Verbose: true, Out: &out})
+		passed, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Verbose: true, Out: &out})
 		if err != nil || passed {
 			t.Fatalf("Test = %v, %v", passed, err)
 		}
@@ -122,7 +124,7 @@ test_fails if {
 	})
 	t.Run("run filter", func(t *testing.T) {
 		var out bytes.Buffer
-		passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{Run: "test_passes", Verbose: true, Out: &out})
+		passed, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Run: "test_passes", Verbose: true, Out: &out})
 		if err != nil || !passed {
 			t.Fatalf("Test = %v, %v\n%s", passed, err, out.String())
 		}
@@ -131,7 +133,7 @@ test_fails if {
 		}
 	})
 	t.Run("no tests match", func(t *testing.T) {
-		passed, err := Test(context.Background(), Config{Dir: dir}, TestOptions{Run: "nothing_matches"})
+		passed, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Run: "nothing_matches"})
 		if passed || err == nil {
 			t.Errorf("Test = %v, %v; want false and an error", passed, err)
 		}
@@ -139,7 +141,7 @@ test_fails if {
 	t.Run("compile error", func(t *testing.T) {
 		bad := t.TempDir()
 		writeFiles(t, bad, map[string]string{"x_test.rego": "package x\n\ntest_x if y\n"})
-		passed, err := Test(context.Background(), Config{Dir: bad}, TestOptions{})
+		passed, err := Test(context.Background(), policy.Config{Dir: bad}, TestOptions{})
 		if passed || err == nil || !regexp.MustCompile(`x_test\.rego:3:\d+: rego_unsafe_var_error`).MatchString(err.Error()) {
 			t.Errorf("Test = %v, %v; want a compile error with file:line:col", passed, err)
 		}
@@ -148,7 +150,7 @@ test_fails if {
 		// crm.user has no facts under test: undefined, so the test fails (not errors)
 		d := t.TempDir()
 		writeFiles(t, d, map[string]string{"x_test.rego": "package x\n\ntest_user if crm.user(\"u\")\n"})
-		passed, err := Test(context.Background(), Config{Dir: d}, TestOptions{})
+		passed, err := Test(context.Background(), policy.Config{Dir: d}, TestOptions{})
 		if passed || err != nil {
 			t.Errorf("Test = %v, %v; want false, nil", passed, err)
 		}
@@ -158,19 +160,48 @@ test_fails if {
 // TestDefaultPolicyFormatted checks that the default policy is formatted as
 // `opa fmt` would.
 func TestDefaultPolicyFormatted(t *testing.T) {
-	files, err := readSources(Config{FS: policies.FS})
+	files, err := policy.ReadSources(policy.Config{FS: policies.FS})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		t.Run(f.rel, func(t *testing.T) {
-			got, err := format.Source(f.rel, f.src)
+		t.Run(f.Name, func(t *testing.T) {
+			got, err := format.Source(f.Name, f.Src)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, f.src) {
-				t.Errorf("%s is not formatted; opa fmt gives:\n%s", f.rel, got)
+			if !bytes.Equal(got, f.Src) {
+				t.Errorf("%s is not formatted; opa fmt gives:\n%s", f.Name, got)
 			}
 		})
+	}
+}
+
+// TestTestTimeout: a Rego test that runs past TestOptions.Timeout errors
+// (the run fails, nothing hangs); a negative timeout is refused.
+func TestTestTimeout(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"p.rego": "package crmauthz\n\ndecision := {\"allow\": false, \"reason\": \"x\"}\n",
+		"bounded_test.rego": `package crmauthz_test
+
+test_forever if {
+	every i in numbers.range(1, 100000) {
+		every j in numbers.range(1, 100000) {
+			i + j > 1
+		}
+	}
+}
+`,
+	})
+	var out strings.Builder
+	passed, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Out: &out, Timeout: 50 * time.Millisecond})
+	// i + j > 1 holds for every i and j: only the deadline can fail it
+	// (OPA reports FAIL or ERROR, as the cancellation finds the test).
+	if err != nil || passed || !strings.Contains(out.String(), "test_forever: FAIL") && !strings.Contains(out.String(), "test_forever: ERROR") {
+		t.Fatalf("Test = %v, %v, want a failed run\n%s", passed, err, out.String())
+	}
+	if _, err := Test(context.Background(), policy.Config{Dir: dir}, TestOptions{Timeout: -time.Second}); err == nil {
+		t.Fatal("a negative test timeout was accepted")
 	}
 }

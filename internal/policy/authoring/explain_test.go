@@ -1,4 +1,4 @@
-package policy
+package authoring
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/crmauthz/crmauthz/internal/policy"
 )
 
 func TestExplainGolden(t *testing.T) {
@@ -14,7 +16,7 @@ func TestExplainGolden(t *testing.T) {
 	e := newDefaultEngine(t)
 	for _, c := range g.Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			x, err := e.Explain(context.Background(), facts, c.input())
+			x, err := Explain(context.Background(), e, facts, c.input())
 			if err != nil {
 				t.Fatalf("Explain: %v", err)
 			}
@@ -48,7 +50,7 @@ func TestExplainGolden(t *testing.T) {
 		})
 	}
 	t.Run("default rule", func(t *testing.T) {
-		x, err := e.Explain(context.Background(), facts, Input{Subject: "u-fol", Action: "delete", ResourceType: "contact", ResourceID: "c-1"})
+		x, err := Explain(context.Background(), e, facts, policy.Input{Subject: "u-fol", Action: "delete", ResourceType: "contact", ResourceID: "c-1"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +63,7 @@ func TestExplainGolden(t *testing.T) {
 		}
 	})
 	t.Run("facts error", func(t *testing.T) {
-		x, err := e.Explain(context.Background(), &memFacts{err: errors.New("disk on fire")}, Input{Subject: "u-fol", Action: "view", ResourceType: "contact", ResourceID: "c-1"})
+		x, err := Explain(context.Background(), e, &memFacts{err: errors.New("disk on fire")}, policy.Input{Subject: "u-fol", Action: "view", ResourceType: "contact", ResourceID: "c-1"})
 		if err == nil || x.Decision.Allow {
 			t.Fatalf("Explain = %+v, %v; want an error and no allow", x, err)
 		}

@@ -1,4 +1,4 @@
-package policy
+package authoring
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -19,18 +20,18 @@ func TestTestReportFormats(t *testing.T) {
 	})
 	tests := []struct {
 		name       string
-		cfg        Config
+		cfg        policy.Config
 		opts       TestOptions
 		wantPassed bool
 		check      func(t *testing.T, out string)
 	}{
-		{"json results", Config{Dir: dir}, TestOptions{Format: "json"}, true, func(t *testing.T, out string) {
+		{"json results", policy.Config{Dir: dir}, TestOptions{Format: "json"}, true, func(t *testing.T, out string) {
 			var results []map[string]any
 			if err := json.Unmarshal([]byte(out), &results); err != nil || len(results) != 1 || results[0]["name"] != "test_x" {
 				t.Errorf("not OPA's JSON results (%v): %s", err, out)
 			}
 		}},
-		{"json coverage", Config{Dir: dir}, TestOptions{Format: "json", Coverage: true}, true, func(t *testing.T, out string) {
+		{"json coverage", policy.Config{Dir: dir}, TestOptions{Format: "json", Coverage: true}, true, func(t *testing.T, out string) {
 			var rep struct {
 				Files    map[string]any `json:"files"`
 				Coverage float64        `json:"coverage"`
@@ -39,17 +40,17 @@ func TestTestReportFormats(t *testing.T) {
 				t.Errorf("not OPA's JSON coverage report (%v): %s", err, out)
 			}
 		}},
-		{"threshold not met", Config{Dir: dir}, TestOptions{Threshold: 95}, false, func(t *testing.T, out string) {
+		{"threshold not met", policy.Config{Dir: dir}, TestOptions{Threshold: 95}, false, func(t *testing.T, out string) {
 			if !strings.Contains(out, "Coverage threshold not met: policy coverage 50.00% < 95.00%") {
 				t.Errorf("no threshold message: %s", out)
 			}
 		}},
-		{"threshold met", Config{Dir: dir}, TestOptions{Threshold: 40}, true, func(t *testing.T, out string) {
+		{"threshold met", policy.Config{Dir: dir}, TestOptions{Threshold: 40}, true, func(t *testing.T, out string) {
 			if !strings.Contains(out, "not covered: 5\n") {
 				t.Errorf("uncovered lines not listed once: %s", out)
 			}
 		}},
-		{"default policy at 95%", Config{FS: policies.FS}, TestOptions{Threshold: 95}, true, nil},
+		{"default policy at 95%", policy.Config{FS: policies.FS}, TestOptions{Threshold: 95}, true, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,7 +66,7 @@ func TestTestReportFormats(t *testing.T) {
 		})
 	}
 	for _, bad := range []TestOptions{{Format: "xml"}, {Threshold: 101}} {
-		if _, err := Test(context.Background(), Config{Dir: dir}, bad); err == nil {
+		if _, err := Test(context.Background(), policy.Config{Dir: dir}, bad); err == nil {
 			t.Errorf("Test(%+v): no error", bad)
 		}
 	}

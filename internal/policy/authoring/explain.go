@@ -1,4 +1,4 @@
-package policy
+package authoring
 
 import (
 	"bytes"
@@ -8,14 +8,14 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
-// Explanation is how the policy reached one decision (see Engine.Explain).
+// Explanation is how the policy reached one decision (see Explain).
 type Explanation struct {
-	Decision Decision
+	Decision policy.Decision
 	Revision string
 	// Rule is the rule of data.crmauthz.decision whose value is the decision:
 	// in an else chain, the branch that applied.
@@ -53,26 +53,20 @@ type FactRead struct {
 	Err   error           // the read's error, which aborts the evaluation
 }
 
-// Explain evaluates data.crmauthz.decision for in like Decide, with OPA's
-// tracer on, and tells which rule decided. It is slow (a trace of every
-// step): for tools such as `crmauthz eval --explain`, never the hot path.
-// The error is Decide's; the Explanation is filled as far as the
-// evaluation went, also with an error.
-func (e *Engine) Explain(ctx context.Context, facts Facts, in Input) (*Explanation, error) {
-	p := e.cur.Load()
+// Explain evaluates data.crmauthz.decision for in as e.Decide does, with
+// OPA's tracer on (Engine.DecideTraced), and tells which rule decided. It is
+// slow (a trace of every step): for tools such as `crmauthz eval --explain`,
+// never the hot path. The error is Decide's; the Explanation is filled as
+// far as the evaluation went, also with an error.
+func Explain(ctx context.Context, e *policy.Engine, facts policy.Facts, in policy.Input) (*Explanation, error) {
 	rec := &recordingFacts{facts: facts}
 	var trace topdown.BufferTracer
-	opts := append([]rego.EvalOption{rego.EvalQueryTracer(&trace)}, p.decisionOpts...)
-	rs, err := p.eval(ctx, p.decision, opts, rec, p.input(in))
-	x := &Explanation{Revision: p.revision, Facts: rec.reads}
+	d, revision, err := e.DecideTraced(ctx, rec, in, &trace)
+	x := &Explanation{Decision: d, Revision: revision, Facts: rec.reads}
 	x.Rule, x.Held = rulesHeld(trace)
 	var buf bytes.Buffer
 	topdown.PrettyTraceWithLocation(&buf, trace)
 	x.Trace = strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
-	if err != nil {
-		return x, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
-	}
-	x.Decision, err = p.decisionOf(rs)
 	return x, err
 }
 
@@ -80,7 +74,7 @@ func (e *Engine) Explain(ctx context.Context, facts Facts, in Input) (*Explanati
 // produced the value and every rule whose body held, in order, each once.
 func rulesHeld(trace []*topdown.Event) (decided RuleRef, held []RuleRef) {
 	seen := map[*ast.Rule]bool{}
-	want := decisionRef()
+	want := ast.MustParseRef(decisionPath)
 	for _, ev := range trace {
 		if ev.Op != topdown.ExitOp {
 			continue
@@ -119,28 +113,31 @@ func ruleRef(rule *ast.Rule) RuleRef {
 	return r
 }
 
+// decisionPath is the policy's entry point.
+const decisionPath = "data.crmauthz.decision"
+
 // recordingFacts records what the built-ins read.
 type recordingFacts struct {
-	facts Facts
+	facts policy.Facts
 	reads []FactRead
 }
 
 func (r *recordingFacts) UserJSON(id string) ([]byte, error) {
 	if r.facts == nil {
-		return nil, ErrNoFacts
+		return nil, policy.ErrNoFacts
 	}
 	b, err := r.facts.UserJSON(id)
-	r.reads = append(r.reads, FactRead{Call: BuiltinUser + "(" + strconv.Quote(id) + ")", Value: clone(b), Err: err})
+	r.reads = append(r.reads, FactRead{Call: policy.BuiltinUser + "(" + strconv.Quote(id) + ")", Value: clone(b), Err: err})
 	return b, err
 }
 
 func (r *recordingFacts) RecordJSON(typ, id string) ([]byte, error) {
 	if r.facts == nil {
-		return nil, ErrNoFacts
+		return nil, policy.ErrNoFacts
 	}
 	b, err := r.facts.RecordJSON(typ, id)
 	r.reads = append(r.reads, FactRead{
-		Call:  BuiltinRecord + "(" + strconv.Quote(typ) + ", " + strconv.Quote(id) + ")",
+		Call:  policy.BuiltinRecord + "(" + strconv.Quote(typ) + ", " + strconv.Quote(id) + ")",
 		Value: clone(b), Err: err,
 	})
 	return b, err

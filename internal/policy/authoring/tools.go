@@ -1,4 +1,7 @@
-package policy
+// Package authoring holds the policy author's tools over the engine of
+// internal/policy: `crmauthz policy test`, `check`, `fmt` and
+// `crmauthz eval --explain` (docs/design.md). Only cmd/crmauthz imports it.
+package authoring
 
 import (
 	"context"
@@ -10,21 +13,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
 // Check parses and compiles every policy file of cfg, tests included, with
 // the crm.* built-ins declared, and checks that data.crmauthz.decision is
-// defined. A compile error is a *CompileError: one "file:line:col: code:
-// message" line per problem.
-func Check(cfg Config) error {
-	lp, err := load(cfg, true, true)
-	if err != nil {
-		return err
-	}
-	return checkEntryPoint(lp.compiler)
+// defined. A compile error is a *policy.CompileError: one "file:line:col:
+// code: message" line per problem.
+func Check(cfg policy.Config) error {
+	return policy.Compile(cfg)
 }
 
 // TestOptions are the options of Test, after `opa test`'s.
@@ -46,31 +45,20 @@ type TestOptions struct {
 	Timeout time.Duration
 }
 
-// DefaultTestTimeout is the deadline of each Rego test (Test, and
-// Config.RequireTests). OPA's default, 5 seconds, is too tight for the
-// exhaustive tests of the default policy on a loaded machine, with coverage
-// or under the race detector: a deadline is a guard against a test that
-// never ends, not a speed limit.
-const DefaultTestTimeout = 2 * time.Minute
+// DefaultTestTimeout is the deadline of each Rego test (policy.DefaultTestTimeout).
+const DefaultTestTimeout = policy.DefaultTestTimeout
 
 // Test runs the policy tests (rules named test_* in any file of cfg) with the
 // crm.* built-ins registered, and writes a report like `opa test` to
 // opts.Out. passed is true when at least one test ran and none failed or
 // errored. err is for a policy that does not compile or tests that could not
 // run.
-func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err error) {
+func Test(ctx context.Context, cfg policy.Config, opts TestOptions) (passed bool, err error) {
 	out := opts.Out
 	if out == nil {
 		out = io.Discard
 	}
-	files, err := readSources(cfg)
-	if err != nil {
-		return false, err
-	}
-	if len(files) == 0 {
-		return false, errors.New("policy: no .rego files found")
-	}
-	mods, err := parseModules(files)
+	mods, err := policy.ParseModules(cfg)
 	if err != nil {
 		return false, err
 	}
@@ -89,7 +77,7 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 	if opts.Threshold < 0 || opts.Threshold > 100 {
 		return false, fmt.Errorf("coverage threshold %v: want a percentage from 0 to 100", opts.Threshold)
 	}
-	runner := newTestRunner(mods, opts.Run, opts.Timeout)
+	runner := policy.NewTestRunner(mods, opts.Run, opts.Timeout)
 	var cov *cover.Cover
 	if opts.Coverage || opts.Threshold > 0 {
 		cov = cover.New()
@@ -100,7 +88,7 @@ func Test(ctx context.Context, cfg Config, opts TestOptions) (passed bool, err e
 
 	ch, err := runner.RunTests(ctx, nil)
 	if err != nil {
-		return false, asCompileError(err)
+		return false, policy.AsCompileError(err)
 	}
 
 	// Count the results on their way to the reporter.
@@ -160,86 +148,6 @@ func policyCoverage(rep cover.Report) float64 {
 		return 100
 	}
 	return 100 * float64(covered) / float64(covered+not)
-}
-
-// newTestRunner returns a runner of the tests of mods whose names match run
-// ("" for all), with the crm.* built-ins registered and timeout as each
-// test's deadline.
-func newTestRunner(mods map[string]*ast.Module, run string, timeout time.Duration) *tester.Runner {
-	return tester.NewRunner().
-		SetTimeout(timeout).
-		SetDefaultRegoVersion(ast.RegoV1).
-		AddCustomBuiltins(testerBuiltins()).
-		SetModules(mods).
-		CapturePrintOutput(true).
-		StackTraces(true).
-		Filter(run)
-}
-
-// asCompileError turns the ast.Errors of a runner into a *CompileError.
-func asCompileError(err error) error {
-	var aerrs ast.Errors
-	if errors.As(err, &aerrs) {
-		return &CompileError{Errors: aerrs}
-	}
-	return err
-}
-
-// TestsFailedError is the error of a load with Config.RequireTests whose
-// tests fail, or that has none.
-type TestsFailedError struct {
-	Total  int              // tests run
-	Failed []*tester.Result // the tests that failed or errored
-}
-
-func (e *TestsFailedError) Error() string {
-	if e.Total == 0 {
-		return "policy tests are required, but there are none (no test_* rules in *_test.rego files)"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "policy tests are required: %d of %d failed", len(e.Failed), e.Total)
-	for _, r := range e.Failed {
-		b.WriteString("\n")
-		if loc := r.Location; loc != nil {
-			fmt.Fprintf(&b, "%s:%d:%d: ", loc.File, loc.Row, loc.Col)
-		}
-		b.WriteString(r.Package + "." + r.Name)
-		if r.Error != nil {
-			b.WriteString(": ERROR: ")
-			b.WriteString(strings.ReplaceAll(r.Error.Error(), "\n", "\n\t"))
-		} else {
-			b.WriteString(": FAIL")
-		}
-	}
-	return b.String()
-}
-
-// requireTests runs every test of files; nil when at least one ran and all
-// passed, else a *TestsFailedError (or the error that kept them from running).
-func requireTests(ctx context.Context, files []sourceFile) error {
-	mods, err := parseModules(files)
-	if err != nil {
-		return err
-	}
-	ch, err := newTestRunner(mods, "", DefaultTestTimeout).RunTests(ctx, nil)
-	if err != nil {
-		return asCompileError(err)
-	}
-	tf := &TestsFailedError{}
-	for r := range ch {
-		tf.Total++
-		if r.Fail || r.Error != nil {
-			r.Trace = nil // not kept in the error
-			tf.Failed = append(tf.Failed, r)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("running the policy tests: %w", err)
-	}
-	if tf.Total == 0 || len(tf.Failed) > 0 {
-		return tf
-	}
-	return nil
 }
 
 // writeCoverage prints the coverage per file, the coverage of the policy
