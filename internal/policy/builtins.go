@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/tester"
@@ -21,15 +22,9 @@ const (
 // context carries no Facts (see WithFacts). Decide and Query always add them.
 var ErrNoFacts = errors.New("no facts in the evaluation context")
 
-// Facts is one consistent view of the index for one decision (the server
-// passes an index read transaction).
-type Facts interface {
-	// UserJSON returns the JSON of the user; nil, nil when absent. The bytes
-	// are valid only during the call's transaction: they are converted at once.
-	UserJSON(id string) ([]byte, error)
-	// RecordJSON returns the JSON of the record; nil, nil when absent.
-	RecordJSON(typ, id string) ([]byte, error)
-}
+// Facts is one consistent view of the index for one decision
+// (regovalue.Facts; the server passes an index read transaction).
+type Facts = regovalue.Facts
 
 type factsKey struct{}
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -25,9 +26,9 @@ func httpFacts() *memFacts {
 
 func mustBody(tb testing.TB, s string) ast.Value {
 	tb.Helper()
-	v, err := ParseBody([]byte(s))
+	v, err := regovalue.ParseBody([]byte(s))
 	if err != nil {
-		tb.Fatalf("ParseBody(%s): %v", s, err)
+		tb.Fatalf("regovalue.ParseBody(%s): %v", s, err)
 	}
 	return v
 }

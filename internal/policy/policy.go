@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -32,15 +33,8 @@ import (
 // maxCachedQueries bounds the prepared Data API queries kept per revision.
 const maxCachedQueries = 64
 
-// Input is one decision request.
-type Input struct {
-	Subject      string
-	Action       string
-	ResourceType string
-	ResourceID   string
-	Target       string
-	HasTarget    bool // the target key is only in the input when true
-}
+// Input is one decision request (regovalue.Input).
+type Input = regovalue.Input
 
 // Decision is the policy's answer.
 type Decision struct {

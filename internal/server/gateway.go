@@ -16,6 +16,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -43,7 +44,7 @@ const (
 	reasonBodyTruncated   = "body_truncated"    // Envoy sent part of the body
 	reasonBodyTooLarge    = "payload_too_large" // the body is over --max-decision-bytes
 	reasonInvalidBody     = "invalid_body"      // not JSON, or not one reading
-	reasonAmbiguousBody   = "ambiguous_body"    // one field given twice (policy.BodyError.Ambiguous)
+	reasonAmbiguousBody   = "ambiguous_body"    // one field given twice (regovalue.BodyError.Ambiguous)
 	reasonEvaluationError = "evaluation_error"  // the policy could not decide
 	// the policy did not decide within --eval-timeout
 	reasonEvaluationTimeout = "evaluation_timeout"
@@ -157,9 +158,9 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	default:
 		// the body's keys folded, with the query's parameters merged in, as
 		// the upstream's decoder and framework read them (docs/policies.md)
-		v, err := policy.ParseParams(r.body, orig.query)
+		v, err := regovalue.ParseParams(r.body, orig.query)
 		if err != nil {
-			var be *policy.BodyError
+			var be *regovalue.BodyError
 			if errors.As(err, &be) && be.Ambiguous {
 				return deny(http.StatusForbidden, reasonAmbiguousBody, "%v", err)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 )
 
 // The fuzz targets' seed corpora are in testdata/fuzz/<name>/ and run with
@@ -153,7 +154,7 @@ func FuzzRouteMapping(f *testing.F) {
 		}
 		in := policy.HTTPInput{Subject: subjects[int(who)%len(subjects)], Method: o.method, Path: o.path, Segments: o.segments}
 		if o.method != "GET" && o.method != "HEAD" {
-			v, err := policy.ParseParams(body, o.query)
+			v, err := regovalue.ParseParams(body, o.query)
 			if err != nil {
 				return // answered as invalid_body or ambiguous_body
 			}

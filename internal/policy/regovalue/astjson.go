@@ -1,4 +1,4 @@
-package policy
+package regovalue
 
 import (
 	"encoding/json"
@@ -17,27 +17,19 @@ import (
 //   - the terms of one document come from one slice (one allocation per 16
 //     terms instead of one per term);
 //   - object keys and frequent values (field names, roles, record types,
-//     booleans) are shared, immutable terms (see internTable);
+//     booleans) are shared, immutable terms (see InternTable);
 //   - objects are built with one ast.NewObject call from a stack buffer.
 //
 // The parser accepts exactly JSON (RFC 8259); duplicate object keys keep the
 // last value, as encoding/json does.
 
-// jsonToFact is jsonToValue for the IR interpreter: a top-level object is
-// a *factObject, whose fields the interpreter reads without building the ast
-// object (see factObject).
-func jsonToFact(b []byte, intern internTable) (ast.Value, error) {
-	p := jsonParser{s: string(b), intern: intern, fact: true}
-	p.skipSpace()
-	t, err := p.value(0)
-	if err != nil {
-		return nil, err
-	}
-	p.skipSpace()
-	if p.i != len(p.s) {
-		return nil, p.errorf("unexpected data after the JSON value")
-	}
-	return t.Value, nil
+// ParseFact is Parse for the IR interpreter: a top-level object is built by
+// top from its key/value pairs (the interpreter's lazy fact object, whose
+// fields it reads without building the ast object); top must not keep
+// the pairs slice, only its elements.
+func ParseFact(b []byte, intern InternTable, top func(pairs [][2]*ast.Term) ast.Value) (ast.Value, error) {
+	p := jsonParser{s: string(b), intern: intern, top: top}
+	return p.document()
 }
 
 // maxJSONDepth bounds the nesting of the documents the parser accepts.
@@ -46,12 +38,15 @@ const maxJSONDepth = 64
 // termChunk is how many terms the parser allocates at once.
 const termChunk = 16
 
-// internTable holds shared terms for strings that occur in most facts. It is
-// built once per engine and only read afterwards.
-type internTable map[string]*ast.Term
+// InternTable holds shared terms for strings that occur in most facts. It is
+// built once per engine and only read afterwards (the engine adds the
+// policy's actions to it before).
+type InternTable map[string]*ast.Term
 
-func newInternTable() internTable {
-	t := internTable{}
+// NewInternTable returns the table of the field names and frequent values of
+// users and records.
+func NewInternTable() InternTable {
+	t := InternTable{}
 	for _, s := range []string{
 		// user fields and values
 		"id", "role", "location_ids", "assigned_data_only", "contacts_enabled", "opportunities_enabled",
@@ -68,10 +63,10 @@ func newInternTable() internTable {
 type jsonParser struct {
 	s      string
 	i      int
-	intern internTable
+	intern InternTable
 	pool   []ast.Term
-	fact   bool // the top-level object becomes a *factObject (jsonToFact)
-	body   bool // a request body: keys folded, ambiguous keys refused (see ParseBody)
+	top    func([][2]*ast.Term) ast.Value // builds the top-level object (ParseFact); nil: ast.NewObject
+	body   bool                           // a request body: keys folded, ambiguous keys refused (see ParseBody)
 }
 
 // checkDepth fails when a value nests deeper than the parser accepts.
@@ -85,10 +80,16 @@ func (p *jsonParser) checkDepth(depth int) error {
 	return nil
 }
 
-// jsonToValue converts one JSON document to an ast.Value. The result does not
-// refer to b, so b may be reused or become invalid afterwards.
-func jsonToValue(b []byte, intern internTable) (ast.Value, error) {
+// Parse converts one JSON document to an ast.Value, with the shared terms of
+// intern (nil: none). The result does not refer to b, so b may be reused or
+// become invalid afterwards.
+func Parse(b []byte, intern InternTable) (ast.Value, error) {
 	p := jsonParser{s: string(b), intern: intern}
+	return p.document()
+}
+
+// document parses the one JSON value of p.s, with nothing after it.
+func (p *jsonParser) document() (ast.Value, error) {
 	p.skipSpace()
 	t, err := p.value(0)
 	if err != nil {
@@ -187,8 +188,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 	p.skipSpace()
 	if p.i < len(p.s) && p.s[p.i] == '}' {
 		p.i++
-		if p.fact && depth == 1 {
-			return p.term(newFactObject(nil)), nil
+		if p.top != nil && depth == 1 {
+			return p.term(p.top(nil)), nil
 		}
 		return p.term(ast.NewObject()), nil
 	}
@@ -235,8 +236,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 			p.i++
 		case '}':
 			p.i++
-			if p.fact && depth == 1 {
-				return p.term(newFactObject(pairs)), nil
+			if p.top != nil && depth == 1 {
+				return p.term(p.top(pairs)), nil
 			}
 			return p.term(ast.NewObject(pairs...)), nil
 		default:

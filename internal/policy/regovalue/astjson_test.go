@@ -1,4 +1,4 @@
-package policy
+package regovalue
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func TestJSONToValue(t *testing.T) {
 		`{"many":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20],"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13}`,
 		`{"dup":1,"dup":2}`,
 	}
-	intern := newInternTable()
+	intern := NewInternTable()
 	for _, doc := range docs {
 		t.Run(doc, func(t *testing.T) {
 			want, err := ast.ValueFromReader(bytes.NewReader([]byte(doc)))
@@ -33,15 +33,15 @@ func TestJSONToValue(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := []byte(doc)
-			got, err := jsonToValue(b, intern)
+			got, err := Parse(b, intern)
 			if err != nil {
-				t.Fatalf("jsonToValue: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			for i := range b { // the result must not refer to the input
 				b[i] = 'X'
 			}
 			if got.Compare(want) != 0 {
-				t.Errorf("jsonToValue = %v, want %v", got, want)
+				t.Errorf("Parse = %v, want %v", got, want)
 			}
 			if got.Hash() != want.Hash() {
 				t.Errorf("hash differs")
@@ -57,8 +57,8 @@ func TestJSONToValueErrors(t *testing.T) {
 		string(bytes.Repeat([]byte("["), 100)) + string(bytes.Repeat([]byte("]"), 100)),
 	} {
 		t.Run(doc, func(t *testing.T) {
-			if v, err := jsonToValue([]byte(doc), nil); err == nil {
-				t.Errorf("jsonToValue(%q) = %v, want an error", doc, v)
+			if v, err := Parse([]byte(doc), nil); err == nil {
+				t.Errorf("Parse(%q) = %v, want an error", doc, v)
 			}
 			if json.Valid([]byte(doc)) && len(doc) < 100 {
 				t.Errorf("test case %q is valid JSON", doc)
@@ -79,10 +79,10 @@ func BenchmarkConvertRecord(b *testing.B) {
 
 func benchConvert(b *testing.B, doc []byte) {
 	b.Run("handparser", func(b *testing.B) {
-		intern := newInternTable()
+		intern := NewInternTable()
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := jsonToValue(doc, intern); err != nil {
+			if _, err := Parse(doc, intern); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,4 +1,4 @@
-package policy
+package regovalue
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// The parameters of a request a gateway asks about (HTTPInput.Body), as the
+// The parameters of a request a gateway asks about (policy.HTTPInput.Body), as the
 // policy sees them (docs/policies.md, "The request's parameters"):
 //
 //   - every object key is folded (FoldKey): "assignedTo", "ASSIGNEDTO" and
@@ -38,7 +38,7 @@ type BodyError struct {
 
 func (e *BodyError) Error() string { return e.Msg }
 
-// ParseBody converts a JSON request body for HTTPInput.Body, with every
+// ParseBody converts a JSON request body for policy.HTTPInput.Body, with every
 // object key folded (FoldKey). It refuses what two JSON decoders could read
 // differently, so that the policy never decides on another reading of the
 // body than the upstream's: invalid UTF-8, anything that is not exactly one
@@ -202,7 +202,7 @@ func foldRune(r rune) rune {
 	return m // e.g. U+0130, whose lower case "i" folds with "I", not with it
 }
 
-// ParseParams returns HTTPInput.Body of a request: its JSON body (ParseBody;
+// ParseParams returns policy.HTTPInput.Body of a request: its JSON body (ParseBody;
 // none when body is empty) merged with the parameters of its query (the raw
 // query, without '?'), the way Rails and Laravel merge them into the
 // parameters an action reads. Nil when there are neither.
