@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // SeqMetadata is the key of a snapshot object's metadata that holds its seq
@@ -68,7 +69,7 @@ func (er *EventReader) Next() (json.RawMessage, error) {
 				Events *[]json.RawMessage `json:"events"`
 			}
 			doc := append(append(first, '\n'), rest...)
-			if err := replication.DecodeStrict(bytes.NewReader(doc), &env); err != nil || env.Events == nil {
+			if err := strictjson.UnmarshalRaw(doc, &env); err != nil || env.Events == nil { // the events are decoded one by one
 				if err == nil {
 					err = errors.New(`"events" is missing`)
 				}
@@ -284,7 +285,7 @@ func SnapshotSeq(br *bufio.Reader) (uint64, []byte, error) {
 	var hdr struct {
 		Seq *uint64 `json:"seq"`
 	}
-	if err := replication.DecodeStrict(bytes.NewReader(line), &hdr); err != nil || hdr.Seq == nil {
+	if err := strictjson.Unmarshal(line, &hdr); err != nil || hdr.Seq == nil {
 		return 0, nil, fmt.Errorf(`a snapshot's first line must be {"seq": N}`)
 	}
 	return *hdr.Seq, line, nil

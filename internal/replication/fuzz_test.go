@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // FuzzDecodeBatch feeds arbitrary bodies to the batch decoder and applies
@@ -99,7 +101,7 @@ func FuzzSnapshot(f *testing.F) {
 func isClientError(err error) bool {
 	var (
 		mal *MalformedError
-		fe  *FieldError
+		fe  *strictjson.Error
 		gap *GapError
 		inv *InvalidEventError
 	)

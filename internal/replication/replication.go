@@ -13,11 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
+
 	"strings"
 	"sync/atomic"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // Config configures New.
@@ -82,17 +85,26 @@ func (e *GapError) Error() string {
 type InvalidEventError struct {
 	Index int // 0-based position in events
 	Msg   string
+	Err   error // the cause (a *strictjson.Error, an index error), if any
 }
 
 func (e *InvalidEventError) Error() string { return fmt.Sprintf("event %d: %s", e.Index, e.Msg) }
+
+// Unwrap gives the cause. A caller mapping errors to answers matches
+// *InvalidEventError before the causes it may wrap (internal/server's table).
+func (e *InvalidEventError) Unwrap() error { return e.Err }
 
 // SnapshotLineError is returned by LoadSnapshot for a bad line. The old index stays.
 type SnapshotLineError struct {
 	Line int // 1-based
 	Msg  string
+	Err  error // the cause, if any
 }
 
 func (e *SnapshotLineError) Error() string { return fmt.Sprintf("snapshot line %d: %s", e.Line, e.Msg) }
+
+// Unwrap gives the cause, as InvalidEventError's.
+func (e *SnapshotLineError) Unwrap() error { return e.Err }
 
 // Result is the reply to a batch.
 type Result struct {
@@ -106,14 +118,30 @@ type Result struct {
 // OpCount counts the events of one op in a batch.
 type OpCount struct{ Applied, Skipped int }
 
-// DecodeBatch reads {"events": [...]} strictly: unknown fields, trailing data
-// and mistyped fields are errors, each event is validated on its own (an
-// *InvalidEventError names its position).
+// batchEnvelope is the body of a batch; its events are decoded one by one.
+type batchEnvelope struct {
+	Events *[]jsontext.Value `json:"events"`
+}
+
+// DecodeBatch reads {"events": [...]} strictly (internal/strictjson): unknown
+// fields, trailing data and mistyped fields are errors, each event is
+// validated on its own (an *InvalidEventError names its position). body is
+// read whole; a read error (a size limit) is returned as strictjson.UnmarshalRead
+// says.
 func (r *Replicator) DecodeBatch(body io.Reader) ([]Event, error) {
-	var envelope struct {
-		Events *[]json.RawMessage `json:"events"`
+	data, readErr := io.ReadAll(body)
+	var envelope batchEnvelope
+	err := strictjson.UnmarshalRead(data, readErr, &envelope)
+	var se *strictjson.Error
+	if errors.As(err, &se) && strings.HasPrefix(se.Pointer, "/events/") &&
+		(errors.Is(err, strictjson.ErrDuplicateKey) || errors.Is(err, strictjson.ErrInvalidUTF8)) {
+		// A key twice or bad UTF-8 inside an event is that event's error
+		// (422 with its index), found after the events before it: read
+		// the envelope again without looking into the events.
+		envelope = batchEnvelope{}
+		err = strictjson.UnmarshalRaw(data, &envelope)
 	}
-	if err := DecodeStrict(body, &envelope); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if envelope.Events == nil {
@@ -127,7 +155,7 @@ func (r *Replicator) DecodeBatch(body io.Reader) ([]Event, error) {
 	for i, m := range raw {
 		e, err := DecodeEvent(m, 0)
 		if err != nil {
-			return nil, &InvalidEventError{Index: i, Msg: err.Error()}
+			return nil, &InvalidEventError{Index: i, Msg: err.Error(), Err: err}
 		}
 		events[i] = e
 	}
@@ -142,7 +170,7 @@ func (r *Replicator) DecodeBatch(body io.Reader) ([]Event, error) {
 // with pos 0, so the HTTP API and a stream accept exactly the same events.
 func DecodeEvent(raw []byte, pos uint64) (Event, error) {
 	var e Event
-	if err := DecodeStrictBytes(raw, &e); err != nil {
+	if err := strictjson.Unmarshal(raw, &e); err != nil {
 		return Event{}, err
 	}
 	if pos != 0 {
@@ -277,12 +305,12 @@ func (r *Replicator) LoadSnapshot(body io.Reader) (SnapshotResult, error) {
 		return SnapshotResult{}, lineErr(lr.n, err)
 	}
 	var hdr snapshotHeader
-	if err := DecodeStrictBytes(line, &hdr); err != nil || hdr.Seq == nil {
+	if err := strictjson.Unmarshal(line, &hdr); err != nil || hdr.Seq == nil {
 		msg := `the first line must be {"seq": N}`
 		if err != nil {
 			msg += ": " + err.Error()
 		}
-		return SnapshotResult{}, &SnapshotLineError{Line: lr.n, Msg: msg}
+		return SnapshotResult{}, &SnapshotLineError{Line: lr.n, Msg: msg, Err: err}
 	}
 	res := SnapshotResult{AppliedSeq: *hdr.Seq}
 	err = r.ix.ReplaceAll(*hdr.Seq, func(l *index.Loader) error {
@@ -295,8 +323,8 @@ func (r *Replicator) LoadSnapshot(body io.Reader) (SnapshotResult, error) {
 				return lineErr(lr.n, err)
 			}
 			var sl snapshotLine
-			if err := DecodeStrictBytes(line, &sl); err != nil {
-				return &SnapshotLineError{Line: lr.n, Msg: err.Error()}
+			if err := strictjson.Unmarshal(line, &sl); err != nil {
+				return &SnapshotLineError{Line: lr.n, Msg: err.Error(), Err: err}
 			}
 			switch {
 			case sl.User != nil && sl.Record == nil:
@@ -405,109 +433,4 @@ func (r *Replicator) WriteSnapshot(w io.Writer) error {
 		return err
 	}
 	return bw.Flush()
-}
-
-// DecodeStrict decodes exactly one JSON value into v: unknown fields and
-// trailing data are errors. Syntax errors come back as *MalformedError; a
-// body-size limit's *http.MaxBytesError is passed through unchanged.
-//
-// It is strict about keys too (see checkKeys): a key given twice in one
-// object, or spelt in another case than its field, is a *FieldError naming
-// it (encoding/json alone would take the last, and match any case).
-func DecodeStrict(r io.Reader, v any) error {
-	var read bytes.Buffer
-	if err := decodeStrict(io.TeeReader(r, &read), v); err != nil {
-		return err
-	}
-	return checkKeys(read.Bytes(), reflect.TypeOf(v))
-}
-
-// DecodeStrictBytes is DecodeStrict of one JSON value held in data.
-func DecodeStrictBytes(data []byte, v any) error {
-	if err := decodeStrict(bytes.NewReader(data), v); err != nil {
-		return err
-	}
-	return checkKeys(data, reflect.TypeOf(v))
-}
-
-func decodeStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return jsonError(err)
-		}
-		return &MalformedError{Msg: "unexpected data after the JSON value"}
-	}
-	return nil
-}
-
-// FieldError is a well-formed JSON value of the wrong shape: an unknown field
-// or a field of the wrong type.
-type FieldError struct{ Msg string }
-
-func (e *FieldError) Error() string { return e.Msg }
-
-func jsonError(err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return &MalformedError{Msg: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn)}
-	case errors.Is(err, io.EOF):
-		return &MalformedError{Msg: "the body is empty"}
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &MalformedError{Msg: "malformed JSON: unexpected end of input"}
-	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			field = "the body"
-		}
-		return &FieldError{Msg: fmt.Sprintf("%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), jsonValue(typ.Value))}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return &FieldError{Msg: "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")}
-	}
-	return err
-}
-
-func jsonKind(k string) string {
-	switch k {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "slice", "array":
-		return "an array"
-	case "struct", "map", "ptr":
-		return "an object"
-	case "uint64", "uint32", "uint16", "uint8", "uint":
-		return "a non-negative integer"
-	case "int64", "int32", "int16", "int8", "int":
-		return "an integer"
-	case "float64", "float32":
-		return "a number"
-	}
-	return k
-}
-
-// jsonValue names what encoding/json found (UnmarshalTypeError.Value):
-// a number as it was written, anything else by its kind.
-func jsonValue(v string) string {
-	if n, ok := strings.CutPrefix(v, "number "); ok {
-		return n
-	}
-	switch v {
-	case "string":
-		return "a string"
-	case "object":
-		return "an object"
-	case "array":
-		return "an array"
-	case "bool":
-		return "a boolean"
-	}
-	return v
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 func newReplicator(t testing.TB) (*Replicator, *index.Index) {
@@ -80,7 +81,7 @@ func TestValidate(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var e Event
-			if err := DecodeStrict(strings.NewReader(tc.event), &e); err != nil {
+			if err := strictjson.Unmarshal([]byte(tc.event), &e); err != nil {
 				t.Fatalf("decode: %v", err)
 			}
 			err := e.Validate()
@@ -99,14 +100,15 @@ func TestDecodeBatchErrors(t *testing.T) {
 	cases := []struct {
 		name string
 		body string
-		want any // pointer to the error type wanted
+		want any // pointer to the error type wanted, or the strictjson kind
 		idx  int
 	}{
-		{"malformed", `{"events": [`, new(*MalformedError), 0},
-		{"not an object", `[1,2]`, new(*FieldError), 0},
+		{"malformed", `{"events": [`, strictjson.ErrSyntax, 0},
+		{"not an object", `[1,2]`, strictjson.ErrType, 0},
 		{"no events", `{}`, new(*MalformedError), 0},
-		{"unknown top field", `{"events": [], "x": 1}`, new(*FieldError), 0},
-		{"trailing", `{"events": []}{}`, new(*MalformedError), 0},
+		{"unknown top field", `{"events": [], "x": 1}`, strictjson.ErrUnknownField, 0},
+		{"trailing", `{"events": []}{}`, strictjson.ErrTrailingData, 0},
+		{"not UTF-8 in an event", "{\"events\": [{\"seq\":1,\"op\":\"user.delete\",\"user_id\":\"u\"},{\"seq\":2,\"op\":\"user.delete\",\"user_id\":\"u\xff\"}]}", new(*InvalidEventError), 1},
 		{"unknown event field", `{"events": [{"seq":1,"op":"user.delete","user_id":"u"},{"seq":2,"op":"user.delete","user_id":"u","x":1}]}`, new(*InvalidEventError), 1},
 		{"mistyped seq", `{"events": [{"seq":-1,"op":"user.delete","user_id":"u"}]}`, new(*InvalidEventError), 0},
 		{"invalid event", `{"events": [{"seq":1,"op":"nope"}]}`, new(*InvalidEventError), 0},
@@ -114,7 +116,11 @@ func TestDecodeBatchErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := r.DecodeBatch(strings.NewReader(tc.body))
-			if err == nil || !errors.As(err, tc.want) {
+			if kind, ok := tc.want.(error); ok {
+				if !errors.Is(err, kind) {
+					t.Fatalf("error %T %v, want %v", err, err, kind)
+				}
+			} else if err == nil || !errors.As(err, tc.want) {
 				t.Fatalf("error %T %v, want %T", err, err, tc.want)
 			}
 			var inv *InvalidEventError

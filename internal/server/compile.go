@@ -13,7 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
-	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // The Accept types of OPA's Compile API and the (target, dialect) each asks for.
@@ -84,7 +84,7 @@ func (s *Server) postCompile(c *gin.Context) {
 	}
 	var body compileRequest
 	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := replication.DecodeStrict(bytes.NewReader(raw), &body); err != nil {
+		if err := strictjson.Unmarshal(raw, &body); err != nil {
 			s.writeError(c, err)
 			return
 		}

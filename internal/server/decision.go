@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
-	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // knownActions bounds the action label of crmauthz_decisions_total.
@@ -361,19 +362,15 @@ func (s *Server) postData(c *gin.Context) {
 	)
 	if len(bytes.TrimSpace(raw)) > 0 {
 		var body struct {
-			Input *json.RawMessage `json:"input"`
+			Input *jsontext.Value `json:"input"`
 		}
-		if err := replication.DecodeStrictBytes(raw, &body); err != nil {
-			s.writeError(c, err)
-			return
-		}
-		// the input is free-form, but a key given twice is refused too
-		if err := replication.CheckDuplicateKeys(raw); err != nil {
+		// the input is free-form, but a key given twice is refused in it too
+		if err := strictjson.Unmarshal(raw, &body); err != nil {
 			s.writeError(c, err)
 			return
 		}
 		if body.Input != nil {
-			rawInput = *body.Input
+			rawInput = json.RawMessage(*body.Input)
 			input, err = ast.ValueFromReader(bytes.NewReader(*body.Input))
 			if err != nil {
 				s.writeError(c, invalid("input: %v", err))

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // The decision endpoints read and write their JSON by hand on the common path
@@ -25,9 +24,8 @@ import (
 // encoding/json would produce the very same struct. Anything else — a null, an
 // escape sequence, a key in another case, an unknown or duplicate key, a wrong
 // type, malformed JSON, trailing data, a body over the limit — is handed to
-// replication.DecodeStrict (encoding/json with DisallowUnknownFields, then a
-// pass that refuses a key given twice or spelt in another case), whose result
-// and error stand. The parser never decides that a body is invalid, and it
+// internal/strictjson (the strict decoder of every body), whose result and
+// error stand. The parser never decides that a body is invalid, and it
 // accepts no body the strict decoder refuses (FuzzDecisionRequest).
 //
 // Writing: the reply is appended to one buffer with strconv; a string that
@@ -62,21 +60,12 @@ func readBody(c *gin.Context, limit int64) ([]byte, error) {
 	}
 }
 
-// errAfter is a reader that fails with err (after what comes before it in an
-// io.MultiReader).
-type errAfter struct{ err error }
-
-func (e errAfter) Read([]byte) (int, error) { return 0, e.err }
-
-// decodeStrict decodes v with replication.DecodeStrict from the bytes read and
-// the read error, as if it had read the body itself: a syntax error before
-// the point where the read failed wins over the read error (a body over the
-// limit is 413 only when it is well-formed up to the limit).
+// decodeStrict decodes v from the bytes read and the read's error with
+// strictjson.UnmarshalRead: a syntax error before the point where the read
+// failed wins over the read error (a body over the limit is 413 only when it
+// is well-formed up to the limit).
 func decodeStrict(body []byte, readErr error, v any) error {
-	if readErr == nil {
-		return replication.DecodeStrictBytes(body, v)
-	}
-	return replication.DecodeStrict(io.MultiReader(bytes.NewReader(body), errAfter{readErr}), v)
+	return strictjson.UnmarshalRead(body, readErr, v)
 }
 
 // decodeDecisionBody decodes a /v1/decision body into req.

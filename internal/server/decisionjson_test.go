@@ -1,15 +1,15 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // decisionBodies are request bodies of every kind: the plain shape the
@@ -84,7 +84,7 @@ func strictErr(err error) string {
 }
 
 // TestDecodeDecisionBodyLikeEncodingJSON: for every body, the hand-written
-// path gives the struct and the error replication.DecodeStrict alone gives.
+// path gives the struct and the error the strict decoder alone gives.
 func TestDecodeDecisionBodyLikeEncodingJSON(t *testing.T) {
 	for _, body := range decisionBodies {
 		checkDecisionBody(t, []byte(body))
@@ -98,7 +98,7 @@ func checkDecisionBody(t *testing.T, body []byte) {
 	t.Helper()
 	var got, want decisionRequest
 	gotErr := decodeDecisionBody(body, nil, &got)
-	wantErr := replication.DecodeStrict(bytes.NewReader(body), &want)
+	wantErr := strictjson.Unmarshal(body, &want)
 	if strictErr(gotErr) != strictErr(wantErr) || !reflect.DeepEqual(got, want) {
 		t.Errorf("body %q:\n got %+v %s\nwant %+v %s", body, got, strictErr(gotErr), want, strictErr(wantErr))
 	}
@@ -108,7 +108,7 @@ func checkBatchBody(t *testing.T, body []byte) {
 	t.Helper()
 	var got, want batchRequest
 	gotErr := decodeBatchBody(body, nil, &got)
-	wantErr := replication.DecodeStrict(bytes.NewReader(body), &want)
+	wantErr := strictjson.Unmarshal(body, &want)
 	if strictErr(gotErr) != strictErr(wantErr) || !reflect.DeepEqual(got, want) {
 		t.Errorf("body %q:\n got %+v %s\nwant %+v %s", body, got, strictErr(gotErr), want, strictErr(wantErr))
 	}
@@ -121,15 +121,21 @@ func TestDecodeOverLimit(t *testing.T) {
 	mbe := &http.MaxBytesError{Limit: 64}
 	for _, tc := range []struct {
 		prefix string
-		want   string
+		kind   error
+		status int
+		code   string
 	}{
-		{`{"subject":"` + strings.Repeat("u", 60), "*http.MaxBytesError"},
-		{`{"subject": 7 x` + strings.Repeat(" ", 60), "*replication.MalformedError"},
+		{`{"subject":"` + strings.Repeat("u", 60), strictjson.ErrTooLarge, 413, "payload_too_large"},
+		{`{"subject":"u","subject":"` + strings.Repeat("u", 40), strictjson.ErrTooLarge, 413, "payload_too_large"},
+		{`{"subject": 7 x` + strings.Repeat(" ", 60), strictjson.ErrSyntax, 400, "malformed_json"},
 	} {
 		var req decisionRequest
 		err := decodeDecisionBody([]byte(tc.prefix), mbe, &req)
-		if got := fmt.Sprintf("%T", err); got != tc.want {
-			t.Errorf("%q: %s (%v), want %s", tc.prefix, got, err, tc.want)
+		if !errors.Is(err, tc.kind) {
+			t.Errorf("%q: %v, want %v", tc.prefix, err, tc.kind)
+		}
+		if ae := toAPIError(err); ae.Status != tc.status || ae.Code != tc.code {
+			t.Errorf("%q: answered %d %s, want %d %s", tc.prefix, ae.Status, ae.Code, tc.status, tc.code)
 		}
 	}
 }

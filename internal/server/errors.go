@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // apiError is an error the server itself raises, with its status and code.
@@ -32,12 +33,17 @@ func newError(status int, code, format string, args ...any) *apiError {
 // toAPIError is the one table that maps every error to an HTTP status and a
 // code of docs/reference.md §2.6. Anything it does not know is a 500: on the
 // decision listener that is a deny, never an allow.
+//
+// The errors that wrap others come first: an *InvalidEventError or a
+// *SnapshotLineError wraps the event's or the line's own error (a
+// *strictjson.Error, say), and is answered as a whole (422 with its index or
+// line), never as what it wraps.
 func toAPIError(err error) *apiError {
 	var (
 		ae   *apiError
 		mbe  *http.MaxBytesError
+		sje  *strictjson.Error
 		mal  *replication.MalformedError
-		fe   *replication.FieldError
 		gap  *replication.GapError
 		inv  *replication.InvalidEventError
 		line *replication.SnapshotLineError
@@ -45,16 +51,6 @@ func toAPIError(err error) *apiError {
 	switch {
 	case errors.As(err, &ae):
 		return ae
-	case errors.As(err, &mbe):
-		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than %d bytes", mbe.Limit)
-	case errors.As(err, &mal):
-		return newError(http.StatusBadRequest, "malformed_json", "%s", mal.Msg)
-	case errors.As(err, &fe):
-		return newError(http.StatusBadRequest, "invalid_request", "%s", fe.Msg)
-	case errors.As(err, &gap):
-		e := newError(http.StatusConflict, "sequence_gap", "%s", gap.Error())
-		e.Extra = map[string]any{"applied_seq": gap.AppliedSeq}
-		return e
 	case errors.As(err, &inv):
 		e := newError(http.StatusUnprocessableEntity, "invalid_event", "%s", inv.Error())
 		e.Extra = map[string]any{"index": inv.Index}
@@ -63,6 +59,23 @@ func toAPIError(err error) *apiError {
 		e := newError(http.StatusUnprocessableEntity, "invalid_snapshot", "%s", line.Error())
 		e.Extra = map[string]any{"line": line.Line}
 		return e
+	case errors.As(err, &gap):
+		e := newError(http.StatusConflict, "sequence_gap", "%s", gap.Error())
+		e.Extra = map[string]any{"applied_seq": gap.AppliedSeq}
+		return e
+	case errors.As(err, &mbe):
+		// also a *strictjson.Error of kind ErrTooLarge, which wraps it
+		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &sje):
+		switch {
+		case sje.Malformed():
+			return newError(http.StatusBadRequest, "malformed_json", "%s", sje.Msg)
+		case errors.Is(sje, strictjson.ErrTooLarge):
+			return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%s", sje.Msg)
+		}
+		return newError(http.StatusBadRequest, "invalid_request", "%s", sje.Msg) // unknown field, key twice, wrong type
+	case errors.As(err, &mal):
+		return newError(http.StatusBadRequest, "malformed_json", "%s", mal.Msg)
 	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF):
 		// a body read that ended before Content-Length (the decoders turn
 		// their own unexpected ends into *replication.MalformedError first)

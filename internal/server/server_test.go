@@ -20,6 +20,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -163,7 +164,21 @@ func TestErrorTableCoversServerErrors(t *testing.T) {
 		{&replication.InvalidEventError{Index: 2, Msg: "x"}, 422, "invalid_event"},
 		{&replication.SnapshotLineError{Line: 5, Msg: "x"}, 422, "invalid_snapshot"},
 		{&replication.MalformedError{Msg: "x"}, 400, "malformed_json"},
-		{&replication.FieldError{Msg: "x"}, 400, "invalid_request"},
+		{strictErrOf(t, `{"a":1,"a":2}`), 400, "invalid_request"},
+		{strictErrOf(t, `{"A":1}`), 400, "invalid_request"},
+		{strictErrOf(t, `{"a":"x"}`), 400, "invalid_request"},
+		{strictErrOf(t, `{"a":`), 400, "malformed_json"},
+		{strictErrOf(t, ``), 400, "malformed_json"},
+		{strictErrOf(t, `{} {}`), 400, "malformed_json"},
+		{strictErrOf(t, "{\"b\":\"\xff\"}"), 400, "malformed_json"},
+		{strictErrOf(t, `{"b":`+strings.Repeat("[", 10001)+strings.Repeat("]", 10001)+`}`), 400, "malformed_json"},
+		{strictjson.UnmarshalRead([]byte(`{"a":`), &http.MaxBytesError{Limit: 5}, new(struct{ A int })), 413, "payload_too_large"},
+		// wrapped: the outer error decides (an event's or a line's own
+		// decoding error is 422 with its index or line, never a 400)
+		{&replication.InvalidEventError{Index: 1, Msg: "x", Err: strictErrOf(t, `{"a":1,"a":2}`)}, 422, "invalid_event"},
+		{&replication.InvalidEventError{Index: 1, Msg: "x", Err: strictErrOf(t, "{\"b\":\"\xff\"}")}, 422, "invalid_event"},
+		{&replication.SnapshotLineError{Line: 2, Msg: "x", Err: strictErrOf(t, `{"A":1}`)}, 422, "invalid_snapshot"},
+		{&replication.SnapshotLineError{Line: 2, Msg: "x", Err: strictErrOf(t, `{"a":`)}, 422, "invalid_snapshot"},
 		{replication.ErrSnapshotInProgress, 503, "snapshot_in_progress"},
 		{replication.ErrTooManyEvents, 413, "payload_too_large"},
 		{&http.MaxBytesError{Limit: 10}, 413, "payload_too_large"},
@@ -179,6 +194,21 @@ func TestErrorTableCoversServerErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// strictErrOf is the strict decoder's error for doc decoded into
+// {"a": int, "b": any}.
+func strictErrOf(tb testing.TB, doc string) error {
+	tb.Helper()
+	var v struct {
+		A int `json:"a"`
+		B any `json:"b"`
+	}
+	err := strictjson.Unmarshal([]byte(doc), &v)
+	if err == nil {
+		tb.Fatalf("%q decoded", doc)
+	}
+	return err
 }
 
 // TestDecisionsDuringReplication runs decisions while batches change the
