@@ -195,16 +195,7 @@ func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, i
 			result, err = nil, vmBug("panic: %v", r)
 		}
 	}()
-	st := p.state()
-	st.ctx, st.facts, st.intern, st.deadline = ctx, facts, intern, deadline
-	st.gen++
-	if st.gen == 0 { // wrapped: forget every memo
-		clear(st.memoSet)
-		st.gen = 1
-	}
-	st.results = st.results[:0]
-	st.steps = 0
-	st.cache = nil
+	st := p.begin(ctx, deadline, facts, intern)
 	lazy := newVMInput(in, build)
 	st.inTerm, st.resTerm, st.lazy = &lazy.top, &lazy.res, lazy
 	frame := st.push(p.nlocals)
@@ -220,16 +211,7 @@ func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, i
 		st.release()
 		return result, err
 	}
-	for _, b := range p.plan {
-		var ctl int
-		if ctl, err = st.block(frame, b); err != nil {
-			break
-		}
-		if ctl > 0 || ctl == ctlReturn {
-			err = vmBug("illegal control flow out of a plan block (%d)", ctl)
-			break
-		}
-	}
+	err = st.runPlan(frame)
 	st.pop(p.nlocals)
 	if err == nil {
 		switch len(st.results) {
@@ -249,6 +231,36 @@ func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, i
 	}
 	st.release()
 	return result, err
+}
+
+// begin readies a pooled state for one evaluation.
+func (p *vmProgram) begin(ctx context.Context, deadline time.Time, facts Facts, intern internTable) *vmState {
+	st := p.state()
+	st.ctx, st.facts, st.intern, st.deadline = ctx, facts, intern, deadline
+	st.gen++
+	if st.gen == 0 { // wrapped: forget every memo
+		clear(st.memoSet)
+		st.gen = 1
+	}
+	st.results = st.results[:0]
+	st.steps = 0
+	st.cache = nil
+	return st
+}
+
+// runPlan runs the blocks of the plan in frame; the results are in
+// st.results.
+func (st *vmState) runPlan(frame []*ast.Term) error {
+	for _, b := range st.prog.plan {
+		ctl, err := st.block(frame, b)
+		if err != nil {
+			return err
+		}
+		if ctl > 0 || ctl == ctlReturn {
+			return vmBug("illegal control flow out of a plan block (%d)", ctl)
+		}
+	}
+	return nil
 }
 
 // release drops the evaluation's references and pools the state.
@@ -355,196 +367,86 @@ func (st *vmState) tick() error {
 	return nil
 }
 
-// block runs the statements of b in the frame fr.
+// block runs the statements of b in the frame fr. Each kind of statement
+// has its own method (vmexec.go), as OPA's Wasm compiler has one case per IR
+// statement; a method returns ctlNext to go on with the next statement, or
+// the control result that ends the block. The switch (a jump table) calls
+// them directly, which costs less than an indirect call through a table.
 func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 	for i := range b.stmts {
 		s := &b.stmts[i]
+		var (
+			ctl int
+			err error
+		)
 		switch s.op {
 		case opNop:
+			continue
 		case opReturnLocal:
 			return ctlReturn, nil
 		case opCall:
-			t, err := st.call(fr, s)
-			if err != nil {
-				return 0, err
-			}
-			if t == nil {
-				return 0, nil
-			}
-			fr[s.target] = t
+			ctl, err = st.execCall(fr, s)
 		case opBuiltin:
-			t, err := st.builtin(fr, s)
-			if err != nil {
-				return 0, err
-			}
-			if t == nil {
-				return 0, nil
-			}
-			fr[s.target] = t
+			ctl, err = st.execBuiltin(fr, s)
 		case opBlock:
-			for _, inner := range s.blocks {
-				ctl, err := st.block(fr, inner)
-				if err != nil {
-					return 0, err
-				}
-				switch {
-				case ctl == ctlReturn:
-					return ctlReturn, nil
-				case ctl > 0:
-					return ctl - 1, nil
-				}
-			}
+			ctl, err = st.execBlock(fr, s)
 		case opBreak:
 			return int(s.n), nil
 		case opDot:
-			src, key := st.raw(fr, s.a), st.get(fr, s.b)
-			if src == nil || key == nil {
-				return 0, nil
-			}
-			var t *ast.Term
-			switch v := src.Value.(type) {
-			case *factObject:
-				t = v.get(key)
-			case lazyValue:
-				if v.resource {
-					t = v.v.resourceField(key)
-				} else {
-					t = v.v.field(key, &v.v.res)
-				}
-			default:
-				t = dot(src, key)
-			}
-			if t == nil {
-				return 0, nil
-			}
-			fr[s.target] = t
+			ctl = st.execDot(fr, s)
 		case opLen:
-			src := st.get(fr, s.a)
-			if src == nil {
-				return 0, nil
-			}
-			fr[s.target] = ast.InternedTerm(length(src.Value))
+			ctl = st.execLen(fr, s)
 		case opScan:
-			ctl, err := st.scan(fr, s)
-			if err != nil || ctl != ctlNext {
-				return ctl, err
-			}
+			ctl, err = st.scan(fr, s)
 		case opNot:
-			ctl, err := st.block(fr, s.blocks[0])
+			ctl, err = st.execNot(fr, s)
+		case opAssignVar:
+			fr[s.target] = st.raw(fr, s.a)
+			continue
+		case opAssignVarOnce:
+			ctl, err = st.execAssignVarOnce(fr, s)
+		case opResetLocal:
+			fr[s.target] = nil
+			continue
+		case opConst:
+			fr[s.target] = s.a.c
+			continue
+		case opMakeArray:
+			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.n)))
+			continue
+		case opMakeObject:
+			fr[s.target] = ast.NewTerm(ast.NewObject())
+			continue
+		case opMakeSet:
+			fr[s.target] = ast.NewTerm(ast.NewSet())
+			continue
+		case opEqual, opNotEqual:
+			ctl = st.execEqual(fr, s)
+		case opIsArray, opIsObject, opIsSet:
+			ctl = st.execIsType(fr, s)
+		case opIsDefined:
+			ctl = defined(fr[s.target] != nil)
+		case opIsUndefined:
+			ctl = defined(fr[s.target] == nil)
+		case opArrayAppend:
+			ctl, err = st.execArrayAppend(fr, s)
+		case opObjectInsert, opObjectInsertOnce:
+			ctl, err = st.execObjectInsert(fr, s)
+		case opObjectMerge:
+			ctl, err = st.execObjectMerge(fr, s)
+		case opSetAdd:
+			ctl, err = st.execSetAdd(fr, s)
+		case opResultSetAdd:
+			st.execResultSetAdd(fr, s)
+			continue
+		default:
+			return 0, vmBug("unknown operation %d", s.op)
+		}
+		if ctl != ctlNext || err != nil {
 			if err != nil {
 				return 0, err
 			}
-			switch {
-			case ctl == ctlNext: // the negated block held: not fails
-				return 0, nil
-			case ctl == ctlReturn:
-				return ctlReturn, nil
-			case ctl > 0:
-				return ctl - 1, nil
-			}
-		case opAssignVar:
-			fr[s.target] = st.raw(fr, s.a)
-		case opAssignVarOnce:
-			src := st.raw(fr, s.a)
-			if src == nil {
-				return 0, nil
-			}
-			if cur := fr[s.target]; cur != nil && !st.equal(cur, src) {
-				return 0, conflictError(s.loc, "complete rules must not produce multiple outputs")
-			}
-			fr[s.target] = src
-		case opResetLocal:
-			fr[s.target] = nil
-		case opConst:
-			fr[s.target] = s.a.c
-		case opMakeArray:
-			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.n)))
-		case opMakeObject:
-			fr[s.target] = ast.NewTerm(ast.NewObject())
-		case opMakeSet:
-			fr[s.target] = ast.NewTerm(ast.NewSet())
-		case opEqual, opNotEqual:
-			a, b := st.raw(fr, s.a), st.raw(fr, s.b)
-			if a == nil || b == nil || st.equal(a, b) != (s.op == opEqual) {
-				return 0, nil
-			}
-		case opIsArray, opIsObject, opIsSet:
-			src := st.get(fr, s.a)
-			if src == nil {
-				return 0, nil
-			}
-			var ok bool
-			switch src.Value.(type) {
-			case *ast.Array:
-				ok = s.op == opIsArray
-			case ast.Object:
-				ok = s.op == opIsObject
-			case ast.Set:
-				ok = s.op == opIsSet
-			}
-			if !ok {
-				return 0, nil
-			}
-		case opIsDefined:
-			if fr[s.target] == nil {
-				return 0, nil
-			}
-		case opIsUndefined:
-			if fr[s.target] != nil {
-				return 0, nil
-			}
-		case opArrayAppend:
-			arr, ok := fr[s.target].Value.(*ast.Array)
-			v := st.get(fr, s.a)
-			if !ok || v == nil {
-				return 0, vmBug("ArrayAppendStmt on a non-array")
-			}
-			fr[s.target] = ast.NewTerm(arr.Append(v))
-		case opObjectInsert, opObjectInsertOnce:
-			obj, ok := fr[s.target].Value.(ast.Object)
-			k, v := st.get(fr, s.a), st.get(fr, s.b)
-			if !ok || k == nil || v == nil {
-				return 0, vmBug("ObjectInsertStmt on a non-object")
-			}
-			if s.op == opObjectInsertOnce {
-				if cur := obj.Get(k); cur != nil && !cur.Equal(v) {
-					return 0, conflictError(s.loc, "object keys must be unique")
-				}
-			}
-			obj.Insert(k, v)
-		case opObjectMerge:
-			a, b := st.get(fr, s.a), st.get(fr, s.b)
-			ao, aok := valueOf(a).(ast.Object)
-			bo, bok := valueOf(b).(ast.Object)
-			if !aok || !bok {
-				return 0, conflictError(s.loc, "object merge of a non-object")
-			}
-			m, ok := ao.Merge(bo)
-			if !ok {
-				return 0, conflictError(s.loc, "object keys must be unique")
-			}
-			fr[s.target] = ast.NewTerm(m)
-		case opSetAdd:
-			set, ok := fr[s.target].Value.(ast.Set)
-			v := st.get(fr, s.a)
-			if !ok || v == nil {
-				return 0, vmBug("SetAddStmt on a non-set")
-			}
-			set.Add(v)
-		case opResultSetAdd:
-			if t := st.materialize(fr[s.target]); t != nil {
-				dup := false
-				for _, r := range st.results {
-					if r.Equal(t) {
-						dup = true
-					}
-				}
-				if !dup {
-					st.results = append(st.results, t)
-				}
-			}
-		default:
-			return 0, vmBug("unknown operation %d", s.op)
+			return ctl, nil
 		}
 	}
 	return ctlNext, nil

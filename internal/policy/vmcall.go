@@ -130,11 +130,6 @@ func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
-// call runs the function of a CallStmt; nil is undefined.
-func (st *vmState) call(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
-	return st.callFunc(s.fn, fr, s.args)
-}
-
 // callFunc runs a planned function with args (operands in fr).
 func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.Term, error) {
 	if fn.memo >= 0 && st.memoSet[fn.memo] == st.gen {
