@@ -85,6 +85,7 @@ const (
 	opObjectMerge
 	opSetAdd
 	opResultSetAdd
+	opDotData // DotStmt on the data document (see execDotData)
 )
 
 // vmOperand is a local (local >= 0) or a constant.
@@ -118,6 +119,8 @@ type vmFunc struct {
 	blocks  []*vmBlock
 	nlocals int
 	memo    int // index in the memo table; -1: not memoized
+	// conflict is topdown's message for two values of this rule or function
+	conflict string
 }
 
 // vmBuiltin is a built-in function a plan calls.
@@ -136,7 +139,11 @@ type vmProgram struct {
 	nlocals    int
 	nmemo      int
 	data       *ast.Term // the data document: empty (crmauthz has no base documents)
-	states     sync.Pool // *vmState
+	// lenient makes a built-in's error undefined instead of aborting, as
+	// topdown without StrictBuiltinErrors; never set for decisions (fail
+	// closed), only by the compliance test for OPA's non-strict cases.
+	lenient bool
+	states  sync.Pool // *vmState
 }
 
 // errVMUnsupported marks a plan the interpreter does not run.
@@ -231,6 +238,28 @@ func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, i
 	}
 	st.release()
 	return result, err
+}
+
+// evalQuery runs the plan of a query with input (nil: no input) and returns
+// its result set: one object of the query's bindings per result, as OPA's
+// Wasm target answers. Built-in errors abort it, as for decisions.
+func (p *vmProgram) evalQuery(ctx context.Context, input *ast.Term) (rs []*ast.Term, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rs, err = nil, vmBug("panic: %v", r)
+		}
+	}()
+	st := p.begin(ctx, time.Time{}, nil, nil)
+	frame := st.push(p.nlocals)
+	frame[ir.Input] = input
+	frame[ir.Data] = p.data
+	err = st.runPlan(frame)
+	st.pop(p.nlocals)
+	if err == nil {
+		rs = append(rs, st.results...)
+	}
+	st.release()
+	return rs, err
 }
 
 // begin readies a pooled state for one evaluation.
@@ -394,6 +423,8 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 			return int(s.n), nil
 		case opDot:
 			ctl = st.execDot(fr, s)
+		case opDotData:
+			ctl = st.execDotData(fr, s)
 		case opLen:
 			ctl = st.execLen(fr, s)
 		case opScan:

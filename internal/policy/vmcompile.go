@@ -52,6 +52,8 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 			c.maxLocal = max(c.maxLocal, int(p))
 		}
 		c.fold = foldable(f.Blocks)
+		c.cur, c.dataLocals = fn, dataLocals(f.Blocks)
+		fn.conflict = conflictMessage(f)
 		blocks, err := c.blocks(f.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("function %s: %w", f.Name, err)
@@ -65,6 +67,7 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 		}
 		c.maxLocal = int(ir.Data)
 		c.fold = foldable(p.Blocks)
+		c.cur, c.dataLocals = nil, dataLocals(p.Blocks)
 		blocks, err := c.blocks(p.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
@@ -84,8 +87,12 @@ type vmCompiler struct {
 	funcs    map[string]*vmFunc
 	builtins map[string]*vmBuiltin
 	nmemo    int
-	maxLocal int  // of the function being compiled
-	fold     bool // constant collections may be built once (see foldable)
+	maxLocal int     // of the function being compiled
+	fold     bool    // constant collections may be built once (see foldable)
+	cur      *vmFunc // the function being compiled; nil for a plan
+	// dataLocals are the locals holding the data document or a document
+	// looked up in it (see dataLocals)
+	dataLocals map[ir.Local]bool
 }
 
 func (c *vmCompiler) local(l ir.Local) int32 {
@@ -172,7 +179,11 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 	case *ir.BreakStmt:
 		return vmStmt{op: opBreak, n: int32(st.Index)}, nil
 	case *ir.DotStmt:
-		return c.binary(opDot, st.Source, st.Key, st.Target)
+		op := opDot
+		if l, ok := localOf(st.Source); ok && c.dataLocals[l] {
+			op = opDotData
+		}
+		return c.binary(op, st.Source, st.Key, st.Target)
 	case *ir.LenStmt:
 		return c.unary(opLen, st.Source, c.local(st.Target))
 	case *ir.ScanStmt:
@@ -186,7 +197,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.unary(opAssignVar, st.Source, c.local(st.Target))
 	case *ir.AssignVarOnceStmt:
 		s, err := c.unary(opAssignVarOnce, st.Source, c.local(st.Target))
-		s.loc = c.location(st.Location)
+		s.loc, s.fn = c.location(st.Location), c.cur
 		return s, err
 	case *ir.ResetLocalStmt:
 		return vmStmt{op: opResetLocal, target: c.local(st.Target)}, nil

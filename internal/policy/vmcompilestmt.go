@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
@@ -81,4 +82,68 @@ func (c *vmCompiler) numberRef(st *ir.MakeNumberRefStmt) (vmStmt, error) {
 		}
 	}
 	return c.constant(st.Target, ast.NewTerm(n)), nil
+}
+
+// localOf is the local an operand reads, if it reads one.
+func localOf(o ir.Operand) (ir.Local, bool) {
+	switch v := o.Value.(type) {
+	case ir.Local:
+		return v, true
+	case *ir.Local:
+		return *v, true
+	}
+	return 0, false
+}
+
+// dataLocals finds the locals of a function (or plan) that hold the data
+// document or a document the planner looked up in it by a chain of
+// DotStmts (data.a.b[k]): lookups into those are lookups in the data
+// document (opDotData). A copy into another variable (AssignVarStmt) is
+// not: topdown treats it as an ordinary value.
+func dataLocals(bs []*ir.Block) map[ir.Local]bool {
+	d := map[ir.Local]bool{ir.Data: true}
+	var walk func(b *ir.Block)
+	walk = func(b *ir.Block) {
+		for _, s := range b.Stmts {
+			switch st := s.(type) {
+			case *ir.DotStmt:
+				if l, ok := localOf(st.Source); ok && d[l] {
+					d[st.Target] = true
+				}
+			case *ir.BlockStmt:
+				for _, inner := range st.Blocks {
+					walk(inner)
+				}
+			case *ir.ScanStmt:
+				walk(st.Block)
+			case *ir.NotStmt:
+				walk(st.Block)
+			case *ir.WithStmt:
+				walk(st.Block)
+			}
+		}
+	}
+	for _, b := range bs {
+		walk(b)
+	}
+	return d
+}
+
+// conflictMessage is topdown's message for two values of the rule or
+// function f computes: "rule data.a.b produced conflicting values", or
+// "function data.a.f produced conflicting values for the same inputs" for a
+// function (which takes more than input and data).
+func conflictMessage(f *ir.Func) string {
+	path := f.Path
+	if len(path) > 0 && strings.HasPrefix(path[0], "g") { // the planner's group prefix (g0)
+		path = path[1:]
+	}
+	ref := ast.Ref{ast.DefaultRootDocument}
+	for _, p := range path {
+		ref = append(ref, ast.StringTerm(p))
+	}
+	if len(f.Params) > 2 {
+		return "function " + ref.String() + " produced conflicting values for the same inputs"
+	}
+	return "rule " + ref.String() + " produced conflicting values"
 }

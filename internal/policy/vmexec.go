@@ -81,6 +81,28 @@ func (st *vmState) execDot(fr []*ast.Term, s *vmStmt) int {
 	return ctlNext
 }
 
+// execDotData is DotStmt on the data document or a document in it: a
+// number key is looked up as its string, as topdown turns a reference into
+// data into a storage path (data.nested[2] is data.nested["2"]); a value
+// copied into a variable first is an ordinary object (obj[2] is undefined).
+func (st *vmState) execDotData(fr []*ast.Term, s *vmStmt) int {
+	src, key := st.raw(fr, s.a), st.get(fr, s.b)
+	if src == nil || key == nil {
+		return 0
+	}
+	t := dot(src, key)
+	if n, ok := key.Value.(ast.Number); ok && t == nil {
+		if obj, ok := src.Value.(ast.Object); ok {
+			t = obj.Get(ast.StringTerm(n.String()))
+		}
+	}
+	if t == nil {
+		return 0
+	}
+	fr[s.target] = t
+	return ctlNext
+}
+
 // execLen is LenStmt.
 func (st *vmState) execLen(fr []*ast.Term, s *vmStmt) int {
 	src := st.get(fr, s.a)
@@ -115,7 +137,11 @@ func (st *vmState) execAssignVarOnce(fr []*ast.Term, s *vmStmt) (int, error) {
 		return 0, nil
 	}
 	if cur := fr[s.target]; cur != nil && !st.equal(cur, src) {
-		return 0, conflictError(s.loc, "complete rules must not produce multiple outputs")
+		msg := "complete rules must not produce multiple outputs"
+		if s.fn != nil {
+			msg = s.fn.conflict
+		}
+		return 0, conflictError(s.loc, msg)
 	}
 	fr[s.target] = src
 	return ctlNext, nil
