@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"crypto/rand"
@@ -189,7 +189,7 @@ func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	args := st.args[base:]
 	defer func() { st.args = st.args[:base] }()
 	if s.bi.native != nil {
-		t, err := s.bi.native(st, args)
+		t, err := s.bi.native(&st.call, args)
 		if err != nil {
 			return nil, st.builtinFailed(builtinError(s, err))
 		}
@@ -200,9 +200,9 @@ func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	}
 	st.out, st.nout = nil, 0
 	bctx := topdown.BuiltinContext{
-		Context:  st.ctx,
+		Context:  st.call.Context,
 		Seed:     rand.Reader,
-		Cancel:   st.cancel,
+		Cancel:   st.call.Cancel,
 		Cache:    st.cache,
 		Location: s.loc,
 	}

@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"fmt"
@@ -8,12 +8,13 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
-// newVMProgram resolves the plan named entry of pol for the interpreter. An
-// error wrapping errVMUnsupported means the policy uses something the
+// New resolves the plan cfg.Entrypoint of pol for the interpreter. An
+// error wrapping ErrUnsupported means the policy uses something the
 // interpreter does not run; the caller then evaluates with topdown.
-func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
+func New(pol *ir.Policy, cfg Config) (*Program, error) {
+	entry := cfg.Entrypoint
 	if pol.Static == nil || pol.Plans == nil {
-		return nil, fmt.Errorf("%w: empty plan", errVMUnsupported)
+		return nil, fmt.Errorf("%w: empty plan", ErrUnsupported)
 	}
 	c := &vmCompiler{pol: pol, funcs: map[string]*vmFunc{}, builtins: map[string]*vmBuiltin{}}
 	c.strings = make([]*ast.Term, len(pol.Static.Strings))
@@ -24,7 +25,7 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 		c.files = append(c.files, f.Value)
 	}
 	for _, bf := range pol.Static.BuiltinFuncs {
-		bi, err := vmBuiltinFor(bf.Name)
+		bi, err := vmBuiltinFor(bf.Name, cfg.Natives)
 		if err != nil {
 			return nil, err
 		}
@@ -60,7 +61,7 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 		}
 		fn.blocks, fn.nlocals = blocks, c.maxLocal+1
 	}
-	prog := &vmProgram{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
+	prog := &Program{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
 	for _, p := range pol.Plans.Plans {
 		if p.Name != entry {
 			continue
@@ -121,7 +122,7 @@ func (c *vmCompiler) operand(o ir.Operand) (vmOperand, error) {
 	case ir.Bool:
 		return vmOperand{local: -1, c: ast.InternedTerm(bool(v))}, nil
 	}
-	return vmOperand{}, fmt.Errorf("%w: operand %T", errVMUnsupported, o.Value)
+	return vmOperand{}, fmt.Errorf("%w: operand %T", ErrUnsupported, o.Value)
 }
 
 func (c *vmCompiler) location(l ir.Location) *ast.Location {
@@ -244,7 +245,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return vmStmt{op: opResultSetAdd, target: c.local(st.Value)}, nil
 	}
 	// WithStmt, CallDynamicStmt, and anything newer
-	return vmStmt{}, fmt.Errorf("%w: %T", errVMUnsupported, stmt)
+	return vmStmt{}, fmt.Errorf("%w: %T", ErrUnsupported, stmt)
 }
 
 // Constant folding. The planner builds every collection literal at run time:
@@ -390,33 +391,33 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 	return vmStmt{op: opConst, target: c.local(target), a: vmOperand{local: -1, c: ast.NewTerm(value)}}, n, true
 }
 
-// vmBuiltinFor resolves a built-in the plan calls: crm.user and crm.record,
-// a copy of topdown's for the few on every decision's path, else topdown's
-// own implementation. Built-ins whose result is not a function of their
+// vmBuiltinFor resolves a built-in the plan calls: the caller's natives
+// (crm.user, crm.record, guarded built-ins), a copy of topdown's for the few
+// on every decision's path, else topdown's own implementation. Built-ins whose result is not a function of their
 // arguments, that need the evaluator (print, trace) or yield several values
 // (relations) are not supported.
-func vmBuiltinFor(name string) (*vmBuiltin, error) {
-	if g := vmGuarded(name); g != nil { // limits.go
-		return &vmBuiltin{name: name, native: g}, nil
+func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
+	if n := natives[name]; n != nil {
+		return &vmBuiltin{name: name, native: n}, nil
 	}
 	if native := nativeBuiltin(name); native != nil {
 		return &vmBuiltin{name: name, native: native}, nil
 	}
 	decl, ok := ast.BuiltinMap[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: built-in %s", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
 	}
 	switch {
 	case decl.Nondeterministic, decl.Relation:
-		return nil, fmt.Errorf("%w: built-in %s", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
 	}
 	switch name {
 	case "print", "internal.print", "trace", "opa.runtime", "rego.metadata.chain", "rego.metadata.rule", "internal.test_case":
-		return nil, fmt.Errorf("%w: built-in %s", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
 	}
 	fn := topdown.GetBuiltin(name)
 	if fn == nil {
-		return nil, fmt.Errorf("%w: built-in %s has no implementation", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, name)
 	}
 	return &vmBuiltin{name: name, fn: fn}, nil
 }

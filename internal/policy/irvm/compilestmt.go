@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"fmt"
@@ -59,7 +59,7 @@ func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
 		s.op, s.bi = opBuiltin, bi
 		return s, nil
 	}
-	return s, fmt.Errorf("%w: call of %s", errVMUnsupported, st.Func)
+	return s, fmt.Errorf("%w: call of %s", ErrUnsupported, st.Func)
 }
 
 // scanStmt is ScanStmt.
@@ -78,7 +78,7 @@ func (c *vmCompiler) numberRef(st *ir.MakeNumberRefStmt) (vmStmt, error) {
 	n := ast.Number(c.pol.Static.Strings[st.Index].Value)
 	if _, ok := n.Int(); !ok {
 		if _, ok := n.Float64(); !ok {
-			return vmStmt{}, fmt.Errorf("%w: number %q", errVMUnsupported, n)
+			return vmStmt{}, fmt.Errorf("%w: number %q", ErrUnsupported, n)
 		}
 	}
 	return c.constant(st.Target, ast.NewTerm(n)), nil

@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"context"
@@ -120,8 +120,8 @@ func runComplianceCase(tb testing.TB, tc cases.TestCase) (complianceOutcome, str
 	if err != nil {
 		return caseDeclined, "planning: " + firstLine(err.Error())
 	}
-	prog, err := newVMProgram(pol, "eval")
-	if errors.Is(err, errVMUnsupported) {
+	prog, err := New(pol, DefaultConfig())
+	if errors.Is(err, ErrUnsupported) {
 		return caseDeclined, err.Error()
 	}
 	if err != nil {
@@ -139,7 +139,7 @@ func runComplianceCase(tb testing.TB, tc cases.TestCase) (complianceOutcome, str
 	} else if tc.Input != nil {
 		input = ast.NewTerm(ast.MustInterfaceToValue(*tc.Input))
 	}
-	rs, err := prog.evalQuery(context.Background(), input)
+	rs, err := prog.EvalQuery(context.Background(), EvalOpts{Input: input})
 	return judgeCase(tc, rs, err)
 }
 
@@ -175,7 +175,7 @@ func firstLine(s string) string {
 // judgeCase compares the interpreter's answer with the case's expectation,
 // as OPA's topdown test does (v1/topdown/exported_test.go).
 func judgeCase(tc cases.TestCase, rs []*ast.Term, err error) (complianceOutcome, string) {
-	var vmErr *vmError
+	var vmErr *InternalError
 	if errors.As(err, &vmErr) {
 		return caseDisagreed, err.Error()
 	}

@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -54,24 +54,16 @@ func (st *vmState) execBlock(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
-// execDot is DotStmt: src[key], read from the input's fields or a fact's
-// pairs when src stands for one of those.
+// execDot is DotStmt: src[key], asked of src when it is Lazy.
 func (st *vmState) execDot(fr []*ast.Term, s *vmStmt) int {
 	src, key := st.raw(fr, s.a), st.get(fr, s.b)
 	if src == nil || key == nil {
 		return 0
 	}
 	var t *ast.Term
-	switch v := src.Value.(type) {
-	case *factObject:
-		t = v.get(key)
-	case lazyValue:
-		if v.resource {
-			t = v.v.resourceField(key)
-		} else {
-			t = v.v.field(key, &v.v.res)
-		}
-	default:
+	if l, ok := src.Value.(Lazy); ok {
+		t = l.Lookup(key)
+	} else {
 		t = dot(src, key)
 	}
 	if t == nil {

@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"context"
@@ -12,23 +12,21 @@ import (
 	"github.com/open-policy-agent/opa/v1/ir"
 )
 
-// planPolicy compiles the served files with OPA's planner to its intermediate
+// Plan compiles modules with OPA's planner to its intermediate
 // representation (the plan OPA's Wasm compiler starts from), for the entry
-// point path (e.g. "crmauthz/decision").
-//
-// mods are the parsed modules of files (by file name); planning works on
-// copies.
-func planPolicy(ctx context.Context, files []sourceFile, mods map[string]*ast.Module, entry string) (*ir.Policy, error) {
+// point path (e.g. "crmauthz/decision"). builtins are the caller's own
+// built-ins' declarations, added to the capabilities. Planning works on
+// copies of the modules' parsed forms.
+func Plan(ctx context.Context, modules []bundle.ModuleFile, entry string, builtins []*ast.Builtin) (*ir.Policy, error) {
 	b := &bundle.Bundle{Data: map[string]any{}}
-	for _, f := range files {
-		m, ok := mods[f.name]
-		if f.isTest() || !ok {
-			continue
+	for _, m := range modules {
+		if m.Parsed != nil {
+			m.Parsed = m.Parsed.Copy()
 		}
-		b.Modules = append(b.Modules, bundle.ModuleFile{URL: f.name, Path: f.name, Raw: f.src, Parsed: m.Copy()})
+		b.Modules = append(b.Modules, m)
 	}
 	caps := ast.CapabilitiesForThisVersion()
-	caps.Builtins = append(caps.Builtins, BuiltinDecls()...)
+	caps.Builtins = append(caps.Builtins, builtins...)
 	c := compile.New().WithTarget(compile.TargetPlan).WithEntrypoints(entry).WithBundle(b).
 		WithCapabilities(caps).WithRegoVersion(ast.RegoV1).WithPruneUnused(true)
 	if err := c.Build(ctx); err != nil {
@@ -43,17 +41,4 @@ func planPolicy(ctx context.Context, files []sourceFile, mods map[string]*ast.Mo
 		return nil, fmt.Errorf("planning: decoding the plan: %w", err)
 	}
 	return &pol, nil
-}
-
-// decisionEntry is the plan of data.crmauthz.decision.
-const decisionEntry = "crmauthz/decision"
-
-// newDecisionVM plans the served files for data.crmauthz.decision and
-// readies the plan for the interpreter.
-func newDecisionVM(ctx context.Context, served []sourceFile, mods map[string]*ast.Module) (*vmProgram, error) {
-	pol, err := planPolicy(ctx, served, mods, decisionEntry)
-	if err != nil {
-		return nil, err
-	}
-	return newVMProgram(pol, decisionEntry)
 }

@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"context"
@@ -21,7 +21,7 @@ func vmQuery(tb testing.TB, module, query string, data map[string]any, input *as
 	if err != nil {
 		tb.Fatalf("planning %s: %v", query, err)
 	}
-	prog, err := newVMProgram(pol, "eval")
+	prog, err := New(pol, DefaultConfig())
 	if err != nil {
 		tb.Fatalf("compiling the plan of %s: %v", query, err)
 	}
@@ -29,7 +29,7 @@ func vmQuery(tb testing.TB, module, query string, data map[string]any, input *as
 		prog.data = ast.NewTerm(ast.MustInterfaceToValue(data))
 	}
 	prog.lenient = lenient
-	rs, err := prog.evalQuery(context.Background(), input)
+	rs, err := prog.EvalQuery(context.Background(), EvalOpts{Input: input})
 	if err != nil {
 		return nil, err
 	}

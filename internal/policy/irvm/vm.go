@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"context"
@@ -13,9 +13,12 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 )
 
-// The decision is evaluated by a small interpreter of OPA's intermediate
-// representation (package ir): the plan OPA's own planner makes of the
-// policy, the one OPA compiles to WebAssembly. The policy stays the Rego
+// Package irvm plans Rego with OPA's planner and runs the plan: a small
+// interpreter of OPA's intermediate representation (package ir), the plan
+// OPA compiles to WebAssembly. internal/policy evaluates its decisions with
+// it; irvm imports no package of this module (docs/design.md).
+//
+// The policy stays the Rego files The policy stays the Rego
 // files; the planner turns the rules into functions of straight-line
 // statements (look up a key, compare, call a built-in, break out of a block),
 // and this file runs them over ast values. It does what topdown does without
@@ -35,15 +38,18 @@ import (
 //     per evaluation and remembered (as Wasm memoizes it).
 //   - Built-ins are topdown's own implementations (topdown.GetBuiltin), called
 //     as topdown calls them; the few on every decision's path are copied
-//     here to skip the call's setup. crm.user and crm.record read the Facts.
+//     here to skip the call's setup. The caller adds its own (Config.Natives:
+//     internal/policy's crm.user and crm.record).
+//   - The caller may hand in values it has not built (Lazy: the decision's
+//     input, a fact): lookups go to the Lazy, any other use builds it.
 //   - An error of a built-in aborts the evaluation (StrictBuiltinErrors, as
 //     for topdown), so does a conflict (two values for one complete rule,
 //     two values for one object key).
 //
 // What the planner or this interpreter does not support — `with` (WithStmt),
 // dynamic calls into data (CallDynamicStmt), non-deterministic built-ins,
-// print, relations (walk) — makes the policy fall back to topdown whole
-// (see newVMProgram); the Engine then works as before.
+// print, relations (walk) — is refused by New (ErrUnsupported); the caller
+// then evaluates with topdown.
 
 // control results of executing a block: >= 0 is a break out of that many
 // enclosing blocks (0: the innermost; an undefined statement is a break 0).
@@ -126,35 +132,91 @@ type vmFunc struct {
 // vmBuiltin is a built-in function a plan calls.
 type vmBuiltin struct {
 	name   string
-	native func(st *vmState, args []*ast.Term) (*ast.Term, error) // nil: fn
+	native Native // nil: fn
 	fn     topdown.BuiltinFunc
 }
 
-// vmProgram is one plan (entry point) ready to run.
-type vmProgram struct {
+// Native is a built-in implemented for the interpreter, called with the
+// evaluation's Call and its arguments (never nil); a nil result is
+// undefined. An error aborts the evaluation as a built-in error.
+type Native func(c *Call, args []*ast.Term) (*ast.Term, error)
+
+// Call is what a Native gets of the evaluation calling it.
+type Call struct {
+	Context context.Context
+	// Env is EvalOpts.Env, as the caller passed it.
+	Env    any
+	Cancel topdown.Cancel
+}
+
+// Lazy is a value the caller hands to the interpreter without building it
+// (internal/policy's decision input and facts): a lookup (DotStmt) asks
+// Lookup; any other use (a comparison with an object, a built-in's argument,
+// an iteration, the result) uses Materialize, the ast value it stands for.
+// Its ast.Value methods must behave as that value's (should one escape).
+type Lazy interface {
+	ast.Value
+	// Lookup is the value at key; nil when undefined.
+	Lookup(key *ast.Term) *ast.Term
+	// Materialize is the term of the value it stands for (built once).
+	Materialize() *ast.Term
+}
+
+// Config is what New needs besides the plan.
+type Config struct {
+	// Entrypoint is the name of the plan to run: the entry point's path
+	// ("crmauthz/decision") for a plan of Plan, "eval" for a query's.
+	Entrypoint string
+	// Natives are the caller's built-ins by name, used before irvm's and
+	// topdown's implementations.
+	Natives map[string]Native
+}
+
+// DefaultConfig is the configuration for the plan of a query.
+func DefaultConfig() Config { return Config{Entrypoint: "eval"} }
+
+// EvalOpts are the arguments of one evaluation.
+type EvalOpts struct {
+	// Input is the input document; nil when there is none. Its Value may
+	// be a Lazy.
+	Input *ast.Term
+	// Env is handed to the Natives (Call.Env).
+	Env any
+	// Deadline, when set, stops the evaluation with ErrDeadline.
+	Deadline time.Time
+}
+
+// ErrDeadline is the error of an evaluation past EvalOpts.Deadline.
+var ErrDeadline = errors.New("the evaluation ran past its deadline")
+
+// Program is one plan (entry point) ready to run.
+type Program struct {
 	plan   []*vmBlock
 	direct *vmFunc // the plan only returns this function's result (see directCall)
 	// directArgs are input and data, the arguments of direct
 	directArgs []vmOperand
 	nlocals    int
 	nmemo      int
-	data       *ast.Term // the data document: empty (crmauthz has no base documents)
+	data       *ast.Term // the data document: empty (the engine has no base documents)
 	// lenient makes a built-in's error undefined instead of aborting, as
-	// topdown without StrictBuiltinErrors; never set for decisions (fail
-	// closed), only by the compliance test for OPA's non-strict cases.
+	// topdown without StrictBuiltinErrors. Only this package's tests set it
+	// (OPA's non-strict cases): a program of New is always strict, so every
+	// decision fails closed.
 	lenient bool
 	states  sync.Pool // *vmState
 }
 
-// errVMUnsupported marks a plan the interpreter does not run.
-var errVMUnsupported = errors.New("not supported by the IR evaluator")
+// DirectCall tells whether the plan only returns one function's result,
+// which Eval then calls without building the result set (see directCall).
+func (p *Program) DirectCall() bool { return p.direct != nil }
+
+// ErrUnsupported marks a plan the interpreter does not run.
+var ErrUnsupported = errors.New("not supported by the IR evaluator")
 
 // vmState is the mutable state of one evaluation; states are pooled.
 type vmState struct {
-	prog    *vmProgram
-	ctx     context.Context
-	facts   Facts
-	intern  internTable
+	prog    *Program
+	call    Call        // ctx, env, cancel of this evaluation
 	stack   []*ast.Term // locals of the active frames
 	sp      int
 	memo    []*ast.Term
@@ -163,25 +225,21 @@ type vmState struct {
 	results []*ast.Term
 	args    []*ast.Term // built-in operands
 	steps   int
-	// deadline ends the evaluation with ErrEvalTimeout (Config.EvalTimeout)
+	// deadline ends the evaluation with ErrDeadline (EvalOpts.Deadline)
 	deadline time.Time
 	// generic built-ins
-	out    *ast.Term
-	nout   int
-	iter   func(*ast.Term) error
-	cancel topdown.Cancel
-	cache  builtins.Cache
-	// the input of this evaluation (see vmInput)
-	inTerm, resTerm *ast.Term
-	lazy            *vmInput
+	out   *ast.Term
+	nout  int
+	iter  func(*ast.Term) error
+	cache builtins.Cache
 }
 
-func (p *vmProgram) state() *vmState {
+func (p *Program) state() *vmState {
 	if st, ok := p.states.Get().(*vmState); ok {
 		return st
 	}
 	st := &vmState{prog: p, stack: make([]*ast.Term, 256), memo: make([]*ast.Term, p.nmemo),
-		memoSet: make([]uint32, p.nmemo), cancel: topdown.NewCancel()}
+		memoSet: make([]uint32, p.nmemo), call: Call{Cancel: topdown.NewCancel()}}
 	st.iter = func(t *ast.Term) error {
 		st.out = t
 		st.nout++
@@ -190,23 +248,19 @@ func (p *vmProgram) state() *vmState {
 	return st
 }
 
-// eval runs the plan with input and returns the value of the plan's single
-// result ({"result": x} → x); nil when the plan yields no result.
-//
-// The input is given as the Input and its builder: the interpreter reads its
-// fields directly (see vmInput) and builds the ast object only when the
-// policy uses the input otherwise than by its fields.
-func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, intern internTable, in Input, build func(Input) ast.Value) (result ast.Value, err error) {
+// Eval runs the plan and returns the value of its single result
+// ({"result": x} → x); nil when the plan yields no result. An error of the
+// interpreter itself (a panic, a plan it cannot have been given) is an
+// *InternalError, never an answer.
+func (p *Program) Eval(ctx context.Context, opts EvalOpts) (result ast.Value, err error) {
 	defer func() {
 		if r := recover(); r != nil { // a bug of the interpreter: never an answer
 			result, err = nil, vmBug("panic: %v", r)
 		}
 	}()
-	st := p.begin(ctx, deadline, facts, intern)
-	lazy := newVMInput(in, build)
-	st.inTerm, st.resTerm, st.lazy = &lazy.top, &lazy.res, lazy
+	st := p.begin(ctx, opts)
 	frame := st.push(p.nlocals)
-	frame[ir.Input] = st.inTerm
+	frame[ir.Input] = opts.Input
 	frame[ir.Data] = p.data
 	if p.direct != nil {
 		var t *ast.Term
@@ -240,18 +294,17 @@ func (p *vmProgram) eval(ctx context.Context, deadline time.Time, facts Facts, i
 	return result, err
 }
 
-// evalQuery runs the plan of a query with input (nil: no input) and returns
-// its result set: one object of the query's bindings per result, as OPA's
-// Wasm target answers. Built-in errors abort it, as for decisions.
-func (p *vmProgram) evalQuery(ctx context.Context, input *ast.Term) (rs []*ast.Term, err error) {
+// EvalQuery runs the plan of a query and returns its result set: one object
+// of the query's bindings per result, as OPA's Wasm target answers.
+func (p *Program) EvalQuery(ctx context.Context, opts EvalOpts) (rs []*ast.Term, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			rs, err = nil, vmBug("panic: %v", r)
 		}
 	}()
-	st := p.begin(ctx, time.Time{}, nil, nil)
+	st := p.begin(ctx, opts)
 	frame := st.push(p.nlocals)
-	frame[ir.Input] = input
+	frame[ir.Input] = opts.Input
 	frame[ir.Data] = p.data
 	err = st.runPlan(frame)
 	st.pop(p.nlocals)
@@ -263,9 +316,9 @@ func (p *vmProgram) evalQuery(ctx context.Context, input *ast.Term) (rs []*ast.T
 }
 
 // begin readies a pooled state for one evaluation.
-func (p *vmProgram) begin(ctx context.Context, deadline time.Time, facts Facts, intern internTable) *vmState {
+func (p *Program) begin(ctx context.Context, opts EvalOpts) *vmState {
 	st := p.state()
-	st.ctx, st.facts, st.intern, st.deadline = ctx, facts, intern, deadline
+	st.call.Context, st.call.Env, st.deadline = ctx, opts.Env, opts.Deadline
 	st.gen++
 	if st.gen == 0 { // wrapped: forget every memo
 		clear(st.memoSet)
@@ -296,8 +349,7 @@ func (st *vmState) runPlan(frame []*ast.Term) error {
 func (st *vmState) release() {
 	clear(st.results)
 	clear(st.args)
-	st.ctx, st.facts, st.out, st.cache = nil, nil, nil, nil
-	st.inTerm, st.resTerm, st.lazy = nil, nil, nil
+	st.call.Context, st.call.Env, st.out, st.cache = nil, nil, nil, nil
 	st.prog.states.Put(st)
 }
 
@@ -339,10 +391,10 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 	return fr[o.local]
 }
 
-// equal is a.Equal(b) for terms that may stand for the input or a fact
-// (objects): one of those never equals a value that is not an object, which
-// is told without building it (the policy's "not subject" compares the
-// user's object with false); otherwise both are materialized.
+// equal is a.Equal(b) for terms that may be Lazy (objects): one of those
+// never equals a value that is not an object, which is told without
+// building it (a policy's "not subject" compares the user's object with
+// false); otherwise both are materialized.
 func (st *vmState) equal(a, b *ast.Term) bool {
 	la, lb := isLazy(a.Value), isLazy(b.Value)
 	if la || lb {
@@ -357,27 +409,17 @@ func (st *vmState) equal(a, b *ast.Term) bool {
 }
 
 func isLazy(v ast.Value) bool {
-	switch v.(type) {
-	case lazyValue, *factObject:
-		return true
-	}
-	return false
+	_, ok := v.(Lazy)
+	return ok
 }
 
-// materialize returns t, or the ast value t stands for: the input, or a
-// fact (see vmInput, factObject).
+// materialize returns t, or the ast value t stands for when it is Lazy.
 func (st *vmState) materialize(t *ast.Term) *ast.Term {
 	if t == nil {
 		return nil
 	}
-	switch v := t.Value.(type) {
-	case lazyValue:
-		if v.resource {
-			return v.v.resource()
-		}
-		return v.v.object()
-	case *factObject:
-		return v.object()
+	if l, ok := t.Value.(Lazy); ok {
+		return l.Materialize()
 	}
 	return t
 }
@@ -386,11 +428,11 @@ func (st *vmState) materialize(t *ast.Term) *ast.Term {
 func (st *vmState) tick() error {
 	st.steps++
 	if st.steps&1023 == 0 {
-		if err := st.ctx.Err(); err != nil {
+		if err := st.call.Context.Err(); err != nil {
 			return err
 		}
 		if !st.deadline.IsZero() && time.Now().After(st.deadline) {
-			return ErrEvalTimeout
+			return ErrDeadline
 		}
 	}
 	return nil
@@ -483,12 +525,12 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 	return ctlNext, nil
 }
 
-// vmError is an error of the interpreter itself (a plan it cannot have been
+// InternalError is an error of the interpreter itself (a plan it cannot have been
 // given, a panic): not the policy's. Decide then asks topdown instead.
-type vmError struct{ msg string }
+type InternalError struct{ msg string }
 
-func (e *vmError) Error() string { return "IR evaluation: " + e.msg }
+func (e *InternalError) Error() string { return "IR evaluation: " + e.msg }
 
 func vmBug(format string, args ...any) error {
-	return &vmError{msg: fmt.Sprintf(format, args...)}
+	return &InternalError{msg: fmt.Sprintf(format, args...)}
 }
