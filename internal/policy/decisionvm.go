@@ -64,7 +64,7 @@ func vmGuarded(g *guardedBuiltin) irvm.Native {
 
 // evalVM evaluates the decision with the interpreter.
 func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, facts Facts, in Input) (ast.Value, error) {
-	lazy := newVMInput(in, p.input, facts, p.intern)
+	lazy := newVMInput(in, p, facts)
 	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: &lazy.top, Env: lazy, Deadline: time.Now().Add(p.evalTimeout)})
 	if errors.Is(err, irvm.ErrDeadline) {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
@@ -79,7 +79,7 @@ func vmEnv(c *irvm.Call) (Facts, internTable) {
 	if in == nil {
 		return nil, nil
 	}
-	return in.facts, in.intern
+	return in.facts, in.p.intern
 }
 
 // vmUser is crm.user(id) (see builtinImpl.user).

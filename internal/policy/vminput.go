@@ -13,18 +13,17 @@ import (
 // carries the decision's facts to crm.user and crm.record (the
 // evaluation's Env).
 type vmInput struct {
-	in     Input
-	build  func(Input) ast.Value
-	facts  Facts
-	intern internTable
+	in    Input
+	p     *prepared // builds the input object (prepared.input); its intern table
+	facts Facts
 	terms  [5]ast.Term // subject, action, type, id, target
 	top    ast.Term    // stands for input (Value: a lazyValue)
 	res    ast.Term    // stands for input.resource
 	obj    *ast.Term   // the built input, once asked for
 }
 
-func newVMInput(in Input, build func(Input) ast.Value, facts Facts, intern internTable) *vmInput {
-	v := &vmInput{in: in, build: build, facts: facts, intern: intern}
+func newVMInput(in Input, p *prepared, facts Facts) *vmInput {
+	v := &vmInput{in: in, p: p, facts: facts}
 	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
 		v.terms[i].Value = ast.String(s)
 	}
@@ -71,7 +70,7 @@ func (v *vmInput) resourceField(key *ast.Term) *ast.Term {
 
 func (v *vmInput) object() *ast.Term {
 	if v.obj == nil {
-		v.obj = ast.NewTerm(v.build(v.in))
+		v.obj = ast.NewTerm(v.p.input(v.in))
 	}
 	return v.obj
 }
