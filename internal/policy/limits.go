@@ -245,20 +245,3 @@ func guardedTesterBuiltins() []*tester.Builtin {
 	}
 	return out
 }
-
-// vmGuarded is the interpreter's implementation of a guarded built-in (by
-// its new name); nil for other built-ins.
-func vmGuarded(name string) func(*vmState, []*ast.Term) (*ast.Term, error) {
-	for i := range guardedBuiltins {
-		if g := &guardedBuiltins[i]; g.name == name {
-			fn := g.impl()
-			return func(st *vmState, args []*ast.Term) (*ast.Term, error) {
-				var out *ast.Term
-				bctx := topdown.BuiltinContext{Context: st.ctx, Cancel: st.cancel, Cache: builtins.Cache{}}
-				err := fn(bctx, args, func(t *ast.Term) error { out = t; return nil })
-				return out, err
-			}
-		}
-	}
-	return nil
-}

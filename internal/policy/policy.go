@@ -28,6 +28,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/crmauthz/crmauthz/internal/policy/irvm"
 )
 
 // maxCachedQueries bounds the prepared Data API queries kept per revision.
@@ -203,9 +205,9 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		if err := ctx.Err(); err != nil {
 			return Decision{}, p.stopped(ctx, err)
 		}
-		v, err := pl.prog.eval(ctx, time.Now().Add(p.evalTimeout), facts, p.intern, in, p.input)
+		v, err := p.evalVM(ctx, pl.prog, facts, in)
 		err = p.stopped(ctx, err)
-		var bug *vmError
+		var bug *irvm.InternalError
 		switch {
 		case errors.As(err, &bug):
 			// The interpreter failed, not the policy: topdown decides
@@ -238,7 +240,7 @@ func (e *Engine) Evaluator() (Evaluator, error) {
 
 // vmPlan is the outcome of planning a revision for the IR interpreter.
 type vmPlan struct {
-	prog *vmProgram // nil: topdown, for the reason in err
+	prog *irvm.Program // nil: topdown, for the reason in err
 	err  error
 }
 

@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
+	"github.com/crmauthz/crmauthz/internal/policy/irvm"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -52,7 +54,7 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	p := e.cur.Load()
 	ctx := context.Background()
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
-		return pl.prog.eval(ctx, time.Time{}, facts, p.intern, in, p.input)
+		return p.evalVM(ctx, pl.prog, facts, in)
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {
@@ -96,23 +98,14 @@ func TestVMGolden(t *testing.T) {
 	g := loadGolden(t)
 	facts := newMemFacts(t, g)
 	ep := newEnginePair(t, Config{FS: policies.FS})
-	p := ep.ir.cur.Load()
-	prog := p.vm.Load().prog
-	if prog.direct == nil {
+	if !ep.ir.cur.Load().vm.Load().prog.DirectCall() {
 		t.Fatal("the plan of data.crmauthz.decision is not run as a direct call")
 	}
-	// the same program run through its plan, not the direct call
-	viaPlan := &vmProgram{plan: prog.plan, nlocals: prog.nlocals, nmemo: prog.nmemo, data: prog.data}
 	for _, c := range g.Cases {
 		ep.same(t, facts, c.input())
 		d, _, err := ep.ir.Decide(context.Background(), facts, c.input())
 		if err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
 			t.Errorf("%s: %+v %v, want %v %s", c.Name, d, err, c.Allow, c.Reason)
-		}
-		a, aerr := prog.eval(context.Background(), time.Time{}, facts, p.intern, c.input(), p.input)
-		b, berr := viaPlan.eval(context.Background(), time.Time{}, facts, p.intern, c.input(), p.input)
-		if aerr != nil || berr != nil || a.Compare(b) != 0 {
-			t.Errorf("%s: direct %v %v, plan %v %v", c.Name, a, aerr, b, berr)
 		}
 	}
 }
@@ -452,7 +445,14 @@ func TestVMFaultFallsBackToTopdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := e.cur.Load()
-	broken := &vmProgram{plan: []*vmBlock{{stmts: []vmStmt{{op: 255}}}}, nlocals: 2, data: ast.NewTerm(ast.NewObject())}
+	// a plan it cannot have been given: a return out of the plan itself
+	broken, err := irvm.New(&ir.Policy{
+		Static: &ir.Static{},
+		Plans:  &ir.Plans{Plans: []*ir.Plan{{Name: decisionEntry, Blocks: []*ir.Block{{Stmts: []ir.Stmt{&ir.ReturnLocalStmt{Source: ir.Input}}}}}}},
+	}, irvm.Config{Entrypoint: decisionEntry})
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.vm.Store(&vmPlan{prog: broken})
 	for _, c := range g.Cases {
 		d, _, err := e.Decide(context.Background(), facts, c.input())
@@ -463,9 +463,39 @@ func TestVMFaultFallsBackToTopdown(t *testing.T) {
 	if n := p.vmFaults.Load(); n != uint64(len(g.Cases)) {
 		t.Fatalf("%d faults counted, want %d", n, len(g.Cases))
 	}
-	// a panic is a fault too
-	p.vm.Store(&vmPlan{prog: &vmProgram{plan: []*vmBlock{{stmts: []vmStmt{{op: opDot, a: vmOperand{local: 7}}}}}, nlocals: 2}})
-	if d, _, err := e.Decide(context.Background(), facts, g.Cases[0].input()); err != nil || d.Reason != g.Cases[0].Reason {
-		t.Fatalf("after a panic: %+v %v", d, err)
+	// a panic is a fault too (here of a native built-in)
+	pol, err := irvm.Plan(context.Background(), defaultModuleFiles(t), decisionEntry, BuiltinDecls())
+	if err != nil {
+		t.Fatal(err)
 	}
+	natives := vmNatives()
+	natives[BuiltinUser] = func(*irvm.Call, []*ast.Term) (*ast.Term, error) { panic("native") }
+	panicky, err := irvm.New(pol, irvm.Config{Entrypoint: decisionEntry, Natives: natives})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.vm.Store(&vmPlan{prog: panicky})
+	for _, c := range g.Cases {
+		if d, _, err := e.Decide(context.Background(), facts, c.input()); err != nil || d.Allow != c.Allow || d.Reason != c.Reason {
+			t.Fatalf("%s after a panic: %+v %v", c.Name, d, err)
+		}
+	}
+	if n := p.vmFaults.Load(); n <= uint64(len(g.Cases)) {
+		t.Fatalf("%d faults counted after the panics, want more than %d", n, len(g.Cases))
+	}
+}
+
+// defaultModuleFiles are the default policy's modules, parsed, as the
+// planner takes them.
+func defaultModuleFiles(tb testing.TB) []bundle.ModuleFile {
+	tb.Helper()
+	var files []bundle.ModuleFile
+	for name, src := range defaultPolicyFiles(tb, false) {
+		m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		files = append(files, bundle.ModuleFile{URL: name, Path: name, Raw: []byte(src), Parsed: m})
+	}
+	return files
 }

@@ -8,19 +8,22 @@ import (
 // input.subject, input.resource.type and so on by lookups, which vmInput
 // answers from the Input's fields without building an ast object. Any other
 // use of input or input.resource (a comparison, a built-in's argument, an
-// iteration, the result) goes through vmState.materialize, which builds the
-// object once (as the topdown path builds it) and uses that instead.
+// iteration, the result) materializes it (irvm.Lazy), which builds the
+// object once (as the topdown path builds it) and uses that instead. It also
+// carries the decision's facts to crm.user and crm.record (the
+// evaluation's Env).
 type vmInput struct {
 	in    Input
-	build func(Input) ast.Value
-	terms [5]ast.Term // subject, action, type, id, target
-	top   ast.Term    // stands for input (Value: a lazyValue)
-	res   ast.Term    // stands for input.resource
-	obj   *ast.Term   // the built input, once asked for
+	p     *prepared // builds the input object (prepared.input); its intern table
+	facts Facts
+	terms  [5]ast.Term // subject, action, type, id, target
+	top    ast.Term    // stands for input (Value: a lazyValue)
+	res    ast.Term    // stands for input.resource
+	obj    *ast.Term   // the built input, once asked for
 }
 
-func newVMInput(in Input, build func(Input) ast.Value) *vmInput {
-	v := &vmInput{in: in, build: build}
+func newVMInput(in Input, p *prepared, facts Facts) *vmInput {
+	v := &vmInput{in: in, p: p, facts: facts}
 	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
 		v.terms[i].Value = ast.String(s)
 	}
@@ -67,7 +70,7 @@ func (v *vmInput) resourceField(key *ast.Term) *ast.Term {
 
 func (v *vmInput) object() *ast.Term {
 	if v.obj == nil {
-		v.obj = ast.NewTerm(v.build(v.in))
+		v.obj = ast.NewTerm(v.p.input(v.in))
 	}
 	return v.obj
 }
@@ -81,9 +84,9 @@ func (v *vmInput) resource() *ast.Term {
 }
 
 // lazyValue is the Value of the terms standing for input and
-// input.resource. The interpreter never hands them to OPA's code (it
-// materializes them first); should one escape, it behaves as the value it
-// stands for.
+// input.resource: an irvm.Lazy. The interpreter never hands them to OPA's
+// code (it materializes them first); should one escape, it behaves as the
+// value it stands for.
 type lazyValue struct {
 	v        *vmInput
 	resource bool
@@ -98,6 +101,22 @@ func (l lazyValue) real() ast.Value {
 		return ast.Null{}
 	}
 	return t.Value
+}
+
+// Lookup is input[key] or input.resource[key].
+func (l lazyValue) Lookup(key *ast.Term) *ast.Term {
+	if l.resource {
+		return l.v.resourceField(key)
+	}
+	return l.v.field(key, &l.v.res)
+}
+
+// Materialize is the input's or input.resource's ast value.
+func (l lazyValue) Materialize() *ast.Term {
+	if l.resource {
+		return l.v.resource()
+	}
+	return l.v.object()
 }
 
 func (l lazyValue) Compare(other ast.Value) int          { return l.real().Compare(other) }

@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"fmt"
@@ -8,12 +8,13 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
-// newVMProgram resolves the plan named entry of pol for the interpreter. An
-// error wrapping errVMUnsupported means the policy uses something the
+// New resolves the plan cfg.Entrypoint of pol for the interpreter. An
+// error wrapping ErrUnsupported means the policy uses something the
 // interpreter does not run; the caller then evaluates with topdown.
-func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
+func New(pol *ir.Policy, cfg Config) (*Program, error) {
+	entry := cfg.Entrypoint
 	if pol.Static == nil || pol.Plans == nil {
-		return nil, fmt.Errorf("%w: empty plan", errVMUnsupported)
+		return nil, fmt.Errorf("%w: empty plan", ErrUnsupported)
 	}
 	c := &vmCompiler{pol: pol, funcs: map[string]*vmFunc{}, builtins: map[string]*vmBuiltin{}}
 	c.strings = make([]*ast.Term, len(pol.Static.Strings))
@@ -24,7 +25,7 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 		c.files = append(c.files, f.Value)
 	}
 	for _, bf := range pol.Static.BuiltinFuncs {
-		bi, err := vmBuiltinFor(bf.Name)
+		bi, err := vmBuiltinFor(bf.Name, cfg.Natives)
 		if err != nil {
 			return nil, err
 		}
@@ -52,19 +53,22 @@ func newVMProgram(pol *ir.Policy, entry string) (*vmProgram, error) {
 			c.maxLocal = max(c.maxLocal, int(p))
 		}
 		c.fold = foldable(f.Blocks)
+		c.cur, c.dataLocals = fn, dataLocals(f.Blocks)
+		fn.conflict = conflictMessage(f)
 		blocks, err := c.blocks(f.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("function %s: %w", f.Name, err)
 		}
 		fn.blocks, fn.nlocals = blocks, c.maxLocal+1
 	}
-	prog := &vmProgram{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
+	prog := &Program{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
 	for _, p := range pol.Plans.Plans {
 		if p.Name != entry {
 			continue
 		}
 		c.maxLocal = int(ir.Data)
 		c.fold = foldable(p.Blocks)
+		c.cur, c.dataLocals = nil, dataLocals(p.Blocks)
 		blocks, err := c.blocks(p.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
@@ -84,8 +88,12 @@ type vmCompiler struct {
 	funcs    map[string]*vmFunc
 	builtins map[string]*vmBuiltin
 	nmemo    int
-	maxLocal int  // of the function being compiled
-	fold     bool // constant collections may be built once (see foldable)
+	maxLocal int     // of the function being compiled
+	fold     bool    // constant collections may be built once (see foldable)
+	cur      *vmFunc // the function being compiled; nil for a plan
+	// dataLocals are the locals holding the data document or a document
+	// looked up in it (see dataLocals)
+	dataLocals map[ir.Local]bool
 }
 
 func (c *vmCompiler) local(l ir.Local) int32 {
@@ -114,7 +122,7 @@ func (c *vmCompiler) operand(o ir.Operand) (vmOperand, error) {
 	case ir.Bool:
 		return vmOperand{local: -1, c: ast.InternedTerm(bool(v))}, nil
 	}
-	return vmOperand{}, fmt.Errorf("%w: operand %T", errVMUnsupported, o.Value)
+	return vmOperand{}, fmt.Errorf("%w: operand %T", ErrUnsupported, o.Value)
 }
 
 func (c *vmCompiler) location(l ir.Location) *ast.Location {
@@ -156,119 +164,88 @@ func (c *vmCompiler) block(b *ir.Block) (*vmBlock, error) {
 	return vb, nil
 }
 
+// stmt resolves one statement; each kind has its own method
+// (vmcompilestmt.go).
 func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
-	var (
-		s   vmStmt
-		err error
-	)
-	op := func(o ir.Operand) vmOperand {
-		v, e := c.operand(o)
-		if e != nil && err == nil {
-			err = e
-		}
-		return v
-	}
 	switch st := stmt.(type) {
 	case *ir.NopStmt:
-		s.op = opNop
+		return vmStmt{op: opNop}, nil
 	case *ir.ReturnLocalStmt:
-		s.op, s.target = opReturnLocal, c.local(st.Source)
+		return vmStmt{op: opReturnLocal, target: c.local(st.Source)}, nil
 	case *ir.CallStmt:
-		s.target, s.loc = c.local(st.Result), c.location(st.Location)
-		for _, a := range st.Args {
-			s.args = append(s.args, op(a))
-		}
-		if fn, ok := c.funcs[st.Func]; ok {
-			s.op, s.fn = opCall, fn
-			if len(s.args) != len(fn.params) {
-				return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(s.args), len(fn.params))
-			}
-		} else if bi, ok := c.builtins[st.Func]; ok {
-			s.op, s.bi = opBuiltin, bi
-		} else {
-			return s, fmt.Errorf("%w: call of %s", errVMUnsupported, st.Func)
-		}
+		return c.callStmt(st)
 	case *ir.BlockStmt:
-		s.op = opBlock
-		s.blocks, err = c.blocks(st.Blocks)
+		blocks, err := c.blocks(st.Blocks)
+		return vmStmt{op: opBlock, blocks: blocks}, err
 	case *ir.BreakStmt:
-		s.op, s.n = opBreak, int32(st.Index)
+		return vmStmt{op: opBreak, n: int32(st.Index)}, nil
 	case *ir.DotStmt:
-		s.op, s.a, s.b, s.target = opDot, op(st.Source), op(st.Key), c.local(st.Target)
+		op := opDot
+		if l, ok := localOf(st.Source); ok && c.dataLocals[l] {
+			op = opDotData
+		}
+		return c.binary(op, st.Source, st.Key, st.Target)
 	case *ir.LenStmt:
-		s.op, s.a, s.target = opLen, op(st.Source), c.local(st.Target)
+		return c.unary(opLen, st.Source, c.local(st.Target))
 	case *ir.ScanStmt:
-		s.op, s.a, s.key, s.value = opScan, vmOperand{local: c.local(st.Source)}, c.local(st.Key), c.local(st.Value)
-		var b *vmBlock
-		if b, err = c.block(st.Block); err == nil {
-			s.blocks = []*vmBlock{b}
-		}
+		return c.scanStmt(st)
 	case *ir.NotStmt:
-		s.op = opNot
-		var b *vmBlock
-		if b, err = c.block(st.Block); err == nil {
-			s.blocks = []*vmBlock{b}
-		}
+		b, err := c.block(st.Block)
+		return vmStmt{op: opNot, blocks: []*vmBlock{b}}, err
 	case *ir.AssignIntStmt:
-		s.op, s.target, s.a = opConst, c.local(st.Target), vmOperand{local: -1, c: ast.InternedTerm(int(st.Value))}
+		return c.constant(st.Target, ast.InternedTerm(int(st.Value))), nil
 	case *ir.AssignVarStmt:
-		s.op, s.a, s.target = opAssignVar, op(st.Source), c.local(st.Target)
+		return c.unary(opAssignVar, st.Source, c.local(st.Target))
 	case *ir.AssignVarOnceStmt:
-		s.op, s.a, s.target, s.loc = opAssignVarOnce, op(st.Source), c.local(st.Target), c.location(st.Location)
+		s, err := c.unary(opAssignVarOnce, st.Source, c.local(st.Target))
+		s.loc, s.fn = c.location(st.Location), c.cur
+		return s, err
 	case *ir.ResetLocalStmt:
-		s.op, s.target = opResetLocal, c.local(st.Target)
+		return vmStmt{op: opResetLocal, target: c.local(st.Target)}, nil
 	case *ir.MakeNullStmt:
-		s.op, s.target, s.a = opConst, c.local(st.Target), vmOperand{local: -1, c: ast.InternedNullTerm}
+		return c.constant(st.Target, ast.InternedNullTerm), nil
 	case *ir.MakeNumberIntStmt:
-		s.op, s.target, s.a = opConst, c.local(st.Target), vmOperand{local: -1, c: ast.InternedTerm(int(st.Value))}
+		return c.constant(st.Target, ast.InternedTerm(int(st.Value))), nil
 	case *ir.MakeNumberRefStmt:
-		if st.Index < 0 || st.Index >= len(c.strings) {
-			return s, fmt.Errorf("number string index %d out of range", st.Index)
-		}
-		n := ast.Number(c.pol.Static.Strings[st.Index].Value)
-		if _, ok := n.Int(); !ok {
-			if _, ok := n.Float64(); !ok {
-				return s, fmt.Errorf("%w: number %q", errVMUnsupported, n)
-			}
-		}
-		s.op, s.target, s.a = opConst, c.local(st.Target), vmOperand{local: -1, c: ast.NewTerm(n)}
+		return c.numberRef(st)
 	case *ir.MakeArrayStmt:
-		s.op, s.target, s.n = opMakeArray, c.local(st.Target), st.Capacity
+		return vmStmt{op: opMakeArray, target: c.local(st.Target), n: st.Capacity}, nil
 	case *ir.MakeObjectStmt:
-		s.op, s.target = opMakeObject, c.local(st.Target)
+		return vmStmt{op: opMakeObject, target: c.local(st.Target)}, nil
 	case *ir.MakeSetStmt:
-		s.op, s.target = opMakeSet, c.local(st.Target)
+		return vmStmt{op: opMakeSet, target: c.local(st.Target)}, nil
 	case *ir.EqualStmt:
-		s.op, s.a, s.b = opEqual, op(st.A), op(st.B)
+		return c.compare(opEqual, st.A, st.B)
 	case *ir.NotEqualStmt:
-		s.op, s.a, s.b = opNotEqual, op(st.A), op(st.B)
+		return c.compare(opNotEqual, st.A, st.B)
 	case *ir.IsArrayStmt:
-		s.op, s.a = opIsArray, op(st.Source)
+		return c.unary(opIsArray, st.Source, 0)
 	case *ir.IsObjectStmt:
-		s.op, s.a = opIsObject, op(st.Source)
+		return c.unary(opIsObject, st.Source, 0)
 	case *ir.IsSetStmt:
-		s.op, s.a = opIsSet, op(st.Source)
+		return c.unary(opIsSet, st.Source, 0)
 	case *ir.IsDefinedStmt:
-		s.op, s.target = opIsDefined, c.local(st.Source)
+		return vmStmt{op: opIsDefined, target: c.local(st.Source)}, nil
 	case *ir.IsUndefinedStmt:
-		s.op, s.target = opIsUndefined, c.local(st.Source)
+		return vmStmt{op: opIsUndefined, target: c.local(st.Source)}, nil
 	case *ir.ArrayAppendStmt:
-		s.op, s.a, s.target = opArrayAppend, op(st.Value), c.local(st.Array)
+		return c.unary(opArrayAppend, st.Value, c.local(st.Array))
 	case *ir.ObjectInsertStmt:
-		s.op, s.a, s.b, s.target = opObjectInsert, op(st.Key), op(st.Value), c.local(st.Object)
+		return c.binary(opObjectInsert, st.Key, st.Value, st.Object)
 	case *ir.ObjectInsertOnceStmt:
-		s.op, s.a, s.b, s.target, s.loc = opObjectInsertOnce, op(st.Key), op(st.Value), c.local(st.Object), c.location(st.Location)
+		s, err := c.binary(opObjectInsertOnce, st.Key, st.Value, st.Object)
+		s.loc = c.location(st.Location)
+		return s, err
 	case *ir.ObjectMergeStmt:
-		s.op, s.a, s.b, s.target, s.loc = opObjectMerge, vmOperand{local: c.local(st.A)}, vmOperand{local: c.local(st.B)}, c.local(st.Target), c.location(st.Location)
+		return vmStmt{op: opObjectMerge, a: vmOperand{local: c.local(st.A)}, b: vmOperand{local: c.local(st.B)},
+			target: c.local(st.Target), loc: c.location(st.Location)}, nil
 	case *ir.SetAddStmt:
-		s.op, s.a, s.target = opSetAdd, op(st.Value), c.local(st.Set)
+		return c.unary(opSetAdd, st.Value, c.local(st.Set))
 	case *ir.ResultSetAddStmt:
-		s.op, s.target = opResultSetAdd, c.local(st.Value)
-	default:
-		// WithStmt, CallDynamicStmt, and anything newer
-		return s, fmt.Errorf("%w: %T", errVMUnsupported, stmt)
+		return vmStmt{op: opResultSetAdd, target: c.local(st.Value)}, nil
 	}
-	return s, err
+	// WithStmt, CallDynamicStmt, and anything newer
+	return vmStmt{}, fmt.Errorf("%w: %T", ErrUnsupported, stmt)
 }
 
 // Constant folding. The planner builds every collection literal at run time:
@@ -414,33 +391,33 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 	return vmStmt{op: opConst, target: c.local(target), a: vmOperand{local: -1, c: ast.NewTerm(value)}}, n, true
 }
 
-// vmBuiltinFor resolves a built-in the plan calls: crm.user and crm.record,
-// a copy of topdown's for the few on every decision's path, else topdown's
-// own implementation. Built-ins whose result is not a function of their
+// vmBuiltinFor resolves a built-in the plan calls: the caller's natives
+// (crm.user, crm.record, guarded built-ins), a copy of topdown's for the few
+// on every decision's path, else topdown's own implementation. Built-ins whose result is not a function of their
 // arguments, that need the evaluator (print, trace) or yield several values
 // (relations) are not supported.
-func vmBuiltinFor(name string) (*vmBuiltin, error) {
-	if g := vmGuarded(name); g != nil { // limits.go
-		return &vmBuiltin{name: name, native: g}, nil
+func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
+	if n := natives[name]; n != nil {
+		return &vmBuiltin{name: name, native: n}, nil
 	}
 	if native := nativeBuiltin(name); native != nil {
 		return &vmBuiltin{name: name, native: native}, nil
 	}
 	decl, ok := ast.BuiltinMap[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: built-in %s", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
 	}
 	switch {
 	case decl.Nondeterministic, decl.Relation:
-		return nil, fmt.Errorf("%w: built-in %s", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
 	}
 	switch name {
 	case "print", "internal.print", "trace", "opa.runtime", "rego.metadata.chain", "rego.metadata.rule", "internal.test_case":
-		return nil, fmt.Errorf("%w: built-in %s", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
 	}
 	fn := topdown.GetBuiltin(name)
 	if fn == nil {
-		return nil, fmt.Errorf("%w: built-in %s has no implementation", errVMUnsupported, name)
+		return nil, fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, name)
 	}
 	return &vmBuiltin{name: name, fn: fn}, nil
 }

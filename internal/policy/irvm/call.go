@@ -1,4 +1,4 @@
-package policy
+package irvm
 
 import (
 	"crypto/rand"
@@ -130,11 +130,6 @@ func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
-// call runs the function of a CallStmt; nil is undefined.
-func (st *vmState) call(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
-	return st.callFunc(s.fn, fr, s.args)
-}
-
 // callFunc runs a planned function with args (operands in fr).
 func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.Term, error) {
 	if fn.memo >= 0 && st.memoSet[fn.memo] == st.gen {
@@ -145,12 +140,10 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 	}
 	callee := st.push(fn.nlocals)
 	for i, p := range fn.params {
-		a := st.raw(fr, args[i])
-		if a == nil {
-			st.pop(fn.nlocals)
-			return nil, nil
-		}
-		callee[p] = a
+		// An undefined argument is passed on, as OPA's Wasm target does:
+		// a rule that never reads input is defined without an input, and a
+		// function reading an undefined parameter is undefined there.
+		callee[p] = st.raw(fr, args[i])
 	}
 	var result *ast.Term
 	var err error
@@ -196,9 +189,9 @@ func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	args := st.args[base:]
 	defer func() { st.args = st.args[:base] }()
 	if s.bi.native != nil {
-		t, err := s.bi.native(st, args)
+		t, err := s.bi.native(&st.call, args)
 		if err != nil {
-			return nil, builtinError(s, err)
+			return nil, st.builtinFailed(builtinError(s, err))
 		}
 		return t, nil
 	}
@@ -207,19 +200,32 @@ func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	}
 	st.out, st.nout = nil, 0
 	bctx := topdown.BuiltinContext{
-		Context:  st.ctx,
+		Context:  st.call.Context,
 		Seed:     rand.Reader,
-		Cancel:   st.cancel,
+		Cancel:   st.call.Cancel,
 		Cache:    st.cache,
 		Location: s.loc,
 	}
 	if err := s.bi.fn(bctx, args, st.iter); err != nil {
-		return nil, err // topdown's wrapper has made it a *topdown.Error
+		return nil, st.builtinFailed(err) // topdown's wrapper has made it a *topdown.Error
 	}
 	if st.nout > 1 {
 		return nil, vmBug("built-in %s returned %d values", s.bi.name, st.nout)
 	}
 	return st.out, nil
+}
+
+// builtinFailed is the outcome of a built-in's error: the error (strict, as
+// for every decision), or undefined when the program is lenient, as topdown
+// without StrictBuiltinErrors (a Halt still aborts).
+func (st *vmState) builtinFailed(err error) error {
+	if !st.prog.lenient {
+		return err
+	}
+	if h, ok := err.(topdown.Halt); ok {
+		return h.Err
+	}
+	return nil
 }
 
 // builtinError is topdown's error for a failed built-in (handleBuiltinErr).

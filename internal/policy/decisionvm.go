@@ -1,0 +1,184 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+
+	"github.com/crmauthz/crmauthz/internal/policy/irvm"
+)
+
+// The engine's side of the IR interpreter (internal/policy/irvm): the plan
+// of data.crmauthz.decision, the natives it adds (crm.user, crm.record, the
+// guarded built-ins) and the values it hands in unbuilt (the input,
+// vminput.go; the facts, factObject).
+
+// decisionEntry is the plan of data.crmauthz.decision.
+const decisionEntry = "crmauthz/decision"
+
+// newDecisionVM plans the served files for data.crmauthz.decision and
+// readies the plan for the interpreter. mods are the parsed modules of
+// served (by file name).
+func newDecisionVM(ctx context.Context, served []sourceFile, mods map[string]*ast.Module) (*irvm.Program, error) {
+	var files []bundle.ModuleFile
+	for _, f := range served {
+		m, ok := mods[f.name]
+		if f.isTest() || !ok {
+			continue
+		}
+		files = append(files, bundle.ModuleFile{URL: f.name, Path: f.name, Raw: f.src, Parsed: m})
+	}
+	pol, err := irvm.Plan(ctx, files, decisionEntry, BuiltinDecls())
+	if err != nil {
+		return nil, err
+	}
+	return irvm.New(pol, irvm.Config{Entrypoint: decisionEntry, Natives: vmNatives()})
+}
+
+// vmNatives are the engine's built-ins for the interpreter.
+func vmNatives() map[string]irvm.Native {
+	n := map[string]irvm.Native{BuiltinUser: vmUser, BuiltinRecord: vmRecord}
+	for i := range guardedBuiltins { // limits.go
+		g := &guardedBuiltins[i]
+		n[g.name] = vmGuarded(g)
+	}
+	return n
+}
+
+// vmGuarded is the interpreter's implementation of a guarded built-in.
+func vmGuarded(g *guardedBuiltin) irvm.Native {
+	fn := g.impl()
+	return func(c *irvm.Call, args []*ast.Term) (*ast.Term, error) {
+		var out *ast.Term
+		bctx := topdown.BuiltinContext{Context: c.Context, Cancel: c.Cancel, Cache: builtins.Cache{}}
+		err := fn(bctx, args, func(t *ast.Term) error { out = t; return nil })
+		return out, err
+	}
+}
+
+// evalVM evaluates the decision with the interpreter.
+func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, facts Facts, in Input) (ast.Value, error) {
+	lazy := newVMInput(in, p, facts)
+	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: &lazy.top, Env: lazy, Deadline: time.Now().Add(p.evalTimeout)})
+	if errors.Is(err, irvm.ErrDeadline) {
+		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
+	}
+	return v, err
+}
+
+// vmEnv is what crm.user and crm.record read: the decision's facts (the
+// evaluation's irvm.EvalOpts.Env is its *vmInput).
+func vmEnv(c *irvm.Call) (Facts, internTable) {
+	in, _ := c.Env.(*vmInput)
+	if in == nil {
+		return nil, nil
+	}
+	return in.facts, in.p.intern
+}
+
+// vmUser is crm.user(id) (see builtinImpl.user).
+func vmUser(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
+	s, ok := a[0].Value.(ast.String)
+	if !ok {
+		return nil, nil // not a string: no such user
+	}
+	facts, intern := vmEnv(c)
+	if facts == nil {
+		return nil, ErrNoFacts
+	}
+	js, err := facts.UserJSON(string(s))
+	if err != nil {
+		return nil, fmt.Errorf("reading user %q: %w", string(s), err)
+	}
+	return vmFact(js, intern, "user", string(s))
+}
+
+// vmRecord is crm.record(type, id) (see builtinImpl.record).
+func vmRecord(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
+	t, ok := a[0].Value.(ast.String)
+	if !ok {
+		return nil, nil
+	}
+	s, ok := a[1].Value.(ast.String)
+	if !ok {
+		return nil, nil
+	}
+	facts, intern := vmEnv(c)
+	if facts == nil {
+		return nil, ErrNoFacts
+	}
+	js, err := facts.RecordJSON(string(t), string(s))
+	if err != nil {
+		return nil, fmt.Errorf("reading record %s/%s: %w", string(t), string(s), err)
+	}
+	return vmFact(js, intern, "record", string(s))
+}
+
+// vmFact converts the JSON of a fact for the interpreter (convertFact with a
+// *factObject at the top); nil for absent.
+func vmFact(js []byte, intern internTable, what, id string) (*ast.Term, error) {
+	if js == nil {
+		return nil, nil
+	}
+	v, err := jsonToFact(js, intern)
+	if err != nil {
+		return nil, fmt.Errorf("decoding %s %q: %w", what, id, err)
+	}
+	if _, ok := v.(*factObject); !ok {
+		return nil, fmt.Errorf("decoding %s %q: not a JSON object", what, id)
+	}
+	return ast.NewTerm(v), nil
+}
+
+// factObject is a fact's top-level object as the interpreter holds it: its
+// pairs, in a slice. A lookup (record.owner) reads them directly; any other
+// use materializes it (irvm.Lazy), which builds the ast object once
+// (ast.NewObject: the same value convertFact makes) and uses that.
+type factObject struct {
+	pairs [][2]*ast.Term
+	obj   *ast.Term
+}
+
+func newFactObject(pairs [][2]*ast.Term) *factObject {
+	return &factObject{pairs: append([][2]*ast.Term(nil), pairs...)}
+}
+
+// get is obj[key] (keys are strings, each once).
+func (f *factObject) get(key *ast.Term) *ast.Term {
+	k, ok := key.Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	for i := range f.pairs {
+		if f.pairs[i][0].Value.(ast.String) == k {
+			return f.pairs[i][1]
+		}
+	}
+	return nil
+}
+
+// Lookup and Materialize make a factObject an irvm.Lazy.
+func (f *factObject) Lookup(key *ast.Term) *ast.Term { return f.get(key) }
+func (f *factObject) Materialize() *ast.Term         { return f.object() }
+
+func (f *factObject) object() *ast.Term {
+	if f.obj == nil {
+		f.obj = ast.NewTerm(ast.NewObject(f.pairs...))
+	}
+	return f.obj
+}
+
+// The Value methods: the interpreter never hands a factObject to OPA's code
+// (it materializes it first); should one escape, it behaves as its object.
+func (f *factObject) Compare(other ast.Value) int          { return f.object().Value.Compare(other) }
+func (f *factObject) Find(path ast.Ref) (ast.Value, error) { return f.object().Value.Find(path) }
+func (f *factObject) Hash() int                            { return f.object().Value.Hash() }
+func (f *factObject) IsGround() bool                       { return true }
+func (f *factObject) String() string                       { return f.object().Value.String() }
+func (f *factObject) StringLength() int                    { return f.object().Value.StringLength() }

@@ -1,0 +1,149 @@
+package irvm
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+)
+
+// The statements of vmCompiler.stmt that take more than a line.
+
+// unary is a statement of one operand a and a target local.
+func (c *vmCompiler) unary(op vmOp, a ir.Operand, target int32) (vmStmt, error) {
+	oa, err := c.operand(a)
+	return vmStmt{op: op, a: oa, target: target}, err
+}
+
+// binary is a statement of two operands a, b and a target local.
+func (c *vmCompiler) binary(op vmOp, a, b ir.Operand, target ir.Local) (vmStmt, error) {
+	s, err := c.compare(op, a, b)
+	s.target = c.local(target)
+	return s, err
+}
+
+// compare is a statement of two operands (EqualStmt, NotEqualStmt).
+func (c *vmCompiler) compare(op vmOp, a, b ir.Operand) (vmStmt, error) {
+	oa, err := c.operand(a)
+	if err != nil {
+		return vmStmt{}, err
+	}
+	ob, err := c.operand(b)
+	return vmStmt{op: op, a: oa, b: ob}, err
+}
+
+// constant sets target to the constant t.
+func (c *vmCompiler) constant(target ir.Local, t *ast.Term) vmStmt {
+	return vmStmt{op: opConst, target: c.local(target), a: vmOperand{local: -1, c: t}}
+}
+
+// callStmt is CallStmt: a planned function or a built-in.
+func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
+	s := vmStmt{target: c.local(st.Result), loc: c.location(st.Location)}
+	for _, a := range st.Args {
+		o, err := c.operand(a)
+		if err != nil {
+			return s, err
+		}
+		s.args = append(s.args, o)
+	}
+	if fn, ok := c.funcs[st.Func]; ok {
+		s.op, s.fn = opCall, fn
+		if len(s.args) != len(fn.params) {
+			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(s.args), len(fn.params))
+		}
+		return s, nil
+	}
+	if bi, ok := c.builtins[st.Func]; ok {
+		s.op, s.bi = opBuiltin, bi
+		return s, nil
+	}
+	return s, fmt.Errorf("%w: call of %s", ErrUnsupported, st.Func)
+}
+
+// scanStmt is ScanStmt.
+func (c *vmCompiler) scanStmt(st *ir.ScanStmt) (vmStmt, error) {
+	s := vmStmt{op: opScan, a: vmOperand{local: c.local(st.Source)}, key: c.local(st.Key), value: c.local(st.Value)}
+	b, err := c.block(st.Block)
+	s.blocks = []*vmBlock{b}
+	return s, err
+}
+
+// numberRef is MakeNumberRefStmt: a number literal from the string table.
+func (c *vmCompiler) numberRef(st *ir.MakeNumberRefStmt) (vmStmt, error) {
+	if st.Index < 0 || st.Index >= len(c.strings) {
+		return vmStmt{}, fmt.Errorf("number string index %d out of range", st.Index)
+	}
+	n := ast.Number(c.pol.Static.Strings[st.Index].Value)
+	if _, ok := n.Int(); !ok {
+		if _, ok := n.Float64(); !ok {
+			return vmStmt{}, fmt.Errorf("%w: number %q", ErrUnsupported, n)
+		}
+	}
+	return c.constant(st.Target, ast.NewTerm(n)), nil
+}
+
+// localOf is the local an operand reads, if it reads one.
+func localOf(o ir.Operand) (ir.Local, bool) {
+	switch v := o.Value.(type) {
+	case ir.Local:
+		return v, true
+	case *ir.Local:
+		return *v, true
+	}
+	return 0, false
+}
+
+// dataLocals finds the locals of a function (or plan) that hold the data
+// document or a document the planner looked up in it by a chain of
+// DotStmts (data.a.b[k]): lookups into those are lookups in the data
+// document (opDotData). A copy into another variable (AssignVarStmt) is
+// not: topdown treats it as an ordinary value.
+func dataLocals(bs []*ir.Block) map[ir.Local]bool {
+	d := map[ir.Local]bool{ir.Data: true}
+	var walk func(b *ir.Block)
+	walk = func(b *ir.Block) {
+		for _, s := range b.Stmts {
+			switch st := s.(type) {
+			case *ir.DotStmt:
+				if l, ok := localOf(st.Source); ok && d[l] {
+					d[st.Target] = true
+				}
+			case *ir.BlockStmt:
+				for _, inner := range st.Blocks {
+					walk(inner)
+				}
+			case *ir.ScanStmt:
+				walk(st.Block)
+			case *ir.NotStmt:
+				walk(st.Block)
+			case *ir.WithStmt:
+				walk(st.Block)
+			}
+		}
+	}
+	for _, b := range bs {
+		walk(b)
+	}
+	return d
+}
+
+// conflictMessage is topdown's message for two values of the rule or
+// function f computes: "rule data.a.b produced conflicting values", or
+// "function data.a.f produced conflicting values for the same inputs" for a
+// function (which takes more than input and data).
+func conflictMessage(f *ir.Func) string {
+	path := f.Path
+	if len(path) > 0 && strings.HasPrefix(path[0], "g") { // the planner's group prefix (g0)
+		path = path[1:]
+	}
+	ref := ast.Ref{ast.DefaultRootDocument}
+	for _, p := range path {
+		ref = append(ref, ast.StringTerm(p))
+	}
+	if len(f.Params) > 2 {
+		return "function " + ref.String() + " produced conflicting values for the same inputs"
+	}
+	return "rule " + ref.String() + " produced conflicting values"
+}

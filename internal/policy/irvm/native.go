@@ -1,0 +1,86 @@
+package irvm
+
+import (
+	"cmp"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// nativeBuiltin returns the interpreter's own implementation of a built-in,
+// nil when it calls topdown's. These are line-for-line copies of topdown's implementations (v1/topdown:
+// comparison.go, aggregates.go, object.go) of the built-ins on every
+// decision's path, without the call's setup (BuiltinContext, iterator).
+func nativeBuiltin(name string) Native {
+	switch name {
+	case ast.Member.Name: // internal.member_2: x in xs
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			switch c := a[1].Value.(type) {
+			case ast.Set:
+				return ast.InternedTerm(c.Contains(a[0])), nil
+			case *ast.Array:
+				return ast.InternedTerm(c.Until(a[0].Equal)), nil
+			case ast.Object:
+				return ast.InternedTerm(c.Until(func(_, v *ast.Term) bool { return a[0].Equal(v) })), nil
+			}
+			return ast.InternedTerm(false), nil
+		}
+	case ast.Equal.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			return ast.InternedTerm(a[0].Equal(a[1])), nil
+		}
+	case ast.NotEqual.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			return ast.InternedTerm(!a[0].Equal(a[1])), nil
+		}
+	case ast.GreaterThan.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) > 0), nil
+		}
+	case ast.GreaterThanEq.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) >= 0), nil
+		}
+	case ast.LessThan.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) < 0), nil
+		}
+	case ast.LessThanEq.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) <= 0), nil
+		}
+	case ast.Count.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			switch v := a[0].Value.(type) {
+			case *ast.Array:
+				return ast.InternedTerm(v.Len()), nil
+			case ast.Object:
+				return ast.InternedTerm(v.Len()), nil
+			case ast.Set:
+				return ast.InternedTerm(v.Len()), nil
+			case ast.String:
+				return ast.InternedTerm(len([]rune(v))), nil
+			}
+			return nil, builtins.NewOperandTypeErr(1, a[0].Value, "array", "object", "set", "string")
+		}
+	case ast.ObjectGet.Name:
+		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
+			defaultValue, path, curr := a[2], a[1], a[0]
+			object, err := builtins.ObjectOperand(curr.Value, 1)
+			if err != nil {
+				return nil, err
+			}
+			arr, ok := path.Value.(*ast.Array)
+			if !ok {
+				return cmp.Or(object.Get(path), defaultValue), nil
+			}
+			for i := range arr.Len() {
+				if curr = curr.Get(arr.Elem(i)); curr == nil {
+					break
+				}
+			}
+			return cmp.Or(curr, defaultValue), nil
+		}
+	}
+	return nil
+}
