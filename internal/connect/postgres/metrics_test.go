@@ -31,3 +31,19 @@ func TestSourceErrorKindsFromTheStart(t *testing.T) {
 	}
 	t.Fatal("no crmauthz_connector_source_errors_total before the first error")
 }
+
+// TestLastSyncMovesWhileIdle: with no change in the source, the last sync time still moves (at
+// each status update), so that an idle database does not raise CrmauthzConnectorSyncStale
+// (docs/operations.md). It stayed at the first copy's time before.
+func TestLastSyncMovesWhileIdle(t *testing.T) {
+	pg := crmDB(t)
+	conn := pg.Conn(t, "crm")
+	pg.Exec(t, "crm", `INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true)`)
+	rep := newReplica(t)
+	run := startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	waitEqual(t, rep, conn, "after the snapshot")
+	const name = "crmauthz_connector_last_sync_timestamp_seconds"
+	waitFor(t, "the first copy's sync time", func() bool { return plain(t, run, name) > 0 })
+	first := plain(t, run, name)
+	waitFor(t, "the sync time to move without a change", func() bool { return plain(t, run, name) > first+0.2 })
+}
