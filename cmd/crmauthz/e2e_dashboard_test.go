@@ -3,11 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -17,7 +13,6 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/connect/highlevel/hlfake"
 	"github.com/crmauthz/crmauthz/internal/natstest"
-	"github.com/crmauthz/crmauthz/internal/pgtest"
 	"github.com/crmauthz/crmauthz/internal/promtest"
 )
 
@@ -53,7 +48,7 @@ func TestDashboardQueries(t *testing.T) {
 
 	// The HTTP-fed one, with the PostgreSQL connector.
 	side := startServer(t, t.TempDir())
-	pgAdmin := startPostgresConnector(t, side.admin)
+	pgAdmin := startPGConnector(t, crmPostgres(t), side.admin).admin
 	eventually(t, "the PostgreSQL connector's copy", func() bool {
 		allow, reason := decide(t, side, "u-1", "delete", "contact", "c-1", nil)
 		return allow && reason == "owner"
@@ -244,58 +239,3 @@ func alertExprs(t testing.TB) []string {
 }
 
 func hostPort(url string) string { return strings.TrimPrefix(url, "http://") }
-
-// startPostgresConnector runs a PostgreSQL with the default schema and one user, contact and
-// follower, and `connect postgres` into the crmauthz whose admin URL is sink; it returns the
-// connector's admin host:port once it is ready.
-func startPostgresConnector(t testing.TB, sink string) string {
-	t.Helper()
-	pg := pgtest.Start(t, pgtest.Options{})
-	pg.Exec(t, "postgres", "CREATE DATABASE crm")
-	pg.Exec(t, "crm",
-		`CREATE TABLE crm_users(id text primary key, role text not null, location_ids text[] not null,
-			assigned_data_only bool not null default false, contacts_enabled bool not null default true,
-			opportunities_enabled bool not null default true)`,
-		`CREATE TABLE crm_contacts(id text primary key, location_id text not null, owner_id text)`,
-		`CREATE TABLE crm_opportunities(id text primary key, location_id text not null, owner_id text, contact_id text)`,
-		`CREATE TABLE crm_record_followers(record_type text not null, record_id text not null, user_id text not null,
-			primary key (record_type, record_id, user_id))`,
-		`INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true), ('u-2','user','{loc-1}',true,true,true)`,
-		`INSERT INTO crm_contacts VALUES ('c-1','loc-1','u-1')`,
-		`INSERT INTO crm_record_followers VALUES ('contact','c-1','u-2')`)
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte(testToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := ln.Addr().String()
-	ln.Close()
-	stderr := &syncBuffer{}
-	cmd := exec.Command(binPath, "connect", "postgres", "--dsn", pg.DSN("postgres", "crm"), "--sink", sink,
-		"--sink-token-file", tokenFile, "--state-dir", t.TempDir(), "--admin-addr", admin)
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("the PostgreSQL connector's log:\n%s", stderr.String())
-		}
-	})
-	eventually(t, "the PostgreSQL connector ready", func() bool {
-		resp, err := http.Get("http://" + admin + "/health/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	return admin
-}

@@ -133,6 +133,19 @@ func TestObservabilityLint(t *testing.T) {
 	}
 }
 
+// renderObservability renders a scenario with testdata/observability-values.yaml and extra
+// merged over it.
+func renderObservability(t testing.TB, sc string, extra map[string]any) manifests {
+	t.Helper()
+	vals, err := chart.ReadValues(obsValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := map[string]any(vals)
+	merge(merged, extra)
+	return render(t, chartDir, scenario(sc), merged)
+}
+
 // TestDashboardConfigMap: the ConfigMap holds the dashboard JSON byte for byte, with the
 // sidecar's label, in both modes.
 func TestDashboardConfigMap(t *testing.T) {
@@ -156,13 +169,7 @@ func TestDashboardConfigMap(t *testing.T) {
 			"metrics.grafanaDashboard.annotations", nil), "dashboards.example.com/load", "yes", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			vals, err := chart.ReadValues(obsValues)
-			if err != nil {
-				t.Fatal(err)
-			}
-			extra := map[string]any(vals)
-			merge(extra, tc.extra)
-			m := render(t, chartDir, scenario(tc.scenario), extra)
+			m := renderObservability(t, tc.scenario, tc.extra)
 			cm := get[*corev1.ConfigMap](t, m, "ConfigMap", full+"-dashboard")
 			if cm.Labels[tc.label] != tc.value {
 				t.Errorf("labels %v: want %s=%s", cm.Labels, tc.label, tc.value)
@@ -189,13 +196,7 @@ func TestPrometheusRuleIsTheRuleFile(t *testing.T) {
 		{"standalone-full", defaultRunURL, vals("metrics.prometheusRule.runbookBaseURL", defaultRunURL)},
 	} {
 		t.Run(tc.scenario+" "+tc.base, func(t *testing.T) {
-			vals, err := chart.ReadValues(obsValues)
-			if err != nil {
-				t.Fatal(err)
-			}
-			extra := map[string]any(vals)
-			merge(extra, tc.extra)
-			m := render(t, chartDir, scenario(tc.scenario), extra)
+			m := renderObservability(t, tc.scenario, tc.extra)
 			pr := get[*prometheusRule](t, m, "PrometheusRule", releaseName+"-crmauthz")
 			if pr.Labels["release"] != "prometheus" {
 				t.Errorf("labels %v: want release=prometheus", pr.Labels)
