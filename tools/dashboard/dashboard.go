@@ -139,6 +139,9 @@ var promDS = common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr(
 
 // build returns the dashboard as indented JSON with a final newline.
 func build() ([]byte, error) {
+	// The classic dashboard model (schemaVersion 42), not dashboardv2: the Grafana sidecar and
+	// every Grafana from 10 on load it; the v2 schema needs Grafana 12's new API.
+	//lint:ignore SA1019 the v1 model is the one the Grafana sidecar loads everywhere
 	b := dashboard.NewDashboardBuilder("crmauthz").
 		Uid(UID).
 		Description("crmauthz sidecars and connectors: decisions, latency, cache, evaluator, policy, replication, index, connectors, Go runtime (docs/operations.md).").
