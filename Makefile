@@ -10,7 +10,7 @@ IMAGE_TAG ?= $(VERSION)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench bench-go fuzz clean image helm-lint
+.PHONY: help build run test policy-test lint fmt bench bench-go fuzz clean image helm-lint dashboard
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ lint: bin/staticcheck ## gofmt check, go vet and staticcheck (both modules), and
 
 helm-lint: ## helm lint --strict the charts with every ci/*-values.yaml scenario (Helm SDK, no helm CLI needed)
 	cd tools && $(GO) run ./helmlint ../charts/crmauthz ../charts/examples/app-with-sidecar
+
+dashboard: ## regenerate charts/crmauthz/dashboards/crmauthz.json from tools/dashboard (Grafana Foundation SDK); a test checks it is current
+	cd tools && $(GO) generate ./dashboard
 
 bin/staticcheck: tools/go.mod ## staticcheck, at the version tools/go.mod pins
 	cd tools && $(GO) build -o ../bin/staticcheck honnef.co/go/tools/cmd/staticcheck

@@ -7,6 +7,7 @@ replace github.com/crmauthz/crmauthz => ../
 require (
 	github.com/crmauthz/crmauthz v0.0.0-00010101000000-000000000000
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
+	github.com/grafana/grafana-foundation-sdk/go v0.0.22
 	github.com/tsenart/vegeta/v12 v12.13.0
 	google.golang.org/protobuf v1.36.12
 	helm.sh/helm/v3 v3.22.0

@@ -133,6 +133,7 @@ func checkReloadCycle(t *testing.T, p *proc, configPath string, edit func(config
 		`crmauthz_policy_reloads_total{result="error"} 1`,
 		`crmauthz_policy_reloads_total{result="ok"} 2`,
 		`crmauthz_policy_info{revision="` + rev1 + `"} 1`,
+		`crmauthz_policy_last_reload_ok 0`,
 	} {
 		if !strings.Contains(m, line+"\n") {
 			t.Errorf("/metrics lacks %q", line)

@@ -210,6 +210,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	m.PolicyReload(true, eng.Revision())
+	m.PolicyEvaluator(func() (string, bool) {
+		ev, _ := eng.Evaluator()
+		return string(ev), ev == policy.EvaluatorTopdown && pcfg.Evaluator == policy.EvaluatorAuto
+	})
 	if o.policiesDir != "" {
 		w, err := policy.NewWatcher(policy.WatchConfig{
 			Engine: eng, Logger: log,
@@ -249,7 +253,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	if o.loadSnapshot != "" {
-		if err := loadSnapshotFile(repl, ix, o.loadSnapshot, log); err != nil {
+		if err := loadSnapshotFile(repl, ix, o.loadSnapshot, m, log); err != nil {
 			return err
 		}
 	}
@@ -348,7 +352,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	return serveErr
 }
 
-func loadSnapshotFile(repl *replication.Replicator, ix *index.Index, file string, log *slog.Logger) error {
+func loadSnapshotFile(repl *replication.Replicator, ix *index.Index, file string, m *metrics.Metrics, log *slog.Logger) error {
 	if ix.AppliedSeq() != 0 {
 		log.Info("--load-snapshot skipped: the index is not empty", "applied_seq", ix.AppliedSeq())
 		return nil
@@ -359,6 +363,7 @@ func loadSnapshotFile(repl *replication.Replicator, ix *index.Index, file string
 	}
 	defer f.Close()
 	res, err := repl.LoadSnapshot(f)
+	m.SnapshotLoad(metrics.SnapshotSourceFile, err == nil)
 	if err != nil {
 		return fmt.Errorf("--load-snapshot %s: %w", file, err)
 	}

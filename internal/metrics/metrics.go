@@ -35,7 +35,9 @@ type Metrics struct {
 	indexUsers       prometheus.Gauge
 	policyReloads    *prometheus.CounterVec
 	policyInfo       *prometheus.GaugeVec
+	policyLastOK     prometheus.Gauge
 	decisionLogDrops *prometheus.CounterVec
+	snapshotLoads    *prometheus.CounterVec
 
 	// children of the vectors used on every request
 	decisionChildren children[decisionLabels, prometheus.Counter]
@@ -104,10 +106,16 @@ func New(cfg Config) *Metrics {
 			Namespace: ns, Name: "decision_log_dropped_total",
 			Help: "Decision log lines dropped, by reason (buffer_full, write_error, closed).",
 		}, []string{"reason"}),
+		snapshotLoads: newSnapshotLoads(ns),
+		policyLastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "policy_last_reload_ok",
+			Help: "1 when the last policy load or reload succeeded, 0 when it failed (the last good revision keeps serving).",
+		}),
 	}
 	m.reg.MustRegister(
 		m.decisions, m.decisionDuration, m.httpRequests, m.appliedSeq, m.events,
 		m.indexRecords, m.indexUsers, m.policyReloads, m.policyInfo, m.decisionLogDrops,
+		m.snapshotLoads, m.policyLastOK,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -167,9 +175,11 @@ func (m *Metrics) IndexState(appliedSeq, users uint64, records map[string]uint64
 func (m *Metrics) PolicyReload(ok bool, revision string) {
 	if !ok {
 		m.policyReloads.WithLabelValues("error").Inc()
+		m.policyLastOK.Set(0)
 		return
 	}
 	m.policyReloads.WithLabelValues("ok").Inc()
+	m.policyLastOK.Set(1)
 	m.policyInfo.Reset()
 	m.policyInfo.WithLabelValues(revision).Set(1)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
@@ -188,6 +189,7 @@ func (s *Source) loadFromBucket(ctx context.Context, js jetstream.JetStream, nee
 	if errors.Is(err, replication.ErrSnapshotInProgress) {
 		return false, nil // a PUT is loading one: look again after it
 	}
+	s.m.SnapshotLoad(metrics.SnapshotSourceNATS, err == nil)
 	if err != nil {
 		return false, fmt.Errorf("loading the snapshot object %s: %w", best.name, err)
 	}

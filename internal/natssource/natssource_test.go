@@ -253,6 +253,9 @@ func TestBootstrap(t *testing.T) {
 		if st := src.Status(); st.SnapshotsLoaded != 1 {
 			t.Errorf("snapshots loaded = %d, want 1", st.SnapshotsLoaded)
 		}
+		if v, _ := gauge(t, sc.m, "crmauthz_snapshot_loads_total", map[string]string{"source": "nats", "result": "ok"}); v != 1 {
+			t.Errorf("crmauthz_snapshot_loads_total{source=nats,result=ok} = %v, want 1", v)
+		}
 		// The same state as a sidecar that read every event.
 		if got, want := sc.exported(t), snapshotAt(t, events); got != want {
 			t.Errorf("index after bootstrap:\n%s\nwant:\n%s", got, want)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -83,6 +85,9 @@ func (s *Server) putSnapshot(c *gin.Context) {
 	_ = rc.SetWriteDeadline(deadline.Add(time.Minute))
 	body := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxSnapshotBytes)
 	res, err := s.repl.LoadSnapshot(body)
+	if !errors.Is(err, replication.ErrSnapshotInProgress) {
+		s.m.SnapshotLoad(metrics.SnapshotSourceHTTP, err == nil)
+	}
 	if err != nil {
 		s.writeError(c, err)
 		return

@@ -156,6 +156,8 @@ func New(cfg Config) (*Server, error) {
 		st := cfg.Engine.LimitStats()
 		return st.Timeouts, st.Builtins
 	})
+	cfg.Metrics.Ready(func() bool { return s.readiness() == "" })
+	cfg.Metrics.DataDir(cfg.Index.Path())
 	return s, nil
 }
 

@@ -75,6 +75,8 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &networkingv1.NetworkPolicy{}, true
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		return &serviceMonitor{}, true
+	case "monitoring.coreos.com/v1/PrometheusRule":
+		return &prometheusRule{}, true
 	}
 	return nil, false
 }

@@ -47,5 +47,10 @@ func newMetrics() *metrics {
 	reg.MustRegister(m.eventsWritten, m.sourceRequests, m.sourceErrors, m.anomalies, m.webhooks, m.sinkErrors,
 		m.pending, m.writtenSeq, m.lastSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every error kind exists from the start (at 0), so that rate() and the alerts see the
+	// first error (docs/operations.md, "Dashboard and alerts").
+	for _, kind := range []string{"network", "server", "rate_limited", "client", "decode", "token"} {
+		m.sourceErrors.WithLabelValues(kind)
+	}
 	return m
 }

@@ -253,6 +253,11 @@ func newMetrics(reg prometheus.Registerer, slot string) *connMetrics {
 			Help: "The seq of the last event written to the sink."}),
 	}
 	reg.MustRegister(m.events, m.snapshots, m.txs, m.anomalies, m.errors, m.pending, m.lastSync, m.confirmedLSN, m.writtenSeq)
+	// Every error kind exists from the start (at 0), so that rate() and the alerts see the
+	// first error (docs/operations.md, "Dashboard and alerts").
+	for _, kind := range []string{"source", "sink", "state"} {
+		m.errors.WithLabelValues(kind)
+	}
 	return m
 }
 

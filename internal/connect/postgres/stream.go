@@ -214,6 +214,11 @@ func (c *Connector) stream(ctx context.Context, rc *pgconn.PgConn, tables []tabl
 			}
 		}
 		if time.Now().After(next) {
+			if cur == nil && len(pending) == 0 {
+				// Idle: the sink holds everything received from the slot, so the sync is current
+				// (an idle database does not look stale; docs/connectors.md).
+				c.m.lastSync.SetToCurrentTime()
+			}
 			if err := send(); err != nil {
 				return fmt.Errorf("sending the standby status: %w", err)
 			}
