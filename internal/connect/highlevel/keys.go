@@ -9,17 +9,20 @@ import (
 	"fmt"
 )
 
-// defaultWebhookPublicKeyPEM is HighLevel's published Ed25519 key for X-GHL-Signature, from
-// HighLevel's "Webhook Integration Guide" (marketplace developer docs, webhook section); see
-// docs/highlevel.md, "Where the built-in keys come from".
+// defaultWebhookPublicKeyPEM is the Ed25519 key for X-GHL-Signature that HighLevel publishes in
+// its "Webhook Integration Guide" (Marketplace developer documentation). That guide is not in
+// GoHighLevel/highlevel-api-docs, and this key could not be checked against its text: it is the
+// key every copy quoting the guide gives. See docs/highlevel.md, "Where the built-in keys come
+// from"; keys_test.go pins its fingerprint.
 const defaultWebhookPublicKeyPEM = `-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=
 -----END PUBLIC KEY-----
 `
 
-// defaultWebhookLegacyKeyPEM is HighLevel's published RSA key for the deprecated X-WH-Signature,
-// from HighLevel's "Webhook Authentication Guide" (docs/oauth/WebhookAuthentication.md of
-// HighLevel's API documentation repository); see docs/highlevel.md.
+// defaultWebhookLegacyKeyPEM is HighLevel's published RSA key for the deprecated X-WH-Signature:
+// byte for byte the PEM block of the "Webhook Authentication Guide",
+// docs/oauth/WebhookAuthentication.md in GoHighLevel/highlevel-api-docs. See docs/highlevel.md;
+// keys_test.go pins its fingerprint.
 const defaultWebhookLegacyKeyPEM = `-----BEGIN PUBLIC KEY-----
 MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAokvo/r9tVgcfZ5DysOSC
 Frm602qYV0MaAiNnX9O8KxMbiyRKWeL9JpCpVpt4XHIcBOK4u3cLSqJGOLaPuXw6
