@@ -35,7 +35,10 @@ type Fake struct {
 	OverLimit int
 	Limit     int // requests per window per resource before a 429
 	Window    time.Duration
-	BadHeader []string // requests without the right Version or token
+	// DailyLimit is the daily limit the rate-limit headers announce per resource
+	// (X-RateLimit-Limit-Daily; X-RateLimit-Daily-Remaining counts down from it).
+	DailyLimit int
+	BadHeader  []string // requests without the right Version or token
 }
 
 type User struct {
@@ -50,10 +53,10 @@ type Record struct {
 	Followers                                 []string
 }
 
-// New returns an empty fake with HighLevel's limit of 100 requests per 10 s.
+// New returns an empty fake with HighLevel's limits of 100 requests per 10 s and 200,000 a day.
 func New() *Fake {
 	f := &Fake{Users: map[string]*User{}, Records: map[string]map[string]*Record{KindContact: {}, KindOpportunity: {}},
-		Tokens: map[string]string{}, arrivals: map[string][]time.Time{}, Limit: 100, Window: 10 * time.Second}
+		Tokens: map[string]string{}, arrivals: map[string][]time.Time{}, Limit: 100, Window: 10 * time.Second, DailyLimit: 200000}
 	return f
 }
 
@@ -196,7 +199,10 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-RateLimit-Max", strconv.Itoa(f.Limit))
 	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(max(0, f.Limit-inWindow)))
 	w.Header().Set("X-RateLimit-Interval-Milliseconds", strconv.Itoa(int(f.Window/time.Millisecond)))
-	w.Header().Set("X-RateLimit-Daily-Remaining", "190000")
+	// The five headers of HighLevel's docs/oauth/Authorization.md ("What are current rate limits
+	// for API 2.0?"), GoHighLevel/highlevel-api-docs.
+	w.Header().Set("X-RateLimit-Limit-Daily", strconv.Itoa(f.DailyLimit))
+	w.Header().Set("X-RateLimit-Daily-Remaining", strconv.Itoa(max(0, f.DailyLimit-len(ts))))
 	switch {
 	case inWindow > f.Limit:
 		f.OverLimit++
