@@ -38,7 +38,7 @@ type Config struct {
 	// calls a non-deterministic built-in is never cached.
 	DecisionCacheSlots int
 	// Evaluator chooses how Decide evaluates data.crmauthz.decision (see
-	// vm.go): EvaluatorAuto (the default) runs OPA's plan of the policy with
+	// internal/policy/irvm): EvaluatorAuto (the default) runs OPA's plan of the policy with
 	// the IR interpreter when the policy can be planned and uses nothing the
 	// interpreter lacks, else topdown; EvaluatorTopdown always uses topdown;
 	// EvaluatorIR refuses a policy the interpreter cannot run.

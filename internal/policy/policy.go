@@ -282,7 +282,7 @@ type prepared struct {
 	builtins []func(*rego.Rego)
 
 	decision rego.PreparedEvalQuery
-	// vm runs the plan of data.crmauthz.decision (vm.go), or says why
+	// vm runs the plan of data.crmauthz.decision (decisionvm.go, internal/policy/irvm), or says why
 	// topdown decides. Set before the revision is in service.
 	vm atomic.Pointer[vmPlan]
 	// vmFaults counts decisions the interpreter failed on (its own error,

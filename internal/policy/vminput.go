@@ -16,10 +16,10 @@ type vmInput struct {
 	in    Input
 	p     *prepared // builds the input object (prepared.input); its intern table
 	facts Facts
-	terms  [5]ast.Term // subject, action, type, id, target
-	top    ast.Term    // stands for input (Value: a lazyValue)
-	res    ast.Term    // stands for input.resource
-	obj    *ast.Term   // the built input, once asked for
+	terms [5]ast.Term // subject, action, type, id, target
+	top   ast.Term    // stands for input (Value: a lazyValue)
+	res   ast.Term    // stands for input.resource
+	obj   *ast.Term   // the built input, once asked for
 }
 
 func newVMInput(in Input, p *prepared, facts Facts) *vmInput {

@@ -1,9 +1,11 @@
 package irvm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -54,14 +56,19 @@ func (capturePlugin) PrepareForEval(ctx context.Context, pol *ir.Policy, _ ...re
 }
 
 // complianceDir is OPA's test cases in the module cache, found beside the
-// source of the cases package this test is built with.
+// source of the cases package this test is built with, or (in a -trimpath
+// build) where the go command has the OPA module.
 func complianceDir(tb testing.TB) string {
 	tb.Helper()
-	file, _ := runtime.FuncForPC(reflect.ValueOf(cases.Load).Pointer()).FileLine(reflect.ValueOf(cases.Load).Pointer())
-	if !filepath.IsAbs(file) {
-		tb.Fatalf("locating OPA's test cases: source of cases.Load is %q", file)
+	pc := reflect.ValueOf(cases.Load).Pointer()
+	if file, _ := runtime.FuncForPC(pc).FileLine(pc); filepath.IsAbs(file) {
+		return filepath.Join(filepath.Dir(file), "testdata", "v1")
 	}
-	return filepath.Join(filepath.Dir(file), "testdata", "v1")
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/open-policy-agent/opa").Output()
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		tb.Fatalf("locating OPA's test cases: %v", err)
+	}
+	return filepath.Join(string(bytes.TrimSpace(out)), "v1", "test", "cases", "testdata", "v1")
 }
 
 // complianceOutcome is what the interpreter did with one case.

@@ -1,29 +1,14 @@
-package irvm
-
-import (
-	"context"
-	"errors"
-	"fmt"
-	"sync"
-	"time"
-
-	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/ir"
-	"github.com/open-policy-agent/opa/v1/topdown"
-	"github.com/open-policy-agent/opa/v1/topdown/builtins"
-)
-
 // Package irvm plans Rego with OPA's planner and runs the plan: a small
 // interpreter of OPA's intermediate representation (package ir), the plan
 // OPA compiles to WebAssembly. internal/policy evaluates its decisions with
 // it; irvm imports no package of this module (docs/design.md).
 //
-// The policy stays the Rego files The policy stays the Rego
-// files; the planner turns the rules into functions of straight-line
-// statements (look up a key, compare, call a built-in, break out of a block),
-// and this file runs them over ast values. It does what topdown does without
-// its general machinery (unification, bindings, a virtual-document cache, an
-// evaluation tree per rule), and so allocates and branches far less.
+// The policy stays the Rego files; the planner turns the rules into
+// functions of straight-line statements (look up a key, compare, call a
+// built-in, break out of a block), and this package runs them over ast
+// values. It does what topdown does without its general machinery
+// (unification, bindings, a virtual-document cache, an evaluation tree per
+// rule), and so allocates and branches far less.
 //
 // Semantics follow OPA's Wasm compiler (internal/compiler/wasm), the
 // reference for the IR:
@@ -35,7 +20,10 @@ import (
 //     body (leaving it goes on with the next element) inside the scan itself
 //     (leaving that goes on after the scan).
 //   - A function whose only parameters are input and data is evaluated once
-//     per evaluation and remembered (as Wasm memoizes it).
+//     per evaluation and remembered (as Wasm memoizes it). An undefined
+//     argument (no input) is passed on, as Wasm does.
+//   - A lookup in the data document by a number key uses its string
+//     (data.a[2] is data.a["2"]), as topdown's storage paths do.
 //   - Built-ins are topdown's own implementations (topdown.GetBuiltin), called
 //     as topdown calls them; the few on every decision's path are copied
 //     here to skip the call's setup. The caller adds its own (Config.Natives:
@@ -50,6 +38,20 @@ import (
 // dynamic calls into data (CallDynamicStmt), non-deterministic built-ins,
 // print, relations (walk) — is refused by New (ErrUnsupported); the caller
 // then evaluates with topdown.
+package irvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
 
 // control results of executing a block: >= 0 is a break out of that many
 // enclosing blocks (0: the innermost; an undefined statement is a break 0).
