@@ -132,6 +132,14 @@ func UnmarshalRead(data []byte, readErr error, v any) error {
 }
 
 func unmarshal(data []byte, v any, opts json.Options) error {
+	// json.Unmarshal reuses pooled decoders; on an error the body is read
+	// again, value by value, to tell trailing data from other errors.
+	if err := json.Unmarshal(data, v, opts); err == nil {
+		return nil
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && !rv.IsNil() {
+		rv.Elem().SetZero()
+	}
 	if len(bytes.TrimLeft(data, " \t\r\n")) == 0 {
 		return &Error{Kind: ErrEmpty, Offset: 0, Msg: "the body is empty"}
 	}
@@ -139,11 +147,9 @@ func unmarshal(data []byte, v any, opts json.Options) error {
 	if err := json.UnmarshalDecode(dec, v, opts); err != nil {
 		return asError(data, err)
 	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		return &Error{Kind: ErrTrailingData, Offset: dec.InputOffset(), Err: err,
-			Msg: "unexpected data after the JSON value"}
-	}
-	return nil
+	_, err := dec.ReadToken()
+	return &Error{Kind: ErrTrailingData, Offset: dec.InputOffset(), Err: err,
+		Msg: "unexpected data after the JSON value"}
 }
 
 // decoderErrors are the sentinel errors jsontext does not export, found once
