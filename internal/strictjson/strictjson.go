@@ -118,7 +118,15 @@ func UnmarshalRead(data []byte, readErr error, v any) error {
 	}
 	dec := jsontext.NewDecoder(bytes.NewReader(data),
 		jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	if _, err := dec.ReadValue(); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+	_, err := dec.ReadValue()
+	switch {
+	case err == nil:
+		// a whole value before the cut: anything but space after it is
+		// trailing data, as a decoder reading on would have found
+		if off := dec.InputOffset(); len(bytes.TrimLeft(data[off:], " \t\r\n")) > 0 {
+			return &Error{Kind: ErrTrailingData, Offset: off, Msg: "unexpected data after the JSON value"}
+		}
+	case !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
 		if se := asError(data, err); se.Kind == ErrSyntax {
 			return se
 		}

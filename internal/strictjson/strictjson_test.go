@@ -105,6 +105,7 @@ func TestUnmarshalRead(t *testing.T) {
 		{"cut inside a value", `{"subject":"aaaa`, tooLarge, ErrTooLarge},
 		{"cut after a value", `{"subject":"a"} `, tooLarge, ErrTooLarge},
 		{"a syntax error before the cut", `{"subject":x,"re`, tooLarge, ErrSyntax},
+		{"data after a value before the cut", `{"subject":"a"}{"sub`, tooLarge, ErrTrailingData},
 		{"a duplicate before the cut is not looked at", `{"a":1,"a":2,"b`, tooLarge, ErrTooLarge},
 	}
 	for _, tt := range tests {
