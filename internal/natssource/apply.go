@@ -5,7 +5,6 @@ package natssource
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 type decoded struct {
@@ -199,12 +199,8 @@ func (s *Source) stopAt(seq uint64, op, msg string) outcome {
 
 // opOf reads the op of an event that did not decode, for the metric label.
 func opOf(raw []byte) string {
-	var e struct {
-		Op string `json:"op"`
-	}
-	_ = json.Unmarshal(raw, &e)
-	if slices.Contains(replication.Ops, e.Op) {
-		return e.Op
+	if op, _ := strictjson.StringMember(raw, "op"); slices.Contains(replication.Ops, op) {
+		return op
 	}
 	return "unknown"
 }

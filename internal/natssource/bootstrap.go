@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // stopped waits, not applying anything, until the index has applied seq (a
@@ -178,7 +178,7 @@ func (s *Source) loadFromBucket(ctx context.Context, js jetstream.JetStream, nee
 	var hdr struct {
 		Seq *uint64 `json:"seq"`
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(line), &hdr); err != nil || hdr.Seq == nil || *hdr.Seq != best.seq {
+	if err := strictjson.Unmarshal(line, &hdr); err != nil || hdr.Seq == nil || *hdr.Seq != best.seq {
 		got := "no {\"seq\": N} line"
 		if hdr.Seq != nil {
 			got = "seq " + strconv.FormatUint(*hdr.Seq, 10)

@@ -2,7 +2,6 @@ package natssource
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
 // MaxTxEvents bounds the events of one source transaction applied together
@@ -49,16 +49,13 @@ func (s *Source) completeTx(it jetstream.MessagesContext, batch []jetstream.Msg)
 }
 
 // txOf reads an event's "tx" ("" when absent or unreadable) without
-// decoding the rest.
+// decoding the rest, spelt exactly, as DecodeEvent reads it.
 func txOf(data []byte) string {
-	if !bytes.Contains(data, []byte(`"tx"`)) {
+	if !bytes.Contains(data, []byte(`"tx"`)) && !bytes.Contains(data, []byte(`\u`)) {
 		return ""
 	}
-	var e struct {
-		Tx string `json:"tx"`
-	}
-	_ = json.Unmarshal(data, &e)
-	return e.Tx
+	tx, _ := strictjson.StringMember(data, "tx")
+	return tx
 }
 
 // txStart returns the position of the first event of the run of events

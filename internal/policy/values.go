@@ -25,4 +25,12 @@ func jsonToFact(b []byte, intern internTable) (ast.Value, error) {
 	return regovalue.ParseFact(b, intern, newFactValue)
 }
 
-func newFactValue(pairs [][2]*ast.Term) ast.Value { return newFactObject(pairs) }
+// newFactValue is ParseFact's top. The pairs are already a slice of their
+// own, so newFactObject's copy (one allocation per fact) is skipped for a
+// non-empty object; {} costs nothing to copy.
+func newFactValue(pairs [][2]*ast.Term) ast.Value {
+	if len(pairs) == 0 {
+		return newFactObject(nil)
+	}
+	return &factObject{pairs: pairs}
+}

@@ -1,6 +1,7 @@
 package strictjson
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"strings"
@@ -100,7 +101,51 @@ func checkTopKeys(data []byte) error {
 	return nil
 }
 
+// isName tells whether the quoted name raw is name.
+func isName(raw jsontext.Value, name string) bool {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return len(raw) >= 2 && string(raw[1:len(raw)-1]) == name
+	}
+	unquoted, err := jsontext.AppendUnquote(nil, raw)
+	return err == nil && string(unquoted) == name
+}
+
 // escapeToken escapes a key for a JSON pointer (RFC 6901).
 func escapeToken(s string) string {
 	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+// StringMember reads the member name of the top-level object of data as a
+// string, spelt exactly, without decoding the rest (an event's "tx" or "op"
+// for a message about an event that does not decode). ok is false when data
+// is not an object, has no such member, gives it twice, or it is not a
+// string.
+func StringMember(data []byte, name string) (s string, ok bool) {
+	// read in place, not copied; a duplicate of name is refused below (the
+	// decoder's own tracking of every object's names costs allocations)
+	dec := jsontext.NewDecoder(bytes.NewBuffer(data), jsontext.AllowDuplicateNames(true))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return "", false
+	}
+	for dec.PeekKind() == '"' {
+		raw, err := dec.ReadValue() // the name, quoted: no copy
+		if err != nil {
+			return "", false
+		}
+		if !isName(raw, name) {
+			if dec.SkipValue() != nil {
+				return "", false
+			}
+			continue
+		}
+		v, err := dec.ReadToken()
+		if err != nil || v.Kind() != '"' || ok {
+			return "", false
+		}
+		s, ok = v.String(), true
+	}
+	if _, err := dec.ReadToken(); err != nil { // '}' (or a syntax error)
+		return "", false
+	}
+	return s, ok
 }

@@ -118,7 +118,15 @@ func UnmarshalRead(data []byte, readErr error, v any) error {
 	}
 	dec := jsontext.NewDecoder(bytes.NewReader(data),
 		jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	if _, err := dec.ReadValue(); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+	_, err := dec.ReadValue()
+	switch {
+	case err == nil:
+		// a whole value before the cut: anything but space after it is
+		// trailing data, as a decoder reading on would have found
+		if off := dec.InputOffset(); len(bytes.TrimLeft(data[off:], " \t\r\n")) > 0 {
+			return &Error{Kind: ErrTrailingData, Offset: off, Msg: "unexpected data after the JSON value"}
+		}
+	case !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
 		if se := asError(data, err); se.Kind == ErrSyntax {
 			return se
 		}
@@ -132,6 +140,14 @@ func UnmarshalRead(data []byte, readErr error, v any) error {
 }
 
 func unmarshal(data []byte, v any, opts json.Options) error {
+	// json.Unmarshal reuses pooled decoders; on an error the body is read
+	// again, value by value, to tell trailing data from other errors.
+	if err := json.Unmarshal(data, v, opts); err == nil {
+		return nil
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && !rv.IsNil() {
+		rv.Elem().SetZero()
+	}
 	if len(bytes.TrimLeft(data, " \t\r\n")) == 0 {
 		return &Error{Kind: ErrEmpty, Offset: 0, Msg: "the body is empty"}
 	}
@@ -139,11 +155,9 @@ func unmarshal(data []byte, v any, opts json.Options) error {
 	if err := json.UnmarshalDecode(dec, v, opts); err != nil {
 		return asError(data, err)
 	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		return &Error{Kind: ErrTrailingData, Offset: dec.InputOffset(), Err: err,
-			Msg: "unexpected data after the JSON value"}
-	}
-	return nil
+	_, err := dec.ReadToken()
+	return &Error{Kind: ErrTrailingData, Offset: dec.InputOffset(), Err: err,
+		Msg: "unexpected data after the JSON value"}
 }
 
 // decoderErrors are the sentinel errors jsontext does not export, found once

@@ -105,6 +105,7 @@ func TestUnmarshalRead(t *testing.T) {
 		{"cut inside a value", `{"subject":"aaaa`, tooLarge, ErrTooLarge},
 		{"cut after a value", `{"subject":"a"} `, tooLarge, ErrTooLarge},
 		{"a syntax error before the cut", `{"subject":x,"re`, tooLarge, ErrSyntax},
+		{"data after a value before the cut", `{"subject":"a"}{"sub`, tooLarge, ErrTrailingData},
 		{"a duplicate before the cut is not looked at", `{"a":1,"a":2,"b`, tooLarge, ErrTooLarge},
 	}
 	for _, tt := range tests {
@@ -147,5 +148,29 @@ func TestUnmarshalRaw(t *testing.T) {
 	}
 	if err := UnmarshalRaw([]byte(`{"EVENTS":[]}`), &env); !errors.Is(err, ErrUnknownField) {
 		t.Errorf("envelope key in another case: %v", err)
+	}
+}
+
+func TestStringMember(t *testing.T) {
+	tests := []struct {
+		doc, name string
+		want      string
+		ok        bool
+	}{
+		{`{"op":"user.delete","tx":"t-1"}`, "tx", "t-1", true},
+		{`{"op":"user.delete","user":{"tx":"inner"}}`, "tx", "", false},
+		{`{"TX":"t-1"}`, "tx", "", false},
+		{`{"tx":"a","tx":"b"}`, "tx", "", false},
+		{`{"tx":7}`, "tx", "", false},
+		{`{"tx":"a",`, "tx", "", false},
+		{`["tx"]`, "tx", "", false},
+		{`{"a":[1,{"tx":"x"}],"op":"nope"}`, "op", "nope", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.doc, func(t *testing.T) {
+			if got, ok := StringMember([]byte(tt.doc), tt.name); got != tt.want || ok != tt.ok {
+				t.Errorf("StringMember(%s, %q) = %q, %v; want %q, %v", tt.doc, tt.name, got, ok, tt.want, tt.ok)
+			}
+		})
 	}
 }

@@ -25,8 +25,9 @@ import (
 
 // ParseFact is Parse for the IR interpreter: a top-level object is built by
 // top from its key/value pairs (the interpreter's lazy fact object, whose
-// fields it reads without building the ast object); top must not keep
-// the pairs slice, only its elements.
+// fields it reads without building the ast object). The pairs slice is top's
+// own (nil for {}): the parser copies its stack buffer into it, so that the
+// buffer never escapes through the call.
 func ParseFact(b []byte, intern InternTable, top func(pairs [][2]*ast.Term) ast.Value) (ast.Value, error) {
 	p := jsonParser{s: string(b), intern: intern, top: top}
 	return p.document()
@@ -237,7 +238,9 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 		case '}':
 			p.i++
 			if p.top != nil && depth == 1 {
-				return p.term(p.top(pairs)), nil
+				own := make([][2]*ast.Term, len(pairs))
+				copy(own, pairs)
+				return p.term(p.top(own)), nil
 			}
 			return p.term(ast.NewObject(pairs...)), nil
 		default:
