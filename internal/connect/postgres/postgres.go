@@ -50,12 +50,15 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxBackoff bounds the wait between reconnections; default 10s.
 	MaxBackoff time.Duration
+	// AdminAddr is where the command serves Handler (health, metrics); New does not read it.
+	AdminAddr string
 }
 
-// DefaultConfig returns the defaults: the default schema, slot and publication "crmauthz".
+// DefaultConfig returns the defaults, which New fills in for zero fields: the default schema, slot
+// and publication "crmauthz"; and the command's admin listener.
 func DefaultConfig() Config {
 	return Config{Mapping: mapping.Default(), Slot: "crmauthz", Publication: "crmauthz",
-		StatusInterval: 10 * time.Second, MaxBackoff: 10 * time.Second}
+		StatusInterval: 10 * time.Second, MaxBackoff: 10 * time.Second, AdminAddr: "127.0.0.1:8384"}
 }
 
 // slotName is what PostgreSQL accepts as a slot name.

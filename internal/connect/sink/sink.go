@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
@@ -46,14 +47,6 @@ type GapError struct {
 func (e *GapError) Error() string { return e.Msg }
 func (e *GapError) Unwrap() error { return e.Err }
 
-// Defaults of Config, the flags' defaults (docs/connectors.md).
-const (
-	DefaultStream         = "CRMAUTHZ"
-	DefaultSubject        = "crmauthz.events"
-	DefaultSnapshotBucket = "CRMAUTHZ_SNAPSHOTS"
-	DefaultSnapshotName   = "snapshot"
-)
-
 // Config configures New. URL picks the sink by its scheme: http:// or https:// (one crmauthz's
 // replication API, on its --admin-addr), nats:// or tls:// (a JetStream stream; comma-separated
 // URLs for a cluster).
@@ -84,11 +77,16 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with the defaults filled in, but no URL.
+// The names of the log are natspub's (the sidecars' defaults too); a batch holds
+// at most the replica's default number of events, and 1 MiB less than its
+// default body size (docs/connectors.md).
 func DefaultConfig() Config {
+	log := natspub.DefaultConfig()
 	return Config{
-		Stream: DefaultStream, Subject: DefaultSubject, SnapshotBucket: DefaultSnapshotBucket,
-		SnapshotName: DefaultSnapshotName, Name: "crmauthz-connector",
-		MaxBatchEvents: 10_000, MaxBatchBytes: 15 << 20, RetryFor: time.Minute, MaxBackoff: 5 * time.Second,
+		Stream: log.Stream, Subject: log.Subject, SnapshotBucket: log.SnapshotBucket,
+		SnapshotName: log.SnapshotName, Name: "crmauthz-connector",
+		MaxBatchEvents: replication.DefaultConfig().MaxEvents, MaxBatchBytes: 15 << 20,
+		RetryFor: time.Minute, MaxBackoff: 5 * time.Second,
 	}
 }
 
@@ -112,7 +110,7 @@ func (c *Config) fill() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.MaxBatchEvents <= 0 || c.MaxBatchEvents > 10_000 {
+	if c.MaxBatchEvents <= 0 || c.MaxBatchEvents > d.MaxBatchEvents {
 		c.MaxBatchEvents = d.MaxBatchEvents
 	}
 	if c.MaxBatchBytes <= 0 {
