@@ -33,6 +33,7 @@ func newConnectCmd() *cobra.Command {
 type sinkOptions struct {
 	natsAuthOptions
 	url, tokenFile, stream, subject, bucket string
+	configFile                              string // --config (configfile.go), registered here for every connector
 }
 
 func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
@@ -43,6 +44,7 @@ func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.StringVar(&o.subject, "sink-subject", d.Subject, "NATS sink: the subject of the events (sidecars' --nats-subject)")
 	f.StringVar(&o.bucket, "sink-snapshot-bucket", d.SnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
+	addConfigFlag(f, &o.configFile)
 }
 
 // config is the sink's configuration from the flags.

@@ -28,6 +28,7 @@ import (
 )
 
 type serveOptions struct {
+	configFile       string // --config (configfile.go)
 	addr, adminAddr  string
 	dataDir          string
 	policiesDir      string
@@ -90,6 +91,7 @@ func newServeCmd() *cobra.Command {
 func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	sd, ld := server.DefaultConfig(), server.DefaultConfig().Listeners
 	ixd, rd, dld, pd := index.DefaultConfig(), replication.DefaultConfig(), decisionlog.DefaultConfig(), defaultPolicyConfig()
+	addConfigFlag(f, &o.configFile)
 	f.StringVar(&o.addr, "addr", ld.Addr, "listen address of the decision API")
 	f.StringVar(&o.adminAddr, "admin-addr", ld.AdminAddr, "listen address of the replication API, /metrics, health and status")
 	f.StringVar(&o.dataDir, "data-dir", ixd.Dir, "directory of the bbolt index file (index.db)")
