@@ -237,10 +237,10 @@ func (s *Server) newEngine(listener string) *gin.Engine {
 	r.ContextWithFallback = true
 	r.Use(s.recovery(), s.countRequests(listener))
 	r.NoRoute(func(c *gin.Context) {
-		s.writeError(c, newError(http.StatusNotFound, "not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusNotFound, codeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.writeError(c, newError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusMethodNotAllowed, codeMethodNotAllowed, "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
 	})
 	return r
 }
@@ -291,7 +291,7 @@ func (s *Server) recovery() gin.HandlerFunc {
 					// client sees a broken transfer, never a short body taken for whole.
 					panic(http.ErrAbortHandler)
 				}
-				s.writeError(c, newError(http.StatusInternalServerError, "internal_error", "internal error"))
+				s.writeError(c, newError(http.StatusInternalServerError, codeInternalError, "internal error"))
 			}
 		}()
 		c.Next()
