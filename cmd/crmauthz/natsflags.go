@@ -9,6 +9,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
@@ -31,8 +32,8 @@ func addNATSAuthFlags(f *pflag.FlagSet, o *natsAuthOptions) {
 	f.StringVar(&o.tlsKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
 }
 
-func (o natsAuthOptions) auth() natssource.Auth {
-	return natssource.Auth{
+func (o natsAuthOptions) auth() natsconn.Auth {
+	return natsconn.Auth{
 		CredsFile: o.creds, User: o.user, PasswordFile: o.passwordFile, TokenFile: o.tokenFile,
 		TLSCA: o.tlsCA, TLSCert: o.tlsCert, TLSKey: o.tlsKey,
 	}

@@ -16,14 +16,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
-	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
 // connectJS connects to NATS for a one-shot command.
 func connectJS(url string, a natsAuthOptions) (*nats.Conn, jetstream.JetStream, error) {
-	if err := natssource.CheckURL(url); err != nil {
+	if err := natsconn.CheckURL(url); err != nil {
 		return nil, nil, fmt.Errorf("--nats: %w", err)
 	}
 	opts, err := a.auth().Options()
@@ -32,7 +32,7 @@ func connectJS(url string, a natsAuthOptions) (*nats.Conn, jetstream.JetStream, 
 	}
 	nc, err := nats.Connect(url, append(opts, nats.Name("crmauthz "+version+" publish"))...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to %s: %w", natssource.Redact(url), err)
+		return nil, nil, fmt.Errorf("connecting to %s: %w", natsconn.Redact(url), err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {

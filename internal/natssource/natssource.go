@@ -37,6 +37,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
@@ -55,7 +56,7 @@ type Config struct {
 	// of the stream on another subject is a gap (the stream is not dedicated).
 	Subject string
 	// Auth holds the credentials and TLS files.
-	Auth Auth
+	Auth natsconn.Auth
 	// SnapshotBucket is a JetStream object store bucket of snapshots
 	// (crmauthz snapshot publish); "" for none: a sidecar that needs a
 	// snapshot then waits for a PUT /v1/replication/snapshot.
@@ -203,7 +204,7 @@ func New(cfg Config) (*Source, error) {
 	case cfg.Subject == "":
 		return nil, errors.New("natssource: the subject is empty")
 	}
-	if err := CheckURL(cfg.URL); err != nil {
+	if err := natsconn.CheckURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("natssource: %w", err)
 	}
 	opts, err := cfg.Auth.Options()
@@ -234,7 +235,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	s := &Source{
 		cfg: cfg, ix: cfg.Index, repl: cfg.Replicator, m: cfg.Metrics,
-		url:    Redact(cfg.URL),
+		url:    natsconn.Redact(cfg.URL),
 		stopCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.log = cfg.Logger.With("component", "nats-source", "stream", cfg.Stream)

@@ -28,7 +28,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/mapping"
-	"github.com/crmauthz/crmauthz/internal/natssource"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 )
 
 // Config configures New. DSN, Sink and StateDir are required.
@@ -167,7 +167,7 @@ func (c *Connector) Run(ctx context.Context) error {
 			attempt = 1
 		}
 		c.m.errors.WithLabelValues(errKind(err)).Inc()
-		wait := natssource.Backoff(attempt, 200*time.Millisecond, c.cfg.MaxBackoff)
+		wait := natsconn.Backoff(attempt, 200*time.Millisecond, c.cfg.MaxBackoff)
 		c.log.Warn("replication interrupted; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		c.setState("reconnecting", err)
 		select {

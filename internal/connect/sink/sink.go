@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
-	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -61,7 +61,7 @@ type Config struct {
 	// snapshots (created when absent).
 	Stream, Subject, SnapshotBucket, SnapshotName string
 	// Auth: the NATS credentials and TLS files.
-	Auth natssource.Auth
+	Auth natsconn.Auth
 	// Name is the NATS connection name and the HTTP User-Agent; default "crmauthz-connector".
 	Name string
 
@@ -137,7 +137,7 @@ func New(cfg Config) (Sink, error) {
 	case strings.HasPrefix(u, "nats://") || strings.HasPrefix(u, "tls://"):
 		return newNATS(cfg)
 	}
-	return nil, fmt.Errorf("sink: %q: the scheme must be http://, https://, nats:// or tls://", natssource.Redact(u))
+	return nil, fmt.Errorf("sink: %q: the scheme must be http://, https://, nats:// or tls://", natsconn.Redact(u))
 }
 
 // retry calls f until it succeeds, returns a permanent error, or cfg.RetryFor has passed; it
@@ -152,7 +152,7 @@ func retry(ctx context.Context, cfg *Config, what string, f func() (permanent bo
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempt, err)
 		}
-		wait := natssource.Backoff(attempt, 100*time.Millisecond, cfg.MaxBackoff)
+		wait := natsconn.Backoff(attempt, 100*time.Millisecond, cfg.MaxBackoff)
 		cfg.Logger.Warn("sink: retrying", "what", what, "attempt", attempt, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
