@@ -101,7 +101,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.policyEvaluator, "policy-evaluator", evaluatorName(pd.Evaluator), "how decisions are evaluated: auto (OPA's plan of the policy by the IR interpreter, topdown for what it cannot run), ir (refuse such a policy), topdown")
 	f.StringVar(&o.decisionLog, "decision-log", decisionLogOff, "decision log: off, stdout, or a file to append JSON lines to")
 	f.Float64Var(&o.decisionLogSample, "decision-log-sample", dld.SampleRate, "fraction of decisions logged, from 0 (none) to 1 (all)")
-	f.StringSliceVar(&o.decisionLogMask, "decision-log-mask", dld.Mask, "fields replaced by \"**REDACTED**\" in the decision log, e.g. input.target,input.subject")
+	f.StringSliceVar(&o.decisionLogMask, "decision-log-mask", dld.Mask, "fields replaced by \""+decisionlog.Redacted+"\" in the decision log, e.g. input.target,input.subject")
 	f.StringSliceVar(&o.decisionLogErase, "decision-log-erase", dld.Erase, "fields removed from the decision log, e.g. input.subject")
 	f.IntVar(&o.decisionLogBuffer, "decision-log-buffer", dld.BufferSize, "decision log entries queued for the writer; when full, entries are dropped and counted")
 	f.StringVar(&o.tokenFile, "replication-token-file", "", "file holding the replication bearer token (or set CRMAUTHZ_REPLICATION_TOKEN); without a token only loopback clients may replicate")
@@ -258,7 +258,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("--filter-mapping: %w", err)
 	}
 
-	m := metrics.New(metrics.Config{})
+	m := metrics.New(metrics.DefaultConfig())
 	pcfg, err := o.policyConfig()
 	if err != nil {
 		return err

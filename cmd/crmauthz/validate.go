@@ -18,6 +18,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/mapping"
+	"github.com/crmauthz/crmauthz/internal/natssource"
 )
 
 // exitUsage is the exit code of a command line (or environment) that is
@@ -143,7 +144,7 @@ func serveRules(o *serveOptions) map[string]flagRule {
 			return ""
 		},
 		"decision-log-buffer": func() string { return intIn(int64(o.decisionLogBuffer), 1, 1_000_000) },
-		"nats-batch-max":      func() string { return intIn(int64(o.nats.batchMax), 1, 10_000) },
+		"nats-batch-max":      func() string { return intIn(int64(o.nats.batchMax), 1, natssource.MaxBatchLimit) },
 		"ready-min-seq":       none,
 		"memory-limit": func() string {
 			if o.mem.limit < 0 || (o.mem.limit > 0 && o.mem.limit < 64*mib) {

@@ -149,10 +149,12 @@ func evalError(err error) error {
 	if errors.As(err, &ae) {
 		return err
 	}
+	e := newError(http.StatusInternalServerError, codeEvaluationError, "the decision could not be evaluated (denied): %v", err)
 	if errors.Is(err, policy.ErrEvalTimeout) {
-		return newError(http.StatusInternalServerError, codeEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
+		e = newError(http.StatusInternalServerError, codeEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
 	}
-	return newError(http.StatusInternalServerError, codeEvaluationError, "the decision could not be evaluated (denied): %v", err)
+	e.Err = err
+	return e
 }
 
 // errorReason is the reason label of crmauthz_decisions_total for a

@@ -57,7 +57,7 @@ func TestErrorCodesAreDocumented(t *testing.T) {
 	}
 	section, _, _ = strings.Cut(section, "\n#")
 	documented := map[string]bool{}
-	row := regexp.MustCompile("(?m)^\\| [0-9]{3} \\| ([^|]*)\\|")
+	row := regexp.MustCompile(`(?m)^\| [0-9]{3} \| ([^|]*)\|`)
 	for _, m := range row.FindAllStringSubmatch(section, -1) {
 		for _, c := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(m[1], -1) {
 			documented[c[1]] = true

@@ -56,20 +56,33 @@ type apiError struct {
 	Code    string
 	Message string
 	Extra   map[string]any // fields added inside "error" (applied_seq, index, line)
+	Err     error          // the cause it was made from, or nil
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+func (e *apiError) Unwrap() error { return e.Err }
 
 func newError(status int, code, format string, args ...any) *apiError {
 	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// toAPIError is the one table that maps every error to an HTTP status and a
+// toAPIError returns the apiError err holds, or the one errorTable makes of
+// err, which it wraps (errors.Is and As still find the cause).
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	ae = errorTable(err)
+	ae.Err = err
+	return ae
+}
+
+// errorTable is the one table that maps every error to an HTTP status and a
 // code of docs/reference.md §2.6. Anything it does not know is a 500: on the
 // decision listener that is a deny, never an allow.
-func toAPIError(err error) *apiError {
+func errorTable(err error) *apiError {
 	var (
-		ae   *apiError
 		mbe  *http.MaxBytesError
 		mal  *replication.MalformedError
 		fe   *replication.FieldError
@@ -78,8 +91,6 @@ func toAPIError(err error) *apiError {
 		line *replication.SnapshotLineError
 	)
 	switch {
-	case errors.As(err, &ae):
-		return ae
 	case errors.As(err, &mbe):
 		return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", mbe.Limit)
 	case errors.As(err, &mal):
