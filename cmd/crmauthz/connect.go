@@ -16,6 +16,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/connect/postgres"
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/mapping"
+	"github.com/crmauthz/crmauthz/internal/server"
 )
 
 // newConnectCmd is the parent of the connectors (docs/connectors.md); each registers here.
@@ -32,24 +33,34 @@ func newConnectCmd() *cobra.Command {
 type sinkOptions struct {
 	natsAuthOptions
 	url, tokenFile, stream, subject, bucket string
+	configFile                              string // --config (configfile.go), registered here for every connector
 }
 
 func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
-	f.StringVar(&o.url, "sink", "", "where the events go: http://HOST:PORT (one crmauthz's --admin-addr) or nats://HOST:PORT (a JetStream stream the fleet reads; tls:// too)")
-	f.StringVar(&o.tokenFile, "sink-token-file", "", "HTTP sink: file holding the replica's replication token (sent as Authorization: Bearer)")
-	f.StringVar(&o.stream, "sink-stream", sink.DefaultStream, "NATS sink: the JetStream stream (created when absent)")
-	f.StringVar(&o.subject, "sink-subject", sink.DefaultSubject, "NATS sink: the subject of the events (sidecars' --nats-subject)")
-	f.StringVar(&o.bucket, "sink-snapshot-bucket", sink.DefaultSnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
+	d := sink.DefaultConfig()
+	f.StringVar(&o.url, "sink", d.URL, "where the events go: http://HOST:PORT (one crmauthz's --admin-addr) or nats://HOST:PORT (a JetStream stream the fleet reads; tls:// too)")
+	f.StringVar(&o.tokenFile, "sink-token-file", d.TokenFile, "HTTP sink: file holding the replica's replication token (sent as Authorization: Bearer)")
+	f.StringVar(&o.stream, "sink-stream", d.Stream, "NATS sink: the JetStream stream (created when absent)")
+	f.StringVar(&o.subject, "sink-subject", d.Subject, "NATS sink: the subject of the events (sidecars' --nats-subject)")
+	f.StringVar(&o.bucket, "sink-snapshot-bucket", d.SnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
+	addConfigFlag(f, &o.configFile)
+}
+
+// config is the sink's configuration from the flags.
+func (o sinkOptions) config() sink.Config {
+	cfg := sink.DefaultConfig()
+	cfg.URL, cfg.TokenFile, cfg.Stream, cfg.Subject, cfg.SnapshotBucket = o.url, o.tokenFile, o.stream, o.subject, o.bucket
+	cfg.Auth = o.auth()
+	return cfg
 }
 
 func (o sinkOptions) newSink(log *slog.Logger) (sink.Sink, error) {
 	if o.url == "" {
 		return nil, errors.New("--sink is required: http://HOST:PORT or nats://HOST:PORT")
 	}
-	cfg := sink.DefaultConfig()
-	cfg.URL, cfg.TokenFile, cfg.Stream, cfg.Subject, cfg.SnapshotBucket = o.url, o.tokenFile, o.stream, o.subject, o.bucket
-	cfg.Auth, cfg.Logger, cfg.Name = o.auth(), log, "crmauthz "+version+" connector"
+	cfg := o.config()
+	cfg.Logger, cfg.Name = log, "crmauthz "+version+" connector"
 	s, err := sink.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--sink: %w", err)
@@ -63,8 +74,7 @@ func serveConnectorAdmin(ctx context.Context, addr string, h http.Handler, log *
 	if err != nil {
 		return nil, fmt.Errorf("--admin-addr: %w", err)
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	hs := server.HTTPServer(addr, h) // the timeouts of crmauthz's own listeners
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("the admin listener failed", "err", err)
@@ -102,14 +112,22 @@ func newConnectPostgresCmd() *cobra.Command {
 }
 
 func (o *connectPostgresOptions) addFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.dsn, "dsn", "", "the database: postgres://USER@HOST:PORT/DB (a role with REPLICATION and SELECT on the mapped tables; the password from PGPASSWORD or ~/.pgpass)")
+	d := postgres.DefaultConfig()
+	f.StringVar(&o.dsn, "dsn", d.DSN, "the database: postgres://USER@HOST:PORT/DB (a role with REPLICATION and SELECT on the mapped tables; the password from PGPASSWORD or ~/.pgpass)")
 	f.StringVar(&o.mappingFile, "mapping", "", "YAML file mapping the tables and columns (default: the default schema)")
-	f.StringVar(&o.slot, "slot", "crmauthz", "the logical replication slot (per cluster)")
-	f.StringVar(&o.publication, "publication", "crmauthz", "the publication (created for the mapped tables when absent)")
-	f.StringVar(&o.stateDir, "state-dir", "", "directory of the connector's state file (its copy of the facts and positions)")
-	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8384", "listen address of /health/live, /health/ready and /metrics")
-	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.slot, "slot", d.Slot, "the logical replication slot (per cluster)")
+	f.StringVar(&o.publication, "publication", d.Publication, "the publication (created for the mapped tables when absent)")
+	f.StringVar(&o.stateDir, "state-dir", d.StateDir, "directory of the connector's state file (its copy of the facts and positions)")
+	f.StringVar(&o.adminAddr, "admin-addr", d.AdminAddr, "listen address of /health/live, /health/ready and /metrics")
+	f.StringVar(&o.logLevel, "log-level", defaultLogLevel, "log level: debug, info, warn, error")
 	addSinkFlags(f, &o.sink)
+}
+
+// config is the connector's configuration from the flags (without its mapping, sink and logger).
+func (o *connectPostgresOptions) config() postgres.Config {
+	cfg := postgres.DefaultConfig()
+	cfg.DSN, cfg.Slot, cfg.Publication, cfg.StateDir, cfg.AdminAddr = o.dsn, o.slot, o.publication, o.stateDir, o.adminAddr
+	return cfg
 }
 
 func runConnectPostgres(ctx context.Context, o connectPostgresOptions) error {
@@ -129,8 +147,9 @@ func runConnectPostgres(ctx context.Context, o connectPostgresOptions) error {
 		return err
 	}
 	defer sk.Close()
-	c, err := postgres.New(postgres.Config{DSN: o.dsn, Mapping: m, Slot: o.slot, Publication: o.publication,
-		Sink: sk, StateDir: o.stateDir, Logger: log})
+	cfg := o.config()
+	cfg.Mapping, cfg.Sink, cfg.Logger = m, sk, log
+	c, err := postgres.New(cfg)
 	if err != nil {
 		return err
 	}

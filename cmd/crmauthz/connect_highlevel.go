@@ -34,22 +34,22 @@ type highLevelOptions struct {
 func (o *highLevelOptions) flags(f *pflag.FlagSet, daemon bool) {
 	d := highlevel.DefaultConfig()
 	f.StringVar(&o.apiURL, "api-url", d.APIURL, "HighLevel API base URL")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding one bearer token for every location (Private Integration or OAuth access token); re-read when it changes")
-	f.StringVar(&o.tokenDir, "token-dir", "", "directory of token files named by location id (sub-account tokens); re-read when they change")
-	f.StringVar(&o.companyID, "company-id", "", "HighLevel company (agency) id: sent with user searches, and the company of agency-level webhooks")
-	f.StringSliceVar(&o.locationIDs, "location-ids", nil, "location (sub-account) ids to follow, comma separated (required)")
+	f.StringVar(&o.tokenFile, "token-file", d.TokenFile, "file holding one bearer token for every location (Private Integration or OAuth access token); re-read when it changes")
+	f.StringVar(&o.tokenDir, "token-dir", d.TokenDir, "directory of token files named by location id (sub-account tokens); re-read when they change")
+	f.StringVar(&o.companyID, "company-id", d.CompanyID, "HighLevel company (agency) id: sent with user searches, and the company of agency-level webhooks")
+	f.StringSliceVar(&o.locationIDs, "location-ids", d.LocationIDs, "location (sub-account) ids to follow, comma separated (required)")
 	f.StringVar(&o.publicKeyFile, "webhook-public-key-file", "", "PEM Ed25519 key for X-GHL-Signature (default: HighLevel's published key, built in)")
 	f.StringVar(&o.legacyKeyFile, "webhook-legacy-key-file", "", "PEM RSA key for the deprecated X-WH-Signature (default: HighLevel's published key, built in)")
-	f.BoolVar(&o.legacyRSA, "webhook-legacy-rsa", true, "accept webhooks signed only with the deprecated X-WH-Signature (RSA)")
+	f.BoolVar(&o.legacyRSA, "webhook-legacy-rsa", d.LegacyRSA, "accept webhooks signed only with the deprecated X-WH-Signature (RSA)")
 	f.DurationVar(&o.reconcileInterval, "reconcile-interval", d.ReconcileInterval, "full reconcile period: bounds how stale followers can be")
 	f.IntVar(&o.maxPending, "max-pending", d.MaxPending, "refreshes waiting before webhooks get 429")
 	f.IntVar(&o.dailyBudget, "daily-request-budget", d.DailyRequestBudget, "API requests per UTC day per resource (location or company); 0: no limit")
-	f.StringVar(&o.stateDir, "state-dir", "./highlevel-state", "directory of the connector's state (bbolt)")
+	f.StringVar(&o.stateDir, "state-dir", d.StateDir, "directory of the connector's state (bbolt)")
 	addSinkFlags(f, &o.sink)
-	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8383", "listener of /health/live, /health/ready and /metrics")
-	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.adminAddr, "admin-addr", d.AdminAddr, "listener of /health/live, /health/ready and /metrics")
+	f.StringVar(&o.logLevel, "log-level", defaultLogLevel, "log level: debug, info, warn, error")
 	if daemon {
-		f.StringVar(&o.webhookAddr, "webhook-addr", "127.0.0.1:8380", "listener of POST "+highlevel.WebhookPath+" (the one listener meant to face the internet, behind TLS)")
+		f.StringVar(&o.webhookAddr, "webhook-addr", d.WebhookAddr, "listener of POST "+highlevel.WebhookPath+" (the one listener meant to face the internet, behind TLS)")
 	}
 }
 
@@ -99,7 +99,7 @@ func (o *highLevelOptions) config() (highlevel.Config, error) {
 		return cfg, errors.New("--daily-request-budget: 0 or more")
 	}
 	cfg.DailyRequestBudget = o.dailyBudget
-	cfg.StateDir = o.stateDir
+	cfg.StateDir, cfg.WebhookAddr, cfg.AdminAddr = o.stateDir, o.webhookAddr, o.adminAddr
 	log, err := newLogger(o.logLevel)
 	if err != nil {
 		return cfg, err

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/spf13/pflag"
 )
 
 // sinkRules are the rules of the sink flags every connector shares (docs/connectors.md "Sink"),
@@ -42,6 +39,7 @@ func sinkRules(o *sinkOptions) map[string]flagRule {
 		"nats-tls-ca":        func() string { return blankOrPath(o.tlsCA) },
 		"nats-tls-cert":      func() string { return pairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
 		"nats-tls-key":       func() string { return pairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
+		"config":             func() string { return blankOrPath(o.configFile) },
 	}
 }
 
@@ -72,23 +70,4 @@ func postgresRules(o *connectPostgresOptions) map[string]flagRule {
 		rules[name] = rule
 	}
 	return rules
-}
-
-// validateFlags checks every flag of fs with its rule before anything starts: exit 2, each problem
-// naming the flag, its environment twin and what is wanted.
-func validateFlags(fs *pflag.FlagSet, rules map[string]flagRule) error {
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		rule, ok := rules[f.Name]
-		if !ok {
-			return // help; the tests keep every other flag ruled
-		}
-		if want := rule(); want != "" {
-			errs = append(errs, fmt.Errorf("--%s=%s (or %s): %s", f.Name, shownValue(f), envName(f.Name), want))
-		}
-	})
-	if len(errs) > 0 {
-		return usageError(errors.Join(errs...))
-	}
-	return nil
 }

@@ -48,6 +48,7 @@ func badPostgresFlags(t testing.TB) []struct{ flag, value, want string } {
 		{"sink-subject", "a b", "subject"},
 		{"sink-snapshot-bucket", "", "a bucket name"},
 		{"nats-creds", " ", "want a path"},
+		{"config", " ", "want a path"},
 		{"nats-password-file", "pw", "want it with --nats-user"},
 		{"nats-token-file", " ", "want a path"},
 		{"nats-tls-ca", " ", "want a path"},

@@ -23,10 +23,7 @@ type openedDecisionLog struct {
 // "off" (or a sample rate of 0), stdout, or a file opened for appending.
 func openDecisionLog(o serveOptions, m *metrics.Metrics, log *slog.Logger) (*openedDecisionLog, error) {
 	d := &openedDecisionLog{log: log}
-	if o.decisionLogSample < 0 || o.decisionLogSample > 1 {
-		return nil, fmt.Errorf("--decision-log-sample %v: want a fraction from 0 to 1", o.decisionLogSample)
-	}
-	if o.decisionLog == "" || o.decisionLog == "off" || o.decisionLogSample == 0 {
+	if o.decisionLog == "" || o.decisionLog == decisionLogOff || o.decisionLogSample == 0 {
 		return d, nil
 	}
 	var out io.Writer
@@ -44,11 +41,9 @@ func openDecisionLog(o serveOptions, m *metrics.Metrics, log *slog.Logger) (*ope
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, err
 	}
-	l, err := decisionlog.New(decisionlog.Config{
-		Output: out, SampleRate: o.decisionLogSample, Mask: o.decisionLogMask, Erase: o.decisionLogErase,
-		BufferSize: o.decisionLogBuffer, InstanceID: hex.EncodeToString(id[:]), Version: version,
-		OnDrop: m.DecisionLogDropped, Logger: log,
-	})
+	cfg := o.decisionLogConfig()
+	cfg.Output, cfg.InstanceID, cfg.Version, cfg.OnDrop, cfg.Logger = out, hex.EncodeToString(id[:]), version, m.DecisionLogDropped, log
+	l, err := decisionlog.New(cfg)
 	if err != nil {
 		if d.file != nil {
 			d.file.Close()
@@ -59,6 +54,14 @@ func openDecisionLog(o serveOptions, m *metrics.Metrics, log *slog.Logger) (*ope
 	log.Info("decision log on", "output", o.decisionLog, "sample", o.decisionLogSample,
 		"mask", o.decisionLogMask, "erase", o.decisionLogErase)
 	return d, nil
+}
+
+// decisionLogConfig is the decision log's configuration from the flags
+// (without its output); the fields without a flag keep their defaults.
+func (o *serveOptions) decisionLogConfig() decisionlog.Config {
+	cfg := decisionlog.DefaultConfig()
+	cfg.SampleRate, cfg.Mask, cfg.Erase, cfg.BufferSize = o.decisionLogSample, o.decisionLogMask, o.decisionLogErase, o.decisionLogBuffer
+	return cfg
 }
 
 // close writes what is queued and closes the file.

@@ -51,24 +51,30 @@ func runRefused(t testing.TB, env []string, args ...string) (int, string) {
 // naming each flag (issue 15, item 10).
 func TestE2EServeRefusesBadFlags(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		args []string
-		env  []string
-		want []string
+		name   string
+		args   []string
+		env    []string
+		config string // a --config file's text
+		want   []string
 	}{
-		{"slowloris guard off", []string{"--read-header-timeout", "-1s", "--read-timeout", "0"}, nil,
+		{"slowloris guard off", []string{"--read-header-timeout", "-1s", "--read-timeout", "0"}, nil, "",
 			[]string{"--read-header-timeout=-1s (or CRMAUTHZ_READ_HEADER_TIMEOUT): want a duration from 1ms to 5m0s", "--read-timeout=0s"}},
-		{"no in-flight limit", []string{"--max-in-flight", "-1"}, nil, []string{"--max-in-flight=-1", "want 0 (no limit) or a number from 1 to 1000000"}},
-		{"silently ignored values", []string{"--max-decision-bytes", "0", "--consistency-wait", "-1s", "--subject-header", ""}, nil,
+		{"no in-flight limit", []string{"--max-in-flight", "-1"}, nil, "", []string{"--max-in-flight=-1", "want 0 (no limit) or a number from 1 to 1000000"}},
+		{"silently ignored values", []string{"--max-decision-bytes", "0", "--consistency-wait", "-1s", "--subject-header", ""}, nil, "",
 			[]string{"--max-decision-bytes=0", "--consistency-wait=-1s", `--subject-header="" (or CRMAUTHZ_SUBJECT_HEADER): want a header name`}},
-		{"environment twins", nil, []string{"CRMAUTHZ_MAX_IN_FLIGHT=-1", "CRMAUTHZ_READ_TIMEOUT=0s"},
+		{"environment twins", nil, []string{"CRMAUTHZ_MAX_IN_FLIGHT=-1", "CRMAUTHZ_READ_TIMEOUT=0s"}, "",
 			[]string{"--max-in-flight=-1 (or CRMAUTHZ_MAX_IN_FLIGHT)", "--read-timeout=0s (or CRMAUTHZ_READ_TIMEOUT)"}},
-		{"a flag that does not parse", []string{"--read-timeout", "soon"}, nil, []string{`invalid argument "soon" for "--read-timeout"`}},
-		{"an environment twin that does not parse", nil, []string{"CRMAUTHZ_MAX_IN_FLIGHT=many"}, []string{`CRMAUTHZ_MAX_IN_FLIGHT="many"`}},
+		{"a flag that does not parse", []string{"--read-timeout", "soon"}, nil, "", []string{`invalid argument "soon" for "--read-timeout"`}},
+		{"an environment twin that does not parse", nil, []string{"CRMAUTHZ_MAX_IN_FLIGHT=many"}, "", []string{`CRMAUTHZ_MAX_IN_FLIGHT="many"`}},
+		{"a config file's key", nil, nil, "max-in-flight: -1\n", []string{`crmauthz.yaml: key "max-in-flight" = -1: want 0 (no limit)`}},
+		{"a config file's unknown key", nil, nil, "max-inflight: 1\n", []string{`crmauthz.yaml: key "max-inflight": not a setting of this command`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data-dir", dir}, tc.args...)
+			if tc.config != "" {
+				args = append(args, "--config", writeConfig(t, tc.config))
+			}
 			code, stderr := runRefused(t, tc.env, args...)
 			if code != exitUsage {
 				t.Fatalf("exit %d, want %d: %s", code, exitUsage, stderr)

@@ -49,10 +49,10 @@ func newEvalCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the index file (index.db), opened read-only")
+	f.StringVar(&o.dataDir, "data-dir", index.DefaultConfig().Dir, "directory of the index file (index.db), opened read-only")
 	f.StringVar(&o.snapshot, "snapshot", "", "NDJSON snapshot (GET /v1/replication/snapshot) to take the facts from instead of --data-dir; \"-\" for stdin")
 	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies (default: the built-in ones)")
-	f.DurationVar(&o.lockTimeout, "index-lock-timeout", time.Second, "how long to wait for the data directory's lock (<data-dir>/LOCK)")
+	f.DurationVar(&o.lockTimeout, "index-lock-timeout", evalLockTimeout, "how long to wait for the data directory's lock (<data-dir>/LOCK)")
 	f.StringVar(&o.in.Subject, "subject", "", "the user asking (required)")
 	f.StringVar(&o.in.Action, "action", "", "view, edit, delete, change_owner, add_follower or remove_follower (required)")
 	f.StringVar(&o.in.ResourceType, "type", "", "record type: contact or opportunity (required)")
@@ -65,6 +65,11 @@ func newEvalCmd() *cobra.Command {
 	}
 	return cmd
 }
+
+// evalLockTimeout is eval's wait for the data directory's lock: shorter than
+// serve's (index.DefaultConfig), since beside a running server it is never
+// granted (use --snapshot).
+const evalLockTimeout = time.Second
 
 // evalResult is what eval prints: the decision, as the decision API answers.
 type evalResult struct {

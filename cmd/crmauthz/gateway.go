@@ -28,22 +28,28 @@ type gatewayOptions struct {
 }
 
 func (g *gatewayOptions) addFlags(f *pflag.FlagSet) {
-	f.StringVar(&g.grpcAddr, "grpc-addr", "", "listen address of Envoy's ext_authz v3 gRPC service (Authorization/Check), e.g. 127.0.0.1:9191; empty: off")
-	f.StringVar(&g.subjectHeader, "subject-header", identity.DefaultSubjectHeader, "trusted header naming the subject of forward-auth and ext_authz requests (ignored when a JWT key is set)")
+	d := identity.DefaultConfig()
+	f.StringVar(&g.grpcAddr, "grpc-addr", server.DefaultConfig().Listeners.GRPCAddr, "listen address of Envoy's ext_authz v3 gRPC service (Authorization/Check), e.g. 127.0.0.1:9191; empty: off")
+	f.StringVar(&g.subjectHeader, "subject-header", d.SubjectHeader, "trusted header naming the subject of forward-auth and ext_authz requests (ignored when a JWT key is set)")
 	f.StringVar(&g.hs256File, "jwt-hs256-secret-file", "", "file with the HS256 secret (at least 32 bytes) verifying bearer JWTs; with it a token is required")
 	f.StringVar(&g.jwksFile, "jwt-jwks-file", "", "JWKS file with the RS256 (RSA) and ES256 (P-256) public keys verifying bearer JWTs; with it a token is required")
-	f.DurationVar(&g.leeway, "jwt-leeway", 30*time.Second, "clock skew allowed when checking a JWT's exp and nbf")
+	f.DurationVar(&g.leeway, "jwt-leeway", d.Leeway, "clock skew allowed when checking a JWT's exp and nbf")
 	f.StringVar(&g.issuer, "jwt-issuer", "", "required iss of the JWTs (empty: not checked)")
 	f.StringVar(&g.audience, "jwt-audience", "", "required aud of the JWTs (empty: not checked)")
-	f.StringVar(&g.subjectClaim, "subject-claim", identity.DefaultSubjectClaim, "JWT claim (a string) naming the subject")
+	f.StringVar(&g.subjectClaim, "subject-claim", d.SubjectClaim, "JWT claim (a string) naming the subject")
 }
 
-func (g *gatewayOptions) identity() (*identity.Identifier, error) {
-	id, err := identity.New(identity.Config{
+// identityConfig is the identity's configuration from the flags.
+func (g *gatewayOptions) identityConfig() identity.Config {
+	return identity.Config{
 		SubjectHeader: g.subjectHeader, SubjectClaim: g.subjectClaim,
 		HS256SecretFile: g.hs256File, JWKSFile: g.jwksFile, Leeway: g.leeway,
 		Issuer: g.issuer, Audience: g.audience,
-	})
+	}
+}
+
+func (g *gatewayOptions) identity() (*identity.Identifier, error) {
+	id, err := identity.New(g.identityConfig())
 	if err != nil {
 		return nil, fmt.Errorf("gateway identity (--subject-header, --jwt-*): %w", err)
 	}

@@ -54,7 +54,11 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd.Flags())
+			// flag > CRMAUTHZ_* > --config file > default (configfile.go)
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return applyConfigFile(cmd.Flags())
 		},
 	}
 	root.SetFlagErrorFunc(flagUsageError)

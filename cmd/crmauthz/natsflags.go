@@ -9,16 +9,10 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
-)
-
-// Defaults shared by serve and publish, so that a sidecar and a publisher
-// started without them meet on the same stream.
-const (
-	defaultNATSStream  = "CRMAUTHZ"
-	defaultNATSSubject = "crmauthz.events"
 )
 
 // natsAuthOptions are the credentials and TLS flags of every command that
@@ -38,8 +32,8 @@ func addNATSAuthFlags(f *pflag.FlagSet, o *natsAuthOptions) {
 	f.StringVar(&o.tlsKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
 }
 
-func (o natsAuthOptions) auth() natssource.Auth {
-	return natssource.Auth{
+func (o natsAuthOptions) auth() natsconn.Auth {
+	return natsconn.Auth{
 		CredsFile: o.creds, User: o.user, PasswordFile: o.passwordFile, TokenFile: o.tokenFile,
 		TLSCA: o.tlsCA, TLSCert: o.tlsCert, TLSKey: o.tlsKey,
 	}
@@ -55,13 +49,23 @@ type natsServeOptions struct {
 }
 
 func addNATSServeFlags(f *pflag.FlagSet, o *natsServeOptions) {
-	f.StringVar(&o.source, "replication-source", "", "read the replication log from NATS JetStream: nats://HOST:PORT (or tls://, comma-separated for a cluster); \"\" to be fed over the replication API only")
-	f.StringVar(&o.stream, "nats-stream", defaultNATSStream, "JetStream stream holding the replication log (its sequence numbers are the seqs)")
-	f.StringVar(&o.subject, "nats-subject", defaultNATSSubject, "subject of the replication events in the stream")
-	f.StringVar(&o.bucket, "nats-snapshot-bucket", "", "JetStream object store bucket of snapshots (crmauthz snapshot publish), loaded when the stream no longer holds applied_seq+1; without it such a sidecar waits for a PUT /v1/replication/snapshot")
-	f.IntVar(&o.batchMax, "nats-batch-max", 1000, "most events from NATS applied in one index transaction")
-	f.DurationVar(&o.batchWait, "nats-batch-wait", 2*time.Millisecond, "how long to wait for more events once one has arrived, before applying a batch")
+	d := natssource.DefaultConfig()
+	f.StringVar(&o.source, "replication-source", d.URL, "read the replication log from NATS JetStream: nats://HOST:PORT (or tls://, comma-separated for a cluster); \"\" to be fed over the replication API only")
+	f.StringVar(&o.stream, "nats-stream", d.Stream, "JetStream stream holding the replication log (its sequence numbers are the seqs)")
+	f.StringVar(&o.subject, "nats-subject", d.Subject, "subject of the replication events in the stream")
+	f.StringVar(&o.bucket, "nats-snapshot-bucket", d.SnapshotBucket, "JetStream object store bucket of snapshots (crmauthz snapshot publish), loaded when the stream no longer holds applied_seq+1; without it such a sidecar waits for a PUT /v1/replication/snapshot")
+	f.IntVar(&o.batchMax, "nats-batch-max", d.MaxBatch, "most events from NATS applied in one index transaction")
+	f.DurationVar(&o.batchWait, "nats-batch-wait", d.BatchWait, "how long to wait for more events once one has arrived, before applying a batch")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
+}
+
+// config is the source's configuration from the flags (without its
+// collaborators); the fields without a flag keep their defaults.
+func (o natsServeOptions) config() natssource.Config {
+	cfg := natssource.DefaultConfig()
+	cfg.URL, cfg.Stream, cfg.Subject, cfg.SnapshotBucket = o.source, o.stream, o.subject, o.bucket
+	cfg.Auth, cfg.MaxBatch, cfg.BatchWait = o.auth(), o.batchMax, o.batchWait
+	return cfg
 }
 
 // newSource returns the NATS source, or nil when --replication-source is
@@ -70,14 +74,9 @@ func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicato
 	if o.source == "" {
 		return nil, nil, nil
 	}
-	if o.batchMax < 1 || o.batchMax > 10_000 {
-		return nil, nil, fmt.Errorf("--nats-batch-max must be from 1 to 10000, not %d", o.batchMax)
-	}
-	src, err := natssource.New(natssource.Config{
-		URL: o.source, Stream: o.stream, Subject: o.subject, Auth: o.auth(), SnapshotBucket: o.bucket,
-		Name: "crmauthz " + version, Index: ix, Replicator: repl, Metrics: m, Logger: log,
-		MaxBatch: o.batchMax, BatchWait: o.batchWait,
-	})
+	cfg := o.config()
+	cfg.Name, cfg.Index, cfg.Replicator, cfg.Metrics, cfg.Logger = "crmauthz "+version, ix, repl, m, log
+	src, err := natssource.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--replication-source: %w", err)
 	}

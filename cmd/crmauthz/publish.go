@@ -16,14 +16,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
-	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
 // connectJS connects to NATS for a one-shot command.
 func connectJS(url string, a natsAuthOptions) (*nats.Conn, jetstream.JetStream, error) {
-	if err := natssource.CheckURL(url); err != nil {
+	if err := natsconn.CheckURL(url); err != nil {
 		return nil, nil, fmt.Errorf("--nats: %w", err)
 	}
 	opts, err := a.auth().Options()
@@ -32,7 +32,7 @@ func connectJS(url string, a natsAuthOptions) (*nats.Conn, jetstream.JetStream, 
 	}
 	nc, err := nats.Connect(url, append(opts, nats.Name("crmauthz "+version+" publish"))...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to %s: %w", natssource.Redact(url), err)
+		return nil, nil, fmt.Errorf("connecting to %s: %w", natsconn.Redact(url), err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
@@ -75,9 +75,10 @@ With --create the stream is created when it does not exist, holding only --subje
 		},
 	}
 	f := cmd.Flags()
+	d := natspub.DefaultConfig()
 	f.StringVar(&o.url, "nats", "", "NATS server URL: nats://HOST:PORT (or tls://)")
-	f.StringVar(&o.stream, "stream", defaultNATSStream, "JetStream stream of the replication log")
-	f.StringVar(&o.subject, "subject", defaultNATSSubject, "subject to publish the events to")
+	f.StringVar(&o.stream, "stream", d.Stream, "JetStream stream of the replication log")
+	f.StringVar(&o.subject, "subject", d.Subject, "subject to publish the events to")
 	f.BoolVar(&o.create, "create", false, "create the stream when it does not exist")
 	f.Int64Var(&o.maxMsgs, "max-msgs", 0, "with --create: keep at most this many events (older ones are trimmed; sidecars that need them bootstrap from a snapshot); 0 for no limit")
 	f.DurationVar(&o.maxAge, "max-age", 0, "with --create: trim events older than this; 0 for no limit")
@@ -187,7 +188,7 @@ that).`,
 	f := pub.Flags()
 	f.StringVar(&o.url, "nats", "", "NATS server URL: nats://HOST:PORT (or tls://)")
 	f.StringVar(&o.bucket, "bucket", "", "JetStream object store bucket")
-	f.StringVar(&o.name, "name", "snapshot", "object name (the same name replaces the object; sidecars take the highest seq of all objects)")
+	f.StringVar(&o.name, "name", natspub.DefaultConfig().SnapshotName, "object name (the same name replaces the object; sidecars take the highest seq of all objects)")
 	f.BoolVar(&o.create, "create", false, "create the bucket when it does not exist")
 	f.BoolVar(&o.noValidate, "no-validate", false, "do not load the snapshot into a scratch index first")
 	addNATSAuthFlags(f, &o.natsAuthOptions)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/mapping"
@@ -27,6 +28,7 @@ import (
 )
 
 type serveOptions struct {
+	configFile       string // --config (configfile.go)
 	addr, adminAddr  string
 	dataDir          string
 	policiesDir      string
@@ -84,43 +86,110 @@ func newServeCmd() *cobra.Command {
 }
 
 // addFlags registers serve's flags; validateServe checks them
-// (validate.go).
+// (validate.go). Every default is a component's DefaultConfig
+// (TestServeFlagDefaults).
 func (o *serveOptions) addFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.addr, "addr", "127.0.0.1:8181", "listen address of the decision API")
-	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8282", "listen address of the replication API, /metrics, health and status")
-	f.StringVar(&o.dataDir, "data-dir", "./data", "directory of the bbolt index file (index.db)")
-	f.StringVar(&o.policiesDir, "policies", "", "directory of Rego policies to serve instead of the built-in ones; watched, and reloaded when it changes")
-	f.BoolVar(&o.policiesRequireTests, "policies-require-tests", false, "refuse a policy (at start and on reload) whose Rego tests fail, or that has none")
-	f.IntVar(&o.decisionCacheSlots, "decision-cache-slots", 0, "slots of the exact decision cache (0: 65536; negative: no cache)")
-	f.StringVar(&o.policyEvaluator, "policy-evaluator", "auto", "how decisions are evaluated: auto (OPA's plan of the policy by the IR interpreter, topdown for what it cannot run), ir (refuse such a policy), topdown")
-	f.StringVar(&o.decisionLog, "decision-log", "off", "decision log: off, stdout, or a file to append JSON lines to")
-	f.Float64Var(&o.decisionLogSample, "decision-log-sample", 1, "fraction of decisions logged, from 0 (none) to 1 (all)")
-	f.StringSliceVar(&o.decisionLogMask, "decision-log-mask", nil, "fields replaced by \"**REDACTED**\" in the decision log, e.g. input.target,input.subject")
-	f.StringSliceVar(&o.decisionLogErase, "decision-log-erase", nil, "fields removed from the decision log, e.g. input.subject")
-	f.IntVar(&o.decisionLogBuffer, "decision-log-buffer", 4096, "decision log entries queued for the writer; when full, entries are dropped and counted")
+	sd, ld := server.DefaultConfig(), server.DefaultConfig().Listeners
+	ixd, rd, dld, pd := index.DefaultConfig(), replication.DefaultConfig(), decisionlog.DefaultConfig(), defaultPolicyConfig()
+	addConfigFlag(f, &o.configFile)
+	f.StringVar(&o.addr, "addr", ld.Addr, "listen address of the decision API")
+	f.StringVar(&o.adminAddr, "admin-addr", ld.AdminAddr, "listen address of the replication API, /metrics, health and status")
+	f.StringVar(&o.dataDir, "data-dir", ixd.Dir, "directory of the bbolt index file (index.db)")
+	f.StringVar(&o.policiesDir, "policies", pd.Dir, "directory of Rego policies to serve instead of the built-in ones; watched, and reloaded when it changes")
+	f.BoolVar(&o.policiesRequireTests, "policies-require-tests", pd.RequireTests, "refuse a policy (at start and on reload) whose Rego tests fail, or that has none")
+	f.IntVar(&o.decisionCacheSlots, "decision-cache-slots", pd.DecisionCacheSlots, "slots of the exact decision cache (0: 65536; negative: no cache)")
+	f.StringVar(&o.policyEvaluator, "policy-evaluator", evaluatorName(pd.Evaluator), "how decisions are evaluated: auto (OPA's plan of the policy by the IR interpreter, topdown for what it cannot run), ir (refuse such a policy), topdown")
+	f.StringVar(&o.decisionLog, "decision-log", decisionLogOff, "decision log: off, stdout, or a file to append JSON lines to")
+	f.Float64Var(&o.decisionLogSample, "decision-log-sample", dld.SampleRate, "fraction of decisions logged, from 0 (none) to 1 (all)")
+	f.StringSliceVar(&o.decisionLogMask, "decision-log-mask", dld.Mask, "fields replaced by \""+decisionlog.Redacted+"\" in the decision log, e.g. input.target,input.subject")
+	f.StringSliceVar(&o.decisionLogErase, "decision-log-erase", dld.Erase, "fields removed from the decision log, e.g. input.subject")
+	f.IntVar(&o.decisionLogBuffer, "decision-log-buffer", dld.BufferSize, "decision log entries queued for the writer; when full, entries are dropped and counted")
 	f.StringVar(&o.tokenFile, "replication-token-file", "", "file holding the replication bearer token (or set CRMAUTHZ_REPLICATION_TOKEN); without a token only loopback clients may replicate")
 	f.StringVar(&o.loadSnapshot, "load-snapshot", "", "NDJSON snapshot file loaded at start when the index is empty (applied_seq 0)")
-	f.DurationVar(&o.consistencyWait, "consistency-wait", 200*time.Millisecond, "how long a decision with min_seq waits for the index before 503 index_behind")
-	f.Int64Var(&o.maxBatchBytes, "max-batch-bytes", 16<<20, "largest replication batch body in bytes (413 above)")
-	f.IntVar(&o.maxBatchEvents, "max-batch-events", 10_000, "most events in one replication batch (413 above)")
-	f.Int64Var(&o.maxSnapshotBytes, "max-snapshot-bytes", 8<<30, "largest snapshot body in bytes (413 above)")
-	f.Int64Var(&o.maxDecisionBytes, "max-decision-bytes", 1<<20, "largest decision request body in bytes (413 above); 1 KiB to 64 MiB")
-	f.DurationVar(&o.snapshotTimeout, "snapshot-timeout", 15*time.Minute, "time allowed to upload or download one snapshot")
-	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", 0, "/health/ready answers 503 until the index has applied this seq")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "time allowed for in-flight requests to finish on SIGTERM")
-	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", 5*time.Second, "how long to wait for the data directory's lock (<data-dir>/LOCK) at start")
-	f.DurationVar(&o.readHeaderTO, "read-header-timeout", 5*time.Second, "time a client has to send the request headers (slowloris guard)")
-	f.DurationVar(&o.readTO, "read-timeout", 30*time.Second, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
-	f.IntVar(&o.maxInFlight, "max-in-flight", 1024, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
-	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", 64, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
-	f.DurationVar(&o.evalTimeout, "eval-timeout", policy.DefaultEvalTimeout, "time one policy evaluation may take; past it the request is denied (evaluation_timeout)")
-	f.DurationVar(&o.bodyTimeout, "body-timeout", 5*time.Second, "time a client has to send the first --max-decision-bytes of a request body, before the request takes an in-flight slot (408 after)")
-	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", []string{"crmauthz/decision", "crmauthz/allow"}, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy); empty: none")
+	f.DurationVar(&o.consistencyWait, "consistency-wait", sd.ConsistencyWait, "how long a decision with min_seq waits for the index before 503 index_behind")
+	f.Int64Var(&o.maxBatchBytes, "max-batch-bytes", sd.MaxBatchBytes, "largest replication batch body in bytes (413 above)")
+	f.IntVar(&o.maxBatchEvents, "max-batch-events", rd.MaxEvents, "most events in one replication batch (413 above)")
+	f.Int64Var(&o.maxSnapshotBytes, "max-snapshot-bytes", sd.MaxSnapshotBytes, "largest snapshot body in bytes (413 above)")
+	f.Int64Var(&o.maxDecisionBytes, "max-decision-bytes", sd.MaxDecisionBytes, "largest decision request body in bytes (413 above); 1 KiB to 64 MiB")
+	f.DurationVar(&o.snapshotTimeout, "snapshot-timeout", sd.SnapshotTimeout, "time allowed to upload or download one snapshot")
+	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", sd.ReadyMinSeq, "/health/ready answers 503 until the index has applied this seq")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", ld.ShutdownTimeout, "time allowed for in-flight requests to finish on SIGTERM")
+	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", ixd.Timeout, "how long to wait for the data directory's lock (<data-dir>/LOCK) at start")
+	f.DurationVar(&o.readHeaderTO, "read-header-timeout", ld.ReadHeaderTimeout, "time a client has to send the request headers (slowloris guard)")
+	f.DurationVar(&o.readTO, "read-timeout", ld.ReadTimeout, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
+	f.IntVar(&o.maxInFlight, "max-in-flight", ld.MaxInFlight, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
+	f.IntVar(&o.adminMaxInFlight, "admin-max-in-flight", ld.AdminMaxInFlight, "most requests the admin listener serves at once; beyond, 503 overloaded (0: no limit)")
+	f.DurationVar(&o.evalTimeout, "eval-timeout", pd.EvalTimeout, "time one policy evaluation may take; past it the request is denied (evaluation_timeout)")
+	f.DurationVar(&o.bodyTimeout, "body-timeout", ld.BodyTimeout, "time a client has to send the first --max-decision-bytes of a request body, before the request takes an in-flight slot (408 after)")
+	f.StringSliceVar(&o.dataAPIPaths, "data-api-paths", sd.DataPaths, "data paths the Data API (POST /v1/data/{path}) may evaluate; \"*\" for all (which lets callers read facts through the policy); empty: none")
 	f.StringVar(&o.filterMapping, "filter-mapping", "", "YAML table mapping of the app's database for GET /v1/subjects/{id}/filter (docs/filtering.md); default: the default schema")
-	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.logLevel, "log-level", defaultLogLevel, "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
 	addMemoryFlags(f, &o.mem)
 	addNATSServeFlags(f, &o.nats)
+}
+
+// defaultLogLevel is every command's --log-level default.
+const defaultLogLevel = "info"
+
+// decisionLogOff is --decision-log's value (and default) for no decision log.
+const decisionLogOff = "off"
+
+// defaultPolicyConfig is policy.Config's defaults as the flags show them
+// (internal/policy has no DefaultConfig: a zero field is its default).
+func defaultPolicyConfig() policy.Config {
+	return policy.Config{Evaluator: policy.EvaluatorAuto, EvalTimeout: policy.DefaultEvalTimeout}
+}
+
+// evaluatorName is --policy-evaluator's name of e.
+func evaluatorName(e policy.Evaluator) string {
+	if e == policy.EvaluatorAuto {
+		return "auto"
+	}
+	return string(e)
+}
+
+// policyConfig is the policy engine's configuration from the flags.
+func (o *serveOptions) policyConfig() (policy.Config, error) {
+	pcfg := policy.Config{FS: policies.FS, Dir: o.policiesDir, RequireTests: o.policiesRequireTests,
+		DecisionCacheSlots: o.decisionCacheSlots, EvalTimeout: o.evalTimeout}
+	if o.policiesDir != "" {
+		pcfg.FS = nil
+	}
+	switch o.policyEvaluator {
+	case evaluatorName(policy.EvaluatorAuto):
+		pcfg.Evaluator = policy.EvaluatorAuto
+	case string(policy.EvaluatorIR), string(policy.EvaluatorTopdown):
+		pcfg.Evaluator = policy.Evaluator(o.policyEvaluator)
+	default:
+		return pcfg, fmt.Errorf("--policy-evaluator %q: want auto, ir or topdown", o.policyEvaluator)
+	}
+	return pcfg, nil
+}
+
+// indexConfig is the index's configuration from the flags.
+func (o *serveOptions) indexConfig() index.Config {
+	return index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout}
+}
+
+// replicationConfig is the replicator's configuration from the flags (Index unset).
+func (o *serveOptions) replicationConfig() replication.Config {
+	return replication.Config{MaxEvents: o.maxBatchEvents}
+}
+
+// serverConfig is the server's configuration from the flags, without its
+// collaborators (Index, Engine, …).
+func (o *serveOptions) serverConfig() server.Config {
+	l := server.DefaultConfig().Listeners // write and idle timeouts, header limit: no flags
+	l.Addr, l.AdminAddr, l.GRPCAddr = o.addr, o.adminAddr, o.gw.grpcAddr
+	l.ReadHeaderTimeout, l.ReadTimeout, l.BodyTimeout = o.readHeaderTO, o.readTO, o.bodyTimeout
+	l.MaxInFlight, l.AdminMaxInFlight, l.ShutdownTimeout = o.maxInFlight, o.adminMaxInFlight, o.shutdownTimeout
+	return server.Config{
+		MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
+		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
+		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
+		Listeners: l,
+	}
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -189,20 +258,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("--filter-mapping: %w", err)
 	}
 
-	m := metrics.New(metrics.Config{})
-	pcfg := policy.Config{FS: policies.FS, RequireTests: o.policiesRequireTests}
-	if o.policiesDir != "" {
-		pcfg = policy.Config{Dir: o.policiesDir, RequireTests: o.policiesRequireTests}
-	}
-	pcfg.DecisionCacheSlots = o.decisionCacheSlots
-	pcfg.EvalTimeout = o.evalTimeout
-	switch o.policyEvaluator {
-	case "auto":
-		pcfg.Evaluator = policy.EvaluatorAuto
-	case "ir", "topdown":
-		pcfg.Evaluator = policy.Evaluator(o.policyEvaluator)
-	default:
-		return fmt.Errorf("--policy-evaluator %q: want auto, ir or topdown", o.policyEvaluator)
+	m := metrics.New(metrics.DefaultConfig())
+	pcfg, err := o.policyConfig()
+	if err != nil {
+		return err
 	}
 	eng, err := policy.New(pcfg)
 	if err != nil {
@@ -231,13 +290,15 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	defer dlog.close()
 
-	ix, err := index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout})
+	ixcfg := o.indexConfig()
+	ix, err := index.Open(ixcfg)
 	if err != nil && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
 		// A read-only data directory: keep deciding from the last committed
 		// index; replication answers 503 index_read_only until a restart on a
 		// writable directory.
 		log.Warn("the data directory is not writable: serving the last committed index read-only", "data_dir", o.dataDir, "err", err)
-		ix, err = index.Open(index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout, ReadOnly: true})
+		ixcfg.ReadOnly = true
+		ix, err = index.Open(ixcfg)
 	}
 	if err != nil {
 		return err // index's errors say "index: …" already
@@ -248,7 +309,9 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}()
 
-	repl, err := replication.New(replication.Config{Index: ix, MaxEvents: o.maxBatchEvents})
+	rcfg := o.replicationConfig()
+	rcfg.Index = ix
+	repl, err := replication.New(rcfg)
 	if err != nil {
 		return err
 	}
@@ -263,13 +326,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 
-	srv, err := server.New(server.Config{
-		Index: ix, Engine: eng, Replicator: repl, Metrics: m, Logger: log, Version: version,
-		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
-		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
-		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		DecisionLog: dlog.Logger, Identity: idn, Source: source, Filter: ftr,
-	})
+	scfg := o.serverConfig()
+	scfg.Index, scfg.Engine, scfg.Replicator, scfg.Metrics, scfg.Logger, scfg.Version = ix, eng, repl, m, log, version
+	scfg.Token, scfg.DecisionLog, scfg.Identity, scfg.Source, scfg.Filter = token, dlog.Logger, idn, source, ftr
+	srv, err := server.New(scfg)
 	if err != nil {
 		return err
 	}
@@ -277,20 +337,18 @@ func serve(ctx context.Context, o serveOptions) error {
 		log.Warn("no replication token is configured: the replication API accepts loopback clients only", "admin_addr", o.adminAddr)
 	}
 
+	lc := scfg.Listeners
 	servers := []*http.Server{
 		// A body's first --max-decision-bytes are read before a slot is taken
 		// (server.Limit): a client trickling its body holds no slot.
-		server.HTTPServer(o.addr, server.Limit(srv.DecisionHandler(), server.Limits{MaxInFlight: o.maxInFlight,
+		lc.HTTPServer(lc.Addr, server.Limit(srv.DecisionHandler(), server.Limits{MaxInFlight: lc.MaxInFlight,
 			OnReject:    func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) },
 			OnBodyError: func(code int) { m.HTTPRequest("decision", "body_not_received", code) },
-			BodyBytes:   o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
-		server.HTTPServer(o.adminAddr, server.Limit(srv.AdminHandler(), server.Limits{MaxInFlight: o.adminMaxInFlight,
+			BodyBytes:   o.maxDecisionBytes, BodyTimeout: lc.BodyTimeout, ReadTimeout: lc.ReadTimeout})),
+		lc.HTTPServer(lc.AdminAddr, server.Limit(srv.AdminHandler(), server.Limits{MaxInFlight: lc.AdminMaxInFlight,
 			OnReject:    func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) },
 			OnBodyError: func(code int) { m.HTTPRequest("admin", "body_not_received", code) },
-			BodyBytes:   o.maxDecisionBytes, BodyTimeout: o.bodyTimeout, ReadTimeout: o.readTO})),
-	}
-	for _, hs := range servers {
-		hs.ReadHeaderTimeout, hs.ReadTimeout = o.readHeaderTO, o.readTO
+			BodyBytes:   o.maxDecisionBytes, BodyTimeout: lc.BodyTimeout, ReadTimeout: lc.ReadTimeout})),
 	}
 	// Bind every listener before serving any, so a port in use fails the start.
 	listeners := make([]net.Listener, len(servers))
@@ -325,7 +383,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
 		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode(),
 		"policy_evaluator", string(evaluator))
-	if whyNot != nil && o.policyEvaluator == "auto" {
+	if whyNot != nil && pcfg.Evaluator == policy.EvaluatorAuto {
 		log.Warn("the policy is evaluated by topdown, not the IR interpreter", "reason", whyNot.Error())
 	}
 	if natsSrc != nil { // stopped before the index is closed (defers run last first)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/mapping"
+	"github.com/crmauthz/crmauthz/internal/natssource"
 )
 
 // exitUsage is the exit code of a command line (or environment) that is
@@ -41,14 +42,24 @@ type flagRule func() string
 // environment twin sets its flag (applyEnv), so it is checked the same way.
 // Every problem is reported, each naming the flag, its twin and the range.
 func validateServe(fs *pflag.FlagSet, o *serveOptions) error {
-	rules := serveRules(o)
+	return validateFlags(fs, serveRules(o))
+}
+
+// validateFlags checks every flag of fs with its rule before anything
+// starts: exit 2, each problem naming the flag and its environment twin (or
+// the configuration file's key) and what is wanted.
+func validateFlags(fs *pflag.FlagSet, rules map[string]flagRule) error {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
 		rule, ok := rules[f.Name]
 		if !ok {
-			return // help; TestServeFlagRulesCoverEveryFlag keeps this to help
+			return // help; the tests keep every other flag ruled
 		}
 		if want := rule(); want != "" {
+			if src := flagSource(f); src != "--"+f.Name {
+				errs = append(errs, fmt.Errorf("%s = %s: %s", src, shownValue(f), want))
+				return
+			}
 			errs = append(errs, fmt.Errorf("--%s=%s (or %s): %s", f.Name, shownValue(f), envName(f.Name), want))
 		}
 	})
@@ -83,6 +94,7 @@ func serveRules(o *serveOptions) map[string]flagRule {
 		"grpc-addr":  func() string { return listenAddr(o.gw.grpcAddr, true) },
 
 		// files and directories (their contents are checked when read)
+		"config":                 func() string { return blankOrPath(o.configFile) },
 		"data-dir":               func() string { return nonBlank(o.dataDir, "a directory") },
 		"policies":               func() string { return blankOrPath(o.policiesDir) },
 		"policies-require-tests": none,
@@ -132,7 +144,7 @@ func serveRules(o *serveOptions) map[string]flagRule {
 			return ""
 		},
 		"decision-log-buffer": func() string { return intIn(int64(o.decisionLogBuffer), 1, 1_000_000) },
-		"nats-batch-max":      func() string { return intIn(int64(o.nats.batchMax), 1, 10_000) },
+		"nats-batch-max":      func() string { return intIn(int64(o.nats.batchMax), 1, natssource.MaxBatchLimit) },
 		"ready-min-seq":       none,
 		"memory-limit": func() string {
 			if o.mem.limit < 0 || (o.mem.limit > 0 && o.mem.limit < 64*mib) {

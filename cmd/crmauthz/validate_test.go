@@ -49,6 +49,7 @@ var badServeFlags = []struct {
 	{"jwt-hs256-secret-file", " ", "want a path"},
 	{"jwt-jwks-file", "\t", "want a path"},
 	{"nats-creds", " ", "want a path"},
+	{"config", " ", "want a path"},
 	{"nats-password-file", " ", "want a path"},
 	{"nats-token-file", " ", "want a path"},
 	{"nats-tls-ca", " ", "want a path"},

@@ -10,6 +10,8 @@ import (
 	"bufio"
 	"io"
 	"strconv"
+
+	"github.com/crmauthz/crmauthz/internal/index"
 )
 
 // Config sizes the world. Zero fields take the defaults.
@@ -58,10 +60,10 @@ type User struct {
 // UserAt returns user i: one location each (i mod Locations); every 100th an
 // admin, every 10th (+1) unrestricted, the rest restricted to assigned data.
 func (w World) UserAt(i int) User {
-	u := User{ID: "u-" + strconv.Itoa(i), Role: "user", Location: w.loc(i % w.c.Locations), AssignedDataOnly: true}
+	u := User{ID: "u-" + strconv.Itoa(i), Role: index.RoleUser, Location: w.loc(i % w.c.Locations), AssignedDataOnly: true}
 	switch {
 	case i%100 == 0:
-		u.Role, u.AssignedDataOnly = "admin", false
+		u.Role, u.AssignedDataOnly = index.RoleAdmin, false
 	case i%10 == 1:
 		u.AssignedDataOnly = false
 	}
@@ -93,9 +95,9 @@ func mix(x uint64) uint64 { // splitmix64
 // that location (every 50th unassigned), with 1–10 distinct followers from it.
 func (w World) RecordAt(i int) Record {
 	l := i % w.c.Locations
-	r := Record{Type: "contact", ID: "c-" + strconv.Itoa(i), Location: w.loc(l)}
+	r := Record{Type: index.TypeContact, ID: "c-" + strconv.Itoa(i), Location: w.loc(l)}
 	if i%w.c.OpportunityEvery == 0 {
-		r.Type, r.ID = "opportunity", "o-"+strconv.Itoa(i)
+		r.Type, r.ID = index.TypeOpportunity, "o-"+strconv.Itoa(i)
 	}
 	h := mix(uint64(i))
 	per := w.c.Users / w.c.Locations
@@ -179,7 +181,7 @@ type Request struct {
 }
 
 // allActions are the six actions of the access model.
-var allActions = []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"}
+var allActions = index.Actions()
 
 // RequestAt returns request i of a mix that reaches every rule: the subject is
 // the record's owner, one of its followers, another user of its location, a
@@ -209,9 +211,9 @@ func (w World) RequestAt(i int) Request {
 		req.ID += "-missing"
 	}
 	switch req.Action {
-	case "add_follower", "change_owner":
+	case index.ActionAddFollower, index.ActionChangeOwner:
 		req.Target = "u-" + strconv.Itoa(w.userIn(l, int(h>>40)))
-	case "remove_follower":
+	case index.ActionRemoveFollower:
 		req.Target = rec.Followers[len(rec.Followers)-1]
 		if (h>>44)%2 == 0 {
 			req.Target = req.Subject

@@ -60,7 +60,7 @@ type Config struct {
 	// pointer, "/input/target"). A line lists the fields it masked or erased
 	// as JSON pointers in "masked" and "erased", as OPA does.
 	Mask, Erase []string
-	// BufferSize is the number of entries the queue holds; default 4096.
+	// BufferSize is the number of entries the queue holds.
 	// A /v1/decisions request is one entry however many checks it has.
 	BufferSize int
 	// InstanceID and Version are the labels "id" and "version".
@@ -72,9 +72,15 @@ type Config struct {
 	// Logger gets the output's write errors (one line per failure, then one
 	// when writing works again); default slog.Default().
 	Logger *slog.Logger
-	// CloseTimeout bounds how long Close waits for the queue to be written;
-	// default 5s.
+	// CloseTimeout bounds how long Close waits for the queue to be written.
 	CloseTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults, which New fills in for zero fields
+// (Output excepted): every decision logged, a queue of 4096 entries, 5 s to
+// drain it at Close.
+func DefaultConfig() Config {
+	return Config{SampleRate: 1, BufferSize: 4096, CloseTimeout: 5 * time.Second}
 }
 
 // Logger queues decisions and writes them as JSON lines.
@@ -109,17 +115,18 @@ func New(cfg Config) (*Logger, error) {
 	if math.IsNaN(cfg.SampleRate) || cfg.SampleRate < 0 || cfg.SampleRate > 1 {
 		return nil, fmt.Errorf("decisionlog: sample rate %v is not in [0, 1]", cfg.SampleRate)
 	}
+	d := DefaultConfig()
 	if cfg.SampleRate == 0 {
-		cfg.SampleRate = 1
+		cfg.SampleRate = d.SampleRate
 	}
 	if cfg.BufferSize <= 0 {
-		cfg.BufferSize = 4096
+		cfg.BufferSize = d.BufferSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.CloseTimeout <= 0 {
-		cfg.CloseTimeout = 5 * time.Second
+		cfg.CloseTimeout = d.CloseTimeout
 	}
 	l := &Logger{
 		cfg:  cfg,

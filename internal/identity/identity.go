@@ -32,13 +32,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// DefaultSubjectHeader is the subject header when Config.SubjectHeader is empty.
-const DefaultSubjectHeader = "X-User-Id"
-
-// DefaultSubjectClaim is the claim that names the subject when
-// Config.SubjectClaim is empty.
-const DefaultSubjectClaim = "sub"
-
 // maxSubjectBytes is the longest subject accepted (the index's id limit).
 const maxSubjectBytes = 512
 
@@ -61,7 +54,7 @@ type Config struct {
 	// at least 2048 bits) and EC P-256 (ES256) public keys.
 	JWKSFile string
 	// Leeway is the clock skew allowed when checking exp and nbf. Zero means
-	// none (the serve command's default is 30s); negative is an error.
+	// none (DefaultConfig's is 30s); negative is an error.
 	Leeway time.Duration
 	// Issuer, if set, must be the token's iss.
 	Issuer string
@@ -71,6 +64,14 @@ type Config struct {
 	SubjectClaim string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults: the X-User-Id header, the sub claim, a
+// leeway of 30s. New fills in the header, claim and clock for zero fields
+// (a zero Leeway stays none).
+func DefaultConfig() Config {
+	return Config{SubjectHeader: "X-User-Id", SubjectClaim: "sub",
+		Leeway: 30 * time.Second, Now: time.Now}
 }
 
 // Headers gives the headers of the request being authorized.
@@ -122,14 +123,15 @@ type Identifier struct {
 // New reads the key files and returns an Identifier. Without a key file it
 // uses the subject header.
 func New(cfg Config) (*Identifier, error) {
+	d := DefaultConfig()
 	if cfg.SubjectHeader == "" {
-		cfg.SubjectHeader = DefaultSubjectHeader
+		cfg.SubjectHeader = d.SubjectHeader
 	}
 	if cfg.SubjectClaim == "" {
-		cfg.SubjectClaim = DefaultSubjectClaim
+		cfg.SubjectClaim = d.SubjectClaim
 	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = d.Now
 	}
 	if cfg.Leeway < 0 {
 		return nil, fmt.Errorf("identity: the JWT leeway %s is negative", cfg.Leeway)

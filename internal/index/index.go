@@ -59,15 +59,22 @@ const (
 // Config configures Open.
 type Config struct {
 	// Dir is the data directory; the index is Dir/index.db. Both are created if missing (not in
-	// ReadOnly mode, where a missing file is an error).
+	// ReadOnly mode, where a missing file is an error). Required: DefaultConfig's ./data is the
+	// commands' default, not filled in by Open.
 	Dir string
-	// Timeout bounds the wait for bbolt's file lock at Open; default 2s.
+	// Timeout bounds the wait for the data directory's lock at Open.
 	Timeout time.Duration
 	// ReadOnly opens the file read-only: Update and ReplaceAll return ErrReadOnly. See the package
 	// documentation: this does not work beside a running read-write opener.
 	ReadOnly bool
-	// MaxFollowers is the maximum number of followers of a record besides its owner; default 10.
+	// MaxFollowers is the maximum number of followers of a record besides its owner.
 	MaxFollowers int
+}
+
+// DefaultConfig returns the defaults, which Open fills in for zero fields (Dir excepted): a
+// 5 s wait for the lock, 10 followers.
+func DefaultConfig() Config {
+	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10}
 }
 
 // User is a user of the CRM, as stored. Defaults (contacts_enabled, opportunities_enabled true)

@@ -52,11 +52,36 @@ const (
 	roleFollower = 'f'
 )
 
+// The domain's words (docs/reference.md §1), declared here once for every Go package of the
+// module, since every one may import index (the Rego policies keep their own, and
+// internal/refmodel, written independently, its own).
+
 // Built-in record types; Counts.Records always has these keys.
 const (
 	TypeContact     = "contact"
 	TypeOpportunity = "opportunity"
 )
+
+// The roles of a user.
+const (
+	RoleAdmin = "admin"
+	RoleUser  = "user"
+)
+
+// The actions a decision is asked about.
+const (
+	ActionView           = "view"
+	ActionEdit           = "edit"
+	ActionDelete         = "delete"
+	ActionChangeOwner    = "change_owner"
+	ActionAddFollower    = "add_follower"
+	ActionRemoveFollower = "remove_follower"
+)
+
+// Actions returns every action, in the order of docs/reference.md §1.2.
+func Actions() []string {
+	return []string{ActionView, ActionEdit, ActionDelete, ActionChangeOwner, ActionAddFollower, ActionRemoveFollower}
+}
 
 // idProblem says what is wrong with id, or "" when it is a valid id.
 func idProblem(id string) string {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -32,13 +31,13 @@ func Open(cfg Config) (*Index, error) {
 		return nil, fmt.Errorf("index: Config.Timeout is negative (%s)", cfg.Timeout)
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 2 * time.Second
+		cfg.Timeout = DefaultConfig().Timeout
 	}
 	if cfg.MaxFollowers < 0 {
 		return nil, fmt.Errorf("index: Config.MaxFollowers is negative (%d)", cfg.MaxFollowers)
 	}
 	if cfg.MaxFollowers == 0 {
-		cfg.MaxFollowers = 10
+		cfg.MaxFollowers = DefaultConfig().MaxFollowers
 	}
 	ix := &Index{
 		path:         filepath.Join(cfg.Dir, FileName),

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/crmauthz/crmauthz/internal/index"
 )
 
 // Users maps the users table.
@@ -54,12 +56,6 @@ type Mapping struct {
 	Opportunities Records   `json:"opportunities"`
 	Followers     Followers `json:"followers"`
 }
-
-// The record types the mapping knows, as the policy and the replication events name them.
-const (
-	TypeContact     = "contact"
-	TypeOpportunity = "opportunity"
-)
 
 // Default is the default schema (docs/reference.md).
 func Default() Mapping {
@@ -202,9 +198,9 @@ func (m Mapping) Validate() error {
 // Records returns the records table of a record type ("contact" or "opportunity").
 func (m Mapping) Records(recordType string) (Records, bool) {
 	switch recordType {
-	case TypeContact:
+	case index.TypeContact:
 		return m.Contacts, true
-	case TypeOpportunity:
+	case index.TypeOpportunity:
 		return m.Opportunities, true
 	}
 	return Records{}, false

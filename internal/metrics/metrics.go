@@ -17,8 +17,13 @@ import (
 
 // Config configures New.
 type Config struct {
-	// Namespace prefixes every metric; default "crmauthz".
+	// Namespace prefixes every metric.
 	Namespace string
+}
+
+// DefaultConfig returns the defaults, which New fills in for zero fields.
+func DefaultConfig() Config {
+	return Config{Namespace: "crmauthz"}
 }
 
 // Metrics is the set of crmauthz's collectors.
@@ -59,7 +64,7 @@ type requestLabels struct {
 func New(cfg Config) *Metrics {
 	ns := cfg.Namespace
 	if ns == "" {
-		ns = "crmauthz"
+		ns = DefaultConfig().Namespace
 	}
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),

@@ -24,6 +24,21 @@ import (
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
+// Config names where a fleet's replication log lives in NATS: the stream of
+// the events and their subject, and the object store bucket and object name
+// of the snapshots. Writers (crmauthz publish, the connectors' NATS sink)
+// and the reader (internal/natssource) start from DefaultConfig, so that both
+// meet on the same stream when neither is told otherwise.
+type Config struct {
+	Stream, Subject, SnapshotBucket, SnapshotName string
+}
+
+// DefaultConfig returns the names of docs/scaling.md.
+func DefaultConfig() Config {
+	return Config{Stream: "CRMAUTHZ", Subject: "crmauthz.events",
+		SnapshotBucket: "CRMAUTHZ_SNAPSHOTS", SnapshotName: "snapshot"}
+}
+
 // SeqMetadata is the key of a snapshot object's metadata that holds its seq
 // (the seq of its first line); SeqHeader the same as an object header.
 const (

@@ -63,7 +63,7 @@ func (s *Source) consume(ctx context.Context, stream jetstream.Stream, start uin
 			cancel()
 		}
 	}()
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(2*s.cfg.MaxBatch, 10_000)))
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(2*s.cfg.MaxBatch, MaxBatchLimit)))
 	if err != nil {
 		return outcome{}, fmt.Errorf("reading the stream: %w", err)
 	}

@@ -37,6 +37,8 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -54,12 +56,12 @@ type Config struct {
 	// of the stream on another subject is a gap (the stream is not dedicated).
 	Subject string
 	// Auth holds the credentials and TLS files.
-	Auth Auth
+	Auth natsconn.Auth
 	// SnapshotBucket is a JetStream object store bucket of snapshots
 	// (crmauthz snapshot publish); "" for none: a sidecar that needs a
 	// snapshot then waits for a PUT /v1/replication/snapshot.
 	SnapshotBucket string
-	// Name is the NATS connection name; default "crmauthz".
+	// Name is the NATS connection name.
 	Name string
 
 	Index      *index.Index
@@ -67,17 +69,31 @@ type Config struct {
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger // default slog.Default()
 
-	// MaxBatch is the most events applied in one transaction; default 1000.
+	// MaxBatch is the most events applied in one transaction (at most
+	// MaxBatchLimit).
 	MaxBatch int
 	// BatchWait is how long to wait for more events after the first of a
-	// batch; default 2ms.
+	// batch.
 	BatchWait time.Duration
 	// PollInterval is how often the stream's state is read (lag, trimming)
-	// and, while waiting for a snapshot, the bucket looked at; default 1s.
+	// and, while waiting for a snapshot, the bucket looked at.
 	PollInterval time.Duration
-	// MaxBackoff bounds the wait between reconnection attempts; default 10s
-	// (starting at 100ms, doubling, with jitter).
+	// MaxBackoff bounds the wait between reconnection attempts (starting at
+	// 100ms, doubling, with jitter).
 	MaxBackoff time.Duration
+}
+
+// MaxBatchLimit is the largest Config.MaxBatch.
+const MaxBatchLimit = 10_000
+
+// DefaultConfig returns the defaults, which New fills in for zero fields: the
+// stream and subject of natspub.DefaultConfig, no snapshot bucket, batches of
+// up to 1000 events gathered for 2ms, the stream's state read every second,
+// reconnections at most 10s apart.
+func DefaultConfig() Config {
+	log := natspub.DefaultConfig()
+	return Config{Stream: log.Stream, Subject: log.Subject, Name: "crmauthz",
+		MaxBatch: 1000, BatchWait: 2 * time.Millisecond, PollInterval: time.Second, MaxBackoff: 10 * time.Second}
 }
 
 // State is what the source is doing.
@@ -188,7 +204,7 @@ func New(cfg Config) (*Source, error) {
 	case cfg.Subject == "":
 		return nil, errors.New("natssource: the subject is empty")
 	}
-	if err := CheckURL(cfg.URL); err != nil {
+	if err := natsconn.CheckURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("natssource: %w", err)
 	}
 	opts, err := cfg.Auth.Options()
@@ -198,24 +214,28 @@ func New(cfg Config) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	d := DefaultConfig()
 	if cfg.Name == "" {
-		cfg.Name = "crmauthz"
+		cfg.Name = d.Name
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 1000
+		cfg.MaxBatch = d.MaxBatch
+	}
+	if cfg.MaxBatch > MaxBatchLimit {
+		return nil, fmt.Errorf("natssource: MaxBatch %d is above %d", cfg.MaxBatch, MaxBatchLimit)
 	}
 	if cfg.BatchWait <= 0 {
-		cfg.BatchWait = 2 * time.Millisecond
+		cfg.BatchWait = d.BatchWait
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = time.Second
+		cfg.PollInterval = d.PollInterval
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 10 * time.Second
+		cfg.MaxBackoff = d.MaxBackoff
 	}
 	s := &Source{
 		cfg: cfg, ix: cfg.Index, repl: cfg.Replicator, m: cfg.Metrics,
-		url:    Redact(cfg.URL),
+		url:    natsconn.Redact(cfg.URL),
 		stopCh: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.log = cfg.Logger.With("component", "nats-source", "stream", cfg.Stream)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/natstest"
 )
@@ -400,28 +401,28 @@ func TestAuthAndTLS(t *testing.T) {
 		name   string
 		server natstest.Options
 		client []nats.Option // the test's publisher
-		auth   Auth
+		auth   natsconn.Auth
 		scheme string
 		ok     bool
 		err    string
 	}{
 		{name: "token", server: natstest.Options{Token: "s3cret"}, client: []nats.Option{nats.Token("s3cret")},
-			auth: Auth{TokenFile: file("token", "s3cret")}, ok: true},
+			auth: natsconn.Auth{TokenFile: file("token", "s3cret")}, ok: true},
 		{name: "wrong token", server: natstest.Options{Token: "s3cret"}, client: []nats.Option{nats.Token("s3cret")},
-			auth: Auth{TokenFile: file("badtoken", "nope")}, err: "authorization"},
+			auth: natsconn.Auth{TokenFile: file("badtoken", "nope")}, err: "authorization"},
 		{name: "user and password", server: natstest.Options{User: "crm", Password: "pw"}, client: []nats.Option{nats.UserInfo("crm", "pw")},
-			auth: Auth{User: "crm", PasswordFile: file("pw", "pw")}, ok: true},
+			auth: natsconn.Auth{User: "crm", PasswordFile: file("pw", "pw")}, ok: true},
 		{name: "credentials file", server: natstest.Options{Trust: trust}, client: []nats.Option{nats.UserCredentials(publisherCreds)},
-			auth: Auth{CredsFile: sidecarCreds}, ok: true},
+			auth: natsconn.Auth{CredsFile: sidecarCreds}, ok: true},
 		{name: "credentials of another operator", server: natstest.Options{Trust: trust}, client: []nats.Option{nats.UserCredentials(publisherCreds)},
-			auth: Auth{CredsFile: strangerCreds}, err: "authorization"},
+			auth: natsconn.Auth{CredsFile: strangerCreds}, err: "authorization"},
 		{name: "TLS with a private CA", server: natstest.Options{TLS: tlsFiles}, client: []nats.Option{nats.RootCAs(tlsFiles.CA)},
-			auth: Auth{TLSCA: tlsFiles.CA}, scheme: "tls", ok: true},
+			auth: natsconn.Auth{TLSCA: tlsFiles.CA}, scheme: "tls", ok: true},
 		{name: "TLS without the CA", server: natstest.Options{TLS: tlsFiles}, client: []nats.Option{nats.RootCAs(tlsFiles.CA)},
 			scheme: "tls", err: "certificate"},
 		{name: "mutual TLS", server: natstest.Options{TLS: &mtls},
 			client: []nats.Option{nats.RootCAs(tlsFiles.CA), nats.ClientCert(tlsFiles.ClientCert, tlsFiles.ClientKey)},
-			auth:   Auth{TLSCA: tlsFiles.CA, TLSCert: tlsFiles.ClientCert, TLSKey: tlsFiles.ClientKey}, scheme: "tls", ok: true},
+			auth:   natsconn.Auth{TLSCA: tlsFiles.CA, TLSCert: tlsFiles.ClientCert, TLSKey: tlsFiles.ClientKey}, scheme: "tls", ok: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -463,10 +464,10 @@ func TestConfigErrors(t *testing.T) {
 		{"credentials in the URL are not logged", func(c *Config) { c.URL = "http://u:secret@h:1" }, "REDACTED"},
 		{"no stream", func(c *Config) { c.Stream = "" }, "stream"},
 		{"no subject", func(c *Config) { c.Subject = "" }, "subject"},
-		{"token and user", func(c *Config) { c.Auth = Auth{TokenFile: "t", User: "u", PasswordFile: "p"} }, "only one"},
-		{"user without a password", func(c *Config) { c.Auth = Auth{User: "u"} }, "password file"},
-		{"missing token file", func(c *Config) { c.Auth = Auth{TokenFile: "/nonexistent"} }, "token file"},
-		{"certificate without a key", func(c *Config) { c.Auth = Auth{TLSCert: "c.pem"} }, "key"},
+		{"token and user", func(c *Config) { c.Auth = natsconn.Auth{TokenFile: "t", User: "u", PasswordFile: "p"} }, "only one"},
+		{"user without a password", func(c *Config) { c.Auth = natsconn.Auth{User: "u"} }, "password file"},
+		{"missing token file", func(c *Config) { c.Auth = natsconn.Auth{TokenFile: "/nonexistent"} }, "token file"},
+		{"certificate without a key", func(c *Config) { c.Auth = natsconn.Auth{TLSCert: "c.pem"} }, "key"},
 		{"no index", func(c *Config) { c.Index = nil }, "required"},
 	}
 	for _, tc := range cases {

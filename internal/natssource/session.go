@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 )
 
 // errNoStream is the error of a session that found no stream.
@@ -48,7 +50,7 @@ func (s *Source) Run(ctx context.Context) error {
 		if progressed {
 			attempt = 1
 		}
-		wait := Backoff(attempt, 100*time.Millisecond, s.cfg.MaxBackoff)
+		wait := natsconn.Backoff(attempt, 100*time.Millisecond, s.cfg.MaxBackoff)
 		s.log.Warn("NATS replication interrupted; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		s.mu.Lock()
 		s.st.LastError = err.Error()

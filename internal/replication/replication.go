@@ -26,10 +26,16 @@ import (
 // Config configures New.
 type Config struct {
 	Index *index.Index
-	// MaxEvents is the most events one batch may hold; default 10,000.
+	// MaxEvents is the most events one batch may hold.
 	MaxEvents int
-	// MaxLineBytes is the longest snapshot line accepted; default 1 MiB.
+	// MaxLineBytes is the longest snapshot line accepted.
 	MaxLineBytes int
+}
+
+// DefaultConfig returns the defaults, which New fills in for zero fields:
+// 10,000 events per batch, snapshot lines of up to 1 MiB.
+func DefaultConfig() Config {
+	return Config{MaxEvents: 10_000, MaxLineBytes: 1 << 20}
 }
 
 // Replicator applies batches and snapshots to one index.
@@ -45,11 +51,12 @@ func New(cfg Config) (*Replicator, error) {
 	if cfg.Index == nil {
 		return nil, errors.New("replication: Config.Index is nil")
 	}
+	d := DefaultConfig()
 	if cfg.MaxEvents <= 0 {
-		cfg.MaxEvents = 10_000
+		cfg.MaxEvents = d.MaxEvents
 	}
 	if cfg.MaxLineBytes <= 0 {
-		cfg.MaxLineBytes = 1 << 20
+		cfg.MaxLineBytes = d.MaxLineBytes
 	}
 	return &Replicator{ix: cfg.Index, maxEvents: cfg.MaxEvents, maxLineBytes: cfg.MaxLineBytes}, nil
 }

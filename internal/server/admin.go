@@ -23,7 +23,7 @@ import (
 func (s *Server) requireReplicationAuth(c *gin.Context) {
 	if len(s.cfg.Token) == 0 {
 		if !IsLoopbackAddr(c.Request.RemoteAddr) {
-			s.writeError(c, newError(http.StatusUnauthorized, "unauthorized",
+			s.writeError(c, newError(http.StatusUnauthorized, codeUnauthorized,
 				"no replication token is configured, so only loopback clients may replicate"))
 		}
 		return
@@ -31,14 +31,14 @@ func (s *Server) requireReplicationAuth(c *gin.Context) {
 	const prefix = "bearer "
 	h := c.GetHeader("Authorization")
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		s.writeError(c, newError(http.StatusUnauthorized, "unauthorized", "missing bearer token"))
+		s.writeError(c, newError(http.StatusUnauthorized, codeUnauthorized, "missing bearer token"))
 		return
 	}
 	// Hash both sides so the comparison takes the same time whatever the lengths.
 	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(prefix):])))
 	want := sha256.Sum256(s.cfg.Token)
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-		s.writeError(c, newError(http.StatusUnauthorized, "unauthorized", "wrong bearer token"))
+		s.writeError(c, newError(http.StatusUnauthorized, codeUnauthorized, "wrong bearer token"))
 		return
 	}
 }
@@ -230,7 +230,7 @@ func (s *Server) readiness() string {
 
 func (s *Server) ready(c *gin.Context) {
 	if reason := s.readiness(); reason != "" {
-		s.writeError(c, newError(http.StatusServiceUnavailable, "not_ready", "%s", reason))
+		s.writeError(c, newError(http.StatusServiceUnavailable, codeNotReady, "%s", reason))
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})

@@ -55,7 +55,7 @@ func (s *Server) postCompile(c *gin.Context) {
 		return
 	}
 	if !s.dataPathAllowed(path) {
-		s.writeError(c, newError(http.StatusForbidden, "path_not_allowed",
+		s.writeError(c, newError(http.StatusForbidden, codePathNotAllowed,
 			"the Compile API does not serve %q here (allowed: see --data-api-paths)", path))
 		return
 	}
@@ -73,7 +73,7 @@ func (s *Server) postCompile(c *gin.Context) {
 		targets = [][2]string{td}
 	case accept == multiTarget:
 	default:
-		s.writeError(c, newError(http.StatusNotAcceptable, "invalid_request",
+		s.writeError(c, newError(http.StatusNotAcceptable, codeInvalidRequest,
 			"the Accept header must be one Compile API type (application/vnd.opa.sql.postgresql+json, …, application/vnd.opa.ucast.all+json, %s), not %q", multiTarget, accept))
 		return
 	}
@@ -137,7 +137,7 @@ func (s *Server) postCompile(c *gin.Context) {
 	var ce *policy.CompileErrors
 	switch {
 	case errors.As(err, &ce):
-		e := newError(http.StatusBadRequest, "compile_error", "the policy cannot be compiled to a filter for this target: %v", ce)
+		e := newError(http.StatusBadRequest, codeCompileError, "the policy cannot be compiled to a filter for this target: %v", ce)
 		e.Extra = map[string]any{"errors": ce.Errs}
 		s.writeError(c, e)
 		return

@@ -22,9 +22,13 @@ import (
 )
 
 // knownActions bounds the action label of crmauthz_decisions_total.
-var knownActions = map[string]bool{
-	"view": true, "edit": true, "delete": true, "change_owner": true, "add_follower": true, "remove_follower": true,
-}
+var knownActions = func() map[string]bool {
+	m := map[string]bool{}
+	for _, a := range index.Actions() {
+		m[a] = true
+	}
+	return m
+}()
 
 func actionLabel(a string) string {
 	if knownActions[a] {
@@ -82,7 +86,7 @@ type batchResponse struct {
 }
 
 func invalid(format string, args ...any) *apiError {
-	return newError(http.StatusBadRequest, "invalid_request", format, args...)
+	return newError(http.StatusBadRequest, codeInvalidRequest, format, args...)
 }
 
 // toInput checks one check's fields and returns the policy's input.
@@ -131,7 +135,7 @@ func (s *Server) waitForSeq(ctx context.Context, seq uint64) error {
 	defer cancel()
 	if err := s.ix.WaitForSeq(ctx, seq); err != nil {
 		applied := s.ix.AppliedSeq()
-		e := newError(http.StatusServiceUnavailable, "index_behind",
+		e := newError(http.StatusServiceUnavailable, codeIndexBehind,
 			"the index has applied seq %d, not yet %d (waited %s)", applied, seq, s.cfg.ConsistencyWait)
 		e.Extra = map[string]any{"applied_seq": applied}
 		return e
@@ -146,10 +150,12 @@ func evalError(err error) error {
 	if errors.As(err, &ae) {
 		return err
 	}
+	e := newError(http.StatusInternalServerError, codeEvaluationError, "the decision could not be evaluated (denied): %v", err)
 	if errors.Is(err, policy.ErrEvalTimeout) {
-		return newError(http.StatusInternalServerError, reasonEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
+		e = newError(http.StatusInternalServerError, codeEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
 	}
-	return newError(http.StatusInternalServerError, "evaluation_error", "the decision could not be evaluated (denied): %v", err)
+	e.Err = err
+	return e
 }
 
 // errorReason is the reason label of crmauthz_decisions_total for a
@@ -243,7 +249,7 @@ func (s *Server) postDecisions(c *gin.Context) {
 		return
 	}
 	if len(req.Checks) > maxChecks {
-		s.writeError(c, newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%d checks, at most %d", len(req.Checks), maxChecks))
+		s.writeError(c, newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "%d checks, at most %d", len(req.Checks), maxChecks))
 		return
 	}
 	inputs := make([]policy.Input, len(req.Checks))
@@ -340,7 +346,7 @@ func (s *Server) postData(c *gin.Context) {
 		return
 	}
 	if !s.dataPathAllowed(path) {
-		s.writeError(c, newError(http.StatusForbidden, "path_not_allowed",
+		s.writeError(c, newError(http.StatusForbidden, codePathNotAllowed,
 			"the Data API does not serve %q here (allowed: see --data-api-paths)", path))
 		return
 	}

@@ -16,21 +16,70 @@ import (
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
+// The error codes of docs/reference.md §2.6, the "code" of every error body;
+// toAPIError is the one table that maps errors to them and their statuses.
+const (
+	codeCompileError         = "compile_error"
+	codeDenied               = "denied"
+	codeEvaluationError      = "evaluation_error"
+	codeEvaluationTimeout    = "evaluation_timeout"
+	codeFilterNotDefined     = "filter_not_defined"
+	codeFilterUntranslatable = "filter_untranslatable"
+	codeIndexBehind          = "index_behind"
+	codeIndexClosed          = "index_closed"
+	codeIndexReadOnly        = "index_read_only"
+	codeIndexUnwritable      = "index_unwritable"
+	codeInsufficientStorage  = "insufficient_storage"
+	codeInternalError        = "internal_error"
+	codeInvalidEvent         = "invalid_event"
+	codeInvalidRequest       = "invalid_request"
+	codeInvalidSnapshot      = "invalid_snapshot"
+	codeMalformedJSON        = "malformed_json"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeNotFound             = "not_found"
+	codeNotReady             = "not_ready"
+	codeOverloaded           = "overloaded"
+	codePathNotAllowed       = "path_not_allowed"
+	codePayloadTooLarge      = "payload_too_large"
+	codeRequestTimeout       = "request_timeout"
+	codeSequenceGap          = "sequence_gap"
+	codeSnapshotInProgress   = "snapshot_in_progress"
+	codeTimeout              = "timeout"
+	codeTruncated            = "truncated"
+	codeUnauthenticated      = "unauthenticated"
+	codeUnauthorized         = "unauthorized"
+	codeUnknownSubject       = "unknown_subject"
+)
+
 // apiError is an error the server itself raises, with its status and code.
 type apiError struct {
 	Status  int
 	Code    string
 	Message string
 	Extra   map[string]any // fields added inside "error" (applied_seq, index, line)
+	Err     error          // the cause it was made from, or nil
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+func (e *apiError) Unwrap() error { return e.Err }
 
 func newError(status int, code, format string, args ...any) *apiError {
 	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// toAPIError is the one table that maps every error to an HTTP status and a
+// toAPIError returns the apiError err holds, or the one errorTable makes of
+// err, which it wraps (errors.Is and As still find the cause).
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	ae = errorTable(err)
+	ae.Err = err
+	return ae
+}
+
+// errorTable is the one table that maps every error to an HTTP status and a
 // code of docs/reference.md §2.6. Anything it does not know is a 500: on the
 // decision listener that is a deny, never an allow.
 //
@@ -38,9 +87,8 @@ func newError(status int, code, format string, args ...any) *apiError {
 // *SnapshotLineError wraps the event's or the line's own error (a
 // *strictjson.Error, say), and is answered as a whole (422 with its index or
 // line), never as what it wraps.
-func toAPIError(err error) *apiError {
+func errorTable(err error) *apiError {
 	var (
-		ae   *apiError
 		mbe  *http.MaxBytesError
 		sje  *strictjson.Error
 		mal  *replication.MalformedError
@@ -49,56 +97,54 @@ func toAPIError(err error) *apiError {
 		line *replication.SnapshotLineError
 	)
 	switch {
-	case errors.As(err, &ae):
-		return ae
 	case errors.As(err, &inv):
-		e := newError(http.StatusUnprocessableEntity, "invalid_event", "%s", inv.Error())
+		e := newError(http.StatusUnprocessableEntity, codeInvalidEvent, "%s", inv.Error())
 		e.Extra = map[string]any{"index": inv.Index}
 		return e
 	case errors.As(err, &line):
-		e := newError(http.StatusUnprocessableEntity, "invalid_snapshot", "%s", line.Error())
+		e := newError(http.StatusUnprocessableEntity, codeInvalidSnapshot, "%s", line.Error())
 		e.Extra = map[string]any{"line": line.Line}
 		return e
 	case errors.As(err, &gap):
-		e := newError(http.StatusConflict, "sequence_gap", "%s", gap.Error())
+		e := newError(http.StatusConflict, codeSequenceGap, "%s", gap.Error())
 		e.Extra = map[string]any{"applied_seq": gap.AppliedSeq}
 		return e
 	case errors.As(err, &mbe):
 		// also a *strictjson.Error of kind ErrTooLarge, which wraps it
-		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than %d bytes", mbe.Limit)
+		return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", mbe.Limit)
 	case errors.As(err, &sje):
 		switch {
 		case sje.Malformed():
-			return newError(http.StatusBadRequest, "malformed_json", "%s", sje.Msg)
+			return newError(http.StatusBadRequest, codeMalformedJSON, "%s", sje.Msg)
 		case errors.Is(sje, strictjson.ErrTooLarge):
-			return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%s", sje.Msg)
+			return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "%s", sje.Msg)
 		}
-		return newError(http.StatusBadRequest, "invalid_request", "%s", sje.Msg) // unknown field, key twice, wrong type
+		return newError(http.StatusBadRequest, codeInvalidRequest, "%s", sje.Msg) // unknown field, key twice, wrong type
 	case errors.As(err, &mal):
-		return newError(http.StatusBadRequest, "malformed_json", "%s", mal.Msg)
+		return newError(http.StatusBadRequest, codeMalformedJSON, "%s", mal.Msg)
 	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF):
 		// a body read that ended before Content-Length (the decoders turn
 		// their own unexpected ends into *replication.MalformedError first)
-		return newError(http.StatusBadRequest, "truncated",
+		return newError(http.StatusBadRequest, codeTruncated,
 			"the body ended before the length it announced (Content-Length): it was cut off on the way; nothing was changed")
 	case errors.Is(err, replication.ErrTooManyEvents):
-		return newError(http.StatusRequestEntityTooLarge, "payload_too_large", "%v", err)
+		return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "%v", err)
 	case errors.Is(err, replication.ErrSnapshotInProgress):
-		return newError(http.StatusServiceUnavailable, "snapshot_in_progress", "%v", err)
+		return newError(http.StatusServiceUnavailable, codeSnapshotInProgress, "%v", err)
 	case errors.Is(err, index.ErrReadOnly):
-		return newError(http.StatusServiceUnavailable, "index_read_only", "the index is open read-only")
+		return newError(http.StatusServiceUnavailable, codeIndexReadOnly, "the index is open read-only")
 	case errors.Is(err, index.ErrClosed):
-		return newError(http.StatusServiceUnavailable, "index_closed", "the index is closed (shutting down)")
+		return newError(http.StatusServiceUnavailable, codeIndexClosed, "the index is closed (shutting down)")
 	case errors.Is(err, syscall.ENOSPC):
-		return newError(http.StatusInsufficientStorage, "insufficient_storage", "the data directory is full: %v", err)
+		return newError(http.StatusInsufficientStorage, codeInsufficientStorage, "the data directory is full: %v", err)
 	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return newError(http.StatusServiceUnavailable, "index_unwritable", "the data directory cannot be written: %v", err)
+		return newError(http.StatusServiceUnavailable, codeIndexUnwritable, "the data directory cannot be written: %v", err)
 	case isTimeout(err):
-		return newError(http.StatusRequestTimeout, "request_timeout", "the request was not received in time: %v", err)
+		return newError(http.StatusRequestTimeout, codeRequestTimeout, "the request was not received in time: %v", err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return newError(http.StatusServiceUnavailable, "timeout", "%v", err)
+		return newError(http.StatusServiceUnavailable, codeTimeout, "%v", err)
 	}
-	return newError(http.StatusInternalServerError, "internal_error", "%v", err)
+	return newError(http.StatusInternalServerError, codeInternalError, "%v", err)
 }
 
 // errTruncated is a body that ended before its Content-Length.

@@ -93,7 +93,7 @@ func (s *Server) grpcRecovery(ctx context.Context, req any, info *grpc.UnaryServ
 		if v := recover(); v != nil {
 			s.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", v, "stack", string(debug.Stack()))
 			if _, ok := req.(*authv3.CheckRequest); ok {
-				a := gatewayAnswer{status: http.StatusForbidden, code: "internal_error", reason: "internal_error",
+				a := gatewayAnswer{status: http.StatusForbidden, code: codeInternalError, reason: "internal_error",
 					message: "internal error (denied)", id: s.ids.next()}
 				s.m.Decision(endpointExtAuthzGRPC, "other", false, "internal_error")
 				resp, err = checkResponse(&a), nil

@@ -100,7 +100,7 @@ func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
 			return err
 		}
 		if len(p.Unknowns) != 1 {
-			return newError(http.StatusInternalServerError, "filter_untranslatable",
+			return newError(http.StatusInternalServerError, codeFilterUntranslatable,
 				"the data filter needs exactly one unknown (the record), not %v", p.Unknowns)
 		}
 		// The translation for this location and dialect is memoized with
@@ -134,11 +134,11 @@ func filterError(err error) error {
 	var ue *filter.UntranslatableError
 	switch {
 	case errors.As(err, &ue):
-		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", ue)
+		return newError(http.StatusInternalServerError, codeFilterUntranslatable, "%v", ue)
 	case errors.Is(err, policy.ErrFilterUnderivable):
-		return newError(http.StatusInternalServerError, "filter_untranslatable", "%v", err)
+		return newError(http.StatusInternalServerError, codeFilterUntranslatable, "%v", err)
 	case errors.Is(err, policy.ErrNoViewFilter):
-		return newError(http.StatusNotImplemented, "filter_not_defined", "%v", err)
+		return newError(http.StatusNotImplemented, codeFilterNotDefined, "%v", err)
 	}
 	return evalError(err)
 }

@@ -37,17 +37,17 @@ const (
 
 // Reasons crmauthz gives itself (the policy gives the others).
 const (
-	reasonInvalidRequest  = "invalid_request"   // the gateway did not say which request it asks about
+	reasonInvalidRequest  = codeInvalidRequest  // the gateway did not say which request it asks about
 	reasonInvalidPath     = "invalid_path"      // a path that is not in canonical form
 	reasonMethodOverride  = "method_override"   // X-HTTP-Method-Override and its kin
-	reasonUnauthenticated = "unauthenticated"   // no identity, or one that is not acceptable
+	reasonUnauthenticated = codeUnauthenticated // no identity, or one that is not acceptable
 	reasonBodyTruncated   = "body_truncated"    // Envoy sent part of the body
-	reasonBodyTooLarge    = "payload_too_large" // the body is over --max-decision-bytes
+	reasonBodyTooLarge    = codePayloadTooLarge // the body is over --max-decision-bytes
 	reasonInvalidBody     = "invalid_body"      // not JSON, or not one reading
 	reasonAmbiguousBody   = "ambiguous_body"    // one field given twice (regovalue.BodyError.Ambiguous)
-	reasonEvaluationError = "evaluation_error"  // the policy could not decide
+	reasonEvaluationError = codeEvaluationError // the policy could not decide
 	// the policy did not decide within --eval-timeout
-	reasonEvaluationTimeout = "evaluation_timeout"
+	reasonEvaluationTimeout = codeEvaluationTimeout
 )
 
 // maxURIBytes is the longest original URI accepted.
@@ -184,7 +184,7 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		return deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
 	}
 	if !d.Allow {
-		ans.status, ans.code, ans.reason = http.StatusForbidden, "denied", d.Reason
+		ans.status, ans.code, ans.reason = http.StatusForbidden, codeDenied, d.Reason
 		ans.message = "denied: " + d.Reason
 		if d.Message != "" {
 			ans.message += ": " + d.Message

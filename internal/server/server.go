@@ -40,15 +40,15 @@ type Config struct {
 
 	// Token is the replication bearer token. Empty: only loopback clients may replicate.
 	Token []byte
-	// MaxDecisionBytes limits decision request bodies; default 1 MiB.
+	// MaxDecisionBytes limits decision request bodies.
 	MaxDecisionBytes int64
-	// MaxBatchBytes limits replication batch bodies; default 16 MiB.
+	// MaxBatchBytes limits replication batch bodies.
 	MaxBatchBytes int64
-	// MaxSnapshotBytes limits snapshot bodies; default 8 GiB.
+	// MaxSnapshotBytes limits snapshot bodies.
 	MaxSnapshotBytes int64
-	// SnapshotTimeout bounds reading or writing one snapshot; default 15 minutes.
+	// SnapshotTimeout bounds reading or writing one snapshot.
 	SnapshotTimeout time.Duration
-	// ConsistencyWait is how long a decision with min_seq waits for the index; default 200ms.
+	// ConsistencyWait is how long a decision with min_seq waits for the index.
 	ConsistencyWait time.Duration
 	// ReadyMinSeq: /health/ready answers 503 until the index has applied this seq.
 	ReadyMinSeq uint64
@@ -71,6 +71,57 @@ type Config struct {
 	// Filter translates the data filter (GET /v1/subjects/{id}/filter) to the
 	// mapped tables; default: the default schema.
 	Filter *filter.Translator
+	// Listeners bounds the HTTP listeners that HTTPServer and Limit build
+	// (the serve command sets it from its flags); New does not read it.
+	Listeners ListenerConfig
+}
+
+// ListenerConfig bounds the decision and admin listeners
+// (docs/operations.md "Bounds").
+type ListenerConfig struct {
+	// Addr, AdminAddr and GRPCAddr are the listen addresses of the decision
+	// API, the admin API and Envoy's ext_authz gRPC service ("": off).
+	Addr, AdminAddr, GRPCAddr string
+	// ReadHeaderTimeout is the time a client has to send its headers;
+	// ReadTimeout to send a whole request (snapshot uploads extend theirs).
+	ReadHeaderTimeout, ReadTimeout time.Duration
+	// WriteTimeout and IdleTimeout of each connection.
+	WriteTimeout, IdleTimeout time.Duration
+	// MaxHeaderBytes limits the request headers.
+	MaxHeaderBytes int
+	// BodyTimeout is Limits.BodyTimeout of both listeners.
+	BodyTimeout time.Duration
+	// MaxInFlight and AdminMaxInFlight are Limits.MaxInFlight of the
+	// decision and the admin listener (0: no limit).
+	MaxInFlight, AdminMaxInFlight int
+	// ShutdownTimeout is the time in-flight requests get on SIGTERM.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults: New fills them in for zero fields, and
+// the serve command's flags show them (cmd/crmauthz).
+func DefaultConfig() Config {
+	return Config{
+		MaxDecisionBytes: 1 << 20,
+		MaxBatchBytes:    16 << 20,
+		MaxSnapshotBytes: 8 << 30,
+		SnapshotTimeout:  15 * time.Minute,
+		ConsistencyWait:  200 * time.Millisecond,
+		DataPaths:        []string{"crmauthz/decision", "crmauthz/allow"},
+		Listeners: ListenerConfig{
+			Addr:              "127.0.0.1:8181",
+			AdminAddr:         "127.0.0.1:8282",
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			BodyTimeout:       5 * time.Second,
+			MaxInFlight:       1024,
+			AdminMaxInFlight:  64,
+			ShutdownTimeout:   15 * time.Second,
+		},
+	}
 }
 
 // Server serves the decision and admin listeners.
@@ -100,23 +151,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	d := DefaultConfig()
 	if cfg.MaxDecisionBytes <= 0 {
-		cfg.MaxDecisionBytes = 1 << 20
+		cfg.MaxDecisionBytes = d.MaxDecisionBytes
 	}
 	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = 16 << 20
+		cfg.MaxBatchBytes = d.MaxBatchBytes
 	}
 	if cfg.MaxSnapshotBytes <= 0 {
-		cfg.MaxSnapshotBytes = 8 << 30
+		cfg.MaxSnapshotBytes = d.MaxSnapshotBytes
 	}
 	if cfg.SnapshotTimeout <= 0 {
-		cfg.SnapshotTimeout = 15 * time.Minute
+		cfg.SnapshotTimeout = d.SnapshotTimeout
 	}
 	if cfg.ConsistencyWait <= 0 {
-		cfg.ConsistencyWait = 200 * time.Millisecond
+		cfg.ConsistencyWait = d.ConsistencyWait
 	}
 	if cfg.DataPaths == nil {
-		cfg.DataPaths = []string{"crmauthz/decision", "crmauthz/allow"}
+		cfg.DataPaths = d.DataPaths
 	}
 	if cfg.Identity == nil {
 		id, err := identity.New(identity.Config{})
@@ -161,17 +213,23 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// HTTPServer returns an http.Server for h with crmauthz's timeouts and header
-// limit. Handlers that stream (snapshots) extend their own deadlines.
+// HTTPServer returns an http.Server for h with the default timeouts and
+// header limit (DefaultConfig().Listeners). Handlers that stream (snapshots)
+// extend their own deadlines.
 func HTTPServer(addr string, h http.Handler) *http.Server {
+	return DefaultConfig().Listeners.HTTPServer(addr, h)
+}
+
+// HTTPServer returns an http.Server for h with l's timeouts and header limit.
+func (l ListenerConfig) HTTPServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr:              addr,
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
 	}
 }
 
@@ -181,10 +239,10 @@ func (s *Server) newEngine(listener string) *gin.Engine {
 	r.ContextWithFallback = true
 	r.Use(s.recovery(), s.countRequests(listener))
 	r.NoRoute(func(c *gin.Context) {
-		s.writeError(c, newError(http.StatusNotFound, "not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusNotFound, codeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.writeError(c, newError(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusMethodNotAllowed, codeMethodNotAllowed, "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
 	})
 	return r
 }
@@ -235,7 +293,7 @@ func (s *Server) recovery() gin.HandlerFunc {
 					// client sees a broken transfer, never a short body taken for whole.
 					panic(http.ErrAbortHandler)
 				}
-				s.writeError(c, newError(http.StatusInternalServerError, "internal_error", "internal error"))
+				s.writeError(c, newError(http.StatusInternalServerError, codeInternalError, "internal error"))
 			}
 		}()
 		c.Next()

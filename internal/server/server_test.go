@@ -188,9 +188,42 @@ func TestErrorTableCoversServerErrors(t *testing.T) {
 		{errors.New("something else"), 500, "internal_error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			for _, err := range []error{tc.err, fmt.Errorf("handler: %w", tc.err)} {
+				ae := toAPIError(err)
+				if ae.Status != tc.code || ae.Code != tc.name || ae.Message == "" {
+					t.Fatalf("%v: got %+v", err, ae)
+				}
+				// The answer keeps its cause: errors.Is still finds it.
+				if !errors.Is(ae, tc.err) {
+					t.Errorf("%v: errors.Is(answer, cause) is false", err)
+				}
+			}
+		})
+	}
+}
+
+// TestErrorTableKeepsAPIErrors: an apiError, wrapped or not, is answered as it is, and unwraps
+// to its cause (no cycle through the wrapper).
+func TestErrorTableKeepsAPIErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		err        error
+		status     int
+		code       string
+		cause      error
+		causeFound bool
+	}{
+		{"evaluation error", evalError(index.ErrClosed), 500, codeEvaluationError, index.ErrClosed, true},
+		{"evaluation timeout", evalError(fmt.Errorf("eval: %w", policy.ErrEvalTimeout)), 500, codeEvaluationTimeout, policy.ErrEvalTimeout, true},
+		{"wrapped apiError", fmt.Errorf("x: %w", newError(http.StatusNotFound, codeNotFound, "no")), 404, codeNotFound, index.ErrClosed, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ae := toAPIError(tc.err)
-			if ae.Status != tc.code || ae.Code != tc.name || ae.Message == "" {
-				t.Fatalf("got %+v", ae)
+			if ae.Status != tc.status || ae.Code != tc.code {
+				t.Fatalf("got %+v, want %d %s", ae, tc.status, tc.code)
+			}
+			if got := errors.Is(ae, tc.cause); got != tc.causeFound {
+				t.Errorf("errors.Is(answer, %v) = %v, want %v", tc.cause, got, tc.causeFound)
 			}
 		})
 	}

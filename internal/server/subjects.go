@@ -143,7 +143,7 @@ func (s *Server) getSubjectRecords(c *gin.Context) {
 	}
 	subject, ok, err := subjectOfPath(c.Request.URL.EscapedPath(), "/records")
 	if !ok {
-		s.writeError(c, newError(http.StatusNotFound, "not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusNotFound, codeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 		return
 	}
 	if err != nil {
@@ -201,7 +201,7 @@ func (s *Server) getSubjectRecords(c *gin.Context) {
 	case err != nil:
 		s.writeError(c, evalError(err))
 	case unknown:
-		s.writeError(c, newError(http.StatusNotFound, "unknown_subject", "the subject %q is not in the index", subject))
+		s.writeError(c, newError(http.StatusNotFound, codeUnknownSubject, "the subject %q is not in the index", subject))
 	default:
 		c.JSON(http.StatusOK, resp)
 	}

@@ -29,6 +29,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/crmauthz/crmauthz/tools/chart"
 )
@@ -298,6 +299,8 @@ type pod struct {
 	vols   map[string]string // volume name -> directory here
 	args   []string
 	env    []string
+	// fileArgs are the translated settings of the --config file, as flags (configArgs)
+	fileArgs []string
 	// listener flag -> the container port it had
 	listenPorts map[string]int32
 }
@@ -357,6 +360,7 @@ func podFromManifests(t testing.TB, m manifests, tmpl corev1.PodTemplateSpec, co
 		t.Fatalf("command %v: the test runs the image's entrypoint", c.Command)
 	}
 	p.args = p.translate(t, c.Args)
+	p.translateConfigFile(t)
 	env := slicesClone(img.env)
 	for _, e := range c.Env {
 		if e.ValueFrom != nil {
@@ -413,6 +417,50 @@ func (p *pod) translate(t testing.TB, args []string) []string {
 		out = append(out, name+"="+p.path(t, v))
 	}
 	return out
+}
+
+// translateConfigFile rewrites the --config file laid out here as translate does the arguments:
+// its paths become directories here, its listeners port 0.
+func (p *pod) translateConfigFile(t testing.TB) {
+	t.Helper()
+	file, ok := flagValue(p.args, "config")
+	if !ok {
+		return
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kv map[string]any
+	if err := yaml.UnmarshalStrict(raw, &kv); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	for k, v := range kv {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		if hp := hostPort.FindStringSubmatch(s); hp != nil {
+			port, _ := strconv.Atoi(hp[2])
+			p.listenPorts[k] = int32(port)
+			kv[k] = hp[1] + ":0"
+			continue
+		}
+		kv[k] = p.path(t, s)
+	}
+	out, err := yaml.Marshal(kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.fileArgs = configArgs(t, string(out))
+}
+
+// effectiveArgs are the arguments and then the --config file's settings (which they override).
+func (p *pod) effectiveArgs() []string {
+	return append(slicesClone(p.args), p.fileArgs...)
 }
 
 type running struct {
@@ -812,10 +860,10 @@ func TestSidecarRunsTheBinary(t *testing.T) {
 	c := containerNamed(t, d.Spec.Template.Spec.Containers, "crmauthz")
 	r := p.start(t, bin)
 
-	if a, _ := flagValue(p.args, "addr"); !strings.HasPrefix(a, "127.0.0.1:") {
+	if a, _ := flagValue(p.effectiveArgs(), "addr"); !strings.HasPrefix(a, "127.0.0.1:") {
 		t.Errorf("--addr=%s in sidecar mode, want loopback", a)
 	}
-	if a, _ := flagValue(p.args, "admin-addr"); !strings.HasPrefix(a, "0.0.0.0:") {
+	if a, _ := flagValue(p.effectiveArgs(), "admin-addr"); !strings.HasPrefix(a, "0.0.0.0:") {
 		t.Errorf("--admin-addr=%s, want every interface (probes come from the kubelet)", a)
 	}
 	if code, _ := do(t, http.MethodGet, "http://"+r.addrOfPort(t, p, c, c.LivenessProbe.HTTPGet.Port.StrVal)+c.LivenessProbe.HTTPGet.Path, "", ""); code != http.StatusOK {
@@ -858,7 +906,7 @@ func TestSidecarRunsTheBinary(t *testing.T) {
 	} else {
 		conn.Close()
 	}
-	if a, _ := flagValue(p.args, "grpc-addr"); !strings.HasPrefix(a, "127.0.0.1:") {
+	if a, _ := flagValue(p.effectiveArgs(), "grpc-addr"); !strings.HasPrefix(a, "127.0.0.1:") {
 		t.Errorf("--grpc-addr=%s in sidecar mode, want loopback", a)
 	}
 	if t.Failed() {

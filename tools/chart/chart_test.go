@@ -151,7 +151,7 @@ func ptr[T any](v T) *T { return &v }
 // checkContainer asserts what both modes share: the restricted securityContext, probes on the
 // admin port, the volume mounts (policies and token read-only, no subPath anywhere) and the
 // arguments that wire them.
-func checkContainer(t testing.TB, c corev1.Container, admin string) {
+func checkContainer(t testing.TB, m manifests, c corev1.Container, admin string) {
 	t.Helper()
 	if !reflect.DeepEqual(c.SecurityContext, &restricted) {
 		t.Errorf("securityContext = %+v, want the restricted one", c.SecurityContext)
@@ -198,25 +198,32 @@ func checkContainer(t testing.TB, c corev1.Container, admin string) {
 		}
 		mounts[m.Name] = m
 	}
+	cfg, ok := mounts["crmauthz-config"]
+	if !ok || !cfg.ReadOnly {
+		t.Errorf("config mount %+v, want it read-only", cfg)
+	}
+	if v, _ := flagValue(c.Args, "config"); filepath.Dir(v) != cfg.MountPath || configText(t, m, filepath.Base(v)) == "" {
+		t.Errorf("--config=%q, the config ConfigMap is mounted at %q", v, cfg.MountPath)
+	}
 	pol, ok := mounts["crmauthz-policies"]
 	if !ok || !pol.ReadOnly {
 		t.Errorf("policies mount %+v, want it read-only", pol)
 	}
-	if v, _ := flagValue(c.Args, "policies"); v != pol.MountPath {
+	if v, _ := flagValue(serveArgs(t, m, c), "policies"); v != pol.MountPath {
 		t.Errorf("--policies=%q, the ConfigMap is mounted at %q", v, pol.MountPath)
 	}
 	tok, ok := mounts["crmauthz-token"]
 	if !ok || !tok.ReadOnly {
 		t.Errorf("token mount %+v, want it read-only", tok)
 	}
-	if v, _ := flagValue(c.Args, "replication-token-file"); v != tok.MountPath+"/token" {
+	if v, _ := flagValue(serveArgs(t, m, c), "replication-token-file"); v != tok.MountPath+"/token" {
 		t.Errorf("--replication-token-file=%q, the Secret is mounted at %q", v, tok.MountPath)
 	}
 	data, ok := mounts["crmauthz-data"]
 	if !ok || data.ReadOnly {
 		t.Errorf("index mount %+v, want it writable", data)
 	}
-	if v, _ := flagValue(c.Args, "data-dir"); v != data.MountPath {
+	if v, _ := flagValue(serveArgs(t, m, c), "data-dir"); v != data.MountPath {
 		t.Errorf("--data-dir=%q, the index volume is mounted at %q", v, data.MountPath)
 	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
@@ -265,13 +272,13 @@ func TestStandaloneScenarios(t *testing.T) {
 	}{
 		{
 			scenario: "standalone-default", workload: "Deployment",
-			kinds: []string{"ConfigMap/" + full + "-policies", "Deployment/" + full, "Secret/" + full + "-replication",
+			kinds: []string{"ConfigMap/" + full + "-config", "ConfigMap/" + full + "-policies", "Deployment/" + full, "Secret/" + full + "-replication",
 				"Service/" + full, "Service/" + full + "-admin", "ServiceAccount/" + full},
 			secret: full + "-replication", key: "token",
 		},
 		{
 			scenario: "standalone-full", workload: "StatefulSet",
-			kinds: []string{"ConfigMap/" + full + "-policies", "HorizontalPodAutoscaler/" + full, "NetworkPolicy/" + full,
+			kinds: []string{"ConfigMap/" + full + "-config", "ConfigMap/" + full + "-policies", "HorizontalPodAutoscaler/" + full, "NetworkPolicy/" + full,
 				"PodDisruptionBudget/" + full, "Service/" + full, "Service/" + full + "-admin", "ServiceAccount/" + full,
 				"ServiceMonitor/" + full, "StatefulSet/" + full},
 			secret: "crm-replication", key: "bearer-token", grpc: true,
@@ -292,7 +299,7 @@ func TestStandaloneScenarios(t *testing.T) {
 				t.Fatalf("containers %d, want 1", len(spec.Containers))
 			}
 			c := containerNamed(t, spec.Containers, "crmauthz")
-			checkContainer(t, c, "admin")
+			checkContainer(t, m, c, "admin")
 			checkTokenVolume(t, spec.Volumes, tc.secret, tc.key, 0o440)
 
 			// Pod: restricted, no API token, no service links (CRMAUTHZ_* variables).
@@ -317,11 +324,11 @@ func TestStandaloneScenarios(t *testing.T) {
 
 			// Listeners bind every interface: the Services must reach them.
 			for _, f := range []string{"addr", "admin-addr"} {
-				if v, _ := flagValue(c.Args, f); !strings.HasPrefix(v, "0.0.0.0:") {
+				if v, _ := flagValue(serveArgs(t, m, c), f); !strings.HasPrefix(v, "0.0.0.0:") {
 					t.Errorf("--%s=%s, want 0.0.0.0:port in standalone mode", f, v)
 				}
 			}
-			grpcAddr, hasGRPC := flagValue(c.Args, "grpc-addr")
+			grpcAddr, hasGRPC := flagValue(serveArgs(t, m, c), "grpc-addr")
 			if hasGRPC != tc.grpc || (tc.grpc && grpcAddr != "0.0.0.0:9191") {
 				t.Errorf("--grpc-addr=%q (given: %v), want it %v", grpcAddr, hasGRPC, tc.grpc)
 			}
@@ -347,7 +354,7 @@ func TestStandaloneScenarios(t *testing.T) {
 			if !reflect.DeepEqual(gotSvc, wantSvc) {
 				t.Errorf("Service ports %v, want %v (the admin port is only on the headless Service)", gotSvc, wantSvc)
 			}
-			if addr, _ := flagValue(c.Args, "addr"); !strings.HasSuffix(addr, ":8181") || ports["http"] != 8181 {
+			if addr, _ := flagValue(serveArgs(t, m, c), "addr"); !strings.HasSuffix(addr, ":8181") || ports["http"] != 8181 {
 				t.Errorf("--addr=%s, container port http %d", addr, ports["http"])
 			}
 			if admin.Spec.ClusterIP != "None" || !admin.Spec.PublishNotReadyAddresses || len(admin.Spec.Ports) != 1 ||
@@ -391,7 +398,7 @@ func TestStandaloneDefaultDetails(t *testing.T) {
 		t.Errorf("scrape annotations %v", pod.Annotations)
 	}
 	c := containerNamed(t, pod.Spec.Containers, "crmauthz")
-	if v, _ := flagValue(c.Args, "ready-min-seq"); v != "1" {
+	if v, _ := flagValue(serveArgs(t, m, c), "ready-min-seq"); v != "1" {
 		t.Errorf("--ready-min-seq=%q, want 1: an empty index must not be ready", v)
 	}
 	if c.Image != "crmauthz:0.1.0" {
@@ -442,12 +449,12 @@ func TestStandaloneFullDetails(t *testing.T) {
 	}
 	c := containerNamed(t, ss.Spec.Template.Spec.Containers, "crmauthz")
 	for _, want := range []string{"--policies-require-tests", "--decision-log=stdout", "--consistency-wait=500ms"} {
-		if !slices.Contains(c.Args, want) {
+		if !slices.Contains(serveArgs(t, m, c), want) {
 			t.Errorf("args %v lack %s", c.Args, want)
 		}
 	}
 	for _, want := range []string{"--jwt-jwks-file=/etc/crmauthz/jwt/jwks.json", "--jwt-issuer=https://idp.crm.example"} {
-		if !slices.Contains(c.Args, want) {
+		if !slices.Contains(serveArgs(t, m, c), want) {
 			t.Errorf("args %v lack %s", c.Args, want)
 		}
 	}
@@ -646,11 +653,11 @@ func TestBuiltinPolicyNeedsNoConfigMap(t *testing.T) {
 	m := render(t, chartDir, scenario("standalone-default"), vals("policies.builtin", true))
 	_, pod := podOf(t, m)
 	c := containerNamed(t, pod.Spec.Containers, "crmauthz")
-	if _, ok := flagValue(c.Args, "policies"); ok {
+	if _, ok := flagValue(serveArgs(t, m, c), "policies"); ok {
 		t.Errorf("args %v: --policies with policies.builtin", c.Args)
 	}
 	for _, k := range m.keys() {
-		if strings.HasPrefix(k, "ConfigMap/") {
+		if strings.HasPrefix(k, "ConfigMap/") && k != "ConfigMap/"+releaseName+"-crmauthz-config" {
 			t.Errorf("rendered %s with policies.builtin", k)
 		}
 	}

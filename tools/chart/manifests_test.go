@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -261,4 +262,77 @@ func flagValue(args []string, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// serveArgs is the crmauthz container's command line with its --config file (the key of the
+// rendered ConfigMap it names) spelt out as flags after the explicit ones, which override it.
+func serveArgs(t testing.TB, m manifests, c corev1.Container) []string {
+	t.Helper()
+	var explicit []string
+	file := ""
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			file = v
+			continue
+		}
+		explicit = append(explicit, a)
+	}
+	if file == "" {
+		return explicit
+	}
+	return append(explicit, configArgs(t, configText(t, m, filepath.Base(file)))...)
+}
+
+// configText is the one rendered ConfigMap entry named key.
+func configText(t testing.TB, m manifests, key string) string {
+	t.Helper()
+	var found []string
+	for _, k := range m.keys() {
+		if cm, ok := m.objs[k].(*corev1.ConfigMap); ok {
+			if text, ok := cm.Data[key]; ok {
+				found = append(found, text)
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d ConfigMaps hold %s, want 1", len(found), key)
+	}
+	return found[0]
+}
+
+// configArgs turns a --config file into flags: --name=value (a list comma-separated), --name for
+// true.
+func configArgs(t testing.TB, text string) []string {
+	t.Helper()
+	var kv map[string]any
+	if err := yaml.UnmarshalStrict([]byte(text), &kv); err != nil {
+		t.Fatalf("the config file %q: %v", text, err)
+	}
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var args []string
+	for _, k := range keys {
+		switch v := kv[k].(type) {
+		case bool:
+			if v {
+				args = append(args, "--"+k)
+			} else {
+				args = append(args, "--"+k+"=false")
+			}
+		case []any:
+			items := make([]string, len(v))
+			for i, it := range v {
+				items[i] = fmt.Sprint(it)
+			}
+			args = append(args, "--"+k+"="+strings.Join(items, ","))
+		case float64:
+			args = append(args, "--"+k+"="+strconv.FormatFloat(v, 'f', -1, 64))
+		default:
+			args = append(args, fmt.Sprintf("--%s=%v", k, v))
+		}
+	}
+	return args
 }

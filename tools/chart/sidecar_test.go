@@ -23,7 +23,8 @@ import (
 // the container in the app's pod mounts.
 func TestSidecarScenario(t *testing.T) {
 	m := render(t, chartDir, scenario("sidecar"), nil)
-	want := []string{"ConfigMap/" + releaseName + "-crmauthz-policies", "Secret/" + releaseName + "-crmauthz-replication"}
+	want := []string{"ConfigMap/" + releaseName + "-crmauthz-config", "ConfigMap/" + releaseName + "-crmauthz-policies",
+		"Secret/" + releaseName + "-crmauthz-replication"}
 	if got := m.keys(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("rendered %v, want %v", got, want)
 	}
@@ -52,11 +53,11 @@ func TestSidecarInAnAppPod(t *testing.T) {
 		t.Fatalf("containers %v", names)
 	}
 	c := containerNamed(t, pod.Containers, "crmauthz")
-	checkContainer(t, c, "crmauthz-admin")
+	checkContainer(t, m, c, "crmauthz-admin")
 
 	// Decision and gRPC listeners on loopback, the admin one reachable for probes and the feeder.
 	for flag, want := range map[string]string{"addr": "127.0.0.1:8181", "grpc-addr": "127.0.0.1:9191", "admin-addr": "0.0.0.0:8282"} {
-		if v, _ := flagValue(c.Args, flag); v != want {
+		if v, _ := flagValue(serveArgs(t, m, c), flag); v != want {
 			t.Errorf("--%s=%q, want %q", flag, v, want)
 		}
 	}
@@ -132,43 +133,43 @@ func TestSidecarVariants(t *testing.T) {
 	tests := []struct {
 		name   string
 		values map[string]any
-		check  func(t testing.TB, pod corev1.PodSpec, c corev1.Container)
+		check  func(t testing.TB, m manifests, pod corev1.PodSpec, c corev1.Container)
 	}{
-		{"native sidecar", vals("crmauthz.sidecar.native", true), func(t testing.TB, _ corev1.PodSpec, c corev1.Container) {
+		{"native sidecar", vals("crmauthz.sidecar.native", true), func(t testing.TB, m manifests, _ corev1.PodSpec, c corev1.Container) {
 			if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 				t.Errorf("restartPolicy %v, want Always for an init container sidecar", c.RestartPolicy)
 			}
 		}},
-		{"container name", vals("crmauthz.sidecar.containerName", "authz"), func(t testing.TB, pod corev1.PodSpec, _ corev1.Container) {
+		{"container name", vals("crmauthz.sidecar.containerName", "authz"), func(t testing.TB, m manifests, pod corev1.PodSpec, _ corev1.Container) {
 			containerNamed(t, pod.Containers, "authz")
 		}},
-		{"decision listener opened to the pod network", vals("crmauthz.listen.decision.host", "0.0.0.0"), func(t testing.TB, _ corev1.PodSpec, c corev1.Container) {
-			if v, _ := flagValue(c.Args, "addr"); v != "0.0.0.0:8181" || c.Ports[0].Name != "crmauthz-http" {
+		{"decision listener opened to the pod network", vals("crmauthz.listen.decision.host", "0.0.0.0"), func(t testing.TB, m manifests, _ corev1.PodSpec, c corev1.Container) {
+			if v, _ := flagValue(serveArgs(t, m, c), "addr"); v != "0.0.0.0:8181" || c.Ports[0].Name != "crmauthz-http" {
 				t.Errorf("--addr=%s, ports %+v", v, c.Ports)
 			}
 		}},
-		{"IPv6 loopback", vals("crmauthz.listen.decision.host", "::1"), func(t testing.TB, _ corev1.PodSpec, c corev1.Container) {
-			if v, _ := flagValue(c.Args, "addr"); v != "[::1]:8181" || len(c.Ports) != 1 {
+		{"IPv6 loopback", vals("crmauthz.listen.decision.host", "::1"), func(t testing.TB, m manifests, _ corev1.PodSpec, c corev1.Container) {
+			if v, _ := flagValue(serveArgs(t, m, c), "addr"); v != "[::1]:8181" || len(c.Ports) != 1 {
 				t.Errorf("--addr=%s, ports %+v", v, c.Ports)
 			}
 		}},
-		{"gRPC off", vals("crmauthz.listen.grpc.enabled", false), func(t testing.TB, _ corev1.PodSpec, c corev1.Container) {
-			if _, ok := flagValue(c.Args, "grpc-addr"); ok {
+		{"gRPC off", vals("crmauthz.listen.grpc.enabled", false), func(t testing.TB, m manifests, _ corev1.PodSpec, c corev1.Container) {
+			if _, ok := flagValue(serveArgs(t, m, c), "grpc-addr"); ok {
 				t.Errorf("args %v", c.Args)
 			}
 		}},
-		{"HS256 JWT secret", vals("crmauthz.identity.jwt.hs256Secret.name", "jwt-key", "crmauthz.identity.subjectHeader", "X-Subject"), func(t testing.TB, pod corev1.PodSpec, c corev1.Container) {
+		{"HS256 JWT secret", vals("crmauthz.identity.jwt.hs256Secret.name", "jwt-key", "crmauthz.identity.subjectHeader", "X-Subject"), func(t testing.TB, m manifests, pod corev1.PodSpec, c corev1.Container) {
 			v := volumeNamed(t, pod.Volumes, "crmauthz-jwt")
 			if v.Secret == nil || v.Secret.SecretName != "jwt-key" || v.Secret.Items[0].Key != "secret" || *v.Secret.DefaultMode != 0o444 {
 				t.Errorf("JWT volume %+v", v.VolumeSource)
 			}
 			for _, want := range []string{"--jwt-hs256-secret-file=/etc/crmauthz/jwt/hs256-secret", "--subject-header=X-Subject"} {
-				if !slices.Contains(c.Args, want) {
+				if !slices.Contains(serveArgs(t, m, c), want) {
 					t.Errorf("args %v lack %s", c.Args, want)
 				}
 			}
 		}},
-		{"existing token Secret", vals("crmauthz.replication.existingSecret", "feeder-token", "crmauthz.replication.existingSecretKey", "t"), func(t testing.TB, pod corev1.PodSpec, _ corev1.Container) {
+		{"existing token Secret", vals("crmauthz.replication.existingSecret", "feeder-token", "crmauthz.replication.existingSecretKey", "t"), func(t testing.TB, m manifests, pod corev1.PodSpec, _ corev1.Container) {
 			checkTokenVolume(t, pod.Volumes, "feeder-token", "t", 0o444)
 		}},
 	}
@@ -181,9 +182,9 @@ func TestSidecarVariants(t *testing.T) {
 				name = sc["containerName"].(string)
 			}
 			c := containerNamed(t, pod.Containers, name)
-			checkContainer(t, c, "crmauthz-admin")
+			checkContainer(t, m, c, "crmauthz-admin")
 			checkPodWiring(t, pod)
-			tc.check(t, pod, c)
+			tc.check(t, m, pod, c)
 		})
 	}
 }
@@ -214,7 +215,7 @@ func TestEnvoyConfig(t *testing.T) {
 	}
 
 	c := containerNamed(t, appPod(t, m).Containers, "crmauthz")
-	grpcAddr, _ := flagValue(c.Args, "grpc-addr")
+	grpcAddr, _ := flagValue(serveArgs(t, m, c), "grpc-addr")
 	var authzCluster string
 	for _, cl := range bs.GetStaticResources().GetClusters() {
 		if cl.GetName() != "crmauthz" {

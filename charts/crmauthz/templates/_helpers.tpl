@@ -100,51 +100,73 @@ with the app's own ports (names are unique in a pod, 15 characters at most).
 {{- if eq $root.Values.mode "sidecar" }}crmauthz-{{ end }}{{ index $short $name }}
 {{- end }}
 
-{{/* The arguments of `crmauthz serve`. */}}
-{{- define "crmauthz.args" -}}
-- serve
-- --addr={{ include "crmauthz.listenAddr" (list . "decision") }}
-- --admin-addr={{ include "crmauthz.listenAddr" (list . "admin") }}
+{{- define "crmauthz.configMapName" -}}
+{{- printf "%s-config" (include "crmauthz.fullname" .) }}
+{{- end }}
+
+{{/* Where the config ConfigMap is mounted, and the file --config names. */}}
+{{- define "crmauthz.configDir" -}}/etc/crmauthz/config{{- end }}
+{{- define "crmauthz.configFile" -}}{{ include "crmauthz.configDir" . }}/crmauthz.yaml{{- end }}
+
+{{/*
+The settings of `crmauthz serve`, as its --config file: a YAML mapping keyed by flag name
+(docs/reference.md "Configuration file"). Flags in extraArgs override it.
+*/}}
+{{- define "crmauthz.config" -}}
+{{- $c := dict }}
 {{- if .Values.listen.grpc.enabled }}
-- --grpc-addr={{ include "crmauthz.listenAddr" (list . "grpc") }}
+{{- $_ := set $c "grpc-addr" (include "crmauthz.listenAddr" (list . "grpc")) }}
 {{- end }}
-- --data-dir={{ .Values.index.mountPath }}
 {{- if not .Values.policies.builtin }}
-- --policies={{ .Values.policies.mountPath }}
+{{- $_ := set $c "policies" .Values.policies.mountPath }}
 {{- if .Values.policies.requireTests }}
-- --policies-require-tests
+{{- $_ := set $c "policies-require-tests" true }}
 {{- end }}
 {{- end }}
-- --replication-token-file={{ include "crmauthz.tokenFile" . }}
+{{- $_ := set $c "replication-token-file" (include "crmauthz.tokenFile" .) }}
 {{- with .Values.identity.subjectHeader }}
-- --subject-header={{ . }}
+{{- $_ := set $c "subject-header" . }}
 {{- end }}
 {{- $jwt := .Values.identity.jwt }}
 {{- if $jwt.hs256Secret.name }}
-- --jwt-hs256-secret-file={{ include "crmauthz.jwtDir" . }}/hs256-secret
+{{- $_ := set $c "jwt-hs256-secret-file" (printf "%s/hs256-secret" (include "crmauthz.jwtDir" .)) }}
 {{- end }}
 {{- if $jwt.jwksConfigMap.name }}
-- --jwt-jwks-file={{ include "crmauthz.jwtDir" . }}/jwks.json
+{{- $_ := set $c "jwt-jwks-file" (printf "%s/jwks.json" (include "crmauthz.jwtDir" .)) }}
 {{- end }}
 {{- with $jwt.issuer }}
-- --jwt-issuer={{ . }}
+{{- $_ := set $c "jwt-issuer" . }}
 {{- end }}
 {{- with $jwt.audience }}
-- --jwt-audience={{ . }}
+{{- $_ := set $c "jwt-audience" . }}
 {{- end }}
 {{- with $jwt.subjectClaim }}
-- --subject-claim={{ . }}
+{{- $_ := set $c "subject-claim" . }}
 {{- end }}
 {{- with $jwt.leeway }}
-- --jwt-leeway={{ . }}
+{{- $_ := set $c "jwt-leeway" . }}
 {{- end }}
 {{- if .Values.replication.readyMinSeq }}
-- --ready-min-seq={{ .Values.replication.readyMinSeq | int64 }}
+{{- $_ := set $c "ready-min-seq" (.Values.replication.readyMinSeq | int64) }}
 {{- end }}
-- --log-level={{ .Values.logLevel }}
+{{- $_ := set $c "log-level" .Values.logLevel }}
 {{- with .Values.decisionLog }}
-- --decision-log={{ . }}
+{{- $_ := set $c "decision-log" . }}
 {{- end }}
+{{- toYaml $c }}
+{{- end }}
+
+{{/*
+The arguments of `crmauthz serve`: the config file; the settings the image's environment sets
+(CRMAUTHZ_ADDR, CRMAUTHZ_ADMIN_ADDR, CRMAUTHZ_DATA_DIR), which would override the file, as
+flags; then extraArgs.
+*/}}
+{{- define "crmauthz.args" -}}
+- serve
+- --config={{ include "crmauthz.configFile" . }}
+- --addr={{ include "crmauthz.listenAddr" (list . "decision") }}
+- --admin-addr={{ include "crmauthz.listenAddr" (list . "admin") }}
+- --data-dir={{ .Values.index.mountPath }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -240,6 +262,9 @@ resources:
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 volumeMounts:
+  - name: crmauthz-config
+    mountPath: {{ include "crmauthz.configDir" . }}
+    readOnly: true
   {{- if not .Values.policies.builtin }}
   - name: crmauthz-policies
     mountPath: {{ .Values.policies.mountPath }}
@@ -265,6 +290,9 @@ The volumes of the crmauthz container: a list (items start with "-"). The index 
 out when a StatefulSet's volumeClaimTemplates provide it.
 */}}
 {{- define "crmauthz.volumes" -}}
+- name: crmauthz-config
+  configMap:
+    name: {{ include "crmauthz.configMapName" . }}
 {{- if not .Values.policies.builtin }}
 - name: crmauthz-policies
   configMap:
@@ -354,8 +382,9 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- if or .Values.metrics.podAnnotations .Values.podAnnotations }}
   annotations:
+    # crmauthz reads its --config file at start: a changed file rolls the pods.
+    checksum/config: {{ include "crmauthz.config" . | sha256sum }}
     {{- if .Values.metrics.podAnnotations }}
     prometheus.io/scrape: "true"
     prometheus.io/port: {{ .Values.listen.admin.port | quote }}
@@ -364,7 +393,6 @@ metadata:
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- end }}
 spec:
   serviceAccountName: {{ include "crmauthz.serviceAccountName" . }}
   automountServiceAccountToken: false

@@ -52,6 +52,10 @@ type Config struct {
 	PageSize           int           // records per page of a listing (at most 100)
 	MaxAttempts        int           // attempts of one API request or sink write; 0: forever
 
+	// WebhookAddr and AdminAddr are the listeners of WebhookHandler and AdminHandler, which the
+	// command binds (--webhook-addr, --admin-addr); New does not read them.
+	WebhookAddr, AdminAddr string
+
 	StateDir string
 	Sink     sink.Sink
 	Logger   *slog.Logger
@@ -87,6 +91,9 @@ func DefaultConfig() Config {
 		RateLimit:          100,
 		RateWindow:         10 * time.Second,
 		PageSize:           100,
+		StateDir:           "./highlevel-state",
+		WebhookAddr:        "127.0.0.1:8380",
+		AdminAddr:          "127.0.0.1:8383",
 	}
 }
 

@@ -4,14 +4,15 @@ import (
 	"encoding/json"
 	"slices"
 
+	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
 // The kinds of objects the connector follows.
 const (
 	kindUser        = "user"
-	kindContact     = "contact"
-	kindOpportunity = "opportunity"
+	kindContact     = index.TypeContact
+	kindOpportunity = index.TypeOpportunity
 )
 
 // maxFollowers is the default policy's limit of followers besides the owner (docs/policies.md).
@@ -81,7 +82,7 @@ func userFromAPI(u hlUser, report anomalyFunc) (userFact, bool) {
 	if u.Deleted {
 		return userFact{}, false
 	}
-	if u.Roles == nil || (u.Roles.Role != "admin" && u.Roles.Role != "user") {
+	if u.Roles == nil || (u.Roles.Role != index.RoleAdmin && u.Roles.Role != index.RoleUser) {
 		role := ""
 		if u.Roles != nil {
 			role = u.Roles.Role

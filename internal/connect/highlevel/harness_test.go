@@ -43,8 +43,8 @@ func newSidecarFrom(tb testing.TB, natsURL string) *sidecar {
 	rep := replicatest.New(tb, replicatest.Config{})
 	ix, repl, m, s := rep.Index, rep.Replicator, rep.Metrics, rep.Server
 	if natsURL != "" {
-		src, err := natssource.New(natssource.Config{URL: natsURL, Stream: sink.DefaultStream, Subject: sink.DefaultSubject,
-			SnapshotBucket: sink.DefaultSnapshotBucket, Index: ix, Replicator: repl, Metrics: m, Logger: slog.New(slog.DiscardHandler),
+		src, err := natssource.New(natssource.Config{URL: natsURL, Stream: sink.DefaultConfig().Stream, Subject: sink.DefaultConfig().Subject,
+			SnapshotBucket: sink.DefaultConfig().SnapshotBucket, Index: ix, Replicator: repl, Metrics: m, Logger: slog.New(slog.DiscardHandler),
 			PollInterval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 		if err != nil {
 			tb.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/crmauthz/crmauthz/internal/index"
 )
 
 // firstCopy creates the slot, reads the tables in its exported snapshot into a fresh copy and
@@ -164,14 +166,14 @@ func flat(in []*string) []string {
 
 func typeOf(kind string) string {
 	if kind == kindOpps {
-		return "opportunity"
+		return index.TypeOpportunity
 	}
-	return "contact"
+	return index.TypeContact
 }
 
 // addFollowerRow adds one follower row to the copy.
 func (c *Connector) addFollowerRow(s stx, typ, id, user *string, t *touched) error {
-	if typ == nil || id == nil || user == nil || (*typ != "contact" && *typ != "opportunity") {
+	if typ == nil || id == nil || user == nil || (*typ != index.TypeContact && *typ != index.TypeOpportunity) {
 		c.anomaly(AnomalyUnknownRecordType, fmt.Sprintf("%s/%s follower %s", deref(typ), deref(id), deref(user)),
 			"a follower row whose record type is not contact or opportunity (or NULL) is ignored")
 		return nil

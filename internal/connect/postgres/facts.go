@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -41,7 +42,7 @@ func userFact(id string, r userRow, ok bool, bad anomalyFunc) *User {
 		bad(AnomalyInvalidID, "user "+id, "the id is empty, over 512 bytes or holds a NUL byte")
 		return nil
 	}
-	if r.Role == nil || (*r.Role != "admin" && *r.Role != "user") {
+	if r.Role == nil || (*r.Role != index.RoleAdmin && *r.Role != index.RoleUser) {
 		role := "NULL"
 		if r.Role != nil {
 			role = *r.Role
@@ -90,7 +91,7 @@ func recordFact(k recKey, r recRow, ok bool, followers []string, dup bool, bad a
 	if r.Owner != nil {
 		rec.Owner = *r.Owner
 	}
-	if k.Type == "opportunity" && r.Contact != nil {
+	if k.Type == index.TypeOpportunity && r.Contact != nil {
 		rec.ContactID = *r.Contact
 	}
 	if dup {

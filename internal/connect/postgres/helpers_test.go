@@ -224,16 +224,12 @@ func sourceModel(tb testing.TB, conn *pgx.Conn) *refmodel.Model {
 // waitEqual waits until the replica holds the source's facts.
 func waitEqual(tb testing.TB, r *replica, conn *pgx.Conn, what string) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		want, got := sourceModel(tb, conn).Canonical(), r.model(tb).Canonical()
-		if want == got {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: the replica differs from the source:\n%s", what, diff(want, got))
-		}
-		time.Sleep(50 * time.Millisecond)
+	var want, got string
+	if !poll(func() bool {
+		want, got = sourceModel(tb, conn).Canonical(), r.model(tb).Canonical()
+		return want == got
+	}) {
+		tb.Fatalf("%s: the replica differs from the source:\n%s", what, diff(want, got))
 	}
 }
 
@@ -255,13 +251,22 @@ func diff(want, got string) string {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
+	if !poll(cond) {
+		tb.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// poll calls cond every 20ms until it holds (true) or 30 s have passed (false): the one poller of
+// these tests (a bound on a hang, not a speed requirement).
+func poll(cond func() bool) bool {
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 func pgtestStart(tb testing.TB) *pgtest.Server { return pgtest.Start(tb, pgtest.Options{}) }

@@ -43,8 +43,8 @@ func TestNATSSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := natssource.New(natssource.Config{URL: srv.URL(), Stream: sink.DefaultStream, Subject: sink.DefaultSubject,
-		SnapshotBucket: sink.DefaultSnapshotBucket, Index: ix, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
+	src, err := natssource.New(natssource.Config{URL: srv.URL(), Stream: sink.DefaultConfig().Stream, Subject: sink.DefaultConfig().Subject,
+		SnapshotBucket: sink.DefaultConfig().SnapshotBucket, Index: ix, Replicator: repl, Metrics: metrics.New(metrics.Config{}),
 		Logger: quiet, PollInterval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/mapping"
-	"github.com/crmauthz/crmauthz/internal/natssource"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 )
 
 // Config configures New. DSN, Sink and StateDir are required.
@@ -50,12 +50,15 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxBackoff bounds the wait between reconnections; default 10s.
 	MaxBackoff time.Duration
+	// AdminAddr is where the command serves Handler (health, metrics); New does not read it.
+	AdminAddr string
 }
 
-// DefaultConfig returns the defaults: the default schema, slot and publication "crmauthz".
+// DefaultConfig returns the defaults, which New fills in for zero fields: the default schema, slot
+// and publication "crmauthz"; and the command's admin listener.
 func DefaultConfig() Config {
 	return Config{Mapping: mapping.Default(), Slot: "crmauthz", Publication: "crmauthz",
-		StatusInterval: 10 * time.Second, MaxBackoff: 10 * time.Second}
+		StatusInterval: 10 * time.Second, MaxBackoff: 10 * time.Second, AdminAddr: "127.0.0.1:8384"}
 }
 
 // slotName is what PostgreSQL accepts as a slot name.
@@ -164,7 +167,7 @@ func (c *Connector) Run(ctx context.Context) error {
 			attempt = 1
 		}
 		c.m.errors.WithLabelValues(errKind(err)).Inc()
-		wait := natssource.Backoff(attempt, 200*time.Millisecond, c.cfg.MaxBackoff)
+		wait := natsconn.Backoff(attempt, 200*time.Millisecond, c.cfg.MaxBackoff)
 		c.log.Warn("replication interrupted; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		c.setState("reconnecting", err)
 		select {

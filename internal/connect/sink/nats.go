@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
-	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -37,7 +37,7 @@ type natsSink struct {
 }
 
 func newNATS(cfg Config) (*natsSink, error) {
-	if err := natssource.CheckURL(cfg.URL); err != nil {
+	if err := natsconn.CheckURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
 	opts, err := cfg.Auth.Options()
@@ -45,7 +45,7 @@ func newNATS(cfg Config) (*natsSink, error) {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
 	opts = append(opts, nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
-	return &natsSink{cfg: cfg, opts: opts, url: natssource.Redact(cfg.URL)}, nil
+	return &natsSink{cfg: cfg, opts: opts, url: natsconn.Redact(cfg.URL)}, nil
 }
 
 // conn connects once; the connection reconnects on its own afterwards.

@@ -14,7 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/crmauthz/crmauthz/internal/natssource"
+	"github.com/crmauthz/crmauthz/internal/natsconn"
+	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 )
 
@@ -46,14 +47,6 @@ type GapError struct {
 func (e *GapError) Error() string { return e.Msg }
 func (e *GapError) Unwrap() error { return e.Err }
 
-// Defaults of Config, the flags' defaults (docs/connectors.md).
-const (
-	DefaultStream         = "CRMAUTHZ"
-	DefaultSubject        = "crmauthz.events"
-	DefaultSnapshotBucket = "CRMAUTHZ_SNAPSHOTS"
-	DefaultSnapshotName   = "snapshot"
-)
-
 // Config configures New. URL picks the sink by its scheme: http:// or https:// (one crmauthz's
 // replication API, on its --admin-addr), nats:// or tls:// (a JetStream stream; comma-separated
 // URLs for a cluster).
@@ -68,7 +61,7 @@ type Config struct {
 	// snapshots (created when absent).
 	Stream, Subject, SnapshotBucket, SnapshotName string
 	// Auth: the NATS credentials and TLS files.
-	Auth natssource.Auth
+	Auth natsconn.Auth
 	// Name is the NATS connection name and the HTTP User-Agent; default "crmauthz-connector".
 	Name string
 
@@ -84,11 +77,16 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with the defaults filled in, but no URL.
+// The names of the log are natspub's (the sidecars' defaults too); a batch holds
+// at most the replica's default number of events, and 1 MiB less than its
+// default body size (docs/connectors.md).
 func DefaultConfig() Config {
+	log := natspub.DefaultConfig()
 	return Config{
-		Stream: DefaultStream, Subject: DefaultSubject, SnapshotBucket: DefaultSnapshotBucket,
-		SnapshotName: DefaultSnapshotName, Name: "crmauthz-connector",
-		MaxBatchEvents: 10_000, MaxBatchBytes: 15 << 20, RetryFor: time.Minute, MaxBackoff: 5 * time.Second,
+		Stream: log.Stream, Subject: log.Subject, SnapshotBucket: log.SnapshotBucket,
+		SnapshotName: log.SnapshotName, Name: "crmauthz-connector",
+		MaxBatchEvents: replication.DefaultConfig().MaxEvents, MaxBatchBytes: 15 << 20,
+		RetryFor: time.Minute, MaxBackoff: 5 * time.Second,
 	}
 }
 
@@ -112,7 +110,7 @@ func (c *Config) fill() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.MaxBatchEvents <= 0 || c.MaxBatchEvents > 10_000 {
+	if c.MaxBatchEvents <= 0 || c.MaxBatchEvents > d.MaxBatchEvents {
 		c.MaxBatchEvents = d.MaxBatchEvents
 	}
 	if c.MaxBatchBytes <= 0 {
@@ -139,7 +137,7 @@ func New(cfg Config) (Sink, error) {
 	case strings.HasPrefix(u, "nats://") || strings.HasPrefix(u, "tls://"):
 		return newNATS(cfg)
 	}
-	return nil, fmt.Errorf("sink: %q: the scheme must be http://, https://, nats:// or tls://", natssource.Redact(u))
+	return nil, fmt.Errorf("sink: %q: the scheme must be http://, https://, nats:// or tls://", natsconn.Redact(u))
 }
 
 // retry calls f until it succeeds, returns a permanent error, or cfg.RetryFor has passed; it
@@ -154,7 +152,7 @@ func retry(ctx context.Context, cfg *Config, what string, f func() (permanent bo
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempt, err)
 		}
-		wait := natssource.Backoff(attempt, 100*time.Millisecond, cfg.MaxBackoff)
+		wait := natsconn.Backoff(attempt, 100*time.Millisecond, cfg.MaxBackoff)
 		cfg.Logger.Warn("sink: retrying", "what", what, "attempt", attempt, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():

@@ -218,7 +218,7 @@ func sidecar(tb testing.TB, url, bucket string) *index.Index {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	src, err := natssource.New(natssource.Config{URL: url, Stream: DefaultStream, Subject: DefaultSubject, SnapshotBucket: bucket,
+	src, err := natssource.New(natssource.Config{URL: url, Stream: DefaultConfig().Stream, Subject: DefaultConfig().Subject, SnapshotBucket: bucket,
 		Index: ix, Replicator: repl, Metrics: metrics.New(metrics.Config{}), Logger: quiet,
 		PollInterval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
@@ -245,7 +245,7 @@ func TestNATSSink(t *testing.T) {
 	if h, err := s.Head(ctx); err != nil || h != 0 {
 		t.Fatalf("Head = %d, %v; want 0", h, err)
 	}
-	early := sidecar(t, srv.URL(), DefaultSnapshotBucket)
+	early := sidecar(t, srv.URL(), DefaultConfig().SnapshotBucket)
 	if err := s.Snapshot(ctx, 3, snapshotOf("u-1", "u-2")); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestNATSSink(t *testing.T) {
 	if h, _ := s.Head(ctx); h != 6 {
 		t.Fatalf("Head %d after a rewrite, want 6", h)
 	}
-	late := sidecar(t, srv.URL(), DefaultSnapshotBucket)
+	late := sidecar(t, srv.URL(), DefaultConfig().SnapshotBucket)
 	for name, ix := range map[string]*index.Index{"early": early, "late": late} {
 		waitFor(t, name+" sidecar at seq 6", func() bool { return ix.AppliedSeq() == 6 })
 		if !hasUser(t, ix, "u-1") || !hasUser(t, ix, "u-5") {
@@ -297,7 +297,7 @@ func TestNATSSink(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(ctx, DefaultStream)
+	st, err := js.Stream(ctx, DefaultConfig().Stream)
 	if err != nil {
 		t.Fatal(err)
 	}

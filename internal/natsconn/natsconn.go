@@ -1,4 +1,8 @@
-package natssource
+// Package natsconn is what every NATS client of crmauthz shares: the URL check and its
+// redaction, the credentials and TLS files (Auth), and the reconnection backoff. The reader
+// (internal/natssource), the publisher (cmd/crmauthz publish) and the connectors' NATS sink
+// (internal/connect/sink) import it; it imports no package of this module.
+package natsconn
 
 import (
 	"errors"
