@@ -1,0 +1,154 @@
+package tracing_test
+
+import (
+	"context"
+	"encoding/hex"
+	"math"
+	"net/http"
+	"testing"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/crmauthz/crmauthz/internal/identity"
+	"github.com/crmauthz/crmauthz/internal/tracing"
+	"github.com/crmauthz/crmauthz/internal/tracing/tracingtest"
+)
+
+const (
+	traceID  = "4bf92f3577b34da6a3ce929d0e0e4736"
+	parentID = "00f067aa0ba902b7"
+	sampled  = "00-" + traceID + "-" + parentID + "-01"
+	// unsampled: the caller decided not to record this trace
+	unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+)
+
+func newTracer(tb testing.TB, addr string, ratio float64) *tracing.Tracer {
+	tb.Helper()
+	cfg := tracing.DefaultConfig()
+	cfg.Endpoint, cfg.Insecure, cfg.SamplingRatio = addr, true, ratio
+	tr, err := tracing.New(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if tr == nil {
+		tb.Fatal("New returned nil with an endpoint")
+	}
+	tb.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	return tr
+}
+
+func TestOffIsNil(t *testing.T) {
+	tr, err := tracing.New(context.Background(), tracing.DefaultConfig())
+	if err != nil || tr != nil {
+		t.Fatalf("New(DefaultConfig()) = %v, %v; want nil, nil (off)", tr, err)
+	}
+}
+
+func TestParent(t *testing.T) {
+	rcv := tracingtest.Start(t)
+	tr := newTracer(t, rcv.Addr, 1)
+	cases := []struct {
+		name string
+		ctx  context.Context
+		from []tracing.Headers
+		want string // parent span id; "" for a root
+	}{
+		{name: "HTTP header", ctx: context.Background(), from: []tracing.Headers{http.Header{"Traceparent": {sampled}}}, want: parentID},
+		{name: "Envoy header map", ctx: context.Background(), from: []tracing.Headers{identity.MapHeaders{"traceparent": sampled}}, want: parentID},
+		{name: "gRPC metadata first", ctx: metadata.NewIncomingContext(context.Background(), metadata.Pairs("traceparent", sampled)),
+			from: []tracing.Headers{nil, identity.MapHeaders{"traceparent": "00-" + traceID + "-1111111111111111-01"}}, want: parentID},
+		{name: "malformed is skipped", ctx: context.Background(),
+			from: []tracing.Headers{http.Header{"Traceparent": {"00-zz-yy-01"}}, identity.MapHeaders{"traceparent": sampled}}, want: parentID},
+		{name: "none: a root", ctx: context.Background(), from: []tracing.Headers{http.Header{}}, want: ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			from := tc.from
+			if md := tracing.Metadata(tc.ctx); md != nil {
+				from = append([]tracing.Headers{md}, from...)
+			}
+			_, sp := tr.Start(tc.ctx, "test."+tc.name, trace.SpanKindServer, from...)
+			want := traceID
+			if tc.want == "" {
+				want = sp.SpanContext().TraceID().String()
+			}
+			tracing.EndDecision(sp, tracing.Decision{ID: "d-1", Reason: "owner", Revision: "rev-1", Allow: true})
+			if err := tr.ForceFlush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := rcv.WaitSpan(t, "test."+tc.name, want)
+			if p := hex.EncodeToString(got.GetParentSpanId()); p != tc.want {
+				t.Errorf("parent span id %q, want %q", p, tc.want)
+			}
+			if v, _ := tracingtest.Attr(got, "crmauthz.decision.reason"); v != "owner" {
+				t.Errorf("reason attribute %v, want owner", v)
+			}
+		})
+	}
+}
+
+// TestSampling: the ratio decides for roots, the caller's flag for the rest.
+func TestSampling(t *testing.T) {
+	rcv := tracingtest.Start(t)
+	tr := newTracer(t, rcv.Addr, 0)
+	cases := []struct {
+		name   string
+		h      http.Header
+		export bool
+	}{
+		{"root at ratio 0", http.Header{}, false},
+		{"caller sampled", http.Header{"Traceparent": {sampled}}, true},
+		{"caller not sampled", http.Header{"Traceparent": {unsampled}}, false},
+	}
+	for _, tc := range cases {
+		_, sp := tr.Start(context.Background(), tc.name, trace.SpanKindServer, tc.h)
+		sp.End()
+	}
+	if err := tr.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rcv.WaitSpan(t, "caller sampled", traceID)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 0
+			for _, sp := range rcv.Spans() {
+				if sp.GetName() == tc.name {
+					n++
+				}
+			}
+			if got := n == 1; got != tc.export {
+				t.Errorf("exported %d spans, want exported=%v", n, tc.export)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(*tracing.Config)
+		ok   bool
+	}{
+		{"default", func(*tracing.Config) {}, true},
+		{"endpoint", func(c *tracing.Config) { c.Endpoint = "collector:4317" }, true},
+		{"scheme", func(c *tracing.Config) { c.Endpoint = "http://collector:4317" }, false},
+		{"no port", func(c *tracing.Config) { c.Endpoint = "collector" }, false},
+		{"port 0", func(c *tracing.Config) { c.Endpoint = "collector:0" }, false},
+		{"no host", func(c *tracing.Config) { c.Endpoint = ":4317" }, false},
+		{"ratio 0", func(c *tracing.Config) { c.SamplingRatio = 0 }, true},
+		{"ratio above 1", func(c *tracing.Config) { c.SamplingRatio = 1.5 }, false},
+		{"ratio negative", func(c *tracing.Config) { c.SamplingRatio = -0.1 }, false},
+		{"ratio NaN", func(c *tracing.Config) { c.SamplingRatio = math.NaN() }, false},
+		{"CA file and insecure", func(c *tracing.Config) { c.CAFile, c.Insecure = "/ca.pem", true }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tracing.DefaultConfig()
+			tc.mod(&cfg)
+			if err := cfg.Validate(); (err == nil) != tc.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
