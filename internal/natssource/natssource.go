@@ -38,6 +38,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Config configures New. URL, Stream, Subject, Index, Replicator and Metrics
@@ -66,6 +67,9 @@ type Config struct {
 	Replicator *replication.Replicator
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger // default slog.Default()
+	// Tracer, if set, exports a span per applied batch and snapshot load
+	// (docs/operations.md, "Tracing"); nil: off.
+	Tracer *tracing.Tracer
 
 	// MaxBatch is the most events applied in one transaction; default 1000.
 	MaxBatch int
