@@ -12,6 +12,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Defaults shared by serve and publish, so that a sidecar and a publisher
@@ -66,7 +67,7 @@ func addNATSServeFlags(f *pflag.FlagSet, o *natsServeOptions) {
 
 // newSource returns the NATS source, or nil when --replication-source is
 // not set. The interface is nil then, never a typed nil.
-func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicator, m *metrics.Metrics, log *slog.Logger) (*natssource.Source, server.Source, error) {
+func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicator, m *metrics.Metrics, log *slog.Logger, tr *tracing.Tracer) (*natssource.Source, server.Source, error) {
 	if o.source == "" {
 		return nil, nil, nil
 	}
@@ -76,7 +77,7 @@ func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicato
 	src, err := natssource.New(natssource.Config{
 		URL: o.source, Stream: o.stream, Subject: o.subject, Auth: o.auth(), SnapshotBucket: o.bucket,
 		Name: "crmauthz " + version, Index: ix, Replicator: repl, Metrics: m, Logger: log,
-		MaxBatch: o.batchMax, BatchWait: o.batchWait,
+		MaxBatch: o.batchMax, BatchWait: o.batchWait, Tracer: tr,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--replication-source: %w", err)

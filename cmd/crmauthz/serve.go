@@ -64,6 +64,8 @@ type serveOptions struct {
 	gw gatewayOptions // --grpc-addr, --subject-header, --jwt-* (gateway.go)
 
 	nats natsServeOptions // --replication-source, --nats-* (natsflags.go)
+
+	tracing tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
 
 func newServeCmd() *cobra.Command {
@@ -121,6 +123,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	o.gw.addFlags(f)
 	addMemoryFlags(f, &o.mem)
 	addNATSServeFlags(f, &o.nats)
+	addTracingFlags(f, &o.tracing)
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -254,7 +257,21 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 
-	natsSrc, source, err := o.nats.newSource(ix, repl, m, log)
+	tr, err := o.tracing.newTracer(ctx)
+	if err != nil {
+		return err
+	}
+	if tr != nil {
+		defer func() { // after the listeners and the NATS source stopped: their last spans go too
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tr.Shutdown(sctx); err != nil {
+				log.Warn("exporting the last spans", "err", err)
+			}
+		}()
+	}
+
+	natsSrc, source, err := o.nats.newSource(ix, repl, m, log, tr)
 	if err != nil {
 		return err
 	}
@@ -264,7 +281,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Token: token, MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		DecisionLog: dlog.Logger, Identity: idn, Source: source, Filter: ftr,
+		DecisionLog: dlog.Logger, Identity: idn, Source: source, Filter: ftr, Tracer: tr,
 	})
 	if err != nil {
 		return err
