@@ -227,3 +227,45 @@ func noSecret(tb testing.TB, sp *tracepb.Span) {
 		}
 	}
 }
+
+// BenchmarkTracing is POST /v1/decision through the Gin handler, as
+// BenchmarkHandlerGolden/decision, with tracing off (a nil Tracer), on at
+// 100% sampling exporting to an OTLP receiver in this process, and on with
+// roots unsampled (ratio 0): the cost stated in BENCHMARKS.md.
+func BenchmarkTracing(b *testing.B) {
+	rcv := tracingtest.Start(b)
+	for _, mode := range []struct {
+		name  string
+		on    bool
+		ratio float64
+	}{{"off", false, 0}, {"sampled", true, 1}, {"unsampled", true, 0}} {
+		b.Run(mode.name, func(b *testing.B) {
+			ts, all := newGoldenServer(b)
+			if mode.on {
+				cfg := tracing.DefaultConfig()
+				cfg.Endpoint, cfg.Insecure, cfg.SamplingRatio = rcv.Addr, true, mode.ratio
+				tr, err := tracing.New(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer func() { _ = tr.Shutdown(context.Background()) }()
+				ts.tr = tr // read per request by the handlers
+			}
+			var bodies []string
+			for _, c := range all {
+				if c.in.Subject != "" && c.in.Action != "" {
+					bodies = append(bodies, string(c.Input))
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				rec := serve(ts.decision, http.MethodPost, "/v1/decision", bodies[i%len(bodies)], nil)
+				i++
+				if rec.Code != 200 {
+					b.Fatal(rec.Body.String())
+				}
+			}
+		})
+	}
+}
