@@ -16,13 +16,7 @@ import (
 // with its event count and the applied_seq after it.
 func TestTracingBatches(t *testing.T) {
 	rcv := tracingtest.Start(t)
-	cfg := tracing.DefaultConfig()
-	cfg.Endpoint, cfg.Insecure = rcv.Addr, true
-	tr, err := tracing.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	tr := rcv.Tracer(t, 1)
 
 	srv := natstest.Start(t, natstest.Options{})
 	js := jsClient(t, srv.URL())

@@ -21,13 +21,7 @@ import (
 func tracedGW(tb testing.TB) (*gwServer, *tracing.Tracer, *tracingtest.Receiver) {
 	tb.Helper()
 	rcv := tracingtest.Start(tb)
-	cfg := tracing.DefaultConfig()
-	cfg.Endpoint, cfg.Insecure = rcv.Addr, true
-	tr, err := tracing.New(context.Background(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	tr := rcv.Tracer(tb, 1)
 	return newGW(tb, func(c *Config) { c.Tracer = tr }), tr, rcv
 }
 
@@ -242,13 +236,7 @@ func BenchmarkTracing(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			ts, all := newGoldenServer(b)
 			if mode.on {
-				cfg := tracing.DefaultConfig()
-				cfg.Endpoint, cfg.Insecure, cfg.SamplingRatio = rcv.Addr, true, mode.ratio
-				tr, err := tracing.New(context.Background(), cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer func() { _ = tr.Shutdown(context.Background()) }()
+				tr := rcv.Tracer(b, mode.ratio)
 				ts.tr = tr // read per request by the handlers
 			}
 			var bodies []string

@@ -23,21 +23,6 @@ const (
 	unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 )
 
-func newTracer(tb testing.TB, addr string, ratio float64) *tracing.Tracer {
-	tb.Helper()
-	cfg := tracing.DefaultConfig()
-	cfg.Endpoint, cfg.Insecure, cfg.SamplingRatio = addr, true, ratio
-	tr, err := tracing.New(context.Background(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if tr == nil {
-		tb.Fatal("New returned nil with an endpoint")
-	}
-	tb.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
-	return tr
-}
-
 func TestOffIsNil(t *testing.T) {
 	tr, err := tracing.New(context.Background(), tracing.DefaultConfig())
 	if err != nil || tr != nil {
@@ -47,7 +32,7 @@ func TestOffIsNil(t *testing.T) {
 
 func TestParent(t *testing.T) {
 	rcv := tracingtest.Start(t)
-	tr := newTracer(t, rcv.Addr, 1)
+	tr := rcv.Tracer(t, 1)
 	cases := []struct {
 		name string
 		ctx  context.Context
@@ -91,7 +76,7 @@ func TestParent(t *testing.T) {
 // TestSampling: the ratio decides for roots, the caller's flag for the rest.
 func TestSampling(t *testing.T) {
 	rcv := tracingtest.Start(t)
-	tr := newTracer(t, rcv.Addr, 0)
+	tr := rcv.Tracer(t, 0)
 	cases := []struct {
 		name   string
 		h      http.Header

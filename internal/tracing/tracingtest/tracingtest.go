@@ -15,6 +15,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Receiver receives spans over OTLP/gRPC (plaintext, loopback).
@@ -41,6 +43,23 @@ func Start(tb testing.TB) *Receiver {
 	go func() { _ = gs.Serve(ln) }()
 	tb.Cleanup(gs.Stop)
 	return r
+}
+
+// Tracer returns a Tracer exporting to r in plaintext, sampling a ratio of
+// the traces it starts; it is shut down when tb ends.
+func (r *Receiver) Tracer(tb testing.TB, ratio float64) *tracing.Tracer {
+	tb.Helper()
+	cfg := tracing.DefaultConfig()
+	cfg.Endpoint, cfg.Insecure, cfg.SamplingRatio = r.Addr, true, ratio
+	tr, err := tracing.New(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if tr == nil {
+		tb.Fatal("tracing.New returned nil with an endpoint")
+	}
+	tb.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	return tr
 }
 
 // Export implements the collector's TraceService.
