@@ -54,8 +54,9 @@ func opLabel(op string) string {
 func (s *Server) postEvents(c *gin.Context) {
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		rs = s.startSpan(c, tracing.SpanReplication, spanBatch)
-		defer rs.end(c)
+		if rs = s.startSpan(c, tracing.SpanReplication, spanBatch); rs != nil {
+			defer rs.end(c)
+		}
 	}
 	body := &cutReader{r: http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBatchBytes)}
 	events, err := s.repl.DecodeBatch(body)
@@ -91,8 +92,9 @@ func (s *Server) postEvents(c *gin.Context) {
 func (s *Server) putSnapshot(c *gin.Context) {
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		rs = s.startSpan(c, tracing.SpanSnapshotLoad, spanSnapshot)
-		defer rs.end(c)
+		if rs = s.startSpan(c, tracing.SpanSnapshotLoad, spanSnapshot); rs != nil {
+			defer rs.end(c)
+		}
 	}
 	rc := http.NewResponseController(c.Writer)
 	deadline := time.Now().Add(s.cfg.SnapshotTimeout)

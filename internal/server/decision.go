@@ -166,8 +166,9 @@ func (s *Server) postDecision(c *gin.Context) {
 	defer func() { s.m.DecisionDuration("decision", time.Since(start)) }()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		rs = s.startSpan(c, tracing.SpanDecision, spanDecision)
-		defer rs.end(c)
+		if rs = s.startSpan(c, tracing.SpanDecision, spanDecision); rs != nil {
+			defer rs.end(c)
+		}
 	}
 
 	var req decisionRequest
@@ -247,8 +248,9 @@ func (s *Server) postDecisions(c *gin.Context) {
 	defer func() { s.m.DecisionDuration("decisions", time.Since(start)) }()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		rs = s.startSpan(c, tracing.SpanDecisions, spanDecisions)
-		defer rs.end(c)
+		if rs = s.startSpan(c, tracing.SpanDecisions, spanDecisions); rs != nil {
+			defer rs.end(c)
+		}
 	}
 
 	var req batchRequest
@@ -364,8 +366,9 @@ func (s *Server) postData(c *gin.Context) {
 	defer func() { s.m.DecisionDuration("data", time.Since(start)) }()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		rs = s.startSpan(c, tracing.SpanData, spanDecision)
-		defer rs.end(c)
+		if rs = s.startSpan(c, tracing.SpanData, spanDecision); rs != nil {
+			defer rs.end(c)
+		}
 	}
 
 	path := strings.Trim(c.Param("path"), "/")

@@ -34,9 +34,12 @@ const (
 )
 
 // startSpan starts the span of c's request; its parent is the request's
-// traceparent header.
+// traceparent header. nil when the span is not sampled.
 func (s *Server) startSpan(c *gin.Context, name string, kind spanKind) *reqSpan {
-	_, sp := s.tr.Start(c.Request.Context(), name, trace.SpanKindServer, c.Request.Header)
+	sp := s.tr.StartSampled(c.Request.Context(), name, trace.SpanKindServer, c.Request.Header)
+	if sp == nil {
+		return nil
+	}
 	return &reqSpan{sp: sp, kind: kind, b: tracing.Batch{Source: "http"}}
 }
 

@@ -147,6 +147,28 @@ func TestTracingSpans(t *testing.T) {
 		}
 		checkAttrs(t, sp, map[string]any{"http.response.status_code": int64(400)})
 	})
+	t.Run("a caller that does not sample gets no span", func(t *testing.T) {
+		tp, traceID, _ := traceparent(24)
+		tp = tp[:len(tp)-2] + "00" // the sampled flag off
+		before := len(rcv.Spans())
+		for range 2 {
+			rec := serve(g.h, "POST", "/v1/decision", `{"subject":"u-owner","action":"view","resource":{"type":"contact","id":"c-1"}}`,
+				map[string]string{"traceparent": tp})
+			if rec.Code != 200 {
+				t.Fatal(rec.Body)
+			}
+		}
+		got := g.do(t, "GET", "/v1/forward-auth", with(caddy("GET", "/contacts/c-1", "u-owner"), "traceparent", tp), "")
+		checkReply(t, got, 200, "owner")
+		if err := tr.ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, sp := range rcv.Spans()[before:] {
+			if hex.EncodeToString(sp.GetTraceId()) == traceID {
+				t.Errorf("span %s exported for an unsampled trace", sp.GetName())
+			}
+		}
+	})
 	t.Run("replication batch", func(t *testing.T) {
 		tp, traceID, parentID := traceparent(22)
 		body := `{"events":[{"seq":11,"op":"user.upsert","user":{"id":"u-owner-2","role":"user","location_ids":["loc-1"]}}]}`

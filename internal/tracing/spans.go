@@ -55,6 +55,10 @@ type Decision struct {
 
 // EndDecision sets d on sp and ends it.
 func EndDecision(sp trace.Span, d Decision) {
+	if !sp.IsRecording() { // not sampled: nothing to build
+		sp.End()
+		return
+	}
 	attrs := make([]attribute.KeyValue, 0, 10)
 	attrs = append(attrs,
 		attribute.String(attrDecisionID, d.ID),
@@ -90,6 +94,10 @@ type Check struct {
 // fields as arrays in the checks' order, beside the batch's decision id,
 // revision and applied_seq.
 func EndDecisions(sp trace.Span, d Decision, checks []Check) {
+	if !sp.IsRecording() {
+		sp.End()
+		return
+	}
 	allow := make([]bool, len(checks))
 	reason := make([]string, len(checks))
 	action := make([]string, len(checks))

@@ -228,6 +228,18 @@ func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, fr
 	return t.tr.Start(ctx, name, trace.WithSpanKind(kind))
 }
 
+// StartSampled is Start, but returns nil (the span ended at once) when the
+// span is not sampled, so that the caller builds no attributes for it: a
+// caller that checks for a nil Tracer checks the span the same way.
+func (t *Tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind, from ...Headers) trace.Span {
+	_, sp := t.Start(ctx, name, kind, from...)
+	if !sp.IsRecording() {
+		sp.End()
+		return nil
+	}
+	return sp
+}
+
 // carrier reads Headers for the propagator (it never writes).
 type carrier struct{ h Headers }
 
