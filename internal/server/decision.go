@@ -202,7 +202,7 @@ func (s *Server) postDecision(c *gin.Context) {
 			s.logDecision(s.ids.next(), in, d, err.Error(), rev, seq, start)
 		}
 		if rs != nil {
-			rs.d = tracing.Decision{Action: in.Action, ResourceType: in.ResourceType, Revision: rev, AppliedSeq: seq,
+			rs.d = tracing.Decision{Action: spanAction(in.Action), ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq,
 				Reason: errorReason(err), Error: toAPIError(evalError(err)).Code}
 		}
 		s.writeError(c, evalError(err))
@@ -228,8 +228,8 @@ func (s *Server) postDecision(c *gin.Context) {
 		s.logDecision(string(b[idStart:idEnd]), in, d, "", rev, seq, start)
 	}
 	if rs != nil {
-		rs.d = tracing.Decision{ID: string(b[idStart:idEnd]), Allow: d.Allow, Reason: d.Reason, Action: in.Action,
-			ResourceType: in.ResourceType, Revision: rev, AppliedSeq: seq}
+		rs.d = tracing.Decision{ID: string(b[idStart:idEnd]), Allow: d.Allow, Reason: d.Reason, Action: spanAction(in.Action),
+			ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq}
 	}
 	writeJSON(c, b)
 }
@@ -328,7 +328,7 @@ func (s *Server) postDecisions(c *gin.Context) {
 		rs.checks = make([]tracing.Check, len(inputs))
 		for i, in := range inputs {
 			rs.checks[i] = tracing.Check{Allow: resp.Results[i].Allow, Reason: resp.Results[i].Reason,
-				Action: in.Action, ResourceType: in.ResourceType}
+				Action: spanAction(in.Action), ResourceType: spanType(in.ResourceType)}
 		}
 	}
 	// The reply is resp (batchResponse), written by hand (see decisionjson.go).

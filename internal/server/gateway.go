@@ -114,8 +114,8 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 			s.logGateway(r, in, d, &ans, evalErr, time.Since(start))
 		}
 		if sp != nil {
-			td := tracing.Decision{ID: ans.id, Allow: ans.allow, Reason: ans.reason, Action: d.Action,
-				ResourceType: d.ResourceType, Revision: ans.revision, AppliedSeq: ans.seq, Status: ans.status}
+			td := tracing.Decision{ID: ans.id, Allow: ans.allow, Reason: ans.reason, Action: spanAction(d.Action),
+				ResourceType: spanType(d.ResourceType), Revision: ans.revision, AppliedSeq: ans.seq, Status: ans.status}
 			if evalErr != nil {
 				td.Error = ans.code
 			}

@@ -72,3 +72,21 @@ func (r *reqSpan) end(c *gin.Context) {
 		tracing.EndSnapshot(r.sp, r.b)
 	}
 }
+
+// spanAction and spanType bound the action and resource type a client sent
+// to the known ones ("other" else), as the metrics' labels do: a span never
+// carries a string of the request's body as it came.
+func spanAction(a string) string {
+	if a == "" {
+		return ""
+	}
+	return actionLabel(a)
+}
+
+func spanType(t string) string {
+	switch t {
+	case "", "contact", "opportunity":
+		return t
+	}
+	return "other"
+}

@@ -57,6 +57,13 @@ func TestTracingSpans(t *testing.T) {
 				t.Fatal(rec.Body)
 			}
 		}, want{span: tracing.SpanDecision, reason: "owner", action: "view", typ: "contact", allow: true}},
+		{"POST /v1/decision of an unknown action and type", func(t *testing.T, tp string) {
+			rec := serve(g.h, "POST", "/v1/decision", `{"subject":"u-owner","action":"u-owner-act","resource":{"type":"u-owner-type","id":"c-1"}}`,
+				map[string]string{"traceparent": tp})
+			if rec.Code != 200 {
+				t.Fatal(rec.Body)
+			}
+		}, want{span: tracing.SpanDecision, reason: "unknown_action", action: "other", typ: "other"}},
 		{"POST /v1/data", func(t *testing.T, tp string) {
 			rec := serve(g.h, "POST", "/v1/data/crmauthz/decision",
 				`{"input":{"subject":"u-owner","action":"view","resource":{"type":"contact","id":"c-1"}}}`, map[string]string{"traceparent": tp})
