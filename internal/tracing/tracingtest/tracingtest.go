@@ -27,17 +27,25 @@ type Receiver struct {
 	mu       sync.Mutex
 	spans    []*tracepb.Span
 	requests int
+	count    int  // spans received
+	discard  bool // count them, keep none (benchmarks)
 	changed  chan struct{}
 }
 
 // Start starts a receiver on a free loopback port; it stops when tb ends.
-func Start(tb testing.TB) *Receiver {
+func Start(tb testing.TB) *Receiver { tb.Helper(); return start(tb, false) }
+
+// StartDiscarding starts a receiver that counts the spans and keeps none,
+// so that a benchmark's heap does not grow with them.
+func StartDiscarding(tb testing.TB) *Receiver { tb.Helper(); return start(tb, true) }
+
+func start(tb testing.TB, discard bool) *Receiver {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := &Receiver{Addr: ln.Addr().String(), changed: make(chan struct{})}
+	r := &Receiver{Addr: ln.Addr().String(), changed: make(chan struct{}), discard: discard}
 	gs := grpc.NewServer()
 	collpb.RegisterTraceServiceServer(gs, r)
 	go func() { _ = gs.Serve(ln) }()
@@ -69,7 +77,10 @@ func (r *Receiver) Export(_ context.Context, req *collpb.ExportTraceServiceReque
 	r.requests++
 	for _, rs := range req.GetResourceSpans() {
 		for _, ss := range rs.GetScopeSpans() {
-			r.spans = append(r.spans, ss.GetSpans()...)
+			r.count += len(ss.GetSpans())
+			if !r.discard {
+				r.spans = append(r.spans, ss.GetSpans()...)
+			}
 		}
 	}
 	close(r.changed)
@@ -82,6 +93,13 @@ func (r *Receiver) Requests() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.requests
+}
+
+// Count is the number of spans received.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
 }
 
 // Spans returns the spans received so far.
