@@ -257,7 +257,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 
-	tr, err := o.tracing.newTracer(ctx)
+	tr, err := o.tracing.newTracer(ctx, log)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/pflag"
 
@@ -59,12 +60,15 @@ func (o *tracingOptions) needsEndpoint(set bool) string {
 }
 
 // newTracer returns the tracer of the flags: nil when --otlp-endpoint is not set.
-func (o tracingOptions) newTracer(ctx context.Context) (*tracing.Tracer, error) {
+func (o tracingOptions) newTracer(ctx context.Context, log *slog.Logger) (*tracing.Tracer, error) {
 	cfg := o.cfg
-	cfg.ServiceVersion = version
+	cfg.ServiceVersion, cfg.Logger = version, log
 	tr, err := tracing.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--otlp-endpoint: %w", err)
+	}
+	if tr != nil {
+		log.Info("tracing on", "otlp_endpoint", cfg.Endpoint, "insecure", cfg.Insecure, "sampling_ratio", cfg.SamplingRatio)
 	}
 	return tr, nil
 }

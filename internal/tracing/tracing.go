@@ -15,9 +15,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -56,6 +58,10 @@ type Config struct {
 	MaxQueue int
 	// BatchTimeout is the longest a finished span waits to be exported.
 	BatchTimeout time.Duration
+	// Logger gets a failed export (at most one line a minute); default
+	// slog.Default(). Never otel's global error handler, which would print
+	// plain lines among the JSON logs.
+	Logger *slog.Logger
 }
 
 // DefaultConfig is tracing off, with the settings it uses once an Endpoint
@@ -142,6 +148,9 @@ func New(ctx context.Context, cfg Config) (*Tracer, error) {
 	if cfg.BatchTimeout == 0 {
 		cfg.BatchTimeout = def.BatchTimeout
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	creds, err := transportCredentials(cfg)
 	if err != nil {
 		return nil, err
@@ -172,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*Tracer, error) {
 		// ratio decides for traces that start here.
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SamplingRatio))),
 		sdktrace.WithResource(res),
-		sdktrace.WithBatcher(exp,
+		sdktrace.WithBatcher(&loggingExporter{SpanExporter: exp, log: cfg.Logger},
 			sdktrace.WithMaxQueueSize(cfg.MaxQueue),
 			sdktrace.WithBatchTimeout(cfg.BatchTimeout),
 			sdktrace.WithExportTimeout(cfg.ExportTimeout)),
@@ -197,6 +206,27 @@ func transportCredentials(cfg Config) (credentials.TransportCredentials, error) 
 		tc.RootCAs = pool
 	}
 	return credentials.NewTLS(tc), nil
+}
+
+// loggingExporter logs a failed export (the spans are dropped) and reports
+// success to the batch processor, which would hand the error to otel's
+// global error handler.
+type loggingExporter struct {
+	sdktrace.SpanExporter
+	log  *slog.Logger
+	last atomic.Int64 // unix nanoseconds of the last line logged
+}
+
+func (e *loggingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := e.SpanExporter.ExportSpans(ctx, spans)
+	if err != nil {
+		now, last := time.Now().UnixNano(), e.last.Load()
+		if now-last >= int64(time.Minute) && e.last.CompareAndSwap(last, now) {
+			e.log.Warn("exporting spans failed; they are dropped (at most one such line a minute)",
+				"spans", len(spans), "err", err)
+		}
+	}
+	return nil
 }
 
 // ForceFlush exports every finished span now.

@@ -1,11 +1,17 @@
 package tracing_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/metadata"
@@ -107,6 +113,54 @@ func TestSampling(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExportFailureIsLogged: a receiver that is down costs dropped spans
+// and one log line a minute, through the Logger (never otel's global error
+// handler, which prints plain lines to stderr).
+func TestExportFailureIsLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var logs syncBuffer
+	cfg := tracing.DefaultConfig()
+	cfg.Endpoint, cfg.Insecure, cfg.ExportTimeout = addr, true, 200*time.Millisecond
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	tr, err := tracing.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	for range 2 {
+		_, sp := tr.Start(context.Background(), "lost", trace.SpanKindServer)
+		sp.End()
+		if err := tr.ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "exporting spans failed"); n != 1 {
+		t.Errorf("%d log lines about the failed exports, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestValidate(t *testing.T) {
