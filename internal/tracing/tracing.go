@@ -173,7 +173,11 @@ func New(ctx context.Context, cfg Config) (*Tracer, error) {
 	}
 	res, err := resource.New(ctx, resource.WithAttributes(attrs...), resource.WithFromEnv(),
 		resource.WithTelemetrySDK(), resource.WithHost(), resource.WithProcessPID())
-	if err != nil {
+	if errors.Is(err, resource.ErrPartialResource) {
+		// a malformed OTEL_RESOURCE_ATTRIBUTES: the rest is used
+		cfg.Logger.Warn("tracing: part of the resource is left out", "err", err)
+	} else if err != nil {
+		_ = exp.Shutdown(ctx)
 		return nil, fmt.Errorf("tracing: the resource: %w", err)
 	}
 	tp := sdktrace.NewTracerProvider(

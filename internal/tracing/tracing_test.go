@@ -79,6 +79,24 @@ func TestParent(t *testing.T) {
 	}
 }
 
+// TestMalformedResourceEnv: a bad OTEL_RESOURCE_ATTRIBUTES is logged and
+// left out; it does not stop the start.
+func TestMalformedResourceEnv(t *testing.T) {
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "no-value")
+	rcv := tracingtest.Start(t)
+	var logs syncBuffer
+	cfg := tracing.DefaultConfig()
+	cfg.Endpoint, cfg.Insecure, cfg.Logger = rcv.Addr, true, slog.New(slog.NewJSONHandler(&logs, nil))
+	tr, err := tracing.New(context.Background(), cfg)
+	if err != nil || tr == nil {
+		t.Fatalf("New: %v, %v", tr, err)
+	}
+	defer tr.Shutdown(context.Background())
+	if !strings.Contains(logs.String(), "part of the resource is left out") {
+		t.Errorf("no warning logged: %q", logs.String())
+	}
+}
+
 // TestSampling: the ratio decides for roots, the caller's flag for the rest.
 func TestSampling(t *testing.T) {
 	rcv := tracingtest.Start(t)
