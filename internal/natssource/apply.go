@@ -134,7 +134,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 // apply applies events, waiting while a snapshot loads over HTTP.
 func (s *Source) apply(ctx context.Context, events []replication.Event) (res replication.Result, err error) {
 	if tr := s.cfg.Tracer; tr != nil {
-		if sp := tr.StartSampled(ctx, tracing.SpanReplication, trace.SpanKindConsumer); sp != nil {
+		if _, sp := tr.StartSampled(ctx, tracing.SpanReplication, trace.SpanKindConsumer); sp != nil {
 			defer func() {
 				b := tracing.Batch{Source: "nats", Events: len(events), Applied: res.Applied, Skipped: res.Skipped, AppliedSeq: s.ix.AppliedSeq()}
 				if err != nil {

@@ -188,7 +188,7 @@ func (s *Source) loadFromBucket(ctx context.Context, js jetstream.JetStream, nee
 	}
 	var sp trace.Span // nil: tracing off
 	if s.cfg.Tracer != nil {
-		sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSnapshotLoad, trace.SpanKindConsumer)
+		_, sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSnapshotLoad, trace.SpanKindConsumer)
 	}
 	res, err := s.repl.LoadSnapshot(io.MultiReader(bytes.NewReader(bytes.Clone(line)), br))
 	if sp != nil {

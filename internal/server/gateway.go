@@ -101,7 +101,7 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	if s.tr != nil {
 		// the parent: Envoy's gRPC metadata, else the original request's
 		// traceparent (docs/operations.md, "Tracing")
-		sp = s.tr.StartSampled(ctx, gatewaySpanName(r.endpoint), trace.SpanKindServer, tracing.Metadata(ctx), r.headers)
+		_, sp = s.tr.StartSampled(ctx, gatewaySpanName(r.endpoint), trace.SpanKindServer, tracing.Metadata(ctx), r.headers)
 	}
 	defer func() {
 		s.m.DecisionDuration(r.endpoint, time.Since(start))

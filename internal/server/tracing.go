@@ -36,7 +36,7 @@ const (
 // startSpan starts the span of c's request; its parent is the request's
 // traceparent header. nil when the span is not sampled.
 func (s *Server) startSpan(c *gin.Context, name string, kind spanKind) *reqSpan {
-	sp := s.tr.StartSampled(c.Request.Context(), name, trace.SpanKindServer, c.Request.Header)
+	_, sp := s.tr.StartSampled(c.Request.Context(), name, trace.SpanKindServer, c.Request.Header)
 	if sp == nil {
 		return nil
 	}

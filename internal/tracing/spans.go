@@ -17,6 +17,7 @@ const (
 	SpanExtAuthzGRPC   = "crmauthz.ext_authz_grpc" // envoy.service.auth.v3.Authorization/Check
 	SpanReplication    = "crmauthz.replication.batch"
 	SpanSnapshotLoad   = "crmauthz.snapshot.load"
+	SpanSinkWrite      = "crmauthz.sink.write" // a connector's batch to the HTTP sink
 	attrPrefix         = "crmauthz."
 	attrAllow          = attrPrefix + "decision.allow"
 	attrReason         = attrPrefix + "decision.reason"

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -265,13 +266,19 @@ func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, fr
 // StartSampled is Start, but returns nil (the span ended at once) when the
 // span is not sampled, so that the caller builds no attributes for it: a
 // caller that checks for a nil Tracer checks the span the same way.
-func (t *Tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind, from ...Headers) trace.Span {
-	_, sp := t.Start(ctx, name, kind, from...)
+func (t *Tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind, from ...Headers) (context.Context, trace.Span) {
+	ctx, sp := t.Start(ctx, name, kind, from...)
 	if !sp.IsRecording() {
 		sp.End()
-		return nil
+		return ctx, nil
 	}
-	return sp
+	return ctx, sp
+}
+
+// Inject writes the trace context of ctx's span into h (traceparent,
+// tracestate), for a request crmauthz sends (the connectors' HTTP sink).
+func (t *Tracer) Inject(ctx context.Context, h http.Header) {
+	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
 }
 
 // carrier reads Headers for the propagator (it never writes).
