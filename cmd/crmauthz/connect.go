@@ -32,6 +32,8 @@ func newConnectCmd() *cobra.Command {
 type sinkOptions struct {
 	natsAuthOptions
 	url, tokenFile, stream, subject, bucket string
+
+	tracing tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
 
 func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
@@ -41,6 +43,7 @@ func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.StringVar(&o.subject, "sink-subject", sink.DefaultSubject, "NATS sink: the subject of the events (sidecars' --nats-subject)")
 	f.StringVar(&o.bucket, "sink-snapshot-bucket", sink.DefaultSnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
+	addTracingFlags(f, &o.tracing)
 }
 
 func (o sinkOptions) newSink(log *slog.Logger) (sink.Sink, error) {
@@ -50,9 +53,20 @@ func (o sinkOptions) newSink(log *slog.Logger) (sink.Sink, error) {
 	cfg := sink.DefaultConfig()
 	cfg.URL, cfg.TokenFile, cfg.Stream, cfg.Subject, cfg.SnapshotBucket = o.url, o.tokenFile, o.stream, o.subject, o.bucket
 	cfg.Auth, cfg.Logger, cfg.Name = o.auth(), log, "crmauthz "+version+" connector"
+	tr, err := o.tracing.newTracer(context.Background(), log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Tracer = tr
 	s, err := sink.New(cfg)
 	if err != nil {
+		if tr != nil {
+			_ = tr.Shutdown(context.Background())
+		}
 		return nil, fmt.Errorf("--sink: %w", err)
+	}
+	if tr != nil {
+		return tracedSink{Sink: s, tr: tr, log: log}, nil
 	}
 	return s, nil
 }

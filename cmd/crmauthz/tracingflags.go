@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
-// tracingOptions are serve's OpenTelemetry flags (docs/operations.md,
+// tracingOptions are the OpenTelemetry flags of serve and of the connectors' sink (docs/operations.md,
 // "Tracing"); their defaults are tracing.DefaultConfig()'s.
 type tracingOptions struct {
 	cfg tracing.Config
@@ -71,4 +73,22 @@ func (o tracingOptions) newTracer(ctx context.Context, log *slog.Logger) (*traci
 		log.Info("tracing on", "otlp_endpoint", cfg.Endpoint, "insecure", cfg.Insecure, "sampling_ratio", cfg.SamplingRatio)
 	}
 	return tr, nil
+}
+
+// tracedSink is a connector's sink with the tracer of its spans, which Close
+// flushes (for up to 5 s) after closing the sink.
+type tracedSink struct {
+	sink.Sink
+	tr  *tracing.Tracer
+	log *slog.Logger
+}
+
+func (s tracedSink) Close() error {
+	err := s.Sink.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if terr := s.tr.Shutdown(ctx); terr != nil {
+		s.log.Warn("exporting the last spans", "err", terr)
+	}
+	return err
 }
