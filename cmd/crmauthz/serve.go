@@ -262,13 +262,8 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	if tr != nil {
-		defer func() { // after the listeners and the NATS source stopped: their last spans go too
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := tr.Shutdown(sctx); err != nil {
-				log.Warn("exporting the last spans", "err", err)
-			}
-		}()
+		// after the listeners and the NATS source stopped: their last spans go too
+		defer shutdownTracer(tr, log)
 	}
 
 	natsSrc, source, err := o.nats.newSource(ix, repl, m, log, tr)

@@ -26,7 +26,8 @@ func addTracingFlags(f *pflag.FlagSet, o *tracingOptions) {
 	f.Float64Var(&o.cfg.SamplingRatio, "trace-sampling-ratio", o.cfg.SamplingRatio, "fraction of traces started here that are sampled, 0 to 1; a request with a traceparent follows its sampled flag")
 }
 
-// The rules of the tracing flags (in validate.go's serveRules).
+// The rules of the tracing flags (in validate.go's serveRules and
+// connect_validate.go's sinkRules).
 
 func (o *tracingOptions) endpointRule() string {
 	if o.cfg.Endpoint != "" && tracing.ValidateEndpoint(o.cfg.Endpoint) != nil {
@@ -85,10 +86,15 @@ type tracedSink struct {
 
 func (s tracedSink) Close() error {
 	err := s.Sink.Close()
+	shutdownTracer(s.tr, s.log)
+	return err
+}
+
+// shutdownTracer sends the spans still queued, for up to 5 s.
+func shutdownTracer(tr *tracing.Tracer, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if terr := s.tr.Shutdown(ctx); terr != nil {
-		s.log.Warn("exporting the last spans", "err", terr)
+	if err := tr.Shutdown(ctx); err != nil {
+		log.Warn("exporting the last spans", "err", err)
 	}
-	return err
 }
