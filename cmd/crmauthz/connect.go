@@ -34,6 +34,8 @@ type sinkOptions struct {
 	natsAuthOptions
 	url, tokenFile, stream, subject, bucket string
 	configFile                              string // --config (configfile.go), registered here for every connector
+
+	tracing tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
 
 func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
@@ -45,6 +47,7 @@ func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.StringVar(&o.bucket, "sink-snapshot-bucket", d.SnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
 	addConfigFlag(f, &o.configFile)
+	addTracingFlags(f, &o.tracing)
 }
 
 // config is the sink's configuration from the flags.
@@ -61,9 +64,20 @@ func (o sinkOptions) newSink(log *slog.Logger) (sink.Sink, error) {
 	}
 	cfg := o.config()
 	cfg.Logger, cfg.Name = log, "crmauthz "+version+" connector"
+	tr, err := o.tracing.newTracer(context.Background(), log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Tracer = tr
 	s, err := sink.New(cfg)
 	if err != nil {
+		if tr != nil {
+			_ = tr.Shutdown(context.Background())
+		}
 		return nil, fmt.Errorf("--sink: %w", err)
+	}
+	if tr != nil {
+		return tracedSink{Sink: s, tr: tr, log: log}, nil
 	}
 	return s, nil
 }

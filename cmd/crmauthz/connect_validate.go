@@ -40,6 +40,12 @@ func sinkRules(o *sinkOptions) map[string]flagRule {
 		"nats-tls-cert":      func() string { return pairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
 		"nats-tls-key":       func() string { return pairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
 		"config":             func() string { return blankOrPath(o.configFile) },
+
+		// OpenTelemetry (tracingflags.go): spans of the HTTP sink's batches
+		"otlp-endpoint":        o.tracing.endpointRule,
+		"otlp-insecure":        o.tracing.insecureRule,
+		"otlp-ca-file":         o.tracing.caFileRule,
+		"trace-sampling-ratio": o.tracing.ratioRule,
 	}
 }
 

@@ -54,6 +54,10 @@ func badPostgresFlags(t testing.TB) []struct{ flag, value, want string } {
 		{"nats-tls-ca", " ", "want a path"},
 		{"nats-tls-cert", "c.pem", "want it with --nats-tls-key"},
 		{"nats-tls-key", "k.pem", "want it with --nats-tls-cert"},
+		{"otlp-endpoint", "http://collector:4317", "want HOST:PORT of an OTLP/gRPC receiver"},
+		{"otlp-insecure", "true", "want it with --otlp-endpoint"},
+		{"otlp-ca-file", "ca.pem", "want it with --otlp-endpoint"},
+		{"trace-sampling-ratio", "2", "want a fraction from 0 to 1"},
 	}
 }
 

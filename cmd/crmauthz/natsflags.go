@@ -13,6 +13,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // natsAuthOptions are the credentials and TLS flags of every command that
@@ -70,12 +71,12 @@ func (o natsServeOptions) config() natssource.Config {
 
 // newSource returns the NATS source, or nil when --replication-source is
 // not set. The interface is nil then, never a typed nil.
-func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicator, m *metrics.Metrics, log *slog.Logger) (*natssource.Source, server.Source, error) {
+func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicator, m *metrics.Metrics, log *slog.Logger, tr *tracing.Tracer) (*natssource.Source, server.Source, error) {
 	if o.source == "" {
 		return nil, nil, nil
 	}
 	cfg := o.config()
-	cfg.Name, cfg.Index, cfg.Replicator, cfg.Metrics, cfg.Logger = "crmauthz "+version, ix, repl, m, log
+	cfg.Name, cfg.Index, cfg.Replicator, cfg.Metrics, cfg.Logger, cfg.Tracer = "crmauthz "+version, ix, repl, m, log, tr
 	src, err := natssource.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--replication-source: %w", err)

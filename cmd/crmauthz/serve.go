@@ -66,6 +66,8 @@ type serveOptions struct {
 	gw gatewayOptions // --grpc-addr, --subject-header, --jwt-* (gateway.go)
 
 	nats natsServeOptions // --replication-source, --nats-* (natsflags.go)
+
+	tracing tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
 
 func newServeCmd() *cobra.Command {
@@ -127,6 +129,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	o.gw.addFlags(f)
 	addMemoryFlags(f, &o.mem)
 	addNATSServeFlags(f, &o.nats)
+	addTracingFlags(f, &o.tracing)
 }
 
 // defaultLogLevel is every command's --log-level default.
@@ -321,14 +324,23 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 
-	natsSrc, source, err := o.nats.newSource(ix, repl, m, log)
+	tr, err := o.tracing.newTracer(ctx, log)
+	if err != nil {
+		return err
+	}
+	if tr != nil {
+		// after the listeners and the NATS source stopped: their last spans go too
+		defer shutdownTracer(tr, log)
+	}
+
+	natsSrc, source, err := o.nats.newSource(ix, repl, m, log, tr)
 	if err != nil {
 		return err
 	}
 
 	scfg := o.serverConfig()
 	scfg.Index, scfg.Engine, scfg.Replicator, scfg.Metrics, scfg.Logger, scfg.Version = ix, eng, repl, m, log, version
-	scfg.Token, scfg.DecisionLog, scfg.Identity, scfg.Source, scfg.Filter = token, dlog.Logger, idn, source, ftr
+	scfg.Token, scfg.DecisionLog, scfg.Identity, scfg.Source, scfg.Filter, scfg.Tracer = token, dlog.Logger, idn, source, ftr, tr
 	srv, err := server.New(scfg)
 	if err != nil {
 		return err

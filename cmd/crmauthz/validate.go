@@ -190,6 +190,12 @@ func serveRules(o *serveOptions) map[string]flagRule {
 		"jwt-issuer":    func() string { return trimmed(o.gw.issuer) },
 		"jwt-audience":  func() string { return trimmed(o.gw.audience) },
 
+		// OpenTelemetry (tracingflags.go)
+		"otlp-endpoint":        o.tracing.endpointRule,
+		"otlp-insecure":        o.tracing.insecureRule,
+		"otlp-ca-file":         o.tracing.caFileRule,
+		"trace-sampling-ratio": o.tracing.ratioRule,
+
 		// NATS
 		"replication-source":   func() string { return natsURLs(o.nats.source) },
 		"nats-stream":          func() string { return matches(o.nats.stream, natsName, "a stream name (letters, digits, - and _)") },

@@ -123,6 +123,15 @@ var badServeFlags = []struct {
 	{"nats-subject", "crmauthz.>.x", "want a NATS subject"},
 	{"nats-snapshot-bucket", "snap shots", "want a bucket name"},
 	{"nats-user", "crm", "want it with --nats-password-file"},
+	{"otlp-endpoint", "http://collector:4317", "want HOST:PORT of an OTLP/gRPC receiver"},
+	{"otlp-endpoint", "collector", "want HOST:PORT of an OTLP/gRPC receiver"},
+	{"otlp-endpoint", "collector:0", "want HOST:PORT of an OTLP/gRPC receiver"},
+	{"otlp-insecure", "true", "want it with --otlp-endpoint"},
+	{"otlp-ca-file", " ", "want a path"},
+	{"otlp-ca-file", "ca.pem", "want it with --otlp-endpoint"},
+	{"trace-sampling-ratio", "1.5", "want a fraction from 0 to 1"},
+	{"trace-sampling-ratio", "-0.5", "want a fraction from 0 to 1"},
+	{"trace-sampling-ratio", "NaN", "want a fraction from 0 to 1"},
 }
 
 // anyServeValue are the flags every value of which is meaningful.
@@ -192,6 +201,8 @@ func TestServeFlagsAcceptGoodValues(t *testing.T) {
 		{"--replication-source=nats://a:4222,tls://b:4222", "--nats-stream=CRM_AUTHZ-1", "--nats-subject=crm.>", "--nats-snapshot-bucket=snaps"},
 		{"--nats-user=crm", "--nats-password-file=pw", "--nats-tls-cert=c.pem", "--nats-tls-key=k.pem", "--nats-batch-wait=1s", "--nats-batch-max=10000"},
 		{"--load-snapshot=" + snap},
+		{"--otlp-endpoint=otel-collector.monitoring:4317", "--otlp-ca-file=ca.pem", "--trace-sampling-ratio=0.01"},
+		{"--otlp-endpoint=127.0.0.1:4317", "--otlp-insecure", "--trace-sampling-ratio=0"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			fs, o := serveFlags(t, args...)

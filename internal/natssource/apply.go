@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 type decoded struct {
@@ -130,7 +132,18 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 }
 
 // apply applies events, waiting while a snapshot loads over HTTP.
-func (s *Source) apply(ctx context.Context, events []replication.Event) (replication.Result, error) {
+func (s *Source) apply(ctx context.Context, events []replication.Event) (res replication.Result, err error) {
+	if tr := s.cfg.Tracer; tr != nil {
+		if _, sp := tr.StartSampled(ctx, tracing.SpanReplication, trace.SpanKindConsumer); sp != nil {
+			defer func() {
+				b := tracing.Batch{Source: "nats", Events: len(events), Applied: res.Applied, Skipped: res.Skipped, AppliedSeq: s.ix.AppliedSeq()}
+				if err != nil {
+					b.Error = "apply_failed"
+				}
+				tracing.EndBatch(sp, b)
+			}()
+		}
+	}
 	for {
 		res, err := s.repl.Apply(events)
 		if !errors.Is(err, replication.ErrSnapshotInProgress) {

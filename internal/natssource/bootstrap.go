@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // stopped waits, not applying anything, until the index has applied seq (a
@@ -185,7 +187,18 @@ func (s *Source) loadFromBucket(ctx context.Context, js jetstream.JetStream, nee
 		}
 		return false, fmt.Errorf("the snapshot object %s has %s=%d but its first line has %s", best.name, natspub.SeqMetadata, best.seq, got)
 	}
+	var sp trace.Span // nil: tracing off
+	if s.cfg.Tracer != nil {
+		_, sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSnapshotLoad, trace.SpanKindConsumer)
+	}
 	res, err := s.repl.LoadSnapshot(io.MultiReader(bytes.NewReader(bytes.Clone(line)), br))
+	if sp != nil {
+		b := tracing.Batch{Source: "nats", Users: res.Users, Records: res.Records, AppliedSeq: s.ix.AppliedSeq()}
+		if err != nil {
+			b.Error = "load_failed"
+		}
+		tracing.EndSnapshot(sp, b)
+	}
 	if errors.Is(err, replication.ErrSnapshotInProgress) {
 		return false, nil // a PUT is loading one: look again after it
 	}

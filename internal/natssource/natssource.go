@@ -40,6 +40,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Config configures New. URL, Stream, Subject, Index, Replicator and Metrics
@@ -68,6 +69,9 @@ type Config struct {
 	Replicator *replication.Replicator
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger // default slog.Default()
+	// Tracer, if set, exports a span per applied batch and snapshot load
+	// (docs/operations.md, "Tracing"); nil: off.
+	Tracer *tracing.Tracer
 
 	// MaxBatch is the most events applied in one transaction (at most
 	// MaxBatchLimit).

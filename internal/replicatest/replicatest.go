@@ -13,6 +13,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -22,6 +23,8 @@ type Config struct {
 	Token string
 	// Logger defaults to a logger that discards.
 	Logger *slog.Logger
+	// Tracer is the server's (nil: tracing off).
+	Tracer *tracing.Tracer
 }
 
 // Replica is one crmauthz; its index is closed by the test's cleanup.
@@ -53,7 +56,7 @@ func New(tb testing.TB, cfg Config) *Replica {
 		tb.Fatal(err)
 	}
 	m := metrics.New(metrics.Config{})
-	scfg := server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: m, Logger: cfg.Logger}
+	scfg := server.Config{Index: ix, Engine: eng, Replicator: repl, Metrics: m, Logger: cfg.Logger, Tracer: cfg.Tracer}
 	if cfg.Token != "" {
 		scfg.Token = []byte(cfg.Token)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // requireReplicationAuth guards the replication API: a bearer token when one
@@ -53,6 +54,12 @@ func opLabel(op string) string {
 }
 
 func (s *Server) postEvents(c *gin.Context) {
+	var rs *reqSpan // nil: tracing off
+	if s.tr != nil {
+		if rs = s.startSpan(c, tracing.SpanReplication, spanBatch); rs != nil {
+			defer rs.end(c)
+		}
+	}
 	body := &cutReader{r: http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBatchBytes)}
 	events, err := s.repl.DecodeBatch(body)
 	if err != nil && body.cut {
@@ -67,9 +74,15 @@ func (s *Server) postEvents(c *gin.Context) {
 				s.m.Events(op, "skipped", n.Skipped)
 			}
 			s.updateIndexMetrics()
+			if rs != nil {
+				rs.b.Events, rs.b.Applied, rs.b.Skipped, rs.b.AppliedSeq = len(events), res.Applied, res.Skipped, res.AppliedSeq
+			}
 			c.JSON(http.StatusOK, res)
 			return
 		}
+	}
+	if rs != nil {
+		rs.b.Events, rs.b.AppliedSeq = len(events), s.ix.AppliedSeq()
 	}
 	// Nothing was applied: count the events of a decoded batch as rejected.
 	for i := range events {
@@ -79,6 +92,12 @@ func (s *Server) postEvents(c *gin.Context) {
 }
 
 func (s *Server) putSnapshot(c *gin.Context) {
+	var rs *reqSpan // nil: tracing off
+	if s.tr != nil {
+		if rs = s.startSpan(c, tracing.SpanSnapshotLoad, spanSnapshot); rs != nil {
+			defer rs.end(c)
+		}
+	}
 	rc := http.NewResponseController(c.Writer)
 	deadline := time.Now().Add(s.cfg.SnapshotTimeout)
 	_ = rc.SetReadDeadline(deadline)
@@ -93,6 +112,9 @@ func (s *Server) putSnapshot(c *gin.Context) {
 		return
 	}
 	s.updateIndexMetrics()
+	if rs != nil {
+		rs.b.Users, rs.b.Records, rs.b.AppliedSeq = res.Users, res.Records, res.AppliedSeq
+	}
 	s.log.Info("snapshot loaded", "applied_seq", res.AppliedSeq, "users", res.Users, "records", res.Records)
 	c.JSON(http.StatusOK, res)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // knownActions bounds the action label of crmauthz_decisions_total.
@@ -170,6 +171,12 @@ func errorReason(err error) string {
 func (s *Server) postDecision(c *gin.Context) {
 	start := time.Now()
 	defer func() { s.m.DecisionDuration("decision", time.Since(start)) }()
+	var rs *reqSpan // nil: tracing off
+	if s.tr != nil {
+		if rs = s.startSpan(c, tracing.SpanDecision, spanDecision); rs != nil {
+			defer rs.end(c)
+		}
+	}
 
 	var req decisionRequest
 	if err := s.decodeDecision(c, &req); err != nil {
@@ -201,6 +208,10 @@ func (s *Server) postDecision(c *gin.Context) {
 		if s.dlog.Sample() {
 			s.logDecision(s.ids.next(), in, d, err.Error(), rev, seq, start)
 		}
+		if rs != nil {
+			rs.d = tracing.Decision{Action: spanAction(in.Action), ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq,
+				Reason: errorReason(err), Error: toAPIError(evalError(err)).Code}
+		}
 		s.writeError(c, evalError(err))
 		return
 	}
@@ -223,6 +234,10 @@ func (s *Server) postDecision(c *gin.Context) {
 	if s.dlog.Sample() {
 		s.logDecision(string(b[idStart:idEnd]), in, d, "", rev, seq, start)
 	}
+	if rs != nil {
+		rs.d = tracing.Decision{ID: string(b[idStart:idEnd]), Allow: d.Allow, Reason: d.Reason, Action: spanAction(in.Action),
+			ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq}
+	}
 	writeJSON(c, b)
 }
 
@@ -238,6 +253,12 @@ func (s *Server) logDecision(id string, in policy.Input, d policy.Decision, errM
 func (s *Server) postDecisions(c *gin.Context) {
 	start := time.Now()
 	defer func() { s.m.DecisionDuration("decisions", time.Since(start)) }()
+	var rs *reqSpan // nil: tracing off
+	if s.tr != nil {
+		if rs = s.startSpan(c, tracing.SpanDecisions, spanDecisions); rs != nil {
+			defer rs.end(c)
+		}
+	}
 
 	var req batchRequest
 	if err := s.decodeBatch(c, &req); err != nil {
@@ -287,6 +308,9 @@ func (s *Server) postDecisions(c *gin.Context) {
 			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.Subject, Err: err.Error(),
 				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
 		}
+		if rs != nil {
+			rs.d = tracing.Decision{Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Error: toAPIError(evalError(err)).Code}
+		}
 		s.writeError(c, evalError(err))
 		return
 	}
@@ -305,6 +329,14 @@ func (s *Server) postDecisions(c *gin.Context) {
 		}
 		s.dlog.Batch(decisionlog.Batch{ID: resp.DecisionID, Subject: req.Subject, Checks: checks,
 			Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
+	}
+	if rs != nil {
+		rs.d = tracing.Decision{ID: resp.DecisionID, Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq}
+		rs.checks = make([]tracing.Check, len(inputs))
+		for i, in := range inputs {
+			rs.checks[i] = tracing.Check{Allow: resp.Results[i].Allow, Reason: resp.Results[i].Reason,
+				Action: spanAction(in.Action), ResourceType: spanType(in.ResourceType)}
+		}
 	}
 	// The reply is resp (batchResponse), written by hand (see decisionjson.go).
 	b := make([]byte, 0, 128+40*len(resp.Results))
@@ -339,6 +371,12 @@ type dataResponse struct {
 func (s *Server) postData(c *gin.Context) {
 	start := time.Now()
 	defer func() { s.m.DecisionDuration("data", time.Since(start)) }()
+	var rs *reqSpan // nil: tracing off
+	if s.tr != nil {
+		if rs = s.startSpan(c, tracing.SpanData, spanDecision); rs != nil {
+			defer rs.end(c)
+		}
+	}
 
 	path := strings.Trim(c.Param("path"), "/")
 	if path == "" {
@@ -405,8 +443,14 @@ func (s *Server) postData(c *gin.Context) {
 			s.dlog.Query(decisionlog.Query{ID: s.ids.next(), Path: path, Input: rawInput, Err: err.Error(),
 				Revision: rev, AppliedSeq: seq, Duration: time.Since(start)})
 		}
+		if rs != nil {
+			rs.d = tracing.Decision{DataPath: path, Revision: rev, AppliedSeq: seq, Error: toAPIError(evalError(err)).Code}
+		}
 		s.writeError(c, evalError(err))
 		return
+	}
+	if rs != nil {
+		rs.d = tracing.Decision{DataPath: path, Revision: rev, AppliedSeq: seq}
 	}
 	if isDecision {
 		action := "other"
@@ -423,8 +467,14 @@ func (s *Server) postData(c *gin.Context) {
 			reason, _ = m["reason"].(string)
 		}
 		s.m.Decision("data", action, allow, reason)
+		if rs != nil {
+			rs.d.Action, rs.d.Allow, rs.d.Reason = action, allow, reason
+		}
 	}
 	resp := dataResponse{DecisionID: s.ids.next(), AppliedSeq: seq}
+	if rs != nil {
+		rs.d.ID = resp.DecisionID
+	}
 	if defined {
 		resp.Result = result
 	}

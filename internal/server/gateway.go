@@ -17,6 +17,8 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
+	"github.com/crmauthz/crmauthz/internal/tracing"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -95,7 +97,13 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		d       policy.HTTPDecision
 		in      policy.HTTPInput
 		evalErr error
+		sp      trace.Span // nil: tracing off
 	)
+	if s.tr != nil {
+		// the parent: Envoy's gRPC metadata, else the original request's
+		// traceparent (docs/operations.md, "Tracing")
+		_, sp = s.tr.StartSampled(ctx, gatewaySpanName(r.endpoint), trace.SpanKindServer, tracing.Metadata(ctx), r.headers)
+	}
 	defer func() {
 		s.m.DecisionDuration(r.endpoint, time.Since(start))
 		action := actionLabel(d.Action)
@@ -105,6 +113,14 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		s.m.Decision(r.endpoint, action, ans.allow, ans.reason)
 		if s.dlog.Sample() {
 			s.logGateway(r, in, d, &ans, evalErr, time.Since(start))
+		}
+		if sp != nil {
+			td := tracing.Decision{ID: ans.id, Allow: ans.allow, Reason: ans.reason, Action: spanAction(d.Action),
+				ResourceType: spanType(d.ResourceType), Revision: ans.revision, AppliedSeq: ans.seq, Status: ans.status}
+			if evalErr != nil {
+				td.Error = ans.code
+			}
+			tracing.EndDecision(sp, td)
 		}
 	}()
 	deny := func(status int, reason, format string, args ...any) gatewayAnswer {
@@ -193,6 +209,17 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	}
 	ans.allow, ans.status, ans.reason = true, http.StatusOK, d.Reason
 	return ans
+}
+
+// gatewaySpanName is the span name of a gateway endpoint.
+func gatewaySpanName(endpoint string) string {
+	switch endpoint {
+	case endpointForwardAuth:
+		return tracing.SpanForwardAuth
+	case endpointExtAuthzHTTP:
+		return tracing.SpanExtAuthzHTTP
+	}
+	return tracing.SpanExtAuthzGRPC
 }
 
 // logGateway queues the decision log line of one gateway decision, in the

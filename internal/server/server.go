@@ -27,6 +27,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Config configures New. Index, Engine, Replicator and Metrics are required.
@@ -68,6 +69,10 @@ type Config struct {
 	// Source, if set, is the replication source that feeds the index (NATS):
 	// readiness and /v1/status include it.
 	Source Source
+	// Tracer, if set, exports a span per decision, replication batch and
+	// snapshot load (docs/operations.md, "Tracing"). nil: tracing off, at
+	// the cost of a nil check per request.
+	Tracer *tracing.Tracer
 	// Filter translates the data filter (GET /v1/subjects/{id}/filter) to the
 	// mapped tables; default: the default schema.
 	Filter *filter.Translator
@@ -132,6 +137,7 @@ type Server struct {
 	repl *replication.Replicator
 	m    *metrics.Metrics
 	dlog *decisionlog.Logger // nil when off
+	tr   *tracing.Tracer     // nil when off
 	log  *slog.Logger
 	ids  *idGen
 	// dataPaths is the Data API's allowlist; dataAll (an explicit "*")
@@ -190,7 +196,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{filter: cfg.Filter, cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
-		dlog: cfg.DecisionLog, dataPaths: map[string]bool{},
+		dlog: cfg.DecisionLog, tr: cfg.Tracer, dataPaths: map[string]bool{},
 		stallTimeout: min(defaultStallTimeout, cfg.SnapshotTimeout)}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")

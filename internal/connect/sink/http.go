@@ -15,7 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // httpSink writes to one crmauthz's replication API (docs/connectors.md).
@@ -88,6 +91,9 @@ func (s *httpSink) do(ctx context.Context, method, path, ctype string, body func
 		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("User-Agent", s.cfg.Name)
+	if s.cfg.Tracer != nil {
+		s.cfg.Tracer.Inject(ctx, req.Header)
+	}
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
@@ -182,7 +188,7 @@ func (s *httpSink) Write(ctx context.Context, events []replication.Event) error 
 	return flush()
 }
 
-func (s *httpSink) post(ctx context.Context, batch []json.RawMessage) error {
+func (s *httpSink) post(ctx context.Context, batch []json.RawMessage) (err error) {
 	var buf bytes.Buffer
 	buf.WriteString(`{"events":[`)
 	for i, r := range batch {
@@ -196,7 +202,19 @@ func (s *httpSink) post(ctx context.Context, batch []json.RawMessage) error {
 	var res struct {
 		AppliedSeq uint64 `json:"applied_seq"`
 	}
-	err := retry(ctx, &s.cfg, "posting events", func() (bool, error) {
+	if s.cfg.Tracer != nil {
+		var sp trace.Span
+		if ctx, sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSinkWrite, trace.SpanKindClient); sp != nil {
+			defer func() {
+				b := tracing.Batch{Source: "http", Events: len(batch), AppliedSeq: res.AppliedSeq}
+				if err != nil {
+					b.Error = "write_failed"
+				}
+				tracing.EndBatch(sp, b)
+			}()
+		}
+	}
+	err = retry(ctx, &s.cfg, "posting events", func() (bool, error) {
 		return s.do(ctx, http.MethodPost, "/v1/replication/events", "application/json",
 			func() io.Reader { return bytes.NewReader(body) }, &res)
 	})

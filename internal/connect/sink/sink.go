@@ -17,6 +17,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Sink is one destination of replication events.
@@ -66,6 +67,10 @@ type Config struct {
 	Name string
 
 	Logger *slog.Logger // default slog.Default()
+	// Tracer, if set, makes each batch posted to the HTTP sink a span whose trace context the
+	// request carries (traceparent), so the replica's span of the batch is its child
+	// (docs/operations.md, "Tracing"); nil: off.
+	Tracer *tracing.Tracer
 	// HTTPClient for the HTTP sink; default one with timeouts.
 	HTTPClient *http.Client
 	// MaxBatchEvents and MaxBatchBytes bound one HTTP batch; default 10,000 and 15 MiB (the
