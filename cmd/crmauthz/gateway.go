@@ -12,6 +12,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/server"
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 )
 
 // gatewayOptions are the flags of the gateway endpoints: the Envoy ext_authz
@@ -58,7 +59,7 @@ func (g *gatewayOptions) identity() (*identity.Identifier, error) {
 
 // grpcListener is the ext_authz gRPC listener; its zero value (off) does nothing.
 type grpcListener struct {
-	gs *server.GRPC
+	gs *gateway.GRPC
 	ln net.Listener
 }
 

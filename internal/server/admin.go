@@ -16,6 +16,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
@@ -24,7 +25,7 @@ import (
 func (s *Server) requireReplicationAuth(c *gin.Context) {
 	if len(s.cfg.Token) == 0 {
 		if !IsLoopbackAddr(c.Request.RemoteAddr) {
-			s.writeError(c, newError(http.StatusUnauthorized, codeUnauthorized,
+			s.writeError(c, newError(http.StatusUnauthorized, errcode.Unauthorized,
 				"no replication token is configured, so only loopback clients may replicate"))
 		}
 		return
@@ -32,14 +33,14 @@ func (s *Server) requireReplicationAuth(c *gin.Context) {
 	const prefix = "bearer "
 	h := c.GetHeader("Authorization")
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		s.writeError(c, newError(http.StatusUnauthorized, codeUnauthorized, "missing bearer token"))
+		s.writeError(c, newError(http.StatusUnauthorized, errcode.Unauthorized, "missing bearer token"))
 		return
 	}
 	// Hash both sides so the comparison takes the same time whatever the lengths.
 	got := sha256.Sum256([]byte(strings.TrimSpace(h[len(prefix):])))
 	want := sha256.Sum256(s.cfg.Token)
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-		s.writeError(c, newError(http.StatusUnauthorized, codeUnauthorized, "wrong bearer token"))
+		s.writeError(c, newError(http.StatusUnauthorized, errcode.Unauthorized, "wrong bearer token"))
 		return
 	}
 }
@@ -252,7 +253,7 @@ func (s *Server) readiness() string {
 
 func (s *Server) ready(c *gin.Context) {
 	if reason := s.readiness(); reason != "" {
-		s.writeError(c, newError(http.StatusServiceUnavailable, codeNotReady, "%s", reason))
+		s.writeError(c, newError(http.StatusServiceUnavailable, errcode.NotReady, "%s", reason))
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
@@ -55,7 +56,7 @@ func (s *Server) postCompile(c *gin.Context) {
 		return
 	}
 	if !s.dataPathAllowed(path) {
-		s.writeError(c, newError(http.StatusForbidden, codePathNotAllowed,
+		s.writeError(c, newError(http.StatusForbidden, errcode.PathNotAllowed,
 			"the Compile API does not serve %q here (allowed: see --data-api-paths)", path))
 		return
 	}
@@ -73,7 +74,7 @@ func (s *Server) postCompile(c *gin.Context) {
 		targets = [][2]string{td}
 	case accept == multiTarget:
 	default:
-		s.writeError(c, newError(http.StatusNotAcceptable, codeInvalidRequest,
+		s.writeError(c, newError(http.StatusNotAcceptable, errcode.InvalidRequest,
 			"the Accept header must be one Compile API type (application/vnd.opa.sql.postgresql+json, …, application/vnd.opa.ucast.all+json, %s), not %q", multiTarget, accept))
 		return
 	}
@@ -137,7 +138,7 @@ func (s *Server) postCompile(c *gin.Context) {
 	var ce *policy.CompileErrors
 	switch {
 	case errors.As(err, &ce):
-		e := newError(http.StatusBadRequest, codeCompileError, "the policy cannot be compiled to a filter for this target: %v", ce)
+		e := newError(http.StatusBadRequest, errcode.CompileError, "the policy cannot be compiled to a filter for this target: %v", ce)
 		e.Extra = map[string]any{"errors": ce.Errs}
 		s.writeError(c, e)
 		return

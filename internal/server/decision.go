@@ -18,6 +18,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
@@ -87,7 +88,7 @@ type batchResponse struct {
 }
 
 func invalid(format string, args ...any) *apiError {
-	return newError(http.StatusBadRequest, codeInvalidRequest, format, args...)
+	return newError(http.StatusBadRequest, errcode.InvalidRequest, format, args...)
 }
 
 // toInput checks one check's fields and returns the policy's input.
@@ -136,7 +137,7 @@ func (s *Server) waitForSeq(ctx context.Context, seq uint64) error {
 	defer cancel()
 	if err := s.ix.WaitForSeq(ctx, seq); err != nil {
 		applied := s.ix.AppliedSeq()
-		e := newError(http.StatusServiceUnavailable, codeIndexBehind,
+		e := newError(http.StatusServiceUnavailable, errcode.IndexBehind,
 			"the index has applied seq %d, not yet %d (waited %s)", applied, seq, s.cfg.ConsistencyWait)
 		e.Extra = map[string]any{"applied_seq": applied}
 		return e
@@ -151,9 +152,9 @@ func evalError(err error) error {
 	if errors.As(err, &ae) {
 		return err
 	}
-	e := newError(http.StatusInternalServerError, codeEvaluationError, "the decision could not be evaluated (denied): %v", err)
+	e := newError(http.StatusInternalServerError, errcode.EvaluationError, "the decision could not be evaluated (denied): %v", err)
 	if errors.Is(err, policy.ErrEvalTimeout) {
-		e = newError(http.StatusInternalServerError, codeEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
+		e = newError(http.StatusInternalServerError, errcode.EvaluationTimeout, "the decision could not be evaluated in time (denied): %v", err)
 	}
 	e.Err = err
 	return e
@@ -163,7 +164,7 @@ func evalError(err error) error {
 // decision that failed with err.
 func errorReason(err error) string {
 	if errors.Is(err, policy.ErrEvalTimeout) {
-		return reasonEvaluationTimeout
+		return errcode.EvaluationTimeout
 	}
 	return "error"
 }
@@ -270,7 +271,7 @@ func (s *Server) postDecisions(c *gin.Context) {
 		return
 	}
 	if len(req.Checks) > maxChecks {
-		s.writeError(c, newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "%d checks, at most %d", len(req.Checks), maxChecks))
+		s.writeError(c, newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%d checks, at most %d", len(req.Checks), maxChecks))
 		return
 	}
 	inputs := make([]policy.Input, len(req.Checks))
@@ -384,7 +385,7 @@ func (s *Server) postData(c *gin.Context) {
 		return
 	}
 	if !s.dataPathAllowed(path) {
-		s.writeError(c, newError(http.StatusForbidden, codePathNotAllowed,
+		s.writeError(c, newError(http.StatusForbidden, errcode.PathNotAllowed,
 			"the Data API does not serve %q here (allowed: see --data-api-paths)", path))
 		return
 	}

@@ -40,12 +40,12 @@ func constValues(tb testing.TB, file, prefix string) map[string]string {
 	return out
 }
 
-// TestErrorCodesAreDocumented: the one block of error codes (errors.go) and the README's table
+// TestErrorCodesAreDocumented: the one block of error codes (errcode/errcode.go) and the README's table
 // of errors name the same codes, so neither gains one the other lacks.
 func TestErrorCodesAreDocumented(t *testing.T) {
-	codes := constValues(t, "errors.go", "code")
+	codes := constValues(t, "errcode/errcode.go", "")
 	if len(codes) < 25 {
-		t.Fatalf("found %d error codes in errors.go: %v", len(codes), codes)
+		t.Fatalf("found %d error codes in errcode.go: %v", len(codes), codes)
 	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -70,12 +70,12 @@ func TestErrorCodesAreDocumented(t *testing.T) {
 			t.Errorf("%s = %q is not in the README's table of errors", name, c)
 		}
 	}
-	for _, c := range constValues(t, "gateway.go", "reason") {
+	for _, c := range constValues(t, "gateway/gateway.go", "reason") {
 		known[c] = true
 	}
 	for c := range documented {
 		if !known[c] {
-			t.Errorf("the README's table of errors names %q, which is neither a code of errors.go nor a gateway reason", c)
+			t.Errorf("the README's table of errors names %q, which is neither a code of errcode.go nor a gateway reason", c)
 		}
 	}
 }

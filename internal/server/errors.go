@@ -13,42 +13,8 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
-)
-
-// The error codes of docs/reference.md §2.6, the "code" of every error body;
-// toAPIError is the one table that maps errors to them and their statuses.
-const (
-	codeCompileError         = "compile_error"
-	codeDenied               = "denied"
-	codeEvaluationError      = "evaluation_error"
-	codeEvaluationTimeout    = "evaluation_timeout"
-	codeFilterNotDefined     = "filter_not_defined"
-	codeFilterUntranslatable = "filter_untranslatable"
-	codeIndexBehind          = "index_behind"
-	codeIndexClosed          = "index_closed"
-	codeIndexReadOnly        = "index_read_only"
-	codeIndexUnwritable      = "index_unwritable"
-	codeInsufficientStorage  = "insufficient_storage"
-	codeInternalError        = "internal_error"
-	codeInvalidEvent         = "invalid_event"
-	codeInvalidRequest       = "invalid_request"
-	codeInvalidSnapshot      = "invalid_snapshot"
-	codeMalformedJSON        = "malformed_json"
-	codeMethodNotAllowed     = "method_not_allowed"
-	codeNotFound             = "not_found"
-	codeNotReady             = "not_ready"
-	codeOverloaded           = "overloaded"
-	codePathNotAllowed       = "path_not_allowed"
-	codePayloadTooLarge      = "payload_too_large"
-	codeRequestTimeout       = "request_timeout"
-	codeSequenceGap          = "sequence_gap"
-	codeSnapshotInProgress   = "snapshot_in_progress"
-	codeTimeout              = "timeout"
-	codeTruncated            = "truncated"
-	codeUnauthenticated      = "unauthenticated"
-	codeUnauthorized         = "unauthorized"
-	codeUnknownSubject       = "unknown_subject"
 )
 
 // apiError is an error the server itself raises, with its status and code.
@@ -98,53 +64,53 @@ func errorTable(err error) *apiError {
 	)
 	switch {
 	case errors.As(err, &inv):
-		e := newError(http.StatusUnprocessableEntity, codeInvalidEvent, "%s", inv.Error())
+		e := newError(http.StatusUnprocessableEntity, errcode.InvalidEvent, "%s", inv.Error())
 		e.Extra = map[string]any{"index": inv.Index}
 		return e
 	case errors.As(err, &line):
-		e := newError(http.StatusUnprocessableEntity, codeInvalidSnapshot, "%s", line.Error())
+		e := newError(http.StatusUnprocessableEntity, errcode.InvalidSnapshot, "%s", line.Error())
 		e.Extra = map[string]any{"line": line.Line}
 		return e
 	case errors.As(err, &gap):
-		e := newError(http.StatusConflict, codeSequenceGap, "%s", gap.Error())
+		e := newError(http.StatusConflict, errcode.SequenceGap, "%s", gap.Error())
 		e.Extra = map[string]any{"applied_seq": gap.AppliedSeq}
 		return e
 	case errors.As(err, &mbe):
 		// also a *strictjson.Error of kind ErrTooLarge, which wraps it
-		return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", mbe.Limit)
+		return newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "the body is larger than %d bytes", mbe.Limit)
 	case errors.As(err, &sje):
 		switch {
 		case sje.Malformed():
-			return newError(http.StatusBadRequest, codeMalformedJSON, "%s", sje.Msg)
+			return newError(http.StatusBadRequest, errcode.MalformedJSON, "%s", sje.Msg)
 		case errors.Is(sje, strictjson.ErrTooLarge):
-			return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "%s", sje.Msg)
+			return newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%s", sje.Msg)
 		}
-		return newError(http.StatusBadRequest, codeInvalidRequest, "%s", sje.Msg) // unknown field, key twice, wrong type
+		return newError(http.StatusBadRequest, errcode.InvalidRequest, "%s", sje.Msg) // unknown field, key twice, wrong type
 	case errors.As(err, &mal):
-		return newError(http.StatusBadRequest, codeMalformedJSON, "%s", mal.Msg)
+		return newError(http.StatusBadRequest, errcode.MalformedJSON, "%s", mal.Msg)
 	case errors.Is(err, errTruncated), errors.Is(err, io.ErrUnexpectedEOF):
 		// a body read that ended before Content-Length (the decoders turn
 		// their own unexpected ends into *replication.MalformedError first)
-		return newError(http.StatusBadRequest, codeTruncated,
+		return newError(http.StatusBadRequest, errcode.Truncated,
 			"the body ended before the length it announced (Content-Length): it was cut off on the way; nothing was changed")
 	case errors.Is(err, replication.ErrTooManyEvents):
-		return newError(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "%v", err)
+		return newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%v", err)
 	case errors.Is(err, replication.ErrSnapshotInProgress):
-		return newError(http.StatusServiceUnavailable, codeSnapshotInProgress, "%v", err)
+		return newError(http.StatusServiceUnavailable, errcode.SnapshotInProgress, "%v", err)
 	case errors.Is(err, index.ErrReadOnly):
-		return newError(http.StatusServiceUnavailable, codeIndexReadOnly, "the index is open read-only")
+		return newError(http.StatusServiceUnavailable, errcode.IndexReadOnly, "the index is open read-only")
 	case errors.Is(err, index.ErrClosed):
-		return newError(http.StatusServiceUnavailable, codeIndexClosed, "the index is closed (shutting down)")
+		return newError(http.StatusServiceUnavailable, errcode.IndexClosed, "the index is closed (shutting down)")
 	case errors.Is(err, syscall.ENOSPC):
-		return newError(http.StatusInsufficientStorage, codeInsufficientStorage, "the data directory is full: %v", err)
+		return newError(http.StatusInsufficientStorage, errcode.InsufficientStorage, "the data directory is full: %v", err)
 	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return newError(http.StatusServiceUnavailable, codeIndexUnwritable, "the data directory cannot be written: %v", err)
+		return newError(http.StatusServiceUnavailable, errcode.IndexUnwritable, "the data directory cannot be written: %v", err)
 	case isTimeout(err):
-		return newError(http.StatusRequestTimeout, codeRequestTimeout, "the request was not received in time: %v", err)
+		return newError(http.StatusRequestTimeout, errcode.RequestTimeout, "the request was not received in time: %v", err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return newError(http.StatusServiceUnavailable, codeTimeout, "%v", err)
+		return newError(http.StatusServiceUnavailable, errcode.Timeout, "%v", err)
 	}
-	return newError(http.StatusInternalServerError, codeInternalError, "%v", err)
+	return newError(http.StatusInternalServerError, errcode.InternalError, "%v", err)
 }
 
 // errTruncated is a body that ended before its Content-Length.

@@ -14,11 +14,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 )
 
 // grpcGW serves g's ext_authz on a loopback port and returns a client of it
 // (Envoy's own proto types, over real gRPC).
-func grpcGW(tb testing.TB, g *gwServer) (authv3.AuthorizationClient, *grpc.ClientConn, *GRPC) {
+func grpcGW(tb testing.TB, g *gwServer) (authv3.AuthorizationClient, *grpc.ClientConn, *gateway.GRPC) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -197,7 +199,7 @@ func TestGRPCHealthAndStop(t *testing.T) {
 	g := newGW(t, nil)
 	client, conn, gs := grpcGW(t, g)
 	hc := healthpb.NewHealthClient(conn)
-	resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authzServiceName})
+	resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", resp, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
 // filterResponse is the reply of GET /v1/subjects/{id}/filter
@@ -100,7 +101,7 @@ func (s *Server) getSubjectFilter(c *gin.Context, subject string) {
 			return err
 		}
 		if len(p.Unknowns) != 1 {
-			return newError(http.StatusInternalServerError, codeFilterUntranslatable,
+			return newError(http.StatusInternalServerError, errcode.FilterUntranslatable,
 				"the data filter needs exactly one unknown (the record), not %v", p.Unknowns)
 		}
 		// The translation for this location and dialect is memoized with
@@ -134,11 +135,11 @@ func filterError(err error) error {
 	var ue *filter.UntranslatableError
 	switch {
 	case errors.As(err, &ue):
-		return newError(http.StatusInternalServerError, codeFilterUntranslatable, "%v", ue)
+		return newError(http.StatusInternalServerError, errcode.FilterUntranslatable, "%v", ue)
 	case errors.Is(err, policy.ErrFilterUnderivable):
-		return newError(http.StatusInternalServerError, codeFilterUntranslatable, "%v", err)
+		return newError(http.StatusInternalServerError, errcode.FilterUntranslatable, "%v", err)
 	case errors.Is(err, policy.ErrNoViewFilter):
-		return newError(http.StatusNotImplemented, codeFilterNotDefined, "%v", err)
+		return newError(http.StatusNotImplemented, errcode.FilterNotDefined, "%v", err)
 	}
 	return evalError(err)
 }

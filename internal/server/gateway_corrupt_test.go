@@ -14,6 +14,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -98,7 +99,7 @@ func TestGatewayDeniesOnCorruptIndex(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			checkReply(t, g.do(t, tc.method, tc.target, tc.hdr, tc.body), http.StatusForbidden, reasonEvaluationError)
+			checkReply(t, g.do(t, tc.method, tc.target, tc.hdr, tc.body), http.StatusForbidden, errcode.EvaluationError)
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 )
 
 // The fuzz targets' seed corpora are in testdata/fuzz/<name>/ and run with
@@ -121,11 +122,11 @@ func FuzzForwardAuthHeaders(f *testing.F) {
 		if nonCanonical(uri) {
 			t.Fatalf("allowed a non-canonical path %q", uri)
 		}
-		o, err := parseOriginal(method, uri)
+		o, err := gateway.ParseOriginal(method, uri)
 		if err != nil {
 			t.Fatalf("allowed %q %q, which does not parse: %v", method, uri, err)
 		}
-		action, typ, id, ok := refRoute(o.method, o.segments)
+		action, typ, id, ok := refRoute(o.Method, o.Segments)
 		if !ok {
 			t.Fatalf("allowed %s %q, which is not a route", method, uri)
 		}
@@ -148,13 +149,13 @@ func FuzzRouteMapping(f *testing.F) {
 	g := newGW(f, nil)
 	subjects := []string{"u-owner", "u-fol", "u-none"}
 	f.Fuzz(func(t *testing.T, method, uri string, body []byte, who uint8) {
-		o, err := parseOriginal(method, uri)
+		o, err := gateway.ParseOriginal(method, uri)
 		if err != nil {
 			return // answered as invalid_request or invalid_path (FuzzForwardAuthHeaders)
 		}
-		in := policy.HTTPInput{Subject: subjects[int(who)%len(subjects)], Method: o.method, Path: o.path, Segments: o.segments}
-		if o.method != "GET" && o.method != "HEAD" {
-			v, err := regovalue.ParseParams(body, o.query)
+		in := policy.HTTPInput{Subject: subjects[int(who)%len(subjects)], Method: o.Method, Path: o.Path, Segments: o.Segments}
+		if o.Method != "GET" && o.Method != "HEAD" {
+			v, err := regovalue.ParseParams(body, o.Query)
 			if err != nil {
 				return // answered as invalid_body or ambiguous_body
 			}
@@ -169,7 +170,7 @@ func FuzzRouteMapping(f *testing.F) {
 		if err != nil {
 			t.Fatalf("DecideHTTP(%s %q, body %q): %v", method, uri, body, err)
 		}
-		action, typ, id, ok := refRoute(o.method, o.segments)
+		action, typ, id, ok := refRoute(o.Method, o.Segments)
 		if !ok {
 			if d.Allow || d.Reason != "unmapped_route" || d.Action != "" {
 				t.Fatalf("%s %q is not a route; got %+v", method, uri, d)
@@ -192,9 +193,9 @@ func FuzzRouteMapping(f *testing.F) {
 			t.Fatalf("%s %q (body %q): action %q, want %q", method, uri, body, d.Action, action)
 		}
 		for _, tg := range d.Targets {
-			q, _ := url.QueryUnescape(o.query)
-			if !strings.Contains(string(body), tg) && !strings.Contains(o.query, tg) && !strings.Contains(q, tg) {
-				t.Fatalf("target %q is not in the body %q or the query %q", tg, body, o.query)
+			q, _ := url.QueryUnescape(o.Query)
+			if !strings.Contains(string(body), tg) && !strings.Contains(o.Query, tg) && !strings.Contains(q, tg) {
+				t.Fatalf("target %q is not in the body %q or the query %q", tg, body, o.Query)
 			}
 		}
 		if in.Body == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -264,7 +265,7 @@ func TestExtAuthzHTTP(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := g.do(t, tc.method, extAuthzPrefix+tc.path, tc.hdr, tc.body)
+			got := g.do(t, tc.method, gateway.ExtAuthzPrefix+tc.path, tc.hdr, tc.body)
 			checkReply(t, got, tc.code, tc.reason)
 		})
 	}
@@ -312,7 +313,7 @@ func TestGatewayJWT(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := g.do(t, "GET", "/v1/forward-auth", with(tc.hdr, "X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/contacts/c-1"), "")
 			checkReply(t, got, tc.code, tc.reason)
-			got = g.do(t, "GET", extAuthzPrefix+"/contacts/c-1", tc.hdr, "")
+			got = g.do(t, "GET", gateway.ExtAuthzPrefix+"/contacts/c-1", tc.hdr, "")
 			checkReply(t, got, tc.code, tc.reason)
 		})
 	}
@@ -324,7 +325,7 @@ func TestGatewayFailsClosed(t *testing.T) {
 	t.Run("index closed", func(t *testing.T) {
 		g := newGW(t, nil)
 		g.ix.Close()
-		for _, path := range []string{"/v1/forward-auth", extAuthzPrefix + "/contacts/c-1"} {
+		for _, path := range []string{"/v1/forward-auth", gateway.ExtAuthzPrefix + "/contacts/c-1"} {
 			got := g.do(t, "GET", path, caddy("GET", "/contacts/c-1", "u-owner"), "")
 			checkReply(t, got, 403, "evaluation_error")
 		}
@@ -355,7 +356,7 @@ func TestGatewayMetrics(t *testing.T) {
 	g.do(t, "GET", "/v1/forward-auth", caddy("GET", "/contacts/c-1", "u-owner"), "")
 	g.do(t, "GET", "/v1/forward-auth", caddy("GET", "/contacts/c-1", "u-owner"), "")
 	g.do(t, "GET", "/v1/forward-auth", caddy("GET", "/contacts/c-1", ""), "")
-	g.do(t, "PUT", extAuthzPrefix+"/contacts/c-1", map[string]string{"X-User-Id": "u-fol"}, `{"owner":"u-fol"}`)
+	g.do(t, "PUT", gateway.ExtAuthzPrefix+"/contacts/c-1", map[string]string{"X-User-Id": "u-fol"}, `{"owner":"u-fol"}`)
 	for _, tc := range []struct {
 		labels map[string]string
 		want   float64
@@ -434,7 +435,7 @@ func TestGatewayDecisionLog(t *testing.T) {
 		}
 		return dl
 	})
-	req, _ := http.NewRequest(http.MethodPut, ls.url+extAuthzPrefix+"/contacts/c-1", strings.NewReader(`{"assignedTo":"u-2","secret":"s3"}`))
+	req, _ := http.NewRequest(http.MethodPut, ls.url+gateway.ExtAuthzPrefix+"/contacts/c-1", strings.NewReader(`{"assignedTo":"u-2","secret":"s3"}`))
 	req.Header.Set("X-User-Id", "u-2")
 	resp, err := loopbackClient.Do(req)
 	if err != nil {
@@ -478,8 +479,8 @@ func BenchmarkGateway(b *testing.B) {
 	}{
 		{"decision", "POST", "/v1/decision", `{"subject":"u-fol","action":"edit","resource":{"type":"contact","id":"c-1"}}`, nil},
 		{"forward_auth", "GET", "/v1/forward-auth", "", caddy("PUT", "/contacts/c-1", "u-fol")},
-		{"ext_authz_http/body", "PUT", extAuthzPrefix + "/contacts/c-1", `{"firstName":"Ann","assignedTo":"u-owner"}`, map[string]string{"X-User-Id": "u-fol"}},
-		{"ext_authz_http/followers", "POST", extAuthzPrefix + "/contacts/c-1/followers", `{"followers":["u-none","u-admin","u-fol2"]}`, map[string]string{"X-User-Id": "u-owner"}},
+		{"ext_authz_http/body", "PUT", gateway.ExtAuthzPrefix + "/contacts/c-1", `{"firstName":"Ann","assignedTo":"u-owner"}`, map[string]string{"X-User-Id": "u-fol"}},
+		{"ext_authz_http/followers", "POST", gateway.ExtAuthzPrefix + "/contacts/c-1/followers", `{"followers":["u-none","u-admin","u-fol2"]}`, map[string]string{"X-User-Id": "u-owner"}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

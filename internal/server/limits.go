@@ -6,15 +6,17 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
 // overloadedBody is the error body of docs/reference.md §2.6 for a request refused by Limit (Limits.MaxInFlight).
-const overloadedBody = `{"error":{"code":"` + codeOverloaded + `","message":"too many requests in flight; retry shortly"}}`
+const overloadedBody = `{"error":{"code":"` + errcode.Overloaded + `","message":"too many requests in flight; retry shortly"}}`
 
 // Error bodies of a body that did not arrive (Limit).
 const (
-	bodyTimeoutBody = `{"error":{"code":"` + codeRequestTimeout + `","message":"the request body was not received in time (see --body-timeout)"}}`
-	bodyReadBody    = `{"error":{"code":"` + codeInvalidRequest + `","message":"the request body could not be read"}}`
+	bodyTimeoutBody = `{"error":{"code":"` + errcode.RequestTimeout + `","message":"the request body was not received in time (see --body-timeout)"}}`
+	bodyReadBody    = `{"error":{"code":"` + errcode.InvalidRequest + `","message":"the request body could not be read"}}`
 )
 
 // Limits configures Limit.

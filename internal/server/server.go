@@ -6,6 +6,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -27,6 +28,8 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
@@ -145,6 +148,7 @@ type Server struct {
 	dataPaths map[string]bool
 	dataAll   bool
 	filter    *filter.Translator
+	gw        *gateway.Gateway // the gateway endpoints (internal/server/gateway)
 	// stallTimeout cuts an export whose client stops reading (admin.go, progressWriter).
 	stallTimeout time.Duration
 }
@@ -208,6 +212,12 @@ func New(cfg Config) (*Server, error) {
 			s.dataPaths[p] = true
 		}
 	}
+	s.gw, err = gateway.New(gateway.Config{Decide: s.decideHTTP, NextID: ids.next, ActionLabel: actionLabel, SpanType: spanType,
+		WriteAllow: writeAllow, Identity: cfg.Identity, Metrics: cfg.Metrics, DecisionLog: cfg.DecisionLog, Tracer: cfg.Tracer,
+		Logger: cfg.Logger, MaxDecisionBytes: cfg.MaxDecisionBytes})
+	if err != nil {
+		return nil, err
+	}
 	s.updateIndexMetrics()
 	cfg.Metrics.DecisionCache(cfg.Engine.CacheStats)
 	cfg.Metrics.PolicyLimits(func() (timeouts, builtins uint64) {
@@ -245,10 +255,10 @@ func (s *Server) newEngine(listener string) *gin.Engine {
 	r.ContextWithFallback = true
 	r.Use(s.recovery(), s.countRequests(listener))
 	r.NoRoute(func(c *gin.Context) {
-		s.writeError(c, newError(http.StatusNotFound, codeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusNotFound, errcode.NotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.writeError(c, newError(http.StatusMethodNotAllowed, codeMethodNotAllowed, "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusMethodNotAllowed, errcode.MethodNotAllowed, "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
 	})
 	return r
 }
@@ -261,9 +271,29 @@ func (s *Server) DecisionHandler() http.Handler {
 	r.POST("/v1/data/*path", s.postData)
 	r.POST("/v1/compile/*path", s.postCompile)       // OPA's Compile API (compile.go)
 	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go) and /filter (filter.go)
-	r.Any("/v1/forward-auth", s.forwardAuth)
-	r.Any(extAuthzPrefix+"/*path", s.extAuthzHTTP)
+	r.Any(gateway.ForwardAuthPath, s.gw.ForwardAuth)
+	r.Any(gateway.ExtAuthzPrefix+"/*path", s.gw.ExtAuthzHTTP)
 	return r
+}
+
+// NewGRPC returns the gRPC server of Envoy's ext_authz listener (--grpc-addr).
+func (s *Server) NewGRPC() *gateway.GRPC { return s.gw.NewGRPC() }
+
+// decideHTTP evaluates data.crmauthz.http_decision in one read transaction
+// of the index: the gateways' Decide.
+func (s *Server) decideHTTP(ctx context.Context, in policy.HTTPInput) (d policy.HTTPDecision, rev string, seq uint64, err error) {
+	err = s.ix.View(func(tx *index.ReadTx) error {
+		seq = tx.AppliedSeq()
+		var err error
+		d, rev, err = s.eng.DecideHTTP(ctx, tx, in)
+		return err
+	})
+	return d, rev, seq, err
+}
+
+// writeAllow writes the gateways' 200 reply: the reply of /v1/decision.
+func writeAllow(c *gin.Context, reason, id, revision string, seq uint64) {
+	c.JSON(http.StatusOK, decisionResponse{Allow: true, Reason: reason, DecisionID: id, PolicyRevision: revision, AppliedSeq: seq})
 }
 
 // AdminHandler serves the admin listener (--admin-addr).
@@ -299,7 +329,7 @@ func (s *Server) recovery() gin.HandlerFunc {
 					// client sees a broken transfer, never a short body taken for whole.
 					panic(http.ErrAbortHandler)
 				}
-				s.writeError(c, newError(http.StatusInternalServerError, codeInternalError, "internal error"))
+				s.writeError(c, newError(http.StatusInternalServerError, errcode.InternalError, "internal error"))
 			}
 		}()
 		c.Next()

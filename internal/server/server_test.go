@@ -20,6 +20,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 	"github.com/crmauthz/crmauthz/policies"
 )
@@ -213,9 +214,9 @@ func TestErrorTableKeepsAPIErrors(t *testing.T) {
 		cause      error
 		causeFound bool
 	}{
-		{"evaluation error", evalError(index.ErrClosed), 500, codeEvaluationError, index.ErrClosed, true},
-		{"evaluation timeout", evalError(fmt.Errorf("eval: %w", policy.ErrEvalTimeout)), 500, codeEvaluationTimeout, policy.ErrEvalTimeout, true},
-		{"wrapped apiError", fmt.Errorf("x: %w", newError(http.StatusNotFound, codeNotFound, "no")), 404, codeNotFound, index.ErrClosed, false},
+		{"evaluation error", evalError(index.ErrClosed), 500, errcode.EvaluationError, index.ErrClosed, true},
+		{"evaluation timeout", evalError(fmt.Errorf("eval: %w", policy.ErrEvalTimeout)), 500, errcode.EvaluationTimeout, policy.ErrEvalTimeout, true},
+		{"wrapped apiError", fmt.Errorf("x: %w", newError(http.StatusNotFound, errcode.NotFound, "no")), 404, errcode.NotFound, index.ErrClosed, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ae := toAPIError(tc.err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
 // Paging of GET /v1/subjects/{id}/records.
@@ -143,7 +144,7 @@ func (s *Server) getSubjectRecords(c *gin.Context) {
 	}
 	subject, ok, err := subjectOfPath(c.Request.URL.EscapedPath(), "/records")
 	if !ok {
-		s.writeError(c, newError(http.StatusNotFound, codeNotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
+		s.writeError(c, newError(http.StatusNotFound, errcode.NotFound, "no route %s %s", c.Request.Method, c.Request.URL.Path))
 		return
 	}
 	if err != nil {
@@ -201,7 +202,7 @@ func (s *Server) getSubjectRecords(c *gin.Context) {
 	case err != nil:
 		s.writeError(c, evalError(err))
 	case unknown:
-		s.writeError(c, newError(http.StatusNotFound, codeUnknownSubject, "the subject %q is not in the index", subject))
+		s.writeError(c, newError(http.StatusNotFound, errcode.UnknownSubject, "the subject %q is not in the index", subject))
 	default:
 		c.JSON(http.StatusOK, resp)
 	}

@@ -12,6 +12,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 	"github.com/crmauthz/crmauthz/internal/tracing"
 	"github.com/crmauthz/crmauthz/internal/tracing/tracingtest"
 )
@@ -76,7 +77,7 @@ func TestTracingSpans(t *testing.T) {
 			checkReply(t, got, 200, "owner")
 		}, want{span: tracing.SpanForwardAuth, reason: "owner", action: "view", typ: "contact", allow: true, status: 200}},
 		{"Envoy HTTP ext_authz, denied", func(t *testing.T, tp string) {
-			got := g.do(t, "PUT", extAuthzPrefix+"/contacts/c-1", map[string]string{"X-User-Id": "u-fol", "traceparent": tp,
+			got := g.do(t, "PUT", gateway.ExtAuthzPrefix+"/contacts/c-1", map[string]string{"X-User-Id": "u-fol", "traceparent": tp,
 				"Content-Type": "application/json"}, `{"assignedTo":"u-none","note":"u-owner"}`)
 			checkReply(t, got, 403, "followers_cannot_change_owner")
 		}, want{span: tracing.SpanExtAuthzHTTP, reason: "followers_cannot_change_owner", action: "change_owner", typ: "contact", status: 403}},

@@ -1,10 +1,17 @@
-package server
+// Package gateway serves the gateway endpoints: forward auth
+// (/v1/forward-auth, forwardauth.go), Envoy's HTTP ext_authz
+// (/v1/ext-authz/…) and Envoy's gRPC ext_authz (extauthz_grpc.go). It gets
+// what it needs of the server (the decision, the decision ids, the labels
+// and the allow reply) through Config; internal/server builds it and routes
+// to it, and it never imports internal/server (docs/design.md).
+package gateway
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -14,10 +21,12 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/identity"
-	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/tracing"
+	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 )
@@ -30,6 +39,58 @@ import (
 // server's 5xx when failure_mode_allow is set, and nginx turns anything but
 // 2xx, 401 and 403 into a 500.
 
+// Config configures New. Decide, NextID, ActionLabel, SpanType, WriteAllow,
+// Identity and Metrics are required.
+type Config struct {
+	// Decide evaluates data.crmauthz.http_decision for in, in one read
+	// transaction of the index: the decision, the policy's revision and the
+	// index's applied seq (also on an error, as far as they are known).
+	Decide func(ctx context.Context, in policy.HTTPInput) (d policy.HTTPDecision, revision string, seq uint64, err error)
+	// NextID returns a new decision id.
+	NextID func() string
+	// ActionLabel bounds an action to a label of crmauthz_decisions_total;
+	// SpanType bounds a resource type to a span attribute.
+	ActionLabel, SpanType func(string) string
+	// WriteAllow writes the 200 reply of an allow on the HTTP endpoints
+	// (the reply of /v1/decision); the headers are already set.
+	WriteAllow func(c *gin.Context, reason, id, revision string, seq uint64)
+	// Identity finds the subject of a request.
+	Identity *identity.Identifier
+	Metrics  *metrics.Metrics
+	// DecisionLog, if set, gets a sample of the decisions. nil: off.
+	DecisionLog *decisionlog.Logger
+	// Tracer, if set, exports a span per decision. nil: off.
+	Tracer *tracing.Tracer
+	Logger *slog.Logger // default: slog.Default()
+	// MaxDecisionBytes limits the body of the original request.
+	MaxDecisionBytes int64
+}
+
+// DefaultConfig returns the defaults New fills in for zero fields.
+func DefaultConfig() Config {
+	return Config{MaxDecisionBytes: 1 << 20}
+}
+
+// Gateway serves the gateway endpoints.
+type Gateway struct {
+	cfg Config
+}
+
+// New checks cfg, fills its defaults and returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Decide == nil || cfg.NextID == nil || cfg.ActionLabel == nil || cfg.SpanType == nil ||
+		cfg.WriteAllow == nil || cfg.Identity == nil || cfg.Metrics == nil {
+		return nil, errors.New("gateway: Decide, NextID, ActionLabel, SpanType, WriteAllow, Identity and Metrics are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxDecisionBytes <= 0 {
+		cfg.MaxDecisionBytes = DefaultConfig().MaxDecisionBytes
+	}
+	return &Gateway{cfg: cfg}, nil
+}
+
 // Metric labels of the gateway endpoints.
 const (
 	endpointForwardAuth  = "forward_auth"
@@ -39,17 +100,17 @@ const (
 
 // Reasons crmauthz gives itself (the policy gives the others).
 const (
-	reasonInvalidRequest  = codeInvalidRequest  // the gateway did not say which request it asks about
-	reasonInvalidPath     = "invalid_path"      // a path that is not in canonical form
-	reasonMethodOverride  = "method_override"   // X-HTTP-Method-Override and its kin
-	reasonUnauthenticated = codeUnauthenticated // no identity, or one that is not acceptable
-	reasonBodyTruncated   = "body_truncated"    // Envoy sent part of the body
-	reasonBodyTooLarge    = codePayloadTooLarge // the body is over --max-decision-bytes
-	reasonInvalidBody     = "invalid_body"      // not JSON, or not one reading
-	reasonAmbiguousBody   = "ambiguous_body"    // one field given twice (regovalue.BodyError.Ambiguous)
-	reasonEvaluationError = codeEvaluationError // the policy could not decide
+	reasonInvalidRequest  = errcode.InvalidRequest  // the gateway did not say which request it asks about
+	reasonInvalidPath     = "invalid_path"          // a path that is not in canonical form
+	reasonMethodOverride  = "method_override"       // X-HTTP-Method-Override and its kin
+	reasonUnauthenticated = errcode.Unauthenticated // no identity, or one that is not acceptable
+	reasonBodyTruncated   = "body_truncated"        // Envoy sent part of the body
+	reasonBodyTooLarge    = errcode.PayloadTooLarge // the body is over --max-decision-bytes
+	reasonInvalidBody     = "invalid_body"          // not JSON, or not one reading
+	reasonAmbiguousBody   = "ambiguous_body"        // one field given twice (regovalue.BodyError.Ambiguous)
+	reasonEvaluationError = errcode.EvaluationError // the policy could not decide
 	// the policy did not decide within --eval-timeout
-	reasonEvaluationTimeout = codeEvaluationTimeout
+	reasonEvaluationTimeout = errcode.EvaluationTimeout
 )
 
 // maxURIBytes is the longest original URI accepted.
@@ -81,42 +142,47 @@ type gatewayAnswer struct {
 	seq      uint64
 }
 
+// errorEnvelope is the error body of docs/reference.md §2.6 around e.
+type errorEnvelope struct {
+	Error map[string]any `json:"error"`
+}
+
 func (a *gatewayAnswer) errorBody() []byte {
 	e := map[string]any{"code": a.code, "message": a.message, "reason": a.reason, "decision_id": a.id}
-	b, _ := json.Marshal(errorBody{Error: e})
+	b, _ := json.Marshal(errorEnvelope{Error: e})
 	return b
 }
 
-// gatewayDecide answers one request of the CRM's API: parse the original
+// decide answers one request of the CRM's API: parse the original
 // request, find the subject, read the body, evaluate
 // data.crmauthz.http_decision in one read transaction.
-func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatewayAnswer) {
+func (g *Gateway) decide(ctx context.Context, r gatewayRequest) (ans gatewayAnswer) {
 	start := time.Now()
-	ans.id = s.ids.next()
+	ans.id = g.cfg.NextID()
 	var (
 		d       policy.HTTPDecision
 		in      policy.HTTPInput
 		evalErr error
 		sp      trace.Span // nil: tracing off
 	)
-	if s.tr != nil {
+	if g.cfg.Tracer != nil {
 		// the parent: Envoy's gRPC metadata, else the original request's
 		// traceparent (docs/operations.md, "Tracing")
-		_, sp = s.tr.StartSampled(ctx, gatewaySpanName(r.endpoint), trace.SpanKindServer, tracing.Metadata(ctx), r.headers)
+		_, sp = g.cfg.Tracer.StartSampled(ctx, gatewaySpanName(r.endpoint), trace.SpanKindServer, tracing.Metadata(ctx), r.headers)
 	}
 	defer func() {
-		s.m.DecisionDuration(r.endpoint, time.Since(start))
-		action := actionLabel(d.Action)
+		g.cfg.Metrics.DecisionDuration(r.endpoint, time.Since(start))
+		action := g.cfg.ActionLabel(d.Action)
 		if d.Action == "" {
 			action = "other"
 		}
-		s.m.Decision(r.endpoint, action, ans.allow, ans.reason)
-		if s.dlog.Sample() {
-			s.logGateway(r, in, d, &ans, evalErr, time.Since(start))
+		g.cfg.Metrics.Decision(r.endpoint, action, ans.allow, ans.reason)
+		if g.cfg.DecisionLog.Sample() {
+			g.logGateway(r, in, d, &ans, evalErr, time.Since(start))
 		}
 		if sp != nil {
-			td := tracing.Decision{ID: ans.id, Allow: ans.allow, Reason: ans.reason, Action: spanAction(d.Action),
-				ResourceType: spanType(d.ResourceType), Revision: ans.revision, AppliedSeq: ans.seq, Status: ans.status}
+			td := tracing.Decision{ID: ans.id, Allow: ans.allow, Reason: ans.reason, Action: g.spanAction(d.Action),
+				ResourceType: g.cfg.SpanType(d.ResourceType), Revision: ans.revision, AppliedSeq: ans.seq, Status: ans.status}
 			if evalErr != nil {
 				td.Error = ans.code
 			}
@@ -136,7 +202,7 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 				panic(v)
 			}
 			evalErr = fmt.Errorf("panic: %v", v)
-			s.log.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "err", evalErr, "stack", string(debug.Stack()))
+			g.cfg.Logger.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "err", evalErr, "stack", string(debug.Stack()))
 			d = policy.HTTPDecision{}
 			ans.allow = false
 			ans = deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
@@ -146,7 +212,7 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	if r.invalid != nil {
 		return deny(http.StatusForbidden, reasonInvalidRequest, "%v", r.invalid)
 	}
-	orig, err := parseOriginal(r.method, r.uri)
+	orig, err := ParseOriginal(r.method, r.uri)
 	if err != nil {
 		var pe *pathError
 		if errors.As(err, &pe) {
@@ -154,27 +220,27 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		}
 		return deny(http.StatusForbidden, reasonInvalidRequest, "%v", err)
 	}
-	if h := methodOverride(r.headers, orig.query); h != "" {
+	if h := methodOverride(r.headers, orig.Query); h != "" {
 		return deny(http.StatusForbidden, reasonMethodOverride,
 			"the request carries %s, which some servers take as its method: denied (crmauthz decides on the request's own method)", h)
 	}
-	subject, err := s.cfg.Identity.Subject(r.headers)
+	subject, err := g.cfg.Identity.Subject(r.headers)
 	if err != nil {
 		return deny(http.StatusUnauthorized, reasonUnauthenticated, "%v", err)
 	}
-	in = policy.HTTPInput{Subject: subject, Method: orig.method, Path: orig.path, Segments: orig.segments}
+	in = policy.HTTPInput{Subject: subject, Method: orig.Method, Path: orig.Path, Segments: orig.Segments}
 	switch {
 	case r.partial:
 		return deny(http.StatusForbidden, reasonBodyTruncated,
 			"the gateway sent a truncated body (x-envoy-auth-partial-body: true), which is never guessed at")
-	case r.tooLarge || int64(len(r.body)) > s.cfg.MaxDecisionBytes:
-		return deny(http.StatusRequestEntityTooLarge, reasonBodyTooLarge, "the body is larger than %d bytes", s.cfg.MaxDecisionBytes)
-	case orig.method == http.MethodGet || orig.method == http.MethodHead:
+	case r.tooLarge || int64(len(r.body)) > g.cfg.MaxDecisionBytes:
+		return deny(http.StatusRequestEntityTooLarge, reasonBodyTooLarge, "the body is larger than %d bytes", g.cfg.MaxDecisionBytes)
+	case orig.Method == http.MethodGet || orig.Method == http.MethodHead:
 		// the parameters of a GET or HEAD are not used
 	default:
 		// the body's keys folded, with the query's parameters merged in, as
 		// the upstream's decoder and framework read them (docs/policies.md)
-		v, err := regovalue.ParseParams(r.body, orig.query)
+		v, err := regovalue.ParseParams(r.body, orig.Query)
 		if err != nil {
 			var be *regovalue.BodyError
 			if errors.As(err, &be) && be.Ambiguous {
@@ -185,14 +251,9 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		in.Body = v
 	}
 
-	evalErr = s.ix.View(func(tx *index.ReadTx) error {
-		ans.seq = tx.AppliedSeq()
-		var err error
-		d, ans.revision, err = s.eng.DecideHTTP(ctx, tx, in)
-		return err
-	})
+	d, ans.revision, ans.seq, evalErr = g.cfg.Decide(ctx, in)
 	if evalErr != nil {
-		s.log.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "method", orig.method, "path", orig.path, "err", evalErr)
+		g.cfg.Logger.Error("gateway decision failed (denied)", "endpoint", r.endpoint, "method", orig.Method, "path", orig.Path, "err", evalErr)
 		d = policy.HTTPDecision{}
 		if errors.Is(evalErr, policy.ErrEvalTimeout) {
 			return deny(http.StatusForbidden, reasonEvaluationTimeout, "the decision could not be evaluated in time (denied): %v", evalErr)
@@ -200,7 +261,7 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 		return deny(http.StatusForbidden, reasonEvaluationError, "the decision could not be evaluated (denied): %v", evalErr)
 	}
 	if !d.Allow {
-		ans.status, ans.code, ans.reason = http.StatusForbidden, codeDenied, d.Reason
+		ans.status, ans.code, ans.reason = http.StatusForbidden, errcode.Denied, d.Reason
 		ans.message = "denied: " + d.Reason
 		if d.Message != "" {
 			ans.message += ": " + d.Message
@@ -209,6 +270,14 @@ func (s *Server) gatewayDecide(ctx context.Context, r gatewayRequest) (ans gatew
 	}
 	ans.allow, ans.status, ans.reason = true, http.StatusOK, d.Reason
 	return ans
+}
+
+// spanAction is the span attribute of an action: "" when there is none.
+func (g *Gateway) spanAction(a string) string {
+	if a == "" {
+		return ""
+	}
+	return g.cfg.ActionLabel(a)
 }
 
 // gatewaySpanName is the span name of a gateway endpoint.
@@ -224,7 +293,7 @@ func gatewaySpanName(endpoint string) string {
 
 // logGateway queues the decision log line of one gateway decision, in the
 // shape of a Data API query of crmauthz/http_decision. The body is not logged.
-func (s *Server) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTTPDecision, ans *gatewayAnswer, evalErr error, took time.Duration) {
+func (g *Gateway) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTTPDecision, ans *gatewayAnswer, evalErr error, took time.Duration) {
 	input, _ := json.Marshal(map[string]any{
 		"endpoint": r.endpoint, "subject": in.Subject, "method": in.Method, "path": in.Path,
 		"body_bytes": len(r.body),
@@ -240,15 +309,15 @@ func (s *Server) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTTP
 	if evalErr != nil {
 		q.Err, q.Result = evalErr.Error(), nil
 	}
-	s.dlog.Query(q)
+	g.cfg.DecisionLog.Query(q)
 }
 
 // original is the request a gateway asks about, parsed.
-type original struct {
-	method   string
-	path     string   // as sent, without the query
-	query    string   // after '?', as sent
-	segments []string // percent-decoded
+type Original struct {
+	Method   string
+	Path     string   // as sent, without the query
+	Query    string   // after '?', as sent
+	Segments []string // percent-decoded
 }
 
 // pathError is a path crmauthz refuses to map (not canonical).
@@ -256,21 +325,21 @@ type pathError struct{ msg string }
 
 func (e *pathError) Error() string { return e.msg }
 
-// parseOriginal checks the original method and request target. The path
+// ParseOriginal checks the original method and request target. The path
 // must be canonical, so that crmauthz and the upstream cannot read it
 // differently: it starts with "/", holds only the characters RFC 3986 allows
 // in a path, has no empty, "." or ".." segment (also percent-encoded), no
 // encoded "/" or "\", no control characters and is UTF-8 once decoded. The
 // query and a fragment are cut off; they do not take part in the mapping.
-func parseOriginal(method, uri string) (original, error) {
-	var o original
+func ParseOriginal(method, uri string) (Original, error) {
+	var o Original
 	if method == "" {
 		return o, errors.New("the original method is missing")
 	}
 	if len(method) > 32 || !httpguts.ValidHeaderFieldName(method) {
 		return o, fmt.Errorf("the original method %q is not an HTTP method", truncate(method, 40))
 	}
-	o.method = method
+	o.Method = method
 	switch {
 	case uri == "":
 		return o, errors.New("the original URI is missing")
@@ -282,9 +351,9 @@ func parseOriginal(method, uri string) (original, error) {
 	path := uri
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		if path[i] == '?' {
-			o.query = path[i+1:]
-			if j := strings.IndexByte(o.query, '#'); j >= 0 {
-				o.query = o.query[:j]
+			o.Query = path[i+1:]
+			if j := strings.IndexByte(o.Query, '#'); j >= 0 {
+				o.Query = o.Query[:j]
 			}
 		}
 		path = path[:i]
@@ -294,13 +363,13 @@ func parseOriginal(method, uri string) (original, error) {
 			return o, &pathError{fmt.Sprintf("the path holds the character %q, which is not allowed in a path", path[i])}
 		}
 	}
-	o.path = path
+	o.Path = path
 	if path == "/" {
-		o.segments = []string{}
+		o.Segments = []string{}
 		return o, nil
 	}
 	raw := strings.Split(path[1:], "/")
-	o.segments = make([]string, len(raw))
+	o.Segments = make([]string, len(raw))
 	for i, seg := range raw {
 		if seg == "" {
 			return o, &pathError{"the path has an empty segment (// or a trailing /)"}
@@ -322,7 +391,7 @@ func parseOriginal(method, uri string) (original, error) {
 				return o, &pathError{"the path holds an encoded control character"}
 			}
 		}
-		o.segments[i] = dec
+		o.Segments[i] = dec
 	}
 	return o, nil
 }

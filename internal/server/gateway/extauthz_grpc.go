@@ -1,4 +1,4 @@
-package server
+package gateway
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/crmauthz/crmauthz/internal/identity"
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
 // authzServiceName is the gRPC service Envoy's ext_authz calls.
@@ -43,12 +44,12 @@ type GRPC struct {
 
 // NewGRPC returns the gRPC server of the ext_authz listener (--grpc-addr),
 // with keepalive and message size limits.
-func (s *Server) NewGRPC() *GRPC {
+func (g *Gateway) NewGRPC() *GRPC {
 	gs := grpc.NewServer(
 		// The body may be up to MaxDecisionBytes (a larger one is answered
 		// 413); the headers and attributes get room beside it. A message over
 		// this limit fails the RPC, which Envoy counts as an error.
-		grpc.MaxRecvMsgSize(int(s.cfg.MaxDecisionBytes)+4<<20),
+		grpc.MaxRecvMsgSize(int(g.cfg.MaxDecisionBytes)+4<<20),
 		grpc.MaxSendMsgSize(1<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: 15 * time.Minute,
@@ -58,9 +59,9 @@ func (s *Server) NewGRPC() *GRPC {
 		// Envoy's HTTP/2 keepalive may ping often; allow it down to 10s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(1024),
-		grpc.ChainUnaryInterceptor(s.grpcRecovery),
+		grpc.ChainUnaryInterceptor(g.grpcRecovery),
 	)
-	authv3.RegisterAuthorizationServer(gs, &extAuthz{s: s})
+	authv3.RegisterAuthorizationServer(gs, &extAuthz{g: g})
 	hs := health.NewServer()
 	hs.SetServingStatus(authzServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
@@ -88,14 +89,14 @@ func (g *GRPC) Stop(ctx context.Context) {
 }
 
 // grpcRecovery turns a panic in Check into a deny (never an RPC error).
-func (s *Server) grpcRecovery(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+func (g *Gateway) grpcRecovery(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			s.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", v, "stack", string(debug.Stack()))
+			g.cfg.Logger.Error("panic in gRPC handler", "method", info.FullMethod, "panic", v, "stack", string(debug.Stack()))
 			if _, ok := req.(*authv3.CheckRequest); ok {
-				a := gatewayAnswer{status: http.StatusForbidden, code: codeInternalError, reason: "internal_error",
-					message: "internal error (denied)", id: s.ids.next()}
-				s.m.Decision(endpointExtAuthzGRPC, "other", false, "internal_error")
+				a := gatewayAnswer{status: http.StatusForbidden, code: errcode.InternalError, reason: "internal_error",
+					message: "internal error (denied)", id: g.cfg.NextID()}
+				g.cfg.Metrics.Decision(endpointExtAuthzGRPC, "other", false, "internal_error")
 				resp, err = checkResponse(&a), nil
 				return
 			}
@@ -107,7 +108,7 @@ func (s *Server) grpcRecovery(ctx context.Context, req any, info *grpc.UnaryServ
 
 type extAuthz struct {
 	authv3.UnimplementedAuthorizationServer
-	s *Server
+	g *Gateway
 }
 
 // Check decides one request Envoy holds.
@@ -135,7 +136,7 @@ func (a *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 			r.body = []byte(h.GetBody())
 		}
 	}
-	ans := a.s.gatewayDecide(ctx, r)
+	ans := a.g.decide(ctx, r)
 	return checkResponse(&ans), nil
 }
 

@@ -1,4 +1,4 @@
-package server
+package gateway
 
 import (
 	"errors"
@@ -19,17 +19,20 @@ const (
 	hdrPartialBody     = "X-Envoy-Auth-Partial-Body"
 )
 
-// extAuthzPrefix is the path prefix of Envoy's HTTP ext_authz (its path_prefix).
-const extAuthzPrefix = "/v1/ext-authz"
+// ForwardAuthPath is the route of forward auth.
+const ForwardAuthPath = "/v1/forward-auth"
 
-// forwardAuth serves /v1/forward-auth (any method) for nginx auth_request,
+// ExtAuthzPrefix is the path prefix of Envoy's HTTP ext_authz (its path_prefix).
+const ExtAuthzPrefix = "/v1/ext-authz"
+
+// ForwardAuth serves /v1/forward-auth (any method) for nginx auth_request,
 // Caddy forward_auth and Traefik ForwardAuth. The original method and URI
 // come from X-Forwarded-Method and X-Forwarded-Uri or X-Original-Method and
 // X-Original-URI; when both pairs are sent they must agree (a client can add
 // the pair its gateway does not set, and must not be able to choose the
 // request that is authorized). The body is never read: these gateways do not
 // send it.
-func (s *Server) forwardAuth(c *gin.Context) {
+func (g *Gateway) ForwardAuth(c *gin.Context) {
 	r := gatewayRequest{endpoint: endpointForwardAuth, headers: c.Request.Header}
 	var err error
 	r.method, err = originalHeader(c.Request.Header, hdrForwardedMethod, hdrOriginalMethod)
@@ -37,24 +40,24 @@ func (s *Server) forwardAuth(c *gin.Context) {
 		r.uri, err = originalHeader(c.Request.Header, hdrForwardedURI, hdrOriginalURI)
 	}
 	r.invalid = err
-	s.writeGateway(c, s.gatewayDecide(c.Request.Context(), r))
+	g.writeGateway(c, g.decide(c.Request.Context(), r))
 }
 
-// extAuthzHTTP serves /v1/ext-authz/{original path} for Envoy's HTTP
+// ExtAuthzHTTP serves /v1/ext-authz/{original path} for Envoy's HTTP
 // ext_authz (http_service with path_prefix /v1/ext-authz): the original
 // method is the request's, the original path and query follow the prefix,
 // and the body, when Envoy sends it (with_request_body), is the request's.
-func (s *Server) extAuthzHTTP(c *gin.Context) {
+func (g *Gateway) ExtAuthzHTTP(c *gin.Context) {
 	uri := c.Request.RequestURI
 	if !strings.HasPrefix(uri, "/") {
 		uri = c.Request.URL.RequestURI() // absolute-form request target
 	}
 	r := gatewayRequest{endpoint: endpointExtAuthzHTTP, method: c.Request.Method, headers: c.Request.Header}
-	rest, ok := strings.CutPrefix(uri, extAuthzPrefix)
+	rest, ok := strings.CutPrefix(uri, ExtAuthzPrefix)
 	if !ok || !strings.HasPrefix(rest, "/") {
 		// the prefix itself was percent-encoded: the path is not the one routed
-		r.invalid = fmt.Errorf("the request target %q does not start with %s/", truncate(uri, 80), extAuthzPrefix)
-		s.writeGateway(c, s.gatewayDecide(c.Request.Context(), r))
+		r.invalid = fmt.Errorf("the request target %q does not start with %s/", truncate(uri, 80), ExtAuthzPrefix)
+		g.writeGateway(c, g.decide(c.Request.Context(), r))
 		return
 	}
 	r.uri = rest
@@ -64,18 +67,18 @@ func (s *Server) extAuthzHTTP(c *gin.Context) {
 		}
 	}
 	if !r.partial && c.Request.Body != nil {
-		body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxDecisionBytes))
+		body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, g.cfg.MaxDecisionBytes))
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
-			r.tooLarge = true // gatewayDecide answers 413
+			r.tooLarge = true // decide answers 413
 		case err != nil:
 			r.invalid = fmt.Errorf("reading the body: %v", err)
 		default:
 			r.body = body
 		}
 	}
-	s.writeGateway(c, s.gatewayDecide(c.Request.Context(), r))
+	g.writeGateway(c, g.decide(c.Request.Context(), r))
 }
 
 // originalHeader returns the value of the header a, or of b; each may be
@@ -100,13 +103,12 @@ func originalHeader(h http.Header, a, b string) (string, error) {
 // writeGateway writes a gateway answer: 200 with the decision, or the
 // error body with the deny's status. Both carry X-Authz-Reason and
 // X-Authz-Decision-Id.
-func (s *Server) writeGateway(c *gin.Context, a gatewayAnswer) {
+func (g *Gateway) writeGateway(c *gin.Context, a gatewayAnswer) {
 	c.Header("X-Authz-Reason", a.reason)
 	c.Header("X-Authz-Decision-Id", a.id)
 	c.Header("Cache-Control", "no-store")
 	if a.allow {
-		c.JSON(http.StatusOK, decisionResponse{Allow: true, Reason: a.reason, DecisionID: a.id,
-			PolicyRevision: a.revision, AppliedSeq: a.seq})
+		g.cfg.WriteAllow(c, a.reason, a.id, a.revision, a.seq)
 		return
 	}
 	if a.status == http.StatusUnauthorized {
