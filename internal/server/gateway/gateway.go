@@ -33,7 +33,7 @@ import (
 
 // The gateway endpoints (/v1/forward-auth, /v1/ext-authz/…, Envoy's gRPC
 // Authorization/Check) share one path from the original request to an
-// answer: gatewayDecide. It never allows on an error: every problem is a
+// answer: Gateway.decide. It never allows on an error: every problem is a
 // deny with a reason (403, 401 for identity, 413 for a body over the limit),
 // never a 5xx, because Envoy lets a request through on an authorization
 // server's 5xx when failure_mode_allow is set, and nginx turns anything but
