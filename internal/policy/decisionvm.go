@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
 	"github.com/crmauthz/crmauthz/internal/policy/irvm"
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
 
 // The engine's side of the IR interpreter (internal/policy/irvm): the plan
@@ -25,14 +26,14 @@ const decisionEntry = "crmauthz/decision"
 // newDecisionVM plans the served files for data.crmauthz.decision and
 // readies the plan for the interpreter. mods are the parsed modules of
 // served (by file name).
-func newDecisionVM(ctx context.Context, served []sourceFile, mods map[string]*ast.Module) (*irvm.Program, error) {
+func newDecisionVM(ctx context.Context, served []source.File, mods map[string]*ast.Module) (*irvm.Program, error) {
 	var files []bundle.ModuleFile
 	for _, f := range served {
-		m, ok := mods[f.name]
-		if f.isTest() || !ok {
+		m, ok := mods[f.Name]
+		if f.IsTest() || !ok {
 			continue
 		}
-		files = append(files, bundle.ModuleFile{URL: f.name, Path: f.name, Raw: f.src, Parsed: m})
+		files = append(files, bundle.ModuleFile{URL: f.Name, Path: f.Name, Raw: f.Src, Parsed: m})
 	}
 	pol, err := irvm.Plan(ctx, files, decisionEntry, BuiltinDecls())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -16,13 +17,9 @@ type Config struct {
 	// FS holds the policy sources: *.rego files anywhere under it
 	// (tests, *_test.rego, are left out when serving).
 	FS fs.FS
-	// Dir, if set, is read instead of FS, with os.DirFS semantics except:
-	// entries whose name starts with "." are skipped (the Kubernetes
-	// ConfigMap "..data" and "..2026_…" directories, but also .git and
-	// editor files), and symbolic links to files are followed, so a ConfigMap
-	// mount loads each file once, through its top-level link. The top-level
-	// links into ..data/ are all read through one resolution of ..data, so a
-	// load sees one ConfigMap version even while the kubelet swaps it.
+	// Dir, if set, is read instead of FS, as internal/policy/source reads
+	// it (source.Config.Dir: names starting with "." skipped, a ConfigMap's
+	// ..data read through one resolution); source.New watches it.
 	Dir string
 	// RequireTests refuses a policy whose Rego tests (*_test.rego) fail, or
 	// that has none: New fails, and Reload keeps the policy in service and
@@ -55,18 +52,23 @@ const (
 	EvaluatorIR      Evaluator = "ir"
 )
 
+// readSources reads cfg's source (internal/policy/source).
+func readSources(cfg Config) ([]source.File, error) {
+	return source.Read(source.Config{FS: cfg.FS, Dir: cfg.Dir})
+}
+
 // fingerprintOf identifies a set of sources, tests included (unlike the
 // revision, which covers the served files only).
-func fingerprintOf(files []sourceFile) string {
-	return revisionOf(files)
+func fingerprintOf(files []source.File) string {
+	return source.Revision(files)
 }
 
 // parseModules parses files as Rego v1.
-func parseModules(files []sourceFile) (map[string]*ast.Module, error) {
+func parseModules(files []source.File) (map[string]*ast.Module, error) {
 	mods := make(map[string]*ast.Module, len(files))
 	var errs ast.Errors
 	for _, f := range files {
-		m, err := ast.ParseModuleWithOpts(f.name, string(f.src), ast.ParserOptions{
+		m, err := ast.ParseModuleWithOpts(f.Name, string(f.Src), ast.ParserOptions{
 			RegoVersion:       ast.RegoV1,
 			ProcessAnnotation: true,
 		})
@@ -76,16 +78,16 @@ func parseModules(files []sourceFile) (map[string]*ast.Module, error) {
 				errs = append(errs, aerrs...)
 				continue
 			}
-			return nil, fmt.Errorf("%s: %w", f.name, err)
+			return nil, fmt.Errorf("%s: %w", f.Name, err)
 		}
 		if m == nil {
-			errs = append(errs, ast.NewError(ast.ParseErr, &ast.Location{File: f.name, Row: 1, Col: 1}, "empty module"))
+			errs = append(errs, ast.NewError(ast.ParseErr, &ast.Location{File: f.Name, Row: 1, Col: 1}, "empty module"))
 			continue
 		}
 		if err := guardModule(m); err != nil { // limits.go
-			return nil, fmt.Errorf("%s: %w", f.name, err)
+			return nil, fmt.Errorf("%s: %w", f.Name, err)
 		}
-		mods[f.name] = m
+		mods[f.Name] = m
 	}
 	if len(errs) > 0 {
 		return nil, &CompileError{Errors: errs}
@@ -180,9 +182,9 @@ func load(cfg Config, withTests bool, printStatements bool) (*loadedPolicy, erro
 
 // loadFiles parses and compiles files (read from cfg's source); tests are
 // left out unless withTests.
-func loadFiles(cfg Config, files []sourceFile, withTests bool, printStatements bool) (*loadedPolicy, error) {
+func loadFiles(cfg Config, files []source.File, withTests bool, printStatements bool) (*loadedPolicy, error) {
 	if !withTests {
-		files = slices.DeleteFunc(slices.Clone(files), sourceFile.isTest)
+		files = slices.DeleteFunc(slices.Clone(files), source.File.IsTest)
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("policy: no .rego files in %s", sourceName(cfg))
@@ -195,7 +197,7 @@ func loadFiles(cfg Config, files []sourceFile, withTests bool, printStatements b
 	if err != nil {
 		return nil, err
 	}
-	return &loadedPolicy{revision: revisionOf(files), compiler: c, modules: mods}, nil
+	return &loadedPolicy{revision: source.Revision(files), compiler: c, modules: mods}, nil
 }
 
 // sourceName names cfg's source in messages.

@@ -1,4 +1,11 @@
-package policy
+// Package source reads the policy's sources and watches them: the *.rego
+// files of an fs.FS or of a directory (a Kubernetes ConfigMap mount read
+// through one resolution of its "..data" link), their revision (a hash of
+// names and contents), and a Watcher that has a Reloader (the policy engine)
+// read them again when the directory changes (docs/policies.md,
+// docs/design.md). It knows nothing of Rego beyond the file names: parsing
+// and compiling are internal/policy's.
+package source
 
 import (
 	"crypto/sha256"
@@ -7,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,19 +22,58 @@ import (
 	"time"
 )
 
-// sourceFile is one policy file.
-type sourceFile struct {
-	rel  string // path relative to the root, with '/' separators
-	name string // name used in locations and messages (Dir joined for Config.Dir)
-	src  []byte
+// Config says where the sources are (Read) and how a Watcher watches them.
+type Config struct {
+	// FS holds the sources: *.rego files anywhere under it.
+	FS fs.FS
+	// Dir, if set, is read instead of FS, with os.DirFS semantics except:
+	// entries whose name starts with "." are skipped (the Kubernetes
+	// ConfigMap "..data" and "..2026_…" directories, but also .git and
+	// editor files), and symbolic links to files are followed, so a ConfigMap
+	// mount loads each file once, through its top-level link. The top-level
+	// links into ..data/ are all read through one resolution of ..data, so a
+	// read sees one ConfigMap version even while the kubelet swaps it. It is
+	// the directory a Watcher watches.
+	Dir string
+	// Debounce is the quiet time after the last change before a reload, so
+	// that an editor's or the kubelet's burst of events makes one reload;
+	// 0 is DefaultConfig's, 100ms.
+	Debounce time.Duration
+	// Recheck is the interval of a reload attempt without any event, for the
+	// changes a watch cannot see (a network file system, a directory replaced
+	// as a whole, a lost event); 0 is DefaultConfig's, 10s; negative
+	// disables it. A recheck of unchanged sources costs a read of the files
+	// and a hash, no compile.
+	Recheck time.Duration
+	// Logger gets one line per reload that changes something or fails;
+	// default slog.Default().
+	Logger *slog.Logger
+	// OnReload, if set, is called after each reload attempt that saw new
+	// sources (never for one whose Outcome is Same), from the watcher's
+	// goroutine.
+	OnReload func(Reload)
 }
 
-func (f sourceFile) isTest() bool {
-	return strings.HasSuffix(f.rel, "_test.rego")
+// DefaultConfig is the watcher's defaults; no source.
+func DefaultConfig() Config {
+	return Config{Debounce: 100 * time.Millisecond, Recheck: 10 * time.Second}
 }
 
-// readSources reads every *.rego file of the configured source, sorted by path.
-func readSources(cfg Config) ([]sourceFile, error) {
+// File is one policy file.
+type File struct {
+	Rel  string // path relative to the root, with '/' separators
+	Name string // name used in locations and messages (Dir joined for Config.Dir)
+	Src  []byte
+}
+
+// IsTest tells a Rego test file (*_test.rego), left out when serving.
+func (f File) IsTest() bool {
+	return strings.HasSuffix(f.Rel, "_test.rego")
+}
+
+// Read reads every *.rego file of cfg.Dir, or else of cfg.FS, sorted by
+// path (Config.Dir says how a directory is read).
+func Read(cfg Config) ([]File, error) {
 	if cfg.Dir == "" {
 		if cfg.FS == nil {
 			return nil, errors.New("policy: no source configured (Config.FS or Config.Dir)")
@@ -70,8 +117,8 @@ func configMapData(dir string) string {
 // ConfigMap ..data directory, if any: top-level links into ..data/ are read
 // from it, so all files come from the same ConfigMap version even when the
 // kubelet swaps ..data during the walk.
-func walkSources(fsys fs.FS, dir, dataDir string) ([]sourceFile, error) {
-	var files []sourceFile
+func walkSources(fsys fs.FS, dir, dataDir string) ([]File, error) {
+	var files []File
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -109,13 +156,13 @@ func walkSources(fsys fs.FS, dir, dataDir string) ([]sourceFile, error) {
 		if dir != "" {
 			name = filepath.Join(dir, filepath.FromSlash(p))
 		}
-		files = append(files, sourceFile{rel: p, name: name, src: src})
+		files = append(files, File{Rel: p, Name: name, Src: src})
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading policies: %w", err)
 	}
-	slices.SortFunc(files, func(a, b sourceFile) int { return strings.Compare(a.rel, b.rel) })
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Rel, b.Rel) })
 	return files, nil
 }
 
@@ -150,18 +197,18 @@ func readRegular(name string) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
-// revisionOf is the first 16 hex digits of a SHA-256 over the sorted names and
+// Revision is the first 16 hex digits of a SHA-256 over the sorted names and
 // contents of files.
-func revisionOf(files []sourceFile) string {
+func Revision(files []File) string {
 	h := sha256.New()
 	var n [8]byte
 	for _, f := range files {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f.rel)))
+		binary.BigEndian.PutUint64(n[:], uint64(len(f.Rel)))
 		h.Write(n[:])
-		h.Write([]byte(f.rel))
-		binary.BigEndian.PutUint64(n[:], uint64(len(f.src)))
+		h.Write([]byte(f.Rel))
+		binary.BigEndian.PutUint64(n[:], uint64(len(f.Src)))
 		h.Write(n[:])
-		h.Write(f.src)
+		h.Write(f.Src)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
