@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
+	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/crmauthz/crmauthz/internal/policy/irvm"
 	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
@@ -45,16 +46,14 @@ func newDecisionVM(ctx context.Context, served []source.File, mods map[string]*a
 // vmNatives are the engine's built-ins for the interpreter.
 func vmNatives() map[string]irvm.Native {
 	n := map[string]irvm.Native{BuiltinUser: vmUser, BuiltinRecord: vmRecord}
-	for i := range guardedBuiltins { // limits.go
-		g := &guardedBuiltins[i]
-		n[g.name] = vmGuarded(g)
+	for name, fn := range guard.Funcs() {
+		n[name] = vmGuarded(fn)
 	}
 	return n
 }
 
 // vmGuarded is the interpreter's implementation of a guarded built-in.
-func vmGuarded(g *guardedBuiltin) irvm.Native {
-	fn := g.impl()
+func vmGuarded(fn topdown.BuiltinFunc) irvm.Native {
 	return func(c *irvm.Call, args []*ast.Term) (*ast.Term, error) {
 		var out *ast.Term
 		bctx := topdown.BuiltinContext{Context: c.Context, Cancel: c.Cancel, Cache: builtins.Cache{}}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
@@ -20,6 +21,10 @@ const DefaultEvalTimeout = time.Second
 // ErrEvalTimeout is the error of an evaluation that ran longer than
 // Config.EvalTimeout: the request is denied.
 var ErrEvalTimeout = errors.New("the policy evaluation took longer than its time limit")
+
+// ErrBuiltinLimit is the error of a built-in call refused because its
+// result would be too large (internal/policy/guard): the request is denied.
+var ErrBuiltinLimit = guard.ErrBuiltinLimit
 
 // LimitStats counts the evaluations stopped by a bound since New.
 type LimitStats struct {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -84,7 +85,7 @@ func parseModules(files []source.File) (map[string]*ast.Module, error) {
 			errs = append(errs, ast.NewError(ast.ParseErr, &ast.Location{File: f.Name, Row: 1, Col: 1}, "empty module"))
 			continue
 		}
-		if err := guardModule(m); err != nil { // limits.go
+		if err := guard.Module(m); err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Name, err)
 		}
 		mods[f.Name] = m

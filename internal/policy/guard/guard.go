@@ -1,4 +1,13 @@
-package policy
+// Package guard bounds the built-ins of OPA that can build a huge value from
+// small operands (numbers.range, numbers.range_step, net.cidr_expand): OPA
+// builds the whole array at once, without looking at the clock, so a call
+// over MaxRangeElements is refused with ErrBuiltinLimit before it allocates
+// (docs/policies.md "What is bounded"). OPA's built-ins cannot be replaced
+// (topdown looks its own up first), so Module renames their calls in every
+// parsed module to crmauthz.* built-ins, which internal/policy registers
+// with topdown (RegoFuncs, TesterBuiltins), the interpreter (Funcs) and the
+// compiler (Decls).
+package guard
 
 import (
 	"errors"
@@ -14,37 +23,38 @@ import (
 )
 
 // MaxRangeElements is the most elements numbers.range, numbers.range_step
-// and net.cidr_expand may produce in one call. OPA builds the whole array at once, without
-// looking at the clock: count(numbers.range(1, 1000000000)) would allocate
-// gigabytes before any deadline could stop it. A call over the limit is an
-// evaluation error (a deny).
+// and net.cidr_expand may produce in one call: count(numbers.range(1,
+// 1000000000)) would allocate gigabytes before any deadline could stop it.
+// A call over the limit is an evaluation error (a deny).
 const MaxRangeElements = 100_000
 
 // ErrBuiltinLimit is the error of a built-in call refused because its
 // result would be too large (see MaxRangeElements): the request is denied.
 var ErrBuiltinLimit = errors.New("built-in call refused: its result would be too large")
 
-// guardedBuiltin is a built-in of OPA that can build a huge value from
-// small operands, and the check run before it. OPA's built-ins cannot be
-// replaced (topdown looks its own up first), so calls of orig are renamed
-// in every parsed module (guardModule) to name, a built-in that runs check,
-// then OPA's implementation.
-type guardedBuiltin struct {
+// guarded is a built-in of OPA that can build a huge value from small
+// operands, and the check run before it: calls of orig are renamed (Module)
+// to name, a built-in that runs check, then OPA's implementation.
+type guarded struct {
 	orig  *ast.Builtin
 	name  string
 	check func(name string, args []*ast.Term) error
 }
 
-var guardedBuiltins = [...]guardedBuiltin{
-	{ast.NumbersRange, "crmauthz.numbers_range", checkRange},
-	{ast.NumbersRangeStep, "crmauthz.numbers_range_step", checkRange},
-	{ast.NetCIDRExpand, "crmauthz.net_cidr_expand", checkCIDRExpand},
+// all is every guarded built-in.
+func all() []guarded {
+	return []guarded{
+		{ast.NumbersRange, "crmauthz.numbers_range", checkRange},
+		{ast.NumbersRangeStep, "crmauthz.numbers_range_step", checkRange},
+		{ast.NetCIDRExpand, "crmauthz.net_cidr_expand", checkCIDRExpand},
+	}
 }
 
-// guardModule renames the calls of the guarded built-ins in m.
-func guardModule(m *ast.Module) error {
+// Module renames the calls of the guarded built-ins in m.
+func Module(m *ast.Module) error {
+	gs := all()
 	_, err := ast.TransformRefs(m, func(r ast.Ref) (ast.Value, error) {
-		for _, g := range guardedBuiltins {
+		for _, g := range gs {
 			if r.Equal(g.orig.Ref()) {
 				return ast.MustParseRef(g.name), nil
 			}
@@ -105,8 +115,8 @@ func checkCIDRExpand(name string, args []*ast.Term) error {
 	return nil
 }
 
-// guardedImpl is g's implementation: g.check, then OPA's.
-func (g *guardedBuiltin) impl() topdown.BuiltinFunc {
+// impl is g's implementation: g.check, then OPA's.
+func (g *guarded) impl() topdown.BuiltinFunc {
 	orig := topdown.GetBuiltin(g.orig.Name)
 	arity := len(g.orig.Decl.FuncArgs().Args)
 	return func(bctx topdown.BuiltinContext, args []*ast.Term, iter func(*ast.Term) error) error {
@@ -118,21 +128,33 @@ func (g *guardedBuiltin) impl() topdown.BuiltinFunc {
 	}
 }
 
-func (g *guardedBuiltin) decl() *ast.Builtin {
+func (g *guarded) decl() *ast.Builtin {
 	return &ast.Builtin{Name: g.name, Description: g.orig.Description + " (bounded by crmauthz)", Decl: g.orig.Decl}
 }
 
-// guardedDecls declares the guarded built-ins, for compilers and capabilities.
-func guardedDecls() []*ast.Builtin {
-	decls := make([]*ast.Builtin, len(guardedBuiltins))
-	for i := range guardedBuiltins {
-		decls[i] = guardedBuiltins[i].decl()
+// Decls declares the guarded built-ins, for compilers and capabilities.
+func Decls() []*ast.Builtin {
+	gs := all()
+	decls := make([]*ast.Builtin, len(gs))
+	for i := range gs {
+		decls[i] = gs[i].decl()
 	}
 	return decls
 }
 
-// guardedFunc is the rego option that registers g for topdown.
-func (g *guardedBuiltin) regoFunc() func(*rego.Rego) {
+// Funcs are the guarded built-ins' implementations by name, for an
+// evaluator other than topdown (internal/policy/irvm).
+func Funcs() map[string]topdown.BuiltinFunc {
+	gs := all()
+	fns := make(map[string]topdown.BuiltinFunc, len(gs))
+	for i := range gs {
+		fns[gs[i].name] = gs[i].impl()
+	}
+	return fns
+}
+
+// regoFunc is the rego option that registers g for topdown.
+func (g *guarded) regoFunc() func(*rego.Rego) {
 	fn := g.impl()
 	return rego.FunctionDyn(&rego.Function{Name: g.name, Decl: g.orig.Decl, Description: g.orig.Description},
 		func(bctx topdown.BuiltinContext, args []*ast.Term) (*ast.Term, error) {
@@ -142,20 +164,22 @@ func (g *guardedBuiltin) regoFunc() func(*rego.Rego) {
 		})
 }
 
-// guardedRegoFuncs registers every guarded built-in for topdown.
-func guardedRegoFuncs() []func(*rego.Rego) {
-	opts := make([]func(*rego.Rego), len(guardedBuiltins))
-	for i := range guardedBuiltins {
-		opts[i] = guardedBuiltins[i].regoFunc()
+// RegoFuncs registers every guarded built-in for topdown.
+func RegoFuncs() []func(*rego.Rego) {
+	gs := all()
+	opts := make([]func(*rego.Rego), len(gs))
+	for i := range gs {
+		opts[i] = gs[i].regoFunc()
 	}
 	return opts
 }
 
-// guardedTesterBuiltins registers every guarded built-in for v1/tester runners.
-func guardedTesterBuiltins() []*tester.Builtin {
-	out := make([]*tester.Builtin, len(guardedBuiltins))
-	for i := range guardedBuiltins {
-		out[i] = &tester.Builtin{Decl: guardedBuiltins[i].decl(), Func: guardedBuiltins[i].regoFunc()}
+// TesterBuiltins registers every guarded built-in for v1/tester runners.
+func TesterBuiltins() []*tester.Builtin {
+	gs := all()
+	out := make([]*tester.Builtin, len(gs))
+	for i := range gs {
+		out[i] = &tester.Builtin{Decl: gs[i].decl(), Func: gs[i].regoFunc()}
 	}
 	return out
 }
