@@ -22,6 +22,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/mapping"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
 	"github.com/crmauthz/crmauthz/policies"
@@ -277,10 +278,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		return string(ev), ev == policy.EvaluatorTopdown && pcfg.Evaluator == policy.EvaluatorAuto
 	})
 	if o.policiesDir != "" {
-		w, err := policy.NewWatcher(policy.WatchConfig{
-			Engine: eng, Logger: log,
-			OnReload: func(ev policy.ReloadEvent) { m.PolicyReload(ev.Err == nil, ev.Revision) },
-		})
+		w, err := source.New(source.Config{
+			Dir: eng.Dir(), Logger: log,
+			OnReload: func(ev source.Reload) { m.PolicyReload(ev.Err == nil, ev.Revision) },
+		}, eng)
 		if err != nil {
 			return fmt.Errorf("watching --policies %s: %w", o.policiesDir, err)
 		}

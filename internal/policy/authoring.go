@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/tester"
@@ -16,27 +17,6 @@ import (
 // This file is the engine's side of the policy tools (test, check, fmt,
 // explain), which live in internal/policy/authoring (docs/design.md), and of
 // Config.RequireTests.
-
-// SourceFile is one policy file as the engine reads it.
-type SourceFile struct {
-	Name string // the name in locations and messages (Config.Dir joined for a directory)
-	Src  []byte
-}
-
-// ReadSources reads every *.rego file of cfg's source, tests included,
-// sorted by path, as New does (Config.Dir's rules: names starting with "."
-// skipped, links to files followed).
-func ReadSources(cfg Config) ([]SourceFile, error) {
-	files, err := readSources(cfg)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]SourceFile, len(files))
-	for i, f := range files {
-		out[i] = SourceFile{Name: f.name, Src: f.src}
-	}
-	return out, nil
-}
 
 // ParseModules reads and parses every policy file of cfg, tests included, as
 // Rego v1 with the engine's limits; a parse error is a *CompileError.
@@ -141,7 +121,7 @@ func (e *TestsFailedError) Error() string {
 
 // requireTests runs every test of files; nil when at least one ran and all
 // passed, else a *TestsFailedError (or the error that kept them from running).
-func requireTests(ctx context.Context, files []sourceFile) error {
+func requireTests(ctx context.Context, files []source.File) error {
 	mods, err := parseModules(files)
 	if err != nil {
 		return err

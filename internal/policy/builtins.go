@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -85,7 +86,7 @@ func BuiltinDecls() []*ast.Builtin {
 	for i, f := range fns {
 		decls[i] = &ast.Builtin{Name: f.Name, Description: f.Description, Decl: f.Decl}
 	}
-	return append(decls, guardedDecls()...) // limits.go
+	return append(decls, guard.Decls()...)
 }
 
 // Builtins returns the rego options that register crm.user and crm.record.
@@ -95,7 +96,7 @@ func Builtins() []func(*rego.Rego) {
 	return append([]func(*rego.Rego){
 		rego.Function1(userFunction(), impl.user),
 		rego.Function2(recordFunction(), impl.record),
-	}, guardedRegoFuncs()...) // limits.go
+	}, guard.RegoFuncs()...)
 }
 
 // testerBuiltins returns the built-ins for v1/tester runners.
@@ -105,7 +106,7 @@ func testerBuiltins() []*tester.Builtin {
 	return append([]*tester.Builtin{
 		{Decl: &ast.Builtin{Name: u.Name, Description: u.Description, Decl: u.Decl}, Func: rego.Function1(u, impl.user)},
 		{Decl: &ast.Builtin{Name: r.Name, Description: r.Description, Decl: r.Decl}, Func: rego.Function2(r, impl.record)},
-	}, guardedTesterBuiltins()...) // limits.go
+	}, guard.TesterBuiltins()...)
 }
 
 // builtinImpl implements the built-ins; its intern table is read-only.

@@ -11,7 +11,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
+	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/crmauthz/crmauthz/internal/policy/irvm"
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
 
 // The engine's side of the IR interpreter (internal/policy/irvm): the plan
@@ -25,14 +27,14 @@ const decisionEntry = "crmauthz/decision"
 // newDecisionVM plans the served files for data.crmauthz.decision and
 // readies the plan for the interpreter. mods are the parsed modules of
 // served (by file name).
-func newDecisionVM(ctx context.Context, served []sourceFile, mods map[string]*ast.Module) (*irvm.Program, error) {
+func newDecisionVM(ctx context.Context, served []source.File, mods map[string]*ast.Module) (*irvm.Program, error) {
 	var files []bundle.ModuleFile
 	for _, f := range served {
-		m, ok := mods[f.name]
-		if f.isTest() || !ok {
+		m, ok := mods[f.Name]
+		if f.IsTest() || !ok {
 			continue
 		}
-		files = append(files, bundle.ModuleFile{URL: f.name, Path: f.name, Raw: f.src, Parsed: m})
+		files = append(files, bundle.ModuleFile{URL: f.Name, Path: f.Name, Raw: f.Src, Parsed: m})
 	}
 	pol, err := irvm.Plan(ctx, files, decisionEntry, BuiltinDecls())
 	if err != nil {
@@ -44,16 +46,14 @@ func newDecisionVM(ctx context.Context, served []sourceFile, mods map[string]*as
 // vmNatives are the engine's built-ins for the interpreter.
 func vmNatives() map[string]irvm.Native {
 	n := map[string]irvm.Native{BuiltinUser: vmUser, BuiltinRecord: vmRecord}
-	for i := range guardedBuiltins { // limits.go
-		g := &guardedBuiltins[i]
-		n[g.name] = vmGuarded(g)
+	for name, fn := range guard.Funcs() {
+		n[name] = vmGuarded(fn)
 	}
 	return n
 }
 
 // vmGuarded is the interpreter's implementation of a guarded built-in.
-func vmGuarded(g *guardedBuiltin) irvm.Native {
-	fn := g.impl()
+func vmGuarded(fn topdown.BuiltinFunc) irvm.Native {
 	return func(c *irvm.Call, args []*ast.Term) (*ast.Term, error) {
 		var out *ast.Term
 		bctx := topdown.BuiltinContext{Context: c.Context, Cancel: c.Cancel, Cache: builtins.Cache{}}

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -140,34 +139,6 @@ func TestEvalTimeoutConfig(t *testing.T) {
 	}
 	if e.cfg.EvalTimeout != DefaultEvalTimeout || e.cur.Load().evalTimeout != DefaultEvalTimeout {
 		t.Fatalf("EvalTimeout %s, want %s", e.cfg.EvalTimeout, DefaultEvalTimeout)
-	}
-}
-
-// TestCheckRange: the element count of numbers.range and range_step, at
-// and over the limit, and operands left to the built-in's own errors.
-func TestCheckRange(t *testing.T) {
-	n := func(s string) *ast.Term { return ast.NumberTerm(json.Number(s)) }
-	cases := []struct {
-		name string
-		args []*ast.Term
-		ok   bool
-	}{
-		{"at the limit", []*ast.Term{n("1"), n("100000")}, true},
-		{"one over", []*ast.Term{n("0"), n("100000")}, false},
-		{"descending over", []*ast.Term{n("100000"), n("-1")}, false},
-		{"step within", []*ast.Term{n("0"), n("999999"), n("10")}, true},
-		{"step over", []*ast.Term{n("0"), n("1000000"), n("9")}, false},
-		{"a float: the built-in's error", []*ast.Term{n("0.5"), n("1e12")}, true},
-		{"a step of 0: the built-in's error", []*ast.Term{n("0"), n("1e12"), n("0")}, true},
-		{"not a number", []*ast.Term{ast.StringTerm("a"), n("1e12")}, true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := checkRange("numbers.range", tc.args)
-			if (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrBuiltinLimit) {
-				t.Fatalf("checkRange: %v, want ok=%v", err, tc.ok)
-			}
-		})
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/crmauthz/crmauthz/internal/policy/irvm"
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
 
 // maxCachedQueries bounds the prepared Data API queries kept per revision.
@@ -114,23 +115,23 @@ func (e *Engine) Reload() error {
 	return err
 }
 
-// reloadOutcome is what one reload attempt did.
-type reloadOutcome int
+// ReloadSources is Reload for a source.Watcher (source.Reloader): it also
+// says what the attempt did and which evaluator a new revision runs on.
+func (e *Engine) ReloadSources(ctx context.Context) source.Reload {
+	prev := e.Revision()
+	outcome, err := e.reload(ctx)
+	r := source.Reload{Outcome: outcome, Revision: e.Revision(), Previous: prev, Err: err}
+	if outcome == source.Applied {
+		evaluator, whyNot := e.Evaluator()
+		r.Attrs = []any{"policy_evaluator", string(evaluator)}
+		if whyNot != nil {
+			r.Attrs = append(r.Attrs, "why_not_ir", whyNot.Error())
+		}
+	}
+	return r
+}
 
-const (
-	// reloadSame: the sources are those of the previous attempt; its outcome
-	// (the error returned with it) stands and nothing was done.
-	reloadSame reloadOutcome = iota
-	// reloadUnchanged: the sources changed, but not the served ones (a test
-	// file, say); the policy in service stays.
-	reloadUnchanged
-	// reloadApplied: a new revision is in service.
-	reloadApplied
-	// reloadFailed: the new sources were refused; the old policy stays.
-	reloadFailed
-)
-
-func (e *Engine) reload(ctx context.Context) (reloadOutcome, error) {
+func (e *Engine) reload(ctx context.Context) (source.Outcome, error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	old := e.cur.Load()
@@ -144,7 +145,7 @@ func (e *Engine) reload(ctx context.Context) (reloadOutcome, error) {
 	if fp == e.lastSeen {
 		e.statusMu.Lock()
 		defer e.statusMu.Unlock()
-		return reloadSame, e.lastErr
+		return source.Same, e.lastErr
 	}
 	e.lastSeen = fp
 	p := old
@@ -155,15 +156,15 @@ func (e *Engine) reload(ctx context.Context) (reloadOutcome, error) {
 	defer e.statusMu.Unlock()
 	if err != nil {
 		e.lastErr = err
-		return reloadFailed, err
+		return source.Failed, err
 	}
 	e.lastErr = nil
 	if p == old {
-		return reloadUnchanged, nil
+		return source.Unchanged, nil
 	}
 	e.cur.Store(p)
 	e.lastReload = time.Now()
-	return reloadApplied, nil
+	return source.Applied, nil
 }
 
 // Status returns the revision in service and the outcome of the last reload.
@@ -319,14 +320,14 @@ type inputKeys struct {
 // build compiles and prepares files (read from cfg's source); when the
 // revision of the served files equals old's, old is returned unchanged. With
 // cfg.RequireTests the tests run first and must pass.
-func build(ctx context.Context, cfg Config, files []sourceFile, old *prepared) (*prepared, error) {
+func build(ctx context.Context, cfg Config, files []source.File, old *prepared) (*prepared, error) {
 	if cfg.RequireTests {
 		if err := requireTests(ctx, files); err != nil {
 			return nil, err
 		}
 	}
-	served := slices.DeleteFunc(slices.Clone(files), sourceFile.isTest)
-	if old != nil && len(served) > 0 && revisionOf(served) == old.revision {
+	served := slices.DeleteFunc(slices.Clone(files), source.File.IsTest)
+	if old != nil && len(served) > 0 && source.Revision(served) == old.revision {
 		return old, nil
 	}
 	lp, err := loadFiles(cfg, served, false, false)

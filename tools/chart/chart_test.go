@@ -448,7 +448,8 @@ func TestStandaloneFullDetails(t *testing.T) {
 		}
 	}
 	c := containerNamed(t, ss.Spec.Template.Spec.Containers, "crmauthz")
-	for _, want := range []string{"--policies-require-tests", "--decision-log=stdout", "--consistency-wait=500ms"} {
+	for _, want := range []string{"--policies-require-tests", "--decision-log=stdout", "--consistency-wait=500ms",
+		"--data-api-paths=crmauthz/decision,crmauthz/allow,crmauthz/list_scope"} {
 		if !slices.Contains(serveArgs(t, m, c), want) {
 			t.Errorf("args %v lack %s", c.Args, want)
 		}
@@ -614,6 +615,8 @@ func TestBadValuesAreRejected(t *testing.T) {
 		{"pull policy", vals("image.pullPolicy", "Sometimes"), "pullPolicy"},
 		{"policy file name with a slash", vals("policies.files", map[string]any{"sub/x.rego": "package x"}), "sub/x.rego"},
 		{"extra arg that is not a flag", vals("extraArgs", []any{"serve"}), "extraArgs"},
+		{"config key the args set", vals("config", map[string]any{"addr": "0.0.0.0:1"}), "invalid propertyName 'addr'"},
+		{"config value a mapping", vals("config", map[string]any{"max-in-flight": map[string]any{"a": 1}}), "config"},
 		{"log level", vals("logLevel", "verbose"), "logLevel"},
 		{"bad digest", vals("image.digest", "latest"), "digest"},
 		{"HPA in sidecar mode", vals("mode", "sidecar", "autoscaling.enabled", true), "autoscaling.enabled is for mode: standalone"},

@@ -153,6 +153,9 @@ The settings of `crmauthz serve`, as its --config file: a YAML mapping keyed by 
 {{- with .Values.decisionLog }}
 {{- $_ := set $c "decision-log" . }}
 {{- end }}
+{{- range $k, $v := .Values.config }}
+{{- $_ := set $c $k $v }}
+{{- end }}
 {{- toYaml $c }}
 {{- end }}
 

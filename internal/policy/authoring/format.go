@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/format"
 )
@@ -20,7 +21,7 @@ type FormatOptions struct {
 }
 
 // Format formats the Rego files at path as `opa fmt` does (OPA's v1/format,
-// Rego v1). path is a .rego file or a directory, read like policy.Config.Dir (every
+// Rego v1). path is a .rego file or a directory, read like source.Config.Dir (every
 // *.rego file below it, tests included; names starting with "." skipped). It
 // returns the files whose formatting differs (rewritten in place with
 // opts.Write). A file that does not parse is left alone and reported in the
@@ -31,9 +32,9 @@ func Format(path string, opts FormatOptions) (unformatted []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var files []policy.SourceFile
+	var files []source.File
 	if fi.IsDir() {
-		files, err = policy.ReadSources(policy.Config{Dir: path})
+		files, err = source.Read(source.Config{Dir: path})
 		if err != nil {
 			return nil, err
 		}
@@ -45,7 +46,7 @@ func Format(path string, opts FormatOptions) (unformatted []string, err error) {
 		if err != nil {
 			return nil, err
 		}
-		files = []policy.SourceFile{{Name: path, Src: src}}
+		files = []source.File{{Name: path, Src: src}}
 	}
 	var errs ast.Errors
 	for _, f := range files {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/policy"
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/crmauthz/crmauthz/policies"
 	"github.com/open-policy-agent/opa/v1/format"
 )
@@ -160,7 +161,7 @@ test_fails if {
 // TestDefaultPolicyFormatted checks that the default policy is formatted as
 // `opa fmt` would.
 func TestDefaultPolicyFormatted(t *testing.T) {
-	files, err := policy.ReadSources(policy.Config{FS: policies.FS})
+	files, err := source.Read(source.Config{FS: policies.FS})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package policy
+package source
 
 import (
 	"context"
@@ -15,41 +15,46 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// WatchConfig configures NewWatcher.
-type WatchConfig struct {
-	// Engine is the engine to reload; required, and loading from a directory
-	// (Config.Dir), which is the directory watched.
-	Engine *Engine
-	// Debounce is the quiet time after the last change before a reload, so
-	// that an editor's or the kubelet's burst of events makes one reload;
-	// default 100ms.
-	Debounce time.Duration
-	// Recheck is the interval of a reload attempt without any event, for the
-	// changes a watch cannot see (a network file system, a directory replaced
-	// as a whole, a lost event); default 10s, negative to disable. A recheck
-	// of unchanged sources costs a read of the files and a hash, no compile.
-	Recheck time.Duration
-	// Logger gets one line per reload that changes something or fails;
-	// default slog.Default().
-	Logger *slog.Logger
-	// OnReload, if set, is called after each reload attempt that saw new
-	// sources (never for a recheck that found them unchanged), from the
-	// watcher's goroutine.
-	OnReload func(ReloadEvent)
+// Reloader is what a Watcher reloads: internal/policy's Engine.
+type Reloader interface {
+	// ReloadSources reads the sources again and puts them in service if
+	// they compile; the old ones stay in service otherwise.
+	ReloadSources(ctx context.Context) Reload
 }
 
-// ReloadEvent is the outcome of one reload attempt of a Watcher.
-type ReloadEvent struct {
-	// Revision is the revision in service after the attempt.
-	Revision string
-	// Changed is true when a new revision went into service.
-	Changed bool
-	// Err is why the new sources were refused (nil on success); the old
-	// revision stays in service. Compile errors are "file:line:col: …" lines.
+// Outcome is what one reload attempt did.
+type Outcome int
+
+// The outcomes of a reload.
+const (
+	// Same: the sources are those of the previous attempt; its outcome (its
+	// error) stands and nothing was done.
+	Same Outcome = iota
+	// Unchanged: the sources changed, but not the served ones (a test file,
+	// say); the policy in service stays.
+	Unchanged
+	// Applied: a new revision is in service.
+	Applied
+	// Failed: the new sources were refused; the old revision stays.
+	Failed
+)
+
+// Reload is the outcome of one reload attempt.
+type Reload struct {
+	Outcome Outcome
+	// Revision is the revision in service after the attempt; Previous the
+	// one before.
+	Revision, Previous string
+	// Err is why the new sources were refused (nil unless Failed, or Same
+	// as a failed attempt); the old revision stays in service. Compile
+	// errors are "file:line:col: …" lines.
 	Err error
+	// Attrs are more attributes (key, value pairs) for the log line of an
+	// applied reload.
+	Attrs []any
 }
 
-// Watcher reloads an Engine when its policy directory changes.
+// Watcher has a Reloader read its policy directory again when it changes.
 //
 // It watches the directory itself, not the files, and its subdirectories
 // whose names do not start with ".", so that it sees files written in place,
@@ -57,8 +62,8 @@ type ReloadEvent struct {
 // update, which only swaps the "..data" symbolic link. Any event starts the
 // debounce timer; the reload then reads the whole directory again.
 type Watcher struct {
-	cfg  WatchConfig
-	eng  *Engine
+	cfg  Config
+	r    Reloader
 	dir  string
 	log  *slog.Logger
 	fw   *fsnotify.Watcher
@@ -67,20 +72,22 @@ type Watcher struct {
 	once sync.Once
 }
 
-// NewWatcher starts watching cfg.Engine's policy directory. Stop it with Close.
-func NewWatcher(cfg WatchConfig) (*Watcher, error) {
-	if cfg.Engine == nil {
-		return nil, errors.New("policy: WatchConfig.Engine is required")
+// New starts watching cfg.Dir for r, which reads the same directory. Stop it
+// with Close.
+func New(cfg Config, r Reloader) (*Watcher, error) {
+	if r == nil {
+		return nil, errors.New("policy: source.New needs a Reloader")
 	}
-	dir := filepath.Clean(cfg.Engine.cfg.Dir)
-	if cfg.Engine.cfg.Dir == "" {
+	if cfg.Dir == "" {
 		return nil, errors.New("policy: only a policy directory (Config.Dir) can be watched")
 	}
+	dir := filepath.Clean(cfg.Dir)
+	def := DefaultConfig()
 	if cfg.Debounce <= 0 {
-		cfg.Debounce = 100 * time.Millisecond
+		cfg.Debounce = def.Debounce
 	}
 	if cfg.Recheck == 0 {
-		cfg.Recheck = 10 * time.Second
+		cfg.Recheck = def.Recheck
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -89,7 +96,7 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{cfg: cfg, eng: cfg.Engine, dir: dir, log: cfg.Logger, fw: fw, done: make(chan struct{})}
+	w := &Watcher{cfg: cfg, r: r, dir: dir, log: cfg.Logger, fw: fw, done: make(chan struct{})}
 	if err := fw.Add(dir); err != nil {
 		fw.Close()
 		return nil, err
@@ -149,26 +156,19 @@ func (w *Watcher) run() {
 	}
 }
 
-// reload reloads the engine and reports what changed.
+// reload has the Reloader reload and reports what changed.
 func (w *Watcher) reload() {
-	old := w.eng.Revision()
 	// A reload is not canceled by Close: it is short, and Close waits for it.
-	outcome, err := w.eng.reload(context.Background())
+	ev := w.r.ReloadSources(context.Background())
 	w.watchSubdirs()
-	if outcome == reloadSame {
+	switch ev.Outcome {
+	case Same:
 		return
-	}
-	ev := ReloadEvent{Revision: w.eng.Revision(), Changed: outcome == reloadApplied, Err: err}
-	switch outcome {
-	case reloadFailed:
+	case Failed:
 		w.log.Error("policy reload failed: the last good policy keeps serving",
-			"dir", w.dir, "revision", ev.Revision, "err", err.Error())
-	case reloadApplied:
-		evaluator, whyNot := w.eng.Evaluator()
-		attrs := []any{"dir", w.dir, "revision", ev.Revision, "previous_revision", old, "policy_evaluator", string(evaluator)}
-		if whyNot != nil {
-			attrs = append(attrs, "why_not_ir", whyNot.Error())
-		}
+			"dir", w.dir, "revision", ev.Revision, "err", ev.Err.Error())
+	case Applied:
+		attrs := append([]any{"dir", w.dir, "revision", ev.Revision, "previous_revision", ev.Previous}, ev.Attrs...)
 		w.log.Info("policy reloaded", attrs...)
 	default:
 		w.log.Info("policy sources changed; the served policy is the same", "dir", w.dir, "revision", ev.Revision)

@@ -6,11 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
 
 // waitFor polls cond until it holds or timeout passes (a timeout, not a
@@ -29,23 +30,23 @@ func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 // reloadLog records a watcher's reload events.
 type reloadLog struct {
 	mu     sync.Mutex
-	events []ReloadEvent
+	events []source.Reload
 }
 
-func (l *reloadLog) add(ev ReloadEvent) {
+func (l *reloadLog) add(ev source.Reload) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, ev)
 }
 
-func (l *reloadLog) snapshot() []ReloadEvent {
+func (l *reloadLog) snapshot() []source.Reload {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]ReloadEvent(nil), l.events...)
+	return append([]source.Reload(nil), l.events...)
 }
 
-func (l *reloadLog) failures() []ReloadEvent {
-	var out []ReloadEvent
+func (l *reloadLog) failures() []source.Reload {
+	var out []source.Reload
 	for _, ev := range l.snapshot() {
 		if ev.Err != nil {
 			out = append(out, ev)
@@ -54,10 +55,12 @@ func (l *reloadLog) failures() []ReloadEvent {
 	return out
 }
 
-func startWatcher(tb testing.TB, e *Engine) (*Watcher, *reloadLog) {
+// startWatcher watches e's directory for e (source.New), as crmauthz serve
+// does.
+func startWatcher(tb testing.TB, e *Engine) (*source.Watcher, *reloadLog) {
 	tb.Helper()
 	log := &reloadLog{}
-	w, err := NewWatcher(WatchConfig{Engine: e, OnReload: log.add})
+	w, err := source.New(source.Config{Dir: e.Dir(), OnReload: log.add}, e)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -110,7 +113,7 @@ func TestWatcherPlainDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	facts := newMemFacts(t, loadGolden(t))
-	w, log := startWatcher(t, e)
+	_, log := startWatcher(t, e)
 	rev0 := e.Revision()
 	if got := decideReason(t, e, facts, followerDelete); got != "deny:follower_not_permitted" {
 		t.Fatalf("before: %s", got)
@@ -126,7 +129,7 @@ func TestWatcherPlainDirectory(t *testing.T) {
 		t.Fatal("revision unchanged")
 	}
 	waitFor(t, time.Minute, "the reload event", func() bool { return len(log.snapshot()) > 0 })
-	if ev := log.snapshot()[0]; !ev.Changed || ev.Err != nil || ev.Revision != rev1 {
+	if ev := log.snapshot()[0]; ev.Outcome != source.Applied || ev.Err != nil || ev.Revision != rev1 {
 		t.Errorf("first event = %+v, want a change to %s", ev, rev1)
 	}
 
@@ -134,7 +137,7 @@ func TestWatcherPlainDirectory(t *testing.T) {
 	writeFiles(t, dir, map[string]string{"config.rego": brokenConfig})
 	waitFor(t, time.Minute, "the failed reload", func() bool { return len(log.failures()) > 0 })
 	want := regexp.MustCompile(regexp.QuoteMeta(filepath.Join(dir, "config.rego")) + `:5:18: rego_unsafe_var_error`)
-	if f := log.failures()[0]; !want.MatchString(f.Err.Error()) || f.Revision != rev1 || f.Changed {
+	if f := log.failures()[0]; !want.MatchString(f.Err.Error()) || f.Revision != rev1 || f.Outcome != source.Failed {
 		t.Errorf("failure event = %+v, want %v on revision %s", f, want, rev1)
 	}
 	if st := e.Status(); st.Revision != rev1 || st.LastError == nil || !want.MatchString(st.LastError.Error()) {
@@ -159,101 +162,8 @@ func TestWatcherPlainDirectory(t *testing.T) {
 		t.Errorf("Status after the fix = %+v, want revision %s and no error", st, rev0)
 	}
 
-	// a new subdirectory and a file in it
-	if err := os.Mkdir(filepath.Join(dir, "extra"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, time.Minute, "the subdirectory to be watched", func() bool {
-		return slices.Contains(w.fw.WatchList(), filepath.Join(dir, "extra"))
-	})
-	writeFiles(t, dir, map[string]string{"extra/more.rego": "package crmauthz.extra\n\nanswer := 42\n"})
-	waitFor(t, time.Minute, "the file in the subdirectory to load", func() bool {
-		v, ok, _, err := e.Query(context.Background(), facts, []string{"crmauthz", "extra", "answer"}, nil)
-		return err == nil && ok && v != nil
-	})
-
 	if n := len(log.failures()); n != 1 {
 		t.Errorf("%d failed reloads reported, want 1: %+v", n, log.failures())
-	}
-}
-
-// configMapDir lays out dir as the kubelet does for a ConfigMap volume:
-// ..<timestamp>/ with the files, ..data -> ..<timestamp>, and one link per
-// file, name -> ..data/name.
-func configMapDir(tb testing.TB, dir, ts string, files map[string]string) {
-	tb.Helper()
-	writeFiles(tb, filepath.Join(dir, ts), files)
-	if err := os.Symlink(ts, filepath.Join(dir, "..data")); err != nil {
-		tb.Fatal(err)
-	}
-	for name := range files {
-		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
-			tb.Fatal(err)
-		}
-	}
-}
-
-// configMapUpdate swaps dir's ConfigMap to a new version as the kubelet does:
-// write ..<ts>/, link ..data_tmp -> ..<ts>, rename ..data_tmp over ..data,
-// remove the old version's directory.
-func configMapUpdate(tb testing.TB, dir, oldTS, ts string, files map[string]string) {
-	tb.Helper()
-	writeFiles(tb, filepath.Join(dir, ts), files)
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(ts, tmp); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.RemoveAll(filepath.Join(dir, oldTS)); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-func TestWatcherConfigMap(t *testing.T) {
-	dir := t.TempDir()
-	files := defaultPolicyFiles(t, true)
-	configMapDir(t, dir, "..2026_11_27_07_00_00.000000001", files)
-	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	facts := newMemFacts(t, loadGolden(t))
-	_, log := startWatcher(t, e)
-	rev0 := e.Revision()
-
-	v2 := map[string]string{"authz.rego": files["authz.rego"], "authz_test.rego": files["authz_test.rego"],
-		"config.rego": flipDelete(t, files["config.rego"], true)}
-	configMapUpdate(t, dir, "..2026_11_27_07_00_00.000000001", "..2026_11_27_07_05_00.000000002", v2)
-	waitFor(t, time.Minute, "the ConfigMap update to apply", func() bool {
-		return decideReason(t, e, facts, followerDelete) == "allow:follower"
-	})
-	rev1 := e.Revision()
-	if rev1 == rev0 {
-		t.Fatal("revision unchanged")
-	}
-
-	// a broken version: the previous one keeps serving
-	v3 := map[string]string{"authz.rego": files["authz.rego"], "authz_test.rego": files["authz_test.rego"],
-		"config.rego": brokenConfig}
-	configMapUpdate(t, dir, "..2026_11_27_07_05_00.000000002", "..2026_11_27_07_10_00.000000003", v3)
-	waitFor(t, time.Minute, "the failed reload", func() bool { return len(log.failures()) > 0 })
-	// the file name in the error is the one the author knows (the top-level link)
-	want := regexp.MustCompile(regexp.QuoteMeta(filepath.Join(dir, "config.rego")) + `:5:18: rego_unsafe_var_error`)
-	if err := log.failures()[0].Err; !want.MatchString(err.Error()) {
-		t.Errorf("error %q does not match %v", err, want)
-	}
-	if e.Revision() != rev1 {
-		t.Errorf("revision %s after a failed update, want %s", e.Revision(), rev1)
-	}
-	if got := decideReason(t, e, facts, followerDelete); got != "allow:follower" {
-		t.Errorf("after the failed update: %s", got)
-	}
-	for _, ev := range log.snapshot() {
-		if ev.Changed && ev.Revision != rev1 {
-			t.Errorf("unexpected revision %s went into service: %+v", ev.Revision, ev)
-		}
 	}
 }
 
@@ -330,16 +240,16 @@ func TestReloadOutcomes(t *testing.T) {
 	steps := []struct {
 		name  string
 		write map[string]string
-		want  reloadOutcome
+		want  source.Outcome
 		err   bool
 	}{
-		{"nothing changed", nil, reloadSame, false},
-		{"a test file changed", map[string]string{"authz_test.rego": files["authz_test.rego"] + "\n# note\n"}, reloadUnchanged, false},
-		{"again nothing", nil, reloadSame, false},
-		{"broken", map[string]string{"config.rego": brokenConfig}, reloadFailed, true},
-		{"still broken: same outcome, not compiled again", nil, reloadSame, true},
-		{"fixed to the served sources", map[string]string{"config.rego": files["config.rego"]}, reloadUnchanged, false},
-		{"a real change", map[string]string{"config.rego": flipDelete(t, files["config.rego"], true)}, reloadApplied, false},
+		{"nothing changed", nil, source.Same, false},
+		{"a test file changed", map[string]string{"authz_test.rego": files["authz_test.rego"] + "\n# note\n"}, source.Unchanged, false},
+		{"again nothing", nil, source.Same, false},
+		{"broken", map[string]string{"config.rego": brokenConfig}, source.Failed, true},
+		{"still broken: same outcome, not compiled again", nil, source.Same, true},
+		{"fixed to the served sources", map[string]string{"config.rego": files["config.rego"]}, source.Unchanged, false},
+		{"a real change", map[string]string{"config.rego": flipDelete(t, files["config.rego"], true)}, source.Applied, false},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -352,31 +262,6 @@ func TestReloadOutcomes(t *testing.T) {
 				t.Errorf("Status().LastError = %v", e.Status().LastError)
 			}
 		})
-	}
-}
-
-func TestNewWatcherErrors(t *testing.T) {
-	if _, err := NewWatcher(WatchConfig{}); err == nil {
-		t.Error("no engine: no error")
-	}
-	if _, err := NewWatcher(WatchConfig{Engine: newDefaultEngine(t)}); err == nil {
-		t.Error("an embedded policy: no error")
-	}
-	dir := t.TempDir()
-	writeFiles(t, dir, defaultPolicyFiles(t, false))
-	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWatcher(WatchConfig{Engine: e})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
 	}
 }
 
@@ -433,33 +318,4 @@ func BenchmarkLoad(b *testing.B) {
 			}
 		})
 	}
-}
-
-// TestWatcherRecheck loses the directory's watch (as when the directory is
-// replaced as a whole): the periodic recheck watches it again and applies
-// the change that no event announced.
-func TestWatcherRecheck(t *testing.T) {
-	dir := t.TempDir()
-	files := defaultPolicyFiles(t, false)
-	writeFiles(t, dir, files)
-	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWatcher(WatchConfig{Engine: e, Recheck: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := w.fw.Remove(dir); err != nil {
-		t.Fatal(err)
-	}
-	writeFiles(t, dir, map[string]string{"config.rego": flipDelete(t, files["config.rego"], true)})
-	facts := newMemFacts(t, loadGolden(t))
-	waitFor(t, time.Minute, "the recheck to apply the change", func() bool {
-		return decideReason(t, e, facts, followerDelete) == "allow:follower"
-	})
-	waitFor(t, time.Minute, "the directory to be watched again", func() bool {
-		return slices.Contains(w.fw.WatchList(), dir)
-	})
 }
