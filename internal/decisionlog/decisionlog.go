@@ -92,6 +92,7 @@ type Logger struct {
 	bw       *bufio.Writer
 	buffered int // lines in bw not yet flushed
 	failing  bool
+	line     []byte // the line being encoded (line.go)
 }
 
 // fieldPath is one masked or erased field.
@@ -400,13 +401,8 @@ func (l *Logger) write(e entry) {
 	case kindDecision:
 		d := &e.d
 		ev := l.newEvent(d.ID, d.Revision, d.AppliedSeq, e.ts, d.Duration)
-		ev.Input = decisionInput(d.Subject, d.Action, d.Type, d.ResourceID, d.Target, d.HasTarget)
-		if d.Err != "" {
-			ev.Error = evalError(d.Err)
-		} else {
-			ev.Result = map[string]any{"allow": d.Allow, "reason": d.Reason}
-		}
-		l.writeEvent(&ev)
+		l.writeDecision(&ev, lineInput{subject: d.Subject, action: d.Action, typ: d.Type, id: d.ResourceID,
+			target: d.Target, hasTarget: d.HasTarget}, d.Allow, d.Reason, d.Err)
 	case kindBatch:
 		b := &e.b
 		if b.Err != "" || len(b.Checks) == 0 {
@@ -422,9 +418,8 @@ func (l *Logger) write(e entry) {
 		for i, c := range b.Checks {
 			ev := l.newEvent(b.ID+"-"+strconv.Itoa(i), b.Revision, b.AppliedSeq, e.ts, b.Duration)
 			ev.BatchDecisionID = b.ID
-			ev.Input = decisionInput(b.Subject, c.Action, c.Type, c.ResourceID, c.Target, c.HasTarget)
-			ev.Result = map[string]any{"allow": c.Allow, "reason": c.Reason}
-			l.writeEvent(&ev)
+			l.writeDecision(&ev, lineInput{subject: b.Subject, action: c.Action, typ: c.Type, id: c.ResourceID,
+				target: c.Target, hasTarget: c.HasTarget}, c.Allow, c.Reason, "")
 		}
 	case kindQuery:
 		q := &e.q
@@ -445,6 +440,39 @@ func (l *Logger) write(e entry) {
 		}
 		l.writeEvent(&ev)
 	}
+}
+
+// writeDecision writes the line of one decision: ev with the input in and
+// the result (allow, reason), or the error errMsg when not empty. Without
+// masks it is appended by hand (line.go), else encoded by writeEvent.
+func (l *Logger) writeDecision(ev *event, in lineInput, allow bool, reason, errMsg string) {
+	if len(l.masks) > 0 {
+		ev.Input = decisionInput(in.subject, in.action, in.typ, in.id, in.target, in.hasTarget)
+		if errMsg != "" {
+			ev.Error = evalError(errMsg)
+		} else {
+			ev.Result = map[string]any{"allow": allow, "reason": reason}
+		}
+		l.writeEvent(ev)
+		return
+	}
+	l.line = append(appendDecisionLine(l.line[:0], ev, in, allow, reason, errMsg), '\n')
+	if len(l.line) > maxKeptLine {
+		defer func() { l.line = nil }() // one huge id is not kept for the life of the logger
+	}
+	l.writeLine(l.line)
+}
+
+// maxKeptLine bounds the line buffer the writer keeps between lines.
+const maxKeptLine = 64 << 10
+
+// writeLine writes one encoded line (with its newline) to the buffer.
+func (l *Logger) writeLine(b []byte) {
+	if _, err := l.bw.Write(b); err != nil {
+		l.writeFailed(err, l.buffered+1)
+		return
+	}
+	l.buffered++
 }
 
 // writeEvent masks ev and writes it as one line.
@@ -477,12 +505,7 @@ func (l *Logger) writeEvent(ev *event) {
 		l.drop(DropWriteError, 1)
 		return
 	}
-	b = append(b, '\n')
-	if _, err := l.bw.Write(b); err != nil {
-		l.writeFailed(err, l.buffered+1)
-		return
-	}
-	l.buffered++
+	l.writeLine(append(b, '\n'))
 }
 
 // maskValue returns v with the field at segs replaced by Redacted (or

@@ -1,0 +1,122 @@
+package decisionlog
+
+import (
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+// marshalled is the line json.Marshal makes of the same decision (the
+// encoding of writeEvent, with the input and result as maps).
+func marshalled(tb testing.TB, ev event, in lineInput, allow bool, reason, errMsg string) string {
+	tb.Helper()
+	ev.Input = decisionInput(in.subject, in.action, in.typ, in.id, in.target, in.hasTarget)
+	if errMsg != "" {
+		ev.Error = evalError(errMsg)
+	} else {
+		ev.Result = map[string]any{"allow": allow, "reason": reason}
+	}
+	b, err := json.Marshal(&ev)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+// awkward are strings encoding/json escapes: every ASCII byte, HTML
+// characters, line separators, invalid UTF-8, multi-byte runes.
+func awkward() []string {
+	var all strings.Builder
+	for c := 0; c < 0x80; c++ {
+		all.WriteByte(byte(c))
+	}
+	return []string{"", "u-2", all.String(), `<script>&"\'`, "a\u2028b\u2029c", "\xff\xfe bad \xc3", "日本語 🙂",
+		"tab\there\r\n", "\x00\x1f\x7f", strings.Repeat("é", 300)}
+}
+
+func TestAppendDecisionLine(t *testing.T) {
+	ts := time.Date(2026, 11, 27, 8, 0, 0, 123456789, time.FixedZone("x", 3600)).UTC()
+	l := &Logger{cfg: Config{InstanceID: "inst", Version: "1.2.3"}}
+	for i, s := range awkward() {
+		for _, tc := range []struct {
+			name   string
+			batch  string
+			in     lineInput
+			allow  bool
+			errMsg string
+		}{
+			{"decision", "", lineInput{subject: s, action: "edit", typ: "contact", id: s}, true, ""},
+			{"with target", "", lineInput{subject: "u", action: s, typ: s, id: "c-1", target: s, hasTarget: true}, false, ""},
+			{"empty target", "", lineInput{subject: "u", action: "a", typ: "t", id: "i", hasTarget: true}, true, ""},
+			{"error", "", lineInput{subject: "u", action: "a", typ: "t", id: "i"}, false, "evaluation failed: " + s},
+			{"batch check", s + "-b", lineInput{subject: "u", action: "a", typ: "t", id: s}, true, ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				ev := l.newEvent(s+"-id", s, uint64(i)*1e17, ts, time.Duration(i)*time.Microsecond)
+				ev.BatchDecisionID = tc.batch
+				got := string(appendDecisionLine(nil, &ev, tc.in, tc.allow, "reason "+s, tc.errMsg))
+				want := marshalled(t, ev, tc.in, tc.allow, "reason "+s, tc.errMsg)
+				if got != want {
+					t.Errorf("string %d:\n got %s\nwant %s", i, got, want)
+				}
+			})
+		}
+	}
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range awkward() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("appendJSONString(%q) = %s, json.Marshal: %s", s, got, want)
+		}
+	})
+}
+
+// TestWriteDecisionAllocations: without masks, the writer encodes a
+// decision line without allocating (it built three maps and ran
+// json.Marshal's reflection for each before).
+func TestWriteDecisionAllocations(t *testing.T) {
+	l := newLogger(t, Config{Output: io.Discard})
+	if err := l.Close(); err != nil { // the writer goroutine is gone: write is called here alone
+		t.Fatal(err)
+	}
+	e := entry{kind: kindDecision, ts: time.Now(), d: Decision{ID: "0123456789abcdef-1", Subject: "u-2", Action: "edit",
+		Type: "contact", ResourceID: "c-42", Allow: true, Reason: "follower", Revision: "0123456789abcdef", AppliedSeq: 42}}
+	l.write(e) // grows the line buffer once
+	if allocs := testing.AllocsPerRun(100, func() { l.write(e) }); allocs > 1 {
+		t.Errorf("%v allocations per decision line, want at most 1 (the applied_seq label)", allocs)
+	}
+}
+
+// BenchmarkWriteDecision is the writer goroutine's work for one decision
+// line (encoding and buffering), off the request path but on the same cores.
+func BenchmarkWriteDecision(b *testing.B) {
+	for _, masked := range []bool{false, true} {
+		name := "plain"
+		cfg := Config{Output: io.Discard}
+		if masked {
+			name, cfg.Mask = "masked", []string{"input.target"}
+		}
+		b.Run(name, func(b *testing.B) {
+			l := newLogger(b, cfg)
+			if err := l.Close(); err != nil {
+				b.Fatal(err)
+			}
+			e := entry{kind: kindDecision, ts: time.Now(), d: Decision{ID: "0123456789abcdef-1", Subject: "u-2", Action: "edit",
+				Type: "contact", ResourceID: "c-42", Allow: true, Reason: "follower", Revision: "0123456789abcdef", AppliedSeq: 42}}
+			b.ReportAllocs()
+			for b.Loop() {
+				l.write(e)
+			}
+		})
+	}
+}
