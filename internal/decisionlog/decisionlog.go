@@ -49,8 +49,14 @@ const (
 // Config configures New.
 type Config struct {
 	// Output receives the lines; required. It is written from one goroutine,
-	// through a buffer flushed whenever the queue runs empty.
+	// through a buffer flushed when the queue runs empty, at most once per
+	// FlushInterval: a line reaches Output within FlushInterval of its
+	// decision (sooner when the buffer fills), and at a steady rate of
+	// decisions the writes are one per interval, not one per decision.
 	Output io.Writer
+	// FlushInterval is the longest a written line waits in the buffer;
+	// default 10ms.
+	FlushInterval time.Duration
 	// SampleRate is the fraction of decisions logged, in [0, 1]: 1 logs all,
 	// 0.1 about one in ten (chosen at random per request). The zero value
 	// logs all, like 1: to log none, do not create a Logger.
@@ -121,6 +127,9 @@ func New(cfg Config) (*Logger, error) {
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 5 * time.Second
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 10 * time.Millisecond
 	}
 	l := &Logger{
 		cfg:  cfg,
@@ -313,13 +322,31 @@ func (l *Logger) Close() error {
 
 func (l *Logger) run() {
 	defer close(l.done)
+	// The buffer is flushed when the queue runs empty, unless the last
+	// flush is less than FlushInterval ago: then when the timer fires. A
+	// write(2) per decision cost more than encoding the line.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	var last time.Time
 	for {
 		select {
 		case e := <-l.ch:
 			l.write(e)
-			if len(l.ch) == 0 {
-				l.flush()
+			if len(l.ch) > 0 || armed {
+				continue
 			}
+			if wait := l.cfg.FlushInterval - time.Since(last); wait > 0 {
+				timer.Reset(wait)
+				armed = true
+				continue
+			}
+			l.flush()
+			last = time.Now()
+		case <-timer.C:
+			armed = false
+			l.flush()
+			last = time.Now()
 		case <-l.stop:
 			for {
 				select {

@@ -1,9 +1,12 @@
 package decisionlog
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -119,4 +122,58 @@ func BenchmarkWriteDecision(b *testing.B) {
 			}
 		})
 	}
+}
+
+// countingWriter counts the writes it gets.
+type countingWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return w.buf.Write(p)
+}
+
+func (w *countingWriter) get() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String(), w.writes
+}
+
+// TestFlushInterval: the first line is flushed at once; lines within
+// FlushInterval of a flush wait for the timer (here: for Close), so a
+// steady stream is one write per interval, not one per decision.
+func TestFlushInterval(t *testing.T) {
+	var w countingWriter
+	l := newLogger(t, Config{Output: &w, FlushInterval: time.Hour})
+	l.Decision(Decision{ID: "first"})
+	waitFor(t, "the first line", func() bool { out, _ := w.get(); return strings.Contains(out, `"first"`) })
+	for i := 0; i < 99; i++ {
+		l.Decision(Decision{ID: "d-" + strconv.Itoa(i)})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, writes := w.get()
+	if got := lines(t, []byte(out)); len(got) != 100 {
+		t.Fatalf("%d lines, want 100", len(got))
+	}
+	if writes != 2 {
+		t.Errorf("%d writes, want 2 (the first line; the 99 others at Close)", writes)
+	}
+}
+
+// TestFlushTimer: a line logged within FlushInterval of the last flush
+// reaches the output when the interval has passed, without Close.
+func TestFlushTimer(t *testing.T) {
+	var w countingWriter
+	l := newLogger(t, Config{Output: &w, FlushInterval: 20 * time.Millisecond})
+	defer l.Close()
+	l.Decision(Decision{ID: "first"})
+	l.Decision(Decision{ID: "second"})
+	waitFor(t, "both lines", func() bool { out, _ := w.get(); return strings.Contains(out, `"second"`) })
 }
