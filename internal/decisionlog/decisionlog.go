@@ -48,11 +48,12 @@ const (
 
 // Config configures New.
 type Config struct {
-	// Output receives the lines; required. It is written from one goroutine,
-	// through a buffer flushed when the queue runs empty, at most once per
-	// FlushInterval: a line reaches Output within FlushInterval of its
-	// decision (sooner when the buffer fills), and at a steady rate of
-	// decisions the writes are one per interval, not one per decision.
+	// Output receives the lines; required. It is written from one goroutine
+	// that collects the entries of FlushInterval from the first one (or
+	// until the queue is half full), then writes and flushes them: a line
+	// reaches Output within about FlushInterval of its decision, and at a
+	// steady rate of decisions the writer wakes and writes once per
+	// interval, not once per decision.
 	Output io.Writer
 	// FlushInterval is the longest a written line waits in the buffer;
 	// default 10ms.
@@ -90,6 +91,7 @@ type Logger struct {
 	masks  []fieldPath
 	ch     chan entry
 	stop   chan struct{}
+	nudge  chan struct{} // the queue is half full: write now
 	done   chan struct{}
 	closed atomic.Bool
 	once   sync.Once
@@ -132,12 +134,13 @@ func New(cfg Config) (*Logger, error) {
 		cfg.FlushInterval = 10 * time.Millisecond
 	}
 	l := &Logger{
-		cfg:  cfg,
-		rate: cfg.SampleRate,
-		ch:   make(chan entry, cfg.BufferSize),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-		bw:   bufio.NewWriterSize(cfg.Output, 64<<10),
+		cfg:   cfg,
+		rate:  cfg.SampleRate,
+		ch:    make(chan entry, cfg.BufferSize),
+		stop:  make(chan struct{}),
+		nudge: make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		bw:    bufio.NewWriterSize(cfg.Output, 64<<10),
 	}
 	for i, fields := range [][]string{cfg.Mask, cfg.Erase} {
 		for _, f := range fields {
@@ -289,6 +292,12 @@ func (l *Logger) enqueue(e entry, lines int) {
 	}
 	select {
 	case l.ch <- e:
+		if len(l.ch) >= cap(l.ch)/2 {
+			select { // the writer is collecting: have it write now rather than drop later
+			case l.nudge <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		l.drop(DropBufferFull, lines)
 	}
@@ -322,41 +331,47 @@ func (l *Logger) Close() error {
 
 func (l *Logger) run() {
 	defer close(l.done)
-	// The buffer is flushed when the queue runs empty, unless the last
-	// flush is less than FlushInterval ago: then when the timer fires. A
-	// write(2) per decision cost more than encoding the line.
+	// Idle, the writer waits for an entry. From the first one it collects
+	// entries for FlushInterval (or until the queue is half full, see
+	// enqueue), then writes them all and flushes once. Waking for every
+	// entry and a write(2) per decision cost the decisions more CPU than
+	// encoding the lines.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	armed := false
-	var last time.Time
 	for {
 		select {
 		case e := <-l.ch:
 			l.write(e)
-			if len(l.ch) > 0 || armed {
-				continue
-			}
-			if wait := l.cfg.FlushInterval - time.Since(last); wait > 0 {
-				timer.Reset(wait)
-				armed = true
-				continue
-			}
-			l.flush()
-			last = time.Now()
-		case <-timer.C:
-			armed = false
-			l.flush()
-			last = time.Now()
 		case <-l.stop:
-			for {
-				select {
-				case e := <-l.ch:
-					l.write(e)
-				default:
-					l.flush()
-					return
-				}
-			}
+			l.drain()
+			return
+		}
+		timer.Reset(l.cfg.FlushInterval)
+		select {
+		case <-timer.C:
+		case <-l.nudge:
+			timer.Stop()
+		case <-l.stop:
+			timer.Stop()
+			l.drain()
+			return
+		}
+		for n := len(l.ch); n > 0; n-- {
+			l.write(<-l.ch)
+		}
+		l.flush()
+	}
+}
+
+// drain writes what is queued and flushes (at Close).
+func (l *Logger) drain() {
+	for {
+		select {
+		case e := <-l.ch:
+			l.write(e)
+		default:
+			l.flush()
+			return
 		}
 	}
 }

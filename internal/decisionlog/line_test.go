@@ -144,15 +144,13 @@ func (w *countingWriter) get() (string, int) {
 	return w.buf.String(), w.writes
 }
 
-// TestFlushInterval: the first line is flushed at once; lines within
-// FlushInterval of a flush wait for the timer (here: for Close), so a
-// steady stream is one write per interval, not one per decision.
+// TestFlushInterval: the writer collects the entries of FlushInterval
+// from the first one and writes them at once (here: at Close), so a steady
+// stream is one write per interval, not one per decision.
 func TestFlushInterval(t *testing.T) {
 	var w countingWriter
-	l := newLogger(t, Config{Output: &w, FlushInterval: time.Hour})
-	l.Decision(Decision{ID: "first"})
-	waitFor(t, "the first line", func() bool { out, _ := w.get(); return strings.Contains(out, `"first"`) })
-	for i := 0; i < 99; i++ {
+	l := newLogger(t, Config{Output: &w, FlushInterval: time.Hour, BufferSize: 1000})
+	for i := 0; i < 100; i++ { // under half the queue: no early write
 		l.Decision(Decision{ID: "d-" + strconv.Itoa(i)})
 	}
 	if err := l.Close(); err != nil {
@@ -162,8 +160,24 @@ func TestFlushInterval(t *testing.T) {
 	if got := lines(t, []byte(out)); len(got) != 100 {
 		t.Fatalf("%d lines, want 100", len(got))
 	}
-	if writes != 2 {
-		t.Errorf("%d writes, want 2 (the first line; the 99 others at Close)", writes)
+	if writes != 1 {
+		t.Errorf("%d writes, want 1 (the 100 lines at Close)", writes)
+	}
+}
+
+// TestHalfFullQueueWrites: a queue half full has the writer write at once,
+// before FlushInterval, so a burst is written rather than dropped.
+func TestHalfFullQueueWrites(t *testing.T) {
+	var w countingWriter
+	var d drops
+	l := newLogger(t, Config{Output: &w, FlushInterval: time.Hour, BufferSize: 8, OnDrop: d.add})
+	defer l.Close()
+	for i := 0; i < 5; i++ {
+		l.Decision(Decision{ID: "d-" + strconv.Itoa(i)})
+	}
+	waitFor(t, "the lines of a half-full queue", func() bool { out, _ := w.get(); return strings.Count(out, "\n") >= 4 })
+	if n := d.get(DropBufferFull); n != 0 {
+		t.Errorf("%d dropped", n)
 	}
 }
 
