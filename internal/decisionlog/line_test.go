@@ -122,6 +122,24 @@ func BenchmarkWriteDecision(b *testing.B) {
 			}
 		})
 	}
+	// What the writer did for every line before line.go: the input and
+	// result as maps, json.Marshal.
+	b.Run("marshal", func(b *testing.B) {
+		l := newLogger(b, Config{Output: io.Discard})
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+		d := Decision{ID: "0123456789abcdef-1", Subject: "u-2", Action: "edit", Type: "contact", ResourceID: "c-42",
+			Allow: true, Reason: "follower", Revision: "0123456789abcdef", AppliedSeq: 42}
+		ts := time.Now()
+		b.ReportAllocs()
+		for b.Loop() {
+			ev := l.newEvent(d.ID, d.Revision, d.AppliedSeq, ts, d.Duration)
+			ev.Input = decisionInput(d.Subject, d.Action, d.Type, d.ResourceID, d.Target, d.HasTarget)
+			ev.Result = map[string]any{"allow": d.Allow, "reason": d.Reason}
+			l.writeEvent(&ev)
+		}
+	})
 }
 
 // countingWriter counts the writes it gets.
