@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -18,13 +19,49 @@ import (
 // (a policy's, many large bodies at once) is collected before the kernel's
 // OOM killer ends the process.
 
-// memoryOptions are the flags of the memory limit.
+// memoryOptions are the flags of the memory limit and the garbage collector.
 type memoryOptions struct {
-	limit int64 // --memory-limit
+	limit     int64 // --memory-limit
+	gcPercent int   // --gc-percent
 }
 
 func addMemoryFlags(f *pflag.FlagSet, o *memoryOptions) {
 	f.Int64Var(&o.limit, "memory-limit", 0, "soft memory limit of the Go runtime in bytes; 0: GOMEMLIMIT when set, else 90% of the cgroup's memory limit when there is one, else none")
+	f.IntVar(&o.gcPercent, "gc-percent", 0, fmt.Sprintf("heap growth between garbage collections, in percent of the live heap (the runtime's GOGC), %d to %d, or -1 for none (only with a memory limit); 0: GOGC when set, else %d", minGCPercent, maxGCPercent, defaultGCPercent))
+}
+
+// The garbage collector's pace (docs/operations.md "Bounds", "Garbage collection").
+// The runtime's default, GOGC=100, collects each time the heap doubles; a
+// collection's mark phase takes one of the two cores of a small host for
+// tens of milliseconds, which is what the slowest percent of decisions at
+// a fixed rate waited for. 200 halves the number of collections for a heap
+// of three times the live one (the live heap is mostly the decision cache,
+// tens of MB), and the soft memory limit still makes the collector work
+// harder near the limit.
+const (
+	defaultGCPercent = 200
+	minGCPercent     = 10
+	maxGCPercent     = 10000
+)
+
+// gcPercent chooses the collector's percent: the flag, else GOGC (which the
+// runtime has applied itself: 0 is returned), else defaultGCPercent.
+// memLimit is the soft memory limit in force (math.MaxInt64: none); -1, no
+// collection by growth, needs one.
+func gcPercent(flag int, gogc string, memLimit int64) (percent int, source string, err error) {
+	switch {
+	case flag == -1 && (memLimit <= 0 || memLimit == math.MaxInt64):
+		return 0, "", fmt.Errorf("--gc-percent -1 (no collection by heap growth) needs a memory limit (--memory-limit, GOMEMLIMIT or a cgroup limit)")
+	case flag == -1:
+		return -1, "--gc-percent", nil
+	case flag != 0 && (flag < minGCPercent || flag > maxGCPercent):
+		return 0, "", fmt.Errorf("--gc-percent %d: want %d to %d, or -1", flag, minGCPercent, maxGCPercent)
+	case flag != 0:
+		return flag, "--gc-percent", nil
+	case strings.TrimSpace(gogc) != "":
+		return 0, "GOGC", nil
+	}
+	return defaultGCPercent, "default", nil
 }
 
 // cgroupMemoryFiles hold the memory limit of the process's cgroup (v2, v1).
@@ -76,6 +113,17 @@ func applyMemoryLimit(o memoryOptions, log *slog.Logger) error {
 	if limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
-	log.Info("memory limit", "bytes", debug.SetMemoryLimit(-1), "source", source)
+	inForce := debug.SetMemoryLimit(-1)
+	log.Info("memory limit", "bytes", inForce, "source", source)
+	percent, source, err := gcPercent(o.gcPercent, os.Getenv("GOGC"), inForce)
+	if err != nil {
+		return err
+	}
+	if percent == 0 {
+		log.Info("garbage collector", "gogc", os.Getenv("GOGC"), "source", source)
+		return nil
+	}
+	debug.SetGCPercent(percent)
+	log.Info("garbage collector", "gc_percent", percent, "source", source)
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,6 +43,37 @@ func TestMemoryLimit(t *testing.T) {
 			got, source, err := memoryLimit(tc.flag, tc.env, tc.files)
 			if (err != nil) != tc.wantErr || got != tc.want || err == nil && source == "" {
 				t.Fatalf("memoryLimit = %d, %q, %v; want %d (error %v)", got, source, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestGCPercent(t *testing.T) {
+	const noLimit = math.MaxInt64
+	cases := []struct {
+		name    string
+		flag    int
+		env     string
+		limit   int64
+		want    int
+		wantErr bool
+	}{
+		{"the default when neither is set", 0, "", noLimit, defaultGCPercent, false},
+		{"GOGC is the runtime's", 0, "100", noLimit, 0, false},
+		{"the flag wins over GOGC", 400, "100", noLimit, 400, false},
+		{"the lowest", minGCPercent, "", noLimit, minGCPercent, false},
+		{"the highest", maxGCPercent, "", noLimit, maxGCPercent, false},
+		{"too low", minGCPercent - 1, "", noLimit, 0, true},
+		{"too high", maxGCPercent + 1, "", noLimit, 0, true},
+		{"below -1", -2, "", noLimit, 0, true},
+		{"off with a memory limit", -1, "", 512 << 20, -1, false},
+		{"off without a memory limit", -1, "", noLimit, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, source, err := gcPercent(tc.flag, tc.env, tc.limit)
+			if (err != nil) != tc.wantErr || got != tc.want || err == nil && source == "" {
+				t.Fatalf("gcPercent = %d, %q, %v; want %d (error %v)", got, source, err, tc.want, tc.wantErr)
 			}
 		})
 	}

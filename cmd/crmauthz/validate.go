@@ -152,6 +152,12 @@ func serveRules(o *serveOptions) map[string]flagRule {
 			}
 			return ""
 		},
+		"gc-percent": func() string {
+			if p := o.mem.gcPercent; p != 0 && p != -1 && (p < minGCPercent || p > maxGCPercent) {
+				return fmt.Sprintf("want 0 (GOGC, else %d), -1 (only with a memory limit) or %d to %d", defaultGCPercent, minGCPercent, maxGCPercent)
+			}
+			return ""
+		},
 
 		// enumerations and lists
 		"log-level":        func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },

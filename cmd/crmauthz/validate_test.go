@@ -63,6 +63,8 @@ var badServeFlags = []struct {
 	{"body-timeout", "0", "want a duration from 1ms to 1h0m0s"},
 	{"memory-limit", "-1", "want 0"},
 	{"memory-limit", "1000", "at least 67108864"},
+	{"gc-percent", "5", "want 0 (GOGC, else 200), -1"},
+	{"gc-percent", "-2", "want 0 (GOGC, else 200), -1"},
 	{"read-header-timeout", "0", "want a duration from 1ms to 5m0s"},
 	{"read-header-timeout", "10m", "want a duration from 1ms to 5m0s"},
 	{"read-header-timeout", "31s", "want at most --read-timeout (30s)"},

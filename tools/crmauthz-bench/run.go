@@ -37,9 +37,14 @@ type runConfig struct {
 	OPA          string   // opa binary; "" builds the version of go.mod into OPACache
 	OPACache     string
 	OPAPolicy    []string // Rego files OPA serves
-	Floor        string   // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir      string   // "" = a new temporary directory, removed at the end
-	Log          io.Writer
+	NoOPA        bool     // leave OPA out: crmauthz and the floor only (no agreement check)
+	// VsArgs, if set, puts in OPA's place a second crmauthz, "crmauthz-b",
+	// serving a copy of the index with CrmauthzArgs and these flags (e.g.
+	// "--decision-log FILE"): the cost of a setting, measured in one run.
+	VsArgs  []string
+	Floor   string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir string // "" = a new temporary directory, removed at the end
+	Log     io.Writer
 }
 
 // report is everything a run measured.
@@ -73,7 +78,8 @@ type report struct {
 	mismatches []string // the first disagreements
 	reasons    map[string]int
 
-	steps [][][nSides]stepResult // per step, per run: [crmauthz, opa, floor]
+	steps    [][][nSides]stepResult   // per step, per run: [crmauthz, opa, floor]
+	evidence [][][nSides]stepEvidence // the same shape: the tail's candidates (evidence.go)
 }
 
 const (
@@ -106,6 +112,9 @@ func (c *runConfig) logf(format string, args ...any) {
 // floor), agreement check of crmauthz and OPA, load steps of all three.
 func run(ctx context.Context, cfg runConfig) (*report, error) {
 	cfg.defaults()
+	if len(cfg.VsArgs) > 0 {
+		cfg.NoOPA = true
+	}
 	root, err := repoRoot()
 	if err != nil {
 		return nil, err
@@ -118,7 +127,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		defer os.RemoveAll(work)
 	}
 	rep := &report{cfg: cfg, loadStart: loadAvg(), reasons: map[string]int{}, opaVersion: "OPA"}
-	if cfg.OPA == "" {
+	if cfg.OPA == "" && !cfg.NoOPA {
 		if cfg.OPA, err = opaBinary(ctx, root, cfg.OPACache, cfg.Log); err != nil {
 			return nil, err
 		}
@@ -129,7 +138,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			return nil, err
 		}
 	}
-	if out, err := exec.CommandContext(ctx, cfg.OPA, "version").Output(); err == nil {
+	if cfg.NoOPA {
+		rep.opaVersion = "OPA left out"
+	} else if out, err := exec.CommandContext(ctx, cfg.OPA, "version").Output(); err == nil {
 		v, _, _ := strings.Cut(string(out), "\n")
 		rep.opaVersion = "OPA " + strings.TrimSpace(strings.TrimPrefix(v, "Version:"))
 	}
@@ -140,16 +151,18 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 
 	// OPA's data file.
 	opaData := filepath.Join(work, "opa", "data.json")
-	if err := os.MkdirAll(filepath.Dir(opaData), 0o755); err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	if err := writeFile(opaData, func(out io.Writer) error { return writeOPAData(out, w) }); err != nil {
-		return nil, err
-	}
-	rep.opaDataWrite = time.Since(t0)
-	if fi, err := os.Stat(opaData); err == nil {
-		rep.opaDataBytes = fi.Size()
+	if !cfg.NoOPA {
+		if err := os.MkdirAll(filepath.Dir(opaData), 0o755); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if err := writeFile(opaData, func(out io.Writer) error { return writeOPAData(out, w) }); err != nil {
+			return nil, err
+		}
+		rep.opaDataWrite = time.Since(t0)
+		if fi, err := os.Stat(opaData); err == nil {
+			rep.opaDataBytes = fi.Size()
+		}
 	}
 
 	// crmauthz: start empty, load the snapshot through the API, restart on it.
@@ -160,7 +173,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 	rep.readyEmpty = crmSide.ready
 	cfg.logf("crmauthz ready on an empty index in %s; loading the snapshot", rep.readyEmpty)
-	t0 = time.Now()
+	t0 := time.Now()
 	if err := putSnapshot(ctx, crmSide.admin+"/v1/replication/snapshot", w); err != nil {
 		crm.stop(10 * time.Second)
 		return nil, err
@@ -182,13 +195,30 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	cfg.logf("snapshot loaded in %s; crmauthz restarted and ready in %s", rep.snapshotLoad.Round(time.Millisecond), rep.readyRestart)
 
 	// OPA with the same facts in its store.
-	opa, opaSide, err := startOPA(ctx, cfg, root, opaData)
-	if err != nil {
-		return nil, err
+	var opa *proc
+	var opaSide serverSide
+	if len(cfg.VsArgs) > 0 {
+		// crmauthz-b in OPA's place, on a copy of the index.
+		dirB := filepath.Join(work, "crmauthz-b")
+		if err := copyIndex(filepath.Join(dataDir, "index.db"), filepath.Join(dirB, "index.db")); err != nil {
+			return nil, err
+		}
+		cfgB := cfg
+		cfgB.CrmauthzArgs = append(slices.Clone(cfg.CrmauthzArgs), cfg.VsArgs...)
+		if opa, opaSide, err = startCrmauthz(ctx, cfgB, dirB); err != nil {
+			return nil, err
+		}
+		defer opa.stop(10 * time.Second)
+		opaSide.name = "crmauthz-b"
+		cfg.logf("crmauthz-b (%s) ready in %s", strings.Join(cfg.VsArgs, " "), opaSide.ready)
+	} else if !cfg.NoOPA {
+		if opa, opaSide, err = startOPA(ctx, cfg, root, opaData); err != nil {
+			return nil, err
+		}
+		defer opa.stop(10 * time.Second)
+		rep.opaReady = opaSide.ready
+		cfg.logf("opa ready with the data in %s", rep.opaReady)
 	}
-	defer opa.stop(10 * time.Second)
-	rep.opaReady = opaSide.ready
-	cfg.logf("opa ready with the data in %s", rep.opaReady)
 
 	// The floor: a bare net/http server answering a constant decision.
 	floor, floorSide, err := startFloor(ctx, cfg.Floor)
@@ -201,13 +231,17 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 
 	time.Sleep(time.Second)
 	rep.crmauthzIdle, _ = readMem(crm.pid())
-	rep.opaIdle, _ = readMem(opa.pid())
 	rep.floorIdle, _ = readMem(floor.pid())
 	sides := [nSides]*side{&crmSide.side, &opaSide.side, &floorSide.side}
+	if opa == nil {
+		sides[sideOPA] = nil
+	} else {
+		rep.opaIdle, _ = readMem(opa.pid())
+	}
 
 	// Agreement on the first Check requests of the mix.
 	client := &http.Client{Timeout: cfg.Timeout}
-	for i := 0; i < cfg.Check; i++ {
+	for i := 0; i < cfg.Check && !cfg.NoOPA; i++ {
 		r := w.RequestAt(i)
 		a, err := sides[sideCrmauthz].ask(ctx, client, r)
 		if err != nil {
@@ -249,6 +283,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 	if cfg.Warmup > 0 {
 		for _, s := range sides {
+			if s == nil {
+				continue
+			}
 			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout)
 		}
 	}
@@ -256,6 +293,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	// same servers, each run with fresh requests, the order of the sides
 	// alternating from run to run as well.
 	rep.steps = make([][][nSides]stepResult, len(specs))
+	rep.evidence = make([][][nSides]stepEvidence, len(specs))
 	for run := 0; run < cfg.Runs; run++ {
 		for i, spec := range specs {
 			spec.base += uint64(run*len(specs)) * 100_000_000
@@ -264,20 +302,29 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 				slices.Reverse(order)
 			}
 			var pair [nSides]stepResult
+			var ev [nSides]stepEvidence
 			for _, k := range order {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
+				if sides[k] == nil {
+					continue
+				}
 				time.Sleep(cfg.Pause)
+				before := sampleProc(ctx, sides[k])
 				pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
+				ev[k] = before.to(sampleProc(ctx, sides[k]))
 				r := pair[k]
 				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
 			}
 			rep.steps[i] = append(rep.steps[i], pair)
+			rep.evidence[i] = append(rep.evidence[i], ev)
 		}
 	}
 	rep.crmauthzFinal, _ = readMem(crm.pid())
-	rep.opaFinal, _ = readMem(opa.pid())
+	if opa != nil {
+		rep.opaFinal, _ = readMem(opa.pid())
+	}
 	rep.floorFinal, _ = readMem(floor.pid())
 	rep.loadEnd = loadAvg()
 	return rep, nil
@@ -358,6 +405,23 @@ func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc,
 		}, nil
 	}
 	return nil, serverSide{}, lastErr
+}
+
+// copyIndex copies the index file src (of a running crmauthz, which does
+// not write it while it only decides) to dst, creating dst's directory.
+func copyIndex(src, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return writeFile(dst, func(out io.Writer) error {
+		_, err := io.Copy(out, in)
+		return err
+	})
 }
 
 // putSnapshot streams the world to crmauthz's snapshot API.

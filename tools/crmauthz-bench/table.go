@@ -29,7 +29,14 @@ func printReport(out io.Writer, rep *report) error {
 		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
 	}
 	slices.Sort(reasons)
-	fmt.Fprintf(out, "agreement: %d decisions of the mix asked of both, %s; reasons: %s\n", rep.checked, agree, strings.Join(reasons, ", "))
+	if len(c.VsArgs) > 0 {
+		fmt.Fprintf(out, "crmauthz-b in OPA's place: crmauthz with %s on a copy of the index (crmauthz/crmauthz-b below 1 in achieved/s: the setting costs)\n", strings.Join(c.VsArgs, " "))
+	}
+	if c.NoOPA {
+		fmt.Fprintln(out, "agreement: not checked (OPA left out)")
+	} else {
+		fmt.Fprintf(out, "agreement: %d decisions of the mix asked of both, %s; reasons: %s\n", rep.checked, agree, strings.Join(reasons, ", "))
+	}
 	for _, m := range rep.mismatches {
 		fmt.Fprintf(out, "  %s\n", m)
 	}
@@ -38,13 +45,16 @@ func printReport(out io.Writer, rep *report) error {
 	var t table
 	t.row("step", "side", "achieved/s", "p50", "p90", "p99", "p99.9", "errors", "CPU/decision", "RSS MiB", "cache hits")
 	var spread table
-	spread.row("step", "side", "achieved/s min–max", "p99 min–max")
+	spread.row("step", "side", "achieved/s", "p50", "p90", "p99", "p99.9", "CPU/decision")
 	for _, runs := range rep.steps {
 		if len(runs) == 0 {
 			continue
 		}
 		name := runs[0][sideCrmauthz].spec.name
 		for k := range nSides {
+			if runs[0][k].side == "" {
+				continue // a side left out (--no-opa)
+			}
 			med := func(f func(stepResult) float64) float64 {
 				return median(runs, func(p [nSides]stepResult) float64 { return f(p[k]) })
 			}
@@ -59,11 +69,21 @@ func printReport(out io.Writer, rep *report) error {
 			t.row(name, runs[0][k].side, fmt.Sprintf("%.0f", med(achieved)), fmtDur(dur(med(p50))), fmtDur(dur(med(p90))),
 				fmtDur(dur(med(p99))), fmtDur(dur(med(p999))), fmt.Sprint(errs), fmtDur(dur(med(cpuPer))),
 				fmtMiB(int64(med(func(r stepResult) float64 { return float64(r.rss.RSS) }))), hits)
-			lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return achieved(p[k]) })
-			plo, phi := minMax(runs, func(p [nSides]stepResult) float64 { return p99(p[k]) })
-			spread.row(name, runs[0][k].side, fmt.Sprintf("%.0f–%.0f", lo, hi), fmtDur(dur(plo))+"–"+fmtDur(dur(phi)))
+			cells := []string{name, runs[0][k].side}
+			for i, f := range spreadFigures {
+				lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return f(p[k]) })
+				if i == 0 { // achieved/s
+					cells = append(cells, span(fmt.Sprintf("%.0f", lo), fmt.Sprintf("%.0f", hi)))
+				} else {
+					cells = append(cells, span(fmtDur(dur(lo)), fmtDur(dur(hi))))
+				}
+			}
+			spread.row(cells...)
 		}
 		for _, k := range []int{sideOPA, sideFloor} {
+			if runs[0][k].side == "" {
+				continue
+			}
 			// The median over the runs of each run's ratio (both sides of
 			// a ratio measured in the same run, one after the other).
 			r := func(f func(stepResult) float64) string {
@@ -72,9 +92,12 @@ func printReport(out io.Writer, rep *report) error {
 			vs := "crmauthz/" + runs[0][k].side
 			t.row(name, vs, r(achieved), r(p50), r(p90), r(p99), r(p999), "", r(cpuPer),
 				r(func(r stepResult) float64 { return float64(r.rss.RSS) }), "")
-			lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(achieved(p[sideCrmauthz]), achieved(p[k])) })
-			plo, phi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(p99(p[sideCrmauthz]), p99(p[k])) })
-			spread.row(name, vs, fmtRatio(lo)+"–"+fmtRatio(hi), fmtRatio(plo)+"–"+fmtRatio(phi))
+			cells := []string{name, vs}
+			for _, f := range spreadFigures {
+				lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(f(p[sideCrmauthz]), f(p[k])) })
+				cells = append(cells, span(fmtRatio(lo), fmtRatio(hi)))
+			}
+			spread.row(cells...)
 		}
 	}
 	t.row()
@@ -83,19 +106,33 @@ func printReport(out io.Writer, rep *report) error {
 	t.row("snapshot load via API", "crmauthz", fmtDur(rep.snapshotLoad), "", "", "", "", "", "", fmtMiB(rep.snapshotPeak.HWM),
 		"peak (VmHWM); index.db "+fmtMiB(rep.indexBytes>>10)+" MiB")
 	t.row("restart on the index", "crmauthz", fmtDur(rep.readyRestart), "", "", "", "", "", "", fmtMiB(rep.crmauthzIdle.RSS), "idle")
-	t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
-		"idle; data.json "+fmtMiB(rep.opaDataBytes>>10)+" MiB")
+	if !c.NoOPA {
+		t.row("start with data.json", "opa", fmtDur(rep.opaReady), "", "", "", "", "", "", fmtMiB(rep.opaIdle.RSS),
+			"idle; data.json "+fmtMiB(rep.opaDataBytes>>10)+" MiB")
+	}
 	t.row("start", "floor", fmtDur(rep.floorReady), "", "", "", "", "", "", fmtMiB(rep.floorIdle.RSS), "idle")
-	t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "", "",
-		ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)), "")
+	if !c.NoOPA {
+		t.row("ready / idle RSS", "crmauthz/opa", ratioDur(rep.readyRestart, rep.opaReady), "", "", "", "", "", "",
+			ratio(float64(rep.crmauthzIdle.RSS), float64(rep.opaIdle.RSS)), "")
+	}
 	t.row("after the run", "crmauthz", "", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
 		"anon "+fmtMiB(rep.crmauthzFinal.Anon)+", file "+fmtMiB(rep.crmauthzFinal.File))
-	t.row("after the run", "opa", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
-		"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
+	if len(c.VsArgs) > 0 {
+		t.row("after the run", "crmauthz-b", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
+			"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
+	}
+	if !c.NoOPA {
+		t.row("after the run", "opa", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
+			"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
+	}
 	t.write(out)
 	if c.Runs > 1 {
-		fmt.Fprintf(out, "\nspread over the %d runs (ratios: each run's own)\n", c.Runs)
+		fmt.Fprintf(out, "\nspread over the %d runs, min–max of each figure (ratios: each run's own)\n", c.Runs)
 		spread.write(out)
+	}
+	if len(rep.evidence) > 0 {
+		fmt.Fprintln(out, "\nthe tail's candidates, per step and side (medians over the runs; see BENCHMARKS.md, \"The tail\")")
+		evidenceTable(rep).write(out)
 	}
 	if s := floorSummary(rep); s != "" {
 		fmt.Fprintf(out, "\ncrmauthz ÷ floor: %s\n", s)
@@ -130,6 +167,14 @@ func fmtMiB(kib int64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f", float64(kib)/1024)
+}
+
+// span is "lo–hi", or "-" when neither was measured.
+func span(lo, hi string) string {
+	if lo == "-" && hi == "-" {
+		return "-"
+	}
+	return lo + "–" + hi
 }
 
 func ratio(a, b float64) string { return fmtRatio(ratioOf(a, b)) }
@@ -188,6 +233,66 @@ func (t *table) write(out io.Writer) {
 	}
 }
 
+// evidenceTable gives, for every step and side, the medians over the runs
+// of the page faults of the server, the time its threads waited for a core
+// per decision, crmauthz's garbage collections per second and the load
+// generator's CPU time per decision.
+func evidenceTable(rep *report) *table {
+	var t table
+	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "")
+	for i, runs := range rep.steps {
+		if len(runs) == 0 || i >= len(rep.evidence) {
+			continue
+		}
+		evs := rep.evidence[i]
+		for k := range nSides {
+			if runs[0][k].side == "" {
+				continue
+			}
+			med := func(f func(stepResult, stepEvidence) float64) float64 {
+				v := make([]float64, 0, len(runs))
+				for j := range runs {
+					if j < len(evs) {
+						v = append(v, f(runs[j][k], evs[j][k]))
+					}
+				}
+				return medianOf(v)
+			}
+			perDecision := func(d func(stepEvidence) time.Duration) string {
+				return fmtDur(dur(med(func(r stepResult, e stepEvidence) float64 {
+					if r.ok == 0 {
+						return 0
+					}
+					return float64(d(e)) / float64(r.ok)
+				})))
+			}
+			gc := "-"
+			if g := med(func(r stepResult, e stepEvidence) float64 { return e.gcCycles }); g >= 0 {
+				gc = fmt.Sprintf("%.1f", g/rep.cfg.Duration.Seconds())
+			}
+			t.row(runs[0][k].spec.name, runs[0][k].side,
+				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.minflt) })),
+				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.majflt) })),
+				perDecision(func(e stepEvidence) time.Duration { return e.runWait }), gc,
+				perDecision(func(e stepEvidence) time.Duration { return e.genCPU }), "")
+		}
+	}
+	return &t
+}
+
+// medianOf is the median of v (the mean of the two middle values for an
+// even count); 0 for none.
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
 // floorSummary is the ratios crmauthz ÷ floor the targets are
 // stated in: max rps at each saturation step, p99 at each fixed rate; with
 // several runs, the median of each run's ratio and the spread (min–max).
@@ -221,6 +326,9 @@ func p99(r stepResult) float64      { return float64(r.p99) }
 func p999(r stepResult) float64     { return float64(r.p999) }
 func cpuPer(r stepResult) float64   { return float64(r.cpuPerDecision()) }
 func dur(f float64) time.Duration   { return time.Duration(f) }
+
+// spreadFigures are the figures of the spread table, in its column order.
+var spreadFigures = []func(stepResult) float64{achieved, p50, p90, p99, p999, cpuPer}
 
 // median of f over the runs (the mean of the two middle values for an even
 // count); values ≤ 0 (not measured) are left out unless all are, then it is
