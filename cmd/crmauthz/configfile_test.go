@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 )
 
 // writeConfig writes a configuration file and returns its path.
@@ -29,10 +31,10 @@ func loadServe(tb testing.TB, env map[string]string, args ...string) (*serveOpti
 		tb.Setenv(k, v)
 	}
 	fs, o := serveFlags(tb, args...)
-	if err := applyEnv(fs); err != nil {
+	if err := cliflags.ApplyEnv(fs); err != nil {
 		return o, err
 	}
-	if err := applyConfigFile(fs); err != nil {
+	if err := cliflags.ApplyConfigFile(fs); err != nil {
 		return o, err
 	}
 	return o, validateServe(fs, o)
@@ -134,7 +136,7 @@ func TestConfigFileConnectors(t *testing.T) {
 	if err := fs.Parse([]string{"--config", cfg, "--sink-stream", "MINE"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := applyConfigFile(fs); err != nil {
+	if err := cliflags.ApplyConfigFile(fs); err != nil {
 		t.Fatal(err)
 	}
 	if o.slot != "crm_slot" || o.sink.url != "nats://127.0.0.1:4222" || o.sink.stream != "MINE" {
@@ -147,7 +149,7 @@ func TestConfigFileConnectors(t *testing.T) {
 	if err := fs.Parse([]string{"--config", cfg}); err != nil {
 		t.Fatal(err)
 	}
-	err := applyConfigFile(fs)
+	err := cliflags.ApplyConfigFile(fs)
 	if err == nil || !strings.Contains(err.Error(), `key "webhook-addr": not a setting`) {
 		t.Errorf("sync took webhook-addr, a flag of the daemon only: %v", err)
 	}

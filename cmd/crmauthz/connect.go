@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/connect/postgres"
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/mapping"
@@ -33,7 +34,7 @@ func newConnectCmd() *cobra.Command {
 type sinkOptions struct {
 	natsAuthOptions
 	url, tokenFile, stream, subject, bucket string
-	configFile                              string // --config (configfile.go), registered here for every connector
+	configFile                              string // --config (internal/cliflags), registered here for every connector
 
 	tracing tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
@@ -46,7 +47,7 @@ func addSinkFlags(f *pflag.FlagSet, o *sinkOptions) {
 	f.StringVar(&o.subject, "sink-subject", d.Subject, "NATS sink: the subject of the events (sidecars' --nats-subject)")
 	f.StringVar(&o.bucket, "sink-snapshot-bucket", d.SnapshotBucket, "NATS sink: the object store bucket of snapshots (sidecars' --nats-snapshot-bucket; created when absent)")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
-	addConfigFlag(f, &o.configFile)
+	cliflags.AddConfigFlag(f, &o.configFile)
 	addTracingFlags(f, &o.tracing)
 }
 
@@ -115,7 +116,7 @@ func newConnectPostgresCmd() *cobra.Command {
 		Short: "Follow a CRM's own PostgreSQL database by logical replication (docs/postgres.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := validateFlags(cmd.Flags(), postgresRules(&o)); err != nil {
+			if err := cliflags.Validate(cmd.Flags(), postgresRules(&o)); err != nil {
 				return err
 			}
 			return runConnectPostgres(cmd.Context(), o)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 )
 
 // hlID is the shape of HighLevel's company and location ids (and of the demo's).
@@ -13,7 +15,7 @@ var hlID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // highLevelRules is the rule of every flag of `connect highlevel` (daemon) and of its sync, by
 // name (docs/highlevel.md, flags table), in the style of serve's (validate.go).
-func highLevelRules(o *highLevelOptions) map[string]flagRule {
+func highLevelRules(o *highLevelOptions) map[string]cliflags.Rule {
 	none := func() string { return "" }
 	oneToken := func() string {
 		if (o.tokenFile == "") == (o.tokenDir == "") {
@@ -21,7 +23,7 @@ func highLevelRules(o *highLevelOptions) map[string]flagRule {
 		}
 		return ""
 	}
-	rules := map[string]flagRule{
+	rules := map[string]cliflags.Rule{
 		"api-url": func() string {
 			u, err := url.Parse(o.apiURL)
 			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
@@ -30,13 +32,13 @@ func highLevelRules(o *highLevelOptions) map[string]flagRule {
 			return ""
 		},
 		"token-file": func() string {
-			if w := blankOrPath(o.tokenFile); w != "" {
+			if w := cliflags.BlankOrPath(o.tokenFile); w != "" {
 				return w
 			}
 			return oneToken()
 		},
 		"token-dir": func() string {
-			if w := blankOrPath(o.tokenDir); w != "" {
+			if w := cliflags.BlankOrPath(o.tokenDir); w != "" {
 				return w
 			}
 			return oneToken()
@@ -61,16 +63,16 @@ func highLevelRules(o *highLevelOptions) map[string]flagRule {
 			}
 			return ""
 		},
-		"webhook-public-key-file": func() string { return blankOrPath(o.publicKeyFile) },
-		"webhook-legacy-key-file": func() string { return blankOrPath(o.legacyKeyFile) },
+		"webhook-public-key-file": func() string { return cliflags.BlankOrPath(o.publicKeyFile) },
+		"webhook-legacy-key-file": func() string { return cliflags.BlankOrPath(o.legacyKeyFile) },
 		"webhook-legacy-rsa":      none,
-		"reconcile-interval":      func() string { return durationIn(o.reconcileInterval, time.Minute, 24*time.Hour) },
-		"max-pending":             func() string { return intIn(int64(o.maxPending), 1, 10_000_000) },
-		"daily-request-budget":    func() string { return intIn(int64(o.dailyBudget), 0, 100_000_000) },
-		"state-dir":               func() string { return nonBlank(o.stateDir, "a directory") },
-		"webhook-addr":            func() string { return listenAddr(o.webhookAddr, false) },
-		"admin-addr":              func() string { return listenAddr(o.adminAddr, false) },
-		"log-level":               func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },
+		"reconcile-interval":      func() string { return cliflags.DurationIn(o.reconcileInterval, time.Minute, 24*time.Hour) },
+		"max-pending":             func() string { return cliflags.IntIn(int64(o.maxPending), 1, 10_000_000) },
+		"daily-request-budget":    func() string { return cliflags.IntIn(int64(o.dailyBudget), 0, 100_000_000) },
+		"state-dir":               func() string { return cliflags.NonBlank(o.stateDir, "a directory") },
+		"webhook-addr":            func() string { return cliflags.ListenAddr(o.webhookAddr, false) },
+		"admin-addr":              func() string { return cliflags.ListenAddr(o.adminAddr, false) },
+		"log-level":               func() string { return cliflags.OneOf(o.logLevel, "debug", "info", "warn", "error") },
 	}
 	for name, rule := range sinkRules(&o.sink) {
 		rules[name] = rule
@@ -78,7 +80,7 @@ func highLevelRules(o *highLevelOptions) map[string]flagRule {
 	return rules
 }
 
-// validateHighLevel checks every flag before anything starts (validateFlags).
+// validateHighLevel checks every flag before anything starts (cliflags.Validate).
 func validateHighLevel(fs *pflag.FlagSet, o *highLevelOptions) error {
-	return validateFlags(fs, highLevelRules(o))
+	return cliflags.Validate(fs, highLevelRules(o))
 }

@@ -6,13 +6,15 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 )
 
 // sinkRules are the rules of the sink flags every connector shares (docs/connectors.md "Sink"),
 // in the style of serve's (validate.go).
-func sinkRules(o *sinkOptions) map[string]flagRule {
+func sinkRules(o *sinkOptions) map[string]cliflags.Rule {
 	none := func() string { return "" }
-	return map[string]flagRule{
+	return map[string]cliflags.Rule{
 		"sink": func() string {
 			const want = "want http://HOST:PORT (a crmauthz's admin listener) or nats://HOST:PORT (tls://, comma-separated for a cluster)"
 			if strings.HasPrefix(o.url, "http://") || strings.HasPrefix(o.url, "https://") {
@@ -26,20 +28,20 @@ func sinkRules(o *sinkOptions) map[string]flagRule {
 			}
 			return ""
 		},
-		"sink-token-file": func() string { return blankOrPath(o.tokenFile) },
-		"sink-stream":     func() string { return matches(o.stream, natsName, "a stream name (letters, digits, - and _)") },
+		"sink-token-file": func() string { return cliflags.BlankOrPath(o.tokenFile) },
+		"sink-stream":     func() string { return cliflags.Matches(o.stream, natsName, "a stream name (letters, digits, - and _)") },
 		"sink-subject":    func() string { return natsSubject(o.subject) },
 		"sink-snapshot-bucket": func() string {
-			return matches(o.bucket, natsName, "a bucket name (letters, digits, - and _)")
+			return cliflags.Matches(o.bucket, natsName, "a bucket name (letters, digits, - and _)")
 		},
-		"nats-creds":         func() string { return blankOrPath(o.creds) },
+		"nats-creds":         func() string { return cliflags.BlankOrPath(o.creds) },
 		"nats-user":          none,
-		"nats-password-file": func() string { return pairedPath(o.passwordFile, o.user, "--nats-user") },
-		"nats-token-file":    func() string { return blankOrPath(o.natsAuthOptions.tokenFile) },
-		"nats-tls-ca":        func() string { return blankOrPath(o.tlsCA) },
-		"nats-tls-cert":      func() string { return pairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
-		"nats-tls-key":       func() string { return pairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
-		"config":             func() string { return blankOrPath(o.configFile) },
+		"nats-password-file": func() string { return cliflags.PairedPath(o.passwordFile, o.user, "--nats-user") },
+		"nats-token-file":    func() string { return cliflags.BlankOrPath(o.natsAuthOptions.tokenFile) },
+		"nats-tls-ca":        func() string { return cliflags.BlankOrPath(o.tlsCA) },
+		"nats-tls-cert":      func() string { return cliflags.PairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
+		"nats-tls-key":       func() string { return cliflags.PairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
+		"config":             func() string { return cliflags.BlankOrPath(o.configFile) },
 
 		// OpenTelemetry (tracingflags.go): spans of the HTTP sink's batches
 		"otlp-endpoint":        o.tracing.endpointRule,
@@ -53,8 +55,8 @@ func sinkRules(o *sinkOptions) map[string]flagRule {
 var pgName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // postgresRules is the rule of every flag of `connect postgres` (docs/postgres.md).
-func postgresRules(o *connectPostgresOptions) map[string]flagRule {
-	rules := map[string]flagRule{
+func postgresRules(o *connectPostgresOptions) map[string]cliflags.Rule {
+	rules := map[string]cliflags.Rule{
 		"dsn": func() string {
 			if _, err := pgx.ParseConfig(o.dsn); err != nil || !strings.HasPrefix(o.dsn, "postgres") {
 				return "want a PostgreSQL URL, postgres://USER@HOST:PORT/DB"
@@ -63,14 +65,14 @@ func postgresRules(o *connectPostgresOptions) map[string]flagRule {
 		},
 		"mapping": func() string { return mappingFile(o.mappingFile) },
 		"slot": func() string {
-			return matches(o.slot, pgName, "a slot name (lower-case letters, digits and _, at most 63)")
+			return cliflags.Matches(o.slot, pgName, "a slot name (lower-case letters, digits and _, at most 63)")
 		},
 		"publication": func() string {
-			return matches(o.publication, pgName, "a publication name (lower-case letters, digits and _, at most 63)")
+			return cliflags.Matches(o.publication, pgName, "a publication name (lower-case letters, digits and _, at most 63)")
 		},
-		"state-dir":  func() string { return nonBlank(o.stateDir, "a directory") },
-		"admin-addr": func() string { return listenAddr(o.adminAddr, false) },
-		"log-level":  func() string { return oneOf(o.logLevel, "debug", "info", "warn", "error") },
+		"state-dir":  func() string { return cliflags.NonBlank(o.stateDir, "a directory") },
+		"admin-addr": func() string { return cliflags.ListenAddr(o.adminAddr, false) },
+		"log-level":  func() string { return cliflags.OneOf(o.logLevel, "debug", "info", "warn", "error") },
 	}
 	for name, rule := range sinkRules(&o.sink) {
 		rules[name] = rule

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 )
 
 // postgresFlags parses args into the flags of `connect postgres`, as its command does.
@@ -65,7 +67,7 @@ func TestPostgresFlagsRefused(t *testing.T) {
 	for _, tc := range badPostgresFlags(t) {
 		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
 			fs, o := postgresFlags(t, append(append([]string{}, goodPostgres...), "--"+tc.flag+"="+tc.value)...)
-			err := validateFlags(fs, postgresRules(o))
+			err := cliflags.Validate(fs, postgresRules(o))
 			if err == nil || !strings.Contains(err.Error(), "--"+tc.flag+"=") || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error naming --%s and saying %q", err, tc.flag, tc.want)
 			}
@@ -83,7 +85,7 @@ func TestPostgresFlagsAccepted(t *testing.T) {
 			"--slot", "crm_1", "--publication", "pub", "--nats-user", "u", "--nats-password-file", "p", "--admin-addr", ":8384"},
 	} {
 		fs, o := postgresFlags(t, args...)
-		if err := validateFlags(fs, postgresRules(o)); err != nil {
+		if err := cliflags.Validate(fs, postgresRules(o)); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
 	}

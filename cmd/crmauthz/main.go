@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -40,6 +40,9 @@ func (e *exitError) Error() string { return e.msg }
 func (e *exitError) Unwrap() error { return e.err }
 
 func exitCode(err error) int {
+	if u := (*cliflags.UsageError)(nil); errors.As(err, &u) {
+		return exitUsage
+	}
 	var e *exitError
 	if errors.As(err, &e) {
 		return e.code
@@ -54,11 +57,11 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			// flag > CRMAUTHZ_* > --config file > default (configfile.go)
-			if err := applyEnv(cmd.Flags()); err != nil {
+			// flag > CRMAUTHZ_* > --config file > default (internal/cliflags)
+			if err := cliflags.ApplyEnv(cmd.Flags()); err != nil {
 				return err
 			}
-			return applyConfigFile(cmd.Flags())
+			return cliflags.ApplyConfigFile(cmd.Flags())
 		},
 	}
 	root.SetFlagErrorFunc(flagUsageError)
@@ -66,28 +69,6 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newPublishCmd(), newSnapshotCmd())
 	root.AddCommand(newConnectCmd())
 	return root
-}
-
-// envName is a flag's environment twin: CRMAUTHZ_ + upper case, '-' as '_'.
-func envName(flag string) string {
-	return "CRMAUTHZ_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// applyEnv sets every flag not given on the command line from its
-// environment twin, when that is set. The command line wins.
-func applyEnv(fs *pflag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = usageError(fmt.Errorf("%s=%q: %w", envName(f.Name), v, e))
-			}
-		}
-	})
-	return err
 }
 
 func newVersionCmd() *cobra.Command {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/index"
@@ -29,7 +30,7 @@ import (
 )
 
 type serveOptions struct {
-	configFile       string // --config (configfile.go)
+	configFile       string // --config (internal/cliflags)
 	addr, adminAddr  string
 	dataDir          string
 	policiesDir      string
@@ -94,7 +95,7 @@ func newServeCmd() *cobra.Command {
 func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	sd, ld := server.DefaultConfig(), server.DefaultConfig().Listeners
 	ixd, rd, dld, pd := index.DefaultConfig(), replication.DefaultConfig(), decisionlog.DefaultConfig(), defaultPolicyConfig()
-	addConfigFlag(f, &o.configFile)
+	cliflags.AddConfigFlag(f, &o.configFile)
 	f.StringVar(&o.addr, "addr", ld.Addr, "listen address of the decision API")
 	f.StringVar(&o.adminAddr, "admin-addr", ld.AdminAddr, "listen address of the replication API, /metrics, health and status")
 	f.StringVar(&o.dataDir, "data-dir", ixd.Dir, "directory of the bbolt index file (index.db)")

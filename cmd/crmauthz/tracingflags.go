@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
@@ -39,7 +40,7 @@ func (o *tracingOptions) endpointRule() string {
 func (o *tracingOptions) insecureRule() string { return o.needsEndpoint(o.cfg.Insecure) }
 
 func (o *tracingOptions) caFileRule() string {
-	if w := blankOrPath(o.cfg.CAFile); w != "" {
+	if w := cliflags.BlankOrPath(o.cfg.CAFile); w != "" {
 		return w
 	}
 	if o.cfg.CAFile != "" && o.cfg.Insecure {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 )
 
 // serveFlags returns serve's flags, parsed from args, and the options they set.
@@ -154,8 +156,8 @@ func TestServeFlagsRefuseBadValues(t *testing.T) {
 			if strings.Count(msg, "\n") != 0 {
 				t.Errorf("more than this flag refused: %s", msg)
 			}
-			if !strings.HasPrefix(msg, "--"+tc.flag+"=") || !strings.Contains(msg, envName(tc.flag)) || !strings.Contains(msg, tc.want) {
-				t.Errorf("message %q; want it to name --%s, %s and say %q", msg, tc.flag, envName(tc.flag), tc.want)
+			if !strings.HasPrefix(msg, "--"+tc.flag+"=") || !strings.Contains(msg, cliflags.EnvName(tc.flag)) || !strings.Contains(msg, tc.want) {
+				t.Errorf("message %q; want it to name --%s, %s and say %q", msg, tc.flag, cliflags.EnvName(tc.flag), tc.want)
 			}
 		})
 	}
@@ -221,7 +223,7 @@ func TestServeEnvTwinsAreValidated(t *testing.T) {
 	t.Setenv("CRMAUTHZ_MAX_IN_FLIGHT", "-1")
 	t.Setenv("CRMAUTHZ_READ_TIMEOUT", "0s")
 	fs, o := serveFlags(t)
-	if err := applyEnv(fs); err != nil {
+	if err := cliflags.ApplyEnv(fs); err != nil {
 		t.Fatal(err)
 	}
 	err := validateServe(fs, o)

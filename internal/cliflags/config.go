@@ -1,4 +1,4 @@
-package main
+package cliflags
 
 import (
 	"errors"
@@ -25,7 +25,7 @@ import (
 //
 // A value sets its flag unless the command line or the flag's CRMAUTHZ_*
 // twin did: flag > environment > file > default. Every value then goes
-// through the same rules as the flags (validate.go).
+// through the same rules as the flags (Validate).
 
 // configFlag is the flag that names the file.
 const configFlag = "config"
@@ -34,28 +34,28 @@ const configFlag = "config"
 // name), so that a refused value names the key and the file.
 const sourceAnnotation = "crmauthz/config-file"
 
-// addConfigFlag registers --config on a command that reads the file; its
-// rule is blankOrPath.
-func addConfigFlag(f *pflag.FlagSet, path *string) {
+// AddConfigFlag registers --config on a command that reads the file; its
+// rule is BlankOrPath.
+func AddConfigFlag(f *pflag.FlagSet, path *string) {
 	f.StringVar(path, configFlag, "", "YAML file of flag values, keyed by flag name (docs/reference.md \"Configuration file\"); flags and CRMAUTHZ_* variables override it")
 }
 
-// applyConfigFile sets every flag not yet set (by the command line or the
+// ApplyConfigFile sets every flag not yet set (by the command line or the
 // environment) from the file --config names, when it names one. An unknown
 // key, a value that is not a scalar or a list of scalars, or one the flag
 // does not parse is an error naming the key: exit 2.
-func applyConfigFile(fs *pflag.FlagSet) error {
+func ApplyConfigFile(fs *pflag.FlagSet) error {
 	cf := fs.Lookup(configFlag)
 	if cf == nil || cf.Value.String() == "" {
 		return nil
 	}
 	path := cf.Value.String()
 	if _, err := os.Stat(path); err != nil {
-		return usageError(fmt.Errorf("--%s: %w", configFlag, err))
+		return usage(fmt.Errorf("--%s: %w", configFlag, err))
 	}
 	k := koanf.New(".") // flag names hold no dots: a nested mapping is an unknown key
 	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
-		return usageError(fmt.Errorf("--%s %s: not a YAML mapping of flag names to values: %w", configFlag, path, err))
+		return usage(fmt.Errorf("--%s %s: not a YAML mapping of flag names to values: %w", configFlag, path, err))
 	}
 	all := k.All()
 	keys := make([]string, 0, len(all))
@@ -87,7 +87,7 @@ func applyConfigFile(fs *pflag.FlagSet) error {
 		f.Annotations[sourceAnnotation] = []string{path}
 	}
 	if len(errs) > 0 {
-		return usageError(errors.Join(errs...))
+		return usage(errors.Join(errs...))
 	}
 	return nil
 }
@@ -137,7 +137,7 @@ func configScalar(v any) (string, error) {
 	return "", fmt.Errorf("a %T is not a value: want a string, number, boolean or a list of them", v)
 }
 
-// flagSource says where a refused flag's value came from, for validate.go's
+// flagSource says where a refused flag's value came from, for Validate's
 // messages: the file and key, or the flag and its environment twin.
 func flagSource(f *pflag.Flag) string {
 	if file := f.Annotations[sourceAnnotation]; len(file) > 0 {
