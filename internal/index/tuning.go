@@ -1,0 +1,27 @@
+package index
+
+import bolt "go.etcd.io/bbolt"
+
+// tuning holds the bbolt settings of the replication write path (docs/design.md, "Write path").
+// The defaults are what BenchmarkRandomReplication1M measured best; tests and benchmarks change
+// them to compare.
+type tuning struct {
+	// pageSize is the page size of a file ReplaceAll or create builds (0: the OS page size).
+	// bbolt reads it from the meta page of an existing file, so files of any page size open.
+	pageSize int
+	// noFreelistSync leaves the freelist out of each commit; Open rebuilds it by walking the file.
+	noFreelistSync bool
+	// fillPercent is the split point of the records and byuser buckets in Update (0: bbolt's 0.5).
+	fillPercent float64
+}
+
+func defaultTuning() tuning {
+	return tuning{}
+}
+
+// apply sets t's options on opts (a live or new file).
+func (t tuning) apply(opts *bolt.Options) *bolt.Options {
+	opts.PageSize = t.pageSize
+	opts.NoFreelistSync = t.noFreelistSync
+	return opts
+}
