@@ -37,14 +37,26 @@ func replBenchFile(b *testing.B, pageSize int) string {
 	if p, ok := replBench.files[pageSize]; ok {
 		return p
 	}
-	if replBench.dir == "" {
+	if replBench.files == nil {
+		replBench.files = map[int]string{}
+	}
+	// REPL_BENCH_DIR keeps the built files across runs of the test binary (and is not removed).
+	cache := os.Getenv("REPL_BENCH_DIR")
+	if cache == "" && replBench.dir == "" {
 		d, err := os.MkdirTemp("", "crmauthz-index-bench-")
 		if err != nil {
 			b.Fatal(err)
 		}
-		replBench.dir, replBench.files = d, map[int]string{}
+		replBench.dir = d
 	}
-	dir := filepath.Join(replBench.dir, fmt.Sprint("ps", pageSize))
+	if cache == "" {
+		cache = replBench.dir
+	}
+	dir := filepath.Join(cache, fmt.Sprint("ps", pageSize))
+	if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+		replBench.files[pageSize] = filepath.Join(dir, FileName)
+		return replBench.files[pageSize]
+	}
 	t := defaultTuning()
 	t.pageSize = pageSize
 	ix, err := openTuned(Config{Dir: dir}, t)
@@ -178,6 +190,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		seq     uint64
 		total   time.Duration
 		inApply time.Duration // of total, in the Update callback (the rest: commit)
+		cpu     time.Duration // CPU time of the process (user and system) during the Updates
 	}
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
@@ -212,6 +225,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			})
 		}
 		v.seq += replBatch
+		cpu0 := processCPU(b)
 		start := time.Now()
 		if err := v.ix.Update(func(w *WriteTx) error {
 			t0 := time.Now()
@@ -224,6 +238,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		v.total += time.Since(start)
+		v.cpu += processCPU(b) - cpu0
 	}
 	b.ResetTimer()
 	for i := range b.N {
@@ -235,6 +250,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	for _, v := range variants {
 		b.ReportMetric(float64(b.N*replBatch)/v.total.Seconds(), v.name+"-events/s")
 		b.ReportMetric(float64((v.total-v.inApply).Microseconds())/1000/float64(b.N), v.name+"-commit-ms")
+		b.ReportMetric(float64(v.cpu.Microseconds())/1000/float64(b.N), v.name+"-cpu-ms")
 		if fi, err := os.Stat(v.ix.Path()); err == nil {
 			b.ReportMetric(float64(fi.Size())/(1<<20), v.name+"-file-MiB")
 		}

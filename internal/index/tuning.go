@@ -2,9 +2,13 @@ package index
 
 import bolt "go.etcd.io/bbolt"
 
-// tuning holds the bbolt settings of the replication write path (docs/design.md, "Write path").
-// The defaults are what BenchmarkRandomReplication1M measured best; tests and benchmarks change
-// them to compare.
+// tuning holds the bbolt settings of the replication write path (docs/design.md, "Write path"),
+// so that BenchmarkRandomReplication1M can compare them on copies of one index. Measured there
+// (BENCHMARKS.md, "Random replication"): page sizes of 1, 2 and 8 KiB, split points of 0.3 and
+// 0.8 and NoFreelistSync moved events/s by less than the spread between two runs of the same
+// setting, while NoFreelistSync makes every Open walk the whole file to rebuild the freelist
+// (2–3 s instead of milliseconds at 1,000,000 records, ten times that at 10,000,000). So the
+// defaults are bbolt's.
 type tuning struct {
 	// pageSize is the page size of a file ReplaceAll or create builds (0: the OS page size).
 	// bbolt reads it from the meta page of an existing file, so files of any page size open.

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -141,7 +142,11 @@ func scaleCrmauthz(ctx context.Context, cfg scaleConfig, rc runConfig, n int, di
 	p := scalePoint{records: n}
 	w := dataset.New(dataset.Config{Records: n, Users: rc.Users, Locations: rc.Locations})
 	dataDir := filepath.Join(dir, "crmauthz")
-	crm, side, err := startCrmauthz(ctx, rc, dataDir)
+	// The upload of a large world may take longer than the server's default --snapshot-timeout
+	// on a busy machine (10,000,000 records: over 15 minutes at a load average of 25).
+	loading := rc
+	loading.CrmauthzArgs = append(slices.Clip(rc.CrmauthzArgs), "--snapshot-timeout", "3h")
+	crm, side, err := startCrmauthz(ctx, loading, dataDir)
 	if err != nil {
 		return p, err
 	}
@@ -153,6 +158,9 @@ func scaleCrmauthz(ctx context.Context, cfg scaleConfig, rc runConfig, n int, di
 	p.loadPeak = peak.finish()
 	if m, merr := readMem(crm.pid()); merr == nil {
 		p.loadPeak.RSS = max(p.loadPeak.RSS, m.HWM)
+	}
+	if err != nil {
+		err = fmt.Errorf("%w; crmauthz's output ends: %s", err, crm.stderr.String())
 	}
 	if serr := crm.stop(60 * time.Second); err == nil {
 		err = serr
