@@ -10,7 +10,7 @@ IMAGE_TAG ?= $(VERSION)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench bench-go fuzz clean image helm-lint dashboard
+.PHONY: help build run test policy-test lint fmt bench bench-scale bench-go fuzz clean image helm-lint dashboard
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,9 @@ fuzz: ## run every Go fuzz target for FUZZTIME each (seed corpora run in make te
 
 bench: build ## crmauthz vs opa run --server over HTTP on 1,000,000 records, one table (BENCH_FLAGS="--records 100000 --duration 5s"; see BENCHMARKS.md)
 	cd tools && $(GO) run ./crmauthz-bench run --crmauthz ../$(BIN) $(BENCH_FLAGS)
+
+bench-scale: build ## the scale curve: 100,000, 1,000,000 and 10,000,000 records (SCALE_FLAGS="--records 100000,1000000"; see BENCHMARKS.md)
+	cd tools && $(GO) run ./crmauthz-bench scale --crmauthz ../$(BIN) $(SCALE_FLAGS)
 
 bench-go: ## in-process benchmarks (decision, batch, index, replication, 1,000,000-record snapshot load)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -152,17 +152,18 @@ type Index struct {
 
 	// Snapshot build sizes (runBufferBytes, bulkCommitPuts); tests make them small.
 	runBuffer, bulkCommit int
+	tune                  tuning
 }
 
 func (ix *Index) liveOptions() *bolt.Options {
-	return &bolt.Options{
+	return ix.tune.apply(&bolt.Options{
 		Timeout:      ix.timeout,
 		ReadOnly:     ix.readOnly,
 		FreelistType: bolt.FreelistMapType,
 		// bbolt's statistics take a DB-wide lock at every Begin and Rollback: contention between
 		// concurrent decisions, for numbers nobody reads.
 		NoStatistics: true,
-	}
+	})
 }
 
 func createBuckets(tx *bolt.Tx) error {
@@ -285,7 +286,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		counts Counts
 	)
 	err := ix.cur.db.Update(func(tx *bolt.Tx) error { // cur changes only under wmu
-		w := newWriteTx(tx, ix.maxFollowers)
+		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent)
 		defer w.reset()
 		if err := fn(w); err != nil {
 			return err

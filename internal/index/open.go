@@ -24,6 +24,11 @@ var ErrDamaged = errors.New("the index file is damaged")
 // exists is never legitimately empty. A damaged index.db (empty, truncated, or one bbolt panics
 // on) is an error wrapping ErrDamaged that names the file, never a panic or an empty index.
 func Open(cfg Config) (*Index, error) {
+	return openTuned(cfg, defaultTuning())
+}
+
+// openTuned is Open with the bbolt settings t (tuning.go).
+func openTuned(cfg Config, t tuning) (*Index, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("index: Config.Dir is empty")
 	}
@@ -47,6 +52,7 @@ func Open(cfg Config) (*Index, error) {
 		maxFollowers: cfg.MaxFollowers,
 		runBuffer:    runBufferBytes,
 		bulkCommit:   bulkCommitPuts,
+		tune:         t,
 	}
 	ix.readTxs.New = func() any { return new(ReadTx) }
 	ch := make(chan struct{})
@@ -107,7 +113,7 @@ func (ix *Index) damaged(why string) error {
 // renamed into place, so a crash leaves either no index.db or a whole one.
 func (ix *Index) create() error {
 	tmp := ix.path + loadingSuffix
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: ix.timeout, NoStatistics: true})
+	db, err := bolt.Open(tmp, 0o600, ix.tune.apply(&bolt.Options{Timeout: ix.timeout, NoStatistics: true}))
 	if err != nil {
 		return fmt.Errorf("index: create %s: %w", tmp, err)
 	}

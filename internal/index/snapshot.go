@@ -3,7 +3,6 @@ package index
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -150,13 +149,13 @@ func (ix *Index) ReplaceAll(seq uint64, load func(*Loader) error) error {
 
 	// NoSync while building (one fsync at the end makes the file durable before it goes live);
 	// the handle stays open across the rename, so the file lock is never let go.
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{
+	db, err := bolt.Open(tmp, 0o600, ix.tune.apply(&bolt.Options{
 		Timeout:      ix.timeout,
 		NoSync:       true,
 		NoGrowSync:   true,
 		FreelistType: bolt.FreelistMapType,
 		NoStatistics: true, // as the live file (see liveOptions)
-	})
+	}))
 	if err != nil {
 		return fmt.Errorf("index: snapshot: create %s: %w", tmp, err)
 	}
@@ -234,7 +233,7 @@ func buildSnapshot(bw *bulkWriter, sp *spill, loadRuns []section, runBuffer int)
 				return err
 			}
 			counts.Records[rec.Type]++
-			v, err := json.Marshal(&rec)
+			v, err := appendRecordJSON(nil, &rec) // fresh: bbolt keeps it until the commit
 			if err != nil {
 				return err
 			}

@@ -134,17 +134,6 @@ func decodeUser(v []byte) (User, error) {
 	return u, nil
 }
 
-func decodeRecord(v []byte) (Record, error) {
-	var r Record
-	if err := json.Unmarshal(v, &r); err != nil {
-		return Record{}, fmt.Errorf("index: corrupt record %q: %w", v, err)
-	}
-	if r.Followers == nil {
-		r.Followers = []string{}
-	}
-	return r, nil
-}
-
 // Counts are the counts of this state (including the uncommitted changes of a WriteTx).
 func (t *ReadTx) Counts() Counts {
 	c := newCounts()

@@ -21,10 +21,17 @@ type WriteTx struct {
 	deltas map[string]int64
 }
 
-func newWriteTx(tx *bolt.Tx, maxFollowers int) *WriteTx {
+func newWriteTx(tx *bolt.Tx, maxFollowers int, fill float64) *WriteTx {
 	w := &WriteTx{maxFollowers: maxFollowers, deltas: map[string]int64{}}
 	w.tx = tx
 	w.ReadTx.w = w
+	if fill > 0 {
+		for _, i := range []int{bRecords, bByUser} {
+			if b := w.bucket(i); b != nil {
+				b.FillPercent = fill
+			}
+		}
+	}
 	return w
 }
 
@@ -353,7 +360,7 @@ func (w *WriteTx) storeRecord(r *Record) error {
 	if r.Followers == nil {
 		r.Followers = []string{}
 	}
-	v, err := json.Marshal(r)
+	v, err := appendRecordJSON(nil, r) // fresh: bbolt keeps a reference to values until commit
 	if err != nil {
 		return err
 	}

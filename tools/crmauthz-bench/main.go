@@ -4,6 +4,7 @@
 // internal/dataset).
 //
 //	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] [--runs 5] …
+//	crmauthz-bench scale [--records 100000,1000000,10000000] …   (the scale curve, scale.go)
 //	crmauthz-bench gen --records 1000000 --users 10000 > snapshot.ndjson
 //	crmauthz-bench requests --n 100000 > requests.ndjson   (one POST /v1/decision body per line)
 //	crmauthz-bench opa-data --records 1000000 > data.json   (the same world as OPA's data document)
@@ -44,7 +45,7 @@ func main() {
 	}
 }
 
-const usage = "usage: crmauthz-bench run|gen|requests|opa-data [flags] (-h for the flags of each)"
+const usage = "usage: crmauthz-bench run|scale|gen|requests|opa-data [flags] (-h for the flags of each)"
 
 func mainErr(args []string, stdout, stderr io.Writer) error {
 	if len(args) < 1 {
@@ -59,6 +60,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		return dataset.New(dataset.Config{Records: *records, Users: *users, Locations: *locations})
 	}
 	switch args[0] {
+	case "scale":
+		return scaleMain(context.Background(), args[1:], stdout, stderr) // scale.go
 	case "gen", "requests", "opa-data":
 		seq := fs.Uint64("seq", 1, "gen: applied_seq of the snapshot")
 		n := fs.Int("n", 100_000, "requests: how many to write")

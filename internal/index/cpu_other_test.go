@@ -1,0 +1,11 @@
+//go:build !unix
+
+package index
+
+import (
+	"testing"
+	"time"
+)
+
+// processCPU is not measured here (0).
+func processCPU(testing.TB) time.Duration { return 0 }

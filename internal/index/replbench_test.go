@@ -1,0 +1,317 @@
+package index
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The 1,000,000-record index of BenchmarkRandomReplication1M, built once per page size per test
+// binary run (with the sorted ReplaceAll loader) into a temporary directory that TestMain removes.
+var replBench struct {
+	mu    sync.Mutex
+	dir   string
+	files map[int]string // by page size
+}
+
+const (
+	replRecords = 1_000_000
+	replUsers   = 10_000
+	replBatch   = 1_000
+)
+
+// replBenchFile returns the path of a 1M-record index.db built with page size pageSize.
+func replBenchFile(b *testing.B, pageSize int) string {
+	b.Helper()
+	replBench.mu.Lock()
+	defer replBench.mu.Unlock()
+	if p, ok := replBench.files[pageSize]; ok {
+		return p
+	}
+	if replBench.files == nil {
+		replBench.files = map[int]string{}
+	}
+	// REPL_BENCH_DIR keeps the built files across runs of the test binary (and is not removed).
+	cache := os.Getenv("REPL_BENCH_DIR")
+	if cache == "" && replBench.dir == "" {
+		d, err := os.MkdirTemp("", "crmauthz-index-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		replBench.dir = d
+	}
+	if cache == "" {
+		cache = replBench.dir
+	}
+	dir := filepath.Join(cache, fmt.Sprint("ps", pageSize))
+	if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+		replBench.files[pageSize] = filepath.Join(dir, FileName)
+		return replBench.files[pageSize]
+	}
+	t := defaultTuning()
+	t.pageSize = pageSize
+	ix, err := openTuned(Config{Dir: dir}, t)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ix.ReplaceAll(1, benchRows(replUsers, replRecords, 1)); err != nil {
+		b.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(dir, FileName)
+	replBench.files[pageSize] = p
+	return p
+}
+
+func copyFile(tb testing.TB, src, dst string) {
+	tb.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		tb.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// replEvent is one follower or owner change.
+type replEvent struct {
+	op      byte // 'a' follower.add, 'r' follower.remove, 'o' owner.set
+	typ, id string
+	user    string
+}
+
+// replBatchOf draws replBatch events on distinct records chosen at random over the whole index,
+// valid against its current state: a third each of follower.add (a user not yet following),
+// follower.remove (a current follower) and owner.set (another user).
+func replBatchOf(b *testing.B, ix *Index, rng *rand.Rand) []replEvent {
+	evs := make([]replEvent, 0, replBatch)
+	seen := map[int]bool{}
+	err := ix.View(func(rt *ReadTx) error {
+		for len(evs) < replBatch {
+			j := rng.IntN(replRecords)
+			if seen[j] {
+				continue
+			}
+			seen[j] = true
+			typ := TypeContact
+			if j%3 == 0 {
+				typ = TypeOpportunity
+			}
+			id := fmt.Sprintf("r-%08d", j)
+			r, ok, err := rt.Record(typ, id)
+			if err != nil || !ok {
+				return fmt.Errorf("record %s: %v %v", id, ok, err)
+			}
+			e := replEvent{typ: typ, id: id}
+			other := func() string {
+				for {
+					u := fmt.Sprint("u-", rng.IntN(replUsers))
+					if u != r.Owner && !slices.Contains(r.Followers, u) {
+						return u
+					}
+				}
+			}
+			switch k := len(evs) % 3; {
+			case k == 2:
+				e.op, e.user = 'o', other()
+			case k == 1 && len(r.Followers) > 0 || len(r.Followers) >= 10:
+				e.op, e.user = 'r', r.Followers[rng.IntN(len(r.Followers))]
+			default:
+				e.op, e.user = 'a', other()
+			}
+			evs = append(evs, e)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return evs
+}
+
+func applyReplEvents(w *WriteTx, evs []replEvent) error {
+	for _, e := range evs {
+		var err error
+		switch e.op {
+		case 'a':
+			err = w.AddFollower(e.typ, e.id, e.user)
+		case 'r':
+			err = w.RemoveFollower(e.typ, e.id, e.user)
+		case 'o':
+			err = w.SetOwner(e.typ, e.id, e.user)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BenchmarkRandomReplication1M applies batches of 1,000 follower and owner changes spread at
+// random over an index of 1,000,000 records (10,000 users, 1–10 followers each), one Update (one
+// commit, fsynced) per batch, and reports events/s. Each variant changes one setting of the write
+// path (tuning.go) on its own copy of the index; "default" is the shipped one. The machine is
+// shared and its load swings within seconds, so the variants take turns batch by batch inside one
+// benchmark (one op = one batch on each) and each reports its own events/s over the same period.
+// Building the index takes ~15 s per page size on a quiet machine; all the copies take 4.5 GB of
+// disk (REPL_BENCH_DIR keeps the built files for the next run).
+//
+//	REPL_BENCH_VARIANTS=all go test -run '^$' -bench 'RandomReplication1M$' -benchtime 20x -count 3 ./internal/index
+func BenchmarkRandomReplication1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-record index")
+	}
+	type variant struct {
+		name   string
+		tune   func(*tuning)
+		sorted bool
+
+		ix      *Index
+		rng     *rand.Rand
+		seq     uint64
+		total   time.Duration
+		inApply time.Duration // of total, in the Update callback (the rest: commit)
+		cpu     time.Duration // CPU time of the process (user and system) during the Updates
+	}
+	variants := []*variant{
+		{name: "default", tune: func(*tuning) {}},
+		{name: "sorted", tune: func(*tuning) {}, sorted: true},
+		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
+		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
+		{name: "pagesize=8192", tune: func(t *tuning) { t.pageSize = 8192 }},
+		{name: "nofreelistsync", tune: func(t *tuning) { t.noFreelistSync = true }},
+		{name: "fill=0.3", tune: func(t *tuning) { t.fillPercent = 0.3 }},
+		{name: "fill=0.8", tune: func(t *tuning) { t.fillPercent = 0.8 }},
+	}
+	// REPL_BENCH_VARIANTS: "all", or names separated by commas; by default only the shipped
+	// settings run (make bench-go), since each page size builds its own index.
+	if only := os.Getenv("REPL_BENCH_VARIANTS"); only != "all" {
+		names := strings.Split(cmp.Or(only, "default"), ",")
+		variants = slices.DeleteFunc(variants, func(v *variant) bool { return !slices.Contains(names, v.name) })
+	}
+	for i, v := range variants {
+		t := defaultTuning()
+		v.tune(&t)
+		dir := b.TempDir()
+		copyFile(b, replBenchFile(b, t.pageSize), filepath.Join(dir, FileName))
+		ix, err := openTuned(Config{Dir: dir}, t)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = ix.Close() })
+		v.ix, v.rng, v.seq = ix, rand.New(rand.NewPCG(3, uint64(i))), ix.AppliedSeq()
+	}
+	batch := func(v *variant) {
+		evs := replBatchOf(b, v.ix, v.rng)
+		if v.sorted {
+			slices.SortFunc(evs, func(x, y replEvent) int {
+				return cmp.Or(cmp.Compare(x.typ, y.typ), cmp.Compare(x.id, y.id))
+			})
+		}
+		v.seq += replBatch
+		cpu0 := processCPU(b)
+		start := time.Now()
+		if err := v.ix.Update(func(w *WriteTx) error {
+			t0 := time.Now()
+			defer func() { v.inApply += time.Since(t0) }()
+			if err := applyReplEvents(w, evs); err != nil {
+				return err
+			}
+			return w.SetAppliedSeq(v.seq)
+		}); err != nil {
+			b.Fatal(err)
+		}
+		v.total += time.Since(start)
+		v.cpu += processCPU(b) - cpu0
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range variants {
+			batch(variants[(i+j)%len(variants)]) // each variant goes first in turn
+		}
+	}
+	b.StopTimer()
+	for _, v := range variants {
+		b.ReportMetric(float64(b.N*replBatch)/v.total.Seconds(), v.name+"-events/s")
+		b.ReportMetric(float64((v.total-v.inApply).Microseconds())/1000/float64(b.N), v.name+"-commit-ms")
+		b.ReportMetric(float64(v.cpu.Microseconds())/1000/float64(b.N), v.name+"-cpu-ms")
+		if fi, err := os.Stat(v.ix.Path()); err == nil {
+			b.ReportMetric(float64(fi.Size())/(1<<20), v.name+"-file-MiB")
+		}
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if replBench.dir != "" {
+		_ = os.RemoveAll(replBench.dir)
+	}
+	os.Exit(code)
+}
+
+// BenchmarkOpen1M opens the 1,000,000-record index after one commit, with the freelist written at
+// each commit (bbolt's default) and without (NoFreelistSync: Open then walks the whole file to
+// rebuild it), and reports the bytes the open allocates.
+//
+//	go test -run '^$' -bench Open1M -benchtime 5x ./internal/index
+func BenchmarkOpen1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-record index")
+	}
+	for _, noSync := range []bool{false, true} {
+		b.Run(fmt.Sprint("nofreelistsync=", noSync), func(b *testing.B) {
+			t := defaultTuning()
+			t.noFreelistSync = noSync
+			dir := b.TempDir()
+			copyFile(b, replBenchFile(b, t.pageSize), filepath.Join(dir, FileName))
+			ix, err := openTuned(Config{Dir: dir}, t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := ix.Update(func(w *WriteTx) error { return w.SetAppliedSeq(2) }); err != nil {
+				b.Fatal(err)
+			}
+			if err := ix.Close(); err != nil {
+				b.Fatal(err)
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			alloc0 := ms.TotalAlloc
+			b.ResetTimer()
+			for range b.N {
+				ix, err := openTuned(Config{Dir: dir}, t)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := ix.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.TotalAlloc-alloc0)/float64(b.N)/(1<<20), "alloc-MiB/op")
+		})
+	}
+}

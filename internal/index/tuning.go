@@ -1,0 +1,31 @@
+package index
+
+import bolt "go.etcd.io/bbolt"
+
+// tuning holds the bbolt settings of the replication write path (docs/design.md, "Write path"),
+// so that BenchmarkRandomReplication1M can compare them on copies of one index. Measured there
+// (BENCHMARKS.md, "Random replication"): page sizes of 1, 2 and 8 KiB, split points of 0.3 and
+// 0.8 and NoFreelistSync moved events/s by less than the spread between two runs of the same
+// setting, while NoFreelistSync makes every Open walk the whole file to rebuild the freelist
+// (2–3 s instead of milliseconds at 1,000,000 records, ten times that at 10,000,000). So the
+// defaults are bbolt's.
+type tuning struct {
+	// pageSize is the page size of a file ReplaceAll or create builds (0: the OS page size).
+	// bbolt reads it from the meta page of an existing file, so files of any page size open.
+	pageSize int
+	// noFreelistSync leaves the freelist out of each commit; Open rebuilds it by walking the file.
+	noFreelistSync bool
+	// fillPercent is the split point of the records and byuser buckets in Update (0: bbolt's 0.5).
+	fillPercent float64
+}
+
+func defaultTuning() tuning {
+	return tuning{}
+}
+
+// apply sets t's options on opts (a live or new file).
+func (t tuning) apply(opts *bolt.Options) *bolt.Options {
+	opts.PageSize = t.pageSize
+	opts.NoFreelistSync = t.noFreelistSync
+	return opts
+}
