@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -102,29 +101,20 @@ func startFloor(ctx context.Context, bin string) (*proc, serverSide, error) {
 			return nil, serverSide{}, fmt.Errorf("the floor server: %w", err)
 		}
 	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken before the server binds it
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, serverSide{}, err
+	var addr string
+	p, ready, err := startOnFreePorts(ctx, 30*time.Second, func() (*proc, string, error) {
+		var err error
+		if addr, err = freeAddr(); err != nil {
+			return nil, "", err
 		}
 		p, err := startProc("floor", bin, []string{"floor", "--addr", addr}, nil)
-		if err != nil {
-			return nil, serverSide{}, err
-		}
-		ready, err := p.waitReady(ctx, "http://"+addr+"/health", 30*time.Second)
-		if err != nil {
-			p.stop(5 * time.Second)
-			lastErr = err
-			if strings.Contains(err.Error(), "address already in use") {
-				continue
-			}
-			return nil, serverSide{}, err
-		}
-		return p, serverSide{
-			side:  side{name: "floor", url: "http://" + addr + "/v1/decision", pid: p.pid()},
-			admin: "http://" + addr, ready: ready,
-		}, nil
+		return p, "http://" + addr + "/health", err
+	})
+	if err != nil {
+		return nil, serverSide{}, err
 	}
-	return nil, serverSide{}, lastErr
+	return p, serverSide{
+		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", pid: p.pid()},
+		admin: "http://" + addr, ready: ready,
+	}, nil
 }

@@ -337,3 +337,28 @@ func cpuTime(pid int) (time.Duration, error) {
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
+
+// startOnFreePorts starts a server with launch, which picks free loopback
+// ports (freeAddr), starts the process and returns the URL that answers
+// once it is ready, and waits up to wait for it. A port another process
+// took between freeAddr and the server's bind ("address already in use")
+// is tried again with new ports, three times in all.
+func startOnFreePorts(ctx context.Context, wait time.Duration, launch func() (*proc, string, error)) (*proc, time.Duration, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		p, readyURL, err := launch()
+		if err != nil {
+			return nil, 0, err
+		}
+		ready, err := p.waitReady(ctx, readyURL, wait)
+		if err == nil {
+			return p, ready, nil
+		}
+		p.stop(5 * time.Second)
+		lastErr = err
+		if !strings.Contains(err.Error(), "address already in use") {
+			return nil, 0, err
+		}
+	}
+	return nil, 0, lastErr
+}

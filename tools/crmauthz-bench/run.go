@@ -338,46 +338,36 @@ type serverSide struct {
 }
 
 func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, serverSide, error) {
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken before the server binds it
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, serverSide{}, err
+	var addr, admin string
+	p, ready, err := startOnFreePorts(ctx, 60*time.Second, func() (*proc, string, error) {
+		var err error
+		if addr, err = freeAddr(); err != nil {
+			return nil, "", err
 		}
-		admin, err := freeAddr()
-		if err != nil {
-			return nil, serverSide{}, err
+		if admin, err = freeAddr(); err != nil {
+			return nil, "", err
 		}
 		args := append([]string{"serve",
 			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
 		}, cfg.CrmauthzArgs...)
 		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv)
-		if err != nil {
-			return nil, serverSide{}, err
-		}
-		ready, err := p.waitReady(ctx, "http://"+admin+"/health/ready", 60*time.Second)
-		if err != nil {
-			p.stop(5 * time.Second)
-			lastErr = err
-			if strings.Contains(err.Error(), "address already in use") {
-				continue
-			}
-			return nil, serverSide{}, err
-		}
-		return p, serverSide{
-			side:  side{name: "crmauthz", url: "http://" + addr + "/v1/decision", pid: p.pid(), metricsURL: "http://" + admin + "/metrics"},
-			admin: "http://" + admin, ready: ready,
-		}, nil
+		return p, "http://" + admin + "/health/ready", err
+	})
+	if err != nil {
+		return nil, serverSide{}, err
 	}
-	return nil, serverSide{}, lastErr
+	return p, serverSide{
+		side:  side{name: "crmauthz", url: "http://" + addr + "/v1/decision", pid: p.pid(), metricsURL: "http://" + admin + "/metrics"},
+		admin: "http://" + admin, ready: ready,
+	}, nil
 }
 
 func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc, serverSide, error) {
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, serverSide{}, err
+	var addr string
+	p, ready, err := startOnFreePorts(ctx, 5*time.Minute, func() (*proc, string, error) {
+		var err error
+		if addr, err = freeAddr(); err != nil {
+			return nil, "", err
 		}
 		args := []string{"run", "--server", "--log-level", "error", "--skip-version-check", "--addr", addr, dataFile}
 		for _, f := range cfg.OPAPolicy {
@@ -387,24 +377,15 @@ func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc,
 			args = append(args, f)
 		}
 		p, err := startProc("opa", cfg.OPA, args, nil)
-		if err != nil {
-			return nil, serverSide{}, err
-		}
-		ready, err := p.waitReady(ctx, "http://"+addr+"/health", 5*time.Minute)
-		if err != nil {
-			p.stop(5 * time.Second)
-			lastErr = err
-			if strings.Contains(err.Error(), "address already in use") {
-				continue
-			}
-			return nil, serverSide{}, err
-		}
-		return p, serverSide{
-			side:  side{name: "opa", url: "http://" + addr + "/v1/data/crmauthz/decision", pid: p.pid(), opa: true},
-			admin: "http://" + addr, ready: ready,
-		}, nil
+		return p, "http://" + addr + "/health", err
+	})
+	if err != nil {
+		return nil, serverSide{}, err
 	}
-	return nil, serverSide{}, lastErr
+	return p, serverSide{
+		side:  side{name: "opa", url: "http://" + addr + "/v1/data/crmauthz/decision", pid: p.pid(), opa: true},
+		admin: "http://" + addr, ready: ready,
+	}, nil
 }
 
 // copyIndex copies the index file src (of a running crmauthz, which does
