@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
@@ -31,49 +30,18 @@ type filterQuery struct {
 	minSeq   uint64
 }
 
-// parseFilterQuery checks the query string: type and location_id required,
-// dialect (default postgresql), min_seq; anything unknown, repeated or
-// malformed is a 400.
+// parseFilterQuery checks the query string of GET /v1/subjects/{id}/filter:
+// parseSubjectQuery's and dialect (default postgresql).
 func parseFilterQuery(raw string) (filterQuery, error) {
-	vals, err := url.ParseQuery(raw)
+	sq, err := parseSubjectQuery(raw, "dialect")
 	if err != nil {
-		return filterQuery{}, invalid("the query string is malformed: %v", err)
+		return filterQuery{}, err
 	}
-	for k, v := range vals {
-		switch k {
-		case "type", "location_id", "dialect", "min_seq":
-		default:
-			return filterQuery{}, invalid("unknown query parameter %q (known: type, location_id, dialect, min_seq)", k)
-		}
-		if len(v) > 1 {
-			return filterQuery{}, invalid("the query parameter %q is given %d times", k, len(v))
-		}
-	}
-	q := filterQuery{typ: vals.Get("type"), loc: vals.Get("location_id")}
-	switch {
-	case q.typ == "":
-		return filterQuery{}, invalid("the query parameter type is missing or empty (contact or opportunity)")
-	case !listTypes[q.typ]:
-		return filterQuery{}, invalid("type must be \"contact\" or \"opportunity\", not %q", q.typ)
-	case q.loc == "":
-		return filterQuery{}, invalid("the query parameter location_id is missing or empty")
-	}
-	if p := idProblem(q.loc); p != "" {
-		return filterQuery{}, invalid("location_id %s", p)
-	}
-	d, err := filter.ParseDialect(vals.Get("dialect"))
+	d, err := filter.ParseDialect(sq.vals.Get("dialect"))
 	if err != nil {
 		return filterQuery{}, invalid("%v", err)
 	}
-	q.dialect = d
-	if _, ok := vals["min_seq"]; ok {
-		n, err := strconv.ParseUint(vals.Get("min_seq"), 10, 64)
-		if err != nil {
-			return filterQuery{}, invalid("min_seq must be a whole number, not %q", vals.Get("min_seq"))
-		}
-		q.minSeq = n
-	}
-	return q, nil
+	return filterQuery{typ: sq.typ, loc: sq.loc, dialect: d, minSeq: sq.minSeq}, nil
 }
 
 // getSubjectFilter serves GET /v1/subjects/{id}/filter: the records of one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -44,36 +45,64 @@ type listQuery struct {
 	minSeq          uint64
 }
 
-// parseListQuery checks the query string: type and location_id required,
-// limit 1..1000 (default 100), an opaque cursor, min_seq; anything unknown,
-// repeated or malformed is a 400.
-func parseListQuery(raw string) (listQuery, error) {
+// subjectQuery is the part of a query string both subject endpoints
+// (records and filter) take: type and location_id, min_seq, and the values
+// of the parameters only one of them knows.
+type subjectQuery struct {
+	typ, loc string
+	minSeq   uint64
+	vals     url.Values
+}
+
+// parseSubjectQuery checks what both subject endpoints require: only the
+// parameters type, location_id, extra and min_seq, each at most once; type
+// and location_id present and valid; min_seq a whole number. Anything else
+// is a 400.
+func parseSubjectQuery(raw string, extra ...string) (subjectQuery, error) {
 	vals, err := url.ParseQuery(raw)
 	if err != nil {
-		return listQuery{}, invalid("the query string is malformed: %v", err)
+		return subjectQuery{}, invalid("the query string is malformed: %v", err)
 	}
+	known := append(append([]string{"type", "location_id"}, extra...), "min_seq")
 	for k, v := range vals {
-		switch k {
-		case "type", "location_id", "limit", "cursor", "min_seq":
-		default:
-			return listQuery{}, invalid("unknown query parameter %q (known: type, location_id, limit, cursor, min_seq)", k)
+		if !slices.Contains(known, k) {
+			return subjectQuery{}, invalid("unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
 		}
 		if len(v) > 1 {
-			return listQuery{}, invalid("the query parameter %q is given %d times", k, len(v))
+			return subjectQuery{}, invalid("the query parameter %q is given %d times", k, len(v))
 		}
 	}
-	q := listQuery{typ: vals.Get("type"), loc: vals.Get("location_id"), limit: defaultListLimit}
+	q := subjectQuery{typ: vals.Get("type"), loc: vals.Get("location_id"), vals: vals}
 	switch {
 	case q.typ == "":
-		return listQuery{}, invalid("the query parameter type is missing or empty (contact or opportunity)")
+		return subjectQuery{}, invalid("the query parameter type is missing or empty (contact or opportunity)")
 	case !listTypes[q.typ]:
-		return listQuery{}, invalid("type must be \"contact\" or \"opportunity\", not %q", q.typ)
+		return subjectQuery{}, invalid("type must be \"contact\" or \"opportunity\", not %q", q.typ)
 	case q.loc == "":
-		return listQuery{}, invalid("the query parameter location_id is missing or empty")
+		return subjectQuery{}, invalid("the query parameter location_id is missing or empty")
 	}
 	if p := idProblem(q.loc); p != "" {
-		return listQuery{}, invalid("location_id %s", p)
+		return subjectQuery{}, invalid("location_id %s", p)
 	}
+	if _, ok := vals["min_seq"]; ok {
+		n, err := strconv.ParseUint(vals.Get("min_seq"), 10, 64)
+		if err != nil {
+			return subjectQuery{}, invalid("min_seq must be a whole number, not %q", vals.Get("min_seq"))
+		}
+		q.minSeq = n
+	}
+	return q, nil
+}
+
+// parseListQuery checks the query string of GET /v1/subjects/{id}/records:
+// parseSubjectQuery's, limit 1..1000 (default 100) and an opaque cursor.
+func parseListQuery(raw string) (listQuery, error) {
+	sq, err := parseSubjectQuery(raw, "limit", "cursor")
+	if err != nil {
+		return listQuery{}, err
+	}
+	vals := sq.vals
+	q := listQuery{typ: sq.typ, loc: sq.loc, minSeq: sq.minSeq, limit: defaultListLimit}
 	if _, ok := vals["limit"]; ok {
 		n, err := strconv.Atoi(vals.Get("limit"))
 		if err != nil || n < 1 || n > maxListLimit {
@@ -87,13 +116,6 @@ func parseListQuery(raw string) (listQuery, error) {
 			return listQuery{}, invalid("cursor is not one this server gave (pass next_cursor as it came)")
 		}
 		q.after = string(b)
-	}
-	if _, ok := vals["min_seq"]; ok {
-		n, err := strconv.ParseUint(vals.Get("min_seq"), 10, 64)
-		if err != nil {
-			return listQuery{}, invalid("min_seq must be a whole number, not %q", vals.Get("min_seq"))
-		}
-		q.minSeq = n
 	}
 	return q, nil
 }
