@@ -22,8 +22,8 @@ const (
 // Ops lists every op, for metrics and messages.
 var Ops = []string{OpUserUpsert, OpUserDelete, OpRecordUpsert, OpRecordDelete, OpFollowerAdd, OpFollowerRemove, OpOwnerSet}
 
-// Record types known to the index and the default policy.
-var recordTypes = map[string]bool{"contact": true, "opportunity": true}
+// Record types known to the index and the default policy (internal/index, keys.go).
+var recordTypes = map[string]bool{index.TypeContact: true, index.TypeOpportunity: true}
 
 // Event is one entry of the replication log as it arrives on the wire.
 // Which fields an op takes is checked by Validate: a field that does not belong
@@ -101,8 +101,8 @@ func (d *UserDoc) ToUser() (index.User, error) {
 	if d.Role == nil {
 		return index.User{}, fmt.Errorf("user %q: role is missing", *d.ID)
 	}
-	if *d.Role != "admin" && *d.Role != "user" {
-		return index.User{}, fmt.Errorf("user %q: role must be \"admin\" or \"user\", not %q", *d.ID, *d.Role)
+	if *d.Role != index.RoleAdmin && *d.Role != index.RoleUser {
+		return index.User{}, fmt.Errorf("user %q: role must be %q or %q, not %q", *d.ID, index.RoleAdmin, index.RoleUser, *d.Role)
 	}
 	if d.LocationIDs == nil {
 		return index.User{}, fmt.Errorf("user %q: location_ids is missing", *d.ID)
@@ -163,7 +163,7 @@ func (d *RecordDoc) ToRecord() (index.Record, error) {
 		r.Followers = d.Followers
 	}
 	if d.ContactID != nil {
-		if r.Type != "opportunity" {
+		if r.Type != index.TypeOpportunity {
 			return index.Record{}, fmt.Errorf("%s %q: contact_id is only for opportunities", r.Type, r.ID)
 		}
 		r.ContactID = *d.ContactID
@@ -173,7 +173,7 @@ func (d *RecordDoc) ToRecord() (index.Record, error) {
 
 func checkType(t string) error {
 	if !recordTypes[t] {
-		return fmt.Errorf("type must be \"contact\" or \"opportunity\", not %q", t)
+		return fmt.Errorf("type must be %q or %q, not %q", index.TypeContact, index.TypeOpportunity, t)
 	}
 	return nil
 }

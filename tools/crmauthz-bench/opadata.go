@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
+	"github.com/crmauthz/crmauthz/internal/index"
 )
 
 // writeOPAData writes the world as one JSON document for OPA's store:
@@ -49,7 +50,7 @@ func writeOPAData(out io.Writer, w dataset.World) error {
 		}
 	}
 	b = append(b, `},"records":{`...)
-	for ti, typ := range []string{"contact", "opportunity"} {
+	for ti, typ := range []string{index.TypeContact, index.TypeOpportunity} {
 		if ti > 0 {
 			b = append(b, ',')
 		}
