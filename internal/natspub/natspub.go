@@ -22,6 +22,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // Config names where a fleet's replication log lives in NATS: the stream of
@@ -145,6 +146,9 @@ type PublishOptions struct {
 	// DryRun validates every event (and its seq against the stream) and
 	// publishes nothing.
 	DryRun bool
+	// Tracer, if set, puts the trace context of ctx's span into each
+	// message's headers (Appender.Tracer); nil: off.
+	Tracer *tracing.Tracer
 }
 
 // Publish publishes the events of er to the stream, one message per event,
@@ -168,6 +172,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, er *EventReader, o Pub
 	last := info.State.LastSeq
 	res := PublishResult{LastSeq: last}
 	app := NewAppender(js, o.Stream, o.Subject)
+	app.Tracer = o.Tracer
 	app.OnAck = func(seq uint64) {
 		res.Published++
 		res.LastSeq = seq
@@ -233,6 +238,11 @@ type Appender struct {
 	OnAck func(seq uint64)
 	// AckTimeout bounds the wait for one acknowledgement; default 30s.
 	AckTimeout time.Duration
+	// Tracer, if set, writes the W3C trace context of the span of Send's ctx
+	// (traceparent, tracestate) into the message's headers, so that the
+	// sidecar's span of the batch that applies it is a child of that span
+	// (docs/operations.md, "Tracing"); nil: off, no headers.
+	Tracer *tracing.Tracer
 }
 
 type inflightMsg struct {
@@ -252,6 +262,9 @@ func NewAppender(js jetstream.JetStream, stream, subject string) *Appender {
 func (a *Appender) Send(ctx context.Context, data []byte, seq uint64, where string) error {
 	msg := nats.NewMsg(a.subject)
 	msg.Data = data
+	if a.Tracer != nil {
+		a.Tracer.InjectMessage(ctx, msg.Header)
+	}
 	f, err := a.js.PublishMsgAsync(msg, jetstream.WithExpectStream(a.stream), jetstream.WithExpectLastSequence(seq-1))
 	if err != nil {
 		return fmt.Errorf("%s: publishing: %w", where, err)

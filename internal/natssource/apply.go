@@ -25,6 +25,9 @@ type decoded struct {
 	tx   string // of an event that did not decode
 	ev   replication.Event
 	err  error
+	// parent is the message's trace context when it carries a valid one
+	// (read only with a Tracer); nil otherwise.
+	parent tracing.Headers
 }
 
 // batchResult is what applyBatch did with a batch.
@@ -63,6 +66,9 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 		if i == 0 {
 			s.notePending(seq, md.Timestamp)
 		}
+		if s.cfg.Tracer != nil {
+			d.parent = s.messageParent(msg, seq)
+		}
 		d.ev, d.err = replication.DecodeEvent(msg.Data(), seq)
 		if d.err == nil {
 			d.op = d.ev.Op
@@ -96,7 +102,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 		}
 	}
 	if len(events) > 0 {
-		res, err := s.apply(ctx, events)
+		res, err := s.apply(ctx, events, firstParent(items[:len(events)]))
 		var inv *replication.InvalidEventError
 		var gap *replication.GapError
 		switch {
@@ -104,7 +110,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 			// Apply what precedes the invalid event's transaction, then
 			// stop at it.
 			if keep := txStart(events, inv.Index); keep > 0 {
-				if res, err = s.apply(ctx, events[:keep]); err != nil {
+				if res, err = s.apply(ctx, events[:keep], firstParent(items[:keep])); err != nil {
 					return batchResult{done: true, used: n}, s.applyErr(err)
 				}
 				s.applied(res, items[keep-1].time)
@@ -131,10 +137,12 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 	return batchResult{used: n}, nil
 }
 
-// apply applies events, waiting while a snapshot loads over HTTP.
-func (s *Source) apply(ctx context.Context, events []replication.Event) (res replication.Result, err error) {
+// apply applies events, waiting while a snapshot loads over HTTP. Its span's
+// parent is parent, the trace context of the batch's first message that
+// carries one (nil: a root span).
+func (s *Source) apply(ctx context.Context, events []replication.Event, parent tracing.Headers) (res replication.Result, err error) {
 	if tr := s.cfg.Tracer; tr != nil {
-		if _, sp := tr.StartSampled(ctx, tracing.SpanReplication, trace.SpanKindConsumer); sp != nil {
+		if _, sp := tr.StartSampled(ctx, tracing.SpanReplication, trace.SpanKindConsumer, parent); sp != nil {
 			defer func() {
 				b := tracing.Batch{Source: "nats", Events: len(events), Applied: res.Applied, Skipped: res.Skipped, AppliedSeq: s.ix.AppliedSeq()}
 				if err != nil {

@@ -195,6 +195,10 @@ type Source struct {
 	ahead uint64
 	// readable: the last read of the stream's state succeeded.
 	readable bool
+
+	// malformedTrace: messages with a malformed traceparent (trace.go; the
+	// consumer's goroutine only, not under mu).
+	malformedTrace malformedTraces
 }
 
 // New checks cfg and returns a Source. It registers the lag gauges on

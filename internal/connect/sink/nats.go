@@ -15,10 +15,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // natsSink publishes to a JetStream stream, one message per event, with stream seq = event seq
@@ -140,10 +142,24 @@ func (s *natsSink) Head(ctx context.Context) (uint64, error) {
 }
 
 // Write publishes the events back to back, each with its expected last sequence. A tx's events
-// follow each other in the stream; a reader applies them together (internal/natssource).
-func (s *natsSink) Write(ctx context.Context, events []replication.Event) error {
+// follow each other in the stream; a reader applies them together (internal/natssource). With a
+// Tracer the write is a producer span whose trace context every message carries (traceparent,
+// tracestate), so a sidecar's span of the batch applying them is its child.
+func (s *natsSink) Write(ctx context.Context, events []replication.Event) (err error) {
 	if len(events) == 0 {
 		return nil
+	}
+	if s.cfg.Tracer != nil {
+		var sp trace.Span
+		if ctx, sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSinkWrite, trace.SpanKindProducer); sp != nil {
+			defer func() {
+				b := tracing.Batch{Source: "nats", Events: len(events), AppliedSeq: events[len(events)-1].Seq}
+				if err != nil {
+					b.Error, b.AppliedSeq = "write_failed", 0
+				}
+				tracing.EndBatch(sp, b)
+			}()
+		}
 	}
 	return retry(ctx, &s.cfg, "publishing events", func() (bool, error) {
 		js, _, head, err := s.head(ctx)
@@ -163,6 +179,7 @@ func (s *natsSink) Write(ctx context.Context, events []replication.Event) error 
 				"the stream %s ends at seq %d; the events start at %d", s.cfg.Stream, head, first)}
 		}
 		app := natspub.NewAppender(js, s.cfg.Stream, s.cfg.Subject)
+		app.Tracer = s.cfg.Tracer
 		for _, g := range txGroups(events) {
 			if len(g) > 1 && len(g) <= maxAtomicBatch && !s.noAtomic {
 				if err := app.Settle(ctx); err != nil {
@@ -266,6 +283,9 @@ func (s *natsSink) publishBatch(ctx context.Context, g []replication.Event) erro
 		}
 		msg := nats.NewMsg(s.cfg.Subject)
 		msg.Data = b
+		if s.cfg.Tracer != nil {
+			s.cfg.Tracer.InjectMessage(ctx, msg.Header)
+		}
 		msg.Header.Set("Nats-Batch-Id", batch)
 		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
 		if i == 0 {

@@ -24,6 +24,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/natstest"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -209,6 +210,12 @@ func TestHTTPSinkDown(t *testing.T) {
 // sidecar reads the NATS stream into its own index, as crmauthz serve --replication-source does.
 func sidecar(tb testing.TB, url, bucket string) *index.Index {
 	tb.Helper()
+	return tracedSidecar(tb, url, bucket, nil)
+}
+
+// tracedSidecar is sidecar with a Tracer (nil: off).
+func tracedSidecar(tb testing.TB, url, bucket string, tr *tracing.Tracer) *index.Index {
+	tb.Helper()
 	ix, err := index.Open(index.Config{Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
@@ -219,7 +226,7 @@ func sidecar(tb testing.TB, url, bucket string) *index.Index {
 		tb.Fatal(err)
 	}
 	src, err := natssource.New(natssource.Config{URL: url, Stream: DefaultConfig().Stream, Subject: DefaultConfig().Subject, SnapshotBucket: bucket,
-		Index: ix, Replicator: repl, Metrics: metrics.New(metrics.Config{}), Logger: quiet,
+		Index: ix, Replicator: repl, Metrics: metrics.New(metrics.Config{}), Logger: quiet, Tracer: tr,
 		PollInterval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		tb.Fatal(err)

@@ -3,9 +3,15 @@ package sink
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/crmauthz/crmauthz/internal/natstest"
 	"github.com/crmauthz/crmauthz/internal/replicatest"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/tracing"
@@ -40,5 +46,73 @@ func TestHTTPSinkTraceparent(t *testing.T) {
 	}
 	if n, _ := tracingtest.Attr(client, "crmauthz.replication.events"); n != int64(2) {
 		t.Errorf("the sink span's events = %v, want 2", n)
+	}
+}
+
+// TestNATSSinkTraceparent: each Write to the NATS sink is a producer span
+// whose trace context every message carries, on both paths (a transaction as
+// one atomic batch, single events through natspub's Appender), so the
+// sidecar's span of the batch applying them is its child.
+func TestNATSSinkTraceparent(t *testing.T) {
+	rcv := tracingtest.Start(t)
+	tr := rcv.Tracer(t, 1)
+	srv := natstest.Start(t, natstest.Options{})
+	ix := tracedSidecar(t, srv.URL(), "", tr)
+	s, err := New(Config{URL: srv.URL(), Logger: quiet, Tracer: tr, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	writes := [][]replication.Event{
+		{userEv(1, "u-1", "t1"), userEv(2, "u-2", "t1")}, // one atomic batch
+		{userEv(3, "u-3", "")},                           // the Appender
+	}
+	for _, w := range writes {
+		if err := s.Write(context.Background(), w); err != nil {
+			t.Fatal(err)
+		}
+		last := w[len(w)-1].Seq
+		waitFor(t, fmt.Sprintf("the sidecar at seq %d", last), func() bool { return ix.AppliedSeq() == last })
+	}
+	if err := tr.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The spans by the applied_seq they end at.
+	spans := func(name string, n int) map[int64]*tracepb.Span {
+		t.Helper()
+		out := map[int64]*tracepb.Span{}
+		waitFor(t, fmt.Sprintf("%d spans %s", n, name), func() bool {
+			clear(out)
+			for _, sp := range rcv.Spans() {
+				if sp.GetName() == name {
+					seq, _ := tracingtest.Attr(sp, "crmauthz.applied_seq")
+					out[seq.(int64)] = sp
+				}
+			}
+			return len(out) == n
+		})
+		return out
+	}
+	sinks, batches := spans(tracing.SpanSinkWrite, 2), spans(tracing.SpanReplication, 2)
+	for _, seq := range []int64{2, 3} {
+		sink, batch := sinks[seq], batches[seq]
+		if sink == nil || batch == nil {
+			t.Fatalf("no span of the write or the batch ending at seq %d: %v, %v", seq, sinks, batches)
+		}
+		if sink.GetKind() != tracepb.Span_SPAN_KIND_PRODUCER {
+			t.Errorf("the sink's span is of kind %v, want producer", sink.GetKind())
+		}
+		if src, _ := tracingtest.Attr(sink, "crmauthz.replication.source"); src != "nats" {
+			t.Errorf("the sink's span has source %v, want nats", src)
+		}
+		if !bytes.Equal(batch.GetTraceId(), sink.GetTraceId()) || !bytes.Equal(batch.GetParentSpanId(), sink.GetSpanId()) {
+			t.Errorf("seq %d: the sidecar's span (trace %x, parent %x) is not a child of the sink's (trace %x, span %x)",
+				seq, batch.GetTraceId(), batch.GetParentSpanId(), sink.GetTraceId(), sink.GetSpanId())
+		}
+		for _, text := range append(tracingtest.AllText(sink), tracingtest.AllText(batch)...) {
+			if strings.Contains(text, "u-") || strings.Contains(text, DefaultConfig().Subject) {
+				t.Errorf("a span shows an id or the subject: %q", text)
+			}
+		}
 	}
 }
