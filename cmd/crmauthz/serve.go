@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
@@ -26,6 +27,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/policy/source"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/server"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -320,12 +322,6 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.loadSnapshot != "" {
-		if err := loadSnapshotFile(repl, ix, o.loadSnapshot, m, log); err != nil {
-			return err
-		}
-	}
-
 	tr, err := o.tracing.newTracer(ctx, log)
 	if err != nil {
 		return err
@@ -333,6 +329,11 @@ func serve(ctx context.Context, o serveOptions) error {
 	if tr != nil {
 		// after the listeners and the NATS source stopped: their last spans go too
 		defer shutdownTracer(tr, log)
+	}
+	if o.loadSnapshot != "" {
+		if err := loadSnapshotFile(ctx, repl, ix, o.loadSnapshot, m, log, tr); err != nil {
+			return err
+		}
 	}
 
 	natsSrc, source, err := o.nats.newSource(ix, repl, m, log, tr)
@@ -424,17 +425,33 @@ func serve(ctx context.Context, o serveOptions) error {
 	return serveErr
 }
 
-func loadSnapshotFile(repl *replication.Replicator, ix *index.Index, file string, m *metrics.Metrics, log *slog.Logger) error {
+// loadSnapshotFile loads --load-snapshot into an empty index; with a Tracer the load is a span
+// crmauthz.snapshot.load (source "file"), as a PUT /v1/replication/snapshot is (docs/operations.md,
+// "Tracing").
+func loadSnapshotFile(ctx context.Context, repl *replication.Replicator, ix *index.Index, file string, m *metrics.Metrics,
+	log *slog.Logger, tr *tracing.Tracer) (err error) {
 	if ix.AppliedSeq() != 0 {
 		log.Info("--load-snapshot skipped: the index is not empty", "applied_seq", ix.AppliedSeq())
 		return nil
+	}
+	var res replication.SnapshotResult
+	if tr != nil {
+		if _, sp := tr.StartSampled(ctx, tracing.SpanSnapshotLoad, trace.SpanKindInternal); sp != nil {
+			defer func() {
+				b := tracing.Batch{Source: metrics.SnapshotSourceFile, Users: res.Users, Records: res.Records, AppliedSeq: ix.AppliedSeq()}
+				if err != nil {
+					b.Error = "load_failed"
+				}
+				tracing.EndSnapshot(sp, b)
+			}()
+		}
 	}
 	f, err := os.Open(file)
 	if err != nil {
 		return fmt.Errorf("--load-snapshot: %w", err)
 	}
 	defer f.Close()
-	res, err := repl.LoadSnapshot(f)
+	res, err = repl.LoadSnapshot(f)
 	m.SnapshotLoad(metrics.SnapshotSourceFile, err == nil)
 	if err != nil {
 		return fmt.Errorf("--load-snapshot %s: %w", file, err)

@@ -120,7 +120,7 @@ func EndDecisions(sp trace.Span, d Decision, checks []Check) {
 
 // Batch is the outcome of a replication batch or a snapshot load.
 type Batch struct {
-	Source     string // "http" or "nats"
+	Source     string // "http", "nats", or "file" (serve --load-snapshot)
 	Events     int    // events in the batch (0 for a snapshot)
 	Applied    int
 	Skipped    int
