@@ -36,7 +36,7 @@ func (o *highLevelOptions) flags(f *pflag.FlagSet, daemon bool) {
 	f.StringVar(&o.apiURL, "api-url", d.APIURL, "HighLevel API base URL")
 	f.StringVar(&o.tokenFile, "token-file", d.TokenFile, "file holding one bearer token for every location (Private Integration or OAuth access token); re-read when it changes")
 	f.StringVar(&o.tokenDir, "token-dir", d.TokenDir, "directory of token files named by location id (sub-account tokens); re-read when they change")
-	f.StringVar(&o.companyID, "company-id", d.CompanyID, "HighLevel company (agency) id: sent with user searches, and the company of agency-level webhooks")
+	f.StringVar(&o.companyID, "company-id", d.CompanyID, "HighLevel company (agency) id, checked against each location's; empty: learned from GET /locations/{locationId} (kept in the state dir). Sent with user searches; the company of agency-level webhooks")
 	f.StringSliceVar(&o.locationIDs, "location-ids", d.LocationIDs, "location (sub-account) ids to follow, comma separated (required)")
 	f.StringVar(&o.publicKeyFile, "webhook-public-key-file", "", "PEM Ed25519 key for X-GHL-Signature (default: HighLevel's published key, built in)")
 	f.StringVar(&o.legacyKeyFile, "webhook-legacy-key-file", "", "PEM RSA key for the deprecated X-WH-Signature (default: HighLevel's published key, built in)")
@@ -105,9 +105,6 @@ func (o *highLevelOptions) config() (highlevel.Config, error) {
 		return cfg, err
 	}
 	cfg.Logger = log
-	if cfg.CompanyID == "" {
-		log.Warn("--company-id is empty: HighLevel's user search asks for it")
-	}
 	for name, addr := range map[string]string{"--admin-addr": o.adminAddr, "--webhook-addr": o.webhookAddr} {
 		if addr == "" && name == "--webhook-addr" {
 			continue

@@ -60,6 +60,7 @@ func run(addr, dir, webhook string) error {
 	}
 	f := hlfake.New()
 	for _, loc := range []string{"loc-1", "loc-2"} {
+		f.Locations[loc] = &hlfake.Location{ID: loc, CompanyID: f.Company, Name: "Demo " + loc}
 		b := make([]byte, 16)
 		rand.Read(b)
 		tok := "demo-" + hex.EncodeToString(b)

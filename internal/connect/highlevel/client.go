@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -87,7 +88,7 @@ type client struct {
 	http        *http.Client
 	tokens      *tokens
 	lim         *limiter
-	companyID   string
+	company     atomic.Pointer[string] // the companyId sent with user searches (configured or learned)
 	pageSize    int
 	maxAttempts int  // 0: retry forever
 	shared      bool // one token for several locations (an agency token): one budget, the company's
@@ -111,7 +112,7 @@ func (c *client) call(ctx context.Context, location, resource, method, path stri
 	}
 	res := location
 	if res == "" || c.shared {
-		res = "company:" + c.companyID
+		res = "company" // one company per connector (docs/highlevel.md, "The company")
 	}
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -216,13 +217,43 @@ func trim(s string, n int) string {
 	return s
 }
 
-// listUsers pages through GET /users/search for one location.
+// companyID is the company of the connector's locations, "" while it is not known.
+func (c *client) companyID() string {
+	if p := c.company.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// locationCompany reads a location's companyId (GET /locations/{locationId}).
+func (c *client) locationCompany(ctx context.Context, location string) (string, error) {
+	var reply struct {
+		Location *struct {
+			CompanyID string `json:"companyId"`
+		} `json:"location"`
+	}
+	err := c.call(ctx, location, "locations", http.MethodGet, "/locations/"+url.PathEscape(location), nil, nil, &reply)
+	switch {
+	case errors.Is(err, errNotFound):
+		return "", errors.New("HTTP 404: no such location")
+	case err != nil:
+		return "", err
+	case reply.Location == nil || !validID(reply.Location.CompanyID):
+		c.m.sourceErrors.WithLabelValues("decode").Inc()
+		return "", errors.New("the reply has no location.companyId")
+	}
+	return reply.Location.CompanyID, nil
+}
+
+// listUsers pages through GET /users/search for one location, with the company's id, which the
+// API requires: without it the listing is refused, never sent.
 func (c *client) listUsers(ctx context.Context, location string, each func(hlUser) error) error {
+	co := c.companyID()
+	if co == "" {
+		return fmt.Errorf("users of %s: the company of the locations is not known yet (GET /locations/%s): not listing users without companyId", location, location)
+	}
 	for skip := 0; ; {
-		q := url.Values{"locationId": {location}, "skip": {strconv.Itoa(skip)}, "limit": {strconv.Itoa(c.pageSize)}}
-		if c.companyID != "" {
-			q.Set("companyId", c.companyID)
-		}
+		q := url.Values{"companyId": {co}, "locationId": {location}, "skip": {strconv.Itoa(skip)}, "limit": {strconv.Itoa(c.pageSize)}}
 		var page struct {
 			Users []hlUser `json:"users"`
 			Count *int     `json:"count"`

@@ -34,7 +34,7 @@ type Config struct {
 	APIURL      string   // --api-url
 	TokenFile   string   // --token-file (one token for all locations)
 	TokenDir    string   // --token-dir (a file per location id)
-	CompanyID   string   // --company-id
+	CompanyID   string   // --company-id ("": learned from the locations, docs/highlevel.md)
 	LocationIDs []string // --location-ids (required)
 
 	WebhookPublicKey ed25519.PublicKey // --webhook-public-key-file (default: HighLevel's key)
@@ -147,6 +147,9 @@ type Connector struct {
 	mu        sync.Mutex // the writer: commit and flush
 	headKnown bool       // the sink's head was read since the last failed write
 
+	companyMu      sync.Mutex  // learnCompany
+	companyChecked atomic.Bool // every location's company is known and agrees
+
 	ready   atomic.Bool
 	lastErr atomic.Pointer[string]
 }
@@ -176,9 +179,13 @@ func New(cfg Config) (*Connector, error) {
 	m := newMetrics()
 	c := &Connector{cfg: cfg, st: st, m: m, log: cfg.Logger.With("connector", "highlevel"), wake: make(chan struct{}, 1)}
 	c.api = &client{base: base, http: cfg.HTTP, tokens: &tokens{file: cfg.TokenFile, dir: cfg.TokenDir},
-		lim: newLimiter(cfg.RateLimit, cfg.RateWindow, cfg.DailyRequestBudget, cfg.Now), companyID: cfg.CompanyID,
+		lim:      newLimiter(cfg.RateLimit, cfg.RateWindow, cfg.DailyRequestBudget, cfg.Now),
 		pageSize: cfg.PageSize, maxAttempts: cfg.MaxAttempts, m: m, now: cfg.Now,
 		shared: cfg.TokenFile != "" && len(cfg.LocationIDs) > 1}
+	if err := c.loadCompany(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	m.pending.Set(float64(st.pending()))
 	return c, nil
 }
@@ -247,7 +254,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		if did, err = c.firstCopy(ctx); err == nil {
 			break
 		}
-		if ctx.Err() != nil || errors.Is(err, errForeignWriter) {
+		if ctx.Err() != nil || errors.Is(err, errForeignWriter) || errors.Is(err, errCompanyMismatch) {
 			return err
 		}
 		c.fail("first sync", err)
@@ -296,10 +303,13 @@ func (c *Connector) reconcileOnce(ctx context.Context) {
 }
 
 // firstCopy resumes the outbox, and writes the first copy as a snapshot if it is not written
-// yet (did reports that it was written now).
+// yet (did reports that it was written now). Either way the company is known once it returns nil.
 func (c *Connector) firstCopy(ctx context.Context) (did bool, err error) {
 	if c.snapshotDone() {
-		return false, c.resume(ctx)
+		if err := c.resume(ctx); err != nil {
+			return false, err
+		}
+		return false, c.learnCompany(ctx)
 	}
 	return true, c.reconcileAll(ctx, true)
 }

@@ -74,7 +74,13 @@ func sameDecisions(tb testing.TB, s *sidecar, m *refmodel.Model, n int, seed uin
 
 func metricsText(tb testing.TB, r *running) string {
 	tb.Helper()
-	resp, err := http.Get(r.admin.URL + "/metrics")
+	return metricsAt(tb, r.admin.URL)
+}
+
+// metricsAt reads /metrics of the admin listener at url.
+func metricsAt(tb testing.TB, url string) string {
+	tb.Helper()
+	resp, err := http.Get(url + "/metrics")
 	if err != nil {
 		tb.Fatal(err)
 	}

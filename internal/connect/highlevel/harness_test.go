@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/connect/highlevel/hlfake"
 	"github.com/crmauthz/crmauthz/internal/connect/sink"
 	"github.com/crmauthz/crmauthz/internal/natssource"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
@@ -187,6 +188,7 @@ func newEnv(tb testing.TB, locs int) *env {
 		locations = append(locations, loc)
 		tok := "tok-" + loc
 		e.fake.Tokens[tok] = loc
+		e.fake.Locations[loc] = &hlfake.Location{ID: loc, CompanyID: e.fake.Company, Name: "Location " + loc}
 		if err := os.WriteFile(filepath.Join(dir, loc), []byte(tok+"\n"), 0o600); err != nil {
 			tb.Fatal(err)
 		}
@@ -195,7 +197,7 @@ func newEnv(tb testing.TB, locs int) *env {
 	cfg := DefaultConfig()
 	cfg.APIURL = e.fake.srv.URL
 	cfg.TokenDir = dir
-	cfg.CompanyID = "co-1"
+	cfg.CompanyID = e.fake.Company
 	cfg.LocationIDs = locations
 	cfg.WebhookPublicKey = k.ed.Public().(ed25519.PublicKey)
 	cfg.WebhookLegacyKey = &k.rsa.PublicKey

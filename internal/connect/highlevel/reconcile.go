@@ -54,6 +54,9 @@ func (c *Connector) userChange(u hlUser) (change, bool) {
 // what differs from the copy: upserts, and deletes of what the listings no longer hold. With
 // firstCopy the result is written as a snapshot.
 func (c *Connector) reconcileAll(ctx context.Context, firstCopy bool) error {
+	if err := c.learnCompany(ctx); err != nil {
+		return err
+	}
 	startGen := c.seq()
 	users := map[string]change{}
 	usersComplete := true
@@ -277,6 +280,15 @@ func (c *Connector) refresh(ctx context.Context, w workItem) (change, bool, erro
 	loc := w.Location
 	switch w.Kind {
 	case kindUser:
+		co := c.api.companyID()
+		switch {
+		case loc != "" || w.Company == "": // a location's, or checked when taken
+		case co == "": // taken before the company was known, and it still is not
+			return change{}, false, errors.New("the company is not known yet")
+		case w.Company != co:
+			c.log.Info("ignored: a company-level webhook of another company", "kind", w.Kind, "id", w.ID, "company", w.Company)
+			return change{}, false, nil
+		}
 		tokLoc := loc
 		if tokLoc == "" && c.cfg.TokenDir != "" {
 			tokLoc = c.cfg.LocationIDs[0]

@@ -25,6 +25,7 @@ var (
 	bUsers   = []byte("users")   // user id → entry JSON
 	bRecords = []byte("records") // type 0x00 id → entry JSON
 	bOutbox  = []byte("outbox")  // 8-byte seq → event JSON, written to the state before the sink
+	bCompany = []byte("company") // location id → its companyId, as GET /locations/{locationId} answered
 )
 
 var (
@@ -41,6 +42,9 @@ type workItem struct {
 	Kind     string `json:"kind"` // "user", "contact" or "opportunity"
 	ID       string `json:"id"`
 	Location string `json:"loc,omitempty"` // locationId of the webhook ("" for company-level)
+	// Company is the companyId of a company-level webhook taken before the connector knew its
+	// company: the refresh checks it then.
+	Company string `json:"co,omitempty"`
 }
 
 func (w workItem) key() []byte { return []byte(w.Kind + "\x00" + w.ID) }
@@ -70,7 +74,7 @@ func openState(dir string) (*state, error) {
 		return nil, fmt.Errorf("opening %s: %w (is another connector running on this state dir?)", filepath.Join(dir, stateFile), err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bDedupe, bWork, bWorkIdx, bUsers, bRecords, bOutbox} {
+		for _, b := range [][]byte{bMeta, bDedupe, bWork, bWorkIdx, bUsers, bRecords, bOutbox, bCompany} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

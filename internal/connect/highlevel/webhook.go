@@ -136,6 +136,7 @@ func (c *Connector) webhook(w http.ResponseWriter, r *http.Request) (string, int
 		return "stale_webhook", http.StatusBadRequest
 	}
 	item, used := webhookTypes[*b.Type]
+	ours := c.api.companyID() // "" until learned: then the refresh checks the webhook's
 	switch {
 	case !used:
 		writeJSON(w, http.StatusOK, map[string]bool{"ignored": true})
@@ -143,7 +144,7 @@ func (c *Connector) webhook(w http.ResponseWriter, r *http.Request) (string, int
 	case loc != "" && !slices.Contains(c.cfg.LocationIDs, loc):
 		writeJSON(w, http.StatusOK, map[string]bool{"ignored": true})
 		return "ignored", http.StatusOK
-	case loc == "" && (item.Kind != kindUser || c.cfg.CompanyID != "" && company != c.cfg.CompanyID):
+	case loc == "" && (item.Kind != kindUser || ours != "" && company != ours):
 		writeJSON(w, http.StatusOK, map[string]bool{"ignored": true})
 		return "ignored", http.StatusOK
 	}
@@ -152,6 +153,9 @@ func (c *Connector) webhook(w http.ResponseWriter, r *http.Request) (string, int
 		return "invalid_webhook", http.StatusBadRequest
 	}
 	item.ID, item.Location = *b.ID, loc
+	if loc == "" && ours == "" {
+		item.Company = company // checked by the refresh, once the company is learned
+	}
 	res, pending, err := c.st.enqueue(*b.WebhookID, item, now, c.cfg.MaxPending)
 	if err != nil {
 		c.log.Error("webhook: state", "err", err, "webhook_id", *b.WebhookID)

@@ -1,6 +1,7 @@
 // Package hlfake is a fake HighLevel API v2 for the connector's tests and the README's demo
-// (tools/highlevel-fake): the endpoints the connector reads (users search and get, contacts
-// search with searchAfter, opportunities search with startAfterId), bearer tokens per location,
+// (tools/highlevel-fake): the endpoints the connector reads (users search, which requires
+// companyId, and get; a location, for its companyId; contacts search with searchAfter,
+// opportunities search with startAfterId), bearer tokens per location,
 // the Version header, rate-limit headers computed from the requests it got, and injected 429s
 // and 500s. Its fixtures are generated from the field names of HighLevel's reference
 // (docs/highlevel.md); no file of that reference is copied.
@@ -20,8 +21,16 @@ import (
 
 // Fake is a HighLevel API v2 server. Lock Mu (or use Set) to read or change its fields.
 type Fake struct {
-	Mu       sync.Mutex
-	Users    map[string]*User
+	Mu    sync.Mutex
+	Users map[string]*User
+	// Locations are the sub-accounts, with their company: GET /locations/{locationId} answers
+	// for them, and a users search lists a location's users only under its company.
+	Locations map[string]*Location
+	// Company is the company of the locations GenWorld makes ("co-1" from New).
+	Company string
+	// Hits counts the requests per route ("GET /users/search", "GET /locations/{locationId}",
+	// …), answered or not.
+	Hits     map[string]int
 	Records  map[string]map[string]*Record // kind → id → record
 	Tokens   map[string]string             // token → location ("*" for every location)
 	arrivals map[string][]time.Time        // resource → arrival times
@@ -48,6 +57,11 @@ type User struct {
 	ContactsEnabled, OpportunitiesEnabled *bool
 }
 
+// Location is a sub-account: the fields of HighLevel's GetLocationByIdSchema the fake serves.
+type Location struct {
+	ID, CompanyID, Name string
+}
+
 type Record struct {
 	Kind, ID, Location, AssignedTo, ContactID string
 	Followers                                 []string
@@ -56,7 +70,7 @@ type Record struct {
 // New returns an empty fake with HighLevel's limits of 100 requests per 10 s and 200,000 a day.
 func New() *Fake {
 	f := &Fake{Users: map[string]*User{}, Records: map[string]map[string]*Record{KindContact: {}, KindOpportunity: {}},
-		Tokens: map[string]string{}, arrivals: map[string][]time.Time{}, Limit: 100, Window: 10 * time.Second, DailyLimit: 200000}
+		Tokens: map[string]string{}, Locations: map[string]*Location{}, Company: "co-1", Hits: map[string]int{}, arrivals: map[string][]time.Time{}, Limit: 100, Window: 10 * time.Second, DailyLimit: 200000}
 	return f
 }
 
@@ -78,6 +92,9 @@ func (f *Fake) GenWorld(seed uint64, locs, usersPerLoc, recordsPerLoc int) {
 	}
 	for l := range locs {
 		loc := fmt.Sprintf("loc-%d", l)
+		if f.Locations[loc] == nil {
+			f.Locations[loc] = &Location{ID: loc, CompanyID: f.Company, Name: "Location " + loc}
+		}
 		var inLoc []string
 		for u := range usersPerLoc {
 			id := fmt.Sprintf("u-%d-%02d", l, u)
@@ -158,6 +175,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.Mu.Unlock()
 	now := time.Now()
 	f.n++
+	f.Hits[route(r)]++
 	var loc string
 	var body struct {
 		LocationID  string          `json:"locationId"`
@@ -174,6 +192,8 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		loc = body.LocationID
 	case r.URL.Path == "/opportunities/search":
 		loc = r.URL.Query().Get("location_id")
+	case strings.HasPrefix(r.URL.Path, "/locations/"):
+		loc = strings.TrimPrefix(r.URL.Path, "/locations/")
 	default:
 		loc = r.URL.Query().Get("locationId")
 	}
@@ -226,9 +246,17 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/users/search":
-		var us []map[string]any
+		// apps/users.json marks companyId required; a 400 answers with BadRequestDTO
+		// (common/common-schemas.json), as the fake's other errors.
+		co := q.Get("companyId")
+		if co == "" {
+			fakeErr(w, 400, "companyId is required")
+			return
+		}
+		us := []map[string]any{}
 		for _, id := range sortedKeys(f.Users) {
-			if u := f.Users[id]; slices.Contains(u.Locations, loc) {
+			// a search within a company: a location of another company has no users there
+			if u := f.Users[id]; slices.Contains(u.Locations, loc) && f.Locations[loc] != nil && f.Locations[loc].CompanyID == co {
 				us = append(us, u.json())
 			}
 		}
@@ -237,6 +265,16 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		total := len(us)
 		us = us[min(skip, len(us)):min(skip+limit, len(us))]
 		enc.Encode(map[string]any{"users": us, "count": total})
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/locations/") && loc != "" && !strings.Contains(loc, "/"):
+		// GET /locations/{locationId} of apps/locations.json: GetLocationByIdSuccessfulResponseDto,
+		// its location object with documented fields only; the reference documents no 404, so an
+		// unknown location is a 400 (BadRequestDTO).
+		l, ok := f.Locations[loc]
+		if !ok {
+			fakeErr(w, 400, "location not found")
+			return
+		}
+		enc.Encode(map[string]any{"location": map[string]any{"id": l.ID, "companyId": l.CompanyID, "name": l.Name}})
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/users/"):
 		u, ok := f.Users[strings.TrimPrefix(r.URL.Path, "/users/")]
 		if !ok {
@@ -290,6 +328,18 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		fakeErr(w, 404, "no route "+r.Method+" "+r.URL.Path)
 	}
+}
+
+// route is a request's method and path pattern, the key of Hits.
+func route(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/locations/"):
+		p = "/locations/{locationId}"
+	case strings.HasPrefix(p, "/users/") && p != "/users/search":
+		p = "/users/{userId}"
+	}
+	return r.Method + " " + p
 }
 
 func (u *User) json() map[string]any {

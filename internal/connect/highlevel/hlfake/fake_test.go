@@ -1,6 +1,7 @@
 package hlfake
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -53,5 +54,68 @@ func TestRateLimitHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCompanyAndLocation: GET /users/search without companyId is refused as apps/users.json
+// (GoHighLevel/highlevel-api-docs) requires it, with HighLevel's BadRequestDTO; under another
+// company a location has no users; GET /locations/{locationId} answers the location's companyId
+// (apps/locations.json) to that location's token only.
+func TestCompanyAndLocation(t *testing.T) {
+	f := New()
+	f.Tokens["tok-0"] = "loc-0"
+	f.Tokens["tok-all"] = "*"
+	f.GenWorld(1, 2, 3, 3)
+	f.Locations["loc-1"].CompanyID = "co-2"
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	for _, tc := range []struct {
+		name, tok, path string
+		code            int
+		want            string // the JSON reply, re-encoded
+	}{
+		{"users without companyId", "tok-0", "/users/search?locationId=loc-0&skip=0&limit=2", 400,
+			`{"message":"companyId is required","statusCode":400}`},
+		{"users with companyId", "tok-0", "/users/search?companyId=co-1&locationId=loc-0&skip=0&limit=1", 200, ""},
+		{"users of another company", "tok-0", "/users/search?companyId=co-2&locationId=loc-0&skip=0&limit=10", 200,
+			`{"count":0,"users":[]}`},
+		{"location", "tok-0", "/locations/loc-0", 200,
+			`{"location":{"companyId":"co-1","id":"loc-0","name":"Location loc-0"}}`},
+		{"location with an agency token", "tok-all", "/locations/loc-1", 200,
+			`{"location":{"companyId":"co-2","id":"loc-1","name":"Location loc-1"}}`},
+		{"location of another token", "tok-0", "/locations/loc-1", 401,
+			`{"message":"bad token or version","statusCode":401}`},
+		{"unknown location", "tok-all", "/locations/loc-9", 400,
+			`{"message":"location not found","statusCode":400}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, srv.URL+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tc.tok)
+			req.Header.Set("Version", apiVersion)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.Marshal(out)
+			if resp.StatusCode != tc.code || (tc.want != "" && string(got) != tc.want) {
+				t.Fatalf("%d %s, want %d %s", resp.StatusCode, got, tc.code, tc.want)
+			}
+			if tc.want == "" {
+				if us, _ := out["users"].([]any); len(us) != 1 || out["count"] != float64(3) {
+					t.Fatalf("users %s: want 1 of 3", got)
+				}
+			}
+		})
+	}
+	if n := f.Hits["GET /locations/{locationId}"]; n != 4 {
+		t.Fatalf("%d location requests counted, want 4", n)
 	}
 }
