@@ -1,6 +1,8 @@
 package mysqltest_test
 
 import (
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -37,5 +39,34 @@ func TestAvailable(t *testing.T) {
 	err := mysqltest.Available(mysqltest.Config{Server: "/nonexistent/mariadbd"})
 	if err == nil || !strings.Contains(err.Error(), "apt-get install mariadb-server") {
 		t.Fatalf("%v, want a message saying to install mariadb-server", err)
+	}
+}
+
+// fatalTB records the first Fatal and ends the goroutine, as testing does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatal(args ...any) {
+	f.msg = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (f *fatalTB) Fatalf(format string, args ...any) { f.Fatal(fmt.Sprintf(format, args...)) }
+
+// Without MariaDB's programs a test that needs them fails, saying what to
+// install; it never passes by skipping.
+func TestNewFailsWithoutMariaDB(t *testing.T) {
+	for _, cfg := range []mysqltest.Config{{Server: "/nonexistent/mariadbd"}, {InstallDB: "/nonexistent/mariadb-install-db"}} {
+		tb := &fatalTB{TB: t}
+		done := make(chan *mysqltest.Server)
+		go func() {
+			defer close(done)
+			done <- mysqltest.New(tb, cfg)
+		}()
+		if srv := <-done; srv != nil || !strings.Contains(tb.msg, "apt-get install mariadb-server") {
+			t.Fatalf("%+v: server %v, failure %q; want a failure saying to install mariadb-server", cfg, srv, tb.msg)
+		}
 	}
 }
