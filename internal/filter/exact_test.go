@@ -276,7 +276,9 @@ func TestExactness(t *testing.T) {
 		if _, err := smallPG.Exec(`CREATE SCHEMA app`); err != nil {
 			t.Fatal(err)
 		}
-		my.Exec(t, "CREATE DATABASE app") // a MySQL schema is a database
+		// A MySQL schema is a database; this one in another collation of
+		// equal case- and accent-folding.
+		my.Exec(t, "CREATE DATABASE app CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 		pgMap, liteMap := renamed(t, "app."), renamed(t, "")
 		loadDB(t, smallPG, pgMap, pgStyle, small)
 		loadDB(t, smallLite, liteMap, liteStyle, small)
