@@ -17,6 +17,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/mapping"
+	"github.com/crmauthz/crmauthz/internal/mysqltest"
 	"github.com/crmauthz/crmauthz/internal/pgtest"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/refmodel"
@@ -28,7 +29,7 @@ type database struct {
 	name    string
 	dialect filter.Dialect
 	db      *sql.DB
-	ph      placeholder
+	st      style
 }
 
 func openSQLite(tb testing.TB) *sql.DB {
@@ -127,23 +128,17 @@ func inputOf(p *policy.Partial, typ, loc string) filter.Input {
 // selected runs SELECT id FROM <records> WHERE <location> = loc AND (<where>).
 func selected(tb testing.TB, dbase database, rm mapping.Records, loc string, f filter.Result) []string {
 	tb.Helper()
-	q := func(s string) string {
-		parts := strings.Split(s, ".")
-		for i, p := range parts {
-			parts[i] = `"` + p + `"`
-		}
-		return strings.Join(parts, ".")
-	}
+	q, ph := dbase.st.quote, dbase.st.ph
 	var stmt string
 	var args []any
 	switch f.Kind {
 	case filter.KindNone:
 		return []string{}
 	case filter.KindAll:
-		stmt, args = fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s", q(rm.ID), q(rm.Table), q(rm.LocationID), dbase.ph(1)), []any{loc}
+		stmt, args = fmt.Sprintf("SELECT %s FROM %s WHERE %s = %s", q(rm.ID), q(rm.Table), q(rm.LocationID), ph(1)), []any{loc}
 	case filter.KindConditional:
 		args = append([]any{}, f.SQL.Args...)
-		locPH := dbase.ph(len(args) + 1)
+		locPH := ph(len(args) + 1)
 		if dbase.dialect != filter.PostgreSQL {
 			args = append([]any{loc}, args...)
 		} else {
@@ -251,11 +246,16 @@ func TestExactness(t *testing.T) {
 		t.Fatal(err)
 	}
 	lite := openSQLite(t)
-	loadDB(t, lite, def, question, m)
+	loadDB(t, lite, def, liteStyle, m)
 	srv := pgtest.Start(t, pgtest.Options{})
 	pg := openPostgres(t, srv, "postgres")
-	loadDB(t, pg, def, dollar, m)
-	dbs := []database{{"sqlite", filter.SQLite, lite, question}, {"postgresql", filter.PostgreSQL, pg, dollar}}
+	loadDB(t, pg, def, pgStyle, m)
+	// MariaDB for the mysql dialect, its tables in the server's default
+	// collation (Debian's utf8mb4_general_ci: case- and accent-insensitive).
+	my := mysqltest.New(t, mysqltest.DefaultConfig())
+	maria := my.DB(t, "crm")
+	loadDB(t, maria, def, myStyle, m)
+	dbs := []database{{"sqlite", filter.SQLite, lite, liteStyle}, {"postgresql", filter.PostgreSQL, pg, pgStyle}, {"mariadb", filter.MySQL, maria, myStyle}}
 
 	t.Run("default policy", func(t *testing.T) {
 		checkExact(t, engineFor(t), ix, tr, m, dbs)
@@ -263,21 +263,27 @@ func TestExactness(t *testing.T) {
 	small := world(t, 2, 60)
 	smallIx := loadIndex(t, small)
 	smallLite := openSQLite(t)
-	loadDB(t, smallLite, def, question, small)
+	loadDB(t, smallLite, def, liteStyle, small)
 	if _, err := pg.Exec(`CREATE DATABASE small`); err != nil {
 		t.Fatal(err)
 	}
 	smallPG := openPostgres(t, srv, "small")
-	loadDB(t, smallPG, def, dollar, small)
-	smallDBs := []database{{"sqlite", filter.SQLite, smallLite, question}, {"postgresql", filter.PostgreSQL, smallPG, dollar}}
+	loadDB(t, smallPG, def, pgStyle, small)
+	smallMaria := my.DB(t, "small")
+	loadDB(t, smallMaria, def, myStyle, small)
+	smallDBs := []database{{"sqlite", filter.SQLite, smallLite, liteStyle}, {"postgresql", filter.PostgreSQL, smallPG, pgStyle}, {"mariadb", filter.MySQL, smallMaria, myStyle}}
 	t.Run("renamed schema", func(t *testing.T) {
 		if _, err := smallPG.Exec(`CREATE SCHEMA app`); err != nil {
 			t.Fatal(err)
 		}
+		// A MySQL schema is a database; this one in another collation of
+		// equal case- and accent-folding.
+		my.Exec(t, "CREATE DATABASE app CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 		pgMap, liteMap := renamed(t, "app."), renamed(t, "")
-		loadDB(t, smallPG, pgMap, dollar, small)
-		loadDB(t, smallLite, liteMap, question, small)
-		trPG, err := filter.New(filter.Config{Mapping: &pgMap})
+		loadDB(t, smallPG, pgMap, pgStyle, small)
+		loadDB(t, smallLite, liteMap, liteStyle, small)
+		loadDB(t, smallMaria, pgMap, myStyle, small)
+		trSchema, err := filter.New(filter.Config{Mapping: &pgMap})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,8 +292,8 @@ func TestExactness(t *testing.T) {
 			t.Fatal(err)
 		}
 		eng := engineFor(t)
-		checkExact(t, eng, smallIx, trPG, small, []database{{"postgresql", filter.PostgreSQL, smallPG, dollar}})
-		checkExact(t, eng, smallIx, trLite, small, []database{{"sqlite", filter.SQLite, smallLite, question}})
+		checkExact(t, eng, smallIx, trSchema, small, []database{{"postgresql", filter.PostgreSQL, smallPG, pgStyle}, {"mariadb", filter.MySQL, smallMaria, myStyle}})
+		checkExact(t, eng, smallIx, trLite, small, []database{{"sqlite", filter.SQLite, smallLite, liteStyle}})
 	})
 	variants := []struct {
 		name string

@@ -129,6 +129,34 @@ func (b *sqlBuilder) param(v any) string {
 	return "?"
 }
 
+// eq renders "col = value". MySQL compares in the column's collation, which
+// is as a rule case- and accent-insensitive and ignores trailing spaces
+// (utf8mb4_general_ci, utf8mb4_0900_ai_ci), where Rego compares strings byte
+// for byte: an owner "U-1" is not "u-1". There it is col = ? (a superset, and
+// what an index on col serves) AND the column's text in utf8mb4 equal, as
+// bytes, to the value (docs/filtering.md, "MySQL and MariaDB").
+func (b *sqlBuilder) eq(col string, v any) string {
+	if b.dialect != MySQL {
+		return col + " = " + b.param(v)
+	}
+	p := b.param(v)
+	return "(" + col + " = " + p + " AND " + mysqlText(col) + " = CAST(" + b.param(v) + " AS BINARY))"
+}
+
+// ne renders "col <> value", for MySQL byte for byte (see eq).
+func (b *sqlBuilder) ne(col string, v any) string {
+	if b.dialect != MySQL {
+		return col + " <> " + b.param(v)
+	}
+	return mysqlText(col) + " <> CAST(" + b.param(v) + " AS BINARY)"
+}
+
+// mysqlText is a column's value as utf8mb4 text, whatever its character set
+// or type (a UUID column's text form; CAST(uuid AS BINARY) would be its 16
+// bytes). Compared with a binary string, it is compared byte for byte, with
+// no padding.
+func mysqlText(col string) string { return "CONVERT(" + col + " USING utf8mb4)" }
+
 // ident quotes a mapped name ("schema.table" part by part). The mapping
 // admits only plain identifiers (mapping.IsIdent), so no quote character can
 // occur in one.
@@ -205,22 +233,23 @@ func (n notNode) sql(c *renderCtx) string {
 func (n cmp) render(c *renderCtx, negated bool) string {
 	col := c.col(n.field)
 	eq := n.ne == negated // the comparison asked for is "=" (else "<>")
-	p := c.b.param(n.value)
+	atom := func() string {
+		if eq {
+			return c.b.eq(col, n.value)
+		}
+		return c.b.ne(col, n.value)
+	}
 	switch {
 	case n.field == fieldOwner && n.value == "" && eq:
-		return "(" + col + " IS NULL OR " + col + " = " + p + ")"
+		return "(" + col + " IS NULL OR " + atom() + ")"
 	case n.field == fieldOwner && n.value == "":
-		return "(" + col + " IS NOT NULL AND " + col + " <> " + p + ")"
+		return "(" + col + " IS NOT NULL AND " + atom() + ")"
 	case n.field == fieldOwner && !eq:
-		return "(" + col + " IS NULL OR " + col + " <> " + p + ")"
-	case n.field == fieldContactID && negated && eq:
-		return "(" + col + " IS NULL OR " + col + " = " + p + ")"
+		return "(" + col + " IS NULL OR " + atom() + ")"
 	case n.field == fieldContactID && negated:
-		return "(" + col + " IS NULL OR " + col + " <> " + p + ")"
-	case eq:
-		return col + " = " + p
+		return "(" + col + " IS NULL OR " + atom() + ")"
 	}
-	return col + " <> " + p
+	return atom()
 }
 
 // sql renders a follower test. For PostgreSQL it is
@@ -245,18 +274,24 @@ func (n follows) sql(c *renderCtx) string {
 		" AND " + alias + "." + c.b.ident(f.UserID) + op + c.b.param(n.user) + "))"
 }
 
-// exists renders an EXISTS on the followers table, correlated with the record.
+// exists renders an EXISTS on the followers table, correlated with the
+// record. The values are compared as eq and ne do; the record's id with the
+// followers' record_id in their collation, which is exact for rows of
+// existing records (the records' primary key tells apart no two ids that
+// collation equates).
 func (n follows) exists(c *renderCtx) string {
 	f := c.fol
-	op := " = "
-	if n.ne {
-		op = " <> "
-	}
 	const alias = "crmauthz_f"
-	return "EXISTS (SELECT 1 FROM " + c.b.ident(f.Table) + " " + alias +
-		" WHERE " + alias + "." + c.b.ident(f.RecordType) + " = " + c.b.param(c.typ) +
-		" AND " + alias + "." + c.b.ident(f.RecordID) + " = " + c.col(fieldID) +
-		" AND " + alias + "." + c.b.ident(f.UserID) + op + c.b.param(n.user) + ")"
+	// The parameters are numbered in the order they are rendered.
+	where := c.b.eq(alias+"."+c.b.ident(f.RecordType), c.typ) +
+		" AND " + alias + "." + c.b.ident(f.RecordID) + " = " + c.col(fieldID) + " AND "
+	user := alias + "." + c.b.ident(f.UserID)
+	if n.ne {
+		where += c.b.ne(user, n.user)
+	} else {
+		where += c.b.eq(user, n.user)
+	}
+	return "EXISTS (SELECT 1 FROM " + c.b.ident(f.Table) + " " + alias + " WHERE " + where + ")"
 }
 
 // UCAST (OPA's "all" dialect): fields are "table.column".

@@ -54,7 +54,7 @@ func TestTranslateConstructs(t *testing.T) {
 		m.Records[refmodel.Key{Type: r.Type, ID: r.ID}] = r
 	}
 	db := openSQLite(t)
-	loadDB(t, db, mapping.Default(), question, m)
+	loadDB(t, db, mapping.Default(), liteStyle, m)
 	tr := translator(t)
 	tests := []struct {
 		name    string
@@ -92,7 +92,7 @@ func TestTranslateConstructs(t *testing.T) {
 					continue
 				}
 				rm, _ := tr.Mapping().Records("opportunity")
-				got := selected(t, database{"sqlite", d, db, question}, rm, "loc-1", f)
+				got := selected(t, database{"sqlite", d, db, liteStyle}, rm, "loc-1", f)
 				if !slices.Equal(got, tt.want) {
 					t.Fatalf("%+v (%+v) selects %q, want %q", f, f.SQL, got, tt.want)
 				}

@@ -23,9 +23,18 @@ var hostile = []string{
 
 var locations = []string{"loc-1", "loc-2", `loc-'3`}
 
+// twins are user ids that differ from others only where a collation of
+// MySQL's (case, accents, trailing spaces, characters beyond the BMP) sees no
+// difference, and Rego does: each is a subject and owns records, so a filter
+// that compares with the column's collation selects the wrong records. They
+// never follow a record (a followers table of such a collation could not
+// hold both twins).
+var twins = []string{`U' OR 1=1 --`, `back\slash\ `, `ünï-çødé 😀`, `uni-code 🦊`, `X' OR 'A'='A`, "U-1", "u-1 "}
+
 // world makes a random world: refmodel's generator, then owners removed ("",
 // an unassigned record), contacts of opportunities, switched-off modules,
-// users with several locations, and the hostile ids as users and records.
+// users with several locations, the hostile ids as users and records, and the
+// twins as users and owners.
 func world(tb testing.TB, seed uint64, users int) *refmodel.Model {
 	tb.Helper()
 	m := refmodel.New()
@@ -36,11 +45,13 @@ func world(tb testing.TB, seed uint64, users int) *refmodel.Model {
 	}
 	rng := rand.New(rand.NewPCG(seed, 7))
 	ids := m.UserIDs()
-	for _, h := range hostile {
+	for _, h := range append(slices.Clone(hostile), twins...) {
 		u := refmodel.User{ID: h, Role: "user", LocationIDs: slices.Clone(locations), AssignedDataOnly: true,
 			ContactsEnabled: true, OpportunitiesEnabled: true}
 		m.Users[h] = u
-		ids = append(ids, h)
+		if slices.Contains(hostile, h) {
+			ids = append(ids, h)
+		}
 	}
 	for _, id := range m.UserIDs() {
 		u := m.Users[id]
@@ -60,6 +71,8 @@ func world(tb testing.TB, seed uint64, users int) *refmodel.Model {
 			r.Owner = ""
 		case 1:
 			r.Owner = hostile[rng.IntN(len(hostile))]
+		case 2:
+			r.Owner = twins[rng.IntN(len(twins))]
 		}
 		if rng.IntN(6) == 0 {
 			h := hostile[rng.IntN(len(hostile))]
@@ -110,25 +123,42 @@ func loadIndex(tb testing.TB, m *refmodel.Model) *index.Index {
 	return ix
 }
 
-// placeholder numbers the i-th (1-based) parameter of a statement.
-type placeholder func(i int) string
+// style is how a database spells the statements loadDB and selected write:
+// placeholders, quoted names, the type of an id column.
+type style struct {
+	ph        func(i int) string // the i-th (1-based) parameter
+	quoteChar string
+	idType    string
+}
+
+var (
+	pgStyle   = style{dollar, `"`, "text"}
+	liteStyle = style{question, `"`, "text"}
+	// MySQL quotes names with backticks (unless ANSI_QUOTES) and indexes a
+	// text column only by a prefix: ids are varchar (191 characters of
+	// utf8mb4 fit the limit of a key of three columns).
+	myStyle = style{question, "`", "varchar(191)"}
+)
 
 func dollar(i int) string { return fmt.Sprintf("$%d", i) }
 func question(int) string { return "?" }
 
+// quote quotes a name, a "schema.table" part by part.
+func (st style) quote(name string) string {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		parts[i] = st.quoteChar + p + st.quoteChar
+	}
+	return strings.Join(parts, ".")
+}
+
 // loadDB creates the records and followers tables of mp (quoted, as the
 // filter quotes them) and inserts the world. An unassigned record's owner is
 // NULL for every other one and "" for the rest; an absent contact_id is NULL.
-func loadDB(tb testing.TB, db *sql.DB, mp mapping.Mapping, ph placeholder, m *refmodel.Model) {
+func loadDB(tb testing.TB, db *sql.DB, mp mapping.Mapping, st style, m *refmodel.Model) {
 	tb.Helper()
 	ctx := context.Background()
-	q := func(name string) string {
-		parts := strings.Split(name, ".")
-		for i, p := range parts {
-			parts[i] = `"` + p + `"`
-		}
-		return strings.Join(parts, ".")
-	}
+	q, ph, text := st.quote, st.ph, st.idType
 	exec := func(stmt string, args ...any) {
 		tb.Helper()
 		if _, err := db.ExecContext(ctx, stmt, args...); err != nil {
@@ -136,9 +166,9 @@ func loadDB(tb testing.TB, db *sql.DB, mp mapping.Mapping, ph placeholder, m *re
 		}
 	}
 	for _, r := range []mapping.Records{mp.Contacts, mp.Opportunities} {
-		cols := fmt.Sprintf("%s text primary key, %s text not null, %s text", q(r.ID), q(r.LocationID), q(r.Owner))
+		cols := fmt.Sprintf("%[1]s %[4]s primary key, %[2]s %[4]s not null, %[3]s %[4]s", q(r.ID), q(r.LocationID), q(r.Owner), text)
 		if r.ContactID != "" {
-			cols += ", " + q(r.ContactID) + " text"
+			cols += ", " + q(r.ContactID) + " " + text
 		}
 		exec(fmt.Sprintf("DROP TABLE IF EXISTS %s", q(r.Table)))
 		exec(fmt.Sprintf("CREATE TABLE %s (%s)", q(r.Table), cols))
@@ -146,8 +176,8 @@ func loadDB(tb testing.TB, db *sql.DB, mp mapping.Mapping, ph placeholder, m *re
 	}
 	f := mp.Followers
 	exec(fmt.Sprintf("DROP TABLE IF EXISTS %s", q(f.Table)))
-	exec(fmt.Sprintf("CREATE TABLE %s (%s text not null, %s text not null, %s text not null, primary key (%[2]s, %[3]s, %[4]s))",
-		q(f.Table), q(f.RecordType), q(f.RecordID), q(f.UserID)))
+	exec(fmt.Sprintf("CREATE TABLE %[1]s (%[2]s %[5]s not null, %[3]s %[5]s not null, %[4]s %[5]s not null, primary key (%[2]s, %[3]s, %[4]s))",
+		q(f.Table), q(f.RecordType), q(f.RecordID), q(f.UserID), text))
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		tb.Fatal(err)
