@@ -69,12 +69,20 @@ type Config struct {
 	ReadOnly bool
 	// MaxFollowers is the maximum number of followers of a record besides its owner.
 	MaxFollowers int
+	// MergeBytes bounds the overlay: the in-memory changes of the batches applied since the last
+	// merge (docs/design.md, "Index: delta log, overlay and merge"). The Update whose batch brings
+	// the overlay's estimated size to MergeBytes or beyond merges it into the main buckets before
+	// it returns.
+	MergeBytes int64
 }
 
+// DefaultMergeBytes is the default Config.MergeBytes (BENCHMARKS.md, "Random replication").
+const DefaultMergeBytes = 32 << 20
+
 // DefaultConfig returns the defaults, which Open fills in for zero fields (Dir excepted): a
-// 5 s wait for the lock, 10 followers.
+// 5 s wait for the lock, 10 followers, a 32 MiB overlay.
 func DefaultConfig() Config {
-	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10}
+	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10, MergeBytes: DefaultMergeBytes}
 }
 
 // User is a user of the CRM, as stored. Defaults (contacts_enabled, opportunities_enabled true)
@@ -126,6 +134,7 @@ type Index struct {
 	timeout      time.Duration
 	readOnly     bool
 	maxFollowers int
+	mergeBytes   int64
 
 	// lock is Dir/LOCK, held from Open to Close (lock.go).
 	lock dirLock
@@ -153,6 +162,20 @@ type Index struct {
 	// Snapshot build sizes (runBufferBytes, bulkCommitPuts); tests make them small.
 	runBuffer, bulkCommit int
 	tune                  tuning
+	// merges counts the merges done and mergeTime sums their durations (for the benchmarks).
+	merges    atomic.Int64
+	mergeTime atomic.Int64
+	// mergeChunk is the number of keys a merge writes per commit (merge.go); tests make it small.
+	mergeChunk int
+	// hooks are nil outside tests.
+	hooks struct {
+		// viewLoaded runs in View between loading the overlay state and beginning the read
+		// transaction.
+		viewLoaded func()
+		// mergeCommitted runs after each commit of a merge (chunk counts from 0, last tells the
+		// final one); an error aborts the merge there, as a crash would.
+		mergeCommitted func(chunk int, last bool) error
+	}
 }
 
 func (ix *Index) liveOptions() *bolt.Options {
@@ -167,7 +190,7 @@ func (ix *Index) liveOptions() *bolt.Options {
 }
 
 func createBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketUsers, bucketRecords, bucketByUser} {
+	for _, name := range [][]byte{bucketMeta, bucketUsers, bucketRecords, bucketByUser, bucketDelta} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -211,11 +234,14 @@ func (ix *Index) Close() error {
 type handle struct {
 	db   *bolt.DB
 	refs atomic.Int64
+	// ov is the overlay in front of db's main buckets (overlay.go); replaced, never changed.
+	ov atomic.Pointer[ovState]
 }
 
-// newHandle wraps db as the live file (one reference).
+// newHandle wraps db as the live file (one reference), with an empty overlay.
 func (ix *Index) newHandle(db *bolt.DB) *handle {
 	h := &handle{db: db}
+	h.ov.Store(&ovState{lay: newLayer()})
 	h.refs.Store(1)
 	ix.handles.Add(1)
 	return h
@@ -241,9 +267,9 @@ func (ix *Index) releaseLate(h *handle) {
 	}
 }
 
-// View runs fn in one bbolt read transaction. The *ReadTx, and the byte slices UserJSON and
-// RecordJSON return, are valid only until fn returns: the ReadTx is reused by later Views.
-// fn's error is returned as is.
+// View runs fn in one bbolt read transaction and the overlay state that goes with it. The
+// *ReadTx, and the byte slices UserJSON and RecordJSON return, are valid only until fn returns:
+// the ReadTx is reused by later Views. fn's error is returned as is.
 func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	ix.rw.RLock()
 	h := ix.cur
@@ -253,13 +279,33 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	}
 	h.refs.Add(1)
 	ix.rw.RUnlock()
-	tx, err := h.db.Begin(false)
-	if err != nil {
-		ix.releaseLate(h)
-		return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
+	var (
+		st *ovState
+		tx *bolt.Tx
+	)
+	for {
+		// A merge changes the main buckets only under a new epoch (merge.go): if the epoch
+		// is the same after Begin, no commit of the transaction's snapshot wrote a key of the
+		// overlay the reader would not find in st's layer at st's generation.
+		st = h.ov.Load()
+		if ix.hooks.viewLoaded != nil {
+			ix.hooks.viewLoaded()
+		}
+		tx, err = h.db.Begin(false)
+		if err != nil {
+			ix.releaseLate(h)
+			return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
+		}
+		if h.ov.Load().epoch == st.epoch {
+			break
+		}
+		_ = tx.Rollback()
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
+	if st.lay.n.Load() > 0 {
+		t.lay, t.gen = st.lay, st.gen
+	}
 	defer func() {
 		t.reset()
 		ix.readTxs.Put(t)
@@ -284,9 +330,16 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	var (
 		seq    uint64
 		counts Counts
+		pend   *pending
 	)
-	err := ix.cur.db.Update(func(tx *bolt.Tx) error { // cur changes only under wmu
-		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent)
+	h := ix.cur // cur changes only under wmu
+	st := h.ov.Load()
+	if ix.tune.direct {
+		st = nil
+	}
+	gen := h.ov.Load().gen + 1
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
 		defer w.reset()
 		if err := fn(w); err != nil {
 			return err
@@ -296,12 +349,34 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		}
 		seq = w.AppliedSeq()
 		counts = w.Counts()
-		return nil
+		pend = w.pend
+		if pend == nil || pend.empty() {
+			return nil
+		}
+		return tx.Bucket(bucketDelta).Put(encodeUint64(gen), pend.encodeDelta())
 	})
 	if err != nil {
 		return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
 	}
+	if pend != nil && !pend.empty() {
+		for bi := range pend {
+			for k, v := range pend[bi] {
+				st.lay.insert(bi, k, gen, v)
+			}
+		}
+		h.ov.Store(&ovState{lay: st.lay, gen: gen, epoch: st.epoch})
+	}
 	ix.publish(seq, counts)
+	if st != nil && st.lay.size.Load() >= ix.mergeBytes {
+		start := time.Now()
+		err := ix.merge(h)
+		ix.merges.Add(1)
+		ix.mergeTime.Add(int64(time.Since(start)))
+		if err != nil {
+			return fmt.Errorf("index: the batch is committed, but merging the overlay failed "+
+				"(the next batch tries again): %w", ix.liveName(err))
+		}
+	}
 	return nil
 }
 
@@ -352,7 +427,11 @@ func (ix *Index) Backup(w io.Writer, before func(seq uint64, size int64) error) 
 	var n int64
 	err := ix.View(func(t *ReadTx) error {
 		if before != nil {
-			if err := before(t.AppliedSeq(), t.tx.Size()); err != nil {
+			seq, err := fileSeq(t.tx)
+			if err != nil {
+				return err
+			}
+			if err := before(seq, t.tx.Size()); err != nil {
 				return err
 			}
 		}

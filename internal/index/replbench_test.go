@@ -192,9 +192,11 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		total   time.Duration
 		inApply time.Duration // of total, in the Update callback (the rest: commit)
 		cpu     time.Duration // CPU time of the process (user and system) during the Updates
+		written int64         // bytes passed to write system calls during the Updates
 	}
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
+		{name: "direct", tune: func(t *tuning) { t.direct = true }},
 		{name: "sorted", tune: func(*tuning) {}, sorted: true},
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
@@ -206,7 +208,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	// REPL_BENCH_VARIANTS: "all", or names separated by commas; by default only the shipped
 	// settings run (make bench-go), since each page size builds its own index.
 	if only := os.Getenv("REPL_BENCH_VARIANTS"); only != "all" {
-		names := strings.Split(cmp.Or(only, "default"), ",")
+		names := strings.Split(cmp.Or(only, "default,direct"), ",")
 		variants = slices.DeleteFunc(variants, func(v *variant) bool { return !slices.Contains(names, v.name) })
 	}
 	for i, v := range variants {
@@ -229,7 +231,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			})
 		}
 		v.seq += replBatch
-		cpu0 := processCPU(b)
+		cpu0, w0 := processCPU(b), processWrittenBytes()
 		start := time.Now()
 		if err := v.ix.Update(func(w *WriteTx) error {
 			t0 := time.Now()
@@ -243,6 +245,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		}
 		v.total += time.Since(start)
 		v.cpu += processCPU(b) - cpu0
+		v.written += processWrittenBytes() - w0
 	}
 	b.ResetTimer()
 	for i := range b.N {
@@ -255,6 +258,11 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		b.ReportMetric(float64(b.N*replBatch)/v.total.Seconds(), v.name+"-events/s")
 		b.ReportMetric(float64((v.total-v.inApply).Microseconds())/1000/float64(b.N), v.name+"-commit-ms")
 		b.ReportMetric(float64(v.cpu.Microseconds())/1000/float64(b.N), v.name+"-cpu-ms")
+		b.ReportMetric(float64(v.written)/(1<<20)/float64(b.N), v.name+"-written-MiB")
+		if m := v.ix.merges.Load(); m > 0 {
+			b.ReportMetric(float64(m), v.name+"-merges")
+			b.ReportMetric(float64(v.ix.mergeTime.Load())/1e6/float64(m), v.name+"-ms/merge")
+		}
 		if fi, err := os.Stat(v.ix.Path()); err == nil {
 			b.ReportMetric(float64(fi.Size())/(1<<20), v.name+"-file-MiB")
 		}

@@ -15,8 +15,12 @@ type tuning struct {
 	pageSize int
 	// noFreelistSync leaves the freelist out of each commit; Open rebuilds it by walking the file.
 	noFreelistSync bool
-	// fillPercent is the split point of the records and byuser buckets in Update (0: bbolt's 0.5).
+	// fillPercent is the split point of the records and byuser buckets in Update and merges (0:
+	// bbolt's 0.5).
 	fillPercent float64
+	// direct writes each Update straight into the main buckets, without the delta log and the
+	// overlay (overlay.go): the layout before issue 17, kept for BenchmarkRandomReplication1M.
+	direct bool
 }
 
 func defaultTuning() tuning {
