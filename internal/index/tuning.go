@@ -21,6 +21,9 @@ type tuning struct {
 	// direct writes each Update straight into the main buckets, without the delta log and the
 	// overlay (overlay.go): the layout before issue 17, kept for BenchmarkRandomReplication1M.
 	direct bool
+	// initialMmapSize is bbolt's InitialMmapSize (0: bbolt's default). A test that holds a read
+	// transaction across a merge sets it, so the merge's commits never wait to re-map the file.
+	initialMmapSize int
 }
 
 func defaultTuning() tuning {
@@ -31,5 +34,6 @@ func defaultTuning() tuning {
 func (t tuning) apply(opts *bolt.Options) *bolt.Options {
 	opts.PageSize = t.pageSize
 	opts.NoFreelistSync = t.noFreelistSync
+	opts.InitialMmapSize = t.initialMmapSize
 	return opts
 }
