@@ -83,6 +83,63 @@ func BenchmarkView_UserRecord(b *testing.B) {
 	}
 }
 
+// BenchmarkView_UserRecordOverlay is BenchmarkView_UserRecord with a non-empty overlay: 10,000
+// follower changes applied after the load and not merged, so that every read looks in the overlay
+// first (some of the records read are in it).
+func BenchmarkView_UserRecordOverlay(b *testing.B) {
+	ix := benchIndex(b, 10_000, 100_000)
+	ix.mergeBytes = 1 << 40
+	const n = 1024
+	userIDs, recIDs, types := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		userIDs[i] = fmt.Sprint("u-", i*7%10_000)
+		j := i * 97 % 100_000
+		recIDs[i] = fmt.Sprintf("r-%08d", j)
+		types[i] = TypeContact
+		if j%3 == 0 {
+			types[i] = TypeOpportunity
+		}
+	}
+	for k := range 10 {
+		mustUpdate(b, ix, func(w *WriteTx) error {
+			for i := range 1000 {
+				j := (k*1000 + i) * 7 % 100_000
+				if i%100 == 0 {
+					j = (k*100 + i/100) * 97 % 100_000
+				}
+				typ := TypeContact
+				if j%3 == 0 {
+					typ = TypeOpportunity
+				}
+				if err := w.AddFollower(typ, fmt.Sprintf("r-%08d", j), "u-new"); err != nil && !isTooMany(err) {
+					return err
+				}
+			}
+			return w.SetAppliedSeq(uint64(2 + k))
+		})
+	}
+	i := 0
+	fn := func(rt *ReadTx) error {
+		u, err := rt.UserJSON(userIDs[i%n])
+		if err != nil || u == nil {
+			return fmt.Errorf("user %s: %q %v", userIDs[i%n], u, err)
+		}
+		r, err := rt.RecordJSON(types[i%n], recIDs[i%n])
+		if err != nil || r == nil {
+			return fmt.Errorf("record %s: %q %v", recIDs[i%n], r, err)
+		}
+		return nil
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := ix.View(fn); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkView_UserRecordParallel is the same from all CPUs at once.
 func BenchmarkView_UserRecordParallel(b *testing.B) {
 	ix := benchIndex(b, 10_000, 100_000)

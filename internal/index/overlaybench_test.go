@@ -110,6 +110,21 @@ func BenchmarkOverlay1M(b *testing.B) {
 		}
 		b.ReportMetric(float64(time.Since(start).Nanoseconds())/2000/1000, "subject-records-µs")
 
+		// The merge, with the peak of the heap after each of its commits (MERGE_CHUNK: keys per
+		// commit, default mergeChunkKeys).
+		if v, err := strconv.Atoi(os.Getenv("MERGE_CHUNK")); err == nil && v > 0 {
+			ix.mergeChunk = v
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		base, peak, chunks := ms.HeapAlloc, ms.HeapAlloc, 0
+		ix.hooks.mergeCommitted = func(int, bool) error {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			chunks++
+			return nil
+		}
+		cpu0 := processCPU(b)
 		start = time.Now()
 		ix.wmu.Lock()
 		err = ix.merge(ix.cur)
@@ -118,6 +133,9 @@ func BenchmarkOverlay1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "merge-ms")
+		b.ReportMetric(float64((processCPU(b)-cpu0).Milliseconds()), "merge-cpu-ms")
+		b.ReportMetric(float64(chunks), "merge-commits")
+		b.ReportMetric(float64(peak-base)/(1<<20), "merge-heap-peak-MiB")
 		if err := ix.Close(); err != nil {
 			b.Fatal(err)
 		}

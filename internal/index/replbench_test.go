@@ -170,12 +170,17 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 // BenchmarkRandomReplication1M applies batches of 1,000 follower and owner changes spread at
 // random over an index of 1,000,000 records (10,000 users, 1–10 followers each), one Update (one
 // commit, fsynced) per batch, and reports events/s. Each variant changes one setting of the write
-// path (tuning.go) on its own copy of the index; "default" is the shipped one. The machine is
-// shared and its load swings within seconds, so the variants take turns batch by batch inside one
-// benchmark (one op = one batch on each) and each reports its own events/s over the same period.
-// Building the index takes ~15 s per page size on a quiet machine; all the copies take 4.5 GB of
-// disk (REPL_BENCH_DIR keeps the built files for the next run).
+// path (tuning.go, Config.MergeBytes) on its own copy of the index; "default" is the shipped one
+// (delta log and overlay, docs/design.md), "direct" the layout before issue 17 (every Update
+// written into the main buckets). The machine is shared and its load swings within seconds, so
+// the variants take turns batch by batch inside one benchmark (one op = one batch on each) and
+// each reports its own events/s over the same period. The merges an Update does are part of its
+// time (commit-ms, cpu-ms; ms/merge apart): run enough batches for whole merge cycles (the default
+// merges every ~53 batches; -benchtime 265x is five). Building the index takes ~15 s per page
+// size on a quiet machine; all the copies take 4.5 GB of disk (REPL_BENCH_DIR keeps the built
+// files for the next run).
 //
+//	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 265x -count 3 ./internal/index   # default and direct
 //	REPL_BENCH_VARIANTS=all go test -run '^$' -bench 'RandomReplication1M$' -benchtime 20x -count 3 ./internal/index
 func BenchmarkRandomReplication1M(b *testing.B) {
 	if testing.Short() {
@@ -185,6 +190,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		name   string
 		tune   func(*tuning)
 		sorted bool
+		merge  int64 // Config.MergeBytes (0: the default)
 
 		ix      *Index
 		rng     *rand.Rand
@@ -197,6 +203,8 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
 		{name: "direct", tune: func(t *tuning) { t.direct = true }},
+		{name: "mergebytes=16MiB", tune: func(*tuning) {}, merge: 16 << 20},
+		{name: "mergebytes=64MiB", tune: func(*tuning) {}, merge: 64 << 20},
 		{name: "sorted", tune: func(*tuning) {}, sorted: true},
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
@@ -216,7 +224,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		v.tune(&t)
 		dir := b.TempDir()
 		copyFile(b, replBenchFile(b, t.pageSize), filepath.Join(dir, FileName))
-		ix, err := openTuned(Config{Dir: dir}, t)
+		ix, err := openTuned(Config{Dir: dir, MergeBytes: v.merge}, t)
 		if err != nil {
 			b.Fatal(err)
 		}
