@@ -133,7 +133,7 @@ func BenchmarkOverlay1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "merge-ms")
-		b.ReportMetric(float64((processCPU(b)-cpu0).Milliseconds()), "merge-cpu-ms")
+		b.ReportMetric(float64((processCPU(b) - cpu0).Milliseconds()), "merge-cpu-ms")
 		b.ReportMetric(float64(chunks), "merge-commits")
 		b.ReportMetric(float64(peak-base)/(1<<20), "merge-heap-peak-MiB")
 		if err := ix.Close(); err != nil {
