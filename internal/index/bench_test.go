@@ -50,37 +50,7 @@ func benchIndex(b *testing.B, nUsers, nRecords int) *Index {
 // BenchmarkView_UserRecord is the facts of one decision: one read transaction reading one user
 // and one record from an index of 100,000 records.
 func BenchmarkView_UserRecord(b *testing.B) {
-	ix := benchIndex(b, 10_000, 100_000)
-	const n = 1024
-	userIDs, recIDs, types := make([]string, n), make([]string, n), make([]string, n)
-	for i := range n {
-		userIDs[i] = fmt.Sprint("u-", i*7%10_000)
-		j := i * 97 % 100_000
-		recIDs[i] = fmt.Sprintf("r-%08d", j)
-		types[i] = TypeContact
-		if j%3 == 0 {
-			types[i] = TypeOpportunity
-		}
-	}
-	i := 0
-	fn := func(rt *ReadTx) error {
-		u, err := rt.UserJSON(userIDs[i%n])
-		if err != nil || u == nil {
-			return fmt.Errorf("user %s: %q %v", userIDs[i%n], u, err)
-		}
-		r, err := rt.RecordJSON(types[i%n], recIDs[i%n])
-		if err != nil || r == nil {
-			return fmt.Errorf("record %s: %q %v", recIDs[i%n], r, err)
-		}
-		return nil
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := ix.View(fn); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
+	benchUserRecord(b, benchIndex(b, 10_000, 100_000))
 }
 
 // BenchmarkView_UserRecordOverlay is BenchmarkView_UserRecord with a non-empty overlay: 10,000
@@ -89,17 +59,6 @@ func BenchmarkView_UserRecord(b *testing.B) {
 func BenchmarkView_UserRecordOverlay(b *testing.B) {
 	ix := benchIndex(b, 10_000, 100_000)
 	ix.mergeBytes = 1 << 40
-	const n = 1024
-	userIDs, recIDs, types := make([]string, n), make([]string, n), make([]string, n)
-	for i := range n {
-		userIDs[i] = fmt.Sprint("u-", i*7%10_000)
-		j := i * 97 % 100_000
-		recIDs[i] = fmt.Sprintf("r-%08d", j)
-		types[i] = TypeContact
-		if j%3 == 0 {
-			types[i] = TypeOpportunity
-		}
-	}
 	for k := range 10 {
 		mustUpdate(b, ix, func(w *WriteTx) error {
 			for i := range 1000 {
@@ -118,6 +77,22 @@ func BenchmarkView_UserRecordOverlay(b *testing.B) {
 			return w.SetAppliedSeq(uint64(2 + k))
 		})
 	}
+	benchUserRecord(b, ix)
+}
+
+// benchUserRecord reads one user and one record per View, over 1,024 of each.
+func benchUserRecord(b *testing.B, ix *Index) {
+	const n = 1024
+	userIDs, recIDs, types := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		userIDs[i] = fmt.Sprint("u-", i*7%10_000)
+		j := i * 97 % 100_000
+		recIDs[i] = fmt.Sprintf("r-%08d", j)
+		types[i] = TypeContact
+		if j%3 == 0 {
+			types[i] = TypeOpportunity
+		}
+	}
 	i := 0
 	fn := func(rt *ReadTx) error {
 		u, err := rt.UserJSON(userIDs[i%n])
@@ -131,7 +106,6 @@ func BenchmarkView_UserRecordOverlay(b *testing.B) {
 		return nil
 	}
 	b.ReportAllocs()
-	b.ResetTimer()
 	for b.Loop() {
 		if err := ix.View(fn); err != nil {
 			b.Fatal(err)

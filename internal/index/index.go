@@ -77,10 +77,10 @@ type Config struct {
 }
 
 // DefaultMergeBytes is the default Config.MergeBytes (BENCHMARKS.md, "Random replication").
-const DefaultMergeBytes = 32 << 20
+const DefaultMergeBytes = 16 << 20
 
 // DefaultConfig returns the defaults, which Open fills in for zero fields (Dir excepted): a
-// 5 s wait for the lock, 10 followers, a 32 MiB overlay.
+// 5 s wait for the lock, 10 followers, a 16 MiB overlay.
 func DefaultConfig() Config {
 	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10, MergeBytes: DefaultMergeBytes}
 }

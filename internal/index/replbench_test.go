@@ -176,11 +176,11 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 // the variants take turns batch by batch inside one benchmark (one op = one batch on each) and
 // each reports its own events/s over the same period. The merges an Update does are part of its
 // time (commit-ms, cpu-ms; ms/merge apart): run enough batches for whole merge cycles (the default
-// merges every ~53 batches; -benchtime 265x is five). Building the index takes ~15 s per page
+// merges every ~27 batches; -benchtime 270x is ten). Building the index takes ~15 s per page
 // size on a quiet machine; all the copies take 4.5 GB of disk (REPL_BENCH_DIR keeps the built
 // files for the next run).
 //
-//	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 265x -count 3 ./internal/index   # default and direct
+//	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 270x -count 3 ./internal/index   # default and direct
 //	REPL_BENCH_VARIANTS=all go test -run '^$' -bench 'RandomReplication1M$' -benchtime 20x -count 3 ./internal/index
 func BenchmarkRandomReplication1M(b *testing.B) {
 	if testing.Short() {
@@ -203,7 +203,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
 		{name: "direct", tune: func(t *tuning) { t.direct = true }},
-		{name: "mergebytes=16MiB", tune: func(*tuning) {}, merge: 16 << 20},
+		{name: "mergebytes=32MiB", tune: func(*tuning) {}, merge: 32 << 20},
 		{name: "mergebytes=64MiB", tune: func(*tuning) {}, merge: 64 << 20},
 		{name: "sorted", tune: func(*tuning) {}, sorted: true},
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
