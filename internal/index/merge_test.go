@@ -30,13 +30,14 @@ func forceMerge(tb testing.TB, ix *Index, stopAfter int) {
 	}
 }
 
-// reopen closes ix and opens its directory again (the overlay is rebuilt from the delta log).
+// reopen closes ix and opens its directory again, with ix's bbolt settings (the overlay is
+// rebuilt from the delta log).
 func reopen(tb testing.TB, ix *Index, cfg Config) *Index {
 	tb.Helper()
 	if err := ix.Close(); err != nil {
 		tb.Fatalf("Close: %v", err)
 	}
-	nix, err := Open(cfg)
+	nix, err := openTuned(cfg, ix.tune)
 	if err != nil {
 		tb.Fatalf("reopen: %v", err)
 	}

@@ -247,16 +247,23 @@ func checkAgainstModel(tb testing.TB, ix *Index, m *model, g *gen, step string) 
 // The overlay (overlay.go) is driven too: seeds 4–6 use a small Config.MergeBytes, so that
 // Updates merge on their own, and every seed merges at random points, reopens the index
 // (rebuilding the overlay from the delta log) and "crashes" mid-merge (a merge stopped after a
-// random chunk, then the index reopened), comparing after each.
+// random chunk, then the index reopened), comparing after each. Seed 7 writes the main buckets
+// directly (tuning.direct, the layout the benchmark compares with).
 func TestRandomAgainstModel(t *testing.T) {
-	for _, seed := range []uint64{1, 2, 3, 4, 5, 6} {
+	for _, seed := range []uint64{1, 2, 3, 4, 5, 6, 7} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			g := newGen(seed)
 			cfg := Config{Dir: t.TempDir()}
 			if seed > 3 {
 				cfg.MergeBytes = int64(300 + g.rng.IntN(3000))
 			}
-			ix := openTest(t, cfg)
+			tune := defaultTuning()
+			tune.direct = seed == 7
+			ix, err := openTuned(cfg, tune)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ix.Close() })
 			m := newModel()
 			ops, merges := 0, int64(0)
 			for batch := 0; batch < 1000; batch++ {
