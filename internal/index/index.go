@@ -10,9 +10,15 @@
 //	users    <user id>                                JSON of User, every field explicit
 //	records  <type> 0x00 <id>                         JSON of Record, followers always an array
 //	byuser   <user> 0x00 <type> 0x00 <loc> 0x00 <id>  'o' (owner) or 'f' (follower)
+//	delta    batch generation, 8 bytes big-endian       the batch's changes to the buckets above
 //
 // byuser is the reverse index behind ReadTx.SubjectRecords and WriteTx.DeleteUser; every write
 // keeps it exact. Ids never contain NUL, so the keys are unambiguous and sort by id within a prefix.
+//
+// An Update does not write the first four (the main buckets): it appends its changes to the delta
+// log and keeps them in an in-memory overlay that every read consults first; the Update that
+// brings the overlay to Config.MergeBytes merges it into the main buckets (overlay.go, merge.go,
+// docs/design.md "Index: delta log, overlay and merge").
 //
 // # Concurrency
 //
@@ -317,7 +323,9 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 
 // Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
 // an error or panics, everything fn did is rolled back and the error is returned as is; otherwise
-// the transaction commits (and fsyncs) before Update returns.
+// the transaction commits (and fsyncs) before Update returns. The commit writes fn's changes to
+// the delta log; when they bring the overlay to Config.MergeBytes, Update then merges the overlay
+// into the main buckets before it returns (an error of that merge says the batch is committed).
 func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.readOnly {
 		return ErrReadOnly
