@@ -3,6 +3,7 @@ package index
 import (
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 )
@@ -184,5 +185,33 @@ func TestViewDuringMerge(t *testing.T) {
 	close(resume)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBackupSeqFromDeltaLog: Backup reports the applied_seq of the file it copies, found in the
+// delta log (the last entry that sets it, here not the last entry), or in the main buckets after
+// a merge emptied the log.
+func TestBackupSeqFromDeltaLog(t *testing.T) {
+	ix := openTest(t, Config{})
+	backupSeq := func() uint64 {
+		t.Helper()
+		var seq uint64
+		if _, err := ix.Backup(io.Discard, func(s uint64, _ int64) error { seq = s; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	mustUpdate(t, ix, func(w *WriteTx) error { return w.SetAppliedSeq(5) })
+	mustUpdate(t, ix, func(w *WriteTx) error { return w.PutUser(user("u-1", "l-1")) }) // no seq
+	if got := backupSeq(); got != 5 {
+		t.Fatalf("backup seq %d with the delta log, want 5", got)
+	}
+	forceMerge(t, ix, -1)
+	if got := backupSeq(); got != 5 {
+		t.Fatalf("backup seq %d after a merge, want 5", got)
+	}
+	mustUpdate(t, ix, func(w *WriteTx) error { return w.SetAppliedSeq(9) })
+	if got := backupSeq(); got != 9 {
+		t.Fatalf("backup seq %d, want 9", got)
 	}
 }
