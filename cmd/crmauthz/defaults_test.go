@@ -56,7 +56,7 @@ func TestFlagDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"server", so.serverConfig(), server.DefaultConfig()},
-		{"index", so.indexConfig(), index.Config{Dir: ixd.Dir, Timeout: ixd.Timeout}},
+		{"index", so.indexConfig(), index.Config{Dir: ixd.Dir, Timeout: ixd.Timeout, MergeBytes: ixd.MergeBytes}},
 		{"replication", so.replicationConfig(), replication.Config{MaxEvents: replication.DefaultConfig().MaxEvents}},
 		{"policy", []any{pcfg.Dir, pcfg.RequireTests, pcfg.DecisionCacheSlots, pcfg.Evaluator, pcfg.EvalTimeout},
 			[]any{pd.Dir, pd.RequireTests, pd.DecisionCacheSlots, pd.Evaluator, pd.EvalTimeout}},

@@ -44,6 +44,7 @@ type serveOptions struct {
 	shutdownTimeout  time.Duration
 	logLevel         string
 	indexLockTimeout time.Duration
+	indexMergeBytes  int64
 	snapshotTimeout  time.Duration
 	maxSnapshotBytes int64
 	maxDecisionBytes int64
@@ -121,6 +122,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.Uint64Var(&o.readyMinSeq, "ready-min-seq", sd.ReadyMinSeq, "/health/ready answers 503 until the index has applied this seq")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", ld.ShutdownTimeout, "time allowed for in-flight requests to finish on SIGTERM")
 	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", ixd.Timeout, "how long to wait for the data directory's lock (<data-dir>/LOCK) at start")
+	f.Int64Var(&o.indexMergeBytes, "index-merge-bytes", ixd.MergeBytes, "heap the index's overlay of recent replication batches may take before they are merged into the index file; more is faster for changes spread over a large index")
 	f.DurationVar(&o.readHeaderTO, "read-header-timeout", ld.ReadHeaderTimeout, "time a client has to send the request headers (slowloris guard)")
 	f.DurationVar(&o.readTO, "read-timeout", ld.ReadTimeout, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
 	f.IntVar(&o.maxInFlight, "max-in-flight", ld.MaxInFlight, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
@@ -176,7 +178,7 @@ func (o *serveOptions) policyConfig() (policy.Config, error) {
 
 // indexConfig is the index's configuration from the flags.
 func (o *serveOptions) indexConfig() index.Config {
-	return index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout}
+	return index.Config{Dir: o.dataDir, Timeout: o.indexLockTimeout, MergeBytes: o.indexMergeBytes}
 }
 
 // replicationConfig is the replicator's configuration from the flags (Index unset).

@@ -85,6 +85,7 @@ func serveRules(o *serveOptions) map[string]cliflags.Rule {
 		// sizes and counts
 		"max-decision-bytes":  func() string { return cliflags.BytesIn(o.maxDecisionBytes, cliflags.KiB, 64*cliflags.MiB) },
 		"max-batch-bytes":     func() string { return cliflags.BytesIn(o.maxBatchBytes, cliflags.KiB, cliflags.GiB) },
+		"index-merge-bytes":   func() string { return cliflags.BytesIn(o.indexMergeBytes, cliflags.MiB, cliflags.GiB) },
 		"max-snapshot-bytes":  func() string { return cliflags.BytesIn(o.maxSnapshotBytes, cliflags.KiB, 1024*cliflags.GiB) },
 		"max-batch-events":    func() string { return cliflags.IntIn(int64(o.maxBatchEvents), 1, 1_000_000) },
 		"max-in-flight":       func() string { return cliflags.InFlight(o.maxInFlight) },

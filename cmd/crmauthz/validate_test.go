@@ -86,6 +86,7 @@ var badServeFlags = []struct {
 	{"max-decision-bytes", "-1", "want from 1024 to 67108864 bytes"},
 	{"max-decision-bytes", "1073741824", "want from 1024 to 67108864 bytes"},
 	{"max-batch-bytes", "0", "want from 1024 to 1073741824 bytes (1 KiB to 1 GiB)"},
+	{"index-merge-bytes", "1000", "want from 1048576 to 1073741824 bytes (1 MiB to 1 GiB)"},
 	{"max-snapshot-bytes", "-1", "want from 1024 to 1099511627776 bytes (1 KiB to 1024 GiB)"},
 	{"max-batch-events", "0", "want a number from 1 to 1000000"},
 	{"max-in-flight", "-1", "want 0 (no limit) or a number from 1 to 1000000"},

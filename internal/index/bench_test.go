@@ -50,7 +50,38 @@ func benchIndex(b *testing.B, nUsers, nRecords int) *Index {
 // BenchmarkView_UserRecord is the facts of one decision: one read transaction reading one user
 // and one record from an index of 100,000 records.
 func BenchmarkView_UserRecord(b *testing.B) {
+	benchUserRecord(b, benchIndex(b, 10_000, 100_000))
+}
+
+// BenchmarkView_UserRecordOverlay is BenchmarkView_UserRecord with a non-empty overlay: 10,000
+// follower changes applied after the load and not merged, so that every read looks in the overlay
+// first (some of the records read are in it).
+func BenchmarkView_UserRecordOverlay(b *testing.B) {
 	ix := benchIndex(b, 10_000, 100_000)
+	ix.mergeBytes = 1 << 40
+	for k := range 10 {
+		mustUpdate(b, ix, func(w *WriteTx) error {
+			for i := range 1000 {
+				j := (k*1000 + i) * 7 % 100_000
+				if i%100 == 0 {
+					j = (k*100 + i/100) * 97 % 100_000
+				}
+				typ := TypeContact
+				if j%3 == 0 {
+					typ = TypeOpportunity
+				}
+				if err := w.AddFollower(typ, fmt.Sprintf("r-%08d", j), "u-new"); err != nil && !isTooMany(err) {
+					return err
+				}
+			}
+			return w.SetAppliedSeq(uint64(2 + k))
+		})
+	}
+	benchUserRecord(b, ix)
+}
+
+// benchUserRecord reads one user and one record per View, over 1,024 of each.
+func benchUserRecord(b *testing.B, ix *Index) {
 	const n = 1024
 	userIDs, recIDs, types := make([]string, n), make([]string, n), make([]string, n)
 	for i := range n {

@@ -134,17 +134,15 @@ func checkReverseIndex(tb testing.TB, t *ReadTx) {
 		tb.Fatal(err)
 	}
 	got := map[string]byte{}
-	if b := t.bucket(bByUser); b != nil {
-		if err := b.ForEach(func(k, v []byte) error {
-			if len(v) != 1 {
-				tb.Errorf("byuser %q: value %q", k, v)
-				return nil
-			}
-			got[string(k)] = v[0]
-			return nil
-		}); err != nil {
-			tb.Fatal(err)
+	if err := t.scan(bByUser, nil, nil, func(k, v []byte) (bool, error) {
+		if len(v) != 1 {
+			tb.Errorf("byuser %q: value %q", k, v)
+			return true, nil
 		}
+		got[string(k)] = v[0]
+		return true, nil
+	}); err != nil {
+		tb.Fatal(err)
 	}
 	if !maps.Equal(got, want) {
 		for k, v := range want {
@@ -158,8 +156,11 @@ func checkReverseIndex(tb testing.TB, t *ReadTx) {
 			}
 		}
 	}
-	if b := t.bucket(bUsers); b != nil {
-		n.Users = uint64(b.Stats().KeyN)
+	if err := t.scan(bUsers, nil, nil, func(_, _ []byte) (bool, error) {
+		n.Users++
+		return true, nil
+	}); err != nil {
+		tb.Fatal(err)
 	}
 	if c := t.Counts(); !equalCounts(c, n) {
 		tb.Errorf("stored counts %+v, buckets hold %+v", c, n)

@@ -10,9 +10,15 @@
 //	users    <user id>                                JSON of User, every field explicit
 //	records  <type> 0x00 <id>                         JSON of Record, followers always an array
 //	byuser   <user> 0x00 <type> 0x00 <loc> 0x00 <id>  'o' (owner) or 'f' (follower)
+//	delta    batch generation, 8 bytes big-endian       the batch's changes to the buckets above
 //
 // byuser is the reverse index behind ReadTx.SubjectRecords and WriteTx.DeleteUser; every write
 // keeps it exact. Ids never contain NUL, so the keys are unambiguous and sort by id within a prefix.
+//
+// An Update does not write the first four (the main buckets): it appends its changes to the delta
+// log and keeps them in an in-memory overlay that every read consults first; the Update that
+// brings the overlay to Config.MergeBytes merges it into the main buckets (overlay.go, merge.go,
+// docs/design.md "Index: delta log, overlay and merge").
 //
 // # Concurrency
 //
@@ -69,12 +75,20 @@ type Config struct {
 	ReadOnly bool
 	// MaxFollowers is the maximum number of followers of a record besides its owner.
 	MaxFollowers int
+	// MergeBytes bounds the overlay: the in-memory changes of the batches applied since the last
+	// merge (docs/design.md, "Index: delta log, overlay and merge"). The Update whose batch brings
+	// the overlay's estimated size to MergeBytes or beyond merges it into the main buckets before
+	// it returns.
+	MergeBytes int64
 }
 
+// DefaultMergeBytes is the default Config.MergeBytes (BENCHMARKS.md, "Random replication").
+const DefaultMergeBytes = 16 << 20
+
 // DefaultConfig returns the defaults, which Open fills in for zero fields (Dir excepted): a
-// 5 s wait for the lock, 10 followers.
+// 5 s wait for the lock, 10 followers, a 16 MiB overlay.
 func DefaultConfig() Config {
-	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10}
+	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10, MergeBytes: DefaultMergeBytes}
 }
 
 // User is a user of the CRM, as stored. Defaults (contacts_enabled, opportunities_enabled true)
@@ -126,6 +140,7 @@ type Index struct {
 	timeout      time.Duration
 	readOnly     bool
 	maxFollowers int
+	mergeBytes   int64
 
 	// lock is Dir/LOCK, held from Open to Close (lock.go).
 	lock dirLock
@@ -153,6 +168,20 @@ type Index struct {
 	// Snapshot build sizes (runBufferBytes, bulkCommitPuts); tests make them small.
 	runBuffer, bulkCommit int
 	tune                  tuning
+	// merges counts the merges done and mergeTime sums their durations (for the benchmarks).
+	merges    atomic.Int64
+	mergeTime atomic.Int64
+	// mergeChunk is the number of keys a merge writes per commit (merge.go); tests make it small.
+	mergeChunk int
+	// hooks are nil outside tests.
+	hooks struct {
+		// viewLoaded runs in View between loading the overlay state and beginning the read
+		// transaction.
+		viewLoaded func()
+		// mergeCommitted runs after each commit of a merge (chunk counts from 0, last tells the
+		// final one); an error aborts the merge there, as a crash would.
+		mergeCommitted func(chunk int, last bool) error
+	}
 }
 
 func (ix *Index) liveOptions() *bolt.Options {
@@ -167,7 +196,7 @@ func (ix *Index) liveOptions() *bolt.Options {
 }
 
 func createBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketUsers, bucketRecords, bucketByUser} {
+	for _, name := range [][]byte{bucketMeta, bucketUsers, bucketRecords, bucketByUser, bucketDelta} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -211,11 +240,14 @@ func (ix *Index) Close() error {
 type handle struct {
 	db   *bolt.DB
 	refs atomic.Int64
+	// ov is the overlay in front of db's main buckets (overlay.go); replaced, never changed.
+	ov atomic.Pointer[ovState]
 }
 
-// newHandle wraps db as the live file (one reference).
+// newHandle wraps db as the live file (one reference), with an empty overlay.
 func (ix *Index) newHandle(db *bolt.DB) *handle {
 	h := &handle{db: db}
+	h.ov.Store(&ovState{lay: newLayer()})
 	h.refs.Store(1)
 	ix.handles.Add(1)
 	return h
@@ -241,9 +273,9 @@ func (ix *Index) releaseLate(h *handle) {
 	}
 }
 
-// View runs fn in one bbolt read transaction. The *ReadTx, and the byte slices UserJSON and
-// RecordJSON return, are valid only until fn returns: the ReadTx is reused by later Views.
-// fn's error is returned as is.
+// View runs fn in one bbolt read transaction and the overlay state that goes with it. The
+// *ReadTx, and the byte slices UserJSON and RecordJSON return, are valid only until fn returns:
+// the ReadTx is reused by later Views. fn's error is returned as is.
 func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	ix.rw.RLock()
 	h := ix.cur
@@ -253,13 +285,33 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	}
 	h.refs.Add(1)
 	ix.rw.RUnlock()
-	tx, err := h.db.Begin(false)
-	if err != nil {
-		ix.releaseLate(h)
-		return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
+	var (
+		st *ovState
+		tx *bolt.Tx
+	)
+	for {
+		// A merge changes the main buckets only under a new epoch (merge.go): if the epoch
+		// is the same after Begin, no commit of the transaction's snapshot wrote a key of the
+		// overlay the reader would not find in st's layer at st's generation.
+		st = h.ov.Load()
+		if ix.hooks.viewLoaded != nil {
+			ix.hooks.viewLoaded()
+		}
+		tx, err = h.db.Begin(false)
+		if err != nil {
+			ix.releaseLate(h)
+			return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
+		}
+		if h.ov.Load().epoch == st.epoch {
+			break
+		}
+		_ = tx.Rollback()
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
+	if st.lay.n.Load() > 0 {
+		t.lay, t.gen = st.lay, st.gen
+	}
 	defer func() {
 		t.reset()
 		ix.readTxs.Put(t)
@@ -271,7 +323,9 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 
 // Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
 // an error or panics, everything fn did is rolled back and the error is returned as is; otherwise
-// the transaction commits (and fsyncs) before Update returns.
+// the transaction commits (and fsyncs) before Update returns. The commit writes fn's changes to
+// the delta log; when they bring the overlay to Config.MergeBytes, Update then merges the overlay
+// into the main buckets before it returns (an error of that merge says the batch is committed).
 func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.readOnly {
 		return ErrReadOnly
@@ -284,9 +338,16 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	var (
 		seq    uint64
 		counts Counts
+		pend   *pending
 	)
-	err := ix.cur.db.Update(func(tx *bolt.Tx) error { // cur changes only under wmu
-		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent)
+	h := ix.cur // cur changes only under wmu
+	st := h.ov.Load()
+	if ix.tune.direct {
+		st = nil
+	}
+	gen := h.ov.Load().gen + 1
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
 		defer w.reset()
 		if err := fn(w); err != nil {
 			return err
@@ -296,12 +357,34 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		}
 		seq = w.AppliedSeq()
 		counts = w.Counts()
-		return nil
+		pend = w.pend
+		if pend == nil || pend.empty() {
+			return nil
+		}
+		return tx.Bucket(bucketDelta).Put(encodeUint64(gen), pend.encodeDelta())
 	})
 	if err != nil {
 		return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
 	}
+	if pend != nil && !pend.empty() {
+		for bi := range pend {
+			for k, v := range pend[bi] {
+				st.lay.insert(bi, k, gen, v)
+			}
+		}
+		h.ov.Store(&ovState{lay: st.lay, gen: gen, epoch: st.epoch})
+	}
 	ix.publish(seq, counts)
+	if st != nil && st.lay.size.Load() >= ix.mergeBytes {
+		start := time.Now()
+		err := ix.merge(h)
+		ix.merges.Add(1)
+		ix.mergeTime.Add(int64(time.Since(start)))
+		if err != nil {
+			return fmt.Errorf("index: the batch is committed, but merging the overlay failed "+
+				"(the next batch tries again): %w", ix.liveName(err))
+		}
+	}
 	return nil
 }
 
@@ -352,7 +435,11 @@ func (ix *Index) Backup(w io.Writer, before func(seq uint64, size int64) error) 
 	var n int64
 	err := ix.View(func(t *ReadTx) error {
 		if before != nil {
-			if err := before(t.AppliedSeq(), t.tx.Size()); err != nil {
+			seq, err := fileSeq(t.tx)
+			if err != nil {
+				return err
+			}
+			if err := before(seq, t.tx.Size()); err != nil {
 				return err
 			}
 		}

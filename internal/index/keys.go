@@ -39,6 +39,7 @@ var (
 	bucketUsers   = []byte("users")
 	bucketRecords = []byte("records")
 	bucketByUser  = []byte("byuser")
+	bucketDelta   = []byte("delta")
 
 	keyAppliedSeq = []byte("applied_seq")
 )

@@ -243,17 +243,48 @@ func checkAgainstModel(tb testing.TB, ix *Index, m *model, g *gen, step string) 
 
 // TestRandomAgainstModel applies a few thousand random operations, in batches, some rolled back,
 // with a ReplaceAll now and then, and compares everything with the model after every commit.
+//
+// The overlay (overlay.go) is driven too: seeds 4–6 use a small Config.MergeBytes, so that
+// Updates merge on their own, and every seed merges at random points, reopens the index
+// (rebuilding the overlay from the delta log) and "crashes" mid-merge (a merge stopped after a
+// random chunk, then the index reopened), comparing after each. Seed 7 writes the main buckets
+// directly (tuning.direct, the layout the benchmark compares with).
 func TestRandomAgainstModel(t *testing.T) {
-	for _, seed := range []uint64{1, 2, 3} {
+	for _, seed := range []uint64{1, 2, 3, 4, 5, 6, 7} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			g := newGen(seed)
-			ix := openTest(t, Config{})
+			cfg := Config{Dir: t.TempDir()}
+			if seed > 3 {
+				cfg.MergeBytes = int64(300 + g.rng.IntN(3000))
+			}
+			tune := defaultTuning()
+			tune.direct = seed == 7
+			ix, err := openTuned(cfg, tune)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ix.Close() })
 			m := newModel()
-			ops := 0
+			ops, merges := 0, int64(0)
 			for batch := 0; batch < 1000; batch++ {
-				if g.rng.IntN(40) == 0 {
+				switch n := g.rng.IntN(200); {
+				case n < 5:
 					replaceRandom(t, ix, m, g, batch)
 					continue
+				case n < 15:
+					ix.mergeChunk = 1 + g.rng.IntN(8)
+					forceMerge(t, ix, -1)
+					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: merge", batch))
+				case n < 20:
+					merges += ix.merges.Load()
+					ix = reopen(t, ix, cfg)
+					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: reopen", batch))
+				case n < 25:
+					ix.mergeChunk = 1 + g.rng.IntN(4)
+					forceMerge(t, ix, g.rng.IntN(6))
+					merges += ix.merges.Load()
+					ix = reopen(t, ix, cfg)
+					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: crash mid-merge", batch))
 				}
 				next := m.clone()
 				// Mostly the replication way: the first failing op aborts the batch. Sometimes
@@ -288,7 +319,7 @@ func TestRandomAgainstModel(t *testing.T) {
 				}
 				checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d %q", batch, log))
 			}
-			t.Logf("%d ops; final counts %+v", ops, m.state().counts())
+			t.Logf("%d ops, %d merges by Update; final counts %+v", ops, merges+ix.merges.Load(), m.state().counts())
 		})
 	}
 }

@@ -44,6 +44,12 @@ func openTuned(cfg Config, t tuning) (*Index, error) {
 	if cfg.MaxFollowers == 0 {
 		cfg.MaxFollowers = DefaultConfig().MaxFollowers
 	}
+	if cfg.MergeBytes < 0 {
+		return nil, fmt.Errorf("index: Config.MergeBytes is negative (%d)", cfg.MergeBytes)
+	}
+	if cfg.MergeBytes == 0 {
+		cfg.MergeBytes = DefaultConfig().MergeBytes
+	}
 	ix := &Index{
 		path:         filepath.Join(cfg.Dir, FileName),
 		dir:          cfg.Dir,
@@ -53,6 +59,7 @@ func openTuned(cfg Config, t tuning) (*Index, error) {
 		runBuffer:    runBufferBytes,
 		bulkCommit:   bulkCommitPuts,
 		tune:         t,
+		mergeBytes:   cfg.MergeBytes,
 	}
 	ix.readTxs.New = func() any { return new(ReadTx) }
 	ch := make(chan struct{})
@@ -67,37 +74,46 @@ func openTuned(cfg Config, t tuning) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := ix.open()
+	db, st, err := ix.open()
 	if err != nil {
 		_ = lock.release()
 		return nil, err
 	}
 	ix.lock = lock
 	ix.cur = ix.newHandle(db)
+	ix.cur.ov.Store(st)
+	if ix.tune.direct && !ix.readOnly {
+		// Writes go straight to the main buckets (tuning.direct): nothing may hide them.
+		if err := ix.merge(ix.cur); err != nil {
+			_ = ix.Close()
+			return nil, fmt.Errorf("index: merge the delta log of %s: %w", ix.path, err)
+		}
+	}
 	return ix, nil
 }
 
-// open opens index.db (creating it in read-write mode), checks it, creates the buckets and loads
-// the cached applied_seq and counts. The caller holds the lock file.
-func (ix *Index) open() (*bolt.DB, error) {
+// open opens index.db (creating it in read-write mode), checks it, creates the buckets, rebuilds
+// the overlay from the delta log and loads the cached applied_seq and counts. The caller holds
+// the lock file.
+func (ix *Index) open() (*bolt.DB, *ovState, error) {
 	if !ix.readOnly {
 		// We hold the exclusive lock: a leftover temporary file is from a crashed ReplaceAll (or
 		// creation), never from a live process building one.
 		if err := removeLeftovers(ix.path); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	st, err := os.Stat(ix.path)
 	switch {
 	case err == nil && st.Size() == 0:
-		return nil, ix.damaged("it is empty (0 bytes)")
+		return nil, nil, ix.damaged("it is empty (0 bytes)")
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist) && !ix.readOnly:
 		if err := ix.create(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	default:
-		return nil, fmt.Errorf("index: open %s: %w", ix.path, err)
+		return nil, nil, fmt.Errorf("index: open %s: %w", ix.path, err)
 	}
 	return ix.openChecked()
 }
@@ -139,7 +155,7 @@ func (ix *Index) create() error {
 // meta page records (a truncated copy). bbolt panics, or faults on the memory map, on some broken
 // files; that is turned into an error wrapping ErrDamaged here (the memory map of such a file is
 // not unmapped, but the process is about to exit with the error anyway).
-func (ix *Index) openChecked() (db *bolt.DB, err error) {
+func (ix *Index) openChecked() (db *bolt.DB, st *ovState, err error) {
 	var file *os.File // of the last bolt.Open, closed if it panics
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -153,7 +169,7 @@ func (ix *Index) openChecked() (db *bolt.DB, err error) {
 		case file != nil:
 			_ = file.Close() // bbolt's own handle: this also lets its lock go
 		}
-		db, err = nil, ix.damaged(fmt.Sprintf("reading it failed: %v", v))
+		db, st, err = nil, nil, ix.damaged(fmt.Sprintf("reading it failed: %v", v))
 	}()
 
 	open := func(readOnly bool) (*bolt.DB, error) {
@@ -187,36 +203,49 @@ func (ix *Index) openChecked() (db *bolt.DB, err error) {
 		// a truncated file makes bbolt panic), and later writes to the file.
 		ro, err := open(true)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		// Read the delta log too (a broken page there panics in bbolt) before anything writes.
+		if _, err := ix.readOverlay(ro); err != nil {
+			_ = ro.Close()
+			return nil, nil, err
 		}
 		if err := ro.Close(); err != nil {
-			return nil, fmt.Errorf("index: close %s: %w", ix.path, err)
+			return nil, nil, fmt.Errorf("index: close %s: %w", ix.path, err)
 		}
 	}
 	if db, err = open(ix.readOnly); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	fail := func(e error) (*bolt.DB, error) {
+	fail := func(e error) (*bolt.DB, *ovState, error) {
 		_ = db.Close()
-		return nil, e
+		return nil, nil, e
 	}
 	if !ix.readOnly {
 		if err := db.Update(createBuckets); err != nil {
 			return fail(fmt.Errorf("index: create buckets in %s: %w", ix.path, err))
 		}
 	}
-	// In a View-like closure: if reading panics, the transaction must end before the recover
-	// above closes db (bbolt's Close waits for open transactions).
-	if err := db.View(func(tx *bolt.Tx) error {
-		t := &ReadTx{tx: tx}
-		c := t.Counts()
-		ix.seq.Store(t.AppliedSeq())
-		ix.counts.Store(&c)
-		return nil
-	}); err != nil {
-		return fail(fmt.Errorf("index: read %s: %w", ix.path, err))
+	if st, err = ix.readOverlay(db); err != nil {
+		return fail(err)
 	}
-	return db, nil
+	return db, st, nil
+}
+
+// readOverlay rebuilds db's overlay (loadOverlay) in a read transaction. Called where a panic is
+// recovered: the transaction must end before the recover closes db (bbolt's Close waits for open
+// transactions), hence the View.
+func (ix *Index) readOverlay(db *bolt.DB) (st *ovState, err error) {
+	if err := db.View(func(tx *bolt.Tx) error {
+		st, err = ix.loadOverlay(tx)
+		return err
+	}); err != nil {
+		if errors.Is(err, errCorruptDelta) {
+			return nil, ix.damaged(err.Error())
+		}
+		return nil, fmt.Errorf("index: read %s: %w", ix.path, err)
+	}
+	return st, nil
 }
 
 // checkFile checks that db's file is the one at ix.path and that it holds every page its meta

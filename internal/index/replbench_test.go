@@ -170,12 +170,17 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 // BenchmarkRandomReplication1M applies batches of 1,000 follower and owner changes spread at
 // random over an index of 1,000,000 records (10,000 users, 1–10 followers each), one Update (one
 // commit, fsynced) per batch, and reports events/s. Each variant changes one setting of the write
-// path (tuning.go) on its own copy of the index; "default" is the shipped one. The machine is
-// shared and its load swings within seconds, so the variants take turns batch by batch inside one
-// benchmark (one op = one batch on each) and each reports its own events/s over the same period.
-// Building the index takes ~15 s per page size on a quiet machine; all the copies take 4.5 GB of
-// disk (REPL_BENCH_DIR keeps the built files for the next run).
+// path (tuning.go, Config.MergeBytes) on its own copy of the index; "default" is the shipped one
+// (delta log and overlay, docs/design.md), "direct" the layout before issue 17 (every Update
+// written into the main buckets). The machine is shared and its load swings within seconds, so
+// the variants take turns batch by batch inside one benchmark (one op = one batch on each) and
+// each reports its own events/s over the same period. The merges an Update does are part of its
+// time (commit-ms, cpu-ms; ms/merge apart): run enough batches for whole merge cycles (the default
+// merges every ~27 batches; -benchtime 270x is ten). Building the index takes ~15 s per page
+// size on a quiet machine; all the copies take 4.5 GB of disk (REPL_BENCH_DIR keeps the built
+// files for the next run).
 //
+//	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 270x -count 3 ./internal/index   # default and direct
 //	REPL_BENCH_VARIANTS=all go test -run '^$' -bench 'RandomReplication1M$' -benchtime 20x -count 3 ./internal/index
 func BenchmarkRandomReplication1M(b *testing.B) {
 	if testing.Short() {
@@ -185,6 +190,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		name   string
 		tune   func(*tuning)
 		sorted bool
+		merge  int64 // Config.MergeBytes (0: the default)
 
 		ix      *Index
 		rng     *rand.Rand
@@ -192,9 +198,13 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		total   time.Duration
 		inApply time.Duration // of total, in the Update callback (the rest: commit)
 		cpu     time.Duration // CPU time of the process (user and system) during the Updates
+		written int64         // bytes passed to write system calls during the Updates
 	}
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
+		{name: "direct", tune: func(t *tuning) { t.direct = true }},
+		{name: "mergebytes=32MiB", tune: func(*tuning) {}, merge: 32 << 20},
+		{name: "mergebytes=64MiB", tune: func(*tuning) {}, merge: 64 << 20},
 		{name: "sorted", tune: func(*tuning) {}, sorted: true},
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
@@ -206,7 +216,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	// REPL_BENCH_VARIANTS: "all", or names separated by commas; by default only the shipped
 	// settings run (make bench-go), since each page size builds its own index.
 	if only := os.Getenv("REPL_BENCH_VARIANTS"); only != "all" {
-		names := strings.Split(cmp.Or(only, "default"), ",")
+		names := strings.Split(cmp.Or(only, "default,direct"), ",")
 		variants = slices.DeleteFunc(variants, func(v *variant) bool { return !slices.Contains(names, v.name) })
 	}
 	for i, v := range variants {
@@ -214,7 +224,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		v.tune(&t)
 		dir := b.TempDir()
 		copyFile(b, replBenchFile(b, t.pageSize), filepath.Join(dir, FileName))
-		ix, err := openTuned(Config{Dir: dir}, t)
+		ix, err := openTuned(Config{Dir: dir, MergeBytes: v.merge}, t)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -229,7 +239,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			})
 		}
 		v.seq += replBatch
-		cpu0 := processCPU(b)
+		cpu0, w0 := processCPU(b), processWrittenBytes()
 		start := time.Now()
 		if err := v.ix.Update(func(w *WriteTx) error {
 			t0 := time.Now()
@@ -243,6 +253,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		}
 		v.total += time.Since(start)
 		v.cpu += processCPU(b) - cpu0
+		v.written += processWrittenBytes() - w0
 	}
 	b.ResetTimer()
 	for i := range b.N {
@@ -255,6 +266,11 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		b.ReportMetric(float64(b.N*replBatch)/v.total.Seconds(), v.name+"-events/s")
 		b.ReportMetric(float64((v.total-v.inApply).Microseconds())/1000/float64(b.N), v.name+"-commit-ms")
 		b.ReportMetric(float64(v.cpu.Microseconds())/1000/float64(b.N), v.name+"-cpu-ms")
+		b.ReportMetric(float64(v.written)/(1<<20)/float64(b.N), v.name+"-written-MiB")
+		if m := v.ix.merges.Load(); m > 0 {
+			b.ReportMetric(float64(m), v.name+"-merges")
+			b.ReportMetric(float64(v.ix.mergeTime.Load())/1e6/float64(m), v.name+"-ms/merge")
+		}
 		if fi, err := os.Stat(v.ix.Path()); err == nil {
 			b.ReportMetric(float64(fi.Size())/(1<<20), v.name+"-file-MiB")
 		}

@@ -15,8 +15,15 @@ type tuning struct {
 	pageSize int
 	// noFreelistSync leaves the freelist out of each commit; Open rebuilds it by walking the file.
 	noFreelistSync bool
-	// fillPercent is the split point of the records and byuser buckets in Update (0: bbolt's 0.5).
+	// fillPercent is the split point of the records and byuser buckets in Update and merges (0:
+	// bbolt's 0.5).
 	fillPercent float64
+	// direct writes each Update straight into the main buckets, without the delta log and the
+	// overlay (overlay.go): the layout before issue 17, kept for BenchmarkRandomReplication1M.
+	direct bool
+	// initialMmapSize is bbolt's InitialMmapSize (0: bbolt's default). A test that holds a read
+	// transaction across a merge sets it, so the merge's commits never wait to re-map the file.
+	initialMmapSize int
 }
 
 func defaultTuning() tuning {
@@ -27,5 +34,6 @@ func defaultTuning() tuning {
 func (t tuning) apply(opts *bolt.Options) *bolt.Options {
 	opts.PageSize = t.pageSize
 	opts.NoFreelistSync = t.noFreelistSync
+	opts.InitialMmapSize = t.initialMmapSize
 	return opts
 }

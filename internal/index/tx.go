@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,6 +18,11 @@ type ReadTx struct {
 	buckets [4]*bolt.Bucket
 	looked  uint8
 	key     []byte // scratch buffer for lookup keys (bbolt copies keys it stores)
+
+	// The overlay this transaction reads in front of the main buckets (overlay.go): the versions
+	// of lay not newer than gen. lay is nil when the overlay was empty at the start.
+	lay *layer
+	gen uint64
 
 	w *WriteTx // non-nil when this is the read side of a WriteTx
 }
@@ -35,7 +41,109 @@ func (t *ReadTx) reset() {
 	t.tx = nil
 	t.buckets = [4]*bolt.Bucket{}
 	t.looked = 0
+	t.lay = nil
 	t.w = nil
+}
+
+// get returns the value of key in bucket bi as this transaction sees it: its own writes (a
+// WriteTx), then the overlay, then the main bucket. nil when absent. The bytes are read-only.
+func (t *ReadTx) get(bi int, key []byte) []byte {
+	if t.w != nil && t.w.pend != nil {
+		if v, ok := t.w.pend[bi][string(key)]; ok {
+			return v
+		}
+	}
+	if t.lay != nil {
+		if v, ok := t.lay.lookup(bi, key, t.gen); ok {
+			return v
+		}
+	}
+	b := t.bucket(bi)
+	if b == nil {
+		return nil
+	}
+	return b.Get(key)
+}
+
+// overlayRange returns the keys of bucket bi starting with prefix and >= start that this
+// transaction sees in its own writes or the overlay, sorted, with their values (nil: deleted,
+// which hides the main bucket's key).
+func (t *ReadTx) overlayRange(bi int, prefix, start []byte) []ovKV {
+	var keys []string
+	if t.w != nil && t.w.pend != nil {
+		for k := range t.w.pend[bi] {
+			if strings.HasPrefix(k, string(prefix)) && k >= string(start) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	if t.lay != nil {
+		keys = t.lay.keys(bi, prefix, start, keys)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	out := make([]ovKV, 0, len(keys))
+	for _, k := range keys {
+		if t.w != nil && t.w.pend != nil {
+			if v, ok := t.w.pend[bi][k]; ok {
+				out = append(out, ovKV{bi: bi, key: k, val: v})
+				continue
+			}
+		}
+		if t.lay != nil {
+			if v, ok := t.lay.lookup(bi, []byte(k), t.gen); ok {
+				out = append(out, ovKV{bi: bi, key: k, val: v})
+			}
+		}
+	}
+	return out
+}
+
+// scan calls fn with the keys of bucket bi that start with prefix and are >= start, in key order,
+// with their values, as this transaction sees them (the main bucket merged with the overlay),
+// until fn returns false or an error (returned as is). k and v are read-only and valid only
+// during the call; fn must not write.
+func (t *ReadTx) scan(bi int, prefix, start []byte, fn func(k, v []byte) (bool, error)) error {
+	if bytes.Compare(start, prefix) < 0 {
+		start = prefix
+	}
+	ov := t.overlayRange(bi, prefix, start)
+	var (
+		c    *bolt.Cursor
+		k, v []byte
+	)
+	if b := t.bucket(bi); b != nil {
+		c = b.Cursor()
+		k, v = c.Seek(start)
+	}
+	for {
+		inMain := k != nil && bytes.HasPrefix(k, prefix)
+		if !inMain && len(ov) == 0 {
+			return nil
+		}
+		var ck, cv []byte
+		if len(ov) > 0 && (!inMain || ov[0].key <= string(k)) {
+			if inMain && ov[0].key == string(k) {
+				k, v = c.Next() // the overlay's value hides the main bucket's
+			}
+			e := ov[0]
+			ov = ov[1:]
+			if e.val == nil {
+				continue
+			}
+			ck, cv = []byte(e.key), e.val
+		} else {
+			ck, cv = k, v
+			k, v = c.Next()
+		}
+		more, err := fn(ck, cv)
+		if err != nil || !more {
+			return err
+		}
+	}
 }
 
 // bucket returns bucket i, or nil when it does not exist (a read-only open of a new file).
@@ -52,11 +160,7 @@ func (t *ReadTx) AppliedSeq() uint64 {
 	if t.tx == nil {
 		return 0
 	}
-	b := t.bucket(bMeta)
-	if b == nil {
-		return 0
-	}
-	return decodeUint64(b.Get(keyAppliedSeq))
+	return decodeUint64(t.get(bMeta, keyAppliedSeq))
 }
 
 // UserJSON returns the stored JSON of user id, or nil, nil if absent. The bytes belong to bbolt:
@@ -70,12 +174,8 @@ func (t *ReadTx) UserJSON(id string) ([]byte, error) {
 	if idProblem(id) != "" {
 		return nil, nil
 	}
-	b := t.bucket(bUsers)
-	if b == nil {
-		return nil, nil
-	}
 	t.key = append(t.key[:0], id...)
-	return b.Get(t.key), nil
+	return t.get(bUsers, t.key), nil
 }
 
 // RecordJSON returns the stored JSON of record (typ, id), or nil, nil if absent. The bytes belong
@@ -88,12 +188,8 @@ func (t *ReadTx) RecordJSON(typ, id string) ([]byte, error) {
 	if idProblem(typ) != "" || idProblem(id) != "" {
 		return nil, nil
 	}
-	b := t.bucket(bRecords)
-	if b == nil {
-		return nil, nil
-	}
 	t.key = recordKey(t.key[:0], typ, id)
-	return b.Get(t.key), nil
+	return t.get(bRecords, t.key), nil
 }
 
 func checkRecordRef(typ, id string) error {
@@ -140,17 +236,17 @@ func (t *ReadTx) Counts() Counts {
 	if t.tx == nil {
 		return c
 	}
-	if b := t.bucket(bMeta); b != nil {
-		cur := b.Cursor()
-		prefix := []byte(countKeyPrefix)
-		for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
-			switch ks := string(k); {
-			case ks == countUsersKey:
-				c.Users = decodeUint64(v)
-			case strings.HasPrefix(ks, countRecordKeyPrefix):
-				c.Records[ks[len(countRecordKeyPrefix):]] = decodeUint64(v)
-			}
+	err := t.scan(bMeta, []byte(countKeyPrefix), nil, func(k, v []byte) (bool, error) {
+		switch ks := string(k); {
+		case ks == countUsersKey:
+			c.Users = decodeUint64(v)
+		case strings.HasPrefix(ks, countRecordKeyPrefix):
+			c.Records[ks[len(countRecordKeyPrefix):]] = decodeUint64(v)
 		}
+		return true, nil
+	})
+	if err != nil {
+		return c // scan's callback returns no error
 	}
 	if t.w != nil {
 		for k, d := range t.w.deltas {
@@ -191,24 +287,20 @@ func (t *ReadTx) SubjectRecords(userID, typ, loc, after string, limit int) (ids 
 		return nil, "", fmt.Errorf("index: SubjectRecords limit must be positive, not %d", limit)
 	}
 	ids = []string{}
-	b := t.bucket(bByUser)
-	if b == nil {
-		return ids, "", nil
-	}
 	prefix := byUserPrefix(nil, userID, typ, loc)
 	start := append(prefix[:len(prefix):len(prefix)], after...)
-	c := b.Cursor()
-	k, _ := c.Seek(start)
-	if after != "" && bytes.Equal(k, start) {
-		k, _ = c.Next()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	err = t.scan(bByUser, prefix, start, func(k, _ []byte) (bool, error) {
+		if after != "" && bytes.Equal(k, start) {
+			return true, nil
+		}
 		if len(ids) == limit {
-			return ids, ids[len(ids)-1], nil
+			next = ids[len(ids)-1]
+			return false, nil
 		}
 		ids = append(ids, string(k[len(prefix):]))
-	}
-	return ids, "", nil
+		return true, nil
+	})
+	return ids, next, err
 }
 
 // ForEachUser calls fn with every user, in id order, until fn returns an error (returned as is).
@@ -217,21 +309,13 @@ func (t *ReadTx) ForEachUser(fn func(User) error) error {
 	if t.tx == nil {
 		return ErrClosed
 	}
-	b := t.bucket(bUsers)
-	if b == nil {
-		return nil
-	}
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
+	return t.scan(bUsers, nil, nil, func(_, v []byte) (bool, error) {
 		u, err := decodeUser(v)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if err := fn(u); err != nil {
-			return err
-		}
-	}
-	return nil
+		return true, fn(u)
+	})
 }
 
 // ForEachRecord calls fn with every record, in (type, id) order, until fn returns an error
@@ -240,19 +324,11 @@ func (t *ReadTx) ForEachRecord(fn func(Record) error) error {
 	if t.tx == nil {
 		return ErrClosed
 	}
-	b := t.bucket(bRecords)
-	if b == nil {
-		return nil
-	}
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
+	return t.scan(bRecords, nil, nil, func(_, v []byte) (bool, error) {
 		r, err := decodeRecord(v)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
-	return nil
+		return true, fn(r)
+	})
 }

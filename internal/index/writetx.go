@@ -19,12 +19,23 @@ type WriteTx struct {
 	maxFollowers int
 	// deltas are the count changes of this transaction, by meta key, written at commit.
 	deltas map[string]int64
+	// pend holds the transaction's writes when they go to the delta log and the overlay
+	// (overlay.go); nil when they go straight to the main buckets (tuning.direct).
+	pend *pending
 }
 
-func newWriteTx(tx *bolt.Tx, maxFollowers int, fill float64) *WriteTx {
+// newWriteTx starts the write side of tx. With st, writes are collected in w.pend and reads see
+// the whole overlay of st; without, they go to the main buckets.
+func newWriteTx(tx *bolt.Tx, maxFollowers int, fill float64, st *ovState) *WriteTx {
 	w := &WriteTx{maxFollowers: maxFollowers, deltas: map[string]int64{}}
 	w.tx = tx
 	w.ReadTx.w = w
+	if st != nil {
+		w.pend = newPending()
+		if st.lay.n.Load() > 0 {
+			w.lay, w.gen = st.lay, st.gen
+		}
+	}
 	if fill > 0 {
 		for _, i := range []int{bRecords, bByUser} {
 			if b := w.bucket(i); b != nil {
@@ -38,27 +49,48 @@ func newWriteTx(tx *bolt.Tx, maxFollowers int, fill float64) *WriteTx {
 func (w *WriteTx) reset() {
 	w.ReadTx.reset()
 	w.deltas = nil
+	w.pend = nil
+}
+
+// put stores key = val (val must stay untouched until the commit); del deletes key.
+func (w *WriteTx) put(bi int, key, val []byte) error {
+	if w.pend != nil {
+		w.pend[bi][string(key)] = val
+		return nil
+	}
+	return w.bucket(bi).Put(key, val)
+}
+
+func (w *WriteTx) del(bi int, key []byte) error {
+	if w.pend != nil {
+		if w.lay == nil && w.bucket(bi).Get(key) == nil {
+			delete(w.pend[bi], string(key)) // nothing to hide: forget the key altogether
+			return nil
+		}
+		w.pend[bi][string(key)] = nil
+		return nil
+	}
+	return w.bucket(bi).Delete(key)
 }
 
 func (w *WriteTx) count(key string, d int64) { w.deltas[key] += d }
 
 // flushCounts adds the deltas to the stored counts.
 func (w *WriteTx) flushCounts() error {
-	b := w.bucket(bMeta)
 	for k, d := range w.deltas {
 		if d == 0 {
 			continue
 		}
 		kb := []byte(k)
-		n := int64(decodeUint64(b.Get(kb))) + d
+		n := int64(decodeUint64(w.get(bMeta, kb))) + d
 		if n < 0 {
 			return fmt.Errorf("index: count %s would become negative (%d)", k, n)
 		}
 		var err error
 		if n == 0 {
-			err = b.Delete(kb)
+			err = w.del(bMeta, kb)
 		} else {
-			err = b.Put(kb, encodeUint64(uint64(n)))
+			err = w.put(bMeta, kb, encodeUint64(uint64(n)))
 		}
 		if err != nil {
 			return err
@@ -80,7 +112,7 @@ func (w *WriteTx) SetAppliedSeq(seq uint64) error {
 	if err := w.check(); err != nil {
 		return err
 	}
-	return w.bucket(bMeta).Put(keyAppliedSeq, encodeUint64(seq))
+	return w.put(bMeta, keyAppliedSeq, encodeUint64(seq))
 }
 
 func checkUser(u *User) error {
@@ -116,12 +148,11 @@ func (w *WriteTx) PutUser(u User) error {
 	if err != nil {
 		return err
 	}
-	b := w.bucket(bUsers)
 	key := []byte(u.ID)
-	if b.Get(key) == nil {
+	if w.get(bUsers, key) == nil {
 		w.count(countUsersKey, 1)
 	}
-	return b.Put(key, v)
+	return w.put(bUsers, key, v)
 }
 
 // DeleteUser deletes user id, removes it from every follower list and unassigns (owner "") the
@@ -143,18 +174,19 @@ func (w *WriteTx) DeleteUser(id string) error {
 		role byte
 	}
 	var refs []ref
-	bu := w.bucket(bByUser)
-	prefix := append([]byte(id), 0)
-	c := bu.Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	err := w.scan(bByUser, append([]byte(id), 0), nil, func(k, v []byte) (bool, error) {
 		_, typ, _, rid, ok := splitByUserKey(k)
 		if !ok || len(v) != 1 {
-			return fmt.Errorf("index: corrupt reverse index entry %q", k)
+			return false, fmt.Errorf("index: corrupt reverse index entry %q", k)
 		}
 		refs = append(refs, ref{key: bytes.Clone(k), typ: typ, id: rid, role: v[0]})
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, r := range refs {
-		if err := bu.Delete(r.key); err != nil {
+		if err := w.del(bByUser, r.key); err != nil {
 			return err
 		}
 		rec, ok, err := w.Record(r.typ, r.id)
@@ -174,13 +206,12 @@ func (w *WriteTx) DeleteUser(id string) error {
 			return err
 		}
 	}
-	b := w.bucket(bUsers)
 	key := []byte(id)
-	if b.Get(key) == nil {
+	if w.get(bUsers, key) == nil {
 		return nil
 	}
 	w.count(countUsersKey, -1)
-	return b.Delete(key)
+	return w.del(bUsers, key)
 }
 
 // normaliseRecord validates r's ids and returns a copy of it whose followers are a set without the
@@ -261,7 +292,7 @@ func (w *WriteTx) DeleteRecord(typ, id string) error {
 		return err
 	}
 	w.count(countRecordKeyPrefix+typ, -1)
-	return w.bucket(bRecords).Delete(recordKey(nil, typ, id))
+	return w.del(bRecords, recordKey(nil, typ, id))
 }
 
 // existing loads a record that must exist.
@@ -364,7 +395,7 @@ func (w *WriteTx) storeRecord(r *Record) error {
 	if err != nil {
 		return err
 	}
-	return w.bucket(bRecords).Put(recordKey(nil, r.Type, r.ID), v)
+	return w.put(bRecords, recordKey(nil, r.Type, r.ID), v)
 }
 
 var (
@@ -378,12 +409,12 @@ func (w *WriteTx) putRef(user string, r *Record, role byte) error {
 		v = valueOwner
 	}
 	w.key = byUserKey(w.key[:0], user, r.Type, r.LocationID, r.ID)
-	return w.bucket(bByUser).Put(w.key, v)
+	return w.put(bByUser, w.key, v)
 }
 
 func (w *WriteTx) delRef(user string, r *Record) error {
 	w.key = byUserKey(w.key[:0], user, r.Type, r.LocationID, r.ID)
-	return w.bucket(bByUser).Delete(w.key)
+	return w.del(bByUser, w.key)
 }
 
 // index writes the reverse index entries of r.
