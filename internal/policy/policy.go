@@ -208,9 +208,8 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		}
 		v, err := p.evalVM(ctx, pl.prog, facts, in)
 		err = p.stopped(ctx, err)
-		var bug *irvm.InternalError
 		switch {
-		case errors.As(err, &bug):
+		case isVMBug(err):
 			// The interpreter failed, not the policy: topdown decides
 			// (the reference), and the fault is counted.
 			p.vmFaults.Add(1)
@@ -227,6 +226,17 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 	}
 	return p.decisionOf(rs)
+}
+
+// isVMBug tells whether err is the interpreter's own failure
+// (irvm.InternalError). The target of errors.As is declared only for an
+// error, where it escapes to the heap, not on every decision.
+func isVMBug(err error) bool {
+	if err == nil {
+		return false
+	}
+	var bug *irvm.InternalError
+	return errors.As(err, &bug)
 }
 
 // Evaluator tells how the revision in service evaluates decisions:
