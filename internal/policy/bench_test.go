@@ -41,6 +41,7 @@ func BenchmarkDecide(b *testing.B) {
 	}{{"golden", e}, {"golden-uncached", uncached}, {"golden-uncached-topdown", topdownUncached}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := startCPU(b)
 			i := 0
 			for b.Loop() {
 				if _, _, err := bc.e.Decide(ctx, facts, inputs[i%len(inputs)]); err != nil {
@@ -48,6 +49,7 @@ func BenchmarkDecide(b *testing.B) {
 				}
 				i++
 			}
+			cpu.report(b)
 		})
 	}
 	// Typical requests: the owner and a follower editing a contact.
@@ -69,11 +71,13 @@ func BenchmarkDecide(b *testing.B) {
 		})
 		b.Run(bc.name+"-uncached", func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := startCPU(b)
 			for b.Loop() {
 				if _, _, err := uncached.Decide(ctx, facts, bc.in); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b)
 		})
 	}
 	b.Run("follower/cancelable-context", func(b *testing.B) {
