@@ -126,27 +126,27 @@ func vmFact(js []byte, intern internTable, what, id string) (*ast.Term, error) {
 	if js == nil {
 		return nil, nil
 	}
-	v, err := jsonToFact(js, intern)
-	if err != nil {
+	f, isObject, err := jsonToFact(js, intern)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("decoding %s %q: %w", what, id, err)
-	}
-	if _, ok := v.(*factObject); !ok {
+	case !isObject:
 		return nil, fmt.Errorf("decoding %s %q: not a JSON object", what, id)
 	}
-	return ast.NewTerm(v), nil
+	return &f.term, nil
 }
 
 // factObject is a fact's top-level object as the interpreter holds it: its
 // pairs, in a slice. A lookup (record.owner) reads them directly; any other
 // use materializes it (irvm.Lazy), which builds the ast object once
-// (ast.NewObject: the same value convertFact makes) and uses that.
+// (ast.NewObject: the same value convertFact makes) and uses that. It holds
+// its own term and the storage of its pairs and values (jsonToFact).
 type factObject struct {
-	pairs [][2]*ast.Term
-	obj   *ast.Term
-}
-
-func newFactObject(pairs [][2]*ast.Term) *factObject {
-	return &factObject{pairs: append([][2]*ast.Term(nil), pairs...)}
+	pairs   [][2]*ast.Term
+	obj     *ast.Term
+	term    ast.Term // the fact's term (Value: this factObject)
+	pairBuf [factPairs][2]*ast.Term
+	terms   [factTerms]ast.Term
 }
 
 // get is obj[key] (keys are strings, each once).

@@ -18,19 +18,26 @@ func jsonToValue(b []byte, intern internTable) (ast.Value, error) {
 	return regovalue.Parse(b, intern)
 }
 
-// jsonToFact is jsonToValue for the IR interpreter: a top-level object is a
-// *factObject, whose fields the interpreter reads without building the ast
-// object.
-func jsonToFact(b []byte, intern internTable) (ast.Value, error) {
-	return regovalue.ParseFact(b, intern, newFactValue)
-}
+// factTerms is how many terms a fact object holds for its values (a record
+// with ten followers uses 14); a fact needing more gets them in chunks.
+const factTerms = 16
 
-// newFactValue is ParseFact's top. The pairs are already a slice of their
-// own, so newFactObject's copy (one allocation per fact) is skipped for a
-// non-empty object; {} costs nothing to copy.
-func newFactValue(pairs [][2]*ast.Term) ast.Value {
-	if len(pairs) == 0 {
-		return newFactObject(nil)
+// factPairs is how many top-level fields a fact object holds (a record has
+// at most six); more go to a slice of their own.
+const factPairs = 8
+
+// jsonToFact converts the JSON of a fact for the IR interpreter: a top-level
+// object is a *factObject, whose fields the interpreter reads without
+// building the ast object, and which holds the storage of its pairs and
+// values (one allocation per fact). isObject is false for JSON that is not
+// an object.
+func jsonToFact(b []byte, intern internTable) (f *factObject, isObject bool, err error) {
+	f = new(factObject)
+	pairs, isObject, err := regovalue.ParseFact(b, intern, regovalue.FactBuf{Terms: f.terms[:], Pairs: f.pairBuf[:0]})
+	if err != nil || !isObject {
+		return nil, false, err
 	}
-	return &factObject{pairs: pairs}
+	f.pairs = pairs
+	f.term.Value = f
+	return f, true, nil
 }

@@ -3,6 +3,7 @@ package regovalue
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -107,4 +108,71 @@ func benchConvert(b *testing.B, doc []byte) {
 			}
 		}
 	})
+}
+
+// ParseFact answers what Parse does, the top-level object as its pairs, built
+// in the caller's buffers while they last (and in storage of its own past
+// them); a document that is not an object is isObject false; invalid JSON is
+// an error.
+func TestParseFact(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		object    bool
+	}{
+		{"user", benchUserJSON, true},
+		{"record", benchRecordJSON, true},
+		{"empty object", `{}`, true},
+		{"more pairs and terms than the buffers", `{"k1":"a","k2":"b","k3":"c","k4":"d","k5":"e","k6":["f","g","h","i","j","k"]}`, true},
+		{"duplicate key", `{"dup":1,"dup":"x"}`, true},
+		{"nested", `{"a":{"b":{"c":[1,"x"]}}}`, true},
+		{"array", `["a"]`, false},
+		{"string", `"a"`, false},
+		{"null", `null`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var terms [4]ast.Term
+			var pairBuf [3][2]*ast.Term
+			b := []byte(tc.doc)
+			pairs, isObject, err := ParseFact(b, NewInternTable(), FactBuf{Terms: terms[:], Pairs: pairBuf[:0]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if isObject != tc.object {
+				t.Fatalf("isObject = %v, want %v", isObject, tc.object)
+			}
+			if !isObject {
+				if pairs != nil {
+					t.Errorf("pairs = %v for a non-object", pairs)
+				}
+				return
+			}
+			for i := range b { // the result must not refer to the input
+				b[i] = 'X'
+			}
+			want, err := ast.ValueFromReader(bytes.NewReader([]byte(tc.doc)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ast.NewObject(pairs...); got.Compare(want) != 0 {
+				t.Errorf("pairs make %v, want %v", got, want)
+			}
+			if len(pairs) > 0 && len(pairs) <= len(pairBuf) && &pairs[0] != &pairBuf[0] {
+				t.Error("the pairs are not in the caller's buffer")
+			}
+			used := false
+			for i := range terms {
+				used = used || terms[i].Value != nil
+			}
+			if strings.Contains(tc.doc, `"a"`) && !used {
+				t.Error("no term of the caller's buffer was used")
+			}
+		})
+	}
+	for _, doc := range []string{``, `{`, `{"a":1,}`, `{"a":1} x`, `[1,]`} {
+		t.Run("invalid "+doc, func(t *testing.T) {
+			if pairs, ok, err := ParseFact([]byte(doc), nil, FactBuf{}); err == nil {
+				t.Errorf("ParseFact(%q) = %v, %v, want an error", doc, pairs, ok)
+			}
+		})
+	}
 }
