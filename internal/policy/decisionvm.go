@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/crmauthz/crmauthz/internal/policy/irvm"
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
 
@@ -136,17 +137,25 @@ func vmFact(js []byte, intern internTable, what, id string) (*ast.Term, error) {
 	return &f.term, nil
 }
 
+// The string arrays of a fact are lazy arrays of the interpreter.
+var _ irvm.Members = (*regovalue.StringArray)(nil)
+
 // factObject is a fact's top-level object as the interpreter holds it: its
 // pairs, in a slice. A lookup (record.owner) reads them directly; any other
 // use materializes it (irvm.Lazy), which builds the ast object once
-// (ast.NewObject: the same value convertFact makes) and uses that. It holds
-// its own term and the storage of its pairs and values (jsonToFact).
+// (ast.NewObject: the same value convertFact makes) and uses that. A field
+// that is an array of strings (location_ids, followers) is a
+// *regovalue.StringArray, itself lazy: `x in record.followers` compares
+// strings. It holds its own term and the storage of its pairs, values and
+// string arrays (jsonToFact).
 type factObject struct {
 	pairs   [][2]*ast.Term
 	obj     *ast.Term
 	term    ast.Term // the fact's term (Value: this factObject)
 	pairBuf [factPairs][2]*ast.Term
 	terms   [factTerms]ast.Term
+	arrays  [factArrays]regovalue.StringArray
+	strs    [factStrings]string
 }
 
 // get is obj[key] (keys are strings, each once).
@@ -169,7 +178,16 @@ func (f *factObject) Materialize() *ast.Term         { return f.object() }
 
 func (f *factObject) object() *ast.Term {
 	if f.obj == nil {
-		f.obj = ast.NewTerm(ast.NewObject(f.pairs...))
+		pairs := f.pairs
+		for i := range pairs {
+			if l, ok := pairs[i][1].Value.(irvm.Lazy); ok {
+				if &pairs[0] == &f.pairs[0] { // a copy to change, once
+					pairs = append([][2]*ast.Term(nil), f.pairs...)
+				}
+				pairs[i][1] = l.Materialize()
+			}
+		}
+		f.obj = ast.NewTerm(ast.NewObject(pairs...))
 	}
 	return f.obj
 }

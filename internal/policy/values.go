@@ -19,12 +19,21 @@ func jsonToValue(b []byte, intern internTable) (ast.Value, error) {
 }
 
 // factTerms is how many terms a fact object holds for its values (a record
-// with ten followers uses 14); a fact needing more gets them in chunks.
-const factTerms = 16
+// uses 4: id, location_id, owner, followers); a fact needing more gets them
+// in chunks.
+const factTerms = 8
 
 // factPairs is how many top-level fields a fact object holds (a record has
 // at most six); more go to a slice of their own.
 const factPairs = 8
+
+// factArrays and factStrings are how many string arrays (a user's
+// location_ids, a record's followers) and strings in them a fact object
+// holds; more go to storage of their own.
+const (
+	factArrays  = 2
+	factStrings = 12
+)
 
 // jsonToFact converts the JSON of a fact for the IR interpreter: a top-level
 // object is a *factObject, whose fields the interpreter reads without
@@ -33,7 +42,8 @@ const factPairs = 8
 // an object.
 func jsonToFact(b []byte, intern internTable) (f *factObject, isObject bool, err error) {
 	f = new(factObject)
-	pairs, isObject, err := regovalue.ParseFact(b, intern, regovalue.FactBuf{Terms: f.terms[:], Pairs: f.pairBuf[:0]})
+	pairs, isObject, err := regovalue.ParseFact(b, intern, regovalue.FactBuf{Terms: f.terms[:], Pairs: f.pairBuf[:0],
+		Arrays: f.arrays[:0], Strings: f.strs[:0]})
 	if err != nil || !isObject {
 		return nil, false, err
 	}

@@ -254,7 +254,45 @@ summary := {
 	"res_eq": input.resource == {"type": input.resource.type, "id": input.resource.id},
 	"has_target": object.get(input, "target", "none"),
 	"res_obj": input.resource,
+	"lazy": lazy_arrays,
 }
+
+# The string arrays of the facts (location_ids, followers) are lazy in the
+# interpreter: every use of them must answer as the built array.
+lazy_arrays := {
+	"fol_eq": record.followers == ["u-fol"],
+	"fol_eq_locs": record.followers == subject.location_ids,
+	"locs_eq": subject.location_ids == ["loc-1"],
+	"fol_neq_false": record.followers != false,
+	"fol_is_array": is_array(record.followers),
+	"fol_count": count(record.followers),
+	"fol_idx": [f | f := record.followers[1]],
+	"fol_last": [f | f := record.followers[count(record.followers) - 1]],
+	"fol_sorted": sort(record.followers),
+	"fol_set": {f | some f in record.followers},
+	"in_fol": input.subject in record.followers,
+	"input_in_fol": input in record.followers,
+	"num_in_fol": 1 in record.followers,
+	"in_locs": record.location_id in subject.location_ids,
+	"fol_get": object.get(record, "followers", []),
+	"record": record,
+	"subject": subject,
+	"fol_lt": record.followers < ["u-z"],
+	"walked": [x | some x in [record.followers, subject.location_ids]],
+	"fol_unify": fol_unify,
+	"fol_unify_one": [f | ["u-fol", f] = record.followers],
+	"fol_twice": fol_twice,
+}
+
+default fol_unify := false
+
+fol_unify if record.followers = ["u-fol"]
+
+default fol_twice := "none"
+
+fol_twice := record.followers if record
+
+fol_twice := ["u-fol"] if record.followers == ["u-fol"]
 
 copy_subject := x.subject if x := input
 

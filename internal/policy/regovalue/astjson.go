@@ -33,14 +33,20 @@ type FactBuf struct {
 	// Pairs: the top-level object's pairs are appended to Pairs[:0] (a new
 	// slice when they do not fit).
 	Pairs [][2]*ast.Term
+	// A field of the top-level object that is an array of strings is a
+	// *StringArray: Arrays[:0] and Strings[:0] hold them while they last.
+	Arrays  []StringArray
+	Strings []string
 }
 
 // ParseFact is Parse for the IR interpreter: it returns the key/value pairs
 // of a top-level object, built in buf (the interpreter's lazy fact object
-// reads its fields without building the ast object). isObject is false,
+// reads its fields without building the ast object); a field that is an
+// array of strings is a *StringArray, not an *ast.Array. isObject is false,
 // with no pairs, for a document that is valid JSON but not an object.
 func ParseFact(b []byte, intern InternTable, buf FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
-	p := jsonParser{s: string(b), intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0]}
+	p := jsonParser{s: string(b), intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
+		factArrs: buf.Arrays[:0], factStrs: buf.Strings[:0]}
 	if _, err := p.document(); err != nil {
 		return nil, false, err
 	}
@@ -88,7 +94,9 @@ type jsonParser struct {
 	fact      bool
 	factPairs [][2]*ast.Term
 	factDone  bool
-	body      bool // a request body: keys folded, ambiguous keys refused (see ParseBody)
+	factArrs  []StringArray // storage of the StringArrays (FactBuf.Arrays)
+	factStrs  []string      // storage of their strings (FactBuf.Strings)
+	body      bool          // a request body: keys folded, ambiguous keys refused (see ParseBody)
 }
 
 // checkDepth fails when a value nests deeper than the parser accepts.
@@ -280,6 +288,11 @@ func (p *jsonParser) factTop(pairs [][2]*ast.Term) *ast.Term {
 func (p *jsonParser) array(depth int) (*ast.Term, error) {
 	if err := p.checkDepth(depth); err != nil {
 		return nil, err
+	}
+	if p.fact && depth == 2 { // a field of a fact: strings are a StringArray
+		if t, ok, err := p.stringArray(); ok || err != nil {
+			return t, err
+		}
 	}
 	p.i++ // [
 	var buf [16]*ast.Term

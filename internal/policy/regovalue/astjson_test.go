@@ -3,6 +3,7 @@ package regovalue
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -118,22 +119,28 @@ func TestParseFact(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc string
 		object    bool
+		lazy      []string // the fields that are StringArrays
 	}{
-		{"user", benchUserJSON, true},
-		{"record", benchRecordJSON, true},
-		{"empty object", `{}`, true},
-		{"more pairs and terms than the buffers", `{"k1":"a","k2":"b","k3":"c","k4":"d","k5":"e","k6":["f","g","h","i","j","k"]}`, true},
-		{"duplicate key", `{"dup":1,"dup":"x"}`, true},
-		{"nested", `{"a":{"b":{"c":[1,"x"]}}}`, true},
-		{"array", `["a"]`, false},
-		{"string", `"a"`, false},
-		{"null", `null`, false},
+		{"user", benchUserJSON, true, []string{"location_ids"}},
+		{"record", benchRecordJSON, true, []string{"followers"}},
+		{"empty object", `{}`, true, nil},
+		{"more pairs and terms than the buffers", `{"k1":"a","k2":"b","k3":"c","k4":"d","k5":"e","k6":["f","g","h","i","j","k"]}`, true, []string{"k6"}},
+		{"duplicate key", `{"dup":1,"dup":"x"}`, true, nil},
+		{"nested", `{"a":{"b":{"c":[1,"x"]}}}`, true, nil},
+		{"arrays", `{"s":["x","y\u00e9"],"e":[],"n":["x",1],"d":[["x"]],"o":{"in":["x"]}}`, true, []string{"s", "e"}},
+		{"many strings", `{"a":["1","2","3","4","5"],"b":["6","7","8","9"],"c":["10"],"d":["11","12"]}`, true, []string{"a", "b", "c", "d"}},
+		{"array", `["a"]`, false, nil},
+		{"string", `"a"`, false, nil},
+		{"null", `null`, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var terms [4]ast.Term
 			var pairBuf [3][2]*ast.Term
+			var arrays [2]StringArray
+			var strs [6]string
 			b := []byte(tc.doc)
-			pairs, isObject, err := ParseFact(b, NewInternTable(), FactBuf{Terms: terms[:], Pairs: pairBuf[:0]})
+			pairs, isObject, err := ParseFact(b, NewInternTable(),
+				FactBuf{Terms: terms[:], Pairs: pairBuf[:0], Arrays: arrays[:0], Strings: strs[:0]})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +160,18 @@ func TestParseFact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := ast.NewObject(pairs...); got.Compare(want) != 0 {
+			built := make([][2]*ast.Term, len(pairs))
+			for i, kv := range pairs {
+				built[i] = kv
+				sa, lazy := kv[1].Value.(*StringArray)
+				if wantLazy := slices.Contains(tc.lazy, string(kv[0].Value.(ast.String))); lazy != wantLazy {
+					t.Errorf("field %v: a StringArray: %v, want %v", kv[0], lazy, wantLazy)
+				}
+				if lazy {
+					built[i][1] = sa.Materialize()
+				}
+			}
+			if got := ast.NewObject(built...); got.Compare(want) != 0 {
 				t.Errorf("pairs make %v, want %v", got, want)
 			}
 			if len(pairs) > 0 && len(pairs) <= len(pairBuf) && &pairs[0] != &pairBuf[0] {
