@@ -206,20 +206,12 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		if err := ctx.Err(); err != nil {
 			return Decision{}, p.stopped(ctx, err)
 		}
-		v, err := p.evalVM(ctx, pl.prog, facts, in)
-		err = p.stopped(ctx, err)
-		switch {
-		case isVMBug(err):
-			// The interpreter failed, not the policy: topdown decides
-			// (the reference), and the fault is counted.
-			p.vmFaults.Add(1)
-		case err != nil:
-			return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
-		case v == nil:
-			return Decision{}, ErrUndefinedDecision
-		default:
-			return p.decisionFromValue(v)
+		d, fallback, err := p.decideVM(ctx, pl.prog, facts, in)
+		if !fallback {
+			return d, err
 		}
+		// The interpreter failed, not the policy: topdown decides (the
+		// reference).
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil {
@@ -299,6 +291,9 @@ type prepared struct {
 	// vmFaults counts decisions the interpreter failed on (its own error,
 	// never the policy's), which topdown then made.
 	vmFaults atomic.Uint64
+	// vmInputs pools the interpreter's input and fact storage (*vmInput,
+	// vminput.go).
+	vmInputs sync.Pool
 	// cache holds decisions with the facts they read; nil when off or when
 	// the policy is not deterministic.
 	cache *decisionCache

@@ -35,19 +35,18 @@ const (
 	factStrings = 12
 )
 
-// jsonToFact converts the JSON of a fact for the IR interpreter: a top-level
-// object is a *factObject, whose fields the interpreter reads without
-// building the ast object, and which holds the storage of its pairs and
-// values (one allocation per fact). isObject is false for JSON that is not
-// an object.
-func jsonToFact(b []byte, intern internTable) (f *factObject, isObject bool, err error) {
-	f = new(factObject)
+// jsonToFact converts the JSON of a fact for the IR interpreter into f: a
+// top-level object is a *factObject, whose fields the interpreter reads
+// without building the ast object, and which holds the storage of its pairs
+// and values (no allocation but the copy of the JSON, in a pooled f).
+// isObject is false for JSON that is not an object.
+func jsonToFact(f *factObject, b []byte, intern internTable) (isObject bool, err error) {
 	pairs, isObject, err := regovalue.ParseFact(b, intern, regovalue.FactBuf{Terms: f.terms[:], Pairs: f.pairBuf[:0],
 		Arrays: f.arrays[:0], Strings: f.strs[:0]})
 	if err != nil || !isObject {
-		return nil, false, err
+		return false, err
 	}
 	f.pairs = pairs
 	f.term.Value = f
-	return f, true, nil
+	return true, nil
 }

@@ -11,8 +11,26 @@ import (
 // iteration, the result) materializes it (irvm.Lazy), which builds the
 // object once (as the topdown path builds it) and uses that instead. It also
 // carries the decision's facts to crm.user and crm.record (the
-// evaluation's Env).
+// evaluation's Env), and holds the storage of the facts they convert.
+//
+// vmInputs are pooled per revision (prepared.getVMInput, putVMInput): one
+// is reused once its decision is made, so nothing of an evaluation (a term, a
+// fact object) may be kept past prepared.decideVM. The Decision it returns
+// holds a bool and a string, which never refer to this storage (strings are
+// immutable, and a fact's strings are cut from its own copy of the JSON).
 type vmInput struct {
+	vmInputState
+	// the facts converted in this decision: subject, record, target for the
+	// default policy; a policy reading more gets more of their own
+	factBuf [pooledFacts]factObject
+	nfacts  int
+}
+
+// pooledFacts is how many facts a pooled vmInput holds.
+const pooledFacts = 3
+
+// vmInputState is what a vmInput holds besides its facts' storage.
+type vmInputState struct {
 	in    Input
 	p     *prepared // builds the input object (prepared.input); its intern table
 	facts Facts
@@ -26,8 +44,13 @@ type vmInput struct {
 	topL, resL lazyValue
 }
 
-func newVMInput(in Input, p *prepared, facts Facts) *vmInput {
-	v := &vmInput{in: in, p: p, facts: facts}
+// getVMInput readies a pooled vmInput for one decision.
+func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
+	v, _ := p.vmInputs.Get().(*vmInput)
+	if v == nil {
+		v = new(vmInput)
+	}
+	v.in, v.p, v.facts = in, p, facts
 	// An action or a record type is mostly one of the shared terms of the
 	// intern table (no allocation); the ids are new strings.
 	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
@@ -43,6 +66,24 @@ func newVMInput(in Input, p *prepared, facts Facts) *vmInput {
 	v.top.Value = &v.topL
 	v.res.Value = &v.resL
 	return v
+}
+
+// putVMInput clears v (so that it keeps nothing of its decision alive) and
+// pools it.
+func (p *prepared) putVMInput(v *vmInput) {
+	v.vmInputState = vmInputState{}
+	clear(v.factBuf[:v.nfacts])
+	v.nfacts = 0
+	p.vmInputs.Put(v)
+}
+
+// newFact is the storage of the next fact of the decision.
+func (v *vmInput) newFact() *factObject {
+	if v.nfacts < len(v.factBuf) {
+		v.nfacts++
+		return &v.factBuf[v.nfacts-1]
+	}
+	return new(factObject)
 }
 
 // field is input[key]; res stands for input.resource.
