@@ -352,6 +352,26 @@ obj[k] := 3 if {
 
 decision := {"allow": false, "reason": json.marshal(obj)}
 `,
+		// object.get asks a lazy fact or input for a field; on a fact's
+		// lazy array it is the type error topdown gives.
+		"object.get on lazy values": `package crmauthz
+
+record := crm.record(input.resource.type, input.resource.id)
+
+subject := crm.user(input.subject)
+
+decision := {"allow": false, "reason": json.marshal([
+	object.get(record, "owner", "none"),
+	object.get(record, "followers", "none"),
+	object.get(subject, "location_ids", []),
+	object.get(subject, 1, "number key"),
+	object.get(input, "target", "no target"),
+	object.get(input.resource, "id", "no id"),
+	object.get(record.followers, "x", "array"),
+])} if input.action == "view"
+
+decision := {"allow": true, "reason": json.marshal(object.get(record, "missing", {"default": record.followers}))} if input.action != "view"
+`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()

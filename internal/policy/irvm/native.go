@@ -11,8 +11,9 @@ import (
 // nil when it calls topdown's. These are line-for-line copies of topdown's implementations (v1/topdown:
 // comparison.go, aggregates.go, object.go) of the built-ins on every
 // decision's path, without the call's setup (BuiltinContext, iterator).
-// lazyArgs: `x in xs` and count(xs) take their arguments unbuilt, and ask a
-// Members xs without building it.
+// lazyArgs: `x in xs`, count(xs) and object.get(obj, key, default) take
+// their arguments unbuilt: they ask a Members xs, or a Lazy object's field
+// (Lookup), without building it.
 func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 	switch name {
 	case ast.Member.Name: // internal.member_2: x in xs
@@ -74,7 +75,16 @@ func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 		}, true
 	case ast.ObjectGet.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
-			defaultValue, path, curr := a[2], a[1], a[0]
+			defaultValue, path := materialize(a[2]), materialize(a[1])
+			if l, ok := a[0].Value.(Lazy); ok {
+				_, array := l.(Members)
+				if _, keys := path.Value.(*ast.Array); !array && !keys {
+					// a Lazy object's field: asked, not built (the
+					// value may be Lazy too)
+					return cmp.Or(l.Lookup(path), defaultValue), nil
+				}
+			}
+			curr := materialize(a[0])
 			object, err := builtins.ObjectOperand(curr.Value, 1)
 			if err != nil {
 				return nil, err
@@ -89,7 +99,7 @@ func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 				}
 			}
 			return cmp.Or(curr, defaultValue), nil
-		}, false
+		}, true
 	}
 	return nil, false
 }
