@@ -366,7 +366,7 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 	p.decisionOpts = []rego.EvalOption{noMetrics, rego.EvalGenerateJSON(resultAsValue)}
 	p.queryOpts = []rego.EvalOption{noMetrics}
 	for _, a := range []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"} {
-		p.intern[a] = ast.StringTerm(a)
+		p.intern.Add(a)
 	}
 	p.decision, err = p.prepare(context.Background(), decisionRef())
 	if err != nil {
@@ -495,7 +495,7 @@ func (p *prepared) input(in Input) ast.Value {
 // str returns the shared term of a frequent string (an action, a record
 // type), else t set to s.
 func (p *prepared) str(s string, t *ast.Term) *ast.Term {
-	if shared, ok := p.intern[s]; ok {
+	if shared := p.intern.Get(s); shared != nil {
 		return shared
 	}
 	t.Value = ast.String(s)

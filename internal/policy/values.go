@@ -9,7 +9,7 @@ import (
 // keep the engine's and the interpreter's files reading as before.
 
 // internTable holds shared terms for the strings that occur in most facts.
-type internTable = regovalue.InternTable
+type internTable = *regovalue.InternTable
 
 func newInternTable() internTable { return regovalue.NewInternTable() }
 

@@ -44,7 +44,7 @@ type FactBuf struct {
 // reads its fields without building the ast object); a field that is an
 // array of strings is a *StringArray, not an *ast.Array. isObject is false,
 // with no pairs, for a document that is valid JSON but not an object.
-func ParseFact(b []byte, intern InternTable, buf FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
+func ParseFact(b []byte, intern *InternTable, buf FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
 	p := jsonParser{s: string(b), intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
 		factArrs: buf.Arrays[:0], factStrs: buf.Strings[:0]}
 	if _, err := p.document(); err != nil {
@@ -62,32 +62,10 @@ const maxJSONDepth = 64
 // termChunk is how many terms the parser allocates at once.
 const termChunk = 16
 
-// InternTable holds shared terms for strings that occur in most facts. It is
-// built once per engine and only read afterwards (the engine adds the
-// policy's actions to it before).
-type InternTable map[string]*ast.Term
-
-// NewInternTable returns the table of the field names and frequent values of
-// users and records.
-func NewInternTable() InternTable {
-	t := InternTable{}
-	for _, s := range []string{
-		// user fields and values
-		"id", "role", "location_ids", "assigned_data_only", "contacts_enabled", "opportunities_enabled",
-		"admin", "user",
-		// record fields and values
-		"type", "location_id", "owner", "followers", "contact_id",
-		"contact", "opportunity", "",
-	} {
-		t[s] = ast.StringTerm(s)
-	}
-	return t
-}
-
 type jsonParser struct {
 	s      string
 	i      int
-	intern InternTable
+	intern *InternTable
 	pool   []ast.Term
 	// fact is set by ParseFact: the top-level object's pairs are appended to
 	// factPairs (FactBuf.Pairs), not built into an ast object.
@@ -113,7 +91,7 @@ func (p *jsonParser) checkDepth(depth int) error {
 // Parse converts one JSON document to an ast.Value, with the shared terms of
 // intern (nil: none). The result does not refer to b, so b may be reused or
 // become invalid afterwards.
-func Parse(b []byte, intern InternTable) (ast.Value, error) {
+func Parse(b []byte, intern *InternTable) (ast.Value, error) {
 	p := jsonParser{s: string(b), intern: intern}
 	return p.document()
 }
@@ -171,7 +149,7 @@ func (p *jsonParser) value(depth int) (*ast.Term, error) {
 		if err != nil {
 			return nil, err
 		}
-		if t, ok := p.intern[s]; ok {
+		if t := p.intern.Get(s); t != nil {
 			return t, nil
 		}
 		return p.term(ast.String(s)), nil
@@ -232,8 +210,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 		if err != nil {
 			return nil, err
 		}
-		key, ok := p.intern[k]
-		if !ok {
+		key := p.intern.Get(k)
+		if key == nil {
 			key = p.term(ast.String(k))
 		}
 		p.skipSpace()

@@ -3,6 +3,7 @@ package regovalue
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -192,5 +193,37 @@ func TestParseFact(t *testing.T) {
 				t.Errorf("ParseFact(%q) = %v, %v, want an error", doc, pairs, ok)
 			}
 		})
+	}
+}
+
+// The intern table answers every string added with its one shared term, and
+// nil for any other, past its slots too.
+func TestInternTable(t *testing.T) {
+	tab := NewInternTable()
+	var added []string
+	for i := range 3 * internSlots {
+		added = append(added, fmt.Sprintf("s-%d", i))
+	}
+	added = append(added, "", "id", "user", "location_ids", "add_follower", "é")
+	for _, s := range added {
+		tab.Add(s)
+	}
+	for _, s := range added {
+		got := tab.Get(s)
+		if got == nil || got.Value.(ast.String) != ast.String(s) {
+			t.Fatalf("Get(%q) = %v", s, got)
+		}
+		if tab.Get(s) != got {
+			t.Fatalf("Get(%q) is not one shared term", s)
+		}
+	}
+	for _, s := range []string{"s-", "s-999", "ids", "di", "users", "ID", "e"} {
+		if got := tab.Get(s); got != nil {
+			t.Errorf("Get(%q) = %v, want nil", s, got)
+		}
+	}
+	var none *InternTable
+	if none.Get("id") != nil {
+		t.Error("a nil table has terms")
 	}
 }
