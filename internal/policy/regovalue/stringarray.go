@@ -37,18 +37,7 @@ func (a *StringArray) Contains(x *ast.Term) bool {
 }
 
 // Lookup is a[key]: the string at an integer index; nil otherwise.
-func (a *StringArray) Lookup(key *ast.Term) *ast.Term {
-	arr := a.Materialize().Value.(*ast.Array)
-	n, ok := key.Value.(ast.Number)
-	if !ok {
-		return nil
-	}
-	i, ok := n.Int()
-	if !ok || i < 0 || i >= arr.Len() {
-		return nil
-	}
-	return arr.Elem(i)
-}
+func (a *StringArray) Lookup(key *ast.Term) *ast.Term { return a.Materialize().Get(key) }
 
 // Materialize is the ast array of the strings (built once).
 func (a *StringArray) Materialize() *ast.Term {
