@@ -193,11 +193,12 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 		return d, p.revision, nil
 	}
 	e.cacheMisses.Add(1)
-	rec := &depRecorder{Facts: facts, seed: p.cache.seed, deps: make([]factDep, 0, 4)}
+	rec := p.cache.recorder(facts)
 	d, err := p.decide(ctx, rec, in)
 	if err == nil && !rec.err {
 		p.cache.store(&in, rec.deps, d)
 	}
+	p.cache.release(rec)
 	return d, p.revision, err
 }
 
