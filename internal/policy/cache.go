@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -67,6 +68,9 @@ type decisionCache struct {
 	seed  maphash.Seed
 	mask  uint64
 	slots []atomic.Pointer[cacheEntry]
+	// recorders pools the *depRecorder of a miss: the entry a decision
+	// stores copies what it read, so the recorder is free once stored
+	recorders sync.Pool
 }
 
 func newDecisionCache(slots int) *decisionCache {
@@ -190,6 +194,24 @@ func newCacheEntry(in *Input, deps []factDep, d Decision) *cacheEntry {
 	}
 	e.key = b.String()
 	return e
+}
+
+// recorder is a pooled depRecorder of facts for one decision's evaluation
+// (release it once its deps are stored).
+func (c *decisionCache) recorder(facts Facts) *depRecorder {
+	r, _ := c.recorders.Get().(*depRecorder)
+	if r == nil {
+		r = &depRecorder{seed: c.seed, deps: make([]factDep, 0, 4)}
+	}
+	r.Facts = facts
+	return r
+}
+
+// release clears r (it keeps neither the facts nor the ids read) and pools it.
+func (c *decisionCache) release(r *depRecorder) {
+	clear(r.deps)
+	r.Facts, r.deps, r.err = nil, r.deps[:0], false
+	c.recorders.Put(r)
 }
 
 // depRecorder passes reads through to Facts and notes what was read.

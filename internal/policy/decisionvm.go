@@ -13,6 +13,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/policy/guard"
 	"github.com/crmauthz/crmauthz/internal/policy/irvm"
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/crmauthz/crmauthz/internal/policy/source"
 )
 
@@ -62,9 +63,31 @@ func vmGuarded(fn topdown.BuiltinFunc) irvm.Native {
 	}
 }
 
-// evalVM evaluates the decision with the interpreter.
-func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, facts Facts, in Input) (ast.Value, error) {
-	lazy := newVMInput(in, p, facts)
+// decideVM decides with the interpreter. fallback is true when the
+// interpreter itself failed (irvm.InternalError, counted): topdown then
+// decides. The evaluation's storage (a pooled vmInput) is reused once the
+// Decision is made.
+func (p *prepared) decideVM(ctx context.Context, prog *irvm.Program, facts Facts, in Input) (d Decision, fallback bool, err error) {
+	lazy := p.getVMInput(in, facts)
+	defer p.putVMInput(lazy)
+	v, err := p.evalVM(ctx, prog, lazy)
+	err = p.stopped(ctx, err)
+	switch {
+	case isVMBug(err):
+		p.vmFaults.Add(1)
+		return Decision{}, true, nil
+	case err != nil:
+		return Decision{}, false, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
+	case v == nil:
+		return Decision{}, false, ErrUndefinedDecision
+	}
+	d, err = p.decisionFromValue(v)
+	return d, false, err
+}
+
+// evalVM evaluates the decision with the interpreter, with lazy as input.
+// The value may refer to lazy's storage.
+func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, lazy *vmInput) (ast.Value, error) {
 	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: &lazy.top, Env: lazy, Deadline: time.Now().Add(p.evalTimeout)})
 	if errors.Is(err, irvm.ErrDeadline) {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
@@ -72,14 +95,14 @@ func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, facts Facts, 
 	return v, err
 }
 
-// vmEnv is what crm.user and crm.record read: the decision's facts (the
-// evaluation's irvm.EvalOpts.Env is its *vmInput).
-func vmEnv(c *irvm.Call) (Facts, internTable) {
+// vmEnv is the decision's vmInput: its facts, for crm.user and crm.record
+// (the evaluation's irvm.EvalOpts.Env).
+func vmEnv(c *irvm.Call) *vmInput {
 	in, _ := c.Env.(*vmInput)
-	if in == nil {
-		return nil, nil
+	if in == nil || in.facts == nil {
+		return nil
 	}
-	return in.facts, in.p.intern
+	return in
 }
 
 // vmUser is crm.user(id) (see builtinImpl.user).
@@ -88,15 +111,15 @@ func vmUser(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
 	if !ok {
 		return nil, nil // not a string: no such user
 	}
-	facts, intern := vmEnv(c)
-	if facts == nil {
+	env := vmEnv(c)
+	if env == nil {
 		return nil, ErrNoFacts
 	}
-	js, err := facts.UserJSON(string(s))
+	js, err := env.facts.UserJSON(string(s))
 	if err != nil {
 		return nil, fmt.Errorf("reading user %q: %w", string(s), err)
 	}
-	return vmFact(js, intern, "user", string(s))
+	return env.fact(js, "user", string(s))
 }
 
 // vmRecord is crm.record(type, id) (see builtinImpl.record).
@@ -109,44 +132,53 @@ func vmRecord(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
 	if !ok {
 		return nil, nil
 	}
-	facts, intern := vmEnv(c)
-	if facts == nil {
+	env := vmEnv(c)
+	if env == nil {
 		return nil, ErrNoFacts
 	}
-	js, err := facts.RecordJSON(string(t), string(s))
+	js, err := env.facts.RecordJSON(string(t), string(s))
 	if err != nil {
 		return nil, fmt.Errorf("reading record %s/%s: %w", string(t), string(s), err)
 	}
-	return vmFact(js, intern, "record", string(s))
+	return env.fact(js, "record", string(s))
 }
 
-// vmFact converts the JSON of a fact for the interpreter (convertFact with a
-// *factObject at the top); nil for absent.
-func vmFact(js []byte, intern internTable, what, id string) (*ast.Term, error) {
+// fact converts the JSON of a fact for the interpreter (convertFact with a
+// *factObject at the top), in the decision's storage; nil for absent.
+func (v *vmInput) fact(js []byte, what, id string) (*ast.Term, error) {
 	if js == nil {
 		return nil, nil
 	}
-	v, err := jsonToFact(js, intern)
-	if err != nil {
+	f := v.newFact()
+	isObject, err := jsonToFact(f, js, v.p.intern)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("decoding %s %q: %w", what, id, err)
-	}
-	if _, ok := v.(*factObject); !ok {
+	case !isObject:
 		return nil, fmt.Errorf("decoding %s %q: not a JSON object", what, id)
 	}
-	return ast.NewTerm(v), nil
+	return &f.term, nil
 }
+
+// The string arrays of a fact are lazy arrays of the interpreter.
+var _ irvm.Members = (*regovalue.StringArray)(nil)
 
 // factObject is a fact's top-level object as the interpreter holds it: its
 // pairs, in a slice. A lookup (record.owner) reads them directly; any other
 // use materializes it (irvm.Lazy), which builds the ast object once
-// (ast.NewObject: the same value convertFact makes) and uses that.
+// (ast.NewObject: the same value convertFact makes) and uses that. A field
+// that is an array of strings (location_ids, followers) is a
+// *regovalue.StringArray, itself lazy: `x in record.followers` compares
+// strings. It holds its own term and the storage of its pairs, values and
+// string arrays (jsonToFact).
 type factObject struct {
-	pairs [][2]*ast.Term
-	obj   *ast.Term
-}
-
-func newFactObject(pairs [][2]*ast.Term) *factObject {
-	return &factObject{pairs: append([][2]*ast.Term(nil), pairs...)}
+	pairs   [][2]*ast.Term
+	obj     *ast.Term
+	term    ast.Term // the fact's term (Value: this factObject)
+	pairBuf [factPairs][2]*ast.Term
+	terms   [factTerms]ast.Term
+	arrays  [factArrays]regovalue.StringArray
+	strs    [factStrings]string
 }
 
 // get is obj[key] (keys are strings, each once).
@@ -169,7 +201,16 @@ func (f *factObject) Materialize() *ast.Term         { return f.object() }
 
 func (f *factObject) object() *ast.Term {
 	if f.obj == nil {
-		f.obj = ast.NewTerm(ast.NewObject(f.pairs...))
+		pairs := f.pairs
+		for i := range pairs {
+			if l, ok := pairs[i][1].Value.(irvm.Lazy); ok {
+				if &pairs[0] == &f.pairs[0] { // a copy to change, once
+					pairs = append([][2]*ast.Term(nil), f.pairs...)
+				}
+				pairs[i][1] = l.Materialize()
+			}
+		}
+		f.obj = ast.NewTerm(ast.NewObject(pairs...))
 	}
 	return f.obj
 }

@@ -193,11 +193,12 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 		return d, p.revision, nil
 	}
 	e.cacheMisses.Add(1)
-	rec := &depRecorder{Facts: facts, seed: p.cache.seed, deps: make([]factDep, 0, 4)}
+	rec := p.cache.recorder(facts)
 	d, err := p.decide(ctx, rec, in)
 	if err == nil && !rec.err {
 		p.cache.store(&in, rec.deps, d)
 	}
+	p.cache.release(rec)
 	return d, p.revision, err
 }
 
@@ -206,27 +207,29 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		if err := ctx.Err(); err != nil {
 			return Decision{}, p.stopped(ctx, err)
 		}
-		v, err := p.evalVM(ctx, pl.prog, facts, in)
-		err = p.stopped(ctx, err)
-		var bug *irvm.InternalError
-		switch {
-		case errors.As(err, &bug):
-			// The interpreter failed, not the policy: topdown decides
-			// (the reference), and the fault is counted.
-			p.vmFaults.Add(1)
-		case err != nil:
-			return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
-		case v == nil:
-			return Decision{}, ErrUndefinedDecision
-		default:
-			return p.decisionFromValue(v)
+		d, fallback, err := p.decideVM(ctx, pl.prog, facts, in)
+		if !fallback {
+			return d, err
 		}
+		// The interpreter failed, not the policy: topdown decides (the
+		// reference).
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil {
 		return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 	}
 	return p.decisionOf(rs)
+}
+
+// isVMBug tells whether err is the interpreter's own failure
+// (irvm.InternalError). The target of errors.As is declared only for an
+// error, where it escapes to the heap, not on every decision.
+func isVMBug(err error) bool {
+	if err == nil {
+		return false
+	}
+	var bug *irvm.InternalError
+	return errors.As(err, &bug)
 }
 
 // Evaluator tells how the revision in service evaluates decisions:
@@ -289,6 +292,9 @@ type prepared struct {
 	// vmFaults counts decisions the interpreter failed on (its own error,
 	// never the policy's), which topdown then made.
 	vmFaults atomic.Uint64
+	// vmInputs pools the interpreter's input and fact storage (*vmInput,
+	// vminput.go).
+	vmInputs sync.Pool
 	// cache holds decisions with the facts they read; nil when off or when
 	// the policy is not deterministic.
 	cache *decisionCache
@@ -361,7 +367,7 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 	p.decisionOpts = []rego.EvalOption{noMetrics, rego.EvalGenerateJSON(resultAsValue)}
 	p.queryOpts = []rego.EvalOption{noMetrics}
 	for _, a := range []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"} {
-		p.intern[a] = ast.StringTerm(a)
+		p.intern.Add(a)
 	}
 	p.decision, err = p.prepare(context.Background(), decisionRef())
 	if err != nil {
@@ -490,7 +496,7 @@ func (p *prepared) input(in Input) ast.Value {
 // str returns the shared term of a frequent string (an action, a record
 // type), else t set to s.
 func (p *prepared) str(s string, t *ast.Term) *ast.Term {
-	if shared, ok := p.intern[s]; ok {
+	if shared := p.intern.Get(s); shared != nil {
 		return shared
 	}
 	t.Value = ast.String(s)

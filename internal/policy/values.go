@@ -9,7 +9,7 @@ import (
 // keep the engine's and the interpreter's files reading as before.
 
 // internTable holds shared terms for the strings that occur in most facts.
-type internTable = regovalue.InternTable
+type internTable = *regovalue.InternTable
 
 func newInternTable() internTable { return regovalue.NewInternTable() }
 
@@ -18,19 +18,35 @@ func jsonToValue(b []byte, intern internTable) (ast.Value, error) {
 	return regovalue.Parse(b, intern)
 }
 
-// jsonToFact is jsonToValue for the IR interpreter: a top-level object is a
-// *factObject, whose fields the interpreter reads without building the ast
-// object.
-func jsonToFact(b []byte, intern internTable) (ast.Value, error) {
-	return regovalue.ParseFact(b, intern, newFactValue)
-}
+// factTerms is how many terms a fact object holds for its values (a record
+// uses 4: id, location_id, owner, followers); a fact needing more gets them
+// in chunks.
+const factTerms = 8
 
-// newFactValue is ParseFact's top. The pairs are already a slice of their
-// own, so newFactObject's copy (one allocation per fact) is skipped for a
-// non-empty object; {} costs nothing to copy.
-func newFactValue(pairs [][2]*ast.Term) ast.Value {
-	if len(pairs) == 0 {
-		return newFactObject(nil)
+// factPairs is how many top-level fields a fact object holds (a record has
+// at most six); more go to a slice of their own.
+const factPairs = 8
+
+// factArrays and factStrings are how many string arrays (a user's
+// location_ids, a record's followers) and strings in them a fact object
+// holds; more go to storage of their own.
+const (
+	factArrays  = 2
+	factStrings = 12
+)
+
+// jsonToFact converts the JSON of a fact for the IR interpreter into f: a
+// top-level object is a *factObject, whose fields the interpreter reads
+// without building the ast object, and which holds the storage of its pairs
+// and values (no allocation but the copy of the JSON, in a pooled f).
+// isObject is false for JSON that is not an object.
+func jsonToFact(f *factObject, b []byte, intern internTable) (isObject bool, err error) {
+	pairs, isObject, err := regovalue.ParseFact(b, intern, regovalue.FactBuf{Terms: f.terms[:], Pairs: f.pairBuf[:0],
+		Arrays: f.arrays[:0], Strings: f.strs[:0]})
+	if err != nil || !isObject {
+		return false, err
 	}
-	return &factObject{pairs: pairs}
+	f.pairs = pairs
+	f.term.Value = f
+	return true, nil
 }

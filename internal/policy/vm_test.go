@@ -54,7 +54,7 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	p := e.cur.Load()
 	ctx := context.Background()
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
-		return p.evalVM(ctx, pl.prog, facts, in)
+		return p.evalVM(ctx, pl.prog, p.getVMInput(in, facts)) // never pooled again: the value may refer to it
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {
@@ -254,7 +254,45 @@ summary := {
 	"res_eq": input.resource == {"type": input.resource.type, "id": input.resource.id},
 	"has_target": object.get(input, "target", "none"),
 	"res_obj": input.resource,
+	"lazy": lazy_arrays,
 }
+
+# The string arrays of the facts (location_ids, followers) are lazy in the
+# interpreter: every use of them must answer as the built array.
+lazy_arrays := {
+	"fol_eq": record.followers == ["u-fol"],
+	"fol_eq_locs": record.followers == subject.location_ids,
+	"locs_eq": subject.location_ids == ["loc-1"],
+	"fol_neq_false": record.followers != false,
+	"fol_is_array": is_array(record.followers),
+	"fol_count": count(record.followers),
+	"fol_idx": [f | f := record.followers[1]],
+	"fol_last": [f | f := record.followers[count(record.followers) - 1]],
+	"fol_sorted": sort(record.followers),
+	"fol_set": {f | some f in record.followers},
+	"in_fol": input.subject in record.followers,
+	"input_in_fol": input in record.followers,
+	"num_in_fol": 1 in record.followers,
+	"in_locs": record.location_id in subject.location_ids,
+	"fol_get": object.get(record, "followers", []),
+	"record": record,
+	"subject": subject,
+	"fol_lt": record.followers < ["u-z"],
+	"walked": [x | some x in [record.followers, subject.location_ids]],
+	"fol_unify": fol_unify,
+	"fol_unify_one": [f | ["u-fol", f] = record.followers],
+	"fol_twice": fol_twice,
+}
+
+default fol_unify := false
+
+fol_unify if record.followers = ["u-fol"]
+
+default fol_twice := "none"
+
+fol_twice := record.followers if record
+
+fol_twice := ["u-fol"] if record.followers == ["u-fol"]
 
 copy_subject := x.subject if x := input
 
@@ -313,6 +351,26 @@ obj[k] := 3 if {
 }
 
 decision := {"allow": false, "reason": json.marshal(obj)}
+`,
+		// object.get asks a lazy fact or input for a field; on a fact's
+		// lazy array it is the type error topdown gives.
+		"object.get on lazy values": `package crmauthz
+
+record := crm.record(input.resource.type, input.resource.id)
+
+subject := crm.user(input.subject)
+
+decision := {"allow": false, "reason": json.marshal([
+	object.get(record, "owner", "none"),
+	object.get(record, "followers", "none"),
+	object.get(subject, "location_ids", []),
+	object.get(subject, 1, "number key"),
+	object.get(input, "target", "no target"),
+	object.get(input.resource, "id", "no id"),
+	object.get(record.followers, "x", "array"),
+])} if input.action == "view"
+
+decision := {"allow": true, "reason": json.marshal(object.get(record, "missing", {"default": record.followers}))} if input.action != "view"
 `,
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -11,25 +11,79 @@ import (
 // iteration, the result) materializes it (irvm.Lazy), which builds the
 // object once (as the topdown path builds it) and uses that instead. It also
 // carries the decision's facts to crm.user and crm.record (the
-// evaluation's Env).
+// evaluation's Env), and holds the storage of the facts they convert.
+//
+// vmInputs are pooled per revision (prepared.getVMInput, putVMInput): one
+// is reused once its decision is made, so nothing of an evaluation (a term, a
+// fact object) may be kept past prepared.decideVM. The Decision it returns
+// holds a bool and a string, which never refer to this storage (strings are
+// immutable, and a fact's strings are cut from its own copy of the JSON).
 type vmInput struct {
+	vmInputState
+	// the facts converted in this decision: subject, record, target for the
+	// default policy; a policy reading more gets more of their own
+	factBuf [pooledFacts]factObject
+	nfacts  int
+}
+
+// pooledFacts is how many facts a pooled vmInput holds.
+const pooledFacts = 3
+
+// vmInputState is what a vmInput holds besides its facts' storage.
+type vmInputState struct {
 	in    Input
 	p     *prepared // builds the input object (prepared.input); its intern table
 	facts Facts
-	terms [5]ast.Term // subject, action, type, id, target
-	top   ast.Term    // stands for input (Value: a lazyValue)
-	res   ast.Term    // stands for input.resource
-	obj   *ast.Term   // the built input, once asked for
+	terms [5]*ast.Term // subject, action, type, id, target
+	own   [5]ast.Term  // the terms of the strings that are not shared
+	top   ast.Term     // stands for input (Value: &topL)
+	res   ast.Term     // stands for input.resource (Value: &resL)
+	obj   *ast.Term    // the built input, once asked for
+	// The Values of top and res: pointers into v, so that making them
+	// Values allocates nothing.
+	topL, resL lazyValue
 }
 
-func newVMInput(in Input, p *prepared, facts Facts) *vmInput {
-	v := &vmInput{in: in, p: p, facts: facts}
-	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
-		v.terms[i].Value = ast.String(s)
+// getVMInput readies a pooled vmInput for one decision.
+func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
+	v, _ := p.vmInputs.Get().(*vmInput)
+	if v == nil {
+		v = new(vmInput)
 	}
-	v.top.Value = lazyValue{v: v}
-	v.res.Value = lazyValue{v: v, resource: true}
+	v.in, v.p, v.facts = in, p, facts
+	// An action or a record type is mostly one of the shared terms of the
+	// intern table (no allocation); the ids are new strings.
+	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+		if i == 1 || i == 2 {
+			v.terms[i] = p.str(s, &v.own[i])
+		} else if i < 4 || in.HasTarget {
+			v.own[i].Value = ast.String(s)
+			v.terms[i] = &v.own[i]
+		}
+	}
+	v.topL = lazyValue{v: v}
+	v.resL = lazyValue{v: v, resource: true}
+	v.top.Value = &v.topL
+	v.res.Value = &v.resL
 	return v
+}
+
+// putVMInput clears v (so that it keeps nothing of its decision alive) and
+// pools it.
+func (p *prepared) putVMInput(v *vmInput) {
+	v.vmInputState = vmInputState{}
+	clear(v.factBuf[:v.nfacts])
+	v.nfacts = 0
+	p.vmInputs.Put(v)
+}
+
+// newFact is the storage of the next fact of the decision.
+func (v *vmInput) newFact() *factObject {
+	if v.nfacts < len(v.factBuf) {
+		v.nfacts++
+		return &v.factBuf[v.nfacts-1]
+	}
+	return new(factObject)
 }
 
 // field is input[key]; res stands for input.resource.
@@ -40,14 +94,14 @@ func (v *vmInput) field(key, res *ast.Term) *ast.Term {
 	}
 	switch k {
 	case "subject":
-		return &v.terms[0]
+		return v.terms[0]
 	case "action":
-		return &v.terms[1]
+		return v.terms[1]
 	case "resource":
 		return res
 	case "target":
 		if v.in.HasTarget {
-			return &v.terms[4]
+			return v.terms[4]
 		}
 	}
 	return nil
@@ -61,9 +115,9 @@ func (v *vmInput) resourceField(key *ast.Term) *ast.Term {
 	}
 	switch k {
 	case "type":
-		return &v.terms[2]
+		return v.terms[2]
 	case "id":
-		return &v.terms[3]
+		return v.terms[3]
 	}
 	return nil
 }
@@ -83,7 +137,7 @@ func (v *vmInput) resource() *ast.Term {
 	return obj.Get(ast.StringTerm("resource"))
 }
 
-// lazyValue is the Value of the terms standing for input and
+// *lazyValue is the Value of the terms standing for input and
 // input.resource: an irvm.Lazy. The interpreter never hands them to OPA's
 // code (it materializes them first); should one escape, it behaves as the
 // value it stands for.
@@ -92,7 +146,7 @@ type lazyValue struct {
 	resource bool
 }
 
-func (l lazyValue) real() ast.Value {
+func (l *lazyValue) real() ast.Value {
 	t := l.v.object()
 	if l.resource {
 		t = l.v.resource()
@@ -104,7 +158,7 @@ func (l lazyValue) real() ast.Value {
 }
 
 // Lookup is input[key] or input.resource[key].
-func (l lazyValue) Lookup(key *ast.Term) *ast.Term {
+func (l *lazyValue) Lookup(key *ast.Term) *ast.Term {
 	if l.resource {
 		return l.v.resourceField(key)
 	}
@@ -112,16 +166,16 @@ func (l lazyValue) Lookup(key *ast.Term) *ast.Term {
 }
 
 // Materialize is the input's or input.resource's ast value.
-func (l lazyValue) Materialize() *ast.Term {
+func (l *lazyValue) Materialize() *ast.Term {
 	if l.resource {
 		return l.v.resource()
 	}
 	return l.v.object()
 }
 
-func (l lazyValue) Compare(other ast.Value) int          { return l.real().Compare(other) }
-func (l lazyValue) Find(path ast.Ref) (ast.Value, error) { return l.real().Find(path) }
-func (l lazyValue) Hash() int                            { return l.real().Hash() }
-func (l lazyValue) IsGround() bool                       { return true }
-func (l lazyValue) String() string                       { return l.real().String() }
-func (l lazyValue) StringLength() int                    { return l.real().StringLength() }
+func (l *lazyValue) Compare(other ast.Value) int          { return l.real().Compare(other) }
+func (l *lazyValue) Find(path ast.Ref) (ast.Value, error) { return l.real().Find(path) }
+func (l *lazyValue) Hash() int                            { return l.real().Hash() }
+func (l *lazyValue) IsGround() bool                       { return true }
+func (l *lazyValue) String() string                       { return l.real().String() }
+func (l *lazyValue) StringLength() int                    { return l.real().StringLength() }

@@ -179,7 +179,12 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	base := len(st.args)
 	for _, a := range s.args {
-		t := st.get(fr, a)
+		var t *ast.Term
+		if s.bi.lazyArgs {
+			t = st.raw(fr, a)
+		} else {
+			t = st.get(fr, a)
+		}
 		if t == nil {
 			st.args = st.args[:base]
 			return nil, nil

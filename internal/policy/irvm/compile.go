@@ -400,8 +400,8 @@ func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
 	if n := natives[name]; n != nil {
 		return &vmBuiltin{name: name, native: n}, nil
 	}
-	if native := nativeBuiltin(name); native != nil {
-		return &vmBuiltin{name: name, native: native}, nil
+	if native, lazyArgs := nativeBuiltin(name); native != nil {
+		return &vmBuiltin{name: name, native: native, lazyArgs: lazyArgs}, nil
 	}
 	decl, ok := ast.BuiltinMap[name]
 	if !ok {

@@ -11,47 +11,57 @@ import (
 // nil when it calls topdown's. These are line-for-line copies of topdown's implementations (v1/topdown:
 // comparison.go, aggregates.go, object.go) of the built-ins on every
 // decision's path, without the call's setup (BuiltinContext, iterator).
-func nativeBuiltin(name string) Native {
+// lazyArgs: `x in xs`, count(xs) and object.get(obj, key, default) take
+// their arguments unbuilt: they ask a Members xs, or a Lazy object's field
+// (Lookup), without building it.
+func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 	switch name {
 	case ast.Member.Name: // internal.member_2: x in xs
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
-			switch c := a[1].Value.(type) {
+			x := materialize(a[0])
+			if m, ok := a[1].Value.(Members); ok {
+				return ast.InternedTerm(m.Contains(x)), nil
+			}
+			switch c := materialize(a[1]).Value.(type) {
 			case ast.Set:
-				return ast.InternedTerm(c.Contains(a[0])), nil
+				return ast.InternedTerm(c.Contains(x)), nil
 			case *ast.Array:
-				return ast.InternedTerm(c.Until(a[0].Equal)), nil
+				return ast.InternedTerm(c.Until(x.Equal)), nil
 			case ast.Object:
-				return ast.InternedTerm(c.Until(func(_, v *ast.Term) bool { return a[0].Equal(v) })), nil
+				return ast.InternedTerm(c.Until(func(_, v *ast.Term) bool { return x.Equal(v) })), nil
 			}
 			return ast.InternedTerm(false), nil
-		}
+		}, true
 	case ast.Equal.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			return ast.InternedTerm(a[0].Equal(a[1])), nil
-		}
+		}, false
 	case ast.NotEqual.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			return ast.InternedTerm(!a[0].Equal(a[1])), nil
-		}
+		}, false
 	case ast.GreaterThan.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) > 0), nil
-		}
+		}, false
 	case ast.GreaterThanEq.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) >= 0), nil
-		}
+		}, false
 	case ast.LessThan.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) < 0), nil
-		}
+		}, false
 	case ast.LessThanEq.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			return ast.InternedTerm(a[0].Value.Compare(a[1].Value) <= 0), nil
-		}
+		}, false
 	case ast.Count.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
-			switch v := a[0].Value.(type) {
+			if m, ok := a[0].Value.(Members); ok {
+				return ast.InternedTerm(m.Len()), nil
+			}
+			switch v := materialize(a[0]).Value.(type) {
 			case *ast.Array:
 				return ast.InternedTerm(v.Len()), nil
 			case ast.Object:
@@ -62,10 +72,19 @@ func nativeBuiltin(name string) Native {
 				return ast.InternedTerm(len([]rune(v))), nil
 			}
 			return nil, builtins.NewOperandTypeErr(1, a[0].Value, "array", "object", "set", "string")
-		}
+		}, true
 	case ast.ObjectGet.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
-			defaultValue, path, curr := a[2], a[1], a[0]
+			defaultValue, path := materialize(a[2]), materialize(a[1])
+			if l, ok := a[0].Value.(Lazy); ok {
+				_, array := l.(Members)
+				if _, keys := path.Value.(*ast.Array); !array && !keys {
+					// a Lazy object's field: asked, not built (the
+					// value may be Lazy too)
+					return cmp.Or(l.Lookup(path), defaultValue), nil
+				}
+			}
+			curr := materialize(a[0])
 			object, err := builtins.ObjectOperand(curr.Value, 1)
 			if err != nil {
 				return nil, err
@@ -80,7 +99,7 @@ func nativeBuiltin(name string) Native {
 				}
 			}
 			return cmp.Or(curr, defaultValue), nil
-		}
+		}, true
 	}
-	return nil
+	return nil, false
 }

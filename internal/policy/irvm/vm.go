@@ -136,6 +136,9 @@ type vmBuiltin struct {
 	name   string
 	native Native // nil: fn
 	fn     topdown.BuiltinFunc
+	// lazyArgs: native gets its arguments as they are, a Lazy unbuilt (it
+	// uses Members, or materializes them itself)
+	lazyArgs bool
 }
 
 // Native is a built-in implemented for the interpreter, called with the
@@ -153,15 +156,27 @@ type Call struct {
 
 // Lazy is a value the caller hands to the interpreter without building it
 // (internal/policy's decision input and facts): a lookup (DotStmt) asks
-// Lookup; any other use (a comparison with an object, a built-in's argument,
-// an iteration, the result) uses Materialize, the ast value it stands for.
-// Its ast.Value methods must behave as that value's (should one escape).
+// Lookup; any other use (a comparison with a collection, a built-in's
+// argument, an iteration, the result) uses Materialize, the ast value it
+// stands for, which is an object or an array (a Lazy never equals a string,
+// number, boolean or null). Its ast.Value methods must behave as that
+// value's (should one escape).
 type Lazy interface {
 	ast.Value
 	// Lookup is the value at key; nil when undefined.
 	Lookup(key *ast.Term) *ast.Term
 	// Materialize is the term of the value it stands for (built once).
 	Materialize() *ast.Term
+}
+
+// Members is a Lazy array that answers `x in a` (internal.member_2) and
+// count(a) without being built (internal/policy/regovalue.StringArray).
+type Members interface {
+	Lazy
+	// Contains tells whether an element equals x (never a Lazy).
+	Contains(x *ast.Term) bool
+	// Len is the number of elements.
+	Len() int
 }
 
 // Config is what New needs besides the plan.
@@ -393,21 +408,27 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 	return fr[o.local]
 }
 
-// equal is a.Equal(b) for terms that may be Lazy (objects): one of those
-// never equals a value that is not an object, which is told without
-// building it (a policy's "not subject" compares the user's object with
-// false); otherwise both are materialized.
+// equal is a.Equal(b) for terms that may be Lazy (objects and arrays): one
+// of those never equals a value that is not a collection, which is told
+// without building it (a policy's "not subject" compares the user's object
+// with false); otherwise both are materialized.
 func (st *vmState) equal(a, b *ast.Term) bool {
 	la, lb := isLazy(a.Value), isLazy(b.Value)
 	if la || lb {
-		_, oa := a.Value.(ast.Object)
-		_, ob := b.Value.(ast.Object)
-		if (la && !lb && !ob) || (lb && !la && !oa) {
+		if (la && !lb && !isCollection(b.Value)) || (lb && !la && !isCollection(a.Value)) {
 			return false
 		}
 		a, b = st.materialize(a), st.materialize(b)
 	}
 	return a.Equal(b)
+}
+
+func isCollection(v ast.Value) bool {
+	switch v.(type) {
+	case ast.Object, *ast.Array, ast.Set:
+		return true
+	}
+	return false
 }
 
 func isLazy(v ast.Value) bool {
@@ -416,7 +437,9 @@ func isLazy(v ast.Value) bool {
 }
 
 // materialize returns t, or the ast value t stands for when it is Lazy.
-func (st *vmState) materialize(t *ast.Term) *ast.Term {
+func (st *vmState) materialize(t *ast.Term) *ast.Term { return materialize(t) }
+
+func materialize(t *ast.Term) *ast.Term {
 	if t == nil {
 		return nil
 	}

@@ -23,14 +23,37 @@ import (
 // The parser accepts exactly JSON (RFC 8259); duplicate object keys keep the
 // last value, as encoding/json does.
 
-// ParseFact is Parse for the IR interpreter: a top-level object is built by
-// top from its key/value pairs (the interpreter's lazy fact object, whose
-// fields it reads without building the ast object). The pairs slice is top's
-// own (nil for {}): the parser copies its stack buffer into it, so that the
-// buffer never escapes through the call.
-func ParseFact(b []byte, intern InternTable, top func(pairs [][2]*ast.Term) ast.Value) (ast.Value, error) {
-	p := jsonParser{s: string(b), intern: intern, top: top}
-	return p.document()
+// FactBuf is the storage ParseFact builds a fact in, owned by the caller (the
+// IR interpreter's fact object holds both arrays, so that a fact costs one
+// allocation, not one for its object, one for its pairs and one per 16
+// terms).
+type FactBuf struct {
+	// Terms are handed out first; more are allocated when they run out.
+	Terms []ast.Term
+	// Pairs: the top-level object's pairs are appended to Pairs[:0] (a new
+	// slice when they do not fit).
+	Pairs [][2]*ast.Term
+	// A field of the top-level object that is an array of strings is a
+	// *StringArray: Arrays[:0] and Strings[:0] hold them while they last.
+	Arrays  []StringArray
+	Strings []string
+}
+
+// ParseFact is Parse for the IR interpreter: it returns the key/value pairs
+// of a top-level object, built in buf (the interpreter's lazy fact object
+// reads its fields without building the ast object); a field that is an
+// array of strings is a *StringArray, not an *ast.Array. isObject is false,
+// with no pairs, for a document that is valid JSON but not an object.
+func ParseFact(b []byte, intern *InternTable, buf FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
+	p := jsonParser{s: string(b), intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
+		factArrs: buf.Arrays[:0], factStrs: buf.Strings[:0]}
+	if _, err := p.document(); err != nil {
+		return nil, false, err
+	}
+	if !p.factDone {
+		return nil, false, nil
+	}
+	return p.factPairs, true, nil
 }
 
 // maxJSONDepth bounds the nesting of the documents the parser accepts.
@@ -39,35 +62,19 @@ const maxJSONDepth = 64
 // termChunk is how many terms the parser allocates at once.
 const termChunk = 16
 
-// InternTable holds shared terms for strings that occur in most facts. It is
-// built once per engine and only read afterwards (the engine adds the
-// policy's actions to it before).
-type InternTable map[string]*ast.Term
-
-// NewInternTable returns the table of the field names and frequent values of
-// users and records.
-func NewInternTable() InternTable {
-	t := InternTable{}
-	for _, s := range []string{
-		// user fields and values
-		"id", "role", "location_ids", "assigned_data_only", "contacts_enabled", "opportunities_enabled",
-		"admin", "user",
-		// record fields and values
-		"type", "location_id", "owner", "followers", "contact_id",
-		"contact", "opportunity", "",
-	} {
-		t[s] = ast.StringTerm(s)
-	}
-	return t
-}
-
 type jsonParser struct {
 	s      string
 	i      int
-	intern InternTable
+	intern *InternTable
 	pool   []ast.Term
-	top    func([][2]*ast.Term) ast.Value // builds the top-level object (ParseFact); nil: ast.NewObject
-	body   bool                           // a request body: keys folded, ambiguous keys refused (see ParseBody)
+	// fact is set by ParseFact: the top-level object's pairs are appended to
+	// factPairs (FactBuf.Pairs), not built into an ast object.
+	fact      bool
+	factPairs [][2]*ast.Term
+	factDone  bool
+	factArrs  []StringArray // storage of the StringArrays (FactBuf.Arrays)
+	factStrs  []string      // storage of their strings (FactBuf.Strings)
+	body      bool          // a request body: keys folded, ambiguous keys refused (see ParseBody)
 }
 
 // checkDepth fails when a value nests deeper than the parser accepts.
@@ -84,7 +91,7 @@ func (p *jsonParser) checkDepth(depth int) error {
 // Parse converts one JSON document to an ast.Value, with the shared terms of
 // intern (nil: none). The result does not refer to b, so b may be reused or
 // become invalid afterwards.
-func Parse(b []byte, intern InternTable) (ast.Value, error) {
+func Parse(b []byte, intern *InternTable) (ast.Value, error) {
 	p := jsonParser{s: string(b), intern: intern}
 	return p.document()
 }
@@ -142,7 +149,7 @@ func (p *jsonParser) value(depth int) (*ast.Term, error) {
 		if err != nil {
 			return nil, err
 		}
-		if t, ok := p.intern[s]; ok {
+		if t := p.intern.Get(s); t != nil {
 			return t, nil
 		}
 		return p.term(ast.String(s)), nil
@@ -189,8 +196,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 	p.skipSpace()
 	if p.i < len(p.s) && p.s[p.i] == '}' {
 		p.i++
-		if p.top != nil && depth == 1 {
-			return p.term(p.top(nil)), nil
+		if p.fact && depth == 1 {
+			return p.factTop(nil), nil
 		}
 		return p.term(ast.NewObject()), nil
 	}
@@ -203,8 +210,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 		if err != nil {
 			return nil, err
 		}
-		key, ok := p.intern[k]
-		if !ok {
+		key := p.intern.Get(k)
+		if key == nil {
 			key = p.term(ast.String(k))
 		}
 		p.skipSpace()
@@ -237,10 +244,8 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 			p.i++
 		case '}':
 			p.i++
-			if p.top != nil && depth == 1 {
-				own := make([][2]*ast.Term, len(pairs))
-				copy(own, pairs)
-				return p.term(p.top(own)), nil
+			if p.fact && depth == 1 {
+				return p.factTop(pairs), nil
 			}
 			return p.term(ast.NewObject(pairs...)), nil
 		default:
@@ -249,9 +254,23 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 	}
 }
 
+// factTop keeps the pairs of a fact's top-level object in p.factPairs
+// (they are in object's stack buffer); its term is a placeholder ParseFact
+// does not return.
+func (p *jsonParser) factTop(pairs [][2]*ast.Term) *ast.Term {
+	p.factPairs = append(p.factPairs, pairs...)
+	p.factDone = true
+	return ast.InternedNullTerm
+}
+
 func (p *jsonParser) array(depth int) (*ast.Term, error) {
 	if err := p.checkDepth(depth); err != nil {
 		return nil, err
+	}
+	if p.fact && depth == 2 { // a field of a fact: strings are a StringArray
+		if t, ok, err := p.stringArray(); ok || err != nil {
+			return t, err
+		}
 	}
 	p.i++ // [
 	var buf [16]*ast.Term

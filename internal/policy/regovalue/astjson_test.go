@@ -3,6 +3,9 @@ package regovalue
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -107,4 +110,120 @@ func benchConvert(b *testing.B, doc []byte) {
 			}
 		}
 	})
+}
+
+// ParseFact answers what Parse does, the top-level object as its pairs, built
+// in the caller's buffers while they last (and in storage of its own past
+// them); a document that is not an object is isObject false; invalid JSON is
+// an error.
+func TestParseFact(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		object    bool
+		lazy      []string // the fields that are StringArrays
+	}{
+		{"user", benchUserJSON, true, []string{"location_ids"}},
+		{"record", benchRecordJSON, true, []string{"followers"}},
+		{"empty object", `{}`, true, nil},
+		{"more pairs and terms than the buffers", `{"k1":"a","k2":"b","k3":"c","k4":"d","k5":"e","k6":["f","g","h","i","j","k"]}`, true, []string{"k6"}},
+		{"duplicate key", `{"dup":1,"dup":"x"}`, true, nil},
+		{"nested", `{"a":{"b":{"c":[1,"x"]}}}`, true, nil},
+		{"arrays", `{"s":["x","y\u00e9"],"e":[],"n":["x",1],"d":[["x"]],"o":{"in":["x"]}}`, true, []string{"s", "e"}},
+		{"many strings", `{"a":["1","2","3","4","5"],"b":["6","7","8","9"],"c":["10"],"d":["11","12"]}`, true, []string{"a", "b", "c", "d"}},
+		{"array", `["a"]`, false, nil},
+		{"string", `"a"`, false, nil},
+		{"null", `null`, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var terms [4]ast.Term
+			var pairBuf [3][2]*ast.Term
+			var arrays [2]StringArray
+			var strs [6]string
+			b := []byte(tc.doc)
+			pairs, isObject, err := ParseFact(b, NewInternTable(),
+				FactBuf{Terms: terms[:], Pairs: pairBuf[:0], Arrays: arrays[:0], Strings: strs[:0]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if isObject != tc.object {
+				t.Fatalf("isObject = %v, want %v", isObject, tc.object)
+			}
+			if !isObject {
+				if pairs != nil {
+					t.Errorf("pairs = %v for a non-object", pairs)
+				}
+				return
+			}
+			for i := range b { // the result must not refer to the input
+				b[i] = 'X'
+			}
+			want, err := ast.ValueFromReader(bytes.NewReader([]byte(tc.doc)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			built := make([][2]*ast.Term, len(pairs))
+			for i, kv := range pairs {
+				built[i] = kv
+				sa, lazy := kv[1].Value.(*StringArray)
+				if wantLazy := slices.Contains(tc.lazy, string(kv[0].Value.(ast.String))); lazy != wantLazy {
+					t.Errorf("field %v: a StringArray: %v, want %v", kv[0], lazy, wantLazy)
+				}
+				if lazy {
+					built[i][1] = sa.Materialize()
+				}
+			}
+			if got := ast.NewObject(built...); got.Compare(want) != 0 {
+				t.Errorf("pairs make %v, want %v", got, want)
+			}
+			if len(pairs) > 0 && len(pairs) <= len(pairBuf) && &pairs[0] != &pairBuf[0] {
+				t.Error("the pairs are not in the caller's buffer")
+			}
+			used := false
+			for i := range terms {
+				used = used || terms[i].Value != nil
+			}
+			if strings.Contains(tc.doc, `"a"`) && !used {
+				t.Error("no term of the caller's buffer was used")
+			}
+		})
+	}
+	for _, doc := range []string{``, `{`, `{"a":1,}`, `{"a":1} x`, `[1,]`} {
+		t.Run("invalid "+doc, func(t *testing.T) {
+			if pairs, ok, err := ParseFact([]byte(doc), nil, FactBuf{}); err == nil {
+				t.Errorf("ParseFact(%q) = %v, %v, want an error", doc, pairs, ok)
+			}
+		})
+	}
+}
+
+// The intern table answers every string added with its one shared term, and
+// nil for any other, past its slots too.
+func TestInternTable(t *testing.T) {
+	tab := NewInternTable()
+	var added []string
+	for i := range 3 * internSlots {
+		added = append(added, fmt.Sprintf("s-%d", i))
+	}
+	added = append(added, "", "id", "user", "location_ids", "add_follower", "é")
+	for _, s := range added {
+		tab.Add(s)
+	}
+	for _, s := range added {
+		got := tab.Get(s)
+		if got == nil || got.Value.(ast.String) != ast.String(s) {
+			t.Fatalf("Get(%q) = %v", s, got)
+		}
+		if tab.Get(s) != got {
+			t.Fatalf("Get(%q) is not one shared term", s)
+		}
+	}
+	for _, s := range []string{"s-", "s-999", "ids", "di", "users", "ID", "e"} {
+		if got := tab.Get(s); got != nil {
+			t.Errorf("Get(%q) = %v, want nil", s, got)
+		}
+	}
+	var none *InternTable
+	if none.Get("id") != nil {
+		t.Error("a nil table has terms")
+	}
 }
