@@ -173,6 +173,8 @@ type Index struct {
 	mergeTime atomic.Int64
 	// mergeChunk is the number of keys a merge writes per commit (merge.go); tests make it small.
 	mergeChunk int
+	// bg is the merge running in the background, if any (merge.go); set and cleared under wmu.
+	bg *bgMerge
 	// hooks are nil outside tests.
 	hooks struct {
 		// viewLoaded runs in View between loading the overlay state and beginning the read
@@ -219,13 +221,19 @@ func (ix *Index) Close() error {
 	if ix.closed.Load() {
 		return nil
 	}
+	// Stop a background merge after its current commit: what it did not merge stays in the
+	// delta log, which Open rebuilds.
+	errMerge := ix.waitMerge(true)
+	if errors.Is(errMerge, errMergeStopped) {
+		errMerge = nil
+	}
 	ix.rw.Lock()
 	h := ix.cur
 	ix.cur = nil
 	ix.closed.Store(true)
 	ix.rw.Unlock()
-	close(*ix.notify.Load()) // wake WaitForSeq callers; they see closed
-	err := ix.release(h)     // closes the file now, or when its last View ends
+	close(*ix.notify.Load())                    // wake WaitForSeq callers; they see closed
+	err := errors.Join(errMerge, ix.release(h)) // closes the file now, or when its last View ends
 	ix.handles.Wait()
 	ix.lateMu.Lock()
 	err = errors.Join(err, ix.lateErr)
@@ -240,8 +248,10 @@ func (ix *Index) Close() error {
 type handle struct {
 	db   *bolt.DB
 	refs atomic.Int64
-	// ov is the overlay in front of db's main buckets (overlay.go); replaced, never changed.
-	ov atomic.Pointer[ovState]
+	// ov is the overlay in front of db's main buckets (overlay.go); replaced, never changed,
+	// under pub (Update and the background merge both publish states).
+	ov  atomic.Pointer[ovState]
+	pub sync.Mutex
 }
 
 // newHandle wraps db as the live file (one reference), with an empty overlay.
@@ -309,9 +319,7 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
-	if st.lay.n.Load() > 0 {
-		t.lay, t.gen = st.lay, st.gen
-	}
+	t.setOverlay(st)
 	defer func() {
 		t.reset()
 		ix.readTxs.Put(t)
@@ -324,8 +332,9 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 // Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
 // an error or panics, everything fn did is rolled back and the error is returned as is; otherwise
 // the transaction commits (and fsyncs) before Update returns. The commit writes fn's changes to
-// the delta log; when they bring the overlay to Config.MergeBytes, Update then merges the overlay
-// into the main buckets before it returns (an error of that merge says the batch is committed).
+// the delta log; when they bring the overlay's active layer to Config.MergeBytes, Update freezes
+// it and starts merging it into the main buckets in the background (merge.go), after waiting for
+// a merge still running. An error of that merging says the batch is committed.
 func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.readOnly {
 		return ErrReadOnly
@@ -345,7 +354,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.tune.direct {
 		st = nil
 	}
-	gen := h.ov.Load().gen + 1
+	gen := h.ov.Load().gen + 1 // gen changes only under wmu
 	err := h.db.Update(func(tx *bolt.Tx) error {
 		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
 		defer w.reset()
@@ -369,18 +378,14 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if pend != nil && !pend.empty() {
 		for bi := range pend {
 			for k, v := range pend[bi] {
-				st.lay.insert(bi, k, gen, v)
+				st.lay.insert(bi, k, gen, v) // the active layer: only freeze (under wmu) replaces it
 			}
 		}
-		h.ov.Store(&ovState{lay: st.lay, gen: gen, epoch: st.epoch})
+		h.publishGen(gen)
 	}
 	ix.publish(seq, counts)
 	if st != nil && st.lay.size.Load() >= ix.mergeBytes {
-		start := time.Now()
-		err := ix.merge(h)
-		ix.merges.Add(1)
-		ix.mergeTime.Add(int64(time.Since(start)))
-		if err != nil {
+		if err := ix.startMerge(h); err != nil {
 			return fmt.Errorf("index: the batch is committed, but merging the overlay failed "+
 				"(the next batch tries again): %w", ix.liveName(err))
 		}
