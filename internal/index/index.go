@@ -183,6 +183,9 @@ type Index struct {
 		// mergeCommitted runs after each commit of a merge (chunk counts from 0, last tells the
 		// final one); an error aborts the merge there, as a crash would.
 		mergeCommitted func(chunk int, last bool) error
+		// mergeWaiting runs when a caller (under wmu) starts waiting for a background merge
+		// that has not ended.
+		mergeWaiting func()
 	}
 }
 
@@ -213,7 +216,8 @@ func (ix *Index) Path() string { return ix.path }
 func (ix *Index) ReadOnly() bool { return ix.readOnly }
 
 // Close closes the index. It waits for a running Update or ReplaceAll and for open Views (also
-// those still reading a file a ReplaceAll replaced), then lets the lock file go. It is
+// those still reading a file a ReplaceAll replaced), stops a background merge after its current
+// commit (what it did not merge stays in the delta log), then lets the lock file go. It is
 // idempotent: later calls return nil.
 func (ix *Index) Close() error {
 	ix.wmu.Lock()
@@ -221,19 +225,16 @@ func (ix *Index) Close() error {
 	if ix.closed.Load() {
 		return nil
 	}
-	// Stop a background merge after its current commit: what it did not merge stays in the
-	// delta log, which Open rebuilds.
-	errMerge := ix.waitMerge(true)
-	if errors.Is(errMerge, errMergeStopped) {
-		errMerge = nil
-	}
+	// Stop a background merge after its current commit. Its error is not Close's: whatever it
+	// did not merge stays in the delta log, which Open rebuilds and the next merge takes up.
+	_ = ix.waitMerge(true)
 	ix.rw.Lock()
 	h := ix.cur
 	ix.cur = nil
 	ix.closed.Store(true)
 	ix.rw.Unlock()
-	close(*ix.notify.Load())                    // wake WaitForSeq callers; they see closed
-	err := errors.Join(errMerge, ix.release(h)) // closes the file now, or when its last View ends
+	close(*ix.notify.Load()) // wake WaitForSeq callers; they see closed
+	err := ix.release(h)     // closes the file now, or when its last View ends
 	ix.handles.Wait()
 	ix.lateMu.Lock()
 	err = errors.Join(err, ix.lateErr)

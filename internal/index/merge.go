@@ -108,6 +108,13 @@ func (ix *Index) waitMerge(stop bool) error {
 	if stop {
 		bg.stop.Store(true)
 	}
+	if ix.hooks.mergeWaiting != nil {
+		select {
+		case <-bg.done:
+		default:
+			ix.hooks.mergeWaiting()
+		}
+	}
 	<-bg.done
 	ix.bg = nil
 	return bg.err
