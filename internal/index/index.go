@@ -17,7 +17,8 @@
 //
 // An Update does not write the first four (the main buckets): it appends its changes to the delta
 // log and keeps them in an in-memory overlay that every read consults first; the Update that
-// brings the overlay to Config.MergeBytes merges it into the main buckets (overlay.go, merge.go,
+// brings the overlay's active layer to Config.MergeBytes freezes it and merges it into the main
+// buckets in the background, while later batches go to a new active layer (overlay.go, merge.go,
 // docs/design.md "Index: delta log, overlay and merge").
 //
 // # Concurrency
@@ -77,8 +78,9 @@ type Config struct {
 	MaxFollowers int
 	// MergeBytes bounds the overlay: the in-memory changes of the batches applied since the last
 	// merge (docs/design.md, "Index: delta log, overlay and merge"). The Update whose batch brings
-	// the overlay's estimated size to MergeBytes or beyond merges it into the main buckets before
-	// it returns.
+	// the overlay's active layer to an estimated MergeBytes or beyond freezes it and merges it into
+	// the main buckets in the background; if the previous merge still runs, that Update waits for
+	// it first (back-pressure), so the overlay holds at most about twice MergeBytes.
 	MergeBytes int64
 }
 
