@@ -135,6 +135,13 @@ func (ix *Index) merge(h *handle) error {
 	return ix.mergeTimed(h, h.freeze(), ix.newMergeRun(nil))
 }
 
+// MergeStats returns the number of merges of the overlay into the index file that ended (done,
+// failed or stopped) since Open, and the time they took (docs/design.md, "Index: delta log,
+// overlay and merge").
+func (ix *Index) MergeStats() (merges uint64, seconds float64) {
+	return uint64(ix.merges.Load()), time.Duration(ix.mergeTime.Load()).Seconds()
+}
+
 func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
 	start := time.Now()
 	err := ix.mergeLayer(h, fr, run)
