@@ -17,7 +17,8 @@
 //
 // An Update does not write the first four (the main buckets): it appends its changes to the delta
 // log and keeps them in an in-memory overlay that every read consults first; the Update that
-// brings the overlay to Config.MergeBytes merges it into the main buckets (overlay.go, merge.go,
+// brings the overlay's active layer to Config.MergeBytes freezes it and merges it into the main
+// buckets in the background, while later batches go to a new active layer (overlay.go, merge.go,
 // docs/design.md "Index: delta log, overlay and merge").
 //
 // # Concurrency
@@ -77,8 +78,9 @@ type Config struct {
 	MaxFollowers int
 	// MergeBytes bounds the overlay: the in-memory changes of the batches applied since the last
 	// merge (docs/design.md, "Index: delta log, overlay and merge"). The Update whose batch brings
-	// the overlay's estimated size to MergeBytes or beyond merges it into the main buckets before
-	// it returns.
+	// the overlay's active layer to an estimated MergeBytes or beyond freezes it and merges it into
+	// the main buckets in the background; if the previous merge still runs, that Update waits for
+	// it first (back-pressure), so the overlay holds at most about twice MergeBytes.
 	MergeBytes int64
 }
 
@@ -173,6 +175,8 @@ type Index struct {
 	mergeTime atomic.Int64
 	// mergeChunk is the number of keys a merge writes per commit (merge.go); tests make it small.
 	mergeChunk int
+	// bg is the merge running in the background, if any (merge.go); set and cleared under wmu.
+	bg *bgMerge
 	// hooks are nil outside tests.
 	hooks struct {
 		// viewLoaded runs in View between loading the overlay state and beginning the read
@@ -181,6 +185,9 @@ type Index struct {
 		// mergeCommitted runs after each commit of a merge (chunk counts from 0, last tells the
 		// final one); an error aborts the merge there, as a crash would.
 		mergeCommitted func(chunk int, last bool) error
+		// mergeWaiting runs when a caller (under wmu) starts waiting for a background merge
+		// that has not ended.
+		mergeWaiting func()
 	}
 }
 
@@ -211,7 +218,8 @@ func (ix *Index) Path() string { return ix.path }
 func (ix *Index) ReadOnly() bool { return ix.readOnly }
 
 // Close closes the index. It waits for a running Update or ReplaceAll and for open Views (also
-// those still reading a file a ReplaceAll replaced), then lets the lock file go. It is
+// those still reading a file a ReplaceAll replaced), stops a background merge after its current
+// commit (what it did not merge stays in the delta log), then lets the lock file go. It is
 // idempotent: later calls return nil.
 func (ix *Index) Close() error {
 	ix.wmu.Lock()
@@ -219,6 +227,9 @@ func (ix *Index) Close() error {
 	if ix.closed.Load() {
 		return nil
 	}
+	// Stop a background merge after its current commit. Its error is not Close's: whatever it
+	// did not merge stays in the delta log, which Open rebuilds and the next merge takes up.
+	_ = ix.waitMerge(true)
 	ix.rw.Lock()
 	h := ix.cur
 	ix.cur = nil
@@ -240,8 +251,10 @@ func (ix *Index) Close() error {
 type handle struct {
 	db   *bolt.DB
 	refs atomic.Int64
-	// ov is the overlay in front of db's main buckets (overlay.go); replaced, never changed.
-	ov atomic.Pointer[ovState]
+	// ov is the overlay in front of db's main buckets (overlay.go); replaced, never changed,
+	// under pub (Update and the background merge both publish states).
+	ov  atomic.Pointer[ovState]
+	pub sync.Mutex
 }
 
 // newHandle wraps db as the live file (one reference), with an empty overlay.
@@ -309,9 +322,7 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
-	if st.lay.n.Load() > 0 {
-		t.lay, t.gen = st.lay, st.gen
-	}
+	t.setOverlay(st)
 	defer func() {
 		t.reset()
 		ix.readTxs.Put(t)
@@ -324,8 +335,9 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 // Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
 // an error or panics, everything fn did is rolled back and the error is returned as is; otherwise
 // the transaction commits (and fsyncs) before Update returns. The commit writes fn's changes to
-// the delta log; when they bring the overlay to Config.MergeBytes, Update then merges the overlay
-// into the main buckets before it returns (an error of that merge says the batch is committed).
+// the delta log; when they bring the overlay's active layer to Config.MergeBytes, Update freezes
+// it and starts merging it into the main buckets in the background (merge.go), after waiting for
+// a merge still running. An error of that merging says the batch is committed.
 func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.readOnly {
 		return ErrReadOnly
@@ -345,7 +357,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.tune.direct {
 		st = nil
 	}
-	gen := h.ov.Load().gen + 1
+	gen := h.ov.Load().gen + 1 // gen changes only under wmu
 	err := h.db.Update(func(tx *bolt.Tx) error {
 		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
 		defer w.reset()
@@ -369,18 +381,14 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if pend != nil && !pend.empty() {
 		for bi := range pend {
 			for k, v := range pend[bi] {
-				st.lay.insert(bi, k, gen, v)
+				st.lay.insert(bi, k, gen, v) // the active layer: only freeze (under wmu) replaces it
 			}
 		}
-		h.ov.Store(&ovState{lay: st.lay, gen: gen, epoch: st.epoch})
+		h.publishGen(gen)
 	}
 	ix.publish(seq, counts)
 	if st != nil && st.lay.size.Load() >= ix.mergeBytes {
-		start := time.Now()
-		err := ix.merge(h)
-		ix.merges.Add(1)
-		ix.mergeTime.Add(int64(time.Since(start)))
-		if err != nil {
+		if err := ix.startMerge(h); err != nil {
 			return fmt.Errorf("index: the batch is committed, but merging the overlay failed "+
 				"(the next batch tries again): %w", ix.liveName(err))
 		}

@@ -56,8 +56,9 @@ func runKillChild(dir string) {
 	}
 }
 
-// TestKillDuringReplication kills (SIGKILL) a process applying batches, now mid-merge (right after
-// a merge commit that is not its last), now between batches, and checks after each kill that the
+// TestKillDuringReplication kills (SIGKILL) a process applying batches while it merges in the
+// background, now mid-merge (right after a merge commit that is not its last), now right after a
+// merge's last commit, now between batches, and checks after each kill that the
 // index opens at or after the last acknowledged batch, with exactly the model's state at the seq
 // it holds: nothing acknowledged is lost, nothing half-applied or half-merged shows.
 func TestKillDuringReplication(t *testing.T) {
@@ -70,8 +71,11 @@ func TestKillDuringReplication(t *testing.T) {
 	}
 	dir := t.TempDir()
 	m := newModel()
-	for round := range 6 {
-		midMerge := round%2 == 0
+	for round := range 9 {
+		// Killed right after a merge commit that is not its last, right after a merge's last
+		// commit (batches went on meanwhile: the delta log keeps their entries), or between
+		// batches.
+		midMerge, afterMerge := round%3 == 0, round%3 == 1
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKillDuringReplication$")
 		cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
 		out, err := cmd.StdoutPipe()
@@ -89,9 +93,10 @@ func TestKillDuringReplication(t *testing.T) {
 			switch {
 			case len(f) == 2 && f[0] == "ack":
 				acked, _ = strconv.ParseUint(f[1], 10, 64)
-				killed = !midMerge && acked%37 == uint64(round)
+				killed = !midMerge && !afterMerge && acked%37 == uint64(round)
 			case len(f) == 3 && f[0] == "chunk":
-				killed = midMerge && f[2] == "false" && acked > uint64(20*(round+1))
+				last := f[2] == "true"
+				killed = (midMerge && !last || afterMerge && last) && acked > uint64(20*(round+1))
 			case len(f) > 0 && f[0] == "error":
 				t.Fatalf("child: %s", sc.Text())
 			}
@@ -117,8 +122,8 @@ func TestKillDuringReplication(t *testing.T) {
 		for k := m.seq + 1; k <= seq; k++ {
 			_ = killBatch(k, nil, m)
 		}
-		t.Logf("round %d (mid-merge %v): killed after ack %d, reopened at %d with %d overlay versions",
-			round, midMerge, acked, seq, ix.cur.ov.Load().lay.n.Load())
+		t.Logf("round %d (mid-merge %v, after a merge %v): killed after ack %d, reopened at %d with %d overlay versions",
+			round, midMerge, afterMerge, acked, seq, ix.cur.ov.Load().lay.n.Load())
 		checkAgainstModel(t, ix, m, newGen(7), fmt.Sprintf("round %d after the kill", round))
 		if err := ix.Close(); err != nil {
 			t.Fatal(err)

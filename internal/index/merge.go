@@ -2,7 +2,10 @@ package index
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -14,75 +17,235 @@ import (
 // with a quarter of the heap growth.
 const mergeChunkKeys = 2048
 
-// merge writes the overlay of h into its main buckets and empties the delta log. The caller holds
-// wmu (no batch commits meanwhile) and h is the live handle.
-//
-// Why a reader never sees a mix (View, docs/design.md): a reader pairs its read transaction with
-// the state it loaded just before beginning it, and retries when the epoch changed in between.
-//  1. The merge first publishes a new epoch. A reader of an older state could hold a generation
-//     older than the layer's newest versions; it retries if a chunk commit could be in its
-//     transaction. A reader of the new epoch has the layer's newest generation: every key the
-//     chunks write, it finds in the layer, with the value the chunk writes.
-//  2. The chunks commit, each fsynced; the last one also empties the delta log. A crash anywhere
-//     leaves the delta log whole until that last commit: Open rebuilds the same overlay, which
-//     hides whatever the main buckets got (the merge writes the same values again).
-//  3. Only then is an empty layer published, under another new epoch. A reader still holding the
-//     old layer (its transaction began before the last commit, or after it) finds every merged key
-//     in it: the layer is never changed once replaced.
-func (ix *Index) merge(h *handle) error {
-	st := h.ov.Load()
-	if st.lay.n.Load() == 0 {
-		return nil
-	}
-	h.ov.Store(&ovState{lay: st.lay, gen: st.gen, epoch: st.epoch + 1})
-	all := st.lay.latest()
+// errMergeStopped is the error of a background merge that Close or ReplaceAll stopped between two
+// of its commits (what is merged stays merged; the delta log still holds the whole layer).
+var errMergeStopped = errors.New("index: merge stopped")
+
+// bgMerge is a merge running in the background (startMerge). ix.bg is set and cleared under wmu;
+// the merge's goroutine writes err before it closes done.
+type bgMerge struct {
+	done chan struct{}
+	stop atomic.Bool
+	err  error
+}
+
+// mergeRun is what one merge of a frozen layer needs, captured when it starts (tests change the
+// Index's fields between merges while one runs).
+type mergeRun struct {
+	chunk int
+	hook  func(chunk int, last bool) error
+	stop  *atomic.Bool
+}
+
+func (ix *Index) newMergeRun(stop *atomic.Bool) mergeRun {
 	chunk := ix.mergeChunk
 	if chunk <= 0 {
 		chunk = mergeChunkKeys
 	}
-	for i, n := 0, 0; i < len(all); i, n = i+chunk, n+1 {
-		part := all[i:min(i+chunk, len(all))]
-		last := i+chunk >= len(all)
+	return mergeRun{chunk: chunk, hook: ix.hooks.mergeCommitted, stop: stop}
+}
+
+// freeze makes h's active layer the frozen one (which must be empty) and starts a new active
+// layer, under a new epoch. Callers hold wmu.
+func (h *handle) freeze() *layer {
+	h.pub.Lock()
+	defer h.pub.Unlock()
+	cur := h.ov.Load()
+	cur.lay.top = cur.gen
+	h.ov.Store(&ovState{lay: newLayer(), frz: cur.lay, gen: cur.gen, epoch: cur.epoch + 1})
+	return cur.lay
+}
+
+// publishGen publishes generation gen (a batch just inserted into the active layer).
+func (h *handle) publishGen(gen uint64) {
+	h.pub.Lock()
+	defer h.pub.Unlock()
+	cur := h.ov.Load()
+	h.ov.Store(&ovState{lay: cur.lay, frz: cur.frz, gen: gen, epoch: cur.epoch})
+}
+
+// dropFrozen drops the frozen layer once merged, under a new epoch.
+func (h *handle) dropFrozen() {
+	h.pub.Lock()
+	defer h.pub.Unlock()
+	cur := h.ov.Load()
+	h.ov.Store(&ovState{lay: cur.lay, gen: cur.gen, epoch: cur.epoch + 1})
+}
+
+// startMerge freezes h's active layer and merges it in the background, while later batches go to
+// a new active layer (docs/design.md, "Index: delta log, overlay and merge"). Callers hold wmu.
+// Back-pressure: a merge still running is waited for first, so at most two layers exist. A
+// frozen layer left by a merge that failed or was stopped is merged first, here, synchronously;
+// its error is returned.
+func (ix *Index) startMerge(h *handle) error {
+	_ = ix.waitMerge(false) // its failure leaves the frozen layer in place: merged just below
+	if fr := h.ov.Load().frz; fr != nil {
+		if err := ix.mergeTimed(h, fr, ix.newMergeRun(nil)); err != nil {
+			return err
+		}
+	}
+	if h.ov.Load().lay.n.Load() == 0 {
+		return nil
+	}
+	fr := h.freeze()
+	bg := &bgMerge{done: make(chan struct{})}
+	run := ix.newMergeRun(&bg.stop)
+	ix.bg = bg
+	go func() {
+		defer close(bg.done)
+		bg.err = ix.mergeTimed(h, fr, run)
+	}()
+	return nil
+}
+
+// waitMerge waits for the background merge, if any (asking it to stop after its current commit
+// when stop is set), and returns its error. Callers hold wmu.
+func (ix *Index) waitMerge(stop bool) error {
+	bg := ix.bg
+	if bg == nil {
+		return nil
+	}
+	if stop {
+		bg.stop.Store(true)
+	}
+	if ix.hooks.mergeWaiting != nil {
+		select {
+		case <-bg.done:
+		default:
+			ix.hooks.mergeWaiting()
+		}
+	}
+	<-bg.done
+	ix.bg = nil
+	return bg.err
+}
+
+// merge merges h's whole overlay now (a frozen layer left over, then the active one), waiting
+// for a background merge first: Open in tuning.direct mode and the tests use it. Callers hold wmu.
+func (ix *Index) merge(h *handle) error {
+	_ = ix.waitMerge(false)
+	if fr := h.ov.Load().frz; fr != nil {
+		if err := ix.mergeTimed(h, fr, ix.newMergeRun(nil)); err != nil {
+			return err
+		}
+	}
+	if h.ov.Load().lay.n.Load() == 0 {
+		return nil
+	}
+	return ix.mergeTimed(h, h.freeze(), ix.newMergeRun(nil))
+}
+
+// MergeStats returns the number of merges of the overlay into the index file that ended (done,
+// failed or stopped) since Open, and the time they took (docs/design.md, "Index: delta log,
+// overlay and merge").
+func (ix *Index) MergeStats() (merges uint64, seconds float64) {
+	return uint64(ix.merges.Load()), time.Duration(ix.mergeTime.Load()).Seconds()
+}
+
+func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
+	start := time.Now()
+	err := ix.mergeLayer(h, fr, run)
+	ix.merges.Add(1)
+	ix.mergeTime.Add(int64(time.Since(start)))
+	return err
+}
+
+// mergeLayer writes the frozen layer fr of h into the main buckets, run.chunk keys per commit,
+// and drops fr's entries from the delta log in its last commit. It runs without wmu: batches
+// commit their delta entries between its commits (bbolt has one writer; a batch waits for at
+// most one chunk), into the active layer.
+//
+// Why a reader never sees a mix (View, docs/design.md): a reader pairs its read transaction with
+// the state it loaded just before beginning it, and retries when the epoch changed in between.
+//  1. freeze published a new epoch. A reader of an older state could hold a generation older
+//     than fr's newest versions; it retries if a chunk commit could be in its transaction. A
+//     reader of the new epoch (or a later state of it, a batch's) holds a generation >= fr.top:
+//     every key the chunks write, it finds in the active layer (a newer batch's value, which
+//     hides the main bucket's) or in fr, with the value the chunk writes.
+//  2. The chunks commit, each fsynced; the last one also deletes fr's delta entries (the
+//     generations up to fr.top; the active layer's entries stay). A crash anywhere leaves the
+//     delta log whole until that last commit: Open rebuilds the same overlay, which hides
+//     whatever the main buckets got (the next merge writes the same values again).
+//  3. Only then is fr dropped from the state, under another new epoch. A reader still holding
+//     fr (its transaction began before the last commit, or after it) finds every merged key in
+//     it: a layer is never changed once frozen.
+func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
+	all := fr.latest()
+	for i, n := 0, 0; i < len(all); i, n = i+run.chunk, n+1 {
+		if run.stop != nil && run.stop.Load() {
+			return errMergeStopped
+		}
+		part := all[i:min(i+run.chunk, len(all))]
+		last := i+run.chunk >= len(all)
 		err := h.db.Update(func(tx *bolt.Tx) error {
-			var buckets [4]*bolt.Bucket
-			for _, kv := range part {
-				b := buckets[kv.bi]
-				if b == nil {
-					b = tx.Bucket(bucketNames[kv.bi])
-					if ix.tune.fillPercent > 0 && (kv.bi == bRecords || kv.bi == bByUser) {
-						b.FillPercent = ix.tune.fillPercent
-					}
-					buckets[kv.bi] = b
-				}
-				var err error
-				if kv.val == nil {
-					err = b.Delete([]byte(kv.key))
-				} else {
-					err = b.Put([]byte(kv.key), kv.val)
-				}
-				if err != nil {
-					return fmt.Errorf("index: merge %q: %w", kv.key, err)
-				}
+			if err := ix.writeChunk(tx, part); err != nil {
+				return err
 			}
 			if !last {
 				return nil
 			}
-			if err := tx.DeleteBucket(bucketDelta); err != nil {
-				return fmt.Errorf("index: merge: empty the delta log: %w", err)
-			}
-			_, err := tx.CreateBucket(bucketDelta)
-			return err
+			return dropDelta(tx, fr.top)
 		})
 		if err != nil {
 			return err
 		}
-		if ix.hooks.mergeCommitted != nil {
-			if err := ix.hooks.mergeCommitted(n, last); err != nil {
+		if run.hook != nil {
+			if err := run.hook(n, last); err != nil {
 				return err
 			}
 		}
 	}
-	h.ov.Store(&ovState{lay: newLayer(), gen: st.gen, epoch: st.epoch + 2})
+	h.dropFrozen()
+	return nil
+}
+
+// writeChunk writes part (sorted) into the main buckets of tx.
+func (ix *Index) writeChunk(tx *bolt.Tx, part []ovKV) error {
+	var buckets [4]*bolt.Bucket
+	for _, kv := range part {
+		b := buckets[kv.bi]
+		if b == nil {
+			b = tx.Bucket(bucketNames[kv.bi])
+			if ix.tune.fillPercent > 0 && (kv.bi == bRecords || kv.bi == bByUser) {
+				b.FillPercent = ix.tune.fillPercent
+			}
+			buckets[kv.bi] = b
+		}
+		var err error
+		if kv.val == nil {
+			err = b.Delete([]byte(kv.key))
+		} else {
+			err = b.Put([]byte(kv.key), kv.val)
+		}
+		if err != nil {
+			return fmt.Errorf("index: merge %q: %w", kv.key, err)
+		}
+	}
+	return nil
+}
+
+// dropDelta deletes the delta log's entries of generations up to top: the whole bucket when it
+// holds nothing newer, else entry by entry (the keys collected first: a bbolt cursor must not run
+// over keys being deleted).
+func dropDelta(tx *bolt.Tx, top uint64) error {
+	b := tx.Bucket(bucketDelta)
+	if k, _ := b.Cursor().Last(); k == nil || decodeUint64(k) <= top {
+		if err := tx.DeleteBucket(bucketDelta); err != nil {
+			return fmt.Errorf("index: merge: empty the delta log: %w", err)
+		}
+		_, err := tx.CreateBucket(bucketDelta)
+		return err
+	}
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && decodeUint64(k) <= top; k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return fmt.Errorf("index: merge: delete delta entry %x: %w", k, err)
+		}
+	}
 	return nil
 }
 

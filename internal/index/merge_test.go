@@ -15,6 +15,8 @@ var errCrash = errors.New("crash")
 // chunks completes).
 func forceMerge(tb testing.TB, ix *Index, stopAfter int) {
 	tb.Helper()
+	ix.wmu.Lock() // the hook is read under wmu by Updates that start merges
+	defer ix.wmu.Unlock()
 	if stopAfter >= 0 {
 		ix.hooks.mergeCommitted = func(chunk int, last bool) error {
 			if chunk == stopAfter && !last {
@@ -24,8 +26,6 @@ func forceMerge(tb testing.TB, ix *Index, stopAfter int) {
 		}
 		defer func() { ix.hooks.mergeCommitted = nil }()
 	}
-	ix.wmu.Lock()
-	defer ix.wmu.Unlock()
 	if err := ix.merge(ix.cur); err != nil && !errors.Is(err, errCrash) {
 		tb.Fatalf("merge: %v", err)
 	}
@@ -179,8 +179,8 @@ func TestViewDuringMerge(t *testing.T) {
 	}()
 	<-inView
 	forceMerge(t, ix, -1)
-	if n := ix.cur.ov.Load().lay.n.Load(); n != 0 {
-		t.Fatalf("after the merge the overlay holds %d versions", n)
+	if st := ix.cur.ov.Load(); st.lay.n.Load() != 0 || st.frz != nil {
+		t.Fatalf("after the merge the overlay holds %d versions and frozen layer %p", st.lay.n.Load(), st.frz)
 	}
 	close(resume)
 	if err := <-done; err != nil {

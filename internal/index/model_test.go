@@ -247,7 +247,9 @@ func checkAgainstModel(tb testing.TB, ix *Index, m *model, g *gen, step string) 
 // The overlay (overlay.go) is driven too: seeds 4–6 use a small Config.MergeBytes, so that
 // Updates merge on their own, and every seed merges at random points, reopens the index
 // (rebuilding the overlay from the delta log) and "crashes" mid-merge (a merge stopped after a
-// random chunk, then the index reopened), comparing after each. Seed 7 writes the main buckets
+// random chunk, then the index reopened), comparing after each. Every seed also starts
+// background merges at random points (some stopped after a random commit, leaving the frozen
+// layer in place): the following batches and comparisons run beside them. Seed 7 writes the main buckets
 // directly (tuning.direct, the layout the benchmark compares with).
 func TestRandomAgainstModel(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4, 5, 6, 7} {
@@ -285,6 +287,22 @@ func TestRandomAgainstModel(t *testing.T) {
 					merges += ix.merges.Load()
 					ix = reopen(t, ix, cfg)
 					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: crash mid-merge", batch))
+				case n < 35:
+					// A background merge the next batches and checks run beside; now and then
+					// it stops after a random commit (as a failed commit would): the frozen
+					// layer stays in front of the half-merged main buckets until the next merge
+					// takes it up again.
+					var hook func(int, bool) error
+					if n >= 31 {
+						stop := g.rng.IntN(6)
+						hook = func(chunk int, last bool) error {
+							if chunk == stop && !last {
+								return errCrash
+							}
+							return nil
+						}
+					}
+					startBackgroundMerge(t, ix, 1+g.rng.IntN(8), hook)
 				}
 				next := m.clone()
 				// Mostly the replication way: the first failing op aborts the batch. Sometimes

@@ -42,9 +42,10 @@ type shard struct {
 	m  map[string][]version
 }
 
-// layer is the overlay of one merge period: every version of every key changed since the last
-// merge, by bucket. Versions are only appended (under wmu, by Update); a merged layer is replaced
-// by a new empty one and never changed again, so a reader still holding it reads it as it was.
+// layer is the overlay of one merge period: every version of every key changed by the batches of
+// that period, by bucket. Versions are only appended (under wmu, by Update) to the active layer;
+// freeze makes it the frozen layer (never changed again, merged in the background) and starts a
+// new active one, so a reader still holding a layer reads it as it was.
 type layer struct {
 	seed   maphash.Seed
 	b      [4][nShards]shard
@@ -52,6 +53,9 @@ type layer struct {
 	size   atomic.Int64 // estimated bytes held
 	umu    sync.RWMutex
 	byUser map[string][]string // user → its byuser keys in the layer, for prefix scans
+	// top is the newest generation of a frozen layer (set by freeze, under wmu): the merge drops
+	// the delta entries up to it.
+	top uint64
 }
 
 func newLayer() *layer {
@@ -162,12 +166,15 @@ func (l *layer) latest() []ovKV {
 	return out
 }
 
-// ovState is what a reader pairs with its bbolt read transaction: the layer, the generation of
-// the last published batch, and the epoch, which changes whenever a commit changes the main
-// buckets (the start and the end of a merge). View retries when the epoch changed between loading
-// the state and beginning its transaction (see View and merge.go).
+// ovState is what a reader pairs with its bbolt read transaction: the active layer, the frozen
+// layer being merged (nil when none), the generation of the last published batch, and the epoch,
+// which changes when the main buckets are about to change or changed (freeze, before a merge's
+// first commit; the drop of the frozen layer, after its last). View retries when the epoch changed
+// between loading the state and beginning its transaction (see View and merge.go). States are
+// replaced, never changed, under handle.pub.
 type ovState struct {
 	lay   *layer
+	frz   *layer
 	gen   uint64
 	epoch uint64
 }

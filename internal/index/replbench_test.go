@@ -174,13 +174,16 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 // (delta log and overlay, docs/design.md), "direct" the layout before issue 17 (every Update
 // written into the main buckets). The machine is shared and its load swings within seconds, so
 // the variants take turns batch by batch inside one benchmark (one op = one batch on each) and
-// each reports its own events/s over the same period. The merges an Update does are part of its
-// time (commit-ms, cpu-ms; ms/merge apart): run enough batches for whole merge cycles (the default
-// merges every ~27 batches; -benchtime 270x is ten). Building the index takes ~15 s per page
+// each reports its own events/s over the same period, and the percentiles of an Update's time.
+// The merges run in the background (merge.go), beside the batches: events/s counts the Updates'
+// time only; a variant run alone (REPL_BENCH_VARIANTS=default) also reports wall-events/s, the
+// sustained rate over the wall clock, the last merge awaited. Run enough batches for whole merge
+// cycles (the default merges every ~27 batches; -benchtime 270x is ten). Building the index takes ~15 s per page
 // size on a quiet machine; all the copies take 4.5 GB of disk (REPL_BENCH_DIR keeps the built
 // files for the next run).
 //
 //	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 270x -count 3 ./internal/index   # default and direct
+//	REPL_BENCH_VARIANTS=default go test -run '^$' -bench 'RandomReplication1M$' -benchtime 270x -count 3 ./internal/index
 //	REPL_BENCH_VARIANTS=all go test -run '^$' -bench 'RandomReplication1M$' -benchtime 20x -count 3 ./internal/index
 func BenchmarkRandomReplication1M(b *testing.B) {
 	if testing.Short() {
@@ -191,20 +194,24 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		tune   func(*tuning)
 		sorted bool
 		merge  int64 // Config.MergeBytes (0: the default)
+		chunk  int   // keys per merge commit (0: mergeChunkKeys)
 
 		ix      *Index
 		rng     *rand.Rand
 		seq     uint64
 		total   time.Duration
-		inApply time.Duration // of total, in the Update callback (the rest: commit)
-		cpu     time.Duration // CPU time of the process (user and system) during the Updates
-		written int64         // bytes passed to write system calls during the Updates
+		inApply time.Duration   // of total, in the Update callback (the rest: commit)
+		cpu     time.Duration   // CPU time of the process (user and system) during the Updates
+		written int64           // bytes passed to write system calls during the Updates
+		lat     []time.Duration // each Update's time, for the percentiles
 	}
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
 		{name: "direct", tune: func(t *tuning) { t.direct = true }},
 		{name: "mergebytes=32MiB", tune: func(*tuning) {}, merge: 32 << 20},
 		{name: "mergebytes=64MiB", tune: func(*tuning) {}, merge: 64 << 20},
+		{name: "chunk=512", tune: func(*tuning) {}, chunk: 512},
+		{name: "chunk=1024", tune: func(*tuning) {}, chunk: 1024},
 		{name: "sorted", tune: func(*tuning) {}, sorted: true},
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
@@ -229,6 +236,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = ix.Close() })
+		ix.mergeChunk = v.chunk
 		v.ix, v.rng, v.seq = ix, rand.New(rand.NewPCG(3, uint64(i))), ix.AppliedSeq()
 	}
 	batch := func(v *variant) {
@@ -251,18 +259,38 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		}); err != nil {
 			b.Fatal(err)
 		}
-		v.total += time.Since(start)
+		d := time.Since(start)
+		v.total += d
+		v.lat = append(v.lat, d)
 		v.cpu += processCPU(b) - cpu0
 		v.written += processWrittenBytes() - w0
 	}
 	b.ResetTimer()
+	loop := time.Now()
 	for i := range b.N {
 		for j := range variants {
 			batch(variants[(i+j)%len(variants)]) // each variant goes first in turn
 		}
 	}
+	for _, v := range variants { // the merge running in the background is part of the work
+		_ = waitBackgroundMerge(v.ix)
+	}
+	wall := time.Since(loop)
 	b.StopTimer()
+	if len(variants) == 1 {
+		// Alone, the wall clock is the sustained rate: the background merges run beside the
+		// batches, so the Updates' time alone would leave them out.
+		b.ReportMetric(float64(b.N*replBatch)/wall.Seconds(), variants[0].name+"-wall-events/s")
+	}
 	for _, v := range variants {
+		slices.Sort(v.lat)
+		for _, q := range []struct {
+			name string
+			p    float64
+		}{{"p50", 0.50}, {"p99", 0.99}, {"max", 1}} {
+			i := min(len(v.lat)-1, int(q.p*float64(len(v.lat))))
+			b.ReportMetric(float64(v.lat[i].Microseconds())/1000, v.name+"-update-"+q.name+"-ms")
+		}
 		b.ReportMetric(float64(b.N*replBatch)/v.total.Seconds(), v.name+"-events/s")
 		b.ReportMetric(float64((v.total-v.inApply).Microseconds())/1000/float64(b.N), v.name+"-commit-ms")
 		b.ReportMetric(float64(v.cpu.Microseconds())/1000/float64(b.N), v.name+"-cpu-ms")

@@ -116,6 +116,9 @@ func (ix *Index) ReplaceAll(seq uint64, load func(*Loader) error) error {
 	if ix.closed.Load() {
 		return ErrClosed
 	}
+	// A background merge of the live file is stopped after its current commit: the snapshot
+	// replaces that file; if the snapshot fails, the next merge takes the frozen layer up again.
+	_ = ix.waitMerge(true)
 	tmp := ix.path + loadingSuffix
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("index: snapshot: remove old temporary file: %w", err)

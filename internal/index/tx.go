@@ -20,8 +20,10 @@ type ReadTx struct {
 	key     []byte // scratch buffer for lookup keys (bbolt copies keys it stores)
 
 	// The overlay this transaction reads in front of the main buckets (overlay.go): the versions
-	// of lay not newer than gen. lay is nil when the overlay was empty at the start.
+	// of lay, then of frz, not newer than gen. lay is nil when the active layer was empty at the
+	// start, frz when no layer was frozen.
 	lay *layer
+	frz *layer
 	gen uint64
 
 	w *WriteTx // non-nil when this is the read side of a WriteTx
@@ -42,7 +44,29 @@ func (t *ReadTx) reset() {
 	t.buckets = [4]*bolt.Bucket{}
 	t.looked = 0
 	t.lay = nil
+	t.frz = nil
 	t.w = nil
+}
+
+// setOverlay makes t read the overlay of st.
+func (t *ReadTx) setOverlay(st *ovState) {
+	if st.lay.n.Load() > 0 {
+		t.lay = st.lay
+	}
+	t.frz, t.gen = st.frz, st.gen
+}
+
+// lookup returns the newest value of key in t's overlay layers not newer than t.gen.
+func (t *ReadTx) lookup(bi int, key []byte) (val []byte, found bool) {
+	if t.lay != nil {
+		if val, found = t.lay.lookup(bi, key, t.gen); found {
+			return val, true
+		}
+	}
+	if t.frz != nil {
+		return t.frz.lookup(bi, key, t.gen)
+	}
+	return nil, false
 }
 
 // get returns the value of key in bucket bi as this transaction sees it: its own writes (a
@@ -53,10 +77,8 @@ func (t *ReadTx) get(bi int, key []byte) []byte {
 			return v
 		}
 	}
-	if t.lay != nil {
-		if v, ok := t.lay.lookup(bi, key, t.gen); ok {
-			return v
-		}
+	if v, ok := t.lookup(bi, key); ok {
+		return v
 	}
 	b := t.bucket(bi)
 	if b == nil {
@@ -80,6 +102,9 @@ func (t *ReadTx) overlayRange(bi int, prefix, start []byte) []ovKV {
 	if t.lay != nil {
 		keys = t.lay.keys(bi, prefix, start, keys)
 	}
+	if t.frz != nil {
+		keys = t.frz.keys(bi, prefix, start, keys)
+	}
 	if len(keys) == 0 {
 		return nil
 	}
@@ -93,10 +118,8 @@ func (t *ReadTx) overlayRange(bi int, prefix, start []byte) []ovKV {
 				continue
 			}
 		}
-		if t.lay != nil {
-			if v, ok := t.lay.lookup(bi, []byte(k), t.gen); ok {
-				out = append(out, ovKV{bi: bi, key: k, val: v})
-			}
+		if v, ok := t.lookup(bi, []byte(k)); ok {
+			out = append(out, ovKV{bi: bi, key: k, val: v})
 		}
 	}
 	return out

@@ -32,9 +32,7 @@ func newWriteTx(tx *bolt.Tx, maxFollowers int, fill float64, st *ovState) *Write
 	w.ReadTx.w = w
 	if st != nil {
 		w.pend = newPending()
-		if st.lay.n.Load() > 0 {
-			w.lay, w.gen = st.lay, st.gen
-		}
+		w.setOverlay(st)
 	}
 	if fill > 0 {
 		for _, i := range []int{bRecords, bByUser} {
@@ -63,7 +61,7 @@ func (w *WriteTx) put(bi int, key, val []byte) error {
 
 func (w *WriteTx) del(bi int, key []byte) error {
 	if w.pend != nil {
-		if w.lay == nil && w.bucket(bi).Get(key) == nil {
+		if w.lay == nil && w.frz == nil && w.bucket(bi).Get(key) == nil {
 			delete(w.pend[bi], string(key)) // nothing to hide: forget the key altogether
 			return nil
 		}

@@ -29,3 +29,34 @@ func (m *Metrics) PolicyLimits(stats func() (timeouts, builtins uint64)) {
 		stats: stats,
 	})
 }
+
+// mergesCollector reads the index's count and time of overlay merges at each scrape.
+type mergesCollector struct {
+	merges, seconds *prometheus.Desc
+	stats           func() (merges uint64, seconds float64)
+}
+
+func (c *mergesCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.merges
+	ch <- c.seconds
+}
+
+func (c *mergesCollector) Collect(ch chan<- prometheus.Metric) {
+	n, s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.merges, prometheus.CounterValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.seconds, prometheus.CounterValue, s)
+}
+
+// IndexMerges registers crmauthz_index_merges_total and
+// crmauthz_index_merge_seconds_total: the merges of the index's overlay into
+// its file (docs/design.md, "Index: delta log, overlay and merge"), ended,
+// and the time they took, read from stats at every scrape. Call it once.
+func (m *Metrics) IndexMerges(stats func() (merges uint64, seconds float64)) {
+	m.reg.MustRegister(&mergesCollector{
+		merges: prometheus.NewDesc(m.ns+"_index_merges_total",
+			"Merges of the index's overlay of recent replication batches into the index file, ended (done, failed or stopped).", nil, nil),
+		seconds: prometheus.NewDesc(m.ns+"_index_merge_seconds_total",
+			"Time the ended merges of the index's overlay took, in seconds (they run beside the batches).", nil, nil),
+		stats: stats,
+	})
+}

@@ -124,3 +124,22 @@ func TestPolicyLastReloadOK(t *testing.T) {
 		}
 	}
 }
+
+func TestIndexMerges(t *testing.T) {
+	m := New(Config{})
+	n, s := uint64(0), 0.0
+	m.IndexMerges(func() (uint64, float64) { return n, s })
+	for _, c := range []struct {
+		n uint64
+		s float64
+	}{{0, 0}, {3, 4.5}} {
+		n, s = c.n, c.s
+		text := scrape(t, m)
+		if got := sample(t, text, "crmauthz_index_merges_total"); got != float64(c.n) {
+			t.Errorf("crmauthz_index_merges_total = %v, want %d", got, c.n)
+		}
+		if got := sample(t, text, "crmauthz_index_merge_seconds_total"); got != c.s {
+			t.Errorf("crmauthz_index_merge_seconds_total = %v, want %v", got, c.s)
+		}
+	}
+}

@@ -226,6 +226,7 @@ func New(cfg Config) (*Server, error) {
 	})
 	cfg.Metrics.Ready(func() bool { return s.readiness() == "" })
 	cfg.Metrics.DataDir(cfg.Index.Path())
+	cfg.Metrics.IndexMerges(cfg.Index.MergeStats)
 	return s, nil
 }
 
