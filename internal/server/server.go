@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -266,14 +265,16 @@ func (s *Server) newEngine(listener string) *gin.Engine {
 // DecisionHandler serves the decision listener (--addr).
 func (s *Server) DecisionHandler() http.Handler {
 	r := s.newEngine("decision")
-	r.POST("/v1/decision", s.postDecision)
-	r.POST("/v1/decisions", s.postDecisions)
+	// POST /v1/decision and /v1/decisions never reach Gin (decisionMux,
+	// fast.go); their routes stay in its tree for its 405s and redirects.
+	r.POST(routeDecision, gin.WrapF(s.serveDecision))
+	r.POST(routeDecisions, gin.WrapF(s.serveDecisions))
 	r.POST("/v1/data/*path", s.postData)
 	r.POST("/v1/compile/*path", s.postCompile)       // OPA's Compile API (compile.go)
 	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go) and /filter (filter.go)
 	r.Any(gateway.ForwardAuthPath, s.gw.ForwardAuth)
 	r.Any(gateway.ExtAuthzPrefix+"/*path", s.gw.ExtAuthzHTTP)
-	return r
+	return &decisionMux{s: s, gin: r}
 }
 
 // NewGRPC returns the gRPC server of Envoy's ext_authz listener (--grpc-addr).
@@ -321,22 +322,13 @@ func (s *Server) AdminHandler() http.Handler {
 }
 
 // recovery turns a panic into the 500 error body (on the decision listener a deny), or, once
-// part of the reply is sent, into a cut connection.
+// part of the reply is sent, into a cut connection (onPanic).
 func (s *Server) recovery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
-				if c.Writer.Written() {
-					// Part of the body is sent (a streamed export that met a damaged page):
-					// an error body now would be pasted onto it. Cut the connection so the
-					// client sees a broken transfer, never a short body taken for whole.
-					panic(http.ErrAbortHandler)
-				}
-				s.writeError(c, newError(http.StatusInternalServerError, errcode.InternalError, "internal error"))
+				s.onPanic(v, c.Writer, c.Request, c.Writer.Written())
+				c.Abort()
 			}
 		}()
 		c.Next()

@@ -1,0 +1,131 @@
+package server
+
+import (
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/crmauthz/crmauthz/internal/server/errcode"
+)
+
+// The hot routes of the decision listener — POST /v1/decision and POST
+// /v1/decisions — are served by plain net/http handlers ahead of Gin
+// (decisionMux, docs/design.md "internal/server"); Gin serves every other
+// request of the listener, so its routing (404, 405, the trailing-slash
+// redirect) is what it was. What Gin and its middleware did for these routes
+// is done here too, with the same effects: a panic is logged and answered with
+// the 500 error body (a deny), or cuts the connection once part of the reply
+// is sent, and is not counted; every other reply is counted in
+// crmauthz_http_requests_total with the route template and the status. The
+// replies are byte for byte those Gin wrote (status, headers, body).
+
+// Route templates of the lean handlers: the route label Gin gave them.
+const (
+	routeDecision  = "/v1/decision"
+	routeDecisions = "/v1/decisions"
+)
+
+// jsonContentType is the Content-Type of every JSON reply, as Gin sets it;
+// shared, never modified.
+var jsonContentType = []string{"application/json; charset=utf-8"}
+
+// decisionMux routes the hot decision routes to their lean handlers and
+// everything else to Gin.
+type decisionMux struct {
+	s   *Server
+	gin *gin.Engine
+}
+
+func (m *decisionMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		switch r.URL.Path {
+		case routeDecision:
+			m.s.serveDecision(w, r)
+			return
+		case routeDecisions:
+			m.s.serveDecisions(w, r)
+			return
+		}
+	}
+	m.gin.ServeHTTP(w, r)
+}
+
+// reply is the writer of a lean handler: it remembers the status written.
+type reply struct {
+	w      http.ResponseWriter
+	status int // 0: nothing written yet
+}
+
+// ok writes a 200 with a JSON body, the headers Gin's c.Data set.
+func (rp *reply) ok(body []byte) {
+	h := rp.w.Header()
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = jsonContentType
+	}
+	rp.status = http.StatusOK
+	_, _ = rp.w.Write(body)
+}
+
+// error writes err's error body (writeErrorTo).
+func (s *Server) replyError(rp *reply, r *http.Request, err error) {
+	rp.status = s.writeErrorTo(rp.w, r, err)
+}
+
+// statusOr200 is the status a reply has or will have: Gin's Status().
+func (rp *reply) statusOr200() int {
+	if rp.status == 0 {
+		return http.StatusOK
+	}
+	return rp.status
+}
+
+// finish ends a request of a lean handler; deferred at its start. It
+// observes the decision's duration, ends its span, and then does what the
+// recovery and countRequests middleware do for Gin's routes.
+func (s *Server) finish(rp *reply, r *http.Request, route, endpoint string, start time.Time, rs *reqSpan) {
+	s.m.DecisionDuration(endpoint, time.Since(start))
+	if rs != nil {
+		rs.end(rp.statusOr200())
+	}
+	if v := recover(); v != nil {
+		s.onPanic(v, rp.w, r, rp.status != 0)
+		return
+	}
+	s.m.HTTPRequest("decision", route, rp.statusOr200())
+}
+
+// onPanic answers a handler's panic v: logged, then the 500 error body (on
+// the decision listener a deny), or, once part of the reply is sent, a cut
+// connection. http.ErrAbortHandler goes on as it is.
+func (s *Server) onPanic(v any, w http.ResponseWriter, r *http.Request, written bool) {
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.log.Error("panic in handler", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+	if written {
+		// Part of the body is sent (a streamed export that met a damaged page):
+		// an error body now would be pasted onto it. Cut the connection so the
+		// client sees a broken transfer, never a short body taken for whole.
+		panic(http.ErrAbortHandler)
+	}
+	s.writeErrorTo(w, r, newError(http.StatusInternalServerError, errcode.InternalError, "internal error"))
+}
+
+// replyBufs holds the buffers replies are built in; one larger than
+// maxPooledReply (a large batch) is left to the collector.
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+const maxPooledReply = 64 << 10
+
+func getReplyBuf() *[]byte { return replyBufs.Get().(*[]byte) }
+
+func putReplyBuf(b *[]byte) {
+	if cap(*b) > maxPooledReply {
+		return
+	}
+	*b = (*b)[:0]
+	replyBufs.Put(b)
+}
