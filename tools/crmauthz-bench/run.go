@@ -41,10 +41,13 @@ type runConfig struct {
 	// VsArgs, if set, puts in OPA's place a second crmauthz, "crmauthz-b",
 	// serving a copy of the index with CrmauthzArgs and these flags (e.g.
 	// "--decision-log FILE"): the cost of a setting, measured in one run.
-	VsArgs  []string
-	Floor   string // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir string // "" = a new temporary directory, removed at the end
-	Log     io.Writer
+	VsArgs []string
+	// VsCrmauthz, if set, is crmauthz-b's binary (default: Crmauthz): two
+	// builds measured in one run, alone or with VsArgs.
+	VsCrmauthz string
+	Floor      string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir    string // "" = a new temporary directory, removed at the end
+	Log        io.Writer
 }
 
 // report is everything a run measured.
@@ -104,6 +107,9 @@ func (c *runConfig) defaults() {
 	}
 }
 
+// vs tells whether crmauthz-b takes OPA's place (VsArgs or VsCrmauthz).
+func (c *runConfig) vs() bool { return len(c.VsArgs) > 0 || c.VsCrmauthz != "" }
+
 func (c *runConfig) logf(format string, args ...any) {
 	fmt.Fprintf(c.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
@@ -112,7 +118,8 @@ func (c *runConfig) logf(format string, args ...any) {
 // floor), agreement check of crmauthz and OPA, load steps of all three.
 func run(ctx context.Context, cfg runConfig) (*report, error) {
 	cfg.defaults()
-	if len(cfg.VsArgs) > 0 {
+	vs := cfg.vs()
+	if vs {
 		cfg.NoOPA = true
 	}
 	root, err := repoRoot()
@@ -197,7 +204,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	// OPA with the same facts in its store.
 	var opa *proc
 	var opaSide serverSide
-	if len(cfg.VsArgs) > 0 {
+	if vs {
 		// crmauthz-b in OPA's place, on a copy of the index.
 		dirB := filepath.Join(work, "crmauthz-b")
 		if err := copyIndex(filepath.Join(dataDir, "index.db"), filepath.Join(dirB, "index.db")); err != nil {
@@ -205,12 +212,15 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 		cfgB := cfg
 		cfgB.CrmauthzArgs = append(slices.Clone(cfg.CrmauthzArgs), cfg.VsArgs...)
+		if cfg.VsCrmauthz != "" {
+			cfgB.Crmauthz = cfg.VsCrmauthz
+		}
 		if opa, opaSide, err = startCrmauthz(ctx, cfgB, dirB); err != nil {
 			return nil, err
 		}
 		defer opa.stop(10 * time.Second)
 		opaSide.name = "crmauthz-b"
-		cfg.logf("crmauthz-b (%s) ready in %s", strings.Join(cfg.VsArgs, " "), opaSide.ready)
+		cfg.logf("crmauthz-b (%s %s) ready in %s", cfgB.Crmauthz, strings.Join(cfg.VsArgs, " "), opaSide.ready)
 	} else if !cfg.NoOPA {
 		if opa, opaSide, err = startOPA(ctx, cfg, root, opaData); err != nil {
 			return nil, err
