@@ -45,9 +45,15 @@ type runConfig struct {
 	// VsCrmauthz, if set, is crmauthz-b's binary (default: Crmauthz): two
 	// builds measured in one run, alone or with VsArgs.
 	VsCrmauthz string
-	Floor      string // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir    string // "" = a new temporary directory, removed at the end
-	Log        io.Writer
+	// Slices > 1 cuts each step of each side into that many slices, run
+	// interleaved with the other sides' (slices.go).
+	Slices int
+	// ServerCPUs and GeneratorCPUs, when set, pin the servers and this
+	// tool to those CPUs (taskset lists, slices.go).
+	ServerCPUs, GeneratorCPUs string
+	Floor                     string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir                   string // "" = a new temporary directory, removed at the end
+	Log                       io.Writer
 }
 
 // report is everything a run measured.
@@ -124,6 +130,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 	root, err := repoRoot()
 	if err != nil {
+		return nil, err
+	}
+	if err := pinSelf(cfg.GeneratorCPUs); err != nil {
 		return nil, err
 	}
 	work := cfg.WorkDir
@@ -231,7 +240,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 
 	// The floor: a bare net/http server answering a constant decision.
-	floor, floorSide, err := startFloor(ctx, cfg.Floor)
+	floor, floorSide, err := startFloor(ctx, cfg.Floor, cfg.ServerCPUs)
 	if err != nil {
 		return nil, err
 	}
@@ -313,17 +322,42 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			}
 			var pair [nSides]stepResult
 			var ev [nSides]stepEvidence
-			for _, k := range order {
-				if err := ctx.Err(); err != nil {
-					return nil, err
+			var parts [nSides][]stepResult
+			// With --slices, each side's step is cut into slices run in turn
+			// with the other sides' (slices.go); the pause is shared out.
+			pause, dur := cfg.Pause, cfg.Duration
+			if cfg.Slices > 1 {
+				pause, dur = max(pause/time.Duration(cfg.Slices), 100*time.Millisecond), dur/time.Duration(cfg.Slices)
+			}
+			for j := 0; j < max(cfg.Slices, 1); j++ {
+				for _, k := range sliceOrder(order, j) {
+					if err := ctx.Err(); err != nil {
+						return nil, err
+					}
+					if sides[k] == nil {
+						continue
+					}
+					sp := spec
+					if sp.hot == 0 {
+						sp.base += uint64(j) * 10_000_000 // fresh requests in each slice
+					}
+					time.Sleep(pause)
+					before := sampleProc(ctx, sides[k])
+					parts[k] = append(parts[k], runStep(ctx, sides[k], sp, w, dur, cfg.Timeout))
+					e := before.to(sampleProc(ctx, sides[k]))
+					if j == 0 {
+						ev[k] = e
+					} else {
+						ev[k] = ev[k].add(e)
+					}
 				}
+			}
+			for _, k := range order {
 				if sides[k] == nil {
 					continue
 				}
-				time.Sleep(cfg.Pause)
-				before := sampleProc(ctx, sides[k])
-				pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
-				ev[k] = before.to(sampleProc(ctx, sides[k]))
+				pair[k] = sliceResults(parts[k])
+				pair[k].lat = nil
 				r := pair[k]
 				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
 			}
@@ -360,7 +394,7 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		args := append([]string{"serve",
 			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
 		}, cfg.CrmauthzArgs...)
-		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv)
+		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv, cfg.ServerCPUs)
 		return p, "http://" + admin + "/health/ready", err
 	})
 	if err != nil {
@@ -386,7 +420,7 @@ func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc,
 			}
 			args = append(args, f)
 		}
-		p, err := startProc("opa", cfg.OPA, args, nil)
+		p, err := startProc("opa", cfg.OPA, args, nil, cfg.ServerCPUs)
 		return p, "http://" + addr + "/health", err
 	})
 	if err != nil {
