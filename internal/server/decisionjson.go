@@ -333,6 +333,26 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// appendReplyHead appends decisionResponse's JSON up to its decision id:
+// {"allow":…,"reason":…,"decision_id":
+func appendReplyHead(b []byte, allow bool, reason string) []byte {
+	b = append(b, `{"allow":`...)
+	b = strconv.AppendBool(b, allow)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, reason)
+	return append(b, `,"decision_id":`...)
+}
+
+// appendReplyTail appends the rest after the decision id:
+// ,"policy_revision":…,"applied_seq":…}
+func appendReplyTail(b []byte, revision string, seq uint64) []byte {
+	b = append(b, `,"policy_revision":`...)
+	b = appendString(b, revision)
+	b = append(b, `,"applied_seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, '}')
+}
+
 // appendNext appends the next decision id (see next).
 func (g *idGen) appendNext(b []byte) []byte {
 	b = append(b, g.prefix...)

@@ -3,16 +3,19 @@ package server
 import (
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
+	"github.com/crmauthz/crmauthz/internal/server/gateway"
 )
 
-// The hot routes of the decision listener — POST /v1/decision and POST
-// /v1/decisions — are served by plain net/http handlers ahead of Gin
+// The hot routes of the decision listener — POST /v1/decision, POST
+// /v1/decisions and the gateway endpoints (forward auth, Envoy's HTTP
+// ext_authz) — are served by plain net/http handlers ahead of Gin
 // (decisionMux, docs/design.md "internal/server"); Gin serves every other
 // request of the listener, so its routing (404, 405, the trailing-slash
 // redirect) is what it was. What Gin and its middleware did for these routes
@@ -26,6 +29,7 @@ import (
 const (
 	routeDecision  = "/v1/decision"
 	routeDecisions = "/v1/decisions"
+	routeExtAuthz  = gateway.ExtAuthzPrefix + "/*path"
 )
 
 // jsonContentType is the Content-Type of every JSON reply, as Gin sets it;
@@ -40,23 +44,63 @@ type decisionMux struct {
 }
 
 func (m *decisionMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost {
-		switch r.URL.Path {
-		case routeDecision:
-			m.s.serveDecision(w, r)
-			return
-		case routeDecisions:
-			m.s.serveDecisions(w, r)
-			return
-		}
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodPost && p == routeDecision:
+		m.s.serveDecision(w, r)
+	case r.Method == http.MethodPost && p == routeDecisions:
+		m.s.serveDecisions(w, r)
+	case p == gateway.ForwardAuthPath && ginAnyMethod(r.Method):
+		m.s.serveGateway(w, r, gateway.ForwardAuthPath, m.s.gw.ForwardAuth)
+	case strings.HasPrefix(p, gateway.ExtAuthzPrefix+"/") && ginAnyMethod(r.Method):
+		m.s.serveGateway(w, r, routeExtAuthz, m.s.gw.ExtAuthzHTTP)
+	default:
+		m.gin.ServeHTTP(w, r)
 	}
-	m.gin.ServeHTTP(w, r)
+}
+
+// ginAnyMethod tells whether Gin's Any routes method (anything else on
+// those paths is Gin's 405).
+func ginAnyMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodHead,
+		http.MethodOptions, http.MethodDelete, http.MethodConnect, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// serveGateway serves a gateway endpoint (internal/server/gateway) as a lean
+// handler: the gateway observes its own duration and span; h's returned
+// status is the one it wrote.
+func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, route string, h func(http.ResponseWriter, *http.Request) int) {
+	rp := &reply{w: w} // the gateway writes through it: it sees what is written
+	defer s.finish(rp, r, route, "", time.Time{}, nil)
+	h(rp, r)
 }
 
 // reply is the writer of a lean handler: it remembers the status written.
 type reply struct {
 	w      http.ResponseWriter
 	status int // 0: nothing written yet
+}
+
+// Header, WriteHeader and Write make a reply the http.ResponseWriter of a
+// handler that writes itself (the gateway's), noting the status.
+func (rp *reply) Header() http.Header { return rp.w.Header() }
+
+func (rp *reply) WriteHeader(code int) {
+	if rp.status == 0 {
+		rp.status = code
+	}
+	rp.w.WriteHeader(code)
+}
+
+func (rp *reply) Write(b []byte) (int, error) {
+	if rp.status == 0 {
+		rp.status = http.StatusOK
+	}
+	return rp.w.Write(b)
 }
 
 // ok writes a 200 with a JSON body, the headers Gin's c.Data set.
@@ -83,10 +127,13 @@ func (rp *reply) statusOr200() int {
 }
 
 // finish ends a request of a lean handler; deferred at its start. It
-// observes the decision's duration, ends its span, and then does what the
+// observes the decision's duration (unless endpoint is ""), ends its span
+// (if any), and then does what the
 // recovery and countRequests middleware do for Gin's routes.
 func (s *Server) finish(rp *reply, r *http.Request, route, endpoint string, start time.Time, rs *reqSpan) {
-	s.m.DecisionDuration(endpoint, time.Since(start))
+	if endpoint != "" {
+		s.m.DecisionDuration(endpoint, time.Since(start))
+	}
 	if rs != nil {
 		rs.end(rp.statusOr200())
 	}

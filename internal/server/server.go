@@ -272,8 +272,10 @@ func (s *Server) DecisionHandler() http.Handler {
 	r.POST("/v1/data/*path", s.postData)
 	r.POST("/v1/compile/*path", s.postCompile)       // OPA's Compile API (compile.go)
 	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go) and /filter (filter.go)
-	r.Any(gateway.ForwardAuthPath, s.gw.ForwardAuth)
-	r.Any(gateway.ExtAuthzPrefix+"/*path", s.gw.ExtAuthzHTTP)
+	// The gateway endpoints do not reach Gin either (but for methods its
+	// Any does not route, which it answers 405).
+	r.Any(gateway.ForwardAuthPath, func(c *gin.Context) { s.gw.ForwardAuth(c.Writer, c.Request) })
+	r.Any(routeExtAuthz, func(c *gin.Context) { s.gw.ExtAuthzHTTP(c.Writer, c.Request) })
 	return &decisionMux{s: s, gin: r}
 }
 
@@ -300,8 +302,15 @@ func (s *Server) decideHTTP(ctx context.Context, in policy.HTTPInput) (policy.HT
 }
 
 // writeAllow writes the gateways' 200 reply: the reply of /v1/decision.
-func writeAllow(c *gin.Context, reason, id, revision string, seq uint64) {
-	c.JSON(http.StatusOK, decisionResponse{Allow: true, Reason: reason, DecisionID: id, PolicyRevision: revision, AppliedSeq: seq})
+func writeAllow(w http.ResponseWriter, reason, id, revision string, seq uint64) {
+	bp := getReplyBuf()
+	defer putReplyBuf(bp)
+	b := appendReplyHead(*bp, true, reason)
+	b = appendString(b, id)
+	b = appendReplyTail(b, revision, seq)
+	*bp = b
+	rp := reply{w: w}
+	rp.ok(b)
 }
 
 // AdminHandler serves the admin listener (--admin-addr).
