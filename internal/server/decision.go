@@ -182,7 +182,7 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 	if s.tr != nil {
 		rs = s.startSpan(r, tracing.SpanDecision, spanDecision)
 	}
-	defer s.finish(&rp, r, routeDecision, "decision", start, rs)
+	defer s.finish(&rp, r, s.routes.decision, start, rs)
 
 	var req decisionRequest
 	body, err := readBody(r, s.cfg.MaxDecisionBytes)
@@ -275,7 +275,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 	if s.tr != nil {
 		rs = s.startSpan(r, tracing.SpanDecisions, spanDecisions)
 	}
-	defer s.finish(&rp, r, routeDecisions, "decisions", start, rs)
+	defer s.finish(&rp, r, s.routes.decisions, start, rs)
 
 	var req batchRequest
 	body, err := readBody(r, s.cfg.MaxDecisionBytes)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/server/gateway"
 )
@@ -32,6 +33,21 @@ const (
 	routeExtAuthz  = gateway.ExtAuthzPrefix + "/*path"
 )
 
+// leanRoutes are the metrics of the lean handlers' routes (metrics.Route:
+// resolved once, not looked up per request).
+type leanRoutes struct {
+	decision, decisions, forwardAuth, extAuthz *metrics.Route
+}
+
+func newLeanRoutes(m *metrics.Metrics) leanRoutes {
+	return leanRoutes{
+		decision:    m.Route("decision", routeDecision, "decision"),
+		decisions:   m.Route("decision", routeDecisions, "decisions"),
+		forwardAuth: m.Route("decision", gateway.ForwardAuthPath, ""),
+		extAuthz:    m.Route("decision", routeExtAuthz, ""),
+	}
+}
+
 // jsonContentType is the Content-Type of every JSON reply, as Gin sets it;
 // shared, never modified.
 var jsonContentType = []string{"application/json; charset=utf-8"}
@@ -51,9 +67,9 @@ func (m *decisionMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && p == routeDecisions:
 		m.s.serveDecisions(w, r)
 	case p == gateway.ForwardAuthPath && ginAnyMethod(r.Method):
-		m.s.serveGateway(w, r, gateway.ForwardAuthPath, m.s.gw.ForwardAuth)
+		m.s.serveGateway(w, r, m.s.routes.forwardAuth, m.s.gw.ForwardAuth)
 	case strings.HasPrefix(p, gateway.ExtAuthzPrefix+"/") && ginAnyMethod(r.Method):
-		m.s.serveGateway(w, r, routeExtAuthz, m.s.gw.ExtAuthzHTTP)
+		m.s.serveGateway(w, r, m.s.routes.extAuthz, m.s.gw.ExtAuthzHTTP)
 	default:
 		m.gin.ServeHTTP(w, r)
 	}
@@ -73,9 +89,9 @@ func ginAnyMethod(method string) bool {
 // serveGateway serves a gateway endpoint (internal/server/gateway) as a lean
 // handler: the gateway observes its own duration and span; h's returned
 // status is the one it wrote.
-func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, route string, h func(http.ResponseWriter, *http.Request) int) {
+func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, mr *metrics.Route, h func(http.ResponseWriter, *http.Request) int) {
 	rp := &reply{w: w} // the gateway writes through it: it sees what is written
-	defer s.finish(rp, r, route, "", time.Time{}, nil)
+	defer s.finish(rp, r, mr, time.Time{}, nil)
 	h(rp, r)
 }
 
@@ -127,12 +143,12 @@ func (rp *reply) statusOr200() int {
 }
 
 // finish ends a request of a lean handler; deferred at its start. It
-// observes the decision's duration (unless endpoint is ""), ends its span
+// observes the decision's duration (unless start is zero), ends its span
 // (if any), and then does what the
 // recovery and countRequests middleware do for Gin's routes.
-func (s *Server) finish(rp *reply, r *http.Request, route, endpoint string, start time.Time, rs *reqSpan) {
-	if endpoint != "" {
-		s.m.DecisionDuration(endpoint, time.Since(start))
+func (s *Server) finish(rp *reply, r *http.Request, mr *metrics.Route, start time.Time, rs *reqSpan) {
+	if !start.IsZero() {
+		mr.Duration(time.Since(start))
 	}
 	if rs != nil {
 		rs.end(rp.statusOr200())
@@ -141,7 +157,7 @@ func (s *Server) finish(rp *reply, r *http.Request, route, endpoint string, star
 		s.onPanic(v, rp.w, r, rp.status != 0)
 		return
 	}
-	s.m.HTTPRequest("decision", route, rp.statusOr200())
+	mr.Request(rp.statusOr200())
 }
 
 // onPanic answers a handler's panic v: logged, then the 500 error body (on

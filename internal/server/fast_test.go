@@ -79,7 +79,8 @@ func TestLeanPanic(t *testing.T) {
 	labels := map[string]string{"listener": "decision", "route": "/v1/boom", "code": "500"}
 	req := httptest.NewRequest(http.MethodGet, "/v1/boom", nil)
 	rec := httptest.NewRecorder()
-	ts.serveGateway(rec, req, "/v1/boom", func(http.ResponseWriter, *http.Request) int { panic("boom") })
+	boom := ts.m.Route("decision", "/v1/boom", "")
+	ts.serveGateway(rec, req, boom, func(http.ResponseWriter, *http.Request) int { panic("boom") })
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `"code":"internal_error"`) {
 		t.Errorf("after a panic: %d %s, want 500 internal_error", rec.Code, rec.Body)
 	}
@@ -91,7 +92,7 @@ func TestLeanPanic(t *testing.T) {
 			t.Errorf("a panic after the reply started: recovered %v, want http.ErrAbortHandler", v)
 		}
 	}()
-	ts.serveGateway(httptest.NewRecorder(), req, "/v1/boom", func(w http.ResponseWriter, _ *http.Request) int {
+	ts.serveGateway(httptest.NewRecorder(), req, boom, func(w http.ResponseWriter, _ *http.Request) int {
 		_, _ = w.Write([]byte("partial"))
 		panic("boom")
 	})

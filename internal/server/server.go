@@ -148,6 +148,7 @@ type Server struct {
 	dataAll   bool
 	filter    *filter.Translator
 	gw        *gateway.Gateway // the gateway endpoints (internal/server/gateway)
+	routes    leanRoutes       // the lean handlers' metrics (fast.go)
 	// stallTimeout cuts an export whose client stops reading (admin.go, progressWriter).
 	stallTimeout time.Duration
 }
@@ -199,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{filter: cfg.Filter, cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
-		dlog: cfg.DecisionLog, tr: cfg.Tracer, dataPaths: map[string]bool{},
+		dlog: cfg.DecisionLog, tr: cfg.Tracer, dataPaths: map[string]bool{}, routes: newLeanRoutes(cfg.Metrics),
 		stallTimeout: min(defaultStallTimeout, cfg.SnapshotTimeout)}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
