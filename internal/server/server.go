@@ -1,6 +1,6 @@
-// Package server holds the Gin handlers and middleware of crmauthz's two HTTP
-// listeners: the decision listener (--addr) and the admin listener
-// (--admin-addr). Every handler times the request, parses it (4xx on failure),
+// Package server holds the handlers and middleware of crmauthz's two HTTP
+// listeners: the decision listener (--addr; its hot routes are plain net/http
+// handlers ahead of Gin, fast.go) and the admin listener (--admin-addr, Gin). Every handler times the request, parses it (4xx on failure),
 // evaluates or applies, writes its reply once and returns; every error goes
 // through one writer and one table of statuses and codes (errors.go).
 package server
