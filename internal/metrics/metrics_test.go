@@ -109,3 +109,49 @@ func BenchmarkDecisionCounter(b *testing.B) {
 		m.DecisionDuration("decision", time.Microsecond)
 	}
 }
+
+// A Route's updates are those of DecisionDuration and HTTPRequest, and its
+// series appear only with their first update.
+func TestRoute(t *testing.T) {
+	m := New(Config{})
+	r := m.Route("decision", "/v1/decision", "decision")
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	if text := scrape(); strings.Contains(text, `route="/v1/decision"`) || strings.Contains(text, `endpoint="decision"`) {
+		t.Fatalf("series before the first request:\n%s", text)
+	}
+	r.Request(400)
+	if text := scrape(); strings.Contains(text, `code="200",listener="decision"`) {
+		t.Errorf("a 200 series after a 400 alone:\n%s", text)
+	}
+	for i := 0; i < 3; i++ {
+		r.Request(200)
+		r.Duration(30 * time.Microsecond)
+	}
+	m.HTTPRequest("decision", "/v1/decision", 200) // the same child
+	m.DecisionDuration("decision", time.Microsecond)
+	text := scrape()
+	for _, want := range []string{
+		`crmauthz_http_requests_total{code="200",listener="decision",route="/v1/decision"} 4`,
+		`crmauthz_http_requests_total{code="400",listener="decision",route="/v1/decision"} 1`,
+		`crmauthz_decision_duration_seconds_count{endpoint="decision"} 4`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+}
+
+func BenchmarkRoute(b *testing.B) {
+	m := New(Config{})
+	r := m.Route("decision", "/v1/decision", "decision")
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Decision("decision", "view", true, "owner")
+		r.Request(200)
+		r.Duration(time.Microsecond)
+	}
+}

@@ -57,8 +57,8 @@ func opLabel(op string) string {
 func (s *Server) postEvents(c *gin.Context) {
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		if rs = s.startSpan(c, tracing.SpanReplication, spanBatch); rs != nil {
-			defer rs.end(c)
+		if rs = s.startSpan(c.Request, tracing.SpanReplication, spanBatch); rs != nil {
+			defer rs.endGin(c)
 		}
 	}
 	body := &cutReader{r: http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBatchBytes)}
@@ -95,8 +95,8 @@ func (s *Server) postEvents(c *gin.Context) {
 func (s *Server) putSnapshot(c *gin.Context) {
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		if rs = s.startSpan(c, tracing.SpanSnapshotLoad, spanSnapshot); rs != nil {
-			defer rs.end(c)
+		if rs = s.startSpan(c.Request, tracing.SpanSnapshotLoad, spanSnapshot); rs != nil {
+			defer rs.endGin(c)
 		}
 	}
 	rc := http.NewResponseController(c.Writer)

@@ -114,19 +114,6 @@ func toInput(subject, action string, res *resourceRef, target *string, where str
 	return in, nil
 }
 
-// decodeDecision reads a /v1/decision body: at most MaxDecisionBytes, strict
-// JSON (see decisionjson.go).
-func (s *Server) decodeDecision(c *gin.Context, req *decisionRequest) error {
-	body, err := readBody(c, s.cfg.MaxDecisionBytes)
-	return decodeDecisionBody(body, err, req)
-}
-
-// decodeBatch reads a /v1/decisions body, like decodeDecision.
-func (s *Server) decodeBatch(c *gin.Context, req *batchRequest) error {
-	body, err := readBody(c, s.cfg.MaxDecisionBytes)
-	return decodeBatchBody(body, err, req)
-}
-
 // waitForSeq implements min_seq: wait up to ConsistencyWait for the index to
 // apply seq, then 503 index_behind (never a stale answer).
 func (s *Server) waitForSeq(ctx context.Context, seq uint64) error {
@@ -169,41 +156,52 @@ func errorReason(err error) string {
 	return "error"
 }
 
-func (s *Server) postDecision(c *gin.Context) {
+// decideCall is one decision's read transaction (run), its input and its
+// results, in one value the caller keeps on its stack.
+type decideCall struct {
+	s   *Server
+	ctx context.Context
+	in  policy.Input
+	d   policy.Decision
+	rev string
+	seq uint64
+}
+
+func (c *decideCall) run(tx *index.ReadTx) error {
+	c.seq = tx.AppliedSeq()
+	var err error
+	c.d, c.rev, err = c.s.eng.Decide(c.ctx, tx, c.in)
+	return err
+}
+
+// serveDecision serves POST /v1/decision (a lean handler, fast.go).
+func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
+	rp := reply{w: w}
 	start := time.Now()
-	defer func() { s.m.DecisionDuration("decision", time.Since(start)) }()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		if rs = s.startSpan(c, tracing.SpanDecision, spanDecision); rs != nil {
-			defer rs.end(c)
-		}
+		rs = s.startSpan(r, tracing.SpanDecision, spanDecision)
 	}
+	defer s.finish(&rp, r, s.routes.decision, start, rs)
 
 	var req decisionRequest
-	if err := s.decodeDecision(c, &req); err != nil {
-		s.writeError(c, err)
+	body, err := readBody(r, s.cfg.MaxDecisionBytes)
+	if err := decodeDecisionBody(body, err, &req); err != nil {
+		s.replyError(&rp, r, err)
 		return
 	}
 	in, err := toInput(req.Subject, req.Action, req.Resource, req.Target, "")
 	if err != nil {
-		s.writeError(c, err)
+		s.replyError(&rp, r, err)
 		return
 	}
-	if err := s.waitForSeq(c.Request.Context(), req.MinSeq); err != nil {
-		s.writeError(c, err)
+	if err := s.waitForSeq(r.Context(), req.MinSeq); err != nil {
+		s.replyError(&rp, r, err)
 		return
 	}
-	var (
-		d   policy.Decision
-		rev string
-		seq uint64
-	)
-	err = s.ix.View(func(tx *index.ReadTx) error {
-		seq = tx.AppliedSeq()
-		var err error
-		d, rev, err = s.eng.Decide(c.Request.Context(), tx, in)
-		return err
-	})
+	call := decideCall{s: s, ctx: r.Context(), in: in}
+	err = s.ix.View(call.run)
+	d, rev, seq := call.d, call.rev, call.seq
 	if err != nil {
 		s.m.Decision("decision", actionLabel(in.Action), false, errorReason(err))
 		if s.dlog.Sample() {
@@ -213,33 +211,30 @@ func (s *Server) postDecision(c *gin.Context) {
 			rs.d = tracing.Decision{Action: spanAction(in.Action), ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq,
 				Reason: errorReason(err), Error: toAPIError(evalError(err)).Code}
 		}
-		s.writeError(c, evalError(err))
+		s.replyError(&rp, r, evalError(err))
 		return
 	}
 	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
 	// The reply is decisionResponse, written by hand (see decisionjson.go).
-	b := make([]byte, 0, 160+len(d.Reason))
-	b = append(b, `{"allow":`...)
-	b = strconv.AppendBool(b, d.Allow)
-	b = append(b, `,"reason":`...)
-	b = appendString(b, d.Reason)
-	b = append(b, `,"decision_id":"`...)
+	bp := getReplyBuf()
+	defer putReplyBuf(bp)
+	b := append(appendReplyHead(*bp, d.Allow, d.Reason), '"')
 	idStart := len(b)
-	b = s.ids.appendNext(b)
+	b = s.ids.appendNext(b) // hex digits and '-': nothing to escape
 	idEnd := len(b)
-	b = append(b, `","policy_revision":`...)
-	b = appendString(b, rev)
-	b = append(b, `,"applied_seq":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, '}')
-	if s.dlog.Sample() {
-		s.logDecision(string(b[idStart:idEnd]), in, d, "", rev, seq, start)
+	b = appendReplyTail(append(b, '"'), rev, seq)
+	*bp = b
+	if logged := s.dlog.Sample(); logged || rs != nil {
+		id := string(b[idStart:idEnd])
+		if logged {
+			s.logDecision(id, in, d, "", rev, seq, start)
+		}
+		if rs != nil {
+			rs.d = tracing.Decision{ID: id, Allow: d.Allow, Reason: d.Reason, Action: spanAction(in.Action),
+				ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq}
+		}
 	}
-	if rs != nil {
-		rs.d = tracing.Decision{ID: string(b[idStart:idEnd]), Allow: d.Allow, Reason: d.Reason, Action: spanAction(in.Action),
-			ResourceType: spanType(in.ResourceType), Revision: rev, AppliedSeq: seq}
-	}
-	writeJSON(c, b)
+	rp.ok(b)
 }
 
 // logDecision queues the decision log line of one /v1/decision.
@@ -251,58 +246,70 @@ func (s *Server) logDecision(id string, in policy.Input, d policy.Decision, errM
 	})
 }
 
-func (s *Server) postDecisions(c *gin.Context) {
+// batchCall is one batch's read transaction (run), its inputs and results.
+type batchCall struct {
+	s      *Server
+	ctx    context.Context
+	inputs []policy.Input
+	resp   *batchResponse
+}
+
+func (c *batchCall) run(tx *index.ReadTx) error {
+	c.resp.AppliedSeq = tx.AppliedSeq()
+	for i, in := range c.inputs {
+		d, rev, err := c.s.eng.Decide(c.ctx, tx, in)
+		if err != nil {
+			return err
+		}
+		c.resp.Results[i] = checkResult{Allow: d.Allow, Reason: d.Reason}
+		c.resp.PolicyRevision = rev
+	}
+	return nil
+}
+
+// serveDecisions serves POST /v1/decisions (a lean handler, fast.go).
+func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
+	rp := reply{w: w}
 	start := time.Now()
-	defer func() { s.m.DecisionDuration("decisions", time.Since(start)) }()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		if rs = s.startSpan(c, tracing.SpanDecisions, spanDecisions); rs != nil {
-			defer rs.end(c)
-		}
+		rs = s.startSpan(r, tracing.SpanDecisions, spanDecisions)
 	}
+	defer s.finish(&rp, r, s.routes.decisions, start, rs)
 
 	var req batchRequest
-	if err := s.decodeBatch(c, &req); err != nil {
-		s.writeError(c, err)
+	body, err := readBody(r, s.cfg.MaxDecisionBytes)
+	if err := decodeBatchBody(body, err, &req); err != nil {
+		s.replyError(&rp, r, err)
 		return
 	}
 	if req.Checks == nil {
-		s.writeError(c, invalid("checks is missing"))
+		s.replyError(&rp, r, invalid("checks is missing"))
 		return
 	}
 	if len(req.Checks) > maxChecks {
-		s.writeError(c, newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%d checks, at most %d", len(req.Checks), maxChecks))
+		s.replyError(&rp, r, newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%d checks, at most %d", len(req.Checks), maxChecks))
 		return
 	}
 	inputs := make([]policy.Input, len(req.Checks))
 	for i, ch := range req.Checks {
 		in, err := toInput(req.Subject, ch.Action, ch.Resource, ch.Target, "checks["+strconv.Itoa(i)+"].")
 		if err != nil {
-			s.writeError(c, err)
+			s.replyError(&rp, r, err)
 			return
 		}
 		inputs[i] = in
 	}
-	if err := s.waitForSeq(c.Request.Context(), req.MinSeq); err != nil {
-		s.writeError(c, err)
+	if err := s.waitForSeq(r.Context(), req.MinSeq); err != nil {
+		s.replyError(&rp, r, err)
 		return
 	}
 	resp := batchResponse{Results: make([]checkResult, len(inputs))}
 	// The batch as a whole is bounded by --eval-timeout, as each check is.
-	ctx, cancel := policy.WithEvalDeadline(c.Request.Context(), s.eng.EvalTimeout())
+	ctx, cancel := policy.WithEvalDeadline(r.Context(), s.eng.EvalTimeout())
 	defer cancel()
-	err := s.ix.View(func(tx *index.ReadTx) error {
-		resp.AppliedSeq = tx.AppliedSeq()
-		for i, in := range inputs {
-			d, rev, err := s.eng.Decide(ctx, tx, in)
-			if err != nil {
-				return err
-			}
-			resp.Results[i] = checkResult{Allow: d.Allow, Reason: d.Reason}
-			resp.PolicyRevision = rev
-		}
-		return nil
-	})
+	call := batchCall{s: s, ctx: ctx, inputs: inputs, resp: &resp}
+	err = s.ix.View(call.run)
 	if err != nil {
 		s.m.Decision("decisions", "other", false, errorReason(err))
 		if s.dlog.Sample() {
@@ -312,7 +319,7 @@ func (s *Server) postDecisions(c *gin.Context) {
 		if rs != nil {
 			rs.d = tracing.Decision{Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Error: toAPIError(evalError(err)).Code}
 		}
-		s.writeError(c, evalError(err))
+		s.replyError(&rp, r, evalError(err))
 		return
 	}
 	for i, r := range resp.Results {
@@ -340,8 +347,9 @@ func (s *Server) postDecisions(c *gin.Context) {
 		}
 	}
 	// The reply is resp (batchResponse), written by hand (see decisionjson.go).
-	b := make([]byte, 0, 128+40*len(resp.Results))
-	b = append(b, `{"results":[`...)
+	bp := getReplyBuf()
+	defer putReplyBuf(bp)
+	b := append(*bp, `{"results":[`...)
 	for i, r := range resp.Results {
 		if i > 0 {
 			b = append(b, ',')
@@ -359,7 +367,8 @@ func (s *Server) postDecisions(c *gin.Context) {
 	b = append(b, `,"applied_seq":`...)
 	b = strconv.AppendUint(b, resp.AppliedSeq, 10)
 	b = append(b, '}')
-	writeJSON(c, b)
+	*bp = b
+	rp.ok(b)
 }
 
 type dataResponse struct {
@@ -374,8 +383,8 @@ func (s *Server) postData(c *gin.Context) {
 	defer func() { s.m.DecisionDuration("data", time.Since(start)) }()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
-		if rs = s.startSpan(c, tracing.SpanData, spanDecision); rs != nil {
-			defer rs.end(c)
+		if rs = s.startSpan(c.Request, tracing.SpanData, spanDecision); rs != nil {
+			defer rs.endGin(c)
 		}
 	}
 

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
@@ -34,14 +32,22 @@ import (
 // json.Marshal of the reply struct would produce.
 
 // readBody reads the whole body through http.MaxBytesReader. On an error the
-// bytes read so far come back with it.
-func readBody(c *gin.Context, limit int64) ([]byte, error) {
-	r := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+// bytes read so far come back with it. A body Limit has read whole already
+// (wholeBody) is taken as it is, not copied again.
+func readBody(req *http.Request, limit int64) ([]byte, error) {
+	if wb, ok := req.Body.(*wholeBody); ok {
+		if b, ok := wb.take(limit); ok {
+			return b, nil
+		}
+	}
+	// No ResponseWriter: as under Gin (whose writer hides it), a body over
+	// the limit does not mark the connection to be closed.
+	r := http.MaxBytesReader(nil, req.Body, limit)
 	// Sized by Content-Length (+1: the read that sees EOF needs room), but
 	// never more than 64 KiB up front: a client announcing a large body
 	// without sending it gets no large buffer; a real one grows as it comes.
 	size := 512
-	if n := c.Request.ContentLength; n > 0 && n < limit {
+	if n := req.ContentLength; n > 0 && n < limit {
 		size = int(min(n, 64<<10)) + 1
 	}
 	buf := make([]byte, 0, size)
@@ -68,28 +74,34 @@ func decodeStrict(body []byte, readErr error, v any) error {
 	return strictjson.UnmarshalRead(body, readErr, v)
 }
 
-// decodeDecisionBody decodes a /v1/decision body into req.
+// decodeDecisionBody decodes a /v1/decision body into req. The strict
+// decoder gets a value of its own, so that req can stay on the caller's stack
+// on the common path.
 func decodeDecisionBody(body []byte, readErr error, req *decisionRequest) error {
 	if readErr == nil {
 		p := jsonScanner{s: string(body)}
 		if p.decision(req) {
 			return nil
 		}
-		*req = decisionRequest{}
 	}
-	return decodeStrict(body, readErr, req)
+	var strict decisionRequest
+	err := decodeStrict(body, readErr, &strict)
+	*req = strict
+	return err
 }
 
-// decodeBatchBody decodes a /v1/decisions body into req.
+// decodeBatchBody decodes a /v1/decisions body into req, like decodeDecisionBody.
 func decodeBatchBody(body []byte, readErr error, req *batchRequest) error {
 	if readErr == nil {
 		p := jsonScanner{s: string(body)}
 		if p.batch(req) {
 			return nil
 		}
-		*req = batchRequest{}
 	}
-	return decodeStrict(body, readErr, req)
+	var strict batchRequest
+	err := decodeStrict(body, readErr, &strict)
+	*req = strict
+	return err
 }
 
 // jsonScanner parses the plain shape of the decision requests; every method
@@ -321,14 +333,28 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// appendReplyHead appends decisionResponse's JSON up to its decision id:
+// {"allow":…,"reason":…,"decision_id":
+func appendReplyHead(b []byte, allow bool, reason string) []byte {
+	b = append(b, `{"allow":`...)
+	b = strconv.AppendBool(b, allow)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, reason)
+	return append(b, `,"decision_id":`...)
+}
+
+// appendReplyTail appends the rest after the decision id:
+// ,"policy_revision":…,"applied_seq":…}
+func appendReplyTail(b []byte, revision string, seq uint64) []byte {
+	b = append(b, `,"policy_revision":`...)
+	b = appendString(b, revision)
+	b = append(b, `,"applied_seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, '}')
+}
+
 // appendNext appends the next decision id (see next).
 func (g *idGen) appendNext(b []byte) []byte {
 	b = append(b, g.prefix...)
 	return strconv.AppendUint(b, g.n.Add(1), 16)
-}
-
-// writeJSON writes a 200 with a JSON body built by hand, with the headers
-// gin's c.JSON would set.
-func writeJSON(c *gin.Context, body []byte) {
-	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -145,16 +146,34 @@ type errorBody struct {
 
 // writeError writes the error body of docs/reference.md §2.6 once and stops the handler chain.
 func (s *Server) writeError(c *gin.Context, err error) {
+	s.writeErrorTo(c.Writer, c.Request, err)
+	c.Abort()
+}
+
+// writeErrorTo writes err's error body (docs/reference.md §2.6) to w, the
+// bytes and headers Gin's c.JSON wrote, and returns its status; a 5xx is
+// logged.
+func (s *Server) writeErrorTo(w http.ResponseWriter, r *http.Request, err error) int {
 	ae := toAPIError(err)
 	if ae.Status >= 500 {
-		s.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "status", ae.Status, "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", ae.Status, "err", err)
 	}
 	body := map[string]any{"code": ae.Code, "message": ae.Message}
 	for k, v := range ae.Extra {
 		body[k] = v
 	}
-	if ae.Status == http.StatusUnauthorized {
-		c.Header("WWW-Authenticate", `Bearer realm="crmauthz"`)
+	b, mErr := json.Marshal(errorBody{Error: body})
+	if mErr != nil { // cannot happen: strings and numbers
+		b = []byte(`{"error":{"code":"` + errcode.InternalError + `","message":"internal error"}}`)
 	}
-	c.AbortWithStatusJSON(ae.Status, errorBody{Error: body})
+	h := w.Header()
+	if ae.Status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="crmauthz"`)
+	}
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = jsonContentType
+	}
+	w.WriteHeader(ae.Status)
+	_, _ = w.Write(b)
+	return ae.Status
 }

@@ -91,8 +91,7 @@ func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
 		limit = r.ContentLength
 	}
 	// The buffer grows as bytes come, never by what Content-Length announces.
-	buf := bytes.NewBuffer(make([]byte, 0, min(limit, 512)+1))
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit))
+	buf, err := readUpTo(r.Body, limit)
 	if err != nil {
 		w.Header().Set("Connection", "close")
 		status, body := http.StatusBadRequest, bodyReadBody
@@ -105,12 +104,12 @@ func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
 		writeRaw(w, status, body)
 		return false
 	}
-	if int64(buf.Len()) < limit || r.ContentLength == int64(buf.Len()) {
+	if int64(len(buf)) < limit || r.ContentLength == int64(len(buf)) {
 		// The whole body: nothing more is read from the connection by this
 		// request, so no deadline applies to it (the server sets the next
 		// request's own).
 		_ = rc.SetReadDeadline(time.Time{})
-		r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+		r.Body = &wholeBody{b: buf}
 		return true
 	}
 	// A body longer than BodyBytes: the rest is read by the handler.
@@ -122,8 +121,56 @@ func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
 	r.Body = struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
+	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	return true
+}
+
+// readUpTo reads r until EOF or limit bytes, into a buffer that grows as
+// bytes come (from 512 bytes).
+func readUpTo(r io.Reader, limit int64) ([]byte, error) {
+	buf := make([]byte, 0, min(limit, 512)+1)
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):int(min(int64(cap(buf)), limit))])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// wholeBody is a request body Limit has read whole. A handler may read it,
+// or take its bytes (readBody) instead of copying them again.
+type wholeBody struct {
+	b   []byte
+	off int
+}
+
+func (wb *wholeBody) Read(p []byte) (int, error) {
+	if wb.off >= len(wb.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, wb.b[wb.off:])
+	wb.off += n
+	return n, nil
+}
+
+func (wb *wholeBody) Close() error { return nil }
+
+// take returns the whole body when none of it was read yet and it is at
+// most limit bytes long (then it counts as read).
+func (wb *wholeBody) take(limit int64) ([]byte, bool) {
+	if wb.off != 0 || int64(len(wb.b)) > limit {
+		return nil, false
+	}
+	wb.off = len(wb.b)
+	return wb.b, true
 }
 
 // writeRaw writes a JSON body that is already encoded.

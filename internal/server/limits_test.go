@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -159,4 +160,71 @@ func TestSlowBodiesDoNotHoldSlots(t *testing.T) {
 			t.Fatalf("OnBodyError called %d times with 408, want 1", timeouts.Load())
 		}
 	})
+}
+
+// A body Limit read whole reaches the decision endpoints' readBody as is
+// (wholeBody, not copied again), with the same result and the same limit
+// as a body read from the connection; a body longer than the pre-read, or
+// one a handler started reading, is read the usual way.
+func TestLimitHandsTheWholeBodyOn(t *testing.T) {
+	const limit = 64
+	cases := []struct {
+		name      string
+		body      string
+		bodyBytes int64 // Limits.BodyBytes
+		readFirst int   // bytes the handler reads itself before readBody
+		whole     bool  // readBody takes Limit's buffer
+		tooLarge  bool
+	}{
+		{"small body", `{"subject":"u-1"}`, limit, 0, true, false},
+		{"exactly the limit", strings.Repeat("a", limit), limit, 0, true, false},
+		{"over the limit, within the pre-read", strings.Repeat("a", limit+1), 4 * limit, 0, false, true},
+		{"over the pre-read", strings.Repeat("a", 3*limit), limit, 0, false, true},
+		{"partly read by the handler", `{"subject":"u-1"}`, limit, 3, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				got      []byte
+				err      error
+				wasWhole bool
+			)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				wb, isWhole := r.Body.(*wholeBody)
+				var head []byte
+				if tc.readFirst > 0 {
+					head = make([]byte, tc.readFirst)
+					if _, err := io.ReadFull(r.Body, head); err != nil {
+						t.Error(err)
+					}
+				}
+				got, err = readBody(r, limit)
+				if head != nil {
+					got = append(head, got...)
+				}
+				wasWhole = isWhole && len(got) > 0 && len(wb.b) > 0 && &got[0] == &wb.b[0]
+				w.WriteHeader(http.StatusNoContent)
+			})
+			srv := httptest.NewServer(Limit(h, Limits{BodyBytes: tc.bodyBytes, BodyTimeout: 5 * time.Second}))
+			defer srv.Close()
+			resp, rerr := http.Post(srv.URL, "application/json", strings.NewReader(tc.body))
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			resp.Body.Close()
+			var mbe *http.MaxBytesError
+			if tc.tooLarge {
+				if !errors.As(err, &mbe) {
+					t.Fatalf("readBody: %v, want a *http.MaxBytesError", err)
+				}
+				return
+			}
+			if err != nil || string(got) != tc.body {
+				t.Fatalf("readBody = %q, %v; want %q", got, err, tc.body)
+			}
+			if wasWhole != tc.whole {
+				t.Errorf("Limit's buffer taken as is: %v, want %v", wasWhole, tc.whole)
+			}
+		})
+	}
 }

@@ -1,6 +1,6 @@
-// Package server holds the Gin handlers and middleware of crmauthz's two HTTP
-// listeners: the decision listener (--addr) and the admin listener
-// (--admin-addr). Every handler times the request, parses it (4xx on failure),
+// Package server holds the handlers and middleware of crmauthz's two HTTP
+// listeners: the decision listener (--addr; its hot routes are plain net/http
+// handlers ahead of Gin, fast.go) and the admin listener (--admin-addr, Gin). Every handler times the request, parses it (4xx on failure),
 // evaluates or applies, writes its reply once and returns; every error goes
 // through one writer and one table of statuses and codes (errors.go).
 package server
@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -149,6 +148,7 @@ type Server struct {
 	dataAll   bool
 	filter    *filter.Translator
 	gw        *gateway.Gateway // the gateway endpoints (internal/server/gateway)
+	routes    leanRoutes       // the lean handlers' metrics (fast.go)
 	// stallTimeout cuts an export whose client stops reading (admin.go, progressWriter).
 	stallTimeout time.Duration
 }
@@ -200,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{filter: cfg.Filter, cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
-		dlog: cfg.DecisionLog, tr: cfg.Tracer, dataPaths: map[string]bool{},
+		dlog: cfg.DecisionLog, tr: cfg.Tracer, dataPaths: map[string]bool{}, routes: newLeanRoutes(cfg.Metrics),
 		stallTimeout: min(defaultStallTimeout, cfg.SnapshotTimeout)}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
@@ -267,14 +267,18 @@ func (s *Server) newEngine(listener string) *gin.Engine {
 // DecisionHandler serves the decision listener (--addr).
 func (s *Server) DecisionHandler() http.Handler {
 	r := s.newEngine("decision")
-	r.POST("/v1/decision", s.postDecision)
-	r.POST("/v1/decisions", s.postDecisions)
+	// POST /v1/decision and /v1/decisions never reach Gin (decisionMux,
+	// fast.go); their routes stay in its tree for its 405s and redirects.
+	r.POST(routeDecision, gin.WrapF(s.serveDecision))
+	r.POST(routeDecisions, gin.WrapF(s.serveDecisions))
 	r.POST("/v1/data/*path", s.postData)
 	r.POST("/v1/compile/*path", s.postCompile)       // OPA's Compile API (compile.go)
 	r.GET("/v1/subjects/*rest", s.getSubjectRecords) // /v1/subjects/{id}/records (subjects.go) and /filter (filter.go)
-	r.Any(gateway.ForwardAuthPath, s.gw.ForwardAuth)
-	r.Any(gateway.ExtAuthzPrefix+"/*path", s.gw.ExtAuthzHTTP)
-	return r
+	// The gateway endpoints do not reach Gin either (but for methods its
+	// Any does not route, which it answers 405).
+	r.Any(gateway.ForwardAuthPath, func(c *gin.Context) { s.gw.ForwardAuth(c.Writer, c.Request) })
+	r.Any(routeExtAuthz, func(c *gin.Context) { s.gw.ExtAuthzHTTP(c.Writer, c.Request) })
+	return &decisionMux{s: s, gin: r}
 }
 
 // NewGRPC returns the gRPC server of Envoy's ext_authz listener (--grpc-addr).
@@ -300,8 +304,15 @@ func (s *Server) decideHTTP(ctx context.Context, in policy.HTTPInput) (policy.HT
 }
 
 // writeAllow writes the gateways' 200 reply: the reply of /v1/decision.
-func writeAllow(c *gin.Context, reason, id, revision string, seq uint64) {
-	c.JSON(http.StatusOK, decisionResponse{Allow: true, Reason: reason, DecisionID: id, PolicyRevision: revision, AppliedSeq: seq})
+func writeAllow(w http.ResponseWriter, reason, id, revision string, seq uint64) {
+	bp := getReplyBuf()
+	defer putReplyBuf(bp)
+	b := appendReplyHead(*bp, true, reason)
+	b = appendString(b, id)
+	b = appendReplyTail(b, revision, seq)
+	*bp = b
+	rp := reply{w: w}
+	rp.ok(b)
 }
 
 // AdminHandler serves the admin listener (--admin-addr).
@@ -322,22 +333,13 @@ func (s *Server) AdminHandler() http.Handler {
 }
 
 // recovery turns a panic into the 500 error body (on the decision listener a deny), or, once
-// part of the reply is sent, into a cut connection.
+// part of the reply is sent, into a cut connection (onPanic).
 func (s *Server) recovery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", v, "stack", string(debug.Stack()))
-				if c.Writer.Written() {
-					// Part of the body is sent (a streamed export that met a damaged page):
-					// an error body now would be pasted onto it. Cut the connection so the
-					// client sees a broken transfer, never a short body taken for whole.
-					panic(http.ErrAbortHandler)
-				}
-				s.writeError(c, newError(http.StatusInternalServerError, errcode.InternalError, "internal error"))
+				s.onPanic(v, c.Writer, c.Request, c.Writer.Written())
+				c.Abort()
 			}
 		}()
 		c.Next()

@@ -33,21 +33,23 @@ const (
 	spanSnapshot
 )
 
-// startSpan starts the span of c's request; its parent is the request's
-// traceparent header. nil when the span is not sampled.
-func (s *Server) startSpan(c *gin.Context, name string, kind spanKind) *reqSpan {
-	_, sp := s.tr.StartSampled(c.Request.Context(), name, trace.SpanKindServer, c.Request.Header)
+// startSpan starts the span of r; its parent is the request's traceparent
+// header. nil when the span is not sampled.
+func (s *Server) startSpan(r *http.Request, name string, kind spanKind) *reqSpan {
+	_, sp := s.tr.StartSampled(r.Context(), name, trace.SpanKindServer, r.Header)
 	if sp == nil {
 		return nil
 	}
 	return &reqSpan{sp: sp, kind: kind, b: tracing.Batch{Source: "http"}}
 }
 
-// end ends the span with what the handler filled in. A request answered
-// with an error before its outcome was known (a 4xx, index_behind) gets
-// the reply's status as the span's error.
-func (r *reqSpan) end(c *gin.Context) {
-	st := c.Writer.Status()
+// endGin ends the span of a request Gin serves, with its reply's status.
+func (r *reqSpan) endGin(c *gin.Context) { r.end(c.Writer.Status()) }
+
+// end ends the span with what the handler filled in and st, the reply's
+// status. A request answered with an error before its outcome was known (a
+// 4xx, index_behind) gets the reply's status as the span's error.
+func (r *reqSpan) end(st int) {
 	r.sp.SetAttributes(attribute.Int("http.response.status_code", st))
 	errCode := ""
 	if st >= http.StatusBadRequest {

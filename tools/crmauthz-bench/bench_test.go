@@ -103,7 +103,8 @@ func TestSmoke(t *testing.T) {
 	rep, err := run(t.Context(), runConfig{
 		Records: 3000, Users: 120, Locations: 5,
 		Duration: 250 * time.Millisecond, Rates: []int{300}, SatWorkers: []int{4},
-		Check: 300, Timeout: 10 * time.Second,
+		Slices: 2, // each step in two interleaved slices, pooled (slices.go)
+		Check:  300, Timeout: 10 * time.Second,
 		Crmauthz: crm, OPA: opa, OPAPolicy: []string{"bench/opa/authz.rego", "policies/crmauthz/config.rego"},
 		WorkDir: t.TempDir(), Log: &log,
 	})

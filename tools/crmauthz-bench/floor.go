@@ -93,8 +93,9 @@ func serveFloor(ctx context.Context, addr string) error {
 }
 
 // startFloor starts the floor server as its own process: bin (the tool
-// itself, "" = os.Executable()) with the hidden subcommand `floor`.
-func startFloor(ctx context.Context, bin string) (*proc, serverSide, error) {
+// itself, "" = os.Executable()) with the hidden subcommand `floor`, on cpus
+// ("": any).
+func startFloor(ctx context.Context, bin, cpus string) (*proc, serverSide, error) {
 	if bin == "" {
 		var err error
 		if bin, err = os.Executable(); err != nil {
@@ -107,7 +108,7 @@ func startFloor(ctx context.Context, bin string) (*proc, serverSide, error) {
 		if addr, err = freeAddr(); err != nil {
 			return nil, "", err
 		}
-		p, err := startProc("floor", bin, []string{"floor", "--addr", addr}, nil)
+		p, err := startProc("floor", bin, []string{"floor", "--addr", addr}, nil, cpus)
 		return p, "http://" + addr + "/health", err
 	})
 	if err != nil {

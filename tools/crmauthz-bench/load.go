@@ -165,9 +165,11 @@ type stepResult struct {
 	p99      time.Duration
 	p999     time.Duration
 	max      time.Duration
-	rss      memStatus     // peak during the step
-	cpu      time.Duration // CPU time of the server during the step
-	cacheHit float64       // crmauthz: share of decisions answered by the decision cache; -1 unknown
+	rss      memStatus       // peak during the step
+	cpu      time.Duration   // CPU time of the server during the step
+	cacheHit float64         // crmauthz: share of decisions answered by the decision cache; -1 unknown
+	lat      []time.Duration // the latencies of the answered requests, sorted (pooled by sliceResults)
+	span     time.Duration   // first request sent to last answer read
 }
 
 // fixedRateMaxWorkers bounds the concurrency vegeta may grow to at a fixed
@@ -237,8 +239,10 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	}
 	if span := end.Sub(begin); span > 0 {
 		res.achieved = float64(res.ok) / span.Seconds()
+		res.span = span
 	}
 	slices.Sort(lat)
+	res.lat = lat
 	res.p50, res.p90, res.p99, res.p999 = quantile(lat, 0.50), quantile(lat, 0.90), quantile(lat, 0.99), quantile(lat, 0.999)
 	if len(lat) > 0 {
 		res.max = lat[len(lat)-1]

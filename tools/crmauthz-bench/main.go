@@ -113,6 +113,10 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		extra := fs.String("crmauthz-args", "", "extra flags of crmauthz serve, space-separated (e.g. \"--decision-cache-slots -1\")")
 		fs.BoolVar(&cfg.NoOPA, "no-opa", false, "leave OPA out: crmauthz and the floor only, no agreement check (quicker, for the ratios to the floor)")
 		vs := fs.String("vs-crmauthz-args", "", "instead of OPA, a second crmauthz (crmauthz-b) on a copy of the index with these extra flags, e.g. \"--decision-log /tmp/d.log\": the cost of a setting in one run")
+		fs.StringVar(&cfg.VsCrmauthz, "vs-crmauthz", "", "instead of OPA, a second crmauthz (crmauthz-b) running this binary on a copy of the index (with --vs-crmauthz-args, if given): two builds in one run")
+		fs.IntVar(&cfg.Slices, "slices", 1, "cut each step of each side into that many slices, run interleaved with the other sides' slices (latencies pooled per side): a hiccup of the machine lands on every side alike")
+		fs.StringVar(&cfg.ServerCPUs, "server-cpus", "", "pin the servers (crmauthz, opa, the floor) to these CPUs with taskset, e.g. 1 (\"\": not pinned)")
+		fs.StringVar(&cfg.GeneratorCPUs, "generator-cpus", "", "pin this tool, the load generator, to these CPUs, e.g. 0 (\"\": not pinned)")
 		fs.StringVar(&cfg.OPA, "opa", "", "opa binary (default: build the version go.mod requires into --opa-cache)")
 		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
 		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
@@ -129,6 +133,15 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.Runs < 1 || cfg.Runs > 100 {
 			return fmt.Errorf("--runs: %d is not between 1 and 100", cfg.Runs)
+		}
+		if cfg.Slices < 1 || cfg.Slices > 10 || cfg.Duration/time.Duration(cfg.Slices) < 100*time.Millisecond {
+			return fmt.Errorf("--slices: %d is not between 1 and 10, or cuts --duration %s into slices shorter than 100ms", cfg.Slices, cfg.Duration)
+		}
+		if err := checkCPUList("server-cpus", cfg.ServerCPUs); err != nil {
+			return err
+		}
+		if err := checkCPUList("generator-cpus", cfg.GeneratorCPUs); err != nil {
+			return err
 		}
 		cfg.Records, cfg.Users, cfg.Locations = *records, *users, *locations
 		cfg.OPAPolicy = strings.Split(*policy, ",")

@@ -32,8 +32,10 @@ type proc struct {
 
 // startProc starts bin with args; its output is kept (the last 64 KiB) for
 // error messages.
-func startProc(name, bin string, args, env []string) (*proc, error) {
-	cmd := exec.Command(bin, args...)
+// cpus, when not "", pins it to those CPUs (taskset -c, see slices.go).
+func startProc(name, bin string, args, env []string, cpus string) (*proc, error) {
+	name0, argv := pinned(cpus, bin, args)
+	cmd := exec.Command(name0, argv...)
 	// The servers run with the Go runtime's defaults: the tool's own GC
 	// settings (see mainErr) are not theirs; env sets them explicitly.
 	for _, kv := range os.Environ() {

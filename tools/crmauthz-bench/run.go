@@ -41,10 +41,19 @@ type runConfig struct {
 	// VsArgs, if set, puts in OPA's place a second crmauthz, "crmauthz-b",
 	// serving a copy of the index with CrmauthzArgs and these flags (e.g.
 	// "--decision-log FILE"): the cost of a setting, measured in one run.
-	VsArgs  []string
-	Floor   string // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir string // "" = a new temporary directory, removed at the end
-	Log     io.Writer
+	VsArgs []string
+	// VsCrmauthz, if set, is crmauthz-b's binary (default: Crmauthz): two
+	// builds measured in one run, alone or with VsArgs.
+	VsCrmauthz string
+	// Slices > 1 cuts each step of each side into that many slices, run
+	// interleaved with the other sides' (slices.go).
+	Slices int
+	// ServerCPUs and GeneratorCPUs, when set, pin the servers and this
+	// tool to those CPUs (taskset lists, slices.go).
+	ServerCPUs, GeneratorCPUs string
+	Floor                     string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir                   string // "" = a new temporary directory, removed at the end
+	Log                       io.Writer
 }
 
 // report is everything a run measured.
@@ -104,6 +113,9 @@ func (c *runConfig) defaults() {
 	}
 }
 
+// vs tells whether crmauthz-b takes OPA's place (VsArgs or VsCrmauthz).
+func (c *runConfig) vs() bool { return len(c.VsArgs) > 0 || c.VsCrmauthz != "" }
+
 func (c *runConfig) logf(format string, args ...any) {
 	fmt.Fprintf(c.Log, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
@@ -112,11 +124,15 @@ func (c *runConfig) logf(format string, args ...any) {
 // floor), agreement check of crmauthz and OPA, load steps of all three.
 func run(ctx context.Context, cfg runConfig) (*report, error) {
 	cfg.defaults()
-	if len(cfg.VsArgs) > 0 {
+	vs := cfg.vs()
+	if vs {
 		cfg.NoOPA = true
 	}
 	root, err := repoRoot()
 	if err != nil {
+		return nil, err
+	}
+	if err := pinSelf(cfg.GeneratorCPUs); err != nil {
 		return nil, err
 	}
 	work := cfg.WorkDir
@@ -197,7 +213,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	// OPA with the same facts in its store.
 	var opa *proc
 	var opaSide serverSide
-	if len(cfg.VsArgs) > 0 {
+	if vs {
 		// crmauthz-b in OPA's place, on a copy of the index.
 		dirB := filepath.Join(work, "crmauthz-b")
 		if err := copyIndex(filepath.Join(dataDir, "index.db"), filepath.Join(dirB, "index.db")); err != nil {
@@ -205,12 +221,15 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 		cfgB := cfg
 		cfgB.CrmauthzArgs = append(slices.Clone(cfg.CrmauthzArgs), cfg.VsArgs...)
+		if cfg.VsCrmauthz != "" {
+			cfgB.Crmauthz = cfg.VsCrmauthz
+		}
 		if opa, opaSide, err = startCrmauthz(ctx, cfgB, dirB); err != nil {
 			return nil, err
 		}
 		defer opa.stop(10 * time.Second)
 		opaSide.name = "crmauthz-b"
-		cfg.logf("crmauthz-b (%s) ready in %s", strings.Join(cfg.VsArgs, " "), opaSide.ready)
+		cfg.logf("crmauthz-b (%s %s) ready in %s", cfgB.Crmauthz, strings.Join(cfg.VsArgs, " "), opaSide.ready)
 	} else if !cfg.NoOPA {
 		if opa, opaSide, err = startOPA(ctx, cfg, root, opaData); err != nil {
 			return nil, err
@@ -221,7 +240,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 
 	// The floor: a bare net/http server answering a constant decision.
-	floor, floorSide, err := startFloor(ctx, cfg.Floor)
+	floor, floorSide, err := startFloor(ctx, cfg.Floor, cfg.ServerCPUs)
 	if err != nil {
 		return nil, err
 	}
@@ -303,17 +322,42 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			}
 			var pair [nSides]stepResult
 			var ev [nSides]stepEvidence
-			for _, k := range order {
-				if err := ctx.Err(); err != nil {
-					return nil, err
+			var parts [nSides][]stepResult
+			// With --slices, each side's step is cut into slices run in turn
+			// with the other sides' (slices.go); the pause is shared out.
+			pause, dur := cfg.Pause, cfg.Duration
+			if cfg.Slices > 1 {
+				pause, dur = max(pause/time.Duration(cfg.Slices), 100*time.Millisecond), dur/time.Duration(cfg.Slices)
+			}
+			for j := 0; j < max(cfg.Slices, 1); j++ {
+				for _, k := range sliceOrder(order, j) {
+					if err := ctx.Err(); err != nil {
+						return nil, err
+					}
+					if sides[k] == nil {
+						continue
+					}
+					sp := spec
+					if sp.hot == 0 {
+						sp.base += uint64(j) * 10_000_000 // fresh requests in each slice
+					}
+					time.Sleep(pause)
+					before := sampleProc(ctx, sides[k])
+					parts[k] = append(parts[k], runStep(ctx, sides[k], sp, w, dur, cfg.Timeout))
+					e := before.to(sampleProc(ctx, sides[k]))
+					if j == 0 {
+						ev[k] = e
+					} else {
+						ev[k] = ev[k].add(e)
+					}
 				}
+			}
+			for _, k := range order {
 				if sides[k] == nil {
 					continue
 				}
-				time.Sleep(cfg.Pause)
-				before := sampleProc(ctx, sides[k])
-				pair[k] = runStep(ctx, sides[k], spec, w, cfg.Duration, cfg.Timeout)
-				ev[k] = before.to(sampleProc(ctx, sides[k]))
+				pair[k] = sliceResults(parts[k])
+				pair[k].lat = nil
 				r := pair[k]
 				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
 			}
@@ -350,7 +394,7 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		args := append([]string{"serve",
 			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
 		}, cfg.CrmauthzArgs...)
-		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv)
+		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv, cfg.ServerCPUs)
 		return p, "http://" + admin + "/health/ready", err
 	})
 	if err != nil {
@@ -376,7 +420,7 @@ func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc,
 			}
 			args = append(args, f)
 		}
-		p, err := startProc("opa", cfg.OPA, args, nil)
+		p, err := startProc("opa", cfg.OPA, args, nil, cfg.ServerCPUs)
 		return p, "http://" + addr + "/health", err
 	})
 	if err != nil {

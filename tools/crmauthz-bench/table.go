@@ -29,8 +29,21 @@ func printReport(out io.Writer, rep *report) error {
 		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
 	}
 	slices.Sort(reasons)
-	if len(c.VsArgs) > 0 {
-		fmt.Fprintf(out, "crmauthz-b in OPA's place: crmauthz with %s on a copy of the index (crmauthz/crmauthz-b below 1 in achieved/s: the setting costs)\n", strings.Join(c.VsArgs, " "))
+	if c.vs() {
+		what := "crmauthz"
+		if c.VsCrmauthz != "" {
+			what = c.VsCrmauthz
+		}
+		if len(c.VsArgs) > 0 {
+			what += " with " + strings.Join(c.VsArgs, " ")
+		}
+		fmt.Fprintf(out, "crmauthz-b in OPA's place: %s on a copy of the index (crmauthz/crmauthz-b below 1 in achieved/s: crmauthz-b answers more)\n", what)
+	}
+	if c.Slices > 1 {
+		fmt.Fprintf(out, "each step of each side in %d slices of %s, interleaved with the other sides' (latencies pooled per side)\n", c.Slices, c.Duration/time.Duration(c.Slices))
+	}
+	if c.ServerCPUs != "" || c.GeneratorCPUs != "" {
+		fmt.Fprintf(out, "pinned: the servers to CPUs %q, the load generator to CPUs %q (\"\": not pinned)\n", c.ServerCPUs, c.GeneratorCPUs)
 	}
 	if c.NoOPA {
 		fmt.Fprintln(out, "agreement: not checked (OPA left out)")
@@ -117,7 +130,7 @@ func printReport(out io.Writer, rep *report) error {
 	}
 	t.row("after the run", "crmauthz", "", "", "", "", "", "", "", fmtMiB(rep.crmauthzFinal.RSS),
 		"anon "+fmtMiB(rep.crmauthzFinal.Anon)+", file "+fmtMiB(rep.crmauthzFinal.File))
-	if len(c.VsArgs) > 0 {
+	if c.vs() {
 		t.row("after the run", "crmauthz-b", "", "", "", "", "", "", "", fmtMiB(rep.opaFinal.RSS),
 			"anon "+fmtMiB(rep.opaFinal.Anon)+", file "+fmtMiB(rep.opaFinal.File))
 	}

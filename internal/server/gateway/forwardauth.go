@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-
-	"github.com/gin-gonic/gin"
 )
 
 // Headers of the original request, by gateway.
@@ -26,48 +24,50 @@ const ForwardAuthPath = "/v1/forward-auth"
 const ExtAuthzPrefix = "/v1/ext-authz"
 
 // ForwardAuth serves /v1/forward-auth (any method) for nginx auth_request,
-// Caddy forward_auth and Traefik ForwardAuth. The original method and URI
-// come from X-Forwarded-Method and X-Forwarded-Uri or X-Original-Method and
-// X-Original-URI; when both pairs are sent they must agree (a client can add
-// the pair its gateway does not set, and must not be able to choose the
-// request that is authorized). The body is never read: these gateways do not
-// send it.
-func (g *Gateway) ForwardAuth(c *gin.Context) {
-	r := gatewayRequest{endpoint: endpointForwardAuth, headers: c.Request.Header}
+// Caddy forward_auth and Traefik ForwardAuth, and returns the reply's
+// status. The original method and URI come from X-Forwarded-Method and
+// X-Forwarded-Uri or X-Original-Method and X-Original-URI; when both pairs
+// are sent they must agree (a client can add the pair its gateway does not
+// set, and must not be able to choose the request that is authorized). The
+// body is never read: these gateways do not send it.
+func (g *Gateway) ForwardAuth(w http.ResponseWriter, req *http.Request) int {
+	r := gatewayRequest{endpoint: endpointForwardAuth, headers: req.Header}
 	var err error
-	r.method, err = originalHeader(c.Request.Header, hdrForwardedMethod, hdrOriginalMethod)
+	r.method, err = originalHeader(req.Header, hdrForwardedMethod, hdrOriginalMethod)
 	if err == nil {
-		r.uri, err = originalHeader(c.Request.Header, hdrForwardedURI, hdrOriginalURI)
+		r.uri, err = originalHeader(req.Header, hdrForwardedURI, hdrOriginalURI)
 	}
 	r.invalid = err
-	g.writeGateway(c, g.decide(c.Request.Context(), r))
+	return g.writeGateway(w, g.decide(req.Context(), r))
 }
 
 // ExtAuthzHTTP serves /v1/ext-authz/{original path} for Envoy's HTTP
-// ext_authz (http_service with path_prefix /v1/ext-authz): the original
-// method is the request's, the original path and query follow the prefix,
-// and the body, when Envoy sends it (with_request_body), is the request's.
-func (g *Gateway) ExtAuthzHTTP(c *gin.Context) {
-	uri := c.Request.RequestURI
+// ext_authz (http_service with path_prefix /v1/ext-authz), and returns the
+// reply's status: the original method is the request's, the original path
+// and query follow the prefix, and the body, when Envoy sends it
+// (with_request_body), is the request's.
+func (g *Gateway) ExtAuthzHTTP(w http.ResponseWriter, req *http.Request) int {
+	uri := req.RequestURI
 	if !strings.HasPrefix(uri, "/") {
-		uri = c.Request.URL.RequestURI() // absolute-form request target
+		uri = req.URL.RequestURI() // absolute-form request target
 	}
-	r := gatewayRequest{endpoint: endpointExtAuthzHTTP, method: c.Request.Method, headers: c.Request.Header}
+	r := gatewayRequest{endpoint: endpointExtAuthzHTTP, method: req.Method, headers: req.Header}
 	rest, ok := strings.CutPrefix(uri, ExtAuthzPrefix)
 	if !ok || !strings.HasPrefix(rest, "/") {
 		// the prefix itself was percent-encoded: the path is not the one routed
 		r.invalid = fmt.Errorf("the request target %q does not start with %s/", truncate(uri, 80), ExtAuthzPrefix)
-		g.writeGateway(c, g.decide(c.Request.Context(), r))
-		return
+		return g.writeGateway(w, g.decide(req.Context(), r))
 	}
 	r.uri = rest
-	for _, v := range c.Request.Header.Values(hdrPartialBody) {
+	for _, v := range req.Header.Values(hdrPartialBody) {
 		if strings.EqualFold(strings.TrimSpace(v), "true") {
 			r.partial = true
 		}
 	}
-	if !r.partial && c.Request.Body != nil {
-		body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, g.cfg.MaxDecisionBytes))
+	if !r.partial && req.Body != nil {
+		// No ResponseWriter given: a body over the limit does not mark the
+		// connection to be closed (it did not under Gin either).
+		body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, g.cfg.MaxDecisionBytes))
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
@@ -78,7 +78,7 @@ func (g *Gateway) ExtAuthzHTTP(c *gin.Context) {
 			r.body = body
 		}
 	}
-	g.writeGateway(c, g.decide(c.Request.Context(), r))
+	return g.writeGateway(w, g.decide(req.Context(), r))
 }
 
 // originalHeader returns the value of the header a, or of b; each may be
@@ -100,20 +100,38 @@ func originalHeader(h http.Header, a, b string) (string, error) {
 	return "", fmt.Errorf("neither %s nor %s is set: configure the gateway to send the original request (see docs/gateways.md)", a, b)
 }
 
+// jsonContentType is the Content-Type of the error bodies; shared, never modified.
+var jsonContentType = []string{"application/json; charset=utf-8"}
+
 // writeGateway writes a gateway answer: 200 with the decision, or the
-// error body with the deny's status. Both carry X-Authz-Reason and
-// X-Authz-Decision-Id.
-func (g *Gateway) writeGateway(c *gin.Context, a gatewayAnswer) {
-	c.Header("X-Authz-Reason", a.reason)
-	c.Header("X-Authz-Decision-Id", a.id)
-	c.Header("Cache-Control", "no-store")
+// error body with the deny's status, and returns the status. Both carry
+// X-Authz-Reason and X-Authz-Decision-Id.
+func (g *Gateway) writeGateway(w http.ResponseWriter, a gatewayAnswer) int {
+	h := w.Header()
+	setOrDelHeader(h, "X-Authz-Reason", a.reason)
+	setOrDelHeader(h, "X-Authz-Decision-Id", a.id)
+	h.Set("Cache-Control", "no-store")
 	if a.allow {
-		g.cfg.WriteAllow(c, a.reason, a.id, a.revision, a.seq)
-		return
+		g.cfg.WriteAllow(w, a.reason, a.id, a.revision, a.seq)
+		return http.StatusOK
 	}
 	if a.status == http.StatusUnauthorized {
-		c.Header("WWW-Authenticate", `Bearer realm="crmauthz"`)
+		h.Set("WWW-Authenticate", `Bearer realm="crmauthz"`)
 	}
-	c.Data(a.status, "application/json; charset=utf-8", a.errorBody())
-	c.Abort()
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = jsonContentType
+	}
+	w.WriteHeader(a.status)
+	_, _ = w.Write(a.errorBody())
+	return a.status
+}
+
+// setOrDelHeader sets a header, or removes it when value is empty (what Gin's
+// c.Header did).
+func setOrDelHeader(h http.Header, key, value string) {
+	if value == "" {
+		h.Del(key)
+		return
+	}
+	h.Set(key, value)
 }

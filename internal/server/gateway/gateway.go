@@ -26,7 +26,6 @@ import (
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/tracing"
-	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 )
@@ -53,7 +52,7 @@ type Config struct {
 	ActionLabel, SpanType func(string) string
 	// WriteAllow writes the 200 reply of an allow on the HTTP endpoints
 	// (the reply of /v1/decision); the headers are already set.
-	WriteAllow func(c *gin.Context, reason, id, revision string, seq uint64)
+	WriteAllow func(w http.ResponseWriter, reason, id, revision string, seq uint64)
 	// Identity finds the subject of a request.
 	Identity *identity.Identifier
 	Metrics  *metrics.Metrics

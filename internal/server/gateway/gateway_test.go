@@ -4,13 +4,12 @@ import (
 	"context"
 	"go/parser"
 	"go/token"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/metrics"
@@ -34,7 +33,7 @@ func fullConfig(tb testing.TB) Config {
 		NextID:      func() string { return "id" },
 		ActionLabel: func(a string) string { return a },
 		SpanType:    func(t string) string { return t },
-		WriteAllow:  func(*gin.Context, string, string, string, uint64) {},
+		WriteAllow:  func(http.ResponseWriter, string, string, string, uint64) {},
 		Identity:    id,
 		Metrics:     metrics.New(metrics.DefaultConfig()),
 	}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Two ways to treat the sides more evenly on two shared cores (BENCHMARKS.md,
+// "Against the floor"):
+//
+// --slices N cuts each step of each side into N slices of Duration/N and
+// runs them interleaved (crmauthz, floor, floor, crmauthz, …), pooling each
+// side's latencies: a hiccup of the machine (another process, a page-cache
+// flush) lands on both sides alike instead of on whichever ran at that
+// moment, while the figure stays the p99 of all the side's requests.
+//
+// --server-cpus and --generator-cpus pin the servers (through taskset) and
+// this tool (the load generator) to separate cores, so that the generator's
+// work does not take CPU from the server it measures, nor the server's from
+// the generator's clock.
+
+// sliceResults pools one side's slices of a step into one result: counts
+// and CPU time summed, the latencies pooled, the achieved rate over the
+// slices' own time, the peak RSS, the cache hit share weighted by answers.
+func sliceResults(parts []stepResult) stepResult {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	res := stepResult{spec: parts[0].spec, side: parts[0].side, cacheHit: -1}
+	var span time.Duration
+	var hits float64
+	hitsKnown := true
+	n := 0
+	for _, p := range parts {
+		n += len(p.lat)
+	}
+	lat := make([]time.Duration, 0, n)
+	for _, p := range parts {
+		res.sent += p.sent
+		res.ok += p.ok
+		res.errs += p.errs
+		if res.firstErr == "" {
+			res.firstErr = p.firstErr
+		}
+		res.cpu += p.cpu
+		span += p.span
+		lat = append(lat, p.lat...)
+		if p.rss.RSS > res.rss.RSS {
+			res.rss = p.rss
+		}
+		if p.cacheHit < 0 {
+			hitsKnown = false
+		}
+		hits += p.cacheHit * float64(p.ok)
+	}
+	if span > 0 {
+		res.achieved = float64(res.ok) / span.Seconds()
+	}
+	res.span = span
+	if hitsKnown && res.ok > 0 {
+		res.cacheHit = hits / float64(res.ok)
+	}
+	slices.Sort(lat)
+	res.lat = lat
+	res.p50, res.p90, res.p99, res.p999 = quantile(lat, 0.50), quantile(lat, 0.90), quantile(lat, 0.99), quantile(lat, 0.999)
+	if len(lat) > 0 {
+		res.max = lat[len(lat)-1]
+	}
+	return res
+}
+
+// add sums the evidence of two slices of one step.
+func (e stepEvidence) add(o stepEvidence) stepEvidence {
+	s := stepEvidence{minflt: e.minflt + o.minflt, majflt: e.majflt + o.majflt, runWait: e.runWait + o.runWait,
+		genCPU: e.genCPU + o.genCPU, gcCycles: -1}
+	if e.gcCycles >= 0 && o.gcCycles >= 0 {
+		s.gcCycles = e.gcCycles + o.gcCycles
+	}
+	return s
+}
+
+// sliceOrder is the order of the sides in slice j of a step whose first
+// slice runs in order: every other slice reversed.
+func sliceOrder(order []int, j int) []int {
+	o := slices.Clone(order)
+	if j%2 == 1 {
+		slices.Reverse(o)
+	}
+	return o
+}
+
+// checkCPUList checks a taskset CPU list ("1", "0,2", "2-3").
+func checkCPUList(flag, s string) error {
+	if s == "" {
+		return nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		for _, n := range strings.SplitN(part, "-", 2) {
+			if _, err := strconv.ParseUint(n, 10, 16); err != nil {
+				return fmt.Errorf("--%s %q: want a CPU list such as 1 or 0,2 or 2-3", flag, s)
+			}
+		}
+	}
+	return nil
+}
+
+// pinned returns the command that runs bin with args on cpus (taskset -c),
+// or bin and args as they are when cpus is "".
+func pinned(cpus, bin string, args []string) (string, []string) {
+	if cpus == "" {
+		return bin, args
+	}
+	return "taskset", append([]string{"-c", cpus, bin}, args...)
+}
+
+// pinSelf moves every thread of this process (the load generator) to cpus.
+func pinSelf(cpus string) error {
+	if cpus == "" {
+		return nil
+	}
+	out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pinning the load generator to CPUs %s: %v: %s", cpus, err, out)
+	}
+	return nil
+}
