@@ -43,7 +43,7 @@ func BenchmarkOverlay1M(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		heap0 := ms.HeapAlloc
 		for range events / replBatch {
-			evs := replBatchOf(b, ix, rng)
+			evs := replBatchOf(b, ix, rng, replRecords, replUsers, replBatch)
 			touched = append(touched, evs[:10]...)
 			seq += replBatch
 			if err := ix.Update(func(w *WriteTx) error {
