@@ -149,6 +149,19 @@ func replBatchOf(tb testing.TB, ix *Index, rng *rand.Rand, records, users, n int
 	return evs
 }
 
+// updateRepl applies evs in one Update that sets applied_seq to seq.
+func updateRepl(tb testing.TB, ix *Index, evs []replEvent, seq uint64) {
+	tb.Helper()
+	if err := ix.Update(func(w *WriteTx) error {
+		if err := applyReplEvents(w, evs); err != nil {
+			return err
+		}
+		return w.SetAppliedSeq(seq)
+	}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func applyReplEvents(w *WriteTx, evs []replEvent) error {
 	for _, e := range evs {
 		var err error
