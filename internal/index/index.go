@@ -193,9 +193,14 @@ type Index struct {
 
 func (ix *Index) liveOptions() *bolt.Options {
 	return ix.tune.apply(&bolt.Options{
-		Timeout:      ix.timeout,
-		ReadOnly:     ix.readOnly,
-		FreelistType: bolt.FreelistMapType,
+		Timeout:  ix.timeout,
+		ReadOnly: ix.readOnly,
+		// The array freelist allocates first fit, the lowest free pages: the hashmap one takes
+		// a run of any size at random and splits it, so the runs of many pages a commit needs
+		// (a delta entry's overflow pages, the freelist itself) go to the end of the file more
+		// and more often, and the file grows without bound under steady replication
+		// (docs/design.md, "Index: delta log, overlay and merge"; TestFileSizeBoundedUnderReplication).
+		FreelistType: bolt.FreelistArrayType,
 		// bbolt's statistics take a DB-wide lock at every Begin and Rollback: contention between
 		// concurrent decisions, for numbers nobody reads.
 		NoStatistics: true,

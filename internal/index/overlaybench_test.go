@@ -43,17 +43,10 @@ func BenchmarkOverlay1M(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		heap0 := ms.HeapAlloc
 		for range events / replBatch {
-			evs := replBatchOf(b, ix, rng)
+			evs := replBatchOf(b, ix, rng, replRecords, replUsers, replBatch)
 			touched = append(touched, evs[:10]...)
 			seq += replBatch
-			if err := ix.Update(func(w *WriteTx) error {
-				if err := applyReplEvents(w, evs); err != nil {
-					return err
-				}
-				return w.SetAppliedSeq(seq)
-			}); err != nil {
-				b.Fatal(err)
-			}
+			updateRepl(b, ix, evs, seq)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&ms)

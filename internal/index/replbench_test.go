@@ -100,15 +100,15 @@ type replEvent struct {
 	user    string
 }
 
-// replBatchOf draws replBatch events on distinct records chosen at random over the whole index,
-// valid against its current state: a third each of follower.add (a user not yet following),
-// follower.remove (a current follower) and owner.set (another user).
-func replBatchOf(b *testing.B, ix *Index, rng *rand.Rand) []replEvent {
-	evs := make([]replEvent, 0, replBatch)
+// replBatchOf draws n events on distinct records chosen at random over the whole index of
+// benchRows(users, records, …), valid against its current state: a third each of follower.add (a
+// user not yet following), follower.remove (a current follower) and owner.set (another user).
+func replBatchOf(tb testing.TB, ix *Index, rng *rand.Rand, records, users, n int) []replEvent {
+	evs := make([]replEvent, 0, n)
 	seen := map[int]bool{}
 	err := ix.View(func(rt *ReadTx) error {
-		for len(evs) < replBatch {
-			j := rng.IntN(replRecords)
+		for len(evs) < n {
+			j := rng.IntN(records)
 			if seen[j] {
 				continue
 			}
@@ -125,7 +125,7 @@ func replBatchOf(b *testing.B, ix *Index, rng *rand.Rand) []replEvent {
 			e := replEvent{typ: typ, id: id}
 			other := func() string {
 				for {
-					u := fmt.Sprint("u-", rng.IntN(replUsers))
+					u := fmt.Sprint("u-", rng.IntN(users))
 					if u != r.Owner && !slices.Contains(r.Followers, u) {
 						return u
 					}
@@ -144,9 +144,22 @@ func replBatchOf(b *testing.B, ix *Index, rng *rand.Rand) []replEvent {
 		return nil
 	})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return evs
+}
+
+// updateRepl applies evs in one Update that sets applied_seq to seq.
+func updateRepl(tb testing.TB, ix *Index, evs []replEvent, seq uint64) {
+	tb.Helper()
+	if err := ix.Update(func(w *WriteTx) error {
+		if err := applyReplEvents(w, evs); err != nil {
+			return err
+		}
+		return w.SetAppliedSeq(seq)
+	}); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func applyReplEvents(w *WriteTx, evs []replEvent) error {
@@ -216,6 +229,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
 		{name: "pagesize=8192", tune: func(t *tuning) { t.pageSize = 8192 }},
+		{name: "freelist=map", tune: func(t *tuning) { t.mapFreelist = true }},
 		{name: "nofreelistsync", tune: func(t *tuning) { t.noFreelistSync = true }},
 		{name: "fill=0.3", tune: func(t *tuning) { t.fillPercent = 0.3 }},
 		{name: "fill=0.8", tune: func(t *tuning) { t.fillPercent = 0.8 }},
@@ -240,7 +254,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		v.ix, v.rng, v.seq = ix, rand.New(rand.NewPCG(3, uint64(i))), ix.AppliedSeq()
 	}
 	batch := func(v *variant) {
-		evs := replBatchOf(b, v.ix, v.rng)
+		evs := replBatchOf(b, v.ix, v.rng, replRecords, replUsers, replBatch)
 		if v.sorted {
 			slices.SortFunc(evs, func(x, y replEvent) int {
 				return cmp.Or(cmp.Compare(x.typ, y.typ), cmp.Compare(x.id, y.id))

@@ -156,7 +156,7 @@ func (ix *Index) ReplaceAll(seq uint64, load func(*Loader) error) error {
 		Timeout:      ix.timeout,
 		NoSync:       true,
 		NoGrowSync:   true,
-		FreelistType: bolt.FreelistMapType,
+		FreelistType: bolt.FreelistArrayType,
 		NoStatistics: true, // as the live file (see liveOptions)
 	}))
 	if err != nil {

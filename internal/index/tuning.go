@@ -24,6 +24,12 @@ type tuning struct {
 	// initialMmapSize is bbolt's InitialMmapSize (0: bbolt's default). A test that holds a read
 	// transaction across a merge sets it, so the merge's commits never wait to re-map the file.
 	initialMmapSize int
+	// statistics turns bbolt's statistics on (the free and pending page counts of db.Stats), for
+	// the tests that follow the file's free pages.
+	statistics bool
+	// mapFreelist uses bbolt's hashmap freelist instead of the array one (the setting before the
+	// fix of the file's growth, kept for BenchmarkRandomReplication1M; see liveOptions).
+	mapFreelist bool
 }
 
 func defaultTuning() tuning {
@@ -35,5 +41,11 @@ func (t tuning) apply(opts *bolt.Options) *bolt.Options {
 	opts.PageSize = t.pageSize
 	opts.NoFreelistSync = t.noFreelistSync
 	opts.InitialMmapSize = t.initialMmapSize
+	if t.mapFreelist {
+		opts.FreelistType = bolt.FreelistMapType
+	}
+	if t.statistics {
+		opts.NoStatistics = false
+	}
 	return opts
 }
