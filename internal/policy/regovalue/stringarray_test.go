@@ -43,7 +43,8 @@ func TestStringArray(t *testing.T) {
 				a.StringLength() != want.StringLength() || !a.IsGround() {
 				t.Errorf("value methods differ from %v", want)
 			}
-			if a.Materialize() != a.Materialize() {
+			first, second := a.Materialize(), a.Materialize()
+			if first != second {
 				t.Error("Materialize builds the array twice")
 			}
 			if got := a.Materialize().Value; got.Compare(want) != 0 {
