@@ -216,8 +216,8 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
 	// The reply is decisionResponse, written by hand (see decisionjson.go).
-	bp := getReplyBuf()
-	defer putReplyBuf(bp)
+	bp := s.bufs.get()
+	defer s.bufs.put(bp)
 	b := append(appendReplyHead(*bp, d.Allow, d.Reason), '"')
 	idStart := len(b)
 	b = s.ids.appendNext(b) // hex digits and '-': nothing to escape
@@ -347,8 +347,8 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// The reply is resp (batchResponse), written by hand (see decisionjson.go).
-	bp := getReplyBuf()
-	defer putReplyBuf(bp)
+	bp := s.bufs.get()
+	defer s.bufs.put(bp)
 	b := append(*bp, `{"results":[`...)
 	for i, r := range resp.Results {
 		if i > 0 {

@@ -177,18 +177,25 @@ func (s *Server) onPanic(v any, w http.ResponseWriter, r *http.Request, written 
 	s.writeErrorTo(w, r, newError(http.StatusInternalServerError, errcode.InternalError, "internal error"))
 }
 
-// replyBufs holds the buffers replies are built in; one larger than
-// maxPooledReply (a large batch) is left to the collector.
-var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+// replyBufs holds the buffers replies are built in (a Server's field, as the
+// module's other pools are); one larger than maxPooledReply (a large batch)
+// is left to the collector.
+type replyBufs struct{ p sync.Pool }
 
 const maxPooledReply = 64 << 10
 
-func getReplyBuf() *[]byte { return replyBufs.Get().(*[]byte) }
+func (rb *replyBufs) get() *[]byte {
+	if b, ok := rb.p.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 512)
+	return &b
+}
 
-func putReplyBuf(b *[]byte) {
+func (rb *replyBufs) put(b *[]byte) {
 	if cap(*b) > maxPooledReply {
 		return
 	}
 	*b = (*b)[:0]
-	replyBufs.Put(b)
+	rb.p.Put(b)
 }

@@ -58,7 +58,7 @@ func TestWriteAllowBytes(t *testing.T) {
 		{Allow: true, Reason: `a "quoted" <b> & ü`, DecisionID: "id\u2028", PolicyRevision: "", AppliedSeq: 0},
 	} {
 		rec := httptest.NewRecorder()
-		writeAllow(rec, tc.Reason, tc.DecisionID, tc.PolicyRevision, tc.AppliedSeq)
+		(&Server{}).writeAllow(rec, tc.Reason, tc.DecisionID, tc.PolicyRevision, tc.AppliedSeq)
 		want, err := json.Marshal(tc)
 		if err != nil {
 			t.Fatal(err)

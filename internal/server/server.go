@@ -149,6 +149,7 @@ type Server struct {
 	filter    *filter.Translator
 	gw        *gateway.Gateway // the gateway endpoints (internal/server/gateway)
 	routes    leanRoutes       // the lean handlers' metrics (fast.go)
+	bufs      replyBufs        // the buffers replies are built in (fast.go)
 	// stallTimeout cuts an export whose client stops reading (admin.go, progressWriter).
 	stallTimeout time.Duration
 }
@@ -213,7 +214,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.gw, err = gateway.New(gateway.Config{Decide: s.decideHTTP, NextID: ids.next, ActionLabel: actionLabel, SpanType: spanType,
-		WriteAllow: writeAllow, Identity: cfg.Identity, Metrics: cfg.Metrics, DecisionLog: cfg.DecisionLog, Tracer: cfg.Tracer,
+		WriteAllow: s.writeAllow, Identity: cfg.Identity, Metrics: cfg.Metrics, DecisionLog: cfg.DecisionLog, Tracer: cfg.Tracer,
 		Logger: cfg.Logger, MaxDecisionBytes: cfg.MaxDecisionBytes})
 	if err != nil {
 		return nil, err
@@ -304,9 +305,9 @@ func (s *Server) decideHTTP(ctx context.Context, in policy.HTTPInput) (policy.HT
 }
 
 // writeAllow writes the gateways' 200 reply: the reply of /v1/decision.
-func writeAllow(w http.ResponseWriter, reason, id, revision string, seq uint64) {
-	bp := getReplyBuf()
-	defer putReplyBuf(bp)
+func (s *Server) writeAllow(w http.ResponseWriter, reason, id, revision string, seq uint64) {
+	bp := s.bufs.get()
+	defer s.bufs.put(bp)
 	b := appendReplyHead(*bp, true, reason)
 	b = appendString(b, id)
 	b = appendReplyTail(b, revision, seq)
