@@ -150,12 +150,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.CrmauthzArgs = strings.Fields(*extra)
 		cfg.VsArgs = strings.Fields(*vs)
-		if cfg.OPACache == "" {
-			root, err := repoRoot()
-			if err != nil {
-				return err
-			}
-			cfg.OPACache = root + "/.cache/opa"
+		if err := defaultOPACache(&cfg.OPACache); err != nil {
+			return err
 		}
 		cfg.Log = stderr
 		// The load generator shares the cores with the server under test:

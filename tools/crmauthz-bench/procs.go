@@ -222,6 +222,19 @@ func (s *rssSampler) finish() memStatus {
 	return s.peak
 }
 
+// defaultOPACache sets an empty --opa-cache to .cache/opa in the repository.
+func defaultOPACache(dir *string) error {
+	if *dir != "" {
+		return nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	*dir = filepath.Join(root, ".cache", "opa")
+	return nil
+}
+
 // repoRoot finds the directory of this module's go.mod, from the working
 // directory upwards.
 func repoRoot() (string, error) {

@@ -353,12 +353,8 @@ func scaleMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rc.CrmauthzEnv = strings.Split(*env, ",")
 	}
 	rc.CrmauthzArgs = strings.Fields(*extra)
-	if rc.OPACache == "" {
-		root, err := repoRoot()
-		if err != nil {
-			return err
-		}
-		rc.OPACache = root + "/.cache/opa"
+	if err := defaultOPACache(&rc.OPACache); err != nil {
+		return err
 	}
 	rc.Log = stderr
 	debug.SetGCPercent(400) // as `run`: the load generator leaves more of the cores to the servers
