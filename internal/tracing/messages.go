@@ -54,11 +54,3 @@ func (c messageCarrier) Keys() []string {
 	}
 	return keys
 }
-
-// Parent says what h holds as a parent: ok when a valid traceparent (the
-// caller passes h to Start), malformed when it holds a traceparent that is
-// not valid W3C trace context (MessageContext).
-func Parent(h Headers) (ok, malformed bool) {
-	sc, malformed := MessageContext(h)
-	return sc.IsValid(), malformed
-}

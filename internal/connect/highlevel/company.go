@@ -115,10 +115,6 @@ func (c *Connector) learnCompany(ctx context.Context) error {
 	return nil
 }
 
-// anomalyCompanyChanged is the anomaly kind of a location whose companyId changed since it was
-// learned (docs/highlevel.md, "The company").
-const anomalyCompanyChanged = "company_changed"
-
 // companySuspect says why a users search of a location may have gone out with a company that is
 // no longer the location's: HighLevel answered it with an error (a 4xx other than 404 and 429),
 // or it listed no users. "" when nothing suggests it. HighLevel's reference does not say what a
