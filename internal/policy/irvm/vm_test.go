@@ -94,7 +94,7 @@ func TestSeams(t *testing.T) {
 	if !prog.DirectCall() {
 		t.Fatal("the plan of one rule is not a direct call")
 	}
-	viaPlan := &Program{plan: prog.plan, nlocals: prog.nlocals, nmemo: prog.nmemo, data: prog.data}
+	viaPlan := &Program{vmCode: prog.vmCode, plan: prog.plan, nlocals: prog.nlocals, nmemo: prog.nmemo, data: prog.data}
 	for _, tc := range []struct {
 		name    string
 		input   string
