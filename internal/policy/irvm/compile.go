@@ -36,20 +36,29 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 	if pol.Funcs != nil {
 		funcs = pol.Funcs.Funcs
 	}
+	// The functions, their parameters and blocks each in one array, next
+	// to each other in memory (a cold decision loads fewer lines).
+	c.code.funcs = make([]vmFunc, len(funcs))
+	nparams, nblocks := 0, 0
 	for _, f := range funcs {
-		fn := &vmFunc{name: f.Name, ret: int32(f.Return), memo: -1}
+		nparams, nblocks = nparams+len(f.Params), nblocks+len(f.Blocks)
+	}
+	params, fblocks := make([]int32, 0, nparams), make([]vmBlock, 0, nblocks)
+	for i, f := range funcs {
+		fn := &c.code.funcs[i]
+		fn.name, fn.ret, fn.memo = f.Name, int32(f.Return), -1
 		for _, p := range f.Params {
-			fn.params = append(fn.params, int32(p))
+			params = append(params, int32(p))
 		}
+		fn.params = params[len(params)-len(f.Params) : len(params) : len(params)]
 		if len(f.Params) == 2 { // input and data only: once per evaluation
 			fn.memo = c.nmemo
 			c.nmemo++
 		}
-		c.funcs[f.Name] = int32(len(c.code.funcs))
-		c.code.funcs = append(c.code.funcs, fn)
+		c.funcs[f.Name] = int32(i)
 	}
 	for i, f := range funcs {
-		fn := c.code.funcs[i]
+		fn := &c.code.funcs[i]
 		c.maxLocal = max(int(f.Return), 0)
 		for _, p := range f.Params {
 			c.maxLocal = max(c.maxLocal, int(p))
@@ -61,7 +70,9 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		if err != nil {
 			return nil, fmt.Errorf("function %s: %w", f.Name, err)
 		}
-		fn.blocks, fn.nlocals = blocks, c.maxLocal+1
+		fblocks = append(fblocks, blocks...)
+		fn.blocks = fblocks[len(fblocks)-len(blocks) : len(fblocks) : len(fblocks)]
+		fn.nlocals = c.maxLocal + 1
 	}
 	prog := &Program{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
 	for _, p := range pol.Plans.Plans {
@@ -78,6 +89,7 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		prog.plan, prog.nlocals = blocks, c.maxLocal+1
 		prog.direct = c.directCall(p)
 		prog.directArgs = []vmOperand{vmOperand(ir.Input), vmOperand(ir.Data)}
+		c.code.packConsts()
 		prog.vmCode = c.code
 		return prog, nil
 	}
@@ -139,6 +151,33 @@ func (c *vmCompiler) constant(t *ast.Term) vmOperand {
 	c.code.consts = append(c.code.consts, t)
 	c.consts[t] = o
 	return o
+}
+
+// packConsts copies the constants next to each other: their terms in one
+// array, the bytes of their strings in one string.
+func (code *vmCode) packConsts() {
+	n := 0
+	for _, t := range code.consts {
+		if s, ok := t.Value.(ast.String); ok {
+			n += len(s)
+		}
+	}
+	buf := make([]byte, 0, n)
+	for _, t := range code.consts {
+		if s, ok := t.Value.(ast.String); ok {
+			buf = append(buf, s...)
+		}
+	}
+	all := string(buf)
+	terms := make([]ast.Term, len(code.consts))
+	for i, t := range code.consts {
+		terms[i] = *t
+		if s, ok := t.Value.(ast.String); ok {
+			terms[i].Value = ast.String(all[:len(s)])
+			all = all[len(s):]
+		}
+		code.consts[i] = &terms[i]
+	}
 }
 
 // constTerm is the term of a constant operand; nil for a local.
@@ -509,5 +548,5 @@ func (c *vmCompiler) directCall(p *ir.Plan) *vmFunc {
 		c.constTerm(key) == nil || c.constTerm(key).Value.Compare(ast.String("result")) != 0 {
 		return nil
 	}
-	return c.code.funcs[fi]
+	return &c.code.funcs[fi]
 }

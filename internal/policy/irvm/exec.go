@@ -19,7 +19,7 @@ func defined(ok bool) int {
 
 // execCall is CallStmt of a planned function.
 func (st *vmState) execCall(fr []*ast.Term, s *vmStmt) (int, error) {
-	t, err := st.callFunc(st.funcs[s.ref], fr, st.args[s.args:s.args+s.n])
+	t, err := st.callFunc(&st.funcs[s.ref], fr, st.args[s.args:s.args+s.n])
 	if err != nil || t == nil {
 		return 0, err
 	}

@@ -135,18 +135,18 @@ type vmCode struct {
 	blocks   []vmBlock // the blocks of BlockStmt, NotStmt and ScanStmt
 	consts   []*ast.Term
 	args     []vmOperand // the arguments of CallStmts
-	funcs    []*vmFunc
+	funcs    []vmFunc
 	builtins []*vmBuiltin
 	locs     []*ast.Location
 }
 
 type vmFunc struct {
-	name    string
-	params  []int32
-	ret     int32
-	blocks  []vmBlock
-	nlocals int
 	memo    int // index in the memo table; -1: not memoized
+	nlocals int
+	ret     int32
+	params  []int32
+	blocks  []vmBlock
+	name    string
 	// conflict is topdown's message for two values of this rule or function
 	conflict string
 }
