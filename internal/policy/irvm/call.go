@@ -147,6 +147,7 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 	}
 	var result *ast.Term
 	var err error
+	returned := false
 	for i, b := range fn.blocks {
 		var ctl int
 		ctl, err = st.block(callee, b)
@@ -154,16 +155,19 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 			break
 		}
 		if ctl == ctlReturn {
-			result = callee[fn.ret]
+			result, returned = callee[fn.ret], true
 			break
 		}
 		if ctl > 0 {
 			err = vmBug("illegal control flow out of function %s", fn.name)
 			break
 		}
-		if ctl == 0 && i == len(fn.blocks)-1 {
+		if ctl == 0 && i == len(fn.blocks)-1 && !fn.epilogue {
 			break // the last block is the function body itself: leaving it returns undefined
 		}
+	}
+	if fn.epilogue && err == nil && !returned {
+		result, err = st.epilogue(fn, callee)
 	}
 	st.pop(fn.nlocals)
 	if err != nil {

@@ -66,7 +66,12 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		c.fold = foldable(f.Blocks)
 		c.cur, c.dataLocals = int32(i), dataLocals(f.Blocks)
 		fn.conflict = conflictMessage(f)
-		blocks, err := c.blockList(f.Blocks)
+		body := f.Blocks
+		if x, as, ok := ruleEpilogue(f); ok {
+			fn.epilogue, fn.defined, body = true, c.local(x), body[:1]
+			fn.epilogueLoc = c.code.locs[c.location(as.Location)-1]
+		}
+		blocks, err := c.blockList(withoutEntryReset(f, body))
 		if err != nil {
 			return nil, fmt.Errorf("function %s: %w", f.Name, err)
 		}

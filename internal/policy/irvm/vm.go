@@ -146,7 +146,12 @@ type vmFunc struct {
 	ret     int32
 	params  []int32
 	blocks  []vmBlock
-	name    string
+	// epilogue: the function's two last blocks are run by
+	// vmState.epilogue, returning the local defined (epilogue.go)
+	epilogue    bool
+	defined     int32
+	epilogueLoc *ast.Location
+	name        string
 	// conflict is topdown's message for two values of this rule or function
 	conflict string
 }
