@@ -60,17 +60,17 @@ func length(v ast.Value) int {
 
 // scan runs the body of a ScanStmt for every element of its source.
 func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
-	src := st.materialize(fr[s.a.local])
+	src := st.materialize(fr[s.a])
 	if src == nil {
 		return ctlNext, nil
 	}
-	body := s.blocks[0]
+	body := st.blocks[s.ref]
 	// one element: 0 or next: go on; 1: leave the scan; more: leave blocks around it
 	run := func(k, v *ast.Term) (int, error) {
 		if err := st.tick(); err != nil {
 			return 0, err
 		}
-		fr[s.key], fr[s.value] = k, v
+		fr[s.target], fr[s.b] = k, v
 		ctl, err := st.block(fr, body)
 		switch {
 		case err != nil:
@@ -147,6 +147,7 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 	}
 	var result *ast.Term
 	var err error
+	returned := false
 	for i, b := range fn.blocks {
 		var ctl int
 		ctl, err = st.block(callee, b)
@@ -154,16 +155,19 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 			break
 		}
 		if ctl == ctlReturn {
-			result = callee[fn.ret]
+			result, returned = callee[fn.ret], true
 			break
 		}
 		if ctl > 0 {
 			err = vmBug("illegal control flow out of function %s", fn.name)
 			break
 		}
-		if ctl == 0 && i == len(fn.blocks)-1 {
+		if ctl == 0 && i == len(fn.blocks)-1 && !fn.epilogue {
 			break // the last block is the function body itself: leaving it returns undefined
 		}
+	}
+	if fn.epilogue && err == nil && !returned {
+		result, err = st.epilogue(fn, callee)
 	}
 	st.pop(fn.nlocals)
 	if err != nil {
@@ -177,26 +181,27 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 
 // builtin calls a built-in function; nil is undefined.
 func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
-	base := len(st.args)
-	for _, a := range s.args {
+	bi := st.builtins[s.ref]
+	base := len(st.bargs)
+	for _, a := range st.args[s.args : s.args+s.n] {
 		var t *ast.Term
-		if s.bi.lazyArgs {
+		if bi.lazyArgs {
 			t = st.raw(fr, a)
 		} else {
 			t = st.get(fr, a)
 		}
 		if t == nil {
-			st.args = st.args[:base]
+			st.bargs = st.bargs[:base]
 			return nil, nil
 		}
-		st.args = append(st.args, t)
+		st.bargs = append(st.bargs, t)
 	}
-	args := st.args[base:]
-	defer func() { st.args = st.args[:base] }()
-	if s.bi.native != nil {
-		t, err := s.bi.native(&st.call, args)
+	args := st.bargs[base:]
+	defer func() { st.bargs = st.bargs[:base] }()
+	if bi.native != nil {
+		t, err := bi.native(&st.call, args)
 		if err != nil {
-			return nil, st.builtinFailed(builtinError(s, err))
+			return nil, st.builtinFailed(builtinError(bi, st.location(s), err))
 		}
 		return t, nil
 	}
@@ -209,13 +214,13 @@ func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 		Seed:     rand.Reader,
 		Cancel:   st.call.Cancel,
 		Cache:    st.cache,
-		Location: s.loc,
+		Location: st.location(s),
 	}
-	if err := s.bi.fn(bctx, args, st.iter); err != nil {
+	if err := bi.fn(bctx, args, st.iter); err != nil {
 		return nil, st.builtinFailed(err) // topdown's wrapper has made it a *topdown.Error
 	}
 	if st.nout > 1 {
-		return nil, vmBug("built-in %s returned %d values", s.bi.name, st.nout)
+		return nil, vmBug("built-in %s returned %d values", bi.name, st.nout)
 	}
 	return st.out, nil
 }
@@ -234,7 +239,7 @@ func (st *vmState) builtinFailed(err error) error {
 }
 
 // builtinError is topdown's error for a failed built-in (handleBuiltinErr).
-func builtinError(s *vmStmt, err error) error {
+func builtinError(bi *vmBuiltin, loc *ast.Location, err error) error {
 	code := topdown.BuiltinErr
 	switch err.(type) {
 	case *topdown.Error:
@@ -242,5 +247,5 @@ func builtinError(s *vmStmt, err error) error {
 	case builtins.ErrOperand:
 		code = topdown.TypeErr
 	}
-	return (&topdown.Error{Code: code, Location: s.loc, Message: s.bi.name + ": " + err.Error()}).Wrap(err)
+	return (&topdown.Error{Code: code, Location: loc, Message: bi.name + ": " + err.Error()}).Wrap(err)
 }

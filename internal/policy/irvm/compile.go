@@ -16,7 +16,7 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 	if pol.Static == nil || pol.Plans == nil {
 		return nil, fmt.Errorf("%w: empty plan", ErrUnsupported)
 	}
-	c := &vmCompiler{pol: pol, funcs: map[string]*vmFunc{}, builtins: map[string]*vmBuiltin{}}
+	c := &vmCompiler{pol: pol, funcs: map[string]int32{}, builtins: map[string]int32{}, consts: map[*ast.Term]vmOperand{}}
 	c.strings = make([]*ast.Term, len(pol.Static.Strings))
 	for i, s := range pol.Static.Strings {
 		c.strings[i] = ast.StringTerm(s.Value)
@@ -29,37 +29,55 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.builtins[bf.Name] = bi
+		c.builtins[bf.Name] = int32(len(c.code.builtins))
+		c.code.builtins = append(c.code.builtins, bi)
 	}
 	var funcs []*ir.Func
 	if pol.Funcs != nil {
 		funcs = pol.Funcs.Funcs
 	}
+	// The functions, their parameters and blocks each in one array, next
+	// to each other in memory (a cold decision loads fewer lines).
+	c.code.funcs = make([]vmFunc, len(funcs))
+	nparams, nblocks := 0, 0
 	for _, f := range funcs {
-		fn := &vmFunc{name: f.Name, ret: int32(f.Return), memo: -1}
+		nparams, nblocks = nparams+len(f.Params), nblocks+len(f.Blocks)
+	}
+	params, fblocks := make([]int32, 0, nparams), make([]vmBlock, 0, nblocks)
+	for i, f := range funcs {
+		fn := &c.code.funcs[i]
+		fn.name, fn.ret, fn.memo = f.Name, int32(f.Return), -1
 		for _, p := range f.Params {
-			fn.params = append(fn.params, int32(p))
+			params = append(params, int32(p))
 		}
+		fn.params = params[len(params)-len(f.Params) : len(params) : len(params)]
 		if len(f.Params) == 2 { // input and data only: once per evaluation
 			fn.memo = c.nmemo
 			c.nmemo++
 		}
-		c.funcs[f.Name] = fn
+		c.funcs[f.Name] = int32(i)
 	}
-	for _, f := range funcs {
-		fn := c.funcs[f.Name]
+	for i, f := range funcs {
+		fn := &c.code.funcs[i]
 		c.maxLocal = max(int(f.Return), 0)
 		for _, p := range f.Params {
 			c.maxLocal = max(c.maxLocal, int(p))
 		}
 		c.fold = foldable(f.Blocks)
-		c.cur, c.dataLocals = fn, dataLocals(f.Blocks)
+		c.cur, c.dataLocals = int32(i), dataLocals(f.Blocks)
 		fn.conflict = conflictMessage(f)
-		blocks, err := c.blocks(f.Blocks)
+		body := f.Blocks
+		if x, as, ok := ruleEpilogue(f); ok {
+			fn.epilogue, fn.defined, body = true, c.local(x), body[:1]
+			fn.epilogueLoc = c.code.locs[c.location(as.Location)-1]
+		}
+		blocks, err := c.blockList(withoutEntryReset(f, body))
 		if err != nil {
 			return nil, fmt.Errorf("function %s: %w", f.Name, err)
 		}
-		fn.blocks, fn.nlocals = blocks, c.maxLocal+1
+		fblocks = append(fblocks, blocks...)
+		fn.blocks = fblocks[len(fblocks)-len(blocks) : len(fblocks) : len(fblocks)]
+		fn.nlocals = c.maxLocal + 1
 	}
 	prog := &Program{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
 	for _, p := range pol.Plans.Plans {
@@ -68,14 +86,16 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		}
 		c.maxLocal = int(ir.Data)
 		c.fold = foldable(p.Blocks)
-		c.cur, c.dataLocals = nil, dataLocals(p.Blocks)
-		blocks, err := c.blocks(p.Blocks)
+		c.cur, c.dataLocals = -1, dataLocals(p.Blocks)
+		blocks, err := c.blockList(p.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
 		}
 		prog.plan, prog.nlocals = blocks, c.maxLocal+1
 		prog.direct = c.directCall(p)
-		prog.directArgs = []vmOperand{{local: int32(ir.Input)}, {local: int32(ir.Data)}}
+		prog.directArgs = []vmOperand{vmOperand(ir.Input), vmOperand(ir.Data)}
+		c.code.packConsts()
+		prog.vmCode = c.code
 		return prog, nil
 	}
 	return nil, fmt.Errorf("no plan %q", entry)
@@ -83,14 +103,16 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 
 type vmCompiler struct {
 	pol      *ir.Policy
+	code     vmCode // what is compiled so far
 	strings  []*ast.Term
 	files    []string
-	funcs    map[string]*vmFunc
-	builtins map[string]*vmBuiltin
+	funcs    map[string]int32 // index in code.funcs
+	builtins map[string]int32 // index in code.builtins
+	consts   map[*ast.Term]vmOperand
 	nmemo    int
-	maxLocal int     // of the function being compiled
-	fold     bool    // constant collections may be built once (see foldable)
-	cur      *vmFunc // the function being compiled; nil for a plan
+	maxLocal int   // of the function being compiled
+	fold     bool  // constant collections may be built once (see foldable)
+	cur      int32 // the function being compiled (code.funcs); -1 for a plan
 	// dataLocals are the locals holding the data document or a document
 	// looked up in it (see dataLocals)
 	dataLocals map[ir.Local]bool
@@ -113,28 +135,77 @@ func (c *vmCompiler) operand(o ir.Operand) (vmOperand, error) {
 	}
 	switch v := v.(type) {
 	case ir.Local:
-		return vmOperand{local: c.local(v)}, nil
+		return vmOperand(c.local(v)), nil
 	case ir.StringIndex:
 		if int(v) < 0 || int(v) >= len(c.strings) {
-			return vmOperand{}, fmt.Errorf("string index %d out of range", v)
+			return 0, fmt.Errorf("string index %d out of range", v)
 		}
-		return vmOperand{local: -1, c: c.strings[v]}, nil
+		return c.constant(c.strings[v]), nil
 	case ir.Bool:
-		return vmOperand{local: -1, c: ast.InternedTerm(bool(v))}, nil
+		return c.constant(ast.InternedTerm(bool(v))), nil
 	}
-	return vmOperand{}, fmt.Errorf("%w: operand %T", ErrUnsupported, o.Value)
+	return 0, fmt.Errorf("%w: operand %T", ErrUnsupported, o.Value)
 }
 
-func (c *vmCompiler) location(l ir.Location) *ast.Location {
+// constant is the operand of the constant t (once per term).
+func (c *vmCompiler) constant(t *ast.Term) vmOperand {
+	if o, ok := c.consts[t]; ok {
+		return o
+	}
+	o := ^vmOperand(len(c.code.consts))
+	c.code.consts = append(c.code.consts, t)
+	c.consts[t] = o
+	return o
+}
+
+// packConsts copies the constants next to each other: their terms in one
+// array, the bytes of their strings in one string.
+func (code *vmCode) packConsts() {
+	n := 0
+	for _, t := range code.consts {
+		if s, ok := t.Value.(ast.String); ok {
+			n += len(s)
+		}
+	}
+	buf := make([]byte, 0, n)
+	for _, t := range code.consts {
+		if s, ok := t.Value.(ast.String); ok {
+			buf = append(buf, s...)
+		}
+	}
+	all := string(buf)
+	terms := make([]ast.Term, len(code.consts))
+	for i, t := range code.consts {
+		terms[i] = *t
+		if s, ok := t.Value.(ast.String); ok {
+			terms[i].Value = ast.String(all[:len(s)])
+			all = all[len(s):]
+		}
+		code.consts[i] = &terms[i]
+	}
+}
+
+// constTerm is the term of a constant operand; nil for a local.
+func (c *vmCompiler) constTerm(o vmOperand) *ast.Term {
+	if o >= 0 {
+		return nil
+	}
+	return c.code.consts[^o]
+}
+
+// location is the location l for vmStmt.loc: its index in code.locs + 1.
+func (c *vmCompiler) location(l ir.Location) int32 {
 	loc := &ast.Location{Row: l.Row, Col: l.Col}
 	if l.File >= 0 && l.File < len(c.files) {
 		loc.File = c.files[l.File]
 	}
-	return loc
+	c.code.locs = append(c.code.locs, loc)
+	return int32(len(c.code.locs))
 }
 
-func (c *vmCompiler) blocks(bs []*ir.Block) ([]*vmBlock, error) {
-	out := make([]*vmBlock, len(bs))
+// blockList compiles the blocks bs.
+func (c *vmCompiler) blockList(bs []*ir.Block) ([]vmBlock, error) {
+	out := make([]vmBlock, len(bs))
 	for i, b := range bs {
 		vb, err := c.block(b)
 		if err != nil {
@@ -145,23 +216,36 @@ func (c *vmCompiler) blocks(bs []*ir.Block) ([]*vmBlock, error) {
 	return out, nil
 }
 
-func (c *vmCompiler) block(b *ir.Block) (*vmBlock, error) {
-	vb := &vmBlock{stmts: make([]vmStmt, 0, len(b.Stmts))}
+// blocks compiles the blocks bs into code.blocks, one after the other, and
+// returns the index of the first.
+func (c *vmCompiler) blocks(bs ...*ir.Block) (int32, error) {
+	list, err := c.blockList(bs)
+	first := int32(len(c.code.blocks))
+	c.code.blocks = append(c.code.blocks, list...)
+	return first, err
+}
+
+// block compiles b: its statements go to the end of code.code, after those
+// of the blocks nested in them (compiled on the way).
+func (c *vmCompiler) block(b *ir.Block) (vmBlock, error) {
+	stmts := make([]vmStmt, 0, len(b.Stmts))
 	for i := 0; i < len(b.Stmts); i++ {
 		if c.fold {
 			if s, n, ok := c.foldConst(b.Stmts[i:]); ok {
-				vb.stmts = append(vb.stmts, s)
+				stmts = append(stmts, s)
 				i += n - 1
 				continue
 			}
 		}
 		s, err := c.stmt(b.Stmts[i])
 		if err != nil {
-			return nil, err
+			return vmBlock{}, err
 		}
-		vb.stmts = append(vb.stmts, s)
+		stmts = append(stmts, s)
 	}
-	return vb, nil
+	start := int32(len(c.code.code))
+	c.code.code = append(c.code.code, stmts...)
+	return vmBlock{start: start, end: int32(len(c.code.code))}, nil
 }
 
 // stmt resolves one statement; each kind has its own method
@@ -175,8 +259,8 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 	case *ir.CallStmt:
 		return c.callStmt(st)
 	case *ir.BlockStmt:
-		blocks, err := c.blocks(st.Blocks)
-		return vmStmt{op: opBlock, blocks: blocks}, err
+		first, err := c.blocks(st.Blocks...)
+		return vmStmt{op: opBlock, ref: first, n: int32(len(st.Blocks))}, err
 	case *ir.BreakStmt:
 		return vmStmt{op: opBreak, n: int32(st.Index)}, nil
 	case *ir.DotStmt:
@@ -190,22 +274,22 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 	case *ir.ScanStmt:
 		return c.scanStmt(st)
 	case *ir.NotStmt:
-		b, err := c.block(st.Block)
-		return vmStmt{op: opNot, blocks: []*vmBlock{b}}, err
+		b, err := c.blocks(st.Block)
+		return vmStmt{op: opNot, ref: b}, err
 	case *ir.AssignIntStmt:
-		return c.constant(st.Target, ast.InternedTerm(int(st.Value))), nil
+		return c.constStmt(st.Target, ast.InternedTerm(int(st.Value))), nil
 	case *ir.AssignVarStmt:
 		return c.unary(opAssignVar, st.Source, c.local(st.Target))
 	case *ir.AssignVarOnceStmt:
 		s, err := c.unary(opAssignVarOnce, st.Source, c.local(st.Target))
-		s.loc, s.fn = c.location(st.Location), c.cur
+		s.loc, s.ref = c.location(st.Location), c.cur
 		return s, err
 	case *ir.ResetLocalStmt:
 		return vmStmt{op: opResetLocal, target: c.local(st.Target)}, nil
 	case *ir.MakeNullStmt:
-		return c.constant(st.Target, ast.InternedNullTerm), nil
+		return c.constStmt(st.Target, ast.InternedNullTerm), nil
 	case *ir.MakeNumberIntStmt:
-		return c.constant(st.Target, ast.InternedTerm(int(st.Value))), nil
+		return c.constStmt(st.Target, ast.InternedTerm(int(st.Value))), nil
 	case *ir.MakeNumberRefStmt:
 		return c.numberRef(st)
 	case *ir.MakeArrayStmt:
@@ -237,7 +321,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		s.loc = c.location(st.Location)
 		return s, err
 	case *ir.ObjectMergeStmt:
-		return vmStmt{op: opObjectMerge, a: vmOperand{local: c.local(st.A)}, b: vmOperand{local: c.local(st.B)},
+		return vmStmt{op: opObjectMerge, a: vmOperand(c.local(st.A)), b: vmOperand(c.local(st.B)),
 			target: c.local(st.Target), loc: c.location(st.Location)}, nil
 	case *ir.SetAddStmt:
 		return c.unary(opSetAdd, st.Value, c.local(st.Set))
@@ -356,7 +440,7 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 	}
 	val := func(o ir.Operand) *ast.Term {
 		v, _ := c.operand(o) // constants only: no error
-		return v.c
+		return c.constTerm(v)
 	}
 	var target ir.Local
 	var value ast.Value
@@ -388,7 +472,7 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 		}
 		value = ast.NewArray(elems...)
 	}
-	return vmStmt{op: opConst, target: c.local(target), a: vmOperand{local: -1, c: ast.NewTerm(value)}}, n, true
+	return c.constStmt(target, ast.NewTerm(value)), n, true
 }
 
 // vmBuiltinFor resolves a built-in the plan calls: the caller's natives
@@ -456,18 +540,18 @@ func (c *vmCompiler) directCall(p *ir.Plan) *vmFunc {
 	}
 	local := func(o ir.Operand) (ir.Local, bool) {
 		v, err := c.operand(o)
-		return ir.Local(v.local), err == nil && v.c == nil
+		return ir.Local(v), err == nil && v >= 0
 	}
 	in, ok := local(call.Args[0])
 	data, okd := local(call.Args[1])
 	src, oks := local(assign.Source)
 	val, okv := local(ins.Value)
 	key, err := c.operand(ins.Key)
-	fn := c.funcs[call.Func]
-	if !ok || !okd || !oks || !okv || err != nil || fn == nil || in != ir.Input || data != ir.Data ||
+	fi, okf := c.funcs[call.Func]
+	if !ok || !okf || !okd || !oks || !okv || err != nil || in != ir.Input || data != ir.Data ||
 		src != call.Result || val != assign.Target || ins.Object != mk.Target || add.Value != mk.Target ||
-		key.c == nil || key.c.Value.Compare(ast.String("result")) != 0 {
+		c.constTerm(key) == nil || c.constTerm(key).Value.Compare(ast.String("result")) != 0 {
 		return nil
 	}
-	return fn
+	return &c.code.funcs[fi]
 }

@@ -33,30 +33,31 @@ func (c *vmCompiler) compare(op vmOp, a, b ir.Operand) (vmStmt, error) {
 	return vmStmt{op: op, a: oa, b: ob}, err
 }
 
-// constant sets target to the constant t.
-func (c *vmCompiler) constant(target ir.Local, t *ast.Term) vmStmt {
-	return vmStmt{op: opConst, target: c.local(target), a: vmOperand{local: -1, c: t}}
+// constStmt sets target to the constant t.
+func (c *vmCompiler) constStmt(target ir.Local, t *ast.Term) vmStmt {
+	return vmStmt{op: opConst, target: c.local(target), a: c.constant(t)}
 }
 
 // callStmt is CallStmt: a planned function or a built-in.
 func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
-	s := vmStmt{target: c.local(st.Result), loc: c.location(st.Location)}
+	s := vmStmt{target: c.local(st.Result), loc: c.location(st.Location),
+		args: int32(len(c.code.args)), n: int32(len(st.Args))}
 	for _, a := range st.Args {
 		o, err := c.operand(a)
 		if err != nil {
 			return s, err
 		}
-		s.args = append(s.args, o)
+		c.code.args = append(c.code.args, o)
 	}
-	if fn, ok := c.funcs[st.Func]; ok {
-		s.op, s.fn = opCall, fn
-		if len(s.args) != len(fn.params) {
-			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(s.args), len(fn.params))
+	if fi, ok := c.funcs[st.Func]; ok {
+		s.op, s.ref = opCall, fi
+		if fn := &c.code.funcs[fi]; len(st.Args) != len(fn.params) {
+			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(st.Args), len(fn.params))
 		}
 		return s, nil
 	}
 	if bi, ok := c.builtins[st.Func]; ok {
-		s.op, s.bi = opBuiltin, bi
+		s.op, s.ref = opBuiltin, bi
 		return s, nil
 	}
 	return s, fmt.Errorf("%w: call of %s", ErrUnsupported, st.Func)
@@ -64,9 +65,9 @@ func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
 
 // scanStmt is ScanStmt.
 func (c *vmCompiler) scanStmt(st *ir.ScanStmt) (vmStmt, error) {
-	s := vmStmt{op: opScan, a: vmOperand{local: c.local(st.Source)}, key: c.local(st.Key), value: c.local(st.Value)}
-	b, err := c.block(st.Block)
-	s.blocks = []*vmBlock{b}
+	s := vmStmt{op: opScan, a: vmOperand(c.local(st.Source)), target: c.local(st.Key), b: vmOperand(c.local(st.Value))}
+	b, err := c.blocks(st.Block)
+	s.ref = b
 	return s, err
 }
 
@@ -81,7 +82,7 @@ func (c *vmCompiler) numberRef(st *ir.MakeNumberRefStmt) (vmStmt, error) {
 			return vmStmt{}, fmt.Errorf("%w: number %q", ErrUnsupported, n)
 		}
 	}
-	return c.constant(st.Target, ast.NewTerm(n)), nil
+	return c.constStmt(st.Target, ast.NewTerm(n)), nil
 }
 
 // localOf is the local an operand reads, if it reads one.

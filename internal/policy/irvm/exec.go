@@ -19,7 +19,7 @@ func defined(ok bool) int {
 
 // execCall is CallStmt of a planned function.
 func (st *vmState) execCall(fr []*ast.Term, s *vmStmt) (int, error) {
-	t, err := st.callFunc(s.fn, fr, s.args)
+	t, err := st.callFunc(&st.funcs[s.ref], fr, st.args[s.args:s.args+s.n])
 	if err != nil || t == nil {
 		return 0, err
 	}
@@ -40,7 +40,7 @@ func (st *vmState) execBuiltin(fr []*ast.Term, s *vmStmt) (int, error) {
 // execBlock is BlockStmt: its blocks in turn; a break out of one of them
 // by more than one level leaves the statement's block too.
 func (st *vmState) execBlock(fr []*ast.Term, s *vmStmt) (int, error) {
-	for _, inner := range s.blocks {
+	for _, inner := range st.blocks[s.ref : s.ref+s.n] {
 		ctl, err := st.block(fr, inner)
 		switch {
 		case err != nil:
@@ -107,7 +107,7 @@ func (st *vmState) execLen(fr []*ast.Term, s *vmStmt) int {
 
 // execNot is NotStmt: undefined when its block runs to its end.
 func (st *vmState) execNot(fr []*ast.Term, s *vmStmt) (int, error) {
-	ctl, err := st.block(fr, s.blocks[0])
+	ctl, err := st.block(fr, st.blocks[s.ref])
 	switch {
 	case err != nil:
 		return 0, err
@@ -130,10 +130,10 @@ func (st *vmState) execAssignVarOnce(fr []*ast.Term, s *vmStmt) (int, error) {
 	}
 	if cur := fr[s.target]; cur != nil && !st.equal(cur, src) {
 		msg := "complete rules must not produce multiple outputs"
-		if s.fn != nil {
-			msg = s.fn.conflict
+		if s.ref >= 0 {
+			msg = st.funcs[s.ref].conflict
 		}
-		return 0, conflictError(s.loc, msg)
+		return 0, conflictError(st.location(s), msg)
 	}
 	fr[s.target] = src
 	return ctlNext, nil
@@ -183,7 +183,7 @@ func (st *vmState) execObjectInsert(fr []*ast.Term, s *vmStmt) (int, error) {
 	}
 	if s.op == opObjectInsertOnce {
 		if cur := obj.Get(k); cur != nil && !cur.Equal(v) {
-			return 0, conflictError(s.loc, "object keys must be unique")
+			return 0, conflictError(st.location(s), "object keys must be unique")
 		}
 	}
 	obj.Insert(k, v)
@@ -196,11 +196,11 @@ func (st *vmState) execObjectMerge(fr []*ast.Term, s *vmStmt) (int, error) {
 	ao, aok := valueOf(a).(ast.Object)
 	bo, bok := valueOf(b).(ast.Object)
 	if !aok || !bok {
-		return 0, conflictError(s.loc, "object merge of a non-object")
+		return 0, conflictError(st.location(s), "object merge of a non-object")
 	}
 	m, ok := ao.Merge(bo)
 	if !ok {
-		return 0, conflictError(s.loc, "object keys must be unique")
+		return 0, conflictError(st.location(s), "object keys must be unique")
 	}
 	fr[s.target] = ast.NewTerm(m)
 	return ctlNext, nil

@@ -91,3 +91,43 @@ func TestVMQueryRegressions(t *testing.T) {
 		})
 	}
 }
+
+// TestRuleEpilogue checks that the rules' functions are compiled without
+// their epilogue blocks and entry reset (epilogue.go), and answer as
+// before: defined, undefined, a function of its arguments, a default.
+func TestRuleEpilogue(t *testing.T) {
+	module := "package t\n\np := input.a if input.a > 1\n\nf(v) := v * 2 if v > 0\n\ndefault d := 7\n\nd := 8 if input.a == 8\n"
+	pol, err := planQuery("[data.t.p, data.t.f(input.a), data.t.d] = x", []string{module}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := New(pol, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := range prog.funcs {
+		if prog.funcs[i].epilogue {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no function compiled with its epilogue as Go code")
+	}
+	for _, tc := range []struct{ input, want string }{
+		{`{"a": 3}`, `{{"x": [3, 6, 7]}}`},
+		{`{"a": 8}`, `{{"x": [8, 16, 8]}}`},
+		{`{"a": 1}`, `set()`}, // p undefined
+		{`{"a": -1}`, `set()`},
+	} {
+		t.Run(tc.input, func(t *testing.T) {
+			got, err := vmQuery(t, module, "[data.t.p, data.t.f(input.a), data.t.d] = x", nil, ast.MustParseTerm(tc.input), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := ast.MustParseTerm(tc.want).Value; got.Compare(want) != 0 {
+				t.Fatalf("got %v, want %v", got, want)
+			}
+		})
+	}
+}

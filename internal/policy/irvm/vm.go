@@ -96,37 +96,62 @@ const (
 	opDotData // DotStmt on the data document (see execDotData)
 )
 
-// vmOperand is a local (local >= 0) or a constant.
-type vmOperand struct {
-	local int32
-	c     *ast.Term
-}
+// vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].
+type vmOperand int32
 
+// vmStmt is one statement of the plan: 32 bytes, two to a cache line. A
+// decision runs a few hundred of them, mostly with its caches cold (the
+// HTTP server and the kernel ran in between), so their size is loads from
+// memory; what only a few kinds of statements use sits in the vmCode tables
+// they index (docs/design.md, "The policy engine").
 type vmStmt struct {
-	op     vmOp
-	a, b   vmOperand // source/a/key/value, b/value
-	target int32     // target local, or the array/object/set of an insert
-	key    int32     // ScanStmt key local
-	value  int32     // ScanStmt value local
-	n      int32     // BreakStmt index
-	fn     *vmFunc
-	bi     *vmBuiltin
-	args   []vmOperand
-	blocks []*vmBlock
-	loc    *ast.Location
+	op vmOp
+	// target is the target local (the array, object or set of an insert;
+	// the source of Is(Un)DefinedStmt and ResultSetAddStmt); ScanStmt:
+	// the key local
+	target int32
+	a, b   vmOperand // the operands; ScanStmt: a the source, b the value local
+	// n is BreakStmt's index, MakeArrayStmt's capacity, the number of a
+	// CallStmt's arguments or of a BlockStmt's blocks
+	n int32
+	// ref is a CallStmt's function (vmCode.funcs) or built-in
+	// (vmCode.builtins); the first block (vmCode.blocks) of a BlockStmt,
+	// NotStmt or ScanStmt; the function of an AssignVarOnceStmt (-1: a
+	// plan's)
+	ref int32
+	// args is a CallStmt's first argument (vmCode.args)
+	args int32
+	// loc is the statement's location: vmCode.locs[loc-1]; 0: none
+	loc int32
 }
 
-type vmBlock struct {
-	stmts []vmStmt
+// vmBlock is a block: the statements vmCode.code[start:end].
+type vmBlock struct{ start, end int32 }
+
+// vmCode is the compiled program: every statement in one array (a block is
+// a range of it), and the tables the statements index.
+type vmCode struct {
+	code     []vmStmt
+	blocks   []vmBlock // the blocks of BlockStmt, NotStmt and ScanStmt
+	consts   []*ast.Term
+	args     []vmOperand // the arguments of CallStmts
+	funcs    []vmFunc
+	builtins []*vmBuiltin
+	locs     []*ast.Location
 }
 
 type vmFunc struct {
-	name    string
-	params  []int32
-	ret     int32
-	blocks  []*vmBlock
-	nlocals int
 	memo    int // index in the memo table; -1: not memoized
+	nlocals int
+	ret     int32
+	params  []int32
+	blocks  []vmBlock
+	// epilogue: the function's two last blocks are run by
+	// vmState.epilogue, returning the local defined (epilogue.go)
+	epilogue    bool
+	defined     int32
+	epilogueLoc *ast.Location
+	name        string
 	// conflict is topdown's message for two values of this rule or function
 	conflict string
 }
@@ -208,7 +233,8 @@ var ErrDeadline = errors.New("the evaluation ran past its deadline")
 
 // Program is one plan (entry point) ready to run.
 type Program struct {
-	plan   []*vmBlock
+	vmCode
+	plan   []vmBlock
 	direct *vmFunc // the plan only returns this function's result (see directCall)
 	// directArgs are input and data, the arguments of direct
 	directArgs []vmOperand
@@ -232,6 +258,7 @@ var ErrUnsupported = errors.New("not supported by the IR evaluator")
 
 // vmState is the mutable state of one evaluation; states are pooled.
 type vmState struct {
+	vmCode  // the program's
 	prog    *Program
 	call    Call        // ctx, env, cancel of this evaluation
 	stack   []*ast.Term // locals of the active frames
@@ -240,7 +267,7 @@ type vmState struct {
 	memoSet []uint32 // == gen when memo[i] is set for this evaluation
 	gen     uint32
 	results []*ast.Term
-	args    []*ast.Term // built-in operands
+	bargs   []*ast.Term // built-in operands
 	steps   int
 	// deadline ends the evaluation with ErrDeadline (EvalOpts.Deadline)
 	deadline time.Time
@@ -255,7 +282,7 @@ func (p *Program) state() *vmState {
 	if st, ok := p.states.Get().(*vmState); ok {
 		return st
 	}
-	st := &vmState{prog: p, stack: make([]*ast.Term, 256), memo: make([]*ast.Term, p.nmemo),
+	st := &vmState{vmCode: p.vmCode, prog: p, stack: make([]*ast.Term, 256), memo: make([]*ast.Term, p.nmemo),
 		memoSet: make([]uint32, p.nmemo), call: Call{Cancel: topdown.NewCancel()}}
 	st.iter = func(t *ast.Term) error {
 		st.out = t
@@ -365,7 +392,7 @@ func (st *vmState) runPlan(frame []*ast.Term) error {
 // release drops the evaluation's references and pools the state.
 func (st *vmState) release() {
 	clear(st.results)
-	clear(st.args)
+	clear(st.bargs)
 	st.call.Context, st.call.Env, st.out, st.cache = nil, nil, nil, nil
 	st.prog.states.Put(st)
 }
@@ -394,18 +421,26 @@ func (st *vmState) pop(n int) {
 // get reads an operand for any use but a lookup (Dot), a call's argument
 // or a copy: the input is its ast value there.
 func (st *vmState) get(fr []*ast.Term, o vmOperand) *ast.Term {
-	if o.c != nil {
-		return o.c
+	if o < 0 {
+		return st.consts[^o]
 	}
-	return st.materialize(fr[o.local])
+	return st.materialize(fr[o])
 }
 
 // raw reads an operand as it is, the input possibly unbuilt.
 func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
-	if o.c != nil {
-		return o.c
+	if o < 0 {
+		return st.consts[^o]
 	}
-	return fr[o.local]
+	return fr[o]
+}
+
+// location is the location of s; nil when it has none.
+func (st *vmState) location(s *vmStmt) *ast.Location {
+	if s.loc == 0 {
+		return nil
+	}
+	return st.locs[s.loc-1]
 }
 
 // equal is a.Equal(b) for terms that may be Lazy (objects and arrays): one
@@ -468,9 +503,10 @@ func (st *vmState) tick() error {
 // statement; a method returns ctlNext to go on with the next statement, or
 // the control result that ends the block. The switch (a jump table) calls
 // them directly, which costs less than an indirect call through a table.
-func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
-	for i := range b.stmts {
-		s := &b.stmts[i]
+func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
+	code := st.code[b.start:b.end]
+	for i := range code {
+		s := &code[i]
 		var (
 			ctl int
 			err error
@@ -507,7 +543,7 @@ func (st *vmState) block(fr []*ast.Term, b *vmBlock) (int, error) {
 			fr[s.target] = nil
 			continue
 		case opConst:
-			fr[s.target] = s.a.c
+			fr[s.target] = st.consts[^s.a]
 			continue
 		case opMakeArray:
 			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.n)))

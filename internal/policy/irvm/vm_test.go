@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -94,7 +95,7 @@ func TestSeams(t *testing.T) {
 	if !prog.DirectCall() {
 		t.Fatal("the plan of one rule is not a direct call")
 	}
-	viaPlan := &Program{plan: prog.plan, nlocals: prog.nlocals, nmemo: prog.nmemo, data: prog.data}
+	viaPlan := &Program{vmCode: prog.vmCode, plan: prog.plan, nlocals: prog.nlocals, nmemo: prog.nmemo, data: prog.data}
 	for _, tc := range []struct {
 		name    string
 		input   string
@@ -169,5 +170,14 @@ func TestDeadlineAndCancel(t *testing.T) {
 	}
 	if v, err := prog.Eval(context.Background(), EvalOpts{}); err != nil || v != nil {
 		t.Fatalf("spin: %v, %v; want undefined", v, err)
+	}
+}
+
+// TestStmtSize keeps a statement at 32 bytes, two to a cache line: a cold
+// decision's cost follows the bytes of the statements it runs
+// (BENCHMARKS.md, "CPU per decision", session 5).
+func TestStmtSize(t *testing.T) {
+	if n := unsafe.Sizeof(vmStmt{}); n > 32 {
+		t.Fatalf("vmStmt is %d bytes, want at most 32", n)
 	}
 }
