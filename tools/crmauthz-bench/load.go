@@ -170,6 +170,12 @@ type stepResult struct {
 	cacheHit float64         // crmauthz: share of decisions answered by the decision cache; -1 unknown
 	lat      []time.Duration // the latencies of the answered requests, sorted (pooled by sliceResults)
 	span     time.Duration   // first request sent to last answer read
+	opened   int             // connections the generator dialed during the step
+	// With --requests-out: every request, the connections, and the
+	// attack's start on CLOCK_MONOTONIC (requests.go).
+	reqs  []reqRecord
+	conns []connInfo
+	mono  time.Duration
 }
 
 // fixedRateMaxWorkers bounds the concurrency vegeta may grow to at a fixed
@@ -177,8 +183,9 @@ type stepResult struct {
 // achieved rate).
 const fixedRateMaxWorkers = 1000
 
-// runStep drives one side with vegeta for dur and measures it.
-func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration) stepResult {
+// runStep drives one side with vegeta for dur and measures it; record keeps
+// every request (--requests-out).
+func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration, record bool) stepResult {
 	var n atomic.Uint64
 	hdr := http.Header{"Content-Type": []string{"application/json"}}
 	tr := func(t *vegeta.Target) error {
@@ -190,8 +197,9 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		t.Body = s.body(w.RequestAt(int(spec.base + i)))
 		return nil
 	}
+	conns := newConnLog(record)
 	opts := []func(*vegeta.Attacker){
-		vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
+		vegeta.Client(conns.client()), vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
 	}
 	var pacer vegeta.Pacer
 	if spec.rate > 0 {
@@ -215,15 +223,20 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	var begin, end time.Time
 	rss := sampleRSS(s.pid, 50*time.Millisecond)
 	cpu0, _ := cpuTime(s.pid)
+	conns.began, res.mono = time.Now(), monotonicNow()
 	for r := range atk.Attack(tr, pacer, dur, spec.name) {
 		res.sent++
+		ok := r.Error == "" && r.Code == http.StatusOK && s.answered(r.Body)
+		if record {
+			res.reqs = append(res.reqs, reqRecord{seq: r.Seq, start: r.Timestamp.Sub(conns.began), latency: r.Latency, ok: ok, use: connUse{conn: -1}})
+		}
 		if begin.IsZero() || r.Timestamp.Before(begin) {
 			begin = r.Timestamp
 		}
 		if e := r.End(); e.After(end) {
 			end = e
 		}
-		if r.Error == "" && r.Code == http.StatusOK && s.answered(r.Body) {
+		if ok {
 			res.ok++
 			lat = append(lat, r.Latency)
 			continue
@@ -234,6 +247,17 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		}
 	}
 	res.rss = rss.finish()
+	res.opened = conns.opened()
+	if record {
+		conns.mu.Lock()
+		for i := range res.reqs {
+			if u, ok := conns.uses[res.reqs[i].seq]; ok {
+				res.reqs[i].use = u
+			}
+		}
+		res.conns = conns.conns
+		conns.mu.Unlock()
+	}
 	if cpu1, err := cpuTime(s.pid); err == nil {
 		res.cpu = cpu1 - cpu0
 	}

@@ -51,9 +51,12 @@ type runConfig struct {
 	// ServerCPUs and GeneratorCPUs, when set, pin the servers and this
 	// tool to those CPUs (taskset lists, slices.go).
 	ServerCPUs, GeneratorCPUs string
-	Floor                     string // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir                   string // "" = a new temporary directory, removed at the end
-	Log                       io.Writer
+	// RequestsOut, if set, is a CSV file every request of every step is
+	// written to (requests.go).
+	RequestsOut string
+	Floor       string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir     string // "" = a new temporary directory, removed at the end
+	Log         io.Writer
 }
 
 // report is everything a run measured.
@@ -305,8 +308,17 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			if s == nil {
 				continue
 			}
-			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout)
+			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout, false)
 		}
+	}
+	var reqOut *requestsOut
+	if cfg.RequestsOut != "" {
+		f, err := os.Create(cfg.RequestsOut)
+		if err != nil {
+			return nil, err
+		}
+		reqOut = newRequestsOut(f)
+		defer reqOut.close()
 	}
 	// With --runs N the whole sequence of steps is repeated N times over the
 	// same servers, each run with fresh requests, the order of the sides
@@ -343,8 +355,14 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 					}
 					time.Sleep(pause)
 					before := sampleProc(ctx, sides[k])
-					parts[k] = append(parts[k], runStep(ctx, sides[k], sp, w, dur, cfg.Timeout))
+					r := runStep(ctx, sides[k], sp, w, dur, cfg.Timeout, reqOut != nil)
+					if reqOut != nil {
+						writeRequests(reqOut.w, run+1, j, r)
+						r.reqs, r.conns = nil, nil
+					}
+					parts[k] = append(parts[k], r)
 					e := before.to(sampleProc(ctx, sides[k]))
+					e.conns = r.opened
 					if j == 0 {
 						ev[k] = e
 					} else {
