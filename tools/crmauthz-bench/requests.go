@@ -22,9 +22,9 @@ import (
 // a dialer that notes each connection it opens: at a fixed rate vegeta adds a
 // worker, and so a connection, whenever the others are busy at a tick.
 
-// connInfo is one connection the generator opened during a step.
+// connInfo is one connection the generator opened.
 type connInfo struct {
-	at   time.Duration // dial start, from the step's start
+	at   time.Time     // dial start
 	took time.Duration // the dial (TCP handshake on loopback)
 }
 
@@ -34,33 +34,33 @@ type connUse struct {
 	conn, nth int32
 }
 
-// connLog notes the connections of one step and, when record is set, which
+// connLog is the load generator's HTTP client to one side, with a dialer
+// that notes each connection it opens and, when record is set, which
 // connection each request (by vegeta's sequence number) was written on.
+// One connLog per side serves every step of a run (a warm pool of
+// keep-alive connections, as a gateway keeps to its authorizer) unless
+// --cold-connections gives each step its own (BENCHMARKS.md, "Method").
 type connLog struct {
-	began  time.Time
 	record bool
+	http   *http.Client
 
 	mu    sync.Mutex
+	began time.Time // the current step's start
+	first int       // conns[first:] were opened during the current step
 	conns []connInfo
-	uses  map[uint64]connUse
+	uses  map[uint64]connUse // the current step's requests
 }
 
+// newConnLog returns a connLog with its client: vegeta's default client
+// (NewAttacker), dialing through the log; the options KeepAlive, HTTP2,
+// Timeout then apply to it as to vegeta's own.
 func newConnLog(record bool) *connLog {
-	l := &connLog{began: time.Now(), record: record}
-	if record {
-		l.uses = make(map[uint64]connUse)
-	}
-	return l
-}
-
-// client is vegeta's default client (NewAttacker), dialing through l; the
-// options KeepAlive, HTTP2, Timeout then apply to it as to vegeta's own.
-func (l *connLog) client() *http.Client {
+	l := &connLog{record: record, began: time.Now()}
 	d := &net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: vegeta.DefaultLocalAddr.IP, Zone: vegeta.DefaultLocalAddr.Zone},
 		KeepAlive: 30 * time.Second,
 	}
-	return &http.Client{
+	l.http = &http.Client{
 		Timeout: vegeta.DefaultTimeout,
 		Transport: &http.Transport{
 			Proxy: http.ProxyFromEnvironment,
@@ -72,7 +72,7 @@ func (l *connLog) client() *http.Client {
 				}
 				l.mu.Lock()
 				id := int32(len(l.conns))
-				l.conns = append(l.conns, connInfo{at: t0.Sub(l.began), took: time.Since(t0)})
+				l.conns = append(l.conns, connInfo{at: t0, took: time.Since(t0)})
 				l.mu.Unlock()
 				if !l.record {
 					return c, nil
@@ -84,14 +84,29 @@ func (l *connLog) client() *http.Client {
 			MaxConnsPerHost:     vegeta.DefaultMaxConnections,
 		},
 	}
+	return l
 }
 
-// opened is the number of connections dialed so far.
+// step starts a step: the connections and requests noted from now on are
+// the step's.
+func (l *connLog) step() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.began, l.first = time.Now(), len(l.conns)
+	if l.record {
+		l.uses = make(map[uint64]connUse)
+	}
+}
+
+// opened is the number of connections dialed during the current step.
 func (l *connLog) opened() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.conns)
+	return len(l.conns) - l.first
 }
+
+// close closes the client's idle connections.
+func (l *connLog) close() { l.http.CloseIdleConnections() }
 
 var seqHeader = []byte("\r\nX-Vegeta-Seq: ")
 
@@ -110,7 +125,9 @@ func (c *seqConn) Write(p []byte) (int, error) {
 		if j := bytes.IndexByte(rest, '\r'); j > 0 {
 			if seq, err := strconv.ParseUint(string(rest[:j]), 10, 64); err == nil {
 				c.log.mu.Lock()
-				c.log.uses[seq] = connUse{conn: c.id, nth: c.n}
+				if c.log.uses != nil {
+					c.log.uses[seq] = connUse{conn: c.id, nth: c.n}
+				}
 				c.log.mu.Unlock()
 				c.n++
 			}
@@ -121,6 +138,7 @@ func (c *seqConn) Write(p []byte) (int, error) {
 
 // reqRecord is one request of a step, as --requests-out writes it.
 type reqRecord struct {
+	dial    time.Duration // when its connection was dialed, from the step's start (< 0: before it); use.conn -1: unknown
 	seq     uint64
 	start   time.Duration // vegeta's timestamp (the worker took the tick), from the attack's start
 	latency time.Duration
@@ -144,7 +162,8 @@ func monotonicNow() time.Duration {
 // start_us when a worker took it, both from the attack's start; mono_ns is
 // the attack's start on CLOCK_MONOTONIC; conn and nth the connection it
 // went out on and the requests that connection carried before it; dial_us
-// when that connection was dialed (-1: before this step or unknown).
+// when that connection was dialed, from the step's start (negative: in an
+// earlier step; empty: unknown).
 const requestsHeader = "run,step,slice,side,rate,seq,sched_us,start_us,latency_us,ok,conn,nth,dial_us,mono_ns"
 
 // writeRequests appends the requests of one side's step (one slice) to w.
@@ -154,15 +173,15 @@ func writeRequests(w *bufio.Writer, run, slice int, res stepResult) {
 		if res.spec.rate > 0 {
 			sched = int64(r.seq) * 1_000_000 / int64(res.spec.rate)
 		}
-		dial := int64(-1)
-		if r.use.conn >= 0 && int(r.use.conn) < len(res.conns) {
-			dial = res.conns[r.use.conn].at.Microseconds()
+		dial := ""
+		if r.use.conn >= 0 {
+			dial = strconv.FormatInt(r.dial.Microseconds(), 10)
 		}
 		ok := 0
 		if r.ok {
 			ok = 1
 		}
-		fmt.Fprintf(w, "%d,%q,%d,%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d\n", run, res.spec.name, slice, res.side, res.spec.rate,
+		fmt.Fprintf(w, "%d,%q,%d,%s,%d,%d,%d,%d,%d,%d,%d,%d,%s,%d\n", run, res.spec.name, slice, res.side, res.spec.rate,
 			r.seq, sched, r.start.Microseconds(), r.latency.Microseconds(), ok, r.use.conn, r.use.nth, dial, res.mono.Nanoseconds())
 	}
 }

@@ -54,9 +54,13 @@ type runConfig struct {
 	// RequestsOut, if set, is a CSV file every request of every step is
 	// written to (requests.go).
 	RequestsOut string
-	Floor       string // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir     string // "" = a new temporary directory, removed at the end
-	Log         io.Writer
+	// ColdConnections gives every step (and slice) of every side its own
+	// client, so that each starts without a connection (the method before
+	// session 5); by default each side has one warm pool for the run.
+	ColdConnections bool
+	Floor           string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir         string // "" = a new temporary directory, removed at the end
+	Log             io.Writer
 }
 
 // report is everything a run measured.
@@ -303,6 +307,16 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		n := slices.Max(cfg.SatWorkers)
 		specs = append(specs, stepSpec{name: fmt.Sprintf("max, %d conn, hot %d", n, cfg.HotSet), workers: n, base: base(), hot: cfg.HotSet})
 	}
+	// The generator keeps one pool of keep-alive connections per side for
+	// the whole run, opened in the warm-up (BENCHMARKS.md, "Method").
+	if !cfg.ColdConnections {
+		for _, s := range sides {
+			if s != nil {
+				s.pool = newConnLog(cfg.RequestsOut != "")
+				defer s.pool.close()
+			}
+		}
+	}
 	if cfg.Warmup > 0 {
 		for _, s := range sides {
 			if s == nil {
@@ -358,7 +372,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 					r := runStep(ctx, sides[k], sp, w, dur, cfg.Timeout, reqOut != nil)
 					if reqOut != nil {
 						writeRequests(reqOut.w, run+1, j, r)
-						r.reqs, r.conns = nil, nil
+						r.reqs = nil
 					}
 					parts[k] = append(parts[k], r)
 					e := before.to(sampleProc(ctx, sides[k]))
