@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net/url"
 	"regexp"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // in the style of serve's (validate.go).
 func sinkRules(o *sinkOptions) map[string]cliflags.Rule {
 	none := func() string { return "" }
-	return map[string]cliflags.Rule{
+	rules := map[string]cliflags.Rule{
 		"sink": func() string {
 			const want = "want http://HOST:PORT (a crmauthz's admin listener) or nats://HOST:PORT (tls://, comma-separated for a cluster)"
 			if strings.HasPrefix(o.url, "http://") || strings.HasPrefix(o.url, "https://") {
@@ -42,13 +43,10 @@ func sinkRules(o *sinkOptions) map[string]cliflags.Rule {
 		"nats-tls-cert":      func() string { return cliflags.PairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
 		"nats-tls-key":       func() string { return cliflags.PairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
 		"config":             func() string { return cliflags.BlankOrPath(o.configFile) },
-
-		// OpenTelemetry (tracingflags.go): spans of the HTTP sink's batches
-		"otlp-endpoint":        o.tracing.endpointRule,
-		"otlp-insecure":        o.tracing.insecureRule,
-		"otlp-ca-file":         o.tracing.caFileRule,
-		"trace-sampling-ratio": o.tracing.ratioRule,
 	}
+	// OpenTelemetry: the rules every traced command shares (tracingflags.go)
+	maps.Copy(rules, o.tracing.rules())
+	return rules
 }
 
 // pgName is a slot or publication name as PostgreSQL accepts it unquoted (docs/postgres.md).

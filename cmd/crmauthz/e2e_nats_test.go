@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/natstest"
@@ -194,15 +193,7 @@ func TestE2ENATSFleet(t *testing.T) {
 	if !strings.Contains(out, `"seq":100000`) {
 		t.Fatalf("snapshot publish: %s", out)
 	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsJS(t, url)
 	ctx := context.Background()
 	stream, err := js.Stream(ctx, "FLEET")
 	if err != nil {

@@ -14,11 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/natsconn"
 	"github.com/crmauthz/crmauthz/internal/natspub"
 	"github.com/crmauthz/crmauthz/internal/replication"
+	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
 // connectJS connects to NATS for a one-shot command.
@@ -49,6 +52,7 @@ type publishOptions struct {
 	maxMsgs              int64
 	maxAge               time.Duration
 	replicas             int
+	tracing              tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
 
 func newPublishCmd() *cobra.Command {
@@ -68,9 +72,16 @@ is validated as the replication API would before it is sent; publishing stops at
 the first invalid or refused event: the stream then holds the events before it.
 
 With --create the stream is created when it does not exist, holding only --subject
-(a sidecar reads every message of it as an event).`,
+(a sidecar reads every message of it as an event).
+
+With --otlp-endpoint the publish is a producer span crmauthz.publish whose trace
+context every message carries, so each sidecar's span of the batch applying them
+is its child (docs/operations.md, "Tracing").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cliflags.Validate(cmd.Flags(), o.tracing.rules()); err != nil {
+				return err
+			}
 			return runPublish(cmd.Context(), cmd.OutOrStdout(), o, args[0])
 		},
 	}
@@ -85,6 +96,7 @@ With --create the stream is created when it does not exist, holding only --subje
 	f.IntVar(&o.replicas, "replicas", 1, "with --create: stream replicas in a NATS cluster")
 	f.BoolVar(&o.dryRun, "dry-run", false, "validate the events and their seqs against the stream; publish nothing")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
+	addTracingFlags(f, &o.tracing)
 	_ = cmd.MarkFlagRequired("nats")
 	return cmd
 }
@@ -109,8 +121,27 @@ func runPublish(ctx context.Context, out io.Writer, o publishOptions, file strin
 			return err
 		}
 	}
+	tr, log, err := o.tracing.commandTracer(ctx)
+	if err != nil {
+		return err
+	}
+	if tr != nil {
+		defer shutdownTracer(tr, log)
+	}
+	var sp trace.Span
+	if tr != nil {
+		ctx, sp = tr.StartSampled(ctx, tracing.SpanPublish, trace.SpanKindProducer)
+	}
 	res, err := natspub.Publish(ctx, js, natspub.NewEventReader(in),
-		natspub.PublishOptions{Stream: o.stream, Subject: o.subject, DryRun: o.dryRun})
+		natspub.PublishOptions{Stream: o.stream, Subject: o.subject, DryRun: o.dryRun, Tracer: tr})
+	if sp != nil {
+		b := tracing.Batch{Source: "nats", Events: res.Published + res.Skipped, Applied: res.Published,
+			Skipped: res.Skipped, AppliedSeq: res.LastSeq}
+		if err != nil {
+			b.Error = "publish_failed"
+		}
+		tracing.EndBatch(sp, b)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		err = fmt.Errorf("the stream %q does not exist: create it with --create", o.stream)
 	}
@@ -159,6 +190,7 @@ type snapshotPublishOptions struct {
 	natsAuthOptions
 	url, bucket, name  string
 	create, noValidate bool
+	tracing            tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
 }
 
 func newSnapshotCmd() *cobra.Command {
@@ -179,9 +211,16 @@ snapshot is past).
 
 The file is first loaded into a scratch index, exactly as a sidecar would load
 it, so a bad snapshot is refused here with its line number (--no-validate skips
-that).`,
+that).
+
+With --otlp-endpoint the put is a producer span crmauthz.snapshot.publish whose
+trace context the object's headers carry, so each sidecar's span of its load is
+its child (docs/operations.md, "Tracing").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cliflags.Validate(cmd.Flags(), o.tracing.rules()); err != nil {
+				return err
+			}
 			return runSnapshotPublish(cmd.Context(), cmd.OutOrStdout(), o, args[0])
 		},
 	}
@@ -192,6 +231,7 @@ that).`,
 	f.BoolVar(&o.create, "create", false, "create the bucket when it does not exist")
 	f.BoolVar(&o.noValidate, "no-validate", false, "do not load the snapshot into a scratch index first")
 	addNATSAuthFlags(f, &o.natsAuthOptions)
+	addTracingFlags(f, &o.tracing)
 	_ = pub.MarkFlagRequired("nats")
 	_ = pub.MarkFlagRequired("bucket")
 	cmd.AddCommand(pub)
@@ -232,7 +272,14 @@ func runSnapshotPublish(ctx context.Context, out io.Writer, o snapshotPublishOpt
 	if err != nil {
 		return fmt.Errorf("the bucket %q: %w", o.bucket, err)
 	}
-	info, err := natspub.PutSnapshot(ctx, obs, o.name, seq, f)
+	tr, log, err := o.tracing.commandTracer(ctx)
+	if err != nil {
+		return err
+	}
+	if tr != nil {
+		defer shutdownTracer(tr, log)
+	}
+	info, err := natspub.PutSnapshot(ctx, obs, o.name, seq, f, tr)
 	if err != nil {
 		return fmt.Errorf("storing the snapshot: %w", err)
 	}

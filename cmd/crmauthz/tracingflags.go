@@ -63,6 +63,30 @@ func (o *tracingOptions) needsEndpoint(set bool) string {
 	return ""
 }
 
+// rules are the rules of the tracing flags alone, for the commands whose
+// other flags are checked where they are used (publish, snapshot publish).
+func (o *tracingOptions) rules() map[string]cliflags.Rule {
+	return map[string]cliflags.Rule{
+		"otlp-endpoint":        o.endpointRule,
+		"otlp-insecure":        o.insecureRule,
+		"otlp-ca-file":         o.caFileRule,
+		"trace-sampling-ratio": o.ratioRule,
+	}
+}
+
+// commandTracer is newTracer for a one-shot command (publish, snapshot
+// publish): its logger writes warnings (a failed export) to stderr as JSON,
+// beside the command's result on stdout. The tracer is nil when
+// --otlp-endpoint is not set; the caller shuts it down (shutdownTracer).
+func (o tracingOptions) commandTracer(ctx context.Context) (*tracing.Tracer, *slog.Logger, error) {
+	log, err := newLogger("warn")
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := o.newTracer(ctx, log)
+	return tr, log, err
+}
+
 // newTracer returns the tracer of the flags: nil when --otlp-endpoint is not set.
 func (o tracingOptions) newTracer(ctx context.Context, log *slog.Logger) (*tracing.Tracer, error) {
 	cfg := o.cfg

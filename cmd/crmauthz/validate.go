@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"regexp"
@@ -39,7 +40,7 @@ func validateServe(fs *pflag.FlagSet, o *serveOptions) error {
 // serveRules is the rule of every flag of serve, by name.
 func serveRules(o *serveOptions) map[string]cliflags.Rule {
 	none := func() string { return "" } // any value is meaningful
-	return map[string]cliflags.Rule{
+	rules := map[string]cliflags.Rule{
 		// listeners
 		"addr":       func() string { return cliflags.ListenAddr(o.addr, false) },
 		"admin-addr": func() string { return cliflags.ListenAddr(o.adminAddr, false) },
@@ -149,12 +150,6 @@ func serveRules(o *serveOptions) map[string]cliflags.Rule {
 		"jwt-issuer":    func() string { return cliflags.Trimmed(o.gw.issuer) },
 		"jwt-audience":  func() string { return cliflags.Trimmed(o.gw.audience) },
 
-		// OpenTelemetry (tracingflags.go)
-		"otlp-endpoint":        o.tracing.endpointRule,
-		"otlp-insecure":        o.tracing.insecureRule,
-		"otlp-ca-file":         o.tracing.caFileRule,
-		"trace-sampling-ratio": o.tracing.ratioRule,
-
 		// NATS
 		"replication-source": func() string { return natsURLs(o.nats.source) },
 		"nats-stream": func() string {
@@ -171,6 +166,9 @@ func serveRules(o *serveOptions) map[string]cliflags.Rule {
 			return cliflags.Trimmed(o.nats.user)
 		},
 	}
+	// OpenTelemetry: the rules every traced command shares (tracingflags.go)
+	maps.Copy(rules, o.tracing.rules())
+	return rules
 }
 
 var natsName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
@@ -323,12 +324,33 @@ func SnapshotSeq(br *bufio.Reader) (uint64, []byte, error) {
 // as the object name of bucket, with its seq in the object's metadata
 // (SeqMetadata) and headers (SeqHeader). A sidecar that needs a snapshot
 // loads the object with the highest seq.
-func PutSnapshot(ctx context.Context, obs jetstream.ObjectStore, name string, seq uint64, r io.Reader) (*jetstream.ObjectInfo, error) {
+//
+// With a Tracer (nil: off) the put is a producer span
+// crmauthz.snapshot.publish, a child of ctx's span when it has one, whose
+// W3C trace context (traceparent, tracestate) the object's headers carry, so
+// that a sidecar's span of its load is a child of it (docs/operations.md,
+// "Tracing").
+func PutSnapshot(ctx context.Context, obs jetstream.ObjectStore, name string, seq uint64, r io.Reader, tr *tracing.Tracer) (info *jetstream.ObjectInfo, err error) {
 	s := strconv.FormatUint(seq, 10)
+	hdr := nats.Header{SeqHeader: []string{s}}
+	if tr != nil {
+		var sp trace.Span
+		if ctx, sp = tr.StartSampled(ctx, tracing.SpanSnapshotPublish, trace.SpanKindProducer); sp != nil {
+			defer func() {
+				var size uint64
+				if info != nil {
+					size = info.Size
+				}
+				tracing.EndSnapshotPublish(sp, seq, size, err)
+			}()
+		}
+		// Also when not sampled: the sidecars then follow its sampled flag.
+		tr.InjectMessage(ctx, hdr)
+	}
 	return obs.Put(ctx, jetstream.ObjectMeta{
 		Name:        name,
 		Description: "crmauthz snapshot at seq " + s,
-		Headers:     nats.Header{SeqHeader: []string{s}},
+		Headers:     hdr,
 		Metadata:    map[string]string{SeqMetadata: s},
 	}, r)
 }

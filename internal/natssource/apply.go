@@ -25,9 +25,9 @@ type decoded struct {
 	tx   string // of an event that did not decode
 	ev   replication.Event
 	err  error
-	// parent is the message's trace context when it carries a valid one
-	// (read only with a Tracer); nil otherwise.
-	parent tracing.Headers
+	// trace is the message's trace context when it carries a valid one
+	// (read only with a Tracer); the zero SpanContext otherwise.
+	trace trace.SpanContext
 }
 
 // batchResult is what applyBatch did with a batch.
@@ -67,7 +67,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 			s.notePending(seq, md.Timestamp)
 		}
 		if s.cfg.Tracer != nil {
-			d.parent = s.messageParent(msg, seq)
+			d.trace = s.messageContext(msg.Headers(), seq)
 		}
 		d.ev, d.err = replication.DecodeEvent(msg.Data(), seq)
 		if d.err == nil {
@@ -102,7 +102,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 		}
 	}
 	if len(events) > 0 {
-		res, err := s.apply(ctx, events, firstParent(items[:len(events)]))
+		res, err := s.apply(ctx, events, s.batchContexts(items[:len(events)]))
 		var inv *replication.InvalidEventError
 		var gap *replication.GapError
 		switch {
@@ -110,7 +110,7 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 			// Apply what precedes the invalid event's transaction, then
 			// stop at it.
 			if keep := txStart(events, inv.Index); keep > 0 {
-				if res, err = s.apply(ctx, events[:keep], firstParent(items[:keep])); err != nil {
+				if res, err = s.apply(ctx, events[:keep], s.batchContexts(items[:keep])); err != nil {
 					return batchResult{done: true, used: n}, s.applyErr(err)
 				}
 				s.applied(res, items[keep-1].time)
@@ -138,11 +138,11 @@ func (s *Source) applyBatch(ctx context.Context, stream jetstream.Stream, batch 
 }
 
 // apply applies events, waiting while a snapshot loads over HTTP. Its span's
-// parent is parent, the trace context of the batch's first message that
-// carries one (nil: a root span).
-func (s *Source) apply(ctx context.Context, events []replication.Event, parent tracing.Headers) (res replication.Result, err error) {
+// parent is the trace context of the batch's first message that carries one
+// (none: a root span), and it links the other messages' distinct ones (tc).
+func (s *Source) apply(ctx context.Context, events []replication.Event, tc *tracing.Contexts) (res replication.Result, err error) {
 	if tr := s.cfg.Tracer; tr != nil {
-		if _, sp := tr.StartSampled(ctx, tracing.SpanReplication, trace.SpanKindConsumer, parent); sp != nil {
+		if _, sp := tr.StartBatch(ctx, tracing.SpanReplication, trace.SpanKindConsumer, tc); sp != nil {
 			defer func() {
 				b := tracing.Batch{Source: "nats", Events: len(events), Applied: res.Applied, Skipped: res.Skipped, AppliedSeq: s.ix.AppliedSeq()}
 				if err != nil {

@@ -92,7 +92,7 @@ func BenchmarkBootstrapFromBucket(b *testing.B) {
 	world := dataset.New(dataset.Config{Records: records, Users: 10_000})
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(world.WriteSnapshot(pw, seq)) }()
-	info, err := natspub.PutSnapshot(ctx, obs, "snap", seq, pr)
+	info, err := natspub.PutSnapshot(ctx, obs, "snap", seq, pr, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

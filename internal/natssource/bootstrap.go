@@ -106,6 +106,9 @@ func (s *Source) bootstrap(ctx context.Context, js jetstream.JetStream, first ui
 type snapshotObject struct {
 	name string
 	seq  uint64
+	// headers are the object's: its publisher's trace context
+	// (natspub.PutSnapshot).
+	headers map[string][]string
 }
 
 // latestSnapshot lists the bucket and returns the object with the highest
@@ -129,7 +132,7 @@ func latestSnapshot(ctx context.Context, obs jetstream.ObjectStore) (snapshotObj
 			continue
 		}
 		if !found || seq > best.seq {
-			best, found = snapshotObject{name: o.Name, seq: seq}, true
+			best, found = snapshotObject{name: o.Name, seq: seq, headers: o.Headers}, true
 		}
 	}
 	return best, found, nil
@@ -189,7 +192,7 @@ func (s *Source) loadFromBucket(ctx context.Context, js jetstream.JetStream, nee
 	}
 	var sp trace.Span // nil: tracing off
 	if s.cfg.Tracer != nil {
-		_, sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSnapshotLoad, trace.SpanKindConsumer)
+		_, sp = s.cfg.Tracer.StartSampled(ctx, tracing.SpanSnapshotLoad, trace.SpanKindConsumer, s.objectParent(best))
 	}
 	res, err := s.repl.LoadSnapshot(io.MultiReader(bytes.NewReader(bytes.Clone(line)), br))
 	if sp != nil {

@@ -230,7 +230,7 @@ func TestBootstrap(t *testing.T) {
 		}
 		publish(t, js, "B2", "b2.events", events...)
 		put := func(name string, seq int) {
-			if _, err := natspub.PutSnapshot(ctx, obs, name, uint64(seq), strings.NewReader(snapshotAt(t, events[:seq]))); err != nil {
+			if _, err := natspub.PutSnapshot(ctx, obs, name, uint64(seq), strings.NewReader(snapshotAt(t, events[:seq])), nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -273,7 +273,7 @@ func TestBootstrap(t *testing.T) {
 			t.Fatal(err)
 		}
 		publish(t, js, "B3", "b3.events", events[:16]...) // holds 12..16
-		if _, err := natspub.PutSnapshot(ctx, obs, "s", 14, strings.NewReader(snapshotAt(t, events[:14]))); err != nil {
+		if _, err := natspub.PutSnapshot(ctx, obs, "s", 14, strings.NewReader(snapshotAt(t, events[:14])), nil); err != nil {
 			t.Fatal(err)
 		}
 		sc := newSidecar(t)
@@ -291,7 +291,7 @@ func TestBootstrap(t *testing.T) {
 		if err := stream.Purge(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := natspub.PutSnapshot(ctx, obs, "liar", 6, strings.NewReader(snapshotAt(t, events[:2]))); err != nil {
+		if _, err := natspub.PutSnapshot(ctx, obs, "liar", 6, strings.NewReader(snapshotAt(t, events[:2])), nil); err != nil {
 			t.Fatal(err)
 		}
 		sc := newSidecar(t)

@@ -3,9 +3,6 @@ package tracing
 import (
 	"context"
 	"strings"
-
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // The W3C trace context in the headers of a NATS message (docs/operations.md,
@@ -56,19 +53,4 @@ func (c messageCarrier) Keys() []string {
 		keys = append(keys, k)
 	}
 	return keys
-}
-
-// Parent says what h holds as a parent: ok when a valid traceparent (the
-// caller passes h to Start), malformed when it holds a traceparent that is
-// not valid W3C trace context (it is ignored; the caller counts or logs it,
-// never its value).
-func Parent(h Headers) (ok, malformed bool) {
-	if h == nil || len(h.Values("traceparent")) == 0 {
-		return false, false
-	}
-	var prop propagation.TraceContext
-	if trace.SpanContextFromContext(prop.Extract(context.Background(), carrier{h})).IsValid() {
-		return true, false
-	}
-	return false, true
 }

@@ -12,7 +12,7 @@ import (
 
 // TestMessageHeaders: InjectMessage writes the span's trace context under the
 // W3C names as they are (NATS header names are case-sensitive), nothing
-// without a span; Parent tells a valid traceparent (in any case) from a
+// without a span; MessageContext tells a valid traceparent (in any case) from a
 // malformed one and from none.
 func TestMessageHeaders(t *testing.T) {
 	tr := tracingtest.Start(t).Tracer(t, 1)
@@ -45,10 +45,37 @@ func TestMessageHeaders(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, malformed := tracing.Parent(tracing.MessageHeaders(tc.h))
-			if ok != tc.ok || malformed != tc.malformed {
-				t.Errorf("Parent = %v, %v; want %v, %v", ok, malformed, tc.ok, tc.malformed)
+			sc, malformed := tracing.MessageContext(tracing.MessageHeaders(tc.h))
+			if sc.IsValid() != tc.ok || malformed != tc.malformed {
+				t.Errorf("MessageContext = %v, %v; want valid %v, %v", sc, malformed, tc.ok, tc.malformed)
 			}
 		})
+	}
+}
+
+// TestContexts: the first valid context is the parent; each other distinct one (by trace and
+// span id) is a link, in the order added, at most MaxLinks; the distinct ones past them are
+// counted once each; invalid ones are skipped.
+func TestContexts(t *testing.T) {
+	sc := func(i int) trace.SpanContext {
+		var tid trace.TraceID
+		var sid trace.SpanID
+		tid[0], tid[15], sid[7] = 1, byte(i), byte(i)
+		return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, Remote: true})
+	}
+	var c tracing.Contexts
+	c.Add(trace.SpanContext{})
+	if c.Parent().IsValid() {
+		t.Fatal("an invalid context became the parent")
+	}
+	c.Add(sc(1))
+	c.Add(sc(1))
+	for i := 2; i <= tracing.MaxLinks+5; i++ {
+		c.Add(sc(i))
+		c.Add(sc(i)) // again: not a new link nor counted twice
+		c.Add(sc(1))
+	}
+	if !c.Parent().Equal(sc(1)) || c.Links() != tracing.MaxLinks || c.Dropped() != 4 {
+		t.Fatalf("parent %v, %d links, %d dropped; want sc(1), %d, 4", c.Parent(), c.Links(), c.Dropped(), tracing.MaxLinks)
 	}
 }

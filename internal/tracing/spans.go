@@ -9,32 +9,37 @@ import (
 // Span names (docs/operations.md, "Tracing"). A decision span is named
 // after its endpoint, the label of crmauthz_decisions_total.
 const (
-	SpanDecision       = "crmauthz.decision"       // POST /v1/decision
-	SpanDecisions      = "crmauthz.decisions"      // POST /v1/decisions
-	SpanData           = "crmauthz.data"           // POST /v1/data/{path}
-	SpanForwardAuth    = "crmauthz.forward_auth"   // /v1/forward-auth
-	SpanExtAuthzHTTP   = "crmauthz.ext_authz_http" // /v1/ext-authz/…
-	SpanExtAuthzGRPC   = "crmauthz.ext_authz_grpc" // envoy.service.auth.v3.Authorization/Check
-	SpanReplication    = "crmauthz.replication.batch"
-	SpanSnapshotLoad   = "crmauthz.snapshot.load"
-	SpanSinkWrite      = "crmauthz.sink.write" // a connector's batch to the HTTP sink
-	attrPrefix         = "crmauthz."
-	attrAllow          = attrPrefix + "decision.allow"
-	attrReason         = attrPrefix + "decision.reason"
-	attrAction         = attrPrefix + "decision.action"
-	attrResourceType   = attrPrefix + "resource.type"
-	attrRevision       = attrPrefix + "policy.revision"
-	attrAppliedSeq     = attrPrefix + "applied_seq"
-	attrDecisionID     = attrPrefix + "decision_id"
-	attrStatus         = attrPrefix + "gateway.status"
-	attrDataPath       = attrPrefix + "data.path"
-	attrChecks         = attrPrefix + "decisions.checks"
-	attrSource         = attrPrefix + "replication.source"
-	attrEvents         = attrPrefix + "replication.events"
-	attrApplied        = attrPrefix + "replication.applied"
-	attrSkipped        = attrPrefix + "replication.skipped"
-	attrSnapshotUsers  = attrPrefix + "snapshot.users"
-	attrSnapshotRecord = attrPrefix + "snapshot.records"
+	SpanDecision     = "crmauthz.decision"       // POST /v1/decision
+	SpanDecisions    = "crmauthz.decisions"      // POST /v1/decisions
+	SpanData         = "crmauthz.data"           // POST /v1/data/{path}
+	SpanForwardAuth  = "crmauthz.forward_auth"   // /v1/forward-auth
+	SpanExtAuthzHTTP = "crmauthz.ext_authz_http" // /v1/ext-authz/…
+	SpanExtAuthzGRPC = "crmauthz.ext_authz_grpc" // envoy.service.auth.v3.Authorization/Check
+	SpanReplication  = "crmauthz.replication.batch"
+	SpanSnapshotLoad = "crmauthz.snapshot.load"
+	SpanSinkWrite    = "crmauthz.sink.write" // a connector's batch to the HTTP sink
+	// SpanSnapshotPublish is a snapshot object stored in the NATS bucket
+	// (internal/natspub.PutSnapshot); SpanPublish is crmauthz publish.
+	SpanSnapshotPublish = "crmauthz.snapshot.publish"
+	SpanPublish         = "crmauthz.publish"
+	attrPrefix          = "crmauthz."
+	attrAllow           = attrPrefix + "decision.allow"
+	attrReason          = attrPrefix + "decision.reason"
+	attrAction          = attrPrefix + "decision.action"
+	attrResourceType    = attrPrefix + "resource.type"
+	attrRevision        = attrPrefix + "policy.revision"
+	attrAppliedSeq      = attrPrefix + "applied_seq"
+	attrDecisionID      = attrPrefix + "decision_id"
+	attrStatus          = attrPrefix + "gateway.status"
+	attrDataPath        = attrPrefix + "data.path"
+	attrChecks          = attrPrefix + "decisions.checks"
+	attrSource          = attrPrefix + "replication.source"
+	attrEvents          = attrPrefix + "replication.events"
+	attrApplied         = attrPrefix + "replication.applied"
+	attrSkipped         = attrPrefix + "replication.skipped"
+	attrSnapshotUsers   = attrPrefix + "snapshot.users"
+	attrSnapshotRecord  = attrPrefix + "snapshot.records"
+	attrSnapshotBytes   = attrPrefix + "snapshot.bytes"
 )
 
 // Decision is what a decision span tells: never the subject, a resource id,
@@ -156,4 +161,19 @@ func endWith(sp trace.Span, errCode string) {
 		sp.SetStatus(codes.Error, errCode)
 	}
 	sp.End()
+}
+
+// EndSnapshotPublish sets a snapshot object's put on sp and ends it: its seq
+// (crmauthz.applied_seq) and size in bytes; an err makes the span an error
+// (publish_failed), never with the error's text.
+func EndSnapshotPublish(sp trace.Span, seq, size uint64, err error) {
+	sp.SetAttributes(
+		attribute.String(attrSource, "nats"),
+		attribute.Int64(attrAppliedSeq, int64(seq)),
+		attribute.Int64(attrSnapshotBytes, int64(size)))
+	code := ""
+	if err != nil {
+		code = "publish_failed"
+	}
+	endWith(sp, code)
 }

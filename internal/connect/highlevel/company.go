@@ -114,3 +114,77 @@ func (c *Connector) learnCompany(ctx context.Context) error {
 	c.companyChecked.Store(true)
 	return nil
 }
+
+// companySuspect says why a users search of a location may have gone out with a company that is
+// no longer the location's: HighLevel answered it with an error (a 4xx other than 404 and 429),
+// or it listed no users. "" when nothing suggests it. HighLevel's reference does not say what a
+// search with another company's id answers (docs/highlevel.md), so both are taken as a hint.
+func companySuspect(err error, listed int) string {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return fmt.Sprintf("the users search was answered HTTP %d", ae.status)
+	case err == nil && listed == 0:
+		return "the users search listed no users"
+	}
+	return ""
+}
+
+// relearnCompany looks the company of loc up again (why: the hint, companySuspect), unless
+// asked holds loc: each location is asked at most once per reconcile. When the location's
+// company changed, it is stored, counted (anomaly company_changed) and logged, the other
+// locations stored under its old company are asked too (once each), and the companies must
+// agree again, as at the start (errCompanyMismatch otherwise, kept in the state dir). changed
+// tells whether the company sent with users searches changed: the caller then lists again.
+func (c *Connector) relearnCompany(ctx context.Context, loc, why string, asked map[string]bool) (changed bool, err error) {
+	if asked[loc] {
+		return false, nil
+	}
+	c.companyMu.Lock()
+	defer c.companyMu.Unlock()
+	known, err := c.st.storedCompanies()
+	if err != nil {
+		return false, fmt.Errorf("state: companies: %w", err)
+	}
+	before, old := c.api.companyID(), known[loc]
+	moved, err := c.lookAgain(ctx, loc, why, known, asked)
+	if err != nil || !moved {
+		return false, err
+	}
+	for _, other := range c.cfg.LocationIDs {
+		if other == loc || asked[other] || known[other] != old {
+			continue
+		}
+		if _, err := c.lookAgain(ctx, other, "location "+loc+" moved from company "+old, known, asked); err != nil {
+			return false, err
+		}
+	}
+	co, err := agreedCompany(c.cfg.CompanyID, c.cfg.LocationIDs, known)
+	if err != nil {
+		c.companyChecked.Store(false)
+		return false, err
+	}
+	c.api.company.Store(&co)
+	return co != before, nil
+}
+
+// lookAgain asks for loc's company, records that it was asked, and stores and reports it when
+// it is not the one known; moved tells that.
+func (c *Connector) lookAgain(ctx context.Context, loc, why string, known map[string]string, asked map[string]bool) (moved bool, err error) {
+	asked[loc] = true
+	co, err := c.api.locationCompany(ctx, loc)
+	if err != nil {
+		return false, fmt.Errorf("looking the company of location %s up again (GET /locations/%s, because %s): %w", loc, loc, why, err)
+	}
+	old := known[loc]
+	c.log.Info("looked the company of a location up again", "location", loc, "because", why, "company", co, "was", old)
+	if co == old {
+		return false, nil
+	}
+	if err := c.st.storeCompany(loc, co); err != nil {
+		return false, fmt.Errorf("state: company of %s: %w", loc, err)
+	}
+	known[loc] = co
+	c.anomalyAt(loc, anomalyCompanyChanged, "location", loc, fmt.Sprintf("its company is %s, no longer %s", co, old))
+	return true, nil
+}

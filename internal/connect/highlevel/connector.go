@@ -245,7 +245,7 @@ func (c *Connector) Sync(ctx context.Context) error {
 // Run writes the first copy if needed, then serves the webhook work and reconciles at start
 // and every ReconcileInterval until ctx is done. Errors of one round are logged and retried;
 // Run returns ctx's error, or an error that retrying cannot mend (the sink has events this
-// connector did not write).
+// connector did not write; the locations are no longer in one company).
 func (c *Connector) Run(ctx context.Context) error {
 	backoff := time.Second
 	var did bool
@@ -263,8 +263,10 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, time.Minute)
 	}
+	wctx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
 	errc := make(chan error, 1)
-	go func() { errc <- c.workLoop(ctx) }()
+	go func() { errc <- c.workLoop(wctx) }()
 	reconcile := make(chan struct{}, 1)
 	if !did && !c.cfg.SkipReconcileAtStart {
 		reconcile <- struct{}{}
@@ -276,6 +278,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
 	for {
+		doReconcile := false
 		select {
 		case <-ctx.Done():
 			<-errc
@@ -283,9 +286,9 @@ func (c *Connector) Run(ctx context.Context) error {
 		case err := <-errc:
 			return err
 		case <-t.C:
-			c.reconcileOnce(ctx)
+			doReconcile = true
 		case <-reconcile:
-			c.reconcileOnce(ctx)
+			doReconcile = true
 		case <-prune.C:
 			if n, err := c.st.pruneDedupe(c.cfg.Now().Add(-25 * time.Hour)); err != nil {
 				c.fail("pruning webhook ids", err)
@@ -293,13 +296,30 @@ func (c *Connector) Run(ctx context.Context) error {
 				c.log.Info("forgot old webhook ids", "count", n)
 			}
 		}
+		if !doReconcile {
+			continue
+		}
+		if err := c.reconcileOnce(ctx); err != nil {
+			stopWork()
+			<-errc
+			return err
+		}
 	}
 }
 
-func (c *Connector) reconcileOnce(ctx context.Context) {
-	if err := c.reconcileAll(ctx, false); err != nil && ctx.Err() == nil {
-		c.fail("reconcile", err)
+// reconcileOnce reconciles; an error is logged and left to the next round, but for a company
+// mismatch (a location moved to another company, docs/highlevel.md "The company"), which it
+// returns: Run stops with it.
+func (c *Connector) reconcileOnce(ctx context.Context) error {
+	err := c.reconcileAll(ctx, false)
+	if err == nil || ctx.Err() != nil {
+		return nil
 	}
+	if errors.Is(err, errCompanyMismatch) {
+		return err
+	}
+	c.fail("reconcile", err)
+	return nil
 }
 
 // firstCopy resumes the outbox, and writes the first copy as a snapshot if it is not written

@@ -25,6 +25,8 @@ const (
 	anomalyTooManyFollowers  = "too_many_followers"
 	anomalyUnknownRole       = "unknown_role"
 	anomalyInvalidObject     = "invalid_object"
+	// anomalyCompanyChanged: a location's companyId changed since it was learned ("The company").
+	anomalyCompanyChanged = "company_changed"
 )
 
 // userFact is a user as the connector writes it (the replication API's user, defaults filled in).

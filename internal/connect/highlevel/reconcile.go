@@ -62,9 +62,10 @@ func (c *Connector) reconcileAll(ctx context.Context, firstCopy bool) error {
 	usersComplete := true
 	var errs []error
 	var synced []string
+	asked := map[string]bool{} // the locations whose company was looked up again (relearnCompany)
 	for _, loc := range c.cfg.LocationIDs {
-		if err := c.reconcileLocation(ctx, loc, startGen, firstCopy, users); err != nil {
-			if firstCopy || ctx.Err() != nil || errors.Is(err, errForeignWriter) {
+		if err := c.reconcileLocation(ctx, loc, startGen, firstCopy, users, asked); err != nil {
+			if firstCopy || ctx.Err() != nil || errors.Is(err, errForeignWriter) || errors.Is(err, errCompanyMismatch) {
 				return err
 			}
 			usersComplete = false
@@ -110,17 +111,35 @@ func (c *Connector) reconcileAll(ctx context.Context, firstCopy bool) error {
 	return errors.Join(errs...)
 }
 
-// reconcileLocation writes one location's records and collects its users.
-func (c *Connector) reconcileLocation(ctx context.Context, loc string, startGen uint64, firstCopy bool, users map[string]change) error {
-	err := c.api.listUsers(ctx, loc, func(u hlUser) error {
-		if ch, ok := c.userChange(u); ok {
-			ch.guard, ch.guardGen = true, startGen
-			if prev, seen := users[u.ID]; !seen || prev.fact == nil {
-				users[u.ID] = ch
+// reconcileLocation writes one location's records and collects its users. A users search that
+// hints that the location left the learned company (companySuspect) makes it look the company
+// up again, once per reconcile (asked), and search again when it changed.
+func (c *Connector) reconcileLocation(ctx context.Context, loc string, startGen uint64, firstCopy bool, users map[string]change, asked map[string]bool) error {
+	listed := 0
+	list := func() error {
+		listed = 0
+		return c.api.listUsers(ctx, loc, func(u hlUser) error {
+			listed++
+			if ch, ok := c.userChange(u); ok {
+				ch.guard, ch.guardGen = true, startGen
+				if prev, seen := users[u.ID]; !seen || prev.fact == nil {
+					users[u.ID] = ch
+				}
 			}
+			return nil
+		})
+	}
+	err := list()
+	if why := companySuspect(err, listed); why != "" && !asked[loc] && ctx.Err() == nil {
+		changed, lerr := c.relearnCompany(ctx, loc, why, asked)
+		switch {
+		case lerr != nil:
+			// an empty listing is not taken as complete while its company is in doubt
+			return errors.Join(err, lerr)
+		case changed:
+			err = list()
 		}
-		return nil
-	})
+	}
 	if err != nil {
 		return err
 	}

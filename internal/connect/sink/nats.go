@@ -249,7 +249,7 @@ func (s *natsSink) Snapshot(ctx context.Context, seq uint64, write func(w io.Wri
 			pw.CloseWithError(err)
 			done <- err
 		}()
-		_, err = natspub.PutSnapshot(ctx, obs, s.cfg.SnapshotName, seq, pr)
+		_, err = natspub.PutSnapshot(ctx, obs, s.cfg.SnapshotName, seq, pr, s.cfg.Tracer)
 		pr.CloseWithError(errors.New("the put ended"))
 		if werr := <-done; werr != nil {
 			return true, fmt.Errorf("writing the snapshot: %w", werr)

@@ -69,7 +69,9 @@ type Config struct {
 	Logger *slog.Logger // default slog.Default()
 	// Tracer, if set, makes each batch posted to the HTTP sink, and each Write to the NATS sink,
 	// a span whose trace context the request or every message carries (traceparent), so the
-	// replica's span of the batch is its child (docs/operations.md, "Tracing"); nil: off.
+	// replica's span of the batch is its child, and each snapshot object the NATS sink stores a
+	// span whose trace context the object carries (natspub.PutSnapshot), so a sidecar's load of
+	// it is its child (docs/operations.md, "Tracing"); nil: off.
 	Tracer *tracing.Tracer
 	// HTTPClient for the HTTP sink; default one with timeouts.
 	HTTPClient *http.Client

@@ -116,3 +116,42 @@ func TestNATSSinkTraceparent(t *testing.T) {
 		}
 	}
 }
+
+// TestNATSSinkSnapshotTrace: a snapshot the NATS sink stores (a connector's
+// first copy) is a producer span crmauthz.snapshot.publish whose trace
+// context the object carries, so the sidecar's span of its load is its child.
+func TestNATSSinkSnapshotTrace(t *testing.T) {
+	rcv := tracingtest.Start(t)
+	tr := rcv.Tracer(t, 1)
+	srv := natstest.Start(t, natstest.Options{})
+	s, err := New(Config{URL: srv.URL(), Logger: quiet, Tracer: tr, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Snapshot(context.Background(), 3, snapshotOf("u-1", "u-2")); err != nil {
+		t.Fatal(err)
+	}
+	ix := tracedSidecar(t, srv.URL(), DefaultConfig().SnapshotBucket, tr)
+	waitFor(t, "the sidecar at seq 3", func() bool { return ix.AppliedSeq() == 3 })
+	if err := tr.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	put := rcv.WaitSpan(t, tracing.SpanSnapshotPublish, "")
+	load := rcv.WaitSpan(t, tracing.SpanSnapshotLoad, "")
+	if put.GetKind() != tracepb.Span_SPAN_KIND_PRODUCER {
+		t.Errorf("the put's span is of kind %v, want producer", put.GetKind())
+	}
+	if seq, _ := tracingtest.Attr(put, "crmauthz.applied_seq"); seq != int64(3) {
+		t.Errorf("the put's seq %v, want 3", seq)
+	}
+	if !bytes.Equal(load.GetTraceId(), put.GetTraceId()) || !bytes.Equal(load.GetParentSpanId(), put.GetSpanId()) {
+		t.Errorf("the sidecar's load (trace %x, parent %x) is not a child of the sink's put (trace %x, span %x)",
+			load.GetTraceId(), load.GetParentSpanId(), put.GetTraceId(), put.GetSpanId())
+	}
+	for _, text := range append(tracingtest.AllText(put), tracingtest.AllText(load)...) {
+		if strings.Contains(text, "u-") {
+			t.Errorf("a span shows an id: %q", text)
+		}
+	}
+}

@@ -28,6 +28,11 @@ type Fake struct {
 	Locations map[string]*Location
 	// Company is the company of the locations GenWorld makes ("co-1" from New).
 	Company string
+	// MismatchStatus is the answer to a users search whose companyId is not the location's
+	// company (MoveLocation): 0 lists no users (HighLevel's reference does not say what it
+	// answers, docs/highlevel.md); a status (400, 403, 422) answers it with that error, the
+	// reference's BadRequestDTO shape.
+	MismatchStatus int
 	// Hits counts the requests per route ("GET /users/search", "GET /locations/{locationId}",
 	// …), answered or not.
 	Hits     map[string]int
@@ -130,6 +135,17 @@ func (f *Fake) GenWorld(seed uint64, locs, usersPerLoc, recordsPerLoc int) {
 			}
 			f.Records[kind][r.ID] = r
 		}
+	}
+}
+
+// MoveLocation moves a location, its users and records with it, to another company: a users
+// search under the old company then no longer lists them (MismatchStatus says how), and
+// GET /locations/{locationId} answers the new one.
+func (f *Fake) MoveLocation(loc, company string) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	if l := f.Locations[loc]; l != nil {
+		l.CompanyID = company
 	}
 }
 
@@ -251,6 +267,10 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		co := q.Get("companyId")
 		if co == "" {
 			fakeErr(w, 400, "companyId is required")
+			return
+		}
+		if l := f.Locations[loc]; l != nil && l.CompanyID != co && f.MismatchStatus != 0 {
+			fakeErr(w, f.MismatchStatus, "the location "+loc+" does not belong to the company "+co)
 			return
 		}
 		us := []map[string]any{}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -89,24 +90,10 @@ func TestCompanyAndLocation(t *testing.T) {
 			`{"message":"location not found","statusCode":400}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequest(http.MethodGet, srv.URL+tc.path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+tc.tok)
-			req.Header.Set("Version", apiVersion)
-			resp, err := srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			var out map[string]any
-			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-				t.Fatal(err)
-			}
+			code, out := getJSON(t, srv, tc.tok, tc.path)
 			got, _ := json.Marshal(out)
-			if resp.StatusCode != tc.code || (tc.want != "" && string(got) != tc.want) {
-				t.Fatalf("%d %s, want %d %s", resp.StatusCode, got, tc.code, tc.want)
+			if code != tc.code || (tc.want != "" && string(got) != tc.want) {
+				t.Fatalf("%d %s, want %d %s", code, got, tc.code, tc.want)
 			}
 			if tc.want == "" {
 				if us, _ := out["users"].([]any); len(us) != 1 || out["count"] != float64(3) {
@@ -118,4 +105,68 @@ func TestCompanyAndLocation(t *testing.T) {
 	if n := f.Hits["GET /locations/{locationId}"]; n != 4 {
 		t.Fatalf("%d location requests counted, want 4", n)
 	}
+}
+
+// TestMoveLocation: a moved location answers its new company to GET /locations/{locationId};
+// a users search under the old company lists none of its users (MismatchStatus 0) or is answered
+// with MismatchStatus and a BadRequestDTO-shaped body; under the new company it lists them.
+func TestMoveLocation(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mismatch int
+		code     int
+		want     string
+	}{
+		{"no users", 0, 200, `{"count":0,"users":[]}`},
+		{"an error", 403, 403, `{"message":"the location loc-0 does not belong to the company co-1","statusCode":403}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := New()
+			f.Tokens["tok"] = "*"
+			f.GenWorld(1, 1, 3, 3)
+			f.MismatchStatus = tc.mismatch
+			f.MoveLocation("loc-0", "co-2")
+			srv := httptest.NewServer(f)
+			defer srv.Close()
+			get := func(path string) (int, string) {
+				code, out := getJSON(t, srv, "tok", path)
+				if us, ok := out["users"].([]any); ok && len(us) > 0 {
+					return code, strconv.Itoa(len(us)) + " users"
+				}
+				got, _ := json.Marshal(out)
+				return code, string(got)
+			}
+			if code, got := get("/users/search?companyId=co-1&locationId=loc-0&skip=0&limit=10"); code != tc.code || got != tc.want {
+				t.Errorf("under the old company: %d %s, want %d %s", code, got, tc.code, tc.want)
+			}
+			if code, got := get("/users/search?companyId=co-2&locationId=loc-0&skip=0&limit=10"); code != 200 || got != "3 users" {
+				t.Errorf("under the new company: %d %s, want 3 users", code, got)
+			}
+			if code, got := get("/locations/loc-0"); code != 200 || !strings.Contains(got, `"companyId":"co-2"`) {
+				t.Errorf("the location: %d %s, want companyId co-2", code, got)
+			}
+		})
+	}
+}
+
+// getJSON sends GET path to srv with the token and HighLevel's Version header, and returns the
+// status and the decoded JSON reply.
+func getJSON(tb testing.TB, srv *httptest.Server, tok, path string) (int, map[string]any) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Version", apiVersion)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, out
 }
