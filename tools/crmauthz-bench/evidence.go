@@ -33,6 +33,7 @@ type stepEvidence struct {
 	runWait        time.Duration
 	gcCycles       float64 // -1 unknown
 	genCPU         time.Duration
+	conns          int // connections the generator opened to the side (runStep)
 }
 
 func sampleProc(ctx context.Context, s *side) procSample {

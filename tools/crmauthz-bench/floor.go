@@ -68,6 +68,11 @@ func serveFloor(ctx context.Context, addr string) error {
 	if err := checkLoopback(addr); err != nil {
 		return err
 	}
+	stopTrace, err := startFlightRecorder()
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

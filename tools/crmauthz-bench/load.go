@@ -29,6 +29,9 @@ type side struct {
 	opa bool
 	// metricsURL is crmauthz's /metrics (cache hits); "" for OPA.
 	metricsURL string
+	// pool, if set, is the generator's client to this side for every step
+	// (a warm pool of connections); nil: each step dials its own.
+	pool *connLog
 }
 
 // body returns the request body of r for this side.
@@ -170,6 +173,11 @@ type stepResult struct {
 	cacheHit float64         // crmauthz: share of decisions answered by the decision cache; -1 unknown
 	lat      []time.Duration // the latencies of the answered requests, sorted (pooled by sliceResults)
 	span     time.Duration   // first request sent to last answer read
+	opened   int             // connections the generator dialed during the step
+	// With --requests-out: every request and the attack's start on
+	// CLOCK_MONOTONIC (requests.go).
+	reqs []reqRecord
+	mono time.Duration
 }
 
 // fixedRateMaxWorkers bounds the concurrency vegeta may grow to at a fixed
@@ -177,8 +185,10 @@ type stepResult struct {
 // achieved rate).
 const fixedRateMaxWorkers = 1000
 
-// runStep drives one side with vegeta for dur and measures it.
-func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration) stepResult {
+// runStep drives one side with vegeta for dur and measures it, through the
+// side's pool of connections if it has one; record keeps every request
+// (--requests-out; with a pool, the pool's own setting counts).
+func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration, record bool) stepResult {
 	var n atomic.Uint64
 	hdr := http.Header{"Content-Type": []string{"application/json"}}
 	tr := func(t *vegeta.Target) error {
@@ -190,8 +200,13 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		t.Body = s.body(w.RequestAt(int(spec.base + i)))
 		return nil
 	}
+	conns := s.pool
+	if conns == nil {
+		conns = newConnLog(record)
+		defer conns.close()
+	}
 	opts := []func(*vegeta.Attacker){
-		vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
+		vegeta.Client(conns.http), vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
 	}
 	var pacer vegeta.Pacer
 	if spec.rate > 0 {
@@ -215,15 +230,21 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	var begin, end time.Time
 	rss := sampleRSS(s.pid, 50*time.Millisecond)
 	cpu0, _ := cpuTime(s.pid)
+	conns.step()
+	res.mono = monotonicNow()
 	for r := range atk.Attack(tr, pacer, dur, spec.name) {
 		res.sent++
+		ok := r.Error == "" && r.Code == http.StatusOK && s.answered(r.Body)
+		if conns.record {
+			res.reqs = append(res.reqs, reqRecord{seq: r.Seq, start: r.Timestamp.Sub(conns.began), latency: r.Latency, ok: ok, use: connUse{conn: -1}})
+		}
 		if begin.IsZero() || r.Timestamp.Before(begin) {
 			begin = r.Timestamp
 		}
 		if e := r.End(); e.After(end) {
 			end = e
 		}
-		if r.Error == "" && r.Code == http.StatusOK && s.answered(r.Body) {
+		if ok {
 			res.ok++
 			lat = append(lat, r.Latency)
 			continue
@@ -234,6 +255,17 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		}
 	}
 	res.rss = rss.finish()
+	res.opened = conns.opened()
+	if conns.record {
+		conns.mu.Lock()
+		for i := range res.reqs {
+			if u, ok := conns.uses[res.reqs[i].seq]; ok {
+				res.reqs[i].use = u
+				res.reqs[i].dial = conns.conns[u.conn].at.Sub(conns.began)
+			}
+		}
+		conns.mu.Unlock()
+	}
 	if cpu1, err := cpuTime(s.pid); err == nil {
 		res.cpu = cpu1 - cpu0
 	}

@@ -120,6 +120,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&cfg.OPA, "opa", "", "opa binary (default: build the version go.mod requires into --opa-cache)")
 		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
 		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
+		fs.StringVar(&cfg.RequestsOut, "requests-out", "", "write every request of every step to this CSV file (time it was due and taken, latency, the connection it went out on; BENCHMARKS.md \"Against the floor\")")
+		fs.BoolVar(&cfg.ColdConnections, "cold-connections", false, "give every step (and slice) of every side a new client, which starts without connections (the method before session 5); default: one warm pool of keep-alive connections per side for the run")
 		fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for the index and OPA's data file (default: a temporary one, removed afterwards)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err

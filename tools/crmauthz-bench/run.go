@@ -51,9 +51,16 @@ type runConfig struct {
 	// ServerCPUs and GeneratorCPUs, when set, pin the servers and this
 	// tool to those CPUs (taskset lists, slices.go).
 	ServerCPUs, GeneratorCPUs string
-	Floor                     string // executable of this tool, started as `floor`; "" = os.Executable()
-	WorkDir                   string // "" = a new temporary directory, removed at the end
-	Log                       io.Writer
+	// RequestsOut, if set, is a CSV file every request of every step is
+	// written to (requests.go).
+	RequestsOut string
+	// ColdConnections gives every step (and slice) of every side its own
+	// client, so that each starts without a connection (the method before
+	// session 5); by default each side has one warm pool for the run.
+	ColdConnections bool
+	Floor           string // executable of this tool, started as `floor`; "" = os.Executable()
+	WorkDir         string // "" = a new temporary directory, removed at the end
+	Log             io.Writer
 }
 
 // report is everything a run measured.
@@ -300,13 +307,32 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		n := slices.Max(cfg.SatWorkers)
 		specs = append(specs, stepSpec{name: fmt.Sprintf("max, %d conn, hot %d", n, cfg.HotSet), workers: n, base: base(), hot: cfg.HotSet})
 	}
+	// The generator keeps one pool of keep-alive connections per side for
+	// the whole run, opened in the warm-up (BENCHMARKS.md, "Method").
+	if !cfg.ColdConnections {
+		for _, s := range sides {
+			if s != nil {
+				s.pool = newConnLog(cfg.RequestsOut != "")
+				defer s.pool.close()
+			}
+		}
+	}
 	if cfg.Warmup > 0 {
 		for _, s := range sides {
 			if s == nil {
 				continue
 			}
-			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout)
+			runStep(ctx, s, stepSpec{name: "warmup", rate: cfg.WarmupRate, base: 50_000_000}, w, cfg.Warmup, cfg.Timeout, false)
 		}
+	}
+	var reqOut *requestsOut
+	if cfg.RequestsOut != "" {
+		f, err := os.Create(cfg.RequestsOut)
+		if err != nil {
+			return nil, err
+		}
+		reqOut = newRequestsOut(f)
+		defer reqOut.close()
 	}
 	// With --runs N the whole sequence of steps is repeated N times over the
 	// same servers, each run with fresh requests, the order of the sides
@@ -343,8 +369,14 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 					}
 					time.Sleep(pause)
 					before := sampleProc(ctx, sides[k])
-					parts[k] = append(parts[k], runStep(ctx, sides[k], sp, w, dur, cfg.Timeout))
+					r := runStep(ctx, sides[k], sp, w, dur, cfg.Timeout, reqOut != nil)
+					if reqOut != nil {
+						writeRequests(reqOut.w, run+1, j, r)
+						r.reqs = nil
+					}
+					parts[k] = append(parts[k], r)
 					e := before.to(sampleProc(ctx, sides[k]))
+					e.conns = r.opened
 					if j == 0 {
 						ev[k] = e
 					} else {

@@ -190,13 +190,13 @@ func scaleCrmauthz(ctx context.Context, cfg scaleConfig, rc runConfig, n int, di
 func scaleSteps(ctx context.Context, cfg scaleConfig, rc runConfig, s *side, w dataset.World) (fixed, sat stepResult, peak memPeak) {
 	ps := samplePeak(s.pid, 50*time.Millisecond)
 	if rc.Warmup > 0 {
-		runStep(ctx, s, stepSpec{name: "warmup", rate: rc.WarmupRate, base: 50_000_000}, w, rc.Warmup, rc.Timeout)
+		runStep(ctx, s, stepSpec{name: "warmup", rate: rc.WarmupRate, base: 50_000_000}, w, rc.Warmup, rc.Timeout, false)
 	}
 	time.Sleep(rc.Pause)
-	fixed = runStep(ctx, s, stepSpec{name: fmt.Sprintf("%d/s", cfg.Rate), rate: cfg.Rate, base: 100_000_000}, w, rc.Duration, rc.Timeout)
+	fixed = runStep(ctx, s, stepSpec{name: fmt.Sprintf("%d/s", cfg.Rate), rate: cfg.Rate, base: 100_000_000}, w, rc.Duration, rc.Timeout, false)
 	rc.logf("%-8s %d records  %d/s: p50 %s p99 %s errors %d", s.name, w.Config().Records, cfg.Rate, fmtDur(fixed.p50), fmtDur(fixed.p99), fixed.errs)
 	time.Sleep(rc.Pause)
-	sat = runStep(ctx, s, stepSpec{name: "max", workers: cfg.Workers, base: 200_000_000}, w, rc.Duration, rc.Timeout)
+	sat = runStep(ctx, s, stepSpec{name: "max", workers: cfg.Workers, base: 200_000_000}, w, rc.Duration, rc.Timeout, false)
 	rc.logf("%-8s %d records  max, %d conn: %.0f/s errors %d", s.name, w.Config().Records, cfg.Workers, sat.achieved, sat.errs)
 	return fixed, sat, ps.finish()
 }

@@ -249,10 +249,11 @@ func (t *table) write(out io.Writer) {
 // evidenceTable gives, for every step and side, the medians over the runs
 // of the page faults of the server, the time its threads waited for a core
 // per decision, crmauthz's garbage collections per second and the load
-// generator's CPU time per decision.
+// generator's CPU time per decision, and the connections the generator
+// opened to the side.
 func evidenceTable(rep *report) *table {
 	var t table
-	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "")
+	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "connections opened")
 	for i, runs := range rep.steps {
 		if len(runs) == 0 || i >= len(rep.evidence) {
 			continue
@@ -287,7 +288,8 @@ func evidenceTable(rep *report) *table {
 				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.minflt) })),
 				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.majflt) })),
 				perDecision(func(e stepEvidence) time.Duration { return e.runWait }), gc,
-				perDecision(func(e stepEvidence) time.Duration { return e.genCPU }), "")
+				perDecision(func(e stepEvidence) time.Duration { return e.genCPU }),
+				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.conns) })))
 		}
 	}
 	return &t

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
+)
+
+// TestConnLogRecordsConnections sends requests through the connection log's
+// client as vegeta does and checks that each request is matched to the
+// connection it was written on, and that the connections are counted.
+func TestConnLogRecordsConnections(t *testing.T) {
+	srv := httptest.NewServer(floorHandler())
+	defer srv.Close()
+	for _, tc := range []struct {
+		name   string
+		record bool
+	}{{"recording", true}, {"counting only", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newConnLog(tc.record)
+			l.step()
+			c := l.http
+			defer l.close()
+			for seq := range 3 {
+				req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/decision", strings.NewReader(`{}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("X-Vegeta-Seq", []string{"0", "1", "2"}[seq])
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if got := l.opened(); got != 1 {
+				t.Fatalf("opened %d connections for three sequential keep-alive requests, want 1", got)
+			}
+			if !tc.record {
+				if l.uses != nil {
+					t.Fatalf("uses recorded without record")
+				}
+				return
+			}
+			for seq := range uint64(3) {
+				if u, ok := l.uses[seq]; !ok || u.conn != 0 || u.nth != int32(seq) {
+					t.Errorf("request %d: %+v %v, want connection 0, nth %d", seq, u, ok, seq)
+				}
+			}
+		})
+	}
+}
+
+// TestRunStepRecordsRequests runs a short fixed-rate step against the floor
+// and checks the CSV lines: one per request, scheduled at seq ÷ rate.
+func TestRunStepRecordsRequests(t *testing.T) {
+	srv := httptest.NewServer(floorHandler())
+	defer srv.Close()
+	s := &side{name: "floor", url: srv.URL + "/v1/decision"}
+	res := runStep(context.Background(), s, stepSpec{name: "200/s", rate: 200, base: 1}, dataset.New(dataset.Config{Records: 50, Users: 60, Locations: 5}), 200*time.Millisecond, 5*time.Second, true)
+	if res.ok == 0 || len(res.reqs) != res.sent {
+		t.Fatalf("ok %d, %d requests recorded of %d sent", res.ok, len(res.reqs), res.sent)
+	}
+	if res.opened == 0 {
+		t.Fatalf("no connection opened")
+	}
+	var sb strings.Builder
+	w := bufio.NewWriter(&sb)
+	writeRequests(w, 1, 0, res)
+	w.Flush()
+	lines := strings.Split(strings.TrimSpace(sb.String()), "\n")
+	if len(lines) != res.sent {
+		t.Fatalf("%d lines for %d requests", len(lines), res.sent)
+	}
+	nf := len(strings.Split(requestsHeader, ","))
+	for _, line := range lines {
+		f := strings.Split(line, ",")
+		if len(f) != nf || f[1] != `"200/s"` || f[3] != "floor" || f[9] != "1" || f[10] == "-1" {
+			t.Fatalf("line %q: want %d fields, the step, the side, ok and a connection", line, nf)
+		}
+		if f[5] == "1" && f[6] != "5000" {
+			t.Fatalf("line %q: request 1 at 200/s is due at 5000 µs", line)
+		}
+	}
+}
+
+var _ net.Conn = (*seqConn)(nil)
+
+// TestPoolKeepsConnections runs two steps through one side's pool: the
+// second finds the first's connections and records which it used.
+func TestPoolKeepsConnections(t *testing.T) {
+	srv := httptest.NewServer(floorHandler())
+	defer srv.Close()
+	s := &side{name: "floor", url: srv.URL + "/v1/decision", pool: newConnLog(true)}
+	defer s.pool.close()
+	w := dataset.New(dataset.Config{Records: 50, Users: 60, Locations: 5})
+	first := runStep(context.Background(), s, stepSpec{name: "100/s", rate: 100, base: 1}, w, 200*time.Millisecond, 5*time.Second, false)
+	second := runStep(context.Background(), s, stepSpec{name: "100/s", rate: 100, base: 2}, w, 200*time.Millisecond, 5*time.Second, false)
+	if first.opened == 0 || second.opened >= first.opened {
+		t.Fatalf("opened %d then %d connections, want the second step to reuse the first's", first.opened, second.opened)
+	}
+	reused := 0
+	for _, r := range second.reqs {
+		if r.use.conn >= 0 && r.dial < 0 {
+			reused++
+		}
+	}
+	if reused == 0 {
+		t.Fatalf("no request of the second step went out on a connection of the first (%d requests)", len(second.reqs))
+	}
+}
