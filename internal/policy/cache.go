@@ -36,7 +36,8 @@ import (
 // slot in 16) are still recorded, the other slots are emptied, and their
 // misses are decided without a recorder. The sampled slots are a cache of
 // their own for 1/16 of the inputs, with the same load per slot, so their hit
-// rate estimates the whole cache's; when it reaches 1/16 over a window the
+// rate estimates the whole cache's; when it reaches 1/16 over a window (or
+// the hits alone reach 1/16 of a window's length: repeats came back) the
 // cache records every miss again. Answers do not depend on the mode: an entry
 // is used only after its facts are re-read and compared, in either mode.
 
@@ -174,7 +175,10 @@ func (c *decisionCache) count(hit, sampling bool) bool {
 	if sampling {
 		n = c.sampledWindow
 	}
-	if uint64(uint32(w)) < n || !c.window.CompareAndSwap(w, 0) {
+	// A window ends after n lookups, or, while sampling, as soon as its hits
+	// reach a 1/recordingFrom of n: repeats are back, record them at once.
+	end := uint64(uint32(w)) >= n || (sampling && (w>>32)*recordingFrom >= n)
+	if !end || !c.window.CompareAndSwap(w, 0) {
 		// Not the window's end, or another lookup counted since: that one
 		// ends it (one window is judged once).
 		return sampling

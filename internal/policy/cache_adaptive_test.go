@@ -95,10 +95,12 @@ func TestDecisionCacheSamplesWithoutRepeats(t *testing.T) {
 		t.Fatalf("%d entries in the sampled slots, more than the sample of %d inputs", sampled, len(ins))
 	}
 
-	// A hot set of 200 inputs over and over: the sampled slots hit, the
-	// cache records again, and then nearly everything hits.
-	hot := ins[:200]
-	n := 3 * sampledWindow << sampleSlotsShift
+	// A hot set of 1,000 inputs over and over: the sampled slots hit, and
+	// the cache records again well before a whole window of sampled lookups
+	// (sampledWindow<<sampleSlotsShift decisions) has passed; then nearly
+	// everything hits.
+	hot := ins[:1000]
+	n := sampledWindow << sampleSlotsShift / 2
 	for i := range n {
 		decideBoth(t, cached, plain, facts, hot[i%len(hot)])
 	}
