@@ -219,14 +219,14 @@ func TestDecisionCacheAdaptiveConcurrent(t *testing.T) {
 	}
 }
 
-// BenchmarkDecideNoRepeats is a mix that never repeats (100,000 records,
-// every user and both actions: the first 2.4 million decisions are
+// BenchmarkDecideNoRepeats is a mix that never repeats (20,000 records,
+// every user and both actions: the first 480,000 decisions are
 // distinct): "adaptive" is the default cache (sampling after its first
 // window), "recording" a cache that records and stores every miss (the cache
 // before sampling), "uncached" no cache.
 func BenchmarkDecideNoRepeats(b *testing.B) {
 	facts := newMemFacts(b, loadGolden(b))
-	ins, users := manyRecords(facts, 100000)
+	ins, users := manyRecords(facts, 20000)
 	input := func(i int) Input {
 		in := ins[i%len(ins)]
 		in.Subject = users[(i/len(ins))%len(users)]
