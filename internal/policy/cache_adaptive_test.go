@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -17,6 +18,7 @@ func manyRecords(f *memFacts, n int) ([]Input, []string) {
 	for id := range f.users {
 		users = append(users, id)
 	}
+	slices.Sort(users) // the same world in every run
 	ins := make([]Input, n)
 	for i := range ins {
 		id := fmt.Sprintf("n-%d", i)
