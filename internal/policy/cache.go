@@ -38,7 +38,10 @@ import (
 // their own for 1/16 of the inputs, with the same load per slot, so their hit
 // rate estimates the whole cache's; when it reaches 1/16 over a window (or
 // the hits alone reach 1/16 of a window's length: repeats came back) the
-// cache records every miss again. Answers do not depend on the mode: an entry
+// cache records every miss again. Each window that ends still sampling moves
+// the sample to the next sixteenth of the slots (the former one is emptied),
+// so a few inputs that repeat are noticed within 16 windows wherever their
+// slots are. Answers do not depend on the mode: an entry
 // is used only after its facts are re-read and compared, in either mode.
 
 // defaultCacheSlots is the decision cache's size when Config.DecisionCacheSlots is 0.
@@ -95,9 +98,10 @@ type decisionCache struct {
 	// stores copies what it read, so the recorder is free once stored
 	recorders sync.Pool
 
-	// sampleMask selects the sampled slots: index&sampleMask == 0 (all of
-	// them in a cache of one slot).
+	// sampleMask and offset select the sampled slots:
+	// (index+offset)&sampleMask == 0 (all of them in a cache of one slot).
 	sampleMask uint64
+	offset     atomic.Uint64
 	// sampling is set while only the sampled slots record.
 	sampling atomic.Bool
 	// window counts the current window's lookups (low 32 bits) and hits
@@ -150,7 +154,7 @@ func (c *decisionCache) index(in *Input) uint64 {
 // is not a sampled one: decide without a recorder then.
 func (c *decisionCache) lookup(facts Facts, in *Input) (d Decision, hit bool, slot *atomic.Pointer[cacheEntry]) {
 	i := c.index(in)
-	sampled := i&c.sampleMask == 0
+	sampled := (i+c.offset.Load())&c.sampleMask == 0
 	sampling := c.sampling.Load()
 	d, hit = c.match(c.slots[i].Load(), facts, in)
 	if sampled || !sampling {
@@ -190,6 +194,8 @@ func (c *decisionCache) count(hit, sampling bool) bool {
 	case sampling && hits*recordingFrom >= lookups:
 		c.sampling.Store(false)
 		c.switches.Add(1)
+	case sampling:
+		c.moveSample()
 	}
 	return c.sampling.Load()
 }
@@ -199,10 +205,23 @@ func (c *decisionCache) count(hit, sampling bool) bool {
 func (c *decisionCache) startSampling() {
 	c.sampling.Store(true)
 	c.switches.Add(1)
+	off := c.offset.Load()
 	for i := range c.slots {
-		if uint64(i)&c.sampleMask != 0 {
+		if (uint64(i)+off)&c.sampleMask != 0 {
 			c.slots[i].Store(nil)
 		}
+	}
+}
+
+// moveSample samples the next sixteenth of the slots and empties the former
+// one.
+func (c *decisionCache) moveSample() {
+	if c.sampleMask == 0 {
+		return // one slot: always sampled
+	}
+	off := c.offset.Add(1) - 1
+	for i := (c.sampleMask + 1 - off&c.sampleMask) & c.sampleMask; i < uint64(len(c.slots)); i += c.sampleMask + 1 {
+		c.slots[i].Store(nil)
 	}
 }
 

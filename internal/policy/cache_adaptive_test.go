@@ -41,11 +41,12 @@ func cacheOf(tb testing.TB, e *Engine) *decisionCache {
 
 // entries counts the cache's entries in sampled and other slots.
 func (c *decisionCache) entries() (sampled, other int) {
+	off := c.offset.Load()
 	for i := range c.slots {
 		if c.slots[i].Load() == nil {
 			continue
 		}
-		if uint64(i)&c.sampleMask == 0 {
+		if (uint64(i)+off)&c.sampleMask == 0 {
 			sampled++
 		} else {
 			other++
@@ -76,7 +77,9 @@ func TestDecisionCacheSamplesWithoutRepeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	facts := newMemFacts(t, loadGolden(t))
-	ins, _ := manyRecords(facts, 3*fullWindow)
+	// past the first window, but short of a whole sampling window (which
+	// would move the sample to other, empty slots)
+	ins, _ := manyRecords(facts, 2*fullWindow+1000)
 	c := cacheOf(t, cached)
 	if c.sampling.Load() {
 		t.Fatal("a new cache samples")
@@ -119,6 +122,59 @@ func TestDecisionCacheSamplesWithoutRepeats(t *testing.T) {
 	}
 	if got := c.switches.Load(); got != 2 {
 		t.Fatalf("%d changes of mode, want 2 (sampling, then recording)", got)
+	}
+}
+
+// TestDecisionCacheNoticesOneHotInput: one input repeated among inputs that
+// never repeat, its slot outside the sample when the cache starts sampling.
+// The sample moves window by window, so the cache records again once it
+// reaches that slot, and the input hits.
+func TestDecisionCacheNoticesOneHotInput(t *testing.T) {
+	e := newDefaultEngine(t)
+	c := cacheOf(t, e)
+	c.fullWindow, c.sampledWindow = 256, 32
+	facts := newMemFacts(t, loadGolden(t))
+	ins, _ := manyRecords(facts, 40000)
+	hot := -1
+	for i, in := range ins {
+		if (c.index(&in)+c.offset.Load())&c.sampleMask != 0 {
+			hot = i
+			break
+		}
+	}
+	if hot < 0 {
+		t.Fatal("every input's slot is sampled")
+	}
+	ctx := context.Background()
+	fresh := ins[hot+1:]
+	for _, in := range fresh[:2*c.fullWindow] { // no repeats: the cache samples
+		if _, _, err := e.Decide(ctx, facts, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.sampling.Load() {
+		t.Fatal("no repeats and the cache still records every miss")
+	}
+	// Half the decisions are the hot input from now on.
+	fresh = fresh[2*c.fullWindow:]
+	for i := 0; c.sampling.Load(); i++ {
+		if i == len(fresh) {
+			t.Fatalf("a hot input in half of %d decisions and the cache still samples (%d changes of mode)", 2*i, c.switches.Load())
+		}
+		for _, in := range []Input{ins[hot], fresh[i]} {
+			if _, _, err := e.Decide(ctx, facts, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h0, _ := e.CacheStats()
+	for range 100 {
+		if _, _, err := e.Decide(ctx, facts, ins[hot]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h1, _ := e.CacheStats(); h1-h0 < 99 {
+		t.Fatalf("recording again: %d hits of 100 decisions of the hot input", h1-h0)
 	}
 }
 
