@@ -26,9 +26,35 @@ import (
 // The cache is a fixed array of slots addressed by a hash of the input; a slot
 // holds one immutable entry, replaced whole, so lookups take no lock and
 // memory is bounded by the slot count.
+//
+// Recording is adaptive (docs/design.md, "The decision cache on a mix that
+// does not repeat"): a miss costs the noting of the facts read, a keyed hash
+// of their bytes and a stored entry, which a mix that never repeats pays for
+// nothing (and 65,536 live entries are heap the collector marks). So the
+// cache counts its lookups and hits per window; when the hit rate of a window
+// is under 1/32 it samples: only the inputs whose slot is a sampled one (one
+// slot in 16) are still recorded, the other slots are emptied, and their
+// misses are decided without a recorder. The sampled slots are a cache of
+// their own for 1/16 of the inputs, with the same load per slot, so their hit
+// rate estimates the whole cache's; when it reaches 1/16 over a window (or
+// the hits alone reach 1/16 of a window's length: repeats came back) the
+// cache records every miss again. Each window that ends still sampling moves
+// the sample to the next sixteenth of the slots (the former one is emptied),
+// so a few inputs that repeat are noticed within 16 windows wherever their
+// slots are. Answers do not depend on the mode: an entry
+// is used only after its facts are re-read and compared, in either mode.
 
 // defaultCacheSlots is the decision cache's size when Config.DecisionCacheSlots is 0.
 const defaultCacheSlots = 1 << 16
+
+// The adaptive recording's constants (see above).
+const (
+	sampleSlotsShift = 4    // one slot in 1<<sampleSlotsShift is sampled
+	fullWindow       = 4096 // lookups per window while recording every miss
+	sampledWindow    = 512  // lookups of sampled slots per window while sampling
+	samplingBelow    = 32   // sample when hits*samplingBelow < lookups (hit rate under ~3 %)
+	recordingFrom    = 16   // record again when hits*recordingFrom >= lookups (~6 %)
+)
 
 // factDep is one fact a decision read.
 type factDep struct {
@@ -71,6 +97,22 @@ type decisionCache struct {
 	// recorders pools the *depRecorder of a miss: the entry a decision
 	// stores copies what it read, so the recorder is free once stored
 	recorders sync.Pool
+
+	// sampleMask and offset select the sampled slots:
+	// (index+offset)&sampleMask == 0 (all of them in a cache of one slot).
+	sampleMask uint64
+	offset     atomic.Uint64
+	// sampling is set while only the sampled slots record.
+	sampling atomic.Bool
+	// window counts the current window's lookups (low 32 bits) and hits
+	// (high 32 bits): every lookup while recording, the sampled slots'
+	// while sampling.
+	window atomic.Uint64
+	// fullWindow and sampledWindow are the window lengths (the constants;
+	// tests shorten them).
+	fullWindow, sampledWindow uint64
+	// switches counts the changes of mode.
+	switches atomic.Uint64
 }
 
 func newDecisionCache(slots int) *decisionCache {
@@ -78,10 +120,16 @@ func newDecisionCache(slots int) *decisionCache {
 	for n < slots {
 		n <<= 1
 	}
-	return &decisionCache{seed: maphash.MakeSeed(), mask: uint64(n - 1), slots: make([]atomic.Pointer[cacheEntry], n)}
+	return &decisionCache{seed: maphash.MakeSeed(), mask: uint64(n - 1), slots: make([]atomic.Pointer[cacheEntry], n),
+		sampleMask: uint64(min(n, 1<<sampleSlotsShift) - 1), fullWindow: fullWindow, sampledWindow: sampledWindow}
 }
 
 func (c *decisionCache) slot(in *Input) *atomic.Pointer[cacheEntry] {
+	return &c.slots[c.index(in)]
+}
+
+// index is in's slot.
+func (c *decisionCache) index(in *Input) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	h.WriteString(in.Subject)
@@ -96,14 +144,89 @@ func (c *decisionCache) slot(in *Input) *atomic.Pointer[cacheEntry] {
 		h.WriteByte(1)
 		h.WriteString(in.Target)
 	}
-	return &c.slots[h.Sum64()&c.mask]
+	return h.Sum64() & c.mask
 }
 
 // lookup returns the cached decision for in when every fact it read is
 // unchanged in facts. A read error is not a hit (the evaluation will meet it
-// again and fail closed).
-func (c *decisionCache) lookup(facts Facts, in *Input) (Decision, bool) {
-	e := c.slot(in).Load()
+// again and fail closed). On a miss, slot is where the decision is to be
+// stored once recorded (store), nil when the cache is sampling and in's slot
+// is not a sampled one: decide without a recorder then.
+func (c *decisionCache) lookup(facts Facts, in *Input) (d Decision, hit bool, slot *atomic.Pointer[cacheEntry]) {
+	i := c.index(in)
+	sampled := (i+c.offset.Load())&c.sampleMask == 0
+	sampling := c.sampling.Load()
+	d, hit = c.match(c.slots[i].Load(), facts, in)
+	if sampled || !sampling {
+		sampling = c.count(hit, sampling)
+	}
+	if hit || (sampling && !sampled) {
+		return d, hit, nil
+	}
+	return Decision{}, false, &c.slots[i]
+}
+
+// count adds a lookup to the window; the lookup that ends a window resets it
+// and changes the mode when the window's hit rate says so. It returns the
+// mode: sampling or not.
+func (c *decisionCache) count(hit, sampling bool) bool {
+	inc := uint64(1)
+	if hit {
+		inc |= 1 << 32
+	}
+	w := c.window.Add(inc)
+	n := c.fullWindow
+	if sampling {
+		n = c.sampledWindow
+	}
+	// A window ends after n lookups, or, while sampling, as soon as its hits
+	// reach a 1/recordingFrom of n: repeats are back, record them at once.
+	end := uint64(uint32(w)) >= n || (sampling && (w>>32)*recordingFrom >= n)
+	if !end || !c.window.CompareAndSwap(w, 0) {
+		// Not the window's end, or another lookup counted since: that one
+		// ends it (one window is judged once).
+		return sampling
+	}
+	lookups, hits := uint64(uint32(w)), w>>32
+	switch sampling = c.sampling.Load(); {
+	case !sampling && hits*samplingBelow < lookups:
+		c.startSampling()
+	case sampling && hits*recordingFrom >= lookups:
+		c.sampling.Store(false)
+		c.switches.Add(1)
+	case sampling:
+		c.moveSample()
+	}
+	return c.sampling.Load()
+}
+
+// startSampling stops recording outside the sampled slots and empties them,
+// so that their entries' memory is freed.
+func (c *decisionCache) startSampling() {
+	c.sampling.Store(true)
+	c.switches.Add(1)
+	off := c.offset.Load()
+	for i := range c.slots {
+		if (uint64(i)+off)&c.sampleMask != 0 {
+			c.slots[i].Store(nil)
+		}
+	}
+}
+
+// moveSample samples the next sixteenth of the slots and empties the former
+// one.
+func (c *decisionCache) moveSample() {
+	if c.sampleMask == 0 {
+		return // one slot: always sampled
+	}
+	off := c.offset.Add(1) - 1
+	for i := (c.sampleMask + 1 - off&c.sampleMask) & c.sampleMask; i < uint64(len(c.slots)); i += c.sampleMask + 1 {
+		c.slots[i].Store(nil)
+	}
+}
+
+// match tells whether e answers in with facts.
+func (c *decisionCache) match(e *cacheEntry, facts Facts, in *Input) (Decision, bool) {
 	if e == nil || e.hasTarget != in.HasTarget {
 		return Decision{}, false
 	}
@@ -140,9 +263,10 @@ func (c *decisionCache) lookup(facts Facts, in *Input) (Decision, bool) {
 	return e.d, true
 }
 
-func (c *decisionCache) store(in *Input, deps []factDep, d Decision) {
+// store puts the decision of in, which read deps, into slot (lookup's).
+func (c *decisionCache) store(slot *atomic.Pointer[cacheEntry], in *Input, deps []factDep, d Decision) {
 	if e := newCacheEntry(in, deps, d); e != nil {
-		c.slot(in).Store(e)
+		slot.Store(e)
 	}
 }
 

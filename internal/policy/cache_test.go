@@ -159,22 +159,22 @@ func TestCacheEntryRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Decision{Allow: true, Reason: "owner"}
-	c.store(&in, rec.deps, want)
-	if d, ok := c.lookup(facts, &in); !ok || d != want {
+	c.store(c.slot(&in), &in, rec.deps, want)
+	if d, ok, _ := c.lookup(facts, &in); !ok || d != want {
 		t.Fatalf("lookup after store: %+v %v", d, ok)
 	}
 	other := in
 	other.Target = "u-3"
-	if _, ok := c.lookup(facts, &other); ok {
+	if _, ok, _ := c.lookup(facts, &other); ok {
 		t.Fatal("a hit for another input")
 	}
 	noTarget := in
 	noTarget.Target, noTarget.HasTarget = "", false
-	if _, ok := c.lookup(facts, &noTarget); ok {
+	if _, ok, _ := c.lookup(facts, &noTarget); ok {
 		t.Fatal("a hit for the input without its target")
 	}
 	facts.users["u-5"] = []byte(`{"id":"u-5","role":"admin"}`) // the sixth fact read changes
-	if _, ok := c.lookup(facts, &in); ok {
+	if _, ok, _ := c.lookup(facts, &in); ok {
 		t.Fatal("a hit after a fact it read changed")
 	}
 	if e := newCacheEntry(&Input{Subject: strings.Repeat("u", 70000)}, nil, want); e != nil {

@@ -188,15 +188,20 @@ func (e *Engine) Decide(ctx context.Context, facts Facts, in Input) (Decision, s
 	if err := ctx.Err(); err != nil {
 		return Decision{}, p.revision, p.stopped(ctx, err)
 	}
-	if d, ok := p.cache.lookup(facts, &in); ok {
+	d, ok, slot := p.cache.lookup(facts, &in)
+	if ok {
 		e.cacheHits.Add(1)
 		return d, p.revision, nil
 	}
 	e.cacheMisses.Add(1)
+	if slot == nil { // not recorded: the cache is sampling (cache.go)
+		d, err := p.decide(ctx, facts, in)
+		return d, p.revision, err
+	}
 	rec := p.cache.recorder(facts)
 	d, err := p.decide(ctx, rec, in)
 	if err == nil && !rec.err {
-		p.cache.store(&in, rec.deps, d)
+		p.cache.store(slot, &in, rec.deps, d)
 	}
 	p.cache.release(rec)
 	return d, p.revision, err
