@@ -233,6 +233,8 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		{name: "nofreelistsync", tune: func(t *tuning) { t.noFreelistSync = true }},
 		{name: "fill=0.3", tune: func(t *tuning) { t.fillPercent = 0.3 }},
 		{name: "fill=0.8", tune: func(t *tuning) { t.fillPercent = 0.8 }},
+		{name: "fill=0.95", tune: func(t *tuning) { t.fillPercent = 0.95 }},
+		{name: "fill=1", tune: func(t *tuning) { t.fillPercent = 1 }},
 	}
 	// REPL_BENCH_VARIANTS: "all", or names separated by commas; by default only the shipped
 	// settings run (make bench-go), since each page size builds its own index.
