@@ -97,13 +97,21 @@ func nextChange(b []byte) (bi int, key, val, rest []byte, err error) {
 	return bi, key, val, b, nil
 }
 
-// changeKey returns the key of the change at offset off of entry e (nil when unreadable).
-func changeKey(e []byte, off uint32) []byte {
-	if uint64(off) >= uint64(len(e)) {
-		return nil
+// refValue returns the key and value of r in e (val nil: deleted).
+func refValue(e []byte, r mref) (key, val []byte, err error) {
+	end := uint64(r.koff) + uint64(r.klen)
+	if end > uint64(len(e)) {
+		return nil, nil, errCorruptDelta
 	}
-	_, key, _, _, _ := nextChange(e[off:])
-	return key
+	key, b := e[r.koff:end], e[end:]
+	vl, w := binary.Uvarint(b)
+	if w <= 0 || (vl > 0 && uint64(len(b)-w) < vl-1) {
+		return nil, nil, errCorruptDelta
+	}
+	if vl > 0 {
+		val = b[w : w+int(vl-1) : w+int(vl-1)]
+	}
+	return key, val, nil
 }
 
 // decodeDelta calls fn with each change of a delta entry and its offset. The key and value alias
@@ -155,33 +163,41 @@ func (c *deltaCache) entry(gen uint64) []byte {
 	return v
 }
 
-// genTable is a deltaSource over one bbolt transaction for the generations of one layer, every
-// entry looked up once (a merge reads them all, in random order).
+// genTable gives the delta entries of the generations of one layer in one bbolt transaction,
+// each looked up once (a merge reads them all, in random order), by generation relative to the
+// layer's base.
 type genTable struct {
-	base uint64
 	vals [][]byte
 	b    *bolt.Bucket
+	base uint64
 }
 
 func newGenTable(tx *bolt.Tx, l *layer) *genTable {
 	return &genTable{base: l.base, b: tx.Bucket(bucketDelta)}
 }
 
-func (t *genTable) entry(gen uint64) []byte {
-	if gen <= t.base || t.b == nil {
+// rel returns the entry of generation base+g (nil when absent).
+func (t *genTable) rel(g uint32) []byte {
+	if g == 0 || t.b == nil {
 		return nil
 	}
-	i := gen - t.base - 1
-	if i >= uint64(len(t.vals)) {
-		if i > 1<<24 {
-			return nil
-		}
-		t.vals = append(t.vals, make([][]byte, i+1-uint64(len(t.vals)))...)
+	i := int(g - 1)
+	if i >= len(t.vals) {
+		t.vals = append(t.vals, make([][]byte, i+1-len(t.vals))...)
 	}
 	if t.vals[i] == nil {
 		var k [8]byte
-		binary.BigEndian.PutUint64(k[:], gen)
+		binary.BigEndian.PutUint64(k[:], t.base+uint64(g))
 		t.vals[i] = t.b.Get(k[:])
 	}
 	return t.vals[i]
+}
+
+// key returns r's key (nil when its entry is absent or too short).
+func (t *genTable) key(r mref) []byte {
+	e := t.rel(r.gen)
+	if end := uint64(r.koff) + uint64(r.klen); end <= uint64(len(e)) {
+		return e[r.koff:end]
+	}
+	return nil
 }

@@ -176,9 +176,9 @@ func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
 //     again and the next merge writes the same values again.
 func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 	var all []mref
-	if err := h.db.View(func(tx *bolt.Tx) error {
-		all = fr.latest(newGenTable(tx, fr))
-		return nil
+	if err := h.db.View(func(tx *bolt.Tx) (err error) {
+		all, err = fr.latest(newGenTable(tx, fr))
+		return err
 	}); err != nil {
 		return err
 	}
@@ -205,20 +205,17 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 }
 
 // writeChunk writes part (sorted; the values read from src) into the main buckets of tx.
-func (ix *Index) writeChunk(tx *bolt.Tx, src deltaSource, part []mref) error {
+func (ix *Index) writeChunk(tx *bolt.Tx, src *genTable, part []mref) error {
 	var (
 		buckets [4]*bolt.Bucket
 		arena   []byte // the values, out of the memory map (bbolt keeps them until the commit)
 	)
 	for _, r := range part {
-		e := src.entry(r.gen)
-		if e == nil || uint64(r.off) >= uint64(len(e)) {
-			return fmt.Errorf("index: merge: delta log entry %d: %w", r.gen, errCorruptDelta)
+		key, val, err := refValue(src.rel(r.gen), r)
+		if err != nil {
+			return fmt.Errorf("index: merge: delta log entry %d: %w", src.base+uint64(r.gen), err)
 		}
-		bi, key, val, _, err := nextChange(e[r.off:])
-		if err != nil || bi != int(r.bi) {
-			return fmt.Errorf("index: merge: delta log entry %d: %w", r.gen, errCorruptDelta)
-		}
+		bi := r.bi
 		b := buckets[bi]
 		if b == nil {
 			b = tx.Bucket(bucketNames[bi])

@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"strings"
@@ -25,19 +26,42 @@ import (
 const nShards = 16
 
 // version is one change of a key: in the delta entry of generation base+gen, at offset off.
-// prev is the index+1 of the key's previous version in its shard (0: none).
+// prev is the index+1 of the key's previous version in its shard's old versions (0: none).
 type version struct {
 	gen, off, prev uint32
 }
 
-// shard is an open-addressing hash table of keys (linear probing), each key its hash and the
-// index of its newest version; the keys' bytes are read from the delta log when compared.
+// blocks is an append-only array in blocks of 1<<blockBits entries: it grows without copying and
+// holds at most one block of unused capacity (what Config.MergeBytes counts is what it takes).
+type blocks[T any] struct {
+	b [][]T
+	n uint32
+}
+
+const blockBits = 6
+
+func (a *blocks[T]) at(i uint32) *T { return &a.b[i>>blockBits][i&(1<<blockBits-1)] }
+
+// push appends x and returns the bytes of heap that took (elem bytes an entry).
+func (a *blocks[T]) push(x T, elem int64) (grown int64) {
+	if a.n&(1<<blockBits-1) == 0 {
+		c := cap(a.b)
+		a.b = append(a.b, make([]T, 1<<blockBits))
+		grown = elem<<blockBits + int64(cap(a.b)-c)*24
+	}
+	*a.at(a.n) = x
+	a.n++
+	return grown
+}
+
+// shard is an open-addressing hash table of keys (linear probing): per key its hash and its newest
+// version (the older ones in old); the keys' bytes are read from the delta log when compared.
 type shard struct {
 	mu    sync.RWMutex
 	slots []uint32 // len a power of two (or 0); 0 empty, else key index+1
-	hash  []uint64 // by key index
-	head  []uint32 // by key index: the newest version's index in vers
-	vers  []version
+	hash  blocks[uint64]
+	head  blocks[version]
+	old   blocks[version]
 }
 
 // layer is the overlay of one merge period: every version of every key changed by the batches of
@@ -49,7 +73,7 @@ type layer struct {
 	base uint64 // generations in the layer are > base; versions hold gen-base
 	b    [4][nShards]shard
 	n    atomic.Int64 // versions held
-	size atomic.Int64 // bytes of heap held (the slices' capacities, the per-user lists' maps)
+	size atomic.Int64 // bytes of heap held (the arrays' blocks, the per-user lists' maps)
 	umu  sync.RWMutex
 	// byUser lists, per user, its byuser keys in the layer (shard<<28 | key index), for prefix
 	// scans.
@@ -60,8 +84,8 @@ type layer struct {
 }
 
 const (
-	layerOverhead = int64(4*nShards*128 + 256) // the shards' structs, the map header
-	userOverhead  = 64                         // a byUser map slot, string and slice headers
+	layerOverhead = int64(4*nShards*160 + 256) // the shards' structs, the map header
+	userOverhead  = 128                        // a byUser map slot (at its load factor), the string
 	keyIndexBits  = 28                         // of a byUser reference; the shard above it
 )
 
@@ -96,14 +120,14 @@ func (l *layer) visible(sh *shard, k uint32, gen uint64) (version, bool) {
 		return version{}, false
 	}
 	g := gen - l.base
-	for i := sh.head[k] + 1; i != 0; {
-		v := sh.vers[i-1]
+	for v := *sh.head.at(k); ; v = *sh.old.at(v.prev - 1) {
 		if uint64(v.gen) <= g {
 			return v, true
 		}
-		i = v.prev
+		if v.prev == 0 {
+			return version{}, false
+		}
 	}
-	return version{}, false
 }
 
 // lookup returns the newest value of key not newer than gen; found is false when the layer has
@@ -124,7 +148,7 @@ func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []b
 			return nil, false
 		}
 		k := s - 1
-		if sh.hash[k] != h {
+		if *sh.hash.at(k) != h {
 			continue
 		}
 		v, ok := l.visible(sh, k, gen)
@@ -143,24 +167,23 @@ func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []b
 func (l *layer) insert(bi int, key string, gen uint64, off uint32, src deltaSource) {
 	h := l.hashOf(key)
 	sh := &l.b[bi][h&(nShards-1)]
-	g := uint32(gen - l.base)
+	v := version{gen: uint32(gen - l.base), off: off}
 	var grown int64
 	sh.mu.Lock()
 	k, found := l.find(sh, h, key, src)
-	prev := uint32(0)
 	if found {
-		prev = sh.head[k] + 1
+		grown += sh.old.push(*sh.head.at(k), 12)
+		v.prev = sh.old.n
+		*sh.head.at(k) = v
 	} else {
-		k = uint32(len(sh.hash))
-		grown += growBy(&sh.hash, h, 8) + growBy(&sh.head, 0, 4)
-		if (len(sh.hash))*4 > len(sh.slots)*3 {
+		k = sh.hash.n
+		grown += sh.hash.push(h, 8) + sh.head.push(v, 12)
+		if int(sh.hash.n)*4 > len(sh.slots)*3 {
 			grown += sh.rehash(max(16, 2*len(sh.slots)))
 		} else {
 			sh.place(k)
 		}
 	}
-	grown += growBy(&sh.vers, version{gen: g, off: off, prev: prev}, 12)
-	sh.head[k] = uint32(len(sh.vers) - 1)
 	sh.mu.Unlock()
 	if !found && bi == bByUser {
 		user, _, _ := strings.Cut(key, "\x00")
@@ -170,19 +193,14 @@ func (l *layer) insert(bi int, key string, gen uint64, off uint32, src deltaSour
 		if !had {
 			grown += userOverhead + int64(len(user))
 		}
-		grown += growBy(&list, ref, 4)
+		c := cap(list)
+		list = append(list, ref)
+		grown += int64(cap(list)-c) * 4
 		l.byUser[user] = list
 		l.umu.Unlock()
 	}
 	l.n.Add(1)
 	l.size.Add(grown)
-}
-
-// growBy appends x to *s and returns the bytes its capacity grew by (elem bytes each).
-func growBy[T any](s *[]T, x T, elem int64) int64 {
-	c := cap(*s)
-	*s = append(*s, x)
-	return int64(cap(*s)-c) * elem
 }
 
 // find returns the index of key (hash h) in sh. Callers hold sh.mu.
@@ -196,8 +214,8 @@ func (l *layer) find(sh *shard, h uint64, key string, src deltaSource) (uint32, 
 		if s == 0 {
 			return 0, false
 		}
-		if k := s - 1; sh.hash[k] == h {
-			if kk, _, ok := l.keyAt(src, sh.vers[sh.head[k]]); ok && string(kk) == key {
+		if k := s - 1; *sh.hash.at(k) == h {
+			if kk, _, ok := l.keyAt(src, *sh.head.at(k)); ok && string(kk) == key {
 				return k, true
 			}
 		}
@@ -207,7 +225,7 @@ func (l *layer) find(sh *shard, h uint64, key string, src deltaSource) (uint32, 
 // place puts key index k into its free slot. Callers hold sh.mu for writing.
 func (sh *shard) place(k uint32) {
 	mask := uint64(len(sh.slots) - 1)
-	i := (sh.hash[k] >> 4) & mask
+	i := (*sh.hash.at(k) >> 4) & mask
 	for sh.slots[i] != 0 {
 		i = (i + 1) & mask
 	}
@@ -218,8 +236,8 @@ func (sh *shard) place(k uint32) {
 func (sh *shard) rehash(n int) int64 {
 	old := len(sh.slots)
 	sh.slots = make([]uint32, n)
-	for k := range sh.hash {
-		sh.place(uint32(k))
+	for k := range sh.hash.n {
+		sh.place(k)
 	}
 	return int64(n-old) * 4
 }
@@ -253,41 +271,54 @@ func (l *layer) keys(bi int, prefix, start []byte, gen uint64, src deltaSource, 
 	for i := range l.b[bi] {
 		sh := &l.b[bi][i]
 		sh.mu.RLock()
-		for k := range sh.head {
-			add(sh, uint32(k))
+		for k := range sh.hash.n {
+			add(sh, k)
 		}
 		sh.mu.RUnlock()
 	}
 	return dst
 }
 
-// mref is the newest version of a key of a frozen layer, as a merge writes it.
+// mref is the newest version of a key of a frozen layer, as a merge writes it: its key is at
+// [koff, koff+klen) of the delta entry of generation base+gen, its value encoded right after it.
 type mref struct {
-	gen uint64
-	off uint32
-	bi  uint8
+	gen  uint32
+	koff uint32
+	klen uint16
+	bi   uint8
 }
 
 // latest returns the newest version of every key, sorted by bucket and key (read from src, which
 // must hold every delta entry of the layer): what a merge writes.
-func (l *layer) latest(src deltaSource) []mref {
+func (l *layer) latest(src *genTable) ([]mref, error) {
 	out := make([]mref, 0, l.n.Load())
 	for bi := range l.b {
 		start := len(out)
 		for i := range l.b[bi] {
 			sh := &l.b[bi][i]
 			sh.mu.RLock()
-			for _, hd := range sh.head {
-				v := sh.vers[hd]
-				out = append(out, mref{gen: l.base + uint64(v.gen), off: v.off, bi: uint8(bi)})
+			for k := range sh.hash.n {
+				v := *sh.head.at(k)
+				e := src.rel(v.gen)
+				if e == nil || uint64(v.off) >= uint64(len(e)) {
+					sh.mu.RUnlock()
+					return nil, fmt.Errorf("index: merge: delta log entry %d: %w", l.base+uint64(v.gen), errCorruptDelta)
+				}
+				_, key, _, _, err := nextChange(e[v.off:])
+				if err != nil {
+					sh.mu.RUnlock()
+					return nil, fmt.Errorf("index: merge: delta log entry %d: %w", l.base+uint64(v.gen), err)
+				}
+				koff := uint32(cap(e) - cap(key)) // key aliases e
+				out = append(out, mref{gen: v.gen, koff: koff, klen: uint16(len(key)), bi: uint8(bi)})
 			}
 			sh.mu.RUnlock()
 		}
 		slices.SortFunc(out[start:], func(a, b mref) int {
-			return bytes.Compare(changeKey(src.entry(a.gen), a.off), changeKey(src.entry(b.gen), b.off))
+			return bytes.Compare(src.key(a), src.key(b))
 		})
 	}
-	return out
+	return out, nil
 }
 
 // ovKV is a key of the overlay with its value as a reader sees it (val nil: deleted).
