@@ -32,9 +32,9 @@ func (p *pending) empty() bool {
 
 // change is where encodeDelta put one change: the overlay indexes it by (bucket, key) → offset.
 type change struct {
-	bi  int
-	key string
-	off uint32
+	bi         int
+	off        uint32 // of the change
+	koff, klen uint32 // of its key
 }
 
 // encodeDelta encodes p as a delta entry: per key, the bucket number, uvarint key length, key,
@@ -52,9 +52,11 @@ func (p *pending) encodeDelta() ([]byte, []change) {
 	chs := make([]change, 0, keys)
 	for bi := range p {
 		for k, v := range p[bi] {
-			chs = append(chs, change{bi: bi, key: k, off: uint32(len(out))})
+			c := change{bi: bi, off: uint32(len(out))}
 			out = append(out, byte(bi))
 			out = binary.AppendUvarint(out, uint64(len(k)))
+			c.koff, c.klen = uint32(len(out)), uint32(len(k))
+			chs = append(chs, c)
 			out = append(out, k...)
 			if v == nil {
 				out = binary.AppendUvarint(out, 0)

@@ -356,6 +356,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		seq    uint64
 		counts Counts
 		st     *ovState
+		enc    []byte
 		chs    []change
 	)
 	h := ix.cur                // cur changes only under wmu
@@ -380,7 +381,6 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		if w.pend == nil || w.pend.empty() {
 			return nil
 		}
-		var enc []byte
 		enc, chs = w.pend.encodeDelta()
 		return tx.Bucket(bucketDelta).Put(encodeUint64(gen), enc)
 	})
@@ -393,7 +393,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		err := h.db.View(func(tx *bolt.Tx) error {
 			src := &deltaCache{tx: tx}
 			for _, c := range chs {
-				st.lay.insert(c.bi, c.key, gen, c.off, src)
+				st.lay.insert(c.bi, enc[c.koff:c.koff+c.klen], gen, c.off, src)
 			}
 			return nil
 		})

@@ -285,7 +285,7 @@ func (ix *Index) loadOverlay(tx *bolt.Tx) (*ovState, error) {
 			}
 			gen = decodeUint64(k)
 			err := decodeDelta(v, func(bi int, key, _ []byte, off uint32) {
-				lay.insert(bi, string(key), gen, off, src)
+				lay.insert(bi, key, gen, off, src)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("delta log entry %d: %w", gen, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -54,12 +53,13 @@ func (a *blocks[T]) push(x T, elem int64) (grown int64) {
 	return grown
 }
 
-// shard is an open-addressing hash table of keys (linear probing): per key its hash and its newest
-// version (the older ones in old); the keys' bytes are read from the delta log when compared.
+// shard is an open-addressing hash table of keys (linear probing): per key 32 bits of its hash
+// and its newest version (the older ones in old). A key whose hash bits match is compared with
+// the key's bytes, read from the delta log.
 type shard struct {
 	mu    sync.RWMutex
-	slots []uint32 // len a power of two (or 0); 0 empty, else key index+1
-	hash  blocks[uint64]
+	slots []uint32       // len a power of two (or 0); 0 empty, else key index+1
+	hash  blocks[uint32] // by key index: bits 4..35 of its hash (the slot's start; the bits below pick the shard)
 	head  blocks[version]
 	old   blocks[version]
 }
@@ -94,8 +94,6 @@ func newLayer(base uint64) *layer {
 	l.size.Store(layerOverhead)
 	return l
 }
-
-func (l *layer) hashOf(key string) uint64 { return maphash.String(l.seed, key) }
 
 // deltaSource gives the delta entry of a generation in one bbolt transaction (nil when absent).
 type deltaSource interface {
@@ -142,13 +140,13 @@ func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []b
 		return nil, false
 	}
 	mask := uint64(len(sh.slots) - 1)
-	for i := (h >> 4) & mask; ; i = (i + 1) & mask {
+	for i := uint64(uint32(h>>4)) & mask; ; i = (i + 1) & mask {
 		s := sh.slots[i]
 		if s == 0 {
 			return nil, false
 		}
 		k := s - 1
-		if *sh.hash.at(k) != h {
+		if *sh.hash.at(k) != uint32(h>>4) {
 			continue
 		}
 		v, ok := l.visible(sh, k, gen)
@@ -164,8 +162,8 @@ func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []b
 
 // insert adds the version (gen, off) of key. Callers hold wmu (one inserter at a time); src must
 // hold every delta entry of the layer.
-func (l *layer) insert(bi int, key string, gen uint64, off uint32, src deltaSource) {
-	h := l.hashOf(key)
+func (l *layer) insert(bi int, key []byte, gen uint64, off uint32, src deltaSource) {
+	h := maphash.Bytes(l.seed, key)
 	sh := &l.b[bi][h&(nShards-1)]
 	v := version{gen: uint32(gen - l.base), off: off}
 	var grown int64
@@ -177,7 +175,7 @@ func (l *layer) insert(bi int, key string, gen uint64, off uint32, src deltaSour
 		*sh.head.at(k) = v
 	} else {
 		k = sh.hash.n
-		grown += sh.hash.push(h, 8) + sh.head.push(v, 12)
+		grown += sh.hash.push(uint32(h>>4), 4) + sh.head.push(v, 12)
 		if int(sh.hash.n)*4 > len(sh.slots)*3 {
 			grown += sh.rehash(max(16, 2*len(sh.slots)))
 		} else {
@@ -186,17 +184,17 @@ func (l *layer) insert(bi int, key string, gen uint64, off uint32, src deltaSour
 	}
 	sh.mu.Unlock()
 	if !found && bi == bByUser {
-		user, _, _ := strings.Cut(key, "\x00")
+		user, _, _ := bytes.Cut(key, []byte{0})
 		ref := uint32(h&(nShards-1))<<keyIndexBits | k
 		l.umu.Lock()
-		list, had := l.byUser[user]
+		list, had := l.byUser[string(user)]
 		if !had {
 			grown += userOverhead + int64(len(user))
 		}
 		c := cap(list)
 		list = append(list, ref)
 		grown += int64(cap(list)-c) * 4
-		l.byUser[user] = list
+		l.byUser[string(user)] = list
 		l.umu.Unlock()
 	}
 	l.n.Add(1)
@@ -204,18 +202,18 @@ func (l *layer) insert(bi int, key string, gen uint64, off uint32, src deltaSour
 }
 
 // find returns the index of key (hash h) in sh. Callers hold sh.mu.
-func (l *layer) find(sh *shard, h uint64, key string, src deltaSource) (uint32, bool) {
+func (l *layer) find(sh *shard, h uint64, key []byte, src deltaSource) (uint32, bool) {
 	if len(sh.slots) == 0 {
 		return 0, false
 	}
 	mask := uint64(len(sh.slots) - 1)
-	for i := (h >> 4) & mask; ; i = (i + 1) & mask {
+	for i := uint64(uint32(h>>4)) & mask; ; i = (i + 1) & mask {
 		s := sh.slots[i]
 		if s == 0 {
 			return 0, false
 		}
-		if k := s - 1; *sh.hash.at(k) == h {
-			if kk, _, ok := l.keyAt(src, *sh.head.at(k)); ok && string(kk) == key {
+		if k := s - 1; *sh.hash.at(k) == uint32(h>>4) {
+			if kk, _, ok := l.keyAt(src, *sh.head.at(k)); ok && bytes.Equal(kk, key) {
 				return k, true
 			}
 		}
@@ -225,7 +223,7 @@ func (l *layer) find(sh *shard, h uint64, key string, src deltaSource) (uint32, 
 // place puts key index k into its free slot. Callers hold sh.mu for writing.
 func (sh *shard) place(k uint32) {
 	mask := uint64(len(sh.slots) - 1)
-	i := (*sh.hash.at(k) >> 4) & mask
+	i := uint64(*sh.hash.at(k)) & mask
 	for sh.slots[i] != 0 {
 		i = (i + 1) & mask
 	}
