@@ -191,12 +191,12 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 // The merges run in the background (merge.go), beside the batches: events/s counts the Updates'
 // time only; a variant run alone (REPL_BENCH_VARIANTS=default) also reports wall-events/s, the
 // sustained rate over the wall clock, the last merge awaited. Run enough batches for whole merge
-// cycles (the default merges every ~27 batches; -benchtime 270x is ten). Building the index takes ~15 s per page
+// cycles (the default merges every ~230 batches; -benchtime 1000x is four). Building the index takes ~15 s per page
 // size on a quiet machine; all the copies take 4.5 GB of disk (REPL_BENCH_DIR keeps the built
 // files for the next run).
 //
-//	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 270x -count 3 ./internal/index   # default and direct
-//	REPL_BENCH_VARIANTS=default go test -run '^$' -bench 'RandomReplication1M$' -benchtime 270x -count 3 ./internal/index
+//	go test -run '^$' -bench 'RandomReplication1M$' -benchtime 1000x -count 3 ./internal/index   # default and direct
+//	REPL_BENCH_VARIANTS=default go test -run '^$' -bench 'RandomReplication1M$' -benchtime 1000x -count 3 ./internal/index
 //	REPL_BENCH_VARIANTS=all go test -run '^$' -bench 'RandomReplication1M$' -benchtime 20x -count 3 ./internal/index
 func BenchmarkRandomReplication1M(b *testing.B) {
 	if testing.Short() {
