@@ -24,10 +24,16 @@ import (
 
 const nShards = 16
 
-// version is one change of a key: in the delta entry of generation base+gen, at offset off.
-// prev is the index+1 of the key's previous version in its shard's old versions (0: none).
+// ref is one change of a key: in the delta entry of generation base+gen, at offset off.
+type ref struct {
+	gen, off uint32
+}
+
+// version is an older change of a key; prev is the index+1 of the key's version before it in
+// its shard's old versions (0: none).
 type version struct {
-	gen, off, prev uint32
+	ref
+	prev uint32
 }
 
 // blocks is an append-only array in blocks of 1<<blockBits entries: it grows without copying and
@@ -54,14 +60,16 @@ func (a *blocks[T]) push(x T, elem int64) (grown int64) {
 }
 
 // shard is an open-addressing hash table of keys (linear probing): per key 32 bits of its hash
-// and its newest version (the older ones in old). A key whose hash bits match is compared with
-// the key's bytes, read from the delta log.
+// and its newest change; the older ones, of the few keys changed more than once in a layer, in
+// old, chained from older. A key whose hash bits match is compared with the key's bytes, read
+// from the delta log.
 type shard struct {
 	mu    sync.RWMutex
 	slots []uint32       // len a power of two (or 0); 0 empty, else key index+1
 	hash  blocks[uint32] // by key index: bits 4..35 of its hash (the slot's start; the bits below pick the shard)
-	head  blocks[version]
+	head  blocks[ref]
 	old   blocks[version]
+	older map[uint32]uint32 // key index → index+1 in old of its version before head
 }
 
 // layer is the overlay of one merge period: every version of every key changed by the batches of
@@ -84,8 +92,9 @@ type layer struct {
 }
 
 const (
-	layerOverhead = int64(4*nShards*160 + 256) // the shards' structs, the map header
+	layerOverhead = int64(4*nShards*176 + 256) // the shards' structs, the map header
 	userOverhead  = 128                        // a byUser map slot (at its load factor), the string
+	olderOverhead = 24                         // a slot of a shard's older map, at its load factor
 	keyIndexBits  = 28                         // of a byUser reference; the shard above it
 )
 
@@ -102,7 +111,7 @@ type deltaSource interface {
 
 // keyAt returns the key and value of version v (ok false when its delta entry is absent from src
 // or unreadable).
-func (l *layer) keyAt(src deltaSource, v version) (key, val []byte, ok bool) {
+func (l *layer) keyAt(src deltaSource, v ref) (key, val []byte, ok bool) {
 	e := src.entry(l.base + uint64(v.gen))
 	if e == nil || uint64(v.off) >= uint64(len(e)) {
 		return nil, nil, false
@@ -113,19 +122,22 @@ func (l *layer) keyAt(src deltaSource, v version) (key, val []byte, ok bool) {
 
 // visible returns the newest version of key k of sh not newer than gen (ok false: none).
 // Callers hold sh.mu.
-func (l *layer) visible(sh *shard, k uint32, gen uint64) (version, bool) {
+func (l *layer) visible(sh *shard, k uint32, gen uint64) (ref, bool) {
 	if gen < l.base {
-		return version{}, false
+		return ref{}, false
 	}
 	g := gen - l.base
-	for v := *sh.head.at(k); ; v = *sh.old.at(v.prev - 1) {
-		if uint64(v.gen) <= g {
-			return v, true
-		}
-		if v.prev == 0 {
-			return version{}, false
-		}
+	if v := *sh.head.at(k); uint64(v.gen) <= g {
+		return v, true
 	}
+	for p := sh.older[k]; p != 0; {
+		v := *sh.old.at(p - 1)
+		if uint64(v.gen) <= g {
+			return v.ref, true
+		}
+		p = v.prev
+	}
+	return ref{}, false
 }
 
 // lookup returns the newest value of key not newer than gen; found is false when the layer has
@@ -165,17 +177,24 @@ func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []b
 func (l *layer) insert(bi int, key []byte, gen uint64, off uint32, src deltaSource) {
 	h := maphash.Bytes(l.seed, key)
 	sh := &l.b[bi][h&(nShards-1)]
-	v := version{gen: uint32(gen - l.base), off: off}
+	v := ref{gen: uint32(gen - l.base), off: off}
 	var grown int64
 	sh.mu.Lock()
 	k, found := l.find(sh, h, key, src)
 	if found {
-		grown += sh.old.push(*sh.head.at(k), 12)
-		v.prev = sh.old.n
+		prev, had := sh.older[k]
+		grown += sh.old.push(version{ref: *sh.head.at(k), prev: prev}, 12)
+		if sh.older == nil {
+			sh.older = map[uint32]uint32{}
+		}
+		if !had {
+			grown += olderOverhead
+		}
+		sh.older[k] = sh.old.n
 		*sh.head.at(k) = v
 	} else {
 		k = sh.hash.n
-		grown += sh.hash.push(uint32(h>>4), 4) + sh.head.push(v, 12)
+		grown += sh.hash.push(uint32(h>>4), 4) + sh.head.push(v, 8)
 		if int(sh.hash.n)*4 > len(sh.slots)*3 {
 			grown += sh.rehash(max(16, 2*len(sh.slots)))
 		} else {
