@@ -16,10 +16,10 @@
 // keeps it exact. Ids never contain NUL, so the keys are unambiguous and sort by id within a prefix.
 //
 // An Update does not write the first four (the main buckets): it appends its changes to the delta
-// log and keeps them in an in-memory overlay that every read consults first; the Update that
-// brings the overlay's active layer to Config.MergeBytes freezes it and merges it into the main
-// buckets in the background, while later batches go to a new active layer (overlay.go, merge.go,
-// docs/design.md "Index: delta log, overlay and merge").
+// log and indexes them in an in-memory overlay (pointing into the log) that every read consults
+// first; the Update that brings the overlay's active layer to Config.MergeBytes freezes it and
+// merges it into the main buckets in the background, while later batches go to a new active layer
+// (overlay.go, merge.go, docs/design.md "Index: delta log, overlay and merge").
 //
 // # Concurrency
 //
