@@ -245,3 +245,42 @@ func TestCloseStopsMerge(t *testing.T) {
 		t.Fatalf("after Close mid-merge and Open: %s, want %s", got, want)
 	}
 }
+
+// TestReadFrozenLayerAfterLastChunk: a reader that holds the frozen layer and whose transaction
+// contains the merge's last chunk commit reads the layer's values from the delta log (its
+// entries are deleted only by a commit after the layer's drop) and sees the batch's state whole;
+// after the merge the delta log is empty.
+func TestReadFrozenLayerAfterLastChunk(t *testing.T) {
+	ix, batch := setupRace(t)
+	batch() // seq 2, owner u-b: the layer to merge
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(resume) }) })
+	startBackgroundMerge(t, ix, 1, func(chunk int, last bool) error {
+		if last {
+			close(paused)
+			<-resume
+		}
+		return nil
+	})
+	<-paused // every chunk committed; the frozen layer not dropped yet
+	if st := ix.cur.ov.Load(); st.frz == nil {
+		t.Fatal("the frozen layer was dropped before the merge's hook returned")
+	}
+	if got, want := readOwner(t, ix), "seq 2 owner u-b refs [u-b]"; got != want {
+		t.Fatalf("after the last chunk commit: %s, want %s", got, want)
+	}
+	once.Do(func() { close(resume) })
+	if err := waitBackgroundMerge(ix); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readOwner(t, ix), "seq 2 owner u-b refs [u-b]"; got != want {
+		t.Fatalf("after the merge: %s, want %s", got, want)
+	}
+	mustView(t, ix, func(rt *ReadTx) error {
+		if k, _ := rt.tx.Bucket(bucketDelta).Cursor().First(); k != nil {
+			t.Errorf("the delta log still holds entry %x after the merge", k)
+		}
+		return nil
+	})
+}

@@ -18,7 +18,7 @@ func fileGrowth(tb testing.TB, t tuning, total int) (loaded, atEnd, free int64) 
 		batch   = 400
 	)
 	t.statistics = true
-	ix, err := openTuned(Config{Dir: tb.TempDir(), MergeBytes: 1 << 20}, t)
+	ix, err := openTuned(Config{Dir: tb.TempDir(), MergeBytes: 512 << 10}, t)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -47,6 +47,8 @@ func fileGrowth(tb testing.TB, t tuning, total int) (loaded, atEnd, free int64) 
 	}
 	if m, _ := ix.MergeStats(); m < 10 {
 		tb.Fatalf("%d merges, want at least 10: the test would not show a growth", m)
+	} else {
+		tb.Logf("%d merges", m)
 	}
 	return loaded, used(), int64(ix.cur.db.Stats().FreePageN) * int64(ix.cur.db.Info().PageSize)
 }
@@ -56,7 +58,7 @@ func fileGrowth(tb testing.TB, t tuning, total int) (loaded, atEnd, free int64) 
 // hashmap freelist the used size grew with every merge cycle and so did the free pages (runs split
 // at random until the many-page allocations went to the end of the file): from 12 MiB once loaded
 // to about 50 MiB after 400 batches, two thirds of it free. With the array freelist it stays
-// at about 1.4 times the loaded size, a sixth or less of it free. So after 400 batches (16 merges)
+// at about 1.4 times the loaded size, a sixth or less of it free. So after 400 batches (40 merges)
 // the file must stay under twice its loaded size, and its free pages under 40 % of it.
 func TestFileSizeBoundedUnderReplication(t *testing.T) {
 	if testing.Short() {

@@ -16,10 +16,10 @@
 // keeps it exact. Ids never contain NUL, so the keys are unambiguous and sort by id within a prefix.
 //
 // An Update does not write the first four (the main buckets): it appends its changes to the delta
-// log and keeps them in an in-memory overlay that every read consults first; the Update that
-// brings the overlay's active layer to Config.MergeBytes freezes it and merges it into the main
-// buckets in the background, while later batches go to a new active layer (overlay.go, merge.go,
-// docs/design.md "Index: delta log, overlay and merge").
+// log and indexes them in an in-memory overlay (pointing into the log) that every read consults
+// first; the Update that brings the overlay's active layer to Config.MergeBytes freezes it and
+// merges it into the main buckets in the background, while later batches go to a new active layer
+// (overlay.go, merge.go, docs/design.md "Index: delta log, overlay and merge").
 //
 // # Concurrency
 //
@@ -265,7 +265,7 @@ type handle struct {
 // newHandle wraps db as the live file (one reference), with an empty overlay.
 func (ix *Index) newHandle(db *bolt.DB) *handle {
 	h := &handle{db: db}
-	h.ov.Store(&ovState{lay: newLayer()})
+	h.ov.Store(&ovState{lay: newLayer(0)})
 	h.refs.Store(1)
 	ix.handles.Add(1)
 	return h
@@ -355,15 +355,19 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	var (
 		seq    uint64
 		counts Counts
-		pend   *pending
+		st     *ovState
+		enc    []byte
+		chs    []change
 	)
-	h := ix.cur // cur changes only under wmu
-	st := h.ov.Load()
-	if ix.tune.direct {
-		st = nil
-	}
+	h := ix.cur                // cur changes only under wmu
 	gen := h.ov.Load().gen + 1 // gen changes only under wmu
 	err := h.db.Update(func(tx *bolt.Tx) error {
+		// The state is loaded inside the transaction: a background merge's commits (which drop
+		// the frozen layer's delta entries after its drop, merge.go) cannot interleave, so every
+		// delta entry st's layers point into is in tx.
+		if !ix.tune.direct {
+			st = h.ov.Load()
+		}
 		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
 		defer w.reset()
 		if err := fn(w); err != nil {
@@ -374,22 +378,29 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		}
 		seq = w.AppliedSeq()
 		counts = w.Counts()
-		pend = w.pend
-		if pend == nil || pend.empty() {
+		if w.pend == nil || w.pend.empty() {
 			return nil
 		}
-		return tx.Bucket(bucketDelta).Put(encodeUint64(gen), pend.encodeDelta())
+		enc, chs = w.pend.encodeDelta()
+		return tx.Bucket(bucketDelta).Put(encodeUint64(gen), enc)
 	})
 	if err != nil {
 		return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
 	}
-	if pend != nil && !pend.empty() {
-		for bi := range pend {
-			for k, v := range pend[bi] {
-				st.lay.insert(bi, k, gen, v) // the active layer: only freeze (under wmu) replaces it
+	if len(chs) > 0 {
+		// Index the batch's changes in the active layer (only freeze, under wmu, replaces it),
+		// from a read transaction that holds the delta entries they point into.
+		err := h.db.View(func(tx *bolt.Tx) error {
+			src := &deltaCache{tx: tx}
+			for _, c := range chs {
+				st.lay.insert(c.bi, enc[c.koff:c.koff+c.klen], gen, c.off, src)
 			}
+			return nil
+		})
+		h.publishGen(gen) // even so: the next batch must not reuse gen (Open indexes the entry)
+		if err != nil {
+			return fmt.Errorf("index: the batch is committed, but indexing it failed: %w", ix.liveName(err))
 		}
-		h.publishGen(gen)
 	}
 	ix.publish(seq, counts)
 	if st != nil && st.lay.size.Load() >= ix.mergeBytes {

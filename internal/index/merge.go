@@ -52,7 +52,7 @@ func (h *handle) freeze() *layer {
 	defer h.pub.Unlock()
 	cur := h.ov.Load()
 	cur.lay.top = cur.gen
-	h.ov.Store(&ovState{lay: newLayer(), frz: cur.lay, gen: cur.gen, epoch: cur.epoch + 1})
+	h.ov.Store(&ovState{lay: newLayer(cur.gen), frz: cur.lay, gen: cur.gen, epoch: cur.epoch + 1})
 	return cur.lay
 }
 
@@ -151,9 +151,9 @@ func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
 }
 
 // mergeLayer writes the frozen layer fr of h into the main buckets, run.chunk keys per commit,
-// and drops fr's entries from the delta log in its last commit. It runs without wmu: batches
-// commit their delta entries between its commits (bbolt has one writer; a batch waits for at
-// most one chunk), into the active layer.
+// drops fr, then drops fr's entries from the delta log in one more commit. It runs without wmu:
+// batches commit their delta entries between its commits (bbolt has one writer; a batch waits for
+// at most one chunk), into the active layer.
 //
 // Why a reader never sees a mix (View, docs/design.md): a reader pairs its read transaction with
 // the state it loaded just before beginning it, and retries when the epoch changed in between.
@@ -162,15 +162,26 @@ func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
 //     reader of the new epoch (or a later state of it, a batch's) holds a generation >= fr.top:
 //     every key the chunks write, it finds in the active layer (a newer batch's value, which
 //     hides the main bucket's) or in fr, with the value the chunk writes.
-//  2. The chunks commit, each fsynced; the last one also deletes fr's delta entries (the
-//     generations up to fr.top; the active layer's entries stay). A crash anywhere leaves the
-//     delta log whole until that last commit: Open rebuilds the same overlay, which hides
-//     whatever the main buckets got (the next merge writes the same values again).
+//  2. The chunks commit, each fsynced. A crash anywhere leaves the delta log whole: Open
+//     rebuilds the same overlay, which hides whatever the main buckets got (the next merge
+//     writes the same values again).
 //  3. Only then is fr dropped from the state, under another new epoch. A reader still holding
-//     fr (its transaction began before the last commit, or after it) finds every merged key in
-//     it: a layer is never changed once frozen.
+//     fr finds every merged key in it (a layer is never changed once frozen), and the delta
+//     entries fr's versions point into in its transaction: they are deleted only by the commit
+//     after the drop, and a transaction that contains that commit began after the new epoch,
+//     so its reader (whose state was loaded before) starts over. An Update loads its state
+//     inside its write transaction, which no merge commit interleaves.
+//  4. The commit deleting fr's delta entries (generations up to fr.top; the active layer's
+//     entries stay). A crash before it leaves merged entries in the log: Open indexes them
+//     again and the next merge writes the same values again.
 func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
-	all := fr.latest()
+	var all []mref
+	if err := h.db.View(func(tx *bolt.Tx) (err error) {
+		all, err = fr.latest(newGenTable(tx, fr))
+		return err
+	}); err != nil {
+		return err
+	}
 	for i, n := 0, 0; i < len(all); i, n = i+run.chunk, n+1 {
 		if run.stop != nil && run.stop.Load() {
 			return errMergeStopped
@@ -178,13 +189,7 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 		part := all[i:min(i+run.chunk, len(all))]
 		last := i+run.chunk >= len(all)
 		err := h.db.Update(func(tx *bolt.Tx) error {
-			if err := ix.writeChunk(tx, part); err != nil {
-				return err
-			}
-			if !last {
-				return nil
-			}
-			return dropDelta(tx, fr.top)
+			return ix.writeChunk(tx, newGenTable(tx, fr), part)
 		})
 		if err != nil {
 			return err
@@ -196,29 +201,40 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 		}
 	}
 	h.dropFrozen()
-	return nil
+	return h.db.Update(func(tx *bolt.Tx) error { return dropDelta(tx, fr.top) })
 }
 
-// writeChunk writes part (sorted) into the main buckets of tx.
-func (ix *Index) writeChunk(tx *bolt.Tx, part []ovKV) error {
-	var buckets [4]*bolt.Bucket
-	for _, kv := range part {
-		b := buckets[kv.bi]
+// writeChunk writes part (sorted; the values read from src) into the main buckets of tx.
+func (ix *Index) writeChunk(tx *bolt.Tx, src *genTable, part []mref) error {
+	var (
+		buckets [4]*bolt.Bucket
+		arena   []byte // the values, out of the memory map (bbolt keeps them until the commit)
+	)
+	for _, r := range part {
+		key, val, err := refValue(src.rel(r.gen), r)
+		if err != nil {
+			return fmt.Errorf("index: merge: delta log entry %d: %w", src.base+uint64(r.gen), err)
+		}
+		bi := r.bi
+		b := buckets[bi]
 		if b == nil {
-			b = tx.Bucket(bucketNames[kv.bi])
-			if ix.tune.fillPercent > 0 && (kv.bi == bRecords || kv.bi == bByUser) {
+			b = tx.Bucket(bucketNames[bi])
+			if ix.tune.fillPercent > 0 && (bi == bRecords || bi == bByUser) {
 				b.FillPercent = ix.tune.fillPercent
 			}
-			buckets[kv.bi] = b
+			buckets[bi] = b
 		}
-		var err error
-		if kv.val == nil {
-			err = b.Delete([]byte(kv.key))
+		if val == nil {
+			err = b.Delete(key)
 		} else {
-			err = b.Put([]byte(kv.key), kv.val)
+			if cap(arena)-len(arena) < len(val) {
+				arena = make([]byte, 0, max(64<<10, len(val)))
+			}
+			arena = append(arena, val...)
+			err = b.Put(key, arena[len(arena)-len(val):len(arena):len(arena)])
 		}
 		if err != nil {
-			return fmt.Errorf("index: merge %q: %w", kv.key, err)
+			return fmt.Errorf("index: merge %q: %w", key, err)
 		}
 	}
 	return nil
@@ -252,18 +268,24 @@ func dropDelta(tx *bolt.Tx, top uint64) error {
 // loadOverlay rebuilds the overlay of a file just opened from its delta log (in tx), and loads
 // the cached applied_seq and counts of the state it gives.
 func (ix *Index) loadOverlay(tx *bolt.Tx) (*ovState, error) {
-	lay := newLayer()
 	var gen uint64
-	if b := tx.Bucket(bucketDelta); b != nil {
+	b := tx.Bucket(bucketDelta)
+	if b != nil {
+		if k, _ := b.Cursor().First(); len(k) == 8 {
+			gen = decodeUint64(k) - 1
+		}
+	}
+	lay := newLayer(gen)
+	if b != nil {
+		src := &deltaCache{tx: tx}
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 {
+			if len(k) != 8 || decodeUint64(k) <= lay.base || decodeUint64(k)-lay.base >= 1<<32 {
 				return nil, fmt.Errorf("delta log key %q: %w", k, errCorruptDelta)
 			}
 			gen = decodeUint64(k)
-			v = bytes.Clone(v) // out of the memory map; the layer's values alias it
-			err := decodeDelta(v, func(bi int, key, val []byte) {
-				lay.insert(bi, string(key), gen, val)
+			err := decodeDelta(v, func(bi int, key, _ []byte, off uint32) {
+				lay.insert(bi, key, gen, off, src)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("delta log entry %d: %w", gen, err)
@@ -287,7 +309,7 @@ func fileSeq(tx *bolt.Tx) (uint64, error) {
 				seq   []byte
 				found bool
 			)
-			err := decodeDelta(v, func(bi int, key, val []byte) {
+			err := decodeDelta(v, func(bi int, key, val []byte, _ uint32) {
 				if bi == bMeta && bytes.Equal(key, keyAppliedSeq) {
 					seq, found = val, true
 				}

@@ -198,6 +198,7 @@ func (ix *Index) openChecked() (db *bolt.DB, st *ovState, err error) {
 		}
 		return db, nil
 	}
+	var checked *ovState
 	if !ix.readOnly {
 		// Check the file read-only first: a read-write open already reads the freelist (where
 		// a truncated file makes bbolt panic), and later writes to the file.
@@ -206,7 +207,10 @@ func (ix *Index) openChecked() (db *bolt.DB, st *ovState, err error) {
 			return nil, nil, err
 		}
 		// Read the delta log too (a broken page there panics in bbolt) before anything writes.
-		if _, err := ix.readOverlay(ro); err != nil {
+		// The overlay it gives is the read-write open's: it holds no memory of the file, only
+		// generations and offsets, and nobody else writes the file while Dir/LOCK is held
+		// (createBuckets below adds only missing, empty buckets).
+		if checked, err = ix.readOverlay(ro); err != nil {
 			_ = ro.Close()
 			return nil, nil, err
 		}
@@ -225,6 +229,9 @@ func (ix *Index) openChecked() (db *bolt.DB, st *ovState, err error) {
 		if err := db.Update(createBuckets); err != nil {
 			return fail(fmt.Errorf("index: create buckets in %s: %w", ix.path, err))
 		}
+	}
+	if checked != nil {
+		return db, checked, nil
 	}
 	if st, err = ix.readOverlay(db); err != nil {
 		return fail(err)

@@ -2,44 +2,74 @@ package index
 
 import (
 	"bytes"
-	"encoding/binary"
-	"errors"
+	"fmt"
 	"hash/maphash"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 )
 
-// The overlay: the changes of the batches committed since the last merge, held in memory, in
+// The overlay: the changes of the batches committed since the last merge, indexed in memory, in
 // front of the main buckets (docs/design.md, "Index: delta log, overlay and merge").
 //
 // An Update does not write the users, records, byuser and meta buckets. It writes one entry to
 // the delta bucket, key = the batch's generation (8 bytes big-endian, so each batch appends to the
-// bucket's last pages), value = the final value of every key the batch changed (encodeDelta),
-// and commits (fsynced). Then it inserts those values into the overlay as versions tagged with the
-// generation and publishes the generation. Readers look a key up in the overlay first (the
-// newest version not newer than their generation), then in the main buckets. When the overlay
-// reaches Config.MergeBytes, the Update that crossed it merges it (merge.go).
+// bucket's last pages), value = the final value of every key the batch changed (delta.go), and
+// commits (fsynced). Then it indexes those changes in the overlay as versions tagged with the
+// generation and publishes the generation. A version holds no key and no value: it points at its
+// change inside the delta entry (generation, offset), which a reader finds in the delta bucket of
+// its own read transaction (memory-mapped, not heap). Readers look a key up in the overlay first
+// (the newest version not newer than their generation), then in the main buckets. When the
+// overlay reaches Config.MergeBytes, the Update that crossed it merges it (merge.go).
 
-const (
-	nShards = 16
-	// Estimated bytes of a version and of a key in the overlay beyond their own bytes (a version
-	// struct and its share of the slice; a map slot, string and slice headers), so that
-	// layer.size follows the heap the overlay takes (BENCHMARKS.md, "Random replication").
-	versionOverhead = 48
-	keyOverhead     = 96
-)
+const nShards = 16
 
-// version is one value of a key in the overlay; val nil means deleted.
-type version struct {
-	gen uint64
-	val []byte
+// ref is one change of a key: in the delta entry of generation base+gen, at offset off.
+type ref struct {
+	gen, off uint32
 }
 
+// version is an older change of a key; prev is the index+1 of the key's version before it in
+// its shard's old versions (0: none).
+type version struct {
+	ref
+	prev uint32
+}
+
+// blocks is an append-only array in blocks of 1<<blockBits entries: it grows without copying and
+// holds at most one block of unused capacity (what Config.MergeBytes counts is what it takes).
+type blocks[T any] struct {
+	b [][]T
+	n uint32
+}
+
+const blockBits = 6
+
+func (a *blocks[T]) at(i uint32) *T { return &a.b[i>>blockBits][i&(1<<blockBits-1)] }
+
+// push appends x and returns the bytes of heap that took (elem bytes an entry).
+func (a *blocks[T]) push(x T, elem int64) (grown int64) {
+	if a.n&(1<<blockBits-1) == 0 {
+		c := cap(a.b)
+		a.b = append(a.b, make([]T, 1<<blockBits))
+		grown = elem<<blockBits + int64(cap(a.b)-c)*24
+	}
+	*a.at(a.n) = x
+	a.n++
+	return grown
+}
+
+// shard is an open-addressing hash table of keys (linear probing): per key 32 bits of its hash
+// and its newest change; the older ones, of the few keys changed more than once in a layer, in
+// old, chained from older. A key whose hash bits match is compared with the key's bytes, read
+// from the delta log.
 type shard struct {
-	mu sync.RWMutex
-	m  map[string][]version
+	mu    sync.RWMutex
+	slots []uint32       // len a power of two (or 0); 0 empty, else key index+1
+	hash  blocks[uint32] // by key index: bits 4..35 of its hash (the slot's start; the bits below pick the shard)
+	head  blocks[ref]
+	old   blocks[version]
+	older map[uint32]uint32 // key index → index+1 in old of its version before head
 }
 
 // layer is the overlay of one merge period: every version of every key changed by the batches of
@@ -47,82 +77,209 @@ type shard struct {
 // freeze makes it the frozen layer (never changed again, merged in the background) and starts a
 // new active one, so a reader still holding a layer reads it as it was.
 type layer struct {
-	seed   maphash.Seed
-	b      [4][nShards]shard
-	n      atomic.Int64 // versions held
-	size   atomic.Int64 // estimated bytes held
-	umu    sync.RWMutex
-	byUser map[string][]string // user → its byuser keys in the layer, for prefix scans
+	seed maphash.Seed
+	base uint64 // generations in the layer are > base; versions hold gen-base
+	b    [4][nShards]shard
+	n    atomic.Int64 // versions held
+	size atomic.Int64 // bytes of heap held (the arrays' blocks, the per-user lists' maps)
+	umu  sync.RWMutex
+	// byUser lists, per user, its byuser keys in the layer (shard<<28 | key index), for prefix
+	// scans.
+	byUser map[string][]uint32
 	// top is the newest generation of a frozen layer (set by freeze, under wmu): the merge drops
 	// the delta entries up to it.
 	top uint64
 }
 
-func newLayer() *layer {
-	l := &layer{seed: maphash.MakeSeed(), byUser: map[string][]string{}}
-	for i := range l.b {
-		for j := range l.b[i] {
-			l.b[i][j].m = map[string][]version{}
-		}
-	}
+const (
+	layerOverhead = int64(4*nShards*176 + 256) // the shards' structs, the map header
+	userOverhead  = 128                        // a byUser map slot (at its load factor), the string
+	olderOverhead = 24                         // a slot of a shard's older map, at its load factor
+	keyIndexBits  = 28                         // of a byUser reference; the shard above it
+)
+
+func newLayer(base uint64) *layer {
+	l := &layer{seed: maphash.MakeSeed(), base: base, byUser: map[string][]uint32{}}
+	l.size.Store(layerOverhead)
 	return l
 }
 
-func (l *layer) shard(bi int, key []byte) *shard {
-	return &l.b[bi][maphash.Bytes(l.seed, key)&(nShards-1)]
+// deltaSource gives the delta entry of a generation in one bbolt transaction (nil when absent).
+type deltaSource interface {
+	entry(gen uint64) []byte
+}
+
+// keyAt returns the key and value of version v (ok false when its delta entry is absent from src
+// or unreadable).
+func (l *layer) keyAt(src deltaSource, v ref) (key, val []byte, ok bool) {
+	e := src.entry(l.base + uint64(v.gen))
+	if e == nil || uint64(v.off) >= uint64(len(e)) {
+		return nil, nil, false
+	}
+	_, key, val, _, err := nextChange(e[v.off:])
+	return key, val, err == nil
+}
+
+// visible returns the newest version of key k of sh not newer than gen (ok false: none).
+// Callers hold sh.mu.
+func (l *layer) visible(sh *shard, k uint32, gen uint64) (ref, bool) {
+	if gen < l.base {
+		return ref{}, false
+	}
+	g := gen - l.base
+	if v := *sh.head.at(k); uint64(v.gen) <= g {
+		return v, true
+	}
+	for p := sh.older[k]; p != 0; {
+		v := *sh.old.at(p - 1)
+		if uint64(v.gen) <= g {
+			return v.ref, true
+		}
+		p = v.prev
+	}
+	return ref{}, false
 }
 
 // lookup returns the newest value of key not newer than gen; found is false when the layer has
-// no such version (then the main bucket has the value).
-func (l *layer) lookup(bi int, key []byte, gen uint64) (val []byte, found bool) {
-	sh := l.shard(bi, key)
+// no such version (then the main bucket has the value). src must hold every delta entry of the
+// layer up to gen.
+func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []byte, found bool) {
+	h := maphash.Bytes(l.seed, key)
+	sh := &l.b[bi][h&(nShards-1)]
 	sh.mu.RLock()
-	vs := sh.m[string(key)]
-	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].gen <= gen {
-			val, found = vs[i].val, true
-			break
+	defer sh.mu.RUnlock()
+	if len(sh.slots) == 0 {
+		return nil, false
+	}
+	mask := uint64(len(sh.slots) - 1)
+	for i := uint64(uint32(h>>4)) & mask; ; i = (i + 1) & mask {
+		s := sh.slots[i]
+		if s == 0 {
+			return nil, false
+		}
+		k := s - 1
+		if *sh.hash.at(k) != uint32(h>>4) {
+			continue
+		}
+		v, ok := l.visible(sh, k, gen)
+		if !ok {
+			continue // this key has no version for gen (or it is another key)
+		}
+		kk, vv, ok := l.keyAt(src, v)
+		if ok && bytes.Equal(kk, key) {
+			return vv, true
 		}
 	}
-	sh.mu.RUnlock()
-	return val, found
 }
 
-// insert appends a version of key. Callers hold wmu (one inserter at a time).
-func (l *layer) insert(bi int, key string, gen uint64, val []byte) {
-	sh := l.shard(bi, []byte(key))
+// insert adds the version (gen, off) of key. Callers hold wmu (one inserter at a time); src must
+// hold every delta entry of the layer.
+func (l *layer) insert(bi int, key []byte, gen uint64, off uint32, src deltaSource) {
+	h := maphash.Bytes(l.seed, key)
+	sh := &l.b[bi][h&(nShards-1)]
+	v := ref{gen: uint32(gen - l.base), off: off}
+	var grown int64
 	sh.mu.Lock()
-	vs, had := sh.m[key]
-	sh.m[key] = append(vs, version{gen: gen, val: val})
-	sh.mu.Unlock()
-	add := int64(versionOverhead + len(val))
-	if !had {
-		add += int64(keyOverhead + len(key))
-		if bi == bByUser {
-			user, _, _ := strings.Cut(key, "\x00")
-			l.umu.Lock()
-			l.byUser[user] = append(l.byUser[user], key)
-			l.umu.Unlock()
-			add += int64(keyOverhead/2 + len(key))
+	k, found := l.find(sh, h, key, src)
+	if found {
+		prev, had := sh.older[k]
+		grown += sh.old.push(version{ref: *sh.head.at(k), prev: prev}, 12)
+		if sh.older == nil {
+			sh.older = map[uint32]uint32{}
 		}
+		if !had {
+			grown += olderOverhead
+		}
+		sh.older[k] = sh.old.n
+		*sh.head.at(k) = v
+	} else {
+		k = sh.hash.n
+		grown += sh.hash.push(uint32(h>>4), 4) + sh.head.push(v, 8)
+		if int(sh.hash.n)*4 > len(sh.slots)*3 {
+			grown += sh.rehash(max(16, 2*len(sh.slots)))
+		} else {
+			sh.place(k)
+		}
+	}
+	sh.mu.Unlock()
+	if !found && bi == bByUser {
+		user, _, _ := bytes.Cut(key, []byte{0})
+		ref := uint32(h&(nShards-1))<<keyIndexBits | k
+		l.umu.Lock()
+		list, had := l.byUser[string(user)]
+		if !had {
+			grown += userOverhead + int64(len(user))
+		}
+		c := cap(list)
+		list = append(list, ref)
+		grown += int64(cap(list)-c) * 4
+		l.byUser[string(user)] = list
+		l.umu.Unlock()
 	}
 	l.n.Add(1)
-	l.size.Add(add)
+	l.size.Add(grown)
 }
 
-// keys returns the keys of bucket bi in the layer that start with prefix and are >= start,
-// unsorted (any version, whatever its generation).
-func (l *layer) keys(bi int, prefix, start []byte, dst []string) []string {
-	match := func(k string) bool {
-		return strings.HasPrefix(k, string(prefix)) && k >= string(start)
+// find returns the index of key (hash h) in sh. Callers hold sh.mu.
+func (l *layer) find(sh *shard, h uint64, key []byte, src deltaSource) (uint32, bool) {
+	if len(sh.slots) == 0 {
+		return 0, false
+	}
+	mask := uint64(len(sh.slots) - 1)
+	for i := uint64(uint32(h>>4)) & mask; ; i = (i + 1) & mask {
+		s := sh.slots[i]
+		if s == 0 {
+			return 0, false
+		}
+		if k := s - 1; *sh.hash.at(k) == uint32(h>>4) {
+			if kk, _, ok := l.keyAt(src, *sh.head.at(k)); ok && bytes.Equal(kk, key) {
+				return k, true
+			}
+		}
+	}
+}
+
+// place puts key index k into its free slot. Callers hold sh.mu for writing.
+func (sh *shard) place(k uint32) {
+	mask := uint64(len(sh.slots) - 1)
+	i := uint64(*sh.hash.at(k)) & mask
+	for sh.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	sh.slots[i] = k + 1
+}
+
+// rehash rebuilds the slots with n of them and returns the bytes that added.
+func (sh *shard) rehash(n int) int64 {
+	old := len(sh.slots)
+	sh.slots = make([]uint32, n)
+	for k := range sh.hash.n {
+		sh.place(k)
+	}
+	return int64(n-old) * 4
+}
+
+// keys returns the keys of bucket bi in the layer that start with prefix and are >= start and
+// have a version not newer than gen, unsorted.
+func (l *layer) keys(bi int, prefix, start []byte, gen uint64, src deltaSource, dst []string) []string {
+	add := func(sh *shard, k uint32) {
+		v, ok := l.visible(sh, k, gen)
+		if !ok {
+			return
+		}
+		kk, _, ok := l.keyAt(src, v)
+		if ok && bytes.HasPrefix(kk, prefix) && bytes.Compare(kk, start) >= 0 {
+			dst = append(dst, string(kk))
+		}
 	}
 	if bi == bByUser {
 		if user, _, ok := bytes.Cut(prefix, []byte{0}); ok {
 			l.umu.RLock()
-			for _, k := range l.byUser[string(user)] {
-				if match(k) {
-					dst = append(dst, k)
-				}
+			for _, ref := range l.byUser[string(user)] {
+				sh := &l.b[bi][ref>>keyIndexBits]
+				sh.mu.RLock()
+				add(sh, ref&(1<<keyIndexBits-1))
+				sh.mu.RUnlock()
 			}
 			l.umu.RUnlock()
 			return dst
@@ -131,39 +288,60 @@ func (l *layer) keys(bi int, prefix, start []byte, dst []string) []string {
 	for i := range l.b[bi] {
 		sh := &l.b[bi][i]
 		sh.mu.RLock()
-		for k := range sh.m {
-			if match(k) {
-				dst = append(dst, k)
-			}
+		for k := range sh.hash.n {
+			add(sh, k)
 		}
 		sh.mu.RUnlock()
 	}
 	return dst
 }
 
-// ovKV is a key of the overlay with its value as a reader sees it (val nil: deleted).
-type ovKV struct {
-	bi  int
-	key string
-	val []byte
+// mref is the newest version of a key of a frozen layer, as a merge writes it: its key is at
+// [koff, koff+klen) of the delta entry of generation base+gen, its value encoded right after it.
+type mref struct {
+	gen  uint32
+	koff uint32
+	klen uint16
+	bi   uint8
 }
 
-// latest returns the newest version of every key, sorted by bucket and key: what a merge writes.
-func (l *layer) latest() []ovKV {
-	out := make([]ovKV, 0, l.n.Load())
+// latest returns the newest version of every key, sorted by bucket and key (read from src, which
+// must hold every delta entry of the layer): what a merge writes.
+func (l *layer) latest(src *genTable) ([]mref, error) {
+	out := make([]mref, 0, l.n.Load())
 	for bi := range l.b {
 		start := len(out)
 		for i := range l.b[bi] {
 			sh := &l.b[bi][i]
 			sh.mu.RLock()
-			for k, vs := range sh.m {
-				out = append(out, ovKV{bi: bi, key: k, val: vs[len(vs)-1].val})
+			for k := range sh.hash.n {
+				v := *sh.head.at(k)
+				e := src.rel(v.gen)
+				if e == nil || uint64(v.off) >= uint64(len(e)) {
+					sh.mu.RUnlock()
+					return nil, fmt.Errorf("index: merge: delta log entry %d: %w", l.base+uint64(v.gen), errCorruptDelta)
+				}
+				_, key, _, _, err := nextChange(e[v.off:])
+				if err != nil {
+					sh.mu.RUnlock()
+					return nil, fmt.Errorf("index: merge: delta log entry %d: %w", l.base+uint64(v.gen), err)
+				}
+				koff := uint32(cap(e) - cap(key)) // key aliases e
+				out = append(out, mref{gen: v.gen, koff: koff, klen: uint16(len(key)), bi: uint8(bi)})
 			}
 			sh.mu.RUnlock()
 		}
-		slices.SortFunc(out[start:], func(a, b ovKV) int { return strings.Compare(a.key, b.key) })
+		slices.SortFunc(out[start:], func(a, b mref) int {
+			return bytes.Compare(src.key(a), src.key(b))
+		})
 	}
-	return out
+	return out, nil
+}
+
+// ovKV is a key of the overlay with its value as a reader sees it (val nil: deleted).
+type ovKV struct {
+	key string
+	val []byte
 }
 
 // ovState is what a reader pairs with its bbolt read transaction: the active layer, the frozen
@@ -177,82 +355,4 @@ type ovState struct {
 	frz   *layer
 	gen   uint64
 	epoch uint64
-}
-
-// pending is one write transaction's changes by bucket (val nil: deleted), inserted into the
-// overlay at commit.
-type pending [4]map[string][]byte
-
-func newPending() *pending {
-	var p pending
-	for i := range p {
-		p[i] = map[string][]byte{}
-	}
-	return &p
-}
-
-func (p *pending) empty() bool {
-	for i := range p {
-		if len(p[i]) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// encodeDelta encodes p as a delta entry: per key, the bucket number, uvarint key length, key,
-// uvarint (value length + 1, or 0 for a deletion), value.
-func (p *pending) encodeDelta() []byte {
-	n := 0
-	for bi := range p {
-		for k, v := range p[bi] {
-			n += 1 + 2*binary.MaxVarintLen32 + len(k) + len(v)
-		}
-	}
-	out := make([]byte, 0, n) // fresh: bbolt keeps a reference to values until commit
-	for bi := range p {
-		for k, v := range p[bi] {
-			out = append(out, byte(bi))
-			out = binary.AppendUvarint(out, uint64(len(k)))
-			out = append(out, k...)
-			if v == nil {
-				out = binary.AppendUvarint(out, 0)
-				continue
-			}
-			out = binary.AppendUvarint(out, uint64(len(v))+1)
-			out = append(out, v...)
-		}
-	}
-	return out
-}
-
-var errCorruptDelta = errors.New("corrupt delta entry")
-
-// decodeDelta calls fn with each change of a delta entry. The key and value alias b.
-func decodeDelta(b []byte, fn func(bi int, key, val []byte)) error {
-	for len(b) > 0 {
-		bi := int(b[0])
-		if bi >= len(bucketNames) {
-			return errCorruptDelta
-		}
-		b = b[1:]
-		kl, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < kl {
-			return errCorruptDelta
-		}
-		key := b[w : w+int(kl)]
-		b = b[w+int(kl):]
-		vl, w := binary.Uvarint(b)
-		if w <= 0 || (vl > 0 && uint64(len(b)-w) < vl-1) {
-			return errCorruptDelta
-		}
-		b = b[w:]
-		var val []byte
-		if vl > 0 {
-			val = b[: vl-1 : vl-1]
-			b = b[vl-1:]
-		}
-		fn(bi, key, val)
-	}
-	return nil
 }

@@ -25,6 +25,7 @@ type ReadTx struct {
 	lay *layer
 	frz *layer
 	gen uint64
+	dc  deltaCache // the delta entries the overlay's versions point into
 
 	w *WriteTx // non-nil when this is the read side of a WriteTx
 }
@@ -45,6 +46,7 @@ func (t *ReadTx) reset() {
 	t.looked = 0
 	t.lay = nil
 	t.frz = nil
+	t.dc = deltaCache{}
 	t.w = nil
 }
 
@@ -59,14 +61,22 @@ func (t *ReadTx) setOverlay(st *ovState) {
 // lookup returns the newest value of key in t's overlay layers not newer than t.gen.
 func (t *ReadTx) lookup(bi int, key []byte) (val []byte, found bool) {
 	if t.lay != nil {
-		if val, found = t.lay.lookup(bi, key, t.gen); found {
+		if val, found = t.lay.lookup(bi, key, t.gen, t.deltas()); found {
 			return val, true
 		}
 	}
 	if t.frz != nil {
-		return t.frz.lookup(bi, key, t.gen)
+		return t.frz.lookup(bi, key, t.gen, t.deltas())
 	}
 	return nil, false
+}
+
+// deltas is the delta log of t's transaction, where the overlay's versions point.
+func (t *ReadTx) deltas() *deltaCache {
+	if t.dc.tx != t.tx {
+		t.dc = deltaCache{tx: t.tx}
+	}
+	return &t.dc
 }
 
 // get returns the value of key in bucket bi as this transaction sees it: its own writes (a
@@ -100,10 +110,10 @@ func (t *ReadTx) overlayRange(bi int, prefix, start []byte) []ovKV {
 		}
 	}
 	if t.lay != nil {
-		keys = t.lay.keys(bi, prefix, start, keys)
+		keys = t.lay.keys(bi, prefix, start, t.gen, t.deltas(), keys)
 	}
 	if t.frz != nil {
-		keys = t.frz.keys(bi, prefix, start, keys)
+		keys = t.frz.keys(bi, prefix, start, t.gen, t.deltas(), keys)
 	}
 	if len(keys) == 0 {
 		return nil
@@ -114,12 +124,12 @@ func (t *ReadTx) overlayRange(bi int, prefix, start []byte) []ovKV {
 	for _, k := range keys {
 		if t.w != nil && t.w.pend != nil {
 			if v, ok := t.w.pend[bi][k]; ok {
-				out = append(out, ovKV{bi: bi, key: k, val: v})
+				out = append(out, ovKV{key: k, val: v})
 				continue
 			}
 		}
 		if v, ok := t.lookup(bi, []byte(k)); ok {
-			out = append(out, ovKV{bi: bi, key: k, val: v})
+			out = append(out, ovKV{key: k, val: v})
 		}
 	}
 	return out
