@@ -3,6 +3,7 @@ package index
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -141,6 +142,14 @@ type deltaCache struct {
 	gens   [4]uint64
 	vals   [4][]byte
 	next   int
+	// err is set by missing: what the transaction read is not the index's state.
+	err error
+}
+
+func (c *deltaCache) missing(gen uint64) {
+	if c.err == nil {
+		c.err = fmt.Errorf("index: %w: the delta log's entry %d, which the overlay points into, is absent or unreadable", ErrDamaged, gen)
+	}
 }
 
 func (c *deltaCache) entry(gen uint64) []byte {

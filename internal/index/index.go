@@ -334,7 +334,11 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 		_ = tx.Rollback()
 		ix.releaseLate(h)
 	}()
-	return fn(t)
+	err = fn(t)
+	if t.dc.err != nil {
+		return t.dc.err // fail closed: a read met an overlay version without its delta entry
+	}
+	return err
 }
 
 // Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
@@ -370,7 +374,11 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		}
 		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
 		defer w.reset()
-		if err := fn(w); err != nil {
+		err := fn(w)
+		if w.dc.err != nil {
+			return w.dc.err // fail closed: fn read past a missing delta entry (roll back)
+		}
+		if err != nil {
 			return err
 		}
 		if err := w.flushCounts(); err != nil {
@@ -395,7 +403,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 			for _, c := range chs {
 				st.lay.insert(c.bi, enc[c.koff:c.koff+c.klen], gen, c.off, src)
 			}
-			return nil
+			return src.err
 		})
 		h.publishGen(gen) // even so: the next batch must not reuse gen (Open indexes the entry)
 		if err != nil {

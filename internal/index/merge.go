@@ -291,6 +291,9 @@ func (ix *Index) loadOverlay(tx *bolt.Tx) (*ovState, error) {
 				return nil, fmt.Errorf("delta log entry %d: %w", gen, err)
 			}
 		}
+		if src.err != nil {
+			return nil, src.err
+		}
 	}
 	t := &ReadTx{tx: tx, lay: lay, gen: gen}
 	c := t.Counts()

@@ -107,17 +107,27 @@ func newLayer(base uint64) *layer {
 // deltaSource gives the delta entry of a generation in one bbolt transaction (nil when absent).
 type deltaSource interface {
 	entry(gen uint64) []byte
+	// missing records that a version of the overlay points at an entry that is absent or
+	// unreadable: the overlay and the delta log disagree, so nothing read from the transaction
+	// can be trusted (the reader fails closed instead of falling back to the main buckets).
+	missing(gen uint64)
 }
 
 // keyAt returns the key and value of version v (ok false when its delta entry is absent from src
 // or unreadable).
 func (l *layer) keyAt(src deltaSource, v ref) (key, val []byte, ok bool) {
-	e := src.entry(l.base + uint64(v.gen))
+	gen := l.base + uint64(v.gen)
+	e := src.entry(gen)
 	if e == nil || uint64(v.off) >= uint64(len(e)) {
+		src.missing(gen)
 		return nil, nil, false
 	}
 	_, key, val, _, err := nextChange(e[v.off:])
-	return key, val, err == nil
+	if err != nil {
+		src.missing(gen)
+		return nil, nil, false
+	}
+	return key, val, true
 }
 
 // visible returns the newest version of key k of sh not newer than gen (ok false: none).

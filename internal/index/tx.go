@@ -208,7 +208,11 @@ func (t *ReadTx) UserJSON(id string) ([]byte, error) {
 		return nil, nil
 	}
 	t.key = append(t.key[:0], id...)
-	return t.get(bUsers, t.key), nil
+	v := t.get(bUsers, t.key)
+	if t.dc.err != nil {
+		return nil, t.dc.err
+	}
+	return v, nil
 }
 
 // RecordJSON returns the stored JSON of record (typ, id), or nil, nil if absent. The bytes belong
@@ -222,7 +226,11 @@ func (t *ReadTx) RecordJSON(typ, id string) ([]byte, error) {
 		return nil, nil
 	}
 	t.key = recordKey(t.key[:0], typ, id)
-	return t.get(bRecords, t.key), nil
+	v := t.get(bRecords, t.key)
+	if t.dc.err != nil {
+		return nil, t.dc.err
+	}
+	return v, nil
 }
 
 func checkRecordRef(typ, id string) error {
