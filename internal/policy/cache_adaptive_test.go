@@ -185,14 +185,7 @@ func TestDecisionCacheNoticesOneHotInput(t *testing.T) {
 func TestDecisionCacheAdaptiveIsExact(t *testing.T) {
 	for _, slots := range []int{1, 64, 1024} {
 		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
-			cached, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: slots})
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cached, plain := cachedAndPlain(t, slots)
 			c := cacheOf(t, cached)
 			c.fullWindow, c.sampledWindow = 16, 8
 			g := loadGolden(t)

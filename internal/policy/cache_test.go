@@ -16,14 +16,7 @@ import (
 func TestDecisionCacheIsExact(t *testing.T) {
 	for _, slots := range []int{1, 64, 0} {
 		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
-			cached, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: slots})
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cached, plain := cachedAndPlain(t, slots)
 			g := loadGolden(t)
 			facts := newMemFacts(t, g)
 			userIDs := []string{}
@@ -180,4 +173,19 @@ func TestCacheEntryRoundTrip(t *testing.T) {
 	if e := newCacheEntry(&Input{Subject: strings.Repeat("u", 70000)}, nil, want); e != nil {
 		t.Fatal("an entry for a subject longer than the entry holds")
 	}
+}
+
+// cachedAndPlain returns two engines of the default policy: one with a decision cache of slots
+// slots, one without a cache, to compare their answers.
+func cachedAndPlain(tb testing.TB, slots int) (cached, plain *Engine) {
+	tb.Helper()
+	cached, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: slots})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	plain, err = New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cached, plain
 }
