@@ -85,6 +85,13 @@ func TestSlotDropped(t *testing.T) {
 	if v := plain(t, run, "crmauthz_connector_snapshots_written_total"); v != 0 {
 		t.Fatalf("a resume wrote %v snapshots", v)
 	}
+	// The connector has stopped, but PostgreSQL's walsender may hold the slot a moment longer
+	// (it notices the closed connection on its own): the drop waits for it to let go.
+	waitFor(t, "the slot released", func() bool {
+		var active bool
+		err := conn.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = 'crmauthz'").Scan(&active)
+		return err == nil && !active
+	})
 	pg.Exec(t, "crm", `SELECT pg_drop_replication_slot('crmauthz')`, `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`)
 	run = startConnector(t, cfg)
 	waitEqual(t, rep, conn, "after the slot was dropped")
