@@ -193,7 +193,7 @@ func TestE2ENATSFleet(t *testing.T) {
 	if !strings.Contains(out, `"seq":100000`) {
 		t.Fatalf("snapshot publish: %s", out)
 	}
-	js := natsJS(t, url)
+	js := natstest.JetStream(t, url)
 	ctx := context.Background()
 	stream, err := js.Stream(ctx, "FLEET")
 	if err != nil {

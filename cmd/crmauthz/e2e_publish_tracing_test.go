@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
@@ -145,26 +144,11 @@ func TestPublishTracingFlagsRefused(t *testing.T) {
 func natsPurgeTo(tb testing.TB, url, stream string, seq uint64) {
 	tb.Helper()
 	ctx := context.Background()
-	st, err := natsJS(tb, url).Stream(ctx, stream)
+	st, err := natstest.JetStream(tb, url).Stream(ctx, stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if err := st.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
 		tb.Fatal(err)
 	}
-}
-
-// natsJS connects a JetStream client to url until tb ends.
-func natsJS(tb testing.TB, url string) jetstream.JetStream {
-	tb.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return js
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/natstest"
@@ -17,7 +16,7 @@ import (
 // file's, and re-running a file resumes it.
 func TestPublish(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "P", "p.events")
 	ctx := context.Background()
 	run := func(body string) (PublishResult, error) {
@@ -52,21 +51,6 @@ func TestPublish(t *testing.T) {
 			}
 		})
 	}
-}
-
-// jsClient connects a publisher to srv.
-func jsClient(tb testing.TB, url string) jetstream.JetStream {
-	tb.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return js
 }
 
 func createStream(tb testing.TB, js jetstream.JetStream, name, subject string) jetstream.Stream {

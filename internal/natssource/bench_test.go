@@ -48,7 +48,7 @@ func benchEvents(n int) []string {
 func BenchmarkCatchUp(b *testing.B) {
 	const n = 100_000
 	srv := natstest.Start(b, natstest.Options{})
-	js := jsClient(b, srv.URL())
+	js := natstest.JetStream(b, srv.URL())
 	createStream(b, js, "BENCH", "bench.events")
 	publish(b, js, "BENCH", "bench.events", benchEvents(n)...)
 	for _, maxBatch := range []int{100, 1000, 5000} {
@@ -78,7 +78,7 @@ func BenchmarkCatchUp(b *testing.B) {
 func BenchmarkBootstrapFromBucket(b *testing.B) {
 	const records, seq = 200_000, 1000
 	srv := natstest.Start(b, natstest.Options{})
-	js := jsClient(b, srv.URL())
+	js := natstest.JetStream(b, srv.URL())
 	stream := createStream(b, js, "BOOT", "boot.events")
 	publish(b, js, "BOOT", "boot.events", userEvents(1, seq)...)
 	ctx := context.Background()

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 
@@ -87,21 +86,6 @@ func (l *lockedWriter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
-}
-
-// jsClient connects a publisher to srv.
-func jsClient(tb testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
-	tb.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return js
 }
 
 func createStream(tb testing.TB, js jetstream.JetStream, name, subject string) jetstream.Stream {

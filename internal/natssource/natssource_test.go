@@ -23,7 +23,7 @@ import (
 // level once it has caught up.
 func TestStreamsIntoIndex(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "CRM", "crm.events")
 	// 2500 events before the sidecar starts: it catches up in batches.
 	publish(t, js, "CRM", "crm.events", userEvents(1, 2500)...)
@@ -78,7 +78,7 @@ func TestStreamsIntoIndex(t *testing.T) {
 // new, empty stream of that name appears, its index is ahead of it.
 func TestStreamDeleted(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "DEL", "del.events")
 	publish(t, js, "DEL", "del.events", userEvents(1, 5)...)
 	sc := newSidecar(t)
@@ -109,7 +109,7 @@ func TestStreamDeleted(t *testing.T) {
 // it, applying what follows.
 func TestInvalidEventStops(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	cases := []struct {
 		name string
 		bad  string // published as seq 4, after 3 good events
@@ -179,7 +179,7 @@ func TestInvalidEventStops(t *testing.T) {
 // replication stops before it rather than skip it.
 func TestGapStops(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	stream := createStream(t, js, "GAP", "gap.events")
 	publish(t, js, "GAP", "gap.events", userEvents(1, 5)...)
 	if err := stream.DeleteMsg(context.Background(), 3); err != nil {
@@ -199,7 +199,7 @@ func TestGapStops(t *testing.T) {
 // object.
 func TestBootstrap(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	ctx := context.Background()
 	events := userEvents(1, 20)
 
@@ -309,7 +309,7 @@ func TestBootstrap(t *testing.T) {
 // recreated) applies nothing and is not ready until a snapshot fixes it.
 func TestAheadOfStream(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "AH", "ah.events")
 	events := userEvents(1, 50)
 	publish(t, js, "AH", "ah.events", events[:10]...)
@@ -333,7 +333,7 @@ func TestAheadOfStream(t *testing.T) {
 // skipped by the source, and the source goes on after them.
 func TestIndexFedOverHTTPToo(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "MIX", "mix.events")
 	events := userEvents(1, 8)
 	publish(t, js, "MIX", "mix.events", events...)
@@ -366,13 +366,13 @@ func TestReconnects(t *testing.T) {
 	}
 
 	srv.Restart()
-	js := jsClient(t, url)
+	js := natstest.JetStream(t, url)
 	createStream(t, js, "RC", "rc.events")
 	publish(t, js, "RC", "rc.events", userEvents(1, 100)...)
 	waitApplied(t, sc, 100)
 
 	srv.Restart() // the stream and its messages survive on disk
-	js = jsClient(t, url, nats.MaxReconnects(-1))
+	js = natstest.JetStream(t, url, nats.MaxReconnects(-1))
 	publish(t, js, "RC", "rc.events", userEvents(101, 100)...)
 	waitApplied(t, sc, 200)
 	if !strings.Contains(sc.logs.String(), "reconnected to NATS") && !strings.Contains(sc.logs.String(), "retrying") {
@@ -431,7 +431,7 @@ func TestAuthAndTLS(t *testing.T) {
 			if tc.scheme != "" {
 				url = strings.Replace(url, "nats://", tc.scheme+"://", 1)
 			}
-			js := jsClient(t, url, tc.client...)
+			js := natstest.JetStream(t, url, tc.client...)
 			createStream(t, js, "AU", "au.events")
 			publish(t, js, "AU", "au.events", userEvents(1, 3)...)
 			sc := newSidecar(t)

@@ -27,7 +27,7 @@ func TestTracingBatches(t *testing.T) {
 	tr := rcv.Tracer(t, 1)
 
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "TR", "tr.events")
 	publish(t, js, "TR", "tr.events", userEvents(1, 5)...)
 	sc := newSidecar(t)
@@ -99,7 +99,7 @@ func TestTracingParentFromMessages(t *testing.T) {
 			rcv := tracingtest.Start(t)
 			tr := rcv.Tracer(t, 1)
 			srv := natstest.Start(t, natstest.Options{})
-			js := jsClient(t, srv.URL())
+			js := natstest.JetStream(t, srv.URL())
 			createStream(t, js, "TP", "tp.events")
 
 			pctx, pub := tr.Start(context.Background(), "publisher", trace.SpanKindProducer)
@@ -192,7 +192,7 @@ func TestTracingLinks(t *testing.T) {
 			rcv := tracingtest.Start(t)
 			tr := rcv.Tracer(t, 1)
 			srv := natstest.Start(t, natstest.Options{})
-			js := jsClient(t, srv.URL())
+			js := natstest.JetStream(t, srv.URL())
 			createStream(t, js, "TL", "tl.events")
 			for i, c := range tc.ctxs {
 				nm := nats.NewMsg("tl.events")
@@ -258,7 +258,7 @@ func TestTracingSnapshotParent(t *testing.T) {
 			rcv := tracingtest.Start(t)
 			tr := rcv.Tracer(t, 1)
 			srv := natstest.Start(t, natstest.Options{})
-			js := jsClient(t, srv.URL())
+			js := natstest.JetStream(t, srv.URL())
 			ctx := context.Background()
 			stream := createStream(t, js, "TS", "ts.events")
 			obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "tsnaps"})

@@ -18,7 +18,7 @@ func withTx(event, tx string) string {
 // next tx starts the next batch.
 func TestTxNotCut(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	createStream(t, js, "TX", "tx.events")
 	var events []string
 	events = append(events, userEvents(1, 3)...)
@@ -50,7 +50,7 @@ func TestInvalidEventInTx(t *testing.T) {
 		{"does not decode", `{"op":"user.rename","user_id":"u-1","tx":"t"}`},
 	}
 	srv := natstest.Start(t, natstest.Options{})
-	js := jsClient(t, srv.URL())
+	js := natstest.JetStream(t, srv.URL())
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			stream, subject := fmt.Sprintf("BADTX%d", i), fmt.Sprintf("badtx.%d", i)

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crmauthz/crmauthz/internal/index"
@@ -298,12 +297,7 @@ func TestNATSSink(t *testing.T) {
 	waitFor(t, "seq 11 on the late sidecar", func() bool { return late.AppliedSeq() == 11 && hasUser(t, late, "u-11") })
 
 	// A snapshot interrupted after its purge (the stream at 20, empty): the retry completes it.
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, srv.URL())
 	st, err := js.Stream(ctx, DefaultConfig().Stream)
 	if err != nil {
 		t.Fatal(err)
@@ -322,12 +316,7 @@ func TestNATSSink(t *testing.T) {
 func TestNATSSinkAtomicTx(t *testing.T) {
 	ctx := context.Background()
 	srv := natstest.Start(t, natstest.Options{})
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, srv.URL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OLD", Subjects: []string{"old.events"}}); err != nil {
 		t.Fatal(err)
 	}
