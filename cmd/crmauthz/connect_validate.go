@@ -14,7 +14,6 @@ import (
 // sinkRules are the rules of the sink flags every connector shares (docs/connectors.md "Sink"),
 // in the style of serve's (validate.go).
 func sinkRules(o *sinkOptions) map[string]cliflags.Rule {
-	none := func() string { return "" }
 	rules := map[string]cliflags.Rule{
 		"sink": func() string {
 			const want = "want http://HOST:PORT (a crmauthz's admin listener) or nats://HOST:PORT (tls://, comma-separated for a cluster)"
@@ -35,15 +34,9 @@ func sinkRules(o *sinkOptions) map[string]cliflags.Rule {
 		"sink-snapshot-bucket": func() string {
 			return cliflags.Matches(o.bucket, natsName, "a bucket name (letters, digits, - and _)")
 		},
-		"nats-creds":         func() string { return cliflags.BlankOrPath(o.creds) },
-		"nats-user":          none,
-		"nats-password-file": func() string { return cliflags.PairedPath(o.passwordFile, o.user, "--nats-user") },
-		"nats-token-file":    func() string { return cliflags.BlankOrPath(o.natsAuthOptions.tokenFile) },
-		"nats-tls-ca":        func() string { return cliflags.BlankOrPath(o.tlsCA) },
-		"nats-tls-cert":      func() string { return cliflags.PairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
-		"nats-tls-key":       func() string { return cliflags.PairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
-		"config":             func() string { return cliflags.BlankOrPath(o.configFile) },
+		"config": func() string { return cliflags.BlankOrPath(o.configFile) },
 	}
+	maps.Copy(rules, o.natsAuthOptions.rules()) // natsflags.go
 	// OpenTelemetry: the rules every traced command shares (tracingflags.go)
 	maps.Copy(rules, o.tracing.rules())
 	return rules

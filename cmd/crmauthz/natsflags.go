@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/natsconn"
@@ -31,6 +32,26 @@ func addNATSAuthFlags(f *pflag.FlagSet, o *natsAuthOptions) {
 	f.StringVar(&o.tlsCA, "nats-tls-ca", "", "PEM file of the CAs that sign the NATS servers' certificates (default: the system's)")
 	f.StringVar(&o.tlsCert, "nats-tls-cert", "", "PEM client certificate for NATS servers that verify clients")
 	f.StringVar(&o.tlsKey, "nats-tls-key", "", "PEM key of --nats-tls-cert")
+}
+
+// rules are the rules of the flags addNATSAuthFlags adds, shared by every
+// command that talks to NATS (serve, the connectors' sinks, publish and
+// snapshot publish).
+func (o *natsAuthOptions) rules() map[string]cliflags.Rule {
+	return map[string]cliflags.Rule{
+		"nats-creds":         func() string { return cliflags.BlankOrPath(o.creds) },
+		"nats-password-file": func() string { return cliflags.PairedPath(o.passwordFile, o.user, "--nats-user") },
+		"nats-token-file":    func() string { return cliflags.BlankOrPath(o.tokenFile) },
+		"nats-tls-ca":        func() string { return cliflags.BlankOrPath(o.tlsCA) },
+		"nats-tls-cert":      func() string { return cliflags.PairedPath(o.tlsCert, o.tlsKey, "--nats-tls-key") },
+		"nats-tls-key":       func() string { return cliflags.PairedPath(o.tlsKey, o.tlsCert, "--nats-tls-cert") },
+		"nats-user": func() string {
+			if o.user != "" && o.passwordFile == "" {
+				return "want it with --nats-password-file"
+			}
+			return cliflags.Trimmed(o.user)
+		},
+	}
 }
 
 func (o natsAuthOptions) auth() natsconn.Auth {

@@ -79,7 +79,7 @@ context every message carries, so each sidecar's span of the batch applying them
 is its child (docs/operations.md, "Tracing").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := cliflags.Validate(cmd.Flags(), o.tracing.rules()); err != nil {
+			if err := cliflags.Validate(cmd.Flags(), publishRules(&o)); err != nil {
 				return err
 			}
 			return runPublish(cmd.Context(), cmd.OutOrStdout(), o, args[0])
@@ -218,7 +218,7 @@ trace context the object's headers carry, so each sidecar's span of its load is
 its child (docs/operations.md, "Tracing").`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := cliflags.Validate(cmd.Flags(), o.tracing.rules()); err != nil {
+			if err := cliflags.Validate(cmd.Flags(), snapshotPublishRules(&o)); err != nil {
 				return err
 			}
 			return runSnapshotPublish(cmd.Context(), cmd.OutOrStdout(), o, args[0])

@@ -56,12 +56,6 @@ func serveRules(o *serveOptions) map[string]cliflags.Rule {
 		"filter-mapping":         func() string { return mappingFile(o.filterMapping) },
 		"jwt-hs256-secret-file":  func() string { return cliflags.BlankOrPath(o.gw.hs256File) },
 		"jwt-jwks-file":          func() string { return cliflags.BlankOrPath(o.gw.jwksFile) },
-		"nats-creds":             func() string { return cliflags.BlankOrPath(o.nats.creds) },
-		"nats-password-file":     func() string { return cliflags.PairedPath(o.nats.passwordFile, o.nats.user, "--nats-user") },
-		"nats-token-file":        func() string { return cliflags.BlankOrPath(o.nats.tokenFile) },
-		"nats-tls-ca":            func() string { return cliflags.BlankOrPath(o.nats.tlsCA) },
-		"nats-tls-cert":          func() string { return cliflags.PairedPath(o.nats.tlsCert, o.nats.tlsKey, "--nats-tls-key") },
-		"nats-tls-key":           func() string { return cliflags.PairedPath(o.nats.tlsKey, o.nats.tlsCert, "--nats-tls-cert") },
 
 		// timeouts: 0 would switch a protection off (or silently mean a default)
 		"read-header-timeout": func() string {
@@ -159,13 +153,9 @@ func serveRules(o *serveOptions) map[string]cliflags.Rule {
 		"nats-snapshot-bucket": func() string {
 			return cliflags.BlankOr(o.nats.bucket, natsName, "a bucket name (letters, digits, - and _)")
 		},
-		"nats-user": func() string {
-			if o.nats.user != "" && o.nats.passwordFile == "" {
-				return "want it with --nats-password-file"
-			}
-			return cliflags.Trimmed(o.nats.user)
-		},
 	}
+	// NATS credentials and TLS: the rules every NATS client command shares (natsflags.go)
+	maps.Copy(rules, o.nats.natsAuthOptions.rules())
 	// OpenTelemetry: the rules every traced command shares (tracingflags.go)
 	maps.Copy(rules, o.tracing.rules())
 	return rules
