@@ -32,12 +32,14 @@ func addMemoryFlags(f *pflag.FlagSet, o *memoryOptions) {
 
 // The garbage collector's pace (docs/operations.md "Bounds", "Garbage collection").
 // The runtime's default, GOGC=100, collects each time the heap doubles; a
-// collection's mark phase takes one of the two cores of a small host for
-// tens of milliseconds, which is what the slowest percent of decisions at
-// a fixed rate waited for. 200 halves the number of collections for a heap
-// of three times the live one (the live heap is mostly the decision cache,
-// tens of MB), and the soft memory limit still makes the collector work
-// harder near the limit.
+// collection's mark phase takes a quarter of the cores (and any idle one)
+// for 8–19 ms on a small host, and the slowest percent of decisions at a
+// fixed rate often arrived during one. 200 halves the number of collections for a heap
+// of three times the live one (the live heap is mostly the decision cache
+// when questions repeat, up to 16 MiB; a few MB otherwise), and the soft
+// memory limit still makes the collector work harder near the limit. 400
+// did not measurably change the tail (BENCHMARKS.md, "Session 6: the
+// collector").
 const (
 	defaultGCPercent = 200
 	minGCPercent     = 10

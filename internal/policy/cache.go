@@ -65,35 +65,69 @@ type factDep struct {
 	sum     uint64 // keyed hash of the bytes
 }
 
-// cacheEntry is one cached decision. It is built to cost the garbage
-// collector little, since 65,536 of them stay alive: every string of the input
-// and of the facts read is in key (one allocation, no pointers inside), the
-// facts read are pointer-free entryDeps, inline when there are at most four.
+// cacheEntry is one cached decision. It holds no pointer, so that the garbage
+// collector only marks it and never scans it (up to 65,536 of them stay
+// alive; docs/design.md, "The decision cache"): the input's strings are
+// copied into data, each fact read refers to them (the subject, the
+// resource, the target: what a policy reads) or to bytes of its own in data,
+// the reason and the records' types are indexes into per-cache tables of
+// strings. A decision whose strings do not fit in data, or that read more
+// than maxDeps facts, is simply not cached.
 type cacheEntry struct {
-	key       string    // subject, action, type, id, target, then each dep's typ and id
-	lens      [5]uint16 // lengths of subject, action, type, id and target in key
+	deps      [maxDeps]entryDep
+	lens      [numFields]uint8 // lengths of subject, action, type, id and target in data
 	hasTarget bool
+	allow     bool
 	ndeps     uint8
-	d         Decision
-	deps      [inlineDeps]entryDep
-	more      []entryDep // the deps past inlineDeps
+	reason    uint16 // in decisionCache.reasons
+	data      [entryData]byte
 }
 
-const inlineDeps = 4
+// The entry's bounds: a cacheEntry is 256 bytes (a size class of the
+// allocator; cache_test.go checks it).
+const (
+	maxDeps   = 6
+	entryData = 150
+	numFields = 5 // subject, action, resource type, resource id, target
+)
 
-// entryDep is a factDep whose type and id are in the entry's key.
+// An entryDep's typ: a field of the input (0 to numFields-1), noType (a
+// user), or typeBase+i: types[i]. Its id: a field of the input, or inData:
+// data[idOff:idOff+idLen].
+const (
+	noType   = numFields
+	typeBase = numFields + 1
+	maxTypes = math.MaxUint8 + 1 - typeBase
+	inData   = math.MaxUint8
+)
+
+// maxReasons bounds the distinct reasons a cache holds (a policy whose
+// reasons name the input, say, has its decisions cached until then).
+const maxReasons = 4096
+
+// entryDep is a factDep whose type and id are the input's strings, a table's
+// or the entry's data.
 type entryDep struct {
-	sum           uint64
-	n             uint32
-	typLen, idLen uint16
-	record        bool
-	present       bool
+	sum          uint64
+	n            uint32 // length of the bytes, with depPresent and depRecord
+	typ, id      uint8
+	idOff, idLen uint8
 }
+
+// entryDep.n's flags (a fact of a GiB or more is not cached).
+const (
+	depPresent = 1 << 31
+	depRecord  = 1 << 30
+	depLenMask = depRecord - 1
+)
 
 type decisionCache struct {
 	seed  maphash.Seed
 	mask  uint64
 	slots []atomic.Pointer[cacheEntry]
+	// reasons and types are the strings the entries refer to by index:
+	// decisions' reasons and the types of the records read.
+	reasons, types stringTable
 	// recorders pools the *depRecorder of a miss: the entry a decision
 	// stores copies what it read, so the recorder is free once stored
 	recorders sync.Pool
@@ -121,6 +155,7 @@ func newDecisionCache(slots int) *decisionCache {
 		n <<= 1
 	}
 	return &decisionCache{seed: maphash.MakeSeed(), mask: uint64(n - 1), slots: make([]atomic.Pointer[cacheEntry], n),
+		reasons: stringTable{max: maxReasons}, types: stringTable{max: maxTypes},
 		sampleMask: uint64(min(n, 1<<sampleSlotsShift) - 1), fullWindow: fullWindow, sampledWindow: sampledWindow}
 }
 
@@ -230,94 +265,158 @@ func (c *decisionCache) match(e *cacheEntry, facts Facts, in *Input) (Decision, 
 	if e == nil || e.hasTarget != in.HasTarget {
 		return Decision{}, false
 	}
+	fields := inputFields(in)
 	off := 0
-	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
+	for i, s := range fields {
 		l := int(e.lens[i])
-		if len(s) != l || e.key[off:off+l] != s {
+		if len(s) != l || string(e.data[off:off+l]) != s {
 			return Decision{}, false
 		}
 		off += l
 	}
-	for i := range int(e.ndeps) {
-		var dep *entryDep
-		if i < inlineDeps {
-			dep = &e.deps[i]
-		} else {
-			dep = &e.more[i-inlineDeps]
+	for i := range e.ndeps {
+		dep := &e.deps[i]
+		var typ, id string
+		switch {
+		case dep.typ < numFields:
+			typ = fields[dep.typ]
+		case dep.typ >= typeBase:
+			typ = c.types.get(int(dep.typ - typeBase))
 		}
-		typ := e.key[off : off+int(dep.typLen)]
-		off += int(dep.typLen)
-		id := e.key[off : off+int(dep.idLen)]
-		off += int(dep.idLen)
+		if dep.id < numFields {
+			id = fields[dep.id]
+		} else {
+			id = string(e.data[dep.idOff : dep.idOff+dep.idLen])
+		}
 		var js []byte
 		var err error
-		if dep.record {
+		if dep.n&depRecord != 0 {
 			js, err = facts.RecordJSON(typ, id)
 		} else {
 			js, err = facts.UserJSON(id)
 		}
-		if err != nil || (js != nil) != dep.present || len(js) != int(dep.n) || (js != nil && maphash.Bytes(c.seed, js) != dep.sum) {
+		if err != nil || (js != nil) != (dep.n&depPresent != 0) || len(js) != int(dep.n&depLenMask) ||
+			(js != nil && maphash.Bytes(c.seed, js) != dep.sum) {
 			return Decision{}, false
 		}
 	}
-	return e.d, true
+	return Decision{Allow: e.allow, Reason: c.reasons.get(int(e.reason))}, true
+}
+
+// inputFields are in's strings in an entry's order.
+func inputFields(in *Input) [numFields]string {
+	return [numFields]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target}
 }
 
 // store puts the decision of in, which read deps, into slot (lookup's).
 func (c *decisionCache) store(slot *atomic.Pointer[cacheEntry], in *Input, deps []factDep, d Decision) {
-	if e := newCacheEntry(in, deps, d); e != nil {
+	if e := c.newEntry(in, deps, d); e != nil {
 		slot.Store(e)
 	}
 }
 
-// newCacheEntry makes the entry of a decision; nil when a string or a fact is
-// too long for it (such a decision is simply not cached). The strings are
-// copied, so the entry keeps neither the request body nor the facts'
-// documents they were cut from alive. (The reason is the policy's constant,
-// or a string of its own.)
-func newCacheEntry(in *Input, deps []factDep, d Decision) *cacheEntry {
-	e := &cacheEntry{hasTarget: in.HasTarget, d: d}
-	strs := [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target}
-	n := 0
-	for i, s := range strs {
-		if len(s) > math.MaxUint16 {
-			return nil
-		}
-		e.lens[i] = uint16(len(s))
-		n += len(s)
-	}
-	if len(deps) > math.MaxUint8 {
+// newEntry makes the entry of a decision; nil when it does not fit in one
+// (such a decision is simply not cached). The strings are copied, so the
+// entry keeps neither the request body nor the facts' documents they were
+// cut from alive.
+func (c *decisionCache) newEntry(in *Input, deps []factDep, d Decision) *cacheEntry {
+	if len(deps) > maxDeps {
 		return nil
 	}
-	e.ndeps = uint8(len(deps))
-	if len(deps) > inlineDeps {
-		e.more = make([]entryDep, len(deps)-inlineDeps)
+	reason, ok := c.reasons.index(d.Reason)
+	if !ok {
+		return nil
+	}
+	e := &cacheEntry{hasTarget: in.HasTarget, allow: d.Allow, reason: uint16(reason), ndeps: uint8(len(deps))}
+	fields := inputFields(in)
+	n := 0
+	for i, s := range fields {
+		if len(s) > entryData-n {
+			return nil
+		}
+		e.lens[i] = uint8(len(s))
+		n += copy(e.data[n:], s)
 	}
 	for i := range deps {
 		dep := &deps[i]
-		if len(dep.typ) > math.MaxUint16 || len(dep.id) > math.MaxUint16 || dep.n < 0 || dep.n > math.MaxUint32 {
+		if dep.n < 0 || dep.n > depLenMask {
 			return nil
 		}
-		ed := entryDep{sum: dep.sum, n: uint32(dep.n), typLen: uint16(len(dep.typ)), idLen: uint16(len(dep.id)),
-			record: dep.record, present: dep.present}
-		if i < inlineDeps {
-			e.deps[i] = ed
-		} else {
-			e.more[i-inlineDeps] = ed
+		ed := entryDep{sum: dep.sum, n: uint32(dep.n), typ: noType, id: fieldOf(&fields, dep.id)}
+		if dep.present {
+			ed.n |= depPresent
 		}
-		n += len(dep.typ) + len(dep.id)
+		if dep.record {
+			ed.n |= depRecord
+			if ed.typ = fieldOf(&fields, dep.typ); ed.typ == inData {
+				t, ok := c.types.index(dep.typ)
+				if !ok {
+					return nil
+				}
+				ed.typ = uint8(typeBase + t)
+			}
+		}
+		if ed.id == inData {
+			if len(dep.id) > entryData-n {
+				return nil
+			}
+			ed.idOff, ed.idLen = uint8(n), uint8(len(dep.id))
+			n += copy(e.data[n:], dep.id)
+		}
+		e.deps[i] = ed
 	}
-	var b strings.Builder
-	b.Grow(n)
-	for _, s := range strs {
-		b.WriteString(s)
-	}
-	for i := range deps {
-		b.WriteString(deps[i].typ)
-		b.WriteString(deps[i].id)
-	}
-	e.key = b.String()
 	return e
+}
+
+// fieldOf is the input field equal to s, or inData.
+func fieldOf(fields *[numFields]string, s string) uint8 {
+	for i, f := range fields {
+		if f == s {
+			return uint8(i)
+		}
+	}
+	return inData
+}
+
+// stringTable interns strings for entries, which refer to them by index. It
+// only grows (up to max strings) for the life of its cache, one revision.
+type stringTable struct {
+	max  int
+	mu   sync.Mutex
+	ids  map[string]int // guarded by mu
+	list atomic.Pointer[[]string]
+}
+
+// index is s's index, added when new; false when the table is full.
+func (t *stringTable) index(s string) (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i, ok := t.ids[s]; ok {
+		return i, true
+	}
+	var list []string
+	if p := t.list.Load(); p != nil {
+		list = *p
+	}
+	if len(list) >= t.max {
+		return 0, false
+	}
+	if t.ids == nil {
+		t.ids = map[string]int{}
+	}
+	s = strings.Clone(s)
+	t.ids[s] = len(list)
+	// Readers hold a shorter slice of the same array at most: the elements
+	// they read are never written again.
+	list = append(list, s)
+	t.list.Store(&list)
+	return len(list) - 1, true
+}
+
+// get is the string of index i, which index returned (an entry that refers
+// to i was stored after the table held it).
+func (t *stringTable) get(i int) string {
+	return (*t.list.Load())[i]
 }
 
 // recorder is a pooled depRecorder of facts for one decision's evaluation

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/crmauthz/crmauthz/policies"
 )
@@ -170,8 +174,180 @@ func TestCacheEntryRoundTrip(t *testing.T) {
 	if _, ok, _ := c.lookup(facts, &in); ok {
 		t.Fatal("a hit after a fact it read changed")
 	}
-	if e := newCacheEntry(&Input{Subject: strings.Repeat("u", 70000)}, nil, want); e != nil {
+	if e := c.newEntry(&Input{Subject: strings.Repeat("u", entryData+1)}, nil, want); e != nil {
 		t.Fatal("an entry for a subject longer than the entry holds")
+	}
+}
+
+// TestCacheEntryIsPointerFree: the collector marks an entry without scanning
+// it only while cacheEntry holds no pointer; and it is one size class.
+func TestCacheEntryIsPointerFree(t *testing.T) {
+	if p := pointerIn(reflect.TypeFor[cacheEntry](), "cacheEntry"); p != "" {
+		t.Fatalf("cacheEntry holds a pointer: %s", p)
+	}
+	if size := unsafe.Sizeof(cacheEntry{}); size != 256 {
+		t.Fatalf("cacheEntry is %d bytes, want 256 (adjust entryData)", size)
+	}
+	// The decision an entry stores is Allow and Reason: a new field of
+	// Decision must be stored too.
+	if n := reflect.TypeFor[Decision]().NumField(); n != 2 {
+		t.Fatalf("Decision has %d fields; the cache entry stores Allow and Reason only", n)
+	}
+}
+
+// pointerIn names a pointer inside a value of type t ("" if none).
+func pointerIn(t reflect.Type, path string) string {
+	switch t.Kind() {
+	case reflect.Array:
+		return pointerIn(t.Elem(), path+"[]")
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if p := pointerIn(t.Field(i).Type, path+"."+t.Field(i).Name); p != "" {
+				return p
+			}
+		}
+		return ""
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return ""
+	}
+	return path + " (" + t.String() + ")"
+}
+
+// TestCacheEntryBounds: what an entry cannot hold is not cached (the lookup
+// misses and the policy decides), and what it can is answered whole.
+func TestCacheEntryBounds(t *testing.T) {
+	in := Input{Subject: "u-1", Action: "view", ResourceType: "contact", ResourceID: "c-1"}
+	user := func(id string) factDep { return factDep{id: id, present: true, n: 2, sum: 7} }
+	cases := []struct {
+		name   string
+		in     Input
+		deps   []factDep
+		reason string
+		cached bool
+	}{
+		{"input fields only", in, []factDep{user("u-1"), {record: true, typ: "contact", id: "c-1", present: true, n: 3}}, "owner", true},
+		{"facts outside the input", in, []factDep{user("u-9"), {record: true, typ: "deal", id: "d-1"}}, "", true},
+		{"maxDeps facts", in, []factDep{user("a"), user("b"), user("c"), user("d"), user("e"), user("f")}, "r", true},
+		{"more facts than maxDeps", in, []factDep{user("a"), user("b"), user("c"), user("d"), user("e"), user("f"), user("g")}, "r", false},
+		{"strings that just fit", Input{Subject: strings.Repeat("s", entryData-10), Action: "view", ResourceType: "x", ResourceID: "y"},
+			[]factDep{user(strings.Repeat("u", 4))}, "r", true},
+		{"an id past the data", Input{Subject: strings.Repeat("s", entryData-10), Action: "view", ResourceType: "x", ResourceID: "y"},
+			[]factDep{user(strings.Repeat("u", 5))}, "r", false},
+		{"the target", Input{Subject: "u-1", Action: "assign", ResourceType: "contact", ResourceID: "c-1", Target: "u-2", HasTarget: true},
+			[]factDep{user("u-2")}, "assign", true},
+		{"a fact of a GiB", in, []factDep{{id: "u-1", present: true, n: depLenMask + 1}}, "r", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newDecisionCache(16)
+			want := Decision{Allow: true, Reason: tc.reason}
+			e := c.newEntry(&tc.in, tc.deps, want)
+			if (e != nil) != tc.cached {
+				t.Fatalf("entry %v, want cached %v", e != nil, tc.cached)
+			}
+			if e == nil {
+				return
+			}
+			if got := entryDeps(c, e, &tc.in); !slices.Equal(got, tc.deps) {
+				t.Fatalf("deps %+v, want %+v", got, tc.deps)
+			}
+			facts := &memFacts{users: map[string][]byte{}, records: map[string][]byte{}}
+			for _, d := range tc.deps {
+				if d.present && !d.record {
+					facts.users[d.id] = []byte(strings.Repeat("x", d.n))
+				}
+			}
+			rec := &depRecorder{Facts: facts, seed: c.seed}
+			for _, d := range tc.deps {
+				if d.record {
+					rec.RecordJSON(d.typ, d.id)
+				} else {
+					rec.UserJSON(d.id)
+				}
+			}
+			c.store(c.slot(&tc.in), &tc.in, rec.deps, want)
+			if d, ok, _ := c.lookup(facts, &tc.in); !ok || d != want {
+				t.Fatalf("lookup: %+v %v, want %+v", d, ok, want)
+			}
+		})
+	}
+}
+
+// entryDeps decodes e's facts read.
+func entryDeps(c *decisionCache, e *cacheEntry, in *Input) []factDep {
+	fields := inputFields(in)
+	var deps []factDep
+	for _, d := range e.deps[:e.ndeps] {
+		f := factDep{record: d.n&depRecord != 0, present: d.n&depPresent != 0, n: int(d.n & depLenMask), sum: d.sum}
+		switch {
+		case d.typ < numFields:
+			f.typ = fields[d.typ]
+		case d.typ >= typeBase:
+			f.typ = c.types.get(int(d.typ - typeBase))
+		}
+		if d.id < numFields {
+			f.id = fields[d.id]
+		} else {
+			f.id = string(e.data[d.idOff : d.idOff+d.idLen])
+		}
+		deps = append(deps, f)
+	}
+	return deps
+}
+
+// TestCacheReasonsBounded: past maxReasons distinct reasons a decision is
+// decided every time (not cached), still with its own reason.
+func TestCacheReasonsBounded(t *testing.T) {
+	c := newDecisionCache(1)
+	facts := &memFacts{users: map[string][]byte{"u-1": []byte(`{}`)}}
+	in := Input{Subject: "u-1", Action: "view", ResourceType: "contact", ResourceID: "c-1"}
+	for i := range maxReasons + 10 {
+		want := Decision{Reason: fmt.Sprintf("reason %d", i)}
+		rec := &depRecorder{Facts: facts, seed: c.seed}
+		rec.UserJSON("u-1")
+		c.store(c.slot(&in), &in, rec.deps, want)
+		d, ok, _ := c.lookup(facts, &in)
+		if i < maxReasons && (!ok || d != want) {
+			t.Fatalf("reason %d: %+v %v, want a hit with %+v", i, d, ok, want)
+		}
+		if i >= maxReasons && ok && d.Reason != fmt.Sprintf("reason %d", maxReasons-1) {
+			t.Fatalf("reason %d: a hit with %+v", i, d)
+		}
+	}
+	if _, ok := c.reasons.index("reason 1"); !ok {
+		t.Fatal("a full table forgot a reason it holds")
+	}
+}
+
+// TestStringTableConcurrent: entries' readers and a growing table, under
+// -race.
+func TestStringTableConcurrent(t *testing.T) {
+	var tab stringTable
+	tab.max = 1000
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				s := fmt.Sprint((i*7 + w) % 800)
+				j, ok := tab.index(s)
+				if !ok {
+					t.Errorf("table full at %q", s)
+					return
+				}
+				if got := tab.get(j); got != s {
+					t.Errorf("get(%d) = %q, want %q", j, got, s)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(*tab.list.Load()); n != 800 {
+		t.Fatalf("%d strings, want 800", n)
 	}
 }
 
