@@ -264,3 +264,69 @@ func TestUserCacheBounds(t *testing.T) {
 		t.Fatalf("u-10: %q %v", v, ok)
 	}
 }
+
+// TestUserCacheConcurrent: Views beside batches and background merges (a small MergeBytes) read
+// the users of the state their applied_seq says, every time: batch seq puts every user in
+// location l-<seq>.
+func TestUserCacheConcurrent(t *testing.T) {
+	ix := openTest(t, Config{MergeBytes: 4 << 10})
+	ids := []string{"u-1", "u-2", "u-3", "u-4"}
+	batch := func(seq uint64) {
+		us := make([]User, len(ids))
+		for i, id := range ids {
+			us[i] = user(id, fmt.Sprint("l-", seq))
+		}
+		putUsers(t, ix, seq, us...)
+	}
+	batch(1)
+	const batches = 300
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	var views [4]int
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					if n > 0 {
+						errs <- nil
+						return
+					}
+				default:
+				}
+				err := ix.View(func(rt *ReadTx) error {
+					want := fmt.Sprintf(`"location_ids":["l-%d"]`, rt.AppliedSeq())
+					for i := range 2 * len(ids) { // each user twice: the second read hits
+						v, err := rt.UserJSON(ids[(i+r)%len(ids)])
+						if err != nil || !strings.Contains(string(v), want) {
+							return fmt.Errorf("%s: %q %v, want %s", ids[(i+r)%len(ids)], v, err, want)
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				views[r]++
+			}
+		}()
+	}
+	for seq := uint64(2); seq <= batches; seq++ {
+		batch(seq)
+	}
+	close(stop)
+	wg.Wait()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ix.merges.Load() == 0 {
+		t.Fatal("no merge ran beside the Views")
+	}
+	t.Logf("views %v, merges %d", views, ix.merges.Load())
+}
