@@ -260,6 +260,8 @@ type handle struct {
 	// under pub (Update and the background merge both publish states).
 	ov  atomic.Pointer[ovState]
 	pub sync.Mutex
+	// users is the users' cache of the newest state a View read (usercache.go).
+	users atomic.Pointer[userCache]
 }
 
 // newHandle wraps db as the live file (one reference), with an empty overlay.
@@ -328,6 +330,7 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
 	t.setOverlay(st)
+	t.uc = h.usersFor(uint64(tx.ID()), st)
 	defer func() {
 		t.reset()
 		ix.readTxs.Put(t)

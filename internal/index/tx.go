@@ -28,6 +28,10 @@ type ReadTx struct {
 	dc  deltaCache // the delta entries the overlay's versions point into
 
 	w *WriteTx // non-nil when this is the read side of a WriteTx
+
+	// uc is the users' cache of exactly this transaction's state (usercache.go), nil when none
+	// (never set on the read side of a WriteTx).
+	uc *userCache
 }
 
 const (
@@ -48,6 +52,7 @@ func (t *ReadTx) reset() {
 	t.frz = nil
 	t.dc = deltaCache{}
 	t.w = nil
+	t.uc = nil
 }
 
 // setOverlay makes t read the overlay of st.
@@ -196,8 +201,9 @@ func (t *ReadTx) AppliedSeq() uint64 {
 	return decodeUint64(t.get(bMeta, keyAppliedSeq))
 }
 
-// UserJSON returns the stored JSON of user id, or nil, nil if absent. The bytes belong to bbolt:
-// valid only inside the transaction, never to be modified. An id that could never be stored
+// UserJSON returns the stored JSON of user id, or nil, nil if absent. The bytes belong to bbolt
+// or to the users' cache of this transaction's state (usercache.go): use them only inside the
+// transaction, never modify them. An id that could never be stored
 // (empty, too long, with a NUL byte, not UTF-8) is absent, not an error: lookups on the decision
 // path answer "unknown", whatever the request holds.
 func (t *ReadTx) UserJSON(id string) ([]byte, error) {
@@ -207,10 +213,22 @@ func (t *ReadTx) UserJSON(id string) ([]byte, error) {
 	if idProblem(id) != "" {
 		return nil, nil
 	}
+	uc := t.uc
+	if t.w != nil {
+		uc = nil // its own writes come first; never set there, but never read it either
+	}
+	if uc != nil {
+		if v, ok := uc.get(id); ok {
+			return v, nil
+		}
+	}
 	t.key = append(t.key[:0], id...)
 	v := t.get(bUsers, t.key)
 	if t.dc.err != nil {
 		return nil, t.dc.err
+	}
+	if uc != nil {
+		uc.put(id, v)
 	}
 	return v, nil
 }
