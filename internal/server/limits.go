@@ -127,8 +127,13 @@ func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
 	if int64(len(buf)) < limit || r.ContentLength == int64(len(buf)) {
 		// The whole body: nothing more is read from the connection by this
 		// request, so no deadline applies to it (the server sets the next
-		// request's own).
-		_ = rc.SetReadDeadline(time.Time{})
+		// request's own). net/http has already cleared the body's deadline:
+		// the read that met the body's end started its background read
+		// (connReader.startBackgroundRead), which clears the connection's
+		// read deadline first, so that a handler running past --body-timeout
+		// keeps its context (TestLimitWholeBodyOutlivesItsDeadline). Not
+		// setting it again saves a timer update per request (BENCHMARKS.md,
+		// "Session 6: the fixed-rate gap").
 		r.Body = &wholeBody{b: buf}
 		return true
 	}

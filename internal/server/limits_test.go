@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -343,6 +344,64 @@ func TestInFlightNeverOverAdmits(t *testing.T) {
 			}
 			if f.take(tc.max) {
 				t.Fatalf("a slot over max %d was taken", tc.max)
+			}
+		})
+	}
+}
+
+// TestLimitWholeBodyOutlivesItsDeadline: once Limit has read a whole body,
+// the body's deadline (BodyTimeout) no longer applies: a handler that runs
+// past it keeps its request's context and answers (net/http's background
+// read, started at the body's end, must not time out and cancel it).
+func TestLimitWholeBodyOutlivesItsDeadline(t *testing.T) {
+	const bodyTimeout = 20 * time.Millisecond
+	body := `{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"}}`
+	for _, tc := range []struct {
+		name    string
+		chunked bool // no Content-Length: the body's end is its last chunk
+	}{
+		{"content length", false},
+		{"chunked", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got, err := readBody(r, 1<<10)
+				if err != nil || string(got) != body {
+					http.Error(w, "body", http.StatusBadRequest)
+					return
+				}
+				// Outlive the body's deadline several times over; a cancelled
+				// context ends the wait at once.
+				select {
+				case <-r.Context().Done():
+					http.Error(w, "context cancelled: "+context.Cause(r.Context()).Error(), http.StatusInternalServerError)
+				case <-time.After(10 * bodyTimeout):
+					w.WriteHeader(http.StatusNoContent)
+				}
+			})
+			srv := httptest.NewServer(Limit(h, Limits{MaxInFlight: 4, BodyBytes: 1 << 10, BodyTimeout: bodyTimeout}))
+			defer srv.Close()
+			for i := 0; i < 3; i++ { // the same connection again: its deadlines are right for the next request too
+				var rd io.Reader = strings.NewReader(body)
+				if tc.chunked {
+					rd = io.MultiReader(rd) // hides the length: the client sends chunks
+				}
+				req, err := http.NewRequest(http.MethodPost, srv.URL, rd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					t.Fatalf("request %d: %d %s", i, resp.StatusCode, msg)
+				}
+				if (req.ContentLength <= 0) != tc.chunked {
+					t.Fatalf("request %d: Content-Length %d, chunked %v", i, req.ContentLength, tc.chunked)
+				}
 			}
 		})
 	}
