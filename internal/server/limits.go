@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
@@ -50,33 +51,52 @@ type Limits struct {
 // Limit serves h within l: it reads the start of the body (l.BodyBytes)
 // under its own deadline, then takes an in-flight slot for the handler.
 func Limit(h http.Handler, l Limits) http.Handler {
-	var sem chan struct{}
-	if l.MaxInFlight > 0 {
-		sem = make(chan struct{}, l.MaxInFlight)
-	}
+	var slots inFlight
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if l.BodyBytes > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			if !preread(w, r, l) {
 				return
 			}
 		}
-		if sem == nil {
+		if l.MaxInFlight <= 0 {
 			h.ServeHTTP(w, r)
 			return
 		}
-		select {
-		case sem <- struct{}{}:
-			defer func() { <-sem }()
-			h.ServeHTTP(w, r)
-		default:
+		if !slots.take(int64(l.MaxInFlight)) {
 			if l.OnReject != nil {
 				l.OnReject()
 			}
 			w.Header().Set("Retry-After", "1")
 			writeRaw(w, http.StatusServiceUnavailable, overloadedBody)
+			return
 		}
+		defer slots.release()
+		h.ServeHTTP(w, r)
 	})
 }
+
+// inFlight counts the requests holding a slot of Limit. It admits exactly
+// what a buffered channel of max slots would (a request is refused only when
+// max are in flight), at the cost of one atomic compare-and-swap to take a
+// slot and one atomic add to give it back, instead of a channel's lock taken
+// twice (BENCHMARKS.md, "Session 6: the fixed-rate gap").
+type inFlight struct{ n atomic.Int64 }
+
+// take takes a slot if fewer than max are taken.
+func (f *inFlight) take(max int64) bool {
+	for {
+		n := f.n.Load()
+		if n >= max {
+			return false
+		}
+		if f.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release gives a slot back.
+func (f *inFlight) release() { f.n.Add(-1) }
 
 // preread reads up to l.BodyBytes+1 bytes of r's body within l.BodyTimeout
 // and puts them back in front of the rest. It answers the request itself
@@ -107,8 +127,13 @@ func preread(w http.ResponseWriter, r *http.Request, l Limits) bool {
 	if int64(len(buf)) < limit || r.ContentLength == int64(len(buf)) {
 		// The whole body: nothing more is read from the connection by this
 		// request, so no deadline applies to it (the server sets the next
-		// request's own).
-		_ = rc.SetReadDeadline(time.Time{})
+		// request's own). net/http has already cleared the body's deadline:
+		// the read that met the body's end started its background read
+		// (connReader.startBackgroundRead), which clears the connection's
+		// read deadline first, so that a handler running past --body-timeout
+		// keeps its context (TestLimitWholeBodyOutlivesItsDeadline). Not
+		// setting it again saves a timer update per request (BENCHMARKS.md,
+		// "Session 6: the fixed-rate gap").
 		r.Body = &wholeBody{b: buf}
 		return true
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -224,6 +225,183 @@ func TestLimitHandsTheWholeBodyOn(t *testing.T) {
 			}
 			if wasWhole != tc.whole {
 				t.Errorf("Limit's buffer taken as is: %v, want %v", wasWhole, tc.whole)
+			}
+		})
+	}
+}
+
+// TestLimitSlotsComeBack: a slot is given back however the handler ends (a
+// reply, a panic), so after any number of requests exactly MaxInFlight run at
+// once again and the next one is refused.
+func TestLimitSlotsComeBack(t *testing.T) {
+	const max = 2
+	release := make(chan struct{})
+	entered := make(chan struct{}, max)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/panic":
+			panic(http.ErrAbortHandler) // net/http closes the connection, logs nothing
+		case "/hold":
+			entered <- struct{}{}
+			<-release
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(Limit(h, Limits{MaxInFlight: max}))
+	defer srv.Close()
+	get := func(path string) (int, error) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	for i := 0; i < 3*max; i++ {
+		if _, err := get("/panic"); err == nil {
+			t.Fatal("a panicking handler's request got a reply")
+		}
+		if code, err := get("/ok"); err != nil || code != http.StatusNoContent {
+			t.Fatalf("request %d: %d %v", i, code, err)
+		}
+	}
+	codes := make(chan int, max)
+	for i := 0; i < max; i++ {
+		go func() {
+			code, err := get("/hold")
+			if err != nil {
+				code = -1
+			}
+			codes <- code
+		}()
+	}
+	for i := 0; i < max; i++ {
+		<-entered
+	}
+	if code, err := get("/ok"); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("with %d requests in flight: %d %v, want 503", max, code, err)
+	}
+	close(release)
+	for i := 0; i < max; i++ {
+		if c := <-codes; c != http.StatusNoContent {
+			t.Fatalf("held request: %d", c)
+		}
+	}
+}
+
+// TestInFlightNeverOverAdmits: goroutines taking and giving back slots never
+// hold more than max at once, and every slot comes back.
+func TestInFlightNeverOverAdmits(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		max        int64
+		goroutines int
+	}{
+		{"one slot", 1, 8},
+		{"three slots", 3, 8},
+		{"more slots than takers", 16, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f inFlight
+			var held, peak, taken atomic.Int64
+			done := make(chan struct{})
+			for g := 0; g < tc.goroutines; g++ {
+				go func() {
+					defer func() { done <- struct{}{} }()
+					for i := 0; i < 2000; i++ {
+						if !f.take(tc.max) {
+							runtime.Gosched()
+							continue
+						}
+						taken.Add(1)
+						n := held.Add(1)
+						for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+						}
+						if i%7 == 0 {
+							runtime.Gosched()
+						}
+						held.Add(-1)
+						f.release()
+					}
+				}()
+			}
+			for g := 0; g < tc.goroutines; g++ {
+				<-done
+			}
+			if p := peak.Load(); p > tc.max {
+				t.Fatalf("%d slots held at once, max %d", p, tc.max)
+			}
+			if taken.Load() == 0 {
+				t.Fatal("no slot was ever taken")
+			}
+			if n := f.n.Load(); n != 0 {
+				t.Fatalf("%d slots still taken after every release", n)
+			}
+			for i := int64(0); i < tc.max; i++ {
+				if !f.take(tc.max) {
+					t.Fatalf("slot %d of %d refused on an idle limiter", i+1, tc.max)
+				}
+			}
+			if f.take(tc.max) {
+				t.Fatalf("a slot over max %d was taken", tc.max)
+			}
+		})
+	}
+}
+
+// TestLimitWholeBodyOutlivesItsDeadline: once Limit has read a whole body,
+// the body's deadline (BodyTimeout) no longer applies: a handler that runs
+// past it keeps its request's context and answers (net/http's background
+// read, started at the body's end, must not time out and cancel it).
+func TestLimitWholeBodyOutlivesItsDeadline(t *testing.T) {
+	const bodyTimeout = 20 * time.Millisecond
+	body := `{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"}}`
+	for _, tc := range []struct {
+		name    string
+		chunked bool // no Content-Length: the body's end is its last chunk
+	}{
+		{"content length", false},
+		{"chunked", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got, err := readBody(r, 1<<10)
+				if err != nil || string(got) != body {
+					http.Error(w, "body", http.StatusBadRequest)
+					return
+				}
+				// Outlive the body's deadline several times over; a cancelled
+				// context ends the wait at once.
+				select {
+				case <-r.Context().Done():
+					http.Error(w, "context cancelled: "+context.Cause(r.Context()).Error(), http.StatusInternalServerError)
+				case <-time.After(10 * bodyTimeout):
+					w.WriteHeader(http.StatusNoContent)
+				}
+			})
+			srv := httptest.NewServer(Limit(h, Limits{MaxInFlight: 4, BodyBytes: 1 << 10, BodyTimeout: bodyTimeout}))
+			defer srv.Close()
+			for i := 0; i < 3; i++ { // the same connection again: its deadlines are right for the next request too
+				var rd io.Reader = strings.NewReader(body)
+				if tc.chunked {
+					rd = io.MultiReader(rd) // hides the length: the client sends chunks
+				}
+				req, err := http.NewRequest(http.MethodPost, srv.URL, rd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					t.Fatalf("request %d: %d %s", i, resp.StatusCode, msg)
+				}
+				if (req.ContentLength <= 0) != tc.chunked {
+					t.Fatalf("request %d: Content-Length %d, chunked %v", i, req.ContentLength, tc.chunked)
+				}
 			}
 		})
 	}
