@@ -183,7 +183,7 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	bi := st.builtins[s.ref]
 	base := len(st.bargs)
-	for _, a := range st.args[s.args : s.args+s.n] {
+	for _, a := range st.args[s.a : s.a+vmOperand(s.n)] {
 		var t *ast.Term
 		if bi.lazyArgs {
 			t = st.raw(fr, a)

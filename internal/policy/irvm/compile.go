@@ -68,7 +68,7 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		fn.conflict = conflictMessage(f)
 		body := f.Blocks
 		if x, as, ok := ruleEpilogue(f); ok {
-			fn.epilogue, fn.defined, body = true, c.local(x), body[:1]
+			fn.epilogue, fn.defined, body = true, int32(c.local(x)), body[:1]
 			fn.epilogueLoc = c.code.locs[c.location(as.Location)-1]
 		}
 		blocks, err := c.blockList(withoutEntryReset(f, body))
@@ -94,6 +94,9 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		prog.plan, prog.nlocals = blocks, c.maxLocal+1
 		prog.direct = c.directCall(p)
 		prog.directArgs = []vmOperand{vmOperand(ir.Input), vmOperand(ir.Data)}
+		if c.tooLarge != nil {
+			return nil, c.tooLarge
+		}
 		c.code.packConsts()
 		prog.vmCode = c.code
 		return prog, nil
@@ -116,11 +119,17 @@ type vmCompiler struct {
 	// dataLocals are the locals holding the data document or a document
 	// looked up in it (see dataLocals)
 	dataLocals map[ir.Local]bool
+	// tooLarge is set when a local or a call does not fit a vmStmt
+	tooLarge error
 }
 
-func (c *vmCompiler) local(l ir.Local) int32 {
+func (c *vmCompiler) local(l ir.Local) uint16 {
 	c.maxLocal = max(c.maxLocal, int(l))
-	return int32(l)
+	if l < 0 || l > maxLocals {
+		c.tooLarge = fmt.Errorf("%w: local %d", ErrUnsupported, l)
+		return 0
+	}
+	return uint16(l)
 }
 
 func (c *vmCompiler) operand(o ir.Operand) (vmOperand, error) {
@@ -193,7 +202,7 @@ func (c *vmCompiler) constTerm(o vmOperand) *ast.Term {
 	return c.code.consts[^o]
 }
 
-// location is the location l for vmStmt.loc: its index in code.locs + 1.
+// location is the location l for a vmStmt: its index in code.locs + 1.
 func (c *vmCompiler) location(l ir.Location) int32 {
 	loc := &ast.Location{Row: l.Row, Col: l.Col}
 	if l.File >= 0 && l.File < len(c.files) {
@@ -260,9 +269,9 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.callStmt(st)
 	case *ir.BlockStmt:
 		first, err := c.blocks(st.Blocks...)
-		return vmStmt{op: opBlock, ref: first, n: int32(len(st.Blocks))}, err
+		return vmStmt{op: opBlock, ref: first, b: vmOperand(len(st.Blocks))}, err
 	case *ir.BreakStmt:
-		return vmStmt{op: opBreak, n: int32(st.Index)}, nil
+		return vmStmt{op: opBreak, ref: int32(st.Index)}, nil
 	case *ir.DotStmt:
 		op := opDot
 		if l, ok := localOf(st.Source); ok && c.dataLocals[l] {
@@ -282,7 +291,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.unary(opAssignVar, st.Source, c.local(st.Target))
 	case *ir.AssignVarOnceStmt:
 		s, err := c.unary(opAssignVarOnce, st.Source, c.local(st.Target))
-		s.loc, s.ref = c.location(st.Location), c.cur
+		s.b, s.ref = vmOperand(c.location(st.Location)), c.cur
 		return s, err
 	case *ir.ResetLocalStmt:
 		return vmStmt{op: opResetLocal, target: c.local(st.Target)}, nil
@@ -293,7 +302,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 	case *ir.MakeNumberRefStmt:
 		return c.numberRef(st)
 	case *ir.MakeArrayStmt:
-		return vmStmt{op: opMakeArray, target: c.local(st.Target), n: st.Capacity}, nil
+		return vmStmt{op: opMakeArray, target: c.local(st.Target), b: vmOperand(st.Capacity)}, nil
 	case *ir.MakeObjectStmt:
 		return vmStmt{op: opMakeObject, target: c.local(st.Target)}, nil
 	case *ir.MakeSetStmt:
@@ -318,11 +327,11 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.binary(opObjectInsert, st.Key, st.Value, st.Object)
 	case *ir.ObjectInsertOnceStmt:
 		s, err := c.binary(opObjectInsertOnce, st.Key, st.Value, st.Object)
-		s.loc = c.location(st.Location)
+		s.ref = c.location(st.Location)
 		return s, err
 	case *ir.ObjectMergeStmt:
 		return vmStmt{op: opObjectMerge, a: vmOperand(c.local(st.A)), b: vmOperand(c.local(st.B)),
-			target: c.local(st.Target), loc: c.location(st.Location)}, nil
+			target: c.local(st.Target), ref: c.location(st.Location)}, nil
 	case *ir.SetAddStmt:
 		return c.unary(opSetAdd, st.Value, c.local(st.Set))
 	case *ir.ResultSetAddStmt:

@@ -99,31 +99,44 @@ const (
 // vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].
 type vmOperand int32
 
-// vmStmt is one statement of the plan: 32 bytes, two to a cache line. A
-// decision runs a few hundred of them, mostly with its caches cold (the
+// vmStmt is one statement of the plan: 16 bytes, four to a cache line. A
+// decision runs about a hundred of them, mostly with its caches cold (the
 // HTTP server and the kernel ran in between), so their size is loads from
 // memory; what only a few kinds of statements use sits in the vmCode tables
-// they index (docs/design.md, "The policy engine").
+// they index (docs/design.md, "The policy engine"). The fields mean what
+// the kind of statement makes of them:
+//
+//	kind                  target   a        b         ref          n
+//	CallStmt (function)   result   1st arg  location  vmCode.funcs  args
+//	CallStmt (built-in)   result   1st arg  location  .builtins     args
+//	BlockStmt                                #blocks   1st block
+//	NotStmt                                           block
+//	ScanStmt              key      source   value     block
+//	BreakStmt                                         index
+//	AssignVarOnceStmt     target   source   location  function (-1: a plan's)
+//	ObjectInsertOnceStmt  object   key      value     location
+//	ObjectMergeStmt       target   a        b         location
+//	MakeArrayStmt         target            capacity
+//
+// and for the others target is the target local (the array, object or set
+// of an insert; the source of Is(Un)DefinedStmt and ResultSetAddStmt), a
+// and b the operands. A CallStmt's arguments are vmCode.args[a:a+n]. A
+// location is vmCode.locs[loc-1]; 0: none.
 type vmStmt struct {
-	op vmOp
-	// target is the target local (the array, object or set of an insert;
-	// the source of Is(Un)DefinedStmt and ResultSetAddStmt); ScanStmt:
-	// the key local
-	target int32
-	a, b   vmOperand // the operands; ScanStmt: a the source, b the value local
-	// n is BreakStmt's index, MakeArrayStmt's capacity, the number of a
-	// CallStmt's arguments or of a BlockStmt's blocks
-	n int32
-	// ref is a CallStmt's function (vmCode.funcs) or built-in
-	// (vmCode.builtins); the first block (vmCode.blocks) of a BlockStmt,
-	// NotStmt or ScanStmt; the function of an AssignVarOnceStmt (-1: a
-	// plan's)
-	ref int32
-	// args is a CallStmt's first argument (vmCode.args)
-	args int32
-	// loc is the statement's location: vmCode.locs[loc-1]; 0: none
-	loc int32
+	op     vmOp
+	n      uint8
+	target uint16
+	a, b   vmOperand
+	ref    int32
 }
+
+// maxLocals and maxArgs bound what a vmStmt holds: a plan with more locals
+// in a function, or a call with more arguments, is not supported (topdown
+// evaluates it).
+const (
+	maxLocals = 1<<16 - 1
+	maxArgs   = 1<<8 - 1
+)
 
 // vmBlock is a block: the statements vmCode.code[start:end].
 type vmBlock struct{ start, end int32 }
@@ -437,10 +450,17 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 
 // location is the location of s; nil when it has none.
 func (st *vmState) location(s *vmStmt) *ast.Location {
-	if s.loc == 0 {
+	var loc int32
+	switch s.op {
+	case opCall, opBuiltin, opAssignVarOnce:
+		loc = int32(s.b)
+	case opObjectInsertOnce, opObjectMerge:
+		loc = s.ref
+	}
+	if loc == 0 {
 		return nil
 	}
-	return st.locs[s.loc-1]
+	return st.locs[loc-1]
 }
 
 // equal is a.Equal(b) for terms that may be Lazy (objects and arrays): one
@@ -523,7 +543,7 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 		case opBlock:
 			ctl, err = st.execBlock(fr, s)
 		case opBreak:
-			return int(s.n), nil
+			return int(s.ref), nil
 		case opDot:
 			ctl = st.execDot(fr, s)
 		case opDotData:
@@ -546,7 +566,7 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			fr[s.target] = st.consts[^s.a]
 			continue
 		case opMakeArray:
-			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.n)))
+			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.b)))
 			continue
 		case opMakeObject:
 			fr[s.target] = ast.NewTerm(ast.NewObject())
