@@ -179,6 +179,8 @@ type factObject struct {
 	terms   [factTerms]ast.Term
 	arrays  [factArrays]regovalue.StringArray
 	strs    [factStrings]string
+	boxes   [factBoxes]ast.String
+	used    regovalue.FactUse // of the arrays above (reset)
 }
 
 // get is obj[key] (keys are strings, each once).

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 )
 
 // vmInput is the decision input as the interpreter sees it: the policy reads
@@ -34,11 +36,12 @@ type vmInputState struct {
 	in    Input
 	p     *prepared // builds the input object (prepared.input); its intern table
 	facts Facts
-	terms [5]*ast.Term // subject, action, type, id, target
-	own   [5]ast.Term  // the terms of the strings that are not shared
-	top   ast.Term     // stands for input (Value: &topL)
-	res   ast.Term     // stands for input.resource (Value: &resL)
-	obj   *ast.Term    // the built input, once asked for
+	terms [5]*ast.Term  // subject, action, type, id, target
+	own   [5]ast.Term   // the terms of the strings that are not shared
+	boxes [5]ast.String // their strings (regovalue.StringValue)
+	top   ast.Term      // stands for input (Value: &topL)
+	res   ast.Term      // stands for input.resource (Value: &resL)
+	obj   *ast.Term     // the built input, once asked for
 	// The Values of top and res: pointers into v, so that making them
 	// Values allocates nothing.
 	topL, resL lazyValue
@@ -52,12 +55,16 @@ func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
 	}
 	v.in, v.p, v.facts = in, p, facts
 	// An action or a record type is mostly one of the shared terms of the
-	// intern table (no allocation); the ids are new strings.
+	// intern table; the ids are new strings, kept in v's boxes (no
+	// allocation).
 	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
 		if i == 1 || i == 2 {
-			v.terms[i] = p.str(s, &v.own[i])
-		} else if i < 4 || in.HasTarget {
-			v.own[i].Value = ast.String(s)
+			if v.terms[i] = p.intern.Get(s); v.terms[i] != nil {
+				continue
+			}
+		}
+		if i < 4 || in.HasTarget {
+			v.own[i].Value = regovalue.StringValue(&v.boxes[i], s)
 			v.terms[i] = &v.own[i]
 		}
 	}
@@ -72,7 +79,9 @@ func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
 // pools it.
 func (p *prepared) putVMInput(v *vmInput) {
 	v.vmInputState = vmInputState{}
-	clear(v.factBuf[:v.nfacts])
+	for i := range v.factBuf[:v.nfacts] {
+		v.factBuf[i].reset()
+	}
 	v.nfacts = 0
 	p.vmInputs.Put(v)
 }
