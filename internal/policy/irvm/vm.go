@@ -239,7 +239,18 @@ type EvalOpts struct {
 	Env any
 	// Deadline, when set, stops the evaluation with ErrDeadline.
 	Deadline time.Time
+	// Timeout, when set, stops the evaluation with ErrDeadline once it has
+	// run that long, counted from its clockStart-th step (function call or
+	// iteration): a short evaluation (a decision of the default policy runs
+	// about twenty) never reads the clock. The clock is checked every 1,024
+	// steps in any case, so a bound is never exact to within the first
+	// steps' time.
+	Timeout time.Duration
 }
+
+// clockStart is the step at which an evaluation with EvalOpts.Timeout reads
+// the clock to start it.
+const clockStart = 64
 
 // ErrDeadline is the error of an evaluation past EvalOpts.Deadline.
 var ErrDeadline = errors.New("the evaluation ran past its deadline")
@@ -282,8 +293,10 @@ type vmState struct {
 	results []*ast.Term
 	bargs   []*ast.Term // built-in operands
 	steps   int
-	// deadline ends the evaluation with ErrDeadline (EvalOpts.Deadline)
+	// deadline ends the evaluation with ErrDeadline (EvalOpts.Deadline,
+	// or Timeout from the clockStart-th step)
 	deadline time.Time
+	timeout  time.Duration
 	// generic built-ins
 	out   *ast.Term
 	nout  int
@@ -375,7 +388,7 @@ func (p *Program) EvalQuery(ctx context.Context, opts EvalOpts) (rs []*ast.Term,
 // begin readies a pooled state for one evaluation.
 func (p *Program) begin(ctx context.Context, opts EvalOpts) *vmState {
 	st := p.state()
-	st.call.Context, st.call.Env, st.deadline = ctx, opts.Env, opts.Deadline
+	st.call.Context, st.call.Env, st.deadline, st.timeout = ctx, opts.Env, opts.Deadline, opts.Timeout
 	st.gen++
 	if st.gen == 0 { // wrapped: forget every memo
 		clear(st.memoSet)
@@ -507,6 +520,11 @@ func materialize(t *ast.Term) *ast.Term {
 // tick counts work, and every so often checks for cancellation.
 func (st *vmState) tick() error {
 	st.steps++
+	if st.steps == clockStart && st.timeout > 0 {
+		if d := time.Now().Add(st.timeout); st.deadline.IsZero() || d.Before(st.deadline) {
+			st.deadline = d
+		}
+	}
 	if st.steps&1023 == 0 {
 		if err := st.call.Context.Err(); err != nil {
 			return err

@@ -212,6 +212,14 @@ func TestDeadlineAndCancel(t *testing.T) {
 	if _, err := prog.Eval(context.Background(), EvalOpts{Deadline: time.Now().Add(-time.Second)}); !errors.Is(err, ErrDeadline) {
 		t.Fatalf("past deadline: %v", err)
 	}
+	// a timeout: the clock starts after clockStart steps, the spin's 5,000
+	// iterations run past it
+	if _, err := prog.Eval(context.Background(), EvalOpts{Timeout: time.Nanosecond}); !errors.Is(err, ErrDeadline) {
+		t.Fatalf("past timeout: %v", err)
+	}
+	if _, err := prog.Eval(context.Background(), EvalOpts{Timeout: time.Hour}); err != nil {
+		t.Fatalf("within its timeout: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := prog.Eval(ctx, EvalOpts{}); !errors.Is(err, context.Canceled) {
