@@ -54,8 +54,8 @@ func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
 	}
 	if fi, ok := c.funcs[st.Func]; ok {
 		s.op, s.ref = opCall, fi
-		if fn := &c.code.funcs[fi]; len(st.Args) != len(fn.params) {
-			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(st.Args), len(fn.params))
+		if fn := &c.code.funcs[fi]; len(st.Args) != int(fn.nparams) {
+			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(st.Args), fn.nparams)
 		}
 		return s, nil
 	}

@@ -149,24 +149,35 @@ type vmCode struct {
 	consts   []*ast.Term
 	args     []vmOperand // the arguments of CallStmts
 	funcs    []vmFunc
+	finfo    []vmFuncInfo // beside funcs: what only an error needs
+	params   []int32      // the functions' parameters (vmFunc.params)
+	fblocks  []vmBlock    // the functions' blocks (vmFunc.blocks)
 	builtins []*vmBuiltin
 	locs     []*ast.Location
 }
 
+// vmFunc is a planned function: 24 bytes, what a call reads (a decision
+// calls a dozen functions with its caches cold); its name and messages are
+// in vmFuncInfo.
 type vmFunc struct {
-	memo    int // index in the memo table; -1: not memoized
-	nlocals int
-	ret     int32
-	params  []int32
-	blocks  []vmBlock
+	memo   int32 // index in the memo table; -1: not memoized
+	params int32 // its parameters: vmCode.params[params:params+nparams]
+	blocks int32 // its blocks: vmCode.fblocks[blocks:blocks+nblocks]
+	// the number of its locals, its return local, and (epilogue) the local
+	// its epilogue returns
+	nlocals, ret, defined uint16
+	nparams, nblocks      uint16
 	// epilogue: the function's two last blocks are run by
 	// vmState.epilogue, returning the local defined (epilogue.go)
-	epilogue    bool
-	defined     int32
-	epilogueLoc *ast.Location
-	name        string
+	epilogue bool
+}
+
+// vmFuncInfo is what an error of a function needs.
+type vmFuncInfo struct {
+	name string
 	// conflict is topdown's message for two values of this rule or function
-	conflict string
+	conflict    string
+	epilogueLoc *ast.Location
 }
 
 // vmBuiltin is a built-in function a plan calls.
@@ -258,8 +269,10 @@ var ErrDeadline = errors.New("the evaluation ran past its deadline")
 // Program is one plan (entry point) ready to run.
 type Program struct {
 	vmCode
-	plan   []vmBlock
-	direct *vmFunc // the plan only returns this function's result (see directCall)
+	plan []vmBlock
+	// direct is 1 + the function whose result is all the plan returns (see
+	// directCall); 0: none
+	direct int32
 	// directArgs are input and data, the arguments of direct
 	directArgs []vmOperand
 	nlocals    int
@@ -275,7 +288,7 @@ type Program struct {
 
 // DirectCall tells whether the plan only returns one function's result,
 // which Eval then calls without building the result set (see directCall).
-func (p *Program) DirectCall() bool { return p.direct != nil }
+func (p *Program) DirectCall() bool { return p.direct > 0 }
 
 // ErrUnsupported marks a plan the interpreter does not run.
 var ErrUnsupported = errors.New("not supported by the IR evaluator")
@@ -332,9 +345,9 @@ func (p *Program) Eval(ctx context.Context, opts EvalOpts) (result ast.Value, er
 	frame := st.push(p.nlocals)
 	frame[ir.Input] = opts.Input
 	frame[ir.Data] = p.data
-	if p.direct != nil {
+	if p.direct > 0 {
 		var t *ast.Term
-		t, err = st.callFunc(p.direct, frame, p.directArgs)
+		t, err = st.callFunc(p.direct-1, frame, p.directArgs)
 		st.pop(p.nlocals)
 		if t != nil {
 			result = st.materialize(t).Value

@@ -238,3 +238,11 @@ func TestStmtSize(t *testing.T) {
 		t.Fatalf("vmStmt is %d bytes, want at most 16", n)
 	}
 }
+
+// TestFuncSize keeps what a call reads of a function at 24 bytes (see
+// vmFunc).
+func TestFuncSize(t *testing.T) {
+	if n := unsafe.Sizeof(vmFunc{}); n > 24 {
+		t.Fatalf("vmFunc is %d bytes, want at most 24", n)
+	}
+}
