@@ -41,11 +41,12 @@ const (
 // jsonToFact converts the JSON of a fact for the IR interpreter into f: a
 // top-level object is a *factObject, whose fields the interpreter reads
 // without building the ast object, and which holds the storage of its pairs
-// and values (no allocation but the copy of the JSON, in a pooled f).
+// and values (no allocation but the copy of the JSON, in a pooled f; none
+// inPlace: see factsInPlace).
 // isObject is false for JSON that is not an object.
-func jsonToFact(f *factObject, b []byte, intern internTable) (isObject bool, err error) {
+func jsonToFact(f *factObject, b []byte, intern internTable, inPlace bool) (isObject bool, err error) {
 	buf := regovalue.FactBuf{Terms: f.terms[:], Pairs: f.pairBuf[:0], Arrays: f.arrays[:0], Strings: f.strs[:0],
-		Boxes: f.boxes[:]}
+		Boxes: f.boxes[:], InPlace: inPlace}
 	pairs, isObject, err := regovalue.ParseFact(b, intern, &buf)
 	f.used = buf.Used
 	if err != nil || !isObject {

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"unsafe"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
@@ -26,6 +28,10 @@ type vmInput struct {
 	// default policy; a policy reading more gets more of their own
 	factBuf [pooledFacts]factObject
 	nfacts  int
+	// inPlace: the facts' strings are cut from their JSON bytes (see
+	// factsInPlace); lo and hi bound the addresses of those bytes
+	inPlace bool
+	lo, hi  uintptr
 }
 
 // pooledFacts is how many facts a pooled vmInput holds.
@@ -48,12 +54,12 @@ type vmInputState struct {
 }
 
 // getVMInput readies a pooled vmInput for one decision.
-func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
+func (p *prepared) getVMInput(in Input, facts Facts, inPlace bool) *vmInput {
 	v, _ := p.vmInputs.Get().(*vmInput)
 	if v == nil {
 		v = new(vmInput)
 	}
-	v.in, v.p, v.facts = in, p, facts
+	v.in, v.p, v.facts, v.inPlace = in, p, facts, inPlace
 	// An action or a record type is mostly one of the shared terms of the
 	// intern table; the ids are new strings, kept in v's boxes (no
 	// allocation).
@@ -82,8 +88,32 @@ func (p *prepared) putVMInput(v *vmInput) {
 	for i := range v.factBuf[:v.nfacts] {
 		v.factBuf[i].reset()
 	}
-	v.nfacts = 0
+	v.nfacts, v.inPlace, v.lo, v.hi = 0, false, 0, 0
 	p.vmInputs.Put(v)
+}
+
+// factBytes notes the bytes of a fact converted in place.
+func (v *vmInput) factBytes(js []byte) {
+	if len(js) == 0 {
+		return
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(js)))
+	hi := lo + uintptr(len(js))
+	if v.hi == 0 {
+		v.lo, v.hi = lo, hi
+		return
+	}
+	v.lo, v.hi = min(v.lo, lo), max(v.hi, hi)
+}
+
+// inFacts tells whether s may be in the bytes of a fact converted in place
+// (between the lowest and the highest address of them).
+func (v *vmInput) inFacts(s string) bool {
+	if v.hi == 0 || len(s) == 0 {
+		return false
+	}
+	p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+	return p >= v.lo && p < v.hi
 }
 
 // newFact is the storage of the next fact of the decision.

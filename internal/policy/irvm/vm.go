@@ -290,6 +290,23 @@ type Program struct {
 // which Eval then calls without building the result set (see directCall).
 func (p *Program) DirectCall() bool { return p.direct > 0 }
 
+// Builtins are the names of the built-in functions the program calls.
+func (p *Program) Builtins() []string {
+	names := make([]string, len(p.builtins))
+	for i, b := range p.builtins {
+		names[i] = b.name
+	}
+	return names
+}
+
+// OwnBuiltin tells whether the interpreter has its own implementation of
+// the built-in name (used unless the caller's Natives has one): those keep
+// nothing of their arguments past the call.
+func OwnBuiltin(name string) bool {
+	fn, _ := nativeBuiltin(name)
+	return fn != nil
+}
+
 // ErrUnsupported marks a plan the interpreter does not run.
 var ErrUnsupported = errors.New("not supported by the IR evaluator")
 

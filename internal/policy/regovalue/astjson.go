@@ -3,6 +3,7 @@ package regovalue
 import (
 	"encoding/json"
 	"fmt"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -43,6 +44,10 @@ type FactBuf struct {
 	// Used is set by ParseFact: how much of each array it used (so that
 	// the caller clears only that much before reusing the storage).
 	Used FactUse
+	// InPlace: the strings of the result are cut from b itself, not from a
+	// copy of it (no allocation). b must then stay valid and unchanged as
+	// long as any of them is in use (see internal/policy's vmInput).
+	InPlace bool
 }
 
 // FactUse counts the elements of a FactBuf's arrays ParseFact used, from
@@ -56,7 +61,13 @@ type FactUse struct{ Terms, Arrays, Strings, Boxes int }
 // with no pairs, for a document that is valid JSON but not an object.
 // buf.Used tells what it used of buf, also on an error.
 func ParseFact(b []byte, intern *InternTable, buf *FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
-	p := jsonParser{s: string(b), intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
+	var str string
+	if buf.InPlace {
+		str = unsafe.String(unsafe.SliceData(b), len(b))
+	} else {
+		str = string(b)
+	}
+	p := jsonParser{s: str, intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
 		factArrs: buf.Arrays[:0], factStrs: buf.Strings[:0], boxes: buf.Boxes}
 	_, err = p.document()
 	buf.Used = FactUse{Terms: len(buf.Terms) - len(p.pool), Arrays: len(p.factArrs),
