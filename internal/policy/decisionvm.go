@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -67,10 +67,10 @@ func vmGuarded(fn topdown.BuiltinFunc) irvm.Native {
 // interpreter itself failed (irvm.InternalError, counted): topdown then
 // decides. The evaluation's storage (a pooled vmInput) is reused once the
 // Decision is made.
-func (p *prepared) decideVM(ctx context.Context, prog *irvm.Program, facts Facts, in Input) (d Decision, fallback bool, err error) {
-	lazy := p.getVMInput(in, facts)
+func (p *prepared) decideVM(ctx context.Context, pl *vmPlan, facts Facts, in Input) (d Decision, fallback bool, err error) {
+	lazy := p.getVMInput(in, facts, pl.factsInPlace)
 	defer p.putVMInput(lazy)
-	v, err := p.evalVM(ctx, prog, lazy)
+	v, err := p.evalVM(ctx, pl.prog, lazy)
 	err = p.stopped(ctx, err)
 	switch {
 	case isVMBug(err):
@@ -82,13 +82,39 @@ func (p *prepared) decideVM(ctx context.Context, prog *irvm.Program, facts Facts
 		return Decision{}, false, ErrUndefinedDecision
 	}
 	d, err = p.decisionFromValue(v)
+	if lazy.inFacts(d.Reason) { // the Decision outlives the facts' bytes
+		d.Reason = strings.Clone(d.Reason)
+	}
 	return d, false, err
+}
+
+// factsInPlace tells whether prog's facts may be converted in place
+// (regovalue.FactBuf.InPlace): their strings cut from the JSON bytes
+// Facts returns, which are the index's and valid during the decision's read
+// transaction, instead of from a copy of them. That holds when nothing of a
+// decision's values outlives it: every built-in prog calls is crm.user,
+// crm.record or one of the interpreter's own (which keep nothing of their
+// arguments; topdown's may: regex.match keeps its pattern as a cache key),
+// the vmInput holding the values is cleared after each decision, and the
+// Decision's reason is cloned when it is one of the facts' strings
+// (vmInput.inFacts). Errors are formatted, so copies.
+func factsInPlace(prog *irvm.Program) bool {
+	for _, name := range prog.Builtins() {
+		if name != BuiltinUser && name != BuiltinRecord && !irvm.OwnBuiltin(name) {
+			return false
+		}
+	}
+	return true
 }
 
 // evalVM evaluates the decision with the interpreter, with lazy as input.
 // The value may refer to lazy's storage.
 func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, lazy *vmInput) (ast.Value, error) {
-	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: &lazy.top, Env: lazy, Deadline: time.Now().Add(p.evalTimeout)})
+	// The evaluation's time limit (docs/policies.md "What is bounded"): the
+	// interpreter reads the clock only once an evaluation has run more steps
+	// than a decision of the default policy does, so a decision costs no
+	// clock reading.
+	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: &lazy.top, Env: lazy, Timeout: p.evalTimeout})
 	if errors.Is(err, irvm.ErrDeadline) {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
 	}
@@ -150,7 +176,10 @@ func (v *vmInput) fact(js []byte, what, id string) (*ast.Term, error) {
 		return nil, nil
 	}
 	f := v.newFact()
-	isObject, err := jsonToFact(f, js, v.p.intern)
+	if v.inPlace {
+		v.factBytes(js)
+	}
+	isObject, err := jsonToFact(f, js, v.p.intern, v.inPlace)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("decoding %s %q: %w", what, id, err)
@@ -179,6 +208,8 @@ type factObject struct {
 	terms   [factTerms]ast.Term
 	arrays  [factArrays]regovalue.StringArray
 	strs    [factStrings]string
+	boxes   [factBoxes]ast.String
+	used    regovalue.FactUse // of the arrays above (reset)
 }
 
 // get is obj[key] (keys are strings, each once).

@@ -212,7 +212,7 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		if err := ctx.Err(); err != nil {
 			return Decision{}, p.stopped(ctx, err)
 		}
-		d, fallback, err := p.decideVM(ctx, pl.prog, facts, in)
+		d, fallback, err := p.decideVM(ctx, pl, facts, in)
 		if !fallback {
 			return d, err
 		}
@@ -251,6 +251,9 @@ func (e *Engine) Evaluator() (Evaluator, error) {
 type vmPlan struct {
 	prog *irvm.Program // nil: topdown, for the reason in err
 	err  error
+	// factsInPlace: the program's strings may be cut from the facts' JSON
+	// itself (see factsInPlace)
+	factsInPlace bool
 }
 
 // CacheStats returns the decision cache's hits and misses since New.
@@ -384,10 +387,10 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 		if err != nil {
 			return nil, fmt.Errorf("the IR evaluator cannot run this policy: %w", err)
 		}
-		p.vm.Store(&vmPlan{prog: prog})
+		p.vm.Store(&vmPlan{prog: prog, factsInPlace: factsInPlace(prog)})
 	case EvaluatorAuto:
 		prog, err := newDecisionVM(ctx, served, lp.modules)
-		p.vm.Store(&vmPlan{prog: prog, err: err})
+		p.vm.Store(&vmPlan{prog: prog, err: err, factsInPlace: prog != nil && factsInPlace(prog)})
 	case EvaluatorTopdown:
 		p.vm.Store(&vmPlan{err: errors.New("topdown chosen (Config.Evaluator)")})
 	default:

@@ -54,7 +54,7 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	p := e.cur.Load()
 	ctx := context.Background()
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
-		return p.evalVM(ctx, pl.prog, p.getVMInput(in, facts)) // never pooled again: the value may refer to it
+		return p.evalVM(ctx, pl.prog, p.getVMInput(in, facts, pl.factsInPlace)) // never pooled again: the value may refer to it
 	}
 	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {

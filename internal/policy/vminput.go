@@ -1,7 +1,11 @@
 package policy
 
 import (
+	"unsafe"
+
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 )
 
 // vmInput is the decision input as the interpreter sees it: the policy reads
@@ -24,6 +28,10 @@ type vmInput struct {
 	// default policy; a policy reading more gets more of their own
 	factBuf [pooledFacts]factObject
 	nfacts  int
+	// inPlace: the facts' strings are cut from their JSON bytes (see
+	// factsInPlace); lo and hi bound the addresses of those bytes
+	inPlace bool
+	lo, hi  uintptr
 }
 
 // pooledFacts is how many facts a pooled vmInput holds.
@@ -34,30 +42,35 @@ type vmInputState struct {
 	in    Input
 	p     *prepared // builds the input object (prepared.input); its intern table
 	facts Facts
-	terms [5]*ast.Term // subject, action, type, id, target
-	own   [5]ast.Term  // the terms of the strings that are not shared
-	top   ast.Term     // stands for input (Value: &topL)
-	res   ast.Term     // stands for input.resource (Value: &resL)
-	obj   *ast.Term    // the built input, once asked for
+	terms [5]*ast.Term  // subject, action, type, id, target
+	own   [5]ast.Term   // the terms of the strings that are not shared
+	boxes [5]ast.String // their strings (regovalue.StringValue)
+	top   ast.Term      // stands for input (Value: &topL)
+	res   ast.Term      // stands for input.resource (Value: &resL)
+	obj   *ast.Term     // the built input, once asked for
 	// The Values of top and res: pointers into v, so that making them
 	// Values allocates nothing.
 	topL, resL lazyValue
 }
 
 // getVMInput readies a pooled vmInput for one decision.
-func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
+func (p *prepared) getVMInput(in Input, facts Facts, inPlace bool) *vmInput {
 	v, _ := p.vmInputs.Get().(*vmInput)
 	if v == nil {
 		v = new(vmInput)
 	}
-	v.in, v.p, v.facts = in, p, facts
+	v.in, v.p, v.facts, v.inPlace = in, p, facts, inPlace
 	// An action or a record type is mostly one of the shared terms of the
-	// intern table (no allocation); the ids are new strings.
+	// intern table; the ids are new strings, kept in v's boxes (no
+	// allocation).
 	for i, s := range [5]string{in.Subject, in.Action, in.ResourceType, in.ResourceID, in.Target} {
 		if i == 1 || i == 2 {
-			v.terms[i] = p.str(s, &v.own[i])
-		} else if i < 4 || in.HasTarget {
-			v.own[i].Value = ast.String(s)
+			if v.terms[i] = p.intern.Get(s); v.terms[i] != nil {
+				continue
+			}
+		}
+		if i < 4 || in.HasTarget {
+			v.own[i].Value = regovalue.StringValue(&v.boxes[i], s)
 			v.terms[i] = &v.own[i]
 		}
 	}
@@ -72,9 +85,35 @@ func (p *prepared) getVMInput(in Input, facts Facts) *vmInput {
 // pools it.
 func (p *prepared) putVMInput(v *vmInput) {
 	v.vmInputState = vmInputState{}
-	clear(v.factBuf[:v.nfacts])
-	v.nfacts = 0
+	for i := range v.factBuf[:v.nfacts] {
+		v.factBuf[i].reset()
+	}
+	v.nfacts, v.inPlace, v.lo, v.hi = 0, false, 0, 0
 	p.vmInputs.Put(v)
+}
+
+// factBytes notes the bytes of a fact converted in place.
+func (v *vmInput) factBytes(js []byte) {
+	if len(js) == 0 {
+		return
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(js)))
+	hi := lo + uintptr(len(js))
+	if v.hi == 0 {
+		v.lo, v.hi = lo, hi
+		return
+	}
+	v.lo, v.hi = min(v.lo, lo), max(v.hi, hi)
+}
+
+// inFacts tells whether s may be in the bytes of a fact converted in place
+// (between the lowest and the highest address of them).
+func (v *vmInput) inFacts(s string) bool {
+	if v.hi == 0 || len(s) == 0 {
+		return false
+	}
+	p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+	return p >= v.lo && p < v.hi
 }
 
 // newFact is the storage of the next fact of the decision.

@@ -130,16 +130,19 @@ func (st *vmState) scan(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
-// callFunc runs a planned function with args (operands in fr).
-func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.Term, error) {
+// callFunc runs the planned function fi (vmCode.funcs) with args (operands
+// in fr).
+func (st *vmState) callFunc(fi int32, fr []*ast.Term, args []vmOperand) (*ast.Term, error) {
+	fn := &st.funcs[fi]
 	if fn.memo >= 0 && st.memoSet[fn.memo] == st.gen {
 		return st.memo[fn.memo], nil
 	}
 	if err := st.tick(); err != nil {
 		return nil, err
 	}
-	callee := st.push(fn.nlocals)
-	for i, p := range fn.params {
+	nlocals := int(fn.nlocals)
+	callee := st.push(nlocals)
+	for i, p := range st.params[fn.params : fn.params+int32(fn.nparams)] {
 		// An undefined argument is passed on, as OPA's Wasm target does:
 		// a rule that never reads input is defined without an input, and a
 		// function reading an undefined parameter is undefined there.
@@ -148,7 +151,8 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 	var result *ast.Term
 	var err error
 	returned := false
-	for i, b := range fn.blocks {
+	blocks := st.fblocks[fn.blocks : fn.blocks+int32(fn.nblocks)]
+	for i, b := range blocks {
 		var ctl int
 		ctl, err = st.block(callee, b)
 		if err != nil {
@@ -159,17 +163,17 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 			break
 		}
 		if ctl > 0 {
-			err = vmBug("illegal control flow out of function %s", fn.name)
+			err = vmBug("illegal control flow out of function %s", st.finfo[fi].name)
 			break
 		}
-		if ctl == 0 && i == len(fn.blocks)-1 && !fn.epilogue {
+		if ctl == 0 && i == len(blocks)-1 && !fn.epilogue {
 			break // the last block is the function body itself: leaving it returns undefined
 		}
 	}
 	if fn.epilogue && err == nil && !returned {
-		result, err = st.epilogue(fn, callee)
+		result, err = st.epilogue(fi, callee)
 	}
-	st.pop(fn.nlocals)
+	st.pop(nlocals)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +187,7 @@ func (st *vmState) callFunc(fn *vmFunc, fr []*ast.Term, args []vmOperand) (*ast.
 func (st *vmState) builtin(fr []*ast.Term, s *vmStmt) (*ast.Term, error) {
 	bi := st.builtins[s.ref]
 	base := len(st.bargs)
-	for _, a := range st.args[s.args : s.args+s.n] {
+	for _, a := range st.args[s.a : s.a+vmOperand(s.n)] {
 		var t *ast.Term
 		if bi.lazyArgs {
 			t = st.raw(fr, a)

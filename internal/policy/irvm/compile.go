@@ -39,45 +39,47 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 	// The functions, their parameters and blocks each in one array, next
 	// to each other in memory (a cold decision loads fewer lines).
 	c.code.funcs = make([]vmFunc, len(funcs))
+	c.code.finfo = make([]vmFuncInfo, len(funcs))
 	nparams, nblocks := 0, 0
 	for _, f := range funcs {
 		nparams, nblocks = nparams+len(f.Params), nblocks+len(f.Blocks)
 	}
-	params, fblocks := make([]int32, 0, nparams), make([]vmBlock, 0, nblocks)
+	c.code.params, c.code.fblocks = make([]int32, 0, nparams), make([]vmBlock, 0, nblocks)
 	for i, f := range funcs {
 		fn := &c.code.funcs[i]
-		fn.name, fn.ret, fn.memo = f.Name, int32(f.Return), -1
+		c.code.finfo[i].name, fn.memo = f.Name, -1
+		fn.params, fn.nparams = int32(len(c.code.params)), c.count(len(f.Params))
 		for _, p := range f.Params {
-			params = append(params, int32(p))
+			c.code.params = append(c.code.params, int32(c.local(p)))
 		}
-		fn.params = params[len(params)-len(f.Params) : len(params) : len(params)]
 		if len(f.Params) == 2 { // input and data only: once per evaluation
-			fn.memo = c.nmemo
+			fn.memo = int32(c.nmemo)
 			c.nmemo++
 		}
 		c.funcs[f.Name] = int32(i)
 	}
 	for i, f := range funcs {
-		fn := &c.code.funcs[i]
+		fn, info := &c.code.funcs[i], &c.code.finfo[i]
 		c.maxLocal = max(int(f.Return), 0)
 		for _, p := range f.Params {
 			c.maxLocal = max(c.maxLocal, int(p))
 		}
+		fn.ret = c.local(f.Return)
 		c.fold = foldable(f.Blocks)
 		c.cur, c.dataLocals = int32(i), dataLocals(f.Blocks)
-		fn.conflict = conflictMessage(f)
+		info.conflict = conflictMessage(f)
 		body := f.Blocks
 		if x, as, ok := ruleEpilogue(f); ok {
 			fn.epilogue, fn.defined, body = true, c.local(x), body[:1]
-			fn.epilogueLoc = c.code.locs[c.location(as.Location)-1]
+			info.epilogueLoc = c.code.locs[c.location(as.Location)-1]
 		}
 		blocks, err := c.blockList(withoutEntryReset(f, body))
 		if err != nil {
 			return nil, fmt.Errorf("function %s: %w", f.Name, err)
 		}
-		fblocks = append(fblocks, blocks...)
-		fn.blocks = fblocks[len(fblocks)-len(blocks) : len(fblocks) : len(fblocks)]
-		fn.nlocals = c.maxLocal + 1
+		fn.blocks, fn.nblocks = int32(len(c.code.fblocks)), c.count(len(blocks))
+		c.code.fblocks = append(c.code.fblocks, blocks...)
+		fn.nlocals = c.count(c.maxLocal + 1)
 	}
 	prog := &Program{nmemo: c.nmemo, data: ast.NewTerm(ast.NewObject())}
 	for _, p := range pol.Plans.Plans {
@@ -92,8 +94,11 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
 		}
 		prog.plan, prog.nlocals = blocks, c.maxLocal+1
-		prog.direct = c.directCall(p)
+		prog.direct = c.directCall(p) + 1
 		prog.directArgs = []vmOperand{vmOperand(ir.Input), vmOperand(ir.Data)}
+		if c.tooLarge != nil {
+			return nil, c.tooLarge
+		}
 		c.code.packConsts()
 		prog.vmCode = c.code
 		return prog, nil
@@ -116,11 +121,27 @@ type vmCompiler struct {
 	// dataLocals are the locals holding the data document or a document
 	// looked up in it (see dataLocals)
 	dataLocals map[ir.Local]bool
+	// tooLarge is set when a local or a call does not fit a vmStmt
+	tooLarge error
 }
 
-func (c *vmCompiler) local(l ir.Local) int32 {
+// count is n for a vmFunc's uint16 counts; past them, the plan is not
+// supported (c.tooLarge).
+func (c *vmCompiler) count(n int) uint16 {
+	if n > 1<<16-1 {
+		c.tooLarge = fmt.Errorf("%w: %d locals, parameters or blocks in a function", ErrUnsupported, n)
+		return 0
+	}
+	return uint16(n)
+}
+
+func (c *vmCompiler) local(l ir.Local) uint16 {
 	c.maxLocal = max(c.maxLocal, int(l))
-	return int32(l)
+	if l < 0 || l > maxLocals {
+		c.tooLarge = fmt.Errorf("%w: local %d", ErrUnsupported, l)
+		return 0
+	}
+	return uint16(l)
 }
 
 func (c *vmCompiler) operand(o ir.Operand) (vmOperand, error) {
@@ -193,7 +214,7 @@ func (c *vmCompiler) constTerm(o vmOperand) *ast.Term {
 	return c.code.consts[^o]
 }
 
-// location is the location l for vmStmt.loc: its index in code.locs + 1.
+// location is the location l for a vmStmt: its index in code.locs + 1.
 func (c *vmCompiler) location(l ir.Location) int32 {
 	loc := &ast.Location{Row: l.Row, Col: l.Col}
 	if l.File >= 0 && l.File < len(c.files) {
@@ -260,9 +281,9 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.callStmt(st)
 	case *ir.BlockStmt:
 		first, err := c.blocks(st.Blocks...)
-		return vmStmt{op: opBlock, ref: first, n: int32(len(st.Blocks))}, err
+		return vmStmt{op: opBlock, ref: first, b: vmOperand(len(st.Blocks))}, err
 	case *ir.BreakStmt:
-		return vmStmt{op: opBreak, n: int32(st.Index)}, nil
+		return vmStmt{op: opBreak, ref: int32(st.Index)}, nil
 	case *ir.DotStmt:
 		op := opDot
 		if l, ok := localOf(st.Source); ok && c.dataLocals[l] {
@@ -282,7 +303,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.unary(opAssignVar, st.Source, c.local(st.Target))
 	case *ir.AssignVarOnceStmt:
 		s, err := c.unary(opAssignVarOnce, st.Source, c.local(st.Target))
-		s.loc, s.ref = c.location(st.Location), c.cur
+		s.b, s.ref = vmOperand(c.location(st.Location)), c.cur
 		return s, err
 	case *ir.ResetLocalStmt:
 		return vmStmt{op: opResetLocal, target: c.local(st.Target)}, nil
@@ -293,7 +314,7 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 	case *ir.MakeNumberRefStmt:
 		return c.numberRef(st)
 	case *ir.MakeArrayStmt:
-		return vmStmt{op: opMakeArray, target: c.local(st.Target), n: st.Capacity}, nil
+		return vmStmt{op: opMakeArray, target: c.local(st.Target), b: vmOperand(st.Capacity)}, nil
 	case *ir.MakeObjectStmt:
 		return vmStmt{op: opMakeObject, target: c.local(st.Target)}, nil
 	case *ir.MakeSetStmt:
@@ -318,11 +339,11 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.binary(opObjectInsert, st.Key, st.Value, st.Object)
 	case *ir.ObjectInsertOnceStmt:
 		s, err := c.binary(opObjectInsertOnce, st.Key, st.Value, st.Object)
-		s.loc = c.location(st.Location)
+		s.ref = c.location(st.Location)
 		return s, err
 	case *ir.ObjectMergeStmt:
 		return vmStmt{op: opObjectMerge, a: vmOperand(c.local(st.A)), b: vmOperand(c.local(st.B)),
-			target: c.local(st.Target), loc: c.location(st.Location)}, nil
+			target: c.local(st.Target), ref: c.location(st.Location)}, nil
 	case *ir.SetAddStmt:
 		return c.unary(opSetAdd, st.Value, c.local(st.Set))
 	case *ir.ResultSetAddStmt:
@@ -523,11 +544,11 @@ func constKey(o ir.Operand) any {
 //	CallStmt f(input, data) -> r; AssignVarStmt r -> t; MakeObjectStmt o;
 //	ObjectInsertStmt o["result"] = t; ResultSetAddStmt o
 //
-// and returns f: the value of the entry point is then f's result, without
-// building the result set. nil for any other plan.
-func (c *vmCompiler) directCall(p *ir.Plan) *vmFunc {
+// and returns f (its index in code.funcs): the value of the entry point is
+// then f's result, without building the result set. -1 for any other plan.
+func (c *vmCompiler) directCall(p *ir.Plan) int32 {
 	if len(p.Blocks) != 1 || len(p.Blocks[0].Stmts) != 5 {
-		return nil
+		return -1
 	}
 	st := p.Blocks[0].Stmts
 	call, ok1 := st[0].(*ir.CallStmt)
@@ -536,7 +557,7 @@ func (c *vmCompiler) directCall(p *ir.Plan) *vmFunc {
 	ins, ok4 := st[3].(*ir.ObjectInsertStmt)
 	add, ok5 := st[4].(*ir.ResultSetAddStmt)
 	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || len(call.Args) != 2 {
-		return nil
+		return -1
 	}
 	local := func(o ir.Operand) (ir.Local, bool) {
 		v, err := c.operand(o)
@@ -551,7 +572,7 @@ func (c *vmCompiler) directCall(p *ir.Plan) *vmFunc {
 	if !ok || !okf || !okd || !oks || !okv || err != nil || in != ir.Input || data != ir.Data ||
 		src != call.Result || val != assign.Target || ins.Object != mk.Target || add.Value != mk.Target ||
 		c.constTerm(key) == nil || c.constTerm(key).Value.Compare(ast.String("result")) != 0 {
-		return nil
+		return -1
 	}
-	return &c.code.funcs[fi]
+	return fi
 }

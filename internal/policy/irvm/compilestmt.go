@@ -11,7 +11,7 @@ import (
 // The statements of vmCompiler.stmt that take more than a line.
 
 // unary is a statement of one operand a and a target local.
-func (c *vmCompiler) unary(op vmOp, a ir.Operand, target int32) (vmStmt, error) {
+func (c *vmCompiler) unary(op vmOp, a ir.Operand, target uint16) (vmStmt, error) {
 	oa, err := c.operand(a)
 	return vmStmt{op: op, a: oa, target: target}, err
 }
@@ -40,8 +40,11 @@ func (c *vmCompiler) constStmt(target ir.Local, t *ast.Term) vmStmt {
 
 // callStmt is CallStmt: a planned function or a built-in.
 func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
-	s := vmStmt{target: c.local(st.Result), loc: c.location(st.Location),
-		args: int32(len(c.code.args)), n: int32(len(st.Args))}
+	if len(st.Args) > maxArgs {
+		return vmStmt{}, fmt.Errorf("%w: call of %s with %d arguments", ErrUnsupported, st.Func, len(st.Args))
+	}
+	s := vmStmt{target: c.local(st.Result), b: vmOperand(c.location(st.Location)),
+		a: vmOperand(len(c.code.args)), n: uint8(len(st.Args))}
 	for _, a := range st.Args {
 		o, err := c.operand(a)
 		if err != nil {
@@ -51,8 +54,8 @@ func (c *vmCompiler) callStmt(st *ir.CallStmt) (vmStmt, error) {
 	}
 	if fi, ok := c.funcs[st.Func]; ok {
 		s.op, s.ref = opCall, fi
-		if fn := &c.code.funcs[fi]; len(st.Args) != len(fn.params) {
-			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(st.Args), len(fn.params))
+		if fn := &c.code.funcs[fi]; len(st.Args) != int(fn.nparams) {
+			return s, fmt.Errorf("call of %s with %d arguments, want %d", st.Func, len(st.Args), fn.nparams)
 		}
 		return s, nil
 	}

@@ -52,11 +52,12 @@ func withoutEntryReset(f *ir.Func, blocks []*ir.Block) []*ir.Block {
 }
 
 // epilogue is "IsDefinedStmt x; AssignVarOnceStmt x -> ret", then
-// "ReturnLocalStmt ret" (see ruleEpilogue) in the frame fr of fn.
-func (st *vmState) epilogue(fn *vmFunc, fr []*ast.Term) (*ast.Term, error) {
+// "ReturnLocalStmt ret" (see ruleEpilogue) in the frame fr of function fi.
+func (st *vmState) epilogue(fi int32, fr []*ast.Term) (*ast.Term, error) {
+	fn := &st.funcs[fi]
 	if v := fr[fn.defined]; v != nil {
 		if cur := fr[fn.ret]; cur != nil && !st.equal(cur, v) {
-			return nil, conflictError(fn.epilogueLoc, fn.conflict)
+			return nil, conflictError(st.finfo[fi].epilogueLoc, st.finfo[fi].conflict)
 		}
 		fr[fn.ret] = v
 	}

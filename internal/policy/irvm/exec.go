@@ -19,7 +19,7 @@ func defined(ok bool) int {
 
 // execCall is CallStmt of a planned function.
 func (st *vmState) execCall(fr []*ast.Term, s *vmStmt) (int, error) {
-	t, err := st.callFunc(&st.funcs[s.ref], fr, st.args[s.args:s.args+s.n])
+	t, err := st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
 	if err != nil || t == nil {
 		return 0, err
 	}
@@ -40,7 +40,7 @@ func (st *vmState) execBuiltin(fr []*ast.Term, s *vmStmt) (int, error) {
 // execBlock is BlockStmt: its blocks in turn; a break out of one of them
 // by more than one level leaves the statement's block too.
 func (st *vmState) execBlock(fr []*ast.Term, s *vmStmt) (int, error) {
-	for _, inner := range st.blocks[s.ref : s.ref+s.n] {
+	for _, inner := range st.blocks[s.ref : s.ref+int32(s.b)] {
 		ctl, err := st.block(fr, inner)
 		switch {
 		case err != nil:
@@ -131,7 +131,7 @@ func (st *vmState) execAssignVarOnce(fr []*ast.Term, s *vmStmt) (int, error) {
 	if cur := fr[s.target]; cur != nil && !st.equal(cur, src) {
 		msg := "complete rules must not produce multiple outputs"
 		if s.ref >= 0 {
-			msg = st.funcs[s.ref].conflict
+			msg = st.finfo[s.ref].conflict
 		}
 		return 0, conflictError(st.location(s), msg)
 	}

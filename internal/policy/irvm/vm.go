@@ -99,31 +99,44 @@ const (
 // vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].
 type vmOperand int32
 
-// vmStmt is one statement of the plan: 32 bytes, two to a cache line. A
-// decision runs a few hundred of them, mostly with its caches cold (the
+// vmStmt is one statement of the plan: 16 bytes, four to a cache line. A
+// decision runs about a hundred of them, mostly with its caches cold (the
 // HTTP server and the kernel ran in between), so their size is loads from
 // memory; what only a few kinds of statements use sits in the vmCode tables
-// they index (docs/design.md, "The policy engine").
+// they index (docs/design.md, "The policy engine"). The fields mean what
+// the kind of statement makes of them:
+//
+//	kind                  target   a        b         ref          n
+//	CallStmt (function)   result   1st arg  location  vmCode.funcs  args
+//	CallStmt (built-in)   result   1st arg  location  .builtins     args
+//	BlockStmt                                #blocks   1st block
+//	NotStmt                                           block
+//	ScanStmt              key      source   value     block
+//	BreakStmt                                         index
+//	AssignVarOnceStmt     target   source   location  function (-1: a plan's)
+//	ObjectInsertOnceStmt  object   key      value     location
+//	ObjectMergeStmt       target   a        b         location
+//	MakeArrayStmt         target            capacity
+//
+// and for the others target is the target local (the array, object or set
+// of an insert; the source of Is(Un)DefinedStmt and ResultSetAddStmt), a
+// and b the operands. A CallStmt's arguments are vmCode.args[a:a+n]. A
+// location is vmCode.locs[loc-1]; 0: none.
 type vmStmt struct {
-	op vmOp
-	// target is the target local (the array, object or set of an insert;
-	// the source of Is(Un)DefinedStmt and ResultSetAddStmt); ScanStmt:
-	// the key local
-	target int32
-	a, b   vmOperand // the operands; ScanStmt: a the source, b the value local
-	// n is BreakStmt's index, MakeArrayStmt's capacity, the number of a
-	// CallStmt's arguments or of a BlockStmt's blocks
-	n int32
-	// ref is a CallStmt's function (vmCode.funcs) or built-in
-	// (vmCode.builtins); the first block (vmCode.blocks) of a BlockStmt,
-	// NotStmt or ScanStmt; the function of an AssignVarOnceStmt (-1: a
-	// plan's)
-	ref int32
-	// args is a CallStmt's first argument (vmCode.args)
-	args int32
-	// loc is the statement's location: vmCode.locs[loc-1]; 0: none
-	loc int32
+	op     vmOp
+	n      uint8
+	target uint16
+	a, b   vmOperand
+	ref    int32
 }
+
+// maxLocals and maxArgs bound what a vmStmt holds: a plan with more locals
+// in a function, or a call with more arguments, is not supported (topdown
+// evaluates it).
+const (
+	maxLocals = 1<<16 - 1
+	maxArgs   = 1<<8 - 1
+)
 
 // vmBlock is a block: the statements vmCode.code[start:end].
 type vmBlock struct{ start, end int32 }
@@ -136,24 +149,35 @@ type vmCode struct {
 	consts   []*ast.Term
 	args     []vmOperand // the arguments of CallStmts
 	funcs    []vmFunc
+	finfo    []vmFuncInfo // beside funcs: what only an error needs
+	params   []int32      // the functions' parameters (vmFunc.params)
+	fblocks  []vmBlock    // the functions' blocks (vmFunc.blocks)
 	builtins []*vmBuiltin
 	locs     []*ast.Location
 }
 
+// vmFunc is a planned function: 24 bytes, what a call reads (a decision
+// calls a dozen functions with its caches cold); its name and messages are
+// in vmFuncInfo.
 type vmFunc struct {
-	memo    int // index in the memo table; -1: not memoized
-	nlocals int
-	ret     int32
-	params  []int32
-	blocks  []vmBlock
+	memo   int32 // index in the memo table; -1: not memoized
+	params int32 // its parameters: vmCode.params[params:params+nparams]
+	blocks int32 // its blocks: vmCode.fblocks[blocks:blocks+nblocks]
+	// the number of its locals, its return local, and (epilogue) the local
+	// its epilogue returns
+	nlocals, ret, defined uint16
+	nparams, nblocks      uint16
 	// epilogue: the function's two last blocks are run by
 	// vmState.epilogue, returning the local defined (epilogue.go)
-	epilogue    bool
-	defined     int32
-	epilogueLoc *ast.Location
-	name        string
+	epilogue bool
+}
+
+// vmFuncInfo is what an error of a function needs.
+type vmFuncInfo struct {
+	name string
 	// conflict is topdown's message for two values of this rule or function
-	conflict string
+	conflict    string
+	epilogueLoc *ast.Location
 }
 
 // vmBuiltin is a built-in function a plan calls.
@@ -226,7 +250,18 @@ type EvalOpts struct {
 	Env any
 	// Deadline, when set, stops the evaluation with ErrDeadline.
 	Deadline time.Time
+	// Timeout, when set, stops the evaluation with ErrDeadline once it has
+	// run that long, counted from its clockStart-th step (function call or
+	// iteration): a short evaluation (a decision of the default policy runs
+	// about twenty) never reads the clock. The clock is checked every 1,024
+	// steps in any case, so a bound is never exact to within the first
+	// steps' time.
+	Timeout time.Duration
 }
+
+// clockStart is the step at which an evaluation with EvalOpts.Timeout reads
+// the clock to start it.
+const clockStart = 64
 
 // ErrDeadline is the error of an evaluation past EvalOpts.Deadline.
 var ErrDeadline = errors.New("the evaluation ran past its deadline")
@@ -234,8 +269,10 @@ var ErrDeadline = errors.New("the evaluation ran past its deadline")
 // Program is one plan (entry point) ready to run.
 type Program struct {
 	vmCode
-	plan   []vmBlock
-	direct *vmFunc // the plan only returns this function's result (see directCall)
+	plan []vmBlock
+	// direct is 1 + the function whose result is all the plan returns (see
+	// directCall); 0: none
+	direct int32
 	// directArgs are input and data, the arguments of direct
 	directArgs []vmOperand
 	nlocals    int
@@ -251,7 +288,24 @@ type Program struct {
 
 // DirectCall tells whether the plan only returns one function's result,
 // which Eval then calls without building the result set (see directCall).
-func (p *Program) DirectCall() bool { return p.direct != nil }
+func (p *Program) DirectCall() bool { return p.direct > 0 }
+
+// Builtins are the names of the built-in functions the program calls.
+func (p *Program) Builtins() []string {
+	names := make([]string, len(p.builtins))
+	for i, b := range p.builtins {
+		names[i] = b.name
+	}
+	return names
+}
+
+// OwnBuiltin tells whether the interpreter has its own implementation of
+// the built-in name (used unless the caller's Natives has one): those keep
+// nothing of their arguments past the call.
+func OwnBuiltin(name string) bool {
+	fn, _ := nativeBuiltin(name)
+	return fn != nil
+}
 
 // ErrUnsupported marks a plan the interpreter does not run.
 var ErrUnsupported = errors.New("not supported by the IR evaluator")
@@ -269,8 +323,10 @@ type vmState struct {
 	results []*ast.Term
 	bargs   []*ast.Term // built-in operands
 	steps   int
-	// deadline ends the evaluation with ErrDeadline (EvalOpts.Deadline)
+	// deadline ends the evaluation with ErrDeadline (EvalOpts.Deadline,
+	// or Timeout from the clockStart-th step)
 	deadline time.Time
+	timeout  time.Duration
 	// generic built-ins
 	out   *ast.Term
 	nout  int
@@ -306,9 +362,9 @@ func (p *Program) Eval(ctx context.Context, opts EvalOpts) (result ast.Value, er
 	frame := st.push(p.nlocals)
 	frame[ir.Input] = opts.Input
 	frame[ir.Data] = p.data
-	if p.direct != nil {
+	if p.direct > 0 {
 		var t *ast.Term
-		t, err = st.callFunc(p.direct, frame, p.directArgs)
+		t, err = st.callFunc(p.direct-1, frame, p.directArgs)
 		st.pop(p.nlocals)
 		if t != nil {
 			result = st.materialize(t).Value
@@ -362,7 +418,7 @@ func (p *Program) EvalQuery(ctx context.Context, opts EvalOpts) (rs []*ast.Term,
 // begin readies a pooled state for one evaluation.
 func (p *Program) begin(ctx context.Context, opts EvalOpts) *vmState {
 	st := p.state()
-	st.call.Context, st.call.Env, st.deadline = ctx, opts.Env, opts.Deadline
+	st.call.Context, st.call.Env, st.deadline, st.timeout = ctx, opts.Env, opts.Deadline, opts.Timeout
 	st.gen++
 	if st.gen == 0 { // wrapped: forget every memo
 		clear(st.memoSet)
@@ -437,10 +493,17 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 
 // location is the location of s; nil when it has none.
 func (st *vmState) location(s *vmStmt) *ast.Location {
-	if s.loc == 0 {
+	var loc int32
+	switch s.op {
+	case opCall, opBuiltin, opAssignVarOnce:
+		loc = int32(s.b)
+	case opObjectInsertOnce, opObjectMerge:
+		loc = s.ref
+	}
+	if loc == 0 {
 		return nil
 	}
-	return st.locs[s.loc-1]
+	return st.locs[loc-1]
 }
 
 // equal is a.Equal(b) for terms that may be Lazy (objects and arrays): one
@@ -487,6 +550,11 @@ func materialize(t *ast.Term) *ast.Term {
 // tick counts work, and every so often checks for cancellation.
 func (st *vmState) tick() error {
 	st.steps++
+	if st.steps == clockStart && st.timeout > 0 {
+		if d := time.Now().Add(st.timeout); st.deadline.IsZero() || d.Before(st.deadline) {
+			st.deadline = d
+		}
+	}
 	if st.steps&1023 == 0 {
 		if err := st.call.Context.Err(); err != nil {
 			return err
@@ -523,7 +591,7 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 		case opBlock:
 			ctl, err = st.execBlock(fr, s)
 		case opBreak:
-			return int(s.n), nil
+			return int(s.ref), nil
 		case opDot:
 			ctl = st.execDot(fr, s)
 		case opDotData:
@@ -546,7 +614,7 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			fr[s.target] = st.consts[^s.a]
 			continue
 		case opMakeArray:
-			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.n)))
+			fr[s.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(s.b)))
 			continue
 		case opMakeObject:
 			fr[s.target] = ast.NewTerm(ast.NewObject())

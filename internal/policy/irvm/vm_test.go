@@ -156,12 +156,69 @@ func TestInternalErrors(t *testing.T) {
 		Blocks: []*ir.Block{{Stmts: []ir.Stmt{&ir.WithStmt{Local: ir.Input, Block: &ir.Block{}}}}}}}}}, Config{Entrypoint: "p"}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("WithStmt: %v", err)
 	}
+	// a local past what a statement holds is refused, not truncated
+	if _, err := New(&ir.Policy{Static: &ir.Static{}, Plans: &ir.Plans{Plans: []*ir.Plan{{Name: "p",
+		Blocks: []*ir.Block{{Stmts: []ir.Stmt{&ir.ResetLocalStmt{Target: maxLocals + 1}}}}}}}}, Config{Entrypoint: "p"}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("local %d: %v", maxLocals+1, err)
+	}
+}
+
+// TestWideStatements runs statements whose counts do not fit the small
+// fields of a vmStmt: a BlockStmt of 300 blocks and a break out of 300
+// nested ones.
+func TestWideStatements(t *testing.T) {
+	var blocks []*ir.Block
+	for range 300 {
+		blocks = append(blocks, &ir.Block{})
+	}
+	// the 300th block breaks out of the BlockStmt and the plan's block:
+	// nothing after it runs
+	inner := &ir.Block{Stmts: []ir.Stmt{&ir.BreakStmt{Index: 1}}}
+	blocks = append(blocks, inner)
+	res := ir.Local(2)
+	mk := []ir.Stmt{&ir.MakeObjectStmt{Target: res}, &ir.ResultSetAddStmt{Value: res}}
+	// 300 nested blocks; the innermost leaves them all, so that the
+	// result added after them is not
+	deep := &ir.Block{Stmts: []ir.Stmt{&ir.BreakStmt{Index: 299}}}
+	for range 299 {
+		deep = &ir.Block{Stmts: []ir.Stmt{&ir.BlockStmt{Blocks: []*ir.Block{deep}}}}
+	}
+	deep.Stmts = append(deep.Stmts, mk...)
+	for _, tc := range []struct {
+		name    string
+		block   *ir.Block
+		results int
+	}{
+		{"300 blocks", &ir.Block{Stmts: append([]ir.Stmt{&ir.BlockStmt{Blocks: blocks}}, mk...)}, 0},
+		{"break 300", deep, 0},
+		{"ran", &ir.Block{Stmts: mk}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prog, err := New(&ir.Policy{Static: &ir.Static{}, Plans: &ir.Plans{Plans: []*ir.Plan{{Name: "p",
+				Blocks: []*ir.Block{tc.block}}}}}, Config{Entrypoint: "p"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := prog.EvalQuery(context.Background(), EvalOpts{})
+			if err != nil || len(rs) != tc.results {
+				t.Fatalf("%d results, %v; want %d", len(rs), err, tc.results)
+			}
+		})
+	}
 }
 
 func TestDeadlineAndCancel(t *testing.T) {
 	prog := seamProgram(t, "t/spin", nil)
 	if _, err := prog.Eval(context.Background(), EvalOpts{Deadline: time.Now().Add(-time.Second)}); !errors.Is(err, ErrDeadline) {
 		t.Fatalf("past deadline: %v", err)
+	}
+	// a timeout: the clock starts after clockStart steps, the spin's 5,000
+	// iterations run past it
+	if _, err := prog.Eval(context.Background(), EvalOpts{Timeout: time.Nanosecond}); !errors.Is(err, ErrDeadline) {
+		t.Fatalf("past timeout: %v", err)
+	}
+	if _, err := prog.Eval(context.Background(), EvalOpts{Timeout: time.Hour}); err != nil {
+		t.Fatalf("within its timeout: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -173,11 +230,19 @@ func TestDeadlineAndCancel(t *testing.T) {
 	}
 }
 
-// TestStmtSize keeps a statement at 32 bytes, two to a cache line: a cold
+// TestStmtSize keeps a statement at 16 bytes, four to a cache line: a cold
 // decision's cost follows the bytes of the statements it runs
 // (BENCHMARKS.md, "CPU per decision", session 5).
 func TestStmtSize(t *testing.T) {
-	if n := unsafe.Sizeof(vmStmt{}); n > 32 {
-		t.Fatalf("vmStmt is %d bytes, want at most 32", n)
+	if n := unsafe.Sizeof(vmStmt{}); n > 16 {
+		t.Fatalf("vmStmt is %d bytes, want at most 16", n)
+	}
+}
+
+// TestFuncSize keeps what a call reads of a function at 24 bytes (see
+// vmFunc).
+func TestFuncSize(t *testing.T) {
+	if n := unsafe.Sizeof(vmFunc{}); n > 24 {
+		t.Fatalf("vmFunc is %d bytes, want at most 24", n)
 	}
 }

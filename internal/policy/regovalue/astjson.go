@@ -3,6 +3,7 @@ package regovalue
 import (
 	"encoding/json"
 	"fmt"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -37,17 +38,44 @@ type FactBuf struct {
 	// *StringArray: Arrays[:0] and Strings[:0] hold them while they last.
 	Arrays  []StringArray
 	Strings []string
+	// Boxes hold the strings of the string terms (see StringValue) while
+	// they last; more are boxed as Go boxes them.
+	Boxes []ast.String
+	// Used is set by ParseFact: how much of each array it used (so that
+	// the caller clears only that much before reusing the storage).
+	Used FactUse
+	// InPlace: the strings of the result are cut from b itself, not from a
+	// copy of it (no allocation). b must then stay valid and unchanged as
+	// long as any of them is in use (see internal/policy's vmInput).
+	InPlace bool
 }
+
+// FactUse counts the elements of a FactBuf's arrays ParseFact used, from
+// the start of each.
+type FactUse struct{ Terms, Arrays, Strings, Boxes int }
 
 // ParseFact is Parse for the IR interpreter: it returns the key/value pairs
 // of a top-level object, built in buf (the interpreter's lazy fact object
 // reads its fields without building the ast object); a field that is an
 // array of strings is a *StringArray, not an *ast.Array. isObject is false,
 // with no pairs, for a document that is valid JSON but not an object.
-func ParseFact(b []byte, intern *InternTable, buf FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
-	p := jsonParser{s: string(b), intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
-		factArrs: buf.Arrays[:0], factStrs: buf.Strings[:0]}
-	if _, err := p.document(); err != nil {
+// buf.Used tells what it used of buf, also on an error.
+func ParseFact(b []byte, intern *InternTable, buf *FactBuf) (pairs [][2]*ast.Term, isObject bool, err error) {
+	var str string
+	if buf.InPlace {
+		str = unsafe.String(unsafe.SliceData(b), len(b))
+	} else {
+		str = string(b)
+	}
+	p := jsonParser{s: str, intern: intern, pool: buf.Terms, fact: true, factPairs: buf.Pairs[:0],
+		factArrs: buf.Arrays[:0], factStrs: buf.Strings[:0], boxes: buf.Boxes}
+	_, err = p.document()
+	buf.Used = FactUse{Terms: len(buf.Terms) - len(p.pool), Arrays: len(p.factArrs),
+		Strings: min(p.strsHigh, cap(buf.Strings)), Boxes: len(buf.Boxes) - len(p.boxes)}
+	if p.spilled { // buf.Terms ran out: p.pool is a chunk of the parser's own
+		buf.Used.Terms = len(buf.Terms)
+	}
+	if err != nil {
 		return nil, false, err
 	}
 	if !p.factDone {
@@ -75,6 +103,9 @@ type jsonParser struct {
 	factArrs  []StringArray // storage of the StringArrays (FactBuf.Arrays)
 	factStrs  []string      // storage of their strings (FactBuf.Strings)
 	body      bool          // a request body: keys folded, ambiguous keys refused (see ParseBody)
+	boxes     []ast.String  // where string terms keep their strings (FactBuf.Boxes)
+	spilled   bool          // pool is no longer the caller's (FactBuf.Terms)
+	strsHigh  int           // the most factStrs held at once
 }
 
 // checkDepth fails when a value nests deeper than the parser accepts.
@@ -117,11 +148,23 @@ func (p *jsonParser) errorf(format string, args ...any) error {
 func (p *jsonParser) term(v ast.Value) *ast.Term {
 	if len(p.pool) == 0 {
 		p.pool = make([]ast.Term, termChunk)
+		p.spilled = true
 	}
 	t := &p.pool[0]
 	p.pool = p.pool[1:]
 	t.Value = v
 	return t
+}
+
+// stringValue is s as a Value, its string in the next of p.boxes while
+// they last.
+func (p *jsonParser) stringValue(s string) ast.Value {
+	if len(p.boxes) == 0 {
+		return ast.String(s)
+	}
+	v := StringValue(&p.boxes[0], s)
+	p.boxes = p.boxes[1:]
+	return v
 }
 
 func (p *jsonParser) skipSpace() {
@@ -152,7 +195,7 @@ func (p *jsonParser) value(depth int) (*ast.Term, error) {
 		if t := p.intern.Get(s); t != nil {
 			return t, nil
 		}
-		return p.term(ast.String(s)), nil
+		return p.term(p.stringValue(s)), nil
 	case c == 't':
 		if err := p.literal("true"); err != nil {
 			return nil, err
@@ -212,7 +255,7 @@ func (p *jsonParser) object(depth int) (*ast.Term, error) {
 		}
 		key := p.intern.Get(k)
 		if key == nil {
-			key = p.term(ast.String(k))
+			key = p.term(p.stringValue(k))
 		}
 		p.skipSpace()
 		if p.i >= len(p.s) || p.s[p.i] != ':' {

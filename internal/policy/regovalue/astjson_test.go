@@ -115,7 +115,7 @@ func benchConvert(b *testing.B, doc []byte) {
 // ParseFact answers what Parse does, the top-level object as its pairs, built
 // in the caller's buffers while they last (and in storage of its own past
 // them); a document that is not an object is isObject false; invalid JSON is
-// an error.
+// an error. It writes nothing in the buffers past what FactBuf.Used says.
 func TestParseFact(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc string
@@ -139,11 +139,19 @@ func TestParseFact(t *testing.T) {
 			var pairBuf [3][2]*ast.Term
 			var arrays [2]StringArray
 			var strs [6]string
+			var boxes [3]ast.String
 			b := []byte(tc.doc)
-			pairs, isObject, err := ParseFact(b, NewInternTable(),
-				FactBuf{Terms: terms[:], Pairs: pairBuf[:0], Arrays: arrays[:0], Strings: strs[:0]})
+			buf := FactBuf{Terms: terms[:], Pairs: pairBuf[:0], Arrays: arrays[:0], Strings: strs[:0], Boxes: boxes[:]}
+			pairs, isObject, err := ParseFact(b, NewInternTable(), &buf)
 			if err != nil {
 				t.Fatal(err)
+			}
+			u := buf.Used
+			if slices.ContainsFunc(terms[u.Terms:], func(t ast.Term) bool { return t.Value != nil }) ||
+				slices.ContainsFunc(arrays[u.Arrays:], func(a StringArray) bool { return a.Len() > 0 }) ||
+				slices.ContainsFunc(strs[u.Strings:], func(s string) bool { return s != "" }) ||
+				slices.ContainsFunc(boxes[u.Boxes:], func(s ast.String) bool { return s != "" }) {
+				t.Errorf("written past Used %+v: %v %v %v %v", u, terms, arrays, strs, boxes)
 			}
 			if isObject != tc.object {
 				t.Fatalf("isObject = %v, want %v", isObject, tc.object)
@@ -189,7 +197,7 @@ func TestParseFact(t *testing.T) {
 	}
 	for _, doc := range []string{``, `{`, `{"a":1,}`, `{"a":1} x`, `[1,]`} {
 		t.Run("invalid "+doc, func(t *testing.T) {
-			if pairs, ok, err := ParseFact([]byte(doc), nil, FactBuf{}); err == nil {
+			if pairs, ok, err := ParseFact([]byte(doc), nil, &FactBuf{}); err == nil {
 				t.Errorf("ParseFact(%q) = %v, %v, want an error", doc, pairs, ok)
 			}
 		})

@@ -1,6 +1,8 @@
 package regovalue
 
 import (
+	"strings"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -14,11 +16,16 @@ type InternTable struct {
 	slots [internSlots]internSlot
 	n     int
 	more  map[string]*ast.Term // past maxInterned entries
+	// The shared terms, their strings' headers and bytes, next to each
+	// other (a decision reads a dozen of them with its caches cold): the
+	// terms and headers in these arrays, the bytes in one string (repack).
+	terms [maxInterned]ast.Term
+	boxes [maxInterned]ast.String // (StringValue)
 }
 
 type internSlot struct {
 	s string
-	t *ast.Term
+	i int // 1 + the index of its term in terms; 0: empty
 }
 
 const (
@@ -66,10 +73,33 @@ func (t *InternTable) Add(s string) {
 		return
 	}
 	for i := internHash(s); ; i++ {
-		if sl := &t.slots[i%internSlots]; sl.t == nil {
-			sl.s, sl.t = s, ast.StringTerm(s)
+		if sl := &t.slots[i%internSlots]; sl.i == 0 {
 			t.n++
+			sl.i = t.n
+			t.boxes[t.n-1] = ast.String(s)
+			t.repack()
 			return
+		}
+	}
+}
+
+// repack copies the strings of the table's terms (in the order they were
+// added) into one string, and points every term and slot at it (Add runs
+// before the table is read).
+func (t *InternTable) repack() {
+	var b strings.Builder
+	for i := range t.n {
+		b.WriteString(string(t.boxes[i]))
+	}
+	all, pos := b.String(), 0
+	for i := range t.n {
+		n := len(t.boxes[i])
+		t.terms[i].Value = StringValue(&t.boxes[i], all[pos:pos+n])
+		pos += n
+	}
+	for j := range t.slots {
+		if sl := &t.slots[j]; sl.i != 0 {
+			sl.s = string(t.boxes[sl.i-1])
 		}
 	}
 }
@@ -81,11 +111,11 @@ func (t *InternTable) Get(s string) *ast.Term {
 	}
 	for i := internHash(s); ; i++ {
 		sl := &t.slots[i%internSlots]
-		if sl.t == nil {
+		if sl.i == 0 {
 			break
 		}
 		if sl.s == s {
-			return sl.t
+			return &t.terms[sl.i-1]
 		}
 	}
 	if t.more != nil {

@@ -9,7 +9,10 @@ package regovalue
 // passes an index read transaction).
 type Facts interface {
 	// UserJSON returns the JSON of the user; nil, nil when absent. The bytes
-	// are valid only during the call's transaction: they are converted at once.
+	// must stay valid and unchanged until the decision that asked for them
+	// is made (the index's: its read transaction is open around Decide); the
+	// IR interpreter may cut its strings from them (internal/policy,
+	// factsInPlace), and nothing of them is kept past the decision.
 	UserJSON(id string) ([]byte, error)
 	// RecordJSON returns the JSON of the record; nil, nil when absent.
 	RecordJSON(typ, id string) ([]byte, error)

@@ -85,6 +85,7 @@ func (p *jsonParser) stringArray() (t *ast.Term, ok bool, err error) {
 			return nil, false, err
 		}
 		p.factStrs = append(p.factStrs, s)
+		p.strsHigh = max(p.strsHigh, len(p.factStrs))
 		p.skipSpace()
 		if p.i >= len(p.s) {
 			return nil, false, p.errorf("unexpected end of input in an array")
