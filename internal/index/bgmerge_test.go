@@ -284,3 +284,42 @@ func TestReadFrozenLayerAfterLastChunk(t *testing.T) {
 		return nil
 	})
 }
+
+// TestUpdateBackgroundMergeRace: a batch runs its callback in a read transaction (Update). One
+// that loaded the overlay state while a merge held the frozen layer, and began its transaction
+// after the merge dropped the layer and deleted its delta entries, must start over (the epoch
+// changed): else it reads the dropped layer's versions without their delta entries (ErrDamaged)
+// or pairs it with the merged main buckets. The test pauses the batch between the two steps
+// (hooks.viewLoaded), deterministically.
+func TestUpdateBackgroundMergeRace(t *testing.T) {
+	ix, batch := setupRace(t)
+	batch() // seq 2, owner u-b: the layer to merge
+	var calls atomic.Int64
+	hook, paused, resume := pauseAfterFirst(t, &calls)
+	startBackgroundMerge(t, ix, 1, hook)
+	<-paused
+	bg := ix.bg // set under wmu by startBackgroundMerge, in this goroutine
+	var once sync.Once
+	ix.hooks.viewLoaded = func() {
+		once.Do(func() { // the batch holds the state with the frozen layer
+			resume()
+			<-bg.done // the layer dropped, its delta entries deleted
+		})
+	}
+	setOwnerBatch(t, ix, "u-c", 3)
+	ix.hooks.viewLoaded = nil
+	if bg.err != nil {
+		t.Fatal(bg.err)
+	}
+	const want = "seq 3 owner u-c refs [u-c]"
+	if got := readOwner(t, ix); got != want {
+		t.Fatalf("after the batch: %s, want %s", got, want)
+	}
+	if err := waitBackgroundMerge(ix); err != nil {
+		t.Fatal(err)
+	}
+	ix = reopen(t, ix, Config{Dir: ix.dir})
+	if got := readOwner(t, ix); got != want {
+		t.Fatalf("after a reopen: %s, want %s", got, want)
+	}
+}
