@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // startBackgroundMerge freezes ix's active layer and merges it in the background, as an Update
@@ -321,5 +322,61 @@ func TestUpdateBackgroundMergeRace(t *testing.T) {
 	ix = reopen(t, ix, Config{Dir: ix.dir})
 	if got := readOwner(t, ix); got != want {
 		t.Fatalf("after a reopen: %s, want %s", got, want)
+	}
+}
+
+// TestMergeYieldsToBatch: a background merge does not begin a commit while an Update runs its
+// callback (outside bbolt's writer lock): it waits for the Update's commit, so the batch never
+// waits for a chunk begun meanwhile. Then it goes on, and the batch and the merge both land.
+func TestMergeYieldsToBatch(t *testing.T) {
+	ix, batch := setupRace(t)
+	batch() // seq 2, owner u-b: the layer to merge
+	ix.yieldMax = time.Hour
+	var calls atomic.Int64
+	hook, paused, resume := pauseAfterFirst(t, &calls)
+	second := make(chan struct{}) // closed by the merge's second commit
+	var once2 sync.Once
+	startBackgroundMerge(t, ix, 1, func(chunk int, last bool) error {
+		err := hook(chunk, last)
+		if calls.Load() >= 2 {
+			once2.Do(func() { close(second) })
+		}
+		return err
+	})
+	<-paused
+	yielding := make(chan struct{})
+	var once sync.Once
+	ix.hooks.mergeYielding = func() { once.Do(func() { close(yielding) }) }
+	inFn := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- ix.Update(func(w *WriteTx) error {
+			close(inFn)
+			select {
+			case <-yielding: // the merge waits for this batch: it has not begun its next commit
+			case <-second:
+				return fmt.Errorf("the merge committed a chunk while the batch ran")
+			}
+			if err := w.SetOwner(TypeContact, "c-1", "u-c"); err != nil {
+				return err
+			}
+			return w.SetAppliedSeq(3)
+		})
+	}()
+	<-inFn
+	resume()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := waitBackgroundMerge(ix); err != nil {
+		t.Fatal(err)
+	}
+	ix.hooks.mergeYielding = nil
+	if calls.Load() < 2 {
+		t.Fatalf("the merge committed %d chunks, want more than 1", calls.Load())
+	}
+	const want = "seq 3 owner u-c refs [u-c]"
+	if got := readOwner(t, ix); got != want {
+		t.Fatalf("after the batch and the merge: %s, want %s", got, want)
 	}
 }

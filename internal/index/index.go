@@ -177,6 +177,11 @@ type Index struct {
 	mergeChunk int
 	// bg is the merge running in the background, if any (merge.go); set and cleared under wmu.
 	bg *bgMerge
+	// batch is closed when the running Update's commit ends (nil when none is between its read
+	// and its commit): a background merge waits for it, at most yieldMax, before its next
+	// commit (merge.go).
+	batch    atomic.Pointer[chan struct{}]
+	yieldMax time.Duration
 	// hooks are nil outside tests.
 	hooks struct {
 		// viewLoaded runs in View and Update between loading the overlay state and beginning
@@ -188,6 +193,8 @@ type Index struct {
 		// mergeWaiting runs when a caller (under wmu) starts waiting for a background merge
 		// that has not ended.
 		mergeWaiting func()
+		// mergeYielding runs when a merge starts waiting for a running Update's commit.
+		mergeYielding func()
 	}
 }
 
@@ -371,6 +378,9 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if err != nil {
 		return err
 	}
+	committed := make(chan struct{})
+	ix.batch.Store(&committed)
+	defer ix.endBatch(&committed) // also on an error or a panic
 	var (
 		seq    uint64
 		counts Counts
@@ -405,6 +415,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		err := h.db.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketDelta).Put(encodeUint64(gen), enc)
 		})
+		ix.endBatch(&committed)
 		if err != nil {
 			return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
 		}
@@ -422,6 +433,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 			return fmt.Errorf("index: the batch is committed, but indexing it failed: %w", ix.liveName(err))
 		}
 	}
+	ix.endBatch(&committed) // when nothing was committed; before startMerge, which may wait for the merge
 	ix.publish(seq, counts)
 	if st.lay.size.Load() >= ix.mergeBytes {
 		if err := ix.startMerge(h); err != nil {
