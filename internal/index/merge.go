@@ -170,8 +170,8 @@ func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
 //     fr finds every merged key in it (a layer is never changed once frozen), and the delta
 //     entries fr's versions point into in its transaction: they are deleted only by the commit
 //     after the drop, and a transaction that contains that commit began after the new epoch,
-//     so its reader (whose state was loaded before) starts over. An Update loads its state
-//     inside its write transaction, which no merge commit interleaves.
+//     so its reader (whose state was loaded before) starts over. An Update's callback is
+//     such a reader (Index.beginRead); its commit writes only its own delta entry.
 //  4. The commit deleting fr's delta entries (generations up to fr.top; the active layer's
 //     entries stay). A crash before it leaves merged entries in the log: Open indexes them
 //     again and the next merge writes the same values again.
