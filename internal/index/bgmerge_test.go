@@ -88,17 +88,24 @@ func setOwnerBatch(tb testing.TB, ix *Index, owner string, seq uint64) {
 	})
 }
 
+// pausedMerge returns setupRace's index after its batch (seq 2, owner u-b), with that layer
+// being merged in the background, paused after its first commit until resume is called.
+func pausedMerge(t *testing.T) (ix *Index, resume func()) {
+	ix, batch := setupRace(t)
+	batch()
+	var calls atomic.Int64
+	hook, paused, resume := pauseAfterFirst(t, &calls)
+	startBackgroundMerge(t, ix, 1, hook)
+	<-paused
+	return ix, resume
+}
+
 // TestBatchDuringMerge: with a background merge paused after its first commit (the main buckets
 // half merged), a batch commits and returns without waiting for the merge, and readers see each
 // state whole: during the merge, after it, and after a reopen (the delta log keeps the batch's
 // entry when the merge's last commit drops the frozen layer's).
 func TestBatchDuringMerge(t *testing.T) {
-	ix, batch := setupRace(t)
-	batch() // seq 2, owner u-b: the layer to merge
-	var calls atomic.Int64
-	hook, paused, resume := pauseAfterFirst(t, &calls)
-	startBackgroundMerge(t, ix, 1, hook)
-	<-paused
+	ix, resume := pausedMerge(t) // seq 2, owner u-b: the layer being merged
 	if st := ix.cur.ov.Load(); st.frz == nil || st.lay.n.Load() != 0 {
 		t.Fatalf("during the merge: frozen layer %p, active layer of %d versions", st.frz, st.lay.n.Load())
 	}
@@ -293,13 +300,8 @@ func TestReadFrozenLayerAfterLastChunk(t *testing.T) {
 // or pairs it with the merged main buckets. The test pauses the batch between the two steps
 // (hooks.viewLoaded), deterministically.
 func TestUpdateBackgroundMergeRace(t *testing.T) {
-	ix, batch := setupRace(t)
-	batch() // seq 2, owner u-b: the layer to merge
-	var calls atomic.Int64
-	hook, paused, resume := pauseAfterFirst(t, &calls)
-	startBackgroundMerge(t, ix, 1, hook)
-	<-paused
-	bg := ix.bg // set under wmu by startBackgroundMerge, in this goroutine
+	ix, resume := pausedMerge(t) // seq 2, owner u-b: the layer being merged
+	bg := ix.bg                  // set under wmu by startBackgroundMerge, in this goroutine
 	var once sync.Once
 	ix.hooks.viewLoaded = func() {
 		once.Do(func() { // the batch holds the state with the frozen layer
