@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // startBackgroundMerge freezes ix's active layer and merges it in the background, as an Update
@@ -87,17 +88,24 @@ func setOwnerBatch(tb testing.TB, ix *Index, owner string, seq uint64) {
 	})
 }
 
+// pausedMerge returns setupRace's index after its batch (seq 2, owner u-b), with that layer
+// being merged in the background, paused after its first commit until resume is called.
+func pausedMerge(t *testing.T) (ix *Index, resume func()) {
+	ix, batch := setupRace(t)
+	batch()
+	var calls atomic.Int64
+	hook, paused, resume := pauseAfterFirst(t, &calls)
+	startBackgroundMerge(t, ix, 1, hook)
+	<-paused
+	return ix, resume
+}
+
 // TestBatchDuringMerge: with a background merge paused after its first commit (the main buckets
 // half merged), a batch commits and returns without waiting for the merge, and readers see each
 // state whole: during the merge, after it, and after a reopen (the delta log keeps the batch's
 // entry when the merge's last commit drops the frozen layer's).
 func TestBatchDuringMerge(t *testing.T) {
-	ix, batch := setupRace(t)
-	batch() // seq 2, owner u-b: the layer to merge
-	var calls atomic.Int64
-	hook, paused, resume := pauseAfterFirst(t, &calls)
-	startBackgroundMerge(t, ix, 1, hook)
-	<-paused
+	ix, resume := pausedMerge(t) // seq 2, owner u-b: the layer being merged
 	if st := ix.cur.ov.Load(); st.frz == nil || st.lay.n.Load() != 0 {
 		t.Fatalf("during the merge: frozen layer %p, active layer of %d versions", st.frz, st.lay.n.Load())
 	}
@@ -283,4 +291,94 @@ func TestReadFrozenLayerAfterLastChunk(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestUpdateBackgroundMergeRace: a batch runs its callback in a read transaction (Update). One
+// that loaded the overlay state while a merge held the frozen layer, and began its transaction
+// after the merge dropped the layer and deleted its delta entries, must start over (the epoch
+// changed): else it reads the dropped layer's versions without their delta entries (ErrDamaged)
+// or pairs it with the merged main buckets. The test pauses the batch between the two steps
+// (hooks.viewLoaded), deterministically.
+func TestUpdateBackgroundMergeRace(t *testing.T) {
+	ix, resume := pausedMerge(t) // seq 2, owner u-b: the layer being merged
+	bg := ix.bg                  // set under wmu by startBackgroundMerge, in this goroutine
+	var once sync.Once
+	ix.hooks.viewLoaded = func() {
+		once.Do(func() { // the batch holds the state with the frozen layer
+			resume()
+			<-bg.done // the layer dropped, its delta entries deleted
+		})
+	}
+	setOwnerBatch(t, ix, "u-c", 3)
+	ix.hooks.viewLoaded = nil
+	if bg.err != nil {
+		t.Fatal(bg.err)
+	}
+	const want = "seq 3 owner u-c refs [u-c]"
+	if got := readOwner(t, ix); got != want {
+		t.Fatalf("after the batch: %s, want %s", got, want)
+	}
+	if err := waitBackgroundMerge(ix); err != nil {
+		t.Fatal(err)
+	}
+	ix = reopen(t, ix, Config{Dir: ix.dir})
+	if got := readOwner(t, ix); got != want {
+		t.Fatalf("after a reopen: %s, want %s", got, want)
+	}
+}
+
+// TestMergeYieldsToBatch: a background merge does not begin a commit while an Update runs its
+// callback (outside bbolt's writer lock): it waits for the Update's commit, so the batch never
+// waits for a chunk begun meanwhile. Then it goes on, and the batch and the merge both land.
+func TestMergeYieldsToBatch(t *testing.T) {
+	ix, batch := setupRace(t)
+	batch() // seq 2, owner u-b: the layer to merge
+	ix.yieldMax = time.Hour
+	var calls atomic.Int64
+	hook, paused, resume := pauseAfterFirst(t, &calls)
+	second := make(chan struct{}) // closed by the merge's second commit
+	var once2 sync.Once
+	startBackgroundMerge(t, ix, 1, func(chunk int, last bool) error {
+		err := hook(chunk, last)
+		if calls.Load() >= 2 {
+			once2.Do(func() { close(second) })
+		}
+		return err
+	})
+	<-paused
+	yielding := make(chan struct{})
+	var once sync.Once
+	ix.hooks.mergeYielding = func() { once.Do(func() { close(yielding) }) }
+	inFn := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- ix.Update(func(w *WriteTx) error {
+			close(inFn)
+			select {
+			case <-yielding: // the merge waits for this batch: it has not begun its next commit
+			case <-second:
+				return fmt.Errorf("the merge committed a chunk while the batch ran")
+			}
+			if err := w.SetOwner(TypeContact, "c-1", "u-c"); err != nil {
+				return err
+			}
+			return w.SetAppliedSeq(3)
+		})
+	}()
+	<-inFn
+	resume()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := waitBackgroundMerge(ix); err != nil {
+		t.Fatal(err)
+	}
+	ix.hooks.mergeYielding = nil
+	if calls.Load() < 2 {
+		t.Fatalf("the merge committed %d chunks, want more than 1", calls.Load())
+	}
+	const want = "seq 3 owner u-c refs [u-c]"
+	if got := readOwner(t, ix); got != want {
+		t.Fatalf("after the batch and the merge: %s, want %s", got, want)
+	}
 }

@@ -177,10 +177,15 @@ type Index struct {
 	mergeChunk int
 	// bg is the merge running in the background, if any (merge.go); set and cleared under wmu.
 	bg *bgMerge
+	// batch is closed when the running Update's commit ends (nil when none is between its read
+	// and its commit): a background merge waits for it, at most yieldMax, before its next
+	// commit (merge.go).
+	batch    atomic.Pointer[chan struct{}]
+	yieldMax time.Duration
 	// hooks are nil outside tests.
 	hooks struct {
-		// viewLoaded runs in View between loading the overlay state and beginning the read
-		// transaction.
+		// viewLoaded runs in View and Update between loading the overlay state and beginning
+		// the read transaction.
 		viewLoaded func()
 		// mergeCommitted runs after each commit of a merge (chunk counts from 0, last tells the
 		// final one); an error aborts the merge there, as a crash would.
@@ -188,6 +193,8 @@ type Index struct {
 		// mergeWaiting runs when a caller (under wmu) starts waiting for a background merge
 		// that has not ended.
 		mergeWaiting func()
+		// mergeYielding runs when a merge starts waiting for a running Update's commit.
+		mergeYielding func()
 	}
 }
 
@@ -344,12 +351,18 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	return err
 }
 
-// Update runs fn in one bbolt write transaction (db.Update: fn runs exactly once). If fn returns
-// an error or panics, everything fn did is rolled back and the error is returned as is; otherwise
-// the transaction commits (and fsyncs) before Update returns. The commit writes fn's changes to
-// the delta log; when they bring the overlay's active layer to Config.MergeBytes, Update freezes
-// it and starts merging it into the main buckets in the background (merge.go), after waiting for
-// a merge still running. An error of that merging says the batch is committed.
+// Update runs fn once, on the state of the last commit, and commits what it wrote: if fn returns
+// an error or panics, nothing is written and the error is returned as is; otherwise the changes
+// are committed (and fsynced) before Update returns. The commit writes fn's changes to the delta
+// log; when they bring the overlay's active layer to Config.MergeBytes, Update freezes it and
+// starts merging it into the main buckets in the background (merge.go), after waiting for a
+// merge still running. An error of that merging says the batch is committed.
+//
+// fn runs in a bbolt read transaction, not the write one (docs/design.md, "Index: delta log,
+// overlay and merge"): its reads see the overlay in front of the main buckets, which a running
+// merge changes only under the overlay's keys, and its writes are collected in memory. Only the
+// delta entry's commit takes bbolt's writer lock, so a batch's work and the merge's commits run
+// beside each other. Updates are serialised (wmu), so the state fn reads is the last commit's.
 func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.readOnly {
 		return ErrReadOnly
@@ -359,27 +372,31 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	if ix.closed.Load() {
 		return ErrClosed
 	}
+	h := ix.cur                // cur changes only under wmu
+	gen := h.ov.Load().gen + 1 // gen changes only under wmu
+	if ix.tune.direct {
+		return ix.updateDirect(h, fn)
+	}
+	st, tx, err := ix.beginRead(h)
+	if err != nil {
+		return err
+	}
+	committed := make(chan struct{})
+	ix.batch.Store(&committed)
+	defer ix.endBatch(&committed) // also on an error or a panic
 	var (
 		seq    uint64
 		counts Counts
-		st     *ovState
 		enc    []byte
 		chs    []change
 	)
-	h := ix.cur                // cur changes only under wmu
-	gen := h.ov.Load().gen + 1 // gen changes only under wmu
-	err := h.db.Update(func(tx *bolt.Tx) error {
-		// The state is loaded inside the transaction: a background merge's commits (which drop
-		// the frozen layer's delta entries after its drop, merge.go) cannot interleave, so every
-		// delta entry st's layers point into is in tx.
-		if !ix.tune.direct {
-			st = h.ov.Load()
-		}
-		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, st)
+	err = func() error {
+		defer func() { _ = tx.Rollback() }()
+		w := newWriteTx(tx, ix.maxFollowers, 0, st)
 		defer w.reset()
 		err := fn(w)
 		if w.dc.err != nil {
-			return w.dc.err // fail closed: fn read past a missing delta entry (roll back)
+			return w.dc.err // fail closed: fn read past a missing delta entry
 		}
 		if err != nil {
 			return err
@@ -389,19 +406,25 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		}
 		seq = w.AppliedSeq()
 		counts = w.Counts()
-		if w.pend == nil || w.pend.empty() {
-			return nil
+		if !w.pend.empty() {
+			enc, chs = w.pend.encodeDelta() // a fresh buffer: nothing of it points into tx
 		}
-		enc, chs = w.pend.encodeDelta()
-		return tx.Bucket(bucketDelta).Put(encodeUint64(gen), enc)
-	})
+		return w.dc.err
+	}()
 	if err != nil {
-		return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
+		return ix.liveName(err)
 	}
 	if len(chs) > 0 {
+		err := h.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketDelta).Put(encodeUint64(gen), enc)
+		})
+		ix.endBatch(&committed)
+		if err != nil {
+			return ix.liveName(err) // a commit's disk error names the live file (livepath.go)
+		}
 		// Index the batch's changes in the active layer (only freeze, under wmu, replaces it),
 		// from a read transaction that holds the delta entries they point into.
-		err := h.db.View(func(tx *bolt.Tx) error {
+		err = h.db.View(func(tx *bolt.Tx) error {
 			src := &deltaCache{tx: tx}
 			for _, c := range chs {
 				st.lay.insert(c.bi, enc[c.koff:c.koff+c.klen], gen, c.off, src)
@@ -413,13 +436,63 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 			return fmt.Errorf("index: the batch is committed, but indexing it failed: %w", ix.liveName(err))
 		}
 	}
+	ix.endBatch(&committed) // when nothing was committed; before startMerge, which may wait for the merge
 	ix.publish(seq, counts)
-	if st != nil && st.lay.size.Load() >= ix.mergeBytes {
+	if st.lay.size.Load() >= ix.mergeBytes {
 		if err := ix.startMerge(h); err != nil {
 			return fmt.Errorf("index: the batch is committed, but merging the overlay failed "+
 				"(the next batch tries again): %w", ix.liveName(err))
 		}
 	}
+	return nil
+}
+
+// beginRead loads h's overlay state and begins a read transaction that goes with it, as View
+// does: a merge changes the main buckets only under a new epoch (merge.go), so when the epoch is
+// the same after Begin, no commit of the transaction's snapshot wrote a key of the overlay the
+// reader would not find in st's layers at st's generation, and the transaction holds every delta
+// entry they point into.
+func (ix *Index) beginRead(h *handle) (*ovState, *bolt.Tx, error) {
+	for {
+		st := h.ov.Load()
+		if ix.hooks.viewLoaded != nil {
+			ix.hooks.viewLoaded()
+		}
+		tx, err := h.db.Begin(false)
+		if err != nil {
+			return nil, nil, ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
+		}
+		if h.ov.Load().epoch == st.epoch {
+			return st, tx, nil
+		}
+		_ = tx.Rollback()
+	}
+}
+
+// updateDirect is Update in tuning.direct mode: fn writes the main buckets in the write
+// transaction itself (the layout before issue 17, for BenchmarkRandomReplication1M).
+func (ix *Index) updateDirect(h *handle, fn func(*WriteTx) error) error {
+	var (
+		seq    uint64
+		counts Counts
+	)
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, nil)
+		defer w.reset()
+		if err := fn(w); err != nil {
+			return err
+		}
+		if err := w.flushCounts(); err != nil {
+			return err
+		}
+		seq = w.AppliedSeq()
+		counts = w.Counts()
+		return nil
+	})
+	if err != nil {
+		return ix.liveName(err)
+	}
+	ix.publish(seq, counts)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -169,8 +170,8 @@ func (ix *Index) mergeTimed(h *handle, fr *layer, run mergeRun) error {
 //     fr finds every merged key in it (a layer is never changed once frozen), and the delta
 //     entries fr's versions point into in its transaction: they are deleted only by the commit
 //     after the drop, and a transaction that contains that commit began after the new epoch,
-//     so its reader (whose state was loaded before) starts over. An Update loads its state
-//     inside its write transaction, which no merge commit interleaves.
+//     so its reader (whose state was loaded before) starts over. An Update's callback is
+//     such a reader (Index.beginRead); its commit writes only its own delta entry.
 //  4. The commit deleting fr's delta entries (generations up to fr.top; the active layer's
 //     entries stay). A crash before it leaves merged entries in the log: Open indexes them
 //     again and the next merge writes the same values again.
@@ -186,6 +187,7 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 		if run.stop != nil && run.stop.Load() {
 			return errMergeStopped
 		}
+		ix.yieldToBatch()
 		part := all[i:min(i+run.chunk, len(all))]
 		last := i+run.chunk >= len(all)
 		err := h.db.Update(func(tx *bolt.Tx) error {
@@ -202,6 +204,38 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 	}
 	h.dropFrozen()
 	return h.db.Update(func(tx *bolt.Tx) error { return dropDelta(tx, fr.top) })
+}
+
+// maxYield bounds how long a merge waits for a running Update before its next commit (a test
+// sets Index.yieldMax instead).
+const maxYield = 20 * time.Millisecond
+
+// yieldToBatch waits until the running Update, if any, has committed (at most maxYield): the
+// Update runs its callback outside bbolt's writer lock, then needs the lock for its commit, and a
+// merge commit begun meanwhile would make it wait for the whole chunk (BENCHMARKS.md, "Random
+// replication"). The merge's next commit then runs while the Update indexes its batch and the
+// next batch is prepared.
+func (ix *Index) yieldToBatch() {
+	p := ix.batch.Load()
+	if p == nil {
+		return
+	}
+	if ix.hooks.mergeYielding != nil {
+		ix.hooks.mergeYielding()
+	}
+	t := time.NewTimer(cmp.Or(ix.yieldMax, maxYield))
+	defer t.Stop()
+	select {
+	case <-*p:
+	case <-t.C:
+	}
+}
+
+// endBatch marks the Update whose channel is p committed (or ended); idempotent.
+func (ix *Index) endBatch(p *chan struct{}) {
+	if ix.batch.CompareAndSwap(p, nil) {
+		close(*p)
+	}
 }
 
 // writeChunk writes part (sorted; the values read from src) into the main buckets of tx.

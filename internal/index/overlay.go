@@ -150,11 +150,54 @@ func (l *layer) visible(sh *shard, k uint32, gen uint64) (ref, bool) {
 	return ref{}, false
 }
 
+// tagShift is where a byuser key's tag sits in its hash (keyHash): the top 8 of the 32 bits a
+// shard stores per key (bits 4..35 of the hash).
+const tagShift = 28
+
+// keyHash is the hash of key in bucket bi. For a byuser key (user, type, location, id), bits
+// tagShift..tagShift+7 are a hash of its (type, location), its tag: a prefix scan of one user,
+// type and location (SubjectRecords) skips the keys whose stored tag differs without reading them
+// from the delta log. The tag costs no memory; the other 24 stored bits and the key's bytes still
+// tell keys apart.
+func (l *layer) keyHash(bi int, key []byte) uint64 {
+	h := maphash.Bytes(l.seed, key)
+	if bi == bByUser {
+		if tl, ok := byUserTypeLoc(key); ok {
+			h = h&^(0xff<<tagShift) | uint64(l.tag(tl))<<tagShift
+		}
+	}
+	return h
+}
+
+// tag is the tag of the (type, location) part of a byuser key.
+func (l *layer) tag(typeLoc []byte) uint8 { return uint8(maphash.Bytes(l.seed, typeLoc)) }
+
+// storedTag is the tag of a stored hash (32 bits of keyHash, from bit 4).
+func storedTag(stored uint32) uint8 { return uint8(stored >> (tagShift - 4)) }
+
+// byUserTypeLoc returns the `<type> 0x00 <loc>` part of a byuser key or prefix (`<user> 0x00
+// <type> 0x00 <loc> 0x00 …`); ok is false when k has fewer than three NUL bytes.
+func byUserTypeLoc(k []byte) (typeLoc []byte, ok bool) {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 {
+		return nil, false
+	}
+	j := bytes.IndexByte(k[i+1:], 0)
+	if j < 0 {
+		return nil, false
+	}
+	n := bytes.IndexByte(k[i+1+j+1:], 0)
+	if n < 0 {
+		return nil, false
+	}
+	return k[i+1 : i+1+j+1+n], true
+}
+
 // lookup returns the newest value of key not newer than gen; found is false when the layer has
 // no such version (then the main bucket has the value). src must hold every delta entry of the
 // layer up to gen.
 func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []byte, found bool) {
-	h := maphash.Bytes(l.seed, key)
+	h := l.keyHash(bi, key)
 	sh := &l.b[bi][h&(nShards-1)]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
@@ -185,7 +228,7 @@ func (l *layer) lookup(bi int, key []byte, gen uint64, src deltaSource) (val []b
 // insert adds the version (gen, off) of key. Callers hold wmu (one inserter at a time); src must
 // hold every delta entry of the layer.
 func (l *layer) insert(bi int, key []byte, gen uint64, off uint32, src deltaSource) {
-	h := maphash.Bytes(l.seed, key)
+	h := l.keyHash(bi, key)
 	sh := &l.b[bi][h&(nShards-1)]
 	v := ref{gen: uint32(gen - l.base), off: off}
 	var grown int64
@@ -270,9 +313,17 @@ func (sh *shard) rehash(n int) int64 {
 }
 
 // keys returns the keys of bucket bi in the layer that start with prefix and are >= start and
-// have a version not newer than gen, unsorted.
+// have a version not newer than gen, unsorted. A byuser prefix of one user, type and location
+// reads only the keys of that user whose tag is the prefix's (keyHash).
 func (l *layer) keys(bi int, prefix, start []byte, gen uint64, src deltaSource, dst []string) []string {
+	var (
+		tagged bool
+		tag    uint8
+	)
 	add := func(sh *shard, k uint32) {
+		if tagged && storedTag(*sh.hash.at(k)) != tag {
+			return // another type or location: not under prefix
+		}
 		v, ok := l.visible(sh, k, gen)
 		if !ok {
 			return
@@ -284,6 +335,9 @@ func (l *layer) keys(bi int, prefix, start []byte, gen uint64, src deltaSource, 
 	}
 	if bi == bByUser {
 		if user, _, ok := bytes.Cut(prefix, []byte{0}); ok {
+			if tl, ok := byUserTypeLoc(prefix); ok {
+				tagged, tag = true, l.tag(tl)
+			}
 			l.umu.RLock()
 			for _, ref := range l.byUser[string(user)] {
 				sh := &l.b[bi][ref>>keyIndexBits]

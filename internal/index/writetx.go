@@ -9,8 +9,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// WriteTx is one bbolt write transaction: the reads of ReadTx (seeing the transaction's own
-// writes) plus the replication operations, with the set semantics of docs/reference.md §2.3. Every operation
+// WriteTx is one Update's transaction: the reads of ReadTx (seeing the transaction's own
+// writes, collected in memory until the commit, index.go) plus the replication operations, with the set semantics of docs/reference.md §2.3. Every operation
 // validates before it writes: one that fails with ErrInvalidID, ErrTooManyFollowers or
 // ErrRecordNotFound has written nothing, so the caller may go on with the transaction.
 // It must not be used after the Update callback that received it returns.
