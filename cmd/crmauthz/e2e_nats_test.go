@@ -377,7 +377,7 @@ func TestE2ENATSCommands(t *testing.T) {
 		{"an invalid event stops the publish after the valid ones", []string{"publish", "--nats", url, "--stream", "CMD", "--subject", "cmd.events", bad}, 1, `"published":1`, "event 2 (line 2) is invalid"},
 		{"dry run publishes nothing", []string{"publish", "--nats", url, "--stream", "CMD", "--subject", "cmd.events", "--dry-run", good}, 0, `"published":0,"skipped":1`, ""},
 		{"no NATS URL", []string{"publish", good}, 1, "", `"nats" not set`},
-		{"an http URL", []string{"publish", "--nats", "http://127.0.0.1:1", good}, 1, "", "nats:// or tls://"},
+		{"an http URL", []string{"publish", "--nats", "http://127.0.0.1:1", good}, 2, "", "want nats://HOST:PORT or tls://HOST:PORT"},
 		{"nobody listening", []string{"publish", "--nats", "nats://127.0.0.1:1", good}, 1, "", "connecting to nats://127.0.0.1:1"},
 		{"an invalid snapshot is refused with its line", []string{"snapshot", "publish", "--nats", url, "--bucket", "B", "--create", badSnap}, 1, "", "line 3"},
 		{"a missing bucket", []string{"snapshot", "publish", "--nats", url, "--bucket", "NOBUCKET", goodSnap}, 1, "", "create it with --create"},
