@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 	"github.com/crmauthz/crmauthz/internal/dataset"
 	"github.com/crmauthz/crmauthz/internal/index"
 )
@@ -54,7 +55,7 @@ func BenchmarkViewCold(b *testing.B) {
 		{"evict=2MiB", 2 << 20},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			ev := evictor{buf: buf, seed: 1}
+			ev := coldtest.Evictor{Buf: buf, Seed: 1}
 			durs := make([]time.Duration, 0, 1<<16)
 			var req *dataset.Request
 			found := 0
@@ -68,7 +69,7 @@ func BenchmarkViewCold(b *testing.B) {
 			for b.Loop() {
 				req = &reqs[i%nreq]
 				i++
-				ev.touch(bc.evict)
+				ev.Touch(bc.evict)
 				t0 := time.Now()
 				err := ix.View(read)
 				durs = append(durs, time.Since(t0))
@@ -86,7 +87,7 @@ func BenchmarkViewCold(b *testing.B) {
 			slices.Sort(durs)
 			b.ReportMetric(float64(sum)/float64(len(durs)), "read-ns/op")
 			b.ReportMetric(float64(durs[len(durs)/2]), "p50-ns")
-			coldSink = ev.sum
+			coldSink = ev.Sum
 		})
 	}
 }
@@ -170,29 +171,4 @@ func coldIndex(b *testing.B) (*index.Index, dataset.World) {
 		b.Fatal(err)
 	}
 	return ix, w
-}
-
-// evictor reads memory between two Views (as internal/policy's cold benchmark).
-type evictor struct {
-	buf  []byte
-	seed uint64
-	sum  uint64
-}
-
-func (ev *evictor) next() uint64 { // xorshift64
-	ev.seed ^= ev.seed << 13
-	ev.seed ^= ev.seed >> 7
-	ev.seed ^= ev.seed << 17
-	return ev.seed
-}
-
-// touch reads n bytes' worth of cache lines of buf, at random lines. It is not inlined, so that a
-// profile tells its cost apart.
-//
-//go:noinline
-func (ev *evictor) touch(n int) {
-	lines := uint64(len(ev.buf) / 64)
-	for range n / 64 {
-		ev.sum += uint64(ev.buf[(ev.next()%lines)*64])
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 	"github.com/crmauthz/crmauthz/policies"
 )
 
@@ -47,7 +48,7 @@ func BenchmarkDecideCold(b *testing.B) {
 		{"evict=2MiB+code", 2 << 20, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			ev := evictor{buf: buf, seed: 1}
+			ev := evictor{coldtest.Evictor{Buf: buf, Seed: 1}}
 			durs := make([]time.Duration, 0, 1<<16)
 			facts := &coldFacts{}
 			b.ReportAllocs()
@@ -55,7 +56,7 @@ func BenchmarkDecideCold(b *testing.B) {
 			for b.Loop() {
 				c := &world[i%len(world)]
 				i++
-				ev.touch(bc.evict)
+				ev.Touch(bc.evict)
 				if bc.code {
 					ev.code(c)
 				}
@@ -74,7 +75,7 @@ func BenchmarkDecideCold(b *testing.B) {
 			slices.Sort(durs)
 			b.ReportMetric(float64(sum)/float64(len(durs)), "decide-ns/op")
 			b.ReportMetric(float64(durs[len(durs)/2]), "p50-ns")
-			sink = ev.sum
+			sink = ev.Sum
 		})
 	}
 }
@@ -173,38 +174,16 @@ func newColdWorld(tb testing.TB, e *Engine, n int) []coldCase {
 			tb.Fatalf("cold world case %d: %+v %v, want %v %s", i, d, err, c.allow, c.reason)
 		}
 	}
-	ev := evictor{seed: 7}
+	ev := coldtest.Evictor{Seed: 7}
 	for i := len(world) - 1; i > 0; i-- { // shuffle
-		j := int(ev.next() % uint64(i+1))
+		j := int(ev.Next() % uint64(i+1))
 		world[i], world[j] = world[j], world[i]
 	}
 	return world
 }
 
-// evictor reads memory and runs code between two decisions.
-type evictor struct {
-	buf  []byte
-	seed uint64
-	sum  uint64
-}
-
-func (ev *evictor) next() uint64 { // xorshift64
-	ev.seed ^= ev.seed << 13
-	ev.seed ^= ev.seed >> 7
-	ev.seed ^= ev.seed << 17
-	return ev.seed
-}
-
-// touch reads n bytes' worth of cache lines of buf, at random lines. It is
-// not inlined, so that a profile (callgrind) tells its cost apart.
-//
-//go:noinline
-func (ev *evictor) touch(n int) {
-	lines := uint64(len(ev.buf) / 64)
-	for range n / 64 {
-		ev.sum += uint64(ev.buf[(ev.next()%lines)*64])
-	}
-}
+// evictor reads memory (coldtest.Evictor) and runs code between two decisions.
+type evictor struct{ coldtest.Evictor }
 
 // code runs code of other packages on c (as a server's HTTP layer does
 // between two decisions: JSON, formatting, sorting).
@@ -217,5 +196,5 @@ func (ev *evictor) code(c *coldCase) {
 	_ = json.Unmarshal(body, &back)
 	keys := strings.Fields(strings.ReplaceAll(string(body), `"`, " "))
 	slices.Sort(keys)
-	ev.sum += uint64(len(strconv.AppendQuote(nil, strings.Join(keys, ","))) + len(back))
+	ev.Sum += uint64(len(strconv.AppendQuote(nil, strings.Join(keys, ","))) + len(back))
 }
