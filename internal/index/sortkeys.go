@@ -39,8 +39,13 @@ func keyWord(key []byte, d int) uint64 {
 // byuser key with its user), which a comparison of whole keys reads again and again
 // (BENCHMARKS.md, "Random replication").
 func sortKeyed(s []keyedRef, depth int, key func(mref) []byte) {
+	sortKeyedBuf(s, make([]keyedRef, len(s)), depth, key)
+}
+
+// sortKeyedBuf is sortKeyed with buf (len(buf) >= len(s)) as the radix sort's scratch space.
+func sortKeyedBuf(s, buf []keyedRef, depth int, key func(mref) []byte) {
 	for len(s) > 1 {
-		slices.SortFunc(s, func(a, b keyedRef) int { return cmp.Compare(a.word, b.word) })
+		sortWords(s, buf)
 		// The runs of equal words: every run but the longest is sorted by a recursive call,
 		// the longest by this loop, so the recursion's depth stays logarithmic in len(s).
 		longest, li := 0, 0
@@ -59,8 +64,8 @@ func sortKeyed(s []keyedRef, depth int, key func(mref) []byte) {
 			for j < len(s) && s[j].word == s[i].word {
 				j++
 			}
-			if i != li && j-i > 1 {
-				sortTied(s[i:j], depth, key)
+			if i != li && j-i > 1 && nextWords(s[i:j], depth, key) {
+				sortKeyedBuf(s[i:j], buf, depth+8, key)
 			}
 			i = j
 		}
@@ -69,13 +74,6 @@ func sortKeyed(s []keyedRef, depth int, key func(mref) []byte) {
 			return
 		}
 		depth += 8
-	}
-}
-
-// sortTied sorts s, whose keys share their first depth+8 bytes (zero-padded), by the next ones.
-func sortTied(s []keyedRef, depth int, key func(mref) []byte) {
-	if nextWords(s, depth, key) {
-		sortKeyed(s, depth+8, key)
 	}
 }
 
@@ -101,4 +99,44 @@ func nextWords(s []keyedRef, depth int, key func(mref) []byte) bool {
 		s[i].word = keyWord(key(s[i].r), depth+8)
 	}
 	return true
+}
+
+// radixMin is the length from which sortWords sorts by radix rather than by comparisons.
+const radixMin = 256
+
+// sortWords sorts s by word: an LSD radix sort a byte at a time through buf (len(buf) >=
+// len(s)), skipping the bytes every word of s shares, or a comparison sort when s is short.
+func sortWords(s, buf []keyedRef) {
+	if len(s) < radixMin {
+		slices.SortFunc(s, func(a, b keyedRef) int { return cmp.Compare(a.word, b.word) })
+		return
+	}
+	var counts [8][256]int
+	for i := range s {
+		w := s[i].word
+		for b := range 8 {
+			counts[b][byte(w>>(8*b))]++
+		}
+	}
+	src, dst := s, buf[:len(s)]
+	for b := range 8 {
+		c := &counts[b]
+		if c[byte(src[0].word>>(8*b))] == len(s) {
+			continue // every word has this byte
+		}
+		sum := 0
+		for v := range c {
+			c[v], sum = sum, sum+c[v]
+		}
+		shift := 8 * b
+		for _, e := range src {
+			v := byte(e.word >> shift)
+			dst[c[v]] = e
+			c[v]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &s[0] {
+		copy(s, src)
+	}
 }
