@@ -372,7 +372,9 @@ type mref struct {
 // must hold every delta entry of the layer): what a merge writes.
 func (l *layer) latest(src *genTable) ([]mref, error) {
 	out := make([]mref, 0, l.n.Load())
-	var keyed []keyedRef // one bucket's references, with the first 8 bytes of their keys
+	// One bucket's references with the first 8 bytes of their keys, and the radix sort's scratch
+	// space: both reused from bucket to bucket.
+	var keyed, buf []keyedRef
 	for bi := range l.b {
 		keyed = keyed[:0]
 		for i := range l.b[bi] {
@@ -396,7 +398,10 @@ func (l *layer) latest(src *genTable) ([]mref, error) {
 			}
 			sh.mu.RUnlock()
 		}
-		sortKeyed(keyed, 0, src.key)
+		if cap(buf) < len(keyed) {
+			buf = make([]keyedRef, cap(keyed))
+		}
+		sortKeyedBuf(keyed, buf[:len(keyed)], 0, src.key)
 		for _, k := range keyed {
 			out = append(out, k.r)
 		}
