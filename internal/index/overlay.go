@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"hash/maphash"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -373,8 +372,11 @@ type mref struct {
 // must hold every delta entry of the layer): what a merge writes.
 func (l *layer) latest(src *genTable) ([]mref, error) {
 	out := make([]mref, 0, l.n.Load())
+	// One bucket's references with the first 8 bytes of their keys, and the radix sort's scratch
+	// space: both reused from bucket to bucket.
+	var keyed, buf []keyedRef
 	for bi := range l.b {
-		start := len(out)
+		keyed = keyed[:0]
 		for i := range l.b[bi] {
 			sh := &l.b[bi][i]
 			sh.mu.RLock()
@@ -391,13 +393,18 @@ func (l *layer) latest(src *genTable) ([]mref, error) {
 					return nil, fmt.Errorf("index: merge: delta log entry %d: %w", l.base+uint64(v.gen), err)
 				}
 				koff := uint32(cap(e) - cap(key)) // key aliases e
-				out = append(out, mref{gen: v.gen, koff: koff, klen: uint16(len(key)), bi: uint8(bi)})
+				r := mref{gen: v.gen, koff: koff, klen: uint16(len(key)), bi: uint8(bi)}
+				keyed = append(keyed, keyedRef{word: keyWord(key, 0), r: r})
 			}
 			sh.mu.RUnlock()
 		}
-		slices.SortFunc(out[start:], func(a, b mref) int {
-			return bytes.Compare(src.key(a), src.key(b))
-		})
+		if cap(buf) < len(keyed) {
+			buf = make([]keyedRef, cap(keyed))
+		}
+		sortKeyedBuf(keyed, buf[:len(keyed)], 0, src.key)
+		for _, k := range keyed {
+			out = append(out, k.r)
+		}
 	}
 	return out, nil
 }
