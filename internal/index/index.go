@@ -312,27 +312,10 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	}
 	h.refs.Add(1)
 	ix.rw.RUnlock()
-	var (
-		st *ovState
-		tx *bolt.Tx
-	)
-	for {
-		// A merge changes the main buckets only under a new epoch (merge.go): if the epoch
-		// is the same after Begin, no commit of the transaction's snapshot wrote a key of the
-		// overlay the reader would not find in st's layer at st's generation.
-		st = h.ov.Load()
-		if ix.hooks.viewLoaded != nil {
-			ix.hooks.viewLoaded()
-		}
-		tx, err = h.db.Begin(false)
-		if err != nil {
-			ix.releaseLate(h)
-			return ix.liveName(fmt.Errorf("index: begin read transaction: %w", err))
-		}
-		if h.ov.Load().epoch == st.epoch {
-			break
-		}
-		_ = tx.Rollback()
+	st, tx, err := ix.beginRead(h)
+	if err != nil {
+		ix.releaseLate(h)
+		return err
 	}
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
@@ -447,8 +430,8 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	return nil
 }
 
-// beginRead loads h's overlay state and begins a read transaction that goes with it, as View
-// does: a merge changes the main buckets only under a new epoch (merge.go), so when the epoch is
+// beginRead loads h's overlay state and begins a read transaction that goes with it, for View and
+// Update: a merge changes the main buckets only under a new epoch (merge.go), so when the epoch is
 // the same after Begin, no commit of the transaction's snapshot wrote a key of the overlay the
 // reader would not find in st's layers at st's generation, and the transaction holds every delta
 // entry they point into.
