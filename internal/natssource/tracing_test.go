@@ -23,12 +23,7 @@ import (
 // TestTracingBatches: each batch applied from the stream is a consumer span
 // with its event count and the applied_seq after it.
 func TestTracingBatches(t *testing.T) {
-	rcv := tracingtest.Start(t)
-	tr := rcv.Tracer(t, 1)
-
-	srv := natstest.Start(t, natstest.Options{})
-	js := natstest.JetStream(t, srv.URL())
-	createStream(t, js, "TR", "tr.events")
+	rcv, tr, srv, js, _ := tracedStream(t, "TR", "tr.events")
 	publish(t, js, "TR", "tr.events", userEvents(1, 5)...)
 	sc := newSidecar(t)
 	sc.start(t, Config{URL: srv.URL(), Stream: "TR", Subject: "tr.events", Tracer: tr})
@@ -96,11 +91,7 @@ func TestTracingParentFromMessages(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rcv := tracingtest.Start(t)
-			tr := rcv.Tracer(t, 1)
-			srv := natstest.Start(t, natstest.Options{})
-			js := natstest.JetStream(t, srv.URL())
-			createStream(t, js, "TP", "tp.events")
+			rcv, tr, srv, js, _ := tracedStream(t, "TP", "tp.events")
 
 			pctx, pub := tr.Start(context.Background(), "publisher", trace.SpanKindProducer)
 			for _, m := range tc.msgs {
@@ -189,11 +180,7 @@ func TestTracingLinks(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rcv := tracingtest.Start(t)
-			tr := rcv.Tracer(t, 1)
-			srv := natstest.Start(t, natstest.Options{})
-			js := natstest.JetStream(t, srv.URL())
-			createStream(t, js, "TL", "tl.events")
+			rcv, tr, srv, js, _ := tracedStream(t, "TL", "tl.events")
 			for i, c := range tc.ctxs {
 				nm := nats.NewMsg("tl.events")
 				nm.Data = []byte(userEvent(fmt.Sprintf("u-%d", i)))
@@ -255,12 +242,8 @@ func TestTracingSnapshotParent(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rcv := tracingtest.Start(t)
-			tr := rcv.Tracer(t, 1)
-			srv := natstest.Start(t, natstest.Options{})
-			js := natstest.JetStream(t, srv.URL())
+			rcv, tr, srv, js, stream := tracedStream(t, "TS", "ts.events")
 			ctx := context.Background()
-			stream := createStream(t, js, "TS", "ts.events")
 			obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "tsnaps"})
 			if err != nil {
 				t.Fatal(err)
@@ -348,4 +331,15 @@ func oneBatchSpan(tb testing.TB, rcv *tracingtest.Receiver, tr *tracing.Tracer, 
 		tb.Fatalf("the batch applied %v events, want %d in one batch", got, n)
 	}
 	return batch
+}
+
+// tracedStream starts what a tracing test needs: an OTLP receiver and a
+// tracer exporting to it, a NATS server and the stream name (subject).
+func tracedStream(tb testing.TB, name, subject string) (*tracingtest.Receiver, *tracing.Tracer, *natstest.Server, jetstream.JetStream, jetstream.Stream) {
+	tb.Helper()
+	rcv := tracingtest.Start(tb)
+	tr := rcv.Tracer(tb, 1)
+	srv := natstest.Start(tb, natstest.Options{})
+	js := natstest.JetStream(tb, srv.URL())
+	return rcv, tr, srv, js, createStream(tb, js, name, subject)
 }
