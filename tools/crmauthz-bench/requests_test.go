@@ -105,8 +105,11 @@ func TestPoolKeepsConnections(t *testing.T) {
 	w := dataset.New(dataset.Config{Records: 50, Users: 60, Locations: 5})
 	first := runStep(context.Background(), s, stepSpec{name: "100/s", rate: 100, base: 1}, w, 200*time.Millisecond, 5*time.Second, false)
 	second := runStep(context.Background(), s, stepSpec{name: "100/s", rate: 100, base: 2}, w, 200*time.Millisecond, 5*time.Second, false)
-	if first.opened == 0 || second.opened >= first.opened {
-		t.Fatalf("opened %d then %d connections, want the second step to reuse the first's", first.opened, second.opened)
+	// The second step may still dial (a request due while the pooled
+	// connections are busy, on a loaded machine: 1 then 1 was seen), so
+	// the test is that it used one of the first step's connections.
+	if first.opened == 0 {
+		t.Fatalf("the first step opened no connection")
 	}
 	reused := 0
 	for _, r := range second.reqs {
@@ -115,6 +118,7 @@ func TestPoolKeepsConnections(t *testing.T) {
 		}
 	}
 	if reused == 0 {
-		t.Fatalf("no request of the second step went out on a connection of the first (%d requests)", len(second.reqs))
+		t.Fatalf("no request of the second step went out on a connection of the first (%d requests, %d then %d connections opened)",
+			len(second.reqs), first.opened, second.opened)
 	}
 }
