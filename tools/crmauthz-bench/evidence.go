@@ -17,7 +17,9 @@ import (
 // measured around every step of every side: the server's page faults (the
 // memory-mapped index after a restart), the time its threads waited on a
 // run queue for a core (the scheduler), crmauthz's garbage collections, and
-// the load generator's own CPU time (it shares the cores).
+// the load generator's own CPU time (it shares the cores), and the machine's
+// own share: the time the hypervisor took the cores away (steal) and the CPU
+// the rest of the machine used (machine.go).
 
 // procSample is a server's counters at one moment.
 type procSample struct {
@@ -25,6 +27,7 @@ type procSample struct {
 	runWait        time.Duration // sum over its threads of the time spent runnable, waiting for a core
 	gcCycles       float64       // crmauthz: go_gc_duration_seconds_count; -1 unknown
 	genCPU         time.Duration // this tool's CPU time (the load generator)
+	machine        machineSample
 }
 
 // stepEvidence is the difference of two samples: what one step cost.
@@ -34,6 +37,7 @@ type stepEvidence struct {
 	gcCycles       float64 // -1 unknown
 	genCPU         time.Duration
 	conns          int // connections the generator opened to the side (runStep)
+	machine        machineDelta
 }
 
 func sampleProc(ctx context.Context, s *side) procSample {
@@ -41,6 +45,7 @@ func sampleProc(ctx context.Context, s *side) procSample {
 	p.minflt, p.majflt, _ = faults(s.pid)
 	p.runWait = runQueueWait(s.pid)
 	p.genCPU, _ = cpuTime(os.Getpid())
+	p.machine, _ = readMachine()
 	if s.metricsURL != "" {
 		if v, ok := scrapeMetric(ctx, s.metricsURL, "go_gc_duration_seconds_count"); ok {
 			p.gcCycles = v
@@ -51,7 +56,7 @@ func sampleProc(ctx context.Context, s *side) procSample {
 
 func (a procSample) to(b procSample) stepEvidence {
 	e := stepEvidence{minflt: b.minflt - a.minflt, majflt: b.majflt - a.majflt, runWait: b.runWait - a.runWait,
-		genCPU: b.genCPU - a.genCPU, gcCycles: -1}
+		genCPU: b.genCPU - a.genCPU, gcCycles: -1, machine: a.machine.to(b.machine)}
 	if a.gcCycles >= 0 && b.gcCycles >= 0 {
 		e.gcCycles = b.gcCycles - a.gcCycles
 	}

@@ -77,7 +77,7 @@ func sliceResults(parts []stepResult) stepResult {
 // add sums the evidence of two slices of one step.
 func (e stepEvidence) add(o stepEvidence) stepEvidence {
 	s := stepEvidence{minflt: e.minflt + o.minflt, majflt: e.majflt + o.majflt, runWait: e.runWait + o.runWait,
-		genCPU: e.genCPU + o.genCPU, gcCycles: -1, conns: e.conns + o.conns}
+		genCPU: e.genCPU + o.genCPU, gcCycles: -1, conns: e.conns + o.conns, machine: e.machine.add(o.machine)}
 	if e.gcCycles >= 0 && o.gcCycles >= 0 {
 		s.gcCycles = e.gcCycles + o.gcCycles
 	}

@@ -146,6 +146,10 @@ func printReport(out io.Writer, rep *report) error {
 	if len(rep.evidence) > 0 {
 		fmt.Fprintln(out, "\nthe tail's candidates, per step and side (medians over the runs; see BENCHMARKS.md, \"The tail\")")
 		evidenceTable(rep).write(out)
+		if t := fixedRateRuns(rep); t != nil {
+			fmt.Fprintln(out, "\nthe fixed rate run by run: each side's p99 with the machine's steal and the rest of the machine's CPU during its step")
+			t.write(out)
+		}
 	}
 	if s := floorSummary(rep); s != "" {
 		fmt.Fprintf(out, "\ncrmauthz ÷ floor: %s\n", s)
@@ -253,7 +257,7 @@ func (t *table) write(out io.Writer) {
 // opened to the side.
 func evidenceTable(rep *report) *table {
 	var t table
-	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "connections opened")
+	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "connections opened", "steal", "others' CPU")
 	for i, runs := range rep.steps {
 		if len(runs) == 0 || i >= len(rep.evidence) {
 			continue
@@ -289,7 +293,9 @@ func evidenceTable(rep *report) *table {
 				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.majflt) })),
 				perDecision(func(e stepEvidence) time.Duration { return e.runWait }), gc,
 				perDecision(func(e stepEvidence) time.Duration { return e.genCPU }),
-				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.conns) })))
+				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.conns) })),
+				fmtMachine(med(func(_ stepResult, e stepEvidence) float64 { return machineFigure(e.machine.ok, e.machine.steal) })),
+				fmtMachine(med(func(r stepResult, e stepEvidence) float64 { return float64(e.machine.others(r.cpu, e.genCPU)) })))
 		}
 	}
 	return &t

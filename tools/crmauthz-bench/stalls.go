@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// The machine's share of a step (BENCHMARKS.md, "The machine's stalls"):
+// the cores here are virtual, so a step's tail can come from outside both
+// servers. Two counters of /proc/stat's first line, summed over the cores:
+// steal, the time the hypervisor ran something else while a core wanted to
+// run (proc(5)), and busy, the user, nice, system, irq and softirq time of
+// the whole machine, from which a step's table subtracts the server's and
+// the load generator's own CPU time to leave what the rest of the machine
+// used during the step.
+
+// clockTick is the unit of /proc/stat: USER_HZ, 100 on every Linux
+// architecture this tool builds for (sysconf(_SC_CLK_TCK)).
+const clockTick = 10 * time.Millisecond
+
+// machineSample is /proc/stat's cpu line at one moment; ok is false when it
+// could not be read (the step's machine figures are then unknown).
+type machineSample struct {
+	steal, busy time.Duration
+	ok          bool
+}
+
+// machineDelta is what the machine did during a step.
+type machineDelta struct {
+	steal, busy time.Duration
+	ok          bool
+}
+
+func readMachine() (machineSample, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineSample{}, err
+	}
+	return parseProcStat(b)
+}
+
+// parseProcStat reads the aggregate "cpu " line: user nice system idle
+// iowait irq softirq steal ... in clock ticks.
+func parseProcStat(b []byte) (machineSample, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) == 0 || string(f[0]) != "cpu" {
+			continue
+		}
+		if len(f) < 9 {
+			return machineSample{}, fmt.Errorf("/proc/stat: cpu line has %d fields, want at least 9", len(f))
+		}
+		var v [8]int64
+		for i := range v {
+			n, err := strconv.ParseInt(string(f[i+1]), 10, 64)
+			if err != nil {
+				return machineSample{}, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
+			}
+			v[i] = n
+		}
+		busy := v[0] + v[1] + v[2] + v[5] + v[6] // user nice system irq softirq
+		return machineSample{steal: time.Duration(v[7]) * clockTick, busy: time.Duration(busy) * clockTick, ok: true}, nil
+	}
+	return machineSample{}, fmt.Errorf("/proc/stat: no cpu line")
+}
+
+func (a machineSample) to(b machineSample) machineDelta {
+	if !a.ok || !b.ok {
+		return machineDelta{}
+	}
+	return machineDelta{steal: b.steal - a.steal, busy: b.busy - a.busy, ok: true}
+}
+
+func (d machineDelta) add(o machineDelta) machineDelta {
+	if !d.ok || !o.ok {
+		return machineDelta{}
+	}
+	return machineDelta{steal: d.steal + o.steal, busy: d.busy + o.busy, ok: true}
+}
+
+// others is the CPU time the rest of the machine used during a step: the
+// machine's busy time less the server's and the load generator's; -1 when
+// unknown. It is not clamped at 0: the counters' tick of 10 ms makes a
+// short step's figure uncertain by a few ticks either way.
+func (d machineDelta) others(server, generator time.Duration) time.Duration {
+	if !d.ok {
+		return -1
+	}
+	return d.busy - server - generator
+}
+
+// machineFigure is a duration as a float for the tables, -1 when unknown.
+func machineFigure(ok bool, d time.Duration) float64 {
+	if !ok {
+		return -1
+	}
+	return float64(d)
+}
+
+// fmtMachine prints a machine figure in milliseconds per step; "-" when
+// unknown (a negative median: some run could not read /proc/stat).
+func fmtMachine(v float64) string {
+	if v == -1 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fms", v/float64(time.Millisecond))
+}
+
+// fixedRateRuns is one row per run of every fixed-rate step: crmauthz's and
+// the floor's p99, their ratio, and the steal and the rest of the machine's
+// CPU during each side's step, so that a run far above the median can be
+// told apart: a stall of the machine during one side's step, or crmauthz's
+// own. Nil without a floor or with a single run.
+func fixedRateRuns(rep *report) *table {
+	if rep.cfg.Runs < 2 {
+		return nil
+	}
+	var t table
+	t.row("step", "run", "crmauthz p99", "floor p99", "crmauthz/floor", "crmauthz steal", "crmauthz others' CPU", "floor steal", "floor others' CPU")
+	rows := 0
+	for i, runs := range rep.steps {
+		if len(runs) == 0 || i >= len(rep.evidence) || runs[0][sideFloor].side == "" || runs[0][sideCrmauthz].spec.rate <= 0 {
+			continue
+		}
+		for j, p := range runs {
+			if j >= len(rep.evidence[i]) {
+				break
+			}
+			e := rep.evidence[i][j]
+			c, f := p[sideCrmauthz], p[sideFloor]
+			t.row(c.spec.name, fmt.Sprint(j+1), fmtDur(c.p99), fmtDur(f.p99), fmtRatio(ratioOf(float64(c.p99), float64(f.p99))),
+				fmtMachine(machineFigure(e[sideCrmauthz].machine.ok, e[sideCrmauthz].machine.steal)),
+				fmtMachine(float64(e[sideCrmauthz].machine.others(c.cpu, e[sideCrmauthz].genCPU))),
+				fmtMachine(machineFigure(e[sideFloor].machine.ok, e[sideFloor].machine.steal)),
+				fmtMachine(float64(e[sideFloor].machine.others(f.cpu, e[sideFloor].genCPU))))
+			rows++
+		}
+	}
+	if rows == 0 {
+		return nil
+	}
+	return &t
+}
