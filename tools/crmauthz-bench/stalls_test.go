@@ -9,15 +9,15 @@ import (
 
 func TestParseProcStat(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		in          string
-		steal, busy time.Duration
-		err         string
+		name              string
+		in                string
+		steal, busy, nice time.Duration
+		err               string
 	}{
 		{name: "kernel 6", in: "cpu  4188242 1519638 937367 2342651 96151 0 103305 148828 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n",
-			steal: 148828 * clockTick, busy: (4188242 + 1519638 + 937367 + 0 + 103305) * clockTick},
+			steal: 148828 * clockTick, busy: (4188242 + 937367 + 0 + 103305) * clockTick, nice: 1519638 * clockTick},
 		{name: "the aggregate line only, not cpu0", in: "cpu0 9 9 9 9 9 9 9 9\ncpu  1 2 3 4 5 6 7 8\n",
-			steal: 8 * clockTick, busy: (1 + 2 + 3 + 6 + 7) * clockTick},
+			steal: 8 * clockTick, busy: (1 + 3 + 6 + 7) * clockTick, nice: 2 * clockTick},
 		{name: "too few fields", in: "cpu  1 2 3 4 5 6 7\n", err: "at least 9"},
 		{name: "not a number", in: "cpu  1 2 x 4 5 6 7 8\n", err: "field 3"},
 		{name: "no cpu line", in: "intr 1 2 3\n", err: "no cpu line"},
@@ -30,8 +30,8 @@ func TestParseProcStat(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || !m.ok || m.steal != tc.steal || m.busy != tc.busy {
-				t.Fatalf("got %+v, %v; want steal %v busy %v", m, err, tc.steal, tc.busy)
+			if err != nil || !m.ok || m.steal != tc.steal || m.busy != tc.busy || m.nice != tc.nice {
+				t.Fatalf("got %+v, %v; want steal %v busy %v nice %v", m, err, tc.steal, tc.busy, tc.nice)
 			}
 		})
 	}
@@ -79,7 +79,7 @@ func TestFixedRateRuns(t *testing.T) {
 		}
 	}
 	ev := func(steal time.Duration, busy time.Duration) [nSides]stepEvidence {
-		m := machineDelta{steal: steal, busy: busy, ok: true}
+		m := machineDelta{steal: steal, busy: busy, nice: busy / 10, ok: true}
 		return [nSides]stepEvidence{{genCPU: 100 * time.Millisecond, machine: m}, {}, {genCPU: 100 * time.Millisecond, machine: m}}
 	}
 	rep := &report{
@@ -98,8 +98,8 @@ func TestFixedRateRuns(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		// crmauthz: busy 1 s - 400 ms - 100 ms = 500 ms; floor: 1 s - 300 ms - 100 ms = 600 ms
-		"5000/s 1 2.00ms 1.00ms 2.00 0ms 500ms 0ms 600ms",
-		"5000/s 2 6.00ms 2.00ms 3.00 250ms 1500ms 250ms 1600ms",
+		"5000/s 1 2.00ms 1.00ms 2.00 0ms 500ms 100ms 0ms 600ms 100ms",
+		"5000/s 2 6.00ms 2.00ms 3.00 250ms 1500ms 200ms 250ms 1600ms 200ms",
 	} {
 		if !strings.Contains(strings.Join(strings.Fields(strings.ReplaceAll(out, "\n", " | ")), " "), want) {
 			t.Errorf("no %q in\n%s", want, out)
