@@ -91,7 +91,9 @@ var ErrFilterUnderivable = errors.New("the data filter cannot be derived from th
 
 // partialPlan is the prepared partial evaluation of one revision.
 type partialPlan struct {
-	once     sync.Once
+	once sync.Once
+	// evalMu runs one partial evaluation of pq at a time (partial)
+	evalMu   sync.Mutex
 	pq       rego.PreparedPartialQuery
 	branches []partialBranch
 	unknowns []*ast.Term
@@ -149,12 +151,7 @@ func (p *prepared) partialView(ctx context.Context, pl *partialPlan, facts Facts
 		[2]*ast.Term{p.keys.action, ast.StringTerm("view")},
 		[2]*ast.Term{p.keys.resource, ast.NewTerm(ast.NewObject([2]*ast.Term{p.keys.typ, ast.StringTerm(in.Type)}))},
 	)
-	pqs, err := pl.pq.Partial(WithFacts(ctx, facts),
-		rego.EvalParsedInput(input),
-		rego.EvalParsedUnknowns(pl.unknowns),
-		rego.EvalMetrics(metrics.NoOp()),
-		rego.EvalRuleIndexing(false),
-	)
+	pqs, err := pl.partial(ctx, facts, input)
 	if err != nil {
 		return nil, fmt.Errorf("partially evaluating data.crmauthz.decision: %w", err)
 	}
@@ -188,6 +185,34 @@ func (p *prepared) partialView(ctx context.Context, pl *partialPlan, facts Facts
 		if slices.ContainsFunc(when[i], func(q ast.Body) bool { return len(q) == 0 }) {
 			break // always applies: the branches after it are never reached
 		}
+	}
+	return out, nil
+}
+
+// partial runs the partial evaluation for input, one at a time, and returns
+// copies of its queries and support modules: OPA's copy propagation rewrites
+// terms of the saved queries in place, some of them the compiled chain
+// rule's own (its [i, allow] keys), shared by every evaluation and so by
+// their results (data races otherwise: TestPartialViewConcurrent under
+// -race).
+func (pl *partialPlan) partial(ctx context.Context, facts Facts, input ast.Value) (*rego.PartialQueries, error) {
+	pl.evalMu.Lock()
+	defer pl.evalMu.Unlock()
+	pqs, err := pl.pq.Partial(WithFacts(ctx, facts),
+		rego.EvalParsedInput(input),
+		rego.EvalParsedUnknowns(pl.unknowns),
+		rego.EvalMetrics(metrics.NoOp()),
+		rego.EvalRuleIndexing(false),
+	)
+	if err != nil {
+		return nil, err
+	}
+	out := &rego.PartialQueries{Queries: make([]ast.Body, len(pqs.Queries)), Support: make([]*ast.Module, len(pqs.Support))}
+	for i, q := range pqs.Queries {
+		out.Queries[i] = q.Copy()
+	}
+	for i, m := range pqs.Support {
+		out.Support[i] = m.Copy()
 	}
 	return out, nil
 }
