@@ -325,14 +325,18 @@ const chainRule = "__crmauthz_filter_chain__"
 // partial evaluation of data.crmauthz.chainRule[x] with the record unknown
 // gives each branch's conditions in one evaluation.
 func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
-	if len(p.compiler.GetRulesExact(refOf(RecordPath))) == 0 || len(p.compiler.GetRulesExact(refOf(DecisionPath))) == 0 {
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return err
+	}
+	if len(td.compiler.GetRulesExact(refOf(RecordPath))) == 0 || len(td.compiler.GetRulesExact(refOf(DecisionPath))) == 0 {
 		return ErrNoViewFilter
 	}
 	pkg := refOf(DecisionPath[:len(DecisionPath)-1])
 	name := DecisionPath[len(DecisionPath)-1]
 	var file string
 	var chain, dflt []*ast.Rule
-	for f, m := range p.modules {
+	for f, m := range td.modules {
 		if !m.Package.Path.Equal(pkg) {
 			continue
 		}
@@ -361,7 +365,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 		}
 	}
 	rules = append(rules, dflt...)
-	mod := p.modules[file].Copy()
+	mod := td.modules[file].Copy()
 	for i, r := range rules {
 		var b partialBranch
 		body := r.Body.Copy()
@@ -391,7 +395,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 		}
 		pl.branches = append(pl.branches, b)
 	}
-	mods := maps.Clone(p.modules)
+	mods := maps.Clone(td.modules)
 	mods[file] = mod
 	c, err := compileModules(mods, false)
 	if err != nil {
@@ -467,12 +471,17 @@ func unknownsOf(c *ast.Compiler, rule *ast.Rule) []ast.Ref {
 }
 
 // UnknownsOf returns the unknowns the METADATA of the rules at data.<path>
-// declares (compile: unknowns), for OPA's Compile API; nil when none.
+// declares (compile: unknowns), for OPA's Compile API; nil when none, and
+// when topdown's side of the revision cannot be built (topdown.go: the
+// compile request then fails with that error).
 func (e *Engine) UnknownsOf(path []string) []ast.Ref {
-	p := e.cur.Load()
-	rules := p.compiler.GetRulesExact(refOf(path))
+	td, err := e.cur.Load().topdown(context.Background())
+	if err != nil {
+		return nil
+	}
+	rules := td.compiler.GetRulesExact(refOf(path))
 	if len(rules) == 0 {
 		return nil
 	}
-	return unknownsOf(p.compiler, rules[0])
+	return unknownsOf(td.compiler, rules[0])
 }
