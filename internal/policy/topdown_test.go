@@ -138,18 +138,26 @@ func TestTopdownConcurrentFirstUse(t *testing.T) {
 	}
 }
 
+// newDirEngine is an engine on a directory holding the default policy
+// (without its tests), with the directory and the files written.
+func newDirEngine(tb testing.TB) (*Engine, string, map[string]string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	files := defaultPolicyFiles(tb, false)
+	writeFiles(tb, dir, files)
+	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e, dir, files
+}
+
 // TestTopdownReloadBetween: a reload before the first topdown use: the
 // topdown paths answer with the new revision's sources; a revision taken
 // before the reload still builds its own (its evaluations in flight finish
 // on it, as with Decide).
 func TestTopdownReloadBetween(t *testing.T) {
-	dir := t.TempDir()
-	files := defaultPolicyFiles(t, false)
-	writeFiles(t, dir, files)
-	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, dir, files := newDirEngine(t)
 	facts := newMemFacts(t, loadGolden(t))
 	old := e.cur.Load()
 	if old.td.Load() != nil {
@@ -200,13 +208,7 @@ func TestTopdownReloadBetween(t *testing.T) {
 // revisions reloads bring keep the one their build made (no build at the
 // first request after a reload); a reload before any use keeps none.
 func TestTopdownKeptAcrossReload(t *testing.T) {
-	dir := t.TempDir()
-	files := defaultPolicyFiles(t, false)
-	writeFiles(t, dir, files)
-	e, err := New(Config{EvalTimeout: testEvalTimeout, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, dir, files := newDirEngine(t)
 	facts := httpFacts()
 	config := files["config.rego"]
 	steps := []struct {
