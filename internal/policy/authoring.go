@@ -50,8 +50,12 @@ func Compile(cfg Config) error {
 // `crmauthz eval --explain`, never the hot path.
 func (e *Engine) DecideTraced(ctx context.Context, facts Facts, in Input, tracer topdown.QueryTracer) (Decision, string, error) {
 	p := e.cur.Load()
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return Decision{}, p.revision, err
+	}
 	opts := append([]rego.EvalOption{rego.EvalQueryTracer(tracer)}, p.decisionOpts...)
-	rs, err := p.eval(ctx, p.decision, opts, facts, p.input(in))
+	rs, err := p.eval(ctx, td.decision, opts, facts, p.input(in))
 	if err != nil {
 		return Decision{}, p.revision, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"hash/maphash"
 	"math"
+	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,12 @@ import (
 //
 // The cache is a fixed array of slots addressed by a hash of the input; a slot
 // holds one immutable entry, replaced whole, so lookups take no lock and
-// memory is bounded by the slot count.
+// memory is bounded by the slot count. The slots are kept in 16 pages, one per
+// residue of the sampling below (slot i in page i mod 16), each allocated at
+// its first store and dropped when its slots are emptied: while the cache
+// samples, only the sampled page is alive, so the collector scans 4,096
+// slots instead of 65,536 on each cycle (BENCHMARKS.md, "Session 7: the mark
+// phase").
 //
 // Recording is adaptive (docs/design.md, "The decision cache on a mix that
 // does not repeat"): a miss costs the noting of the facts read, a keyed hash
@@ -122,9 +128,12 @@ const (
 )
 
 type decisionCache struct {
-	seed  maphash.Seed
-	mask  uint64
-	slots []atomic.Pointer[cacheEntry]
+	seed maphash.Seed
+	mask uint64
+	// pages hold the slots: slot i is pages[i&sampleMask].slots[i>>pageShift]
+	// (a nil page: its slots are empty).
+	pages     []atomic.Pointer[slotPage]
+	pageShift uint
 	// reasons and types are the strings the entries refer to by index:
 	// decisions' reasons and the types of the records read.
 	reasons, types stringTable
@@ -149,19 +158,55 @@ type decisionCache struct {
 	switches atomic.Uint64
 }
 
+// slotPage is the slots of one residue of the sampling.
+type slotPage struct {
+	slots []atomic.Pointer[cacheEntry]
+}
+
 func newDecisionCache(slots int) *decisionCache {
 	n := 1
 	for n < slots {
 		n <<= 1
 	}
-	return &decisionCache{seed: maphash.MakeSeed(), mask: uint64(n - 1), slots: make([]atomic.Pointer[cacheEntry], n),
+	pages := min(n, 1<<sampleSlotsShift)
+	return &decisionCache{seed: maphash.MakeSeed(), mask: uint64(n - 1),
+		pages: make([]atomic.Pointer[slotPage], pages), pageShift: uint(bits.TrailingZeros(uint(pages))),
 		reasons: stringTable{max: maxReasons}, types: stringTable{max: maxTypes},
-		sampleMask: uint64(min(n, 1<<sampleSlotsShift) - 1), fullWindow: fullWindow, sampledWindow: sampledWindow}
+		sampleMask: uint64(pages - 1), fullWindow: fullWindow, sampledWindow: sampledWindow}
 }
 
-func (c *decisionCache) slot(in *Input) *atomic.Pointer[cacheEntry] {
-	return &c.slots[c.index(in)]
+// entry is slot i's entry (nil: empty).
+func (c *decisionCache) entry(i uint64) *cacheEntry {
+	pg := c.pages[i&c.sampleMask].Load()
+	if pg == nil {
+		return nil
+	}
+	return pg.slots[i>>c.pageShift].Load()
 }
+
+// slotAt is slot i, its page allocated if it has none.
+func (c *decisionCache) slotAt(i uint64) *atomic.Pointer[cacheEntry] {
+	p := &c.pages[i&c.sampleMask]
+	pg := p.Load()
+	if pg == nil {
+		pg = &slotPage{slots: make([]atomic.Pointer[cacheEntry], (c.mask+1)>>c.pageShift)}
+		if !p.CompareAndSwap(nil, pg) {
+			pg = p.Load() // another store made it (or it was dropped: then this store is lost, as an emptied slot's)
+			if pg == nil {
+				return new(atomic.Pointer[cacheEntry])
+			}
+		}
+	}
+	return &pg.slots[i>>c.pageShift]
+}
+
+// slot is in's slot.
+func (c *decisionCache) slot(in *Input) *atomic.Pointer[cacheEntry] {
+	return c.slotAt(c.index(in))
+}
+
+// len is the number of slots.
+func (c *decisionCache) len() uint64 { return c.mask + 1 }
 
 // index is in's slot.
 func (c *decisionCache) index(in *Input) uint64 {
@@ -191,14 +236,14 @@ func (c *decisionCache) lookup(facts Facts, in *Input) (d Decision, hit bool, sl
 	i := c.index(in)
 	sampled := (i+c.offset.Load())&c.sampleMask == 0
 	sampling := c.sampling.Load()
-	d, hit = c.match(c.slots[i].Load(), facts, in)
+	d, hit = c.match(c.entry(i), facts, in)
 	if sampled || !sampling {
 		sampling = c.count(hit, sampling)
 	}
 	if hit || (sampling && !sampled) {
 		return d, hit, nil
 	}
-	return Decision{}, false, &c.slots[i]
+	return Decision{}, false, c.slotAt(i)
 }
 
 // count adds a lookup to the window; the lookup that ends a window resets it
@@ -241,9 +286,9 @@ func (c *decisionCache) startSampling() {
 	c.sampling.Store(true)
 	c.switches.Add(1)
 	off := c.offset.Load()
-	for i := range c.slots {
-		if (uint64(i)+off)&c.sampleMask != 0 {
-			c.slots[i].Store(nil)
+	for r := range c.pages {
+		if (uint64(r)+off)&c.sampleMask != 0 {
+			c.pages[r].Store(nil)
 		}
 	}
 }
@@ -255,9 +300,7 @@ func (c *decisionCache) moveSample() {
 		return // one slot: always sampled
 	}
 	off := c.offset.Add(1) - 1
-	for i := (c.sampleMask + 1 - off&c.sampleMask) & c.sampleMask; i < uint64(len(c.slots)); i += c.sampleMask + 1 {
-		c.slots[i].Store(nil)
-	}
+	c.pages[(c.sampleMask+1-off&c.sampleMask)&c.sampleMask].Store(nil)
 }
 
 // match tells whether e answers in with facts.

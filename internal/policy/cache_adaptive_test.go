@@ -42,17 +42,28 @@ func cacheOf(tb testing.TB, e *Engine) *decisionCache {
 // entries counts the cache's entries in sampled and other slots.
 func (c *decisionCache) entries() (sampled, other int) {
 	off := c.offset.Load()
-	for i := range c.slots {
-		if c.slots[i].Load() == nil {
+	for i := range c.len() {
+		if c.entry(i) == nil {
 			continue
 		}
-		if (uint64(i)+off)&c.sampleMask == 0 {
+		if (i+off)&c.sampleMask == 0 {
 			sampled++
 		} else {
 			other++
 		}
 	}
 	return sampled, other
+}
+
+// livePages counts the cache's pages of slots that are allocated.
+func (c *decisionCache) livePages() int {
+	n := 0
+	for i := range c.pages {
+		if c.pages[i].Load() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // decideBoth decides in with both engines and fails when they differ.
@@ -99,6 +110,9 @@ func TestDecisionCacheSamplesWithoutRepeats(t *testing.T) {
 	if sampled > 2*len(ins)/(1<<sampleSlotsShift) {
 		t.Fatalf("%d entries in the sampled slots, more than the sample of %d inputs", sampled, len(ins))
 	}
+	if pages := c.livePages(); pages != 1 {
+		t.Fatalf("while sampling: %d pages of slots alive, want 1 (the sampled one)", pages)
+	}
 
 	// A hot set of 1,000 inputs over and over: the sampled slots hit, and
 	// the cache records again well before a whole window of sampled lookups
@@ -111,6 +125,9 @@ func TestDecisionCacheSamplesWithoutRepeats(t *testing.T) {
 	}
 	if c.sampling.Load() {
 		t.Fatalf("a hot set of %d inputs over %d decisions and the cache still samples", len(hot), n)
+	}
+	if pages := c.livePages(); pages != 1<<sampleSlotsShift {
+		t.Fatalf("recording again: %d pages of slots alive, want all %d", pages, 1<<sampleSlotsShift)
 	}
 	h0, m0 := cached.CacheStats()
 	for i := range 10 * len(hot) {

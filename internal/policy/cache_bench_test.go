@@ -58,8 +58,8 @@ func BenchmarkCacheCollect(b *testing.B) {
 				storeAll(b, c, ins, facts)
 			}
 			n := 0
-			for i := range c.slots {
-				if c.slots[i].Load() != nil {
+			for i := range c.len() {
+				if c.entry(i) != nil {
 					n++
 				}
 			}

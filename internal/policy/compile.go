@@ -49,11 +49,15 @@ func (e *Engine) CompileFilters(ctx context.Context, facts Facts, req CompileReq
 	if err := ctx.Err(); err != nil {
 		return nil, p.revision, err
 	}
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return nil, p.revision, err
+	}
 	ref := refOf(req.Path)
 	unknowns := req.Unknowns
 	if unknowns == nil {
-		if rules := p.compiler.GetRulesExact(ref); len(rules) > 0 {
-			unknowns = unknownsOf(p.compiler, rules[0])
+		if rules := td.compiler.GetRulesExact(ref); len(rules) > 0 {
+			unknowns = unknownsOf(td.compiler, rules[0])
 		}
 	}
 	unks := make([]*ast.Term, len(unknowns))
@@ -66,7 +70,7 @@ func (e *Engine) CompileFilters(ctx context.Context, facts Facts, req CompileReq
 		regocompile.Metrics(metrics.NoOp()),
 		regocompile.Mappings(req.Mappings),
 		regocompile.Rego(append([]func(*rego.Rego){
-			rego.Compiler(p.compiler),
+			rego.Compiler(td.compiler),
 			rego.Store(p.store),
 			rego.StrictBuiltinErrors(true),
 			rego.DisableInlining(req.DisableInlining),

@@ -91,7 +91,9 @@ var ErrFilterUnderivable = errors.New("the data filter cannot be derived from th
 
 // partialPlan is the prepared partial evaluation of one revision.
 type partialPlan struct {
-	once     sync.Once
+	once sync.Once
+	// evalMu runs one partial evaluation of pq at a time (partial)
+	evalMu   sync.Mutex
 	pq       rego.PreparedPartialQuery
 	branches []partialBranch
 	unknowns []*ast.Term
@@ -149,12 +151,7 @@ func (p *prepared) partialView(ctx context.Context, pl *partialPlan, facts Facts
 		[2]*ast.Term{p.keys.action, ast.StringTerm("view")},
 		[2]*ast.Term{p.keys.resource, ast.NewTerm(ast.NewObject([2]*ast.Term{p.keys.typ, ast.StringTerm(in.Type)}))},
 	)
-	pqs, err := pl.pq.Partial(WithFacts(ctx, facts),
-		rego.EvalParsedInput(input),
-		rego.EvalParsedUnknowns(pl.unknowns),
-		rego.EvalMetrics(metrics.NoOp()),
-		rego.EvalRuleIndexing(false),
-	)
+	pqs, err := pl.partial(ctx, facts, input)
 	if err != nil {
 		return nil, fmt.Errorf("partially evaluating data.crmauthz.decision: %w", err)
 	}
@@ -188,6 +185,34 @@ func (p *prepared) partialView(ctx context.Context, pl *partialPlan, facts Facts
 		if slices.ContainsFunc(when[i], func(q ast.Body) bool { return len(q) == 0 }) {
 			break // always applies: the branches after it are never reached
 		}
+	}
+	return out, nil
+}
+
+// partial runs the partial evaluation for input, one at a time, and returns
+// copies of its queries and support modules: OPA's copy propagation rewrites
+// terms of the saved queries in place, some of them the compiled chain
+// rule's own (its [i, allow] keys), shared by every evaluation and so by
+// their results (data races otherwise: TestPartialViewConcurrent under
+// -race).
+func (pl *partialPlan) partial(ctx context.Context, facts Facts, input ast.Value) (*rego.PartialQueries, error) {
+	pl.evalMu.Lock()
+	defer pl.evalMu.Unlock()
+	pqs, err := pl.pq.Partial(WithFacts(ctx, facts),
+		rego.EvalParsedInput(input),
+		rego.EvalParsedUnknowns(pl.unknowns),
+		rego.EvalMetrics(metrics.NoOp()),
+		rego.EvalRuleIndexing(false),
+	)
+	if err != nil {
+		return nil, err
+	}
+	out := &rego.PartialQueries{Queries: make([]ast.Body, len(pqs.Queries)), Support: make([]*ast.Module, len(pqs.Support))}
+	for i, q := range pqs.Queries {
+		out.Queries[i] = q.Copy()
+	}
+	for i, m := range pqs.Support {
+		out.Support[i] = m.Copy()
 	}
 	return out, nil
 }
@@ -300,14 +325,18 @@ const chainRule = "__crmauthz_filter_chain__"
 // partial evaluation of data.crmauthz.chainRule[x] with the record unknown
 // gives each branch's conditions in one evaluation.
 func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
-	if len(p.compiler.GetRulesExact(refOf(RecordPath))) == 0 || len(p.compiler.GetRulesExact(refOf(DecisionPath))) == 0 {
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return err
+	}
+	if len(td.compiler.GetRulesExact(refOf(RecordPath))) == 0 || len(td.compiler.GetRulesExact(refOf(DecisionPath))) == 0 {
 		return ErrNoViewFilter
 	}
 	pkg := refOf(DecisionPath[:len(DecisionPath)-1])
 	name := DecisionPath[len(DecisionPath)-1]
 	var file string
 	var chain, dflt []*ast.Rule
-	for f, m := range p.modules {
+	for f, m := range td.modules {
 		if !m.Package.Path.Equal(pkg) {
 			continue
 		}
@@ -336,7 +365,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 		}
 	}
 	rules = append(rules, dflt...)
-	mod := p.modules[file].Copy()
+	mod := td.modules[file].Copy()
 	for i, r := range rules {
 		var b partialBranch
 		body := r.Body.Copy()
@@ -366,7 +395,7 @@ func (p *prepared) preparePartial(ctx context.Context, pl *partialPlan) error {
 		}
 		pl.branches = append(pl.branches, b)
 	}
-	mods := maps.Clone(p.modules)
+	mods := maps.Clone(td.modules)
 	mods[file] = mod
 	c, err := compileModules(mods, false)
 	if err != nil {
@@ -442,12 +471,17 @@ func unknownsOf(c *ast.Compiler, rule *ast.Rule) []ast.Ref {
 }
 
 // UnknownsOf returns the unknowns the METADATA of the rules at data.<path>
-// declares (compile: unknowns), for OPA's Compile API; nil when none.
+// declares (compile: unknowns), for OPA's Compile API; nil when none, and
+// when topdown's side of the revision cannot be built (topdown.go: the
+// compile request then fails with that error).
 func (e *Engine) UnknownsOf(path []string) []ast.Ref {
-	p := e.cur.Load()
-	rules := p.compiler.GetRulesExact(refOf(path))
+	td, err := e.cur.Load().topdown(context.Background())
+	if err != nil {
+		return nil
+	}
+	rules := td.compiler.GetRulesExact(refOf(path))
 	if len(rules) == 0 {
 		return nil
 	}
-	return unknownsOf(p.compiler, rules[0])
+	return unknownsOf(td.compiler, rules[0])
 }

@@ -3,9 +3,13 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/crmauthz/crmauthz/policies"
 )
 
 func TestPartialView(t *testing.T) {
@@ -169,4 +173,39 @@ func TestPartialMemo(t *testing.T) {
 	if v, _ := p.Memo("a", f("other")); v != "A" {
 		t.Fatalf("a: %v", v)
 	}
+}
+
+// TestPartialViewConcurrent: partial evaluations of one revision at once,
+// each for its own subject (no cache), give the answers they give alone;
+// under -race they raced inside OPA's copy propagation before evalMu.
+func TestPartialViewConcurrent(t *testing.T) {
+	e, err := New(Config{EvalTimeout: testEvalTimeout, FS: policies.FS, DecisionCacheSlots: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := httpFacts()
+	subjects := []string{"u-owner", "u-fol", "u-far"}
+	want := map[string]string{}
+	for _, s := range subjects {
+		p, _, err := e.PartialView(context.Background(), facts, FilterInput{Subject: s, Type: "contact", LocationID: "loc-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[s] = fmt.Sprint(p.Branches)
+	}
+	var wg sync.WaitGroup
+	for i := range 12 {
+		s := subjects[i%len(subjects)]
+		wg.Go(func() {
+			p, _, err := e.PartialView(context.Background(), facts, FilterInput{Subject: s, Type: "contact", LocationID: "loc-1"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got := fmt.Sprint(p.Branches); got != want[s] {
+				t.Errorf("%s: %s, want %s", s, got, want[s])
+			}
+		})
+	}
+	wg.Wait()
 }

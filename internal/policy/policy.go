@@ -219,7 +219,11 @@ func (p *prepared) decide(ctx context.Context, facts Facts, in Input) (Decision,
 		// The interpreter failed, not the policy: topdown decides (the
 		// reference).
 	}
-	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return Decision{}, err
+	}
+	rs, err := p.eval(ctx, td.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil {
 		return Decision{}, fmt.Errorf("evaluating data.crmauthz.decision: %w", err)
 	}
@@ -286,14 +290,19 @@ func (e *Engine) Query(ctx context.Context, facts Facts, path []string, input as
 // prepared is one compiled revision of the policy with its prepared queries.
 type prepared struct {
 	revision string
-	compiler *ast.Compiler
-	// modules are the parsed, uncompiled modules (the data filter derives
-	// its rules from them, partial.go)
-	modules  map[string]*ast.Module
+	// served are the sources of the revision (tests left out), from which
+	// topdown's side is built at its first use (topdown.go)
+	served   []source.File
 	store    storage.Store
 	builtins []func(*rego.Rego)
 
-	decision rego.PreparedEvalQuery
+	// td is topdown's side of the revision (OPA's compiler, the parsed
+	// modules, the prepared decision): set by build when topdown decides,
+	// else at its first use (topdown.go); tdMu serialises that build, and
+	// tdBuilds counts them.
+	td       atomic.Pointer[topdownState]
+	tdMu     sync.Mutex
+	tdBuilds atomic.Uint32
 	// vm runs the plan of data.crmauthz.decision (decisionvm.go, internal/policy/irvm), or says why
 	// topdown decides. Set before the revision is in service.
 	vm atomic.Pointer[vmPlan]
@@ -353,8 +362,7 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 	}
 	p := &prepared{
 		revision:    lp.revision,
-		compiler:    lp.compiler,
-		modules:     lp.modules,
+		served:      served,
 		store:       inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false)),
 		builtins:    Builtins(),
 		evalTimeout: cfg.EvalTimeout,
@@ -377,9 +385,11 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 	for _, a := range []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"} {
 		p.intern.Add(a)
 	}
-	p.decision, err = p.prepare(context.Background(), decisionRef())
+	// Prepared here whatever the evaluator, so that a policy topdown cannot
+	// prepare fails now, not at its first topdown use.
+	td, err := p.newTopdownState(context.Background(), lp.compiler, lp.modules)
 	if err != nil {
-		return nil, fmt.Errorf("preparing data.crmauthz.decision: %w", err)
+		return nil, err
 	}
 	switch cfg.Evaluator {
 	case EvaluatorIR:
@@ -396,12 +406,19 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 	default:
 		return nil, fmt.Errorf("policy: unknown evaluator %q", cfg.Evaluator)
 	}
-	if cfg.DecisionCacheSlots >= 0 && deterministic(p.compiler) {
+	if cfg.DecisionCacheSlots >= 0 && deterministic(lp.compiler) {
 		slots := cfg.DecisionCacheSlots
 		if slots == 0 {
 			slots = defaultCacheSlots
 		}
 		p.cache = newDecisionCache(slots)
+	}
+	// Topdown's side is kept when topdown decides, or when the revision
+	// replaced had used it (the paths that use it are in use: the first
+	// request after a reload does not wait for the build); else it is
+	// dropped and built at its first use (topdown.go).
+	if p.vm.Load().prog == nil || (old != nil && old.td.Load() != nil) {
+		p.td.Store(td)
 	}
 	return p, nil
 }
@@ -411,9 +428,10 @@ func resultAsValue(t *ast.Term, _ *rego.EvalContext) (any, error) {
 	return t.Value, nil
 }
 
-func (p *prepared) prepare(ctx context.Context, ref ast.Ref) (rego.PreparedEvalQuery, error) {
+// prepareWith prepares data.<ref> for topdown on the compiled policy c.
+func (p *prepared) prepareWith(ctx context.Context, c *ast.Compiler, ref ast.Ref) (rego.PreparedEvalQuery, error) {
 	opts := append([]func(*rego.Rego){
-		rego.Compiler(p.compiler),
+		rego.Compiler(c),
 		rego.Store(p.store),
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.StrictBuiltinErrors(true),
@@ -432,7 +450,11 @@ func (p *prepared) query(ctx context.Context, path []string) (rego.PreparedEvalQ
 	if ok {
 		return pq, nil
 	}
-	pq, err := p.prepare(ctx, refOf(path))
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return pq, err
+	}
+	pq, err = p.prepareWith(ctx, td.compiler, refOf(path))
 	if err != nil {
 		return pq, fmt.Errorf("preparing %v: %w", refOf(path), err)
 	}

@@ -56,7 +56,11 @@ func rawDecision(e *Engine, facts Facts, in Input) (ast.Value, error) {
 	if pl := p.vm.Load(); pl != nil && pl.prog != nil {
 		return p.evalVM(ctx, pl.prog, p.getVMInput(in, facts, pl.factsInPlace)) // never pooled again: the value may refer to it
 	}
-	rs, err := p.eval(ctx, p.decision, p.decisionOpts, facts, p.input(in))
+	td, err := p.topdown(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := p.eval(ctx, td.decision, p.decisionOpts, facts, p.input(in))
 	if err != nil || len(rs) == 0 {
 		return nil, err
 	}

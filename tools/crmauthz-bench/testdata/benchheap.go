@@ -9,6 +9,14 @@
 // CRMAUTHZ_BENCH_MEMRATE sets runtime.MemProfileRate (bytes per sample);
 // CRMAUTHZ_BENCH_HEAP_EVERY (a duration) writes the heap that often as well.
 //
+// Its first line, "# anchor", ties GODEBUG=gctrace=1's times (seconds since
+// the runtime started, "gc N @T s") to CLOCK_MONOTONIC, the clock of
+// crmauthz-bench's --requests-out: the hook forces one collection, cycle N at
+// @T, between two readings of the clock, so a cycle's start on that clock is
+// mono_before + (its @ - T), within the before/after gap and gctrace's 1 ms
+// (BENCHMARKS.md, "Session 7: the mark phase"). Send gctrace to a file per
+// process: GODEBUG=gctrace=1 ... exec crmauthz "$@" 2>>DIR/gctrace.$$.log
+//
 //	cp tools/crmauthz-bench/testdata/benchheap.go cmd/crmauthz/zz_benchheap.go
 //	go build -tags benchheap -o /tmp/crmauthz-heap ./cmd/crmauthz
 //	rm cmd/crmauthz/zz_benchheap.go
@@ -25,7 +33,18 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// monoNow is CLOCK_MONOTONIC in nanoseconds.
+func monoNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return -1
+	}
+	return ts.Nano()
+}
 
 func init() {
 	dir := os.Getenv("CRMAUTHZ_BENCH_HEAP")
@@ -60,6 +79,12 @@ func init() {
 		fmt.Fprintln(os.Stderr, err)
 		return
 	}
+	cyc := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	before := monoNow()
+	runtime.GC()
+	after := monoNow()
+	metrics.Read(cyc)
+	fmt.Fprintf(f, "# anchor mono_ns_before=%d mono_ns_after=%d gc=%d\n", before, after, cyc[0].Value.Uint64())
 	fmt.Fprint(f, "unix_ms cpu_user_s cpu_sys_s")
 	for _, n := range names {
 		fmt.Fprint(f, " ", n)
