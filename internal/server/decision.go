@@ -23,18 +23,24 @@ import (
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
-// knownActions bounds the action label of crmauthz_decisions_total.
-var knownActions = func() map[string]bool {
-	m := map[string]bool{}
-	for _, a := range index.Actions() {
-		m[a] = true
+// knownActions bound the action label of crmauthz_decisions_total: an
+// action's id is its place here, len(knownActions) for "other"
+// (metrics.DecisionTable).
+var knownActions = index.Actions()
+
+// actionID is the id of action a (a few string compares, no hash).
+func actionID(a string) int {
+	for i, k := range knownActions {
+		if a == k {
+			return i
+		}
 	}
-	return m
-}()
+	return len(knownActions)
+}
 
 func actionLabel(a string) string {
-	if knownActions[a] {
-		return a
+	if i := actionID(a); i < len(knownActions) {
+		return knownActions[i]
 	}
 	return "other"
 }
@@ -203,7 +209,7 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 	err = s.ix.View(call.run)
 	d, rev, seq := call.d, call.rev, call.seq
 	if err != nil {
-		s.m.Decision("decision", actionLabel(in.Action), false, errorReason(err))
+		s.routes.decisionCounts.Count(actionID(in.Action), false, errorReason(err))
 		if s.dlog.Sample() {
 			s.logDecision(s.ids.next(), in, d, err.Error(), rev, seq, start)
 		}
@@ -214,7 +220,7 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 		s.replyError(&rp, r, evalError(err))
 		return
 	}
-	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
+	s.routes.decisionCounts.Count(actionID(in.Action), d.Allow, d.Reason)
 	// The reply is decisionResponse, written by hand (see decisionjson.go).
 	bp := s.bufs.get()
 	defer s.bufs.put(bp)
@@ -311,7 +317,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 	call := batchCall{s: s, ctx: ctx, inputs: inputs, resp: &resp}
 	err = s.ix.View(call.run)
 	if err != nil {
-		s.m.Decision("decisions", "other", false, errorReason(err))
+		s.routes.decisionsCounts.Count(len(knownActions), false, errorReason(err))
 		if s.dlog.Sample() {
 			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.Subject, Err: err.Error(),
 				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
@@ -323,7 +329,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for i, r := range resp.Results {
-		s.m.Decision("decisions", actionLabel(inputs[i].Action), r.Allow, r.Reason)
+		s.routes.decisionsCounts.Count(actionID(inputs[i].Action), r.Allow, r.Reason)
 	}
 	if resp.PolicyRevision == "" {
 		resp.PolicyRevision = s.eng.Revision()
