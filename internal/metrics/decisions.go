@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -28,6 +29,7 @@ type DecisionTable struct {
 	endpoint string
 	actions  []string     // action id i is actions[i]; len(actions) is "other"
 	rows     []reasonList // [2*action + allow]
+	duration atomic.Pointer[prometheus.Observer]
 }
 
 // reasonList is the counters of one (action, allow), copy on write: a
@@ -66,6 +68,34 @@ func (t *DecisionTable) Count(action int, allow bool, reason string) {
 		}
 	}
 	t.slow(row, action, allow, reason).Inc()
+}
+
+// CountLabel counts one decision of the action label action: one of the
+// table's actions or "other" (any other label is counted through Decision).
+func (t *DecisionTable) CountLabel(action string, allow bool, reason string) {
+	for i, a := range t.actions {
+		if a == action {
+			t.Count(i, allow, reason)
+			return
+		}
+	}
+	if action != "other" {
+		t.m.Decision(t.endpoint, action, allow, reason)
+		return
+	}
+	t.Count(len(t.actions), allow, reason)
+}
+
+// Duration observes the handling time of one decision request of the
+// endpoint (DecisionDuration, its observer resolved once).
+func (t *DecisionTable) Duration(d time.Duration) {
+	o := t.duration.Load()
+	if o == nil {
+		v := t.m.decisionDuration.WithLabelValues(t.endpoint)
+		o = &v
+		t.duration.Store(o)
+	}
+	(*o).Observe(d.Seconds())
 }
 
 // slow finds or creates the counter of a reason not in row's list, and adds

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // decisionLines is the crmauthz_decisions_total part of an exposition.
@@ -69,6 +70,35 @@ func TestDecisionTableExposition(t *testing.T) {
 	m.DecisionTable("decision", actions).Count(0, true, "owner")
 	if !strings.Contains(scrape(t, m), `crmauthz_decisions_total{action="view",allow="true",endpoint="decision",reason="owner"} 2`) {
 		t.Errorf("Decision and the table count apart:\n%s", decisionLines(scrape(t, m)))
+	}
+}
+
+// CountLabel and Duration count into Decision's and DecisionDuration's series.
+func TestDecisionTableLabels(t *testing.T) {
+	ref, got := New(Config{}), New(Config{})
+	tb := got.DecisionTable("forward_auth", []string{"view", "edit"})
+	for _, c := range []struct {
+		action string
+		allow  bool
+		reason string
+	}{{"view", true, "owner"}, {"edit", false, "no_access"}, {"other", false, "invalid_path"}, {"frobnicate", false, "x"}, {"view", true, "owner"}} {
+		ref.Decision("forward_auth", c.action, c.allow, c.reason)
+		tb.CountLabel(c.action, c.allow, c.reason)
+	}
+	ref.DecisionDuration("forward_auth", 3*time.Millisecond)
+	tb.Duration(3 * time.Millisecond)
+	filter := func(text string) string {
+		var b strings.Builder
+		for _, l := range strings.SplitAfter(text, "\n") {
+			if strings.Contains(l, "crmauthz_decision") && !strings.Contains(l, "cache") {
+				b.WriteString(l)
+			}
+		}
+		return b.String()
+	}
+	want, have := filter(scrape(t, ref)), filter(scrape(t, got))
+	if !strings.Contains(want, `action="frobnicate"`) || !strings.Contains(want, `endpoint="forward_auth"} 1`) || have != want {
+		t.Fatalf("exposition differs:\n got:\n%s\nwant:\n%s", have, want)
 	}
 }
 
