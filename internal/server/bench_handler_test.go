@@ -171,6 +171,7 @@ func BenchmarkDecisionLoopback(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var n atomic.Uint64
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	b.SetParallelism(4)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
