@@ -89,13 +89,7 @@ func (t *DecisionTable) CountLabel(action string, allow bool, reason string) {
 // Duration observes the handling time of one decision request of the
 // endpoint (DecisionDuration, its observer resolved once).
 func (t *DecisionTable) Duration(d time.Duration) {
-	o := t.duration.Load()
-	if o == nil {
-		v := t.m.decisionDuration.WithLabelValues(t.endpoint)
-		o = &v
-		t.duration.Store(o)
-	}
-	(*o).Observe(d.Seconds())
+	t.m.observeDuration(&t.duration, t.endpoint, d)
 }
 
 // slow finds or creates the counter of a reason not in row's list, and adds

@@ -168,10 +168,16 @@ func BenchmarkDecisionLoopback(b *testing.B) {
 	for i := range bodies {
 		bodies[i] = world.RequestAt(i).AppendJSON(nil)
 	}
+	defer reportCPU(b)()
+	postParallel(b, url, bodies)
+}
+
+// postParallel posts bodies in turn to url from 4×GOMAXPROCS goroutines
+// over keep-alive connections until b is done; every reply must be a 200.
+func postParallel(b *testing.B, url string, bodies [][]byte) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var n atomic.Uint64
 	b.ReportAllocs()
-	defer reportCPU(b)()
 	b.SetParallelism(4)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

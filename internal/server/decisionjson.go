@@ -253,8 +253,10 @@ func (p *jsonScanner) resource(c *checkFields) bool {
 		case "id":
 			c.id, ok = p.str()
 			ok = ok && once(&seen, 2)
+		default:
+			ok = false
 		}
-		if !ok { // an unknown key too
+		if !ok {
 			return false
 		}
 	}

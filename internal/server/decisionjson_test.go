@@ -71,6 +71,9 @@ var decisionBodies = []string{
 	`{"subject":"u-1","min_seq":1,"min_seq":2}`,
 	`{"subject":"u-1" : "x"}`,
 	`{"subject"}`,
+	`{"subject":"u-1","action":"view","resource":{"x":}}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1","x":}}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","x":,"id":"c-1"}}`,
 }
 
 var batchBodies = []string{
@@ -96,6 +99,7 @@ var batchBodies = []string{
 	`{"subject":"u-1","checks":[{"action":"view","resource":{"type":"contact","id":"c-1"},"target":""}],"min_seq":7}`,
 	`{"subject":"u-1","checks":[,]}`,
 	`{"subject":"u-1","checks":[{,}]}`,
+	`{"subject":"u-1","checks":[{"action":"view","resource":{"x":}}]}`,
 }
 
 // strictErr describes an error by its type and message.
