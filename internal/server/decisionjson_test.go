@@ -275,3 +275,27 @@ func TestDecisionReplyLikeEncodingJSON(t *testing.T) {
 		t.Fatalf("reply %s, want %s", rec.Body, want)
 	}
 }
+
+// TestDecodeBodyMutations: every body near the table's — a run of up to six
+// bytes cut out, or a token put in, anywhere — decodes as the strict decoder
+// alone decodes it (a systematic complement to the fuzz tests, which took
+// `"resource":{"x":}` for long).
+func TestDecodeBodyMutations(t *testing.T) {
+	inserts := []string{`"`, `:`, `,`, `{`, `}`, `[`, `]`, `"x":`, `null`, `1`, ` `, `\`}
+	mutations := func(body string, check func(*testing.T, []byte)) {
+		for i := 0; i < len(body); i++ {
+			for n := 1; n <= 6 && i+n <= len(body); n++ {
+				check(t, []byte(body[:i]+body[i+n:]))
+			}
+			for _, in := range inserts {
+				check(t, []byte(body[:i]+in+body[i:]))
+			}
+		}
+	}
+	for _, body := range decisionBodies {
+		mutations(body, checkDecisionBody)
+	}
+	for _, body := range batchBodies {
+		mutations(body, checkBatchBody)
+	}
+}
