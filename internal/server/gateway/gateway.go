@@ -99,7 +99,7 @@ func New(cfg Config) (*Gateway, error) {
 	}, nil
 }
 
-// counts is the decision counters of endpoint.
+// counts is the decision counters of endpoint, one of the three above.
 func (g *Gateway) counts(endpoint string) *metrics.DecisionTable {
 	switch endpoint {
 	case endpointForwardAuth:
