@@ -27,13 +27,19 @@ func (m *Metrics) Route(listener, route, endpoint string) *Route {
 
 // Duration observes the handling time of one request (DecisionDuration).
 func (r *Route) Duration(d time.Duration) {
-	o := r.duration.Load()
-	if o == nil {
-		v := r.m.decisionDuration.WithLabelValues(r.endpoint)
-		o = &v
-		r.duration.Store(o)
+	r.m.observeDuration(&r.duration, r.endpoint, d)
+}
+
+// observeDuration observes d in endpoint's decision duration histogram,
+// whose observer *o holds once resolved (on first use).
+func (m *Metrics) observeDuration(o *atomic.Pointer[prometheus.Observer], endpoint string, d time.Duration) {
+	obs := o.Load()
+	if obs == nil {
+		v := m.decisionDuration.WithLabelValues(endpoint)
+		obs = &v
+		o.Store(obs)
 	}
-	(*o).Observe(d.Seconds())
+	(*obs).Observe(d.Seconds())
 }
 
 // Request counts one reply with status code (HTTPRequest).

@@ -23,18 +23,24 @@ import (
 	"github.com/crmauthz/crmauthz/internal/tracing"
 )
 
-// knownActions bounds the action label of crmauthz_decisions_total.
-var knownActions = func() map[string]bool {
-	m := map[string]bool{}
-	for _, a := range index.Actions() {
-		m[a] = true
+// knownActions bound the action label of crmauthz_decisions_total: an
+// action's id is its place here, len(knownActions) for "other"
+// (metrics.DecisionTable).
+var knownActions = index.Actions()
+
+// actionID is the id of action a (a few string compares, no hash).
+func actionID(a string) int {
+	for i, k := range knownActions {
+		if a == k {
+			return i
+		}
 	}
-	return m
-}()
+	return len(knownActions)
+}
 
 func actionLabel(a string) string {
-	if knownActions[a] {
-		return a
+	if i := actionID(a); i < len(knownActions) {
+		return knownActions[i]
 	}
 	return "other"
 }
@@ -91,27 +97,44 @@ func invalid(format string, args ...any) *apiError {
 	return newError(http.StatusBadRequest, errcode.InvalidRequest, format, args...)
 }
 
-// toInput checks one check's fields and returns the policy's input.
-func toInput(subject, action string, res *resourceRef, target *string, where string) (policy.Input, error) {
+// checkFields are the fields of one check (of /v1/decision, or of a
+// /v1/decisions batch) as the body gave them: hasResource and hasTarget tell
+// a key given from one left out or null.
+type checkFields struct {
+	action, typ, id, target string
+	hasResource, hasTarget  bool
+}
+
+// fieldsOf is the checkFields of the strict decoder's fields.
+func fieldsOf(action string, res *resourceRef, target *string) checkFields {
+	c := checkFields{action: action}
+	if res != nil {
+		c.typ, c.id, c.hasResource = res.Type, res.ID, true
+	}
+	if target != nil {
+		c.target, c.hasTarget = *target, true
+	}
+	return c
+}
+
+// input checks one check's fields and returns the policy's input.
+func (c *checkFields) input(subject, where string) (policy.Input, error) {
 	switch {
 	case subject == "":
 		return policy.Input{}, invalid("subject is missing or empty")
-	case action == "":
+	case c.action == "":
 		return policy.Input{}, invalid("%saction is missing or empty", where)
-	case res == nil:
+	case !c.hasResource:
 		return policy.Input{}, invalid("%sresource is missing", where)
-	case res.Type == "":
+	case c.typ == "":
 		return policy.Input{}, invalid("%sresource.type is missing or empty", where)
-	case res.ID == "":
+	case c.id == "":
 		return policy.Input{}, invalid("%sresource.id is missing or empty", where)
-	case target != nil && *target == "":
+	case c.hasTarget && c.target == "":
 		return policy.Input{}, invalid("%starget is empty (leave it out when there is none)", where)
 	}
-	in := policy.Input{Subject: subject, Action: action, ResourceType: res.Type, ResourceID: res.ID}
-	if target != nil {
-		in.Target, in.HasTarget = *target, true
-	}
-	return in, nil
+	return policy.Input{Subject: subject, Action: c.action, ResourceType: c.typ, ResourceID: c.id,
+		Target: c.target, HasTarget: c.hasTarget}, nil
 }
 
 // waitForSeq implements min_seq: wait up to ConsistencyWait for the index to
@@ -184,18 +207,18 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.finish(&rp, r, s.routes.decision, start, rs)
 
-	var req decisionRequest
 	body, err := readBody(r, s.cfg.MaxDecisionBytes)
-	if err := decodeDecisionBody(body, err, &req); err != nil {
-		s.replyError(&rp, r, err)
-		return
-	}
-	in, err := toInput(req.Subject, req.Action, req.Resource, req.Target, "")
+	req, err := decodeDecisionBody(body, err)
 	if err != nil {
 		s.replyError(&rp, r, err)
 		return
 	}
-	if err := s.waitForSeq(r.Context(), req.MinSeq); err != nil {
+	in, err := req.check.input(req.subject, "")
+	if err != nil {
+		s.replyError(&rp, r, err)
+		return
+	}
+	if err := s.waitForSeq(r.Context(), req.minSeq); err != nil {
 		s.replyError(&rp, r, err)
 		return
 	}
@@ -203,7 +226,7 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 	err = s.ix.View(call.run)
 	d, rev, seq := call.d, call.rev, call.seq
 	if err != nil {
-		s.m.Decision("decision", actionLabel(in.Action), false, errorReason(err))
+		s.routes.decisionCounts.Count(actionID(in.Action), false, errorReason(err))
 		if s.dlog.Sample() {
 			s.logDecision(s.ids.next(), in, d, err.Error(), rev, seq, start)
 		}
@@ -214,7 +237,7 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 		s.replyError(&rp, r, evalError(err))
 		return
 	}
-	s.m.Decision("decision", actionLabel(in.Action), d.Allow, d.Reason)
+	s.routes.decisionCounts.Count(actionID(in.Action), d.Allow, d.Reason)
 	// The reply is decisionResponse, written by hand (see decisionjson.go).
 	bp := s.bufs.get()
 	defer s.bufs.put(bp)
@@ -277,30 +300,30 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.finish(&rp, r, s.routes.decisions, start, rs)
 
-	var req batchRequest
 	body, err := readBody(r, s.cfg.MaxDecisionBytes)
-	if err := decodeBatchBody(body, err, &req); err != nil {
+	req, err := decodeBatchBody(body, err)
+	if err != nil {
 		s.replyError(&rp, r, err)
 		return
 	}
-	if req.Checks == nil {
+	if req.checks == nil {
 		s.replyError(&rp, r, invalid("checks is missing"))
 		return
 	}
-	if len(req.Checks) > maxChecks {
-		s.replyError(&rp, r, newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%d checks, at most %d", len(req.Checks), maxChecks))
+	if len(req.checks) > maxChecks {
+		s.replyError(&rp, r, newError(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge, "%d checks, at most %d", len(req.checks), maxChecks))
 		return
 	}
-	inputs := make([]policy.Input, len(req.Checks))
-	for i, ch := range req.Checks {
-		in, err := toInput(req.Subject, ch.Action, ch.Resource, ch.Target, "checks["+strconv.Itoa(i)+"].")
+	inputs := make([]policy.Input, len(req.checks))
+	for i := range req.checks {
+		in, err := req.checks[i].input(req.subject, "checks["+strconv.Itoa(i)+"].")
 		if err != nil {
 			s.replyError(&rp, r, err)
 			return
 		}
 		inputs[i] = in
 	}
-	if err := s.waitForSeq(r.Context(), req.MinSeq); err != nil {
+	if err := s.waitForSeq(r.Context(), req.minSeq); err != nil {
 		s.replyError(&rp, r, err)
 		return
 	}
@@ -311,9 +334,9 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 	call := batchCall{s: s, ctx: ctx, inputs: inputs, resp: &resp}
 	err = s.ix.View(call.run)
 	if err != nil {
-		s.m.Decision("decisions", "other", false, errorReason(err))
+		s.routes.decisionsCounts.Count(len(knownActions), false, errorReason(err))
 		if s.dlog.Sample() {
-			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.Subject, Err: err.Error(),
+			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.subject, Err: err.Error(),
 				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
 		}
 		if rs != nil {
@@ -323,7 +346,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for i, r := range resp.Results {
-		s.m.Decision("decisions", actionLabel(inputs[i].Action), r.Allow, r.Reason)
+		s.routes.decisionsCounts.Count(actionID(inputs[i].Action), r.Allow, r.Reason)
 	}
 	if resp.PolicyRevision == "" {
 		resp.PolicyRevision = s.eng.Revision()
@@ -335,7 +358,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 			checks[i] = decisionlog.Check{Action: in.Action, Type: in.ResourceType, ResourceID: in.ResourceID,
 				Target: in.Target, HasTarget: in.HasTarget, Allow: resp.Results[i].Allow, Reason: resp.Results[i].Reason}
 		}
-		s.dlog.Batch(decisionlog.Batch{ID: resp.DecisionID, Subject: req.Subject, Checks: checks,
+		s.dlog.Batch(decisionlog.Batch{ID: resp.DecisionID, Subject: req.subject, Checks: checks,
 			Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
 	}
 	if rs != nil {

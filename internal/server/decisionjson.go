@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
@@ -74,34 +75,55 @@ func decodeStrict(body []byte, readErr error, v any) error {
 	return strictjson.UnmarshalRead(body, readErr, v)
 }
 
-// decodeDecisionBody decodes a /v1/decision body into req. The strict
-// decoder gets a value of its own, so that req can stay on the caller's stack
-// on the common path.
-func decodeDecisionBody(body []byte, readErr error, req *decisionRequest) error {
+// decisionBody is a /v1/decision body as the handler reads it.
+type decisionBody struct {
+	subject string
+	check   checkFields
+	minSeq  uint64
+}
+
+// batchBody is a /v1/decisions body; checks is nil when the body has none
+// (the key missing or null).
+type batchBody struct {
+	subject string
+	checks  []checkFields
+	minSeq  uint64
+}
+
+// decodeDecisionBody decodes a /v1/decision body: the parser's result, or
+// the strict decoder's (decisionRequest) with its error. The strings of a
+// body the parser takes share body's bytes, which the caller never changes
+// (readBody gives each request a buffer of its own).
+func decodeDecisionBody(body []byte, readErr error) (decisionBody, error) {
 	if readErr == nil {
-		p := jsonScanner{s: string(body)}
-		if p.decision(req) {
-			return nil
+		var d decisionBody
+		if p := newScanner(body); p.decision(&d) {
+			return d, nil
 		}
 	}
 	var strict decisionRequest
 	err := decodeStrict(body, readErr, &strict)
-	*req = strict
-	return err
+	return decisionBody{subject: strict.Subject, check: fieldsOf(strict.Action, strict.Resource, strict.Target), minSeq: strict.MinSeq}, err
 }
 
-// decodeBatchBody decodes a /v1/decisions body into req, like decodeDecisionBody.
-func decodeBatchBody(body []byte, readErr error, req *batchRequest) error {
+// decodeBatchBody decodes a /v1/decisions body, like decodeDecisionBody.
+func decodeBatchBody(body []byte, readErr error) (batchBody, error) {
 	if readErr == nil {
-		p := jsonScanner{s: string(body)}
-		if p.batch(req) {
-			return nil
+		var b batchBody
+		if p := newScanner(body); p.batch(&b) {
+			return b, nil
 		}
 	}
 	var strict batchRequest
 	err := decodeStrict(body, readErr, &strict)
-	*req = strict
-	return err
+	b := batchBody{subject: strict.Subject, minSeq: strict.MinSeq}
+	if strict.Checks != nil {
+		b.checks = make([]checkFields, len(strict.Checks))
+		for i, ch := range strict.Checks {
+			b.checks[i] = fieldsOf(ch.Action, ch.Resource, ch.Target)
+		}
+	}
+	return b, err
 }
 
 // jsonScanner parses the plain shape of the decision requests; every method
@@ -109,6 +131,11 @@ func decodeBatchBody(body []byte, readErr error, req *batchRequest) error {
 type jsonScanner struct {
 	s string
 	i int
+}
+
+// newScanner scans body in place: the strings it returns share body's bytes.
+func newScanner(body []byte) jsonScanner {
+	return jsonScanner{s: unsafe.String(unsafe.SliceData(body), len(body))}
 }
 
 func (p *jsonScanner) ws() {
@@ -130,12 +157,6 @@ func (p *jsonScanner) next(c byte) bool {
 		return true
 	}
 	return false
-}
-
-// peek skips whitespace and tells whether the next byte is c.
-func (p *jsonScanner) peek(c byte) bool {
-	p.ws()
-	return p.i < len(p.s) && p.s[p.i] == c
 }
 
 // end: only whitespace is left.
@@ -190,25 +211,18 @@ func (p *jsonScanner) uint() (uint64, bool) {
 	return n, err == nil
 }
 
-// object parses {"key": value, ...}, calling field for each key with the
-// scanner at its value; field returns false to refuse.
-func (p *jsonScanner) object(field func(key string) bool) bool {
-	if !p.next('{') {
-		return false
-	}
+// key reads the next key of an object whose '{' is consumed, and the ':'
+// after it; first is true for the object's first key. more is false at the
+// object's end ('}' consumed); ok is false for anything but a key or the end.
+func (p *jsonScanner) key(first bool) (k string, more, ok bool) {
 	if p.next('}') {
-		return true
+		return "", false, true
 	}
-	for {
-		k, ok := p.str()
-		if !ok || !p.next(':') || !field(k) {
-			return false
-		}
-		if p.next(',') {
-			continue
-		}
-		return p.next('}')
+	if !first && !p.next(',') {
+		return "", false, false
 	}
+	k, ok = p.str()
+	return k, true, ok && p.next(':')
 }
 
 // once marks bit in *seen and refuses a key seen before.
@@ -220,96 +234,138 @@ func once(seen *uint8, bit uint8) bool {
 	return true
 }
 
-func (p *jsonScanner) resource(res *resourceRef) bool {
+// resource parses the resource object into c.
+func (p *jsonScanner) resource(c *checkFields) bool {
+	if !p.next('{') {
+		return false
+	}
+	c.hasResource = true
 	var seen uint8
-	return p.object(func(k string) bool {
-		var ok bool
+	for first := true; ; first = false {
+		k, more, ok := p.key(first)
+		if !ok || !more {
+			return ok
+		}
 		switch k {
 		case "type":
-			res.Type, ok = p.str()
-			return ok && once(&seen, 1)
+			c.typ, ok = p.str()
+			ok = ok && once(&seen, 1)
 		case "id":
-			res.ID, ok = p.str()
-			return ok && once(&seen, 2)
+			c.id, ok = p.str()
+			ok = ok && once(&seen, 2)
+		default:
+			ok = false
 		}
-		return false
-	})
+		if !ok {
+			return false
+		}
+	}
 }
 
-// check parses the fields a decision and a batch check share; other keys are
-// left to more.
-func (p *jsonScanner) check(k string, seen *uint8, action *string, res **resourceRef, target **string, more func(string) bool) bool {
-	var ok bool
+// check parses the value of k, a key a decision and a batch check share,
+// into c; known is false for another key.
+func (p *jsonScanner) check(k string, seen *uint8, c *checkFields) (ok, known bool) {
 	switch k {
 	case "action":
-		*action, ok = p.str()
-		return ok && once(seen, 1)
+		c.action, ok = p.str()
+		return ok && once(seen, 1), true
 	case "resource":
-		*res = new(resourceRef)
-		return p.resource(*res) && once(seen, 2)
+		return p.resource(c) && once(seen, 2), true
 	case "target":
-		t, ok := p.str()
-		*target = &t
-		return ok && once(seen, 4)
+		c.target, ok = p.str()
+		c.hasTarget = true
+		return ok && once(seen, 4), true
 	}
-	return more != nil && more(k)
+	return false, false
 }
 
-func (p *jsonScanner) decision(req *decisionRequest) bool {
+func (p *jsonScanner) decision(d *decisionBody) bool {
+	if !p.next('{') {
+		return false
+	}
 	var seen uint8
-	ok := p.object(func(k string) bool {
-		return p.check(k, &seen, &req.Action, &req.Resource, &req.Target, func(k string) bool {
-			var ok bool
-			switch k {
-			case "subject":
-				req.Subject, ok = p.str()
-				return ok && once(&seen, 8)
-			case "min_seq":
-				req.MinSeq, ok = p.uint()
-				return ok && once(&seen, 16)
+	for first := true; ; first = false {
+		k, more, ok := p.key(first)
+		if !ok || !more {
+			return ok && p.end()
+		}
+		if ok, known := p.check(k, &seen, &d.check); known {
+			if !ok {
+				return false
 			}
-			return false
-		})
-	})
-	return ok && p.end()
-}
-
-func (p *jsonScanner) batch(req *batchRequest) bool {
-	var seen uint8
-	ok := p.object(func(k string) bool {
-		var ok bool
+			continue
+		}
 		switch k {
 		case "subject":
-			req.Subject, ok = p.str()
-			return ok && once(&seen, 1)
+			d.subject, ok = p.str()
+			ok = ok && once(&seen, 8)
 		case "min_seq":
-			req.MinSeq, ok = p.uint()
-			return ok && once(&seen, 2)
-		case "checks":
-			return p.checks(req) && once(&seen, 4)
+			d.minSeq, ok = p.uint()
+			ok = ok && once(&seen, 16)
+		default:
+			ok = false
 		}
-		return false
-	})
-	return ok && p.end()
+		if !ok {
+			return false
+		}
+	}
 }
 
-func (p *jsonScanner) checks(req *batchRequest) bool {
+func (p *jsonScanner) batch(b *batchBody) bool {
+	if !p.next('{') {
+		return false
+	}
+	var seen uint8
+	for first := true; ; first = false {
+		k, more, ok := p.key(first)
+		if !ok || !more {
+			return ok && p.end()
+		}
+		switch k {
+		case "subject":
+			b.subject, ok = p.str()
+			ok = ok && once(&seen, 1)
+		case "min_seq":
+			b.minSeq, ok = p.uint()
+			ok = ok && once(&seen, 2)
+		case "checks":
+			ok = p.checks(b) && once(&seen, 4)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+func (p *jsonScanner) checks(b *batchBody) bool {
 	if !p.next('[') {
 		return false
 	}
-	req.Checks = make([]checkRequest, 0, 16)
+	b.checks = make([]checkFields, 0, 16)
 	if p.next(']') {
 		return true
 	}
 	for {
-		var ch checkRequest
+		var c checkFields
 		var seen uint8
-		if !p.peek('{') || !p.object(func(k string) bool {
-			return p.check(k, &seen, &ch.Action, &ch.Resource, &ch.Target, nil)
-		}) {
+		if !p.next('{') {
 			return false
 		}
-		req.Checks = append(req.Checks, ch)
+		for first := true; ; first = false {
+			k, more, ok := p.key(first)
+			if !ok {
+				return false
+			}
+			if !more {
+				break
+			}
+			if ok, _ := p.check(k, &seen, &c); !ok {
+				return false
+			}
+		}
+		b.checks = append(b.checks, c)
 		if p.next(',') {
 			continue
 		}

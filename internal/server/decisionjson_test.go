@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
@@ -57,6 +58,22 @@ var decisionBodies = []string{
 	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"}}]`,
 	`{"su\bject":"u-1"}`,
 	`{"subject":"u-1","action":true}`,
+	`{"subject":"u-1","action":"view","resource":{}}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact"},"target":"u-2"}`,
+	`{"subject":"","action":"","resource":{"type":"","id":""},"target":""}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"},"target":null}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"}` + "\t\r\n }",
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1",}}`,
+	`{"subject":"u-1","action":"view","resource":{,"type":"contact"}}`,
+	`{,"subject":"u-1"}`,
+	`{"subject":"u-1",,"action":"view"}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1"},"target":"u-2","target":"u-3"}`,
+	`{"subject":"u-1","min_seq":1,"min_seq":2}`,
+	`{"subject":"u-1" : "x"}`,
+	`{"subject"}`,
+	`{"subject":"u-1","action":"view","resource":{"x":}}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","id":"c-1","x":}}`,
+	`{"subject":"u-1","action":"view","resource":{"type":"contact","x":,"id":"c-1"}}`,
 }
 
 var batchBodies = []string{
@@ -73,6 +90,16 @@ var batchBodies = []string{
 	`{"subject":"u-1","checks":[{"action":"view"}],"checks":[]}`,
 	`{"subject":"u-1","checks":[{"action":"view"}]} {}`,
 	`{"subject":"u-1","checks":[{"Action":"view"}]}`,
+	`{"subject":"u-1","checks":[{}]}`,
+	`{"subject":"","checks":[]}`,
+	`{"subject":"u-1","checks":[{"action":"view","resource":{"type":"contact","id":"c-1"}},]}`,
+	`{"subject":"u-1","checks":[{"action":"view","resource":{"type":"contact","id":"c-1"}} {"action":"edit"}]}`,
+	`{"subject":"u-1","checks":[{"action":"view","resource":{"type":"contact","id":"c-1","id":"c-2"}}]}`,
+	`{"subject":"u-1","checks":[{"action":"view","target":"u-2","target":"u-3"}]}`,
+	`{"subject":"u-1","checks":[{"action":"view","resource":{"type":"contact","id":"c-1"},"target":""}],"min_seq":7}`,
+	`{"subject":"u-1","checks":[,]}`,
+	`{"subject":"u-1","checks":[{,}]}`,
+	`{"subject":"u-1","checks":[{"action":"view","resource":{"x":}}]}`,
 }
 
 // strictErr describes an error by its type and message.
@@ -94,24 +121,75 @@ func TestDecodeDecisionBodyLikeEncodingJSON(t *testing.T) {
 	}
 }
 
+// checkDecisionBody: decodeDecisionBody gives the error the strict decoder
+// alone gives, the fields of the struct it decodes, and the same input or
+// 400 from them.
 func checkDecisionBody(t *testing.T, body []byte) {
 	t.Helper()
-	var got, want decisionRequest
-	gotErr := decodeDecisionBody(body, nil, &got)
-	wantErr := strictjson.Unmarshal(body, &want)
+	got, gotErr := decodeDecisionBody(append([]byte(nil), body...), nil)
+	var strict decisionRequest
+	wantErr := strictjson.Unmarshal(body, &strict)
+	want := decisionBody{subject: strict.Subject, check: fieldsOf(strict.Action, strict.Resource, strict.Target), minSeq: strict.MinSeq}
 	if strictErr(gotErr) != strictErr(wantErr) || !reflect.DeepEqual(got, want) {
 		t.Errorf("body %q:\n got %+v %s\nwant %+v %s", body, got, strictErr(gotErr), want, strictErr(wantErr))
+	}
+	if gotErr == nil {
+		checkInput(t, body, got.subject, "", got.check, strict.Action, strict.Resource, strict.Target)
 	}
 }
 
 func checkBatchBody(t *testing.T, body []byte) {
 	t.Helper()
-	var got, want batchRequest
-	gotErr := decodeBatchBody(body, nil, &got)
-	wantErr := strictjson.Unmarshal(body, &want)
-	if strictErr(gotErr) != strictErr(wantErr) || !reflect.DeepEqual(got, want) {
-		t.Errorf("body %q:\n got %+v %s\nwant %+v %s", body, got, strictErr(gotErr), want, strictErr(wantErr))
+	got, gotErr := decodeBatchBody(append([]byte(nil), body...), nil)
+	var strict batchRequest
+	wantErr := strictjson.Unmarshal(body, &strict)
+	if strictErr(gotErr) != strictErr(wantErr) || got.subject != strict.Subject || got.minSeq != strict.MinSeq ||
+		(got.checks == nil) != (strict.Checks == nil) || len(got.checks) != len(strict.Checks) {
+		t.Fatalf("body %q:\n got %+v %s\nwant %+v %s", body, got, strictErr(gotErr), strict, strictErr(wantErr))
 	}
+	for i, ch := range strict.Checks {
+		if want := fieldsOf(ch.Action, ch.Resource, ch.Target); got.checks[i] != want {
+			t.Errorf("body %q: check %d is %+v, want %+v", body, i, got.checks[i], want)
+		}
+		if gotErr == nil {
+			checkInput(t, body, got.subject, "checks[0].", got.checks[i], ch.Action, ch.Resource, ch.Target)
+		}
+	}
+}
+
+// checkInput: the input (or the 400) made of c is the one the handler made
+// of the strict decoder's fields before (toInputBefore).
+func checkInput(t *testing.T, body []byte, subject, where string, c checkFields, action string, res *resourceRef, target *string) {
+	t.Helper()
+	got, gotErr := c.input(subject, where)
+	want, wantErr := toInputBefore(subject, action, res, target, where)
+	if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+		t.Errorf("body %q: input %+v %v, want %+v %v", body, got, gotErr, want, wantErr)
+	}
+}
+
+// toInputBefore is how the handler checked a request's fields before they
+// were read into checkFields (the strict decoder's types).
+func toInputBefore(subject, action string, res *resourceRef, target *string, where string) (policy.Input, error) {
+	switch {
+	case subject == "":
+		return policy.Input{}, invalid("subject is missing or empty")
+	case action == "":
+		return policy.Input{}, invalid("%saction is missing or empty", where)
+	case res == nil:
+		return policy.Input{}, invalid("%sresource is missing", where)
+	case res.Type == "":
+		return policy.Input{}, invalid("%sresource.type is missing or empty", where)
+	case res.ID == "":
+		return policy.Input{}, invalid("%sresource.id is missing or empty", where)
+	case target != nil && *target == "":
+		return policy.Input{}, invalid("%starget is empty (leave it out when there is none)", where)
+	}
+	in := policy.Input{Subject: subject, Action: action, ResourceType: res.Type, ResourceID: res.ID}
+	if target != nil {
+		in.Target, in.HasTarget = *target, true
+	}
+	return in, nil
 }
 
 // TestDecodeOverLimit: a body over the limit is 413 when it is well-formed up
@@ -129,8 +207,7 @@ func TestDecodeOverLimit(t *testing.T) {
 		{`{"subject":"u","subject":"` + strings.Repeat("u", 40), strictjson.ErrTooLarge, 413, "payload_too_large"},
 		{`{"subject": 7 x` + strings.Repeat(" ", 60), strictjson.ErrSyntax, 400, "malformed_json"},
 	} {
-		var req decisionRequest
-		err := decodeDecisionBody([]byte(tc.prefix), mbe, &req)
+		_, err := decodeDecisionBody([]byte(tc.prefix), mbe)
 		if !errors.Is(err, tc.kind) {
 			t.Errorf("%q: %v, want %v", tc.prefix, err, tc.kind)
 		}
@@ -196,5 +273,29 @@ func TestDecisionReplyLikeEncodingJSON(t *testing.T) {
 	want, _ = json.Marshal(br)
 	if rec.Body.String() != string(want) || len(br.Results) != 2 || br.Results[1].Reason != "unknown_action" {
 		t.Fatalf("reply %s, want %s", rec.Body, want)
+	}
+}
+
+// TestDecodeBodyMutations: every body near the table's — a run of up to six
+// bytes cut out, or a token put in, anywhere — decodes as the strict decoder
+// alone decodes it (a systematic complement to the fuzz tests, which took
+// `"resource":{"x":}` for long).
+func TestDecodeBodyMutations(t *testing.T) {
+	inserts := []string{`"`, `:`, `,`, `{`, `}`, `[`, `]`, `"x":`, `null`, `1`, ` `, `\`}
+	mutations := func(body string, check func(*testing.T, []byte)) {
+		for i := 0; i < len(body); i++ {
+			for n := 1; n <= 6 && i+n <= len(body); n++ {
+				check(t, []byte(body[:i]+body[i+n:]))
+			}
+			for _, in := range inserts {
+				check(t, []byte(body[:i]+in+body[i:]))
+			}
+		}
+	}
+	for _, body := range decisionBodies {
+		mutations(body, checkDecisionBody)
+	}
+	for _, body := range batchBodies {
+		mutations(body, checkBatchBody)
 	}
 }

@@ -34,9 +34,12 @@ const (
 )
 
 // leanRoutes are the metrics of the lean handlers' routes (metrics.Route:
-// resolved once, not looked up per request).
+// resolved once, not looked up per request) and the decision counters of
+// /v1/decision and /v1/decisions (metrics.DecisionTable: found by action id
+// and reason without a map).
 type leanRoutes struct {
 	decision, decisions, forwardAuth, extAuthz *metrics.Route
+	decisionCounts, decisionsCounts            *metrics.DecisionTable
 }
 
 func newLeanRoutes(m *metrics.Metrics) leanRoutes {
@@ -45,6 +48,9 @@ func newLeanRoutes(m *metrics.Metrics) leanRoutes {
 		decisions:   m.Route("decision", routeDecisions, "decisions"),
 		forwardAuth: m.Route("decision", gateway.ForwardAuthPath, ""),
 		extAuthz:    m.Route("decision", routeExtAuthz, ""),
+
+		decisionCounts:  m.DecisionTable("decision", knownActions),
+		decisionsCounts: m.DecisionTable("decisions", knownActions),
 	}
 }
 

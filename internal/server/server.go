@@ -213,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 			s.dataPaths[p] = true
 		}
 	}
-	s.gw, err = gateway.New(gateway.Config{Decide: s.decideHTTP, NextID: ids.next, ActionLabel: actionLabel, SpanType: spanType,
+	s.gw, err = gateway.New(gateway.Config{Decide: s.decideHTTP, NextID: ids.next, ActionLabel: actionLabel, Actions: knownActions, SpanType: spanType,
 		WriteAllow: s.writeAllow, Identity: cfg.Identity, Metrics: cfg.Metrics, DecisionLog: cfg.DecisionLog, Tracer: cfg.Tracer,
 		Logger: cfg.Logger, MaxDecisionBytes: cfg.MaxDecisionBytes})
 	if err != nil {

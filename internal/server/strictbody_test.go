@@ -198,8 +198,7 @@ func BenchmarkDecisionBody(b *testing.B) {
 			body := []byte(bc.body)
 			b.ReportAllocs()
 			for b.Loop() {
-				var req decisionRequest
-				if err := decodeDecisionBody(body, nil, &req); err != nil {
+				if _, err := decodeDecisionBody(body, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

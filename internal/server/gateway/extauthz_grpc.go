@@ -96,7 +96,7 @@ func (g *Gateway) grpcRecovery(ctx context.Context, req any, info *grpc.UnarySer
 			if _, ok := req.(*authv3.CheckRequest); ok {
 				a := gatewayAnswer{status: http.StatusForbidden, code: errcode.InternalError, reason: "internal_error",
 					message: "internal error (denied)", id: g.cfg.NextID()}
-				g.cfg.Metrics.Decision(endpointExtAuthzGRPC, "other", false, "internal_error")
+				g.extAuthzGRPC.CountLabel("other", false, "internal_error")
 				resp, err = checkResponse(&a), nil
 				return
 			}

@@ -50,6 +50,9 @@ type Config struct {
 	// ActionLabel bounds an action to a label of crmauthz_decisions_total;
 	// SpanType bounds a resource type to a span attribute.
 	ActionLabel, SpanType func(string) string
+	// Actions are the labels ActionLabel gives besides "other": their
+	// decision counters are found without a map (metrics.DecisionTable).
+	Actions []string
 	// WriteAllow writes the 200 reply of an allow on the HTTP endpoints
 	// (the reply of /v1/decision); the headers are already set.
 	WriteAllow func(w http.ResponseWriter, reason, id, revision string, seq uint64)
@@ -73,6 +76,8 @@ func DefaultConfig() Config {
 // Gateway serves the gateway endpoints.
 type Gateway struct {
 	cfg Config
+	// the decision counters and duration of each endpoint
+	forwardAuth, extAuthzHTTP, extAuthzGRPC *metrics.DecisionTable
 }
 
 // New checks cfg, fills its defaults and returns a Gateway.
@@ -87,7 +92,22 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxDecisionBytes <= 0 {
 		cfg.MaxDecisionBytes = DefaultConfig().MaxDecisionBytes
 	}
-	return &Gateway{cfg: cfg}, nil
+	return &Gateway{cfg: cfg,
+		forwardAuth:  cfg.Metrics.DecisionTable(endpointForwardAuth, cfg.Actions),
+		extAuthzHTTP: cfg.Metrics.DecisionTable(endpointExtAuthzHTTP, cfg.Actions),
+		extAuthzGRPC: cfg.Metrics.DecisionTable(endpointExtAuthzGRPC, cfg.Actions),
+	}, nil
+}
+
+// counts is the decision counters of endpoint, one of the three above.
+func (g *Gateway) counts(endpoint string) *metrics.DecisionTable {
+	switch endpoint {
+	case endpointForwardAuth:
+		return g.forwardAuth
+	case endpointExtAuthzHTTP:
+		return g.extAuthzHTTP
+	}
+	return g.extAuthzGRPC
 }
 
 // Metric labels of the gateway endpoints.
@@ -170,12 +190,13 @@ func (g *Gateway) decide(ctx context.Context, r gatewayRequest) (ans gatewayAnsw
 		_, sp = g.cfg.Tracer.StartSampled(ctx, gatewaySpanName(r.endpoint), trace.SpanKindServer, tracing.Metadata(ctx), r.headers)
 	}
 	defer func() {
-		g.cfg.Metrics.DecisionDuration(r.endpoint, time.Since(start))
+		counts := g.counts(r.endpoint)
+		counts.Duration(time.Since(start))
 		action := g.cfg.ActionLabel(d.Action)
 		if d.Action == "" {
 			action = "other"
 		}
-		g.cfg.Metrics.Decision(r.endpoint, action, ans.allow, ans.reason)
+		counts.CountLabel(action, ans.allow, ans.reason)
 		if g.cfg.DecisionLog.Sample() {
 			g.logGateway(r, in, d, &ans, evalErr, time.Since(start))
 		}
