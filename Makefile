@@ -3,6 +3,7 @@ BIN      := bin/crmauthz
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 GO       ?= go
+PGO      ?= auto
 RUN_DATA ?= ./data/demo
 PKGS     := ./...
 IMAGE    ?= crmauthz
@@ -10,13 +11,13 @@ IMAGE_TAG ?= $(VERSION)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench bench-scale bench-go fuzz clean image helm-lint dashboard
+.PHONY: help build run test policy-test lint fmt bench bench-scale bench-go pgo fuzz clean image helm-lint dashboard
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/crmauthz (static, CGO_ENABLED=0)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/crmauthz
+build: ## build bin/crmauthz (static, CGO_ENABLED=0; PGO=bench/pgo/crmauthz.pgo for profile-guided optimisation)
+	CGO_ENABLED=0 $(GO) build -trimpath -pgo=$(PGO) -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/crmauthz
 
 run: build ## serve on 127.0.0.1:8181 (admin 127.0.0.1:8282) with examples/demo.ndjson loaded into a fresh ./data/demo
 	rm -rf $(RUN_DATA)
@@ -68,6 +69,18 @@ bench: build ## crmauthz vs opa run --server over HTTP on 1,000,000 records, one
 
 bench-scale: build ## the scale curve: 100,000, 1,000,000 and 10,000,000 records (SCALE_FLAGS="--records 100000,1000000"; see BENCHMARKS.md)
 	cd tools && $(GO) run ./crmauthz-bench scale --crmauthz ../$(BIN) $(SCALE_FLAGS)
+
+PGO_RECORDS ?= 100000 1000000
+PGO_FLAGS   ?= --duration 8s --rates 5000 --saturation 32 --hot-set 0 --runs 2 --no-opa
+pgo: build ## regenerate bench/pgo/crmauthz.pgo, crmauthz's CPU profile under crmauthz-bench's load (PGO_RECORDS records each); docs/operations.md "Profile-guided optimisation"
+	rm -rf bin/pgo && mkdir -p bin/pgo
+	cd tools && $(GO) build -o ../bin/pgo/crmauthz-bench ./crmauthz-bench
+	cd tools && for n in $(PGO_RECORDS); do \
+	  ../bin/pgo/crmauthz-bench run --crmauthz ../$(BIN) --records $$n $(PGO_FLAGS) --cpu-profile ../bin/pgo/$$n.pprof > ../bin/pgo/$$n.txt || exit 1; \
+	done
+	$(GO) tool pprof -proto $(foreach n,$(PGO_RECORDS),bin/pgo/$(n).pprof) > bin/pgo/crmauthz.pgo
+	mv bin/pgo/crmauthz.pgo bench/pgo/crmauthz.pgo
+	@ls -l bench/pgo/crmauthz.pgo
 
 bench-go: ## in-process benchmarks (decision, batch, index, replication, 1,000,000-record snapshot load)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

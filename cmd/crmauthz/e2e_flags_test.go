@@ -66,6 +66,7 @@ func TestE2EServeRefusesBadFlags(t *testing.T) {
 			[]string{"--max-in-flight=-1 (or CRMAUTHZ_MAX_IN_FLIGHT)", "--read-timeout=0s (or CRMAUTHZ_READ_TIMEOUT)"}},
 		{"a flag that does not parse", []string{"--read-timeout", "soon"}, nil, "", []string{`invalid argument "soon" for "--read-timeout"`}},
 		{"an environment twin that does not parse", nil, []string{"CRMAUTHZ_MAX_IN_FLIGHT=many"}, "", []string{`CRMAUTHZ_MAX_IN_FLIGHT="many"`}},
+		{"--pprof's twin that does not parse", nil, []string{"CRMAUTHZ_PPROF=maybe"}, "", []string{`CRMAUTHZ_PPROF="maybe"`}},
 		{"a config file's key", nil, nil, "max-in-flight: -1\n", []string{`crmauthz.yaml: key "max-in-flight" = -1: want 0 (no limit)`}},
 		{"a config file's unknown key", nil, nil, "max-inflight: 1\n", []string{`crmauthz.yaml: key "max-inflight": not a setting of this command`}},
 	} {

@@ -73,6 +73,8 @@ type serveOptions struct {
 	nats natsServeOptions // --replication-source, --nats-* (natsflags.go)
 
 	tracing tracingOptions // --otlp-*, --trace-sampling-ratio (tracingflags.go)
+
+	pprof bool // --pprof (pprof.go)
 }
 
 func newServeCmd() *cobra.Command {
@@ -136,6 +138,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	addMemoryFlags(f, &o.mem)
 	addNATSServeFlags(f, &o.nats)
 	addTracingFlags(f, &o.tracing)
+	addPprofFlag(f, &o.pprof)
 }
 
 // defaultLogLevel is every command's --log-level default.
@@ -362,7 +365,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			OnReject:    func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) },
 			OnBodyError: func(code int) { m.HTTPRequest("decision", "body_not_received", code) },
 			BodyBytes:   o.maxDecisionBytes, BodyTimeout: lc.BodyTimeout, ReadTimeout: lc.ReadTimeout})),
-		lc.HTTPServer(lc.AdminAddr, server.Limit(srv.AdminHandler(), server.Limits{MaxInFlight: lc.AdminMaxInFlight,
+		lc.HTTPServer(lc.AdminAddr, server.Limit(adminHandler(srv, o.pprof), server.Limits{MaxInFlight: lc.AdminMaxInFlight,
 			OnReject:    func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) },
 			OnBodyError: func(code int) { m.HTTPRequest("admin", "body_not_received", code) },
 			BodyBytes:   o.maxDecisionBytes, BodyTimeout: lc.BodyTimeout, ReadTimeout: lc.ReadTimeout})),
@@ -399,7 +402,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	log.Info("crmauthz serving", "version", version, "addr", listeners[0].Addr().String(),
 		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
 		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode(),
-		"policy_evaluator", string(evaluator))
+		"policy_evaluator", string(evaluator), "pprof", o.pprof)
 	if whyNot != nil && pcfg.Evaluator == policy.EvaluatorAuto {
 		log.Warn("the policy is evaluated by topdown, not the IR interpreter", "reason", whyNot.Error())
 	}

@@ -121,6 +121,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
 		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
 		fs.StringVar(&cfg.RequestsOut, "requests-out", "", "write every request of every step to this CSV file (time it was due and taken, latency, the connection it went out on; BENCHMARKS.md \"Against the floor\")")
+		fs.StringVar(&cfg.CPUProfile, "cpu-profile", "", "start crmauthz with --pprof and save its CPU profile across the load steps (merged) to this file, for `make pgo` (docs/operations.md \"Profiling\"); its figures in that run include the profiling")
 		fs.BoolVar(&cfg.ColdConnections, "cold-connections", false, "give every step (and slice) of every side a new client, which starts without connections (the method before session 5); default: one warm pool of keep-alive connections per side for the run")
 		fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for the index and OPA's data file (default: a temporary one, removed afterwards)")
 		if err := fs.Parse(args[1:]); err != nil {
@@ -138,6 +139,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.Slices < 1 || cfg.Slices > 10 || cfg.Duration/time.Duration(cfg.Slices) < 100*time.Millisecond {
 			return fmt.Errorf("--slices: %d is not between 1 and 10, or cuts --duration %s into slices shorter than 100ms", cfg.Slices, cfg.Duration)
+		}
+		if cfg.CPUProfile != "" && cfg.Duration/time.Duration(cfg.Slices) > maxProfiledStep {
+			return fmt.Errorf("--cpu-profile: a step (or slice) of %s is longer than %s, the longest one profile can take", cfg.Duration/time.Duration(cfg.Slices), maxProfiledStep)
 		}
 		if err := checkCPUList("server-cpus", cfg.ServerCPUs); err != nil {
 			return err

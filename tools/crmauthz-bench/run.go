@@ -54,6 +54,9 @@ type runConfig struct {
 	// RequestsOut, if set, is a CSV file every request of every step is
 	// written to (requests.go).
 	RequestsOut string
+	// CPUProfile, if set, is a file crmauthz's CPU profile across the load
+	// steps is saved to; crmauthz runs with --pprof (cpuprofile.go).
+	CPUProfile string
 	// ColdConnections gives every step (and slice) of every side its own
 	// client, so that each starts without a connection (the method before
 	// session 5); by default each side has one warm pool for the run.
@@ -215,6 +218,12 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 	defer crm.stop(10 * time.Second)
 	rep.readyRestart = crmSide.ready
+	var prof *cpuProfiler
+	if cfg.CPUProfile != "" {
+		if prof, err = newCPUProfiler(crmSide.admin, filepath.Join(work, "cpu-profiles")); err != nil {
+			return nil, err
+		}
+	}
 	cfg.logf("snapshot loaded in %s; crmauthz restarted and ready in %s", rep.snapshotLoad.Round(time.Millisecond), rep.readyRestart)
 
 	// OPA with the same facts in its store.
@@ -227,6 +236,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			return nil, err
 		}
 		cfgB := cfg
+		cfgB.CPUProfile = "" // only crmauthz is profiled
 		cfgB.CrmauthzArgs = append(slices.Clone(cfg.CrmauthzArgs), cfg.VsArgs...)
 		if cfg.VsCrmauthz != "" {
 			cfgB.Crmauthz = cfg.VsCrmauthz
@@ -369,7 +379,12 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 					}
 					time.Sleep(pause)
 					before := sampleProc(ctx, sides[k])
-					r := runStep(ctx, sides[k], sp, w, dur, cfg.Timeout, reqOut != nil)
+					var r stepResult
+					if err := prof.during(ctx, k == sideCrmauthz, dur, func() {
+						r = runStep(ctx, sides[k], sp, w, dur, cfg.Timeout, reqOut != nil)
+					}); err != nil {
+						return nil, err
+					}
 					if reqOut != nil {
 						writeRequests(reqOut.w, run+1, j, r)
 						r.reqs = nil
@@ -403,6 +418,12 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 	rep.floorFinal, _ = readMem(floor.pid())
 	rep.loadEnd = loadAvg()
+	if err := prof.save(ctx, root, cfg.CPUProfile); err != nil {
+		return nil, err
+	}
+	if prof != nil {
+		cfg.logf("crmauthz's CPU profile of %d steps saved to %s (its figures in this run include the profiling)", len(prof.files), cfg.CPUProfile)
+	}
 	return rep, nil
 }
 
@@ -426,6 +447,9 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		args := append([]string{"serve",
 			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
 		}, cfg.CrmauthzArgs...)
+		if cfg.CPUProfile != "" {
+			args = append(args, "--pprof")
+		}
 		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv, cfg.ServerCPUs)
 		return p, "http://" + admin + "/health/ready", err
 	})
