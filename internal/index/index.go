@@ -85,7 +85,7 @@ type Config struct {
 }
 
 // DefaultMergeBytes is the default Config.MergeBytes: about 500,000 random events per merge at
-// 1,000,000 records (BENCHMARKS.md, "Random replication", session 7: ~12 % less CPU and a
+// 1,000,000 records (BENCHMARKS.md, "Random replication", session 7: ~13 % less CPU and a
 // third fewer bytes written per event than 16 MiB, for up to twice the heap while replicating).
 const DefaultMergeBytes = 32 << 20
 
