@@ -330,10 +330,26 @@ func TestUpdateBackgroundMergeRace(t *testing.T) {
 // TestMergeYieldsToBatch: a background merge does not begin a commit while an Update runs its
 // callback (outside bbolt's writer lock): it waits for the Update's commit, so the batch never
 // waits for a chunk begun meanwhile. Then it goes on, and the batch and the merge both land.
-func TestMergeYieldsToBatch(t *testing.T) {
+func TestMergeYieldsToBatch(t *testing.T) { batchBesideMerge(t, false) }
+
+// TestMergeCatchesUp: a background merge that lags the active layer's filling (the active
+// layer's share of MergeBytes is larger than the share of its keys the merge has written) does
+// not yield to a running batch: it commits its next chunk while the batch's callback runs (the
+// batch's commit then waits for that chunk), so it ends before the active layer is full instead
+// of making the batch that fills it wait for the rest of the merge. Both land.
+func TestMergeCatchesUp(t *testing.T) { batchBesideMerge(t, true) }
+
+// batchBesideMerge runs a batch while a background merge, one key per commit, is between its
+// first and second commits, and checks that the merge yields to the batch (behind false) or, when
+// it lags the active layer (behind: MergeBytes so small that an empty active layer is full),
+// commits its second chunk while the batch's callback runs; then that both land.
+func batchBesideMerge(t *testing.T, behind bool) {
 	ix, batch := setupRace(t)
 	batch() // seq 2, owner u-b: the layer to merge
 	ix.yieldMax = time.Hour
+	if behind {
+		ix.mergeBytes = layerOverhead
+	}
 	var calls atomic.Int64
 	hook, paused, resume := pauseAfterFirst(t, &calls)
 	second := make(chan struct{}) // closed by the merge's second commit
@@ -356,8 +372,13 @@ func TestMergeYieldsToBatch(t *testing.T) {
 			close(inFn)
 			select {
 			case <-yielding: // the merge waits for this batch: it has not begun its next commit
+				if behind {
+					return fmt.Errorf("the merge, behind the active layer, waited for the batch")
+				}
 			case <-second:
-				return fmt.Errorf("the merge committed a chunk while the batch ran")
+				if !behind {
+					return fmt.Errorf("the merge committed a chunk while the batch ran")
+				}
 			}
 			if err := w.SetOwner(TypeContact, "c-1", "u-c"); err != nil {
 				return err

@@ -187,7 +187,9 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 		if run.stop != nil && run.stop.Load() {
 			return errMergeStopped
 		}
-		ix.yieldToBatch()
+		if !ix.mergeBehind(h, i, len(all)) {
+			ix.yieldToBatch()
+		}
 		part := all[i:min(i+run.chunk, len(all))]
 		last := i+run.chunk >= len(all)
 		err := h.db.Update(func(tx *bolt.Tx) error {
@@ -209,6 +211,21 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 // maxYield bounds how long a merge waits for a running Update before its next commit (a test
 // sets Index.yieldMax instead).
 const maxYield = 20 * time.Millisecond
+
+// mergeBehind reports whether a merge that has written done of its all keys lags the active
+// layer's filling (the active layer's share of Config.MergeBytes is larger than the merge's share
+// of its keys): then it commits its next chunk at once instead of yielding to a running batch
+// (yieldToBatch), which waits for at most that one chunk. A merge that yields before every chunk
+// writes at most one chunk per batch, fewer keys than a batch of random events brings into the
+// active layer, so it ended only after the active layer was full, and the batch that filled it
+// waited for the rest of the merge (back-pressure; BENCHMARKS.md, "Random replication").
+func (ix *Index) mergeBehind(h *handle, done, all int) bool {
+	if ix.tune.alwaysYield || all == 0 {
+		return false
+	}
+	active := h.ov.Load().lay.size.Load()
+	return float64(done)/float64(all) < float64(active)/float64(ix.mergeBytes)
+}
 
 // yieldToBatch waits until the running Update, if any, has committed (at most maxYield): the
 // Update runs its callback outside bbolt's writer lock, then needs the lock for its commit, and a

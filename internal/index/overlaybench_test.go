@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkOverlay1M fills the overlay of the 1,000,000-record index with OVERLAY_BENCH_EVENTS
-// (default 230,000: about what DefaultMergeBytes holds) random follower and owner changes, in
+// (default 230,000: about what 16 MiB holds, half of DefaultMergeBytes) random follower and owner changes, in
 // batches of 1,000 without merging, then reports: the heap the overlay takes (after a GC) against
 // its estimate (layer.size, what Config.MergeBytes bounds), Open with that overlay (rebuilt from
 // the delta log), one decision's reads (a user and a record, half of them in the overlay) and a

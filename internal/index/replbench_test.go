@@ -190,7 +190,9 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 // each reports its own events/s over the same period, and the percentiles of an Update's time.
 // The merges run in the background (merge.go), beside the batches: events/s counts the Updates'
 // time only; a variant run alone (REPL_BENCH_VARIANTS=default) also reports wall-events/s, the
-// sustained rate over the wall clock, the last merge awaited. Run enough batches for whole merge
+// sustained rate over the wall clock, the last merge awaited, merged-events/s (the rest of the
+// overlay merged too, alone at the end: the strict count) and cpu-µs/event and written-B/event over
+// the whole run. Run enough batches for whole merge
 // cycles (the default merges every ~230 batches; -benchtime 1000x is four). Building the index takes ~15 s per page
 // size on a quiet machine; all the copies take 4.5 GB of disk (REPL_BENCH_DIR keeps the built
 // files for the next run).
@@ -221,7 +223,13 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
 		{name: "direct", tune: func(t *tuning) { t.direct = true }},
+		{name: "mergebytes=16MiB", tune: func(*tuning) {}, merge: 16 << 20},
+		{name: "mergebytes=24MiB", tune: func(*tuning) {}, merge: 24 << 20},
 		{name: "mergebytes=32MiB", tune: func(*tuning) {}, merge: 32 << 20},
+		{name: "chunk=2048", tune: func(*tuning) {}, chunk: 2048},
+		{name: "mergebytes=32MiB+chunk=4096", tune: func(*tuning) {}, merge: 32 << 20, chunk: 4096},
+		{name: "mergebytes=16MiB+chunk=4096", tune: func(*tuning) {}, merge: 16 << 20, chunk: 4096},
+		{name: "mergebytes=16MiB+chunk=8192", tune: func(*tuning) {}, merge: 16 << 20, chunk: 8192},
 		{name: "mergebytes=64MiB", tune: func(*tuning) {}, merge: 64 << 20},
 		{name: "chunk=512", tune: func(*tuning) {}, chunk: 512},
 		{name: "chunk=1024", tune: func(*tuning) {}, chunk: 1024},
@@ -232,6 +240,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
 		{name: "pagesize=8192", tune: func(t *tuning) { t.pageSize = 8192 }},
+		{name: "yield=always", tune: func(t *tuning) { t.alwaysYield = true }},
 		{name: "freelist=map", tune: func(t *tuning) { t.mapFreelist = true }},
 		{name: "nofreelistsync", tune: func(t *tuning) { t.noFreelistSync = true }},
 		{name: "fill=0.3", tune: func(t *tuning) { t.fillPercent = 0.3 }},
@@ -285,7 +294,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		v.written += processWrittenBytes() - w0
 	}
 	b.ResetTimer()
-	loop := time.Now()
+	loop, loopCPU, loopWritten := time.Now(), processCPU(b), processWrittenBytes()
 	for i := range b.N {
 		for j := range variants {
 			batch(variants[(i+j)%len(variants)]) // each variant goes first in turn
@@ -310,6 +319,10 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(b.N*replBatch)/time.Since(loop).Seconds(), v.name+"-merged-events/s")
+		// The whole run's CPU (the batches, the events' generation, every merge) and bytes
+		// written, per event: on a shared machine far steadier than the wall clock.
+		b.ReportMetric(float64((processCPU(b)-loopCPU).Nanoseconds())/1000/float64(b.N*replBatch), v.name+"-cpu-µs/event")
+		b.ReportMetric(float64(processWrittenBytes()-loopWritten)/float64(b.N*replBatch), v.name+"-written-B/event")
 	}
 	b.StopTimer()
 	for _, v := range variants {

@@ -30,6 +30,10 @@ type tuning struct {
 	// mapFreelist uses bbolt's hashmap freelist instead of the array one (the setting before the
 	// fix of the file's growth, kept for BenchmarkRandomReplication1M; see liveOptions).
 	mapFreelist bool
+	// alwaysYield makes a background merge yield to a running batch before every commit, also
+	// when it lags the active layer's filling (the policy before session 7 of issue 17, kept for
+	// BenchmarkRandomReplication1M; see Index.mergeBehind).
+	alwaysYield bool
 }
 
 func defaultTuning() tuning {
