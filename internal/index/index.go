@@ -84,13 +84,15 @@ type Config struct {
 	MergeBytes int64
 }
 
-// DefaultMergeBytes is the default Config.MergeBytes: about 500,000 random events per merge at
-// 1,000,000 records (BENCHMARKS.md, "Random replication", session 7: ~13 % less CPU and a
-// third fewer bytes written per event than 16 MiB, for up to twice the heap while replicating).
-const DefaultMergeBytes = 32 << 20
+// DefaultMergeBytes is the default Config.MergeBytes: about 250,000 random events per merge at
+// 1,000,000 records. 32 MiB was measured in session 7 (BENCHMARKS.md, "Random replication"):
+// ~13 % less CPU and a third fewer bytes written per event, but the same sustained rate
+// counting the merges (ratio 1.02), for twice the heap while replicating and twice the Open
+// time with a full overlay; so it is an option (docs/operations.md), not the default.
+const DefaultMergeBytes = 16 << 20
 
 // DefaultConfig returns the defaults, which Open fills in for zero fields (Dir excepted): a
-// 5 s wait for the lock, 10 followers, a 32 MiB overlay.
+// 5 s wait for the lock, 10 followers, a 16 MiB overlay.
 func DefaultConfig() Config {
 	return Config{Dir: "./data", Timeout: 5 * time.Second, MaxFollowers: 10, MergeBytes: DefaultMergeBytes}
 }
