@@ -365,7 +365,7 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 func (st *vmState) location(s *vmStmt) *ast.Location {
 	var loc int32
 	switch s.op {
-	case opCall, opBuiltin, opAssignVarOnce:
+	case opCall, opBuiltin, opAssignVarOnce, opCallNF, opBuiltinNF, opNotCallNF, opConstOnce:
 		loc = int32(s.b)
 	case opObjectInsertOnce, opObjectMerge:
 		loc = s.ref
@@ -511,6 +511,23 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 		case opResultSetAdd:
 			st.execResultSetAdd(fr, s)
 			continue
+		case opDotEq, opDotNe: // fused statements (fuse.go)
+			ctl = st.execDotEq(fr, s)
+		case opDotCopy:
+			ctl = st.execDotCopy(fr, s)
+		case opCallNF, opBuiltinNF:
+			ctl, err = st.execCallNF(fr, s)
+		case opNotCallNF:
+			ctl, err = st.execNotCallNF(fr, s)
+		case opCallCopy:
+			ctl, err = st.execCallCopy(fr, s)
+		case opAssign2:
+			fr[s.target] = st.raw(fr, s.a)
+			fr[s.ref] = st.raw(fr, s.b)
+			continue
+		case opConstOnce:
+			fr[s.n] = st.consts[^s.a]
+			ctl, err = st.execAssignVarOnce(fr, s)
 		default:
 			return 0, vmBug("unknown operation %d", s.op)
 		}

@@ -1,0 +1,202 @@
+package irvm
+
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Fused statements (superinstructions). The planner spells the commonest
+// steps of a rule as two statements: a lookup then a comparison with a
+// constant (input.action == "edit"), a call then "the result is not false"
+// (every call of a rule used as a condition), a lookup or a call then a
+// copy of its result into another local, a constant then the rule's
+// AssignVarOnceStmt. New compiles each such pair into one statement that
+// does exactly what the two did, in order — the same locals written, the
+// same undefined outcomes, the same errors — with one dispatch and one
+// statement read instead of two, and the comparisons with a constant
+// decided on the value's concrete type where that gives Go's answer
+// without asking the runtime (a type switch on OPA's scalar types; any
+// other value goes through vmState.equal as before). See docs/design.md,
+// "internal/policy/irvm", and BENCHMARKS.md, "Session 7: fused statements".
+//
+//	fused          replaces                                   fields
+//	opDotEq/Ne     DotStmt src[key] -> t; (Not)EqualStmt t, c  target t, a src, b key, ref c
+//	opDotCopy      DotStmt src[key] -> t; AssignVarStmt t -> m target t, a src, b key, ref m
+//	opCallNF       CallStmt f -> t; NotEqualStmt t, false      as opCall
+//	opCallCopy     CallStmt f -> t; AssignVarStmt t -> m       as opCall, b m
+//	opBuiltinNF    CallStmt b -> t; NotEqualStmt t, false      as opBuiltin
+//	opNotCallNF    NotStmt { CallStmt f -> t; NotEqualStmt t, false }   as opCall
+//	opAssign2      AssignVarStmt a -> t; AssignVarStmt b -> m  target t, a, b, ref m
+//	opConstOnce    l := c; AssignVarOnceStmt l -> t            as opAssignVarOnce, a c, n l
+//
+// (c a constant operand; opConstOnce only for l < 256, the size of n.)
+
+// fuse rewrites the compiled statements of one block, pairs into fused
+// statements; nested blocks were compiled (and fused) before their
+// statement, so a NotStmt whose block is one opCallNF becomes opNotCallNF.
+func (c *vmCompiler) fuse(in []vmStmt) []vmStmt {
+	out := in[:0]
+	for i := 0; i < len(in); i++ {
+		s := in[i]
+		if s.op == opNot {
+			if b := c.code.blocks[s.ref]; b.end-b.start == 1 && c.code.code[b.start].op == opCallNF {
+				s = c.code.code[b.start]
+				s.op = opNotCallNF
+			}
+		}
+		if i+1 < len(in) {
+			f, ok := c.fuseNotFalse(s, in[i+1])
+			if !ok {
+				f, ok = fusePair(s, in[i+1])
+			}
+			if ok {
+				out = append(out, f)
+				i++
+				continue
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// fusePair is the fused statement doing s then next, if there is one.
+func fusePair(s, next vmStmt) (vmStmt, bool) {
+	t := vmOperand(s.target)
+	switch {
+	case s.op == opDot && (next.op == opEqual || next.op == opNotEqual) && next.a == t && next.b < 0:
+		f := s
+		f.op, f.ref = opDotEq, int32(next.b)
+		if next.op == opNotEqual {
+			f.op = opDotNe
+		}
+		return f, true
+	case s.op == opDot && next.op == opAssignVar && next.a == t:
+		f := s
+		f.op, f.ref = opDotCopy, int32(next.target)
+		return f, true
+	case s.op == opCall && next.op == opAssignVar && next.a == t:
+		f := s // a call's location (b) is for errors of built-ins only
+		f.op, f.b = opCallCopy, vmOperand(next.target)
+		return f, true
+	case s.op == opAssignVar && next.op == opAssignVar:
+		return vmStmt{op: opAssign2, target: s.target, a: s.a, b: next.a, ref: int32(next.target)}, true
+	case s.op == opConst && next.op == opAssignVarOnce && next.a == t && s.target < 256:
+		f := next
+		f.op, f.a, f.n = opConstOnce, s.a, uint8(s.target)
+		return f, true
+	}
+	return vmStmt{}, false
+}
+
+// fuseNotFalse fuses "CallStmt -> t; NotEqualStmt t, false"; it needs the
+// constants (is the operand false?), hence a method.
+func (c *vmCompiler) fuseNotFalse(s, next vmStmt) (vmStmt, bool) {
+	if (s.op != opCall && s.op != opBuiltin) || next.op != opNotEqual || next.a != vmOperand(s.target) || next.b >= 0 {
+		return vmStmt{}, false
+	}
+	if b, ok := c.code.consts[^next.b].Value.(ast.Boolean); !ok || bool(b) {
+		return vmStmt{}, false
+	}
+	f := s
+	f.op = opCallNF
+	if s.op == opBuiltin {
+		f.op = opBuiltinNF
+	}
+	return f, true
+}
+
+// notFalse is NotEqualStmt t, false for a defined t: !st.equal(t, false).
+// A Boolean is false or not; a string, number or null never equals false;
+// anything else (a collection, a Lazy) is asked of equal.
+func (st *vmState) notFalse(t *ast.Term) bool {
+	switch v := t.Value.(type) {
+	case ast.Boolean:
+		return bool(v)
+	case ast.String, ast.Number, ast.Null:
+		return true
+	}
+	return !st.equal(t, falseTerm)
+}
+
+// falseTerm is the constant false notFalse compares with.
+var falseTerm = ast.InternedTerm(false)
+
+// equalConst is st.equal(a, c) for a defined a and a constant c (never a
+// Lazy): for a string, a boolean or null, ast.ValueEqual's answer is Go's
+// == of the two values of the same type; anything else goes through equal.
+func (st *vmState) equalConst(a, c *ast.Term) bool {
+	switch v := a.Value.(type) {
+	case ast.String:
+		w, ok := c.Value.(ast.String)
+		return ok && v == w
+	case ast.Boolean:
+		w, ok := c.Value.(ast.Boolean)
+		return ok && v == w
+	case ast.Null:
+		_, ok := c.Value.(ast.Null)
+		return ok
+	}
+	return st.equal(a, c)
+}
+
+// execDotEq is opDotEq and opDotNe: DotStmt, then (Not)EqualStmt of its
+// target and the constant ref.
+func (st *vmState) execDotEq(fr []*ast.Term, s *vmStmt) int {
+	if st.execDot(fr, s) != ctlNext {
+		return 0
+	}
+	return defined(st.equalConst(fr[s.target], st.consts[^s.ref]) == (s.op == opDotEq))
+}
+
+// execDotCopy is opDotCopy: DotStmt, then AssignVarStmt of its target to
+// the local ref.
+func (st *vmState) execDotCopy(fr []*ast.Term, s *vmStmt) int {
+	if st.execDot(fr, s) != ctlNext {
+		return 0
+	}
+	fr[s.ref] = fr[s.target]
+	return ctlNext
+}
+
+// execCallCopy is opCallCopy: CallStmt of a planned function, then
+// AssignVarStmt of its result to the local b.
+func (st *vmState) execCallCopy(fr []*ast.Term, s *vmStmt) (int, error) {
+	t, err := st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
+	if err != nil || t == nil {
+		return 0, err
+	}
+	fr[s.target], fr[s.b] = t, t
+	return ctlNext, nil
+}
+
+// execCallNF is opCallNF and opBuiltinNF: the call, then NotEqualStmt of
+// its result and false.
+func (st *vmState) execCallNF(fr []*ast.Term, s *vmStmt) (int, error) {
+	var t *ast.Term
+	var err error
+	if s.op == opCallNF {
+		t, err = st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
+	} else {
+		t, err = st.builtin(fr, s)
+	}
+	if err != nil || t == nil {
+		return 0, err
+	}
+	fr[s.target] = t
+	return defined(st.notFalse(t)), nil
+}
+
+// execNotCallNF is opNotCallNF: NotStmt of the block "CallStmt f -> t;
+// NotEqualStmt t, false": undefined when the call's result is defined and
+// not false (the block ran to its end), else the statement holds.
+func (st *vmState) execNotCallNF(fr []*ast.Term, s *vmStmt) (int, error) {
+	t, err := st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
+	if err != nil {
+		return 0, err
+	}
+	if t == nil {
+		return ctlNext, nil
+	}
+	fr[s.target] = t
+	return defined(!st.notFalse(t)), nil
+}
