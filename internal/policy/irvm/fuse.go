@@ -8,8 +8,8 @@ import (
 // steps of a rule as two statements: a lookup then a comparison with a
 // constant (input.action == "edit"), a call then "the result is not false"
 // (every call of a rule used as a condition), a lookup or a call then a
-// copy of its result into another local, a constant then the rule's
-// AssignVarOnceStmt. New compiles each such pair into one statement that
+// copy of its result into another local, a constant or a copy then the
+// rule's AssignVarOnceStmt. New compiles each such pair into one statement that
 // does exactly what the two did, in order — the same locals written, the
 // same undefined outcomes, the same errors — with one dispatch and one
 // statement read instead of two, and the comparisons with a constant
@@ -26,9 +26,11 @@ import (
 //	opBuiltinNF    CallStmt b -> t; NotEqualStmt t, false      as opBuiltin
 //	opNotCallNF    NotStmt { CallStmt f -> t; NotEqualStmt t, false }   as opCall
 //	opAssign2      AssignVarStmt a -> t; AssignVarStmt b -> m  target t, a, b, ref m
-//	opConstOnce    l := c; AssignVarOnceStmt l -> t            as opAssignVarOnce, a c, n l
+//	opSetOnce      l := x; AssignVarOnceStmt l -> t            as opAssignVarOnce, a x, n l
 //
-// (c a constant operand; opConstOnce only for l < 256, the size of n.)
+// (c a constant operand; x a constant (AssignIntStmt, MakeNumberStmt, a
+// folded collection...) or a local (AssignVarStmt); opSetOnce only for
+// l < 256, the size of n.)
 
 // fuse rewrites the compiled statements of one block, pairs into fused
 // statements; nested blocks were compiled (and fused) before their
@@ -80,9 +82,9 @@ func fusePair(s, next vmStmt) (vmStmt, bool) {
 		return f, true
 	case s.op == opAssignVar && next.op == opAssignVar:
 		return vmStmt{op: opAssign2, target: s.target, a: s.a, b: next.a, ref: int32(next.target)}, true
-	case s.op == opConst && next.op == opAssignVarOnce && next.a == t && s.target < 256:
+	case (s.op == opConst || s.op == opAssignVar) && next.op == opAssignVarOnce && next.a == t && s.target < 256:
 		f := next
-		f.op, f.a, f.n = opConstOnce, s.a, uint8(s.target)
+		f.op, f.a, f.n = opSetOnce, s.a, uint8(s.target)
 		return f, true
 	}
 	return vmStmt{}, false

@@ -263,7 +263,7 @@ func TestFusedDefaultPolicy(t *testing.T) {
 	fp := newFusedPair(t, planModules(t, defaultPolicyFiles(t), "crmauthz/decision"),
 		Config{Entrypoint: "crmauthz/decision", Natives: w.natives()})
 	got := fp.fused.ops()
-	for _, op := range []vmOp{opDotEq, opDotCopy, opCallNF, opCallCopy, opBuiltinNF, opNotCallNF, opAssign2, opConstOnce} {
+	for _, op := range []vmOp{opDotEq, opDotCopy, opCallNF, opCallCopy, opBuiltinNF, opNotCallNF, opAssign2, opSetOnce} {
 		if got[op] == 0 {
 			t.Errorf("the default policy has no fused statement %d", op)
 		}
@@ -345,7 +345,7 @@ func TestFusedStatements(t *testing.T) {
 	fp := newFusedPair(t, planModules(t, map[string]string{"f.rego": fuseModule}, "f/decision"),
 		Config{Entrypoint: "f/decision"})
 	got := fp.fused.ops()
-	for _, op := range []vmOp{opDotEq, opDotNe, opDotCopy, opCallNF, opCallCopy, opBuiltinNF, opNotCallNF, opConstOnce} {
+	for _, op := range []vmOp{opDotEq, opDotNe, opDotCopy, opCallNF, opCallCopy, opBuiltinNF, opNotCallNF, opSetOnce} {
 		if got[op] == 0 {
 			t.Errorf("the module has no fused statement %d", op)
 		}

@@ -53,7 +53,7 @@ const (
 	opBuiltinNF
 	opNotCallNF
 	opAssign2
-	opConstOnce
+	opSetOnce
 )
 
 // vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].

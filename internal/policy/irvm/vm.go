@@ -365,7 +365,7 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 func (st *vmState) location(s *vmStmt) *ast.Location {
 	var loc int32
 	switch s.op {
-	case opCall, opBuiltin, opAssignVarOnce, opCallNF, opBuiltinNF, opNotCallNF, opConstOnce:
+	case opCall, opBuiltin, opAssignVarOnce, opCallNF, opBuiltinNF, opNotCallNF, opSetOnce:
 		loc = int32(s.b)
 	case opObjectInsertOnce, opObjectMerge:
 		loc = s.ref
@@ -525,8 +525,8 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			fr[s.target] = st.raw(fr, s.a)
 			fr[s.ref] = st.raw(fr, s.b)
 			continue
-		case opConstOnce:
-			fr[s.n] = st.consts[^s.a]
+		case opSetOnce:
+			fr[s.n] = st.raw(fr, s.a)
 			ctl, err = st.execAssignVarOnce(fr, s)
 		default:
 			return 0, vmBug("unknown operation %d", s.op)
