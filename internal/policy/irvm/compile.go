@@ -103,6 +103,7 @@ func newProgram(pol *ir.Policy, cfg Config, noFuse bool) (*Program, error) {
 		if c.tooLarge != nil {
 			return nil, c.tooLarge
 		}
+		c.code.order(prog.plan, prog.direct-1)
 		c.code.packConsts()
 		prog.vmCode = c.code
 		return prog, nil
