@@ -13,24 +13,34 @@ import (
 // a fact: it is a small open-addressing table with a hash of a few bytes,
 // which answers faster than a map that hashes the whole string.
 type InternTable struct {
+	// slots are two bytes each, the whole table two cache lines: a
+	// decision's facts ask it for a score of strings with its caches cold
+	// (BENCHMARKS.md, "Session 7: fused statements"); a slot's tag (bits
+	// of the hash its position does not use) spares reading the bytes of
+	// most other strings.
 	slots [internSlots]internSlot
 	n     int
-	more  map[string]*ast.Term // past maxInterned entries
+	more  map[string]*ast.Term // past maxInterned entries, or too long
 	// The shared terms, their strings' headers and bytes, next to each
-	// other (a decision reads a dozen of them with its caches cold): the
-	// terms and headers in these arrays, the bytes in one string (repack).
+	// other: the terms and headers in these arrays, the bytes in all
+	// (the i-th string is all[off[i]:off[i+1]]; see repack).
+	all   string
+	off   [maxInterned + 1]uint16
 	terms [maxInterned]ast.Term
 	boxes [maxInterned]ast.String // (StringValue)
 }
 
 type internSlot struct {
-	s string
-	i int // 1 + the index of its term in terms; 0: empty
+	tag uint8
+	i   uint8 // 1 + the index of its term in terms; 0: empty
 }
 
 const (
 	internSlots = 64 // a power of two
 	maxInterned = internSlots / 2
+	// maxInternBytes bounds the bytes of the strings in the slots (off is
+	// uint16)
+	maxInternBytes = 1<<16 - 1
 )
 
 // NewInternTable returns the table of the field names and frequent values of
@@ -60,22 +70,26 @@ func internHash(s string) uint {
 	return (n*0x9e3779b1 ^ uint(s[0])*0x85ebca6b ^ uint(s[n/2])*0xc2b2ae35 ^ uint(s[n-1])*0x27d4eb2f) >> 7
 }
 
+// internTag is the slot tag of a hash: the bits above those of its position.
+func internTag(h uint) uint8 { return uint8(h >> 6) }
+
 // Add adds the shared term of s (once; a string added before keeps its term).
 func (t *InternTable) Add(s string) {
 	if t.Get(s) != nil {
 		return
 	}
-	if t.n >= maxInterned {
+	if t.n >= maxInterned || int(t.off[t.n])+len(s) > maxInternBytes {
 		if t.more == nil {
 			t.more = map[string]*ast.Term{}
 		}
 		t.more[s] = ast.StringTerm(s)
 		return
 	}
-	for i := internHash(s); ; i++ {
+	h := internHash(s)
+	for i := h; ; i++ {
 		if sl := &t.slots[i%internSlots]; sl.i == 0 {
 			t.n++
-			sl.i = t.n
+			sl.tag, sl.i = internTag(h), uint8(t.n)
 			t.boxes[t.n-1] = ast.String(s)
 			t.repack()
 			return
@@ -84,23 +98,17 @@ func (t *InternTable) Add(s string) {
 }
 
 // repack copies the strings of the table's terms (in the order they were
-// added) into one string, and points every term and slot at it (Add runs
-// before the table is read).
+// added) into one string, and points every term at it (Add runs before the
+// table is read).
 func (t *InternTable) repack() {
 	var b strings.Builder
 	for i := range t.n {
 		b.WriteString(string(t.boxes[i]))
+		t.off[i+1] = uint16(b.Len())
 	}
-	all, pos := b.String(), 0
+	t.all = b.String()
 	for i := range t.n {
-		n := len(t.boxes[i])
-		t.terms[i].Value = StringValue(&t.boxes[i], all[pos:pos+n])
-		pos += n
-	}
-	for j := range t.slots {
-		if sl := &t.slots[j]; sl.i != 0 {
-			sl.s = string(t.boxes[sl.i-1])
-		}
+		t.terms[i].Value = StringValue(&t.boxes[i], t.all[t.off[i]:t.off[i+1]])
 	}
 }
 
@@ -109,13 +117,15 @@ func (t *InternTable) Get(s string) *ast.Term {
 	if t == nil {
 		return nil
 	}
-	for i := internHash(s); ; i++ {
-		sl := &t.slots[i%internSlots]
+	h := internHash(s)
+	tag := internTag(h)
+	for i := h; ; i++ {
+		sl := t.slots[i%internSlots]
 		if sl.i == 0 {
 			break
 		}
-		if sl.s == s {
-			return &t.terms[sl.i-1]
+		if k := sl.i - 1; sl.tag == tag && t.all[t.off[k]:t.off[k+1]] == s {
+			return &t.terms[k]
 		}
 	}
 	if t.more != nil {
