@@ -107,20 +107,7 @@ func (c *vmCompiler) fuseNotFalse(s, next vmStmt) (vmStmt, bool) {
 	return f, true
 }
 
-// notFalse is NotEqualStmt t, false for a defined t: !st.equal(t, false).
-// A Boolean is false or not; a string, number or null never equals false;
-// anything else (a collection, a Lazy) is asked of equal.
-func (st *vmState) notFalse(t *ast.Term) bool {
-	switch v := t.Value.(type) {
-	case ast.Boolean:
-		return bool(v)
-	case ast.String, ast.Number, ast.Null:
-		return true
-	}
-	return !st.equal(t, falseTerm)
-}
-
-// falseTerm is the constant false notFalse compares with.
+// falseTerm is the constant of "NotEqualStmt t, false".
 var falseTerm = ast.InternedTerm(false)
 
 // equalConst is st.equal(a, c) for a defined a and a constant c (never a
@@ -141,64 +128,33 @@ func (st *vmState) equalConst(a, c *ast.Term) bool {
 	return st.equal(a, c)
 }
 
-// execDotEq is opDotEq and opDotNe: DotStmt, then (Not)EqualStmt of its
-// target and the constant ref.
-func (st *vmState) execDotEq(fr []*ast.Term, s *vmStmt) int {
-	if st.execDot(fr, s) != ctlNext {
-		return 0
+// fusedDot ends the fused statements that start with a lookup (execDot),
+// once its result t is in its target.
+func (st *vmState) fusedDot(fr []*ast.Term, s *vmStmt, t *ast.Term) int {
+	switch s.op {
+	case opDotEq:
+		return defined(st.equalConst(t, st.consts[^s.ref]))
+	case opDotNe:
+		return defined(!st.equalConst(t, st.consts[^s.ref]))
+	case opDotCopy:
+		fr[s.ref] = t
 	}
-	return defined(st.equalConst(fr[s.target], st.consts[^s.ref]) == (s.op == opDotEq))
-}
-
-// execDotCopy is opDotCopy: DotStmt, then AssignVarStmt of its target to
-// the local ref.
-func (st *vmState) execDotCopy(fr []*ast.Term, s *vmStmt) int {
-	if st.execDot(fr, s) != ctlNext {
-		return 0
-	}
-	fr[s.ref] = fr[s.target]
 	return ctlNext
 }
 
-// execCallCopy is opCallCopy: CallStmt of a planned function, then
-// AssignVarStmt of its result to the local b.
-func (st *vmState) execCallCopy(fr []*ast.Term, s *vmStmt) (int, error) {
-	t, err := st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
-	if err != nil || t == nil {
-		return 0, err
+// fusedCall ends the fused statements that start with a call (execCall,
+// execBuiltin) once its result t is known (nil: undefined) and, if
+// defined, in its target.
+func (st *vmState) fusedCall(fr []*ast.Term, s *vmStmt, t *ast.Term) int {
+	switch s.op {
+	case opNotCallNF: // the negated block held: the call defined and not false
+		return defined(t == nil || st.equalConst(t, falseTerm))
+	case opCallNF, opBuiltinNF:
+		return defined(t != nil && !st.equalConst(t, falseTerm))
+	case opCallCopy:
+		if t != nil {
+			fr[s.b] = t
+		}
 	}
-	fr[s.target], fr[s.b] = t, t
-	return ctlNext, nil
-}
-
-// execCallNF is opCallNF and opBuiltinNF: the call, then NotEqualStmt of
-// its result and false.
-func (st *vmState) execCallNF(fr []*ast.Term, s *vmStmt) (int, error) {
-	var t *ast.Term
-	var err error
-	if s.op == opCallNF {
-		t, err = st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
-	} else {
-		t, err = st.builtin(fr, s)
-	}
-	if err != nil || t == nil {
-		return 0, err
-	}
-	fr[s.target] = t
-	return defined(st.notFalse(t)), nil
-}
-
-// execNotCallNF is opNotCallNF: NotStmt of the block "CallStmt f -> t;
-// NotEqualStmt t, false": undefined when the call's result is defined and
-// not false (the block ran to its end), else the statement holds.
-func (st *vmState) execNotCallNF(fr []*ast.Term, s *vmStmt) (int, error) {
-	t, err := st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
-	if err != nil {
-		return 0, err
-	}
-	if t == nil {
-		return ctlNext, nil
-	}
-	fr[s.target] = t
-	return defined(!st.notFalse(t)), nil
+	return defined(t != nil)
 }

@@ -320,6 +320,7 @@ c := "two" if input.c2
 
 n := count(input.n)
 n_pos if count(input.n) > 0
+sw if startswith(input.a, "x")
 
 conflict := input.d if input.d
 conflict := 3 if input.d
@@ -336,9 +337,10 @@ default copied := "undefined"
 default c := "undefined"
 default n := "undefined"
 default n_pos := "undefined"
+default sw := "undefined"
 default conflict := "undefined"
 
-decision := [eq_s, ne_s, eq_n, eq_b, ne_b, eq_null, not_truthy, cond, copied, c, n, n_pos, conflict]
+decision := [eq_s, ne_s, eq_n, eq_b, ne_b, eq_null, not_truthy, cond, copied, c, n, n_pos, sw, conflict]
 `
 
 func TestFusedStatements(t *testing.T) {

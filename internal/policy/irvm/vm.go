@@ -454,15 +454,15 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			continue
 		case opReturnLocal:
 			return ctlReturn, nil
-		case opCall:
+		case opCall, opCallNF, opCallCopy, opNotCallNF:
 			ctl, err = st.execCall(fr, s)
-		case opBuiltin:
+		case opBuiltin, opBuiltinNF:
 			ctl, err = st.execBuiltin(fr, s)
 		case opBlock:
 			ctl, err = st.execBlock(fr, s)
 		case opBreak:
 			return int(s.ref), nil
-		case opDot:
+		case opDot, opDotEq, opDotNe, opDotCopy:
 			ctl = st.execDot(fr, s)
 		case opDotData:
 			ctl = st.execDotData(fr, s)
@@ -511,17 +511,7 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 		case opResultSetAdd:
 			st.execResultSetAdd(fr, s)
 			continue
-		case opDotEq, opDotNe: // fused statements (fuse.go)
-			ctl = st.execDotEq(fr, s)
-		case opDotCopy:
-			ctl = st.execDotCopy(fr, s)
-		case opCallNF, opBuiltinNF:
-			ctl, err = st.execCallNF(fr, s)
-		case opNotCallNF:
-			ctl, err = st.execNotCallNF(fr, s)
-		case opCallCopy:
-			ctl, err = st.execCallCopy(fr, s)
-		case opAssign2:
+		case opAssign2: // fused statements (fuse.go)
 			fr[s.target] = st.raw(fr, s.a)
 			fr[s.ref] = st.raw(fr, s.b)
 			continue
