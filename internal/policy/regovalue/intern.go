@@ -16,16 +16,15 @@ type InternTable struct {
 	// slots are two bytes each, the whole table two cache lines: a
 	// decision's facts ask it for a score of strings with its caches cold
 	// (BENCHMARKS.md, "Session 7: fused statements"); a slot's tag (bits
-	// of the hash its position does not use) spares reading the bytes of
+	// of the hash its position does not use) spares reading the header of
 	// most other strings.
 	slots [internSlots]internSlot
 	n     int
-	more  map[string]*ast.Term // past maxInterned entries, or too long
+	more  map[string]*ast.Term // past maxInterned entries
 	// The shared terms, their strings' headers and bytes, next to each
-	// other: the terms and headers in these arrays, the bytes in all
-	// (the i-th string is all[off[i]:off[i+1]]; see repack).
-	all   string
-	off   [maxInterned + 1]uint16
+	// other (a decision reads a dozen of them with its caches cold): the
+	// terms and headers in these arrays, the bytes in one string (repack).
+	// A hit compares the header its term's value points at.
 	terms [maxInterned]ast.Term
 	boxes [maxInterned]ast.String // (StringValue)
 }
@@ -38,9 +37,6 @@ type internSlot struct {
 const (
 	internSlots = 64 // a power of two
 	maxInterned = internSlots / 2
-	// maxInternBytes bounds the bytes of the strings in the slots (off is
-	// uint16)
-	maxInternBytes = 1<<16 - 1
 )
 
 // NewInternTable returns the table of the field names and frequent values of
@@ -78,7 +74,7 @@ func (t *InternTable) Add(s string) {
 	if t.Get(s) != nil {
 		return
 	}
-	if t.n >= maxInterned || int(t.off[t.n])+len(s) > maxInternBytes {
+	if t.n >= maxInterned {
 		if t.more == nil {
 			t.more = map[string]*ast.Term{}
 		}
@@ -104,11 +100,12 @@ func (t *InternTable) repack() {
 	var b strings.Builder
 	for i := range t.n {
 		b.WriteString(string(t.boxes[i]))
-		t.off[i+1] = uint16(b.Len())
 	}
-	t.all = b.String()
+	all := b.String()
 	for i := range t.n {
-		t.terms[i].Value = StringValue(&t.boxes[i], t.all[t.off[i]:t.off[i+1]])
+		n := len(t.boxes[i])
+		t.terms[i].Value = StringValue(&t.boxes[i], all[:n])
+		all = all[n:]
 	}
 }
 
@@ -120,12 +117,12 @@ func (t *InternTable) Get(s string) *ast.Term {
 	h := internHash(s)
 	tag := internTag(h)
 	for i := h; ; i++ {
-		sl := t.slots[i%internSlots]
+		sl := &t.slots[i%internSlots]
 		if sl.i == 0 {
 			break
 		}
-		if k := sl.i - 1; sl.tag == tag && t.all[t.off[k]:t.off[k+1]] == s {
-			return &t.terms[k]
+		if sl.tag == tag && string(t.boxes[sl.i-1]) == s {
+			return &t.terms[sl.i-1]
 		}
 	}
 	if t.more != nil {
