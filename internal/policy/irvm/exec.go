@@ -51,8 +51,13 @@ func (st *vmState) execBuiltin(fr []*ast.Term, s *vmStmt) (int, error) {
 // execBlock is BlockStmt: its blocks in turn; a break out of one of them
 // by more than one level leaves the statement's block too.
 func (st *vmState) execBlock(fr []*ast.Term, s *vmStmt) (int, error) {
-	for _, inner := range st.blocks[s.ref : s.ref+int32(s.b)] {
-		ctl, err := st.block(fr, inner)
+	for k := s.ref; k < s.ref+int32(s.b); k++ {
+		// opElseChain: blocks 1..n start with "IsUndefinedStmt target",
+		// left out of them (fuse.go): a defined target leaves the block
+		if s.op == opElseChain && k > s.ref && k <= s.ref+int32(s.n) && fr[s.target] != nil {
+			continue
+		}
+		ctl, err := st.block(fr, st.blocks[k])
 		switch {
 		case err != nil:
 			return 0, err

@@ -27,6 +27,11 @@ import (
 //	opNotCallNF    NotStmt { CallStmt f -> t; NotEqualStmt t, false }   as opCall
 //	opAssign2      AssignVarStmt a -> t; AssignVarStmt b -> m  target t, a, b, ref m
 //	opSetOnce      l := x; AssignVarOnceStmt l -> t            as opAssignVarOnce, a x, n l
+//	opElseChain    BlockStmt whose blocks 1..n start with      as opBlock, target l
+//	               IsUndefinedStmt l (an else chain: each
+//	               block runs while the rule has no value)
+//	               the test made before running the block,
+//	               left out of it
 //
 // (c a constant operand; x a constant (AssignIntStmt, MakeNumberStmt, a
 // folded collection...) or a local (AssignVarStmt); opSetOnce only for
@@ -39,6 +44,9 @@ func (c *vmCompiler) fuse(in []vmStmt) []vmStmt {
 	out := in[:0]
 	for i := 0; i < len(in); i++ {
 		s := in[i]
+		if s.op == opBlock {
+			c.elseChain(&s)
+		}
 		if s.op == opNot {
 			if b := c.code.blocks[s.ref]; b.end-b.start == 1 && c.code.code[b.start].op == opCallNF {
 				s = c.code.code[b.start]
@@ -59,6 +67,35 @@ func (c *vmCompiler) fuse(in []vmStmt) []vmStmt {
 		out = append(out, s)
 	}
 	return out
+}
+
+// elseChain makes the BlockStmt s an opElseChain when its blocks after the
+// first start with "IsUndefinedStmt l" (the planner's else: a block runs
+// while the rule's local l is undefined): execBlock then tests l before a
+// block, which starts after the test, so that a decision answered by an
+// early block reads none of the later ones. At most 255 blocks (s.n).
+func (c *vmCompiler) elseChain(s *vmStmt) {
+	var l uint16
+	n := 0
+	for k := s.ref + 1; k < s.ref+int32(s.b) && n < maxArgs; k++ {
+		b := c.code.blocks[k]
+		if b.start == b.end {
+			break
+		}
+		first := c.code.code[b.start]
+		if first.op != opIsUndefined || (n > 0 && first.target != l) {
+			break
+		}
+		l = first.target
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	for k := s.ref + 1; k <= s.ref+int32(n); k++ {
+		c.code.blocks[k].start++
+	}
+	s.op, s.target, s.n = opElseChain, l, uint8(n)
 }
 
 // fusePair is the fused statement doing s then next, if there is one.

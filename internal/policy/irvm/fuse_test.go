@@ -263,7 +263,7 @@ func TestFusedDefaultPolicy(t *testing.T) {
 	fp := newFusedPair(t, planModules(t, defaultPolicyFiles(t), "crmauthz/decision"),
 		Config{Entrypoint: "crmauthz/decision", Natives: w.natives()})
 	got := fp.fused.ops()
-	for _, op := range []vmOp{opDotEq, opDotCopy, opCallNF, opCallCopy, opBuiltinNF, opNotCallNF, opAssign2, opSetOnce} {
+	for _, op := range []vmOp{opDotEq, opDotCopy, opCallNF, opCallCopy, opBuiltinNF, opNotCallNF, opAssign2, opSetOnce, opElseChain} {
 		if got[op] == 0 {
 			t.Errorf("the default policy has no fused statement %d", op)
 		}

@@ -54,6 +54,7 @@ const (
 	opNotCallNF
 	opAssign2
 	opSetOnce
+	opElseChain
 )
 
 // vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].

@@ -28,7 +28,7 @@ func (code *vmCode) order(plan []vmBlock, direct int32) {
 		for i := range stmts {
 			s := &stmts[i]
 			switch s.op {
-			case opBlock:
+			case opBlock, opElseChain:
 				for k := s.ref; k < s.ref+int32(s.b); k++ {
 					block(&code.blocks[k], oldBlocks[k])
 				}

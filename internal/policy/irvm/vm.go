@@ -458,7 +458,7 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			ctl, err = st.execCall(fr, s)
 		case opBuiltin, opBuiltinNF:
 			ctl, err = st.execBuiltin(fr, s)
-		case opBlock:
+		case opBlock, opElseChain:
 			ctl, err = st.execBlock(fr, s)
 		case opBreak:
 			return int(s.ref), nil
