@@ -11,12 +11,16 @@ import (
 // New resolves the plan cfg.Entrypoint of pol for the interpreter. An
 // error wrapping ErrUnsupported means the policy uses something the
 // interpreter does not run; the caller then evaluates with topdown.
-func New(pol *ir.Policy, cfg Config) (*Program, error) {
+func New(pol *ir.Policy, cfg Config) (*Program, error) { return newProgram(pol, cfg, false) }
+
+// newProgram is New; noFuse leaves every statement on its own (fuse.go).
+func newProgram(pol *ir.Policy, cfg Config, noFuse bool) (*Program, error) {
 	entry := cfg.Entrypoint
 	if pol.Static == nil || pol.Plans == nil {
 		return nil, fmt.Errorf("%w: empty plan", ErrUnsupported)
 	}
-	c := &vmCompiler{pol: pol, funcs: map[string]int32{}, builtins: map[string]int32{}, consts: map[*ast.Term]vmOperand{}}
+	c := &vmCompiler{pol: pol, funcs: map[string]int32{}, builtins: map[string]int32{}, consts: map[*ast.Term]vmOperand{},
+		noFuse: noFuse}
 	c.strings = make([]*ast.Term, len(pol.Static.Strings))
 	for i, s := range pol.Static.Strings {
 		c.strings[i] = ast.StringTerm(s.Value)
@@ -99,6 +103,7 @@ func New(pol *ir.Policy, cfg Config) (*Program, error) {
 		if c.tooLarge != nil {
 			return nil, c.tooLarge
 		}
+		c.code.order(prog.plan, prog.direct-1)
 		c.code.packConsts()
 		prog.vmCode = c.code
 		return prog, nil
@@ -123,6 +128,9 @@ type vmCompiler struct {
 	dataLocals map[ir.Local]bool
 	// tooLarge is set when a local or a call does not fit a vmStmt
 	tooLarge error
+	// noFuse compiles every statement on its own (fuse.go): the tests'
+	// reference for the fused statements
+	noFuse bool
 }
 
 // count is n for a vmFunc's uint16 counts; past them, the plan is not
@@ -263,6 +271,9 @@ func (c *vmCompiler) block(b *ir.Block) (vmBlock, error) {
 			return vmBlock{}, err
 		}
 		stmts = append(stmts, s)
+	}
+	if !c.noFuse {
+		stmts = c.fuse(stmts)
 	}
 	start := int32(len(c.code.code))
 	c.code.code = append(c.code.code, stmts...)

@@ -147,6 +147,17 @@ func runComplianceCase(tb testing.TB, tc cases.TestCase) (complianceOutcome, str
 		input = ast.NewTerm(ast.MustInterfaceToValue(*tc.Input))
 	}
 	rs, err := prog.EvalQuery(context.Background(), EvalOpts{Input: input})
+	// the same plan without fused statements (fuse.go) answers the same
+	plain, perr := newProgram(pol, DefaultConfig(), true)
+	if perr != nil {
+		return caseDisagreed, "compiling the plan without fusion: " + perr.Error()
+	}
+	plain.data, plain.lenient = prog.data, prog.lenient
+	prs, perr := plain.EvalQuery(context.Background(), EvalOpts{Input: input})
+	if (err == nil) != (perr == nil) || (err != nil && err.Error() != perr.Error()) ||
+		ast.NewSet(rs...).Compare(ast.NewSet(prs...)) != 0 {
+		return caseDisagreed, fmt.Sprintf("fused %v %v, unfused %v %v", rs, err, prs, perr)
+	}
 	return judgeCase(tc, rs, err)
 }
 

@@ -17,31 +17,47 @@ func defined(ok bool) int {
 	return 0
 }
 
-// execCall is CallStmt of a planned function.
+// execCall is CallStmt of a planned function (and the fused statements
+// starting with one, fuse.go).
 func (st *vmState) execCall(fr []*ast.Term, s *vmStmt) (int, error) {
 	t, err := st.callFunc(s.ref, fr, st.args[s.a:s.a+vmOperand(s.n)])
-	if err != nil || t == nil {
+	if err != nil {
 		return 0, err
 	}
-	fr[s.target] = t
-	return ctlNext, nil
+	if t != nil {
+		fr[s.target] = t
+	}
+	if s.op != opCall {
+		return st.fusedCall(fr, s, t), nil
+	}
+	return defined(t != nil), nil
 }
 
-// execBuiltin is CallStmt of a built-in.
+// execBuiltin is CallStmt of a built-in (and opBuiltinNF).
 func (st *vmState) execBuiltin(fr []*ast.Term, s *vmStmt) (int, error) {
 	t, err := st.builtin(fr, s)
-	if err != nil || t == nil {
+	if err != nil {
 		return 0, err
 	}
-	fr[s.target] = t
-	return ctlNext, nil
+	if t != nil {
+		fr[s.target] = t
+	}
+	if s.op != opBuiltin {
+		return st.fusedCall(fr, s, t), nil
+	}
+	return defined(t != nil), nil
 }
 
 // execBlock is BlockStmt: its blocks in turn; a break out of one of them
 // by more than one level leaves the statement's block too.
 func (st *vmState) execBlock(fr []*ast.Term, s *vmStmt) (int, error) {
-	for _, inner := range st.blocks[s.ref : s.ref+int32(s.b)] {
-		ctl, err := st.block(fr, inner)
+	for k := s.ref; k < s.ref+int32(s.b); k++ {
+		// opElseChain: blocks 1..n start with "IsUndefinedStmt target",
+		// left out of them (fuse.go): a defined target leaves the block
+		if s.op == opElseChain && k > s.ref && k <= s.ref+int32(s.n) && fr[s.target] != nil {
+			continue
+		}
+		ctl, err := st.block(fr, st.blocks[k])
 		switch {
 		case err != nil:
 			return 0, err
@@ -54,7 +70,8 @@ func (st *vmState) execBlock(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
-// execDot is DotStmt: src[key], asked of src when it is Lazy.
+// execDot is DotStmt: src[key], asked of src when it is Lazy (and the fused
+// statements starting with one, fuse.go).
 func (st *vmState) execDot(fr []*ast.Term, s *vmStmt) int {
 	src, key := st.raw(fr, s.a), st.get(fr, s.b)
 	if src == nil || key == nil {
@@ -70,6 +87,9 @@ func (st *vmState) execDot(fr []*ast.Term, s *vmStmt) int {
 		return 0
 	}
 	fr[s.target] = t
+	if s.op != opDot {
+		return st.fusedDot(fr, s, t)
+	}
 	return ctlNext
 }
 

@@ -44,6 +44,17 @@ const (
 	opSetAdd
 	opResultSetAdd
 	opDotData // DotStmt on the data document (see execDotData)
+	// fused statements (fuse.go)
+	opDotEq
+	opDotNe
+	opDotCopy
+	opCallNF
+	opCallCopy
+	opBuiltinNF
+	opNotCallNF
+	opAssign2
+	opSetOnce
+	opElseChain
 )
 
 // vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].

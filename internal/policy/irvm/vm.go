@@ -365,7 +365,7 @@ func (st *vmState) raw(fr []*ast.Term, o vmOperand) *ast.Term {
 func (st *vmState) location(s *vmStmt) *ast.Location {
 	var loc int32
 	switch s.op {
-	case opCall, opBuiltin, opAssignVarOnce:
+	case opCall, opBuiltin, opAssignVarOnce, opCallNF, opBuiltinNF, opNotCallNF, opSetOnce:
 		loc = int32(s.b)
 	case opObjectInsertOnce, opObjectMerge:
 		loc = s.ref
@@ -454,15 +454,15 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			continue
 		case opReturnLocal:
 			return ctlReturn, nil
-		case opCall:
+		case opCall, opCallNF, opCallCopy, opNotCallNF:
 			ctl, err = st.execCall(fr, s)
-		case opBuiltin:
+		case opBuiltin, opBuiltinNF:
 			ctl, err = st.execBuiltin(fr, s)
-		case opBlock:
+		case opBlock, opElseChain:
 			ctl, err = st.execBlock(fr, s)
 		case opBreak:
 			return int(s.ref), nil
-		case opDot:
+		case opDot, opDotEq, opDotNe, opDotCopy:
 			ctl = st.execDot(fr, s)
 		case opDotData:
 			ctl = st.execDotData(fr, s)
@@ -511,6 +511,13 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 		case opResultSetAdd:
 			st.execResultSetAdd(fr, s)
 			continue
+		case opAssign2: // fused statements (fuse.go)
+			fr[s.target] = st.raw(fr, s.a)
+			fr[s.ref] = st.raw(fr, s.b)
+			continue
+		case opSetOnce:
+			fr[s.n] = st.raw(fr, s.a)
+			ctl, err = st.execAssignVarOnce(fr, s)
 		default:
 			return 0, vmBug("unknown operation %d", s.op)
 		}

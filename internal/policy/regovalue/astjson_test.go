@@ -208,7 +208,8 @@ func TestParseFact(t *testing.T) {
 // nil for any other, past its slots too.
 func TestInternTable(t *testing.T) {
 	tab := NewInternTable()
-	var added []string
+	// two long strings: the second is past the bytes the slots hold
+	added := []string{strings.Repeat("x", 40000), strings.Repeat("y", 40000)}
 	for i := range 3 * internSlots {
 		added = append(added, fmt.Sprintf("s-%d", i))
 	}

@@ -13,19 +13,25 @@ import (
 // a fact: it is a small open-addressing table with a hash of a few bytes,
 // which answers faster than a map that hashes the whole string.
 type InternTable struct {
+	// slots are two bytes each, the whole table two cache lines: a
+	// decision's facts ask it for a score of strings with its caches cold
+	// (BENCHMARKS.md, "Session 7: fused statements"); a slot's tag (bits
+	// of the hash its position does not use) spares reading the header of
+	// most other strings.
 	slots [internSlots]internSlot
 	n     int
 	more  map[string]*ast.Term // past maxInterned entries
 	// The shared terms, their strings' headers and bytes, next to each
 	// other (a decision reads a dozen of them with its caches cold): the
 	// terms and headers in these arrays, the bytes in one string (repack).
+	// A hit compares the header its term's value points at.
 	terms [maxInterned]ast.Term
 	boxes [maxInterned]ast.String // (StringValue)
 }
 
 type internSlot struct {
-	s string
-	i int // 1 + the index of its term in terms; 0: empty
+	tag uint8
+	i   uint8 // 1 + the index of its term in terms; 0: empty
 }
 
 const (
@@ -60,6 +66,9 @@ func internHash(s string) uint {
 	return (n*0x9e3779b1 ^ uint(s[0])*0x85ebca6b ^ uint(s[n/2])*0xc2b2ae35 ^ uint(s[n-1])*0x27d4eb2f) >> 7
 }
 
+// internTag is the slot tag of a hash: the bits above those of its position.
+func internTag(h uint) uint8 { return uint8(h >> 6) }
+
 // Add adds the shared term of s (once; a string added before keeps its term).
 func (t *InternTable) Add(s string) {
 	if t.Get(s) != nil {
@@ -72,10 +81,11 @@ func (t *InternTable) Add(s string) {
 		t.more[s] = ast.StringTerm(s)
 		return
 	}
-	for i := internHash(s); ; i++ {
+	h := internHash(s)
+	for i := h; ; i++ {
 		if sl := &t.slots[i%internSlots]; sl.i == 0 {
 			t.n++
-			sl.i = t.n
+			sl.tag, sl.i = internTag(h), uint8(t.n)
 			t.boxes[t.n-1] = ast.String(s)
 			t.repack()
 			return
@@ -84,23 +94,18 @@ func (t *InternTable) Add(s string) {
 }
 
 // repack copies the strings of the table's terms (in the order they were
-// added) into one string, and points every term and slot at it (Add runs
-// before the table is read).
+// added) into one string, and points every term at it (Add runs before the
+// table is read).
 func (t *InternTable) repack() {
 	var b strings.Builder
 	for i := range t.n {
 		b.WriteString(string(t.boxes[i]))
 	}
-	all, pos := b.String(), 0
+	all := b.String()
 	for i := range t.n {
 		n := len(t.boxes[i])
-		t.terms[i].Value = StringValue(&t.boxes[i], all[pos:pos+n])
-		pos += n
-	}
-	for j := range t.slots {
-		if sl := &t.slots[j]; sl.i != 0 {
-			sl.s = string(t.boxes[sl.i-1])
-		}
+		t.terms[i].Value = StringValue(&t.boxes[i], all[:n])
+		all = all[n:]
 	}
 }
 
@@ -109,12 +114,14 @@ func (t *InternTable) Get(s string) *ast.Term {
 	if t == nil {
 		return nil
 	}
-	for i := internHash(s); ; i++ {
+	h := internHash(s)
+	tag := internTag(h)
+	for i := h; ; i++ {
 		sl := &t.slots[i%internSlots]
 		if sl.i == 0 {
 			break
 		}
-		if sl.s == s {
+		if sl.tag == tag && string(t.boxes[sl.i-1]) == s {
 			return &t.terms[sl.i-1]
 		}
 	}
