@@ -13,12 +13,11 @@ import (
 // the cores here are virtual, so a step's tail can come from outside both
 // servers. Two counters of /proc/stat's first line, summed over the cores:
 // steal, the time the hypervisor ran something else while a core wanted to
-// run (proc(5)); busy, the user, system, irq and softirq time of the whole
-// machine, from which a step's table subtracts the server's and the load
-// generator's own CPU time to leave what the rest of the machine used
-// during the step at normal priority; and nice, the user time of niced
-// processes, which take a core only when nothing at normal priority wants
-// it (CFS gives nice 15 about 3 % of a contended core).
+// run (proc(5)), and nice, the user time of niced processes (other work on
+// the machine; neither server nor the load generator is niced). The
+// machine's busy time less the servers' and the generator's own was tried
+// as "the rest of the machine's CPU" and left out: it came out 0.1–0.7 s
+// below zero per 4 s step, steal or not (BENCHMARKS.md, same section).
 
 // clockTick is the unit of /proc/stat: USER_HZ, 100 on every Linux
 // architecture this tool builds for (sysconf(_SC_CLK_TCK)).
@@ -27,14 +26,14 @@ const clockTick = 10 * time.Millisecond
 // machineSample is /proc/stat's cpu line at one moment; ok is false when it
 // could not be read (the step's machine figures are then unknown).
 type machineSample struct {
-	steal, busy, nice time.Duration
-	ok                bool
+	steal, nice time.Duration
+	ok          bool
 }
 
 // machineDelta is what the machine did during a step.
 type machineDelta struct {
-	steal, busy, nice time.Duration
-	ok                bool
+	steal, nice time.Duration
+	ok          bool
 }
 
 func readMachine() (machineSample, error) {
@@ -65,9 +64,7 @@ func parseProcStat(b []byte) (machineSample, error) {
 			}
 			v[i] = n
 		}
-		busy := v[0] + v[2] + v[5] + v[6] // user system irq softirq
-		return machineSample{steal: time.Duration(v[7]) * clockTick, busy: time.Duration(busy) * clockTick,
-			nice: time.Duration(v[1]) * clockTick, ok: true}, nil
+		return machineSample{steal: time.Duration(v[7]) * clockTick, nice: time.Duration(v[1]) * clockTick, ok: true}, nil
 	}
 	return machineSample{}, fmt.Errorf("/proc/stat: no cpu line")
 }
@@ -76,26 +73,14 @@ func (a machineSample) to(b machineSample) machineDelta {
 	if !a.ok || !b.ok {
 		return machineDelta{}
 	}
-	return machineDelta{steal: b.steal - a.steal, busy: b.busy - a.busy, nice: b.nice - a.nice, ok: true}
+	return machineDelta{steal: b.steal - a.steal, nice: b.nice - a.nice, ok: true}
 }
 
 func (d machineDelta) add(o machineDelta) machineDelta {
 	if !d.ok || !o.ok {
 		return machineDelta{}
 	}
-	return machineDelta{steal: d.steal + o.steal, busy: d.busy + o.busy, nice: d.nice + o.nice, ok: true}
-}
-
-// others is the CPU time the rest of the machine used at normal priority
-// during a step: the machine's busy time less the server's and the load
-// generator's (neither is niced); -1 when
-// unknown. It is not clamped at 0: the counters' tick of 10 ms makes a
-// short step's figure uncertain by a few ticks either way.
-func (d machineDelta) others(server, generator time.Duration) time.Duration {
-	if !d.ok {
-		return -1
-	}
-	return d.busy - server - generator
+	return machineDelta{steal: d.steal + o.steal, nice: d.nice + o.nice, ok: true}
 }
 
 // machineFigure is a duration as a float for the tables, -1 when unknown.
@@ -125,8 +110,7 @@ func fixedRateRuns(rep *report) *table {
 		return nil
 	}
 	var t table
-	t.row("step", "run", "crmauthz p99", "floor p99", "crmauthz/floor", "crmauthz steal", "crmauthz others' CPU", "crmauthz niced",
-		"floor steal", "floor others' CPU", "floor niced")
+	t.row("step", "run", "crmauthz p99", "floor p99", "crmauthz/floor", "crmauthz steal", "crmauthz niced", "floor steal", "floor niced")
 	rows := 0
 	for i, runs := range rep.steps {
 		if len(runs) == 0 || i >= len(rep.evidence) || runs[0][sideFloor].side == "" || runs[0][sideCrmauthz].spec.rate <= 0 {
@@ -140,10 +124,8 @@ func fixedRateRuns(rep *report) *table {
 			c, f := p[sideCrmauthz], p[sideFloor]
 			t.row(c.spec.name, fmt.Sprint(j+1), fmtDur(c.p99), fmtDur(f.p99), fmtRatio(ratioOf(float64(c.p99), float64(f.p99))),
 				fmtMachine(machineFigure(e[sideCrmauthz].machine.ok, e[sideCrmauthz].machine.steal)),
-				fmtMachine(float64(e[sideCrmauthz].machine.others(c.cpu, e[sideCrmauthz].genCPU))),
 				fmtMachine(machineFigure(e[sideCrmauthz].machine.ok, e[sideCrmauthz].machine.nice)),
 				fmtMachine(machineFigure(e[sideFloor].machine.ok, e[sideFloor].machine.steal)),
-				fmtMachine(float64(e[sideFloor].machine.others(f.cpu, e[sideFloor].genCPU))),
 				fmtMachine(machineFigure(e[sideFloor].machine.ok, e[sideFloor].machine.nice)))
 			rows++
 		}

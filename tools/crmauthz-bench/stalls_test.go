@@ -9,15 +9,15 @@ import (
 
 func TestParseProcStat(t *testing.T) {
 	for _, tc := range []struct {
-		name              string
-		in                string
-		steal, busy, nice time.Duration
-		err               string
+		name        string
+		in          string
+		steal, nice time.Duration
+		err         string
 	}{
 		{name: "kernel 6", in: "cpu  4188242 1519638 937367 2342651 96151 0 103305 148828 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n",
-			steal: 148828 * clockTick, busy: (4188242 + 937367 + 0 + 103305) * clockTick, nice: 1519638 * clockTick},
+			steal: 148828 * clockTick, nice: 1519638 * clockTick},
 		{name: "the aggregate line only, not cpu0", in: "cpu0 9 9 9 9 9 9 9 9\ncpu  1 2 3 4 5 6 7 8\n",
-			steal: 8 * clockTick, busy: (1 + 3 + 6 + 7) * clockTick, nice: 2 * clockTick},
+			steal: 8 * clockTick, nice: 2 * clockTick},
 		{name: "too few fields", in: "cpu  1 2 3 4 5 6 7\n", err: "at least 9"},
 		{name: "not a number", in: "cpu  1 2 x 4 5 6 7 8\n", err: "field 3"},
 		{name: "no cpu line", in: "intr 1 2 3\n", err: "no cpu line"},
@@ -30,15 +30,15 @@ func TestParseProcStat(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || !m.ok || m.steal != tc.steal || m.busy != tc.busy || m.nice != tc.nice {
-				t.Fatalf("got %+v, %v; want steal %v busy %v nice %v", m, err, tc.steal, tc.busy, tc.nice)
+			if err != nil || !m.ok || m.steal != tc.steal || m.nice != tc.nice {
+				t.Fatalf("got %+v, %v; want steal %v nice %v", m, err, tc.steal, tc.nice)
 			}
 		})
 	}
 }
 
 // TestReadMachine reads this machine's counters twice around some work:
-// busy time does not go back, and the rest of the machine is what is left.
+// neither goes back, and an unknown delta makes a sum unknown.
 func TestReadMachine(t *testing.T) {
 	a, err := readMachine()
 	if err != nil {
@@ -52,14 +52,8 @@ func TestReadMachine(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := a.to(b)
-	if !d.ok || d.busy < 0 || d.steal < 0 {
+	if !d.ok || d.nice < 0 || d.steal < 0 {
 		t.Fatalf("delta %+v: want known and nothing negative", d)
-	}
-	if got := d.others(d.busy, 0); got != 0 {
-		t.Errorf("others with the whole busy time as the server's = %v, want 0", got)
-	}
-	if got := (machineDelta{}).others(0, 0); got != -1 {
-		t.Errorf("others of an unknown delta = %v, want -1", got)
 	}
 	if got := d.add(machineDelta{}); got.ok {
 		t.Errorf("a known delta plus an unknown one is known: %+v", got)
@@ -73,13 +67,13 @@ func TestFixedRateRuns(t *testing.T) {
 	sat := stepSpec{name: "32 conn", workers: 32}
 	res := func(spec stepSpec, crm, floor time.Duration) [nSides]stepResult {
 		return [nSides]stepResult{
-			{spec: spec, side: "crmauthz", p99: crm, cpu: 400 * time.Millisecond},
+			{spec: spec, side: "crmauthz", p99: crm},
 			{},
-			{spec: spec, side: "floor", p99: floor, cpu: 300 * time.Millisecond},
+			{spec: spec, side: "floor", p99: floor},
 		}
 	}
-	ev := func(steal time.Duration, busy time.Duration) [nSides]stepEvidence {
-		m := machineDelta{steal: steal, busy: busy, nice: busy / 10, ok: true}
+	ev := func(steal, nice time.Duration) [nSides]stepEvidence {
+		m := machineDelta{steal: steal, nice: nice, ok: true}
 		return [nSides]stepEvidence{{genCPU: 100 * time.Millisecond, machine: m}, {}, {genCPU: 100 * time.Millisecond, machine: m}}
 	}
 	rep := &report{
@@ -89,7 +83,7 @@ func TestFixedRateRuns(t *testing.T) {
 			{res(sat, time.Millisecond, time.Millisecond), res(sat, time.Millisecond, time.Millisecond)},
 		},
 		evidence: [][][nSides]stepEvidence{
-			{ev(0, time.Second), ev(250*time.Millisecond, 2*time.Second)},
+			{ev(0, 100*time.Millisecond), ev(250*time.Millisecond, 200*time.Millisecond)},
 			{ev(0, 0), ev(0, 0)},
 		},
 	}
@@ -97,9 +91,9 @@ func TestFixedRateRuns(t *testing.T) {
 	fixedRateRuns(rep).write(&b)
 	out := b.String()
 	for _, want := range []string{
-		// crmauthz: busy 1 s - 400 ms - 100 ms = 500 ms; floor: 1 s - 300 ms - 100 ms = 600 ms
-		"5000/s 1 2.00ms 1.00ms 2.00 0ms 500ms 100ms 0ms 600ms 100ms",
-		"5000/s 2 6.00ms 2.00ms 3.00 250ms 1500ms 200ms 250ms 1600ms 200ms",
+		// step, run, the two p99s, their ratio, then each side's steal and niced CPU
+		"5000/s 1 2.00ms 1.00ms 2.00 0ms 100ms 0ms 100ms",
+		"5000/s 2 6.00ms 2.00ms 3.00 250ms 200ms 250ms 200ms",
 	} {
 		if !strings.Contains(strings.Join(strings.Fields(strings.ReplaceAll(out, "\n", " | ")), " "), want) {
 			t.Errorf("no %q in\n%s", want, out)

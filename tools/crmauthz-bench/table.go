@@ -257,7 +257,7 @@ func (t *table) write(out io.Writer) {
 // opened to the side.
 func evidenceTable(rep *report) *table {
 	var t table
-	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "connections opened", "steal", "others' CPU", "niced CPU")
+	t.row("step", "side", "minflt", "majflt", "run-queue wait/decision", "GC/s", "generator CPU/decision", "connections opened", "steal", "niced CPU")
 	for i, runs := range rep.steps {
 		if len(runs) == 0 || i >= len(rep.evidence) {
 			continue
@@ -295,7 +295,6 @@ func evidenceTable(rep *report) *table {
 				perDecision(func(e stepEvidence) time.Duration { return e.genCPU }),
 				fmt.Sprintf("%.0f", med(func(_ stepResult, e stepEvidence) float64 { return float64(e.conns) })),
 				fmtMachine(med(func(_ stepResult, e stepEvidence) float64 { return machineFigure(e.machine.ok, e.machine.steal) })),
-				fmtMachine(med(func(r stepResult, e stepEvidence) float64 { return float64(e.machine.others(r.cpu, e.genCPU)) })),
 				fmtMachine(med(func(_ stepResult, e stepEvidence) float64 { return machineFigure(e.machine.ok, e.machine.nice) })))
 		}
 	}
