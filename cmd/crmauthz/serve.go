@@ -200,7 +200,7 @@ func (o *serveOptions) serverConfig() server.Config {
 		MaxDecisionBytes: o.maxDecisionBytes, MaxBatchBytes: o.maxBatchBytes,
 		MaxSnapshotBytes: o.maxSnapshotBytes, SnapshotTimeout: o.snapshotTimeout,
 		ConsistencyWait: o.consistencyWait, ReadyMinSeq: o.readyMinSeq, DataPaths: o.dataAPIPaths,
-		Listeners: l,
+		Pprof: o.pprof, Listeners: l,
 	}
 }
 
@@ -365,7 +365,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			OnReject:    func() { m.HTTPRequest("decision", "overloaded", http.StatusServiceUnavailable) },
 			OnBodyError: func(code int) { m.HTTPRequest("decision", "body_not_received", code) },
 			BodyBytes:   o.maxDecisionBytes, BodyTimeout: lc.BodyTimeout, ReadTimeout: lc.ReadTimeout})),
-		lc.HTTPServer(lc.AdminAddr, server.Limit(adminHandler(srv, o.pprof), server.Limits{MaxInFlight: lc.AdminMaxInFlight,
+		lc.HTTPServer(lc.AdminAddr, server.Limit(srv.AdminHandler(), server.Limits{MaxInFlight: lc.AdminMaxInFlight,
 			OnReject:    func() { m.HTTPRequest("admin", "overloaded", http.StatusServiceUnavailable) },
 			OnBodyError: func(code int) { m.HTTPRequest("admin", "body_not_received", code) },
 			BodyBytes:   o.maxDecisionBytes, BodyTimeout: lc.BodyTimeout, ReadTimeout: lc.ReadTimeout})),

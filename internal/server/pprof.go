@@ -11,23 +11,21 @@ import (
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
-// PprofPrefix is where PprofHandler serves: the path prefix of Go's
+// PprofPrefix is where mountPprof serves: the path prefix of Go's
 // net/http/pprof, as `opa run --server --pprof` serves it.
 const PprofPrefix = "/debug/pprof/"
 
-// PprofHandler serves Go's runtime profiles (net/http/pprof: the index,
+// mountPprof serves Go's runtime profiles (net/http/pprof: the index,
 // cmdline, profile, symbol, trace and every named profile such as heap or
-// goroutine) under PprofPrefix. cmd mounts it on the admin listener only
-// when `serve --pprof` is given (docs/operations.md, "Profiling"). A profile
-// shows the goroutines' stacks and costs CPU while it runs, so the
-// replication API's guard applies: the bearer token when one is
-// configured, else loopback clients only.
-func (s *Server) PprofHandler() http.Handler {
-	r := s.newEngine("admin")
+// goroutine) under PprofPrefix on r, the admin engine, when Config.Pprof is
+// set (`serve --pprof`; docs/operations.md, "Profiling"). A profile shows
+// the goroutines' stacks and costs CPU while it runs, so the replication
+// API's guard applies: the bearer token when one is configured, else
+// loopback clients only.
+func (s *Server) mountPprof(r *gin.Engine) {
 	g := r.Group(strings.TrimSuffix(PprofPrefix, "/"), s.requireReplicationAuth)
 	g.GET("/*name", gin.WrapF(s.servePprof))
 	g.POST("/symbol", gin.WrapF(pprof.Symbol)) // pprof's symbol lookups POST their addresses
-	return r
 }
 
 // servePprof dispatches a GET by name as net/http/pprof's own mux does; an

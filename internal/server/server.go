@@ -61,6 +61,9 @@ type Config struct {
 	// so the Data API cannot be used to read facts (data.crmauthz.subject)
 	// or other rules of the policy.
 	DataPaths []string
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
+	// listener (`serve --pprof`, pprof.go).
+	Pprof bool
 	// DecisionLog, if set, gets every decision of /v1/decision, each check of
 	// /v1/decisions and every Data API evaluation (a sample of them, as it
 	// is configured). nil: no decision log, and no cost per decision.
@@ -330,6 +333,9 @@ func (s *Server) AdminHandler() http.Handler {
 	g.GET("/snapshot", s.getSnapshot)
 	g.GET("/status", s.replicationStatus)
 	g.GET("/backup", s.getBackup)
+	if s.cfg.Pprof {
+		s.mountPprof(r)
+	}
 	return r
 }
 
