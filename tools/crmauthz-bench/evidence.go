@@ -27,7 +27,7 @@ type procSample struct {
 	runWait        time.Duration // sum over its threads of the time spent runnable, waiting for a core
 	gcCycles       float64       // crmauthz: go_gc_duration_seconds_count; -1 unknown
 	genCPU         time.Duration // this tool's CPU time (the load generator)
-	machine        machineSample
+	machine        machineTimes
 }
 
 // stepEvidence is the difference of two samples: what one step cost.
@@ -37,7 +37,7 @@ type stepEvidence struct {
 	gcCycles       float64 // -1 unknown
 	genCPU         time.Duration
 	conns          int // connections the generator opened to the side (runStep)
-	machine        machineDelta
+	machine        machineTimes
 }
 
 func sampleProc(ctx context.Context, s *side) procSample {

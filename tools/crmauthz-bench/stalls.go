@@ -23,30 +23,25 @@ import (
 // architecture this tool builds for (sysconf(_SC_CLK_TCK)).
 const clockTick = 10 * time.Millisecond
 
-// machineSample is /proc/stat's cpu line at one moment; ok is false when it
-// could not be read (the step's machine figures are then unknown).
-type machineSample struct {
+// machineTimes is /proc/stat's counters at one moment (a sample), or what
+// the machine did between two (a step's delta); ok is false when they could
+// not be read (the step's machine figures are then unknown).
+type machineTimes struct {
 	steal, nice time.Duration
 	ok          bool
 }
 
-// machineDelta is what the machine did during a step.
-type machineDelta struct {
-	steal, nice time.Duration
-	ok          bool
-}
-
-func readMachine() (machineSample, error) {
+func readMachine() (machineTimes, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return machineSample{}, err
+		return machineTimes{}, err
 	}
 	return parseProcStat(b)
 }
 
 // parseProcStat reads the aggregate "cpu " line: user nice system idle
 // iowait irq softirq steal ... in clock ticks.
-func parseProcStat(b []byte) (machineSample, error) {
+func parseProcStat(b []byte) (machineTimes, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := bytes.Fields(sc.Bytes())
@@ -54,33 +49,33 @@ func parseProcStat(b []byte) (machineSample, error) {
 			continue
 		}
 		if len(f) < 9 {
-			return machineSample{}, fmt.Errorf("/proc/stat: cpu line has %d fields, want at least 9", len(f))
+			return machineTimes{}, fmt.Errorf("/proc/stat: cpu line has %d fields, want at least 9", len(f))
 		}
 		var v [8]int64
 		for i := range v {
 			n, err := strconv.ParseInt(string(f[i+1]), 10, 64)
 			if err != nil {
-				return machineSample{}, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
+				return machineTimes{}, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
 			}
 			v[i] = n
 		}
-		return machineSample{steal: time.Duration(v[7]) * clockTick, nice: time.Duration(v[1]) * clockTick, ok: true}, nil
+		return machineTimes{steal: time.Duration(v[7]) * clockTick, nice: time.Duration(v[1]) * clockTick, ok: true}, nil
 	}
-	return machineSample{}, fmt.Errorf("/proc/stat: no cpu line")
+	return machineTimes{}, fmt.Errorf("/proc/stat: no cpu line")
 }
 
-func (a machineSample) to(b machineSample) machineDelta {
+func (a machineTimes) to(b machineTimes) machineTimes {
 	if !a.ok || !b.ok {
-		return machineDelta{}
+		return machineTimes{}
 	}
-	return machineDelta{steal: b.steal - a.steal, nice: b.nice - a.nice, ok: true}
+	return machineTimes{steal: b.steal - a.steal, nice: b.nice - a.nice, ok: true}
 }
 
-func (d machineDelta) add(o machineDelta) machineDelta {
+func (d machineTimes) add(o machineTimes) machineTimes {
 	if !d.ok || !o.ok {
-		return machineDelta{}
+		return machineTimes{}
 	}
-	return machineDelta{steal: d.steal + o.steal, nice: d.nice + o.nice, ok: true}
+	return machineTimes{steal: d.steal + o.steal, nice: d.nice + o.nice, ok: true}
 }
 
 // machineFigure is a duration as a float for the tables, -1 when unknown.

@@ -55,7 +55,7 @@ func TestReadMachine(t *testing.T) {
 	if !d.ok || d.nice < 0 || d.steal < 0 {
 		t.Fatalf("delta %+v: want known and nothing negative", d)
 	}
-	if got := d.add(machineDelta{}); got.ok {
+	if got := d.add(machineTimes{}); got.ok {
 		t.Errorf("a known delta plus an unknown one is known: %+v", got)
 	}
 }
@@ -73,7 +73,7 @@ func TestFixedRateRuns(t *testing.T) {
 		}
 	}
 	ev := func(steal, nice time.Duration) [nSides]stepEvidence {
-		m := machineDelta{steal: steal, nice: nice, ok: true}
+		m := machineTimes{steal: steal, nice: nice, ok: true}
 		return [nSides]stepEvidence{{genCPU: 100 * time.Millisecond, machine: m}, {}, {genCPU: 100 * time.Millisecond, machine: m}}
 	}
 	rep := &report{
