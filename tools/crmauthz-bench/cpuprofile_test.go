@@ -27,14 +27,8 @@ func TestCPUProfileFlag(t *testing.T) {
 // merged into one that go tool pprof reads, with samples of the decision
 // handler in it.
 func TestCPUProfile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and starts crmauthz")
-	}
+	crm := testCrmauthz(t)
 	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	crm, err := buildCrmauthz(t.Context(), root, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,24 +21,24 @@ const floorMaxBody = 1 << 20
 
 // floorHandler is the physical floor of a decision over HTTP on these cores
 // (see BENCHMARKS.md, "Method"): it reads the whole request body and answers
-// floorReply. No parsing, no facts, no policy.
+// floorReply with 200, whatever the method and path (POST /v1/decision, or a
+// gateway's request with --endpoint: GET /v1/forward-auth, PUT
+// /v1/ext-authz/…). No parsing, no facts, no policy. GET /health is its
+// readiness.
 func floorHandler() http.Handler {
 	reply := []byte(floorReply)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.Method == http.MethodPost && r.URL.Path == "/v1/decision":
-			if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, floorMaxBody)); err != nil {
-				writeFloorError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 1 MiB or unreadable")
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(reply)
-		case r.Method == http.MethodGet && r.URL.Path == "/health":
+		if r.Method == http.MethodGet && r.URL.Path == "/health" {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, `{"status":"ok"}`)
-		default:
-			writeFloorError(w, http.StatusNotFound, "not_found", "only POST /v1/decision and GET /health")
+			return
 		}
+		if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, floorMaxBody)); err != nil {
+			writeFloorError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 1 MiB or unreadable")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(reply)
 	})
 }
 
@@ -120,7 +120,7 @@ func startFloor(ctx context.Context, bin, cpus string) (*proc, serverSide, error
 		return nil, serverSide{}, err
 	}
 	return p, serverSide{
-		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", pid: p.pid()},
+		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid()},
 		admin: "http://" + addr, ready: ready,
 	}, nil
 }

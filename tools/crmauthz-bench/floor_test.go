@@ -41,8 +41,11 @@ func TestFloor(t *testing.T) {
 		{"empty body", http.MethodPost, "/v1/decision", "", 200, floorReply},
 		{"body too large", http.MethodPost, "/v1/decision", strings.Repeat("x", floorMaxBody+1), 413, `{"error":{"code":"body_too_large"`},
 		{"health", http.MethodGet, "/health", "", 200, `{"status":"ok"}`},
-		{"other path", http.MethodPost, "/v1/other", "{}", 404, `{"error":{"code":"not_found"`},
-		{"GET decision", http.MethodGet, "/v1/decision", "", 404, `{"error":{"code":"not_found"`},
+		// the gateways' requests (--endpoint): any method, any path
+		{"forward auth", http.MethodGet, "/v1/forward-auth", "", 200, floorReply},
+		{"ext_authz with a body", http.MethodPut, "/v1/ext-authz/contacts/c-1", `{"assignedTo":"u-2"}`, 200, floorReply},
+		{"ext_authz DELETE", http.MethodDelete, "/v1/ext-authz/contacts/c-1/followers", `{"followers":["u-2"]}`, 200, floorReply},
+		{"ext_authz body too large", http.MethodPost, "/v1/ext-authz/contacts/c-1/followers", strings.Repeat("x", floorMaxBody+1), 413, `{"error":{"code":"body_too_large"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -69,7 +72,7 @@ func TestFloor(t *testing.T) {
 	}
 	// The answer reads as a decision to the load path and the agreement check.
 	v, ok := s.decode([]byte(floorReply))
-	if !ok || v != (verdict{true, "owner"}) || !s.answered([]byte(floorReply)) {
+	if !ok || v != (verdict{true, "owner"}) || !s.answered(http.StatusOK, []byte(floorReply)) {
 		t.Fatalf("floorReply decodes as %+v %v", v, ok)
 	}
 }

@@ -24,7 +24,11 @@ import (
 type side struct {
 	name string // "crmauthz" or "opa"
 	url  string // where a decision is asked
+	root string // the server's root URL (http://host:port), for the gateway endpoints
 	pid  int
+	// endpoint, if a gateway endpoint (--endpoint, gateway.go), is how the
+	// load asks this side: gatewayCall's requests from root. "": POST url.
+	endpoint string
 	// opa wraps the decision request as OPA's Data API input: {"input": …}.
 	opa bool
 	// metricsURL is crmauthz's /metrics (cache hits); "" for OPA.
@@ -73,8 +77,16 @@ func (s *side) decode(body []byte) (verdict, bool) {
 	return verdict{*v.Result.Allow, *v.Result.Reason}, true
 }
 
-// answered tells cheaply (on the load path) whether a 200 body holds a decision.
-func (s *side) answered(body []byte) bool {
+// answered tells cheaply (on the load path) whether a reply with status
+// code and body holds a decision: a 200 with one, or on a gateway endpoint
+// also a 403 with the policy's deny (error code "denied", docs/gateways.md).
+func (s *side) answered(code int, body []byte) bool {
+	if code == http.StatusForbidden && isGateway(s.endpoint) {
+		return bytes.Contains(body, []byte(`"code":"denied"`))
+	}
+	if code != http.StatusOK {
+		return false
+	}
 	if s.opa {
 		return bytes.Contains(body, []byte(`"allow":`)) && bytes.HasPrefix(body, []byte(`{"result":`))
 	}
@@ -88,12 +100,7 @@ func (s *side) ask(ctx context.Context, c *http.Client, r dataset.Request) (verd
 		return verdict{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return verdict{}, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp, body, err := roundTrip(c, req)
 	if err != nil {
 		return verdict{}, err
 	}
@@ -105,6 +112,17 @@ func (s *side) ask(ctx context.Context, c *http.Client, r dataset.Request) (verd
 		return verdict{}, fmt.Errorf("%s answered no decision: %s", s.name, body)
 	}
 	return v, nil
+}
+
+// roundTrip sends req and reads the reply's body (at most 1 MiB).
+func roundTrip(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, body, err
 }
 
 // cacheStats reads crmauthz_decision_cache_lookups_total from /metrics.
@@ -196,8 +214,14 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		if spec.hot > 0 {
 			i %= uint64(spec.hot)
 		}
+		r := w.RequestAt(int(spec.base + i))
+		if isGateway(s.endpoint) {
+			c := gatewayCall(s.endpoint, w, r)
+			t.Method, t.URL, t.Header, t.Body = c.method, s.root+c.path, c.header, c.body
+			return nil
+		}
 		t.Method, t.URL, t.Header = http.MethodPost, s.url, hdr
-		t.Body = s.body(w.RequestAt(int(spec.base + i)))
+		t.Body = s.body(r)
 		return nil
 	}
 	conns := s.pool
@@ -234,7 +258,9 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	res.mono = monotonicNow()
 	for r := range atk.Attack(tr, pacer, dur, spec.name) {
 		res.sent++
-		ok := r.Error == "" && r.Code == http.StatusOK && s.answered(r.Body)
+		// vegeta sets Code only once the body is read, and then Error
+		// to the status line of a 4xx: a gateway's deny (answered).
+		ok := (r.Error == "" || r.Code == http.StatusForbidden) && s.answered(int(r.Code), r.Body)
 		if conns.record {
 			res.reqs = append(res.reqs, reqRecord{seq: r.Seq, start: r.Timestamp.Sub(conns.began), latency: r.Latency, ok: ok, use: connUse{conn: -1}})
 		}

@@ -18,7 +18,9 @@
 // the floor (the tool itself as `crmauthz-bench floor`: a bare net/http
 // server that reads the body and answers a constant decision), takes the same
 // load in the same run, so that crmauthz's figures read against the limit of
-// the machine as well as against OPA.
+// the machine as well as against OPA. With --endpoint forward-auth or
+// ext-authz-http the load asks crmauthz and the floor as a gateway does
+// (gateway.go).
 package main
 
 import (
@@ -107,6 +109,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
 		fs.IntVar(&cfg.Runs, "runs", 1, "run the load steps that many times over the same servers; the table gives medians and the spread (min–max)")
 		fs.IntVar(&cfg.Check, "check", 2000, "requests of the mix both servers must decide identically before the load")
+		fs.StringVar(&cfg.Endpoint, "endpoint", endpointDecision, "how the load asks crmauthz and the floor: decision (POST /v1/decision), forward-auth (GET /v1/forward-auth as nginx, Caddy and Traefik ask) or ext-authz-http (/v1/ext-authz/… as Envoy asks, with bodies); the same requests of the mix, checked against /v1/decision first; a gateway endpoint needs --no-opa or --vs-crmauthz")
 		fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one request")
 		fs.StringVar(&cfg.Crmauthz, "crmauthz", "", "crmauthz binary (default: build ./cmd/crmauthz into the work directory)")
 		env := fs.String("crmauthz-env", "", "extra environment of crmauthz, comma-separated (e.g. GOGC=200,GOMEMLIMIT=256MiB)")
@@ -143,6 +146,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		if cfg.CPUProfile != "" && cfg.Duration/time.Duration(cfg.Slices) > maxProfiledStep {
 			return fmt.Errorf("--cpu-profile: a step (or slice) of %s is longer than %s, the longest one profile can take", cfg.Duration/time.Duration(cfg.Slices), maxProfiledStep)
 		}
+		if err := checkEndpoint(cfg.Endpoint); err != nil {
+			return err
+		}
 		if err := checkCPUList("server-cpus", cfg.ServerCPUs); err != nil {
 			return err
 		}
@@ -172,6 +178,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if err := printReport(stdout, rep); err != nil {
 			return err
+		}
+		if rep.disagree > 0 && isGateway(cfg.Endpoint) {
+			return fmt.Errorf("the %s endpoint and /v1/decision disagree on %d of %d decisions", cfg.Endpoint, rep.disagree, rep.checked)
 		}
 		if rep.disagree > 0 {
 			return fmt.Errorf("crmauthz and opa disagree on %d of %d decisions", rep.disagree, rep.checked)

@@ -30,6 +30,10 @@ type runConfig struct {
 	Runs       int           // the steps are run that many times over the same servers (medians and spread)
 	Check      int           // requests of the mix both sides must agree on
 	Timeout    time.Duration // per request
+	// Endpoint is how the load asks crmauthz and the floor (gateway.go):
+	// "decision" (POST /v1/decision, the default), or a gateway's request,
+	// "forward-auth" or "ext-authz-http", which OPA does not serve.
+	Endpoint string
 
 	Crmauthz     string   // crmauthz binary; "" builds ./cmd/crmauthz
 	CrmauthzEnv  []string // extra environment of crmauthz (GOGC=…, GOMEMLIMIT=…)
@@ -121,6 +125,9 @@ func (c *runConfig) defaults() {
 	if c.Runs <= 0 {
 		c.Runs = 1
 	}
+	if c.Endpoint == "" {
+		c.Endpoint = endpointDecision
+	}
 }
 
 // vs tells whether crmauthz-b takes OPA's place (VsArgs or VsCrmauthz).
@@ -135,6 +142,12 @@ func (c *runConfig) logf(format string, args ...any) {
 func run(ctx context.Context, cfg runConfig) (*report, error) {
 	cfg.defaults()
 	vs := cfg.vs()
+	if err := checkEndpoint(cfg.Endpoint); err != nil {
+		return nil, err
+	}
+	if isGateway(cfg.Endpoint) && !cfg.NoOPA && !vs {
+		return nil, fmt.Errorf("--endpoint %s: OPA has no forward-auth or ext_authz endpoint; add --no-opa, or --vs-crmauthz (or --vs-crmauthz-args) for a second crmauthz in its place", cfg.Endpoint)
+	}
 	if vs {
 		cfg.NoOPA = true
 	}
@@ -263,6 +276,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 	defer floor.stop(10 * time.Second)
 	rep.floorReady = floorSide.ready
+	floorSide.endpoint = cfg.Endpoint // the floor takes the gateway's requests too
 	cfg.logf("floor server ready in %s", rep.floorReady)
 
 	time.Sleep(time.Second)
@@ -275,8 +289,23 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		rep.opaIdle, _ = readMem(opa.pid())
 	}
 
-	// Agreement on the first Check requests of the mix.
+	// Agreement on the first Check requests of the mix: crmauthz and OPA
+	// on the decision; with a gateway endpoint, each crmauthz's gateway
+	// answer and its /v1/decision (gateway.go).
 	client := &http.Client{Timeout: cfg.Timeout}
+	if isGateway(cfg.Endpoint) {
+		crms := []*side{sides[sideCrmauthz]}
+		if vs {
+			crms = append(crms, sides[sideOPA])
+		}
+		if err := checkGateway(ctx, client, crms, w, cfg.Check, rep); err != nil {
+			return nil, err
+		}
+		cfg.logf("gateway check: %d requests as %s and as /v1/decision, %d disagreements; reasons %v", rep.checked, cfg.Endpoint, rep.disagree, rep.reasons)
+		if v, err := floorSide.askGateway(ctx, client, w, w.RequestAt(0)); err != nil || !v.Allow {
+			return nil, fmt.Errorf("the floor server answered %+v (%v) as %s, want an allow", v, err, cfg.Endpoint)
+		}
+	}
 	for i := 0; i < cfg.Check && !cfg.NoOPA; i++ {
 		r := w.RequestAt(i)
 		a, err := sides[sideCrmauthz].ask(ctx, client, r)
@@ -297,7 +326,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 				r.AppendJSON(nil), a.Allow, a.Reason, b.Allow, b.Reason))
 		}
 	}
-	cfg.logf("agreement: %d requests, %d disagreements; reasons %v", rep.checked, rep.disagree, rep.reasons)
+	if !cfg.NoOPA {
+		cfg.logf("agreement: %d requests, %d disagreements; reasons %v", rep.checked, rep.disagree, rep.reasons)
+	}
 	if v, err := sides[sideFloor].ask(ctx, client, w.RequestAt(0)); err != nil || v != (verdict{true, "owner"}) {
 		return nil, fmt.Errorf("the floor server answered %+v (%v), want allow owner", v, err)
 	}
@@ -406,7 +437,11 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 				pair[k] = sliceResults(parts[k])
 				pair[k].lat = nil
 				r := pair[k]
-				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs)
+				first := ""
+				if r.errs > 0 {
+					first = "; the first: " + r.firstErr
+				}
+				cfg.logf("run %d  %-24s %-8s %8.0f/s  p50 %s  p99 %s  errors %d%s", run+1, spec.name, r.side, r.achieved, fmtDur(r.p50), fmtDur(r.p99), r.errs, first)
 			}
 			rep.steps[i] = append(rep.steps[i], pair)
 			rep.evidence[i] = append(rep.evidence[i], ev)
@@ -457,7 +492,8 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		return nil, serverSide{}, err
 	}
 	return p, serverSide{
-		side:  side{name: "crmauthz", url: "http://" + addr + "/v1/decision", pid: p.pid(), metricsURL: "http://" + admin + "/metrics"},
+		side: side{name: "crmauthz", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid(),
+			metricsURL: "http://" + admin + "/metrics", endpoint: cfg.Endpoint},
 		admin: "http://" + admin, ready: ready,
 	}, nil
 }

@@ -45,7 +45,11 @@ func printReport(out io.Writer, rep *report) error {
 	if c.ServerCPUs != "" || c.GeneratorCPUs != "" {
 		fmt.Fprintf(out, "pinned: the servers to CPUs %q, the load generator to CPUs %q (\"\": not pinned)\n", c.ServerCPUs, c.GeneratorCPUs)
 	}
-	if c.NoOPA {
+	if isGateway(c.Endpoint) {
+		fmt.Fprintf(out, "requests: the mix as a gateway asks (%s, BENCHMARKS.md \"Method\"); the floor answers them all 200\n", gatewayWhat(c.Endpoint))
+		fmt.Fprintf(out, "gateway check: %d requests of the mix asked of each crmauthz as %s and as POST /v1/decision, %s; reasons: %s\n",
+			c.Check, c.Endpoint, agree, strings.Join(reasons, ", "))
+	} else if c.NoOPA {
 		fmt.Fprintln(out, "agreement: not checked (OPA left out)")
 	} else {
 		fmt.Fprintf(out, "agreement: %d decisions of the mix asked of both, %s; reasons: %s\n", rep.checked, agree, strings.Join(reasons, ", "))

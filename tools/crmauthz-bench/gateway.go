@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
+)
+
+// The gateway path (--endpoint, BENCHMARKS.md "Method"): the requests of
+// the mix asked the way a gateway asks crmauthz (docs/gateways.md) instead
+// of as POST /v1/decision. Each request of the mix (subject, action, record,
+// target) becomes the request of the CRM's API a gateway would ask about:
+//
+//	action           forward-auth (GET /v1/forward-auth,       ext-authz-http (<method> /v1/ext-authz/<path>,
+//	                 X-Forwarded-Method, X-Forwarded-Uri)      the body as Envoy's with_request_body sends it)
+//	view             GET /{coll}/{id}                          GET /{coll}/{id}
+//	edit             PUT /{coll}/{id}                          PUT /{coll}/{id}, no body
+//	delete           DELETE /{coll}/{id}                       DELETE /{coll}/{id}
+//	change_owner     PUT /{coll}/{id}/owner?assignedTo=T       PUT /{coll}/{id} {"assignedTo":T}  (the /owner
+//	                                                           route with that body when T is already the owner
+//	                                                           or the record is missing: there the record's
+//	                                                           route is an edit)
+//	add_follower     POST /{coll}/{id}/followers?followers[]=T POST /{coll}/{id}/followers {"followers":[T]}
+//	remove_follower  DELETE …/followers?followers[]=T          DELETE /{coll}/{id}/followers {"followers":[T]}
+//
+// with {coll} contacts or opportunities and the subject in X-User-Id. The
+// gateways without bodies carry the target in the query, whose parameters
+// crmauthz reads as the body's (docs/gateways.md, "Bodies and the query"),
+// so that every request of the mix keeps its target and none is skipped:
+// each one is decided as /v1/decision decides it, which the check before
+// the load verifies (checkGateway).
+
+// The values of --endpoint.
+const (
+	endpointDecision     = "decision"
+	endpointForwardAuth  = "forward-auth"
+	endpointExtAuthzHTTP = "ext-authz-http"
+)
+
+// checkEndpoint validates --endpoint.
+func checkEndpoint(e string) error {
+	switch e {
+	case endpointDecision, endpointForwardAuth, endpointExtAuthzHTTP:
+		return nil
+	}
+	return fmt.Errorf("--endpoint: %q is not one of %s, %s, %s", e, endpointDecision, endpointForwardAuth, endpointExtAuthzHTTP)
+}
+
+// isGateway tells whether e is a gateway endpoint ("" is the decision API).
+func isGateway(e string) bool { return e != "" && e != endpointDecision }
+
+// call is one HTTP request as it goes to a side.
+type call struct {
+	method string
+	path   string // path and query, from the server's root
+	header http.Header
+	body   []byte
+}
+
+// collections are the API's path segments of the record types (routes.rego).
+var collections = map[string]string{"contact": "contacts", "opportunity": "opportunities"}
+
+// gatewayCall returns request r of the mix of world w as endpoint ep (a
+// gateway endpoint) asks it; the table above.
+func gatewayCall(ep string, w dataset.World, r dataset.Request) call {
+	rec := "/" + collections[r.Type] + "/" + url.PathEscape(r.ID)
+	method, path, query := http.MethodGet, rec, ""
+	var body []byte
+	switch r.Action {
+	case "edit":
+		method = http.MethodPut
+	case "delete":
+		method = http.MethodDelete
+	case "change_owner":
+		method = http.MethodPut
+		if ep == endpointExtAuthzHTTP {
+			body = append(append([]byte(`{"assignedTo":`), strconv.Quote(r.Target)...), '}')
+			if owner, ok := currentOwner(w, r.ID); !ok || owner == r.Target {
+				path = rec + "/owner"
+			}
+		} else {
+			path, query = rec+"/owner", "assignedTo="+url.QueryEscape(r.Target)
+		}
+	case "add_follower", "remove_follower":
+		method, path = http.MethodPost, rec+"/followers"
+		if r.Action == "remove_follower" {
+			method = http.MethodDelete
+		}
+		if ep == endpointExtAuthzHTTP {
+			body = append(append([]byte(`{"followers":[`), strconv.Quote(r.Target)...), "]}"...)
+		} else {
+			query = url.QueryEscape("followers[]") + "=" + url.QueryEscape(r.Target)
+		}
+	}
+	if query != "" {
+		path += "?" + query
+	}
+	h := http.Header{"X-User-Id": {r.Subject}}
+	if ep == endpointForwardAuth {
+		h["X-Forwarded-Method"] = []string{method}
+		h["X-Forwarded-Uri"] = []string{path}
+		return call{method: http.MethodGet, path: "/v1/forward-auth", header: h}
+	}
+	if body != nil {
+		h["Content-Type"] = []string{"application/json"}
+	}
+	return call{method: method, path: "/v1/ext-authz" + path, header: h, body: body}
+}
+
+// currentOwner is the owner of the record with id in w ("" when
+// unassigned); ok is false when the record is not in w (the mix's
+// "-missing" ids).
+func currentOwner(w dataset.World, id string) (owner string, ok bool) {
+	if len(id) < 3 || id[1] != '-' {
+		return "", false
+	}
+	i, err := strconv.Atoi(id[2:])
+	if err != nil || i < 0 || i >= w.Config().Records {
+		return "", false
+	}
+	rec := w.RecordAt(i)
+	if rec.ID != id {
+		return "", false
+	}
+	return rec.Owner, true
+}
+
+// askGateway sends the gateway's request of r to s and returns its answer:
+// allow on a 200, deny on a 403 of the policy (error code "denied"), with
+// the reason of X-Authz-Reason. Any other answer is an error.
+func (s *side) askGateway(ctx context.Context, c *http.Client, w dataset.World, r dataset.Request) (verdict, error) {
+	gc := gatewayCall(s.endpoint, w, r)
+	var body io.Reader
+	if gc.body != nil {
+		body = bytes.NewReader(gc.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, gc.method, s.root+gc.path, body)
+	if err != nil {
+		return verdict{}, err
+	}
+	req.Header = gc.header
+	resp, b, err := roundTrip(c, req)
+	if err != nil {
+		return verdict{}, err
+	}
+	if !s.answered(resp.StatusCode, b) {
+		return verdict{}, fmt.Errorf("%s answered %s %s with %d: %s", s.name, gc.method, gc.path, resp.StatusCode, b)
+	}
+	return verdict{Allow: resp.StatusCode == http.StatusOK, Reason: resp.Header.Get("X-Authz-Reason")}, nil
+}
+
+// checkGateway asks the first n requests of the mix of each crmauthz side
+// both through its gateway endpoint and as POST /v1/decision, and notes in
+// rep where the two answers (allow, and the reason) differ.
+func checkGateway(ctx context.Context, c *http.Client, sides []*side, w dataset.World, n int, rep *report) error {
+	for i := 0; i < n; i++ {
+		r := w.RequestAt(i)
+		for _, s := range sides {
+			d, err := s.ask(ctx, c, r)
+			if err != nil {
+				return fmt.Errorf("gateway check, request %d: %w", i, err)
+			}
+			g, err := s.askGateway(ctx, c, w, r)
+			if err != nil {
+				return fmt.Errorf("gateway check, request %d: %w", i, err)
+			}
+			rep.checked++
+			rep.reasons[d.Reason]++
+			if d == g {
+				continue
+			}
+			rep.disagree++
+			if len(rep.mismatches) < 10 {
+				gc := gatewayCall(s.endpoint, w, r)
+				rep.mismatches = append(rep.mismatches, fmt.Sprintf("%s: /v1/decision %v %s, %s %s %s %v %s (%s)",
+					r.AppendJSON(nil), d.Allow, d.Reason, gc.method, gc.path, gc.header, g.Allow, g.Reason, s.name))
+			}
+		}
+	}
+	return nil
+}
+
+// gatewayWhat describes the requests of a gateway endpoint, for the table.
+func gatewayWhat(ep string) string {
+	if ep == endpointForwardAuth {
+		return "GET /v1/forward-auth with X-Forwarded-Method, X-Forwarded-Uri, X-User-Id; targets in the query"
+	}
+	return "<method> /v1/ext-authz/<path> with X-User-Id; targets in JSON bodies"
+}
