@@ -63,10 +63,18 @@ func checkLoopback(addr string) error {
 	return nil
 }
 
-// serveFloor serves floorHandler on addr (loopback only) until ctx ends.
-func serveFloor(ctx context.Context, addr string) error {
+// serveFloor serves floorHandler on addr (loopback only) until ctx ends,
+// and with grpcAddr floorAuthz on it (grpc.go).
+func serveFloor(ctx context.Context, addr, grpcAddr string) error {
 	if err := checkLoopback(addr); err != nil {
 		return err
+	}
+	if grpcAddr != "" {
+		wait, err := serveFloorGRPC(ctx, grpcAddr)
+		if err != nil {
+			return err
+		}
+		defer wait()
 	}
 	stopTrace, err := startFlightRecorder()
 	if err != nil {
@@ -100,20 +108,27 @@ func serveFloor(ctx context.Context, addr string) error {
 // startFloor starts the floor server as its own process: bin (the tool
 // itself, "" = os.Executable()) with the hidden subcommand `floor`, on cpus
 // ("": any).
-func startFloor(ctx context.Context, bin, cpus string) (*proc, serverSide, error) {
+func startFloor(ctx context.Context, bin, cpus string, withGRPC bool) (*proc, serverSide, error) {
 	if bin == "" {
 		var err error
 		if bin, err = os.Executable(); err != nil {
 			return nil, serverSide{}, fmt.Errorf("the floor server: %w", err)
 		}
 	}
-	var addr string
+	var addr, grpcAddr string
 	p, ready, err := startOnFreePorts(ctx, 30*time.Second, func() (*proc, string, error) {
 		var err error
 		if addr, err = freeAddr(); err != nil {
 			return nil, "", err
 		}
-		p, err := startProc("floor", bin, []string{"floor", "--addr", addr}, nil, cpus)
+		args := []string{"floor", "--addr", addr}
+		if withGRPC {
+			if grpcAddr, err = freeAddr(); err != nil {
+				return nil, "", err
+			}
+			args = append(args, "--grpc-addr", grpcAddr)
+		}
+		p, err := startProc("floor", bin, args, nil, cpus)
 		return p, "http://" + addr + "/health", err
 	})
 	if err != nil {
@@ -121,6 +136,6 @@ func startFloor(ctx context.Context, bin, cpus string) (*proc, serverSide, error
 	}
 	return p, serverSide{
 		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid()},
-		admin: "http://" + addr, ready: ready,
+		admin: "http://" + addr, ready: ready, grpcAddr: grpcAddr,
 	}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
 )
 
 // TestMain lets the test binary stand in for the tool when run starts the
@@ -26,7 +28,7 @@ func TestMain(m *testing.M) {
 // TestFloor starts the floor server as run does (this binary as `floor`)
 // and checks its answers over loopback.
 func TestFloor(t *testing.T) {
-	p, s, err := startFloor(t.Context(), "", "")
+	p, s, err := startFloor(t.Context(), "", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +71,17 @@ func TestFloor(t *testing.T) {
 				t.Fatalf("body %q, want %q", body, floorReply)
 			}
 		})
+	}
+	// The gRPC floor (--endpoint ext-authz-grpc) allows every Check.
+	g, err := dialGRPC(s.grpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.conn.Close()
+	s.grpc = g
+	w := dataset.New(dataset.Config{Records: 10})
+	if v, err := s.askGRPC(t.Context(), 10*time.Second, w, w.RequestAt(0)); err != nil || v != (verdict{true, "owner"}) {
+		t.Fatalf("the gRPC floor answered %+v, %v", v, err)
 	}
 	// The answer reads as a decision to the load path and the agreement check.
 	v, ok := s.decode([]byte(floorReply))

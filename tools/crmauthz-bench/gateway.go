@@ -46,10 +46,10 @@ const (
 // checkEndpoint validates --endpoint.
 func checkEndpoint(e string) error {
 	switch e {
-	case endpointDecision, endpointForwardAuth, endpointExtAuthzHTTP:
+	case endpointDecision, endpointForwardAuth, endpointExtAuthzHTTP, endpointExtAuthzGRPC:
 		return nil
 	}
-	return fmt.Errorf("--endpoint: %q is not one of %s, %s, %s", e, endpointDecision, endpointForwardAuth, endpointExtAuthzHTTP)
+	return fmt.Errorf("--endpoint: %q is not one of %s, %s, %s, %s", e, endpointDecision, endpointForwardAuth, endpointExtAuthzHTTP, endpointExtAuthzGRPC)
 }
 
 // isGateway tells whether e is a gateway endpoint ("" is the decision API).
@@ -135,6 +135,9 @@ func currentOwner(w dataset.World, id string) (owner string, ok bool) {
 // allow on a 200, deny on a 403 of the policy (error code "denied"), with
 // the reason of X-Authz-Reason. Any other answer is an error.
 func (s *side) askGateway(ctx context.Context, c *http.Client, w dataset.World, r dataset.Request) (verdict, error) {
+	if s.grpc != nil {
+		return s.askGRPC(ctx, c.Timeout, w, r)
+	}
 	gc := gatewayCall(s.endpoint, w, r)
 	var body io.Reader
 	if gc.body != nil {
@@ -188,8 +191,11 @@ func checkGateway(ctx context.Context, c *http.Client, sides []*side, w dataset.
 
 // gatewayWhat describes the requests of a gateway endpoint, for the table.
 func gatewayWhat(ep string) string {
-	if ep == endpointForwardAuth {
+	switch ep {
+	case endpointForwardAuth:
 		return "GET /v1/forward-auth with X-Forwarded-Method, X-Forwarded-Uri, X-User-Id; targets in the query"
+	case endpointExtAuthzGRPC:
+		return "Authorization/Check on --grpc-addr, one HTTP/2 connection; the requests of ext-authz-http"
 	}
 	return "<method> /v1/ext-authz/<path> with X-User-Id; targets in JSON bodies"
 }

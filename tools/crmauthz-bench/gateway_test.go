@@ -8,6 +8,11 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+
 	"github.com/crmauthz/crmauthz/internal/dataset"
 )
 
@@ -114,6 +119,7 @@ func TestEndpointFlag(t *testing.T) {
 	}{
 		{[]string{"run", "--endpoint", "forward-auth"}, "OPA has no forward-auth"},
 		{[]string{"run", "--endpoint", "ext-authz-http", "--records", "10"}, "OPA has no forward-auth"},
+		{[]string{"run", "--endpoint", "ext-authz-grpc", "--vs-crmauthz-args", ""}, "OPA has no forward-auth"},
 		{[]string{"run", "--endpoint", "grpc"}, `--endpoint: "grpc" is not one of`},
 	} {
 		var out, errOut bytes.Buffer
@@ -127,14 +133,14 @@ func TestEndpointFlag(t *testing.T) {
 	}
 }
 
-// TestGatewayRun runs the tool with each gateway endpoint against the real
-// crmauthz over loopback, and crmauthz-b in OPA's place: every request of
+// TestGatewayRun runs the tool with each gateway endpoint (gRPC too)
+// against the real crmauthz over loopback, and crmauthz-b in OPA's place: every request of
 // the check set is decided alike through the gateway endpoint and
 // /v1/decision on both, and every request of the load is answered (200 or
 // the policy's 403) by crmauthz, crmauthz-b and the floor.
 func TestGatewayRun(t *testing.T) {
 	crm := testCrmauthz(t)
-	for _, ep := range []string{endpointForwardAuth, endpointExtAuthzHTTP} {
+	for _, ep := range []string{endpointForwardAuth, endpointExtAuthzHTTP, endpointExtAuthzGRPC} {
 		t.Run(ep, func(t *testing.T) {
 			var log bytes.Buffer
 			rep, err := run(t.Context(), runConfig{
@@ -188,4 +194,37 @@ func testCrmauthz(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return crm
+}
+
+// TestCheckRequest: a request of the mix as Envoy's CheckRequest, and the
+// answers grpcVerdict reads.
+func TestCheckRequest(t *testing.T) {
+	w := dataset.New(dataset.Config{Records: 100, Users: 120, Locations: 5})
+	r := dataset.Request{Subject: "u-9", Action: "add_follower", Type: "contact", ID: "c-1", Target: "u-3"}
+	h := checkRequest(w, r).GetAttributes().GetRequest().GetHttp()
+	want := map[string]string{"x-user-id": "u-9", "content-type": "application/json"}
+	if h.GetMethod() != "POST" || h.GetPath() != "/contacts/c-1/followers" || h.GetBody() != `{"followers":["u-3"]}` || !reflect.DeepEqual(h.GetHeaders(), want) {
+		t.Fatalf("CheckRequest %v", h)
+	}
+	deny := func(body string) *authv3.CheckResponse {
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{Body: body,
+				Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-authz-reason", Value: "owner_only"}}}}}}
+	}
+	for _, c := range []struct {
+		name string
+		resp *authv3.CheckResponse
+		v    verdict
+		ok   bool
+	}{
+		{"allow", floorCheck, verdict{true, "owner"}, true},
+		{"the policy's deny", deny(`{"error":{"code":"denied","reason":"owner_only"}}`), verdict{false, "owner_only"}, true},
+		{"crmauthz's refusal", deny(`{"error":{"code":"invalid_path"}}`), verdict{}, false},
+		{"unauthenticated", &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.Unauthenticated)}}, verdict{}, false},
+		{"empty", &authv3.CheckResponse{}, verdict{true, ""}, true}, // status OK (0), as Envoy reads it
+	} {
+		if v, ok := grpcVerdict(c.resp); v != c.v || ok != c.ok {
+			t.Errorf("%s: %+v %v, want %+v %v", c.name, v, ok, c.v, c.ok)
+		}
+	}
 }

@@ -29,6 +29,9 @@ type side struct {
 	// endpoint, if a gateway endpoint (--endpoint, gateway.go), is how the
 	// load asks this side: gatewayCall's requests from root. "": POST url.
 	endpoint string
+	// grpc, with --endpoint ext-authz-grpc, is the generator's connection
+	// to the side's gRPC listener (grpc.go).
+	grpc *grpcClient
 	// opa wraps the decision request as OPA's Data API input: {"input": …}.
 	opa bool
 	// metricsURL is crmauthz's /metrics (cache hits); "" for OPA.
@@ -244,6 +247,10 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	atk := vegeta.NewAttacker(opts...)
 	stopWatch := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stopWatch()
+	attack := func() <-chan *vegeta.Result { return atk.Attack(tr, pacer, dur, spec.name) }
+	if s.grpc != nil {
+		attack = func() <-chan *vegeta.Result { return grpcAttack(ctx, s, spec, w, dur, timeout) }
+	}
 
 	res := stepResult{spec: spec, side: s.name, cacheHit: -1}
 	capHint := spec.rate * int(dur/time.Second+1)
@@ -256,11 +263,14 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	cpu0, _ := cpuTime(s.pid)
 	conns.step()
 	res.mono = monotonicNow()
-	for r := range atk.Attack(tr, pacer, dur, spec.name) {
+	for r := range attack() {
 		res.sent++
 		// vegeta sets Code only once the body is read, and then Error
 		// to the status line of a 4xx: a gateway's deny (answered).
 		ok := (r.Error == "" || r.Code == http.StatusForbidden) && s.answered(int(r.Code), r.Body)
+		if s.grpc != nil {
+			ok = r.Error == "" // grpcAttack read the answer
+		}
 		if conns.record {
 			res.reqs = append(res.reqs, reqRecord{seq: r.Seq, start: r.Timestamp.Sub(conns.began), latency: r.Latency, ok: ok, use: connUse{conn: -1}})
 		}

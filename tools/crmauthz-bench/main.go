@@ -92,12 +92,13 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	case "floor":
 		// Hidden: the floor server `run` starts as a process of its own.
 		addr := fs.String("addr", "127.0.0.1:8282", "loopback address to serve on")
+		grpcAddr := fs.String("grpc-addr", "", "loopback address of the gRPC floor (Envoy's Authorization/Check); \"\": none")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return serveFloor(ctx, *addr)
+		return serveFloor(ctx, *addr, *grpcAddr)
 	case "run":
 		var cfg runConfig
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")
@@ -109,7 +110,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
 		fs.IntVar(&cfg.Runs, "runs", 1, "run the load steps that many times over the same servers; the table gives medians and the spread (min–max)")
 		fs.IntVar(&cfg.Check, "check", 2000, "requests of the mix both servers must decide identically before the load")
-		fs.StringVar(&cfg.Endpoint, "endpoint", endpointDecision, "how the load asks crmauthz and the floor: decision (POST /v1/decision), forward-auth (GET /v1/forward-auth as nginx, Caddy and Traefik ask) or ext-authz-http (/v1/ext-authz/… as Envoy asks, with bodies); the same requests of the mix, checked against /v1/decision first; a gateway endpoint needs --no-opa or --vs-crmauthz")
+		fs.StringVar(&cfg.Endpoint, "endpoint", endpointDecision, "how the load asks crmauthz and the floor: decision (POST /v1/decision), forward-auth (GET /v1/forward-auth as nginx, Caddy and Traefik ask), ext-authz-http (/v1/ext-authz/… as Envoy asks, with bodies) or ext-authz-grpc (Envoy's Authorization/Check on --grpc-addr); the same requests of the mix, checked against /v1/decision first; a gateway endpoint needs --no-opa or --vs-crmauthz")
 		fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one request")
 		fs.StringVar(&cfg.Crmauthz, "crmauthz", "", "crmauthz binary (default: build ./cmd/crmauthz into the work directory)")
 		env := fs.String("crmauthz-env", "", "extra environment of crmauthz, comma-separated (e.g. GOGC=200,GOMEMLIMIT=256MiB)")

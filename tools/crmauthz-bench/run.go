@@ -270,7 +270,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 
 	// The floor: a bare net/http server answering a constant decision.
-	floor, floorSide, err := startFloor(ctx, cfg.Floor, cfg.ServerCPUs)
+	floor, floorSide, err := startFloor(ctx, cfg.Floor, cfg.ServerCPUs, cfg.Endpoint == endpointExtAuthzGRPC)
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +297,17 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		crms := []*side{sides[sideCrmauthz]}
 		if vs {
 			crms = append(crms, sides[sideOPA])
+		}
+		if cfg.Endpoint == endpointExtAuthzGRPC {
+			for _, s := range []*serverSide{&crmSide, &opaSide, &floorSide} {
+				if s.grpcAddr == "" {
+					continue // OPA's place empty
+				}
+				if s.grpc, err = dialGRPC(s.grpcAddr); err != nil {
+					return nil, err
+				}
+				defer s.grpc.conn.Close()
+			}
 		}
 		if err := checkGateway(ctx, client, crms, w, cfg.Check, rep); err != nil {
 			return nil, err
@@ -465,12 +476,13 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 // serverSide is a started server: its side, admin URL and readiness time.
 type serverSide struct {
 	side
-	admin string
-	ready time.Duration
+	admin    string
+	ready    time.Duration
+	grpcAddr string // --endpoint ext-authz-grpc: its gRPC listener
 }
 
 func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, serverSide, error) {
-	var addr, admin string
+	var addr, admin, grpcAddr string
 	p, ready, err := startOnFreePorts(ctx, 60*time.Second, func() (*proc, string, error) {
 		var err error
 		if addr, err = freeAddr(); err != nil {
@@ -482,6 +494,12 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		args := append([]string{"serve",
 			"--addr", addr, "--admin-addr", admin, "--data-dir", dataDir, "--log-level", "error",
 		}, cfg.CrmauthzArgs...)
+		if cfg.Endpoint == endpointExtAuthzGRPC {
+			if grpcAddr, err = freeAddr(); err != nil {
+				return nil, "", err
+			}
+			args = append(args, "--grpc-addr", grpcAddr)
+		}
 		if cfg.CPUProfile != "" {
 			args = append(args, "--pprof")
 		}
@@ -494,7 +512,7 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 	return p, serverSide{
 		side: side{name: "crmauthz", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid(),
 			metricsURL: "http://" + admin + "/metrics", endpoint: cfg.Endpoint},
-		admin: "http://" + admin, ready: ready,
+		admin: "http://" + admin, ready: ready, grpcAddr: grpcAddr,
 	}, nil
 }
 

@@ -46,7 +46,7 @@ func printReport(out io.Writer, rep *report) error {
 		fmt.Fprintf(out, "pinned: the servers to CPUs %q, the load generator to CPUs %q (\"\": not pinned)\n", c.ServerCPUs, c.GeneratorCPUs)
 	}
 	if isGateway(c.Endpoint) {
-		fmt.Fprintf(out, "requests: the mix as a gateway asks (%s, BENCHMARKS.md \"Method\"); the floor answers them all 200\n", gatewayWhat(c.Endpoint))
+		fmt.Fprintf(out, "requests: the mix as a gateway asks (%s, BENCHMARKS.md \"Method\"); the floor answers each with its constant allow\n", gatewayWhat(c.Endpoint))
 		fmt.Fprintf(out, "gateway check: %d requests of the mix asked of each crmauthz as %s and as POST /v1/decision, %s; reasons: %s\n",
 			c.Check, c.Endpoint, agree, strings.Join(reasons, ", "))
 	} else if c.NoOPA {
