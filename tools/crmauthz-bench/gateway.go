@@ -164,7 +164,7 @@ func (s *side) askGateway(ctx context.Context, c *http.Client, w dataset.World, 
 func checkGateway(ctx context.Context, c *http.Client, sides []*side, w dataset.World, n int, rep *report) error {
 	for i := 0; i < n; i++ {
 		r := w.RequestAt(i)
-		for _, s := range sides {
+		for k, s := range sides {
 			d, err := s.ask(ctx, c, r)
 			if err != nil {
 				return fmt.Errorf("gateway check, request %d: %w", i, err)
@@ -174,7 +174,9 @@ func checkGateway(ctx context.Context, c *http.Client, sides []*side, w dataset.
 				return fmt.Errorf("gateway check, request %d: %w", i, err)
 			}
 			rep.checked++
-			rep.reasons[d.Reason]++
+			if k == 0 {
+				rep.reasons[d.Reason]++ // the reasons of the mix, once
+			}
 			if d == g {
 				continue
 			}

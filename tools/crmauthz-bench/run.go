@@ -312,7 +312,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		if err := checkGateway(ctx, client, crms, w, cfg.Check, rep); err != nil {
 			return nil, err
 		}
-		cfg.logf("gateway check: %d requests as %s and as /v1/decision, %d disagreements; reasons %v", rep.checked, cfg.Endpoint, rep.disagree, rep.reasons)
+		cfg.logf("gateway check: %d requests of the mix as %s and as /v1/decision, of %d crmauthz: %d disagreements; reasons %v", cfg.Check, cfg.Endpoint, len(crms), rep.disagree, rep.reasons)
 		if v, err := floorSide.askGateway(ctx, client, w, w.RequestAt(0)); err != nil || !v.Allow {
 			return nil, fmt.Errorf("the floor server answered %+v (%v) as %s, want an allow", v, err, cfg.Endpoint)
 		}
