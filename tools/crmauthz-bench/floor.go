@@ -135,7 +135,7 @@ func startFloor(ctx context.Context, bin, cpus string, withGRPC bool) (*proc, se
 		return nil, serverSide{}, err
 	}
 	return p, serverSide{
-		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid()},
-		admin: "http://" + addr, ready: ready, grpcAddr: grpcAddr,
+		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid(), grpcAddr: grpcAddr},
+		admin: "http://" + addr, ready: ready,
 	}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
@@ -156,6 +157,39 @@ func (s *side) askGateway(ctx context.Context, c *http.Client, w dataset.World, 
 		return verdict{}, fmt.Errorf("%s answered %s %s with %d: %s", s.name, gc.method, gc.path, resp.StatusCode, b)
 	}
 	return verdict{Allow: resp.StatusCode == http.StatusOK, Reason: resp.Header.Get("X-Authz-Reason")}, nil
+}
+
+// prepareGateway readies the sides for a gateway endpoint before the load:
+// with ext-authz-grpc it connects to each side's gRPC listener; it checks
+// the crmauthz sides crms (checkGateway, cfg.Check requests) and that the
+// floor allows. The returned func closes the gRPC connections.
+func prepareGateway(ctx context.Context, cfg runConfig, c *http.Client, crms []*side, floor *side, w dataset.World, rep *report) (closeGRPC func(), err error) {
+	var conns []*grpcClient
+	closeGRPC = func() {
+		for _, g := range conns {
+			g.conn.Close()
+		}
+	}
+	if cfg.Endpoint == endpointExtAuthzGRPC {
+		for _, s := range append(slices.Clone(crms), floor) {
+			if s.grpc, err = dialGRPC(s.grpcAddr); err != nil {
+				closeGRPC()
+				return nil, err
+			}
+			conns = append(conns, s.grpc)
+		}
+	}
+	if err := checkGateway(ctx, c, crms, w, cfg.Check, rep); err != nil {
+		closeGRPC()
+		return nil, err
+	}
+	cfg.logf("gateway check: %d requests of the mix as %s and as /v1/decision, of %d crmauthz: %d disagreements; reasons %v",
+		cfg.Check, cfg.Endpoint, len(crms), rep.disagree, rep.reasons)
+	if v, err := floor.askGateway(ctx, c, w, w.RequestAt(0)); err != nil || !v.Allow {
+		closeGRPC()
+		return nil, fmt.Errorf("the floor server answered %+v (%v) as %s, want an allow", v, err, cfg.Endpoint)
+	}
+	return closeGRPC, nil
 }
 
 // checkGateway asks the first n requests of the mix of each crmauthz side

@@ -29,9 +29,10 @@ type side struct {
 	// endpoint, if a gateway endpoint (--endpoint, gateway.go), is how the
 	// load asks this side: gatewayCall's requests from root. "": POST url.
 	endpoint string
-	// grpc, with --endpoint ext-authz-grpc, is the generator's connection
-	// to the side's gRPC listener (grpc.go).
-	grpc *grpcClient
+	// grpcAddr, with --endpoint ext-authz-grpc, is the side's gRPC
+	// listener, and grpc the generator's connection to it (grpc.go).
+	grpcAddr string
+	grpc     *grpcClient
 	// opa wraps the decision request as OPA's Data API input: {"input": …}.
 	opa bool
 	// metricsURL is crmauthz's /metrics (cache hits); "" for OPA.

@@ -298,24 +298,11 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		if vs {
 			crms = append(crms, sides[sideOPA])
 		}
-		if cfg.Endpoint == endpointExtAuthzGRPC {
-			for _, s := range []*serverSide{&crmSide, &opaSide, &floorSide} {
-				if s.grpcAddr == "" {
-					continue // OPA's place empty
-				}
-				if s.grpc, err = dialGRPC(s.grpcAddr); err != nil {
-					return nil, err
-				}
-				defer s.grpc.conn.Close()
-			}
-		}
-		if err := checkGateway(ctx, client, crms, w, cfg.Check, rep); err != nil {
+		closeGRPC, err := prepareGateway(ctx, cfg, client, crms, sides[sideFloor], w, rep)
+		if err != nil {
 			return nil, err
 		}
-		cfg.logf("gateway check: %d requests of the mix as %s and as /v1/decision, of %d crmauthz: %d disagreements; reasons %v", cfg.Check, cfg.Endpoint, len(crms), rep.disagree, rep.reasons)
-		if v, err := floorSide.askGateway(ctx, client, w, w.RequestAt(0)); err != nil || !v.Allow {
-			return nil, fmt.Errorf("the floor server answered %+v (%v) as %s, want an allow", v, err, cfg.Endpoint)
-		}
+		defer closeGRPC()
 	}
 	for i := 0; i < cfg.Check && !cfg.NoOPA; i++ {
 		r := w.RequestAt(i)
@@ -476,9 +463,8 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 // serverSide is a started server: its side, admin URL and readiness time.
 type serverSide struct {
 	side
-	admin    string
-	ready    time.Duration
-	grpcAddr string // --endpoint ext-authz-grpc: its gRPC listener
+	admin string
+	ready time.Duration
 }
 
 func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, serverSide, error) {
@@ -511,8 +497,8 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 	}
 	return p, serverSide{
 		side: side{name: "crmauthz", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid(),
-			metricsURL: "http://" + admin + "/metrics", endpoint: cfg.Endpoint},
-		admin: "http://" + admin, ready: ready, grpcAddr: grpcAddr,
+			metricsURL: "http://" + admin + "/metrics", endpoint: cfg.Endpoint, grpcAddr: grpcAddr},
+		admin: "http://" + admin, ready: ready,
 	}, nil
 }
 
