@@ -18,9 +18,9 @@
 // the floor (the tool itself as `crmauthz-bench floor`: a bare net/http
 // server that reads the body and answers a constant decision), takes the same
 // load in the same run, so that crmauthz's figures read against the limit of
-// the machine as well as against OPA. With --endpoint forward-auth or
-// ext-authz-http the load asks crmauthz and the floor as a gateway does
-// (gateway.go).
+// the machine as well as against OPA. With --endpoint forward-auth,
+// ext-authz-http or ext-authz-grpc the load asks crmauthz and the floor as
+// a gateway does (gateway.go, grpc.go).
 package main
 
 import (

@@ -32,7 +32,8 @@ type runConfig struct {
 	Timeout    time.Duration // per request
 	// Endpoint is how the load asks crmauthz and the floor (gateway.go):
 	// "decision" (POST /v1/decision, the default), or a gateway's request,
-	// "forward-auth" or "ext-authz-http", which OPA does not serve.
+	// "forward-auth", "ext-authz-http" or "ext-authz-grpc" (grpc.go), which
+	// OPA does not serve.
 	Endpoint string
 
 	Crmauthz     string   // crmauthz binary; "" builds ./cmd/crmauthz
