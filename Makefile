@@ -45,7 +45,7 @@ helm-lint: ## helm lint --strict the charts with every ci/*-values.yaml scenario
 dashboard: ## regenerate charts/crmauthz/dashboards/crmauthz.json from tools/dashboard (Grafana Foundation SDK); a test checks it is current
 	cd tools && $(GO) generate ./dashboard
 
-# Traefik for the gateway test (cmd/crmauthz TestE2ETraefik), built from its module through the Go
+# Traefik for the gateway test (cmd/crmauthz TestE2EGateways), built from its module through the Go
 # module proxy with its own go.mod, like crmauthz-bench builds opa. v3.6.12 is the newest that
 # builds so: v3.7's module lacks its nested module pkg/config/dynamic/ext, and the proxy refuses
 # some of v3.7.13's dependencies.

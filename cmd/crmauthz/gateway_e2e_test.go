@@ -123,10 +123,10 @@ var gatewayUsers = []string{"u-admin", "u-bob", "u-carol", "u-dave", "u-gina"}
 
 func gatewayPassword(user string) string { return "pw-" + user + "-7Gq2" }
 
-// writeNginxPasswords writes an auth_basic_user_file ({SHA} scheme) where
-// nginx's workers can read it (they run as nobody when the test runs as
+// writeHtpasswd writes an htpasswd file ({SHA} scheme: nginx's
+// auth_basic_user_file, Traefik's usersFile) where nginx's workers can read it (they run as nobody when the test runs as
 // root, and t.TempDir is private to the test's user).
-func writeNginxPasswords(t *testing.T) string {
+func writeHtpasswd(t *testing.T) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "crmauthz-nginx-")
 	if err != nil {
@@ -219,7 +219,7 @@ func startNginx(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 	dir := t.TempDir()
 	listen := freePort(t)
 	site := gatewayConfig(t, "nginx.conf", map[string]string{docGatewayAddr: listen, docUpstreamAddr: upstreamAddr,
-		docAuthzAddr: authzAddr, docNginxPasswords: writeNginxPasswords(t)})
+		docAuthzAddr: authzAddr, docNginxPasswords: writeHtpasswd(t)})
 	if err := os.WriteFile(filepath.Join(dir, "crmauthz.conf"), []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +408,7 @@ func gatewayClient() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// TestE2EGateways puts real nginx and real Caddy, configured with
+// TestE2EGateways puts real nginx, Caddy and Traefik, configured with
 // examples/gateways (the configurations of docs/gateways.md), between a
 // client and a tiny API, asking the real crmauthz binary (demo data) in both
 // identity modes: X-User-Id set by the gateway from its own login (basic
@@ -437,16 +437,20 @@ func TestE2EGateways(t *testing.T) {
 	for _, gw := range []struct {
 		name  string
 		start func(t *testing.T, upstreamAddr, authzAddr string) string
+		cases []gatewayCase
 	}{
-		{"nginx", func(t *testing.T, u, a string) string { return startNginx(t, nginxBin, u, a) }},
-		{"caddy", func(t *testing.T, u, a string) string { return startCaddy(t, caddyBin, u, a) }},
+		{"nginx", func(t *testing.T, u, a string) string { return startNginx(t, nginxBin, u, a) }, cases},
+		{"caddy", func(t *testing.T, u, a string) string { return startCaddy(t, caddyBin, u, a) }, cases},
+		// traefikBinary skips (outside CI) or fails this gateway's tests
+		// only, when Traefik is not built
+		{"traefik", func(t *testing.T, u, a string) string { return startTraefik(t, traefikBinary(t), u, a) }, traefikCases(t, cases)},
 	} {
 		for _, mode := range modes {
 			t.Run(gw.name+"/"+mode.id.name, func(t *testing.T) {
 				t.Parallel()
 				base := gw.start(t, upAddr, strings.TrimPrefix(mode.authz.base, "http://"))
 				run := gatewayRun{name: gw.name + "-" + mode.id.name, base: base, up: up, mode: mode.id, login: true}
-				for i, tc := range cases {
+				for i, tc := range gw.cases {
 					if tc.only != "" && tc.only != mode.id.name {
 						continue
 					}
