@@ -83,7 +83,7 @@ func startTraefik(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 			t.Fatal(err)
 		}
 		req.Header.Set("Authorization", "Bearer not-a-jwt")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := gatewayClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
