@@ -15,31 +15,24 @@
 //
 //   - A statement that is undefined leaves the innermost enclosing block (a
 //     "br 0"); BreakStmt{Index: n} leaves n+1 blocks.
-//
 //   - The blocks of a BlockStmt, of a NotStmt, of a plan and all but the last
 //     block of a function are blocks in that sense; a ScanStmt is two: its
 //     body (leaving it goes on with the next element) inside the scan itself
 //     (leaving that goes on after the scan).
-//
 //   - A function whose only parameters are input and data is evaluated once
 //     per evaluation and remembered (as Wasm memoizes it). An undefined
 //     argument (no input) is passed on, as Wasm does.
-//
 //   - A lookup in the data document by a number key uses its string
 //     (data.a[2] is data.a["2"]), as topdown's storage paths do.
-//
 //   - Built-ins are topdown's own implementations (topdown.GetBuiltin), called
 //     as topdown calls them; the few on every decision's path are copied
 //     here to skip the call's setup. The caller adds its own (Config.Natives:
 //     internal/policy's crm.user and crm.record).
-//
 //   - The caller may hand in values it has not built (Lazy: the decision's
 //     input, a fact): lookups go to the Lazy, any other use builds it.
-//
 //   - An error of a built-in aborts the evaluation (StrictBuiltinErrors, as
 //     for topdown), so does a conflict (two values for one complete rule,
 //     two values for one object key).
-//
 //   - A WithStmt replaces a whole document (`with input as x`) while its
 //     block runs, in a memo frame of its own (as Wasm's memoize push and pop):
 //     no function result from outside it is used inside, none from inside
