@@ -40,8 +40,25 @@ var httpDecisionPath = []string{"crmauthz", "http_decision"}
 // DecideHTTP evaluates data.crmauthz.http_decision for in with the facts: the
 // route mapping and the decision of every target in one evaluation. Any
 // error means no decision: deny.
+//
+// The IR interpreter decides when it runs the policy's plan of
+// data.crmauthz.http_decision (httpvm.go), topdown otherwise, under
+// EvaluatorTopdown, and for a request the interpreter itself failed on; both
+// answer the same.
 func (e *Engine) DecideHTTP(ctx context.Context, facts Facts, in HTTPInput) (HTTPDecision, string, error) {
 	p := e.cur.Load()
+	if h := &p.vm.Load().http; !h.needsTopdown() {
+		if err := ctx.Err(); err != nil {
+			return HTTPDecision{}, p.revision, p.stopped(ctx, err)
+		}
+		if h.undefined {
+			return HTTPDecision{}, p.revision, ErrUndefinedHTTPDecision
+		}
+		d, fallback, err := p.decideHTTPVM(ctx, h.prog, facts, in)
+		if !fallback {
+			return d, p.revision, err
+		}
+	}
 	pq, err := p.query(ctx, httpDecisionPath)
 	if err != nil {
 		return HTTPDecision{}, p.revision, err
@@ -76,19 +93,27 @@ func httpInput(in HTTPInput) ast.Value {
 // routes.rego, say).
 var ErrUndefinedHTTPDecision = errors.New("data.crmauthz.http_decision is undefined")
 
-// httpDecisionOf checks the result's shape: one object with a boolean
-// "allow" and a string "reason", and where present a string "action", a
-// "resource" {"type", "id"} of strings, "targets" a list of strings and a
-// string "message". Anything else is an error (deny).
+// httpDecisionOf checks topdown's result set: one result (none is
+// ErrUndefinedHTTPDecision), of the shape httpDecisionFromValue checks.
 func httpDecisionOf(rs rego.ResultSet) (HTTPDecision, error) {
-	const name = "data.crmauthz.http_decision"
 	switch {
 	case len(rs) == 0:
 		return HTTPDecision{}, ErrUndefinedHTTPDecision
 	case len(rs) > 1 || len(rs[0].Expressions) != 1:
-		return HTTPDecision{}, fmt.Errorf("%s: %d results, want one", name, len(rs))
+		return HTTPDecision{}, fmt.Errorf("%s: %d results, want one", httpDecisionName, len(rs))
 	}
 	v, _ := rs[0].Expressions[0].Value.(ast.Value)
+	return httpDecisionFromValue(v)
+}
+
+const httpDecisionName = "data.crmauthz.http_decision"
+
+// httpDecisionFromValue checks the result's shape: an object with a boolean
+// "allow" and a string "reason", and where present a string "action", a
+// "resource" {"type", "id"} of strings, "targets" a list of strings and a
+// string "message". Anything else is an error (deny).
+func httpDecisionFromValue(v ast.Value) (HTTPDecision, error) {
+	const name = httpDecisionName
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return HTTPDecision{}, fmt.Errorf("%s is %s, want an object", name, typeName(v))
