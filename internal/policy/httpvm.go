@@ -75,7 +75,7 @@ func (e *Engine) HTTPEvaluator() (Evaluator, error) {
 func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts Facts, in HTTPInput) (d HTTPDecision, fallback bool, err error) {
 	env := p.getVMInput(Input{}, facts, false)
 	defer p.putVMInput(env)
-	v, err := p.evalVMWith(ctx, prog, env, ast.NewTerm(httpInput(in)))
+	v, err := p.evalVMWith(ctx, prog, env, ast.NewTerm(p.httpInput(in)))
 	err = p.stopped(ctx, err)
 	switch {
 	case isVMBug(err):
@@ -86,7 +86,7 @@ func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts F
 	case v == nil:
 		return HTTPDecision{}, false, ErrUndefinedHTTPDecision
 	}
-	d, err = httpDecisionFromValue(v)
+	d, err = p.httpDecisionFromValue(v)
 	return d, false, err
 }
 

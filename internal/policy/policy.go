@@ -341,6 +341,9 @@ type prepared struct {
 
 type inputKeys struct {
 	subject, action, resource, typ, id, target, allow, reason *ast.Term
+	// of the gateway's input and decision (prepared.httpInput,
+	// httpDecisionFromValue)
+	method, path, segments, body, targets, message *ast.Term
 }
 
 // build compiles and prepares files (read from cfg's source); when the
@@ -377,6 +380,9 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 			resource: ast.StringTerm("resource"), typ: ast.StringTerm("type"),
 			id: ast.StringTerm("id"), target: ast.StringTerm("target"),
 			allow: ast.StringTerm("allow"), reason: ast.StringTerm("reason"),
+			method: ast.StringTerm("method"), path: ast.StringTerm("path"),
+			segments: ast.StringTerm("segments"), body: ast.StringTerm("body"),
+			targets: ast.StringTerm("targets"), message: ast.StringTerm("message"),
 		},
 	}
 	if old != nil {
