@@ -147,11 +147,16 @@ func vmUser(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
 	if env == nil {
 		return nil, ErrNoFacts
 	}
+	if t, ok := env.seenFact(true, "", string(s)); ok {
+		return t, nil
+	}
 	js, err := env.facts.UserJSON(string(s))
 	if err != nil {
 		return nil, fmt.Errorf("reading user %q: %w", string(s), err)
 	}
-	return env.fact(js, "user", string(s))
+	t, err := env.fact(js, "user", string(s))
+	env.noteFact(true, "", string(s), t, err)
+	return t, err
 }
 
 // vmRecord is crm.record(type, id) (see builtinImpl.record).
@@ -168,11 +173,16 @@ func vmRecord(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
 	if env == nil {
 		return nil, ErrNoFacts
 	}
+	if f, ok := env.seenFact(false, string(t), string(s)); ok {
+		return f, nil
+	}
 	js, err := env.facts.RecordJSON(string(t), string(s))
 	if err != nil {
 		return nil, fmt.Errorf("reading record %s/%s: %w", string(t), string(s), err)
 	}
-	return env.fact(js, "record", string(s))
+	f, err := env.fact(js, "record", string(s))
+	env.noteFact(false, string(t), string(s), f, err)
+	return f, err
 }
 
 // fact converts the JSON of a fact for the interpreter (convertFact with a

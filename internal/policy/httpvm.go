@@ -74,6 +74,7 @@ func (e *Engine) HTTPEvaluator() (Evaluator, error) {
 // it is made).
 func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts Facts, in HTTPInput) (d HTTPDecision, fallback bool, err error) {
 	env := p.getVMInput(Input{}, facts, false)
+	env.memoFacts = true
 	defer p.putVMInput(env)
 	v, err := p.evalVMWith(ctx, prog, env, ast.NewTerm(p.httpInput(in)))
 	err = p.stopped(ctx, err)
@@ -88,6 +89,45 @@ func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts F
 	}
 	d, err = p.httpDecisionFromValue(v)
 	return d, false, err
+}
+
+// seenFacts is how many facts a gateway's evaluation remembers.
+const seenFacts = 8
+
+// seenFact is a fact read in the evaluation: a user or a record (of type
+// typ), its term (nil: absent).
+type seenFact struct {
+	user    bool
+	typ, id string
+	t       *ast.Term
+}
+
+// seenFact is the user id, or the record typ/id, read before in this
+// evaluation, when v.memoFacts. A gateway's evaluation asks for the same
+// facts again: data.crmauthz.decision, run once per target `with input as`
+// a new input, in a memo frame of its own, reads the subject and the record
+// each time (and routes.rego the record for its owner and its followers).
+// The facts do not change within an evaluation (one read transaction), and
+// a fact's value is never changed once converted, so the value read first
+// is the value read again.
+func (v *vmInput) seenFact(user bool, typ, id string) (*ast.Term, bool) {
+	if !v.memoFacts {
+		return nil, false
+	}
+	for i := range v.seen[:v.nseen] {
+		if f := &v.seen[i]; f.id == id && f.typ == typ && f.user == user {
+			return f.t, true
+		}
+	}
+	return nil, false
+}
+
+// noteFact remembers the fact read (not an error), while there is room.
+func (v *vmInput) noteFact(user bool, typ, id string, t *ast.Term, err error) {
+	if v.memoFacts && err == nil && v.nseen < len(v.seen) {
+		v.seen[v.nseen] = seenFact{user: user, typ: typ, id: id, t: t}
+		v.nseen++
+	}
 }
 
 // errTopdownChosen is why the interpreter does not decide under

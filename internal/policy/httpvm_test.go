@@ -318,3 +318,50 @@ func TestHTTPVMNoTopdownAfterReload(t *testing.T) {
 		}
 	}
 }
+
+// countingFacts counts the reads of each fact.
+type countingFacts struct {
+	Facts
+	reads map[string]int
+}
+
+func (f *countingFacts) UserJSON(id string) ([]byte, error) {
+	f.reads["user "+id]++
+	return f.Facts.UserJSON(id)
+}
+
+func (f *countingFacts) RecordJSON(typ, id string) ([]byte, error) {
+	f.reads["record "+typ+"/"+id]++
+	return f.Facts.RecordJSON(typ, id)
+}
+
+// TestHTTPVMFactsReadOnce: a gateway's evaluation reads each fact once,
+// however often the policy asks for it (the subject and the record once per
+// target); a user and a record of the same id are different facts.
+func TestHTTPVMFactsReadOnce(t *testing.T) {
+	e := newDefaultEngine(t)
+	facts := &countingFacts{Facts: httpFacts(), reads: map[string]int{}}
+	in := HTTPInput{Subject: "u-owner", Method: "POST", Path: "/contacts/c-1/followers", Segments: []string{"contacts", "c-1", "followers"},
+		Body: mustBody(t, `{"followers":["u-fol","u-owner","u-far","ghost"]}`)}
+	d, _, err := e.DecideHTTP(context.Background(), facts, in)
+	if err != nil || d.Reason != "unknown_target" {
+		t.Fatalf("DecideHTTP = %+v, %v; want unknown_target (ghost, the first target)", d, err)
+	}
+	want := map[string]int{"user u-owner": 1, "record contact/c-1": 1, "user u-fol": 1, "user u-far": 1, "user ghost": 1}
+	if !reflect.DeepEqual(facts.reads, want) {
+		t.Fatalf("reads %v, want %v", facts.reads, want)
+	}
+	// a user and a record of the same id
+	dir := t.TempDir()
+	files := defaultPolicyFiles(t, false)
+	files["http.rego"] = "package crmauthz\n\nhttp_decision := {\"allow\": false, \"reason\": \"x\", \"action\": object.get(crm.user(\"c-1\"), \"id\", \"none\"), " +
+		"\"message\": object.get(crm.record(\"\", \"c-1\"), \"id\", \"none\"), \"targets\": [object.get(crm.record(\"contact\", \"c-1\"), \"id\", \"none\")]}\n"
+	writeFiles(t, dir, files)
+	hp := newHTTPPair(t, Config{Dir: dir})
+	world := &memFacts{users: map[string][]byte{"c-1": []byte(`{"id":"the user"}`)},
+		records: map[string][]byte{"contact\x00c-1": []byte(`{"id":"the contact"}`), "\x00c-1": []byte(`{"id":"the untyped"}`)}}
+	got, err := hp.same(t, world, in)
+	if err != nil || got.Action != "the user" || got.Message != "the untyped" || !reflect.DeepEqual(got.Targets, []string{"the contact"}) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+}
