@@ -11,7 +11,7 @@ IMAGE_TAG ?= $(VERSION)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test policy-test lint fmt bench bench-scale bench-go pgo fuzz clean image helm-lint dashboard
+.PHONY: help build run test policy-test lint fmt bench bench-scale bench-go pgo fuzz clean image helm-lint dashboard traefik
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,22 @@ helm-lint: ## helm lint --strict the charts with every ci/*-values.yaml scenario
 
 dashboard: ## regenerate charts/crmauthz/dashboards/crmauthz.json from tools/dashboard (Grafana Foundation SDK); a test checks it is current
 	cd tools && $(GO) generate ./dashboard
+
+# Traefik for the gateway test (cmd/crmauthz TestE2EGateways), built from its module through the Go
+# module proxy with its own go.mod, like crmauthz-bench builds opa. v3.6.12 is the newest that
+# builds so: v3.7's module lacks its nested module pkg/config/dynamic/ext, and the proxy refuses
+# some of v3.7.13's dependencies.
+TRAEFIK_VERSION ?= v3.6.12
+TRAEFIK_BIN     := .cache/traefik/$(TRAEFIK_VERSION)/traefik
+traefik: $(TRAEFIK_BIN) ## build Traefik TRAEFIK_VERSION into .cache/traefik/ once (minutes), for the gateway tests; .ci/run does
+
+$(TRAEFIK_BIN):
+	@mkdir -p $(@D)
+	GOWORK=off GO111MODULE=on $(GO) mod download github.com/traefik/traefik/v3@$(TRAEFIK_VERSION)
+	cd "$$($(GO) env GOMODCACHE)/github.com/traefik/traefik/v3@$(TRAEFIK_VERSION)" && \
+	  GOWORK=off GOFLAGS='-mod=readonly -buildvcs=false' CGO_ENABLED=0 $(GO) build -trimpath \
+	  -ldflags '-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)' -o $(CURDIR)/$@.part ./cmd/traefik
+	mv $@.part $@
 
 bin/staticcheck: tools/go.mod ## staticcheck, at the version tools/go.mod pins
 	cd tools && $(GO) build -o ../bin/staticcheck honnef.co/go/tools/cmd/staticcheck
