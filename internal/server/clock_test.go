@@ -31,34 +31,6 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	return b.r.Read(p)
 }
 
-// histogram returns the sample count and sum of the histogram name with
-// exactly labels (0, 0 when there is none).
-func histogram(tb testing.TB, m *metrics.Metrics, name string, labels map[string]string) (uint64, float64) {
-	tb.Helper()
-	mfs, err := m.Registry().Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, mt := range mf.GetMetric() {
-			if len(mt.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, lp := range mt.GetLabel() {
-				if labels[lp.GetName()] != lp.GetValue() {
-					continue metric
-				}
-			}
-			return mt.GetHistogram().GetSampleCount(), mt.GetHistogram().GetSampleSum()
-		}
-	}
-	return 0, 0
-}
-
 // TestDecisionDurationFromTheClock: the lean handlers time a request with
 // two readings of the monotonic clock (Server.clock), not time.Now: the
 // duration histogram and the decision log's handler time of /v1/decision
@@ -92,7 +64,7 @@ func TestDecisionDurationFromTheClock(t *testing.T) {
 			if rec.Code != http.StatusOK {
 				t.Fatalf("%d %s", rec.Code, rec.Body)
 			}
-			n, sum := histogram(t, ls.m, "crmauthz_decision_duration_seconds", map[string]string{"endpoint": tt.endpoint})
+			n, sum := histogramOf(t, ls.m, "crmauthz_decision_duration_seconds", map[string]string{"endpoint": tt.endpoint})
 			if n != 1 || sum < delay.Seconds() {
 				t.Errorf("duration histogram: %d samples, sum %gs; want 1 of at least %s", n, sum, delay)
 			}

@@ -400,6 +400,14 @@ func counter(tb testing.TB, m *metrics.Metrics, name string, labels map[string]s
 
 func histogramCount(tb testing.TB, m *metrics.Metrics, name string, labels map[string]string) uint64 {
 	tb.Helper()
+	n, _ := histogramOf(tb, m, name, labels)
+	return n
+}
+
+// histogramOf returns the sample count and sum of the histogram name with
+// exactly labels (0, 0 when there is none).
+func histogramOf(tb testing.TB, m *metrics.Metrics, name string, labels map[string]string) (uint64, float64) {
+	tb.Helper()
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		tb.Fatal(err)
@@ -414,11 +422,11 @@ func histogramCount(tb testing.TB, m *metrics.Metrics, name string, labels map[s
 				got[lp.GetName()] = lp.GetValue()
 			}
 			if reflect.DeepEqual(got, labels) {
-				return mt.GetHistogram().GetSampleCount()
+				return mt.GetHistogram().GetSampleCount(), mt.GetHistogram().GetSampleSum()
 			}
 		}
 	}
-	return 0
+	return 0, 0
 }
 
 // TestGatewayDecisionLog: a gateway decision is one decision log line for
