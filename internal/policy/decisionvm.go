@@ -25,10 +25,10 @@ import (
 // decisionEntry is the plan of data.crmauthz.decision.
 const decisionEntry = "crmauthz/decision"
 
-// newDecisionVM plans the served files for data.crmauthz.decision and
-// readies the plan for the interpreter. mods are the parsed modules of
-// served (by file name).
-func newDecisionVM(ctx context.Context, served []source.File, mods map[string]*ast.Module) (*irvm.Program, error) {
+// newVM plans the served files for the entry point entry (decisionEntry,
+// httpEntry) and readies the plan for the interpreter. mods are the parsed
+// modules of served (by file name).
+func newVM(ctx context.Context, served []source.File, mods map[string]*ast.Module, entry string) (*irvm.Program, error) {
 	var files []bundle.ModuleFile
 	for _, f := range served {
 		m, ok := mods[f.Name]
@@ -37,11 +37,11 @@ func newDecisionVM(ctx context.Context, served []source.File, mods map[string]*a
 		}
 		files = append(files, bundle.ModuleFile{URL: f.Name, Path: f.Name, Raw: f.Src, Parsed: m})
 	}
-	pol, err := irvm.Plan(ctx, files, decisionEntry, BuiltinDecls())
+	pol, err := irvm.Plan(ctx, files, entry, BuiltinDecls())
 	if err != nil {
 		return nil, err
 	}
-	return irvm.New(pol, irvm.Config{Entrypoint: decisionEntry, Natives: vmNatives()})
+	return irvm.New(pol, irvm.Config{Entrypoint: entry, Natives: vmNatives()})
 }
 
 // vmNatives are the engine's built-ins for the interpreter.
@@ -110,11 +110,17 @@ func factsInPlace(prog *irvm.Program) bool {
 // evalVM evaluates the decision with the interpreter, with lazy as input.
 // The value may refer to lazy's storage.
 func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, lazy *vmInput) (ast.Value, error) {
+	return p.evalVMWith(ctx, prog, lazy, &lazy.top)
+}
+
+// evalVMWith evaluates prog with the interpreter: input is the input, env
+// the facts' reader and storage.
+func (p *prepared) evalVMWith(ctx context.Context, prog *irvm.Program, env *vmInput, input *ast.Term) (ast.Value, error) {
 	// The evaluation's time limit (docs/policies.md "What is bounded"): the
 	// interpreter reads the clock only once an evaluation has run more steps
 	// than a decision of the default policy does, so a decision costs no
 	// clock reading.
-	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: &lazy.top, Env: lazy, Timeout: p.evalTimeout})
+	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: input, Env: env, Timeout: p.evalTimeout})
 	if errors.Is(err, irvm.ErrDeadline) {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
 	}
@@ -141,11 +147,16 @@ func vmUser(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
 	if env == nil {
 		return nil, ErrNoFacts
 	}
+	if t, ok := env.seenFact(true, "", string(s)); ok {
+		return t, nil
+	}
 	js, err := env.facts.UserJSON(string(s))
 	if err != nil {
 		return nil, fmt.Errorf("reading user %q: %w", string(s), err)
 	}
-	return env.fact(js, "user", string(s))
+	t, err := env.fact(js, "user", string(s))
+	env.noteFact(true, "", string(s), t, err)
+	return t, err
 }
 
 // vmRecord is crm.record(type, id) (see builtinImpl.record).
@@ -162,11 +173,16 @@ func vmRecord(c *irvm.Call, a []*ast.Term) (*ast.Term, error) {
 	if env == nil {
 		return nil, ErrNoFacts
 	}
+	if f, ok := env.seenFact(false, string(t), string(s)); ok {
+		return f, nil
+	}
 	js, err := env.facts.RecordJSON(string(t), string(s))
 	if err != nil {
 		return nil, fmt.Errorf("reading record %s/%s: %w", string(t), string(s), err)
 	}
-	return env.fact(js, "record", string(s))
+	f, err := env.fact(js, "record", string(s))
+	env.noteFact(false, string(t), string(s), f, err)
+	return f, err
 }
 
 // fact converts the JSON of a fact for the interpreter (convertFact with a

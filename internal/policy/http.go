@@ -40,35 +40,59 @@ var httpDecisionPath = []string{"crmauthz", "http_decision"}
 // DecideHTTP evaluates data.crmauthz.http_decision for in with the facts: the
 // route mapping and the decision of every target in one evaluation. Any
 // error means no decision: deny.
+//
+// The IR interpreter decides when it runs the policy's plan of
+// data.crmauthz.http_decision (httpvm.go), topdown otherwise, under
+// EvaluatorTopdown, and for a request the interpreter itself failed on; both
+// answer the same.
 func (e *Engine) DecideHTTP(ctx context.Context, facts Facts, in HTTPInput) (HTTPDecision, string, error) {
 	p := e.cur.Load()
+	if h := &p.vm.Load().http; !h.needsTopdown() {
+		if err := ctx.Err(); err != nil {
+			return HTTPDecision{}, p.revision, p.stopped(ctx, err)
+		}
+		if h.undefined {
+			return HTTPDecision{}, p.revision, ErrUndefinedHTTPDecision
+		}
+		d, fallback, err := p.decideHTTPVM(ctx, h.prog, facts, in)
+		if !fallback {
+			return d, p.revision, err
+		}
+	}
 	pq, err := p.query(ctx, httpDecisionPath)
 	if err != nil {
 		return HTTPDecision{}, p.revision, err
 	}
-	rs, err := p.eval(ctx, pq, p.decisionOpts, facts, httpInput(in))
+	rs, err := p.eval(ctx, pq, p.decisionOpts, facts, p.httpInput(in))
 	if err != nil {
 		return HTTPDecision{}, p.revision, fmt.Errorf("evaluating data.crmauthz.http_decision: %w", err)
 	}
-	d, err := httpDecisionOf(rs)
+	d, err := p.httpDecisionOf(rs)
 	return d, p.revision, err
 }
 
-func httpInput(in HTTPInput) ast.Value {
+// httpInput builds the input of data.crmauthz.http_decision:
+// {"subject", "method", "path", "segments", "body"?}, the keys shared, the
+// strings' terms in one allocation.
+func (p *prepared) httpInput(in HTTPInput) ast.Value {
+	k := &p.keys
+	ts := make([]ast.Term, 5+len(in.Segments))
 	segs := make([]*ast.Term, len(in.Segments))
 	for i, s := range in.Segments {
-		segs[i] = ast.StringTerm(s)
+		ts[5+i].Value = ast.String(s)
+		segs[i] = &ts[5+i]
 	}
-	kv := [][2]*ast.Term{
-		{ast.StringTerm("subject"), ast.StringTerm(in.Subject)},
-		{ast.StringTerm("method"), ast.StringTerm(in.Method)},
-		{ast.StringTerm("path"), ast.StringTerm(in.Path)},
-		{ast.StringTerm("segments"), ast.ArrayTerm(segs...)},
+	ts[0].Value = ast.String(in.Subject)
+	ts[1].Value = ast.String(in.Method)
+	ts[2].Value = ast.String(in.Path)
+	ts[3].Value = ast.NewArray(segs...)
+	if in.Body == nil {
+		return ast.NewObject([2]*ast.Term{k.subject, &ts[0]}, [2]*ast.Term{k.method, &ts[1]},
+			[2]*ast.Term{k.path, &ts[2]}, [2]*ast.Term{k.segments, &ts[3]})
 	}
-	if in.Body != nil {
-		kv = append(kv, [2]*ast.Term{ast.StringTerm("body"), ast.NewTerm(in.Body)})
-	}
-	return ast.NewObject(kv...)
+	ts[4].Value = in.Body
+	return ast.NewObject([2]*ast.Term{k.subject, &ts[0]}, [2]*ast.Term{k.method, &ts[1]},
+		[2]*ast.Term{k.path, &ts[2]}, [2]*ast.Term{k.segments, &ts[3]}, [2]*ast.Term{k.body, &ts[4]})
 }
 
 // ErrUndefinedHTTPDecision is the error of DecideHTTP when the policy
@@ -76,55 +100,62 @@ func httpInput(in HTTPInput) ast.Value {
 // routes.rego, say).
 var ErrUndefinedHTTPDecision = errors.New("data.crmauthz.http_decision is undefined")
 
-// httpDecisionOf checks the result's shape: one object with a boolean
-// "allow" and a string "reason", and where present a string "action", a
-// "resource" {"type", "id"} of strings, "targets" a list of strings and a
-// string "message". Anything else is an error (deny).
-func httpDecisionOf(rs rego.ResultSet) (HTTPDecision, error) {
-	const name = "data.crmauthz.http_decision"
+// httpDecisionOf checks topdown's result set: one result (none is
+// ErrUndefinedHTTPDecision), of the shape httpDecisionFromValue checks.
+func (p *prepared) httpDecisionOf(rs rego.ResultSet) (HTTPDecision, error) {
 	switch {
 	case len(rs) == 0:
 		return HTTPDecision{}, ErrUndefinedHTTPDecision
 	case len(rs) > 1 || len(rs[0].Expressions) != 1:
-		return HTTPDecision{}, fmt.Errorf("%s: %d results, want one", name, len(rs))
+		return HTTPDecision{}, fmt.Errorf("%s: %d results, want one", httpDecisionName, len(rs))
 	}
 	v, _ := rs[0].Expressions[0].Value.(ast.Value)
+	return p.httpDecisionFromValue(v)
+}
+
+const httpDecisionName = "data.crmauthz.http_decision"
+
+// httpDecisionFromValue checks the result's shape: an object with a boolean
+// "allow" and a string "reason", and where present a string "action", a
+// "resource" {"type", "id"} of strings, "targets" a list of strings and a
+// string "message". Anything else is an error (deny).
+func (p *prepared) httpDecisionFromValue(v ast.Value) (HTTPDecision, error) {
+	const name = httpDecisionName
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return HTTPDecision{}, fmt.Errorf("%s is %s, want an object", name, typeName(v))
 	}
+	k := &p.keys
+	allow, reason, action := obj.Get(k.allow), obj.Get(k.reason), obj.Get(k.action)
+	resource, targets, message := obj.Get(k.resource), obj.Get(k.targets), obj.Get(k.message)
 	var d HTTPDecision
-	ok = false
-	var allow ast.Boolean
-	if t := obj.Get(ast.StringTerm("allow")); t != nil {
-		allow, ok = t.Value.(ast.Boolean)
-	}
+	b, ok := valueOf(allow).(ast.Boolean)
 	if !ok {
 		return HTTPDecision{}, fmt.Errorf(`%s: "allow" is missing or not a boolean`, name)
 	}
-	d.Allow = bool(allow)
-	if d.Reason, ok = stringField(obj, "reason"); !ok || d.Reason == "" {
+	d.Allow = bool(b)
+	if d.Reason, ok = stringOf(reason); !ok || d.Reason == "" {
 		return HTTPDecision{}, fmt.Errorf(`%s: "reason" is missing or not a string`, name)
 	}
-	if t := obj.Get(ast.StringTerm("action")); t != nil {
-		if d.Action, ok = stringField(obj, "action"); !ok {
+	if action != nil {
+		if d.Action, ok = stringOf(action); !ok {
 			return HTTPDecision{}, fmt.Errorf(`%s: "action" is not a string`, name)
 		}
 	}
-	if t := obj.Get(ast.StringTerm("resource")); t != nil {
-		res, ok := t.Value.(ast.Object)
+	if resource != nil {
+		res, ok := resource.Value.(ast.Object)
 		if !ok {
 			return HTTPDecision{}, fmt.Errorf(`%s: "resource" is not an object`, name)
 		}
 		var ok1, ok2 bool
-		d.ResourceType, ok1 = stringField(res, "type")
-		d.ResourceID, ok2 = stringField(res, "id")
+		d.ResourceType, ok1 = stringOf(res.Get(k.typ))
+		d.ResourceID, ok2 = stringOf(res.Get(k.id))
 		if !ok1 || !ok2 {
 			return HTTPDecision{}, fmt.Errorf(`%s: "resource" needs a string "type" and "id"`, name)
 		}
 	}
-	if t := obj.Get(ast.StringTerm("targets")); t != nil {
-		arr, ok := t.Value.(*ast.Array)
+	if targets != nil {
+		arr, ok := targets.Value.(*ast.Array)
 		if !ok {
 			return HTTPDecision{}, fmt.Errorf(`%s: "targets" is not a list`, name)
 		}
@@ -137,19 +168,24 @@ func httpDecisionOf(rs rego.ResultSet) (HTTPDecision, error) {
 			d.Targets = append(d.Targets, string(s))
 		}
 	}
-	if t := obj.Get(ast.StringTerm("message")); t != nil {
-		if d.Message, ok = stringField(obj, "message"); !ok {
+	if message != nil {
+		if d.Message, ok = stringOf(message); !ok {
 			return HTTPDecision{}, fmt.Errorf(`%s: "message" is not a string`, name)
 		}
 	}
 	return d, nil
 }
 
-func stringField(obj ast.Object, key string) (string, bool) {
-	t := obj.Get(ast.StringTerm(key))
+// valueOf is t's value; nil for none.
+func valueOf(t *ast.Term) ast.Value {
 	if t == nil {
-		return "", false
+		return nil
 	}
-	s, ok := t.Value.(ast.String)
+	return t.Value
+}
+
+// stringOf is the string t holds; false when t is none or not a string.
+func stringOf(t *ast.Term) (string, bool) {
+	s, ok := valueOf(t).(ast.String)
 	return string(s), ok
 }

@@ -258,6 +258,9 @@ type vmPlan struct {
 	// factsInPlace: the program's strings may be cut from the facts' JSON
 	// itself (see factsInPlace)
 	factsInPlace bool
+	// http decides gateway requests (data.crmauthz.http_decision,
+	// httpvm.go)
+	http httpPlan
 }
 
 // CacheStats returns the decision cache's hits and misses since New.
@@ -338,6 +341,9 @@ type prepared struct {
 
 type inputKeys struct {
 	subject, action, resource, typ, id, target, allow, reason *ast.Term
+	// of the gateway's input and decision (prepared.httpInput,
+	// httpDecisionFromValue)
+	method, path, segments, body, targets, message *ast.Term
 }
 
 // build compiles and prepares files (read from cfg's source); when the
@@ -374,6 +380,9 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 			resource: ast.StringTerm("resource"), typ: ast.StringTerm("type"),
 			id: ast.StringTerm("id"), target: ast.StringTerm("target"),
 			allow: ast.StringTerm("allow"), reason: ast.StringTerm("reason"),
+			method: ast.StringTerm("method"), path: ast.StringTerm("path"),
+			segments: ast.StringTerm("segments"), body: ast.StringTerm("body"),
+			targets: ast.StringTerm("targets"), message: ast.StringTerm("message"),
 		},
 	}
 	if old != nil {
@@ -393,16 +402,16 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 	}
 	switch cfg.Evaluator {
 	case EvaluatorIR:
-		prog, err := newDecisionVM(ctx, served, lp.modules)
+		prog, err := newVM(ctx, served, lp.modules, decisionEntry)
 		if err != nil {
 			return nil, fmt.Errorf("the IR evaluator cannot run this policy: %w", err)
 		}
-		p.vm.Store(&vmPlan{prog: prog, factsInPlace: factsInPlace(prog)})
+		p.vm.Store(&vmPlan{prog: prog, factsInPlace: factsInPlace(prog), http: planHTTP(ctx, lp, served)})
 	case EvaluatorAuto:
-		prog, err := newDecisionVM(ctx, served, lp.modules)
-		p.vm.Store(&vmPlan{prog: prog, err: err, factsInPlace: prog != nil && factsInPlace(prog)})
+		prog, err := newVM(ctx, served, lp.modules, decisionEntry)
+		p.vm.Store(&vmPlan{prog: prog, err: err, factsInPlace: prog != nil && factsInPlace(prog), http: planHTTP(ctx, lp, served)})
 	case EvaluatorTopdown:
-		p.vm.Store(&vmPlan{err: errors.New("topdown chosen (Config.Evaluator)")})
+		p.vm.Store(&vmPlan{err: errTopdownChosen, http: httpPlan{err: errTopdownChosen}})
 	default:
 		return nil, fmt.Errorf("policy: unknown evaluator %q", cfg.Evaluator)
 	}
@@ -413,11 +422,12 @@ func build(ctx context.Context, cfg Config, files []source.File, old *prepared) 
 		}
 		p.cache = newDecisionCache(slots)
 	}
-	// Topdown's side is kept when topdown decides, or when the revision
-	// replaced had used it (the paths that use it are in use: the first
-	// request after a reload does not wait for the build); else it is
-	// dropped and built at its first use (topdown.go).
-	if p.vm.Load().prog == nil || (old != nil && old.td.Load() != nil) {
+	// Topdown's side is kept when topdown decides (decisions or gateway
+	// requests), or when the revision replaced had used it (the paths that
+	// use it are in use: the first request after a reload does not wait for
+	// the build); else it is dropped and built at its first use
+	// (topdown.go).
+	if pl := p.vm.Load(); pl.prog == nil || pl.http.needsTopdown() || (old != nil && old.td.Load() != nil) {
 		p.td.Store(td)
 	}
 	return p, nil

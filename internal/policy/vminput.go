@@ -32,6 +32,9 @@ type vmInput struct {
 	// factsInPlace); lo and hi bound the addresses of those bytes
 	inPlace bool
 	lo, hi  uintptr
+	// the facts read so far when vmInputState.memoFacts (httpvm.go)
+	seen  [seenFacts]seenFact
+	nseen int
 }
 
 // pooledFacts is how many facts a pooled vmInput holds.
@@ -48,6 +51,9 @@ type vmInputState struct {
 	top   ast.Term      // stands for input (Value: &topL)
 	res   ast.Term      // stands for input.resource (Value: &resL)
 	obj   *ast.Term     // the built input, once asked for
+	// memoFacts: crm.user and crm.record answer a fact read before in
+	// this evaluation from v.seen (httpvm.go)
+	memoFacts bool
 	// The Values of top and res: pointers into v, so that making them
 	// Values allocates nothing.
 	topL, resL lazyValue
@@ -89,6 +95,8 @@ func (p *prepared) putVMInput(v *vmInput) {
 		v.factBuf[i].reset()
 	}
 	v.nfacts, v.inPlace, v.lo, v.hi = 0, false, 0, 0
+	clear(v.seen[:v.nseen])
+	v.nseen = 0
 	p.vmInputs.Put(v)
 }
 

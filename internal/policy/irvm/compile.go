@@ -359,8 +359,10 @@ func (c *vmCompiler) stmt(stmt ir.Stmt) (vmStmt, error) {
 		return c.unary(opSetAdd, st.Value, c.local(st.Set))
 	case *ir.ResultSetAddStmt:
 		return vmStmt{op: opResultSetAdd, target: c.local(st.Value)}, nil
+	case *ir.WithStmt:
+		return c.withStmt(st)
 	}
-	// WithStmt, CallDynamicStmt, and anything newer
+	// CallDynamicStmt, and anything newer
 	return vmStmt{}, fmt.Errorf("%w: %T", ErrUnsupported, stmt)
 }
 

@@ -74,6 +74,23 @@ func (c *vmCompiler) scanStmt(st *ir.ScanStmt) (vmStmt, error) {
 	return s, err
 }
 
+// withStmt is WithStmt of a whole document (`with input as x`, and the
+// planner's restoring of it around the rest of the body); a with of a part
+// of a document (a path: `with input.a.b as x`, `with data.x as y`) is not
+// supported.
+func (c *vmCompiler) withStmt(st *ir.WithStmt) (vmStmt, error) {
+	if len(st.Path) > 0 {
+		return vmStmt{}, fmt.Errorf("%w: with of a path (%d keys)", ErrUnsupported, len(st.Path))
+	}
+	v, err := c.operand(st.Value)
+	if err != nil {
+		return vmStmt{}, err
+	}
+	s := vmStmt{op: opWith, target: c.local(st.Local), a: v}
+	s.ref, err = c.blocks(st.Block)
+	return s, err
+}
+
 // numberRef is MakeNumberRefStmt: a number literal from the string table.
 func (c *vmCompiler) numberRef(st *ir.MakeNumberRefStmt) (vmStmt, error) {
 	if st.Index < 0 || st.Index >= len(c.strings) {

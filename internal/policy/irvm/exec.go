@@ -141,6 +141,32 @@ func (st *vmState) execNot(fr []*ast.Term, s *vmStmt) (int, error) {
 	return ctlNext, nil
 }
 
+// execWith is WithStmt of a whole document: the local (input) is the value
+// while the block runs, in a memo frame of its own (a new generation: the
+// memoized results from before are not seen in the block, and those made in
+// it are not seen after), then both are restored, whatever the block did.
+// Undefined when the block is; a break out of more leaves the blocks around
+// (as execBlock).
+func (st *vmState) execWith(fr []*ast.Term, s *vmStmt) (int, error) {
+	// The value may be undefined: the planner restores the input around
+	// the rest of a body with one, and an evaluation may have no input.
+	saved, gen := fr[s.target], st.gen
+	fr[s.target], st.gen = st.raw(fr, s.a), st.nextGen()
+	ctl, err := st.block(fr, st.blocks[s.ref])
+	fr[s.target], st.gen = saved, gen
+	switch {
+	case err != nil:
+		return 0, err
+	case ctl == ctlReturn:
+		return ctlReturn, nil
+	case ctl > 0:
+		return ctl - 1, nil
+	case ctl == 0:
+		return 0, nil
+	}
+	return ctlNext, nil
+}
+
 // execAssignVarOnce is AssignVarOnceStmt: a second, different value of a
 // complete rule is a conflict.
 func (st *vmState) execAssignVarOnce(fr []*ast.Term, s *vmStmt) (int, error) {

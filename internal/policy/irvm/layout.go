@@ -44,6 +44,7 @@ const (
 	opSetAdd
 	opResultSetAdd
 	opDotData // DotStmt on the data document (see execDotData)
+	opWith    // WithStmt of a whole document (see execWith)
 	// fused statements (fuse.go)
 	opDotEq
 	opDotNe
@@ -72,6 +73,7 @@ type vmOperand int32
 //	CallStmt (built-in)   result   1st arg  location  .builtins     args
 //	BlockStmt                                #blocks   1st block
 //	NotStmt                                           block
+//	WithStmt              local    value              block
 //	ScanStmt              key      source   value     block
 //	BreakStmt                                         index
 //	AssignVarOnceStmt     target   source   location  function (-1: a plan's)

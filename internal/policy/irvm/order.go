@@ -32,7 +32,7 @@ func (code *vmCode) order(plan []vmBlock, direct int32) {
 				for k := s.ref; k < s.ref+int32(s.b); k++ {
 					block(&code.blocks[k], oldBlocks[k])
 				}
-			case opNot, opScan:
+			case opNot, opScan, opWith:
 				block(&code.blocks[s.ref], oldBlocks[s.ref])
 			case opCall, opCallNF, opCallCopy, opNotCallNF:
 				fn(s.ref)

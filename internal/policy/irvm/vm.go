@@ -33,8 +33,13 @@
 //   - An error of a built-in aborts the evaluation (StrictBuiltinErrors, as
 //     for topdown), so does a conflict (two values for one complete rule,
 //     two values for one object key).
+//   - A WithStmt replaces a whole document (`with input as x`) while its
+//     block runs, in a memo frame of its own (as Wasm's memoize push and pop):
+//     no function result from outside it is used inside, none from inside
+//     outside.
 //
-// What the planner or this interpreter does not support — `with` (WithStmt),
+// What the planner or this interpreter does not support — `with` of a part
+// of a document (a WithStmt with a path: `with input.a as x`),
 // dynamic calls into data (CallDynamicStmt), non-deterministic built-ins,
 // print, relations (walk) — is refused by New (ErrUnsupported); the caller
 // then evaluates with topdown.
@@ -188,8 +193,11 @@ type vmState struct {
 	stack   []*ast.Term // locals of the active frames
 	sp      int
 	memo    []*ast.Term
-	memoSet []uint32 // == gen when memo[i] is set for this evaluation
+	memoSet []uint32 // == gen when memo[i] is set in this evaluation's current memo frame
 	gen     uint32
+	// lastGen is the last generation handed out (to an evaluation or a
+	// with's memo frame, execWith); the next is lastGen+1
+	lastGen uint32
 	results []*ast.Term
 	bargs   []*ast.Term // built-in operands
 	steps   int
@@ -289,15 +297,22 @@ func (p *Program) EvalQuery(ctx context.Context, opts EvalOpts) (rs []*ast.Term,
 func (p *Program) begin(ctx context.Context, opts EvalOpts) *vmState {
 	st := p.state()
 	st.call.Context, st.call.Env, st.deadline, st.timeout = ctx, opts.Env, opts.Deadline, opts.Timeout
-	st.gen++
-	if st.gen == 0 { // wrapped: forget every memo
-		clear(st.memoSet)
-		st.gen = 1
-	}
+	st.gen = st.nextGen()
 	st.results = st.results[:0]
 	st.steps = 0
 	st.cache = nil
 	return st
+}
+
+// nextGen is a generation not used before in st's memo (every memo is
+// forgotten when the counter wraps).
+func (st *vmState) nextGen() uint32 {
+	st.lastGen++
+	if st.lastGen == 0 {
+		clear(st.memoSet)
+		st.lastGen = 1
+	}
+	return st.lastGen
 }
 
 // runPlan runs the blocks of the plan in frame; the results are in
@@ -472,6 +487,8 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			ctl, err = st.scan(fr, s)
 		case opNot:
 			ctl, err = st.execNot(fr, s)
+		case opWith:
+			ctl, err = st.execWith(fr, s)
 		case opAssignVar:
 			fr[s.target] = st.raw(fr, s.a)
 			continue
