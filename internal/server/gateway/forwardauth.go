@@ -84,7 +84,7 @@ func (g *Gateway) ExtAuthzHTTP(w http.ResponseWriter, req *http.Request) int {
 // originalHeader returns the value of the header a, or of b; each may be
 // sent once, and when both are sent they must be equal.
 func originalHeader(h http.Header, a, b string) (string, error) {
-	va, vb := h.Values(a), h.Values(b)
+	va, vb := h[a], h[b] // a and b are canonical
 	switch {
 	case len(va) > 1:
 		return "", fmt.Errorf("%s is given %d times", a, len(va))
@@ -100,38 +100,65 @@ func originalHeader(h http.Header, a, b string) (string, error) {
 	return "", fmt.Errorf("neither %s nor %s is set: configure the gateway to send the original request (see docs/gateways.md)", a, b)
 }
 
-// jsonContentType is the Content-Type of the error bodies; shared, never modified.
-var jsonContentType = []string{"application/json; charset=utf-8"}
+// The reply's headers, in canonical form (the keys http.Header.Set would
+// use; TestReplyHeadersCanonical), so that they are set without
+// canonicalising them per request.
+const (
+	hdrAuthzReason     = "X-Authz-Reason"
+	hdrAuthzDecisionID = "X-Authz-Decision-Id"
+	hdrCacheControl    = "Cache-Control"
+	hdrContentType     = "Content-Type"
+	hdrWWWAuthenticate = "Www-Authenticate"
+)
+
+// The values of the reply's fixed headers; shared, never modified (a
+// header's Add appends to a copy: each has a capacity of one).
+var (
+	jsonContentType = []string{"application/json; charset=utf-8"}
+	noStore         = []string{"no-store"}
+	bearerChallenge = []string{`Bearer realm="crmauthz"`}
+)
 
 // writeGateway writes a gateway answer: 200 with the decision, or the
 // error body with the deny's status, and returns the status. Both carry
-// X-Authz-Reason and X-Authz-Decision-Id.
+// X-Authz-Reason and X-Authz-Decision-Id (removed when empty, as Gin's
+// c.Header did) and Cache-Control: no-store.
 func (g *Gateway) writeGateway(w http.ResponseWriter, a gatewayAnswer) int {
 	h := w.Header()
-	setOrDelHeader(h, "X-Authz-Reason", a.reason)
-	setOrDelHeader(h, "X-Authz-Decision-Id", a.id)
-	h.Set("Cache-Control", "no-store")
+	vals := make([]string, 2) // the values of both headers in one allocation
+	vals[0], vals[1] = a.reason, a.id
+	setOrDelHeader(h, hdrAuthzReason, vals[0:1:1])
+	setOrDelHeader(h, hdrAuthzDecisionID, vals[1:2:2])
+	h[hdrCacheControl] = noStore
 	if a.allow {
 		g.cfg.WriteAllow(w, a.reason, a.id, a.revision, a.seq)
 		return http.StatusOK
 	}
 	if a.status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer realm="crmauthz"`)
+		h[hdrWWWAuthenticate] = bearerChallenge
 	}
-	if len(h["Content-Type"]) == 0 {
-		h["Content-Type"] = jsonContentType
+	if len(h[hdrContentType]) == 0 {
+		h[hdrContentType] = jsonContentType
 	}
 	w.WriteHeader(a.status)
-	_, _ = w.Write(a.errorBody())
+	bp := bodyPool.Get().(*[]byte)
+	*bp = a.appendErrorBody((*bp)[:0])
+	_, _ = w.Write(*bp)
+	if cap(*bp) <= maxPooledBody {
+		bodyPool.Put(bp)
+	}
 	return a.status
 }
 
-// setOrDelHeader sets a header, or removes it when value is empty (what Gin's
-// c.Header did).
-func setOrDelHeader(h http.Header, key, value string) {
-	if value == "" {
-		h.Del(key)
+// maxPooledBody is the largest buffer kept for the next error body.
+const maxPooledBody = 16 << 10
+
+// setOrDelHeader sets the header key (canonical) to the value v (one
+// value), or removes it when the value is empty.
+func setOrDelHeader(h http.Header, key string, v []string) {
+	if v[0] == "" {
+		delete(h, key)
 		return
 	}
-	h.Set(key, value)
+	h[key] = v
 }
