@@ -78,6 +78,7 @@ type Gateway struct {
 	cfg Config
 	// the decision counters and duration of each endpoint
 	forwardAuth, extAuthzHTTP, extAuthzGRPC *metrics.DecisionTable
+	grpcHeaders                             grpcHeaders // the fixed headers of a gRPC deny
 }
 
 // New checks cfg, fills its defaults and returns a Gateway.
@@ -96,6 +97,7 @@ func New(cfg Config) (*Gateway, error) {
 		forwardAuth:  cfg.Metrics.DecisionTable(endpointForwardAuth, cfg.Actions),
 		extAuthzHTTP: cfg.Metrics.DecisionTable(endpointExtAuthzHTTP, cfg.Actions),
 		extAuthzGRPC: cfg.Metrics.DecisionTable(endpointExtAuthzGRPC, cfg.Actions),
+		grpcHeaders:  newGRPCHeaders(),
 	}, nil
 }
 
