@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -65,12 +64,11 @@ func (g *Gateway) ExtAuthzHTTP(w http.ResponseWriter, req *http.Request) int {
 		}
 	}
 	if !r.partial && req.Body != nil {
-		// No ResponseWriter given: a body over the limit does not mark the
-		// connection to be closed (it did not under Gin either).
-		body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, g.cfg.MaxDecisionBytes))
-		var mbe *http.MaxBytesError
+		// A body over the limit does not mark the connection to be closed
+		// (it did not under Gin either).
+		body, tooLarge, err := readBody(req.Body, req.ContentLength, g.cfg.MaxDecisionBytes)
 		switch {
-		case errors.As(err, &mbe):
+		case tooLarge:
 			r.tooLarge = true // decide answers 413
 		case err != nil:
 			r.invalid = fmt.Errorf("reading the body: %v", err)
@@ -79,6 +77,39 @@ func (g *Gateway) ExtAuthzHTTP(w http.ResponseWriter, req *http.Request) int {
 		}
 	}
 	return g.writeGateway(w, g.decide(req.Context(), r))
+}
+
+// readBody reads body whole, as io.ReadAll of http.MaxBytesReader(nil,
+// body, limit) did: tooLarge when it holds more than limit bytes, else the
+// bytes or the reader's error. The buffer is sized by the Content-Length
+// (size, -1 when unknown) when it is within the limit: one allocation.
+func readBody(body io.Reader, size, limit int64) (b []byte, tooLarge bool, err error) {
+	n := int64(512)
+	if size >= 0 && size < limit {
+		n = size + 1 // room to read the EOF without growing
+	}
+	b = make([]byte, 0, n)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		// read no more than one byte past the limit
+		room := b[len(b):cap(b)]
+		if int64(len(b)+len(room)) > limit+1 {
+			room = room[:limit+1-int64(len(b))]
+		}
+		m, rerr := body.Read(room)
+		b = b[:len(b)+m]
+		if int64(len(b)) > limit {
+			return nil, true, nil
+		}
+		if rerr == io.EOF {
+			return b, false, nil
+		}
+		if rerr != nil {
+			return nil, false, rerr
+		}
+	}
 }
 
 // originalHeader returns the value of the header a, or of b; each may be
