@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
@@ -125,5 +126,25 @@ func TestWriteGatewayDeny(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLogInputMatchesMarshal: the decision log's input of a gateway
+// decision is what encoding/json wrote for the map of its keys.
+func TestLogInputMatchesMarshal(t *testing.T) {
+	for _, s := range jsonStrings {
+		for _, n := range []int{0, 17, 1 << 20} {
+			t.Run(s, func(t *testing.T) {
+				in := policy.HTTPInput{Subject: s, Method: "PUT", Path: "/contacts/" + s}
+				want, err := json.Marshal(map[string]any{"endpoint": endpointExtAuthzHTTP, "subject": in.Subject, "method": in.Method,
+					"path": in.Path, "body_bytes": n})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := appendLogInput(nil, endpointExtAuthzHTTP, in, n); !bytes.Equal(got, want) {
+					t.Errorf("got %s\nwant %s", got, want)
+				}
+			})
+		}
 	}
 }

@@ -8,13 +8,13 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -307,10 +307,7 @@ func gatewaySpanName(endpoint string) string {
 // logGateway queues the decision log line of one gateway decision, in the
 // shape of a Data API query of crmauthz/http_decision. The body is not logged.
 func (g *Gateway) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTTPDecision, ans *gatewayAnswer, evalErr error, took time.Duration) {
-	input, _ := json.Marshal(map[string]any{
-		"endpoint": r.endpoint, "subject": in.Subject, "method": in.Method, "path": in.Path,
-		"body_bytes": len(r.body),
-	})
+	input := appendLogInput(make([]byte, 0, 96+len(in.Subject)+len(in.Path)), r.endpoint, in, len(r.body))
 	result := map[string]any{"allow": ans.allow, "reason": ans.reason}
 	if d.Action != "" {
 		result["action"] = d.Action
@@ -323,6 +320,17 @@ func (g *Gateway) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTT
 		q.Err, q.Result = evalErr.Error(), nil
 	}
 	g.cfg.DecisionLog.Query(q)
+}
+
+// appendLogInput appends the input of a gateway decision's log line:
+// what encoding/json wrote for the map of its keys, in their sorted order.
+func appendLogInput(b []byte, endpoint string, in policy.HTTPInput, bodyBytes int) []byte {
+	b = strconv.AppendInt(append(b, `{"body_bytes":`...), int64(bodyBytes), 10)
+	b = appendJSONString(append(b, `,"endpoint":`...), endpoint)
+	b = appendJSONString(append(b, `,"method":`...), in.Method)
+	b = appendJSONString(append(b, `,"path":`...), in.Path)
+	b = appendJSONString(append(b, `,"subject":`...), in.Subject)
+	return append(b, '}')
 }
 
 // original is the request a gateway asks about, parsed.
