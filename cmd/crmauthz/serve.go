@@ -399,12 +399,17 @@ func serve(ctx context.Context, o serveOptions) error {
 		}()
 	}
 	evaluator, whyNot := eng.Evaluator()
+	gwEvaluator, gwWhyNot := eng.HTTPEvaluator()
 	log.Info("crmauthz serving", "version", version, "addr", listeners[0].Addr().String(),
 		"admin_addr", listeners[1].Addr().String(), "policy_revision", eng.Revision(),
 		"applied_seq", ix.AppliedSeq(), "data_dir", o.dataDir, "grpc_addr", grpcL.addr(), "identity", idn.Mode(),
-		"policy_evaluator", string(evaluator), "pprof", o.pprof)
+		"policy_evaluator", string(evaluator), "gateway_evaluator", string(gwEvaluator), "pprof", o.pprof)
 	if whyNot != nil && pcfg.Evaluator == policy.EvaluatorAuto {
 		log.Warn("the policy is evaluated by topdown, not the IR interpreter", "reason", whyNot.Error())
+	}
+	if gwEvaluator == policy.EvaluatorTopdown && pcfg.Evaluator != policy.EvaluatorTopdown {
+		log.Warn("the gateways' decisions (data.crmauthz.http_decision) are evaluated by topdown, not the IR interpreter",
+			"reason", fmt.Sprint(gwWhyNot))
 	}
 	if natsSrc != nil { // stopped before the index is closed (defers run last first)
 		go natsSrc.Run(ctx)

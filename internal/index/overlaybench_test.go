@@ -27,9 +27,14 @@ func BenchmarkOverlay1M(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("OVERLAY_BENCH_EVENTS")); err == nil && v > 0 {
 		events = v
 	}
+	// OVERLAY_BENCH_PAGESIZE: the page size of the index file (default: a new file's).
+	pageSize := defaultTuning().pageSize
+	if v, err := strconv.Atoi(os.Getenv("OVERLAY_BENCH_PAGESIZE")); err == nil && v > 0 {
+		pageSize = v
+	}
 	for range b.N {
 		dir := b.TempDir()
-		copyFile(b, replBenchFile(b, 0), filepath.Join(dir, FileName))
+		copyFile(b, replBenchFile(b, pageSize), filepath.Join(dir, FileName))
 		cfg := Config{Dir: dir, MergeBytes: 1 << 40}
 		ix, err := Open(cfg)
 		if err != nil {

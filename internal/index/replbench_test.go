@@ -182,7 +182,12 @@ func applyReplEvents(w *WriteTx, evs []replEvent) error {
 
 // BenchmarkRandomReplication1M applies batches of 1,000 follower and owner changes spread at
 // random over an index of 1,000,000 records (10,000 users, 1–10 followers each), one Update (one
-// commit, fsynced) per batch, and reports events/s. Each variant changes one setting of the write
+// commit, fsynced) per batch, and reports events/s. The events are generated before the clock
+// from a model of the records read from the index (replWorld: the same draws as replBatchOf, a
+// third each of follower.add, follower.remove and owner.set, every one a real change), so the
+// timed region holds what a replication client drives: the Updates, their fsyncs and the merges;
+// the "viewgen" variant draws them in the timed region through a View and a Record per event,
+// as the benchmark did before session 8 of issue 17 (BENCHMARKS.md). Each variant changes one setting of the write
 // path (tuning.go, Config.MergeBytes) on its own copy of the index; "default" is the shipped one
 // (delta log and overlay, docs/design.md), "direct" the layout before issue 17 (every Update
 // written into the main buckets). The machine is shared and its load swings within seconds, so
@@ -210,10 +215,17 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		sorted bool
 		merge  int64 // Config.MergeBytes (0: the default)
 		chunk  int   // keys per merge commit (0: mergeChunkKeys)
+		// viewGen draws each batch's events in the timed region, through a View and a Record
+		// per event (replBatchOf: the benchmark before session 8 of issue 17), instead of
+		// generating them all before the clock from a model of the records (replWorld).
+		viewGen bool
 
 		ix      *Index
 		rng     *rand.Rand
 		seq     uint64
+		codes   []replCode // the events generated before the clock, b.N batches
+		evs     []replEvent
+		batches int
 		total   time.Duration
 		inApply time.Duration   // of total, in the Update callback (the rest: commit)
 		cpu     time.Duration   // CPU time of the process (user and system) during the Updates
@@ -223,6 +235,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 	variants := []*variant{
 		{name: "default", tune: func(*tuning) {}},
 		{name: "direct", tune: func(t *tuning) { t.direct = true }},
+		{name: "viewgen", tune: func(*tuning) {}, viewGen: true},
 		{name: "mergebytes=16MiB", tune: func(*tuning) {}, merge: 16 << 20},
 		{name: "mergebytes=24MiB", tune: func(*tuning) {}, merge: 24 << 20},
 		{name: "mergebytes=32MiB", tune: func(*tuning) {}, merge: 32 << 20},
@@ -239,7 +252,9 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		{name: "sorted", tune: func(*tuning) {}, sorted: true},
 		{name: "pagesize=1024", tune: func(t *tuning) { t.pageSize = 1024 }},
 		{name: "pagesize=2048", tune: func(t *tuning) { t.pageSize = 2048 }},
+		{name: "pagesize=4096", tune: func(t *tuning) { t.pageSize = 4096 }},
 		{name: "pagesize=8192", tune: func(t *tuning) { t.pageSize = 8192 }},
+		{name: "pagesize=16384", tune: func(t *tuning) { t.pageSize = 16384 }},
 		{name: "yield=always", tune: func(t *tuning) { t.alwaysYield = true }},
 		{name: "freelist=map", tune: func(t *tuning) { t.mapFreelist = true }},
 		{name: "nofreelistsync", tune: func(t *tuning) { t.noFreelistSync = true }},
@@ -266,9 +281,25 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		b.Cleanup(func() { _ = ix.Close() })
 		ix.mergeChunk = v.chunk
 		v.ix, v.rng, v.seq = ix, rand.New(rand.NewPCG(3, uint64(i))), ix.AppliedSeq()
+		if !v.viewGen {
+			world := loadReplWorld(b, ix, replRecords)
+			v.codes = make([]replCode, 0, b.N*replBatch)
+			for range b.N {
+				v.codes = world.batch(v.rng, replUsers, replBatch, v.codes)
+			}
+		}
 	}
+	runtime.GC() // the models are garbage now: not collected inside the timed region
 	batch := func(v *variant) {
-		evs := replBatchOf(b, v.ix, v.rng, replRecords, replUsers, replBatch)
+		var evs []replEvent
+		if v.viewGen {
+			evs = replBatchOf(b, v.ix, v.rng, replRecords, replUsers, replBatch)
+		} else {
+			k := v.batches * replBatch
+			v.evs = replEvents(v.codes[k:k+replBatch], v.evs[:0])
+			evs = v.evs
+		}
+		v.batches++
 		if v.sorted {
 			slices.SortFunc(evs, func(x, y replEvent) int {
 				return cmp.Or(cmp.Compare(x.typ, y.typ), cmp.Compare(x.id, y.id))
@@ -319,7 +350,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(b.N*replBatch)/time.Since(loop).Seconds(), v.name+"-merged-events/s")
-		// The whole run's CPU (the batches, the events' generation, every merge) and bytes
+		// The whole run's CPU (the batches, every merge; the events' generation in viewgen) and bytes
 		// written, per event: on a shared machine far steadier than the wall clock.
 		b.ReportMetric(float64((processCPU(b)-loopCPU).Nanoseconds())/1000/float64(b.N*replBatch), v.name+"-cpu-µs/event")
 		b.ReportMetric(float64(processWrittenBytes()-loopWritten)/float64(b.N*replBatch), v.name+"-written-B/event")

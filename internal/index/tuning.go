@@ -8,10 +8,13 @@ import bolt "go.etcd.io/bbolt"
 // 0.8 and NoFreelistSync moved events/s by less than the spread between two runs of the same
 // setting, while NoFreelistSync makes every Open walk the whole file to rebuild the freelist
 // (2–3 s instead of milliseconds at 1,000,000 records, ten times that at 10,000,000). So the
-// defaults are bbolt's.
+// defaults are bbolt's. Pages of 8 KiB took ~5–10 % less CPU per replicated event, but a View
+// took ~5 % longer with the caches hot and more with them evicted (BenchmarkViewCold; session 8
+// in BENCHMARKS.md), so the page size stays the OS's.
 type tuning struct {
 	// pageSize is the page size of a file ReplaceAll or create builds (0: the OS page size).
-	// bbolt reads it from the meta page of an existing file, so files of any page size open.
+	// bbolt reads it from the meta page of an existing file, so files of any page size open and
+	// keep theirs until a ReplaceAll builds a new one.
 	pageSize int
 	// noFreelistSync leaves the freelist out of each commit; Open rebuilds it by walking the file.
 	noFreelistSync bool

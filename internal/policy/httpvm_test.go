@@ -365,3 +365,52 @@ func TestHTTPVMFactsReadOnce(t *testing.T) {
 		t.Fatalf("got %+v, %v", got, err)
 	}
 }
+
+// TestHTTPVMFallback: a policy whose http_decision the interpreter cannot
+// run (a with of a path) has its gateway requests decided by topdown,
+// prepared at the load (no build at the first request), with the same
+// answers, while its plain decisions stay on the interpreter.
+func TestHTTPVMFallback(t *testing.T) {
+	files := allDefaultFiles(t)
+	for k := range files {
+		if strings.HasSuffix(k, "_test.rego") {
+			delete(files, k)
+		}
+	}
+	files["http.rego"] = "package crmauthz\n\nimport data.crmauthz.routes\n\n" +
+		"http_decision := d if d := routes.decision with input.method as upper(input.method)\n"
+	dir := t.TempDir()
+	writeFiles(t, dir, files)
+	e, err := New(Config{Dir: dir, EvalTimeout: testEvalTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, _ := e.Evaluator(); ev != EvaluatorIR {
+		t.Fatalf("decisions evaluated by %s, want ir", ev)
+	}
+	if ev, err := e.HTTPEvaluator(); ev != EvaluatorTopdown || err == nil || !strings.Contains(err.Error(), "with of a path") {
+		t.Fatalf("HTTPEvaluator = %s, %v; want topdown for a with of a path", ev, err)
+	}
+	writeFiles(t, dir, map[string]string{"http.rego": files["http.rego"] + "\n# changed\n"})
+	reload := e.ReloadSources(context.Background())
+	if reload.Err != nil || fmt.Sprint(reload.Attrs) != "[policy_evaluator ir gateway_evaluator topdown gateway_why_not_ir "+
+		fmt.Sprint(func() error { _, err := e.HTTPEvaluator(); return err }())+"]" {
+		t.Fatalf("reload: %v, attributes %v", reload.Err, reload.Attrs)
+	}
+	p := e.cur.Load()
+	if p.td.Load() == nil {
+		t.Fatal("no topdown side after the load, though gateway requests need it")
+	}
+	ir := newDefaultEngine(t)
+	in := HTTPInput{Subject: "u-fol", Method: "put", Path: "/contacts/c-1", Segments: []string{"contacts", "c-1"},
+		Body: mustBody(t, `{"assignedTo":"u-fol"}`)}
+	got, _, err := e.DecideHTTP(context.Background(), httpFacts(), in)
+	in.Method = "PUT"
+	want, _, werr := ir.DecideHTTP(context.Background(), httpFacts(), in)
+	if err != nil || werr != nil || !reflect.DeepEqual(got, want) || got.Reason != "followers_cannot_change_owner" {
+		t.Fatalf("fallback %+v, %v; interpreter %+v, %v", got, err, want, werr)
+	}
+	if n := p.tdBuilds.Load(); n != 0 {
+		t.Errorf("%d topdown builds at the first gateway request, want 0", n)
+	}
+}

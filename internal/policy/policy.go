@@ -127,6 +127,12 @@ func (e *Engine) ReloadSources(ctx context.Context) source.Reload {
 		if whyNot != nil {
 			r.Attrs = append(r.Attrs, "why_not_ir", whyNot.Error())
 		}
+		if gw, whyNot := e.HTTPEvaluator(); gw != evaluator {
+			r.Attrs = append(r.Attrs, "gateway_evaluator", string(gw))
+			if whyNot != nil {
+				r.Attrs = append(r.Attrs, "gateway_why_not_ir", whyNot.Error())
+			}
+		}
 	}
 	return r
 }

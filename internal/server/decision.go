@@ -200,7 +200,7 @@ func (c *decideCall) run(tx *index.ReadTx) error {
 // serveDecision serves POST /v1/decision (a lean handler, fast.go).
 func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 	rp := reply{w: w}
-	start := time.Now()
+	start := s.clock()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
 		rs = s.startSpan(r, tracing.SpanDecision, spanDecision)
@@ -261,11 +261,11 @@ func (s *Server) serveDecision(w http.ResponseWriter, r *http.Request) {
 }
 
 // logDecision queues the decision log line of one /v1/decision.
-func (s *Server) logDecision(id string, in policy.Input, d policy.Decision, errMsg, rev string, seq uint64, start time.Time) {
+func (s *Server) logDecision(id string, in policy.Input, d policy.Decision, errMsg, rev string, seq uint64, start time.Duration) {
 	s.dlog.Decision(decisionlog.Decision{
 		ID: id, Subject: in.Subject, Action: in.Action, Type: in.ResourceType, ResourceID: in.ResourceID,
 		Target: in.Target, HasTarget: in.HasTarget, Allow: d.Allow, Reason: d.Reason, Err: errMsg,
-		Revision: rev, AppliedSeq: seq, Duration: time.Since(start),
+		Revision: rev, AppliedSeq: seq, Duration: s.clock() - start,
 	})
 }
 
@@ -293,7 +293,7 @@ func (c *batchCall) run(tx *index.ReadTx) error {
 // serveDecisions serves POST /v1/decisions (a lean handler, fast.go).
 func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 	rp := reply{w: w}
-	start := time.Now()
+	start := s.clock()
 	var rs *reqSpan // nil: tracing off
 	if s.tr != nil {
 		rs = s.startSpan(r, tracing.SpanDecisions, spanDecisions)
@@ -337,7 +337,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 		s.routes.decisionsCounts.Count(len(knownActions), false, errorReason(err))
 		if s.dlog.Sample() {
 			s.dlog.Batch(decisionlog.Batch{ID: s.ids.next(), Subject: req.subject, Err: err.Error(),
-				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
+				Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Duration: s.clock() - start})
 		}
 		if rs != nil {
 			rs.d = tracing.Decision{Revision: s.eng.Revision(), AppliedSeq: resp.AppliedSeq, Error: toAPIError(evalError(err)).Code}
@@ -359,7 +359,7 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 				Target: in.Target, HasTarget: in.HasTarget, Allow: resp.Results[i].Allow, Reason: resp.Results[i].Reason}
 		}
 		s.dlog.Batch(decisionlog.Batch{ID: resp.DecisionID, Subject: req.subject, Checks: checks,
-			Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq, Duration: time.Since(start)})
+			Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq, Duration: s.clock() - start})
 	}
 	if rs != nil {
 		rs.d = tracing.Decision{ID: resp.DecisionID, Revision: resp.PolicyRevision, AppliedSeq: resp.AppliedSeq}

@@ -97,7 +97,7 @@ func ginAnyMethod(method string) bool {
 // status is the one it wrote.
 func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, mr *metrics.Route, h func(http.ResponseWriter, *http.Request) int) {
 	rp := &reply{w: w} // the gateway writes through it: it sees what is written
-	defer s.finish(rp, r, mr, time.Time{}, nil)
+	defer s.finish(rp, r, mr, noDuration, nil)
 	h(rp, r)
 }
 
@@ -149,12 +149,13 @@ func (rp *reply) statusOr200() int {
 }
 
 // finish ends a request of a lean handler; deferred at its start. It
-// observes the decision's duration (unless start is zero), ends its span
+// observes the decision's duration since start (a reading of s.clock;
+// noDuration: none), ends its span
 // (if any), and then does what the
 // recovery and countRequests middleware do for Gin's routes.
-func (s *Server) finish(rp *reply, r *http.Request, mr *metrics.Route, start time.Time, rs *reqSpan) {
-	if !start.IsZero() {
-		mr.Duration(time.Since(start))
+func (s *Server) finish(rp *reply, r *http.Request, mr *metrics.Route, start time.Duration, rs *reqSpan) {
+	if start != noDuration {
+		mr.Duration(s.clock() - start)
 	}
 	if rs != nil {
 		rs.end(rp.statusOr200())

@@ -155,6 +155,8 @@ type Server struct {
 	bufs      replyBufs        // the buffers replies are built in (fast.go)
 	// stallTimeout cuts an export whose client stops reading (admin.go, progressWriter).
 	stallTimeout time.Duration
+	// epoch is the server's start, with its monotonic reading: clock.
+	epoch time.Time
 }
 
 // New checks cfg, fills its defaults and returns a Server.
@@ -205,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{filter: cfg.Filter, cfg: cfg, ix: cfg.Index, eng: cfg.Engine, repl: cfg.Replicator, m: cfg.Metrics, log: cfg.Logger, ids: ids,
 		dlog: cfg.DecisionLog, tr: cfg.Tracer, dataPaths: map[string]bool{}, routes: newLeanRoutes(cfg.Metrics),
-		stallTimeout: min(defaultStallTimeout, cfg.SnapshotTimeout)}
+		stallTimeout: min(defaultStallTimeout, cfg.SnapshotTimeout), epoch: time.Now()}
 	for _, p := range cfg.DataPaths {
 		p = strings.Trim(strings.TrimSpace(p), "/")
 		switch p {
@@ -386,6 +388,16 @@ func (s *Server) updateIndexMetrics() {
 	c := s.ix.Counts()
 	s.m.IndexState(s.ix.AppliedSeq(), c.Users, c.Records)
 }
+
+// clock is the monotonic clock's time since the server's start: a lean
+// handler's duration is the difference of two readings. One clock read
+// each, where time.Now reads the wall clock as well (BENCHMARKS.md
+// "Session 8: the CPU per decision over HTTP").
+func (s *Server) clock() time.Duration { return time.Since(s.epoch) }
+
+// noDuration is the start of a lean handler that observes no duration
+// (finish).
+const noDuration time.Duration = -1
 
 // idGen makes decision ids: a random per-process prefix and a counter, unique
 // without a system call per decision.
