@@ -112,5 +112,25 @@ func appendJSONChars(b []byte, s string) []byte {
 	return append(b, s[start:]...)
 }
 
-// bodyPool holds the buffers the HTTP error bodies are written from.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+// bodyBufs holds the buffers the error bodies are written into.
+type bodyBufs struct{ pool sync.Pool }
+
+// errorBody returns a buffer holding a's error body; put gives it back.
+func (p *bodyBufs) errorBody(a *gatewayAnswer) *[]byte {
+	bp, _ := p.pool.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = a.appendErrorBody((*bp)[:0])
+	return bp
+}
+
+// put keeps bp for the next error body, unless it grew large.
+func (p *bodyBufs) put(bp *[]byte) {
+	if cap(*bp) <= maxPooledBody {
+		p.pool.Put(bp)
+	}
+}
+
+// maxPooledBody is the largest buffer kept for the next error body.
+const maxPooledBody = 16 << 10

@@ -265,12 +265,9 @@ func (g *Gateway) checkResponse(a *gatewayAnswer) *authv3.CheckResponse {
 		code = codes.Unauthenticated
 		hdrs = append(hdrs, g.grpcHeaders.wwwAuthenticate)
 	}
-	bp := bodyPool.Get().(*[]byte)
-	*bp = a.appendErrorBody((*bp)[:0])
+	bp := g.bufs.errorBody(a)
 	r.deniedHTTP.Body = string(*bp)
-	if cap(*bp) <= maxPooledBody {
-		bodyPool.Put(bp)
-	}
+	g.bufs.put(bp)
 	r.httpStatus.Code = typev3.StatusCode(a.status)
 	r.deniedHTTP.Status, r.deniedHTTP.Headers = &r.httpStatus, hdrs
 	r.denied.DeniedResponse = &r.deniedHTTP

@@ -172,17 +172,11 @@ func (g *Gateway) writeGateway(w http.ResponseWriter, a gatewayAnswer) int {
 		h[hdrContentType] = jsonContentType
 	}
 	w.WriteHeader(a.status)
-	bp := bodyPool.Get().(*[]byte)
-	*bp = a.appendErrorBody((*bp)[:0])
+	bp := g.bufs.errorBody(&a)
 	_, _ = w.Write(*bp)
-	if cap(*bp) <= maxPooledBody {
-		bodyPool.Put(bp)
-	}
+	g.bufs.put(bp)
 	return a.status
 }
-
-// maxPooledBody is the largest buffer kept for the next error body.
-const maxPooledBody = 16 << 10
 
 // setOrDelHeader sets the header key (canonical) to the value v (one
 // value), or removes it when the value is empty.

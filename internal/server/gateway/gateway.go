@@ -79,6 +79,7 @@ type Gateway struct {
 	// the decision counters and duration of each endpoint
 	forwardAuth, extAuthzHTTP, extAuthzGRPC *metrics.DecisionTable
 	grpcHeaders                             grpcHeaders // the fixed headers of a gRPC deny
+	bufs                                    bodyBufs    // the error bodies' buffers
 }
 
 // New checks cfg, fills its defaults and returns a Gateway.
