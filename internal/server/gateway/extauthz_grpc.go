@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -97,7 +98,7 @@ func (g *Gateway) grpcRecovery(ctx context.Context, req any, info *grpc.UnarySer
 				a := gatewayAnswer{status: http.StatusForbidden, code: errcode.InternalError, reason: "internal_error",
 					message: "internal error (denied)", id: g.cfg.NextID()}
 				g.extAuthzGRPC.CountLabel("other", false, "internal_error")
-				resp, err = checkResponse(&a), nil
+				resp, err = g.checkResponse(&a), nil
 				return
 			}
 			resp, err = nil, status.Error(codes.Internal, "internal error")
@@ -121,11 +122,11 @@ func (a *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 	} else {
 		r.method, r.uri = h.GetMethod(), h.GetPath()
 		if len(h.GetHeaders()) > 0 || h.GetHeaderMap() == nil {
-			r.headers = identity.MapHeaders(h.GetHeaders())
+			r.headers = envoyHeaders(h.GetHeaders())
 		} else {
 			r.headers = headerList(h.GetHeaderMap().GetHeaders()) // encode_raw_headers
 		}
-		for _, v := range r.headers.Values(hdrPartialBody) {
+		for _, v := range r.headers.Values(hdrPartialBodyLower) {
 			if strings.EqualFold(strings.TrimSpace(v), "true") {
 				r.partial = true
 			}
@@ -137,7 +138,7 @@ func (a *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		}
 	}
 	ans := a.g.decide(ctx, r)
-	return checkResponse(&ans), nil
+	return a.g.checkResponse(&ans), nil
 }
 
 // headerList is Envoy's header_map (encode_raw_headers): repeated headers
@@ -158,32 +159,121 @@ func (l headerList) Values(name string) []string {
 	return out
 }
 
-// checkResponse converts an answer to Envoy's CheckResponse.
-func checkResponse(a *gatewayAnswer) *authv3.CheckResponse {
-	hdrs := []*corev3.HeaderValueOption{
-		setHeader("x-authz-reason", a.reason),
-		setHeader("x-authz-decision-id", a.id),
-	}
-	if a.allow {
-		return &authv3.CheckResponse{
-			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: hdrs}},
+// envoyHeaders is Envoy's attributes.request.http.headers, lower-case
+// names to values: identity.MapHeaders, with the name lowered without an
+// allocation when it is short ASCII (the names asked are).
+type envoyHeaders map[string]string
+
+func (m envoyHeaders) Values(name string) []string {
+	var (
+		v  string
+		ok bool
+	)
+	var buf [64]byte
+	key, ascii := buf[:0], len(name) <= len(buf)
+	for i := 0; i < len(name) && ascii; i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
 		}
+		key, ascii = append(key, c), c < utf8.RuneSelf
 	}
+	if ascii {
+		v, ok = m[string(key)] // no allocation: the compiler looks up key's bytes
+	} else {
+		v, ok = m[strings.ToLower(name)]
+	}
+	if ok {
+		return []string{v}
+	}
+	return nil
+}
+
+// hdrPartialBodyLower is X-Envoy-Auth-Partial-Body as Envoy names it.
+const hdrPartialBodyLower = "x-envoy-auth-partial-body"
+
+// grpcHeaders are the fixed headers of a deny's CheckResponse; shared by
+// every response, never modified (gRPC only reads them to marshal them).
+type grpcHeaders struct {
+	contentType, cacheControl, wwwAuthenticate *corev3.HeaderValueOption
+}
+
+func newGRPCHeaders() grpcHeaders {
+	return grpcHeaders{
+		contentType:     setHeader("content-type", "application/json"),
+		cacheControl:    setHeader("cache-control", "no-store"),
+		wwwAuthenticate: setHeader("www-authenticate", `Bearer realm="crmauthz"`),
+	}
+}
+
+// allowResponse and denyResponse are a CheckResponse with every message it
+// points to, allocated at once.
+type allowResponse struct {
+	resp   authv3.CheckResponse
+	status rpcstatus.Status
+	ok     authv3.CheckResponse_OkResponse
+	okHTTP authv3.OkHttpResponse
+	hdrs   [2]*corev3.HeaderValueOption
+	answer answerHeaders
+}
+
+type denyResponse struct {
+	resp       authv3.CheckResponse
+	status     rpcstatus.Status
+	denied     authv3.CheckResponse_DeniedResponse
+	deniedHTTP authv3.DeniedHttpResponse
+	httpStatus typev3.HttpStatus
+	hdrs       [5]*corev3.HeaderValueOption
+	answer     answerHeaders
+}
+
+// answerHeaders are x-authz-reason and x-authz-decision-id.
+type answerHeaders struct {
+	opts [2]corev3.HeaderValueOption
+	vals [2]corev3.HeaderValue
+}
+
+// set fills the two headers of a into hdrs.
+func (h *answerHeaders) set(hdrs []*corev3.HeaderValueOption, a *gatewayAnswer) {
+	h.vals[0].Key, h.vals[0].Value = "x-authz-reason", a.reason
+	h.vals[1].Key, h.vals[1].Value = "x-authz-decision-id", a.id
+	for i := range h.opts {
+		h.opts[i].Header, h.opts[i].AppendAction = &h.vals[i], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		hdrs[i] = &h.opts[i]
+	}
+}
+
+// checkResponse converts an answer to Envoy's CheckResponse: allow is OK
+// with the answer's headers; a deny is PERMISSION_DENIED (UNAUTHENTICATED
+// for a 401) with the answer's headers, content-type, cache-control (and
+// www-authenticate on a 401), the status and the error body.
+func (g *Gateway) checkResponse(a *gatewayAnswer) *authv3.CheckResponse {
+	if a.allow {
+		r := new(allowResponse)
+		r.answer.set(r.hdrs[:], a)
+		r.okHTTP.Headers = r.hdrs[:]
+		r.ok.OkResponse = &r.okHTTP
+		r.status.Code = int32(codes.OK)
+		r.resp.Status, r.resp.HttpResponse = &r.status, &r.ok
+		return &r.resp
+	}
+	r := new(denyResponse)
+	r.answer.set(r.hdrs[:], a)
+	hdrs := append(r.hdrs[:2], g.grpcHeaders.contentType, g.grpcHeaders.cacheControl)
 	code := codes.PermissionDenied
-	hdrs = append(hdrs, setHeader("content-type", "application/json"), setHeader("cache-control", "no-store"))
 	if a.status == http.StatusUnauthorized {
 		code = codes.Unauthenticated
-		hdrs = append(hdrs, setHeader("www-authenticate", `Bearer realm="crmauthz"`))
+		hdrs = append(hdrs, g.grpcHeaders.wwwAuthenticate)
 	}
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(code), Message: a.reason},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(a.status)},
-			Headers: hdrs,
-			Body:    string(a.errorBody()),
-		}},
-	}
+	bp := g.bufs.errorBody(a)
+	r.deniedHTTP.Body = string(*bp)
+	g.bufs.put(bp)
+	r.httpStatus.Code = typev3.StatusCode(a.status)
+	r.deniedHTTP.Status, r.deniedHTTP.Headers = &r.httpStatus, hdrs
+	r.denied.DeniedResponse = &r.deniedHTTP
+	r.status.Code, r.status.Message = int32(code), a.reason
+	r.resp.Status, r.resp.HttpResponse = &r.status, &r.denied
+	return &r.resp
 }
 
 func setHeader(k, v string) *corev3.HeaderValueOption {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -65,12 +64,11 @@ func (g *Gateway) ExtAuthzHTTP(w http.ResponseWriter, req *http.Request) int {
 		}
 	}
 	if !r.partial && req.Body != nil {
-		// No ResponseWriter given: a body over the limit does not mark the
-		// connection to be closed (it did not under Gin either).
-		body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, g.cfg.MaxDecisionBytes))
-		var mbe *http.MaxBytesError
+		// A body over the limit does not mark the connection to be closed
+		// (it did not under Gin either).
+		body, tooLarge, err := readBody(req.Body, req.ContentLength, g.cfg.MaxDecisionBytes)
 		switch {
-		case errors.As(err, &mbe):
+		case tooLarge:
 			r.tooLarge = true // decide answers 413
 		case err != nil:
 			r.invalid = fmt.Errorf("reading the body: %v", err)
@@ -81,10 +79,43 @@ func (g *Gateway) ExtAuthzHTTP(w http.ResponseWriter, req *http.Request) int {
 	return g.writeGateway(w, g.decide(req.Context(), r))
 }
 
+// readBody reads body whole, as io.ReadAll of http.MaxBytesReader(nil,
+// body, limit) did: tooLarge when it holds more than limit bytes, else the
+// bytes or the reader's error. The buffer is sized by the Content-Length
+// (size, -1 when unknown) when it is within the limit: one allocation.
+func readBody(body io.Reader, size, limit int64) (b []byte, tooLarge bool, err error) {
+	n := int64(512)
+	if size >= 0 && size < limit {
+		n = size + 1 // room to read the EOF without growing
+	}
+	b = make([]byte, 0, n)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		// read no more than one byte past the limit
+		room := b[len(b):cap(b)]
+		if int64(len(b)+len(room)) > limit+1 {
+			room = room[:limit+1-int64(len(b))]
+		}
+		m, rerr := body.Read(room)
+		b = b[:len(b)+m]
+		if int64(len(b)) > limit {
+			return nil, true, nil
+		}
+		if rerr == io.EOF {
+			return b, false, nil
+		}
+		if rerr != nil {
+			return nil, false, rerr
+		}
+	}
+}
+
 // originalHeader returns the value of the header a, or of b; each may be
 // sent once, and when both are sent they must be equal.
 func originalHeader(h http.Header, a, b string) (string, error) {
-	va, vb := h.Values(a), h.Values(b)
+	va, vb := h[a], h[b] // a and b are canonical
 	switch {
 	case len(va) > 1:
 		return "", fmt.Errorf("%s is given %d times", a, len(va))
@@ -100,38 +131,59 @@ func originalHeader(h http.Header, a, b string) (string, error) {
 	return "", fmt.Errorf("neither %s nor %s is set: configure the gateway to send the original request (see docs/gateways.md)", a, b)
 }
 
-// jsonContentType is the Content-Type of the error bodies; shared, never modified.
-var jsonContentType = []string{"application/json; charset=utf-8"}
+// The reply's headers, in canonical form (the keys http.Header.Set would
+// use; TestReplyHeadersCanonical), so that they are set without
+// canonicalising them per request.
+const (
+	hdrAuthzReason     = "X-Authz-Reason"
+	hdrAuthzDecisionID = "X-Authz-Decision-Id"
+	hdrCacheControl    = "Cache-Control"
+	hdrContentType     = "Content-Type"
+	hdrWWWAuthenticate = "Www-Authenticate"
+)
+
+// The values of the reply's fixed headers; shared, never modified (a
+// header's Add appends to a copy: each has a capacity of one).
+var (
+	jsonContentType = []string{"application/json; charset=utf-8"}
+	noStore         = []string{"no-store"}
+	bearerChallenge = []string{`Bearer realm="crmauthz"`}
+)
 
 // writeGateway writes a gateway answer: 200 with the decision, or the
 // error body with the deny's status, and returns the status. Both carry
-// X-Authz-Reason and X-Authz-Decision-Id.
+// X-Authz-Reason and X-Authz-Decision-Id (removed when empty, as Gin's
+// c.Header did) and Cache-Control: no-store.
 func (g *Gateway) writeGateway(w http.ResponseWriter, a gatewayAnswer) int {
 	h := w.Header()
-	setOrDelHeader(h, "X-Authz-Reason", a.reason)
-	setOrDelHeader(h, "X-Authz-Decision-Id", a.id)
-	h.Set("Cache-Control", "no-store")
+	vals := make([]string, 2) // the values of both headers in one allocation
+	vals[0], vals[1] = a.reason, a.id
+	setOrDelHeader(h, hdrAuthzReason, vals[0:1:1])
+	setOrDelHeader(h, hdrAuthzDecisionID, vals[1:2:2])
+	h[hdrCacheControl] = noStore
 	if a.allow {
 		g.cfg.WriteAllow(w, a.reason, a.id, a.revision, a.seq)
 		return http.StatusOK
 	}
 	if a.status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer realm="crmauthz"`)
+		h[hdrWWWAuthenticate] = bearerChallenge
 	}
-	if len(h["Content-Type"]) == 0 {
-		h["Content-Type"] = jsonContentType
+	if len(h[hdrContentType]) == 0 {
+		h[hdrContentType] = jsonContentType
 	}
 	w.WriteHeader(a.status)
-	_, _ = w.Write(a.errorBody())
+	bp := g.bufs.errorBody(&a)
+	_, _ = w.Write(*bp)
+	g.bufs.put(bp)
 	return a.status
 }
 
-// setOrDelHeader sets a header, or removes it when value is empty (what Gin's
-// c.Header did).
-func setOrDelHeader(h http.Header, key, value string) {
-	if value == "" {
-		h.Del(key)
+// setOrDelHeader sets the header key (canonical) to the value v (one
+// value), or removes it when the value is empty.
+func setOrDelHeader(h http.Header, key string, v []string) {
+	if v[0] == "" {
+		delete(h, key)
 		return
 	}
-	h.Set(key, value)
+	h[key] = v
 }

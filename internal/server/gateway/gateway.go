@@ -8,13 +8,13 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -78,6 +78,8 @@ type Gateway struct {
 	cfg Config
 	// the decision counters and duration of each endpoint
 	forwardAuth, extAuthzHTTP, extAuthzGRPC *metrics.DecisionTable
+	grpcHeaders                             grpcHeaders // the fixed headers of a gRPC deny
+	bufs                                    bodyBufs    // the error bodies' buffers
 }
 
 // New checks cfg, fills its defaults and returns a Gateway.
@@ -96,6 +98,7 @@ func New(cfg Config) (*Gateway, error) {
 		forwardAuth:  cfg.Metrics.DecisionTable(endpointForwardAuth, cfg.Actions),
 		extAuthzHTTP: cfg.Metrics.DecisionTable(endpointExtAuthzHTTP, cfg.Actions),
 		extAuthzGRPC: cfg.Metrics.DecisionTable(endpointExtAuthzGRPC, cfg.Actions),
+		grpcHeaders:  newGRPCHeaders(),
 	}, nil
 }
 
@@ -151,25 +154,18 @@ type gatewayRequest struct {
 
 // gatewayAnswer is the outcome: allow (200) or a deny with its status.
 type gatewayAnswer struct {
-	allow    bool
-	status   int    // 200, 401, 403 or 413
-	code     string // error code of a deny: "denied" for the policy's, else the reason
-	reason   string // X-Authz-Reason
-	message  string
-	id       string // X-Authz-Decision-Id
-	revision string
-	seq      uint64
-}
-
-// errorEnvelope is the error body of docs/reference.md §2.6 around e.
-type errorEnvelope struct {
-	Error map[string]any `json:"error"`
-}
-
-func (a *gatewayAnswer) errorBody() []byte {
-	e := map[string]any{"code": a.code, "message": a.message, "reason": a.reason, "decision_id": a.id}
-	b, _ := json.Marshal(errorEnvelope{Error: e})
-	return b
+	allow   bool
+	status  int    // 200, 401, 403 or 413
+	code    string // error code of a deny: "denied" for the policy's, else the reason
+	reason  string // X-Authz-Reason
+	message string // the error body's message, unless policyDeny
+	// policyDeny: the policy's deny, whose message is "denied: " + reason,
+	// and + ": " + detail when the policy gave a message (appendErrorBody)
+	policyDeny bool
+	detail     string
+	id         string // X-Authz-Decision-Id
+	revision   string
+	seq        uint64
 }
 
 // decide answers one request of the CRM's API: parse the original
@@ -211,6 +207,7 @@ func (g *Gateway) decide(ctx context.Context, r gatewayRequest) (ans gatewayAnsw
 	}()
 	deny := func(status int, reason, format string, args ...any) gatewayAnswer {
 		ans.status, ans.code, ans.reason, ans.message = status, reason, reason, fmt.Sprintf(format, args...)
+		ans.policyDeny, ans.detail = false, ""
 		return ans
 	}
 	// A panic on the way (bbolt panics on a corrupted page of the index) is
@@ -282,10 +279,7 @@ func (g *Gateway) decide(ctx context.Context, r gatewayRequest) (ans gatewayAnsw
 	}
 	if !d.Allow {
 		ans.status, ans.code, ans.reason = http.StatusForbidden, errcode.Denied, d.Reason
-		ans.message = "denied: " + d.Reason
-		if d.Message != "" {
-			ans.message += ": " + d.Message
-		}
+		ans.policyDeny, ans.detail = true, d.Message
 		return ans
 	}
 	ans.allow, ans.status, ans.reason = true, http.StatusOK, d.Reason
@@ -314,10 +308,7 @@ func gatewaySpanName(endpoint string) string {
 // logGateway queues the decision log line of one gateway decision, in the
 // shape of a Data API query of crmauthz/http_decision. The body is not logged.
 func (g *Gateway) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTTPDecision, ans *gatewayAnswer, evalErr error, took time.Duration) {
-	input, _ := json.Marshal(map[string]any{
-		"endpoint": r.endpoint, "subject": in.Subject, "method": in.Method, "path": in.Path,
-		"body_bytes": len(r.body),
-	})
+	input := appendLogInput(make([]byte, 0, 96+len(in.Subject)+len(in.Path)), r.endpoint, in, len(r.body))
 	result := map[string]any{"allow": ans.allow, "reason": ans.reason}
 	if d.Action != "" {
 		result["action"] = d.Action
@@ -330,6 +321,17 @@ func (g *Gateway) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTT
 		q.Err, q.Result = evalErr.Error(), nil
 	}
 	g.cfg.DecisionLog.Query(q)
+}
+
+// appendLogInput appends the input of a gateway decision's log line:
+// what encoding/json wrote for the map of its keys, in their sorted order.
+func appendLogInput(b []byte, endpoint string, in policy.HTTPInput, bodyBytes int) []byte {
+	b = strconv.AppendInt(append(b, `{"body_bytes":`...), int64(bodyBytes), 10)
+	b = appendJSONString(append(b, `,"endpoint":`...), endpoint)
+	b = appendJSONString(append(b, `,"method":`...), in.Method)
+	b = appendJSONString(append(b, `,"path":`...), in.Path)
+	b = appendJSONString(append(b, `,"subject":`...), in.Subject)
+	return append(b, '}')
 }
 
 // original is the request a gateway asks about, parsed.
@@ -388,32 +390,55 @@ func ParseOriginal(method, uri string) (Original, error) {
 		o.Segments = []string{}
 		return o, nil
 	}
-	raw := strings.Split(path[1:], "/")
-	o.Segments = make([]string, len(raw))
-	for i, seg := range raw {
+	// one allocation: the segments' slice (a segment without '%' is the
+	// path's own string, and only "." and ".." can be wrong with it: its
+	// characters are all pchar)
+	o.Segments = make([]string, strings.Count(path, "/"))
+	rest := path[1:]
+	for i := range o.Segments {
+		seg := rest
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			seg, rest = rest[:j], rest[j+1:]
+		}
 		if seg == "" {
 			return o, &pathError{"the path has an empty segment (// or a trailing /)"}
 		}
-		dec, err := url.PathUnescape(seg)
+		dec, err := decodeSegment(seg)
 		if err != nil {
-			return o, &pathError{fmt.Sprintf("the path segment %q is not valid percent-encoding", truncate(seg, 80))}
-		}
-		switch {
-		case dec == "." || dec == "..":
-			return o, &pathError{"the path has a . or .. segment"}
-		case strings.ContainsAny(dec, "/\\"):
-			return o, &pathError{"the path has an encoded / or \\ in a segment"}
-		case !utf8.ValidString(dec):
-			return o, &pathError{"the path is not UTF-8 once decoded"}
-		}
-		for _, r := range dec {
-			if r < 0x20 || r == 0x7f {
-				return o, &pathError{"the path holds an encoded control character"}
-			}
+			return o, err
 		}
 		o.Segments[i] = dec
 	}
 	return o, nil
+}
+
+// decodeSegment percent-decodes one segment of a path of pchar and checks
+// it (ParseOriginal).
+func decodeSegment(seg string) (string, error) {
+	if strings.IndexByte(seg, '%') < 0 {
+		if seg == "." || seg == ".." {
+			return "", &pathError{"the path has a . or .. segment"}
+		}
+		return seg, nil
+	}
+	dec, err := url.PathUnescape(seg)
+	if err != nil {
+		return "", &pathError{fmt.Sprintf("the path segment %q is not valid percent-encoding", truncate(seg, 80))}
+	}
+	switch {
+	case dec == "." || dec == "..":
+		return "", &pathError{"the path has a . or .. segment"}
+	case strings.ContainsAny(dec, "/\\"):
+		return "", &pathError{"the path has an encoded / or \\ in a segment"}
+	case !utf8.ValidString(dec):
+		return "", &pathError{"the path is not UTF-8 once decoded"}
+	}
+	for _, r := range dec {
+		if r < 0x20 || r == 0x7f {
+			return "", &pathError{"the path holds an encoded control character"}
+		}
+	}
+	return dec, nil
 }
 
 // methodOverrideHeaders are headers some frameworks take as the request's
@@ -425,7 +450,7 @@ var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method
 // a _method query parameter as Rails and Laravel read it); "" when none.
 func methodOverride(h identity.Headers, query string) string {
 	for _, name := range methodOverrideHeaders {
-		if len(h.Values(name)) > 0 {
+		if len(headerValues(h, name)) > 0 {
 			return "the header " + name
 		}
 	}
@@ -433,14 +458,32 @@ func methodOverride(h identity.Headers, query string) string {
 		var kv string
 		kv, query, _ = strings.Cut(query, "&")
 		k, _, _ := strings.Cut(kv, "=")
+		// "_method" has 7 bytes: a key that is 7 bytes neither as sent nor
+		// once decoded ("+" is one byte, "%XX" one) is not it, and is not
+		// decoded (no allocation for the target's followers%5B%5D)
+		if len(k) != len(methodParam) && len(k)-2*strings.Count(k, "%") != len(methodParam) {
+			continue
+		}
 		if dk, err := url.QueryUnescape(k); err == nil {
 			k = dk
 		}
-		if strings.EqualFold(k, "_method") {
+		if strings.EqualFold(k, methodParam) {
 			return "the query parameter _method"
 		}
 	}
 	return ""
+}
+
+// methodParam is the query parameter some frameworks take as the method.
+const methodParam = "_method"
+
+// headerValues is h.Values(name) for a canonical name; a request's
+// http.Header is read without canonicalising name again.
+func headerValues(h identity.Headers, name string) []string {
+	if hh, ok := h.(http.Header); ok {
+		return hh[name]
+	}
+	return h.Values(name)
 }
 
 // isPathChar reports whether c may appear in a path as sent: RFC 3986's
