@@ -43,7 +43,7 @@ type httpPlan struct {
 // the interpreter (served: its sources).
 func planHTTP(ctx context.Context, lp *loadedPolicy, served []source.File) httpPlan {
 	ref := httpRef()
-	if len(lp.compiler.GetRules(ref)) == 0 && len(lp.compiler.GetRulesDynamic(ref)) == 0 {
+	if len(lp.compiler.GetRules(ref)) == 0 && len(lp.compiler.GetRulesDynamicWithOpts(ref, ast.RulesOptions{})) == 0 {
 		return httpPlan{undefined: true, err: ErrUndefinedHTTPDecision}
 	}
 	prog, err := newVM(ctx, served, lp.modules, httpEntry)

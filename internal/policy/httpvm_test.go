@@ -21,7 +21,7 @@ import (
 // the same topdown code, or the same message).
 
 // httpPair is one policy under both evaluators.
-type httpPair struct{ ir, td *Engine }
+type httpPair enginePair
 
 func newHTTPPair(tb testing.TB, cfg Config) httpPair {
 	tb.Helper()
@@ -33,7 +33,7 @@ func newHTTPPair(tb testing.TB, cfg Config) httpPair {
 	if ev, _ := ep.td.HTTPEvaluator(); ev != EvaluatorTopdown {
 		tb.Fatalf("topdown engine decides gateway requests with %s", ev)
 	}
-	return httpPair{ir: ep.ir, td: ep.td}
+	return httpPair(ep)
 }
 
 // same decides in with both and compares; it returns topdown's answer.
