@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
+	"github.com/crmauthz/crmauthz/internal/index"
 )
 
 // The gateway path (--endpoint, BENCHMARKS.md "Method"): the requests of
@@ -65,7 +66,7 @@ type call struct {
 }
 
 // collections are the API's path segments of the record types (routes.rego).
-var collections = map[string]string{"contact": "contacts", "opportunity": "opportunities"}
+var collections = map[string]string{index.TypeContact: "contacts", index.TypeOpportunity: "opportunities"}
 
 // gatewayCall returns request r of the mix of world w as endpoint ep (a
 // gateway endpoint) asks it; the table above.
@@ -74,11 +75,11 @@ func gatewayCall(ep string, w dataset.World, r dataset.Request) call {
 	method, path, query := http.MethodGet, rec, ""
 	var body []byte
 	switch r.Action {
-	case "edit":
+	case index.ActionEdit:
 		method = http.MethodPut
-	case "delete":
+	case index.ActionDelete:
 		method = http.MethodDelete
-	case "change_owner":
+	case index.ActionChangeOwner:
 		method = http.MethodPut
 		if ep == endpointExtAuthzHTTP {
 			body = append(append([]byte(`{"assignedTo":`), strconv.Quote(r.Target)...), '}')
@@ -88,9 +89,9 @@ func gatewayCall(ep string, w dataset.World, r dataset.Request) call {
 		} else {
 			path, query = rec+"/owner", "assignedTo="+url.QueryEscape(r.Target)
 		}
-	case "add_follower", "remove_follower":
+	case index.ActionAddFollower, index.ActionRemoveFollower:
 		method, path = http.MethodPost, rec+"/followers"
-		if r.Action == "remove_follower" {
+		if r.Action == index.ActionRemoveFollower {
 			method = http.MethodDelete
 		}
 		if ep == endpointExtAuthzHTTP {
