@@ -69,21 +69,6 @@ func TestAppendDecisionLine(t *testing.T) {
 	}
 }
 
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range awkward() {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := appendJSONString(nil, s); string(got) != string(want) {
-			t.Errorf("appendJSONString(%q) = %s, json.Marshal: %s", s, got, want)
-		}
-	})
-}
-
 // TestWriteDecisionAllocations: without masks, the writer encodes a
 // decision line without allocating (it built three maps and ran
 // json.Marshal's reflection for each before).

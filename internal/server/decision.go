@@ -17,6 +17,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/jsonstr"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
@@ -380,13 +381,13 @@ func (s *Server) serveDecisions(w http.ResponseWriter, r *http.Request) {
 		b = append(b, `{"allow":`...)
 		b = strconv.AppendBool(b, r.Allow)
 		b = append(b, `,"reason":`...)
-		b = appendString(b, r.Reason)
+		b = jsonstr.Append(b, r.Reason)
 		b = append(b, '}')
 	}
 	b = append(b, `],"decision_id":`...)
-	b = appendString(b, resp.DecisionID)
+	b = jsonstr.Append(b, resp.DecisionID)
 	b = append(b, `,"policy_revision":`...)
-	b = appendString(b, resp.PolicyRevision)
+	b = jsonstr.Append(b, resp.PolicyRevision)
 	b = append(b, `,"applied_seq":`...)
 	b = strconv.AppendUint(b, resp.AppliedSeq, 10)
 	b = append(b, '}')

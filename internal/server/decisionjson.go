@@ -1,13 +1,13 @@
 package server
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/crmauthz/crmauthz/internal/jsonstr"
 	"github.com/crmauthz/crmauthz/internal/strictjson"
 )
 
@@ -373,29 +373,13 @@ func (p *jsonScanner) checks(b *batchBody) bool {
 	}
 }
 
-// appendString appends s as a JSON string, as encoding/json writes it.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, err := json.Marshal(s)
-			if err != nil { // cannot happen for a string
-				q = []byte(`""`)
-			}
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
 // appendReplyHead appends decisionResponse's JSON up to its decision id:
 // {"allow":…,"reason":…,"decision_id":
 func appendReplyHead(b []byte, allow bool, reason string) []byte {
 	b = append(b, `{"allow":`...)
 	b = strconv.AppendBool(b, allow)
 	b = append(b, `,"reason":`...)
-	b = appendString(b, reason)
+	b = jsonstr.Append(b, reason)
 	return append(b, `,"decision_id":`...)
 }
 
@@ -403,7 +387,7 @@ func appendReplyHead(b []byte, allow bool, reason string) []byte {
 // ,"policy_revision":…,"applied_seq":…}
 func appendReplyTail(b []byte, revision string, seq uint64) []byte {
 	b = append(b, `,"policy_revision":`...)
-	b = appendString(b, revision)
+	b = jsonstr.Append(b, revision)
 	b = append(b, `,"applied_seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	return append(b, '}')

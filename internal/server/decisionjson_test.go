@@ -235,16 +235,6 @@ func FuzzDecodeBatchBody(f *testing.F) {
 	})
 }
 
-// TestAppendString: the bytes json.Marshal writes for the string.
-func TestAppendString(t *testing.T) {
-	for _, s := range []string{"", "owner", "not_assigned", `a"b`, `a\b`, "<x>&", "é", "\x00\x1f", "\xff", "\u2028", "tab\t"} {
-		want, _ := json.Marshal(s)
-		if got := appendString([]byte("x"), s); string(got) != "x"+string(want) {
-			t.Errorf("appendString(%q) = %s, want x%s", s, got, want)
-		}
-	}
-}
-
 // TestDecisionReplyLikeEncodingJSON: the reply written by hand is the bytes
 // json.Marshal of decisionResponse would be.
 func TestDecisionReplyLikeEncodingJSON(t *testing.T) {

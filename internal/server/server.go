@@ -24,6 +24,7 @@ import (
 	"github.com/crmauthz/crmauthz/internal/filter"
 	"github.com/crmauthz/crmauthz/internal/identity"
 	"github.com/crmauthz/crmauthz/internal/index"
+	"github.com/crmauthz/crmauthz/internal/jsonstr"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
@@ -314,7 +315,7 @@ func (s *Server) writeAllow(w http.ResponseWriter, reason, id, revision string, 
 	bp := s.bufs.get()
 	defer s.bufs.put(bp)
 	b := appendReplyHead(*bp, true, reason)
-	b = appendString(b, id)
+	b = jsonstr.Append(b, id)
 	b = appendReplyTail(b, revision, seq)
 	*bp = b
 	rp := reply{w: w}

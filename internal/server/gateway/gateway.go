@@ -21,6 +21,7 @@ import (
 
 	"github.com/crmauthz/crmauthz/internal/decisionlog"
 	"github.com/crmauthz/crmauthz/internal/identity"
+	"github.com/crmauthz/crmauthz/internal/jsonstr"
 	"github.com/crmauthz/crmauthz/internal/metrics"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
@@ -327,10 +328,10 @@ func (g *Gateway) logGateway(r gatewayRequest, in policy.HTTPInput, d policy.HTT
 // what encoding/json wrote for the map of its keys, in their sorted order.
 func appendLogInput(b []byte, endpoint string, in policy.HTTPInput, bodyBytes int) []byte {
 	b = strconv.AppendInt(append(b, `{"body_bytes":`...), int64(bodyBytes), 10)
-	b = appendJSONString(append(b, `,"endpoint":`...), endpoint)
-	b = appendJSONString(append(b, `,"method":`...), in.Method)
-	b = appendJSONString(append(b, `,"path":`...), in.Path)
-	b = appendJSONString(append(b, `,"subject":`...), in.Subject)
+	b = jsonstr.Append(append(b, `,"endpoint":`...), endpoint)
+	b = jsonstr.Append(append(b, `,"method":`...), in.Method)
+	b = jsonstr.Append(append(b, `,"path":`...), in.Path)
+	b = jsonstr.Append(append(b, `,"subject":`...), in.Subject)
 	return append(b, '}')
 }
 
