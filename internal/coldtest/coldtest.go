@@ -1,7 +1,8 @@
 // Package coldtest helps benchmarks measure code with cold CPU caches, as a
 // server's request runs after net/http, the kernel and the load generator
 // have evicted its code and data (BENCHMARKS.md, "Session 5: the decision
-// with its caches cold"). Only tests and benchmarks import it.
+// with its caches cold"), and reports the process's CPU time per operation
+// (ReportCPU, ProcessCPU). Only tests and benchmarks import it.
 package coldtest
 
 // Evictor reads memory between two measured calls, at random cache lines

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 )
 
 // BenchmarkOverlay1M fills the overlay of the 1,000,000-record index with OVERLAY_BENCH_EVENTS
@@ -122,7 +124,7 @@ func BenchmarkOverlay1M(b *testing.B) {
 			chunks++
 			return nil
 		}
-		cpu0 := processCPU(b)
+		cpu0 := coldtest.ProcessCPU(b)
 		start = time.Now()
 		ix.wmu.Lock()
 		err = ix.merge(ix.cur)
@@ -131,7 +133,7 @@ func BenchmarkOverlay1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "merge-ms")
-		b.ReportMetric(float64((processCPU(b) - cpu0).Milliseconds()), "merge-cpu-ms")
+		b.ReportMetric(float64((coldtest.ProcessCPU(b) - cpu0).Milliseconds()), "merge-cpu-ms")
 		b.ReportMetric(float64(chunks), "merge-commits")
 		b.ReportMetric(float64(peak-base)/(1<<20), "merge-heap-peak-MiB")
 		if err := ix.Close(); err != nil {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 )
 
 // The 1,000,000-record index of BenchmarkRandomReplication1M, built once per page size per test
@@ -306,7 +308,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 			})
 		}
 		v.seq += replBatch
-		cpu0, w0 := processCPU(b), processWrittenBytes()
+		cpu0, w0 := coldtest.ProcessCPU(b), processWrittenBytes()
 		start := time.Now()
 		if err := v.ix.Update(func(w *WriteTx) error {
 			t0 := time.Now()
@@ -321,11 +323,11 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		d := time.Since(start)
 		v.total += d
 		v.lat = append(v.lat, d)
-		v.cpu += processCPU(b) - cpu0
+		v.cpu += coldtest.ProcessCPU(b) - cpu0
 		v.written += processWrittenBytes() - w0
 	}
 	b.ResetTimer()
-	loop, loopCPU, loopWritten := time.Now(), processCPU(b), processWrittenBytes()
+	loop, loopCPU, loopWritten := time.Now(), coldtest.ProcessCPU(b), processWrittenBytes()
 	for i := range b.N {
 		for j := range variants {
 			batch(variants[(i+j)%len(variants)]) // each variant goes first in turn
@@ -352,7 +354,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		b.ReportMetric(float64(b.N*replBatch)/time.Since(loop).Seconds(), v.name+"-merged-events/s")
 		// The whole run's CPU (the batches, every merge; the events' generation in viewgen) and bytes
 		// written, per event: on a shared machine far steadier than the wall clock.
-		b.ReportMetric(float64((processCPU(b)-loopCPU).Nanoseconds())/1000/float64(b.N*replBatch), v.name+"-cpu-µs/event")
+		b.ReportMetric(float64((coldtest.ProcessCPU(b)-loopCPU).Nanoseconds())/1000/float64(b.N*replBatch), v.name+"-cpu-µs/event")
 		b.ReportMetric(float64(processWrittenBytes()-loopWritten)/float64(b.N*replBatch), v.name+"-written-B/event")
 	}
 	b.StopTimer()

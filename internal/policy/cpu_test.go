@@ -3,6 +3,8 @@ package policy
 import (
 	"testing"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 )
 
 // benchCPU measures the CPU time of a benchmark's loop: user and system time
@@ -11,10 +13,10 @@ import (
 // the cores. report adds it as "cpu-ns/op".
 type benchCPU struct{ start time.Duration }
 
-func startCPU(tb testing.TB) benchCPU { return benchCPU{start: processCPU(tb)} }
+func startCPU(tb testing.TB) benchCPU { return benchCPU{start: coldtest.ProcessCPU(tb)} }
 
 func (c benchCPU) report(b *testing.B) {
 	if c.start > 0 && b.N > 0 {
-		b.ReportMetric(float64(processCPU(b)-c.start)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(coldtest.ProcessCPU(b)-c.start)/float64(b.N), "cpu-ns/op")
 	}
 }

@@ -7,11 +7,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
+
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 )
 
 // discardWriter is the http.ResponseWriter of BenchmarkDecisionHandler: it
@@ -39,25 +40,6 @@ func (w *discardWriter) Write(b []byte) (int, error) {
 	}
 	w.n += len(b)
 	return len(b), nil
-}
-
-// reportCPU reports the process's CPU time per operation (cpu-ns/op: the
-// handler's goroutine and the collector's, not the time others' processes
-// took the core) from its call to the call of the function it returns.
-func reportCPU(b *testing.B) func() {
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			b.Fatal(err)
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	start := cpu()
-	return func() {
-		if b.N > 0 {
-			b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op")
-		}
-	}
 }
 
 // servedHandler is the decision listener's handler as the serve command
@@ -93,7 +75,7 @@ func BenchmarkDecisionHandler(b *testing.B) {
 		hdr := req.Header
 		br := bytes.NewReader(nil)
 		b.ReportAllocs()
-		defer reportCPU(b)()
+		defer coldtest.ReportCPU(b)()
 		i := 0
 		for b.Loop() {
 			bb, hh := body(i)
@@ -168,7 +150,7 @@ func BenchmarkDecisionLoopback(b *testing.B) {
 	for i := range bodies {
 		bodies[i] = world.RequestAt(i).AppendJSON(nil)
 	}
-	defer reportCPU(b)()
+	defer coldtest.ReportCPU(b)()
 	postParallel(b, url, bodies)
 }
 

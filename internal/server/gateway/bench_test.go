@@ -9,9 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -23,6 +21,8 @@ import (
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/replication"
 	"github.com/crmauthz/crmauthz/policies"
+
+	"github.com/crmauthz/crmauthz/internal/coldtest"
 )
 
 // benchGateway is a Gateway over a real index holding a 100,000-record
@@ -171,25 +171,6 @@ func BenchmarkGatewayBeyond(b *testing.B) {
 	benchEndpoints(b, g, world, false)
 }
 
-// reportCPU reports the process's CPU time per operation (cpu-ns/op: the
-// benchmark's goroutine and the collector's, not the time other processes
-// took the core) from its call to the call of the function it returns.
-func reportCPU(b *testing.B) func() {
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			b.Fatal(err)
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	start := cpu()
-	return func() {
-		if b.N > 0 {
-			b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op")
-		}
-	}
-}
-
 // benchEndpoints runs the endpoints' sub-benchmarks on g; with401 adds
 // forward auth without an identity.
 func benchEndpoints(b *testing.B, g *Gateway, world dataset.World, with401 bool) {
@@ -204,7 +185,7 @@ func benchEndpoints(b *testing.B, g *Gateway, world dataset.World, with401 bool)
 		}
 		br := bytes.NewReader(nil)
 		b.ReportAllocs()
-		defer reportCPU(b)()
+		defer coldtest.ReportCPU(b)()
 		i := 0
 		for b.Loop() {
 			c, req := calls[i%len(calls)], reqs[i%len(calls)]
@@ -259,7 +240,7 @@ func benchEndpoints(b *testing.B, g *Gateway, world dataset.World, with401 bool)
 		}
 		ctx := context.Background()
 		b.ReportAllocs()
-		defer reportCPU(b)()
+		defer coldtest.ReportCPU(b)()
 		i := 0
 		for b.Loop() {
 			resp, err := s.Check(ctx, reqs[i%len(reqs)])
