@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -60,6 +61,13 @@ func (g *Gateway) NewGRPC() *GRPC {
 		// Envoy's HTTP/2 keepalive may ping often; allow it down to 10s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(1024),
+		// Checks run on long-lived goroutines whose stacks stay grown
+		// (the decision's evaluation is deep: a new goroutine per stream
+		// grew its stack by copying, a fifth of the CPU at saturation;
+		// BENCHMARKS.md "Session 9: Envoy's paths against their floors").
+		// When all are busy a stream gets a goroutine of its own, as
+		// before: this bounds nothing.
+		grpc.NumStreamWorkers(grpcStreamWorkers),
 		grpc.ChainUnaryInterceptor(g.grpcRecovery),
 	)
 	authv3.RegisterAuthorizationServer(gs, &extAuthz{g: g})
@@ -68,6 +76,11 @@ func (g *Gateway) NewGRPC() *GRPC {
 	healthpb.RegisterHealthServer(gs, hs)
 	return &GRPC{Server: gs, health: hs}
 }
+
+// grpcStreamWorkers is the number of goroutines the gRPC server keeps to
+// run checks on (grpc.NumStreamWorkers): as many as the checks in flight
+// that are to run on a grown stack.
+const grpcStreamWorkers = 32
 
 // Serve serves ln until Stop.
 func (g *GRPC) Serve(ln net.Listener) error { return g.Server.Serve(ln) }
@@ -133,8 +146,10 @@ func (a *extAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		}
 		if b := h.GetRawBody(); len(b) > 0 { // with_request_body.pack_as_bytes
 			r.body = b
-		} else if h.GetBody() != "" {
-			r.body = []byte(h.GetBody())
+		} else if s := h.GetBody(); s != "" {
+			// the string's own bytes, not a copy: the body is only read
+			// (regovalue.ParseParams, its length for the decision log)
+			r.body = unsafe.Slice(unsafe.StringData(s), len(s))
 		}
 	}
 	ans := a.g.decide(ctx, r)
@@ -225,7 +240,15 @@ type denyResponse struct {
 	httpStatus typev3.HttpStatus
 	hdrs       [5]*corev3.HeaderValueOption
 	answer     answerHeaders
+	// body holds the error body when it fits (most do): deniedHTTP.Body
+	// points into it, so the response and its body are one allocation
+	body [denyBodyBytes]byte
 }
+
+// denyBodyBytes is the room for the error body in a denyResponse: the
+// policy's denies and crmauthz's own fit; a longer one (a long message)
+// is appended to a slice of its own.
+const denyBodyBytes = 256
 
 // answerHeaders are x-authz-reason and x-authz-decision-id.
 type answerHeaders struct {
@@ -265,9 +288,9 @@ func (g *Gateway) checkResponse(a *gatewayAnswer) *authv3.CheckResponse {
 		code = codes.Unauthenticated
 		hdrs = append(hdrs, g.grpcHeaders.wwwAuthenticate)
 	}
-	bp := g.bufs.errorBody(a)
-	r.deniedHTTP.Body = string(*bp)
-	g.bufs.put(bp)
+	body := a.appendErrorBody(r.body[:0])
+	// never written again: the string shares the response's memory
+	r.deniedHTTP.Body = unsafe.String(unsafe.SliceData(body), len(body))
 	r.httpStatus.Code = typev3.StatusCode(a.status)
 	r.deniedHTTP.Status, r.deniedHTTP.Headers = &r.httpStatus, hdrs
 	r.denied.DeniedResponse = &r.deniedHTTP

@@ -1,19 +1,29 @@
 package gateway
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crmauthz/crmauthz/internal/identity"
+	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/server/errcode"
 )
 
@@ -58,6 +68,9 @@ func TestCheckResponse(t *testing.T) {
 		{"policy deny", gatewayAnswer{status: 403, code: errcode.Denied, reason: "not_owner", id: "d-2", policyDeny: true, detail: "a <b>"}, "denied: not_owner: a <b>"},
 		{"401", gatewayAnswer{status: 401, code: reasonUnauthenticated, reason: reasonUnauthenticated, id: "d-3", message: `no "X-User-Id"`}, `no "X-User-Id"`},
 		{"413", gatewayAnswer{status: 413, code: reasonBodyTooLarge, reason: reasonBodyTooLarge, id: "d-4", message: "big"}, "big"},
+		// an error body longer than the room in the response (denyBodyBytes)
+		{"long", gatewayAnswer{status: 403, code: reasonInvalidPath, reason: reasonInvalidPath, id: "d-5", message: strings.Repeat("é<\u2028", 100)}, strings.Repeat("é<\u2028", 100)},
+		{"long policy deny", gatewayAnswer{status: 403, code: errcode.Denied, reason: "not_owner", id: "d-6", policyDeny: true, detail: strings.Repeat("x", 300)}, "denied: not_owner: " + strings.Repeat("x", 300)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := plainCheckResponse(t, &tc.a, tc.msg)
@@ -82,5 +95,65 @@ func TestEnvoyHeaders(t *testing.T) {
 				t.Errorf("Values(%q) = %q, MapHeaders gives %q", name, got, want)
 			}
 		})
+	}
+}
+
+// TestGRPCChecksBeyondStreamWorkers: more checks in flight than the server
+// keeps stream workers (grpcStreamWorkers) are all answered, each with its
+// own decision: the workers bound nothing.
+func TestGRPCChecksBeyondStreamWorkers(t *testing.T) {
+	cfg := fullConfig(t)
+	release := make(chan struct{})
+	var started atomic.Int32
+	cfg.Decide = func(ctx context.Context, in policy.HTTPInput) (policy.HTTPDecision, string, uint64, error) {
+		if started.Add(1) == 4*grpcStreamWorkers {
+			close(release) // every check is in flight at once
+		}
+		<-release
+		return policy.HTTPDecision{Allow: true, Reason: "r" + in.Path}, "rev", 1, nil
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := g.NewGRPC()
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(context.Background()) })
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := authv3.NewAuthorizationClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*grpcStreamWorkers)
+	for i := range 4 * grpcStreamWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := "/contacts/c-" + strconv.Itoa(i)
+			resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+				Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: map[string]string{"x-user-id": "u-1"}},
+			}}})
+			switch {
+			case err != nil:
+				errs <- err
+			case resp.GetStatus().GetCode() != int32(codes.OK):
+				errs <- fmt.Errorf("%s: code %d", path, resp.GetStatus().GetCode())
+			case resp.GetOkResponse().GetHeaders()[0].GetHeader().GetValue() != "r"+path:
+				errs <- fmt.Errorf("%s: x-authz-reason %q", path, resp.GetOkResponse().GetHeaders()[0].GetHeader().GetValue())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -1,0 +1,74 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/crmauthz/crmauthz/internal/coldtest"
+)
+
+// BenchmarkGatewayGRPCServer is BenchmarkGateway's ext-authz-grpc through
+// the real gRPC server of --grpc-addr (NewGRPC) over loopback, 32 calls in
+// flight on one HTTP/2 connection as crmauthz-bench --endpoint
+// ext-authz-grpc asks: what the server's options (its stream workers, its
+// buffers) cost besides the handler. The CPU per call is the process's,
+// the client's included.
+func BenchmarkGatewayGRPCServer(b *testing.B) {
+	g, world := benchGateway(b)
+	calls := benchCalls(world, 1<<14, true)
+	reqs := make([]*authv3.CheckRequest, len(calls))
+	for i, c := range calls {
+		h := map[string]string{":method": c.method, ":path": c.uri, ":authority": "crm.example", "x-user-id": c.subject}
+		if c.body != nil {
+			h["content-type"] = "application/json"
+		}
+		reqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Id: "r-1", Method: c.method, Path: c.uri, Host: "crm.example",
+				Scheme: "http", Protocol: "HTTP/1.1", Headers: h, Body: string(c.body), Size: int64(len(c.body))},
+		}}}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := g.NewGRPC()
+	go func() { _ = gs.Serve(ln) }()
+	b.Cleanup(func() { gs.Stop(context.Background()) })
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	client := authv3.NewAuthorizationClient(conn)
+	ctx := context.Background()
+	if _, err := client.Check(ctx, reqs[0]); err != nil { // connect before the clock
+		b.Fatal(err)
+	}
+	const inFlight = 32
+	var next atomic.Uint64
+	b.SetParallelism(max(1, inFlight/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	defer coldtest.ReportCPU(b)()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Check(ctx, reqs[next.Add(1)%uint64(len(reqs))])
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if c := codes.Code(resp.GetStatus().GetCode()); c != codes.OK && c != codes.PermissionDenied {
+				b.Errorf("code %v", c)
+				return
+			}
+		}
+	})
+}
