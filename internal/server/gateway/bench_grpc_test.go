@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -72,3 +73,26 @@ func BenchmarkGatewayGRPCServer(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheckResponse is the CheckResponse of a policy's deny (the
+// error body inside it) and of an allow.
+func BenchmarkCheckResponse(b *testing.B) {
+	g, err := New(fullConfig(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, a := range []gatewayAnswer{
+		{status: 403, code: "denied", reason: "follower_not_permitted", id: "0123456789abcdef-1a2b3", policyDeny: true},
+		{allow: true, status: 200, reason: "owner", id: "0123456789abcdef-1a2b3"},
+	} {
+		b.Run(strconv.FormatBool(a.allow), func(b *testing.B) {
+			b.ReportAllocs()
+			defer coldtest.ReportCPU(b)()
+			for b.Loop() {
+				benchSink = g.checkResponse(&a)
+			}
+		})
+	}
+}
+
+var benchSink *authv3.CheckResponse

@@ -240,15 +240,7 @@ type denyResponse struct {
 	httpStatus typev3.HttpStatus
 	hdrs       [5]*corev3.HeaderValueOption
 	answer     answerHeaders
-	// body holds the error body when it fits (most do): deniedHTTP.Body
-	// points into it, so the response and its body are one allocation
-	body [denyBodyBytes]byte
 }
-
-// denyBodyBytes is the room for the error body in a denyResponse: the
-// policy's denies and crmauthz's own fit; a longer one (a long message)
-// is appended to a slice of its own.
-const denyBodyBytes = 256
 
 // answerHeaders are x-authz-reason and x-authz-decision-id.
 type answerHeaders struct {
@@ -288,9 +280,13 @@ func (g *Gateway) checkResponse(a *gatewayAnswer) *authv3.CheckResponse {
 		code = codes.Unauthenticated
 		hdrs = append(hdrs, g.grpcHeaders.wwwAuthenticate)
 	}
-	body := a.appendErrorBody(r.body[:0])
-	// never written again: the string shares the response's memory
-	r.deniedHTTP.Body = unsafe.String(unsafe.SliceData(body), len(body))
+	// The body's string is copied from a pooled buffer. Appending it into
+	// room inside denyResponse saves that allocation but costs more (a
+	// 1,024-byte object: BENCHMARKS.md "Session 9: Envoy's paths against
+	// their floors").
+	bp := g.bufs.errorBody(a)
+	r.deniedHTTP.Body = string(*bp)
+	g.bufs.put(bp)
 	r.httpStatus.Code = typev3.StatusCode(a.status)
 	r.deniedHTTP.Status, r.deniedHTTP.Headers = &r.httpStatus, hdrs
 	r.denied.DeniedResponse = &r.deniedHTTP

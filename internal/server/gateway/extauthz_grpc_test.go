@@ -68,7 +68,7 @@ func TestCheckResponse(t *testing.T) {
 		{"policy deny", gatewayAnswer{status: 403, code: errcode.Denied, reason: "not_owner", id: "d-2", policyDeny: true, detail: "a <b>"}, "denied: not_owner: a <b>"},
 		{"401", gatewayAnswer{status: 401, code: reasonUnauthenticated, reason: reasonUnauthenticated, id: "d-3", message: `no "X-User-Id"`}, `no "X-User-Id"`},
 		{"413", gatewayAnswer{status: 413, code: reasonBodyTooLarge, reason: reasonBodyTooLarge, id: "d-4", message: "big"}, "big"},
-		// an error body longer than the room in the response (denyBodyBytes)
+		// long error bodies, with characters encoding/json escapes
 		{"long", gatewayAnswer{status: 403, code: reasonInvalidPath, reason: reasonInvalidPath, id: "d-5", message: strings.Repeat("é<\u2028", 100)}, strings.Repeat("é<\u2028", 100)},
 		{"long policy deny", gatewayAnswer{status: 403, code: errcode.Denied, reason: "not_owner", id: "d-6", policyDeny: true, detail: strings.Repeat("x", 300)}, "denied: not_owner: " + strings.Repeat("x", 300)},
 	} {
