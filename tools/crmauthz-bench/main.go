@@ -118,7 +118,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&cfg.NoOPA, "no-opa", false, "leave OPA out: crmauthz and the floor only, no agreement check (quicker, for the ratios to the floor)")
 		vs := fs.String("vs-crmauthz-args", "", "instead of OPA, a second crmauthz (crmauthz-b) on a copy of the index with these extra flags, e.g. \"--decision-log /tmp/d.log\": the cost of a setting in one run")
 		fs.StringVar(&cfg.VsCrmauthz, "vs-crmauthz", "", "instead of OPA, a second crmauthz (crmauthz-b) running this binary on a copy of the index (with --vs-crmauthz-args, if given): two builds in one run")
-		fs.IntVar(&cfg.Slices, "slices", 1, "cut each step of each side into that many slices, run interleaved with the other sides' slices (latencies pooled per side): a hiccup of the machine lands on every side alike")
+		fs.IntVar(&cfg.Slices, "slices", 1, "cut each step of each side into that many slices, run interleaved with the other sides' slices (A B B A A B …; latencies pooled per side, CPU and steal summed): a hiccup of the machine lands on every side alike; 1: each side's step in one go")
+		fs.DurationVar(&cfg.SliceWarmup, "slice-warmup", 100*time.Millisecond, "with --slices > 1: untimed load at the step's rate (or concurrency) before each slice's timed part (0: none)")
 		fs.StringVar(&cfg.ServerCPUs, "server-cpus", "", "pin the servers (crmauthz, opa, the floor) to these CPUs with taskset, e.g. 1 (\"\": not pinned)")
 		fs.StringVar(&cfg.GeneratorCPUs, "generator-cpus", "", "pin this tool, the load generator, to these CPUs, e.g. 0 (\"\": not pinned)")
 		fs.StringVar(&cfg.OPA, "opa", "", "opa binary (default: build the version go.mod requires into --opa-cache)")
@@ -143,6 +144,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.Slices < 1 || cfg.Slices > 10 || cfg.Duration/time.Duration(cfg.Slices) < 100*time.Millisecond {
 			return fmt.Errorf("--slices: %d is not between 1 and 10, or cuts --duration %s into slices shorter than 100ms", cfg.Slices, cfg.Duration)
+		}
+		if cfg.SliceWarmup < 0 || cfg.SliceWarmup > 10*time.Second {
+			return fmt.Errorf("--slice-warmup: %s is not between 0 and 10s", cfg.SliceWarmup)
 		}
 		if cfg.CPUProfile != "" && cfg.Duration/time.Duration(cfg.Slices) > maxProfiledStep {
 			return fmt.Errorf("--cpu-profile: a step (or slice) of %s is longer than %s, the longest one profile can take", cfg.Duration/time.Duration(cfg.Slices), maxProfiledStep)
