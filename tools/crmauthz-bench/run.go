@@ -402,6 +402,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 					}
 				}
 			}
+			if len(parts[sideCrmauthz]) > 1 {
+				logSlices(cfg, run+1, spec.name, parts)
+			}
 			var pair [nSides]stepResult
 			for _, k := range order {
 				if sides[k] == nil {

@@ -114,6 +114,21 @@ func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSid
 	return parts, ev, nil
 }
 
+// logSlices logs each side's p99 slice by slice: whether a side's pooled
+// tail comes from one slice (a stall) or from all of them.
+func logSlices(cfg runConfig, run int, step string, parts [nSides][]stepResult) {
+	for k := range parts {
+		if len(parts[k]) == 0 {
+			continue
+		}
+		p99 := make([]string, len(parts[k]))
+		for j, p := range parts[k] {
+			p99[j] = fmtDur(p.p99)
+		}
+		cfg.logf("run %d  %-24s %-8s p99 by slice: %s", run, step, parts[k][0].side, strings.Join(p99, " "))
+	}
+}
+
 // sliceResults pools one side's slices of a step into one result: counts
 // and CPU time summed, the latencies pooled, the achieved rate over the
 // slices' own time, the peak RSS, the cache hit share weighted by answers.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,6 +291,30 @@ func TestSlicedSlowSide(t *testing.T) {
 			}
 			if spec.rate == 0 && !(crm.achieved < floor.achieved) {
 				t.Errorf("at saturation crmauthz answered %.0f/s, the floor %.0f/s; want fewer", crm.achieved, floor.achieved)
+			}
+		})
+	}
+}
+
+// TestSliceFlags: --slices and --slice-warmup out of range are refused
+// before anything starts.
+func TestSliceFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no slices", []string{"--slices", "0"}, "--slices"},
+		{"too many slices", []string{"--slices", "11"}, "--slices"},
+		{"slices shorter than 100ms", []string{"--slices", "8", "--duration", "400ms"}, "--slices"},
+		{"negative lead-in", []string{"--slices", "8", "--slice-warmup", "-1ms"}, "--slice-warmup"},
+		{"lead-in too long", []string{"--slices", "8", "--slice-warmup", "11s"}, "--slice-warmup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := mainErr(append([]string{"run"}, tc.args...), &out, &out)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("run %v: %v, want an error about %s", tc.args, err, tc.want)
 			}
 		})
 	}
