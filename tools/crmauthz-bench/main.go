@@ -118,7 +118,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&cfg.NoOPA, "no-opa", false, "leave OPA out: crmauthz and the floor only, no agreement check (quicker, for the ratios to the floor)")
 		vs := fs.String("vs-crmauthz-args", "", "instead of OPA, a second crmauthz (crmauthz-b) on a copy of the index with these extra flags, e.g. \"--decision-log /tmp/d.log\": the cost of a setting in one run")
 		fs.StringVar(&cfg.VsCrmauthz, "vs-crmauthz", "", "instead of OPA, a second crmauthz (crmauthz-b) running this binary on a copy of the index (with --vs-crmauthz-args, if given): two builds in one run")
-		fs.IntVar(&cfg.Slices, "slices", 1, "cut each step of each side into that many slices, run interleaved with the other sides' slices (A B B A A B …; latencies pooled per side, CPU and steal summed): a hiccup of the machine lands on every side alike; 1: each side's step in one go")
+		fs.IntVar(&cfg.Slices, "slices", defaultSlices, "cut each step of each side into that many slices, run interleaved with the other sides' slices (A B B A A B …; latencies pooled per side, CPU and steal summed): the host's steal and other hiccups of the machine land on every side alike; default 8, fewer for a --duration under 4s (slices of at least 500ms), 1 with --cpu-profile; 1: each side's step in one go (the method before session 9)")
 		fs.DurationVar(&cfg.SliceWarmup, "slice-warmup", 100*time.Millisecond, "with --slices > 1: untimed load at the step's rate (or concurrency) before each slice's timed part (0: none)")
 		fs.StringVar(&cfg.ServerCPUs, "server-cpus", "", "pin the servers (crmauthz, opa, the floor) to these CPUs with taskset, e.g. 1 (\"\": not pinned)")
 		fs.StringVar(&cfg.GeneratorCPUs, "generator-cpus", "", "pin this tool, the load generator, to these CPUs, e.g. 0 (\"\": not pinned)")
@@ -141,6 +141,11 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.Runs < 1 || cfg.Runs > 100 {
 			return fmt.Errorf("--runs: %d is not between 1 and 100", cfg.Runs)
+		}
+		sliced := false
+		fs.Visit(func(f *flag.Flag) { sliced = sliced || f.Name == "slices" })
+		if !sliced {
+			cfg.Slices = autoSlices(cfg.Duration, cfg.CPUProfile != "")
 		}
 		if cfg.Slices < 1 || cfg.Slices > 10 || cfg.Duration/time.Duration(cfg.Slices) < 100*time.Millisecond {
 			return fmt.Errorf("--slices: %d is not between 1 and 10, or cuts --duration %s into slices shorter than 100ms", cfg.Slices, cfg.Duration)
@@ -193,6 +198,20 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
+}
+
+// defaultSlices is --slices when not given: each step in slices of 500 ms
+// at the usual 4 s (BENCHMARKS.md, "Method" and "Session 9").
+const defaultSlices = 8
+
+// autoSlices is --slices when not given: defaultSlices, or as many slices
+// of at least 500 ms as dur holds (at least one); one with --cpu-profile,
+// whose profile of a slice would outlast it.
+func autoSlices(dur time.Duration, profiled bool) int {
+	if profiled {
+		return 1
+	}
+	return max(1, min(defaultSlices, int(dur/(500*time.Millisecond))))
 }
 
 // intList parses "1,2,3"; "" is an empty list.

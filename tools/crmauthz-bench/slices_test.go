@@ -319,3 +319,20 @@ func TestSliceFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoSlices: without --slices, 8 slices of at least 500 ms, fewer for
+// shorter steps, one with --cpu-profile.
+func TestAutoSlices(t *testing.T) {
+	for _, tc := range []struct {
+		dur      time.Duration
+		profiled bool
+		want     int
+	}{
+		{4 * time.Second, false, 8}, {10 * time.Second, false, 8}, {2 * time.Second, false, 4},
+		{time.Second, false, 2}, {300 * time.Millisecond, false, 1}, {4 * time.Second, true, 1},
+	} {
+		if got := autoSlices(tc.dur, tc.profiled); got != tc.want {
+			t.Errorf("autoSlices(%v, profiled %v) = %d, want %d", tc.dur, tc.profiled, got, tc.want)
+		}
+	}
+}
