@@ -104,7 +104,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")
 		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up of each side before the first step (0: none)")
 		fs.IntVar(&cfg.WarmupRate, "warmup-rate", 1000, "requests per second of the warm-up")
-		fs.DurationVar(&cfg.Pause, "pause", time.Second, "pause before each step")
+		fs.DurationVar(&cfg.Pause, "pause", time.Second, "pause before each step (with --slices, shared out: before each slice, at least 100ms)")
 		rates := fs.String("rates", "1000,5000,10000", "fixed-rate steps, requests per second, comma-separated (\"\": none)")
 		sat := fs.String("saturation", "1,32", "saturation steps: concurrent requests of each, comma-separated (\"\": none)")
 		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
