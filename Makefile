@@ -80,7 +80,7 @@ fuzz: ## run every Go fuzz target for FUZZTIME each (seed corpora run in make te
 	  done; \
 	done
 
-bench: build ## crmauthz vs opa run --server over HTTP on 1,000,000 records, one table (BENCH_FLAGS="--records 100000 --duration 5s"; see BENCHMARKS.md)
+bench: build ## crmauthz vs opa run --server over HTTP on 1,000,000 records, one table; each step in 8 alternating slices per side (BENCH_FLAGS="--records 100000 --duration 5s", "--slices 1" the old way; see BENCHMARKS.md "Method")
 	cd tools && $(GO) run ./crmauthz-bench run --crmauthz ../$(BIN) $(BENCH_FLAGS)
 
 bench-scale: build ## the scale curve: 100,000, 1,000,000 and 10,000,000 records (SCALE_FLAGS="--records 100000,1000000"; see BENCHMARKS.md)

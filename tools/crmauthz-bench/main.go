@@ -104,7 +104,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")
 		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up of each side before the first step (0: none)")
 		fs.IntVar(&cfg.WarmupRate, "warmup-rate", 1000, "requests per second of the warm-up")
-		fs.DurationVar(&cfg.Pause, "pause", time.Second, "pause before each step")
+		fs.DurationVar(&cfg.Pause, "pause", time.Second, "pause before each step (with --slices, shared out: before each slice, at least 100ms)")
 		rates := fs.String("rates", "1000,5000,10000", "fixed-rate steps, requests per second, comma-separated (\"\": none)")
 		sat := fs.String("saturation", "1,32", "saturation steps: concurrent requests of each, comma-separated (\"\": none)")
 		fs.IntVar(&cfg.HotSet, "hot-set", 1000, "distinct requests of the hot-set saturation step, where crmauthz's decision cache hits (0: no such step)")
@@ -118,7 +118,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&cfg.NoOPA, "no-opa", false, "leave OPA out: crmauthz and the floor only, no agreement check (quicker, for the ratios to the floor)")
 		vs := fs.String("vs-crmauthz-args", "", "instead of OPA, a second crmauthz (crmauthz-b) on a copy of the index with these extra flags, e.g. \"--decision-log /tmp/d.log\": the cost of a setting in one run")
 		fs.StringVar(&cfg.VsCrmauthz, "vs-crmauthz", "", "instead of OPA, a second crmauthz (crmauthz-b) running this binary on a copy of the index (with --vs-crmauthz-args, if given): two builds in one run")
-		fs.IntVar(&cfg.Slices, "slices", 1, "cut each step of each side into that many slices, run interleaved with the other sides' slices (latencies pooled per side): a hiccup of the machine lands on every side alike")
+		fs.IntVar(&cfg.Slices, "slices", defaultSlices, "cut each step of each side into that many slices, run interleaved with the other sides' slices (A B B A A B …; latencies pooled per side, CPU and steal summed): the host's steal and other hiccups of the machine land on every side alike; default 8, fewer for a --duration under 4s (slices of at least 500ms), 1 with --cpu-profile; 1: each side's step in one go (the method before session 9)")
+		fs.DurationVar(&cfg.SliceWarmup, "slice-warmup", 100*time.Millisecond, "with --slices > 1: untimed load at the step's rate (or concurrency) before each slice's timed part (0: none)")
 		fs.StringVar(&cfg.ServerCPUs, "server-cpus", "", "pin the servers (crmauthz, opa, the floor) to these CPUs with taskset, e.g. 1 (\"\": not pinned)")
 		fs.StringVar(&cfg.GeneratorCPUs, "generator-cpus", "", "pin this tool, the load generator, to these CPUs, e.g. 0 (\"\": not pinned)")
 		fs.StringVar(&cfg.OPA, "opa", "", "opa binary (default: build the version go.mod requires into --opa-cache)")
@@ -141,8 +142,16 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		if cfg.Runs < 1 || cfg.Runs > 100 {
 			return fmt.Errorf("--runs: %d is not between 1 and 100", cfg.Runs)
 		}
+		sliced := false
+		fs.Visit(func(f *flag.Flag) { sliced = sliced || f.Name == "slices" })
+		if !sliced {
+			cfg.Slices = autoSlices(cfg.Duration, cfg.CPUProfile != "")
+		}
 		if cfg.Slices < 1 || cfg.Slices > 10 || cfg.Duration/time.Duration(cfg.Slices) < 100*time.Millisecond {
 			return fmt.Errorf("--slices: %d is not between 1 and 10, or cuts --duration %s into slices shorter than 100ms", cfg.Slices, cfg.Duration)
+		}
+		if cfg.SliceWarmup < 0 || cfg.SliceWarmup > 10*time.Second {
+			return fmt.Errorf("--slice-warmup: %s is not between 0 and 10s", cfg.SliceWarmup)
 		}
 		if cfg.CPUProfile != "" && cfg.Duration/time.Duration(cfg.Slices) > maxProfiledStep {
 			return fmt.Errorf("--cpu-profile: a step (or slice) of %s is longer than %s, the longest one profile can take", cfg.Duration/time.Duration(cfg.Slices), maxProfiledStep)
@@ -189,6 +198,20 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
+}
+
+// defaultSlices is --slices when not given: each step in slices of 500 ms
+// at the usual 4 s (BENCHMARKS.md, "Method" and "Session 9").
+const defaultSlices = 8
+
+// autoSlices is --slices when not given: defaultSlices, or as many slices
+// of at least 500 ms as dur holds (at least one); one with --cpu-profile,
+// whose profile of a slice would outlast it.
+func autoSlices(dur time.Duration, profiled bool) int {
+	if profiled {
+		return 1
+	}
+	return max(1, min(defaultSlices, int(dur/(500*time.Millisecond))))
 }
 
 // intList parses "1,2,3"; "" is an empty list.

@@ -50,8 +50,10 @@ type runConfig struct {
 	// builds measured in one run, alone or with VsArgs.
 	VsCrmauthz string
 	// Slices > 1 cuts each step of each side into that many slices, run
-	// interleaved with the other sides' (slices.go).
-	Slices int
+	// interleaved with the other sides', each after an untimed lead-in of
+	// SliceWarmup (slices.go).
+	Slices      int
+	SliceWarmup time.Duration
 	// ServerCPUs and GeneratorCPUs, when set, pin the servers and this
 	// tool to those CPUs (taskset lists, slices.go).
 	ServerCPUs, GeneratorCPUs string
@@ -376,6 +378,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	// With --runs N the whole sequence of steps is repeated N times over the
 	// same servers, each run with fresh requests, the order of the sides
 	// alternating from run to run as well.
+	steps := &stepRunner{sides: sides, w: w, timeout: cfg.Timeout, record: reqOut != nil, prof: prof, cut: cfg.slicing()}
 	rep.steps = make([][][nSides]stepResult, len(specs))
 	rep.evidence = make([][][nSides]stepEvidence, len(specs))
 	for run := 0; run < cfg.Runs; run++ {
@@ -385,49 +388,24 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			if (i+run)%2 == 1 {
 				slices.Reverse(order)
 			}
-			var pair [nSides]stepResult
-			var ev [nSides]stepEvidence
-			var parts [nSides][]stepResult
 			// With --slices, each side's step is cut into slices run in turn
-			// with the other sides' (slices.go); the pause is shared out.
-			pause, dur := cfg.Pause, cfg.Duration
-			if cfg.Slices > 1 {
-				pause, dur = max(pause/time.Duration(cfg.Slices), 100*time.Millisecond), dur/time.Duration(cfg.Slices)
+			// with the other sides' (slices.go).
+			parts, ev, err := steps.run(ctx, spec, order)
+			if err != nil {
+				return nil, err
 			}
-			for j := 0; j < max(cfg.Slices, 1); j++ {
-				for _, k := range sliceOrder(order, j) {
-					if err := ctx.Err(); err != nil {
-						return nil, err
-					}
-					if sides[k] == nil {
-						continue
-					}
-					sp := spec
-					if sp.hot == 0 {
-						sp.base += uint64(j) * 10_000_000 // fresh requests in each slice
-					}
-					time.Sleep(pause)
-					before := sampleProc(ctx, sides[k])
-					var r stepResult
-					if err := prof.during(ctx, k == sideCrmauthz, dur, func() {
-						r = runStep(ctx, sides[k], sp, w, dur, cfg.Timeout, reqOut != nil)
-					}); err != nil {
-						return nil, err
-					}
-					if reqOut != nil {
-						writeRequests(reqOut.w, run+1, j, r)
-						r.reqs = nil
-					}
-					parts[k] = append(parts[k], r)
-					e := before.to(sampleProc(ctx, sides[k]))
-					e.conns = r.opened
-					if j == 0 {
-						ev[k] = e
-					} else {
-						ev[k] = ev[k].add(e)
+			if reqOut != nil {
+				for k := range parts {
+					for j := range parts[k] {
+						writeRequests(reqOut.w, run+1, j, parts[k][j])
+						parts[k][j].reqs = nil
 					}
 				}
 			}
+			if len(parts[sideCrmauthz]) > 1 {
+				logSlices(cfg, run+1, spec.name, parts)
+			}
+			var pair [nSides]stepResult
 			for _, k := range order {
 				if sides[k] == nil {
 					continue

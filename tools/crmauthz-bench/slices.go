@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/crmauthz/crmauthz/internal/dataset"
 )
 
 // Two ways to treat the sides more evenly on two shared cores (BENCHMARKS.md,
@@ -15,14 +18,116 @@ import (
 //
 // --slices N cuts each step of each side into N slices of Duration/N and
 // runs them interleaved (crmauthz, floor, floor, crmauthz, …), pooling each
-// side's latencies: a hiccup of the machine (another process, a page-cache
-// flush) lands on both sides alike instead of on whichever ran at that
-// moment, while the figure stays the p99 of all the side's requests.
+// side's latencies: a hiccup of the machine (the host's steal, another
+// process, a page-cache flush) lands on both sides alike instead of on
+// whichever ran at that moment, while the figure stays the p99 of all the
+// side's requests. Each slice starts with an untimed lead-in
+// (--slice-warmup) at the step's own pace, so that the timed part finds
+// the server and the generator already at the rate; a new attack starts
+// each part, so no request owed by an earlier slice is sent in a burst.
 //
 // --server-cpus and --generator-cpus pin the servers (through taskset) and
 // this tool (the load generator) to separate cores, so that the generator's
 // work does not take CPU from the server it measures, nor the server's from
 // the generator's clock.
+
+// sliceStride separates the requests of two slices of one step in the
+// mix: slice j asks from base + j·sliceStride, its lead-in from half a
+// stride further (at most 10 slices within a step's 100,000,000).
+const sliceStride = 10_000_000
+
+// slicing is how each step of each side is cut (--slices, --slice-warmup).
+type slicing struct {
+	n      int           // slices per step and side; 1: the whole step at once
+	dur    time.Duration // the timed part of one slice
+	pause  time.Duration // before each slice
+	leadIn time.Duration // untimed load at the step's pace before each timed part; 0 with n == 1
+}
+
+// slicing cuts the run's steps: one part of Duration after Pause with
+// --slices 1 (the method before session 9), else Slices parts of
+// Duration/Slices, each after its share of the pause (at least 100 ms) and
+// a lead-in of SliceWarmup.
+func (c *runConfig) slicing() slicing {
+	if c.Slices <= 1 {
+		return slicing{n: 1, dur: c.Duration, pause: c.Pause}
+	}
+	n := time.Duration(c.Slices)
+	return slicing{n: c.Slices, dur: c.Duration / n, pause: max(c.Pause/n, 100*time.Millisecond), leadIn: c.SliceWarmup}
+}
+
+// stepRunner runs one step of every side of a run.
+type stepRunner struct {
+	sides   [nSides]*side // nil: a side left out
+	w       dataset.World
+	timeout time.Duration
+	record  bool         // keep every request (--requests-out)
+	prof    *cpuProfiler // nil: no profile
+	cut     slicing
+}
+
+// run runs spec on every side present, cut into slices: slice j of the
+// sides in sliceOrder(order, j) (A B, B A, A B, …), each slice with fresh
+// requests of the mix (a hot set: the same ones). It returns each side's
+// slices in order, and each side's evidence summed over its slices.
+func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSides][]stepResult, [nSides]stepEvidence, error) {
+	var parts [nSides][]stepResult
+	var ev [nSides]stepEvidence
+	for j := 0; j < r.cut.n; j++ {
+		for _, k := range sliceOrder(order, j) {
+			if err := ctx.Err(); err != nil {
+				return parts, ev, err
+			}
+			s := r.sides[k]
+			if s == nil {
+				continue
+			}
+			sp := spec
+			if sp.hot == 0 {
+				sp.base += uint64(j) * sliceStride
+			}
+			time.Sleep(r.cut.pause)
+			if r.cut.leadIn > 0 {
+				lead := sp
+				if lead.hot == 0 {
+					lead.base += sliceStride / 2
+				}
+				runStep(ctx, s, lead, r.w, r.cut.leadIn, r.timeout, false)
+			}
+			before := sampleProc(ctx, s)
+			var res stepResult
+			if err := r.prof.during(ctx, k == sideCrmauthz, r.cut.dur, func() {
+				res = runStep(ctx, s, sp, r.w, r.cut.dur, r.timeout, r.record)
+			}); err != nil {
+				return parts, ev, err
+			}
+			e := before.to(sampleProc(ctx, s))
+			e.conns = res.opened
+			if j == 0 {
+				ev[k] = e
+			} else {
+				ev[k] = ev[k].add(e)
+			}
+			parts[k] = append(parts[k], res)
+		}
+	}
+	return parts, ev, nil
+}
+
+// logSlices logs each side's p99 slice by slice: whether a side's pooled
+// tail comes from one slice (a stall) or from all of them.
+func logSlices(cfg runConfig, run int, step string, parts [nSides][]stepResult) {
+	for k := range parts {
+		if len(parts[k]) == 0 {
+			continue
+		}
+		p99 := make([]string, len(parts[k]))
+		for j, p := range parts[k] {
+			p99[j] = fmtDur(p.p99)
+		}
+		cfg.logf("run %d  %-24s %-8s p99 by slice: %s", run, step, parts[k][0].side, strings.Join(p99, " "))
+	}
+}
 
 // sliceResults pools one side's slices of a step into one result: counts
 // and CPU time summed, the latencies pooled, the achieved rate over the

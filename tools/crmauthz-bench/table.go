@@ -40,7 +40,8 @@ func printReport(out io.Writer, rep *report) error {
 		fmt.Fprintf(out, "crmauthz-b in OPA's place: %s on a copy of the index (crmauthz/crmauthz-b below 1 in achieved/s: crmauthz-b answers more)\n", what)
 	}
 	if c.Slices > 1 {
-		fmt.Fprintf(out, "each step of each side in %d slices of %s, interleaved with the other sides' (latencies pooled per side)\n", c.Slices, c.Duration/time.Duration(c.Slices))
+		fmt.Fprintf(out, "each step of each side in %d slices of %s, interleaved with the other sides' (A B B A …; each after %s of untimed load; latencies pooled, CPU and the machine's counters summed per side)\n",
+			c.Slices, c.Duration/time.Duration(c.Slices), c.SliceWarmup)
 	}
 	if c.ServerCPUs != "" || c.GeneratorCPUs != "" {
 		fmt.Fprintf(out, "pinned: the servers to CPUs %q, the load generator to CPUs %q (\"\": not pinned)\n", c.ServerCPUs, c.GeneratorCPUs)
