@@ -70,7 +70,7 @@ func newProgram(pol *ir.Policy, cfg Config, noFuse bool) (*Program, error) {
 		}
 		fn.ret = c.local(f.Return)
 		c.fold = foldable(f.Blocks)
-		c.cur, c.dataLocals = int32(i), dataLocals(f.Blocks)
+		c.cur, c.dataLocals, c.inserts = int32(i), dataLocals(f.Blocks), insertTargets(f.Blocks)
 		info.conflict = conflictMessage(f)
 		body := f.Blocks
 		if x, as, ok := ruleEpilogue(f); ok {
@@ -92,7 +92,7 @@ func newProgram(pol *ir.Policy, cfg Config, noFuse bool) (*Program, error) {
 		}
 		c.maxLocal = int(ir.Data)
 		c.fold = foldable(p.Blocks)
-		c.cur, c.dataLocals = -1, dataLocals(p.Blocks)
+		c.cur, c.dataLocals, c.inserts = -1, dataLocals(p.Blocks), insertTargets(p.Blocks)
 		blocks, err := c.blockList(p.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
@@ -126,6 +126,9 @@ type vmCompiler struct {
 	// dataLocals are the locals holding the data document or a document
 	// looked up in it (see dataLocals)
 	dataLocals map[ir.Local]bool
+	// inserts counts the inserts into each local of the function (see
+	// recordRun)
+	inserts map[ir.Local]int
 	// tooLarge is set when a local or a call does not fit a vmStmt
 	tooLarge error
 	// noFuse compiles every statement on its own (fuse.go): the tests'
@@ -204,6 +207,7 @@ func (code *vmCode) packConsts() {
 	}
 	all := string(buf)
 	terms := make([]ast.Term, len(code.consts))
+	moved := make(map[*ast.Term]*ast.Term, len(code.consts))
 	for i, t := range code.consts {
 		terms[i] = *t
 		if s, ok := t.Value.(ast.String); ok {
@@ -211,6 +215,14 @@ func (code *vmCode) packConsts() {
 			all = all[len(s):]
 		}
 		code.consts[i] = &terms[i]
+		moved[t] = &terms[i]
+	}
+	// a record's keys are the constants' terms (record.Lookup compares
+	// the pointers first)
+	for _, keys := range code.recKeys {
+		for i, k := range keys {
+			keys[i] = moved[k]
+		}
 	}
 }
 
@@ -262,6 +274,17 @@ func (c *vmCompiler) block(b *ir.Block) (vmBlock, error) {
 		if c.fold {
 			if s, n, ok := c.foldConst(b.Stmts[i:]); ok {
 				stmts = append(stmts, s)
+				i += n - 1
+				continue
+			}
+		}
+		if !c.noFuse {
+			rs, n, ok, err := c.record(b.Stmts[i:])
+			if err != nil {
+				return vmBlock{}, err
+			}
+			if ok {
+				stmts = append(stmts, rs...)
 				i += n - 1
 				continue
 			}

@@ -511,6 +511,8 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			continue
 		case opEqual, opNotEqual:
 			ctl = st.execEqual(fr, s)
+		case opRecord:
+			ctl, err = st.execRecord(fr, s)
 		case opIsArray, opIsObject, opIsSet:
 			ctl = st.execIsType(fr, s)
 		case opIsDefined:
