@@ -11,7 +11,8 @@ import (
 // nil when it calls topdown's. These are line-for-line copies of topdown's implementations (v1/topdown:
 // comparison.go, aggregates.go, object.go) of the built-ins on every
 // decision's path, without the call's setup (BuiltinContext, iterator).
-// lazyArgs: `x in xs`, count(xs) and object.get(obj, key, default) take
+// lazyArgs: `x in xs`, count(xs), object.get(obj, key, default) and
+// object.union(a, b) (union.go) take
 // their arguments unbuilt: they ask a Members xs, or a Lazy object's field
 // (Lookup), without building it.
 func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
@@ -73,6 +74,8 @@ func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 			}
 			return nil, builtins.NewOperandTypeErr(1, a[0].Value, "array", "object", "set", "string")
 		}, true
+	case ast.ObjectUnion.Name: // union.go
+		return objectUnion, true
 	case ast.ObjectGet.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			defaultValue, path := materialize(a[2]), materialize(a[1])
