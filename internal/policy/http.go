@@ -123,13 +123,13 @@ const httpDecisionName = "data.crmauthz.http_decision"
 // see lookupOf).
 func (p *prepared) httpDecisionFromValue(v ast.Value) (HTTPDecision, error) {
 	const name = httpDecisionName
-	get := lookupOf(&v)
-	if get == nil {
+	obj, isObject := lookupOf(&v)
+	if !isObject {
 		return HTTPDecision{}, fmt.Errorf("%s is %s, want an object", name, typeName(v))
 	}
 	k := &p.keys
-	allow, reason, action := get(k.allow), get(k.reason), get(k.action)
-	resource, targets, message := get(k.resource), get(k.targets), get(k.message)
+	allow, reason, action := obj.get(k.allow), obj.get(k.reason), obj.get(k.action)
+	resource, targets, message := obj.get(k.resource), obj.get(k.targets), obj.get(k.message)
 	var d HTTPDecision
 	b, ok := valueOf(allow).(ast.Boolean)
 	if !ok {
@@ -146,13 +146,13 @@ func (p *prepared) httpDecisionFromValue(v ast.Value) (HTTPDecision, error) {
 	}
 	if resource != nil {
 		rv := resource.Value
-		res := lookupOf(&rv)
-		if res == nil {
+		res, isObject := lookupOf(&rv)
+		if !isObject {
 			return HTTPDecision{}, fmt.Errorf(`%s: "resource" is not an object`, name)
 		}
 		var ok1, ok2 bool
-		d.ResourceType, ok1 = stringOf(res(k.typ))
-		d.ResourceID, ok2 = stringOf(res(k.id))
+		d.ResourceType, ok1 = stringOf(res.get(k.typ))
+		d.ResourceID, ok2 = stringOf(res.get(k.id))
 		if !ok1 || !ok2 {
 			return HTTPDecision{}, fmt.Errorf(`%s: "resource" needs a string "type" and "id"`, name)
 		}

@@ -170,20 +170,35 @@ var (
 	_ irvm.Members = (*segArray)(nil)
 )
 
-// lookupOf reads the fields of v when it is an object: ast.Object's Get,
-// or the Lookup of a Lazy object (the interpreter's result unbuilt: an
-// object literal, irvm's record); nil when v is no object. A Lazy array is
-// materialized (into *v) so that its errors name it as before.
-func lookupOf(v *ast.Value) func(*ast.Term) *ast.Term {
+// fields reads the fields of an object: an ast.Object's (Get) or a Lazy
+// object's (Lookup: the interpreter's result unbuilt, an object literal,
+// irvm's record). A struct of the two, not a method value (which would be
+// an allocation per read object).
+type fields struct {
+	obj  ast.Object
+	lazy irvm.Lazy
+}
+
+// lookupOf is the fields of *v; ok is false when v is no object. A Lazy
+// array is materialized (into *v) so that errors name it as before.
+func lookupOf(v *ast.Value) (f fields, ok bool) {
 	switch o := (*v).(type) {
 	case ast.Object:
-		return o.Get
+		return fields{obj: o}, true
 	case irvm.Members:
 		*v = o.Materialize().Value
 	case irvm.Lazy:
-		return o.Lookup
+		return fields{lazy: o}, true
 	}
-	return nil
+	return fields{}, false
+}
+
+// get is the field k; nil when there is none.
+func (f fields) get(k *ast.Term) *ast.Term {
+	if f.lazy != nil {
+		return f.lazy.Lookup(k)
+	}
+	return f.obj.Get(k)
 }
 
 // materializeValue is v, built when it is a Lazy.
