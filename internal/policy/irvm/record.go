@@ -98,30 +98,14 @@ func (st *vmState) execRecord(fr []*ast.Term, s *vmStmt) (int, error) {
 // it (ObjectInsertStmt, ObjectInsertOnceStmt), at any depth.
 func insertTargets(bs []*ir.Block) map[ir.Local]int {
 	n := map[ir.Local]int{}
-	var walk func(b *ir.Block)
-	walk = func(b *ir.Block) {
-		for _, s := range b.Stmts {
-			switch st := s.(type) {
-			case *ir.ObjectInsertStmt:
-				n[st.Object]++
-			case *ir.ObjectInsertOnceStmt:
-				n[st.Object]++
-			case *ir.BlockStmt:
-				for _, inner := range st.Blocks {
-					walk(inner)
-				}
-			case *ir.ScanStmt:
-				walk(st.Block)
-			case *ir.NotStmt:
-				walk(st.Block)
-			case *ir.WithStmt:
-				walk(st.Block)
-			}
+	eachStmt(bs, func(s ir.Stmt) {
+		switch st := s.(type) {
+		case *ir.ObjectInsertStmt:
+			n[st.Object]++
+		case *ir.ObjectInsertOnceStmt:
+			n[st.Object]++
 		}
-	}
-	for _, b := range bs {
-		walk(b)
-	}
+	})
 	return n
 }
 

@@ -162,14 +162,7 @@ func recordsAsTopdown(t *testing.T, query string, records int) {
 			errs++
 			continue
 		}
-		g := ast.NewSet()
-		for _, r := range got { // as JSON, as topdown's bindings are (a set is an array)
-			js, err := ast.JSON(r.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g.Add(ast.NewTerm(ast.MustInterfaceToValue(js)))
-		}
+		g := jsonSet(t, got)
 		if g.Compare(want) != 0 {
 			t.Fatalf("input %v: IR %v, topdown %v", input, g, want)
 		}
