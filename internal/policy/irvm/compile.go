@@ -5,7 +5,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
-	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // New resolves the plan cfg.Entrypoint of pol for the interpreter. An
@@ -530,37 +529,6 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 		value = ast.NewArray(elems...)
 	}
 	return c.constStmt(target, ast.NewTerm(value)), n, true
-}
-
-// vmBuiltinFor resolves a built-in the plan calls: the caller's natives
-// (crm.user, crm.record, guarded built-ins), a copy of topdown's for the few
-// on every decision's path, else topdown's own implementation. Built-ins whose result is not a function of their
-// arguments, that need the evaluator (print, trace) or yield several values
-// (relations) are not supported.
-func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
-	if n := natives[name]; n != nil {
-		return &vmBuiltin{name: name, native: n}, nil
-	}
-	if native, lazyArgs := nativeBuiltin(name); native != nil {
-		return &vmBuiltin{name: name, native: native, lazyArgs: lazyArgs}, nil
-	}
-	decl, ok := ast.BuiltinMap[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
-	}
-	switch {
-	case decl.Nondeterministic, decl.Relation:
-		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
-	}
-	switch name {
-	case "print", "internal.print", "trace", "opa.runtime", "rego.metadata.chain", "rego.metadata.rule", "internal.test_case":
-		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
-	}
-	fn := topdown.GetBuiltin(name)
-	if fn == nil {
-		return nil, fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, name)
-	}
-	return &vmBuiltin{name: name, fn: fn}, nil
 }
 
 // constKey identifies a constant operand (the plan's JSON decodes operands

@@ -2,8 +2,10 @@ package irvm
 
 import (
 	"cmp"
+	"fmt"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 )
 
@@ -105,4 +107,35 @@ func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 		}, true
 	}
 	return nil, false
+}
+
+// vmBuiltinFor resolves a built-in the plan calls: the caller's natives
+// (crm.user, crm.record, guarded built-ins), a copy of topdown's for the few
+// on every decision's path, else topdown's own implementation. Built-ins whose result is not a function of their
+// arguments, that need the evaluator (print, trace) or yield several values
+// (relations) are not supported.
+func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
+	if n := natives[name]; n != nil {
+		return &vmBuiltin{name: name, native: n}, nil
+	}
+	if native, lazyArgs := nativeBuiltin(name); native != nil {
+		return &vmBuiltin{name: name, native: native, lazyArgs: lazyArgs}, nil
+	}
+	decl, ok := ast.BuiltinMap[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
+	}
+	switch {
+	case decl.Nondeterministic, decl.Relation:
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
+	}
+	switch name {
+	case "print", "internal.print", "trace", "opa.runtime", "rego.metadata.chain", "rego.metadata.rule", "internal.test_case":
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
+	}
+	fn := topdown.GetBuiltin(name)
+	if fn == nil {
+		return nil, fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, name)
+	}
+	return &vmBuiltin{name: name, fn: fn}, nil
 }
