@@ -110,17 +110,18 @@ func factsInPlace(prog *irvm.Program) bool {
 // evalVM evaluates the decision with the interpreter, with lazy as input.
 // The value may refer to lazy's storage.
 func (p *prepared) evalVM(ctx context.Context, prog *irvm.Program, lazy *vmInput) (ast.Value, error) {
-	return p.evalVMWith(ctx, prog, lazy, &lazy.top)
+	return p.evalVMWith(ctx, prog, lazy, &lazy.top, false)
 }
 
 // evalVMWith evaluates prog with the interpreter: input is the input, env
-// the facts' reader and storage.
-func (p *prepared) evalVMWith(ctx context.Context, prog *irvm.Program, env *vmInput, input *ast.Term) (ast.Value, error) {
+// the facts' reader and storage; lazyResult: the value may be a Lazy
+// (irvm.EvalOpts.LazyResult), to be read before env is reused.
+func (p *prepared) evalVMWith(ctx context.Context, prog *irvm.Program, env *vmInput, input *ast.Term, lazyResult bool) (ast.Value, error) {
 	// The evaluation's time limit (docs/policies.md "What is bounded"): the
 	// interpreter reads the clock only once an evaluation has run more steps
 	// than a decision of the default policy does, so a decision costs no
 	// clock reading.
-	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: input, Env: env, Timeout: p.evalTimeout})
+	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: input, Env: env, Timeout: p.evalTimeout, LazyResult: lazyResult})
 	if errors.Is(err, irvm.ErrDeadline) {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
 	}

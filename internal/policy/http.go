@@ -118,16 +118,18 @@ const httpDecisionName = "data.crmauthz.http_decision"
 // httpDecisionFromValue checks the result's shape: an object with a boolean
 // "allow" and a string "reason", and where present a string "action", a
 // "resource" {"type", "id"} of strings, "targets" a list of strings and a
-// string "message". Anything else is an error (deny).
+// string "message". Anything else is an error (deny). v may be the
+// interpreter's value unbuilt (an irvm.Lazy: its fields are read by lookups,
+// see lookupOf).
 func (p *prepared) httpDecisionFromValue(v ast.Value) (HTTPDecision, error) {
 	const name = httpDecisionName
-	obj, ok := v.(ast.Object)
-	if !ok {
+	obj, isObject := lookupOf(&v)
+	if !isObject {
 		return HTTPDecision{}, fmt.Errorf("%s is %s, want an object", name, typeName(v))
 	}
 	k := &p.keys
-	allow, reason, action := obj.Get(k.allow), obj.Get(k.reason), obj.Get(k.action)
-	resource, targets, message := obj.Get(k.resource), obj.Get(k.targets), obj.Get(k.message)
+	allow, reason, action := obj.get(k.allow), obj.get(k.reason), obj.get(k.action)
+	resource, targets, message := obj.get(k.resource), obj.get(k.targets), obj.get(k.message)
 	var d HTTPDecision
 	b, ok := valueOf(allow).(ast.Boolean)
 	if !ok {
@@ -143,19 +145,20 @@ func (p *prepared) httpDecisionFromValue(v ast.Value) (HTTPDecision, error) {
 		}
 	}
 	if resource != nil {
-		res, ok := resource.Value.(ast.Object)
-		if !ok {
+		rv := resource.Value
+		res, isObject := lookupOf(&rv)
+		if !isObject {
 			return HTTPDecision{}, fmt.Errorf(`%s: "resource" is not an object`, name)
 		}
 		var ok1, ok2 bool
-		d.ResourceType, ok1 = stringOf(res.Get(k.typ))
-		d.ResourceID, ok2 = stringOf(res.Get(k.id))
+		d.ResourceType, ok1 = stringOf(res.get(k.typ))
+		d.ResourceID, ok2 = stringOf(res.get(k.id))
 		if !ok1 || !ok2 {
 			return HTTPDecision{}, fmt.Errorf(`%s: "resource" needs a string "type" and "id"`, name)
 		}
 	}
 	if targets != nil {
-		arr, ok := targets.Value.(*ast.Array)
+		arr, ok := materializeValue(targets.Value).(*ast.Array)
 		if !ok {
 			return HTTPDecision{}, fmt.Errorf(`%s: "targets" is not a list`, name)
 		}

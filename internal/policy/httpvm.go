@@ -68,15 +68,17 @@ func (e *Engine) HTTPEvaluator() (Evaluator, error) {
 // decideHTTPVM decides a gateway request with the interpreter. fallback is
 // true when the interpreter itself failed (irvm.InternalError, counted):
 // topdown then decides, as for a plain decision (decideVM). The input is
-// built as an ast value (no JSON), the body as ParseParams made it; the
-// facts are read through a pooled vmInput (the evaluation's Env), their
-// strings copied (nothing of the decision refers to the pooled storage once
-// it is made).
+// handed in unbuilt (httpLazy, in the pooled vmInput; the body as
+// ParseParams made it); the facts are read through the same vmInput (the
+// evaluation's Env), their strings copied; the result is read unbuilt too
+// (an object literal of routes.rego: irvm's record), before the vmInput
+// is pooled again (nothing of the decision refers to the pooled storage
+// once it is made).
 func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts Facts, in HTTPInput) (d HTTPDecision, fallback bool, err error) {
 	env := p.getVMInput(Input{}, facts, false)
 	env.memoFacts = true
 	defer p.putVMInput(env)
-	v, err := p.evalVMWith(ctx, prog, env, ast.NewTerm(p.httpInput(in)))
+	v, err := p.evalVMWith(ctx, prog, env, env.http.set(p, in), true)
 	err = p.stopped(ctx, err)
 	switch {
 	case isVMBug(err):

@@ -189,6 +189,11 @@ func TestHTTPVMGolden(t *testing.T) {
 				}
 				reasons[d.Reason]++
 			}
+			// the interpreter decided every request itself (an internal
+			// error would have been decided by topdown, alike)
+			if n := hp.ir.cur.Load().vmFaults.Load(); n != 0 {
+				t.Errorf("the interpreter failed on %d requests (decided by topdown)", n)
+			}
 			// the generated set reaches the route table's every outcome
 			for _, r := range []string{"unmapped_route", "invalid_body", "owner", "follower", "follower_limit_reached", "record_not_found"} {
 				if name == "default" && reasons[r] == 0 {
@@ -236,6 +241,21 @@ func TestHTTPVMErrors(t *testing.T) {
 		`http_decision := {"allow": true, "reason": "x", "n": 1 / (count(input.segments) - 2)}`,
 		`http_decision[input.method] := {"allow": true, "reason": "x"}`,
 		`http_decision := {"allow": true, "reason": crm.user(input.subject).id, "resource": {"type": "contact", "id": crm.record("contact", "c-1").owner}}`,
+		// the input and the result unbuilt (httpinput.go, irvm's records)
+		// in every use
+		`http_decision := input`,
+		`http_decision := input.segments`,
+		`http_decision := {"allow": true, "reason": json.marshal(input)}`,
+		`http_decision := {"allow": "contacts" in input.segments, "reason": concat("/", input.segments), "targets": input.segments}`,
+		`http_decision := {"allow": input.segments[1] == "c-1", "reason": input.path, "resource": {"type": input.method, "id": input.segments[count(input.segments) - 1]}}`,
+		`http_decision := {"allow": input == {"subject": "u-owner", "method": "GET", "path": "/contacts/c-1", "segments": ["contacts", "c-1"]}, "reason": sprintf("%v", [input])}`,
+		`http_decision := {"allow": is_object(input.body), "reason": json.marshal([input.body, object.get(input, "body", "none"), object.get(input.segments, 0, "none")])}`,
+		`http_decision := {"allow": true, "reason": "x", "resource": {"type": input.method, "id": input.subject}, "targets": [input.subject]}`,
+		`http_decision := {"allow": true, "reason": "x", "resource": {"type": input.method, "id": input.subject, "more": input}, "targets": input.segments}`,
+		`http_decision := object.union({"allow": true}, {"reason": input.method, "resource": {"type": "t", "id": input.path}})`,
+		`http_decision := {"allow": false, "reason": "x", "resource": input.segments}`,
+		`http_decision := {"allow": false, "reason": "x", "message": input.segments[5]}`,
+		`http_decision := {"allow": false, "reason": "x", "targets": [s | some s in input.segments; s != "c-1"]}`,
 	} {
 		t.Run(rule, func(t *testing.T) {
 			dir := t.TempDir()
@@ -245,8 +265,14 @@ func TestHTTPVMErrors(t *testing.T) {
 			}
 			writeFiles(t, dir, files)
 			hp := newHTTPPair(t, Config{Dir: dir})
+			withBody := in
+			withBody.Method, withBody.Body = "PUT", mustBody(t, `{"assignedTo":"u-fol","n":[1,{"a":null}]}`)
 			for _, facts := range []Facts{httpFacts(), readErr} {
 				hp.same(t, facts, in)
+				hp.same(t, facts, withBody)
+			}
+			if n := hp.ir.cur.Load().vmFaults.Load(); n != 0 {
+				t.Errorf("the interpreter failed on %d requests (decided by topdown)", n)
 			}
 		})
 	}

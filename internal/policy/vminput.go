@@ -35,6 +35,8 @@ type vmInput struct {
 	// the facts read so far when vmInputState.memoFacts (httpvm.go)
 	seen  [seenFacts]seenFact
 	nseen int
+	// the gateway's input (httpinput.go)
+	http httpLazy
 }
 
 // pooledFacts is how many facts a pooled vmInput holds.
@@ -97,6 +99,7 @@ func (p *prepared) putVMInput(v *vmInput) {
 	v.nfacts, v.inPlace, v.lo, v.hi = 0, false, 0, 0
 	clear(v.seen[:v.nseen])
 	v.nseen = 0
+	v.http.reset()
 	p.vmInputs.Put(v)
 }
 

@@ -5,7 +5,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
-	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // New resolves the plan cfg.Entrypoint of pol for the interpreter. An
@@ -70,7 +69,7 @@ func newProgram(pol *ir.Policy, cfg Config, noFuse bool) (*Program, error) {
 		}
 		fn.ret = c.local(f.Return)
 		c.fold = foldable(f.Blocks)
-		c.cur, c.dataLocals = int32(i), dataLocals(f.Blocks)
+		c.cur, c.dataLocals, c.inserts = int32(i), dataLocals(f.Blocks), insertTargets(f.Blocks)
 		info.conflict = conflictMessage(f)
 		body := f.Blocks
 		if x, as, ok := ruleEpilogue(f); ok {
@@ -92,7 +91,7 @@ func newProgram(pol *ir.Policy, cfg Config, noFuse bool) (*Program, error) {
 		}
 		c.maxLocal = int(ir.Data)
 		c.fold = foldable(p.Blocks)
-		c.cur, c.dataLocals = -1, dataLocals(p.Blocks)
+		c.cur, c.dataLocals, c.inserts = -1, dataLocals(p.Blocks), insertTargets(p.Blocks)
 		blocks, err := c.blockList(p.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", p.Name, err)
@@ -126,6 +125,9 @@ type vmCompiler struct {
 	// dataLocals are the locals holding the data document or a document
 	// looked up in it (see dataLocals)
 	dataLocals map[ir.Local]bool
+	// inserts counts the inserts into each local of the function (see
+	// recordRun)
+	inserts map[ir.Local]int
 	// tooLarge is set when a local or a call does not fit a vmStmt
 	tooLarge error
 	// noFuse compiles every statement on its own (fuse.go): the tests'
@@ -204,6 +206,7 @@ func (code *vmCode) packConsts() {
 	}
 	all := string(buf)
 	terms := make([]ast.Term, len(code.consts))
+	moved := make(map[*ast.Term]*ast.Term, len(code.consts))
 	for i, t := range code.consts {
 		terms[i] = *t
 		if s, ok := t.Value.(ast.String); ok {
@@ -211,6 +214,14 @@ func (code *vmCode) packConsts() {
 			all = all[len(s):]
 		}
 		code.consts[i] = &terms[i]
+		moved[t] = &terms[i]
+	}
+	// a record's keys are the constants' terms (record.Lookup compares
+	// the pointers first)
+	for _, keys := range code.recKeys {
+		for i, k := range keys {
+			keys[i] = moved[k]
+		}
 	}
 }
 
@@ -262,6 +273,17 @@ func (c *vmCompiler) block(b *ir.Block) (vmBlock, error) {
 		if c.fold {
 			if s, n, ok := c.foldConst(b.Stmts[i:]); ok {
 				stmts = append(stmts, s)
+				i += n - 1
+				continue
+			}
+		}
+		if !c.noFuse {
+			rs, n, ok, err := c.record(b.Stmts[i:])
+			if err != nil {
+				return vmBlock{}, err
+			}
+			if ok {
+				stmts = append(stmts, rs...)
 				i += n - 1
 				continue
 			}
@@ -507,37 +529,6 @@ func (c *vmCompiler) foldConst(stmts []ir.Stmt) (vmStmt, int, bool) {
 		value = ast.NewArray(elems...)
 	}
 	return c.constStmt(target, ast.NewTerm(value)), n, true
-}
-
-// vmBuiltinFor resolves a built-in the plan calls: the caller's natives
-// (crm.user, crm.record, guarded built-ins), a copy of topdown's for the few
-// on every decision's path, else topdown's own implementation. Built-ins whose result is not a function of their
-// arguments, that need the evaluator (print, trace) or yield several values
-// (relations) are not supported.
-func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
-	if n := natives[name]; n != nil {
-		return &vmBuiltin{name: name, native: n}, nil
-	}
-	if native, lazyArgs := nativeBuiltin(name); native != nil {
-		return &vmBuiltin{name: name, native: native, lazyArgs: lazyArgs}, nil
-	}
-	decl, ok := ast.BuiltinMap[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
-	}
-	switch {
-	case decl.Nondeterministic, decl.Relation:
-		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
-	}
-	switch name {
-	case "print", "internal.print", "trace", "opa.runtime", "rego.metadata.chain", "rego.metadata.rule", "internal.test_case":
-		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
-	}
-	fn := topdown.GetBuiltin(name)
-	if fn == nil {
-		return nil, fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, name)
-	}
-	return &vmBuiltin{name: name, fn: fn}, nil
 }
 
 // constKey identifies a constant operand (the plan's JSON decodes operands

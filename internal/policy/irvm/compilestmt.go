@@ -123,31 +123,34 @@ func localOf(o ir.Operand) (ir.Local, bool) {
 // not: topdown treats it as an ordinary value.
 func dataLocals(bs []*ir.Block) map[ir.Local]bool {
 	d := map[ir.Local]bool{ir.Data: true}
-	var walk func(b *ir.Block)
-	walk = func(b *ir.Block) {
+	eachStmt(bs, func(s ir.Stmt) {
+		if st, ok := s.(*ir.DotStmt); ok {
+			if l, ok := localOf(st.Source); ok && d[l] {
+				d[st.Target] = true
+			}
+		}
+	})
+	return d
+}
+
+// eachStmt calls fn for each statement of bs, in order, a statement before
+// those of the blocks nested in it.
+func eachStmt(bs []*ir.Block, fn func(ir.Stmt)) {
+	for _, b := range bs {
 		for _, s := range b.Stmts {
+			fn(s)
 			switch st := s.(type) {
-			case *ir.DotStmt:
-				if l, ok := localOf(st.Source); ok && d[l] {
-					d[st.Target] = true
-				}
 			case *ir.BlockStmt:
-				for _, inner := range st.Blocks {
-					walk(inner)
-				}
+				eachStmt(st.Blocks, fn)
 			case *ir.ScanStmt:
-				walk(st.Block)
+				eachStmt([]*ir.Block{st.Block}, fn)
 			case *ir.NotStmt:
-				walk(st.Block)
+				eachStmt([]*ir.Block{st.Block}, fn)
 			case *ir.WithStmt:
-				walk(st.Block)
+				eachStmt([]*ir.Block{st.Block}, fn)
 			}
 		}
 	}
-	for _, b := range bs {
-		walk(b)
-	}
-	return d
 }
 
 // conflictMessage is topdown's message for two values of the rule or

@@ -56,6 +56,7 @@ const (
 	opAssign2
 	opSetOnce
 	opElseChain
+	opRecord // an object literal (record.go)
 )
 
 // vmOperand is a local (>= 0) or a constant: ^i is vmCode.consts[i].
@@ -79,6 +80,7 @@ type vmOperand int32
 //	AssignVarOnceStmt     target   source   location  function (-1: a plan's)
 //	ObjectInsertOnceStmt  object   key      value     location
 //	ObjectMergeStmt       target   a        b         location
+//	opRecord              object   1st val            recKeys      values
 //	MakeArrayStmt         target            capacity
 //
 // and for the others target is the target local (the array, object or set
@@ -117,6 +119,7 @@ type vmCode struct {
 	fblocks  []vmBlock    // the functions' blocks (vmFunc.blocks)
 	builtins []*vmBuiltin
 	locs     []*ast.Location
+	recKeys  [][]*ast.Term // the keys of each opRecord
 }
 
 // vmFunc is a planned function: 24 bytes, what a call reads (a decision

@@ -2,8 +2,10 @@ package irvm
 
 import (
 	"cmp"
+	"fmt"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 )
 
@@ -11,7 +13,8 @@ import (
 // nil when it calls topdown's. These are line-for-line copies of topdown's implementations (v1/topdown:
 // comparison.go, aggregates.go, object.go) of the built-ins on every
 // decision's path, without the call's setup (BuiltinContext, iterator).
-// lazyArgs: `x in xs`, count(xs) and object.get(obj, key, default) take
+// lazyArgs: `x in xs`, count(xs), object.get(obj, key, default) and
+// object.union(a, b) (union.go) take
 // their arguments unbuilt: they ask a Members xs, or a Lazy object's field
 // (Lookup), without building it.
 func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
@@ -73,6 +76,8 @@ func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 			}
 			return nil, builtins.NewOperandTypeErr(1, a[0].Value, "array", "object", "set", "string")
 		}, true
+	case ast.ObjectUnion.Name: // union.go
+		return objectUnion, true
 	case ast.ObjectGet.Name:
 		return func(_ *Call, a []*ast.Term) (*ast.Term, error) {
 			defaultValue, path := materialize(a[2]), materialize(a[1])
@@ -102,4 +107,35 @@ func nativeBuiltin(name string) (fn Native, lazyArgs bool) {
 		}, true
 	}
 	return nil, false
+}
+
+// vmBuiltinFor resolves a built-in the plan calls: the caller's natives
+// (crm.user, crm.record, guarded built-ins), a copy of topdown's for the few
+// on every decision's path, else topdown's own implementation. Built-ins whose result is not a function of their
+// arguments, that need the evaluator (print, trace) or yield several values
+// (relations) are not supported.
+func vmBuiltinFor(name string, natives map[string]Native) (*vmBuiltin, error) {
+	if n := natives[name]; n != nil {
+		return &vmBuiltin{name: name, native: n}, nil
+	}
+	if native, lazyArgs := nativeBuiltin(name); native != nil {
+		return &vmBuiltin{name: name, native: native, lazyArgs: lazyArgs}, nil
+	}
+	decl, ok := ast.BuiltinMap[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
+	}
+	switch {
+	case decl.Nondeterministic, decl.Relation:
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
+	}
+	switch name {
+	case "print", "internal.print", "trace", "opa.runtime", "rego.metadata.chain", "rego.metadata.rule", "internal.test_case":
+		return nil, fmt.Errorf("%w: built-in %s", ErrUnsupported, name)
+	}
+	fn := topdown.GetBuiltin(name)
+	if fn == nil {
+		return nil, fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, name)
+	}
+	return &vmBuiltin{name: name, fn: fn}, nil
 }

@@ -125,6 +125,12 @@ type EvalOpts struct {
 	Env any
 	// Deadline, when set, stops the evaluation with ErrDeadline.
 	Deadline time.Time
+	// LazyResult lets Eval return a Lazy as the value of a plan that
+	// returns one function's result (Program.DirectCall): an object
+	// literal (record.go) or a value of the caller's, not built, which the
+	// caller reads by Lookup (or Materialize) before it reuses anything it
+	// handed in. Otherwise the value is built.
+	LazyResult bool
 	// Timeout, when set, stops the evaluation with ErrDeadline once it has
 	// run that long, counted from its clockStart-th step (function call or
 	// iteration): a short evaluation (a decision of the default policy runs
@@ -244,7 +250,10 @@ func (p *Program) Eval(ctx context.Context, opts EvalOpts) (result ast.Value, er
 		var t *ast.Term
 		t, err = st.callFunc(p.direct-1, frame, p.directArgs)
 		st.pop(p.nlocals)
-		if t != nil {
+		switch {
+		case t != nil && opts.LazyResult:
+			result = t.Value
+		case t != nil:
 			result = st.materialize(t).Value
 		}
 		st.release()
@@ -511,6 +520,8 @@ func (st *vmState) block(fr []*ast.Term, b vmBlock) (int, error) {
 			continue
 		case opEqual, opNotEqual:
 			ctl = st.execEqual(fr, s)
+		case opRecord:
+			ctl, err = st.execRecord(fr, s)
 		case opIsArray, opIsObject, opIsSet:
 			ctl = st.execIsType(fr, s)
 		case opIsDefined:

@@ -86,14 +86,7 @@ func TestWithWholeInput(t *testing.T) {
 					}
 					return
 				}
-				g := ast.NewSet()
-				for _, r := range got { // as JSON, as topdown's bindings are (a set is an array)
-					js, err := ast.JSON(r.Value)
-					if err != nil {
-						t.Fatal(err)
-					}
-					g.Add(ast.NewTerm(ast.MustInterfaceToValue(js)))
-				}
+				g := jsonSet(t, got)
 				if g.Compare(want) != 0 {
 					t.Fatalf("IR %v, topdown %v", g, want)
 				}
@@ -118,6 +111,21 @@ func TestWithPathUnsupported(t *testing.T) {
 	if _, err := New(pol, DefaultConfig()); err == nil || !strings.Contains(err.Error(), "with of a path") {
 		t.Fatalf("New = %v, want ErrUnsupported for a with of a path", err)
 	}
+}
+
+// jsonSet is the interpreter's result set as topdown's bindings are: as
+// JSON (a set is an array).
+func jsonSet(tb testing.TB, rs []*ast.Term) ast.Set {
+	tb.Helper()
+	g := ast.NewSet()
+	for _, r := range rs {
+		js, err := ast.JSON(r.Value)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		g.Add(ast.NewTerm(ast.MustInterfaceToValue(js)))
+	}
+	return g
 }
 
 // topdownQuery is topdown's result set of query, as binding objects (strict

@@ -1,0 +1,133 @@
+package irvm
+
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// object.union on records. routes.rego answers a request with targets as
+// object.union(decision, about), the decision of a target and what the
+// request is (a record, record.go): topdown's implementation takes both
+// built, then merges them into a new ast object, a hash and an allocation
+// per key. When both are objects of string keys, together at most
+// maxRecord of them, and no key of both holds an object on both sides
+// (those topdown merges recursively), the union is a record of the pairs of
+// the left operand, each overridden by the right's value for the same key,
+// then those of the right operand alone: the object topdown makes, unbuilt.
+// Anything else goes to topdown's implementation (copied, as native.go's).
+
+// objectUnion is object.union(a, b) (lazyArgs: a and b as they are).
+func objectUnion(_ *Call, a []*ast.Term) (*ast.Term, error) {
+	if t := unionRecord(a[0], a[1]); t != nil {
+		return t, nil
+	}
+	opA, opB := materialize(a[0]), materialize(a[1])
+	objA, err := builtins.ObjectOperand(opA.Value, 1)
+	if err != nil {
+		return nil, err
+	}
+	objB, err := builtins.ObjectOperand(opB.Value, 2)
+	if err != nil {
+		return nil, err
+	}
+	if objA.Len() == 0 {
+		return opB, nil
+	}
+	if objB.Len() == 0 || objA.Compare(objB) == 0 {
+		return opA, nil
+	}
+	return ast.NewTerm(mergeWithOverwrite(objA, objB)), nil
+}
+
+// mergeWithOverwrite and mergeOverwriteResolve are topdown's (object.go).
+func mergeWithOverwrite(objA, objB ast.Object) ast.Object {
+	merged, _ := objA.MergeWith(objB, mergeOverwriteResolve)
+	return merged
+}
+
+func mergeOverwriteResolve(v1, v2 *ast.Term) (*ast.Term, bool) {
+	originalValueObj, ok2 := v1.Value.(ast.Object)
+	updateValueObj, ok1 := v2.Value.(ast.Object)
+	if !ok1 || !ok2 {
+		return v2, false
+	}
+	return ast.NewTerm(mergeWithOverwrite(originalValueObj, updateValueObj)), false
+}
+
+// unionRecord is the record of object.union(a, b) (see above); nil when
+// the union is left to topdown's implementation.
+func unionRecord(a, b *ast.Term) *ast.Term {
+	if !smallObject(a.Value) || !smallObject(b.Value) {
+		return nil
+	}
+	r := &record{keys: make([]*ast.Term, 0, maxRecord)}
+	add := func(k, v *ast.Term) bool {
+		if _, ok := k.Value.(ast.String); !ok || len(r.keys) == maxRecord {
+			return false
+		}
+		r.vals[len(r.keys)] = v
+		r.keys = append(r.keys, k)
+		return true
+	}
+	ok := pairs(a.Value, func(k, v *ast.Term) bool {
+		if w := lookup(b.Value, k); w != nil {
+			if objectValue(v.Value) && objectValue(w.Value) {
+				return false // merged recursively
+			}
+			v = w
+		}
+		return add(k, v)
+	}) && pairs(b.Value, func(k, v *ast.Term) bool {
+		return lookup(a.Value, k) != nil || add(k, v)
+	})
+	if !ok {
+		return nil
+	}
+	r.term.Value = r
+	return &r.term
+}
+
+// smallObject tells whether v is a record or an ast object.
+func smallObject(v ast.Value) bool {
+	switch v.(type) {
+	case *record, ast.Object:
+		return true
+	}
+	return false
+}
+
+// objectValue tells whether v is an object, built or not (a Lazy that is
+// not an array).
+func objectValue(v ast.Value) bool {
+	switch v.(type) {
+	case ast.Object:
+		return true
+	case Members:
+		return false
+	case Lazy:
+		return true
+	}
+	return false
+}
+
+// pairs calls fn for each key and value of the record or object v, while
+// fn returns true; false when fn did.
+func pairs(v ast.Value, fn func(k, v *ast.Term) bool) bool {
+	if r, ok := v.(*record); ok {
+		for i, k := range r.keys {
+			if !fn(k, r.vals[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return !v.(ast.Object).Until(func(k, v *ast.Term) bool { return !fn(k, v) })
+}
+
+// lookup is v[k] for a record or an object v.
+func lookup(v ast.Value, k *ast.Term) *ast.Term {
+	if r, ok := v.(*record); ok {
+		return r.Lookup(k)
+	}
+	return v.(ast.Object).Get(k)
+}
