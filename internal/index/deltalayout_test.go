@@ -109,8 +109,14 @@ func TestDeltaLogUpgrade(t *testing.T) {
 		}
 		for _, u := range []string{"u-0", "u-3", "u-5", "u-a"} {
 			var got, want []string
-			mustView(t, ix, func(rt *ReadTx) (err error) { got, _, err = rt.SubjectRecords(u, TypeContact, "l-1", "", 10); return err })
-			mustView(t, ref, func(rt *ReadTx) (err error) { want, _, err = rt.SubjectRecords(u, TypeContact, "l-1", "", 10); return err })
+			mustView(t, ix, func(rt *ReadTx) (err error) {
+				got, _, err = rt.SubjectRecords(u, TypeContact, "l-1", "", 10)
+				return err
+			})
+			mustView(t, ref, func(rt *ReadTx) (err error) {
+				want, _, err = rt.SubjectRecords(u, TypeContact, "l-1", "", 10)
+				return err
+			})
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s: SubjectRecords(%s) = %q, want %q", name, u, got, want)
 			}
