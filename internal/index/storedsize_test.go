@@ -1,7 +1,6 @@
 package index
 
 import (
-	"encoding/binary"
 	"os"
 	"testing"
 
@@ -34,18 +33,9 @@ func TestStoredSizes1M(t *testing.T) {
 			v += len(val)
 			// JSON without "type" and "id"
 			noTypeID += len(val) - len(`"type":"","id":"",`) - len(r.Type) - len(r.ID)
-			// binary: uvarint lengths of location, owner, contact, count, followers
-			var buf []byte
-			for _, s := range []string{r.LocationID, r.Owner, r.ContactID} {
-				buf = binary.AppendUvarint(buf, uint64(len(s)))
-				buf = append(buf, s...)
-			}
-			buf = binary.AppendUvarint(buf, uint64(len(r.Followers)))
-			for _, f := range r.Followers {
-				buf = binary.AppendUvarint(buf, uint64(len(f)))
-				buf = append(buf, f...)
-			}
-			bin += 1 + len(buf) // a format byte
+			// binary: the snapshot spill's encoding, type and id left empty (two length bytes)
+			bin += len(appendRecordBinary(nil, &Record{LocationID: r.LocationID, Owner: r.Owner,
+				ContactID: r.ContactID, Followers: r.Followers}))
 			return nil
 		})
 		if err != nil {
