@@ -12,7 +12,8 @@ import (
 // generation. Two layouts (docs/design.md, "Index: delta log, overlay and merge"):
 //   - nested (written since session 9 of issue 17): the entry is the one value, key
 //     deltaEntryKey, of a bucket of its own named the generation (8 bytes big-endian) followed by
-//     deltaNestedTag;
+//     deltaNestedTag (8 bytes: a 16-byte name keeps the 16-byte bucket header after it aligned
+//     in the leaf, which bbolt otherwise copies at every lookup);
 //   - flat (written before; still read, and written by the tests through tuning.flatDelta): the
 //     entry is the value of the delta bucket's key = the generation (8 bytes).
 //
@@ -27,7 +28,7 @@ import (
 // (a key that is not 8 bytes is a corrupt log to it) instead of reading it without them.
 
 // deltaNestedTag ends the name of a nested entry's bucket; deltaEntryKey is the entry's key in it.
-const deltaNestedTag = 0x01
+const deltaNestedTag = "\x01nested\x00"
 
 var deltaEntryKey = []byte{0}
 
@@ -37,7 +38,7 @@ func parseDeltaKey(k []byte) (gen uint64, nested, ok bool) {
 	switch {
 	case len(k) == 8:
 		return binary.BigEndian.Uint64(k), false, true
-	case len(k) == 9 && k[8] == deltaNestedTag:
+	case len(k) == 8+len(deltaNestedTag) && string(k[8:]) == deltaNestedTag:
 		return binary.BigEndian.Uint64(k[:8]), true, true
 	}
 	return 0, false, false
@@ -58,9 +59,9 @@ func deltaAt(b *bolt.Bucket, k, v []byte, nested bool) []byte {
 // getDelta returns the entry of generation gen in the delta bucket b, in either layout (nil when
 // absent).
 func getDelta(b *bolt.Bucket, gen uint64) []byte {
-	var k [9]byte
+	var k [8 + len(deltaNestedTag)]byte
 	binary.BigEndian.PutUint64(k[:8], gen)
-	k[8] = deltaNestedTag
+	copy(k[8:], deltaNestedTag)
 	if sb := b.Bucket(k[:]); sb != nil {
 		return sb.Get(deltaEntryKey)
 	}
@@ -70,11 +71,11 @@ func getDelta(b *bolt.Bucket, gen uint64) []byte {
 // putDelta writes e as the entry of generation gen into the delta bucket b, nested (flat: the
 // layout before, for the tests of files written by older code). bbolt keeps e until the commit.
 func putDelta(b *bolt.Bucket, gen uint64, e []byte, flat bool) error {
-	k := binary.BigEndian.AppendUint64(make([]byte, 0, 9), gen)
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(deltaNestedTag)), gen)
 	if flat {
 		return b.Put(k, e)
 	}
-	sb, err := b.CreateBucket(append(k, deltaNestedTag))
+	sb, err := b.CreateBucket(append(k, deltaNestedTag...))
 	if err != nil {
 		return err
 	}
