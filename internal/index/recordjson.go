@@ -35,7 +35,7 @@ func appendRecordJSON(dst []byte, r *Record) ([]byte, error) {
 		return append(dst, v...), err
 	}
 	// One allocation of the exact size (growing from nil took four or five, ~5 % of a random
-	// replication event's CPU; BENCHMARKS.md, "Session 9: the delta log's entries").
+	// replication event's CPU; BENCHMARKS.md, "Session 9 (2026-12-07): the delta log's entries").
 	n := len(`{"type":"","id":"","location_id":"","owner":"","followers":[]}`) + len(r.Type) + len(r.ID) +
 		len(r.LocationID) + len(r.Owner)
 	for _, f := range r.Followers {
