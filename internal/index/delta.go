@@ -8,7 +8,87 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The delta log's entries (overlay.go): one per batch, key = its generation, value = its changes.
+// The delta log's entries (overlay.go): one per batch, holding its changes, under its
+// generation. Two layouts (docs/design.md, "Index: delta log, overlay and merge"):
+//   - nested (written since session 9 of issue 17): the entry is the one value, key
+//     deltaEntryKey, of a bucket of its own named the generation (8 bytes big-endian) followed by
+//     deltaNestedTag (8 bytes: a 16-byte name keeps the 16-byte bucket header after it aligned
+//     in the leaf, which bbolt otherwise copies at every lookup);
+//   - flat (written before; still read, and written by the tests through tuning.flatDelta): the
+//     entry is the value of the delta bucket's key = the generation (8 bytes).
+//
+// bbolt rewrites a leaf whole at every commit that changes it, and splits a leaf only when it
+// holds more than four keys. Flat entries of a batch of 1,000 random events (~210 KB each)
+// therefore sat three or four to a leaf, and each batch's commit wrote the two to four entries
+// before its own again: ~4.5 entries, ~960 KiB, per batch. A nested entry is written once, by
+// the commit that creates it (~225 KiB); the delta bucket's own leaf holds only the 16-byte
+// headers of the generations' buckets. Keys of either layout sort by generation (gen < gen+tag <
+// gen+1), so a file upgraded with flat entries in its log reads both in order, and merges
+// delete both; code from before the nested layout refuses a file whose log holds nested entries
+// (a key that is not 8 bytes is a corrupt log to it) instead of reading it without them.
+
+// deltaNestedTag ends the name of a nested entry's bucket; deltaEntryKey is the entry's key in it.
+const deltaNestedTag = "\x01nested\x00"
+
+var deltaEntryKey = []byte{0}
+
+// parseDeltaKey reads a delta bucket key: the generation, and whether the entry is nested (a
+// bucket) or flat (a value). ok is false for any other key.
+func parseDeltaKey(k []byte) (gen uint64, nested, ok bool) {
+	switch {
+	case len(k) == 8:
+		return binary.BigEndian.Uint64(k), false, true
+	case len(k) == 8+len(deltaNestedTag) && string(k[8:]) == deltaNestedTag:
+		return binary.BigEndian.Uint64(k[:8]), true, true
+	}
+	return 0, false, false
+}
+
+// deltaAt returns the entry under key k of the delta bucket b, whose value the cursor gave as v
+// (nil for a nested entry's bucket). nil when absent.
+func deltaAt(b *bolt.Bucket, k, v []byte, nested bool) []byte {
+	if !nested {
+		return v
+	}
+	if sb := b.Bucket(k); sb != nil {
+		return sb.Get(deltaEntryKey)
+	}
+	return nil
+}
+
+// getDelta returns the entry of generation gen in the delta bucket b, in either layout (nil when
+// absent).
+func getDelta(b *bolt.Bucket, gen uint64) []byte {
+	var k [8 + len(deltaNestedTag)]byte
+	binary.BigEndian.PutUint64(k[:8], gen)
+	copy(k[8:], deltaNestedTag)
+	if sb := b.Bucket(k[:]); sb != nil {
+		return sb.Get(deltaEntryKey)
+	}
+	return b.Get(k[:8])
+}
+
+// putDelta writes e as the entry of generation gen into the delta bucket b, nested (flat: the
+// layout before, for the tests of files written by older code). bbolt keeps e until the commit.
+func putDelta(b *bolt.Bucket, gen uint64, e []byte, flat bool) error {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(deltaNestedTag)), gen)
+	if flat {
+		return b.Put(k, e)
+	}
+	sb, err := b.CreateBucket(append(k, deltaNestedTag...))
+	if err != nil {
+		return err
+	}
+	return sb.Put(deltaEntryKey, e)
+}
+
+// deleteDelta deletes the entry under key k of the delta bucket b.
+func deleteDelta(b *bolt.Bucket, k []byte, nested bool) error {
+	if nested {
+		return b.DeleteBucket(k)
+	}
+	return b.Delete(k)
+}
 
 // pending is one write transaction's changes by bucket (val nil: deleted), inserted into the
 // overlay at commit.
@@ -164,9 +244,7 @@ func (c *deltaCache) entry(gen uint64) []byte {
 	if c.b == nil {
 		return nil
 	}
-	var k [8]byte
-	binary.BigEndian.PutUint64(k[:], gen)
-	v := c.b.Get(k[:])
+	v := getDelta(c.b, gen)
 	if v != nil {
 		c.gens[c.next], c.vals[c.next] = gen, v
 		c.next = (c.next + 1) % len(c.gens)
@@ -197,9 +275,7 @@ func (t *genTable) rel(g uint32) []byte {
 		t.vals = append(t.vals, make([][]byte, i+1-len(t.vals))...)
 	}
 	if t.vals[i] == nil {
-		var k [8]byte
-		binary.BigEndian.PutUint64(k[:], t.base+uint64(g))
-		t.vals[i] = t.b.Get(k[:])
+		t.vals[i] = getDelta(t.b, t.base+uint64(g))
 	}
 	return t.vals[i]
 }

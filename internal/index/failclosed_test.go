@@ -28,12 +28,13 @@ func TestMissingDeltaEntryFailsClosed(t *testing.T) {
 	})
 	// Drop the second batch's delta entry behind the overlay's back.
 	if err := ix.cur.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDelta).Cursor()
-		k, _ := c.Last()
-		if k == nil {
+		b := tx.Bucket(bucketDelta)
+		k, _ := b.Cursor().Last()
+		_, nested, ok := parseDeltaKey(k)
+		if !ok {
 			return errors.New("no delta entry")
 		}
-		return c.Delete()
+		return deleteDelta(b, k, nested)
 	}); err != nil {
 		t.Fatal(err)
 	}

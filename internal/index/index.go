@@ -403,7 +403,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 	}
 	if len(chs) > 0 {
 		err := h.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketDelta).Put(encodeUint64(gen), enc)
+			return putDelta(tx.Bucket(bucketDelta), gen, enc, ix.tune.flatDelta)
 		})
 		ix.endBatch(&committed)
 		if err != nil {

@@ -122,6 +122,9 @@ func checkOptionalID(field, id string) error {
 
 // recordKey appends the records-bucket key `<type>\x00<id>` to dst.
 func recordKey(dst []byte, typ, id string) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, len(typ)+1+len(id)) // one allocation, not two
+	}
 	dst = append(dst, typ...)
 	dst = append(dst, 0)
 	return append(dst, id...)

@@ -10,8 +10,12 @@ import (
 	"testing"
 )
 
-// killChildEnv names the data directory of the child process of TestKillDuringReplication.
-const killChildEnv = "CRMAUTHZ_INDEX_KILL_CHILD"
+// killChildEnv names the data directory of the child process of TestKillDuringReplication;
+// killFlatEnv set makes the child write its delta log entries flat (tuning.flatDelta).
+const (
+	killChildEnv = "CRMAUTHZ_INDEX_KILL_CHILD"
+	killFlatEnv  = "CRMAUTHZ_INDEX_KILL_FLAT"
+)
 
 // killBatch applies batch k's operations (drawn from newGen(k), so the parent can replay them on
 // the model) to a WriteTx or, with w nil, to m; an operation's error leaves it unapplied, as in
@@ -37,7 +41,9 @@ func killBatch(k uint64, w *WriteTx, m *model) error {
 // that it merges every few batches (4 keys per commit), printing "ack K" after each Update returns
 // and "chunk N LAST" after each commit of a merge, until it is killed.
 func runKillChild(dir string) {
-	ix, err := Open(Config{Dir: dir, MergeBytes: 4 << 10})
+	tune := defaultTuning()
+	tune.flatDelta = os.Getenv(killFlatEnv) != ""
+	ix, err := openTuned(Config{Dir: dir, MergeBytes: 4 << 10}, tune)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -60,7 +66,9 @@ func runKillChild(dir string) {
 // background, now mid-merge (right after a merge commit that is not its last), now right after a
 // merge's last commit, now between batches, and checks after each kill that the
 // index opens at or after the last acknowledged batch, with exactly the model's state at the seq
-// it holds: nothing acknowledged is lost, nothing half-applied or half-merged shows.
+// it holds: nothing acknowledged is lost, nothing half-applied or half-merged shows. Rounds 3–5
+// write the delta log flat, as code before session 9 of issue 17 did (delta.go); rounds 6–8 go
+// on, nested, with the flat entries those left.
 func TestKillDuringReplication(t *testing.T) {
 	if dir := os.Getenv(killChildEnv); dir != "" {
 		runKillChild(dir)
@@ -78,6 +86,9 @@ func TestKillDuringReplication(t *testing.T) {
 		midMerge, afterMerge := round%3 == 0, round%3 == 1
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKillDuringReplication$")
 		cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
+		if round >= 3 && round < 6 {
+			cmd.Env = append(cmd.Env, killFlatEnv+"=1")
+		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)

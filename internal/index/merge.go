@@ -296,7 +296,7 @@ func (ix *Index) writeChunk(tx *bolt.Tx, src *genTable, part []mref) error {
 // over keys being deleted).
 func dropDelta(tx *bolt.Tx, top uint64) error {
 	b := tx.Bucket(bucketDelta)
-	if k, _ := b.Cursor().Last(); k == nil || decodeUint64(k) <= top {
+	if k, _ := b.Cursor().Last(); k == nil || deltaKeyGen(k) <= top {
 		if err := tx.DeleteBucket(bucketDelta); err != nil {
 			return fmt.Errorf("index: merge: empty the delta log: %w", err)
 		}
@@ -305,15 +305,23 @@ func dropDelta(tx *bolt.Tx, top uint64) error {
 	}
 	var keys [][]byte
 	c := b.Cursor()
-	for k, _ := c.First(); k != nil && decodeUint64(k) <= top; k, _ = c.Next() {
+	for k, _ := c.First(); k != nil && deltaKeyGen(k) <= top; k, _ = c.Next() {
 		keys = append(keys, bytes.Clone(k))
 	}
 	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
+		_, nested, _ := parseDeltaKey(k)
+		if err := deleteDelta(b, k, nested); err != nil {
 			return fmt.Errorf("index: merge: delete delta entry %x: %w", k, err)
 		}
 	}
 	return nil
+}
+
+// deltaKeyGen is the generation of delta bucket key k (0 for a key of neither layout, which
+// Open refuses).
+func deltaKeyGen(k []byte) uint64 {
+	gen, _, _ := parseDeltaKey(k)
+	return gen
 }
 
 // loadOverlay rebuilds the overlay of a file just opened from its delta log (in tx), and loads
@@ -322,8 +330,10 @@ func (ix *Index) loadOverlay(tx *bolt.Tx) (*ovState, error) {
 	var gen uint64
 	b := tx.Bucket(bucketDelta)
 	if b != nil {
-		if k, _ := b.Cursor().First(); len(k) == 8 {
-			gen = decodeUint64(k) - 1
+		if k, _ := b.Cursor().First(); k != nil {
+			if g, _, ok := parseDeltaKey(k); ok {
+				gen = g - 1
+			}
 		}
 	}
 	lay := newLayer(gen)
@@ -331,11 +341,16 @@ func (ix *Index) loadOverlay(tx *bolt.Tx) (*ovState, error) {
 		src := &deltaCache{tx: tx}
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 || decodeUint64(k) <= lay.base || decodeUint64(k)-lay.base >= 1<<32 {
+			g, nested, ok := parseDeltaKey(k)
+			if !ok || g <= lay.base || g-lay.base >= 1<<32 {
 				return nil, fmt.Errorf("delta log key %q: %w", k, errCorruptDelta)
 			}
-			gen = decodeUint64(k)
-			err := decodeDelta(v, func(bi int, key, _ []byte, off uint32) {
+			gen = g
+			e := deltaAt(b, k, v, nested)
+			if e == nil {
+				return nil, fmt.Errorf("delta log entry %d: %w", gen, errCorruptDelta)
+			}
+			err := decodeDelta(e, func(bi int, key, _ []byte, off uint32) {
 				lay.insert(bi, key, gen, off, src)
 			})
 			if err != nil {
@@ -363,7 +378,8 @@ func fileSeq(tx *bolt.Tx) (uint64, error) {
 				seq   []byte
 				found bool
 			)
-			err := decodeDelta(v, func(bi int, key, val []byte, _ uint32) {
+			_, nested, _ := parseDeltaKey(k)
+			err := decodeDelta(deltaAt(b, k, v, nested), func(bi int, key, val []byte, _ uint32) {
 				if bi == bMeta && bytes.Equal(key, keyAppliedSeq) {
 					seq, found = val, true
 				}

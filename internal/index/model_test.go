@@ -250,9 +250,11 @@ func checkAgainstModel(tb testing.TB, ix *Index, m *model, g *gen, step string) 
 // random chunk, then the index reopened), comparing after each. Every seed also starts
 // background merges at random points (some stopped after a random commit, leaving the frozen
 // layer in place): the following batches and comparisons run beside them. Seed 7 writes the main buckets
-// directly (tuning.direct, the layout the benchmark compares with).
+// directly (tuning.direct, the layout the benchmark compares with). Seeds 8 and 9 write the delta
+// log's entries flat, as code before session 9 of issue 17 did (delta.go); seed 9 switches
+// between the two layouts at every reopen, so its log holds both (a file upgraded mid-merge).
 func TestRandomAgainstModel(t *testing.T) {
-	for _, seed := range []uint64{1, 2, 3, 4, 5, 6, 7} {
+	for _, seed := range []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			g := newGen(seed)
 			cfg := Config{Dir: t.TempDir()}
@@ -261,6 +263,7 @@ func TestRandomAgainstModel(t *testing.T) {
 			}
 			tune := defaultTuning()
 			tune.direct = seed == 7
+			tune.flatDelta = seed >= 8
 			ix, err := openTuned(cfg, tune)
 			if err != nil {
 				t.Fatal(err)
@@ -279,12 +282,18 @@ func TestRandomAgainstModel(t *testing.T) {
 					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: merge", batch))
 				case n < 20:
 					merges += ix.merges.Load()
+					if seed == 9 {
+						ix.tune.flatDelta = !ix.tune.flatDelta
+					}
 					ix = reopen(t, ix, cfg)
 					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: reopen", batch))
 				case n < 25:
 					ix.mergeChunk = 1 + g.rng.IntN(4)
 					forceMerge(t, ix, g.rng.IntN(6))
 					merges += ix.merges.Load()
+					if seed == 9 {
+						ix.tune.flatDelta = !ix.tune.flatDelta
+					}
 					ix = reopen(t, ix, cfg)
 					checkAgainstModel(t, ix, m, g, fmt.Sprintf("batch %d: crash mid-merge", batch))
 				case n < 35:

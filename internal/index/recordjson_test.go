@@ -128,3 +128,24 @@ func BenchmarkRecordCodec(b *testing.B) {
 		}
 	})
 }
+
+// TestRecordJSONOneAllocation: a plain record is encoded into one allocation of its size
+// (the write path stores one per replication event).
+func TestRecordJSONOneAllocation(t *testing.T) {
+	for _, r := range []Record{
+		{Type: "contact", ID: "r-1", LocationID: "loc-1", Owner: "u-1", Followers: []string{"u-2", "u-3"}},
+		{Type: "contact", ID: "r-1", LocationID: "loc-1", Followers: []string{}},
+		{Type: "opportunity", ID: "o-1", LocationID: "l", Owner: "u", Followers: []string{"f"}, ContactID: "c-9"},
+	} {
+		v, err := appendRecordJSON(nil, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raceBuild {
+			continue
+		}
+		if n := testing.AllocsPerRun(100, func() { _, _ = appendRecordJSON(nil, &r) }); n != 1 {
+			t.Errorf("%s: %.0f allocations, want 1", v, n)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/crmauthz/crmauthz/internal/coldtest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // The 1,000,000-record index of BenchmarkRandomReplication1M, built once per page size per test
@@ -32,7 +33,7 @@ const (
 )
 
 // replBenchFile returns the path of a 1M-record index.db built with page size pageSize.
-func replBenchFile(b *testing.B, pageSize int) string {
+func replBenchFile(b testing.TB, pageSize int) string {
 	b.Helper()
 	replBench.mu.Lock()
 	defer replBench.mu.Unlock()
@@ -378,6 +379,7 @@ func BenchmarkRandomReplication1M(b *testing.B) {
 		if fi, err := os.Stat(v.ix.Path()); err == nil {
 			b.ReportMetric(float64(fi.Size())/(1<<20), v.name+"-file-MiB")
 		}
+		reportLeafPages(b, v.ix, v.name)
 	}
 }
 
@@ -434,4 +436,20 @@ func BenchmarkOpen1M(b *testing.B) {
 			b.ReportMetric(float64(ms.TotalAlloc-alloc0)/float64(b.N)/(1<<20), "alloc-MiB/op")
 		})
 	}
+}
+
+// reportLeafPages reports the leaf pages of the records and byuser buckets at the end of a run
+// and their fill: a merge of random events rewrites nearly all of them.
+func reportLeafPages(b *testing.B, ix *Index, name string) {
+	var recs, refs bolt.BucketStats
+	if err := ix.cur.db.View(func(tx *bolt.Tx) error {
+		recs, refs = tx.Bucket(bucketRecords).Stats(), tx.Bucket(bucketByUser).Stats()
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	ps := ix.cur.db.Info().PageSize
+	b.ReportMetric(float64(recs.LeafPageN), name+"-records-leaves")
+	b.ReportMetric(float64(refs.LeafPageN), name+"-byuser-leaves")
+	b.ReportMetric(float64(recs.LeafInuse+refs.LeafInuse)/float64((recs.LeafPageN+refs.LeafPageN)*ps), name+"-leaf-fill")
 }

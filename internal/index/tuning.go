@@ -37,6 +37,9 @@ type tuning struct {
 	// when it lags the active layer's filling (the policy before session 7 of issue 17, kept for
 	// BenchmarkRandomReplication1M; see Index.mergeBehind).
 	alwaysYield bool
+	// flatDelta writes each Update's delta log entry as a value of the delta bucket (the layout
+	// before session 9 of issue 17, delta.go), for the tests of files written by older code.
+	flatDelta bool
 }
 
 func defaultTuning() tuning {
