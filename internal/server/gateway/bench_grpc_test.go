@@ -25,17 +25,7 @@ import (
 func BenchmarkGatewayGRPCServer(b *testing.B) {
 	g, world := benchGateway(b)
 	calls := benchCalls(world, 1<<14, true)
-	reqs := make([]*authv3.CheckRequest, len(calls))
-	for i, c := range calls {
-		h := map[string]string{":method": c.method, ":path": c.uri, ":authority": "crm.example", "x-user-id": c.subject}
-		if c.body != nil {
-			h["content-type"] = "application/json"
-		}
-		reqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-			Http: &authv3.AttributeContext_HttpRequest{Id: "r-1", Method: c.method, Path: c.uri, Host: "crm.example",
-				Scheme: "http", Protocol: "HTTP/1.1", Headers: h, Body: string(c.body), Size: int64(len(c.body))},
-		}}}
-	}
+	reqs := checkRequests(calls)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

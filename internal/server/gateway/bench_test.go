@@ -227,17 +227,7 @@ func benchEndpoints(b *testing.B, g *Gateway, world dataset.World, with401 bool)
 	}
 	b.Run("ext-authz-grpc", func(b *testing.B) {
 		s := &extAuthz{g: g}
-		reqs := make([]*authv3.CheckRequest, len(bodies))
-		for i, c := range bodies {
-			h := map[string]string{":method": c.method, ":path": c.uri, ":authority": "crm.example", "x-user-id": c.subject}
-			if c.body != nil {
-				h["content-type"] = "application/json"
-			}
-			reqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-				Http: &authv3.AttributeContext_HttpRequest{Id: "r-1", Method: c.method, Path: c.uri, Host: "crm.example",
-					Scheme: "http", Protocol: "HTTP/1.1", Headers: h, Body: string(c.body), Size: int64(len(c.body))},
-			}}}
-		}
+		reqs := checkRequests(bodies)
 		ctx := context.Background()
 		b.ReportAllocs()
 		defer coldtest.ReportCPU(b)()
@@ -253,4 +243,21 @@ func benchEndpoints(b *testing.B, g *Gateway, world dataset.World, with401 bool)
 			}
 		}
 	})
+}
+
+// checkRequests are the CheckRequests Envoy sends for calls (the body as a
+// string, with_request_body's default).
+func checkRequests(calls []benchCall) []*authv3.CheckRequest {
+	reqs := make([]*authv3.CheckRequest, len(calls))
+	for i, c := range calls {
+		h := map[string]string{":method": c.method, ":path": c.uri, ":authority": "crm.example", "x-user-id": c.subject}
+		if c.body != nil {
+			h["content-type"] = "application/json"
+		}
+		reqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Id: "r-1", Method: c.method, Path: c.uri, Host: "crm.example",
+				Scheme: "http", Protocol: "HTTP/1.1", Headers: h, Body: string(c.body), Size: int64(len(c.body))},
+		}}}
+	}
+	return reqs
 }
