@@ -195,6 +195,7 @@ type stepResult struct {
 	cacheHit float64         // crmauthz: share of decisions answered by the decision cache; -1 unknown
 	lat      []time.Duration // the latencies of the answered requests, sorted (pooled by sliceResults)
 	span     time.Duration   // first request sent to last answer read
+	began    time.Time       // when a slice's timed part began (slices.go's log)
 	opened   int             // connections the generator dialed during the step
 	// With --requests-out: every request and the attack's start on
 	// CLOCK_MONOTONIC (requests.go).

@@ -96,11 +96,13 @@ func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSid
 			}
 			before := sampleProc(ctx, s)
 			var res stepResult
+			began := time.Now()
 			if err := r.prof.during(ctx, k == sideCrmauthz, r.cut.dur, func() {
 				res = runStep(ctx, s, sp, r.w, r.cut.dur, r.timeout, r.record)
 			}); err != nil {
 				return parts, ev, err
 			}
+			res.began = began
 			e := before.to(sampleProc(ctx, s))
 			e.conns = res.opened
 			if j == 0 {
@@ -115,7 +117,9 @@ func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSid
 }
 
 // logSlices logs each side's p99 slice by slice: whether a side's pooled
-// tail comes from one slice (a stall) or from all of them.
+// tail comes from one slice (a stall) or from all of them. Each figure is
+// followed by the wall-clock time its slice began (@hh:mm:ss.mmm), to set
+// beside a server's own log (a GC trace).
 func logSlices(cfg runConfig, run int, step string, parts [nSides][]stepResult) {
 	for k := range parts {
 		if len(parts[k]) == 0 {
@@ -123,7 +127,7 @@ func logSlices(cfg runConfig, run int, step string, parts [nSides][]stepResult) 
 		}
 		p99 := make([]string, len(parts[k]))
 		for j, p := range parts[k] {
-			p99[j] = fmtDur(p.p99)
+			p99[j] = fmtDur(p.p99) + p.began.Format("@15:04:05.000")
 		}
 		cfg.logf("run %d  %-24s %-8s p99 by slice: %s", run, step, parts[k][0].side, strings.Join(p99, " "))
 	}

@@ -336,3 +336,19 @@ func TestAutoSlices(t *testing.T) {
 		}
 	}
 }
+
+// TestLogSlicesStampsEachSlice: each slice's p99 in the log is followed by
+// the wall-clock time the slice began, to set beside a server's own log.
+func TestLogSlicesStampsEachSlice(t *testing.T) {
+	var log bytes.Buffer
+	at := time.Date(2026, 12, 7, 7, 43, 46, 256_000_000, time.UTC)
+	var parts [nSides][]stepResult
+	parts[sideCrmauthz] = []stepResult{
+		{side: "crmauthz", p99: 47 * time.Millisecond, began: at},
+		{side: "crmauthz", p99: 3 * time.Millisecond, began: at.Add(739 * time.Millisecond)},
+	}
+	logSlices(runConfig{Log: &log}, 3, "5000/s", parts)
+	if want := "crmauthz p99 by slice: 47.0ms@07:43:46.256 3.00ms@07:43:46.995"; !strings.Contains(log.String(), want) {
+		t.Errorf("log %q: want %q", log.String(), want)
+	}
+}
