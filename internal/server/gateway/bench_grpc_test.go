@@ -26,19 +26,7 @@ func BenchmarkGatewayGRPCServer(b *testing.B) {
 	g, world := benchGateway(b)
 	calls := benchCalls(world, 1<<14, true)
 	reqs := checkRequests(calls)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	gs := g.NewGRPC()
-	go func() { _ = gs.Serve(ln) }()
-	b.Cleanup(func() { gs.Stop(context.Background()) })
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	client := authv3.NewAuthorizationClient(conn)
+	client := grpcClient(b, g)
 	ctx := context.Background()
 	if _, err := client.Check(ctx, reqs[0]); err != nil { // connect before the clock
 		b.Fatal(err)
@@ -83,4 +71,23 @@ func BenchmarkCheckResponse(b *testing.B) {
 			}
 		})
 	}
+}
+
+// grpcClient serves g's gRPC server (NewGRPC) on a loopback port until the
+// test ends and returns a client of it.
+func grpcClient(tb testing.TB, g *Gateway) authv3.AuthorizationClient {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gs := g.NewGRPC()
+	go func() { _ = gs.Serve(ln) }()
+	tb.Cleanup(func() { gs.Stop(context.Background()) })
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn)
 }
