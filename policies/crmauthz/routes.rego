@@ -156,8 +156,14 @@ owner_problem := "the body is not a JSON object" if {
 # The body's "followers" list, as a list of at most one.
 follower_lists := [l | is_object(input.body); l := input.body.followers]
 
-# The users of the body's "followers" list, sorted, without duplicates.
-follower_targets := sort({t | some l in follower_lists; some t in l})
+# The users of the body's "followers" list, sorted, without duplicates. A
+# list of none or one user is that already: it is taken as it is, without
+# building the set and sorting it (the common case, a user at a time).
+follower_targets := l if {
+	some l in follower_lists
+	is_array(l)
+	count(l) < 2
+} else := sort({t | some l in follower_lists; some t in l})
 
 followers_problem := "the body is not a JSON object" if {
 	has_body
@@ -185,7 +191,10 @@ user_id(t) if {
 # decision: {"allow", "reason", "action"?, "resource"?, "targets"?, "message"?}.
 # Every target must be allowed: the first denial decides. A list that would
 # take the record over the follower maximum is denied like a single 11th
-# follower (follower_limit_reached), once every target is allowed on its own.
+# follower (follower_limit_reached), once every target is allowed on its own
+# (list_decision). A request with one target (a new owner, a list of one
+# follower: most of them) is decided by target_decision, which answers as
+# list_decision does without building the lists.
 decision := {"allow": false, "reason": "unmapped_route"} if {
 	not route
 } else := {"allow": false, "reason": "invalid_body", "message": route.invalid} if {
@@ -195,11 +204,31 @@ decision := {"allow": false, "reason": "unmapped_route"} if {
 	r := route
 	r.targets == []
 	d := crmauthz.decision with input as {"subject": input.subject, "action": r.action, "resource": r.resource}
-} else := object.union(denials[0], about) if {
+} else := d if {
+	count(route.targets) == 1
+	d := target_decision
+} else := d if {
+	d := list_decision
+}
+
+# The decision of a request with targets: the first denial, else the
+# follower limit, else the first target's decision.
+list_decision := object.union(denials[0], about) if {
 	count(denials) > 0
 } else := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
 	too_many_new_followers
 } else := object.union(results[0], about)
+
+# list_decision for the one target: its check (target_check) denies, or
+# the follower limit, or its check allows.
+target_decision := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
+	target_check.allow
+	too_many_new_followers
+} else := object.union(target_check, about)
+
+target_check := d if {
+	d := crmauthz.decision with input as {"subject": input.subject, "action": route.action, "resource": route.resource, "target": route.targets[0]}
+}
 
 # What the request is, added to its decision (for logs and metrics).
 about := {"action": route.action, "resource": route.resource, "targets": route.targets}
