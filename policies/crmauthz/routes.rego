@@ -67,6 +67,8 @@ prefix := [s | some s in split(config.path_prefix, "/"); s != ""]
 
 # The segments after the prefix; undefined when the path is not under it.
 rest := input.segments if {
+	config.path_prefix == ""
+} else := input.segments if {
 	trim(config.path_prefix, "/") == ""
 } else := array.slice(input.segments, count(prefix), count(input.segments)) if {
 	array.slice(input.segments, 0, count(prefix)) == prefix
@@ -75,16 +77,22 @@ rest := input.segments if {
 # route is {"action", "resource": {"type", "id"}, "targets": [...]} or
 # {"invalid": message}; undefined when the request is not a route. One else
 # chain, so that the shapes are tried in turn and the first that fits decides.
-route := record_route(record_methods[input.method], {"type": collections[rest[0]], "id": rest[1]}) if {
+route := record_route(record_methods[input.method], route_resource) if {
 	count(rest) == 2
-} else := followers_route(follower_methods[input.method], {"type": collections[rest[0]], "id": rest[1]}) if {
+} else := followers_route(follower_methods[input.method], route_resource) if {
 	count(rest) == 3
 	rest[2] == "followers"
-} else := owner_route({"type": collections[rest[0]], "id": rest[1]}) if {
+} else := owner_route(route_resource) if {
 	count(rest) == 3
 	rest[2] == "owner"
 	input.method in owner_methods
 }
+
+# The record a route names: {"type", "id"} of its first two segments;
+# undefined when the first is not a collection. (A rule of its own, not a
+# literal in each shape above: one object literal, which the interpreter
+# makes as a record, where three would share a local and be ast objects.)
+route_resource := {"type": collections[rest[0]], "id": rest[1]}
 
 # Without a body, or for other actions than edit, the route is what the
 # table says; the body only matters to an edit.
