@@ -161,30 +161,28 @@ owner_problem := "the body is not a JSON object" if {
 	v != null
 }
 
-# The body's "followers" list, as a list of at most one.
-follower_lists := [l | is_object(input.body); l := input.body.followers]
+# The body's "followers" value; undefined when the body gives none.
+follower_list := input.body.followers if is_object(input.body)
 
 # The users of the body's "followers" list, sorted, without duplicates. A
 # list of none or one user is that already: it is taken as it is, without
 # building the set and sorting it (the common case, a user at a time).
 follower_targets := l if {
-	some l in follower_lists
+	l := follower_list
 	is_array(l)
 	count(l) < 2
-} else := sort({t | some l in follower_lists; some t in l})
+} else := sort({t | some t in follower_list})
 
 followers_problem := "the body is not a JSON object" if {
 	has_body
 	not is_object(input.body)
 } else := "followers is not a list" if {
-	some l in follower_lists
+	l := follower_list
 	not is_array(l)
 } else := sprintf("followers names more than %d users", [max_targets]) if {
-	some l in follower_lists
-	count(l) > max_targets
+	count(follower_list) > max_targets
 } else := "followers holds something other than user ids (non-empty strings)" if {
-	some l in follower_lists
-	some t in l
+	some t in follower_list
 	not user_id(t)
 }
 
