@@ -53,6 +53,10 @@ record_methods := {"GET": "view", "HEAD": "view", "PUT": "edit", "PATCH": "edit"
 # Methods on /{collection}/{id}/followers.
 follower_methods := {"POST": "add_follower", "DELETE": "remove_follower"}
 
+# The targets of a route without any: one constant, where a literal [] in
+# an object would be an array made per request.
+no_targets := []
+
 # Methods on /{collection}/{id}/owner.
 owner_methods := {"PUT", "PATCH", "POST"}
 
@@ -96,13 +100,13 @@ route_resource := {"type": collections[rest[0]], "id": rest[1]}
 
 # Without a body, or for other actions than edit, the route is what the
 # table says; the body only matters to an edit.
-record_route(action, resource) := {"action": action, "resource": resource, "targets": []} if {
+record_route(action, resource) := {"action": action, "resource": resource, "targets": no_targets} if {
 	not body_matters(action)
 } else := {"invalid": problem} if {
 	problem := owner_problem
 } else := {"action": "change_owner", "resource": resource, "targets": owner_targets} if {
 	new_owner != current_owner(resource)
-} else := {"action": action, "resource": resource, "targets": []}
+} else := {"action": action, "resource": resource, "targets": no_targets}
 
 body_matters(action) if {
 	action == "edit"
@@ -205,7 +209,7 @@ decision := {"allow": false, "reason": "unmapped_route"} if {
 	not route
 } else := {"allow": false, "reason": "invalid_body", "message": route.invalid} if {
 	route.invalid
-} else := {"allow": d.allow, "reason": d.reason, "action": r.action, "resource": r.resource, "targets": []} if {
+} else := {"allow": d.allow, "reason": d.reason, "action": r.action, "resource": r.resource, "targets": no_targets} if {
 	# the common case: one check without a target
 	r := route
 	r.targets == []
