@@ -54,7 +54,7 @@ func (e *Engine) DecideHTTP(ctx context.Context, facts Facts, in HTTPInput) (HTT
 		if h.undefined {
 			return HTTPDecision{}, p.revision, ErrUndefinedHTTPDecision
 		}
-		d, fallback, err := p.decideHTTPVM(ctx, h.prog, facts, in)
+		d, fallback, err := p.decideHTTPVM(ctx, h, facts, in)
 		if !fallback {
 			return d, p.revision, err
 		}

@@ -139,3 +139,73 @@ func TestDecideHTTPFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestRoutesOneTarget: routes.rego decides a request with one target (a new
+// owner, a list of one follower) by target_decision, and must answer as
+// its decision of any list does (list_decision): the same object, or an
+// error on both, on the golden and generated requests of each variant of
+// the policy (topdown, the policy's own semantics).
+func TestRoutesOneTarget(t *testing.T) {
+	g := loadGolden(t)
+	facts := newMemFacts(t, g)
+	ctx := context.Background()
+	ins := httpGenerated(t, g, 4000, 1)
+	for _, c := range httpBenchCases(t) {
+		ins = append(ins, c.in)
+	}
+	for name, cfg := range httpVariants(t) {
+		t.Run(name, func(t *testing.T) {
+			cfg.EvalTimeout = testEvalTimeout
+			e, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := e.cur.Load()
+			eval := func(rule string, input ast.Value) (ast.Value, error) {
+				pq, err := p.query(ctx, []string{"crmauthz", "routes", rule})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs, err := p.eval(ctx, pq, p.decisionOpts, facts, input)
+				if err != nil || len(rs) == 0 {
+					return nil, err
+				}
+				v, _ := rs[0].Expressions[0].Value.(ast.Value)
+				return v, nil
+			}
+			reasons := map[string]int{}
+			for _, in := range ins {
+				input := p.httpInput(in)
+				r, err := eval("route", input)
+				obj, _ := r.(ast.Object)
+				if err != nil || obj == nil {
+					continue
+				}
+				if targets, ok := valueOf(obj.Get(ast.InternedTerm("targets"))).(*ast.Array); !ok || targets.Len() != 1 {
+					continue
+				}
+				one, oneErr := eval("decision", input)
+				list, listErr := eval("list_decision", input)
+				switch {
+				case (oneErr != nil) != (listErr != nil):
+					t.Fatalf("%s %s body %v subject %q: one target %v (%v), as a list %v (%v)", in.Method, in.Path, in.Body, in.Subject, one, oneErr, list, listErr)
+				case oneErr != nil:
+					reasons["error"]++
+				case one == nil || list == nil || one.Compare(list) != 0:
+					t.Fatalf("%s %s body %v subject %q: one target %v, as a list %v", in.Method, in.Path, in.Body, in.Subject, one, list)
+				default:
+					reason, _ := stringOf(one.(ast.Object).Get(ast.InternedTerm("reason")))
+					reasons[reason]++
+				}
+			}
+			t.Logf("one target: %v", reasons)
+			// one target reaches every kind of outcome (the other variants'
+			// prefix leaves few requests mapped)
+			for _, r := range []string{"follower_limit_reached", "owner", "follower_not_permitted", "unknown_target"} {
+				if name == "default" && reasons[r] == 0 {
+					t.Errorf("no request with one target answered %s (%v)", r, reasons)
+				}
+			}
+		})
+	}
+}

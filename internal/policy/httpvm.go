@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -37,6 +38,9 @@ type httpPlan struct {
 	// without routes.rego), so every gateway request is
 	// ErrUndefinedHTTPDecision, without evaluating
 	undefined bool
+	// factsInPlace: the facts' strings are cut from their JSON bytes
+	// (httpFactsInPlace)
+	factsInPlace bool
 }
 
 // planHTTP plans data.crmauthz.http_decision of the compiled policy lp for
@@ -47,7 +51,31 @@ func planHTTP(ctx context.Context, lp *loadedPolicy, served []source.File) httpP
 		return httpPlan{undefined: true, err: ErrUndefinedHTTPDecision}
 	}
 	prog, err := newVM(ctx, served, lp.modules, httpEntry)
-	return httpPlan{prog: prog, err: err}
+	return httpPlan{prog: prog, err: err, factsInPlace: prog != nil && httpFactsInPlace(prog)}
+}
+
+// httpFactsInPlace tells whether the facts of the gateway's decision may be
+// converted in place, as a plain decision's (factsInPlace): when nothing of
+// the evaluation's values outlives it. Besides crm.user, crm.record and the
+// interpreter's own built-ins, routes.rego calls some of topdown's, which
+// keep nothing of their arguments either (keepsNothing); the HTTPDecision's
+// strings that are the facts' are cloned (decideHTTPVM).
+func httpFactsInPlace(prog *irvm.Program) bool {
+	for _, name := range prog.Builtins() {
+		if name != BuiltinUser && name != BuiltinRecord && !irvm.OwnBuiltin(name) && !keepsNothing[name] {
+			return false
+		}
+	}
+	return true
+}
+
+// keepsNothing are topdown's built-ins that routes.rego calls, whose
+// implementations keep no reference to their arguments beyond the call (no
+// cache; a result may share its arguments' values, which live as long as
+// the evaluation).
+var keepsNothing = map[string]bool{
+	ast.ArraySlice.Name: true, ast.IsArray.Name: true, ast.IsObject.Name: true, ast.IsString.Name: true,
+	ast.Plus.Name: true, ast.Sort.Name: true, ast.Split.Name: true, ast.Sprintf.Name: true, ast.Trim.Name: true,
 }
 
 // needsTopdown tells whether gateway requests are decided by topdown.
@@ -65,20 +93,22 @@ func (e *Engine) HTTPEvaluator() (Evaluator, error) {
 	return EvaluatorIR, h.err
 }
 
-// decideHTTPVM decides a gateway request with the interpreter. fallback is
-// true when the interpreter itself failed (irvm.InternalError, counted):
-// topdown then decides, as for a plain decision (decideVM). The input is
-// handed in unbuilt (httpLazy, in the pooled vmInput; the body as
+// decideHTTPVM decides a gateway request with the interpreter of h.
+// fallback is true when the interpreter itself failed (irvm.InternalError,
+// counted): topdown then decides, as for a plain decision (decideVM). The
+// input is handed in unbuilt (httpLazy, in the pooled vmInput; the body as
 // ParseParams made it); the facts are read through the same vmInput (the
-// evaluation's Env), their strings copied; the result is read unbuilt too
-// (an object literal of routes.rego: irvm's record), before the vmInput
-// is pooled again (nothing of the decision refers to the pooled storage
-// once it is made).
-func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts Facts, in HTTPInput) (d HTTPDecision, fallback bool, err error) {
-	env := p.getVMInput(Input{}, facts, false)
+// evaluation's Env), their strings cut from the facts' bytes when
+// h.factsInPlace (else copied); the result is read unbuilt too (an object
+// literal of routes.rego: irvm's record), before the vmInput is pooled
+// again, and its strings that are the facts' are cloned (nothing of the
+// decision refers to the pooled storage or the facts' bytes once it is
+// made).
+func (p *prepared) decideHTTPVM(ctx context.Context, h *httpPlan, facts Facts, in HTTPInput) (d HTTPDecision, fallback bool, err error) {
+	env := p.getVMInput(Input{}, facts, h.factsInPlace)
 	env.memoFacts = true
 	defer p.putVMInput(env)
-	v, err := p.evalVMWith(ctx, prog, env, env.http.set(p, in), true)
+	v, err := p.evalVMWith(ctx, h.prog, env, env.http.set(p, in), true)
 	err = p.stopped(ctx, err)
 	switch {
 	case isVMBug(err):
@@ -90,7 +120,24 @@ func (p *prepared) decideHTTPVM(ctx context.Context, prog *irvm.Program, facts F
 		return HTTPDecision{}, false, ErrUndefinedHTTPDecision
 	}
 	d, err = p.httpDecisionFromValue(v)
+	env.cloneFacts(&d)
 	return d, false, err
+}
+
+// cloneFacts clones the strings of d that are the facts' (converted in
+// place): the HTTPDecision outlives the facts' bytes (the index's, valid
+// during its read transaction).
+func (v *vmInput) cloneFacts(d *HTTPDecision) {
+	for _, s := range [...]*string{&d.Reason, &d.Action, &d.ResourceType, &d.ResourceID, &d.Message} {
+		if v.inFacts(*s) {
+			*s = strings.Clone(*s)
+		}
+	}
+	for i, t := range d.Targets {
+		if v.inFacts(t) {
+			d.Targets[i] = strings.Clone(t)
+		}
+	}
 }
 
 // seenFacts is how many facts a gateway's evaluation remembers.

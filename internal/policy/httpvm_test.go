@@ -149,12 +149,11 @@ func httpGenerated(tb testing.TB, g golden, n int, seed uint64) []HTTPInput {
 	return out
 }
 
-// TestHTTPVMGolden: the gateway's golden cases (TestDecideHTTP's and the
-// benchmark's route table) and a generated set, on the default policy and
-// its variants, decided alike by both evaluators.
-func TestHTTPVMGolden(t *testing.T) {
-	g := loadGolden(t)
-	golden := newMemFacts(t, g)
+// httpVariants are the default policy and variants of its config.rego
+// (followers managing followers, a follower maximum of 2 and a path
+// prefix; a maximum that is a string), by name.
+func httpVariants(tb testing.TB) map[string]Config {
+	out := map[string]Config{}
 	for name, config := range map[string]string{
 		"default": "",
 		"followers_manage_prefix": "package crmauthz.config\n\nfollowers_can_delete := true\n\nfollowers_can_manage_followers := true\n\n" +
@@ -162,20 +161,32 @@ func TestHTTPVMGolden(t *testing.T) {
 		"max_followers_string": "package crmauthz.config\n\nfollowers_can_delete := false\n\nfollowers_can_manage_followers := false\n\n" +
 			"max_followers := \"10\"\n\npath_prefix := \"\"\n",
 	} {
-		t.Run(name, func(t *testing.T) {
-			cfg := Config{FS: policies.FS}
-			if config != "" {
-				files := allDefaultFiles(t)
-				for k := range files {
-					if strings.HasSuffix(k, "_test.rego") {
-						delete(files, k)
-					}
-				}
-				files["config.rego"] = config
-				dir := t.TempDir()
-				writeFiles(t, dir, files)
-				cfg = Config{Dir: dir}
+		out[name] = Config{FS: policies.FS}
+		if config == "" {
+			continue
+		}
+		files := allDefaultFiles(tb)
+		for k := range files {
+			if strings.HasSuffix(k, "_test.rego") {
+				delete(files, k)
 			}
+		}
+		files["config.rego"] = config
+		dir := tb.TempDir()
+		writeFiles(tb, dir, files)
+		out[name] = Config{Dir: dir}
+	}
+	return out
+}
+
+// TestHTTPVMGolden: the gateway's golden cases (TestDecideHTTP's and the
+// benchmark's route table) and a generated set, on the default policy and
+// its variants, decided alike by both evaluators.
+func TestHTTPVMGolden(t *testing.T) {
+	g := loadGolden(t)
+	golden := newMemFacts(t, g)
+	for name, cfg := range httpVariants(t) {
+		t.Run(name, func(t *testing.T) {
 			hp := newHTTPPair(t, cfg)
 			for _, c := range httpBenchCases(t) {
 				hp.same(t, httpFacts(), c.in)

@@ -53,6 +53,10 @@ record_methods := {"GET": "view", "HEAD": "view", "PUT": "edit", "PATCH": "edit"
 # Methods on /{collection}/{id}/followers.
 follower_methods := {"POST": "add_follower", "DELETE": "remove_follower"}
 
+# The targets of a route without any: one constant, where a literal [] in
+# an object would be an array made per request.
+no_targets := []
+
 # Methods on /{collection}/{id}/owner.
 owner_methods := {"PUT", "PATCH", "POST"}
 
@@ -67,6 +71,8 @@ prefix := [s | some s in split(config.path_prefix, "/"); s != ""]
 
 # The segments after the prefix; undefined when the path is not under it.
 rest := input.segments if {
+	config.path_prefix == ""
+} else := input.segments if {
 	trim(config.path_prefix, "/") == ""
 } else := array.slice(input.segments, count(prefix), count(input.segments)) if {
 	array.slice(input.segments, 0, count(prefix)) == prefix
@@ -75,26 +81,32 @@ rest := input.segments if {
 # route is {"action", "resource": {"type", "id"}, "targets": [...]} or
 # {"invalid": message}; undefined when the request is not a route. One else
 # chain, so that the shapes are tried in turn and the first that fits decides.
-route := record_route(record_methods[input.method], {"type": collections[rest[0]], "id": rest[1]}) if {
+route := record_route(record_methods[input.method], route_resource) if {
 	count(rest) == 2
-} else := followers_route(follower_methods[input.method], {"type": collections[rest[0]], "id": rest[1]}) if {
+} else := followers_route(follower_methods[input.method], route_resource) if {
 	count(rest) == 3
 	rest[2] == "followers"
-} else := owner_route({"type": collections[rest[0]], "id": rest[1]}) if {
+} else := owner_route(route_resource) if {
 	count(rest) == 3
 	rest[2] == "owner"
 	input.method in owner_methods
 }
 
+# The record a route names: {"type", "id"} of its first two segments;
+# undefined when the first is not a collection. (A rule of its own, not a
+# literal in each shape above: one object literal, which the interpreter
+# makes as a record, where three would share a local and be ast objects.)
+route_resource := {"type": collections[rest[0]], "id": rest[1]}
+
 # Without a body, or for other actions than edit, the route is what the
 # table says; the body only matters to an edit.
-record_route(action, resource) := {"action": action, "resource": resource, "targets": []} if {
+record_route(action, resource) := {"action": action, "resource": resource, "targets": no_targets} if {
 	not body_matters(action)
 } else := {"invalid": problem} if {
 	problem := owner_problem
 } else := {"action": "change_owner", "resource": resource, "targets": owner_targets} if {
 	new_owner != current_owner(resource)
-} else := {"action": action, "resource": resource, "targets": []}
+} else := {"action": action, "resource": resource, "targets": no_targets}
 
 body_matters(action) if {
 	action == "edit"
@@ -153,24 +165,28 @@ owner_problem := "the body is not a JSON object" if {
 	v != null
 }
 
-# The body's "followers" list, as a list of at most one.
-follower_lists := [l | is_object(input.body); l := input.body.followers]
+# The body's "followers" value; undefined when the body gives none.
+follower_list := input.body.followers if is_object(input.body)
 
-# The users of the body's "followers" list, sorted, without duplicates.
-follower_targets := sort({t | some l in follower_lists; some t in l})
+# The users of the body's "followers" list, sorted, without duplicates. A
+# list of none or one user is that already: it is taken as it is, without
+# building the set and sorting it (the common case, a user at a time).
+follower_targets := l if {
+	l := follower_list
+	is_array(l)
+	count(l) < 2
+} else := sort({t | some t in follower_list})
 
 followers_problem := "the body is not a JSON object" if {
 	has_body
 	not is_object(input.body)
 } else := "followers is not a list" if {
-	some l in follower_lists
+	l := follower_list
 	not is_array(l)
 } else := sprintf("followers names more than %d users", [max_targets]) if {
-	some l in follower_lists
-	count(l) > max_targets
+	count(follower_list) > max_targets
 } else := "followers holds something other than user ids (non-empty strings)" if {
-	some l in follower_lists
-	some t in l
+	some t in follower_list
 	not user_id(t)
 }
 
@@ -185,21 +201,44 @@ user_id(t) if {
 # decision: {"allow", "reason", "action"?, "resource"?, "targets"?, "message"?}.
 # Every target must be allowed: the first denial decides. A list that would
 # take the record over the follower maximum is denied like a single 11th
-# follower (follower_limit_reached), once every target is allowed on its own.
+# follower (follower_limit_reached), once every target is allowed on its own
+# (list_decision). A request with one target (a new owner, a list of one
+# follower: most of them) is decided by target_decision, which answers as
+# list_decision does without building the lists.
 decision := {"allow": false, "reason": "unmapped_route"} if {
 	not route
 } else := {"allow": false, "reason": "invalid_body", "message": route.invalid} if {
 	route.invalid
-} else := {"allow": d.allow, "reason": d.reason, "action": r.action, "resource": r.resource, "targets": []} if {
+} else := {"allow": d.allow, "reason": d.reason, "action": r.action, "resource": r.resource, "targets": no_targets} if {
 	# the common case: one check without a target
 	r := route
 	r.targets == []
 	d := crmauthz.decision with input as {"subject": input.subject, "action": r.action, "resource": r.resource}
-} else := object.union(denials[0], about) if {
+} else := d if {
+	count(route.targets) == 1
+	d := target_decision
+} else := d if {
+	d := list_decision
+}
+
+# The decision of a request with targets: the first denial, else the
+# follower limit, else the first target's decision.
+list_decision := object.union(denials[0], about) if {
 	count(denials) > 0
 } else := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
 	too_many_new_followers
 } else := object.union(results[0], about)
+
+# list_decision for the one target: its check (target_check) denies, or
+# the follower limit, or its check allows.
+target_decision := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
+	target_check.allow
+	too_many_new_followers
+} else := object.union(target_check, about)
+
+target_check := d if {
+	d := crmauthz.decision with input as {"subject": input.subject, "action": route.action, "resource": route.resource, "target": route.targets[0]}
+}
 
 # What the request is, added to its decision (for logs and metrics).
 about := {"action": route.action, "resource": route.resource, "targets": route.targets}

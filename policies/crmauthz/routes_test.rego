@@ -282,3 +282,63 @@ test_follower_list_over_the_maximum if {
 	# removing is never limited
 	http(req_body("u-owner", "DELETE", "/contacts/c-eight/followers", three)).allow
 }
+
+# ---------------------------------------------------------------------------
+# One target: target_decision answers as list_decision
+
+# decide_as(r, allow) is [decision, list_decision] of r with every target's
+# own check answering allow, and a follower maximum of 8: with an allow, the
+# follower limit is routes.rego's own (too_many_new_followers).
+decide_as(r, allow) := [one, list] if {
+	check := {"allow": allow, "reason": "checked"}
+	one := routes.decision with input as r
+		with crm.user as mock_user
+		with crm.record as mock_record
+		with crmauthz.decision as check
+		with data.crmauthz.config.max_followers as 8
+	list := routes.list_decision with input as r
+		with crm.user as mock_user
+		with crm.record as mock_record
+		with crmauthz.decision as check
+		with data.crmauthz.config.max_followers as 8
+}
+
+test_one_target_as_a_list if {
+	reqs := [
+		req_body("u-owner", "POST", "/contacts/c-eight/followers", {"followers": ["u-none"]}),
+		req_body("u-owner", "POST", "/contacts/c-eight/followers", {"followers": ["u-fol"]}),
+		req_body("u-owner", "POST", "/contacts/c-eight/followers", {"followers": ["u-owner"]}),
+		req_body("u-owner", "DELETE", "/contacts/c-eight/followers", {"followers": ["u-none"]}),
+		req_body("u-owner", "POST", "/contacts/c-1/followers", {"followers": ["u-none"]}),
+		req_body("u-owner", "PUT", "/contacts/c-1/owner", {"owner": "u-fol"}),
+		req_body("u-owner", "PATCH", "/contacts/c-1", {"assignedto": "u-fol"}),
+	]
+	every r in reqs {
+		[one, list] := decide_as(r, true)
+		one == list
+		[one_denied, list_denied] := decide_as(r, false)
+		one_denied == list_denied
+	}
+
+	# a new follower over the maximum, allowed by its own check
+	[limit, _] := decide_as(reqs[0], true)
+	limit == {"allow": false, "reason": "follower_limit_reached", "action": "add_follower", "resource": contact("c-eight"), "targets": ["u-none"]}
+
+	# present followers and the owner are not new; removing is never limited
+	[present, _] := decide_as(reqs[1], true)
+	present.reason == "checked"
+	[owner, _] := decide_as(reqs[2], true)
+	owner.reason == "checked"
+	[removal, _] := decide_as(reqs[3], true)
+	removal.reason == "checked"
+}
+
+# A list of none or one user is taken as it is: the same as sorting its set.
+test_follower_targets_sorted_without_duplicates if {
+	every l in [[], ["u-b"], ["u-b", "u-a"], ["u-a", "u-a"], ["u-b", "u-a", "u-b"]] {
+		targets := routes.follower_targets with input as req_body("u-owner", "POST", "/contacts/c-1/followers", {"followers": l})
+		targets == sort({t | some t in l})
+	}
+	routes.follower_targets with input as req_body("u-owner", "POST", "/contacts/c-1/followers", {}) == []
+	routes.follower_targets with input as req("u-owner", "POST", "/contacts/c-1/followers") == []
+}

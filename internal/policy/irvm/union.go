@@ -55,36 +55,63 @@ func mergeOverwriteResolve(v1, v2 *ast.Term) (*ast.Term, bool) {
 }
 
 // unionRecord is the record of object.union(a, b) (see above); nil when
-// the union is left to topdown's implementation.
+// the union is left to topdown's implementation. The record and its keys
+// are one allocation (unionRec); the pairs of a record operand are read
+// without a closure (an ast object's through Until).
 func unionRecord(a, b *ast.Term) *ast.Term {
 	if !smallObject(a.Value) || !smallObject(b.Value) {
 		return nil
 	}
-	r := &record{keys: make([]*ast.Term, 0, maxRecord)}
-	add := func(k, v *ast.Term) bool {
-		if _, ok := k.Value.(ast.String); !ok || len(r.keys) == maxRecord {
-			return false
-		}
-		r.vals[len(r.keys)] = v
-		r.keys = append(r.keys, k)
-		return true
-	}
-	ok := pairs(a.Value, func(k, v *ast.Term) bool {
-		if w := lookup(b.Value, k); w != nil {
-			if objectValue(v.Value) && objectValue(w.Value) {
-				return false // merged recursively
-			}
-			v = w
-		}
-		return add(k, v)
-	}) && pairs(b.Value, func(k, v *ast.Term) bool {
-		return lookup(a.Value, k) != nil || add(k, v)
-	})
-	if !ok {
+	u := &unionRec{}
+	u.keys = u.keyBuf[:0]
+	if !u.addAll(a.Value, b.Value, true) || !u.addAll(b.Value, a.Value, false) {
 		return nil
 	}
-	r.term.Value = r
-	return &r.term
+	u.term.Value = &u.record
+	return &u.term
+}
+
+// unionRec is the record of a union, with the storage of its keys.
+type unionRec struct {
+	record
+	keyBuf [maxRecord]*ast.Term
+}
+
+// addAll adds the pairs of v (a record or an ast object), other the other
+// operand: left, v is the left operand, whose values the right's override
+// (false when a key holds objects on both sides: merged recursively);
+// else v is the right operand, whose keys the left lacks are added. False
+// when the union is not a record.
+func (u *unionRec) addAll(v, other ast.Value, left bool) bool {
+	if r, ok := v.(*record); ok {
+		for i, k := range r.keys {
+			if !u.addPair(k, r.vals[i], other, left) {
+				return false
+			}
+		}
+		return true
+	}
+	return !v.(ast.Object).Until(func(k, val *ast.Term) bool { return !u.addPair(k, val, other, left) })
+}
+
+// addPair adds the pair k, v of an operand (addAll).
+func (u *unionRec) addPair(k, v *ast.Term, other ast.Value, left bool) bool {
+	w := lookup(other, k)
+	switch {
+	case left && w != nil:
+		if objectValue(v.Value) && objectValue(w.Value) {
+			return false // merged recursively
+		}
+		v = w
+	case !left && w != nil:
+		return true // added with the left's
+	}
+	if _, ok := k.Value.(ast.String); !ok || len(u.keys) == maxRecord {
+		return false
+	}
+	u.vals[len(u.keys)] = v
+	u.keys = append(u.keys, k)
+	return true
 }
 
 // smallObject tells whether v is a record or an ast object.
@@ -108,20 +135,6 @@ func objectValue(v ast.Value) bool {
 		return true
 	}
 	return false
-}
-
-// pairs calls fn for each key and value of the record or object v, while
-// fn returns true; false when fn did.
-func pairs(v ast.Value, fn func(k, v *ast.Term) bool) bool {
-	if r, ok := v.(*record); ok {
-		for i, k := range r.keys {
-			if !fn(k, r.vals[i]) {
-				return false
-			}
-		}
-		return true
-	}
-	return !v.(ast.Object).Until(func(k, v *ast.Term) bool { return !fn(k, v) })
 }
 
 // lookup is v[k] for a record or an object v.

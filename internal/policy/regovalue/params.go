@@ -221,7 +221,8 @@ func ParseParams(body []byte, query string) (ast.Value, error) {
 			return nil, err
 		}
 	}
-	params, err := parseQuery(query)
+	var buf [4]queryParam // most queries have a parameter or two
+	params, err := parseQuery(buf[:0], query)
 	if err != nil || len(params) == 0 {
 		return v, err
 	}
@@ -232,15 +233,37 @@ func ParseParams(body []byte, query string) (ast.Value, error) {
 	case !ok:
 		return v, nil
 	}
-	for _, p := range params {
-		k := ast.StringTerm(p.key)
+	// the terms of the parameters' names and string values in one
+	// allocation, the strings' headers in another (StringValue)
+	n := 0
+	for i := range params {
+		n += 1 + params[i].strings()
+	}
+	ts := termSlab{terms: make([]ast.Term, n), boxes: make([]ast.String, n)}
+	for i := range params {
+		p := &params[i]
+		k := ts.str(p.key)
 		if obj.Get(k) != nil {
 			return nil, &BodyError{Ambiguous: true, Msg: fmt.Sprintf(
 				"the query parameter %q and a key of the body are one field (%q) to frameworks that merge them", p.name, p.key)}
 		}
-		obj.Insert(k, p.value())
+		obj.Insert(k, p.value(&ts))
 	}
 	return obj, nil
+}
+
+// termSlab hands out string terms from preallocated storage.
+type termSlab struct {
+	terms []ast.Term
+	boxes []ast.String
+}
+
+// str is the term of the string s, the next of the slab.
+func (ts *termSlab) str(s string) *ast.Term {
+	t := &ts.terms[0]
+	t.Value = StringValue(&ts.boxes[0], s)
+	ts.terms, ts.boxes = ts.terms[1:], ts.boxes[1:]
+	return t
 }
 
 // queryParam is one parameter of the query, all its occurrences together.
@@ -249,25 +272,47 @@ type queryParam struct {
 	key  string // its folded name, without brackets
 	kind byte   // 's' string, 'l' list (name[]), 'o' object (name[k])
 	str  string
-	list []*ast.Term
-	obj  [][2]*ast.Term
+	list []string    // the values of name[]
+	obj  [][2]string // the folded keys and values of name[k]
 }
 
-func (q *queryParam) value() *ast.Term {
+// strings is the number of string terms of the parameter's value.
+func (q *queryParam) strings() int {
 	switch q.kind {
 	case 'l':
-		return ast.ArrayTerm(q.list...)
+		return len(q.list)
 	case 'o':
-		return ast.ObjectTerm(q.obj...)
+		return 2 * len(q.obj)
 	}
-	return ast.StringTerm(q.str)
+	return 1
 }
 
-func parseQuery(query string) ([]queryParam, error) {
-	var (
-		out []queryParam
-		at  map[string]int // key → index in out
-	)
+// value is the parameter's value, its strings' terms from ts.
+func (q *queryParam) value(ts *termSlab) *ast.Term {
+	switch q.kind {
+	case 'l':
+		elems := make([]*ast.Term, len(q.list))
+		for i, s := range q.list {
+			elems[i] = ts.str(s)
+		}
+		return ast.NewTerm(ast.NewArray(elems...))
+	case 'o':
+		pairs := make([][2]*ast.Term, len(q.obj))
+		for i, kv := range q.obj {
+			pairs[i] = [2]*ast.Term{ts.str(kv[0]), ts.str(kv[1])}
+		}
+		return ast.NewTerm(ast.NewObject(pairs...))
+	}
+	return ts.str(q.str)
+}
+
+// manyParams is how many parameters parseQuery looks up by a linear search;
+// beyond, by a map.
+const manyParams = 8
+
+// parseQuery appends the parameters of query to out.
+func parseQuery(out []queryParam, query string) ([]queryParam, error) {
+	var at map[string]int // key → index in out, once there are many
 	for query != "" {
 		part := query
 		if i := strings.IndexAny(query, "&;"); i >= 0 {
@@ -292,14 +337,28 @@ func parseQuery(query string) ([]queryParam, error) {
 			}
 		}
 		key := FoldKey(base)
-		if at == nil {
-			at = map[string]int{}
+		j, seen := -1, false
+		if at != nil {
+			j, seen = at[key]
+		} else {
+			for i := range out {
+				if out[i].key == key {
+					j, seen = i, true
+					break
+				}
+			}
 		}
-		j, seen := at[key]
 		if !seen {
 			out = append(out, queryParam{name: name, key: key, kind: kind})
 			j = len(out) - 1
-			at[key] = j
+			if at != nil {
+				at[key] = j
+			} else if len(out) > manyParams {
+				at = make(map[string]int, 2*len(out))
+				for i := range out {
+					at[out[i].key] = i
+				}
+			}
 		}
 		p := &out[j]
 		if seen && (p.kind != kind || kind == 's') {
@@ -309,15 +368,15 @@ func parseQuery(query string) ([]queryParam, error) {
 		case 's':
 			p.str = val
 		case 'l':
-			p.list = append(p.list, ast.StringTerm(val))
+			p.list = append(p.list, val)
 		case 'o':
 			sk := FoldKey(strings.TrimSuffix(strings.TrimPrefix(sub, "["), "]"))
 			for _, kv := range p.obj {
-				if string(kv[0].Value.(ast.String)) == sk {
+				if kv[0] == sk {
 					return nil, ambiguousParam(p.name, name, key)
 				}
 			}
-			p.obj = append(p.obj, [2]*ast.Term{ast.StringTerm(sk), ast.StringTerm(val)})
+			p.obj = append(p.obj, [2]string{sk, val})
 		}
 	}
 	return out, nil

@@ -126,6 +126,9 @@ func TestFoldKeyIsEqualFold(t *testing.T) {
 	}
 }
 
+// manyQuery has 9 parameters: more than parseQuery finds by a linear search.
+const manyQuery = "a=0&b=1&c=2&d=3&e=4&f=5&g=6&h=7&i=8"
+
 func TestParseParams(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -148,6 +151,7 @@ func TestParseParams(t *testing.T) {
 		{"bad escape kept", "", "a=%zz", `{"a":"%zz"}`, "", false},
 		{"name starting with a bracket", "", "[x]=1", `{"[x]":"1"}`, "", false},
 		{"body not an object", `[1]`, "assignedTo=u-9", `[1]`, "", false},
+		{"many parameters", "", manyQuery + "&k[]=x&k[]=y&j[a]=1", `{"a":"0","b":"1","c":"2","d":"3","e":"4","f":"5","g":"6","h":"7","i":"8","j":{"a":"1"},"k":["x","y"]}`, "", false},
 
 		{"query and body", `{"assignedTo":"u-1"}`, "assignedTo=u-9", "", "query parameter", true},
 		{"query and body, folded", `{"owner":"u-1"}`, "OWNER=u-9", "", "query parameter", true},
@@ -156,6 +160,9 @@ func TestParseParams(t *testing.T) {
 		{"query as string and list", "", "followers=u-1&followers[]=u-2", "", "one field", true},
 		{"query object key twice", "", "f[a]=1&f[A]=2", "", "one field", true},
 		{"query not UTF-8", "", "a%ff=1", "", "UTF-8", false},
+		{"many parameters, one twice", "", manyQuery + "&J=9&C=2", "", `"c" and "C"`, true},
+		{"many parameters, a list and a string", "", manyQuery + "&k[]=x&k=y", "", "one field", true},
+		{"many parameters and the body", `{"i":1}`, manyQuery, "", "query parameter", true},
 		{"body ambiguous", `{"a":1,"A":2}`, "", "", "one field", true},
 		{"body invalid", `{`, "a=1", "", "not JSON", false},
 	}
