@@ -3,6 +3,7 @@ package index
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // The users' cache: the JSON of the users the Views of one committed state have read, kept for the
@@ -20,6 +21,10 @@ import (
 // transaction's. The read side of a WriteTx never uses it.
 //
 // The cache holds no pointers the collector must follow: entries are offsets into chunks of bytes.
+//
+// It also keeps the state's applied seq, which every decision reads (the server answers it): the
+// first View of the state reads it from the meta bucket (through the overlay), the later ones from
+// here, sparing the meta bucket's open and its Get.
 
 const (
 	ucMaxBytes   = 8 << 20 // bytes of JSON cached per state; beyond, misses are not cached
@@ -50,6 +55,25 @@ type userCache struct {
 	chunks [][]byte
 	bytes  int
 	absent int
+
+	// seq is the state's applied seq, valid once seqOK is set (ReadTx.AppliedSeq).
+	seq   atomic.Uint64
+	seqOK atomic.Bool
+}
+
+// appliedSeq returns the state's applied seq and whether it is cached.
+func (c *userCache) appliedSeq() (uint64, bool) {
+	if !c.seqOK.Load() {
+		return 0, false
+	}
+	return c.seq.Load(), true
+}
+
+// setAppliedSeq caches the state's applied seq (every View of the state reads the same value, so
+// two Views racing to set it write the same).
+func (c *userCache) setAppliedSeq(seq uint64) {
+	c.seq.Store(seq)
+	c.seqOK.Store(true)
 }
 
 func newUserCache(txid uint64, st *ovState) *userCache {
