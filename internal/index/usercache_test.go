@@ -303,6 +303,51 @@ func TestUserCacheBounds(t *testing.T) {
 	}
 }
 
+// TestUserCacheGrowth: the arena grows and the slots are rebuilt as users are added; every user
+// keeps its own JSON (present, empty or absent), and the JSON a get returned before the growth
+// stays as it was.
+func TestUserCacheGrowth(t *testing.T) {
+	c := newUserCache(1, &ovState{})
+	const n = 5000
+	json := func(i int) []byte {
+		switch i % 7 {
+		case 0:
+			return nil // absent
+		case 1:
+			return []byte{}
+		}
+		return []byte(fmt.Sprintf(`{"id":"u-%d","pad":%q}`, i, strings.Repeat("x", i%300)))
+	}
+	early := map[int][]byte{}
+	for i := range n {
+		c.put(fmt.Sprint("u-", i), json(i))
+		if i < 50 {
+			v, ok := c.get(fmt.Sprint("u-", i))
+			if !ok {
+				t.Fatalf("u-%d not cached right after its put", i)
+			}
+			early[i] = v
+		}
+	}
+	if c.len() != n {
+		t.Fatalf("%d users cached, want %d", c.len(), n)
+	}
+	for i := range n {
+		v, ok := c.get(fmt.Sprint("u-", i))
+		if want := json(i); !ok || string(v) != string(want) || (v == nil) != (want == nil) {
+			t.Fatalf("u-%d: %q (nil %v) %v, want %q (nil %v)", i, v, v == nil, ok, want, want == nil)
+		}
+	}
+	for i, v := range early {
+		if want := json(i); string(v) != string(want) {
+			t.Fatalf("u-%d read before the growth: now %q, want %q", i, v, want)
+		}
+	}
+	if _, ok := c.get("u-nobody"); ok {
+		t.Fatal("u-nobody is cached")
+	}
+}
+
 // TestUserCacheConcurrent: Views beside batches and background merges (a small MergeBytes) read
 // the users of the state their applied_seq says, every time: batch seq puts every user in
 // location l-<seq>.
