@@ -92,9 +92,10 @@ func BenchmarkViewCold(b *testing.B) {
 	}
 }
 
-// readRequest reads what a decision on req reads: its subject, its record and its target if it
-// has one. n is how many of them were found.
+// readRequest reads what a decision on req reads: the state's applied seq (the server answers
+// it), its subject, its record and its target if it has one. n is how many of them were found.
 func readRequest(t *index.ReadTx, req *dataset.Request) (n int, err error) {
+	coldSink += t.AppliedSeq()
 	for _, id := range [2]string{req.Subject, req.Target} {
 		if id == "" {
 			continue

@@ -193,12 +193,26 @@ func (t *ReadTx) bucket(i int) *bolt.Bucket {
 	return t.buckets[i]
 }
 
-// AppliedSeq is the replication seq this state reflects (0 for a new index).
+// AppliedSeq is the replication seq this state reflects (0 for a new index). A View answers it
+// from its state's cache (usercache.go) after the state's first read of it.
 func (t *ReadTx) AppliedSeq() uint64 {
 	if t.tx == nil {
 		return 0
 	}
-	return decodeUint64(t.get(bMeta, keyAppliedSeq))
+	uc := t.uc
+	if t.w != nil {
+		uc = nil // its own writes come first (SetAppliedSeq)
+	}
+	if uc != nil {
+		if seq, ok := uc.appliedSeq(); ok {
+			return seq
+		}
+	}
+	seq := decodeUint64(t.get(bMeta, keyAppliedSeq))
+	if uc != nil && t.dc.err == nil {
+		uc.setAppliedSeq(seq)
+	}
+	return seq
 }
 
 // UserJSON returns the stored JSON of user id, or nil, nil if absent. The bytes belong to bbolt

@@ -1,8 +1,10 @@
 package index
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // The users' cache: the JSON of the users the Views of one committed state have read, kept for the
@@ -19,25 +21,25 @@ import (
 // replaces it with an empty one. So no read ever returns a user from a state other than its own
 // transaction's. The read side of a WriteTx never uses it.
 //
-// The cache holds no pointers the collector must follow: entries are offsets into chunks of bytes.
+// The cache holds no pointers the collector must follow: an entry is its header, id and JSON in
+// one arena of bytes, and a slot holds the high half of the id's hash beside the entry's offset, so
+// that a hit reads two places (the slot, then the entry, whose header, id and JSON are next to
+// each other), each a cache miss when the request's other work evicted them (BENCHMARKS.md,
+// "Session 10: the evaluation's CPU"; entries in an array of their own and the bytes in chunks
+// beside made it four).
+//
+// It also keeps the state's applied seq, which every decision reads (the server answers it): the
+// first View of the state reads it from the meta bucket (through the overlay), the later ones from
+// here, sparing the meta bucket's open and its Get.
 
 const (
 	ucMaxBytes   = 8 << 20 // bytes of JSON cached per state; beyond, misses are not cached
 	ucMaxEntries = 1 << 16
 	ucMaxAbsent  = 1 << 12  // of them absent users (unknown subjects: a request may name any)
-	ucChunk      = 64 << 10 // arena chunk; a larger value gets a chunk of its own
+	ucArena      = 64 << 10 // the arena's first size; it doubles as it fills
 	ucMinSlots   = 256
+	ucHeader     = 8 // an entry's header: the id's length and the JSON's (-1: absent), uint32 each
 )
-
-// ucEntry is one cached user: its id and JSON at [off, off+klen+vlen) of chunk ci (vlen -1: the
-// user is absent).
-type ucEntry struct {
-	hash uint64
-	ci   uint32
-	off  uint32
-	klen uint32
-	vlen int32
-}
 
 type userCache struct {
 	txid uint64
@@ -45,15 +47,37 @@ type userCache struct {
 	seed maphash.Seed
 
 	mu     sync.RWMutex
-	slots  []uint32 // a power of two; 0 empty, else entry index+1
-	ents   []ucEntry
-	chunks [][]byte
+	slots  []uint64 // a power of two; 0 empty, else the hash's high 32 bits and the entry's offset+1
+	arena  []byte   // the entries: header (ucHeader bytes), id, JSON
+	n      int      // entries
 	bytes  int
 	absent int
+
+	// seq is the state's applied seq, valid once seqOK is set (ReadTx.AppliedSeq).
+	seq   atomic.Uint64
+	seqOK atomic.Bool
+}
+
+// ucSlot is the slot of the entry at off of an id whose hash is h.
+func ucSlot(h uint64, off int) uint64 { return h&^0xffffffff | uint64(off+1) }
+
+// appliedSeq returns the state's applied seq and whether it is cached.
+func (c *userCache) appliedSeq() (uint64, bool) {
+	if !c.seqOK.Load() {
+		return 0, false
+	}
+	return c.seq.Load(), true
+}
+
+// setAppliedSeq caches the state's applied seq (every View of the state reads the same value, so
+// two Views racing to set it write the same).
+func (c *userCache) setAppliedSeq(seq uint64) {
+	c.seq.Store(seq)
+	c.seqOK.Store(true)
 }
 
 func newUserCache(txid uint64, st *ovState) *userCache {
-	return &userCache{txid: txid, st: st, seed: maphash.MakeSeed(), slots: make([]uint32, ucMinSlots)}
+	return &userCache{txid: txid, st: st, seed: maphash.MakeSeed(), slots: make([]uint64, ucMinSlots)}
 }
 
 // newer tells whether the state (txid, st) is newer than the cache's: the later commit, then the
@@ -97,20 +121,28 @@ func (c *userCache) get(id string) (val []byte, ok bool) {
 		if s == 0 {
 			return nil, false
 		}
-		e := &c.ents[s-1]
-		if e.hash != h || int(e.klen) != len(id) {
+		if (s^h)>>32 != 0 {
 			continue
 		}
-		b := c.chunks[e.ci][e.off:]
-		if string(b[:e.klen]) != id {
-			continue
+		if v, found := c.entry(int(uint32(s))-1, id); found {
+			return v, true
 		}
-		if e.vlen < 0 {
-			return nil, true
-		}
-		end := e.klen + uint32(e.vlen)
-		return b[e.klen:end:end], true
 	}
+}
+
+// entry reads the entry at off: found tells whether it is id's, val is its JSON (nil: the user
+// is absent).
+func (c *userCache) entry(off int, id string) (val []byte, found bool) {
+	e := c.arena[off:]
+	klen, vlen := int(binary.LittleEndian.Uint32(e)), int32(binary.LittleEndian.Uint32(e[4:]))
+	if klen != len(id) || string(e[ucHeader:ucHeader+klen]) != id {
+		return nil, false
+	}
+	if vlen < 0 {
+		return nil, true
+	}
+	end := ucHeader + klen + int(vlen)
+	return e[ucHeader+klen : end : end], true
 }
 
 // put caches the JSON of user id (nil: absent), unless the cache is full or already has it.
@@ -119,46 +151,55 @@ func (c *userCache) put(id string, val []byte) {
 	h := maphash.String(c.seed, id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.ents) >= ucMaxEntries || c.bytes+n > ucMaxBytes || (val == nil && c.absent >= ucMaxAbsent) {
+	if c.n >= ucMaxEntries || c.bytes+n > ucMaxBytes || (val == nil && c.absent >= ucMaxAbsent) {
 		return
 	}
 	mask := uint64(len(c.slots) - 1)
 	i := h & mask
 	for ; c.slots[i] != 0; i = (i + 1) & mask {
-		e := &c.ents[c.slots[i]-1]
-		if e.hash == h && int(e.klen) == len(id) && string(c.chunks[e.ci][e.off:e.off+e.klen]) == id {
-			return // another View of the state cached it meanwhile (the same bytes)
+		if s := c.slots[i]; (s^h)>>32 == 0 {
+			if _, found := c.entry(int(uint32(s))-1, id); found {
+				return // another View of the state cached it meanwhile (the same bytes)
+			}
 		}
 	}
-	ci := len(c.chunks) - 1
-	if ci < 0 || len(c.chunks[ci])+n > cap(c.chunks[ci]) {
-		c.chunks = append(c.chunks, make([]byte, 0, max(ucChunk, n)))
-		ci++
+	off := len(c.arena)
+	if off+ucHeader+n > cap(c.arena) {
+		// The JSON get returned stays in the old arena, which is never written again.
+		grown := make([]byte, off, max(ucArena, 2*cap(c.arena), off+ucHeader+n))
+		copy(grown, c.arena)
+		c.arena = grown
 	}
-	e := ucEntry{hash: h, ci: uint32(ci), off: uint32(len(c.chunks[ci])), klen: uint32(len(id)), vlen: int32(len(val))}
+	vlen := uint32(len(val))
 	if val == nil {
-		e.vlen = -1
+		vlen = ^uint32(0) // -1
 		c.absent++
 	}
-	c.chunks[ci] = append(append(c.chunks[ci], id...), val...)
+	c.arena = binary.LittleEndian.AppendUint32(c.arena, uint32(len(id)))
+	c.arena = binary.LittleEndian.AppendUint32(c.arena, vlen)
+	c.arena = append(append(c.arena, id...), val...)
 	c.bytes += n
-	c.ents = append(c.ents, e)
-	c.slots[i] = uint32(len(c.ents))
-	if len(c.ents)*4 > len(c.slots)*3 {
+	c.n++
+	c.slots[i] = ucSlot(h, off)
+	if c.n*4 > len(c.slots)*3 {
 		c.rehash(2 * len(c.slots))
 	}
 }
 
 // rehash rebuilds the slots with n of them. Callers hold mu for writing.
 func (c *userCache) rehash(n int) {
-	c.slots = make([]uint32, n)
+	c.slots = make([]uint64, n)
 	mask := uint64(n - 1)
-	for k := range c.ents {
-		i := c.ents[k].hash & mask
+	for off := 0; off < len(c.arena); {
+		e := c.arena[off:]
+		klen, vlen := int(binary.LittleEndian.Uint32(e)), int32(binary.LittleEndian.Uint32(e[4:]))
+		h := maphash.String(c.seed, string(e[ucHeader:ucHeader+klen]))
+		i := h & mask
 		for c.slots[i] != 0 {
 			i = (i + 1) & mask
 		}
-		c.slots[i] = uint32(k + 1)
+		c.slots[i] = ucSlot(h, off)
+		off += ucHeader + klen + max(0, int(vlen))
 	}
 }
 
@@ -166,5 +207,5 @@ func (c *userCache) rehash(n int) {
 func (c *userCache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.ents)
+	return c.n
 }

@@ -20,6 +20,21 @@ func readUser(tb testing.TB, ix *Index, id string) string {
 	return s
 }
 
+// readSeq reads the applied seq twice in one View (the second from the state's cache once a View
+// of the state read it) and fails when the two differ.
+func readSeq(tb testing.TB, ix *Index) uint64 {
+	tb.Helper()
+	var seq uint64
+	mustView(tb, ix, func(t *ReadTx) error {
+		seq = t.AppliedSeq()
+		if again := t.AppliedSeq(); again != seq {
+			return fmt.Errorf("applied seq %d, then %d in the same View", seq, again)
+		}
+		return nil
+	})
+	return seq
+}
+
 func putUsers(tb testing.TB, ix *Index, seq uint64, us ...User) {
 	tb.Helper()
 	mustUpdate(tb, ix, func(w *WriteTx) error {
@@ -110,7 +125,11 @@ func TestUserCacheEachCommit(t *testing.T) {
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			readUser(t, ix, "u-1") // fill the cache with the state before
+			before := readSeq(t, ix)
 			st.do(t)
+			if got, want := readSeq(t, ix), ix.AppliedSeq(); got != want {
+				t.Fatalf("after %s: applied seq %d, want %d (before: %d)", st.name, got, want, before)
+			}
 			got := readUser(t, ix, "u-1")
 			if st.role == "" {
 				if got != "" {
@@ -142,8 +161,14 @@ func TestUserCacheOldView(t *testing.T) {
 			if v, err := rt.UserJSON("u-1"); err != nil || string(v) != old1 {
 				return fmt.Errorf("before the commit: u-1 %q %v, want %q", v, err, old1)
 			}
+			if seq := rt.AppliedSeq(); seq != 1 {
+				return fmt.Errorf("before the commit: applied seq %d, want 1", seq)
+			}
 			close(inView)
 			<-resume
+			if seq := rt.AppliedSeq(); seq != 1 {
+				return fmt.Errorf("after the commit: applied seq %d, want 1", seq)
+			}
 			for _, c := range []struct{ id, want string }{{"u-1", old1}, {"u-2", old2}} {
 				if v, err := rt.UserJSON(c.id); err != nil || string(v) != c.want {
 					return fmt.Errorf("after the commit: %s %q %v, want %q", c.id, v, err, c.want)
@@ -155,6 +180,9 @@ func TestUserCacheOldView(t *testing.T) {
 	<-inView
 	putUsers(t, ix, 2, user("u-1", "l-2"), user("u-2", "l-2"))
 	new1 := readUser(t, ix, "u-1")
+	if seq := readSeq(t, ix); seq != 2 {
+		t.Fatalf("new state: applied seq %d, want 2", seq)
+	}
 	if new1 == old1 || !strings.Contains(new1, "l-2") {
 		t.Fatalf("new state: u-1 %q", new1)
 	}
@@ -198,6 +226,9 @@ func TestUserCacheSameTxDifferentState(t *testing.T) {
 					if v, err := rt.UserJSON("u-1"); err != nil || string(v) != old {
 						return fmt.Errorf("stale View: u-1 %q %v, want %q", v, err, old)
 					}
+					if seq := rt.AppliedSeq(); seq != 1 {
+						return fmt.Errorf("stale View: applied seq %d, want 1", seq)
+					}
 					return nil
 				})
 			}()
@@ -210,6 +241,9 @@ func TestUserCacheSameTxDifferentState(t *testing.T) {
 					}
 					if v, err := rt.UserJSON("u-1"); err != nil || !strings.Contains(string(v), "l-2") {
 						return fmt.Errorf("fresh View: u-1 %q %v, want location l-2", v, err)
+					}
+					if seq := rt.AppliedSeq(); seq != 2 {
+						return fmt.Errorf("fresh View: applied seq %d, want 2", seq)
 					}
 					return nil
 				})
@@ -266,6 +300,51 @@ func TestUserCacheBounds(t *testing.T) {
 	}
 	if v, ok := c.get("u-10"); !ok || string(v) != "{}" {
 		t.Fatalf("u-10: %q %v", v, ok)
+	}
+}
+
+// TestUserCacheGrowth: the arena grows and the slots are rebuilt as users are added; every user
+// keeps its own JSON (present, empty or absent), and the JSON a get returned before the growth
+// stays as it was.
+func TestUserCacheGrowth(t *testing.T) {
+	c := newUserCache(1, &ovState{})
+	const n = 5000
+	json := func(i int) []byte {
+		switch i % 7 {
+		case 0:
+			return nil // absent
+		case 1:
+			return []byte{}
+		}
+		return []byte(fmt.Sprintf(`{"id":"u-%d","pad":%q}`, i, strings.Repeat("x", i%300)))
+	}
+	early := map[int][]byte{}
+	for i := range n {
+		c.put(fmt.Sprint("u-", i), json(i))
+		if i < 50 {
+			v, ok := c.get(fmt.Sprint("u-", i))
+			if !ok {
+				t.Fatalf("u-%d not cached right after its put", i)
+			}
+			early[i] = v
+		}
+	}
+	if c.len() != n {
+		t.Fatalf("%d users cached, want %d", c.len(), n)
+	}
+	for i := range n {
+		v, ok := c.get(fmt.Sprint("u-", i))
+		if want := json(i); !ok || string(v) != string(want) || (v == nil) != (want == nil) {
+			t.Fatalf("u-%d: %q (nil %v) %v, want %q (nil %v)", i, v, v == nil, ok, want, want == nil)
+		}
+	}
+	for i, v := range early {
+		if want := json(i); string(v) != string(want) {
+			t.Fatalf("u-%d read before the growth: now %q, want %q", i, v, want)
+		}
+	}
+	if _, ok := c.get("u-nobody"); ok {
+		t.Fatal("u-nobody is cached")
 	}
 }
 
