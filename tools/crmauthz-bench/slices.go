@@ -17,7 +17,7 @@ import (
 // "Against the floor"):
 //
 // --slices N cuts each step of each side into N slices of Duration/N and
-// runs them interleaved (crmauthz, floor, floor, crmauthz, …), pooling each
+// runs them interleaved (crmauthz, floor, crmauthz, floor, …), pooling each
 // side's latencies: a hiccup of the machine (the host's steal, another
 // process, a page-cache flush) lands on both sides alike instead of on
 // whichever ran at that moment, while the figure stays the p99 of all the
@@ -66,52 +66,54 @@ type stepRunner struct {
 	cut     slicing
 }
 
-// run runs spec on every side present, cut into slices: slice j of the
-// sides in sliceOrder(order, j) (A B, B A, A B, …), each slice with fresh
-// requests of the mix (a hot set: the same ones). It returns each side's
-// slices in order, and each side's evidence summed over its slices.
+// run runs spec on every side present, cut into slices in the order of
+// sliceSequence (A B A B …), each slice with fresh requests of the mix (a
+// hot set: the same ones). It returns each side's slices in order, and each
+// side's evidence summed over its slices.
 func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSides][]stepResult, [nSides]stepEvidence, error) {
 	var parts [nSides][]stepResult
 	var ev [nSides]stepEvidence
-	for j := 0; j < r.cut.n; j++ {
-		for _, k := range sliceOrder(order, j) {
-			if err := ctx.Err(); err != nil {
-				return parts, ev, err
-			}
-			s := r.sides[k]
-			if s == nil {
-				continue
-			}
-			sp := spec
-			if sp.hot == 0 {
-				sp.base += uint64(j) * sliceStride
-			}
-			time.Sleep(r.cut.pause)
-			if r.cut.leadIn > 0 {
-				lead := sp
-				if lead.hot == 0 {
-					lead.base += sliceStride / 2
-				}
-				runStep(ctx, s, lead, r.w, r.cut.leadIn, r.timeout, false)
-			}
-			before := sampleProc(ctx, s)
-			var res stepResult
-			began := time.Now()
-			if err := r.prof.during(ctx, k == sideCrmauthz, r.cut.dur, func() {
-				res = runStep(ctx, s, sp, r.w, r.cut.dur, r.timeout, r.record)
-			}); err != nil {
-				return parts, ev, err
-			}
-			res.began = began
-			e := before.to(sampleProc(ctx, s))
-			e.conns = res.opened
-			if j == 0 {
-				ev[k] = e
-			} else {
-				ev[k] = ev[k].add(e)
-			}
-			parts[k] = append(parts[k], res)
+	var present []int
+	for _, k := range order {
+		if r.sides[k] != nil {
+			present = append(present, k)
 		}
+	}
+	for _, k := range sliceSequence(present, r.cut.n) {
+		if err := ctx.Err(); err != nil {
+			return parts, ev, err
+		}
+		s := r.sides[k]
+		j := len(parts[k]) // this side's slice
+		sp := spec
+		if sp.hot == 0 {
+			sp.base += uint64(j) * sliceStride
+		}
+		time.Sleep(r.cut.pause)
+		if r.cut.leadIn > 0 {
+			lead := sp
+			if lead.hot == 0 {
+				lead.base += sliceStride / 2
+			}
+			runStep(ctx, s, lead, r.w, r.cut.leadIn, r.timeout, false)
+		}
+		before := sampleProc(ctx, s)
+		var res stepResult
+		began := time.Now()
+		if err := r.prof.during(ctx, k == sideCrmauthz, r.cut.dur, func() {
+			res = runStep(ctx, s, sp, r.w, r.cut.dur, r.timeout, r.record)
+		}); err != nil {
+			return parts, ev, err
+		}
+		res.began = began
+		e := before.to(sampleProc(ctx, s))
+		e.conns = res.opened
+		if j == 0 {
+			ev[k] = e
+		} else {
+			ev[k] = ev[k].add(e)
+		}
+		parts[k] = append(parts[k], res)
 	}
 	return parts, ev, nil
 }
@@ -193,14 +195,26 @@ func (e stepEvidence) add(o stepEvidence) stepEvidence {
 	return s
 }
 
-// sliceOrder is the order of the sides in slice j of a step whose first
-// slice runs in order: every other slice reversed.
-func sliceOrder(order []int, j int) []int {
-	o := slices.Clone(order)
-	if j%2 == 1 {
-		slices.Reverse(o)
+// sliceSequence is the order in which the n slices of each side of a step
+// run: the step's order of the sides repeated n times (A B A B …, A B C A B
+// C … with three sides), so that no two slices of one side are adjacent and
+// an episode of the machine (a second or so of slow scheduling under
+// another process, "Session 9: the slow slices under competing load") that
+// covers the timed part of one side's slice covers the next or the one
+// before of every other side: in any stretch of time the timed slices a
+// side gets differ from any other side's by at most one slice. The order
+// before session 10 reversed every other slice (A B B A A B …), so an
+// episode could cover two slices of one side, a quarter of its requests
+// with 8 slices, and none of the other's ("Session 10: the slices' order").
+// The step's order still alternates from step to step and run to run
+// (run.go), which evens out the half slot by which the first side's slices
+// come earlier. With n == 1 (--slices 1) it is the step's order.
+func sliceSequence(order []int, n int) []int {
+	seq := make([]int, 0, n*len(order))
+	for range n {
+		seq = append(seq, order...)
 	}
-	return o
+	return seq
 }
 
 // checkCPUList checks a taskset CPU list ("1", "0,2", "2-3").

@@ -40,7 +40,7 @@ func printReport(out io.Writer, rep *report) error {
 		fmt.Fprintf(out, "crmauthz-b in OPA's place: %s on a copy of the index (crmauthz/crmauthz-b below 1 in achieved/s: crmauthz-b answers more)\n", what)
 	}
 	if c.Slices > 1 {
-		fmt.Fprintf(out, "each step of each side in %d slices of %s, interleaved with the other sides' (A B B A …; each after %s of untimed load; latencies pooled, CPU and the machine's counters summed per side)\n",
+		fmt.Fprintf(out, "each step of each side in %d slices of %s, interleaved with the other sides' (A B A B …; each after %s of untimed load; latencies pooled, CPU and the machine's counters summed per side)\n",
 			c.Slices, c.Duration/time.Duration(c.Slices), c.SliceWarmup)
 	}
 	if c.ServerCPUs != "" || c.GeneratorCPUs != "" {
