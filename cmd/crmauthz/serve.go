@@ -45,6 +45,7 @@ type serveOptions struct {
 	logLevel         string
 	indexLockTimeout time.Duration
 	indexMergeBytes  int64
+	indexPopulate    bool
 	snapshotTimeout  time.Duration
 	maxSnapshotBytes int64
 	maxDecisionBytes int64
@@ -125,6 +126,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", ld.ShutdownTimeout, "time allowed for in-flight requests to finish on SIGTERM")
 	f.DurationVar(&o.indexLockTimeout, "index-lock-timeout", ixd.Timeout, "how long to wait for the data directory's lock (<data-dir>/LOCK) at start")
 	f.Int64Var(&o.indexMergeBytes, "index-merge-bytes", ixd.MergeBytes, "heap the index's overlay of recent replication batches may take before they are merged into the index file; more is faster for changes spread over a large index")
+	f.BoolVar(&o.indexPopulate, "index-populate", false, "after the start, map the whole index file into memory in the background (reading it from disk where the page cache lacks it): no page faults on the file in decisions; VmRSS grows by the file's size (docs/operations.md)")
 	f.DurationVar(&o.readHeaderTO, "read-header-timeout", ld.ReadHeaderTimeout, "time a client has to send the request headers (slowloris guard)")
 	f.DurationVar(&o.readTO, "read-timeout", ld.ReadTimeout, "time a client has to send a whole request; snapshot uploads get --snapshot-timeout")
 	f.IntVar(&o.maxInFlight, "max-in-flight", ld.MaxInFlight, "most requests the decision listener serves at once, up to 1000000; beyond, 503 overloaded (0: no limit)")
@@ -320,6 +322,9 @@ func serve(ctx context.Context, o serveOptions) error {
 			log.Error("closing the index", "err", err)
 		}
 	}()
+	if o.indexPopulate {
+		go populateIndex(ctx, ix, log)
+	}
 
 	rcfg := o.replicationConfig()
 	rcfg.Index = ix
@@ -468,4 +473,15 @@ func loadSnapshotFile(ctx context.Context, repl *replication.Replicator, ix *ind
 	}
 	log.Info("snapshot loaded", "file", file, "applied_seq", res.AppliedSeq, "users", res.Users, "records", res.Records)
 	return nil
+}
+
+// populateIndex maps the index file in the background (--index-populate) and logs what it took.
+func populateIndex(ctx context.Context, ix *index.Index, log *slog.Logger) {
+	t0 := time.Now()
+	n, err := ix.Populate(ctx)
+	if err != nil && !errors.Is(err, index.ErrClosed) && ctx.Err() == nil {
+		log.Warn("--index-populate: the index file is mapped only in part", "bytes", n, "err", err)
+		return
+	}
+	log.Info("--index-populate: the index file is mapped", "bytes", n, "took", time.Since(t0).Round(time.Millisecond))
 }

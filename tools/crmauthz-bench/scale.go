@@ -28,18 +28,27 @@ type scaleConfig struct {
 	Workers  int       // the saturation step: concurrent requests
 	OPA      string    // "auto": where it fits in memory (extrapolated); "off"; "on": every size
 	OPAShare float64   // auto: start OPA when its extrapolated RSS is below this share of MemAvailable
+	// Builds are more crmauthz binaries that serve each size's index in turn with run.Crmauthz
+	// (which loads it): two or more builds compared on one loaded index (scaleserve.go).
+	Builds []string
+	// Rounds is how many times each build serves each index, in the order A B, B A, A B, …
+	// (0: load the index only).
+	Rounds int
+	// IndexDir, if set, keeps each size's data directory under IndexDir/<records> and serves an
+	// index already there instead of loading the world again.
+	IndexDir string
+	// DropCache drops index.db from the page cache before each start (a cold index).
+	DropCache bool
 }
 
 // scalePoint is what one world size measured.
 type scalePoint struct {
 	records      int
+	reused       bool // the index was already in --index-dir (not loaded by this run)
 	snapshotLoad time.Duration
 	loadPeak     memPeak // crmauthz while loading the snapshot
 	indexBytes   int64
-	readyRestart time.Duration
-	idle         memStatus // crmauthz after the restart, before any request
-	underLoad    memPeak   // crmauthz during the fixed-rate and saturation steps
-	fixed, sat   stepResult
+	serves       []scaleServe // each start of a build on the loaded index, in order
 
 	opaRan      bool
 	opaNote     string // why OPA did not run, and what it would need
@@ -120,11 +129,16 @@ func scale(ctx context.Context, cfg scaleConfig) ([]scalePoint, error) {
 	var opaPerRec float64 // KiB of anon RSS per record, from the largest size OPA ran at
 	for _, n := range cfg.Sizes {
 		dir := filepath.Join(work, strconv.Itoa(n))
+		if cfg.IndexDir != "" {
+			dir = filepath.Join(cfg.IndexDir, strconv.Itoa(n))
+		}
 		p, err := scaleCrmauthz(ctx, cfg, rc, n, dir)
 		if err == nil {
 			err = scaleOPA(ctx, cfg, rc, root, dir, &p, opaPerRec)
 		}
-		os.RemoveAll(dir)
+		if cfg.IndexDir == "" {
+			os.RemoveAll(dir)
+		}
 		if err != nil {
 			return points, fmt.Errorf("%d records: %w", n, err)
 		}
@@ -136,21 +150,38 @@ func scale(ctx context.Context, cfg scaleConfig) ([]scalePoint, error) {
 	return points, nil
 }
 
-// scaleCrmauthz loads a world of n records into a new crmauthz, restarts it
-// on the index and measures it.
+// scaleCrmauthz loads a world of n records into a new crmauthz (unless --index-dir holds its
+// index already), then serves it with each build, Rounds times (scaleserve.go).
 func scaleCrmauthz(ctx context.Context, cfg scaleConfig, rc runConfig, n int, dir string) (scalePoint, error) {
 	p := scalePoint{records: n}
 	w := dataset.New(dataset.Config{Records: n, Users: rc.Users, Locations: rc.Locations})
 	dataDir := filepath.Join(dir, "crmauthz")
+	indexFile := filepath.Join(dataDir, "index.db")
+	if _, err := os.Stat(indexFile); err == nil && cfg.IndexDir != "" {
+		p.reused = true
+		rc.logf("%d records: serving the index already in %s", n, dataDir)
+	} else if err := scaleLoad(ctx, rc, w, dataDir, &p); err != nil {
+		return p, err
+	}
+	if fi, err := os.Stat(indexFile); err == nil {
+		p.indexBytes = fi.Size()
+	}
+	err := scaleServes(ctx, cfg, rc, w, dataDir, &p)
+	return p, err
+}
+
+// scaleLoad starts crmauthz on an empty data directory, loads the world through the snapshot
+// API (its time and peak memory into p) and stops it.
+func scaleLoad(ctx context.Context, rc runConfig, w dataset.World, dataDir string, p *scalePoint) error {
 	// The upload of a large world may take longer than the server's default --snapshot-timeout
 	// on a busy machine (10,000,000 records: over 15 minutes at a load average of 25).
 	loading := rc
 	loading.CrmauthzArgs = append(slices.Clip(rc.CrmauthzArgs), "--snapshot-timeout", "3h")
 	crm, side, err := startCrmauthz(ctx, loading, dataDir)
 	if err != nil {
-		return p, err
+		return err
 	}
-	rc.logf("%d records: loading the snapshot", n)
+	rc.logf("%d records: loading the snapshot", p.records)
 	peak := samplePeak(crm.pid(), 20*time.Millisecond)
 	t0 := time.Now()
 	err = putSnapshot(ctx, side.admin+"/v1/replication/snapshot", w)
@@ -165,40 +196,31 @@ func scaleCrmauthz(ctx context.Context, cfg scaleConfig, rc runConfig, n int, di
 	if serr := crm.stop(60 * time.Second); err == nil {
 		err = serr
 	}
-	if err != nil {
-		return p, err
+	if err == nil {
+		rc.logf("%d records: loaded in %s (peak anon %s MiB)", p.records, p.snapshotLoad.Round(time.Millisecond), fmtMiB(p.loadPeak.Anon))
 	}
-	if fi, err := os.Stat(filepath.Join(dataDir, "index.db")); err == nil {
-		p.indexBytes = fi.Size()
-	}
-	crm, side, err = startCrmauthz(ctx, rc, dataDir)
-	if err != nil {
-		return p, err
-	}
-	defer crm.stop(30 * time.Second)
-	p.readyRestart = side.ready
-	time.Sleep(time.Second)
-	p.idle, _ = readMem(crm.pid())
-	rc.logf("%d records: loaded in %s (peak anon %s MiB), restarted and ready in %s; idle anon %s MiB",
-		n, p.snapshotLoad.Round(time.Millisecond), fmtMiB(p.loadPeak.Anon), p.readyRestart, fmtMiB(p.idle.Anon))
-	p.fixed, p.sat, p.underLoad = scaleSteps(ctx, cfg, rc, &side.side, w)
-	return p, nil
+	return err
 }
 
 // scaleSteps runs the warm-up, the fixed-rate step and the saturation step
-// against one side, sampling its memory throughout.
-func scaleSteps(ctx context.Context, cfg scaleConfig, rc runConfig, s *side, w dataset.World) (fixed, sat stepResult, peak memPeak) {
+// against one side, sampling its memory throughout; ev is what the fixed-rate
+// step cost the server in page faults, run-queue wait and collections.
+func scaleSteps(ctx context.Context, cfg scaleConfig, rc runConfig, s *side, w dataset.World) (fixed, sat stepResult, peak memPeak, ev stepEvidence) {
 	ps := samplePeak(s.pid, 50*time.Millisecond)
 	if rc.Warmup > 0 {
 		runStep(ctx, s, stepSpec{name: "warmup", rate: rc.WarmupRate, base: 50_000_000}, w, rc.Warmup, rc.Timeout, false)
 	}
 	time.Sleep(rc.Pause)
+	before := sampleProc(ctx, s)
 	fixed = runStep(ctx, s, stepSpec{name: fmt.Sprintf("%d/s", cfg.Rate), rate: cfg.Rate, base: 100_000_000}, w, rc.Duration, rc.Timeout, false)
-	rc.logf("%-8s %d records  %d/s: p50 %s p99 %s errors %d", s.name, w.Config().Records, cfg.Rate, fmtDur(fixed.p50), fmtDur(fixed.p99), fixed.errs)
+	ev = before.to(sampleProc(ctx, s))
+	rc.logf("%-8s %d records  %d/s: p50 %s p99 %s p99.9 %s max %s errors %d; minflt %d majflt %d gc %.0f",
+		s.name, w.Config().Records, cfg.Rate, fmtDur(fixed.p50), fmtDur(fixed.p99), fmtDur(fixed.p999), fmtDur(fixed.max), fixed.errs,
+		ev.minflt, ev.majflt, ev.gcCycles)
 	time.Sleep(rc.Pause)
 	sat = runStep(ctx, s, stepSpec{name: "max", workers: cfg.Workers, base: 200_000_000}, w, rc.Duration, rc.Timeout, false)
 	rc.logf("%-8s %d records  max, %d conn: %.0f/s errors %d", s.name, w.Config().Records, cfg.Workers, sat.achieved, sat.errs)
-	return fixed, sat, ps.finish()
+	return fixed, sat, ps.finish(), ev
 }
 
 // scaleOPA runs OPA at this size when it fits (or says what it would need).
@@ -245,7 +267,7 @@ func scaleOPA(ctx context.Context, cfg scaleConfig, rc runConfig, root, dir stri
 	p.opaReady = side.ready
 	time.Sleep(time.Second)
 	p.opaIdle, _ = readMem(opa.pid())
-	p.opaFixed, p.opaSat, p.opaLoad = scaleSteps(ctx, cfg, rc, &side.side, w)
+	p.opaFixed, p.opaSat, p.opaLoad, _ = scaleSteps(ctx, cfg, rc, &side.side, w)
 	p.opaAnonKiB = max(p.opaIdle.Anon, p.opaLoad.Anon)
 	p.opaPerRecKB = float64(p.opaAnonKiB) / float64(p.records)
 	return nil
@@ -264,36 +286,6 @@ func memAvailable() int64 {
 		}
 	}
 	return 0
-}
-
-func printScale(out io.Writer, cfg scaleConfig, points []scalePoint, loadStart, loadEnd string) {
-	rc := cfg.run
-	fmt.Fprintf(out, "scale curve: %d users, %d locations; %s per step; fixed rate %d/s, saturation %d connections\n",
-		rc.Users, rc.Locations, rc.Duration, cfg.Rate, cfg.Workers)
-	fmt.Fprintf(out, "load average (1/5/15 min) at start %s, at end %s; memory in MiB (anon = RssAnon, RSS = VmRSS)\n\n", loadStart, loadEnd)
-	var t table
-	t.row("records", "side", "p50", "p99", "max rps", "anon idle", "anon load", "RSS idle", "RSS load",
-		"index/data MB", "load s", "load peak anon", "load peak RSS", "ready", "note")
-	for _, p := range points {
-		t.row(strconv.Itoa(p.records), "crmauthz", fmtDur(p.fixed.p50), fmtDur(p.fixed.p99), fmt.Sprintf("%.0f", p.sat.achieved),
-			fmtMiB(p.idle.Anon), fmtMiB(p.underLoad.Anon), fmtMiB(p.idle.RSS), fmtMiB(p.underLoad.RSS),
-			fmt.Sprintf("%.0f", float64(p.indexBytes)/1e6), fmt.Sprintf("%.1f", p.snapshotLoad.Seconds()),
-			fmtMiB(p.loadPeak.Anon), fmtMiB(p.loadPeak.RSS), fmtDur(p.readyRestart), errNote(p.fixed, p.sat))
-		if p.opaRan {
-			t.row("", "opa", fmtDur(p.opaFixed.p50), fmtDur(p.opaFixed.p99), fmt.Sprintf("%.0f", p.opaSat.achieved),
-				fmtMiB(p.opaIdle.Anon), fmtMiB(p.opaLoad.Anon), fmtMiB(p.opaIdle.RSS), fmtMiB(p.opaLoad.RSS),
-				fmt.Sprintf("%.0f", float64(p.opaData)/1e6), "-", "-", "-", fmtDur(p.opaReady), errNote(p.opaFixed, p.opaSat))
-		} else {
-			t.row("", "opa", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", p.opaNote)
-		}
-	}
-	t.write(out)
-	fmt.Fprintln(out, "\nindex/data: crmauthz's index.db, OPA's data.json; load: PUT /v1/replication/snapshot (crmauthz); ready: restart on the")
-	fmt.Fprintln(out, "loaded index until /health/ready (crmauthz), start with data.json until /health (OPA, which parses and stores it all).")
-	if len(points) > 1 {
-		last, prev := points[len(points)-1], points[len(points)-2]
-		fmt.Fprintf(out, "p99 at %d records ÷ at %d: %s\n", last.records, prev.records, ratioDur(last.fixed.p99, prev.fixed.p99))
-	}
 }
 
 // errNote says how many requests of the two steps failed, if any.
@@ -331,6 +323,11 @@ func scaleMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&rc.OPACache, "opa-cache", "", "directory of built opa binaries (default: .cache/opa in the repository)")
 	policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
 	fs.StringVar(&rc.WorkDir, "work-dir", "", "directory for the indexes and data files (default: a temporary one, removed afterwards)")
+	vs := fs.String("vs-crmauthz", "", "more crmauthz binaries, comma-separated, serving each size's index in turn with --crmauthz (which loads it; "+
+		"take the oldest build, whose index every later one reads): builds compared on one loaded index")
+	fs.IntVar(&cfg.Rounds, "rounds", 1, "starts of each build on each index, in the order A B, B A, A B, … (0: load the index only, with --index-dir)")
+	fs.StringVar(&cfg.IndexDir, "index-dir", "", "keep each size's data directory in DIR/<records> and serve an index already there instead of loading it again")
+	fs.BoolVar(&cfg.DropCache, "drop-cache", false, "drop index.db from the page cache before each start of a build (a cold index, as after a reboot)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -347,6 +344,11 @@ func scaleMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("--duration must be positive")
 	case cfg.OPAShare <= 0 || cfg.OPAShare > 1:
 		return fmt.Errorf("--opa-mem-share: %v is not in (0, 1]", cfg.OPAShare)
+	case cfg.Rounds < 0 || cfg.Rounds == 0 && cfg.IndexDir == "":
+		return fmt.Errorf("--rounds: %d: need one or more (0, load only, needs --index-dir to keep the index)", cfg.Rounds)
+	}
+	if *vs != "" {
+		cfg.Builds = strings.Split(*vs, ",")
 	}
 	rc.OPAPolicy = strings.Split(*policy, ",")
 	if *env != "" {
