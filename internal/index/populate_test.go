@@ -32,10 +32,7 @@ func TestPopulate(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ix.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ix = openTest(t, Config{Dir: dir})
+	ix = reopen(t, ix, Config{Dir: dir})
 	before := mappedRss(t, ix.Path())
 
 	n, err := ix.Populate(context.Background())
