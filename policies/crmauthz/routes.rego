@@ -57,6 +57,10 @@ follower_methods := {"POST": "add_follower", "DELETE": "remove_follower"}
 # an object would be an array made per request.
 no_targets := []
 
+# The followers of a record that has none (object.get's default: one
+# constant, where a literal [] would be an array made per request).
+no_followers := []
+
 # Methods on /{collection}/{id}/owner.
 owner_methods := {"PUT", "PATCH", "POST"}
 
@@ -130,37 +134,53 @@ current_owner(resource) := object.get(crm.record(resource.type, resource.id), "o
 
 has_body if _ = input.body
 
-# The body's keys that set the owner, folded (see above).
-owner_keys := {"assignedto", "owner"}
+# The values of the body's keys that set the owner, folded (see above):
+# assignedto and owner; undefined when the body gives none. Two rules, not
+# the set of the values: a set is built and counted on every change of
+# owner, these are two lookups.
+body_assignedto := input.body.assignedto if is_object(input.body)
 
-# The values of the body's owner keys.
-owner_values contains v if {
-	is_object(input.body)
-	some k in owner_keys
-	v := input.body[k]
+body_owner := input.body.owner if is_object(input.body)
+
+sets_assignedto if _ = body_assignedto
+
+sets_owner if _ = body_owner
+
+# The value the body's owner keys give: one of them, or both alike.
+# Undefined when they give none, or two different values (owner_conflict).
+owner_value := v if {
+	v := body_assignedto
+	not sets_owner
+} else := v if {
+	v := body_owner
+	not sets_assignedto
+} else := v if {
+	v := body_assignedto
+	v == body_owner
 }
+
+owner_conflict if body_assignedto != body_owner
 
 # The owner the body sets; "" (or null) unassigns. Undefined when it sets none.
 new_owner := v if {
-	count(owner_values) == 1
-	some v in owner_values
+	v := owner_value
 	is_string(v)
 } else := "" if {
-	owner_values == {null}
+	owner_value == null
 }
 
 # change_owner names the new owner as its target; unassigning has no target.
 owner_targets := [new_owner] if {
 	new_owner != ""
-} else := []
+} else := no_targets
 
 owner_problem := "the body is not a JSON object" if {
 	has_body
 	not is_object(input.body)
 } else := "the body sets the owner (assignedTo, owner) more than once, to different values" if {
-	count(owner_values) > 1
+	owner_conflict
 } else := "the new owner (assignedTo, owner) is neither a string nor null" if {
-	some v in owner_values
+	v := owner_value
 	not is_string(v)
 	v != null
 }
@@ -230,10 +250,10 @@ list_decision := object.union(denials[0], about) if {
 } else := object.union(results[0], about)
 
 # list_decision for the one target: its check (target_check) denies, or
-# the follower limit, or its check allows.
+# the follower limit (target_over_limit), or its check allows.
 target_decision := object.union({"allow": false, "reason": "follower_limit_reached"}, about) if {
 	target_check.allow
-	too_many_new_followers
+	target_over_limit
 } else := object.union(target_check, about)
 
 target_check := d if {
@@ -258,3 +278,20 @@ too_many_new_followers if {
 	added := {t | some t in route.targets; not t in followers; t != object.get(rec, "owner", "")}
 	count(followers) + count(added) > config.max_followers
 }
+
+# too_many_new_followers for the one target, without building the set of
+# the new followers: the target is new unless it follows the record or owns
+# it.
+target_over_limit if {
+	route.action == "add_follower"
+	rec := crm.record(route.resource.type, route.resource.id)
+	followers := object.get(rec, "followers", no_followers)
+	count(followers) + new_follower(route.targets[0], rec, followers) > config.max_followers
+}
+
+# new_follower is 1 when t would be a new follower of rec, else 0.
+new_follower(t, rec, followers) := 0 if {
+	t in followers
+} else := 0 if {
+	t == object.get(rec, "owner", "")
+} else := 1

@@ -333,6 +333,27 @@ test_one_target_as_a_list if {
 	removal.reason == "checked"
 }
 
+# A record already over a maximum since lowered: a present follower or the
+# owner named again is over it too, as in a list (count(followers) alone).
+test_one_target_over_a_lowered_maximum if {
+	check := {"allow": true, "reason": "checked"}
+	every t in ["u-fol", "u-owner", "u-none"] {
+		r := req_body("u-owner", "POST", "/contacts/c-eight/followers", {"followers": [t]})
+		one := routes.decision with input as r
+			with crm.user as mock_user
+			with crm.record as mock_record
+			with crmauthz.decision as check
+			with data.crmauthz.config.max_followers as 7
+		list := routes.list_decision with input as r
+			with crm.user as mock_user
+			with crm.record as mock_record
+			with crmauthz.decision as check
+			with data.crmauthz.config.max_followers as 7
+		one == list
+		one.reason == "follower_limit_reached"
+	}
+}
+
 # A list of none or one user is taken as it is: the same as sorting its set.
 test_follower_targets_sorted_without_duplicates if {
 	every l in [[], ["u-b"], ["u-b", "u-a"], ["u-a", "u-a"], ["u-b", "u-a", "u-b"]] {
