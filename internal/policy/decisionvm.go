@@ -121,7 +121,7 @@ func (p *prepared) evalVMWith(ctx context.Context, prog *irvm.Program, env *vmIn
 	// interpreter reads the clock only once an evaluation has run more steps
 	// than a decision of the default policy does, so a decision costs no
 	// clock reading.
-	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: input, Env: env, Timeout: p.evalTimeout, LazyResult: lazyResult})
+	v, err := prog.Eval(ctx, irvm.EvalOpts{Input: input, Env: env, Timeout: p.evalTimeout, LazyResult: lazyResult, Arena: &env.arena})
 	if errors.Is(err, irvm.ErrDeadline) {
 		err = fmt.Errorf("%w (%s)", ErrEvalTimeout, p.evalTimeout)
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/crmauthz/crmauthz/internal/policy/irvm"
 	"github.com/crmauthz/crmauthz/internal/policy/regovalue"
 )
 
@@ -37,6 +38,9 @@ type vmInput struct {
 	nseen int
 	// the gateway's input (httpinput.go)
 	http httpLazy
+	// the records of the evaluation (irvm.EvalOpts.Arena), freed when the
+	// vmInput is pooled again: its decision is read by then
+	arena irvm.Arena
 }
 
 // pooledFacts is how many facts a pooled vmInput holds.
@@ -100,6 +104,7 @@ func (p *prepared) putVMInput(v *vmInput) {
 	clear(v.seen[:v.nseen])
 	v.nseen = 0
 	v.http.reset()
+	v.arena.Reset()
 	p.vmInputs.Put(v)
 }
 

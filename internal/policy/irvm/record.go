@@ -81,7 +81,7 @@ func (r *record) StringLength() int                    { return r.Materialize().
 // keys recKeys[ref] into target. An undefined value is the error the
 // ObjectInsertStmt of it would have been.
 func (st *vmState) execRecord(fr []*ast.Term, s *vmStmt) (int, error) {
-	r := &record{keys: st.recKeys[s.ref]}
+	r := st.newRecord(st.recKeys[s.ref])
 	for i, o := range st.args[s.a : s.a+vmOperand(s.n)] {
 		v := st.raw(fr, o)
 		if v == nil {

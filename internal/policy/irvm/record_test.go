@@ -135,14 +135,7 @@ func TestRecordsAsTopdown(t *testing.T) {
 // recordsAsTopdown evaluates query on recordModule with the interpreter,
 // whose plan must have at least records records, and with topdown.
 func recordsAsTopdown(t *testing.T, query string, records int) {
-	pol, err := planQuery(query, []string{recordModule}, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prog, err := New(pol, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	prog := recordProgram(t, query)
 	if prog.ops()[opRecord] < records {
 		t.Fatalf("%d object literals compiled as records, want at least %d", prog.ops()[opRecord], records)
 	}
@@ -173,6 +166,20 @@ func recordsAsTopdown(t *testing.T, query string, records int) {
 	if errs == 0 || defined == 0 {
 		t.Fatalf("%d errors (conflicts, operands), %d defined: the inputs do not reach both", errs, defined)
 	}
+}
+
+// recordProgram is the interpreter's program of query on recordModule.
+func recordProgram(tb testing.TB, query string) *Program {
+	tb.Helper()
+	pol, err := planQuery(query, []string{recordModule}, nil, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	prog, err := New(pol, DefaultConfig())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return prog
 }
 
 // TestRecordsAsStatements: the module's plan with records against the same
@@ -259,6 +266,37 @@ func TestRecordRuns(t *testing.T) {
 			got, err := prog.Eval(context.Background(), EvalOpts{})
 			if want := ast.MustParseTerm(c.want).Value; err != nil || got == nil || got.Compare(want) != 0 {
 				t.Fatalf("got %v, %v; want %v", got, err, want)
+			}
+		})
+	}
+}
+
+// TestRecordsInArena: the module's records taken from one Arena, reset
+// after each evaluation and reused by the next (arena.go), answer as
+// records of the heap, input after input; the arena holds them until Reset.
+func TestRecordsInArena(t *testing.T) {
+	for query, records := range map[string]int{"x = data.r.decision": 20, "x = data.r.with_error": 2} {
+		t.Run(query, func(t *testing.T) {
+			prog := recordProgram(t, query)
+			var arena Arena
+			most := 0 // the most records an evaluation took from the arena
+			for i, input := range recordInputs(80) {
+				want, wantErr := prog.EvalQuery(context.Background(), EvalOpts{Input: input})
+				got, gotErr := prog.EvalQuery(context.Background(), EvalOpts{Input: input, Arena: &arena})
+				if (gotErr != nil) != (wantErr != nil) || (gotErr != nil && gotErr.Error() != wantErr.Error()) {
+					t.Fatalf("input %v: in the arena %v (err %v), on the heap %v (err %v)", input, got, gotErr, want, wantErr)
+				}
+				if g, w := ast.NewArray(got...), ast.NewArray(want...); g.Compare(w) != 0 {
+					t.Fatalf("input %d %v: in the arena %v, on the heap %v", i, input, g, w)
+				}
+				most = max(most, arena.Len())
+				arena.Reset()
+				if arena.Len() != 0 {
+					t.Fatalf("%d records in the arena after Reset", arena.Len())
+				}
+			}
+			if most < min(records, maxArena) {
+				t.Fatalf("at most %d records in the arena, want at least %d", most, min(records, maxArena))
 			}
 		})
 	}

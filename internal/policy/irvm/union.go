@@ -17,8 +17,8 @@ import (
 // Anything else goes to topdown's implementation (copied, as native.go's).
 
 // objectUnion is object.union(a, b) (lazyArgs: a and b as they are).
-func objectUnion(_ *Call, a []*ast.Term) (*ast.Term, error) {
-	if t := unionRecord(a[0], a[1]); t != nil {
+func objectUnion(c *Call, a []*ast.Term) (*ast.Term, error) {
+	if t := unionRecord(c.arena, a[0], a[1]); t != nil {
 		return t, nil
 	}
 	opA, opB := materialize(a[0]), materialize(a[1])
@@ -57,12 +57,13 @@ func mergeOverwriteResolve(v1, v2 *ast.Term) (*ast.Term, bool) {
 // unionRecord is the record of object.union(a, b) (see above); nil when
 // the union is left to topdown's implementation. The record and its keys
 // are one allocation (unionRec); the pairs of a record operand are read
-// without a closure (an ast object's through Until).
-func unionRecord(a, b *ast.Term) *ast.Term {
+// without a closure (an ast object's through Until, with the record's own
+// closure: pairFn). The record is ar's (Arena.take).
+func unionRecord(ar *Arena, a, b *ast.Term) *ast.Term {
 	if !smallObject(a.Value) || !smallObject(b.Value) {
 		return nil
 	}
-	u := &unionRec{}
+	u := ar.take()
 	u.keys = u.keyBuf[:0]
 	if !u.addAll(a.Value, b.Value, true) || !u.addAll(b.Value, a.Value, false) {
 		return nil
@@ -71,10 +72,26 @@ func unionRecord(a, b *ast.Term) *ast.Term {
 	return &u.term
 }
 
-// unionRec is the record of a union, with the storage of its keys.
+// unionRec is the record of a union, with the storage of its keys; an
+// Arena's records are unionRecs too (any record of an evaluation).
 type unionRec struct {
 	record
 	keyBuf [maxRecord]*ast.Term
+	// other and left are addAll's, for fn (pairFn)
+	other ast.Value
+	left  bool
+	fn    func(k, v *ast.Term) bool
+}
+
+// pairFn is the function addAll hands to an ast object's Until: made once
+// per unionRec (an Arena's are reused), where a closure of addAll's own
+// would be an allocation per union.
+func (u *unionRec) pairFn(other ast.Value, left bool) func(k, v *ast.Term) bool {
+	u.other, u.left = other, left
+	if u.fn == nil {
+		u.fn = func(k, v *ast.Term) bool { return !u.addPair(k, v, u.other, u.left) }
+	}
+	return u.fn
 }
 
 // addAll adds the pairs of v (a record or an ast object), other the other
@@ -91,7 +108,7 @@ func (u *unionRec) addAll(v, other ast.Value, left bool) bool {
 		}
 		return true
 	}
-	return !v.(ast.Object).Until(func(k, val *ast.Term) bool { return !u.addPair(k, val, other, left) })
+	return !v.(ast.Object).Until(u.pairFn(other, left))
 }
 
 // addPair adds the pair k, v of an operand (addAll).

@@ -76,6 +76,8 @@ type Call struct {
 	// Env is EvalOpts.Env, as the caller passed it.
 	Env    any
 	Cancel topdown.Cancel
+	// arena is EvalOpts.Arena (nil: the heap)
+	arena *Arena
 }
 
 // Lazy is a value the caller hands to the interpreter without building it
@@ -131,6 +133,10 @@ type EvalOpts struct {
 	// caller reads by Lookup (or Materialize) before it reuses anything it
 	// handed in. Otherwise the value is built.
 	LazyResult bool
+	// Arena, when set, is where the evaluation makes its records (object
+	// literals, unions: arena.go); the caller resets it once it has read
+	// the result, and not before. Nil: the heap.
+	Arena *Arena
 	// Timeout, when set, stops the evaluation with ErrDeadline once it has
 	// run that long, counted from its clockStart-th step (function call or
 	// iteration): a short evaluation (a decision of the default policy runs
@@ -306,10 +312,10 @@ func (p *Program) EvalQuery(ctx context.Context, opts EvalOpts) (rs []*ast.Term,
 func (p *Program) begin(ctx context.Context, opts EvalOpts) *vmState {
 	st := p.state()
 	st.call.Context, st.call.Env, st.deadline, st.timeout = ctx, opts.Env, opts.Deadline, opts.Timeout
+	st.call.arena = opts.Arena
 	st.gen = st.nextGen()
 	st.results = st.results[:0]
 	st.steps = 0
-	st.cache = nil
 	return st
 }
 
@@ -343,7 +349,8 @@ func (st *vmState) runPlan(frame []*ast.Term) error {
 func (st *vmState) release() {
 	clear(st.results)
 	clear(st.bargs)
-	st.call.Context, st.call.Env, st.out, st.cache = nil, nil, nil, nil
+	st.call.Context, st.call.Env, st.call.arena, st.out = nil, nil, nil, nil
+	clear(st.cache) // kept: a map made per evaluation is an allocation
 	st.prog.states.Put(st)
 }
 
