@@ -127,6 +127,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
 		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
 		fs.StringVar(&cfg.RequestsOut, "requests-out", "", "write every request of every step to this CSV file (time it was due and taken, latency, the connection it went out on; BENCHMARKS.md \"Against the floor\")")
+		agNice := fs.String("autogroup-nice", "", "set the nice of this tool's autogroup, which the servers it starts share, to this value for the run (e.g. -10; \"\": leave it): with the kernel's autogroups on, a niced process of another session weighs as much as the whole benchmark (autogroup.go); run the tool under setsid for a group of its own")
 		fs.StringVar(&cfg.ServerLogs, "server-logs", "", "keep each server's output in this directory (created), NAME-PID.log after a line with its start on CLOCK_MONOTONIC; with GODEBUG=gctrace=1 in this tool's environment (the servers inherit it) their collections, to lay over --requests-out")
 		fs.StringVar(&cfg.SampleOut, "sample-out", "", "sample the machine during the load steps into this CSV file (mono_ns,series,value: /proc/stat, CPU pressure, each server's and this tool's run and run-queue time, the kernel's memory threads, this tool's collections; sampler.go)")
 		fs.DurationVar(&cfg.SampleEvery, "sample-every", defaultSampleEvery, "with --sample-out: the interval of the samples (10ms–10s)")
@@ -165,6 +166,16 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.VsFloor && (*vs != "" || cfg.VsCrmauthz != "") {
 			return fmt.Errorf("--vs-floor: floor-b takes OPA's place, which --vs-crmauthz and --vs-crmauthz-args give crmauthz-b; give one of them")
+		}
+		if *agNice != "" {
+			n, err := strconv.Atoi(*agNice)
+			if err != nil {
+				return fmt.Errorf("--autogroup-nice: %q is not a number", *agNice)
+			}
+			if err := checkNice(n); err != nil {
+				return err
+			}
+			cfg.AutogroupNice = &n
 		}
 		if cfg.SampleEvery < 10*time.Millisecond || cfg.SampleEvery > 10*time.Second {
 			return fmt.Errorf("--sample-every: %s is not between 10ms and 10s", cfg.SampleEvery)

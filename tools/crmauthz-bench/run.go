@@ -73,6 +73,9 @@ type runConfig struct {
 	// SampleEvery during the load steps (sampler.go).
 	SampleOut   string
 	SampleEvery time.Duration
+	// AutogroupNice, if set, is the nice this tool's autogroup (and so its
+	// servers') gets for the run (autogroup.go).
+	AutogroupNice *int
 	// started is when this tool started, on CLOCK_MONOTONIC: the origin of
 	// its own gctrace lines (--sample-out).
 	started time.Duration
@@ -96,6 +99,7 @@ type report struct {
 	cfg        runConfig
 	loadStart  string
 	loadEnd    string
+	autogroup  string // --autogroup-nice: the group and its nice; "": left as it was
 	opaVersion string
 
 	// crmauthz
@@ -188,6 +192,16 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	if err := pinSelf(cfg.GeneratorCPUs); err != nil {
 		return nil, err
 	}
+	rep := &report{cfg: cfg, loadStart: loadAvg(), reasons: map[string]int{}, opaVersion: "OPA"}
+	if cfg.AutogroupNice != nil {
+		name, before, restore, err := setAutogroupNice(*cfg.AutogroupNice)
+		if err != nil {
+			return nil, err
+		}
+		defer restore()
+		rep.autogroup = fmt.Sprintf("%s, nice %d (was %d)", name, *cfg.AutogroupNice, before)
+		cfg.logf("autogroup %s", rep.autogroup)
+	}
 	work := cfg.WorkDir
 	if work == "" {
 		if work, err = os.MkdirTemp("", "crmauthz-bench-"); err != nil {
@@ -195,7 +209,6 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 		defer os.RemoveAll(work)
 	}
-	rep := &report{cfg: cfg, loadStart: loadAvg(), reasons: map[string]int{}, opaVersion: "OPA"}
 	if cfg.OPA == "" && !cfg.NoOPA {
 		if cfg.OPA, err = opaBinary(ctx, root, cfg.OPACache, cfg.Log); err != nil {
 			return nil, err

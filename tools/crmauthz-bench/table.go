@@ -20,6 +20,9 @@ func printReport(out io.Writer, rep *report) error {
 		fmt.Fprintf(out, "%d runs of the load steps over the same servers: medians over the runs (ratios: the median of each run's ratio; errors: the sum)\n", c.Runs)
 	}
 	fmt.Fprintf(out, "load average (1/5/15 min) at start %s, at end %s\n", rep.loadStart, rep.loadEnd)
+	if rep.autogroup != "" {
+		fmt.Fprintf(out, "the tool's autogroup (its servers' too): %s\n", rep.autogroup)
+	}
 	agree := "identical"
 	if rep.disagree > 0 {
 		agree = fmt.Sprintf("%d DISAGREE (the first below)", rep.disagree)
