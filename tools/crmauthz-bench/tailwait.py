@@ -10,10 +10,13 @@ that: were taken late by the generator (start − due > 1 ms), waited in the
 generator before being written (sent − start > 1 ms), overlapped a garbage
 collection of the side's own server (any phase; STW phases alone), of the
 generator, a window of the sampler in which a kernel memory thread ran
-(≥ 1 ms), in which niced processes (others' work) used half a core or more,
+(≥ 1 ms), in which niced processes (others' work) used 1.8 cores or more,
 in which the side's server's or the generator's threads waited for a core
-5 % of the window or more; or came from the side's slowest slice / one
-connection.
+as long as the window (one thread waiting throughout, on average); or came
+from the side's slowest slice / one connection. At the end, for each pair
+(crmauthz/floor, and floor/floor-b or crmauthz/crmauthz-b) the runs beyond
+2× or under 0.5, with the shares of the slow side's and the fast side's
+slowest 1 % averaged over them.
 
 usage: tailwait.py DIR [STEP]   (STEP: the step's name, default 5000/s)
 """
@@ -94,12 +97,12 @@ def main():
         pts = series.get(name, [])
         return Intervals([(t0, t1, t0, t1) for (t0, v0), (t1, v1) in zip(pts, pts[1:]) if v1 - v0 >= frac * (t1 - t0)])
 
-    # others' niced CPU ≥ half a core (ticks of 10 ms → ns), the generator's
-    # and each server's threads waiting ≥ 5 % of the window for a core
+    # others' niced CPU ≥ 1.8 cores (ticks of 10 ms → ns), the generator's
+    # and each server's threads waiting for a core as long as the window (one thread on average)
     for pts in (series.get("cpu.nice", []),):
         series["nice_ns"] = [(t, v * 10 * MS) for t, v in pts]
-    nicewin = windows("nice_ns", 0.5)
-    waitwin = {n: windows(n + ".wait_ns", 0.05) for n in pids}
+    nicewin = windows("nice_ns", 1.8)
+    waitwin = {n: windows(n + ".wait_ns", 1.0) for n in pids}
     # collections of each server (logs/NAME-PID.log) and of the generator (err)
     gcs = {}
     for name, pid in pids.items():
@@ -136,15 +139,16 @@ def main():
         ("genGC", lambda x, s: overlaps(gcs["generator"], x[1], x[2])),
         ("genSTW", lambda x, s: overlaps(gcs["generator"], x[1], x[2], True)),
         ("kthread", lambda x, s: overlaps(kwin, x[1], x[2])),
-        ("niced>0.5core", lambda x, s: overlaps(nicewin, x[1], x[2])),
-        ("ownWait>5%", lambda x, s: s in waitwin and overlaps(waitwin[s], x[1], x[2])),
-        ("genWait>5%", lambda x, s: overlaps(waitwin["generator"], x[1], x[2])),
+        ("niced>1.8core", lambda x, s: overlaps(nicewin, x[1], x[2])),
+        ("ownWait>1thr", lambda x, s: s in waitwin and overlaps(waitwin[s], x[1], x[2])),
+        ("genWait>1thr", lambda x, s: overlaps(waitwin["generator"], x[1], x[2])),
     ]
     print("run " + " ".join(f"{s}_p99" for s in sides))
     for run in runs:
         print(run, " ".join(f"{p99.get((run, s), 0) / 1000:.0f}µs" for s in sides))
     print()
     print("run side p99 | share of the top 1 % (of all): " + " ".join(n for n, _ in feats) + " worst-slice top-conn")
+    shares = {}  # (run, side) -> [(top share, all share)] per feature, then the worst slice's share
     for run in runs:
         for s in sides:
             rows = reqs.get((run, s))
@@ -152,9 +156,11 @@ def main():
                 continue
             top = [x for x in rows if x[0] >= p99[(run, s)]]
             cells = []
+            sh = []
             for name, f in feats:
                 a = sum(1 for x in top if f(x, s)) / len(top)
                 b = sum(1 for x in rows if f(x, s)) / len(rows)
+                sh.append((a, b))
                 cells.append(f"{100 * a:.0f}({100 * b:.0f})")
             bys = defaultdict(int)
             for x in top:
@@ -163,10 +169,32 @@ def main():
             for x in top:
                 byc[x[6]] += 1
             cells.append(f"{100 * max(bys.values()) / len(top):.0f}%")
+            sh.append((max(bys.values()) / len(top), 1 / (1 + max(x[5] for x in rows))))
+            shares[(run, s)] = sh
             c, n = max(byc.items(), key=lambda kv: kv[1])
             allc = sum(1 for x in rows if x[6] == c)
             cells.append(f"{100 * n / len(top):.0f}%({100 * allc / len(rows):.0f})")
             print(run, s, f"{p99[(run, s)] / 1000:.0f}µs", "|", " ".join(cells))
+
+    # The runs beyond 2× (or under 0.5) of each pair: the slow side's and
+    # the fast side's slowest 1 %, the shares averaged over those runs.
+    pairs = [("crmauthz", "floor")] + [(a, b) for a, b in (("floor", "floor-b"), ("crmauthz", "crmauthz-b")) if b in sides]
+    names = [n for n, _ in feats] + ["worst-slice"]
+    print()
+    print("pair: runs beyond 2x; mean share of the slow side's top 1 % (of all) | the fast side's: " + " ".join(names))
+    for a, b in pairs:
+        out = [(run, a, b) if p99[(run, a)] > p99[(run, b)] else (run, b, a) for run in runs
+               if (run, a) in p99 and (run, b) in p99 and not 0.5 <= p99[(run, a)] / p99[(run, b)] <= 2]
+        if not out:
+            print(f"{a}/{b}: none of {len(runs)}")
+            continue
+        def mean(side_of, i):
+            t = sum(shares[(r[0], side_of(r))][i][0] for r in out) / len(out)
+            u = sum(shares[(r[0], side_of(r))][i][1] for r in out) / len(out)
+            return f"{100 * t:.0f}({100 * u:.0f})"
+        print(f"{a}/{b}: {len(out)} of {len(runs)} (runs {' '.join(str(r[0]) for r in out)}) slow:",
+              " ".join(mean(lambda r: r[1], i) for i in range(len(names))), "| fast:",
+              " ".join(mean(lambda r: r[2], i) for i in range(len(names))))
 
 
 if __name__ == "__main__":
