@@ -234,8 +234,12 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		conns = newConnLog(record)
 		defer conns.close()
 	}
+	// Keep-alive on and HTTP/2 off are set on the transport once, by
+	// newConnLog: vegeta's KeepAlive and HTTP2 options write the transport,
+	// which a pooled client shares with the previous step's dials still
+	// under way (a data race -race found).
 	opts := []func(*vegeta.Attacker){
-		vegeta.Client(conns.http), vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
+		vegeta.Client(conns.http), vegeta.Timeout(timeout), vegeta.MaxBody(64 << 10),
 	}
 	var pacer vegeta.Pacer
 	if spec.rate > 0 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -53,8 +54,9 @@ type connLog struct {
 }
 
 // newConnLog returns a connLog with its client: vegeta's default client
-// (NewAttacker), dialing through the log; the options KeepAlive, HTTP2,
-// Timeout then apply to it as to vegeta's own.
+// (NewAttacker), dialing through the log, with keep-alive on and HTTP/2 off
+// (what vegeta's KeepAlive(true) and HTTP2(false) set); Timeout then
+// applies to it as to vegeta's own.
 func newConnLog(record bool) *connLog {
 	l := &connLog{record: record, began: time.Now()}
 	d := &net.Dialer{
@@ -83,6 +85,11 @@ func newConnLog(record bool) *connLog {
 			TLSClientConfig:     vegeta.DefaultTLSConfig,
 			MaxIdleConnsPerHost: vegeta.DefaultConnections,
 			MaxConnsPerHost:     vegeta.DefaultMaxConnections,
+			// What vegeta.KeepAlive(true) and vegeta.HTTP2(false) set, once
+			// here rather than by each step's attacker (runStep).
+			DisableKeepAlives: false,
+			ForceAttemptHTTP2: false,
+			TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
 		},
 	}
 	return l

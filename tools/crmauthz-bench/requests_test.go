@@ -153,3 +153,27 @@ func TestBeganPacer(t *testing.T) {
 		t.Errorf("began moved to %s on the second call", p.began)
 	}
 }
+
+// TestRunStepLeavesPoolTransport: a step through a side's pool does not
+// write the pool's transport (vegeta's KeepAlive and HTTP2 options did, a
+// data race with the previous step's dials still under way); the pool's
+// own settings are what those options set.
+func TestRunStepLeavesPoolTransport(t *testing.T) {
+	srv := httptest.NewServer(floorHandler())
+	defer srv.Close()
+	pool := newConnLog(false)
+	defer pool.close()
+	tr := pool.http.Transport.(*http.Transport)
+	if tr.DisableKeepAlives || tr.ForceAttemptHTTP2 || tr.TLSNextProto == nil || len(tr.TLSNextProto) != 0 {
+		t.Fatalf("the pool's transport: keep-alives off %v, HTTP/2 forced %v, TLSNextProto %v; want keep-alive on, HTTP/2 off", tr.DisableKeepAlives, tr.ForceAttemptHTTP2, tr.TLSNextProto)
+	}
+	tr.DisableKeepAlives = true // a mark: a step that writes the transport turns it off
+	s := &side{name: "floor", url: srv.URL + "/v1/decision", pool: pool}
+	res := runStep(context.Background(), s, stepSpec{name: "100/s", rate: 100, base: 1}, dataset.New(dataset.Config{Records: 50, Users: 60, Locations: 5}), 100*time.Millisecond, 5*time.Second, false)
+	if res.ok == 0 {
+		t.Fatalf("no request answered: %s", res.firstErr)
+	}
+	if !tr.DisableKeepAlives {
+		t.Error("the step wrote the pool's transport (DisableKeepAlives)")
+	}
+}
