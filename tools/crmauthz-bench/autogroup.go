@@ -23,6 +23,12 @@ import (
 // autogroupPath is this process's autogroup file (proc(5)).
 const autogroupPath = "/proc/self/autogroup"
 
+// autogroupsOn tells whether the kernel's autogroups are on.
+func autogroupsOn() bool {
+	b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
 // parseAutogroup reads a /proc/PID/autogroup line: "/autogroup-1189 nice 0".
 func parseAutogroup(s string) (name string, nice int, err error) {
 	f := strings.Fields(s)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseAutogroup(t *testing.T) {
@@ -36,5 +37,26 @@ func TestAutogroupNiceFlag(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--autogroup-nice") {
 			t.Errorf("--autogroup-nice %s: %v, want an error about it", n, err)
 		}
+	}
+}
+
+// TestReportAutogroup: the report names the tool's autogroup and its nice
+// when the run knew them, and says nothing of it otherwise.
+func TestReportAutogroup(t *testing.T) {
+	rep := &report{cfg: runConfig{Duration: time.Second, Runs: 1, NoOPA: true}, reasons: map[string]int{}}
+	var b bytes.Buffer
+	if err := printReport(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "autogroup") {
+		t.Errorf("an autogroup line without one:\n%s", b.String())
+	}
+	rep.autogroup = "/autogroup-7, nice -15 (was 0)"
+	b.Reset()
+	if err := printReport(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "the tool's autogroup (its servers' too): /autogroup-7, nice -15 (was 0)\n") {
+		t.Errorf("no autogroup line in\n%s", b.String())
 	}
 }

@@ -201,6 +201,10 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		defer restore()
 		rep.autogroup = fmt.Sprintf("%s, nice %d (was %d)", name, *cfg.AutogroupNice, before)
 		cfg.logf("autogroup %s", rep.autogroup)
+	} else if b, err := os.ReadFile(autogroupPath); err == nil && autogroupsOn() {
+		if name, nice, err := parseAutogroup(string(b)); err == nil {
+			rep.autogroup = fmt.Sprintf("%s, nice %d, left as it was: other sessions' processes, niced or not, weigh as much as this group (--autogroup-nice)", name, nice)
+		}
 	}
 	work := cfg.WorkDir
 	if work == "" {
