@@ -99,7 +99,7 @@ type report struct {
 	cfg        runConfig
 	loadStart  string
 	loadEnd    string
-	autogroup  string // --autogroup-nice: the group and its nice; "": left as it was
+	autogroup  string // the tool's autogroup and its nice (--autogroup-nice); "": autogroups off
 	opaVersion string
 
 	// crmauthz
