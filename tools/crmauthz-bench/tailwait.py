@@ -50,7 +50,9 @@ def overlaps(iv, lo, hi, stw_only=False):
     """Whether [lo, hi) meets one of the sorted intervals iv."""
     starts = [x[0] for x in iv] if not hasattr(iv, "starts") else iv.starts
     i = bisect.bisect_right(starts, hi) - 1
-    while i >= 0 and iv[i][1] >= lo - 60 * MS:  # a GC lasts < 60 ms here
+    # The intervals of one list do not overlap (one process's collections,
+    # the sampler's windows), so their ends rise with their starts.
+    while i >= 0 and iv[i][1] > lo:
         s, e, s1, s2 = iv[i]
         if stw_only:
             if (s < hi and s1 > lo) or (s2 < hi and e > lo):
