@@ -105,10 +105,11 @@ func serveFloor(ctx context.Context, addr, grpcAddr string) error {
 	return nil
 }
 
-// startFloor starts the floor server as its own process: bin (the tool
-// itself, "" = os.Executable()) with the hidden subcommand `floor`, on cpus
-// ("": any).
-func startFloor(ctx context.Context, bin, cpus string, withGRPC bool) (*proc, serverSide, error) {
+// startFloor starts the floor server as its own process named name ("floor",
+// or "floor-b" with --vs-floor): bin (the tool itself, "" = os.Executable())
+// with the hidden subcommand `floor`, on cpus ("": any), its output kept in
+// logDir ("": not kept, startProc).
+func startFloor(ctx context.Context, name, bin, cpus, logDir string, withGRPC bool) (*proc, serverSide, error) {
 	if bin == "" {
 		var err error
 		if bin, err = os.Executable(); err != nil {
@@ -128,14 +129,14 @@ func startFloor(ctx context.Context, bin, cpus string, withGRPC bool) (*proc, se
 			}
 			args = append(args, "--grpc-addr", grpcAddr)
 		}
-		p, err := startProc("floor", bin, args, nil, cpus)
+		p, err := startProc(name, bin, args, nil, cpus, logDir)
 		return p, "http://" + addr + "/health", err
 	})
 	if err != nil {
 		return nil, serverSide{}, err
 	}
 	return p, serverSide{
-		side:  side{name: "floor", url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid(), grpcAddr: grpcAddr},
+		side:  side{name: name, url: "http://" + addr + "/v1/decision", root: "http://" + addr, pid: p.pid(), grpcAddr: grpcAddr},
 		admin: "http://" + addr, ready: ready,
 	}, nil
 }

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 // TestFloor starts the floor server as run does (this binary as `floor`)
 // and checks its answers over loopback.
 func TestFloor(t *testing.T) {
-	p, s, err := startFloor(t.Context(), "", "", true)
+	p, s, err := startFloor(t.Context(), "floor", "", "", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,8 +163,8 @@ func (s *side) askGateway(ctx context.Context, c *http.Client, w dataset.World, 
 // prepareGateway readies the sides for a gateway endpoint before the load:
 // with ext-authz-grpc it connects to each side's gRPC listener; it checks
 // the crmauthz sides crms (checkGateway, cfg.Check requests) and that the
-// floor allows. The returned func closes the gRPC connections.
-func prepareGateway(ctx context.Context, cfg runConfig, c *http.Client, crms []*side, floor *side, w dataset.World, rep *report) (closeGRPC func(), err error) {
+// floors (the floor, and floor-b with --vs-floor) allow. The returned func closes the gRPC connections.
+func prepareGateway(ctx context.Context, cfg runConfig, c *http.Client, crms, floors []*side, w dataset.World, rep *report) (closeGRPC func(), err error) {
 	var conns []*grpcClient
 	closeGRPC = func() {
 		for _, g := range conns {
@@ -172,7 +172,7 @@ func prepareGateway(ctx context.Context, cfg runConfig, c *http.Client, crms []*
 		}
 	}
 	if cfg.Endpoint == endpointExtAuthzGRPC {
-		for _, s := range append(slices.Clone(crms), floor) {
+		for _, s := range append(slices.Clone(crms), floors...) {
 			if s.grpc, err = dialGRPC(s.grpcAddr); err != nil {
 				closeGRPC()
 				return nil, err
@@ -186,9 +186,11 @@ func prepareGateway(ctx context.Context, cfg runConfig, c *http.Client, crms []*
 	}
 	cfg.logf("gateway check: %d requests of the mix as %s and as /v1/decision, of %d crmauthz: %d disagreements; reasons %v",
 		cfg.Check, cfg.Endpoint, len(crms), rep.disagree, rep.reasons)
-	if v, err := floor.askGateway(ctx, c, w, w.RequestAt(0)); err != nil || !v.Allow {
-		closeGRPC()
-		return nil, fmt.Errorf("the floor server answered %+v (%v) as %s, want an allow", v, err, cfg.Endpoint)
+	for _, floor := range floors {
+		if v, err := floor.askGateway(ctx, c, w, w.RequestAt(0)); err != nil || !v.Allow {
+			closeGRPC()
+			return nil, fmt.Errorf("the floor server (%s) answered %+v (%v) as %s, want an allow", floor.name, v, err, cfg.Endpoint)
+		}
 	}
 	return closeGRPC, nil
 }

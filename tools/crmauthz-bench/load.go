@@ -234,12 +234,16 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		conns = newConnLog(record)
 		defer conns.close()
 	}
+	// Keep-alive on and HTTP/2 off are set on the transport once, by
+	// newConnLog: vegeta's KeepAlive and HTTP2 options write the transport,
+	// which a pooled client shares with the previous step's dials still
+	// under way (a data race -race found).
 	opts := []func(*vegeta.Attacker){
-		vegeta.Client(conns.http), vegeta.Timeout(timeout), vegeta.KeepAlive(true), vegeta.HTTP2(false), vegeta.MaxBody(64 << 10),
+		vegeta.Client(conns.http), vegeta.Timeout(timeout), vegeta.MaxBody(64 << 10),
 	}
 	var pacer vegeta.Pacer
 	if spec.rate > 0 {
-		pacer = vegeta.ConstantPacer{Freq: spec.rate, Per: time.Second}
+		pacer = &beganPacer{Pacer: vegeta.ConstantPacer{Freq: spec.rate, Per: time.Second}}
 		opts = append(opts, vegeta.MaxWorkers(fixedRateMaxWorkers))
 	} else {
 		pacer = vegeta.ConstantPacer{} // no pacing: as fast as the workers go
@@ -295,11 +299,21 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 	res.rss = rss.finish()
 	res.opened = conns.opened()
 	if conns.record {
+		// The times of the records count from the attack's own start,
+		// the origin of the pacer's schedule (seq ÷ rate), when known.
+		var off time.Duration
+		if bp, ok := pacer.(*beganPacer); ok && !bp.began.IsZero() {
+			off = bp.began.Sub(conns.began)
+		}
+		res.mono += off
 		conns.mu.Lock()
 		for i := range res.reqs {
-			if u, ok := conns.uses[res.reqs[i].seq]; ok {
-				res.reqs[i].use = u
-				res.reqs[i].dial = conns.conns[u.conn].at.Sub(conns.began)
+			r := &res.reqs[i]
+			r.start -= off
+			if u, ok := conns.uses[r.seq]; ok {
+				r.use = u
+				r.use.sent -= off
+				r.dial = conns.conns[u.conn].at.Sub(conns.began) - off
 			}
 		}
 		conns.mu.Unlock()
@@ -323,6 +337,26 @@ func runStep(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, 
 		}
 	}
 	return res
+}
+
+// beganPacer is a pacer that notes when the attack began: vegeta paces
+// each tick by the time elapsed since its attack's start (Pace(elapsed, …)),
+// which it keeps to itself; the first call gives it. The records of a step
+// (--requests-out) count from it, so that a request's start less its due
+// time (seq ÷ rate) is how late the generator took it, with no offset
+// between the step's start and the attack's. Pace is called by the
+// attack's one pacing goroutine; began is read once the attack's results
+// are all in.
+type beganPacer struct {
+	vegeta.Pacer
+	began time.Time
+}
+
+func (p *beganPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool) {
+	if p.began.IsZero() {
+		p.began = time.Now().Add(-elapsed)
+	}
+	return p.Pacer.Pace(elapsed, hits)
 }
 
 // cpuPerDecision is the server's CPU time per answered decision.

@@ -100,7 +100,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		defer stop()
 		return serveFloor(ctx, *addr, *grpcAddr)
 	case "run":
-		var cfg runConfig
+		cfg := runConfig{started: monotonicNow()}
 		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of each load step, for each side")
 		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up of each side before the first step (0: none)")
 		fs.IntVar(&cfg.WarmupRate, "warmup-rate", 1000, "requests per second of the warm-up")
@@ -117,6 +117,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		extra := fs.String("crmauthz-args", "", "extra flags of crmauthz serve, space-separated (e.g. \"--decision-cache-slots -1\")")
 		fs.BoolVar(&cfg.NoOPA, "no-opa", false, "leave OPA out: crmauthz and the floor only, no agreement check (quicker, for the ratios to the floor)")
 		vs := fs.String("vs-crmauthz-args", "", "instead of OPA, a second crmauthz (crmauthz-b) on a copy of the index with these extra flags, e.g. \"--decision-log /tmp/d.log\": the cost of a setting in one run")
+		fs.BoolVar(&cfg.VsFloor, "vs-floor", false, "instead of OPA, a second floor server (floor-b), started as the floor is: the floor against itself in one run, an A/A series that says how far the method spreads identical servers (the report adds floor ÷ floor-b run by run); not with --vs-crmauthz or --vs-crmauthz-args (for crmauthz against itself: --vs-crmauthz with crmauthz's own binary)")
 		fs.StringVar(&cfg.VsCrmauthz, "vs-crmauthz", "", "instead of OPA, a second crmauthz (crmauthz-b) running this binary on a copy of the index (with --vs-crmauthz-args, if given): two builds in one run")
 		fs.IntVar(&cfg.Slices, "slices", defaultSlices, "cut each step of each side into that many slices, run interleaved with the other sides' slices (A B A B …, no two of one side adjacent; latencies pooled per side, CPU and steal summed): the host's steal and other hiccups of the machine land on every side alike; default 8, fewer for a --duration under 4s (slices of at least 500ms), 1 with --cpu-profile; 1: each side's step in one go (the method before session 9)")
 		fs.DurationVar(&cfg.SliceWarmup, "slice-warmup", 100*time.Millisecond, "with --slices > 1: untimed load at the step's rate (or concurrency) before each slice's timed part (0: none)")
@@ -126,6 +127,10 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&cfg.OPACache, "opa-cache", "", "directory of built opa binaries, by version (default: .cache/opa in the repository)")
 		policy := fs.String("opa-policy", "bench/opa/authz.rego,policies/crmauthz/config.rego", "Rego files opa serves, relative to the repository")
 		fs.StringVar(&cfg.RequestsOut, "requests-out", "", "write every request of every step to this CSV file (time it was due and taken, latency, the connection it went out on; BENCHMARKS.md \"Against the floor\")")
+		agNice := fs.String("autogroup-nice", "", "set the nice of this tool's autogroup, which the servers it starts share, to this value for the run (e.g. -10; \"\": leave it): with the kernel's autogroups on, a niced process of another session weighs as much as the whole benchmark (autogroup.go); run the tool under setsid for a group of its own")
+		fs.StringVar(&cfg.ServerLogs, "server-logs", "", "keep each server's output in this directory (created), NAME-PID.log after a line with its start on CLOCK_MONOTONIC; with GODEBUG=gctrace=1 in this tool's environment (the servers inherit it) their collections, to lay over --requests-out")
+		fs.StringVar(&cfg.SampleOut, "sample-out", "", "sample the machine during the load steps into this CSV file (mono_ns,series,value: /proc/stat, CPU pressure, each server's and this tool's run and run-queue time, the kernel's memory threads, this tool's collections; sampler.go)")
+		fs.DurationVar(&cfg.SampleEvery, "sample-every", defaultSampleEvery, "with --sample-out: the interval of the samples (10ms–10s)")
 		fs.StringVar(&cfg.CPUProfile, "cpu-profile", "", "start crmauthz with --pprof and save its CPU profile across the load steps (merged) to this file, for `make pgo` (docs/operations.md \"Profiling\"); its figures in that run include the profiling")
 		fs.BoolVar(&cfg.ColdConnections, "cold-connections", false, "give every step (and slice) of every side a new client, which starts without connections (the method before session 5); default: one warm pool of keep-alive connections per side for the run")
 		fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for the index and OPA's data file (default: a temporary one, removed afterwards)")
@@ -158,6 +163,27 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if err := checkEndpoint(cfg.Endpoint); err != nil {
 			return err
+		}
+		if cfg.VsFloor && (*vs != "" || cfg.VsCrmauthz != "") {
+			return fmt.Errorf("--vs-floor: floor-b takes OPA's place, which --vs-crmauthz and --vs-crmauthz-args give crmauthz-b; give one of them")
+		}
+		if *agNice != "" {
+			n, err := strconv.Atoi(*agNice)
+			if err != nil {
+				return fmt.Errorf("--autogroup-nice: %q is not a number", *agNice)
+			}
+			if err := checkNice(n); err != nil {
+				return err
+			}
+			cfg.AutogroupNice = &n
+		}
+		if cfg.SampleEvery < 10*time.Millisecond || cfg.SampleEvery > 10*time.Second {
+			return fmt.Errorf("--sample-every: %s is not between 10ms and 10s", cfg.SampleEvery)
+		}
+		if cfg.ServerLogs != "" {
+			if err := os.MkdirAll(cfg.ServerLogs, 0o755); err != nil {
+				return fmt.Errorf("--server-logs: %w", err)
+			}
 		}
 		if err := checkCPUList("server-cpus", cfg.ServerCPUs); err != nil {
 			return err
@@ -199,6 +225,10 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	}
 	return fmt.Errorf("unknown command %q; %s", args[0], usage)
 }
+
+// defaultSampleEvery is --sample-every when not given: five samples in a
+// slice of 500 ms.
+const defaultSampleEvery = 100 * time.Millisecond
 
 // defaultSlices is --slices when not given: each step in slices of 500 ms
 // at the usual 4 s (BENCHMARKS.md, "Method" and "Session 9").

@@ -25,15 +25,19 @@ type proc struct {
 	name    string
 	cmd     *exec.Cmd
 	started time.Time
+	mono    time.Duration // started on CLOCK_MONOTONIC (--sample-out, --server-logs)
 	stderr  *tailBuffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid after done
 }
 
 // startProc starts bin with args; its output is kept (the last 64 KiB) for
-// error messages.
+// error messages and, when logDir is not "", written whole to
+// logDir/NAME-PID.log (--server-logs: a server's GODEBUG=gctrace=1 lines,
+// laid over the requests by their times), after a first line giving the
+// moment of the start on CLOCK_MONOTONIC (serverLogHeader).
 // cpus, when not "", pins it to those CPUs (taskset -c, see slices.go).
-func startProc(name, bin string, args, env []string, cpus string) (*proc, error) {
+func startProc(name, bin string, args, env []string, cpus, logDir string) (*proc, error) {
 	name0, argv := pinned(cpus, bin, args)
 	cmd := exec.Command(name0, argv...)
 	// The servers run with the Go runtime's defaults: the tool's own GC
@@ -45,16 +49,48 @@ func startProc(name, bin string, args, env []string, cpus string) (*proc, error)
 	}
 	cmd.Env = append(cmd.Env, env...)
 	p := &proc{name: name, cmd: cmd, stderr: &tailBuffer{max: 64 << 10}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
-	p.started = time.Now()
+	var out io.Writer = p.stderr
+	var logFile *os.File
+	if logDir != "" {
+		f, err := os.CreateTemp(logDir, name+"-*.log")
+		if err != nil {
+			return nil, fmt.Errorf("the log of %s: %w", name, err)
+		}
+		_ = f.Chmod(0o644)
+		logFile, out = f, io.MultiWriter(p.stderr, f)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	p.started, p.mono = time.Now(), monotonicNow()
+	if logFile != nil {
+		fmt.Fprintln(logFile, serverLogHeader(name, p.mono, p.started))
+	}
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+			os.Remove(logFile.Name())
+		}
 		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	if logFile != nil {
+		_ = os.Rename(logFile.Name(), filepath.Join(logDir, fmt.Sprintf("%s-%d.log", name, cmd.Process.Pid)))
 	}
 	go func() {
 		p.waitErr = cmd.Wait()
+		if logFile != nil {
+			logFile.Close()
+		}
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// serverLogHeader is the first line of a server's log (--server-logs): the
+// moment just before it was started, on CLOCK_MONOTONIC (the clock of
+// --requests-out's mono_ns and --sample-out) and the wall clock. A Go
+// server's gctrace line "gc N @Ts …" counts T from its runtime's start, a
+// few milliseconds after this moment (the exec and the runtime's own start).
+func serverLogHeader(name string, mono time.Duration, wall time.Time) string {
+	return fmt.Sprintf("# %s started mono_ns=%d wall=%s", name, mono.Nanoseconds(), wall.UTC().Format(time.RFC3339Nano))
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +33,7 @@ type connInfo struct {
 // that connection had carried before it (0: the connection's first).
 type connUse struct {
 	conn, nth int32
+	sent      time.Duration // when the request was written on it, from the step's start
 }
 
 // connLog is the load generator's HTTP client to one side, with a dialer
@@ -52,8 +54,9 @@ type connLog struct {
 }
 
 // newConnLog returns a connLog with its client: vegeta's default client
-// (NewAttacker), dialing through the log; the options KeepAlive, HTTP2,
-// Timeout then apply to it as to vegeta's own.
+// (NewAttacker), dialing through the log, with keep-alive on and HTTP/2 off
+// (what vegeta's KeepAlive(true) and HTTP2(false) set); Timeout then
+// applies to it as to vegeta's own.
 func newConnLog(record bool) *connLog {
 	l := &connLog{record: record, began: time.Now()}
 	d := &net.Dialer{
@@ -82,6 +85,11 @@ func newConnLog(record bool) *connLog {
 			TLSClientConfig:     vegeta.DefaultTLSConfig,
 			MaxIdleConnsPerHost: vegeta.DefaultConnections,
 			MaxConnsPerHost:     vegeta.DefaultMaxConnections,
+			// What vegeta.KeepAlive(true) and vegeta.HTTP2(false) set, once
+			// here rather than by each step's attacker (runStep).
+			DisableKeepAlives: false,
+			ForceAttemptHTTP2: false,
+			TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
 		},
 	}
 	return l
@@ -126,7 +134,7 @@ func (c *seqConn) Write(p []byte) (int, error) {
 			if seq, err := strconv.ParseUint(string(rest[:j]), 10, 64); err == nil {
 				c.log.mu.Lock()
 				if c.log.uses != nil {
-					c.log.uses[seq] = connUse{conn: c.id, nth: c.n}
+					c.log.uses[seq] = connUse{conn: c.id, nth: c.n, sent: time.Since(c.log.began)}
 				}
 				c.log.mu.Unlock()
 				c.n++
@@ -163,8 +171,12 @@ func monotonicNow() time.Duration {
 // the attack's start on CLOCK_MONOTONIC; conn and nth the connection it
 // went out on and the requests that connection carried before it; dial_us
 // when that connection was dialed, from the step's start (negative: in an
-// earlier step; empty: unknown).
-const requestsHeader = "run,step,slice,side,rate,seq,sched_us,start_us,latency_us,ok,conn,nth,dial_us,mono_ns"
+// earlier step; empty: unknown); sent_us when the request was written on
+// it, from the step's start (empty: unknown). start_us − sched_us is how
+// late the generator took the request; sent_us − start_us what it spent
+// before writing it (building it, waiting for its connection); latency_us
+// counts from start_us (vegeta's), not from sched_us.
+const requestsHeader = "run,step,slice,side,rate,seq,sched_us,start_us,latency_us,ok,conn,nth,dial_us,mono_ns,sent_us"
 
 // writeRequests appends the requests of one side's step (one slice) to w.
 func writeRequests(w *bufio.Writer, run, slice int, res stepResult) {
@@ -173,16 +185,17 @@ func writeRequests(w *bufio.Writer, run, slice int, res stepResult) {
 		if res.spec.rate > 0 {
 			sched = int64(r.seq) * 1_000_000 / int64(res.spec.rate)
 		}
-		dial := ""
+		dial, sent := "", ""
 		if r.use.conn >= 0 {
 			dial = strconv.FormatInt(r.dial.Microseconds(), 10)
+			sent = strconv.FormatInt(r.use.sent.Microseconds(), 10)
 		}
 		ok := 0
 		if r.ok {
 			ok = 1
 		}
-		fmt.Fprintf(w, "%d,%q,%d,%s,%d,%d,%d,%d,%d,%d,%d,%d,%s,%d\n", run, res.spec.name, slice, res.side, res.spec.rate,
-			r.seq, sched, r.start.Microseconds(), r.latency.Microseconds(), ok, r.use.conn, r.use.nth, dial, res.mono.Nanoseconds())
+		fmt.Fprintf(w, "%d,%q,%d,%s,%d,%d,%d,%d,%d,%d,%d,%d,%s,%d,%s\n", run, res.spec.name, slice, res.side, res.spec.rate,
+			r.seq, sched, r.start.Microseconds(), r.latency.Microseconds(), ok, r.use.conn, r.use.nth, dial, res.mono.Nanoseconds(), sent)
 	}
 }
 

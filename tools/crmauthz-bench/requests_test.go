@@ -7,9 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/crmauthz/crmauthz/internal/dataset"
 )
@@ -90,6 +93,13 @@ func TestRunStepRecordsRequests(t *testing.T) {
 		if f[5] == "1" && f[6] != "5000" {
 			t.Fatalf("line %q: request 1 at 200/s is due at 5000 µs", line)
 		}
+		// Written after the worker took it, before its answer was read.
+		start, _ := strconv.Atoi(f[7])
+		lat, _ := strconv.Atoi(f[8])
+		sent, err := strconv.Atoi(f[14])
+		if err != nil || sent < start || sent > start+lat+1 {
+			t.Fatalf("line %q: sent_us %q is not between start_us %d and its answer (+%d µs)", line, f[14], start, lat)
+		}
 	}
 }
 
@@ -120,5 +130,50 @@ func TestPoolKeepsConnections(t *testing.T) {
 	if reused == 0 {
 		t.Fatalf("no request of the second step went out on a connection of the first (%d requests, %d then %d connections opened)",
 			len(second.reqs), first.opened, second.opened)
+	}
+}
+
+// TestBeganPacer: the wrapped pacer paces as the constant pacer does and
+// notes the attack's start from the elapsed time of its first call only.
+func TestBeganPacer(t *testing.T) {
+	cp := vegeta.ConstantPacer{Freq: 1000, Per: time.Second}
+	p := &beganPacer{Pacer: cp}
+	before := time.Now()
+	w, stop := p.Pace(5*time.Millisecond, 2)
+	after := time.Now()
+	if ww, ws := cp.Pace(5*time.Millisecond, 2); w != ww || stop != ws {
+		t.Errorf("Pace = %s, %v; the constant pacer's %s, %v", w, stop, ww, ws)
+	}
+	if p.began.Before(before.Add(-5*time.Millisecond)) || p.began.After(after.Add(-5*time.Millisecond)) {
+		t.Errorf("began %s, want 5ms before the call (%s – %s)", p.began, before, after)
+	}
+	first := p.began
+	p.Pace(time.Second, 3)
+	if !p.began.Equal(first) {
+		t.Errorf("began moved to %s on the second call", p.began)
+	}
+}
+
+// TestRunStepLeavesPoolTransport: a step through a side's pool does not
+// write the pool's transport (vegeta's KeepAlive and HTTP2 options did, a
+// data race with the previous step's dials still under way); the pool's
+// own settings are what those options set.
+func TestRunStepLeavesPoolTransport(t *testing.T) {
+	srv := httptest.NewServer(floorHandler())
+	defer srv.Close()
+	pool := newConnLog(false)
+	defer pool.close()
+	tr := pool.http.Transport.(*http.Transport)
+	if tr.DisableKeepAlives || tr.ForceAttemptHTTP2 || tr.TLSNextProto == nil || len(tr.TLSNextProto) != 0 {
+		t.Fatalf("the pool's transport: keep-alives off %v, HTTP/2 forced %v, TLSNextProto %v; want keep-alive on, HTTP/2 off", tr.DisableKeepAlives, tr.ForceAttemptHTTP2, tr.TLSNextProto)
+	}
+	tr.DisableKeepAlives = true // a mark: a step that writes the transport turns it off
+	s := &side{name: "floor", url: srv.URL + "/v1/decision", pool: pool}
+	res := runStep(context.Background(), s, stepSpec{name: "100/s", rate: 100, base: 1}, dataset.New(dataset.Config{Records: 50, Users: 60, Locations: 5}), 100*time.Millisecond, 5*time.Second, false)
+	if res.ok == 0 {
+		t.Fatalf("no request answered: %s", res.firstErr)
+	}
+	if !tr.DisableKeepAlives {
+		t.Error("the step wrote the pool's transport (DisableKeepAlives)")
 	}
 }

@@ -49,6 +49,11 @@ type runConfig struct {
 	// VsCrmauthz, if set, is crmauthz-b's binary (default: Crmauthz): two
 	// builds measured in one run, alone or with VsArgs.
 	VsCrmauthz string
+	// VsFloor puts in OPA's place a second floor server, "floor-b": the
+	// floor measured against itself (an A/A series, BENCHMARKS.md "Session
+	// 11"), so that the spread the method gives identical servers can be
+	// read beside crmauthz ÷ floor. Not with VsArgs or VsCrmauthz.
+	VsFloor bool
 	// Slices > 1 cuts each step of each side into that many slices, run
 	// interleaved with the other sides', each after an untimed lead-in of
 	// SliceWarmup (slices.go).
@@ -60,6 +65,23 @@ type runConfig struct {
 	// RequestsOut, if set, is a CSV file every request of every step is
 	// written to (requests.go).
 	RequestsOut string
+	// ServerLogs, if set, is a directory each server's output (with
+	// GODEBUG=gctrace=1 in the environment, its collections) is kept in,
+	// NAME-PID.log (procs.go).
+	ServerLogs string
+	// SampleOut, if set, is a CSV file the machine is sampled into every
+	// SampleEvery during the load steps (sampler.go).
+	SampleOut   string
+	SampleEvery time.Duration
+	// AutogroupNice, if set, is the nice this tool's autogroup (and so its
+	// servers') gets for the run (autogroup.go).
+	AutogroupNice *int
+	// started is when this tool started, on CLOCK_MONOTONIC: the origin of
+	// its own gctrace lines (--sample-out).
+	started time.Duration
+	// procName is the name of the crmauthz started with this configuration
+	// in logs ("" = crmauthz; crmauthz-b's is crmauthz-b).
+	procName string
 	// CPUProfile, if set, is a file crmauthz's CPU profile across the load
 	// steps is saved to; crmauthz runs with --pprof (cpuprofile.go).
 	CPUProfile string
@@ -77,6 +99,7 @@ type report struct {
 	cfg        runConfig
 	loadStart  string
 	loadEnd    string
+	autogroup  string // the tool's autogroup and its nice (--autogroup-nice); "": autogroups off
 	opaVersion string
 
 	// crmauthz
@@ -130,6 +153,9 @@ func (c *runConfig) defaults() {
 	if c.Endpoint == "" {
 		c.Endpoint = endpointDecision
 	}
+	if c.SampleEvery <= 0 {
+		c.SampleEvery = defaultSampleEvery
+	}
 }
 
 // vs tells whether crmauthz-b takes OPA's place (VsArgs or VsCrmauthz).
@@ -147,6 +173,12 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	if err := checkEndpoint(cfg.Endpoint); err != nil {
 		return nil, err
 	}
+	if cfg.VsFloor && vs {
+		return nil, fmt.Errorf("--vs-floor: a second floor takes OPA's place, as crmauthz-b does with --vs-crmauthz or --vs-crmauthz-args: give one of them")
+	}
+	if cfg.VsFloor {
+		cfg.NoOPA = true
+	}
 	if isGateway(cfg.Endpoint) && !cfg.NoOPA && !vs {
 		return nil, fmt.Errorf("--endpoint %s: OPA has no forward-auth or ext_authz endpoint; add --no-opa, or --vs-crmauthz (or --vs-crmauthz-args) for a second crmauthz in its place", cfg.Endpoint)
 	}
@@ -160,6 +192,20 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	if err := pinSelf(cfg.GeneratorCPUs); err != nil {
 		return nil, err
 	}
+	rep := &report{cfg: cfg, loadStart: loadAvg(), reasons: map[string]int{}, opaVersion: "OPA"}
+	if cfg.AutogroupNice != nil {
+		name, before, restore, err := setAutogroupNice(*cfg.AutogroupNice)
+		if err != nil {
+			return nil, err
+		}
+		defer restore()
+		rep.autogroup = fmt.Sprintf("%s, nice %d (was %d)", name, *cfg.AutogroupNice, before)
+		cfg.logf("autogroup %s", rep.autogroup)
+	} else if b, err := os.ReadFile(autogroupPath); err == nil && autogroupsOn() {
+		if name, nice, err := parseAutogroup(string(b)); err == nil {
+			rep.autogroup = fmt.Sprintf("%s, nice %d, left as it was: other sessions' processes, niced or not, weigh as much as this group (--autogroup-nice)", name, nice)
+		}
+	}
 	work := cfg.WorkDir
 	if work == "" {
 		if work, err = os.MkdirTemp("", "crmauthz-bench-"); err != nil {
@@ -167,7 +213,6 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 		defer os.RemoveAll(work)
 	}
-	rep := &report{cfg: cfg, loadStart: loadAvg(), reasons: map[string]int{}, opaVersion: "OPA"}
 	if cfg.OPA == "" && !cfg.NoOPA {
 		if cfg.OPA, err = opaBinary(ctx, root, cfg.OPACache, cfg.Log); err != nil {
 			return nil, err
@@ -252,6 +297,7 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 		cfgB := cfg
 		cfgB.CPUProfile = "" // only crmauthz is profiled
+		cfgB.procName = "crmauthz-b"
 		cfgB.CrmauthzArgs = append(slices.Clone(cfg.CrmauthzArgs), cfg.VsArgs...)
 		if cfg.VsCrmauthz != "" {
 			cfgB.Crmauthz = cfg.VsCrmauthz
@@ -272,11 +318,20 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	}
 
 	// The floor: a bare net/http server answering a constant decision.
-	floor, floorSide, err := startFloor(ctx, cfg.Floor, cfg.ServerCPUs, cfg.Endpoint == endpointExtAuthzGRPC)
+	floor, floorSide, err := startFloor(ctx, "floor", cfg.Floor, cfg.ServerCPUs, cfg.ServerLogs, cfg.Endpoint == endpointExtAuthzGRPC)
 	if err != nil {
 		return nil, err
 	}
 	defer floor.stop(10 * time.Second)
+	if cfg.VsFloor {
+		// floor-b in OPA's place: the same server, started the same way.
+		if opa, opaSide, err = startFloor(ctx, "floor-b", cfg.Floor, cfg.ServerCPUs, cfg.ServerLogs, cfg.Endpoint == endpointExtAuthzGRPC); err != nil {
+			return nil, err
+		}
+		defer opa.stop(10 * time.Second)
+		opaSide.endpoint = cfg.Endpoint
+		cfg.logf("floor-b ready in %s", opaSide.ready)
+	}
 	rep.floorReady = floorSide.ready
 	floorSide.endpoint = cfg.Endpoint // the floor takes the gateway's requests too
 	cfg.logf("floor server ready in %s", rep.floorReady)
@@ -300,7 +355,11 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		if vs {
 			crms = append(crms, sides[sideOPA])
 		}
-		closeGRPC, err := prepareGateway(ctx, cfg, client, crms, sides[sideFloor], w, rep)
+		floors := []*side{sides[sideFloor]}
+		if cfg.VsFloor {
+			floors = append(floors, sides[sideOPA])
+		}
+		closeGRPC, err := prepareGateway(ctx, cfg, client, crms, floors, w, rep)
 		if err != nil {
 			return nil, err
 		}
@@ -329,8 +388,13 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 	if !cfg.NoOPA {
 		cfg.logf("agreement: %d requests, %d disagreements; reasons %v", rep.checked, rep.disagree, rep.reasons)
 	}
-	if v, err := sides[sideFloor].ask(ctx, client, w.RequestAt(0)); err != nil || v != (verdict{true, "owner"}) {
-		return nil, fmt.Errorf("the floor server answered %+v (%v), want allow owner", v, err)
+	for _, k := range []int{sideFloor, sideOPA} {
+		if k == sideOPA && !cfg.VsFloor {
+			continue
+		}
+		if v, err := sides[k].ask(ctx, client, w.RequestAt(0)); err != nil || v != (verdict{true, "owner"}) {
+			return nil, fmt.Errorf("the floor server (%s) answered %+v (%v), want allow owner", sides[k].name, v, err)
+		}
 	}
 
 	// Load steps. Every step asks fresh requests of the mix (its own range
@@ -374,6 +438,18 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 		}
 		reqOut = newRequestsOut(f)
 		defer reqOut.close()
+	}
+	var smp *sampler
+	if cfg.SampleOut != "" {
+		procs := []sampledProc{{"generator", os.Getpid(), cfg.started}, {"crmauthz", crm.pid(), crm.mono}, {"floor", floor.pid(), floor.mono}}
+		if opa != nil {
+			procs = append(procs, sampledProc{sides[sideOPA].name, opa.pid(), opa.mono})
+		}
+		if smp, err = startSampler(cfg.SampleOut, cfg.SampleEvery, procs); err != nil {
+			return nil, err
+		}
+		defer smp.stop()
+		cfg.logf("sampling the machine every %s into %s", cfg.SampleEvery, cfg.SampleOut)
 	}
 	// With --runs N the whole sequence of steps is repeated N times over the
 	// same servers, each run with fresh requests, the order of the sides
@@ -422,6 +498,9 @@ func run(ctx context.Context, cfg runConfig) (*report, error) {
 			rep.steps[i] = append(rep.steps[i], pair)
 			rep.evidence[i] = append(rep.evidence[i], ev)
 		}
+	}
+	if err := smp.stop(); err != nil {
+		return nil, fmt.Errorf("--sample-out: %w", err)
 	}
 	rep.crmauthzFinal, _ = readMem(crm.pid())
 	if opa != nil {

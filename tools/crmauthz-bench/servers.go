@@ -24,6 +24,10 @@ type serverSide struct {
 }
 
 func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, serverSide, error) {
+	name := cfg.procName
+	if name == "" {
+		name = "crmauthz"
+	}
 	var addr, admin, grpcAddr string
 	p, ready, err := startOnFreePorts(ctx, 60*time.Second, func() (*proc, string, error) {
 		var err error
@@ -45,7 +49,7 @@ func startCrmauthz(ctx context.Context, cfg runConfig, dataDir string) (*proc, s
 		if cfg.CPUProfile != "" {
 			args = append(args, "--pprof")
 		}
-		p, err := startProc("crmauthz", cfg.Crmauthz, args, cfg.CrmauthzEnv, cfg.ServerCPUs)
+		p, err := startProc(name, cfg.Crmauthz, args, cfg.CrmauthzEnv, cfg.ServerCPUs, cfg.ServerLogs)
 		return p, "http://" + admin + "/health/ready", err
 	})
 	if err != nil {
@@ -72,7 +76,7 @@ func startOPA(ctx context.Context, cfg runConfig, root, dataFile string) (*proc,
 			}
 			args = append(args, f)
 		}
-		p, err := startProc("opa", cfg.OPA, args, nil, cfg.ServerCPUs)
+		p, err := startProc("opa", cfg.OPA, args, nil, cfg.ServerCPUs, cfg.ServerLogs)
 		return p, "http://" + addr + "/health", err
 	})
 	if err != nil {

@@ -20,6 +20,9 @@ func printReport(out io.Writer, rep *report) error {
 		fmt.Fprintf(out, "%d runs of the load steps over the same servers: medians over the runs (ratios: the median of each run's ratio; errors: the sum)\n", c.Runs)
 	}
 	fmt.Fprintf(out, "load average (1/5/15 min) at start %s, at end %s\n", rep.loadStart, rep.loadEnd)
+	if rep.autogroup != "" {
+		fmt.Fprintf(out, "the tool's autogroup (its servers' too): %s\n", rep.autogroup)
+	}
 	agree := "identical"
 	if rep.disagree > 0 {
 		agree = fmt.Sprintf("%d DISAGREE (the first below)", rep.disagree)
@@ -38,6 +41,9 @@ func printReport(out io.Writer, rep *report) error {
 			what += " with " + strings.Join(c.VsArgs, " ")
 		}
 		fmt.Fprintf(out, "crmauthz-b in OPA's place: %s on a copy of the index (crmauthz/crmauthz-b below 1 in achieved/s: crmauthz-b answers more)\n", what)
+	}
+	if c.VsFloor {
+		fmt.Fprintln(out, "floor-b in OPA's place: a second floor server, started as the floor is (floor/floor-b: the method's spread between identical servers)")
 	}
 	if c.Slices > 1 {
 		fmt.Fprintf(out, "each step of each side in %d slices of %s, interleaved with the other sides' (A B A B …; each after %s of untimed load; latencies pooled, CPU and the machine's counters summed per side)\n",
@@ -98,21 +104,22 @@ func printReport(out io.Writer, rep *report) error {
 			}
 			spread.row(cells...)
 		}
-		for _, k := range []int{sideOPA, sideFloor} {
-			if runs[0][k].side == "" {
+		for _, pr := range c.ratioPairs() {
+			a, k := pr[0], pr[1]
+			if runs[0][k].side == "" || runs[0][a].side == "" {
 				continue
 			}
 			// The median over the runs of each run's ratio (both sides of
 			// a ratio measured in the same run, one after the other).
 			r := func(f func(stepResult) float64) string {
-				return fmtRatio(median(runs, func(p [nSides]stepResult) float64 { return ratioOf(f(p[sideCrmauthz]), f(p[k])) }))
+				return fmtRatio(median(runs, func(p [nSides]stepResult) float64 { return ratioOf(f(p[a]), f(p[k])) }))
 			}
-			vs := "crmauthz/" + runs[0][k].side
+			vs := runs[0][a].side + "/" + runs[0][k].side
 			t.row(name, vs, r(achieved), r(p50), r(p90), r(p99), r(p999), "", r(cpuPer),
 				r(func(r stepResult) float64 { return float64(r.rss.RSS) }), "")
 			cells := []string{name, vs}
 			for _, f := range spreadFigures {
-				lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(f(p[sideCrmauthz]), f(p[k])) })
+				lo, hi := minMax(runs, func(p [nSides]stepResult) float64 { return ratioOf(f(p[a]), f(p[k])) })
 				cells = append(cells, span(fmtRatio(lo), fmtRatio(hi)))
 			}
 			spread.row(cells...)
@@ -158,6 +165,9 @@ func printReport(out io.Writer, rep *report) error {
 	}
 	if s := floorSummary(rep); s != "" {
 		fmt.Fprintf(out, "\ncrmauthz ÷ floor: %s\n", s)
+	}
+	for _, line := range pairRuns(rep) {
+		fmt.Fprintln(out, line)
 	}
 	fmt.Fprintln(out, "\nachieved/s: decisions answered (200 with a decision) per second; latencies from vegeta (request written → body read), of answered requests;")
 	fmt.Fprintln(out, "CPU/decision: the server's user+system CPU time (/proc/PID/stat) during the step over the decisions answered;")
