@@ -148,7 +148,7 @@ func TestE2ENATSFleet(t *testing.T) {
 	}()
 
 	// Kill sidecar 1 mid-stream, restart it on the same data directory.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for natsAppliedSeq(t, fleet[1]) < 30_000 {
 		if time.Now().After(deadline) {
 			t.Fatalf("sidecar 1 did not reach seq 30000: %d", natsAppliedSeq(t, fleet[1]))
@@ -231,7 +231,7 @@ func TestE2ENATSFleet(t *testing.T) {
 
 	// A fifth without a bucket: not ready, saying why, until a snapshot is PUT.
 	fifth := startServer(t, t.TempDir(), natsArgs...)
-	deadline = time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(time.Minute)
 	for {
 		code, msg := natsReady(t, fifth)
 		if code == 503 && strings.Contains(msg, "no longer holds seq 1") {
@@ -397,7 +397,7 @@ func TestE2ENATSCommands(t *testing.T) {
 	t.Run("a sidecar without NATS is not ready and says why", func(t *testing.T) {
 		p := startWith(t, t.TempDir(), []string{"serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data-dir", t.TempDir()},
 			[]string{"CRMAUTHZ_REPLICATION_SOURCE=nats://127.0.0.1:1", "CRMAUTHZ_NATS_STREAM=CMD"})
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(time.Minute)
 		for {
 			code, msg := natsReady(t, p)
 			if code == 503 && strings.Contains(msg, "not connected to nats://127.0.0.1:1") {

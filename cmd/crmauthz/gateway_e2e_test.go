@@ -194,7 +194,7 @@ func runGateway(t *testing.T, cmd *exec.Cmd, base string, logs func() string) {
 		}
 	})
 	// Ready when it answers anything (crmauthz answers 401 without identity).
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		resp, err := http.Get(base + "/")
 		if err == nil {
@@ -207,7 +207,7 @@ func runGateway(t *testing.T, cmd *exec.Cmd, base string, logs func() string) {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer on %s within 20s: %v\n%s", filepath.Base(cmd.Path), base, err, g.logs())
+			t.Fatalf("%s did not answer on %s within a minute: %v\n%s", filepath.Base(cmd.Path), base, err, g.logs())
 		}
 	}
 }

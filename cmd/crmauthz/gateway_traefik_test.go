@@ -75,7 +75,7 @@ func startTraefik(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 	cmd.Env = append(os.Environ(), "HOME="+dir)
 	base := "http://" + listen
 	runGateway(t, cmd, base, func() string { return "" })
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		// a bearer token goes to crmauthz, which answers 401 with its reason
 		req, err := http.NewRequest("GET", base+"/contacts/c-1", nil)
@@ -92,7 +92,7 @@ func startTraefik(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 			return base
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("traefik did not route to crmauthz within 20s: %d %v", resp.StatusCode, resp.Header)
+			t.Fatalf("traefik did not route to crmauthz within a minute: %d %v", resp.StatusCode, resp.Header)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

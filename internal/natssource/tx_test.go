@@ -34,7 +34,7 @@ func TestTxNotCut(t *testing.T) {
 	sc := newSidecar(t)
 	src := sc.start(t, Config{URL: srv.URL(), Stream: "TX", Subject: "tx.events", MaxBatch: 2, BatchWait: time.Millisecond})
 	waitApplied(t, sc, uint64(len(events)))
-	waitFor(t, 10*time.Second, "counted", func() bool { return src.Status().EventsApplied == uint64(len(events)) })
+	waitFor(t, time.Minute, "counted", func() bool { return src.Status().EventsApplied == uint64(len(events)) })
 	// Batches of at most 2 with a tx never cut: at most [1] [2] [3] [a×7] [b×3] [30], whatever the
 	// timing; cutting at MaxBatch would take at least 7 (14 events, 2 at a time).
 	if st := src.Status(); st.Batches > 6 {

@@ -735,7 +735,7 @@ func runStandalone(t *testing.T, tc standaloneRun) {
 	if code, body := do(t, http.MethodPost, url, token, events); code != http.StatusOK || body["applied_seq"] != float64(3) {
 		t.Fatalf("replication with the Secret's token: %d %v", code, body)
 	}
-	waitFor(t, "ready once seq 1 is applied", 5*time.Second, func() bool {
+	waitFor(t, "ready once seq 1 is applied", time.Minute, func() bool {
 		code, _ := probe(c.ReadinessProbe)
 		return code == http.StatusOK
 	})
@@ -818,12 +818,12 @@ func runStandalone(t *testing.T, tc standaloneRun) {
 	files["config.rego"] = []byte(strings.Replace(cm.Data["config.rego"], off, on, 1))
 	writeVolume(t, p.vols["crmauthz-policies"], files, 0o644)
 	if reloadApplies {
-		waitFor(t, "the switched policy after the ConfigMap swap", 15*time.Second, func() bool {
+		waitFor(t, "the switched policy after the ConfigMap swap", time.Minute, func() bool {
 			allow, reason := decide("u-2", "delete")
 			return allow && reason == "follower"
 		})
 	} else {
-		waitFor(t, "the refused reload in /v1/status", 15*time.Second, func() bool {
+		waitFor(t, "the refused reload in /v1/status", time.Minute, func() bool {
 			code, body := do(t, http.MethodGet, "http://"+admin+"/v1/status", "", "")
 			pol, _ := body["policy"].(map[string]any)
 			return code == http.StatusOK && pol["last_error"] != nil
@@ -877,7 +877,7 @@ func TestSidecarRunsTheBinary(t *testing.T) {
 		t.Fatalf("replication: %d %v", code, body)
 	}
 	ready := "http://" + admin + c.ReadinessProbe.HTTPGet.Path
-	waitFor(t, "ready", 5*time.Second, func() bool { code, _ := do(t, http.MethodGet, ready, "", ""); return code == http.StatusOK })
+	waitFor(t, "ready", time.Minute, func() bool { code, _ := do(t, http.MethodGet, ready, "", ""); return code == http.StatusOK })
 	// The app calls crmauthz on loopback, as its CRMAUTHZ_URL says.
 	appEnv := map[string]string{}
 	for _, e := range containerNamed(t, d.Spec.Template.Spec.Containers, "app").Env {
