@@ -32,6 +32,11 @@ type ReadTx struct {
 	// uc is the users' cache of exactly this transaction's state (usercache.go), nil when none
 	// (never set on the read side of a WriteTx).
 	uc *userCache
+
+	// sh is the transaction this View shares with the other Views of its state (sharedread.go),
+	// nil when it has its own; cur are its cursors on sh's buckets, taken at the first lookup.
+	sh  *sharedRead
+	cur *cursorSet
 }
 
 const (
@@ -53,6 +58,18 @@ func (t *ReadTx) reset() {
 	t.dc = deltaCache{}
 	t.w = nil
 	t.uc = nil
+	if t.cur != nil {
+		t.sh.putCursors(t.cur)
+		t.cur = nil
+	}
+	t.sh = nil
+}
+
+// shared makes t read with the buckets s opened.
+func (t *ReadTx) shared(s *sharedRead) {
+	t.sh = s
+	t.buckets = s.buckets
+	t.looked = 1<<len(t.buckets) - 1
 }
 
 // setOverlay makes t read the overlay of st.
@@ -80,6 +97,9 @@ func (t *ReadTx) lookup(bi int, key []byte) (val []byte, found bool) {
 func (t *ReadTx) deltas() *deltaCache {
 	if t.dc.tx != t.tx {
 		t.dc = deltaCache{tx: t.tx}
+		if t.sh != nil {
+			t.dc.b, t.dc.looked = t.sh.delta, true
+		}
 	}
 	return &t.dc
 }
@@ -99,7 +119,23 @@ func (t *ReadTx) get(bi int, key []byte) []byte {
 	if b == nil {
 		return nil
 	}
-	return b.Get(key)
+	if t.sh == nil {
+		return b.Get(key)
+	}
+	// bbolt's Get with a cursor kept across the Views of the shared transaction: Seek lands on
+	// key or the next key (nil value: a nested bucket, absent here as for Get).
+	if t.cur == nil {
+		t.cur = t.sh.takeCursors()
+	}
+	c := t.cur[bi]
+	if c == nil {
+		c = b.Cursor()
+		t.cur[bi] = c
+	}
+	if k, v := c.Seek(key); bytes.Equal(k, key) {
+		return v
+	}
+	return nil
 }
 
 // overlayRange returns the keys of bucket bi starting with prefix and >= start that this
