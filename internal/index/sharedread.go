@@ -49,9 +49,12 @@ type sharedRead struct {
 	cursors [4]atomic.Pointer[cursorSet]
 }
 
-// cursorSet is one View's cursors on the main buckets of a shared transaction, made when first
-// needed.
-type cursorSet [4]*bolt.Cursor
+// cursorSet is one View's cursors on the main buckets of a shared transaction and on its root
+// bucket, made when first needed.
+type cursorSet struct {
+	b    [4]*bolt.Cursor
+	root *bolt.Cursor
+}
 
 // newSharedRead opens the buckets of tx, read with st, for one View (one reference).
 func newSharedRead(tx *bolt.Tx, st *ovState) *sharedRead {

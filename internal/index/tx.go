@@ -68,8 +68,26 @@ func (t *ReadTx) reset() {
 // shared makes t read with the buckets s opened.
 func (t *ReadTx) shared(s *sharedRead) {
 	t.sh = s
-	t.buckets = s.buckets
-	t.looked = 1<<len(t.buckets) - 1
+}
+
+// cursors returns t's set of cursors on its shared transaction, taken at the first use.
+func (t *ReadTx) cursors() *cursorSet {
+	if t.cur == nil {
+		t.cur = t.sh.takeCursors()
+	}
+	return t.cur
+}
+
+// touchRoot reads the shared transaction's root page down to bucket name, as a bucket's open does
+// (with a kept cursor: no allocation). A View thus reads the root page for each bucket it uses, as
+// with a transaction of its own: a damaged root page (bbolt panics on a page without a valid
+// type) fails every View, not only a state's first (TestGatewayDeniesOnCorruptIndex).
+func (t *ReadTx) touchRoot(name []byte) {
+	c := t.cursors()
+	if c.root == nil {
+		c.root = t.tx.Cursor()
+	}
+	c.root.Seek(name)
 }
 
 // setOverlay makes t read the overlay of st.
@@ -98,6 +116,7 @@ func (t *ReadTx) deltas() *deltaCache {
 	if t.dc.tx != t.tx {
 		t.dc = deltaCache{tx: t.tx}
 		if t.sh != nil {
+			t.touchRoot(bucketDelta)
 			t.dc.b, t.dc.looked = t.sh.delta, true
 		}
 	}
@@ -124,13 +143,11 @@ func (t *ReadTx) get(bi int, key []byte) []byte {
 	}
 	// bbolt's Get with a cursor kept across the Views of the shared transaction: Seek lands on
 	// key or the next key (nil value: a nested bucket, absent here as for Get).
-	if t.cur == nil {
-		t.cur = t.sh.takeCursors()
-	}
-	c := t.cur[bi]
+	cs := t.cursors()
+	c := cs.b[bi]
 	if c == nil {
 		c = b.Cursor()
-		t.cur[bi] = c
+		cs.b[bi] = c
 	}
 	if k, v := c.Seek(key); bytes.Equal(k, key) {
 		return v
@@ -223,7 +240,12 @@ func (t *ReadTx) scan(bi int, prefix, start []byte, fn func(k, v []byte) (bool, 
 // bucket returns bucket i, or nil when it does not exist (a read-only open of a new file).
 func (t *ReadTx) bucket(i int) *bolt.Bucket {
 	if t.looked&(1<<i) == 0 {
-		t.buckets[i] = t.tx.Bucket(bucketNames[i])
+		if t.sh != nil {
+			t.touchRoot(bucketNames[i])
+			t.buckets[i] = t.sh.buckets[i] // opened once for the Views of the state
+		} else {
+			t.buckets[i] = t.tx.Bucket(bucketNames[i])
+		}
 		t.looked |= 1 << i
 	}
 	return t.buckets[i]
