@@ -339,10 +339,7 @@ func (ix *Index) view(fn func(*ReadTx) error, share bool) (err error) {
 		s  *sharedRead
 	)
 	if share {
-		s, err = ix.sharedRead(h)
-		if err == nil {
-			st, tx = s.st, s.tx
-		}
+		s, st, tx, err = ix.sharedRead(h)
 	} else {
 		st, tx, err = ix.beginRead(h)
 	}

@@ -114,36 +114,38 @@ func (s *sharedRead) putCursors(c *cursorSet) {
 	}
 }
 
-// sharedRead returns a read transaction of h's current state for a View (one reference, to be
-// released): the cached one when it goes with the state the View loads, else one begun now,
-// cached for the later Views of its state unless a commit began meanwhile.
-func (ix *Index) sharedRead(h *handle) (*sharedRead, error) {
+// sharedRead returns the read transaction a View of h's current state reads: the cached one when
+// it goes with the state the View loads (s, with a reference taken for the View), else one begun
+// now, cached for the later Views of its state unless a commit runs or began meanwhile. When a
+// commit runs, s is nil and tx is the View's alone, to roll back: its buckets are opened as it
+// needs them, as before the shared transaction (Views beside a replication's commits).
+func (ix *Index) sharedRead(h *handle) (s *sharedRead, st *ovState, tx *bolt.Tx, err error) {
 	if s := h.shared.Load(); s != nil && s.st == h.ov.Load() {
 		if ix.hooks.viewLoaded != nil {
 			ix.hooks.viewLoaded()
 		}
 		if s.acquire() {
-			return s, nil
+			return s, s.st, s.tx, nil
 		}
 	}
 	h.smu.Lock()
 	wgen, idle := h.wgen, h.writing == 0
 	h.smu.Unlock()
-	st, tx, err := ix.beginRead(h)
+	st, tx, err = ix.beginRead(h)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	s := newSharedRead(tx, st)
 	if ix.hooks.sharedBegun != nil {
 		ix.hooks.sharedBegun()
 	}
 	if !idle {
-		return s, nil
+		return nil, st, tx, nil
 	}
+	s = newSharedRead(tx, st)
 	h.smu.Lock()
 	if h.wgen != wgen || h.writing != 0 || h.dead || h.ov.Load() != st {
 		h.smu.Unlock()
-		return s, nil // a commit began since: tx may not be the latest; this View's alone
+		return s, st, tx, nil // a commit began since: tx may not be the latest; this View's alone
 	}
 	s.refs.Add(1) // the handle's
 	old := h.shared.Swap(s)
@@ -151,7 +153,7 @@ func (ix *Index) sharedRead(h *handle) (*sharedRead, error) {
 	if old != nil {
 		old.release()
 	}
-	return s, nil
+	return s, st, tx, nil
 }
 
 // update runs fn in a bbolt write transaction of h's file and commits it (bbolt's db.Update).
