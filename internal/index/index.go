@@ -191,6 +191,9 @@ type Index struct {
 		// viewLoaded runs in View and Update between loading the overlay state and beginning
 		// the read transaction.
 		viewLoaded func()
+		// sharedBegun runs in View after it began a read transaction it may share (no cached
+		// one went with its state), before it decides whether to cache it (sharedread.go).
+		sharedBegun func()
 		// mergeCommitted runs after each commit of a merge (chunk counts from 0, last tells the
 		// final one); an error aborts the merge there, as a crash would.
 		mergeCommitted func(chunk int, last bool) error
@@ -273,6 +276,14 @@ type handle struct {
 	pub sync.Mutex
 	// users is the users' cache of the newest state a View read (usercache.go).
 	users atomic.Pointer[userCache]
+	// shared is the read transaction the Views of the latest state share, nil when none is
+	// (sharedread.go). smu guards replacing it, writing (the write transactions running), wgen
+	// (bumped when one begins) and dead (h's last reference is gone).
+	shared  atomic.Pointer[sharedRead]
+	smu     sync.Mutex
+	writing int
+	wgen    uint64
+	dead    bool
 }
 
 // newHandle wraps db as the live file (one reference), with an empty overlay.
@@ -290,6 +301,7 @@ func (ix *Index) release(h *handle) error {
 		return nil
 	}
 	defer ix.handles.Done()
+	h.dropShared()
 	return h.db.Close()
 }
 
@@ -304,10 +316,15 @@ func (ix *Index) releaseLate(h *handle) {
 	}
 }
 
-// View runs fn in one bbolt read transaction and the overlay state that goes with it. The
-// *ReadTx, and the byte slices UserJSON and RecordJSON return, are valid only until fn returns:
-// the ReadTx is reused by later Views. fn's error is returned as is.
-func (ix *Index) View(fn func(*ReadTx) error) (err error) {
+// View runs fn in one bbolt read transaction and the overlay state that goes with it: the
+// transaction the Views of that state share (sharedread.go). The *ReadTx, and the byte slices
+// UserJSON and RecordJSON return, are valid only until fn returns: the ReadTx is reused by later
+// Views. fn's error is returned as is.
+func (ix *Index) View(fn func(*ReadTx) error) error { return ix.view(fn, true) }
+
+// view is View; with share false, fn runs in a read transaction of its own (Backup and Populate
+// use the bbolt transaction itself).
+func (ix *Index) view(fn func(*ReadTx) error, share bool) (err error) {
 	ix.rw.RLock()
 	h := ix.cur
 	if h == nil {
@@ -316,7 +333,16 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	}
 	h.refs.Add(1)
 	ix.rw.RUnlock()
-	st, tx, err := ix.beginRead(h)
+	var (
+		st *ovState
+		tx *bolt.Tx
+		s  *sharedRead
+	)
+	if share {
+		s, st, tx, err = ix.sharedRead(h)
+	} else {
+		st, tx, err = ix.beginRead(h)
+	}
 	if err != nil {
 		ix.releaseLate(h)
 		return err
@@ -324,11 +350,18 @@ func (ix *Index) View(fn func(*ReadTx) error) (err error) {
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
 	t.setOverlay(st)
+	if s != nil {
+		t.shared(s)
+	}
 	t.uc = h.usersFor(uint64(tx.ID()), st)
 	defer func() {
 		t.reset()
 		ix.readTxs.Put(t)
-		_ = tx.Rollback()
+		if s != nil {
+			s.release()
+		} else {
+			_ = tx.Rollback()
+		}
 		ix.releaseLate(h)
 	}()
 	err = fn(t)
@@ -402,7 +435,7 @@ func (ix *Index) Update(fn func(*WriteTx) error) error {
 		return ix.liveName(err)
 	}
 	if len(chs) > 0 {
-		err := h.db.Update(func(tx *bolt.Tx) error {
+		err := h.update(func(tx *bolt.Tx) error {
 			return putDelta(tx.Bucket(bucketDelta), gen, enc, ix.tune.flatDelta)
 		})
 		ix.endBatch(&committed)
@@ -463,7 +496,7 @@ func (ix *Index) updateDirect(h *handle, fn func(*WriteTx) error) error {
 		seq    uint64
 		counts Counts
 	)
-	err := h.db.Update(func(tx *bolt.Tx) error {
+	err := h.update(func(tx *bolt.Tx) error {
 		w := newWriteTx(tx, ix.maxFollowers, ix.tune.fillPercent, nil)
 		defer w.reset()
 		if err := fn(w); err != nil {
@@ -528,7 +561,7 @@ func (ix *Index) WaitForSeq(ctx context.Context, seq uint64) error {
 // and size in bytes (to set response headers); its error aborts the backup.
 func (ix *Index) Backup(w io.Writer, before func(seq uint64, size int64) error) (int64, error) {
 	var n int64
-	err := ix.View(func(t *ReadTx) error {
+	err := ix.view(func(t *ReadTx) error {
 		if before != nil {
 			seq, err := fileSeq(t.tx)
 			if err != nil {
@@ -541,6 +574,6 @@ func (ix *Index) Backup(w io.Writer, before func(seq uint64, size int64) error) 
 		var err error
 		n, err = t.tx.WriteTo(w)
 		return err
-	})
+	}, false)
 	return n, ix.liveName(err)
 }

@@ -192,7 +192,7 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 		}
 		part := all[i:min(i+run.chunk, len(all))]
 		last := i+run.chunk >= len(all)
-		err := h.db.Update(func(tx *bolt.Tx) error {
+		err := h.update(func(tx *bolt.Tx) error {
 			return ix.writeChunk(tx, newGenTable(tx, fr), part)
 		})
 		if err != nil {
@@ -205,7 +205,7 @@ func (ix *Index) mergeLayer(h *handle, fr *layer, run mergeRun) error {
 		}
 	}
 	h.dropFrozen()
-	return h.db.Update(func(tx *bolt.Tx) error { return dropDelta(tx, fr.top) })
+	return h.update(func(tx *bolt.Tx) error { return dropDelta(tx, fr.top) })
 }
 
 // maxYield bounds how long a merge waits for a running Update before its next commit (a test

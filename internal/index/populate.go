@@ -34,7 +34,7 @@ func (ix *Index) Populate(ctx context.Context) (int64, error) {
 			return off, err
 		}
 		var size int64
-		err := ix.View(func(t *ReadTx) error {
+		err := ix.view(func(t *ReadTx) error {
 			if size = t.tx.Size(); off >= size {
 				return nil
 			}
@@ -49,7 +49,7 @@ func (ix *Index) Populate(ctx context.Context) (int64, error) {
 			}
 			off += n
 			return nil
-		})
+		}, false)
 		if err != nil || off >= size {
 			return off, err
 		}

@@ -32,6 +32,11 @@ type ReadTx struct {
 	// uc is the users' cache of exactly this transaction's state (usercache.go), nil when none
 	// (never set on the read side of a WriteTx).
 	uc *userCache
+
+	// sh is the transaction this View shares with the other Views of its state (sharedread.go),
+	// nil when it has its own; cur are its cursors on sh's buckets, taken at the first lookup.
+	sh  *sharedRead
+	cur *cursorSet
 }
 
 const (
@@ -53,6 +58,36 @@ func (t *ReadTx) reset() {
 	t.dc = deltaCache{}
 	t.w = nil
 	t.uc = nil
+	if t.cur != nil {
+		t.sh.putCursors(t.cur)
+		t.cur = nil
+	}
+	t.sh = nil
+}
+
+// shared makes t read with the buckets s opened.
+func (t *ReadTx) shared(s *sharedRead) {
+	t.sh = s
+}
+
+// cursors returns t's set of cursors on its shared transaction, taken at the first use.
+func (t *ReadTx) cursors() *cursorSet {
+	if t.cur == nil {
+		t.cur = t.sh.takeCursors()
+	}
+	return t.cur
+}
+
+// touchRoot reads the shared transaction's root page down to bucket name, as a bucket's open does
+// (with a kept cursor: no allocation). A View thus reads the root page for each bucket it uses, as
+// with a transaction of its own: a damaged root page (bbolt panics on a page without a valid
+// type) fails every View, not only a state's first (TestGatewayDeniesOnCorruptIndex).
+func (t *ReadTx) touchRoot(name []byte) {
+	c := t.cursors()
+	if c.root == nil {
+		c.root = t.tx.Cursor()
+	}
+	c.root.Seek(name)
 }
 
 // setOverlay makes t read the overlay of st.
@@ -80,6 +115,10 @@ func (t *ReadTx) lookup(bi int, key []byte) (val []byte, found bool) {
 func (t *ReadTx) deltas() *deltaCache {
 	if t.dc.tx != t.tx {
 		t.dc = deltaCache{tx: t.tx}
+		if t.sh != nil {
+			t.touchRoot(bucketDelta)
+			t.dc.b, t.dc.looked = t.sh.delta, true
+		}
 	}
 	return &t.dc
 }
@@ -99,7 +138,21 @@ func (t *ReadTx) get(bi int, key []byte) []byte {
 	if b == nil {
 		return nil
 	}
-	return b.Get(key)
+	if t.sh == nil {
+		return b.Get(key)
+	}
+	// bbolt's Get with a cursor kept across the Views of the shared transaction: Seek lands on
+	// key or the next key (nil value: a nested bucket, absent here as for Get).
+	cs := t.cursors()
+	c := cs.b[bi]
+	if c == nil {
+		c = b.Cursor()
+		cs.b[bi] = c
+	}
+	if k, v := c.Seek(key); bytes.Equal(k, key) {
+		return v
+	}
+	return nil
 }
 
 // overlayRange returns the keys of bucket bi starting with prefix and >= start that this
@@ -187,7 +240,12 @@ func (t *ReadTx) scan(bi int, prefix, start []byte, fn func(k, v []byte) (bool, 
 // bucket returns bucket i, or nil when it does not exist (a read-only open of a new file).
 func (t *ReadTx) bucket(i int) *bolt.Bucket {
 	if t.looked&(1<<i) == 0 {
-		t.buckets[i] = t.tx.Bucket(bucketNames[i])
+		if t.sh != nil {
+			t.touchRoot(bucketNames[i])
+			t.buckets[i] = t.sh.buckets[i] // opened once for the Views of the state
+		} else {
+			t.buckets[i] = t.tx.Bucket(bucketNames[i])
+		}
 		t.looked |= 1 << i
 	}
 	return t.buckets[i]

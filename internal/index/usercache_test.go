@@ -208,6 +208,9 @@ func TestUserCacheSameTxDifferentState(t *testing.T) {
 			ix := openHeld(t)
 			putUsers(t, ix, 1, user("u-1", "l-1"))
 			old := readUser(t, ix, "u-1")
+			// The stale View must begin a transaction of its own: with the state's shared one
+			// cached it would take that (sharedread.go), and start over when the batch retires it.
+			forgetShared(ix)
 			// The hook runs in Update too (beginRead): the batch it commits must not run it again.
 			var fired atomic.Bool
 			ix.hooks.viewLoaded = func() {
