@@ -36,7 +36,10 @@ func TestCPUProfile(t *testing.T) {
 	var log bytes.Buffer
 	rep, err := run(t.Context(), runConfig{
 		Records: 3000, Users: 120, Locations: 5,
-		Duration: 400 * time.Millisecond, Rates: []int{500}, SatWorkers: []int{4}, Slices: 2,
+		// Steps long and busy enough for the decision handler to be sampled (100 Hz) even
+		// when this test's load generator runs under -race on a busy machine: with 400 ms
+		// steps at 500/s and 4 workers, CI's run once held 100 ms of samples, none in it.
+		Duration: time.Second, Rates: []int{2000}, SatWorkers: []int{8}, Slices: 2,
 		Timeout: 10 * time.Second, NoOPA: true, Crmauthz: crm, CPUProfile: file,
 		WorkDir: t.TempDir(), Log: &log,
 	})
