@@ -120,6 +120,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&cfg.VsFloor, "vs-floor", false, "instead of OPA, a second floor server (floor-b), started as the floor is: the floor against itself in one run, an A/A series that says how far the method spreads identical servers (the report adds floor ÷ floor-b run by run); not with --vs-crmauthz or --vs-crmauthz-args (for crmauthz against itself: --vs-crmauthz with crmauthz's own binary)")
 		fs.StringVar(&cfg.VsCrmauthz, "vs-crmauthz", "", "instead of OPA, a second crmauthz (crmauthz-b) running this binary on a copy of the index (with --vs-crmauthz-args, if given): two builds in one run")
 		fs.IntVar(&cfg.Slices, "slices", defaultSlices, "cut each step of each side into that many slices, run interleaved with the other sides' slices (A B A B …, no two of one side adjacent; latencies pooled per side, CPU and steal summed): the host's steal and other hiccups of the machine land on every side alike; default 8, fewer for a --duration under 4s (slices of at least 500ms), 1 with --cpu-profile; 1: each side's step in one go (the method before session 9)")
+		fs.DurationVar(&cfg.Settle, "settle", 2*time.Second, "before each slice (each step with --slices 1), after the pause: wait until every server together used at most 10ms of CPU in 100ms, at most this long, so that a server working off its own slice's backlog does not take the next side's cores (0: no wait)")
 		fs.DurationVar(&cfg.SliceWarmup, "slice-warmup", 100*time.Millisecond, "with --slices > 1: untimed load at the step's rate (or concurrency) before each slice's timed part (0: none)")
 		fs.StringVar(&cfg.ServerCPUs, "server-cpus", "", "pin the servers (crmauthz, opa, the floor) to these CPUs with taskset, e.g. 1 (\"\": not pinned)")
 		fs.StringVar(&cfg.GeneratorCPUs, "generator-cpus", "", "pin this tool, the load generator, to these CPUs, e.g. 0 (\"\": not pinned)")
@@ -154,6 +155,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		}
 		if cfg.Slices < 1 || cfg.Slices > 10 || cfg.Duration/time.Duration(cfg.Slices) < 100*time.Millisecond {
 			return fmt.Errorf("--slices: %d is not between 1 and 10, or cuts --duration %s into slices shorter than 100ms", cfg.Slices, cfg.Duration)
+		}
+		if cfg.Settle < 0 || cfg.Settle > 10*time.Second {
+			return fmt.Errorf("--settle: %s is not between 0 and 10s", cfg.Settle)
 		}
 		if cfg.SliceWarmup < 0 || cfg.SliceWarmup > 10*time.Second {
 			return fmt.Errorf("--slice-warmup: %s is not between 0 and 10s", cfg.SliceWarmup)

@@ -59,6 +59,9 @@ type runConfig struct {
 	// SliceWarmup (slices.go).
 	Slices      int
 	SliceWarmup time.Duration
+	// Settle is the most each slice (each step with --slices 1) waits, after
+	// its pause, for every server to be idle (settle.go); 0: no wait.
+	Settle time.Duration
 	// ServerCPUs and GeneratorCPUs, when set, pin the servers and this
 	// tool to those CPUs (taskset lists, slices.go).
 	ServerCPUs, GeneratorCPUs string

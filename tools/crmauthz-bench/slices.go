@@ -41,6 +41,7 @@ type slicing struct {
 	n      int           // slices per step and side; 1: the whole step at once
 	dur    time.Duration // the timed part of one slice
 	pause  time.Duration // before each slice
+	settle time.Duration // the most a slice waits for every server to be idle (settle.go)
 	leadIn time.Duration // untimed load at the step's pace before each timed part; 0 with n == 1
 }
 
@@ -50,10 +51,10 @@ type slicing struct {
 // a lead-in of SliceWarmup.
 func (c *runConfig) slicing() slicing {
 	if c.Slices <= 1 {
-		return slicing{n: 1, dur: c.Duration, pause: c.Pause}
+		return slicing{n: 1, dur: c.Duration, pause: c.Pause, settle: c.Settle}
 	}
 	n := time.Duration(c.Slices)
-	return slicing{n: c.Slices, dur: c.Duration / n, pause: max(c.Pause/n, 100*time.Millisecond), leadIn: c.SliceWarmup}
+	return slicing{n: c.Slices, dur: c.Duration / n, pause: max(c.Pause/n, 100*time.Millisecond), leadIn: c.SliceWarmup, settle: c.Settle}
 }
 
 // stepRunner runs one step of every side of a run.
@@ -90,6 +91,7 @@ func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSid
 			sp.base += uint64(j) * sliceStride
 		}
 		time.Sleep(r.cut.pause)
+		waitIdle(ctx, r.serverPIDs(), r.cut.settle)
 		if r.cut.leadIn > 0 {
 			lead := sp
 			if lead.hot == 0 {
