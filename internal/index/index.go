@@ -350,9 +350,7 @@ func (ix *Index) view(fn func(*ReadTx) error, share bool) (err error) {
 	t := ix.readTxs.Get().(*ReadTx)
 	t.tx = tx
 	t.setOverlay(st)
-	if s != nil {
-		t.shared(s)
-	}
+	t.sh = s // nil: its own transaction
 	t.uc = h.usersFor(uint64(tx.ID()), st)
 	defer func() {
 		t.reset()

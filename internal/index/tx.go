@@ -65,11 +65,6 @@ func (t *ReadTx) reset() {
 	t.sh = nil
 }
 
-// shared makes t read with the buckets s opened.
-func (t *ReadTx) shared(s *sharedRead) {
-	t.sh = s
-}
-
 // cursors returns t's set of cursors on its shared transaction, taken at the first use.
 func (t *ReadTx) cursors() *cursorSet {
 	if t.cur == nil {

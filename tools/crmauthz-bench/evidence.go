@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -85,22 +84,10 @@ func faults(pid int) (minflt, majflt int64, err error) {
 
 // runQueueWait is the time the threads of a process have spent runnable but
 // waiting for a core: the second field of /proc/PID/task/TID/schedstat (ns),
-// summed over the threads alive now.
+// summed over the threads alive now (schedTimes, sampler.go).
 func runQueueWait(pid int) time.Duration {
-	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/schedstat")
-	var sum int64
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) >= 2 {
-			if n, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				sum += n
-			}
-		}
-	}
-	return time.Duration(sum)
+	_, wait, _ := schedTimes(pid)
+	return time.Duration(wait)
 }
 
 // scrapeMetric reads one unlabelled sample from a Prometheus text endpoint.
