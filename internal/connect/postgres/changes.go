@@ -15,10 +15,13 @@ type relation struct {
 	name string
 	pos  map[string]int // fact field → column position
 	oids []uint32
+	// types decodes the columns' text. A pgtype.Map fills caches as it is used and is not safe
+	// for concurrent use, so each relation has its own (a stream decodes on one goroutine).
+	types *pgtype.Map
 }
 
 func newRelation(m *pglogrepl.RelationMessage, tables []table) *relation {
-	r := &relation{name: m.Namespace + "." + m.RelationName, pos: map[string]int{}}
+	r := &relation{name: m.Namespace + "." + m.RelationName, pos: map[string]int{}, types: pgtype.NewMap()}
 	for _, t := range tables {
 		if t.schema == m.Namespace && t.name == m.RelationName {
 			r.kind = t.kind
@@ -40,6 +43,7 @@ type value struct {
 	null, unchanged bool
 	text            string
 	oid             uint32
+	types           *pgtype.Map // its relation's
 }
 
 // tuple reads the mapped fields of a tuple; nil for none.
@@ -53,7 +57,7 @@ func (r *relation) tuple(td *pglogrepl.TupleData) map[string]value {
 			continue
 		}
 		col := td.Columns[i]
-		v := value{oid: r.oids[i]}
+		v := value{oid: r.oids[i], types: r.types}
 		switch col.DataType {
 		case pglogrepl.TupleDataTypeNull:
 			v.null = true
@@ -66,8 +70,6 @@ func (r *relation) tuple(td *pglogrepl.TupleData) map[string]value {
 	}
 	return out
 }
-
-var typeMap = pgtype.NewMap()
 
 func (v value) str() *string {
 	if v.null {
@@ -82,7 +84,7 @@ func (v value) boolean() (*bool, error) {
 		return nil, nil
 	}
 	var b bool
-	if err := typeMap.Scan(pgtype.BoolOID, pgtype.TextFormatCode, []byte(v.text), &b); err != nil {
+	if err := v.types.Scan(pgtype.BoolOID, pgtype.TextFormatCode, []byte(v.text), &b); err != nil {
 		return nil, err
 	}
 	return &b, nil
@@ -93,9 +95,9 @@ func (v value) strings() ([]string, bool, error) {
 		return nil, true, nil
 	}
 	var out []*string
-	err := typeMap.Scan(v.oid, pgtype.TextFormatCode, []byte(v.text), &out)
+	err := v.types.Scan(v.oid, pgtype.TextFormatCode, []byte(v.text), &out)
 	if err != nil {
-		err = typeMap.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, []byte(v.text), &out)
+		err = v.types.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, []byte(v.text), &out)
 	}
 	return flat(out), false, err
 }
