@@ -55,7 +55,7 @@ func mappedTables(m mapping.Mapping) []table {
 	}
 }
 
-// check verifies what the connector needs of the database (docs/postgres.md "Requirements") and
+// check verifies what the connector needs of the database (docs/postgres.md, "What PostgreSQL needs") and
 // resolves the mapped tables. Every failure is a *ConfigError saying what to change.
 func check(ctx context.Context, conn *pgx.Conn, m mapping.Mapping) ([]table, error) {
 	var walLevel string
