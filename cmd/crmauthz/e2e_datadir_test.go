@@ -36,7 +36,7 @@ func fdsOfPidInto(pid int, dir string) int {
 }
 
 // serveArgs are the arguments of `crmauthz serve` on free loopback ports with the test token.
-func serveArgs(t *testing.T, dataDir string, extra ...string) []string {
+func serveArgs(t testing.TB, dataDir string, extra ...string) []string {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600); err != nil {

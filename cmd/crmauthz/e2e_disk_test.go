@@ -15,7 +15,7 @@ import (
 // mountTmpfs mounts a tmpfs of the given size at a new directory, for the
 // disk-fault tests. It skips (with the reason) where the test may not mount:
 // not root, or a sandbox without mount(2).
-func mountTmpfs(t *testing.T, size string) string {
+func mountTmpfs(t testing.TB, size string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -34,7 +34,7 @@ func mountTmpfs(t *testing.T, size string) string {
 }
 
 // fill writes a file until the file system is full.
-func fill(t *testing.T, dir string) string {
+func fill(t testing.TB, dir string) string {
 	t.Helper()
 	path := filepath.Join(dir, "filler")
 	f, err := os.Create(path)

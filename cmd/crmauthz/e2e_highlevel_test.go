@@ -176,7 +176,7 @@ func TestHighLevelConnectorBinary(t *testing.T) {
 
 // hlSetup starts a fake HighLevel with a generated world of 2 locations, writes its tokens and
 // a webhook key, and returns the connector's flags for sinkURL (with the replication token).
-func hlSetup(t *testing.T, sinkURL string) (*hlfake.Fake, ed25519.PrivateKey, []string) {
+func hlSetup(t testing.TB, sinkURL string) (*hlfake.Fake, ed25519.PrivateKey, []string) {
 	t.Helper()
 	fake := hlfake.New()
 	fake.GenWorld(21, 2, 10, 60)

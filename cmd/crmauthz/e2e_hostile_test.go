@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-func dial(t *testing.T, base string) net.Conn {
+func dial(t testing.TB, base string) net.Conn {
 	t.Helper()
 	u, err := url.Parse(base)
 	if err != nil {

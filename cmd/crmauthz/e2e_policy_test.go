@@ -98,7 +98,7 @@ func carolDeletes(t testing.TB, p *proc) string {
 // checkReloadCycle edits through edit (a plain write, or a ConfigMap swap),
 // and checks the change applies, a broken version is refused with the
 // error in /v1/status, the metric and the log, and the old policy serves.
-func checkReloadCycle(t *testing.T, p *proc, configPath string, edit func(config string)) {
+func checkReloadCycle(t testing.TB, p *proc, configPath string, edit func(config string)) {
 	files := defaultPolicies(t)
 	rev0, lastErr := policyStatus(t, p)
 	if lastErr != nil || carolDeletes(t, p) != "false follower_not_permitted" {

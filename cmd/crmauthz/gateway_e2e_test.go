@@ -36,7 +36,7 @@ const (
 
 // requireBinary finds a gateway binary. It fails (never skips) when it is
 // missing: .ci/run installs nginx and caddy.
-func requireBinary(t *testing.T, name string, fallback string) string {
+func requireBinary(t testing.TB, name string, fallback string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		return p
@@ -49,7 +49,7 @@ func requireBinary(t *testing.T, name string, fallback string) string {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +67,7 @@ type upstream struct {
 	seen map[string]bool
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{seen: map[string]bool{}}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -95,7 +95,7 @@ func (u *upstream) reached(id string) bool {
 // gatewayConfig reads a configuration of examples/gateways and points it
 // at the test's addresses and files: each key of repl (an address or a file
 // the configuration names) is replaced by its value.
-func gatewayConfig(t *testing.T, name string, repl map[string]string) string {
+func gatewayConfig(t testing.TB, name string, repl map[string]string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "gateways", name))
 	if err != nil {
@@ -126,7 +126,7 @@ func gatewayPassword(user string) string { return "pw-" + user + "-7Gq2" }
 // writeHtpasswd writes an htpasswd file ({SHA} scheme: nginx's
 // auth_basic_user_file, Traefik's usersFile) where nginx's workers can read it (they run as nobody when the test runs as
 // root, and t.TempDir is private to the test's user).
-func writeHtpasswd(t *testing.T) string {
+func writeHtpasswd(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "crmauthz-nginx-")
 	if err != nil {
@@ -150,7 +150,7 @@ func writeHtpasswd(t *testing.T) string {
 
 // writeCaddyPasswords writes the accounts of Caddy's basicauth (bcrypt,
 // base64 as Caddy 2.6 wants them; the lowest cost, to keep the test cheap).
-func writeCaddyPasswords(t *testing.T, dir string) string {
+func writeCaddyPasswords(t testing.TB, dir string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, u := range gatewayUsers {
@@ -175,7 +175,7 @@ type gatewayProc struct {
 	logs func() string // its logs, for failure messages
 }
 
-func runGateway(t *testing.T, cmd *exec.Cmd, base string, logs func() string) {
+func runGateway(t testing.TB, cmd *exec.Cmd, base string, logs func() string) {
 	t.Helper()
 	g := &gatewayProc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = g.out, g.out
@@ -214,7 +214,7 @@ func runGateway(t *testing.T, cmd *exec.Cmd, base string, logs func() string) {
 
 // startNginx runs nginx with examples/gateways/nginx.conf included in a
 // minimal main configuration in a temporary prefix.
-func startNginx(t *testing.T, bin, upstreamAddr, authzAddr string) string {
+func startNginx(t testing.TB, bin, upstreamAddr, authzAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	listen := freePort(t)
@@ -254,7 +254,7 @@ http {
 // startCaddy runs caddy with examples/gateways/Caddyfile behind global
 // options that keep it to the test's directory (no admin endpoint, no
 // automatic HTTPS; its autosave in the test directory).
-func startCaddy(t *testing.T, bin, upstreamAddr, authzAddr string) string {
+func startCaddy(t testing.TB, bin, upstreamAddr, authzAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	listen := freePort(t)
@@ -290,13 +290,13 @@ func basicAuth(user, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
-func jwtIdentity(t *testing.T, key *ecdsa.PrivateKey) identityMode {
+func jwtIdentity(t testing.TB, key *ecdsa.PrivateKey) identityMode {
 	return identityMode{name: "jwt", as: func(user string) map[string]string {
 		return map[string]string{"Authorization": "Bearer " + es256(t, key, user, time.Hour)}
 	}}
 }
 
-func es256(t *testing.T, key *ecdsa.PrivateKey, sub string, ttl time.Duration) string {
+func es256(t testing.TB, key *ecdsa.PrivateKey, sub string, ttl time.Duration) string {
 	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"sub": sub, "iss": "https://idp.test", "exp": time.Now().Add(ttl).Unix()})
 	tok.Header["kid"] = "test-1"
 	s, err := tok.SignedString(key)
@@ -306,7 +306,7 @@ func es256(t *testing.T, key *ecdsa.PrivateKey, sub string, ttl time.Duration) s
 	return s
 }
 
-func writeJWKS(t *testing.T, key *ecdsa.PrivateKey) string {
+func writeJWKS(t testing.TB, key *ecdsa.PrivateKey) string {
 	t.Helper()
 	b, err := key.PublicKey.Bytes()
 	if err != nil {
@@ -342,7 +342,7 @@ type gatewayCase struct {
 	apiURI string
 }
 
-func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
+func gatewayCases(key *ecdsa.PrivateKey, t testing.TB) []gatewayCase {
 	return []gatewayCase{
 		{name: "owner views", method: "GET", path: "/contacts/c-1", user: "u-bob", code: 200, reason: "owner"},
 		{name: "owner deletes", method: "DELETE", path: "/contacts/c-1", user: "u-bob", code: 200, reason: "owner"},
@@ -393,7 +393,7 @@ func gatewayCases(key *ecdsa.PrivateKey, t *testing.T) []gatewayCase {
 
 // startGatewayAuthz starts crmauthz on the demo data, in header mode, or in
 // JWT mode with key's public half (ES256, issuer https://idp.test).
-func startGatewayAuthz(t *testing.T, key *ecdsa.PrivateKey) *proc {
+func startGatewayAuthz(t testing.TB, key *ecdsa.PrivateKey) *proc {
 	t.Helper()
 	args := []string{"--load-snapshot", filepath.Join("..", "..", "examples", "demo.ndjson")}
 	if key != nil {

@@ -34,7 +34,7 @@ const docGRPCAddr = "127.0.0.1:9191"
 // envoyBootstrap reads a configuration of examples/gateways into Envoy's v3
 // Bootstrap: every field must exist and have the right type, and every
 // typed_config must name a type linked into this test.
-func envoyBootstrap(t *testing.T, file string) *bootstrapv3.Bootstrap {
+func envoyBootstrap(t testing.TB, file string) *bootstrapv3.Bootstrap {
 	t.Helper()
 	// the typed_config types must be linked in for protojson to resolve them
 	_ = []any{&extauthzv3.ExtAuthz{}, &routerv3.Router{}, &hcmv3.HttpConnectionManager{}, &upstreamhttpv3.HttpProtocolOptions{}, &earlymutationv3.HeaderMutation{}}
@@ -289,7 +289,7 @@ func TestEnvoyConfigsMatchTheAPI(t *testing.T) {
 // checkEnvoyGRPC: the gRPC service is crmauthz's cluster, spoken to over
 // HTTP/2, health-checked with crmauthz's health service, and the body goes
 // as bytes.
-func checkEnvoyGRPC(t *testing.T, bs *bootstrapv3.Bootstrap, ea *extauthzv3.ExtAuthz) {
+func checkEnvoyGRPC(t testing.TB, bs *bootstrapv3.Bootstrap, ea *extauthzv3.ExtAuthz) {
 	t.Helper()
 	if ea.GetGrpcService().GetEnvoyGrpc().GetClusterName() != "crmauthz" || ea.GetGrpcService().GetTimeout().AsDuration() <= 0 ||
 		!ea.GetWithRequestBody().GetPackAsBytes() {

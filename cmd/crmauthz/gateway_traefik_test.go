@@ -25,7 +25,7 @@ const (
 // (CI=true) a missing binary fails the test, as a missing nginx or caddy
 // does (.ci/run builds it first); elsewhere the test is skipped with a
 // word on how to build it, since the build takes minutes.
-func traefikBinary(t *testing.T) string {
+func traefikBinary(t testing.TB) string {
 	t.Helper()
 	root := filepath.Join("..", "..")
 	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
@@ -55,7 +55,7 @@ func traefikBinary(t *testing.T) string {
 // traefik-dynamic.yml, pointed at the test's addresses and accounts, and
 // returns its URL once its router asks crmauthz (the file provider loads
 // the dynamic configuration after the entry point opens).
-func startTraefik(t *testing.T, bin, upstreamAddr, authzAddr string) string {
+func startTraefik(t testing.TB, bin, upstreamAddr, authzAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	listen := freePort(t)
@@ -105,7 +105,7 @@ func startTraefik(t *testing.T, bin, upstreamAddr, authzAddr string) string {
 // and Caddy, it does not send the body to crmauthz, whose /v1/forward-auth
 // never reads one, so an owner change in a body is an edit here
 // (docs/gateways.md, "Traefik": use the /owner route or the query).
-func traefikCases(t *testing.T, cases []gatewayCase) []gatewayCase {
+func traefikCases(t testing.TB, cases []gatewayCase) []gatewayCase {
 	differs := map[string]func(*gatewayCase){
 		"percent-encoded id": func(tc *gatewayCase) { tc.apiURI = "/contacts/c-1" },
 		"dot segments":       func(tc *gatewayCase) { tc.code, tc.reason, tc.apiURI = 200, "follower", "/contacts/c-1" },

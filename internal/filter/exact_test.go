@@ -170,7 +170,7 @@ func selected(tb testing.TB, dbase database, rm mapping.Records, loc string, f f
 
 // checkExact compares, for every subject, type and location, the rows the
 // filter selects with the records whose view decision is allow.
-func checkExact(t *testing.T, eng *policy.Engine, ix *index.Index, tr *filter.Translator, m *refmodel.Model, dbs []database) {
+func checkExact(t testing.TB, eng *policy.Engine, ix *index.Index, tr *filter.Translator, m *refmodel.Model, dbs []database) {
 	t.Helper()
 	ctx := context.Background()
 	subjects := append(m.UserIDs(), "ghost", `ghost' OR 1=1 --`)

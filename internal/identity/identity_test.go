@@ -161,7 +161,7 @@ func TestCustomSubjectHeader(t *testing.T) {
 	}
 }
 
-func checkResult(t *testing.T, got string, err error, want string, isMissing, isInvalid bool) {
+func checkResult(t testing.TB, got string, err error, want string, isMissing, isInvalid bool) {
 	t.Helper()
 	var ie *Error
 	switch {

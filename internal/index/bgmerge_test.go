@@ -90,7 +90,7 @@ func setOwnerBatch(tb testing.TB, ix *Index, owner string, seq uint64) {
 
 // pausedMerge returns setupRace's index after its batch (seq 2, owner u-b), with that layer
 // being merged in the background, paused after its first commit until resume is called.
-func pausedMerge(t *testing.T) (ix *Index, resume func()) {
+func pausedMerge(t testing.TB) (ix *Index, resume func()) {
 	ix, batch := setupRace(t)
 	batch()
 	var calls atomic.Int64
@@ -343,7 +343,7 @@ func TestMergeCatchesUp(t *testing.T) { batchBesideMerge(t, true) }
 // first and second commits, and checks that the merge yields to the batch (behind false) or, when
 // it lags the active layer (behind: MergeBytes so small that an empty active layer is full),
 // commits its second chunk while the batch's callback runs; then that both land.
-func batchBesideMerge(t *testing.T, behind bool) {
+func batchBesideMerge(t testing.TB, behind bool) {
 	ix, batch := setupRace(t)
 	batch() // seq 2, owner u-b: the layer to merge
 	ix.yieldMax = time.Hour

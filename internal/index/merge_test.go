@@ -72,7 +72,7 @@ func readOwnerAndSeq(tb testing.TB, ix *Index) (seq uint64, owner string, refs [
 
 // setupRace returns an index whose main buckets hold contact c-1 owned by u-a at seq 1, with an
 // empty overlay, and a batch that makes u-b its owner at seq 2.
-func setupRace(t *testing.T) (*Index, func()) {
+func setupRace(t testing.TB) (*Index, func()) {
 	tune := defaultTuning()
 	tune.initialMmapSize = 64 << 20 // a reader held across a merge must not block its commits
 	ix, err := openTuned(Config{Dir: t.TempDir()}, tune)
@@ -99,7 +99,7 @@ func setupRace(t *testing.T) (*Index, func()) {
 }
 
 // checkConsistent fails unless (seq, owner, refs) is the state at seq 1 or at seq 2, whole.
-func checkConsistent(t *testing.T, seq uint64, owner string, refs []string) {
+func checkConsistent(t testing.TB, seq uint64, owner string, refs []string) {
 	t.Helper()
 	ok := seq == 1 && owner == "u-a" && fmt.Sprint(refs) == "[u-a]" ||
 		seq == 2 && owner == "u-b" && fmt.Sprint(refs) == "[u-b]"

@@ -49,7 +49,7 @@ func putUsers(tb testing.TB, ix *Index, seq uint64, us ...User) {
 
 // openHeld opens an index whose file is mapped large enough that a View held open does not block
 // the commits beside it (bbolt's remap waits for every read transaction).
-func openHeld(t *testing.T) *Index {
+func openHeld(t testing.TB) *Index {
 	t.Helper()
 	tune := defaultTuning()
 	tune.initialMmapSize = 64 << 20

@@ -124,7 +124,7 @@ func TestDecodeDecisionBodyLikeEncodingJSON(t *testing.T) {
 // checkDecisionBody: decodeDecisionBody gives the error the strict decoder
 // alone gives, the fields of the struct it decodes, and the same input or
 // 400 from them.
-func checkDecisionBody(t *testing.T, body []byte) {
+func checkDecisionBody(t testing.TB, body []byte) {
 	t.Helper()
 	got, gotErr := decodeDecisionBody(append([]byte(nil), body...), nil)
 	var strict decisionRequest
@@ -138,7 +138,7 @@ func checkDecisionBody(t *testing.T, body []byte) {
 	}
 }
 
-func checkBatchBody(t *testing.T, body []byte) {
+func checkBatchBody(t testing.TB, body []byte) {
 	t.Helper()
 	got, gotErr := decodeBatchBody(append([]byte(nil), body...), nil)
 	var strict batchRequest
@@ -159,7 +159,7 @@ func checkBatchBody(t *testing.T, body []byte) {
 
 // checkInput: the input (or the 400) made of c is the one the handler made
 // of the strict decoder's fields before (toInputBefore).
-func checkInput(t *testing.T, body []byte, subject, where string, c checkFields, action string, res *resourceRef, target *string) {
+func checkInput(t testing.TB, body []byte, subject, where string, c checkFields, action string, res *resourceRef, target *string) {
 	t.Helper()
 	got, gotErr := c.input(subject, where)
 	want, wantErr := toInputBefore(subject, action, res, target, where)
@@ -272,7 +272,7 @@ func TestDecisionReplyLikeEncodingJSON(t *testing.T) {
 // `"resource":{"x":}` for long).
 func TestDecodeBodyMutations(t *testing.T) {
 	inserts := []string{`"`, `:`, `,`, `{`, `}`, `[`, `]`, `"x":`, `null`, `1`, ` `, `\`}
-	mutations := func(body string, check func(*testing.T, []byte)) {
+	mutations := func(body string, check func(testing.TB, []byte)) {
 		for i := 0; i < len(body); i++ {
 			for n := 1; n <= 6 && i+n <= len(body); n++ {
 				check(t, []byte(body[:i]+body[i+n:]))

@@ -63,7 +63,7 @@ type grpcWant struct {
 	reason string
 }
 
-func checkGRPC(t *testing.T, resp *authv3.CheckResponse, err error, want grpcWant) {
+func checkGRPC(t testing.TB, resp *authv3.CheckResponse, err error, want grpcWant) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("Check returned an RPC error (Envoy's failure mode decides then): %v", err)

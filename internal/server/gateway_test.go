@@ -91,7 +91,7 @@ func (g *gwServer) do(tb testing.TB, method, target string, hdr map[string]strin
 }
 
 // checkReply checks status, reason and the shape every answer has.
-func checkReply(t *testing.T, got gwReply, code int, reason string) {
+func checkReply(t testing.TB, got gwReply, code int, reason string) {
 	t.Helper()
 	if got.code != code || got.reason != reason {
 		t.Fatalf("got %d %q %v, want %d %q", got.code, got.reason, got.body, code, reason)

@@ -680,7 +680,7 @@ func signJWT(t testing.TB, k *ecdsa.PrivateKey, issuer, subject string) string {
 	return in + "." + b64(sig)
 }
 
-func runStandalone(t *testing.T, tc standaloneRun) {
+func runStandalone(t testing.TB, tc standaloneRun) {
 	bin := makeBuild(t)
 	img := readDockerfile(t)
 	m := render(t, chartDir, scenario(tc.scenario), nil)

@@ -156,7 +156,7 @@ func TestSmoke(t *testing.T) {
 
 // testOPAGolden serves the golden decision cases' facts from opa with
 // bench/opa/authz.rego and checks every case's answer.
-func testOPAGolden(t *testing.T, root, opaBin string) {
+func testOPAGolden(t testing.TB, root, opaBin string) {
 	b, err := os.ReadFile(filepath.Join(root, "internal", "policy", "testdata", "decisions.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -175,7 +175,7 @@ func fakeSide(t testing.TB, name string, delay time.Duration) (*side, *atomic.In
 
 // runSliced runs one step of spec on crmauthz and the floor (fake sides
 // delayed as given), cut as cut says.
-func runSliced(t *testing.T, cut slicing, spec stepSpec, order []int, crmDelay, floorDelay time.Duration) ([nSides][]stepResult, [nSides]stepEvidence, [nSides]*atomic.Int64) {
+func runSliced(t testing.TB, cut slicing, spec stepSpec, order []int, crmDelay, floorDelay time.Duration) ([nSides][]stepResult, [nSides]stepEvidence, [nSides]*atomic.Int64) {
 	t.Helper()
 	crm, crmServed := fakeSide(t, "crmauthz", crmDelay)
 	floor, floorServed := fakeSide(t, "floor", floorDelay)

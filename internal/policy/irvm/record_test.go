@@ -134,7 +134,7 @@ func TestRecordsAsTopdown(t *testing.T) {
 
 // recordsAsTopdown evaluates query on recordModule with the interpreter,
 // whose plan must have at least records records, and with topdown.
-func recordsAsTopdown(t *testing.T, query string, records int) {
+func recordsAsTopdown(t testing.TB, query string, records int) {
 	prog := recordProgram(t, query)
 	if prog.ops()[opRecord] < records {
 		t.Fatalf("%d object literals compiled as records, want at least %d", prog.ops()[opRecord], records)
