@@ -3,11 +3,12 @@ package postgres
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pglogrepl"
 )
@@ -171,11 +172,26 @@ func TestSinkDown(t *testing.T) {
 	conn := pg.Conn(t, "crm")
 	pg.Exec(t, "crm", `INSERT INTO crm_users VALUES ('u-1','user','{loc-1}',true,true,true)`)
 	rep := newReplica(t)
-	startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sink(t), StateDir: t.TempDir()})
+	retries := &retryCounter{}
+	startConnector(t, Config{DSN: pg.DSN("postgres", "crm"), Sink: rep.sinkLogging(t, slog.New(retries)), StateDir: t.TempDir()})
 	waitEqual(t, rep, conn, "before the replica goes down")
 	rep.down()
+	before := retries.n.Load()
 	pg.Exec(t, "crm", `INSERT INTO crm_contacts VALUES ('c-1','loc-1','u-1')`, `INSERT INTO crm_contacts VALUES ('c-2','loc-1','u-1')`)
-	time.Sleep(300 * time.Millisecond) // some retries meanwhile
+	waitFor(t, "the sink retrying the changes", func() bool { return retries.n.Load() >= before+3 })
 	rep.up(t)
 	waitEqual(t, rep, conn, "after the replica is back")
+}
+
+// retryCounter is a slog.Handler counting the sink's "sink: retrying" records.
+type retryCounter struct{ n atomic.Int64 }
+
+func (c *retryCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *retryCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *retryCounter) WithGroup(string) slog.Handler            { return c }
+func (c *retryCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "sink: retrying" {
+		c.n.Add(1)
+	}
+	return nil
 }

@@ -111,8 +111,14 @@ func (r *replica) model(tb testing.TB) *refmodel.Model {
 
 func (r *replica) sink(tb testing.TB) sink.Sink {
 	tb.Helper()
+	return r.sinkLogging(tb, quiet)
+}
+
+// sinkLogging is sink with the sink's log going to logger.
+func (r *replica) sinkLogging(tb testing.TB, logger *slog.Logger) sink.Sink {
+	tb.Helper()
 	cfg := sink.DefaultConfig()
-	cfg.URL, cfg.TokenFile, cfg.Logger, cfg.MaxBackoff = r.url, r.token, quiet, 50*time.Millisecond
+	cfg.URL, cfg.TokenFile, cfg.Logger, cfg.MaxBackoff = r.url, r.token, logger, 50*time.Millisecond
 	s, err := sink.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
