@@ -2,8 +2,6 @@ package chart_test
 
 import (
 	"encoding/base64"
-	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -11,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -19,122 +16,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/crmauthz/crmauthz/tools/chart"
 )
-
-// TestScenarioFilesAreTested makes sure every ci/*-values.yaml has a case below.
-func TestScenarioFilesAreTested(t *testing.T) {
-	files, err := chart.Scenarios(chartDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, f := range files {
-		got = append(got, strings.TrimSuffix(filepath.Base(f), "-values.yaml"))
-	}
-	want := []string{"sidecar", "standalone-default", "standalone-full"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("scenario files %v, the tests cover %v", got, want)
-	}
-}
-
-// TestLint is `helm lint --strict -f ci/X-values.yaml` for every scenario, and for the
-// example app chart, which includes the sidecar templates.
-func TestLint(t *testing.T) {
-	files, err := chart.Scenarios(chartDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type lintCase struct{ dir, values string }
-	cases := []lintCase{{exampleDir, ""}}
-	for _, f := range files {
-		cases = append(cases, lintCase{chartDir, f})
-	}
-	for _, c := range cases {
-		t.Run(filepath.Base(c.dir)+"/"+filepath.Base(c.values), func(t *testing.T) {
-			msgs, errs, err := chart.Lint(c.dir, c.values)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(errs) > 0 {
-				t.Fatalf("lint: %v\nmessages: %v", errs, msgs)
-			}
-			for _, m := range msgs {
-				if m.Severity > support.InfoSev {
-					t.Errorf("lint: %v", m)
-				}
-			}
-		})
-	}
-}
-
-// TestLintFails: the lint is not a formality. A template that cannot render, a value the schema
-// refuses, and a combination the chart refuses with `fail` (which helm lint itself only logs)
-// are all errors.
-func TestLintFails(t *testing.T) {
-	tests := []struct {
-		name     string
-		template string // added to templates/
-		values   string
-		want     string
-	}{
-		{name: "template that cannot render", template: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.missing }}\n", want: "nil pointer"},
-		{name: "value the schema refuses", values: "mode: both\n", want: "mode"},
-		{name: "combination the chart refuses", values: "mode: sidecar\nautoscaling:\n  enabled: true\n", want: "autoscaling.enabled is for mode: standalone"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := copyChart(t)
-			var values string
-			if tc.template != "" {
-				if err := os.WriteFile(filepath.Join(dir, "templates", "broken.yaml"), []byte(tc.template), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if tc.values != "" {
-				values = filepath.Join(t.TempDir(), "bad-values.yaml")
-				if err := os.WriteFile(values, []byte(tc.values), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			_, errs, err := chart.Lint(dir, values)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(errs) == 0 {
-				t.Fatal("lint passed")
-			}
-			if !strings.Contains(fmt.Sprint(errs), tc.want) {
-				t.Errorf("lint errors %v do not mention %q", errs, tc.want)
-			}
-		})
-	}
-}
-
-// copyChart copies charts/crmauthz to a temporary directory, its policies link included.
-func copyChart(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "crmauthz")
-	if err := os.CopyFS(dir, os.DirFS(chartDir)); err != nil {
-		t.Fatal(err)
-	}
-	policies, err := filepath.Abs(filepath.Join(chartDir, "files", "policies"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if policies, err = filepath.EvalSymlinks(policies); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "files", "policies")
-	if err := os.RemoveAll(link); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(policies, link); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 var restricted = corev1.SecurityContext{
 	RunAsNonRoot:             ptr(true),
@@ -537,53 +419,6 @@ func TestStandaloneFullDetails(t *testing.T) {
 	}
 }
 
-// TestPolicyFilesReplaceDefaults: a file of policies.files named like a default one replaces it.
-func TestPolicyFilesReplaceDefaults(t *testing.T) {
-	const mine = "package crmauthz.config\n\nmax_followers := 5\n"
-	m := render(t, chartDir, scenario("standalone-default"), vals("policies.files", map[string]any{"config.rego": mine}))
-	cm := get[*corev1.ConfigMap](t, m, "ConfigMap", releaseName+"-crmauthz-policies")
-	if cm.Data["config.rego"] != mine || cm.Data["authz.rego"] == "" {
-		t.Errorf("keys %v, config.rego %q", keysOf(cm.Data), cm.Data["config.rego"])
-	}
-}
-
-func keysOf[V any](m map[string]V) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
-}
-
-// TestPoliciesConfigMapIsTheDefaultPolicy: the chart's copy of the policy is the built-in one,
-// byte for byte, and reaches the ConfigMap unchanged.
-func TestPoliciesConfigMapIsTheDefaultPolicy(t *testing.T) {
-	src, err := filepath.Glob("../../policies/crmauthz/*.rego")
-	if err != nil || len(src) == 0 {
-		t.Fatalf("no default policy files: %v", err)
-	}
-	m := render(t, chartDir, scenario("standalone-default"), nil)
-	cm := get[*corev1.ConfigMap](t, m, "ConfigMap", releaseName+"-crmauthz-policies")
-	if len(cm.Data) != len(src) {
-		t.Errorf("ConfigMap keys %v, the default policy has %v", keysOf(cm.Data), src)
-	}
-	for _, f := range src {
-		want, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := filepath.Base(f)
-		copyB, err := os.ReadFile(filepath.Join(chartDir, "files", "policies", name))
-		if err != nil || string(copyB) != string(want) {
-			t.Errorf("charts/crmauthz/files/policies/%s differs from policies/crmauthz/%s: cp policies/crmauthz/*.rego charts/crmauthz/files/policies/", name, name)
-		}
-		if cm.Data[name] != string(want) {
-			t.Errorf("ConfigMap %s differs from policies/crmauthz/%s", name, name)
-		}
-	}
-}
-
 func TestNetworkPolicyEmptyPeersLetNobodyIn(t *testing.T) {
 	m := render(t, chartDir, scenario("standalone-default"), vals("networkPolicy.enabled", true,
 		"networkPolicy.decisionFrom", []any{}, "networkPolicy.adminFrom", []any{}))
@@ -652,25 +487,6 @@ func TestBadValuesAreRejected(t *testing.T) {
 	}
 }
 
-func TestBuiltinPolicyNeedsNoConfigMap(t *testing.T) {
-	m := render(t, chartDir, scenario("standalone-default"), vals("policies.builtin", true))
-	_, pod := podOf(t, m)
-	c := containerNamed(t, pod.Spec.Containers, "crmauthz")
-	if _, ok := flagValue(serveArgs(t, m, c), "policies"); ok {
-		t.Errorf("args %v: --policies with policies.builtin", c.Args)
-	}
-	for _, k := range m.keys() {
-		if strings.HasPrefix(k, "ConfigMap/") && k != "ConfigMap/"+releaseName+"-crmauthz-config" {
-			t.Errorf("rendered %s with policies.builtin", k)
-		}
-	}
-	for _, v := range pod.Spec.Volumes {
-		if v.Name == "crmauthz-policies" {
-			t.Error("policies volume with policies.builtin")
-		}
-	}
-}
-
 func TestTokenSecretData(t *testing.T) {
 	// The chart writes data (base64), so the token survives as is; decode it as the API would.
 	m := render(t, chartDir, scenario("standalone-default"), nil)
@@ -693,31 +509,4 @@ func unstructuredString(obj map[string]any, path ...string) (string, bool, error
 	}
 	s, ok := cur.(string)
 	return s, ok, nil
-}
-
-// TestPolicyFilesKeepTheirText: whatever a policy file holds reaches the ConfigMap unchanged.
-func TestPolicyFilesKeepTheirText(t *testing.T) {
-	tests := []struct{ name, src string }{
-		{"plain", "package x\n\nallow := true\n"},
-		{"no final newline", "package x\nallow := true"},
-		{"several final newlines", "package x\n\n\n"},
-		{"leading spaces", "  # indented\npackage x\n"},
-		{"tabs and blank lines with spaces", "package x\n\t\n  \nf if {\n\ttrue\n}\n"},
-		{"CRLF", "package x\r\nallow := true\r\n"},
-		{"YAML-looking text", "--- \n# key: value\n- item\n...\n"},
-		{"unicode line separator", "package x\n# a\u2028b\n"},
-		{"empty", ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			m := render(t, chartDir, scenario("standalone-default"), vals("policies.files", map[string]any{"extra.rego": tc.src}))
-			cm := get[*corev1.ConfigMap](t, m, "ConfigMap", releaseName+"-crmauthz-policies")
-			if got := cm.Data["extra.rego"]; got != tc.src {
-				t.Errorf("ConfigMap holds %q, want %q", got, tc.src)
-			}
-			if cm.Immutable == nil || *cm.Immutable {
-				t.Error("the policies ConfigMap must stay mutable")
-			}
-		})
-	}
 }
