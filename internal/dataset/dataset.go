@@ -14,34 +14,42 @@ import (
 	"github.com/crmauthz/crmauthz/internal/index"
 )
 
-// Config sizes the world. Zero fields take the defaults.
+// Config sizes the world. Zero fields take DefaultConfig's.
 type Config struct {
-	Records   int // default 1,000,000
-	Users     int // default 10,000
-	Locations int // default 5
-	// OpportunityEvery makes every n-th record an opportunity; default 5 (20%).
+	Records   int
+	Users     int
+	Locations int
+	// OpportunityEvery makes every n-th record an opportunity (5: 20%).
 	OpportunityEvery int
 }
 
 // World is a sized Config.
 type World struct{ c Config }
 
-// New fills the defaults.
+// DefaultConfig is the world of the benchmarks: 1,000,000 records, 10,000 users, 5 locations,
+// every 5th record an opportunity.
+func DefaultConfig() Config {
+	return Config{Records: 1_000_000, Users: 10_000, Locations: 5, OpportunityEvery: 5}
+}
+
+// New fills a zero (or negative) field from DefaultConfig, and raises Users to 12 per location
+// (room for an owner and 10 distinct followers in each).
 func New(c Config) World {
+	d := DefaultConfig()
 	if c.Records <= 0 {
-		c.Records = 1_000_000
+		c.Records = d.Records
 	}
 	if c.Users <= 0 {
-		c.Users = 10_000
+		c.Users = d.Users
 	}
 	if c.Locations <= 0 {
-		c.Locations = 5
+		c.Locations = d.Locations
 	}
 	if c.Users < c.Locations*12 {
-		c.Users = c.Locations * 12 // room for an owner and 10 distinct followers per location
+		c.Users = c.Locations * 12
 	}
 	if c.OpportunityEvery <= 0 {
-		c.OpportunityEvery = 5
+		c.OpportunityEvery = d.OpportunityEvery
 	}
 	return World{c: c}
 }

@@ -72,3 +72,24 @@ func TestSnapshotAndRequestsAreValidJSON(t *testing.T) {
 		t.Fatalf("the mix has actions %v", actions)
 	}
 }
+
+// TestNewFillsDefaults: a zero Config is DefaultConfig; a field given is kept, and Users grows to
+// 12 per location.
+func TestNewFillsDefaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		in, out Config
+	}{
+		{"zero", Config{}, DefaultConfig()},
+		{"given", Config{Records: 50, Users: 60, Locations: 5, OpportunityEvery: 2}, Config{Records: 50, Users: 60, Locations: 5, OpportunityEvery: 2}},
+		{"users raised", Config{Records: 10, Users: 1, Locations: 2}, Config{Records: 10, Users: 24, Locations: 2, OpportunityEvery: 5}},
+		{"negative", Config{Records: -1, Users: -1, Locations: -1, OpportunityEvery: -1}, DefaultConfig()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := New(tc.in).Config(); got != tc.out {
+				t.Errorf("New(%+v).Config() = %+v, want %+v", tc.in, got, tc.out)
+			}
+		})
+	}
+}
