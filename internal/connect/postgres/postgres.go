@@ -48,6 +48,9 @@ type Config struct {
 	// StatusInterval is how often the position is confirmed to PostgreSQL; default 10s (well
 	// within wal_sender_timeout).
 	StatusInterval time.Duration
+	// ConnectTimeout bounds each connection attempt (TCP, TLS, startup) when the DSN sets no
+	// connect_timeout; default 15s.
+	ConnectTimeout time.Duration
 	// MaxBackoff bounds the wait between reconnections; default 10s.
 	MaxBackoff time.Duration
 	// AdminAddr is where the command serves Handler (health, metrics); New does not read it.
@@ -58,7 +61,7 @@ type Config struct {
 // and publication "crmauthz"; and the command's admin listener.
 func DefaultConfig() Config {
 	return Config{Mapping: mapping.Default(), Slot: "crmauthz", Publication: "crmauthz",
-		StatusInterval: 10 * time.Second, MaxBackoff: 10 * time.Second, AdminAddr: "127.0.0.1:8384"}
+		StatusInterval: 10 * time.Second, ConnectTimeout: 15 * time.Second, MaxBackoff: 10 * time.Second, AdminAddr: "127.0.0.1:8384"}
 }
 
 // slotName is what PostgreSQL accepts as a slot name.
@@ -93,6 +96,9 @@ func New(cfg Config) (*Connector, error) {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = d.StatusInterval
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = d.ConnectTimeout
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = d.MaxBackoff

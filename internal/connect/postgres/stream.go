@@ -30,9 +30,21 @@ func where(cfg *pgconn.Config) string {
 	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 }
 
+// connectTimeout bounds a connection attempt to pc: by the DSN's connect_timeout, which pgx
+// applies, or else by Config.ConnectTimeout (pgx has no default: a server that accepts and never
+// answers held the attempt for ever, and the connector never reached its reconnect).
+func (c *Connector) connectTimeout(ctx context.Context, pc *pgconn.Config) (context.Context, context.CancelFunc) {
+	if pc.ConnectTimeout > 0 || c.cfg.ConnectTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.ConnectTimeout)
+}
+
 // connect opens the SQL connection.
 func (c *Connector) connect(ctx context.Context) (*pgx.Conn, error) {
 	pc, _ := parseDSN(c.cfg.DSN)
+	ctx, cancel := c.connectTimeout(ctx, pc)
+	defer cancel()
 	cc, err := pgx.ConnectConfig(ctx, mustConnConfig(c.cfg.DSN))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s: %w", where(pc), err)
@@ -44,6 +56,8 @@ func (c *Connector) connect(ctx context.Context) (*pgx.Conn, error) {
 func (c *Connector) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	pc, _ := parseDSN(c.cfg.DSN)
 	pc.RuntimeParams["replication"] = "database"
+	ctx, cancel := c.connectTimeout(ctx, pc)
+	defer cancel()
 	rc, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("opening a replication connection to %s: %w", where(pc), err)
