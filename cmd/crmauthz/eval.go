@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/index"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/policy/authoring"
@@ -44,6 +45,9 @@ func newEvalCmd() *cobra.Command {
 			"    crmauthz eval --snapshot - --subject u-2 --action edit --type contact --id c-42 --explain",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cliflags.Validate(cmd.Flags(), evalRules(&o)); err != nil {
+				return err
+			}
 			o.in.HasTarget = cmd.Flags().Changed("target")
 			return runEval(cmd, o)
 		},
@@ -64,6 +68,33 @@ func newEvalCmd() *cobra.Command {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// evalRules is the rule of every flag of eval, by name: a bad value exits 2 naming the flag, as
+// serve's do. The action and the type are the policy's to judge (an unknown action is a deny).
+func evalRules(o *evalOptions) map[string]cliflags.Rule {
+	none := func() string { return "" } // any value is meaningful
+	return map[string]cliflags.Rule{
+		"data-dir":           func() string { return cliflags.NonBlank(o.dataDir, "a directory") },
+		"snapshot":           func() string { return cliflags.BlankOrPath(o.snapshot) },
+		"policies":           func() string { return cliflags.BlankOrPath(o.policiesDir) },
+		"index-lock-timeout": func() string { return cliflags.DurationIn(o.lockTimeout, time.Millisecond, time.Hour) },
+		"subject":            func() string { return nonEmpty(o.in.Subject, "a user id") },
+		"action":             func() string { return nonEmpty(o.in.Action, "an action, e.g. view") },
+		"type":               func() string { return nonEmpty(o.in.ResourceType, "a record type, e.g. contact") },
+		"id":                 func() string { return nonEmpty(o.in.ResourceID, "a record id") },
+		"target":             none,
+		"explain":            none,
+		"trace":              none,
+	}
+}
+
+// nonEmpty: any value but "" (ids are the index's to judge, as the decision API's are).
+func nonEmpty(v, what string) string {
+	if v == "" {
+		return "want " + what + " (not empty)"
+	}
+	return ""
 }
 
 // evalLockTimeout is eval's wait for the data directory's lock: shorter than

@@ -102,6 +102,22 @@ func (c oneShotCmd) execute(args []string) error {
 	return cmd.Execute()
 }
 
+// checkRefused: err refuses --flag=value as a usage error (exit 2), naming the flag and its
+// environment twin, and saying want.
+func checkRefused(tb testing.TB, err error, flag, value, want string) {
+	tb.Helper()
+	if err == nil {
+		tb.Fatalf("--%s=%q accepted", flag, value)
+	}
+	if exitCode(err) != exitUsage {
+		tb.Fatalf("exit code %d (%v), want %d", exitCode(err), err, exitUsage)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "--"+flag+"=") || !strings.Contains(msg, cliflags.EnvName(flag)) || !strings.Contains(msg, want) {
+		tb.Errorf("message %q; want it to name --%s, %s and say %q", msg, flag, cliflags.EnvName(flag), want)
+	}
+}
+
 // TestOneShotFlagsRefused: a bad value of any flag of publish or snapshot
 // publish exits 2, naming the flag, its environment twin and what is
 // wanted, before anything is connected to.
@@ -110,17 +126,7 @@ func TestOneShotFlagsRefused(t *testing.T) {
 		for _, tc := range c.bad {
 			t.Run(c.name+"/"+tc.flag+"="+tc.value, func(t *testing.T) {
 				args := append(append([]string{}, c.base[:len(c.base)-1]...), "--"+tc.flag+"="+tc.value, c.base[len(c.base)-1])
-				err := c.execute(args)
-				if err == nil {
-					t.Fatalf("--%s=%q accepted", tc.flag, tc.value)
-				}
-				if exitCode(err) != exitUsage {
-					t.Fatalf("exit code %d (%v), want %d", exitCode(err), err, exitUsage)
-				}
-				msg := err.Error()
-				if !strings.Contains(msg, "--"+tc.flag+"=") || !strings.Contains(msg, cliflags.EnvName(tc.flag)) || !strings.Contains(msg, tc.want) {
-					t.Errorf("message %q; want it to name --%s, %s and say %q", msg, tc.flag, cliflags.EnvName(tc.flag), tc.want)
-				}
+				checkRefused(t, c.execute(args), tc.flag, tc.value, tc.want)
 			})
 		}
 	}
