@@ -2,9 +2,13 @@ package main
 
 import (
 	"fmt"
+	"math"
+	"regexp"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/crmauthz/crmauthz/internal/cliflags"
 	"github.com/crmauthz/crmauthz/internal/policy"
 	"github.com/crmauthz/crmauthz/internal/policy/authoring"
 	"github.com/crmauthz/crmauthz/policies"
@@ -36,6 +40,9 @@ func newPolicyTestCmd() *cobra.Command {
 			"crm.record registered so that tests can mock them with `with crm.user as …`. Exit 1 on failure.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cliflags.Validate(cmd.Flags(), policyTestRules(&opts)); err != nil {
+				return err
+			}
 			opts.Out = cmd.OutOrStdout()
 			ok, err := authoring.Test(cmd.Context(), policyConfig(args), opts)
 			if err != nil {
@@ -54,6 +61,30 @@ func newPolicyTestCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&opts.Threshold, "threshold", 0, "fail when the coverage of the policy without its tests is below this percentage (implies --coverage)")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", authoring.DefaultTestTimeout, "deadline of each test (a guard against a test that never ends)")
 	return cmd
+}
+
+// policyTestRules is the rule of every flag of policy test: a bad value exits 2 naming the flag,
+// never 1, which says the tests failed (a --threshold of NaN used to pass every run).
+func policyTestRules(o *authoring.TestOptions) map[string]cliflags.Rule {
+	none := func() string { return "" } // any value is meaningful
+	return map[string]cliflags.Rule{
+		"run": func() string {
+			if _, err := regexp.Compile(o.Run); err != nil {
+				return "want a regular expression (" + err.Error() + ")"
+			}
+			return ""
+		},
+		"format": func() string { return cliflags.OneOf(o.Format, "pretty", "json") },
+		"threshold": func() string {
+			if t := o.Threshold; !(t >= 0 && t <= 100) || math.IsNaN(t) {
+				return "want a percentage from 0 to 100"
+			}
+			return ""
+		},
+		"timeout":  func() string { return cliflags.DurationIn(o.Timeout, time.Millisecond, 24*time.Hour) },
+		"verbose":  none,
+		"coverage": none,
+	}
 }
 
 func newPolicyFmtCmd() *cobra.Command {

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/crmauthz/crmauthz/internal/policy/authoring"
 )
 
 // evalArgs are a good eval command line: a decision from the demo snapshot.
@@ -25,8 +27,8 @@ var badEvalFlags = []struct{ flag, value, want string }{
 	{"id", "", "want a record id"},
 }
 
-// runEvalCmd runs eval with args in this process; its output.
-func runEvalCmd(tb testing.TB, args []string) (string, error) {
+// runCmd runs crmauthz with args in this process; its output.
+func runCmd(tb testing.TB, args []string) (string, error) {
 	tb.Helper()
 	root := newRootCmd()
 	var out bytes.Buffer
@@ -43,7 +45,7 @@ func runEvalCmd(tb testing.TB, args []string) (string, error) {
 func TestEvalFlagsRefused(t *testing.T) {
 	for _, tc := range badEvalFlags {
 		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
-			_, err := runEvalCmd(t, append(append([]string{}, evalArgs...), "--"+tc.flag+"="+tc.value))
+			_, err := runCmd(t, append(append([]string{}, evalArgs...), "--"+tc.flag+"="+tc.value))
 			checkRefused(t, err, tc.flag, tc.value, tc.want)
 		})
 	}
@@ -57,7 +59,7 @@ func TestEvalFlagsAccepted(t *testing.T) {
 		{"--index-lock-timeout", "1h", "--trace", "--data-dir", "elsewhere"},
 	} {
 		t.Run(strings.Join(extra, " "), func(t *testing.T) {
-			out, err := runEvalCmd(t, append(append([]string{}, evalArgs...), extra...))
+			out, err := runCmd(t, append(append([]string{}, evalArgs...), extra...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,4 +94,45 @@ func TestEvalFlagRulesCoverEveryFlag(t *testing.T) {
 	if len(rules) != n && len(rules) != n-1 {
 		t.Errorf("%d rules for %d flags: a rule names no flag", len(rules), n)
 	}
+}
+
+// badPolicyTestFlags are a bad value of each flag of policy test that takes one.
+var badPolicyTestFlags = []struct{ flag, value, want string }{
+	{"run", "(", "want a regular expression"},
+	{"format", "xml", "want one of pretty, json"},
+	{"threshold", "NaN", "want a percentage from 0 to 100"},
+	{"threshold", "101", "want a percentage from 0 to 100"},
+	{"threshold", "-1", "want a percentage from 0 to 100"},
+	{"timeout", "0s", "want a duration from 1ms to 24h"},
+	{"timeout", "-1s", "want a duration from 1ms to 24h"},
+}
+
+// TestPolicyTestFlagsRefused: a bad flag of policy test exits 2, not 1 (which says the tests
+// failed); a --threshold of NaN passed every run.
+func TestPolicyTestFlagsRefused(t *testing.T) {
+	for _, tc := range badPolicyTestFlags {
+		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
+			_, err := runCmd(t, []string{"policy", "test", "--" + tc.flag + "=" + tc.value, "../../policies"})
+			checkRefused(t, err, tc.flag, tc.value, tc.want)
+		})
+	}
+}
+
+// TestPolicyTestFlagRulesCoverEveryFlag: a flag added to policy test must get a rule, and a bad
+// value above unless any value is meaningful.
+func TestPolicyTestFlagRulesCoverEveryFlag(t *testing.T) {
+	cmd := newPolicyTestCmd()
+	rules := policyTestRules(new(authoring.TestOptions))
+	tested := map[string]bool{"verbose": true, "coverage": true, "help": true}
+	for _, tc := range badPolicyTestFlags {
+		tested[tc.flag] = true
+	}
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if rules[f.Name] == nil && f.Name != "help" {
+			t.Errorf("--%s has no rule in policyTestRules", f.Name)
+		}
+		if !tested[f.Name] {
+			t.Errorf("--%s has no bad value in badPolicyTestFlags", f.Name)
+		}
+	})
 }
