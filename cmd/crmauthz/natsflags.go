@@ -104,3 +104,23 @@ func (o natsServeOptions) newSource(ix *index.Index, repl *replication.Replicato
 	}
 	return src, src, nil
 }
+
+// unusedFlags names the NATS flags of serve given a value while --replication-source is empty:
+// serve reads NATS only for the replication log, so they do nothing then, and serve warns of
+// them rather than ignore them silently (a --replication-source forgotten beside them).
+func (o natsServeOptions) unusedFlags() []string {
+	if o.source != "" {
+		return nil
+	}
+	var out []string
+	for _, f := range []struct{ name, v string }{
+		{"nats-creds", o.creds}, {"nats-user", o.user}, {"nats-password-file", o.passwordFile},
+		{"nats-token-file", o.tokenFile}, {"nats-tls-ca", o.tlsCA}, {"nats-tls-cert", o.tlsCert},
+		{"nats-tls-key", o.tlsKey}, {"nats-snapshot-bucket", o.bucket},
+	} {
+		if f.v != "" {
+			out = append(out, "--"+f.name)
+		}
+	}
+	return out
+}

@@ -252,6 +252,9 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if unused := o.nats.unusedFlags(); len(unused) > 0 {
+		log.Warn("NATS flags without --replication-source do nothing: serve reads NATS only for the replication log", "flags", unused)
+	}
 	if err := applyMemoryLimit(o.mem, log); err != nil {
 		return err
 	}

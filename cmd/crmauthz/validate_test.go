@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,5 +266,30 @@ func TestExitErrorUnwrap(t *testing.T) {
 	cause := errors.New("--addr: want HOST:PORT")
 	if err := usageError(cause); !errors.Is(err, cause) {
 		t.Errorf("usageError(%v) does not unwrap to its cause", cause)
+	}
+}
+
+// TestServeWarnsOfUnusedNATSFlags: NATS credentials, TLS files or a snapshot bucket given to serve
+// without --replication-source do nothing; serve names them in a warning (they were ignored
+// silently), and names none with a source, or with only the stream's defaults.
+func TestServeWarnsOfUnusedNATSFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{nil, nil},
+		{[]string{"--nats-stream=S", "--nats-subject=s.x", "--nats-batch-max=10"}, nil},
+		{[]string{"--nats-creds=c", "--nats-tls-ca=ca.pem", "--nats-snapshot-bucket=B"}, []string{"--nats-creds", "--nats-tls-ca", "--nats-snapshot-bucket"}},
+		{[]string{"--nats-user=u", "--nats-password-file=p", "--nats-token-file=t", "--nats-tls-cert=c", "--nats-tls-key=k"},
+			[]string{"--nats-user", "--nats-password-file", "--nats-token-file", "--nats-tls-cert", "--nats-tls-key"}},
+		{[]string{"--replication-source=nats://n:4222", "--nats-creds=c", "--nats-snapshot-bucket=B"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, o := serveFlags(t, tc.args...)
+			if got := o.nats.unusedFlags(); !slices.Equal(got, tc.want) {
+				t.Errorf("unusedFlags() = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
