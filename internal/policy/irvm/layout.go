@@ -66,7 +66,7 @@ type vmOperand int32
 // decision runs about a hundred of them, mostly with its caches cold (the
 // HTTP server and the kernel ran in between), so their size is loads from
 // memory; what only a few kinds of statements use sits in the vmCode tables
-// they index (docs/design.md, "The policy engine"). The fields mean what
+// they index (docs/design.md, "internal/policy/irvm (the IR interpreter)"). The fields mean what
 // the kind of statement makes of them:
 //
 //	kind                  target   a        b         ref          n
