@@ -68,6 +68,9 @@ type procsController struct {
 // observe takes the sample at now, and sets the P count nextProcs chooses.
 func (c *procsController) observe(now time.Time) {
 	cpu := c.cpu()
+	if cpu < 0 {
+		return // unreadable this time: no sample
+	}
 	if wall := now.Sub(c.lastAt); wall > 0 && !c.lastAt.IsZero() {
 		util := float64(cpu-c.lastCPU) / float64(wall)
 		if n := nextProcs(c.cur, c.max, util); n != c.cur {

@@ -53,6 +53,11 @@ func TestProcsControllerObserve(t *testing.T) {
 	step(80 * time.Millisecond) // 0.8: up
 	step(45 * time.Millisecond) // 0.45: stays
 	step(20 * time.Millisecond) // 0.2: down
+	saved := cpu
+	cpu = -1 - 100*time.Millisecond // unreadable (step adds 100ms back): no sample
+	step(100 * time.Millisecond)
+	cpu = saved
+	step(80 * time.Millisecond) // 0.4 over two intervals: stays
 	if want := []int{1, 2, 1}; !equalInts(sets, want) {
 		t.Fatalf("P counts set %v, want %v", sets, want)
 	}
