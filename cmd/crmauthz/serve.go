@@ -59,6 +59,7 @@ type serveOptions struct {
 	evalTimeout      time.Duration // --eval-timeout (docs/policies.md "What is bounded")
 	bodyTimeout      time.Duration // --body-timeout (docs/operations.md "Bounds")
 	mem              memoryOptions // --memory-limit (memlimit.go)
+	procs            procsOptions  // --adaptive-procs (procs.go)
 
 	policiesRequireTests bool
 	decisionCacheSlots   int
@@ -138,6 +139,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.logLevel, "log-level", defaultLogLevel, "log level: debug, info, warn, error")
 	o.gw.addFlags(f)
 	addMemoryFlags(f, &o.mem)
+	addProcsFlags(f, &o.procs)
 	addNATSServeFlags(f, &o.nats)
 	addTracingFlags(f, &o.tracing)
 	addPprofFlag(f, &o.pprof)
@@ -257,6 +259,9 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	if err := applyMemoryLimit(o.mem, log); err != nil {
 		return err
+	}
+	if o.procs.adaptive {
+		go runAdaptiveProcs(ctx, log)
 	}
 	token, err := readToken(o.tokenFile)
 	if err != nil {

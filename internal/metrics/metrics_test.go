@@ -155,3 +155,24 @@ func BenchmarkRoute(b *testing.B) {
 		r.Duration(time.Microsecond)
 	}
 }
+
+// BenchmarkDecisionMetricsParallel is what a /v1/decision's metrics cost per
+// request (its decision counter, its route's 200 counter, its duration
+// histogram) when every core counts at once, as at saturation: -cpu 1,2
+// tells the atomics' contention from their cost alone.
+func BenchmarkDecisionMetricsParallel(b *testing.B) {
+	m := New(Config{})
+	tb := m.DecisionTable("decision", []string{"view", "edit", "delete", "change_owner", "add_follower", "remove_follower"})
+	r := m.Route("decision", "/v1/decision", "decision")
+	reasons := []string{"owner", "no_access", "follower", "team_member", "manager"}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			tb.Count(i%6, i%3 != 0, reasons[i%len(reasons)])
+			r.Request(200)
+			r.Duration(time.Duration(20+i%40) * time.Microsecond)
+			i++
+		}
+	})
+}
