@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"runtime"
 	"time"
 
@@ -30,7 +31,7 @@ type procsOptions struct {
 }
 
 func addProcsFlags(f *pflag.FlagSet, o *procsOptions) {
-	f.BoolVar(&o.adaptive, "adaptive-procs", false,
+	f.BoolVar(&o.adaptive, "adaptive-procs", true,
 		"run the Go scheduler with one P while the process uses under 0.4 of a core, and all of them (GOMAXPROCS) above 0.5: fewer thread wake-ups per request at moderate rates")
 }
 
@@ -81,17 +82,41 @@ func (c *procsController) observe(now time.Time) {
 	c.lastCPU, c.lastAt = cpu, now
 }
 
-// runAdaptiveProcs runs the controller until ctx ends, then gives the
-// runtime back the P count it started with. It does nothing where the
-// process's CPU time cannot be read, or with one P.
-func runAdaptiveProcs(ctx context.Context, log *slog.Logger) {
+// runAdaptiveProcs runs the controller on the process's CPU time (cpu) until
+// ctx ends, then gives the runtime back its P count. It does nothing where
+// the CPU time cannot be read, or with one P.
+//
+// Going back to all Ps restores the runtime's own setting
+// (runtime.SetDefaultGOMAXPROCS), so that it follows the cgroup's CPU limit
+// again, as it does until the controller first sets one P; when the
+// GOMAXPROCS environment variable was set, its value is restored instead.
+func runAdaptiveProcs(ctx context.Context, log *slog.Logger, cpu func() time.Duration) {
 	max := runtime.GOMAXPROCS(0)
-	if max <= 1 || processCPU() < 0 {
+	if max <= 1 || cpu() < 0 {
 		log.Info("adaptive GOMAXPROCS: not applied", "gomaxprocs", max)
 		return
 	}
-	c := &procsController{max: max, cur: max, cpu: processCPU, set: func(n int) { runtime.GOMAXPROCS(n) }}
-	defer runtime.GOMAXPROCS(max)
+	_, fromEnv := os.LookupEnv("GOMAXPROCS")
+	restore := func() {
+		if fromEnv {
+			runtime.GOMAXPROCS(max)
+			return
+		}
+		runtime.SetDefaultGOMAXPROCS()
+	}
+	c := &procsController{max: max, cur: max, cpu: cpu}
+	c.set = func(n int) {
+		if n < c.max {
+			runtime.GOMAXPROCS(n)
+			return
+		}
+		restore()
+	}
+	defer func() {
+		if c.cur != c.max {
+			restore()
+		}
+	}()
 	log.Info("adaptive GOMAXPROCS", "max", max, "up_cores", procsUp, "down_cores", procsDown)
 	t := time.NewTicker(procsSample)
 	defer t.Stop()
@@ -101,6 +126,11 @@ func runAdaptiveProcs(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			if c.cur == c.max && !fromEnv {
+				// The runtime's own count, which follows the cgroup's limit.
+				c.max = runtime.GOMAXPROCS(0)
+				c.cur = c.max
+			}
 			c.observe(now)
 		}
 	}

@@ -79,27 +79,26 @@ func equalInts(a, b []int) bool {
 }
 
 // runAdaptiveProcs, idle, goes down to one P within a few samples, and gives
-// the runtime its P count back when its context ends.
+// the runtime its P count back when its context ends. The CPU time it reads
+// is the test's (never advancing: idle), not the test process's, which other
+// tests may keep busy.
 func TestRunAdaptiveProcs(t *testing.T) {
 	start := runtime.GOMAXPROCS(0)
 	if start < 2 {
 		t.Skip("needs GOMAXPROCS >= 2")
 	}
-	if processCPU() < 0 {
-		t.Skip("the process's CPU time cannot be read here")
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runAdaptiveProcs(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		runAdaptiveProcs(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return time.Second })
 	}()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for runtime.GOMAXPROCS(0) != 1 {
 		if time.Now().After(deadline) {
 			cancel()
 			<-done
-			t.Fatalf("GOMAXPROCS still %d after 10s of an idle test", runtime.GOMAXPROCS(0))
+			t.Fatalf("GOMAXPROCS still %d after a minute of an idle process", runtime.GOMAXPROCS(0))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

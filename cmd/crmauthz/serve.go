@@ -261,7 +261,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	if o.procs.adaptive {
-		go runAdaptiveProcs(ctx, log)
+		go runAdaptiveProcs(ctx, log, processCPU)
 	}
 	token, err := readToken(o.tokenFile)
 	if err != nil {
