@@ -96,6 +96,7 @@ func serveRules(o *serveOptions) map[string]cliflags.Rule {
 		"ready-min-seq":       none,
 		"pprof":               none, // a bool: pflag refuses what does not parse
 		"index-populate":      none, // a bool
+		"adaptive-procs":      none, // a bool
 		"memory-limit": func() string {
 			if o.mem.limit < 0 || (o.mem.limit > 0 && o.mem.limit < 64*cliflags.MiB) {
 				return "want 0 (GOMEMLIMIT, else 90% of the cgroup's limit) or at least 67108864 bytes"

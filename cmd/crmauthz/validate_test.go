@@ -141,7 +141,7 @@ var badServeFlags = []struct {
 }
 
 // anyServeValue are the flags every value of which is meaningful.
-var anyServeValue = map[string]bool{"policies-require-tests": true, "ready-min-seq": true, "pprof": true, "index-populate": true}
+var anyServeValue = map[string]bool{"policies-require-tests": true, "ready-min-seq": true, "pprof": true, "index-populate": true, "adaptive-procs": true}
 
 func TestServeFlagsRefuseBadValues(t *testing.T) {
 	for _, tc := range badServeFlags {
