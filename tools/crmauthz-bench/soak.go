@@ -191,7 +191,7 @@ BENCHMARKS.md, "How to reproduce".
 	fs.IntVar(&rc.Records, "records", 1_000_000, "records in the world (of --index, or loaded when --index is not given)")
 	fs.IntVar(&rc.Users, "users", 10_000, "users in the world")
 	fs.IntVar(&rc.Locations, "locations", 5, "locations in the world")
-	fs.StringVar(&cfg.Index, "index", "", "a crmauthz data directory holding the world's index.db (e.g. DIR/<records>/crmauthz of `scale --index-dir DIR --rounds 0`), copied into the work directory before the start, never written; \"\": load the world through the snapshot API first")
+	fs.StringVar(&cfg.Index, "index", "", "a crmauthz data directory `DIR` holding the world's index.db (e.g. X/<records>/crmauthz after \"scale --index-dir X --rounds 0\"), copied into the work directory before the start, never written; \"\": load the world through the snapshot API first")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Minute, "the measured time, a whole number of --window")
 	fs.DurationVar(&cfg.Warmup, "warmup", 15*time.Second, "decisions without replication before the measured time (0: none)")
 	fs.DurationVar(&cfg.Window, "window", 30*time.Second, "one row of the table (at least 1s)")
@@ -206,7 +206,7 @@ BENCHMARKS.md, "How to reproduce".
 	extra := fs.String("crmauthz-args", "", "extra flags of crmauthz serve, space-separated (e.g. \"--index-populate\"): the setting the soak measures")
 	fs.StringVar(&rc.WorkDir, "work-dir", "", "directory for the index copy (default: a temporary one, removed afterwards)")
 	fs.StringVar(&rc.ServerLogs, "server-logs", "", "keep crmauthz's output in this directory (created)")
-	agNice := fs.String("autogroup-nice", "", "set the nice of this tool's autogroup, which crmauthz shares, for the run (as `run --autogroup-nice`; under setsid)")
+	agNice := fs.String("autogroup-nice", "", "set the nice of this tool's autogroup, which crmauthz shares, for the run (as run's --autogroup-nice; run the tool under setsid)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ func TestSoakFlags(t *testing.T) {
 func TestSoakHelp(t *testing.T) {
 	var out bytes.Buffer
 	_ = mainErr([]string{"soak", "-h"}, &out, &out)
-	for _, want := range []string{"usage: crmauthz-bench soak", "--crmauthz-args", "-events-rate", "-index", "-window"} {
+	for _, want := range []string{"usage: crmauthz-bench soak", "--crmauthz-args", "-events-rate", "-index DIR", "-window"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("soak -h lacks %q:\n%s", want, out.String())
 		}
