@@ -82,8 +82,11 @@ func (c soakConfig) check() error {
 	return nil
 }
 
-// batchEvery is the interval of the batches.
+// batchEvery is the interval of the batches (0 without replication).
 func (c soakConfig) batchEvery() time.Duration {
+	if c.EventsRate <= 0 {
+		return 0
+	}
 	return time.Duration(int64(time.Second) * int64(c.Batch) / int64(c.EventsRate))
 }
 

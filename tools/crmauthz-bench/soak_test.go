@@ -57,6 +57,10 @@ func TestSoakFlags(t *testing.T) {
 	if ok.batchEvery() != 100*time.Millisecond {
 		t.Errorf("100 events at 1000/s: a batch every %s, want 100ms", ok.batchEvery())
 	}
+	ok.EventsRate = 0 // decisions alone
+	if err := ok.check(); err != nil || ok.batchEvery() != 0 {
+		t.Errorf("--events-rate 0: %v, a batch every %s; want accepted, no batches", err, ok.batchEvery())
+	}
 }
 
 // TestSoakHelp: soak -h describes the command and its flags.
