@@ -41,6 +41,21 @@ func parseAutogroup(s string) (name string, nice int, err error) {
 	return f[0], nice, nil
 }
 
+// parseAutogroupNice reads --autogroup-nice: nil when not given ("").
+func parseAutogroupNice(s string) (*int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return nil, fmt.Errorf("--autogroup-nice: %q is not a number", s)
+	}
+	if err := checkNice(n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
 // checkNice checks a nice value of --autogroup-nice.
 func checkNice(n int) error {
 	if n < -20 || n > 19 {

@@ -5,6 +5,7 @@
 //
 //	crmauthz-bench run [--records 1000000] [--duration 10s] [--rates 1000,5000,10000] [--runs 5] …
 //	crmauthz-bench scale [--records 100000,1000000,10000000] …   (the scale curve, scale.go)
+//	crmauthz-bench soak --crmauthz BIN [--index DIR] [--crmauthz-args "--index-populate"] …   (decisions beside replication for minutes, soak.go)
 //	crmauthz-bench gen --records 1000000 --users 10000 > snapshot.ndjson
 //	crmauthz-bench requests --n 100000 > requests.ndjson   (one POST /v1/decision body per line)
 //	crmauthz-bench opa-data --records 1000000 > data.json   (the same world as OPA's data document)
@@ -47,7 +48,7 @@ func main() {
 	}
 }
 
-const usage = "usage: crmauthz-bench run|scale|gen|requests|opa-data [flags] (-h for the flags of each)"
+const usage = "usage: crmauthz-bench run|scale|soak|gen|requests|opa-data [flags] (-h for the flags of each)"
 
 func mainErr(args []string, stdout, stderr io.Writer) error {
 	if len(args) < 1 {
@@ -64,6 +65,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "scale":
 		return scaleMain(context.Background(), args[1:], stdout, stderr) // scale.go
+	case "soak":
+		return soakMain(context.Background(), args[1:], stdout, stderr) // soak.go
 	case "gen", "requests", "opa-data":
 		seq := fs.Uint64("seq", 1, "gen: applied_seq of the snapshot")
 		n := fs.Int("n", 100_000, "requests: how many to write")
@@ -171,15 +174,8 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		if cfg.VsFloor && (*vs != "" || cfg.VsCrmauthz != "") {
 			return fmt.Errorf("--vs-floor: floor-b takes OPA's place, which --vs-crmauthz and --vs-crmauthz-args give crmauthz-b; give one of them")
 		}
-		if *agNice != "" {
-			n, err := strconv.Atoi(*agNice)
-			if err != nil {
-				return fmt.Errorf("--autogroup-nice: %q is not a number", *agNice)
-			}
-			if err := checkNice(n); err != nil {
-				return err
-			}
-			cfg.AutogroupNice = &n
+		if cfg.AutogroupNice, err = parseAutogroupNice(*agNice); err != nil {
+			return err
 		}
 		if cfg.SampleEvery < 10*time.Millisecond || cfg.SampleEvery > 10*time.Second {
 			return fmt.Errorf("--sample-every: %s is not between 10ms and 10s", cfg.SampleEvery)

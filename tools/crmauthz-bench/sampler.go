@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,6 +64,7 @@ type sampler struct {
 	wg       sync.WaitGroup
 	once     sync.Once
 	err      error
+	taken    atomic.Int64 // samples taken so far (a test waits for some)
 }
 
 // startSampler opens path and samples every `every` until stop.
@@ -118,6 +120,7 @@ func (s *sampler) stop() error {
 }
 
 func (s *sampler) sample() {
+	defer s.taken.Add(1)
 	now := monotonicNow().Nanoseconds()
 	row := func(series string, v int64) { fmt.Fprintf(s.w, "%d,%s,%d\n", now, series, v) }
 	if b, err := os.ReadFile("/proc/stat"); err == nil {

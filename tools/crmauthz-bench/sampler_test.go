@@ -52,8 +52,15 @@ func TestSampler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Millisecond)
-	for time.Now().Before(deadline) { // some run time of this process to sample
+	// Some run time of this process to sample, until the sampler has
+	// taken two samples (stop takes a third). Until session 12 the loop
+	// ran 60 ms, six ticks; with -race beside CPU hogs the sampler's
+	// goroutine got one turn in them and the test two samples.
+	deadline := time.Now().Add(time.Minute)
+	for s.taken.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d samples in a minute of every 10ms", s.taken.Load())
+		}
 	}
 	if err := s.stop(); err != nil {
 		t.Fatal(err)

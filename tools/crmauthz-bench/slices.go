@@ -65,6 +65,10 @@ type stepRunner struct {
 	record  bool         // keep every request (--requests-out)
 	prof    *cpuProfiler // nil: no profile
 	cut     slicing
+	// step runs one part of a slice, its lead-in or its timed part; nil:
+	// runStep. The tests wrap runStep to see what each part was asked
+	// (slices_test.go), counts that do not depend on the machine's speed.
+	step func(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration, record bool) stepResult
 }
 
 // run runs spec on every side present, cut into slices in the order of
@@ -74,6 +78,10 @@ type stepRunner struct {
 func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSides][]stepResult, [nSides]stepEvidence, error) {
 	var parts [nSides][]stepResult
 	var ev [nSides]stepEvidence
+	step := r.step
+	if step == nil {
+		step = runStep
+	}
 	var present []int
 	for _, k := range order {
 		if r.sides[k] != nil {
@@ -97,13 +105,13 @@ func (r *stepRunner) run(ctx context.Context, spec stepSpec, order []int) ([nSid
 			if lead.hot == 0 {
 				lead.base += sliceStride / 2
 			}
-			runStep(ctx, s, lead, r.w, r.cut.leadIn, r.timeout, false)
+			step(ctx, s, lead, r.w, r.cut.leadIn, r.timeout, false)
 		}
 		before := sampleProc(ctx, s)
 		var res stepResult
 		began := time.Now()
 		if err := r.prof.during(ctx, k == sideCrmauthz, r.cut.dur, func() {
-			res = runStep(ctx, s, sp, r.w, r.cut.dur, r.timeout, r.record)
+			res = step(ctx, s, sp, r.w, r.cut.dur, r.timeout, r.record)
 		}); err != nil {
 			return parts, ev, err
 		}

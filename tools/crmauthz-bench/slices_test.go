@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,26 +175,81 @@ func fakeSide(t testing.TB, name string, delay time.Duration) (*side, *atomic.In
 	return s, &served
 }
 
+// slicedRun is one step run by runSliced: each side's slices and evidence
+// as the runner returned them, the requests each fake server answered, and
+// every part of a slice the runner ran (lead-ins and timed parts) in order.
+type slicedRun struct {
+	parts  [nSides][]stepResult
+	ev     [nSides]stepEvidence
+	served [nSides]*atomic.Int64
+	calls  []stepCall
+}
+
+// stepCall is one part of a slice as the runner asked it of runStep, and
+// the requests runStep sent in it.
+type stepCall struct {
+	side   string
+	spec   stepSpec
+	dur    time.Duration
+	record bool
+	sent   int
+}
+
 // runSliced runs one step of spec on crmauthz and the floor (fake sides
-// delayed as given), cut as cut says.
-func runSliced(t testing.TB, cut slicing, spec stepSpec, order []int, crmDelay, floorDelay time.Duration) ([nSides][]stepResult, [nSides]stepEvidence, [nSides]*atomic.Int64) {
+// delayed as given), cut as cut says, recording every part it runs.
+func runSliced(t testing.TB, cut slicing, spec stepSpec, order []int, crmDelay, floorDelay time.Duration) slicedRun {
 	t.Helper()
 	crm, crmServed := fakeSide(t, "crmauthz", crmDelay)
 	floor, floorServed := fakeSide(t, "floor", floorDelay)
+	var calls []stepCall
+	var mu sync.Mutex
+	step := func(ctx context.Context, s *side, spec stepSpec, w dataset.World, dur, timeout time.Duration, record bool) stepResult {
+		res := runStep(ctx, s, spec, w, dur, timeout, record)
+		mu.Lock()
+		calls = append(calls, stepCall{side: s.name, spec: spec, dur: dur, record: record, sent: res.sent})
+		mu.Unlock()
+		return res
+	}
 	r := &stepRunner{sides: [nSides]*side{crm, nil, floor}, w: dataset.New(dataset.Config{Records: 1000, Users: 50, Locations: 5}),
-		timeout: 10 * time.Second, cut: cut}
+		timeout: 10 * time.Second, cut: cut, step: step}
 	parts, ev, err := r.run(t.Context(), spec, order)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return parts, ev, [nSides]*atomic.Int64{crmServed, nil, floorServed}
+	mu.Lock()
+	defer mu.Unlock()
+	return slicedRun{parts: parts, ev: ev, served: [nSides]*atomic.Int64{crmServed, nil, floorServed}, calls: calls}
+}
+
+// sentBy sums the requests sent in the calls of one side (timed parts
+// only, or lead-ins included).
+func (r slicedRun) sentBy(side string, withLeadIns bool, cut slicing) int {
+	n := 0
+	for _, c := range r.calls {
+		if c.side == side && (withLeadIns || c.dur == cut.dur) {
+			n += c.sent
+		}
+	}
+	return n
 }
 
 // TestStepRunnerSlices checks the sliced step: the sides take turns A B A B
-// …, each side gets the same slices (as many, as long, at the same
-// rate), no slice sends more than its own share (nothing carried over from
-// the slice before), every slice after a lead-in whose requests are not
-// counted, and each side's evidence summed over its slices.
+// …, each side gets the same slices (as many, as long, at the same rate,
+// fresh requests), every slice after a lead-in whose requests are served
+// but not counted, no slice sends more than its own share (nothing carried
+// over from the slice before), and each side's evidence summed over its
+// slices.
+//
+// It asserts what the runner decides (which part it runs, for how long, at
+// what rate, from which request; which results it keeps) and counts that
+// hold however slow the machine is. Until session 12 it also asked each
+// slice to send at least half its share and the two sides to send within
+// half a slice of each other: with -race beside CPU hogs a slice of 150 ms
+// sent 15 of its 60 and the sides differed by 40, because vegeta sends
+// nothing while its pacing goroutine waits for a core. How many requests a
+// slice gets through on a loaded machine is the machine's, not the
+// runner's; the runner's part is the duration and the rate it asks, checked
+// exactly below.
 func TestStepRunnerSlices(t *testing.T) {
 	const rate, n = 400, 4
 	cut := slicing{n: n, dur: 150 * time.Millisecond, pause: 20 * time.Millisecond, leadIn: 50 * time.Millisecond}
@@ -206,47 +263,82 @@ func TestStepRunnerSlices(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := stepSpec{name: "400/s", rate: rate, base: 100_000_000}
-			parts, ev, served := runSliced(t, cut, spec, tc.order, 0, 0)
+			run := runSliced(t, cut, spec, tc.order, 0, 0)
+			parts := run.parts
 			if len(parts[sideOPA]) != 0 {
 				t.Fatalf("a side left out ran %d slices", len(parts[sideOPA]))
 			}
-			var all []stepResult
+			// What the runner ran: for each slice in turn, its lead-in
+			// (untimed, not recorded, requests from half a stride further)
+			// then its timed part, both at the step's rate.
+			if len(run.calls) != 2*len(tc.want) {
+				t.Fatalf("the runner ran %d parts, want a lead-in and a timed part for each of %d slices", len(run.calls), len(tc.want))
+			}
+			nth := map[string]int{}
+			for i, side := range tc.want {
+				j := nth[side]
+				nth[side]++
+				base := spec.base + uint64(j)*sliceStride
+				for h, w := range []stepCall{
+					{side: side, spec: stepSpec{name: spec.name, rate: rate, base: base + sliceStride/2}, dur: cut.leadIn},
+					{side: side, spec: stepSpec{name: spec.name, rate: rate, base: base}, dur: cut.dur},
+				} {
+					c := run.calls[2*i+h]
+					if c.side != w.side || c.spec != w.spec || c.dur != w.dur || c.record {
+						t.Errorf("slice %d (%s's %d): ran %s %+v for %v (record %v), want %s %+v for %v", i, side, j, c.side, c.spec, c.dur, c.record, w.side, w.spec, w.dur)
+					}
+				}
+			}
 			perSlice := rate * int(cut.dur) / int(time.Second) // 60
+			var all []stepResult
 			for _, k := range []int{sideCrmauthz, sideFloor} {
 				if len(parts[k]) != n {
-					t.Fatalf("%s ran %d slices, want %d", parts[k][0].side, len(parts[k]), n)
+					t.Fatalf("side %d ran %d slices, want %d", k, len(parts[k]), n)
 				}
-				sent := 0
+				name := parts[k][0].side
+				var timed []stepCall
+				for _, c := range run.calls {
+					if c.side == name && c.dur == cut.dur {
+						timed = append(timed, c)
+					}
+				}
 				for j, p := range parts[k] {
 					if p.spec.base != spec.base+uint64(j)*sliceStride {
 						t.Errorf("%s slice %d asked from %d, want fresh requests from %d", p.side, j, p.spec.base, spec.base+uint64(j)*sliceStride)
 					}
-					// vegeta sends one at 0 and one every 1/rate up to the
-					// slice's end: at most perSlice+1, never a catch-up of
-					// requests owed by the slice before.
-					if p.sent > perSlice+1 || p.sent < perSlice/2 || p.errs != 0 {
-						t.Errorf("%s slice %d: sent %d, errors %d (%s); want about %d", p.side, j, p.sent, p.errs, p.firstErr, perSlice)
+					// The slice's result is its timed part's, not its lead-in's.
+					if j < len(timed) && p.sent != timed[j].sent {
+						t.Errorf("%s slice %d: result of %d requests, its timed part sent %d", p.side, j, p.sent, timed[j].sent)
 					}
-					sent += p.sent
+					// vegeta's constant pacer sends hit i (from 0) only after
+					// sleeping to (i+1)/rate and only while the attack's time
+					// is not over, so a slice sends at most perSlice+1 however
+					// late its goroutines run: never a catch-up of requests
+					// owed by the slice before.
+					if p.sent > perSlice+1 || p.errs != 0 {
+						t.Errorf("%s slice %d: sent %d, errors %d (%s); want at most %d and no error", p.side, j, p.sent, p.errs, p.firstErr, perSlice+1)
+					}
 				}
-				// the lead-ins were served too, but not counted
-				if got := served[k].Load(); got <= int64(sent) {
-					t.Errorf("%s served %d requests, the timed slices sent %d: no lead-in", parts[k][0].side, got, sent)
+				// The lead-ins were served too, but not counted: the fake
+				// server answered every request of the lead-ins and timed
+				// parts (no error), the side's figures hold the timed parts'.
+				sent := sliceResults(parts[k]).sent
+				if got, want := run.served[k].Load(), int64(run.sentBy(name, true, cut)); got != want || sent != run.sentBy(name, false, cut) {
+					t.Errorf("%s: server answered %d, lead-ins and timed parts sent %d; figures hold %d, timed parts sent %d", name, got, want, sent, run.sentBy(name, false, cut))
 				}
-				if !ev[k].machine.ok || ev[k].genCPU <= 0 {
-					t.Errorf("%s: evidence not summed: %+v", parts[k][0].side, ev[k])
+				// The one check that needs the machine to run the generator
+				// at all: some request in the side's 600 ms of timed parts.
+				if sent == 0 {
+					t.Errorf("%s sent nothing in %d timed slices", name, n)
+				}
+				conns := 0
+				for _, p := range parts[k] {
+					conns += p.opened
+				}
+				if !run.ev[k].machine.ok || run.ev[k].genCPU < 0 || run.ev[k].conns != conns {
+					t.Errorf("%s: evidence not summed: %+v (connections opened in the slices %d)", name, run.ev[k], conns)
 				}
 				all = append(all, parts[k]...)
-			}
-			// Both sides got the same share: as many slices' worth of
-			// requests, within less than half a slice (vegeta's last tick of
-			// a slice may fall either side of its end, and on a loaded
-			// machine its ticks fall behind by a few per slice, on either
-			// side: under a load average of 15 the sides differed by 8 and
-			// 9 of ~230); a slice more or less on one side is 60.
-			sentOf := func(k int) int { return sliceResults(parts[k]).sent }
-			if d := sentOf(sideCrmauthz) - sentOf(sideFloor); d < -perSlice/2 || d > perSlice/2 {
-				t.Errorf("crmauthz sent %d, the floor %d", sentOf(sideCrmauthz), sentOf(sideFloor))
 			}
 			slices.SortFunc(all, func(a, b stepResult) int { return cmp.Compare(a.mono, b.mono) })
 			var got []string
@@ -267,7 +359,11 @@ func TestStepRunnerOneSlice(t *testing.T) {
 	if cut != (slicing{n: 1, dur: 200 * time.Millisecond, pause: 10 * time.Millisecond}) {
 		t.Fatalf("--slices 1 cut as %+v", cut)
 	}
-	parts, _, served := runSliced(t, cut, stepSpec{name: "300/s", rate: 300, base: 100_000_000}, []int{sideCrmauthz, sideOPA, sideFloor}, 0, 0)
+	run := runSliced(t, cut, stepSpec{name: "300/s", rate: 300, base: 100_000_000}, []int{sideCrmauthz, sideOPA, sideFloor}, 0, 0)
+	parts, served := run.parts, run.served
+	if len(run.calls) != 2 || run.calls[0].dur != cut.dur || run.calls[1].dur != cut.dur {
+		t.Errorf("the runner ran %+v, want one part of %v per side", run.calls, cut.dur)
+	}
 	for _, k := range []int{sideCrmauthz, sideFloor} {
 		if len(parts[k]) != 1 || int64(parts[k][0].sent) != served[k].Load() {
 			t.Errorf("side %d: %d parts, sent %d, served %d; want one part and no lead-in", k, len(parts[k]), parts[k][0].sent, served[k].Load())
@@ -331,9 +427,17 @@ func TestSliceResultsExact(t *testing.T) {
 }
 
 // TestSlicedSlowSide: a side slower in every slice is slower in the pooled
-// figures. crmauthz's fake sleeps 20 ms per request, the floor's answers at
-// once; so every latency of crmauthz is at least 20 ms, and its p99 and
-// the ratio to the floor's show it, at a fixed rate and at saturation.
+// figures, and each side's figures are its own slices', at a fixed rate and
+// at saturation. crmauthz's fake sleeps 20 ms per request, the floor's
+// answers at once; so every latency pooled for crmauthz is at least 20 ms,
+// each side's pooled answers are the ones of its own timed parts, and at
+// saturation with 4 connections crmauthz answers at most 4 per 20 ms.
+//
+// Until session 12 it asked the p99 ratio to the floor to be above 1 and
+// the floor to answer more at saturation: with -race beside CPU hogs the
+// floor's own p99 reached 70 ms, above crmauthz's 59 ms. How fast the floor
+// answers on a loaded machine is the machine's; the ratio is asserted only
+// when the floor's p99 came out below the sleep (always on a quiet machine).
 func TestSlicedSlowSide(t *testing.T) {
 	const delay = 20 * time.Millisecond
 	cut := slicing{n: 4, dur: 200 * time.Millisecond, pause: 10 * time.Millisecond, leadIn: 50 * time.Millisecond}
@@ -342,28 +446,40 @@ func TestSlicedSlowSide(t *testing.T) {
 		{name: "max, 4 conn", workers: 4, base: 200_000_000},
 	} {
 		t.Run(spec.name, func(t *testing.T) {
-			parts, _, _ := runSliced(t, cut, spec, []int{sideFloor, sideOPA, sideCrmauthz}, delay, 0)
-			crm, floor := sliceResults(parts[sideCrmauthz]), sliceResults(parts[sideFloor])
+			run := runSliced(t, cut, spec, []int{sideFloor, sideOPA, sideCrmauthz}, delay, 0)
+			crm, floor := sliceResults(run.parts[sideCrmauthz]), sliceResults(run.parts[sideFloor])
 			if crm.ok == 0 || floor.ok == 0 || crm.errs+floor.errs != 0 {
 				t.Fatalf("answered %d and %d, errors %d (%s) and %d", crm.ok, floor.ok, crm.errs, crm.firstErr, floor.errs)
+			}
+			// Each side's pooled answers are the ones of its own timed parts.
+			for _, c := range []struct {
+				name string
+				ok   int
+			}{{"crmauthz", crm.ok}, {"floor", floor.ok}} {
+				if want := run.sentBy(c.name, false, cut); c.ok != want {
+					t.Errorf("%s's figures hold %d answers, its timed parts sent %d", c.name, c.ok, want)
+				}
 			}
 			if crm.p50 < delay || crm.p99 < delay || crm.lat[0] < delay {
 				t.Errorf("crmauthz's p50 %v, p99 %v, fastest %v: below the handler's sleep of %v", crm.p50, crm.p99, crm.lat[0], delay)
 			}
 			// The pooled p99 is the p99 of every slice's latencies together.
 			var all []time.Duration
-			for _, p := range parts[sideCrmauthz] {
+			for _, p := range run.parts[sideCrmauthz] {
 				all = append(all, p.lat...)
 			}
 			slices.Sort(all)
 			if crm.p99 != quantile(all, 0.99) {
 				t.Errorf("pooled p99 %v, of all slices' latencies %v", crm.p99, quantile(all, 0.99))
 			}
-			if r := ratioOf(float64(crm.p99), float64(floor.p99)); !(r > 1) {
+			if r := ratioOf(float64(crm.p99), float64(floor.p99)); floor.p99 < delay && !(r > 1) {
 				t.Errorf("p99 crmauthz ÷ floor = %v (%v ÷ %v), want > 1", r, crm.p99, floor.p99)
 			}
-			if spec.rate == 0 && !(crm.achieved < floor.achieved) {
-				t.Errorf("at saturation crmauthz answered %.0f/s, the floor %.0f/s; want fewer", crm.achieved, floor.achieved)
+			// 4 connections, each request at least 20 ms: each slice spans
+			// at least ⌈answers/4⌉ × 20 ms, so at most 200/s over the
+			// slices' own time, however the machine runs.
+			if most := float64(spec.workers) / delay.Seconds(); spec.rate == 0 && !(crm.achieved <= most) {
+				t.Errorf("at saturation crmauthz answered %.0f/s, more than %d connections of %v each allow (%.0f/s)", crm.achieved, spec.workers, delay, most)
 			}
 		})
 	}
