@@ -31,8 +31,8 @@ type procsOptions struct {
 }
 
 func addProcsFlags(f *pflag.FlagSet, o *procsOptions) {
-	f.BoolVar(&o.adaptive, "adaptive-procs", true,
-		"run the Go scheduler with one P while the process uses under 0.4 of a core, and all of them (GOMAXPROCS) above 0.5: fewer thread wake-ups per request at moderate rates")
+	f.BoolVar(&o.adaptive, "adaptive-procs", false,
+		"run the Go scheduler with one P while the process uses under 0.4 of a core, and all of them (GOMAXPROCS) above 0.5: less CPU per request at moderate rates, but a higher p99 (requests queue behind one P)")
 }
 
 // The controller's thresholds, in cores used over one sample, and its
