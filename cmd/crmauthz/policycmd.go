@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"regexp"
 	"time"
 
@@ -76,7 +75,7 @@ func policyTestRules(o *authoring.TestOptions) map[string]cliflags.Rule {
 		},
 		"format": func() string { return cliflags.OneOf(o.Format, "pretty", "json") },
 		"threshold": func() string {
-			if t := o.Threshold; !(t >= 0 && t <= 100) || math.IsNaN(t) {
+			if t := o.Threshold; !(t >= 0 && t <= 100) { // NaN compares false: refused too
 				return "want a percentage from 0 to 100"
 			}
 			return ""
